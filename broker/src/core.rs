@@ -1,0 +1,634 @@
+//! The broker's sans-IO state machine.
+//!
+//! [`Core`] owns every order and every worker the broker knows. Callers feed
+//! it inputs with the current time ([`Core::handle_intake`],
+//! [`Core::handle_control`], [`Core::handle_timeout`]) and drain what it
+//! wants done: [`Core::poll_event`] yields the state changes (the journal
+//! records, once the journal exists) and [`Core::poll_outbound`] the
+//! messages to publish. It does no IO and reads no clock.
+//!
+//! Every change to orders goes through [`Core::apply`] as an [`Event`], so
+//! replaying the recorded events rebuilds the same state. Worker liveness is
+//! deliberately *not* an event: after a restart no worker is known, and every
+//! order that was in flight is pending again.
+
+use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
+
+use orderly_common::ids::{producer_topic, worker_topic, BROADCAST_TOPIC};
+use orderly_common::limits::{self, ORDER_BYTES_MAX, WORKERS_MAX};
+use orderly_common::protocol::{
+    encode_dispatch, BrokerHeartbeat, Confirm, ControlMsg, FanoutMsg, Heartbeat, IntakeMsg, Reject, RejectReason,
+    Welcome,
+};
+use orderly_common::OrderKey;
+use serde::{Deserialize, Serialize};
+use serde_bytes::ByteBuf;
+
+/// Milliseconds on the caller's monotonic clock.
+pub type Millis = u64;
+
+/// Settings of the core, already validated by the caller.
+#[derive(Debug, Clone)]
+pub struct CoreConfig {
+    /// Random per broker start; workers notice a restart by its change.
+    pub incarnation: u64,
+    pub heartbeat_interval_ms: u64,
+    /// Heartbeat intervals a worker may stay silent before it is dead.
+    pub heartbeat_liveness: u32,
+    /// Deliveries of one order before it is dead-lettered.
+    pub max_attempts: u32,
+    pub partial_orders_max: usize,
+    pub pending_orders_max: usize,
+    pub pending_bytes_max: u64,
+    pub partial_age_max_ms: u64,
+}
+
+impl CoreConfig {
+    pub fn with_incarnation(incarnation: u64) -> Self {
+        CoreConfig {
+            incarnation,
+            heartbeat_interval_ms: limits::HEARTBEAT_INTERVAL_MS_DEFAULT,
+            heartbeat_liveness: limits::HEARTBEAT_LIVENESS_DEFAULT,
+            max_attempts: limits::MAX_ATTEMPTS_DEFAULT,
+            partial_orders_max: limits::PARTIAL_ORDERS_MAX_DEFAULT,
+            pending_orders_max: limits::PENDING_ORDERS_MAX_DEFAULT,
+            pending_bytes_max: limits::PENDING_BYTES_MAX_DEFAULT,
+            partial_age_max_ms: limits::PARTIAL_AGE_MAX_MS_DEFAULT,
+        }
+    }
+
+    fn worker_timeout_ms(&self) -> u64 {
+        self.heartbeat_interval_ms * u64::from(self.heartbeat_liveness)
+    }
+}
+
+/// A change of order state: what the journal records and replays.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Event {
+    /// A partial order was opened by Begin.
+    Begun { key: OrderKey, at_ms: Millis },
+    /// One item of a partial order arrived.
+    ItemStored { key: OrderKey, seq: u32, data: ByteBuf },
+    /// Finish arrived and every item 0..count is present: the order is
+    /// complete and pending.
+    Sealed { key: OrderKey, count: u32 },
+    /// A partial order was discarded and the producer told why.
+    Dropped { key: OrderKey, reason: RejectReason },
+    /// A pending order was sent to a worker.
+    Dispatched { key: OrderKey, worker: String, attempt: u32 },
+    /// A worker acknowledged the order: it is done and forgotten.
+    Acked { key: OrderKey },
+    /// An in-flight order goes back to the queue.
+    Requeued { key: OrderKey, reason: String },
+    /// An order failed `max_attempts` times (or was refused for good).
+    DeadLettered { key: OrderKey, reason: String },
+}
+
+/// A message the broker wants published on its fanout socket.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Outbound {
+    pub topic: Vec<u8>,
+    pub body: Vec<u8>,
+}
+
+/// Counters for logs and status.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+pub struct Counters {
+    pub orders_sealed: u64,
+    pub orders_acked: u64,
+    pub orders_rejected: u64,
+    pub orders_dead_lettered: u64,
+    pub dispatches: u64,
+    pub redeliveries: u64,
+    pub duplicate_acks: u64,
+    pub stale_nacks: u64,
+    pub orphan_items: u64,
+    pub duplicate_items: u64,
+    pub workers_expired: u64,
+    pub workers_refused: u64,
+}
+
+#[derive(Debug)]
+struct Partial {
+    began_ms: Millis,
+    items: BTreeMap<u32, ByteBuf>,
+    bytes: u64,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum OrderState {
+    Pending,
+    InFlight { worker: String },
+    Dead { reason: String },
+}
+
+#[derive(Debug)]
+struct Order {
+    items: Vec<ByteBuf>,
+    bytes: u64,
+    /// Deliveries so far; the next dispatch is attempt `attempts + 1`.
+    attempts: u32,
+    state: OrderState,
+}
+
+#[derive(Debug)]
+struct Worker {
+    incarnation: u64,
+    capacity: u32,
+    in_flight: BTreeSet<OrderKey>,
+    last_seen_ms: Millis,
+    nonce: u64,
+    /// The worker echoed our welcome: its subscription is live.
+    ready: bool,
+}
+
+impl Worker {
+    fn free_credits(&self) -> u32 {
+        self.capacity.saturating_sub(self.in_flight.len() as u32)
+    }
+}
+
+/// A snapshot of one worker for status output.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct WorkerStatus {
+    pub id: String,
+    pub ready: bool,
+    pub capacity: u32,
+    pub in_flight: u32,
+}
+
+/// A snapshot of the core for status output.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Status {
+    pub partial_orders: usize,
+    pub pending_orders: usize,
+    pub in_flight_orders: usize,
+    pub dead_letters: usize,
+    pub held_bytes: u64,
+    pub workers: Vec<WorkerStatus>,
+    pub counters: Counters,
+}
+
+/// The broker's state machine. See the module docs.
+#[derive(Debug)]
+pub struct Core {
+    config: CoreConfig,
+    partials: BTreeMap<OrderKey, Partial>,
+    orders: HashMap<OrderKey, Order>,
+    /// Dispatch queue; may hold stale keys (acked while pending), skipped.
+    pending: VecDeque<OrderKey>,
+    pending_len: usize,
+    in_flight_len: usize,
+    dead_len: usize,
+    /// Item bytes held by partial and live orders.
+    held_bytes: u64,
+    workers: BTreeMap<String, Worker>,
+    nonce_next: u64,
+    heartbeat_due_ms: Millis,
+    partial_sweep_due_ms: Millis,
+    events: VecDeque<Event>,
+    outbound: VecDeque<Outbound>,
+    counters: Counters,
+}
+
+impl Core {
+    pub fn new(config: CoreConfig) -> Self {
+        assert!(config.heartbeat_interval_ms > 0 && config.heartbeat_liveness > 0);
+        assert!(config.max_attempts > 0);
+        Core {
+            nonce_next: config.incarnation | 1,
+            config,
+            partials: BTreeMap::new(),
+            orders: HashMap::new(),
+            pending: VecDeque::new(),
+            pending_len: 0,
+            in_flight_len: 0,
+            dead_len: 0,
+            held_bytes: 0,
+            workers: BTreeMap::new(),
+            heartbeat_due_ms: 0,
+            partial_sweep_due_ms: 0,
+            events: VecDeque::new(),
+            outbound: VecDeque::new(),
+            counters: Counters::default(),
+        }
+    }
+
+    pub fn config(&self) -> &CoreConfig {
+        &self.config
+    }
+
+    /// Next state change to record, in the order they happened.
+    pub fn poll_event(&mut self) -> Option<Event> {
+        self.events.pop_front()
+    }
+
+    /// Next message to publish. Publish only after the events produced
+    /// before it are durable.
+    pub fn poll_outbound(&mut self) -> Option<Outbound> {
+        self.outbound.pop_front()
+    }
+
+    /// When [`Core::handle_timeout`] must next be called.
+    pub fn poll_timeout(&self) -> Millis {
+        let timeout = self.config.worker_timeout_ms();
+        let expiry = self.workers.values().map(|w| w.last_seen_ms + timeout).min();
+        [Some(self.heartbeat_due_ms), Some(self.partial_sweep_due_ms), expiry].into_iter().flatten().min().unwrap_or(0)
+    }
+
+    /// False while a bound on partial orders, pending orders or held bytes
+    /// is reached: the IO loop stops reading intake until it is true again,
+    /// so producers block at their high-water mark and nothing is dropped.
+    pub fn intake_open(&self) -> bool {
+        self.partials.len() < self.config.partial_orders_max
+            && self.pending_len + self.in_flight_len < self.config.pending_orders_max
+            && self.held_bytes < self.config.pending_bytes_max
+    }
+
+    pub fn status(&self) -> Status {
+        Status {
+            partial_orders: self.partials.len(),
+            pending_orders: self.pending_len,
+            in_flight_orders: self.in_flight_len,
+            dead_letters: self.dead_len,
+            held_bytes: self.held_bytes,
+            workers: self
+                .workers
+                .iter()
+                .map(|(id, w)| WorkerStatus {
+                    id: id.clone(),
+                    ready: w.ready,
+                    capacity: w.capacity,
+                    in_flight: w.in_flight.len() as u32,
+                })
+                .collect(),
+            counters: self.counters.clone(),
+        }
+    }
+
+    pub fn counters(&self) -> &Counters {
+        &self.counters
+    }
+
+    // ------------------------------------------------------------ intake
+
+    /// Handles one decoded intake message.
+    pub fn handle_intake(&mut self, msg: IntakeMsg, now_ms: Millis) {
+        match msg {
+            IntakeMsg::Hello(hello) => {
+                let body = FanoutMsg::Welcome(Welcome { nonce: hello.nonce }).encode();
+                self.outbound.push_back(Outbound { topic: producer_topic(&hello.producer), body });
+            }
+            IntakeMsg::Begin(begin) => self.on_begin(OrderKey::new(begin.producer, begin.order), now_ms),
+            IntakeMsg::Item(item) => self.on_item(OrderKey::new(item.producer, item.order), item.seq, item.data),
+            IntakeMsg::Finish(finish) => self.on_finish(OrderKey::new(finish.producer, finish.order), finish.count),
+        }
+        self.pump();
+    }
+
+    fn on_begin(&mut self, key: OrderKey, now_ms: Millis) {
+        // A resent Begin for an order we hold is a no-op: resends fill gaps.
+        if self.partials.contains_key(&key) || self.orders.contains_key(&key) {
+            return;
+        }
+        if self.partials.len() >= self.config.partial_orders_max {
+            let detail = format!("{} open partial orders", self.partials.len());
+            self.reject(&key, RejectReason::LimitReached { detail });
+            return;
+        }
+        self.record(Event::Begun { key, at_ms: now_ms });
+    }
+
+    fn on_item(&mut self, key: OrderKey, seq: u32, data: ByteBuf) {
+        let Some(partial) = self.partials.get(&key) else {
+            if self.orders.contains_key(&key) {
+                self.counters.duplicate_items += 1; // a resend of a sealed order
+            } else {
+                self.counters.orphan_items += 1; // no Begin, or already rejected
+            }
+            return;
+        };
+        if partial.items.contains_key(&seq) {
+            self.counters.duplicate_items += 1;
+            return;
+        }
+        let bytes = partial.bytes + data.len() as u64;
+        if bytes > ORDER_BYTES_MAX as u64 {
+            let detail = format!("items reach {bytes} bytes; the limit is {ORDER_BYTES_MAX}");
+            self.drop_partial(key, RejectReason::TooLarge { detail });
+            return;
+        }
+        self.record(Event::ItemStored { key, seq, data });
+    }
+
+    fn on_finish(&mut self, key: OrderKey, count: u32) {
+        let Some(partial) = self.partials.get(&key) else {
+            if self.orders.contains_key(&key) {
+                self.confirm(&key); // a resent order: confirm again
+            } else {
+                self.reject(&key, RejectReason::UnknownOrder);
+            }
+            return;
+        };
+        if let Some((&seq, _)) = partial.items.range(count..).next() {
+            self.drop_partial(key, RejectReason::ExtraItem { count, seq });
+            return;
+        }
+        if partial.items.len() < count as usize {
+            let missing = (0..count).find(|s| !partial.items.contains_key(s)).unwrap_or(count);
+            self.drop_partial(key, RejectReason::Gap { missing });
+            return;
+        }
+        self.record(Event::Sealed { key: key.clone(), count });
+        self.confirm(&key);
+    }
+
+    fn drop_partial(&mut self, key: OrderKey, reason: RejectReason) {
+        self.reject(&key, reason.clone());
+        self.record(Event::Dropped { key, reason });
+    }
+
+    fn confirm(&mut self, key: &OrderKey) {
+        let body = FanoutMsg::Confirm(Confirm { order: key.id.clone() }).encode();
+        self.outbound.push_back(Outbound { topic: producer_topic(&key.producer), body });
+    }
+
+    fn reject(&mut self, key: &OrderKey, reason: RejectReason) {
+        self.counters.orders_rejected += 1;
+        let body = FanoutMsg::Reject(Reject { order: key.id.clone(), reason }).encode();
+        self.outbound.push_back(Outbound { topic: producer_topic(&key.producer), body });
+    }
+
+    // ------------------------------------------------------------ control
+
+    /// Handles one decoded control message.
+    pub fn handle_control(&mut self, msg: ControlMsg, now_ms: Millis) {
+        match msg {
+            ControlMsg::Heartbeat(hb) => self.on_heartbeat(hb, now_ms),
+            ControlMsg::Ack(ack) => {
+                self.touch(&ack.worker, ack.incarnation, now_ms);
+                match self.orders.get(&ack.order) {
+                    Some(order) if !matches!(order.state, OrderState::Dead { .. }) => {
+                        self.record(Event::Acked { key: ack.order });
+                    }
+                    _ => self.counters.duplicate_acks += 1,
+                }
+            }
+            ControlMsg::Nack(nack) => {
+                self.touch(&nack.worker, nack.incarnation, now_ms);
+                let current = self.orders.get(&nack.order).is_some_and(|o| {
+                    o.attempts == nack.attempt && o.state == OrderState::InFlight { worker: nack.worker.clone() }
+                });
+                if !current {
+                    self.counters.stale_nacks += 1;
+                } else if !nack.retry {
+                    let reason = format!("worker {} refused it: {}", nack.worker, nack.reason);
+                    self.record(Event::DeadLettered { key: nack.order, reason });
+                } else {
+                    let reason = format!("worker {} failed it: {}", nack.worker, nack.reason);
+                    self.fail(nack.order, reason);
+                }
+            }
+            ControlMsg::Bye(bye) => {
+                if self.workers.get(&bye.worker).is_some_and(|w| w.incarnation == bye.incarnation) {
+                    self.remove_worker(&bye.worker, "worker said bye");
+                }
+            }
+        }
+        self.pump();
+    }
+
+    fn on_heartbeat(&mut self, hb: Heartbeat, now_ms: Millis) {
+        let known = self.workers.get(&hb.worker).map(|w| w.incarnation);
+        if known.is_some_and(|inc| inc != hb.incarnation) {
+            // Restarted under the same id: what the old process held is lost.
+            self.remove_worker(&hb.worker, "worker restarted");
+        }
+        if !self.workers.contains_key(&hb.worker) {
+            if self.workers.len() >= WORKERS_MAX {
+                self.counters.workers_refused += 1;
+                return;
+            }
+            let nonce = self.next_nonce();
+            let worker = Worker {
+                incarnation: hb.incarnation,
+                capacity: hb.capacity,
+                in_flight: BTreeSet::new(),
+                last_seen_ms: now_ms,
+                nonce,
+                ready: false,
+            };
+            self.workers.insert(hb.worker.clone(), worker);
+        }
+        let worker = self.workers.get_mut(&hb.worker).expect("inserted above");
+        worker.last_seen_ms = now_ms;
+        worker.capacity = hb.capacity;
+        if !worker.ready {
+            if hb.welcome == Some(worker.nonce) {
+                worker.ready = true;
+            } else {
+                // Not echoed yet: the welcome may have gone out before the
+                // subscription existed (slow joiner), so send it again.
+                let body = FanoutMsg::Welcome(Welcome { nonce: worker.nonce }).encode();
+                self.outbound.push_back(Outbound { topic: worker_topic(&hb.worker), body });
+            }
+        }
+    }
+
+    fn touch(&mut self, worker: &str, incarnation: u64, now_ms: Millis) {
+        if let Some(w) = self.workers.get_mut(worker) {
+            if w.incarnation == incarnation {
+                w.last_seen_ms = now_ms;
+            }
+        }
+    }
+
+    fn next_nonce(&mut self) -> u64 {
+        self.nonce_next = self.nonce_next.wrapping_add(0x9E37_79B9_7F4A_7C15);
+        self.nonce_next
+    }
+
+    fn remove_worker(&mut self, id: &str, why: &str) {
+        let Some(worker) = self.workers.remove(id) else { return };
+        for key in worker.in_flight {
+            self.fail(key, format!("{why} ({id})"));
+        }
+    }
+
+    /// A delivery attempt failed: requeue, or dead-letter once attempts are
+    /// used up.
+    fn fail(&mut self, key: OrderKey, reason: String) {
+        let attempts = self.orders.get(&key).map_or(0, |o| o.attempts);
+        if attempts >= self.config.max_attempts {
+            let reason = format!("{reason}; gave up after {attempts} attempts");
+            self.record(Event::DeadLettered { key, reason });
+        } else {
+            self.record(Event::Requeued { key, reason });
+        }
+    }
+
+    // ------------------------------------------------------------ time
+
+    /// Advances time: broker heartbeats, dead workers, expired partials.
+    pub fn handle_timeout(&mut self, now_ms: Millis) {
+        if now_ms >= self.heartbeat_due_ms {
+            self.heartbeat_due_ms = now_ms + self.config.heartbeat_interval_ms;
+            let body = FanoutMsg::Heartbeat(BrokerHeartbeat {
+                incarnation: self.config.incarnation,
+                interval_ms: self.config.heartbeat_interval_ms,
+            })
+            .encode();
+            self.outbound.push_back(Outbound { topic: BROADCAST_TOPIC.to_vec(), body });
+        }
+        let timeout = self.config.worker_timeout_ms();
+        let dead: Vec<String> =
+            self.workers.iter().filter(|(_, w)| now_ms >= w.last_seen_ms + timeout).map(|(id, _)| id.clone()).collect();
+        for id in dead {
+            self.counters.workers_expired += 1;
+            self.remove_worker(&id, "worker missed its heartbeats");
+        }
+        if now_ms >= self.partial_sweep_due_ms {
+            self.partial_sweep_due_ms = now_ms + self.config.heartbeat_interval_ms;
+            let age_max = self.config.partial_age_max_ms;
+            let expired: Vec<(OrderKey, u64)> = self
+                .partials
+                .iter()
+                .filter(|(_, p)| now_ms.saturating_sub(p.began_ms) > age_max)
+                .map(|(k, p)| (k.clone(), now_ms - p.began_ms))
+                .collect();
+            for (key, age_ms) in expired {
+                self.drop_partial(key, RejectReason::Expired { age_ms });
+            }
+        }
+        self.pump();
+    }
+
+    // ------------------------------------------------------------ dispatch
+
+    /// Sends pending orders to ready workers with free credits, the worker
+    /// with the most free credits first (ties: lowest id, for determinism).
+    fn pump(&mut self) {
+        while let Some(key) = self.pending.front() {
+            if !self.orders.get(key).is_some_and(|o| o.state == OrderState::Pending) {
+                self.pending.pop_front(); // stale: acked or dead while queued
+                continue;
+            }
+            let Some(worker) = self.choose_worker() else { break };
+            let key = self.pending.pop_front().expect("front exists");
+            let attempt = self.orders[&key].attempts + 1;
+            self.record(Event::Dispatched { key: key.clone(), worker: worker.clone(), attempt });
+            let order = &self.orders[&key];
+            let body = encode_dispatch(&key, attempt, attempt > 1, &order.items);
+            self.outbound.push_back(Outbound { topic: worker_topic(&worker), body });
+        }
+    }
+
+    fn choose_worker(&self) -> Option<String> {
+        let mut best: Option<(&String, u32)> = None;
+        for (id, w) in &self.workers {
+            let free = w.free_credits();
+            if w.ready && free > 0 && best.is_none_or(|(_, f)| free > f) {
+                best = Some((id, free));
+            }
+        }
+        best.map(|(id, _)| id.clone())
+    }
+
+    // ------------------------------------------------------------ apply
+
+    fn record(&mut self, event: Event) {
+        self.apply(&event);
+        self.events.push_back(event);
+    }
+
+    /// Applies one state change. The live path and journal replay both come
+    /// through here, so they cannot disagree.
+    pub fn apply(&mut self, event: &Event) {
+        match event {
+            Event::Begun { key, at_ms } => {
+                let partial = Partial { began_ms: *at_ms, items: BTreeMap::new(), bytes: 0 };
+                self.partials.insert(key.clone(), partial);
+            }
+            Event::ItemStored { key, seq, data } => {
+                if let Some(p) = self.partials.get_mut(key) {
+                    p.bytes += data.len() as u64;
+                    self.held_bytes += data.len() as u64;
+                    p.items.insert(*seq, data.clone());
+                }
+            }
+            Event::Sealed { key, count } => {
+                let Some(partial) = self.partials.remove(key) else { return };
+                assert_eq!(partial.items.len(), *count as usize, "sealed with a gap: {key}");
+                let order = Order {
+                    items: partial.items.into_values().collect(),
+                    bytes: partial.bytes,
+                    attempts: 0,
+                    state: OrderState::Pending,
+                };
+                self.orders.insert(key.clone(), order);
+                self.pending.push_back(key.clone());
+                self.pending_len += 1;
+                self.counters.orders_sealed += 1;
+            }
+            Event::Dropped { key, .. } => {
+                if let Some(p) = self.partials.remove(key) {
+                    self.held_bytes -= p.bytes;
+                }
+            }
+            Event::Dispatched { key, worker, attempt } => {
+                let Some(order) = self.orders.get_mut(key) else { return };
+                if order.state == OrderState::Pending {
+                    self.pending_len -= 1;
+                    self.in_flight_len += 1;
+                }
+                order.attempts = *attempt;
+                order.state = OrderState::InFlight { worker: worker.clone() };
+                if let Some(w) = self.workers.get_mut(worker) {
+                    w.in_flight.insert(key.clone());
+                }
+                self.counters.dispatches += 1;
+                if *attempt > 1 {
+                    self.counters.redeliveries += 1;
+                }
+            }
+            Event::Acked { key } => {
+                let Some(order) = self.orders.remove(key) else { return };
+                self.leave_state(key, &order.state);
+                self.held_bytes -= order.bytes;
+                self.counters.orders_acked += 1;
+            }
+            Event::Requeued { key, .. } => {
+                let Some(order) = self.orders.get_mut(key) else { return };
+                let old = std::mem::replace(&mut order.state, OrderState::Pending);
+                self.leave_state(key, &old);
+                self.pending_len += 1;
+                // Redeliveries go first: they are the oldest work.
+                self.pending.push_front(key.clone());
+            }
+            Event::DeadLettered { key, reason } => {
+                let Some(order) = self.orders.get_mut(key) else { return };
+                let old = std::mem::replace(&mut order.state, OrderState::Dead { reason: reason.clone() });
+                self.leave_state(key, &old);
+                self.dead_len += 1;
+                self.counters.orders_dead_lettered += 1;
+            }
+        }
+    }
+
+    /// Undoes the bookkeeping of the state an order leaves.
+    fn leave_state(&mut self, key: &OrderKey, state: &OrderState) {
+        match state {
+            OrderState::Pending => self.pending_len -= 1,
+            OrderState::InFlight { worker } => {
+                self.in_flight_len -= 1;
+                if let Some(w) = self.workers.get_mut(worker) {
+                    w.in_flight.remove(key);
+                }
+            }
+            OrderState::Dead { .. } => self.dead_len -= 1,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,318 @@
+use super::*;
+use orderly_common::protocol::{Ack, Begin, Bye, Finish, Item, Nack};
+
+fn core() -> Core {
+    Core::new(CoreConfig::with_incarnation(42))
+}
+
+fn begin(order: &str) -> IntakeMsg {
+    IntakeMsg::Begin(Begin { producer: "p".into(), order: order.into() })
+}
+
+fn item(order: &str, seq: u32) -> IntakeMsg {
+    IntakeMsg::Item(Item { producer: "p".into(), order: order.into(), seq, data: ByteBuf::from(vec![seq as u8; 3]) })
+}
+
+fn finish(order: &str, count: u32) -> IntakeMsg {
+    IntakeMsg::Finish(Finish { producer: "p".into(), order: order.into(), count })
+}
+
+fn send_order(core: &mut Core, order: &str, items: u32) {
+    core.handle_intake(begin(order), 0);
+    for seq in 0..items {
+        core.handle_intake(item(order, seq), 0);
+    }
+    core.handle_intake(finish(order, items), 0);
+}
+
+fn heartbeat(worker: &str, capacity: u32, welcome: Option<u64>) -> ControlMsg {
+    ControlMsg::Heartbeat(Heartbeat { worker: worker.into(), incarnation: 1, capacity, in_flight: vec![], welcome })
+}
+
+fn drain(core: &mut Core) -> (Vec<Event>, Vec<(String, FanoutMsg)>) {
+    let events = std::iter::from_fn(|| core.poll_event()).collect();
+    let out = std::iter::from_fn(|| core.poll_outbound())
+        .map(|o| (String::from_utf8(o.topic).unwrap(), FanoutMsg::decode(&o.body).unwrap()))
+        .collect();
+    (events, out)
+}
+
+/// Registers a worker and completes the welcome handshake.
+fn ready_worker(core: &mut Core, worker: &str, capacity: u32, now_ms: Millis) {
+    core.handle_control(heartbeat(worker, capacity, None), now_ms);
+    let (_, out) = drain(core);
+    let nonce = out
+        .iter()
+        .find_map(|(topic, m)| match m {
+            FanoutMsg::Welcome(w) if *topic == format!("w/{worker}/") => Some(w.nonce),
+            _ => None,
+        })
+        .expect("welcome published on the worker's topic");
+    core.handle_control(heartbeat(worker, capacity, Some(nonce)), now_ms);
+}
+
+fn dispatches(out: &[(String, FanoutMsg)]) -> Vec<(String, OrderKey, u32)> {
+    out.iter()
+        .filter_map(|(topic, m)| match m {
+            FanoutMsg::Dispatch(d) => Some((topic.clone(), d.order.clone(), d.attempt)),
+            _ => None,
+        })
+        .collect()
+}
+
+#[test]
+fn aggregates_items_into_one_order_and_confirms() {
+    let mut core = core();
+    send_order(&mut core, "o1", 3);
+    let (events, out) = drain(&mut core);
+    assert!(events.contains(&Event::Sealed { key: OrderKey::new("p", "o1"), count: 3 }));
+    assert_eq!(out, vec![("p/p/".to_string(), FanoutMsg::Confirm(Confirm { order: "o1".into() }))]);
+    assert_eq!(core.status().pending_orders, 1);
+    assert_eq!(core.status().held_bytes, 9);
+}
+
+#[test]
+fn items_out_of_order_still_seal_in_sequence() {
+    let mut core = core();
+    ready_worker(&mut core, "w1", 1, 0);
+    core.handle_intake(begin("o"), 0);
+    for seq in [2, 0, 1] {
+        core.handle_intake(item("o", seq), 0);
+    }
+    core.handle_intake(finish("o", 3), 0);
+    let (_, out) = drain(&mut core);
+    let FanoutMsg::Dispatch(d) = &out.iter().find(|(_, m)| matches!(m, FanoutMsg::Dispatch(_))).unwrap().1 else {
+        unreachable!()
+    };
+    assert_eq!(d.items, vec![ByteBuf::from(vec![0; 3]), ByteBuf::from(vec![1; 3]), ByteBuf::from(vec![2; 3])]);
+}
+
+#[test]
+fn a_gap_is_rejected_never_sealed() {
+    let mut core = core();
+    core.handle_intake(begin("o"), 0);
+    core.handle_intake(item("o", 0), 0);
+    core.handle_intake(item("o", 2), 0);
+    core.handle_intake(finish("o", 3), 0);
+    let (events, out) = drain(&mut core);
+    assert!(!events.iter().any(|e| matches!(e, Event::Sealed { .. })));
+    assert!(events.contains(&Event::Dropped { key: OrderKey::new("p", "o"), reason: RejectReason::Gap { missing: 1 } }));
+    assert_eq!(
+        out.last().unwrap().1,
+        FanoutMsg::Reject(Reject { order: "o".into(), reason: RejectReason::Gap { missing: 1 } })
+    );
+    let status = core.status();
+    assert_eq!((status.partial_orders, status.pending_orders, status.held_bytes), (0, 0, 0));
+}
+
+#[test]
+fn items_beyond_the_count_are_rejected() {
+    let mut core = core();
+    send_order(&mut core, "o", 3);
+    drain(&mut core);
+    core.handle_intake(begin("x"), 0);
+    for seq in 0..3 {
+        core.handle_intake(item("x", seq), 0);
+    }
+    core.handle_intake(finish("x", 2), 0);
+    let (_, out) = drain(&mut core);
+    assert!(matches!(&out[0].1, FanoutMsg::Reject(r) if r.reason == RejectReason::ExtraItem { count: 2, seq: 2 }));
+}
+
+#[test]
+fn finish_without_begin_is_rejected_and_a_resent_order_confirmed_again() {
+    let mut core = core();
+    core.handle_intake(finish("nope", 1), 0);
+    let (_, out) = drain(&mut core);
+    assert!(matches!(&out[0].1, FanoutMsg::Reject(r) if r.reason == RejectReason::UnknownOrder));
+    send_order(&mut core, "o", 2);
+    send_order(&mut core, "o", 2);
+    let (events, out) = drain(&mut core);
+    assert_eq!(events.iter().filter(|e| matches!(e, Event::Sealed { .. })).count(), 1);
+    assert_eq!(out.iter().filter(|(_, m)| matches!(m, FanoutMsg::Confirm(_))).count(), 2);
+    assert_eq!(core.status().pending_orders, 1);
+}
+
+#[test]
+fn nothing_is_dispatched_before_the_welcome_is_echoed() {
+    let mut core = core();
+    core.handle_control(heartbeat("w1", 4, None), 0);
+    send_order(&mut core, "o", 1);
+    let (_, out) = drain(&mut core);
+    assert!(dispatches(&out).is_empty());
+    // A wrong echo is not enough either; the welcome is repeated.
+    core.handle_control(heartbeat("w1", 4, Some(12345)), 10);
+    let (_, out) = drain(&mut core);
+    assert!(dispatches(&out).is_empty());
+    assert!(matches!(out[0].1, FanoutMsg::Welcome(_)));
+}
+
+#[test]
+fn the_worker_with_most_free_credits_gets_the_order_and_capacity_is_never_exceeded() {
+    let mut core = core();
+    ready_worker(&mut core, "w1", 1, 0);
+    ready_worker(&mut core, "w2", 3, 0);
+    drain(&mut core);
+    for n in 0..6 {
+        send_order(&mut core, &format!("o{n}"), 1);
+    }
+    let (_, out) = drain(&mut core);
+    let topics: Vec<String> = dispatches(&out).into_iter().map(|(t, _, _)| t).collect();
+    // Most free credits first (w2 3, w2 2), then a 1-1 tie goes to the
+    // lowest id; 4 credits in all, so 2 orders wait.
+    assert_eq!(topics, ["w/w2/", "w/w2/", "w/w1/", "w/w2/"]);
+    let status = core.status();
+    assert_eq!((status.in_flight_orders, status.pending_orders), (4, 2));
+    // An ack frees a credit at once.
+    let ack = ControlMsg::Ack(Ack { worker: "w1".into(), incarnation: 1, order: OrderKey::new("p", "o2"), attempt: 1 });
+    core.handle_control(ack, 5);
+    let (events, out) = drain(&mut core);
+    assert!(events.contains(&Event::Acked { key: OrderKey::new("p", "o2") }));
+    assert_eq!(dispatches(&out), vec![("w/w1/".into(), OrderKey::new("p", "o4"), 1)]);
+}
+
+#[test]
+fn duplicate_acks_are_counted_and_harmless() {
+    let mut core = core();
+    ready_worker(&mut core, "w1", 1, 0);
+    send_order(&mut core, "o", 1);
+    let ack = ControlMsg::Ack(Ack { worker: "w1".into(), incarnation: 1, order: OrderKey::new("p", "o"), attempt: 1 });
+    core.handle_control(ack.clone(), 1);
+    core.handle_control(ack, 2);
+    assert_eq!(core.counters().orders_acked, 1);
+    assert_eq!(core.counters().duplicate_acks, 1);
+}
+
+#[test]
+fn nacks_redeliver_then_dead_letter_after_max_attempts() {
+    let mut core = core();
+    ready_worker(&mut core, "w1", 1, 0);
+    send_order(&mut core, "o", 1);
+    let key = OrderKey::new("p", "o");
+    for attempt in 1..=MAX {
+        let (_, out) = drain(&mut core);
+        assert_eq!(dispatches(&out), vec![("w/w1/".into(), key.clone(), attempt)]);
+        let nack = Nack {
+            worker: "w1".into(),
+            incarnation: 1,
+            order: key.clone(),
+            attempt,
+            retry: true,
+            reason: "exit 1".into(),
+        };
+        core.handle_control(ControlMsg::Nack(nack), 1);
+    }
+    let (events, out) = drain(&mut core);
+    assert!(dispatches(&out).is_empty());
+    assert!(matches!(events.last(), Some(Event::DeadLettered { reason, .. }) if reason.contains("exit 1")));
+    assert_eq!(core.status().dead_letters, 1);
+    const MAX: u32 = limits::MAX_ATTEMPTS_DEFAULT;
+}
+
+#[test]
+fn a_nack_without_retry_dead_letters_at_once() {
+    let mut core = core();
+    ready_worker(&mut core, "w1", 1, 0);
+    send_order(&mut core, "o", 1);
+    let nack =
+        Nack { worker: "w1".into(), incarnation: 1, order: OrderKey::new("p", "o"), attempt: 1, retry: false, reason: "bad".into() };
+    core.handle_control(ControlMsg::Nack(nack), 1);
+    assert_eq!(core.status().dead_letters, 1);
+}
+
+#[test]
+fn a_silent_worker_is_declared_dead_and_its_orders_move() {
+    let mut core = core();
+    ready_worker(&mut core, "w1", 1, 0);
+    ready_worker(&mut core, "w2", 1, 0);
+    send_order(&mut core, "o", 1);
+    let (_, out) = drain(&mut core);
+    assert_eq!(dispatches(&out)[0].0, "w/w1/");
+    // w2 keeps beating, w1 falls silent.
+    let timeout = 3000;
+    core.handle_control(heartbeat("w2", 1, None), timeout - 1);
+    assert!(core.poll_timeout() <= timeout);
+    core.handle_timeout(timeout);
+    let (_, out) = drain(&mut core);
+    assert_eq!(dispatches(&out), vec![("w/w2/".into(), OrderKey::new("p", "o"), 2)]);
+    assert_eq!(core.counters().workers_expired, 1);
+}
+
+#[test]
+fn a_restarted_worker_loses_its_old_orders_at_once() {
+    let mut core = core();
+    ready_worker(&mut core, "w1", 1, 0);
+    send_order(&mut core, "o", 1);
+    drain(&mut core);
+    let restarted =
+        ControlMsg::Heartbeat(Heartbeat { worker: "w1".into(), incarnation: 2, capacity: 1, in_flight: vec![], welcome: None });
+    core.handle_control(restarted, 5);
+    let (events, _) = drain(&mut core);
+    assert!(matches!(&events[0], Event::Requeued { reason, .. } if reason.contains("restarted")));
+    assert_eq!(core.status().pending_orders, 1);
+}
+
+#[test]
+fn bye_removes_the_worker() {
+    let mut core = core();
+    ready_worker(&mut core, "w1", 1, 0);
+    core.handle_control(ControlMsg::Bye(Bye { worker: "w1".into(), incarnation: 1 }), 1);
+    assert!(core.status().workers.is_empty());
+}
+
+#[test]
+fn partial_orders_expire() {
+    let mut core = Core::new(CoreConfig { partial_age_max_ms: 100, ..CoreConfig::with_incarnation(1) });
+    core.handle_intake(begin("o"), 0);
+    core.handle_timeout(50);
+    assert_eq!(core.status().partial_orders, 1);
+    core.handle_timeout(1_500);
+    let (_, out) = drain(&mut core);
+    assert!(out.iter().any(|(_, m)| matches!(m, FanoutMsg::Reject(r) if matches!(r.reason, RejectReason::Expired { .. }))));
+    assert_eq!(core.status().partial_orders, 0);
+}
+
+#[test]
+fn intake_closes_at_a_bound() {
+    let mut core = Core::new(CoreConfig { pending_orders_max: 2, ..CoreConfig::with_incarnation(1) });
+    send_order(&mut core, "a", 1);
+    assert!(core.intake_open());
+    send_order(&mut core, "b", 1);
+    assert!(!core.intake_open());
+}
+
+#[test]
+fn oversized_orders_are_rejected() {
+    let mut core = core();
+    core.handle_intake(begin("big"), 0);
+    let chunk = ByteBuf::from(vec![0u8; limits::ITEM_BYTES_MAX]);
+    for seq in 0..=(ORDER_BYTES_MAX / limits::ITEM_BYTES_MAX) as u32 {
+        core.handle_intake(IntakeMsg::Item(Item { producer: "p".into(), order: "big".into(), seq, data: chunk.clone() }), 0);
+    }
+    let (_, out) = drain(&mut core);
+    assert!(out.iter().any(|(_, m)| matches!(m, FanoutMsg::Reject(r) if matches!(r.reason, RejectReason::TooLarge { .. }))));
+    assert_eq!(core.status().held_bytes, 0);
+}
+
+#[test]
+fn replaying_the_events_rebuilds_the_same_orders() {
+    let mut live = core();
+    ready_worker(&mut live, "w1", 2, 0);
+    for n in 0..5 {
+        send_order(&mut live, &format!("o{n}"), 2);
+    }
+    live.handle_intake(begin("partial"), 0);
+    live.handle_intake(item("partial", 0), 0);
+    let ack = ControlMsg::Ack(Ack { worker: "w1".into(), incarnation: 1, order: OrderKey::new("p", "o0"), attempt: 1 });
+    live.handle_control(ack, 1);
+    let (events, _) = drain(&mut live);
+    let mut replayed = core();
+    for event in &events {
+        replayed.apply(event);
+    }
+    let (a, b) = (live.status(), replayed.status());
+    assert_eq!(
+        (a.partial_orders, a.pending_orders + a.in_flight_orders, a.held_bytes),
+        (b.partial_orders, b.pending_orders + b.in_flight_orders, b.held_bytes)
+    );
+}

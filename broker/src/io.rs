@@ -1,0 +1,261 @@
+//! The broker's IO loop: the only code that touches sockets and the clock.
+//!
+//! One thread owns the three sockets. Each turn it polls (intake only while
+//! the core has room), drains a bounded batch, feeds the core, takes the
+//! core's events (the journal's records, once the journal exists) and only
+//! then publishes what the core asked for, so nothing is ever promised
+//! before it is recorded.
+
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::Instant;
+
+use orderly_common::limits::{
+    BATCH_LEN_MAX, CONTROL_FRAME_BYTES_MAX, INTAKE_FRAME_BYTES_MAX, SOCKET_HWM_DEFAULT, SOCKET_LINGER_MS,
+};
+use orderly_common::protocol::{split_frames, ControlMsg, DecodeError, IntakeMsg};
+use orderly_common::Endpoint;
+use tracing::{info, warn};
+
+use crate::core::{Core, CoreConfig, Counters, Millis};
+
+/// Everything the broker needs to run, validated.
+#[derive(Debug, Clone)]
+pub struct BrokerConfig {
+    pub intake: Endpoint,
+    pub fanout: Endpoint,
+    pub control: Endpoint,
+    pub data_dir: PathBuf,
+    pub core: CoreConfig,
+    /// How often a status line is logged.
+    pub status_interval_ms: u64,
+}
+
+/// Failures of the IO loop.
+#[derive(Debug, thiserror::Error)]
+pub enum BrokerError {
+    #[error("cannot create the data directory {path}: {source}")]
+    DataDir { path: PathBuf, source: std::io::Error },
+    #[error("cannot bind the {socket} socket to {endpoint}: {source} (is another broker running, or the port taken?)")]
+    Bind { socket: &'static str, endpoint: String, source: zmq::Error },
+    #[error("ZeroMQ {during} failed: {source}")]
+    Zmq { during: &'static str, source: zmq::Error },
+}
+
+fn zmq_err(during: &'static str) -> impl FnOnce(zmq::Error) -> BrokerError {
+    move |source| BrokerError::Zmq { during, source }
+}
+
+/// What the broker did, reported at shutdown.
+#[derive(Debug, Clone)]
+pub struct Summary {
+    pub counters: Counters,
+    pub decode_errors_intake: u64,
+    pub decode_errors_control: u64,
+}
+
+/// Counts decode errors of one socket and logs them at most once a second,
+/// so a flood of garbage cannot flood the log too.
+struct DecodeErrors {
+    socket: &'static str,
+    total: u64,
+    unlogged: u64,
+    last_log_ms: Option<Millis>,
+}
+
+impl DecodeErrors {
+    fn new(socket: &'static str) -> Self {
+        DecodeErrors { socket, total: 0, unlogged: 0, last_log_ms: None }
+    }
+
+    fn record(&mut self, error: &DecodeError, now_ms: Millis) {
+        self.total += 1;
+        self.unlogged += 1;
+        if self.last_log_ms.is_none_or(|t| now_ms >= t + 1000) {
+            warn!(socket = self.socket, count = self.unlogged, total = self.total, %error, "dropped undecodable messages");
+            self.unlogged = 0;
+            self.last_log_ms = Some(now_ms);
+        }
+    }
+}
+
+struct Sockets {
+    intake: zmq::Socket,
+    fanout: zmq::Socket,
+    control: zmq::Socket,
+}
+
+fn bind_sockets(context: &zmq::Context, config: &BrokerConfig) -> Result<Sockets, BrokerError> {
+    let intake = context.socket(zmq::PULL).map_err(zmq_err("creating the intake socket"))?;
+    intake.set_rcvhwm(SOCKET_HWM_DEFAULT).map_err(zmq_err("setting RCVHWM"))?;
+    intake.set_maxmsgsize(INTAKE_FRAME_BYTES_MAX as i64).map_err(zmq_err("setting MAXMSGSIZE"))?;
+    let fanout = context.socket(zmq::PUB).map_err(zmq_err("creating the fanout socket"))?;
+    // Credits bound dispatches per worker, so the queue to a subscriber stays
+    // far below this; a drop at the mark is repaired by redelivery.
+    fanout.set_sndhwm(SOCKET_HWM_DEFAULT * 10).map_err(zmq_err("setting SNDHWM"))?;
+    let control = context.socket(zmq::PULL).map_err(zmq_err("creating the control socket"))?;
+    control.set_rcvhwm(SOCKET_HWM_DEFAULT).map_err(zmq_err("setting RCVHWM"))?;
+    control.set_maxmsgsize(CONTROL_FRAME_BYTES_MAX as i64).map_err(zmq_err("setting MAXMSGSIZE"))?;
+    for socket in [&intake, &fanout, &control] {
+        socket.set_linger(SOCKET_LINGER_MS).map_err(zmq_err("setting LINGER"))?;
+    }
+    let bind = |socket: &zmq::Socket, name: &'static str, endpoint: &Endpoint| {
+        socket.bind(endpoint.as_str()).map_err(|source| BrokerError::Bind {
+            socket: name,
+            endpoint: endpoint.to_string(),
+            source,
+        })
+    };
+    bind(&intake, "intake", &config.intake)?;
+    bind(&fanout, "fanout", &config.fanout)?;
+    bind(&control, "control", &config.control)?;
+    Ok(Sockets { intake, fanout, control })
+}
+
+/// Runs the broker until `shutdown` is set (by SIGTERM or SIGINT).
+pub fn run(config: BrokerConfig, shutdown: Arc<AtomicBool>) -> Result<Summary, BrokerError> {
+    std::fs::create_dir_all(&config.data_dir)
+        .map_err(|source| BrokerError::DataDir { path: config.data_dir.clone(), source })?;
+    let context = zmq::Context::new();
+    let sockets = bind_sockets(&context, &config)?;
+    info!(
+        intake = %config.intake, fanout = %config.fanout, control = %config.control,
+        data_dir = %config.data_dir.display(), incarnation = config.core.incarnation,
+        "broker listening"
+    );
+    let mut broker = Loop {
+        core: Core::new(config.core.clone()),
+        sockets,
+        started: Instant::now(),
+        intake_errors: DecodeErrors::new("intake"),
+        control_errors: DecodeErrors::new("control"),
+        status_due_ms: config.status_interval_ms,
+        status_interval_ms: config.status_interval_ms,
+        events_total: 0,
+    };
+    while !shutdown.load(Ordering::Relaxed) {
+        broker.turn()?;
+    }
+    // The current batch is finished (turn() returned); publish nothing new.
+    let summary = broker.summary();
+    info!(status = ?broker.core.status(), "broker stopped");
+    Ok(summary)
+}
+
+struct Loop {
+    core: Core,
+    sockets: Sockets,
+    started: Instant,
+    intake_errors: DecodeErrors,
+    control_errors: DecodeErrors,
+    status_due_ms: Millis,
+    status_interval_ms: u64,
+    events_total: u64,
+}
+
+impl Loop {
+    fn now_ms(&self) -> Millis {
+        self.started.elapsed().as_millis() as Millis
+    }
+
+    /// One turn: wait for input or the next deadline, drain a batch, feed
+    /// the core, record, publish.
+    fn turn(&mut self) -> Result<(), BrokerError> {
+        let now = self.now_ms();
+        // Bounded so a shutdown signal is noticed within 200 ms.
+        let wait_ms = self.core.poll_timeout().saturating_sub(now).min(200) as i64;
+        let intake_open = self.core.intake_open();
+        let mut items = [
+            self.sockets.control.as_poll_item(zmq::POLLIN),
+            self.sockets.intake.as_poll_item(if intake_open { zmq::POLLIN } else { zmq::PollEvents::empty() }),
+        ];
+        match zmq::poll(&mut items, wait_ms) {
+            Ok(_) | Err(zmq::Error::EINTR) => {}
+            Err(source) => return Err(BrokerError::Zmq { during: "poll", source }),
+        }
+        let now = self.now_ms();
+        self.drain_control(now)?;
+        self.drain_intake(now)?;
+        if now >= self.core.poll_timeout() {
+            self.core.handle_timeout(now);
+        }
+        self.record_events();
+        self.publish()?;
+        if now >= self.status_due_ms {
+            self.status_due_ms = now + self.status_interval_ms;
+            let status = self.core.status();
+            info!(
+                partial = status.partial_orders, pending = status.pending_orders,
+                in_flight = status.in_flight_orders, dead = status.dead_letters,
+                workers = status.workers.len(), sealed = status.counters.orders_sealed,
+                acked = status.counters.orders_acked, "status"
+            );
+        }
+        Ok(())
+    }
+
+    fn drain_control(&mut self, now: Millis) -> Result<(), BrokerError> {
+        for _ in 0..BATCH_LEN_MAX {
+            let Some(frames) = recv(&self.sockets.control)? else { break };
+            match split_frames(&frames).and_then(|(_, body)| ControlMsg::decode(body)) {
+                Ok(msg) => self.core.handle_control(msg, now),
+                Err(error) => self.control_errors.record(&error, now),
+            }
+        }
+        Ok(())
+    }
+
+    fn drain_intake(&mut self, now: Millis) -> Result<(), BrokerError> {
+        for _ in 0..BATCH_LEN_MAX {
+            // Re-checked per message: a bound reached mid-batch stops reading,
+            // leaving the rest queued in ZeroMQ (backpressure, not loss).
+            if !self.core.intake_open() {
+                break;
+            }
+            let Some(frames) = recv(&self.sockets.intake)? else { break };
+            match split_frames(&frames).and_then(|(_, body)| IntakeMsg::decode(body)) {
+                Ok(msg) => self.core.handle_intake(msg, now),
+                Err(error) => self.intake_errors.record(&error, now),
+            }
+        }
+        Ok(())
+    }
+
+    /// The journal hook: today events are only counted (in-memory broker);
+    /// the journal issue writes and fsyncs them here, before `publish`.
+    fn record_events(&mut self) {
+        while self.core.poll_event().is_some() {
+            self.events_total += 1;
+        }
+    }
+
+    fn publish(&mut self) -> Result<(), BrokerError> {
+        while let Some(out) = self.core.poll_outbound() {
+            // PUB never blocks; at the high-water mark it drops, which the
+            // protocol tolerates (welcomes repeat, orders are redelivered).
+            self.sockets
+                .fanout
+                .send_multipart([out.topic.as_slice(), out.body.as_slice()], 0)
+                .map_err(zmq_err("publishing"))?;
+        }
+        Ok(())
+    }
+
+    fn summary(&self) -> Summary {
+        Summary {
+            counters: self.core.counters().clone(),
+            decode_errors_intake: self.intake_errors.total,
+            decode_errors_control: self.control_errors.total,
+        }
+    }
+}
+
+/// Receives one whole message without blocking; `None` when none waits.
+fn recv(socket: &zmq::Socket) -> Result<Option<Vec<Vec<u8>>>, BrokerError> {
+    match socket.recv_multipart(zmq::DONTWAIT) {
+        Ok(frames) => Ok(Some(frames)),
+        Err(zmq::Error::EAGAIN) | Err(zmq::Error::EINTR) => Ok(None),
+        Err(source) => Err(BrokerError::Zmq { during: "receiving", source }),
+    }
+}

@@ -1,0 +1,5 @@
+//! The orderly broker: a sans-IO [`core`] and the [`io`] loop that owns the
+//! sockets.
+
+pub mod core;
+pub mod io;

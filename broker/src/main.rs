@@ -1,0 +1,175 @@
+//! `orderly-broker`: thin binary over the `orderly_broker` library.
+
+use std::ffi::OsString;
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::sync::atomic::AtomicBool;
+use std::sync::Arc;
+
+use anyhow::Context;
+use clap::{CommandFactory, Parser, Subcommand};
+use orderly_broker::core::CoreConfig;
+use orderly_broker::io::{self, BrokerConfig};
+use orderly_common::cli::{exit, merge_config_file};
+use orderly_common::limits;
+use orderly_common::Endpoint;
+
+/// The orderly broker: collects the items of each order from producers,
+/// seals complete orders, and hands each one to exactly one live worker
+/// until that worker acknowledges it.
+#[derive(Parser, Debug)]
+#[command(name = "orderly-broker", version, after_help = EXAMPLES)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+const EXAMPLES: &str = "\
+Example (all on one machine):
+  orderly-broker run --data-dir ./orderly-data \\
+      --intake tcp://127.0.0.1:5570 --fanout tcp://127.0.0.1:5571 --control tcp://127.0.0.1:5572
+
+Every flag can also come from an ORDERLY_BROKER_* environment variable or a
+TOML file given with --config (keys are flag names with '_' for '-');
+flags win over the environment, which wins over the file.";
+
+#[derive(Subcommand, Debug)]
+enum Command {
+    /// Run the broker until SIGTERM or SIGINT.
+    Run(RunArgs),
+}
+
+#[derive(clap::Args, Debug)]
+struct RunArgs {
+    /// TOML file with settings (keys are the flag names, e.g. `intake = "tcp://*:5570"`).
+    #[arg(long, env = "ORDERLY_BROKER_CONFIG", value_name = "FILE")]
+    config: Option<PathBuf>,
+
+    /// Directory for the broker's state (the journal, once it exists).
+    #[arg(long, env = "ORDERLY_BROKER_DATA_DIR", value_name = "DIR", default_value = "orderly-data")]
+    data_dir: PathBuf,
+
+    /// Where producers PUSH items (broker binds PULL). Use tcp://*:5570 to
+    /// listen on every interface.
+    #[arg(long, env = "ORDERLY_BROKER_INTAKE", value_name = "EP", default_value = "tcp://127.0.0.1:5570")]
+    intake: Endpoint,
+
+    /// Where the broker PUBlishes dispatches, confirms and heartbeats
+    /// (workers and producers SUBscribe).
+    #[arg(long, env = "ORDERLY_BROKER_FANOUT", value_name = "EP", default_value = "tcp://127.0.0.1:5571")]
+    fanout: Endpoint,
+
+    /// Where workers PUSH heartbeats, acks and nacks (broker binds PULL).
+    #[arg(long, env = "ORDERLY_BROKER_CONTROL", value_name = "EP", default_value = "tcp://127.0.0.1:5572")]
+    control: Endpoint,
+
+    /// Milliseconds between heartbeats, both directions.
+    #[arg(long, env = "ORDERLY_BROKER_HEARTBEAT_INTERVAL_MS", value_name = "MS",
+          default_value_t = limits::HEARTBEAT_INTERVAL_MS_DEFAULT, value_parser = clap::value_parser!(u64).range(10..=60_000))]
+    heartbeat_interval_ms: u64,
+
+    /// Heartbeats a worker may miss before it is declared dead and its
+    /// orders go to other workers.
+    #[arg(long, env = "ORDERLY_BROKER_HEARTBEAT_LIVENESS", value_name = "N",
+          default_value_t = limits::HEARTBEAT_LIVENESS_DEFAULT, value_parser = clap::value_parser!(u32).range(1..=100))]
+    heartbeat_liveness: u32,
+
+    /// Deliveries of one order before it is dead-lettered.
+    #[arg(long, env = "ORDERLY_BROKER_MAX_ATTEMPTS", value_name = "N",
+          default_value_t = limits::MAX_ATTEMPTS_DEFAULT, value_parser = clap::value_parser!(u32).range(1..=1000))]
+    max_attempts: u32,
+
+    /// Open partial orders at which the broker stops reading intake.
+    #[arg(long, env = "ORDERLY_BROKER_PARTIAL_ORDERS_MAX", value_name = "N",
+          default_value_t = limits::PARTIAL_ORDERS_MAX_DEFAULT)]
+    partial_orders_max: usize,
+
+    /// Sealed, unacknowledged orders at which the broker stops reading intake.
+    #[arg(long, env = "ORDERLY_BROKER_PENDING_ORDERS_MAX", value_name = "N",
+          default_value_t = limits::PENDING_ORDERS_MAX_DEFAULT)]
+    pending_orders_max: usize,
+
+    /// Item bytes held (partial and pending orders) at which the broker stops
+    /// reading intake.
+    #[arg(long, env = "ORDERLY_BROKER_PENDING_BYTES_MAX", value_name = "BYTES",
+          default_value_t = limits::PENDING_BYTES_MAX_DEFAULT)]
+    pending_bytes_max: u64,
+
+    /// Milliseconds a partial order may wait for its Finish before it is
+    /// rejected as expired.
+    #[arg(long, env = "ORDERLY_BROKER_PARTIAL_AGE_MAX_MS", value_name = "MS",
+          default_value_t = limits::PARTIAL_AGE_MAX_MS_DEFAULT)]
+    partial_age_max_ms: u64,
+
+    /// Seconds between status lines in the log.
+    #[arg(long, env = "ORDERLY_BROKER_STATUS_INTERVAL_SECS", value_name = "SECS", default_value_t = 10)]
+    status_interval_secs: u64,
+
+    /// Log filter: error, warn, info, debug or trace (RUST_LOG wins).
+    #[arg(long, env = "ORDERLY_BROKER_LOG_LEVEL", value_name = "LEVEL", default_value = "info")]
+    log_level: String,
+}
+
+fn main() -> ExitCode {
+    match run() {
+        Ok(code) => code,
+        Err(error) => {
+            eprintln!("orderly-broker: error: {error:#}");
+            ExitCode::from(exit::FAILURE)
+        }
+    }
+}
+
+fn parse_cli() -> anyhow::Result<Cli> {
+    let args: Vec<OsString> = std::env::args_os().collect();
+    let cli = Cli::parse_from(&args);
+    let Command::Run(run) = &cli.command;
+    let Some(path) = &run.config else { return Ok(cli) };
+    let text = std::fs::read_to_string(path).with_context(|| format!("cannot read config file {}", path.display()))?;
+    let merged = merge_config_file(Cli::command(), args, "run", &text)
+        .with_context(|| format!("config file {}", path.display()))?;
+    Ok(Cli::parse_from(merged))
+}
+
+fn run() -> anyhow::Result<ExitCode> {
+    let cli = parse_cli()?;
+    let Command::Run(args) = cli.command;
+    init_logging(&args.log_level);
+    let shutdown = Arc::new(AtomicBool::new(false));
+    for signal in [signal_hook::consts::SIGTERM, signal_hook::consts::SIGINT] {
+        signal_hook::flag::register(signal, Arc::clone(&shutdown)).context("cannot install signal handlers")?;
+    }
+    let config = BrokerConfig {
+        intake: args.intake,
+        fanout: args.fanout,
+        control: args.control,
+        data_dir: args.data_dir,
+        core: CoreConfig {
+            incarnation: rand::random(),
+            heartbeat_interval_ms: args.heartbeat_interval_ms,
+            heartbeat_liveness: args.heartbeat_liveness,
+            max_attempts: args.max_attempts,
+            partial_orders_max: args.partial_orders_max,
+            pending_orders_max: args.pending_orders_max,
+            pending_bytes_max: args.pending_bytes_max,
+            partial_age_max_ms: args.partial_age_max_ms,
+        },
+        status_interval_ms: args.status_interval_secs.max(1) * 1000,
+    };
+    let summary = io::run(config, shutdown)?;
+    tracing::info!(
+        sealed = summary.counters.orders_sealed,
+        acked = summary.counters.orders_acked,
+        rejected = summary.counters.orders_rejected,
+        decode_errors = summary.decode_errors_intake + summary.decode_errors_control,
+        "shut down cleanly"
+    );
+    Ok(ExitCode::from(exit::OK))
+}
+
+fn init_logging(level: &str) {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(level));
+    let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr());
+    tracing_subscriber::fmt().with_env_filter(filter).with_ansi(ansi).with_writer(std::io::stderr).init();
+}

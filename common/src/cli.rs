@@ -1,0 +1,144 @@
+//! Shared command-line plumbing: config files merged under flags and
+//! environment variables, and the exit codes every binary uses.
+//!
+//! Precedence: command-line flag > `ORDERLY_*` environment variable >
+//! config file > built-in default. clap resolves the first two and the
+//! defaults; [`merge_config_file`] slots the file in between by appending
+//! `--flag value` for every file key whose value would otherwise come from
+//! a default.
+
+use std::ffi::OsString;
+
+use clap::parser::ValueSource;
+use clap::{ArgAction, ArgMatches, Command};
+
+/// Exit codes, chosen so scripts can tell failures apart.
+pub mod exit {
+    /// Work done.
+    pub const OK: u8 = 0;
+    /// Runtime failure (IO, broker unreachable, ...).
+    pub const FAILURE: u8 = 1;
+    /// Bad usage or configuration (clap also uses 2).
+    pub const USAGE: u8 = 2;
+    /// The broker rejected at least one order.
+    pub const REJECTED: u8 = 3;
+    /// Gave up waiting (confirms, backpressure).
+    pub const TIMEOUT: u8 = 4;
+}
+
+/// A config file that cannot be used.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("config file is not valid TOML: {0}")]
+    Toml(String),
+    #[error("config file key {key:?} is not a setting of `{command}`; see `--help` for the flags (write them with '_' for '-')")]
+    UnknownKey { key: String, command: String },
+    #[error("config file key {key:?} has a value of the wrong type: {detail}")]
+    BadValue { key: String, detail: String },
+}
+
+/// Returns `args` with settings from `file_text` (TOML, one key per flag,
+/// `-` written as `_`) appended where neither a flag nor the environment
+/// gave a value. `subcommand` names the subcommand the file configures.
+pub fn merge_config_file(
+    command: Command,
+    args: Vec<OsString>,
+    subcommand: &str,
+    file_text: &str,
+) -> Result<Vec<OsString>, ConfigError> {
+    let table: toml::Table = file_text.parse().map_err(|e: toml::de::Error| ConfigError::Toml(e.to_string()))?;
+    let mut command = command;
+    let matches = command.try_get_matches_from_mut(args.clone()).map_err(|e| ConfigError::Toml(e.to_string()))?;
+    let (sub_command, sub_matches) = match (command.find_subcommand(subcommand), matches.subcommand_matches(subcommand)) {
+        (Some(c), Some(m)) => (c.clone(), m.clone()),
+        _ => return Ok(args),
+    };
+    let mut out = args;
+    for (key, value) in table {
+        let id = key.replace('-', "_");
+        let arg = sub_command
+            .get_arguments()
+            .find(|a| a.get_id().as_str() == id && a.get_long().is_some())
+            .ok_or_else(|| ConfigError::UnknownKey { key: key.clone(), command: subcommand.to_owned() })?;
+        if given_explicitly(&sub_matches, &id) {
+            continue;
+        }
+        let long = format!("--{}", arg.get_long().unwrap_or_default());
+        append_value(&mut out, &key, &long, arg.get_action(), &value)?;
+    }
+    Ok(out)
+}
+
+fn given_explicitly(matches: &ArgMatches, id: &str) -> bool {
+    matches!(matches.value_source(id), Some(ValueSource::CommandLine | ValueSource::EnvVariable))
+}
+
+fn append_value(
+    out: &mut Vec<OsString>,
+    key: &str,
+    long: &str,
+    action: &ArgAction,
+    value: &toml::Value,
+) -> Result<(), ConfigError> {
+    let bad = |detail: &str| ConfigError::BadValue { key: key.to_owned(), detail: detail.to_owned() };
+    match (action, value) {
+        (ArgAction::SetTrue, toml::Value::Boolean(true)) => out.push(long.into()),
+        (ArgAction::SetTrue, toml::Value::Boolean(false)) => {}
+        (ArgAction::SetTrue, _) => return Err(bad("expected true or false")),
+        (_, toml::Value::String(s)) => out.extend([long.into(), s.into()]),
+        (_, toml::Value::Integer(i)) => out.extend([long.into(), i.to_string().into()]),
+        (_, toml::Value::Float(f)) => out.extend([long.into(), f.to_string().into()]),
+        (_, toml::Value::Boolean(b)) => out.extend([long.into(), b.to_string().into()]),
+        (_, toml::Value::Array(items)) => {
+            for item in items {
+                append_value(out, key, long, action, item)?;
+            }
+        }
+        _ => return Err(bad("expected a string, number, boolean or array")),
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::{Parser, Subcommand};
+
+    #[derive(Parser, Debug)]
+    struct Cli {
+        #[command(subcommand)]
+        command: Cmd,
+    }
+
+    #[derive(Subcommand, Debug)]
+    enum Cmd {
+        Run {
+            #[arg(long, default_value = "a")]
+            alpha: String,
+            #[arg(long, env = "ORDERLY_TEST_BETA_UNSET_VAR", default_value_t = 1)]
+            beta_count: u32,
+            #[arg(long)]
+            flag: bool,
+        },
+    }
+
+    fn os(args: &[&str]) -> Vec<OsString> {
+        args.iter().map(OsString::from).collect()
+    }
+
+    #[test]
+    fn file_fills_defaults_but_not_flags() {
+        use clap::CommandFactory;
+        let args = os(&["x", "run", "--alpha", "cli"]);
+        let merged = merge_config_file(Cli::command(), args, "run", "alpha = 'file'\nbeta_count = 7\nflag = true").unwrap();
+        let Cmd::Run { alpha, beta_count, flag } = Cli::try_parse_from(merged).unwrap().command;
+        assert_eq!((alpha.as_str(), beta_count, flag), ("cli", 7, true));
+    }
+
+    #[test]
+    fn unknown_keys_are_named() {
+        use clap::CommandFactory;
+        let err = merge_config_file(Cli::command(), os(&["x", "run"]), "run", "gamma = 1").unwrap_err();
+        assert!(err.to_string().contains("\"gamma\""), "{err}");
+    }
+}

@@ -1,0 +1,70 @@
+//! Every bound in orderly, named, in one place.
+//!
+//! A limit reached is a typed error or backpressure, never unbounded growth.
+//! The compile-time assertions at the bottom state how the limits relate.
+
+/// Bytes in a producer or worker id (`[A-Za-z0-9._-]`).
+pub const PEER_ID_BYTES_MAX: usize = 64;
+/// Bytes in an order id (any UTF-8).
+pub const ORDER_ID_BYTES_MAX: usize = 256;
+/// Bytes in one item's payload.
+pub const ITEM_BYTES_MAX: usize = 1024 * 1024;
+/// Items in one order.
+pub const ORDER_ITEMS_MAX: u32 = 100_000;
+/// Sum of item payload bytes in one order.
+pub const ORDER_BYTES_MAX: usize = 16 * 1024 * 1024;
+/// Bytes in a failure reason (NACK, reject, dead letter).
+pub const REASON_BYTES_MAX: usize = 1024;
+/// Order keys a worker may list as in flight in one heartbeat.
+pub const HEARTBEAT_IN_FLIGHT_MAX: usize = 1024;
+/// Concurrency (credits) one worker may advertise.
+pub const WORKER_CONCURRENCY_MAX: u32 = 1024;
+/// Workers the broker tracks at once.
+pub const WORKERS_MAX: usize = 4096;
+/// Bytes of message metadata around the payload of a frame (ids, counters,
+/// msgpack markers). Generous on purpose: it only sizes frame limits.
+pub const FRAME_OVERHEAD_BYTES_MAX: usize = 64 * 1024;
+/// Largest frame accepted on the broker's intake and control sockets
+/// (`ZMQ_MAXMSGSIZE`): one item plus its envelope.
+pub const INTAKE_FRAME_BYTES_MAX: usize = ITEM_BYTES_MAX + FRAME_OVERHEAD_BYTES_MAX;
+/// Largest control frame: a heartbeat listing its in-flight orders.
+pub const CONTROL_FRAME_BYTES_MAX: usize =
+    HEARTBEAT_IN_FLIGHT_MAX * (PEER_ID_BYTES_MAX + ORDER_ID_BYTES_MAX + 16) + FRAME_OVERHEAD_BYTES_MAX;
+/// Largest frame a worker or producer accepts from the fanout socket: a
+/// whole order, each item costing at most 5 bytes of msgpack framing.
+pub const FANOUT_FRAME_BYTES_MAX: usize =
+    ORDER_BYTES_MAX + ORDER_ITEMS_MAX as usize * 5 + FRAME_OVERHEAD_BYTES_MAX;
+/// Bytes in a topic frame (`w/<id>/`, `p/<id>/`, `b/`).
+pub const TOPIC_BYTES_MAX: usize = PEER_ID_BYTES_MAX + 3;
+
+/// Messages the broker drains from its sockets into one loop batch (one
+/// journal write and one fsync per batch, once the journal exists).
+pub const BATCH_LEN_MAX: usize = 4096;
+
+/// Default bound on open partial orders before intake pauses.
+pub const PARTIAL_ORDERS_MAX_DEFAULT: usize = 100_000;
+/// Default bound on sealed, unacknowledged orders before intake pauses.
+pub const PENDING_ORDERS_MAX_DEFAULT: usize = 1_000_000;
+/// Default bound on item bytes held by partial and pending orders.
+pub const PENDING_BYTES_MAX_DEFAULT: u64 = 1024 * 1024 * 1024;
+/// Default age after which an unfinished partial order is rejected.
+pub const PARTIAL_AGE_MAX_MS_DEFAULT: u64 = 10 * 60 * 1000;
+/// Default number of delivery attempts before an order is dead-lettered.
+pub const MAX_ATTEMPTS_DEFAULT: u32 = 5;
+/// Default heartbeat interval, both directions.
+pub const HEARTBEAT_INTERVAL_MS_DEFAULT: u64 = 1000;
+/// Default heartbeats missed before a peer is declared dead.
+pub const HEARTBEAT_LIVENESS_DEFAULT: u32 = 3;
+/// Socket high-water mark (messages) on every socket.
+pub const SOCKET_HWM_DEFAULT: i32 = 100_000;
+/// LINGER on every socket: long enough to flush a final ack, short enough
+/// that no process hangs on exit.
+pub const SOCKET_LINGER_MS: i32 = 2000;
+
+const _: () = assert!(INTAKE_FRAME_BYTES_MAX > ITEM_BYTES_MAX + ORDER_ID_BYTES_MAX + PEER_ID_BYTES_MAX);
+const _: () = assert!(FANOUT_FRAME_BYTES_MAX > ORDER_BYTES_MAX);
+const _: () = assert!(ITEM_BYTES_MAX <= ORDER_BYTES_MAX);
+const _: () = assert!(FANOUT_FRAME_BYTES_MAX < i32::MAX as usize);
+const _: () = assert!(CONTROL_FRAME_BYTES_MAX < FANOUT_FRAME_BYTES_MAX);
+const _: () = assert!(WORKER_CONCURRENCY_MAX as usize <= HEARTBEAT_IN_FLIGHT_MAX);
+const _: () = assert!(MAX_ATTEMPTS_DEFAULT >= 1);
