@@ -186,10 +186,14 @@ impl Loop {
             self.status_due_ms = now + self.status_interval_ms;
             let status = self.core.status();
             info!(
-                partial = status.partial_orders, pending = status.pending_orders,
-                in_flight = status.in_flight_orders, dead = status.dead_letters,
-                workers = status.workers.len(), sealed = status.counters.orders_sealed,
-                acked = status.counters.orders_acked, "status"
+                partial = status.partial_orders,
+                pending = status.pending_orders,
+                in_flight = status.in_flight_orders,
+                dead = status.dead_letters,
+                workers = status.workers.len(),
+                sealed = status.counters.orders_sealed,
+                acked = status.counters.orders_acked,
+                "status"
             );
         }
         Ok(())

@@ -9,7 +9,12 @@ fn broker() -> Command {
 
 #[test]
 fn help_teaches() {
-    broker().arg("--help").assert().success().stdout(predicate::str::contains("run")).stdout(predicate::str::contains("Example"));
+    broker()
+        .arg("--help")
+        .assert()
+        .success()
+        .stdout(predicate::str::contains("run"))
+        .stdout(predicate::str::contains("Example"));
     broker()
         .args(["run", "--help"])
         .assert()
@@ -32,7 +37,11 @@ fn malformed_endpoint_is_named() {
         .code(2)
         .stderr(predicate::str::contains("localhost:5570"))
         .stderr(predicate::str::contains("tcp://"));
-    broker().args(["run", "--control", "tcp://127.0.0.1:99999"]).assert().code(2).stderr(predicate::str::contains("99999"));
+    broker()
+        .args(["run", "--control", "tcp://127.0.0.1:99999"])
+        .assert()
+        .code(2)
+        .stderr(predicate::str::contains("99999"));
 }
 
 #[test]

@@ -49,7 +49,8 @@ pub fn merge_config_file(
     let table: toml::Table = file_text.parse().map_err(|e: toml::de::Error| ConfigError::Toml(e.to_string()))?;
     let mut command = command;
     let matches = command.try_get_matches_from_mut(args.clone()).map_err(|e| ConfigError::Toml(e.to_string()))?;
-    let (sub_command, sub_matches) = match (command.find_subcommand(subcommand), matches.subcommand_matches(subcommand)) {
+    let (sub_command, sub_matches) = match (command.find_subcommand(subcommand), matches.subcommand_matches(subcommand))
+    {
         (Some(c), Some(m)) => (c.clone(), m.clone()),
         _ => return Ok(args),
     };
@@ -130,7 +131,8 @@ mod tests {
     fn file_fills_defaults_but_not_flags() {
         use clap::CommandFactory;
         let args = os(&["x", "run", "--alpha", "cli"]);
-        let merged = merge_config_file(Cli::command(), args, "run", "alpha = 'file'\nbeta_count = 7\nflag = true").unwrap();
+        let merged =
+            merge_config_file(Cli::command(), args, "run", "alpha = 'file'\nbeta_count = 7\nflag = true").unwrap();
         let Cmd::Run { alpha, beta_count, flag } = Cli::try_parse_from(merged).unwrap().command;
         assert_eq!((alpha.as_str(), beta_count, flag), ("cli", 7, true));
     }

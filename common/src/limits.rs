@@ -32,8 +32,7 @@ pub const CONTROL_FRAME_BYTES_MAX: usize =
     HEARTBEAT_IN_FLIGHT_MAX * (PEER_ID_BYTES_MAX + ORDER_ID_BYTES_MAX + 16) + FRAME_OVERHEAD_BYTES_MAX;
 /// Largest frame a worker or producer accepts from the fanout socket: a
 /// whole order, each item costing at most 5 bytes of msgpack framing.
-pub const FANOUT_FRAME_BYTES_MAX: usize =
-    ORDER_BYTES_MAX + ORDER_ITEMS_MAX as usize * 5 + FRAME_OVERHEAD_BYTES_MAX;
+pub const FANOUT_FRAME_BYTES_MAX: usize = ORDER_BYTES_MAX + ORDER_ITEMS_MAX as usize * 5 + FRAME_OVERHEAD_BYTES_MAX;
 /// Bytes in a topic frame (`w/<id>/`, `p/<id>/`, `b/`).
 pub const TOPIC_BYTES_MAX: usize = PEER_ID_BYTES_MAX + 3;
 

@@ -13,8 +13,8 @@ use serde_bytes::ByteBuf;
 
 use crate::ids::{validate_order_id, validate_peer_id, IdError, OrderKey};
 use crate::limits::{
-    CONTROL_FRAME_BYTES_MAX, FANOUT_FRAME_BYTES_MAX, HEARTBEAT_IN_FLIGHT_MAX, INTAKE_FRAME_BYTES_MAX,
-    ITEM_BYTES_MAX, ORDER_ITEMS_MAX, REASON_BYTES_MAX, TOPIC_BYTES_MAX, WORKER_CONCURRENCY_MAX,
+    CONTROL_FRAME_BYTES_MAX, FANOUT_FRAME_BYTES_MAX, HEARTBEAT_IN_FLIGHT_MAX, INTAKE_FRAME_BYTES_MAX, ITEM_BYTES_MAX,
+    ORDER_ITEMS_MAX, REASON_BYTES_MAX, TOPIC_BYTES_MAX, WORKER_CONCURRENCY_MAX,
 };
 
 /// The protocol version this build speaks.
@@ -375,7 +375,10 @@ impl ControlMsg {
                     return invalid("capacity", format!("{}; it must be 1..={WORKER_CONCURRENCY_MAX}", m.capacity));
                 }
                 if m.in_flight.len() > HEARTBEAT_IN_FLIGHT_MAX {
-                    return invalid("in_flight", format!("{} orders; the limit is {HEARTBEAT_IN_FLIGHT_MAX}", m.in_flight.len()));
+                    return invalid(
+                        "in_flight",
+                        format!("{} orders; the limit is {HEARTBEAT_IN_FLIGHT_MAX}", m.in_flight.len()),
+                    );
                 }
                 m.in_flight.iter().try_for_each(|k| k.validate())?;
                 Ok(())

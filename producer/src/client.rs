@@ -28,7 +28,9 @@ pub struct ClientConfig {
 pub enum ClientError {
     #[error("invalid producer id: {0}")]
     Id(#[from] IdError),
-    #[error("no answer from a broker at intake {intake} / fanout {fanout} within {waited:?}; is the broker running there?")]
+    #[error(
+        "no answer from a broker at intake {intake} / fanout {fanout} within {waited:?}; is the broker running there?"
+    )]
     NoBroker { intake: String, fanout: String, waited: Duration },
     #[error("backpressure: the broker accepted nothing for {0:?} (it is at a limit or not reading); try again later or raise --timeout")]
     Backpressure(Duration),

@@ -114,7 +114,10 @@ mod tests {
         t.handle_fanout(FanoutMsg::Confirm(Confirm { order: "a".into() }), 400);
         t.handle_fanout(FanoutMsg::Reject(Reject { order: "b".into(), reason: RejectReason::Gap { missing: 2 } }), 500);
         assert_eq!(t.poll_receipt(), Some(Receipt::Confirmed { id: "a".into(), latency_us: 250 }));
-        assert_eq!(t.poll_receipt(), Some(Receipt::Rejected { id: "b".into(), reason: RejectReason::Gap { missing: 2 } }));
+        assert_eq!(
+            t.poll_receipt(),
+            Some(Receipt::Rejected { id: "b".into(), reason: RejectReason::Gap { missing: 2 } })
+        );
         assert_eq!(t.poll_receipt(), None);
         assert_eq!((t.outstanding(), t.unexpected_answers), (0, 1));
     }

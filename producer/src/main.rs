@@ -285,9 +285,9 @@ fn pump<'a>(common: &Common, confirmed_log: Option<File>, stop: &'a AtomicBool) 
 
 fn send(args: SendArgs, stop: &AtomicBool) -> anyhow::Result<ExitCode> {
     let input: Box<dyn BufRead> = match &args.file {
-        Some(path) => Box::new(BufReader::new(
-            File::open(path).with_context(|| format!("cannot open {}", path.display()))?,
-        )),
+        Some(path) => {
+            Box::new(BufReader::new(File::open(path).with_context(|| format!("cannot open {}", path.display()))?))
+        }
         None => Box::new(BufReader::new(std::io::stdin())),
     };
     let confirmed_log = match &args.confirmed_log {

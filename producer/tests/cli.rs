@@ -9,7 +9,12 @@ fn producer() -> Command {
 
 #[test]
 fn help_teaches() {
-    producer().arg("--help").assert().success().stdout(predicate::str::contains("send")).stdout(predicate::str::contains("Exit codes"));
+    producer()
+        .arg("--help")
+        .assert()
+        .success()
+        .stdout(predicate::str::contains("send"))
+        .stdout(predicate::str::contains("Exit codes"));
     producer().args(["send", "--help"]).assert().success().stdout(predicate::str::contains("--file"));
     producer().args(["bench", "--help"]).assert().success().stdout(predicate::str::contains("--item-bytes"));
 }
@@ -21,7 +26,11 @@ fn unknown_flag_is_named() {
 
 #[test]
 fn malformed_endpoint_and_id_are_named() {
-    producer().args(["send", "--intake", "127.0.0.1:5570"]).assert().code(2).stderr(predicate::str::contains("127.0.0.1:5570"));
+    producer()
+        .args(["send", "--intake", "127.0.0.1:5570"])
+        .assert()
+        .code(2)
+        .stderr(predicate::str::contains("127.0.0.1:5570"));
     producer().args(["send", "--id", "a/b"]).assert().code(2).stderr(predicate::str::contains("'/'"));
 }
 

@@ -214,8 +214,14 @@ fn a_nack_without_retry_dead_letters_at_once() {
     let mut core = core();
     ready_worker(&mut core, "w1", 1, 0);
     send_order(&mut core, "o", 1);
-    let nack =
-        Nack { worker: "w1".into(), incarnation: 1, order: OrderKey::new("p", "o"), attempt: 1, retry: false, reason: "bad".into() };
+    let nack = Nack {
+        worker: "w1".into(),
+        incarnation: 1,
+        order: OrderKey::new("p", "o"),
+        attempt: 1,
+        retry: false,
+        reason: "bad".into(),
+    };
     core.handle_control(ControlMsg::Nack(nack), 1);
     assert_eq!(core.status().dead_letters, 1);
 }
@@ -244,8 +250,13 @@ fn a_restarted_worker_loses_its_old_orders_at_once() {
     ready_worker(&mut core, "w1", 1, 0);
     send_order(&mut core, "o", 1);
     drain(&mut core);
-    let restarted =
-        ControlMsg::Heartbeat(Heartbeat { worker: "w1".into(), incarnation: 2, capacity: 1, in_flight: vec![], welcome: None });
+    let restarted = ControlMsg::Heartbeat(Heartbeat {
+        worker: "w1".into(),
+        incarnation: 2,
+        capacity: 1,
+        in_flight: vec![],
+        welcome: None,
+    });
     core.handle_control(restarted, 5);
     let (events, _) = drain(&mut core);
     assert!(matches!(&events[0], Event::Requeued { reason, .. } if reason.contains("restarted")));
@@ -268,7 +279,9 @@ fn partial_orders_expire() {
     assert_eq!(core.status().partial_orders, 1);
     core.handle_timeout(1_500);
     let (_, out) = drain(&mut core);
-    assert!(out.iter().any(|(_, m)| matches!(m, FanoutMsg::Reject(r) if matches!(r.reason, RejectReason::Expired { .. }))));
+    assert!(out
+        .iter()
+        .any(|(_, m)| matches!(m, FanoutMsg::Reject(r) if matches!(r.reason, RejectReason::Expired { .. }))));
     assert_eq!(core.status().partial_orders, 0);
 }
 
@@ -287,10 +300,15 @@ fn oversized_orders_are_rejected() {
     core.handle_intake(begin("big"), 0);
     let chunk = ByteBuf::from(vec![0u8; limits::ITEM_BYTES_MAX]);
     for seq in 0..=(ORDER_BYTES_MAX / limits::ITEM_BYTES_MAX) as u32 {
-        core.handle_intake(IntakeMsg::Item(Item { producer: "p".into(), order: "big".into(), seq, data: chunk.clone() }), 0);
+        core.handle_intake(
+            IntakeMsg::Item(Item { producer: "p".into(), order: "big".into(), seq, data: chunk.clone() }),
+            0,
+        );
     }
     let (_, out) = drain(&mut core);
-    assert!(out.iter().any(|(_, m)| matches!(m, FanoutMsg::Reject(r) if matches!(r.reason, RejectReason::TooLarge { .. }))));
+    assert!(out
+        .iter()
+        .any(|(_, m)| matches!(m, FanoutMsg::Reject(r) if matches!(r.reason, RejectReason::TooLarge { .. }))));
     assert_eq!(core.status().held_bytes, 0);
 }
 

@@ -87,10 +87,7 @@ fn unknown_fields_are_tolerated() {
         body: FutureBegin { producer: "p", order: "o", priority: 3 },
     })
     .unwrap();
-    assert_eq!(
-        IntakeMsg::decode(&bytes).unwrap(),
-        IntakeMsg::Begin(Begin { producer: "p".into(), order: "o".into() })
-    );
+    assert_eq!(IntakeMsg::decode(&bytes).unwrap(), IntakeMsg::Begin(Begin { producer: "p".into(), order: "o".into() }));
 }
 
 #[test]
@@ -98,10 +95,7 @@ fn every_truncation_is_an_error_never_a_panic() {
     let bytes = item(1, b"hello world").encode();
     for cut in 0..bytes.len() {
         let err = IntakeMsg::decode(&bytes[..cut]).unwrap_err();
-        assert!(
-            matches!(err, DecodeError::Truncated | DecodeError::Malformed(_)),
-            "cut at {cut}: {err:?}"
-        );
+        assert!(matches!(err, DecodeError::Truncated | DecodeError::Malformed(_)), "cut at {cut}: {err:?}");
     }
     assert_eq!(IntakeMsg::decode(&[]).unwrap_err(), DecodeError::Truncated);
 }

@@ -1,0 +1,30 @@
+#!/usr/bin/env bash
+# Installs what orderly needs to build and test, where it is missing:
+# libzmq3-dev (the system libzmq, built with libsodium: CURVE), pkg-config,
+# python3 (test helpers). As root it uses apt-get; otherwise it prints the
+# exact command to run and stops.
+set -euo pipefail
+
+missing=()
+dpkg -s libzmq3-dev >/dev/null 2>&1 || missing+=(libzmq3-dev)
+command -v pkg-config >/dev/null 2>&1 || missing+=(pkg-config)
+command -v python3 >/dev/null 2>&1 || missing+=(python3)
+command -v timeout >/dev/null 2>&1 || missing+=(coreutils)
+
+if [ ${#missing[@]} -gt 0 ]; then
+    if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
+        echo "setup: installing ${missing[*]}" >&2
+        export DEBIAN_FRONTEND=noninteractive
+        apt-get update -qq
+        apt-get install -y -qq "${missing[@]}" >/dev/null
+    else
+        echo "setup: missing ${missing[*]}; run:" >&2
+        echo "  sudo apt-get update && sudo apt-get install -y ${missing[*]}" >&2
+        exit 1
+    fi
+fi
+
+if ! command -v cargo >/dev/null 2>&1; then
+    echo "setup: cargo not found; install Rust from your distribution or with rustup, then rerun" >&2
+    exit 1
+fi

@@ -1,0 +1,72 @@
+#!/usr/bin/env bash
+# Shared helpers for orderly's shell-scripted tests. Source it; it sets a
+# trap that kills every process started with `start` and removes the work
+# directory, on success, failure or interrupt.
+set -euo pipefail
+
+ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+BIN="${ORDERLY_BIN_DIR:-$ROOT/target/debug}"
+HELPERS="$ROOT/tests/helpers"
+WORK="$(mktemp -d "${TMPDIR:-/tmp}/orderly-test.XXXXXX")"
+PIDS=()
+
+cleanup() {
+    local status=$?
+    for pid in "${PIDS[@]}"; do
+        kill -TERM "$pid" 2>/dev/null || true
+    done
+    # Give processes a moment to drain, then make sure.
+    for _ in $(seq 1 30); do
+        local alive=0
+        for pid in "${PIDS[@]}"; do kill -0 "$pid" 2>/dev/null && alive=1; done
+        [ "$alive" = 0 ] && break
+        sleep 0.1
+    done
+    for pid in "${PIDS[@]}"; do kill -KILL "$pid" 2>/dev/null || true; done
+    if [ "$status" != 0 ] && [ -d "$WORK" ]; then
+        echo "--- logs of the failed run ($WORK) ---" >&2
+        for log in "$WORK"/*.log; do
+            [ -f "$log" ] || continue
+            echo "== $(basename "$log") (last 20 lines)" >&2
+            tail -n 20 "$log" >&2
+        done
+    fi
+    if [ -z "${ORDERLY_KEEP_WORK:-}" ]; then rm -rf "$WORK"; fi
+    exit "$status"
+}
+trap cleanup EXIT
+trap 'exit 130' INT TERM
+
+# Prints a TCP port that is free right now on 127.0.0.1.
+free_port() {
+    python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1]); s.close()'
+}
+
+# start NAME CMD...: runs CMD in the background, logging to $WORK/NAME.log,
+# and remembers its PID (in $LAST_PID) for cleanup.
+start() {
+    local name=$1
+    shift
+    "$@" >"$WORK/$name.log" 2>&1 &
+    LAST_PID=$!
+    PIDS+=("$LAST_PID")
+}
+
+# wait_for SECONDS DESCRIPTION CMD...: polls CMD until it succeeds.
+wait_for() {
+    local seconds=$1 what=$2
+    shift 2
+    local deadline=$((SECONDS + seconds))
+    until "$@"; do
+        if [ "$SECONDS" -ge "$deadline" ]; then
+            echo "timed out after ${seconds}s waiting for $what" >&2
+            return 1
+        fi
+        sleep 0.2
+    done
+}
+
+fail() {
+    echo "FAIL: $*" >&2
+    exit 1
+}
