@@ -82,6 +82,17 @@ pub enum Event {
     Requeued { key: OrderKey, reason: String },
     /// An order failed `max_attempts` times (or was refused for good).
     DeadLettered { key: OrderKey, reason: String },
+    /// The whole state of one live order, written when compaction copies it
+    /// out of an old journal segment. Replay replaces whatever it knew of
+    /// the order with this; live, it changes nothing.
+    Restored { key: OrderKey, snapshot: Snapshot },
+}
+
+/// One live order, as compaction copies it forward.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Snapshot {
+    Partial { items: Vec<(u32, ByteBuf)> },
+    Sealed { items: Vec<ByteBuf>, attempts: u32, dead: Option<String> },
 }
 
 /// A message the broker wants published on its fanout socket.
@@ -135,8 +146,11 @@ struct Order {
 struct Worker {
     incarnation: u64,
     capacity: u32,
-    in_flight: BTreeSet<OrderKey>,
+    /// Orders dispatched to this worker, with when.
+    in_flight: BTreeMap<OrderKey, Millis>,
     last_seen_ms: Millis,
+    /// The worker is shutting down: dispatch nothing more to it.
+    draining: bool,
     nonce: u64,
     /// The worker echoed our welcome: its subscription is live.
     ready: bool,
@@ -186,6 +200,8 @@ pub struct Core {
     nonce_next: u64,
     heartbeat_due_ms: Millis,
     partial_sweep_due_ms: Millis,
+    /// Time of the input being handled (inputs carry it; no clock is read).
+    now_ms: Millis,
     events: VecDeque<Event>,
     outbound: VecDeque<Outbound>,
     counters: Counters,
@@ -208,6 +224,7 @@ impl Core {
             workers: BTreeMap::new(),
             heartbeat_due_ms: 0,
             partial_sweep_due_ms: 0,
+            now_ms: 0,
             events: VecDeque::new(),
             outbound: VecDeque::new(),
             counters: Counters::default(),
@@ -274,6 +291,7 @@ impl Core {
 
     /// Handles one decoded intake message.
     pub fn handle_intake(&mut self, msg: IntakeMsg, now_ms: Millis) {
+        self.now_ms = now_ms;
         match msg {
             IntakeMsg::Hello(hello) => {
                 let body = FanoutMsg::Welcome(Welcome { nonce: hello.nonce }).encode();
@@ -363,6 +381,7 @@ impl Core {
 
     /// Handles one decoded control message.
     pub fn handle_control(&mut self, msg: ControlMsg, now_ms: Millis) {
+        self.now_ms = now_ms;
         match msg {
             ControlMsg::Heartbeat(hb) => self.on_heartbeat(hb, now_ms),
             ControlMsg::Ack(ack) => {
@@ -413,8 +432,9 @@ impl Core {
             let worker = Worker {
                 incarnation: hb.incarnation,
                 capacity: hb.capacity,
-                in_flight: BTreeSet::new(),
+                in_flight: BTreeMap::new(),
                 last_seen_ms: now_ms,
+                draining: false,
                 nonce,
                 ready: false,
             };
@@ -423,7 +443,10 @@ impl Core {
         let worker = self.workers.get_mut(&hb.worker).expect("inserted above");
         worker.last_seen_ms = now_ms;
         worker.capacity = hb.capacity;
-        if !worker.ready {
+        worker.draining = hb.draining;
+        if worker.ready {
+            self.reconcile(&hb, now_ms);
+        } else {
             if hb.welcome == Some(worker.nonce) {
                 worker.ready = true;
             } else {
@@ -432,6 +455,25 @@ impl Core {
                 let body = FanoutMsg::Welcome(Welcome { nonce: worker.nonce }).encode();
                 self.outbound.push_back(Outbound { topic: worker_topic(&hb.worker), body });
             }
+        }
+    }
+
+    /// Requeues orders the worker should hold but does not list: the
+    /// dispatch was lost (PUB drops at its high-water mark) or refused. Only
+    /// dispatches older than two heartbeat intervals are judged, so one
+    /// still on its way is not mistaken for a lost one.
+    fn reconcile(&mut self, hb: &Heartbeat, now_ms: Millis) {
+        let Some(worker) = self.workers.get(&hb.worker) else { return };
+        let grace_ms = 2 * self.config.heartbeat_interval_ms;
+        let held: BTreeSet<&OrderKey> = hb.in_flight.iter().collect();
+        let lost: Vec<OrderKey> = worker
+            .in_flight
+            .iter()
+            .filter(|(key, &sent_ms)| now_ms >= sent_ms + grace_ms && !held.contains(key))
+            .map(|(key, _)| key.clone())
+            .collect();
+        for key in lost {
+            self.fail(key, format!("worker {} does not hold it (dispatch lost or refused)", hb.worker));
         }
     }
 
@@ -450,7 +492,7 @@ impl Core {
 
     fn remove_worker(&mut self, id: &str, why: &str) {
         let Some(worker) = self.workers.remove(id) else { return };
-        for key in worker.in_flight {
+        for key in worker.in_flight.into_keys() {
             self.fail(key, format!("{why} ({id})"));
         }
     }
@@ -471,6 +513,7 @@ impl Core {
 
     /// Advances time: broker heartbeats, dead workers, expired partials.
     pub fn handle_timeout(&mut self, now_ms: Millis) {
+        self.now_ms = now_ms;
         if now_ms >= self.heartbeat_due_ms {
             self.heartbeat_due_ms = now_ms + self.config.heartbeat_interval_ms;
             let body = FanoutMsg::Heartbeat(BrokerHeartbeat {
@@ -527,7 +570,7 @@ impl Core {
         let mut best: Option<(&String, u32)> = None;
         for (id, w) in &self.workers {
             let free = w.free_credits();
-            if w.ready && free > 0 && best.is_none_or(|(_, f)| free > f) {
+            if w.ready && !w.draining && free > 0 && best.is_none_or(|(_, f)| free > f) {
                 best = Some((id, free));
             }
         }
@@ -541,10 +584,90 @@ impl Core {
         self.events.push_back(event);
     }
 
+    /// The event that recreates `key`'s current state, for compaction;
+    /// `None` when the order is resolved (acked or dropped).
+    pub fn snapshot(&self, key: &OrderKey) -> Option<Event> {
+        let snapshot = if let Some(p) = self.partials.get(key) {
+            Snapshot::Partial { items: p.items.iter().map(|(s, d)| (*s, d.clone())).collect() }
+        } else {
+            let order = self.orders.get(key)?;
+            let dead = match &order.state {
+                OrderState::Dead { reason } => Some(reason.clone()),
+                _ => None,
+            };
+            Snapshot::Sealed { items: order.items.clone(), attempts: order.attempts, dead }
+        };
+        Some(Event::Restored { key: key.clone(), snapshot })
+    }
+
+    /// Ends a replay: no worker is known after a restart, so every order
+    /// that was in flight is pending again (first in line, as the oldest
+    /// work), and partial orders get their full age limit from `now_ms`
+    /// (their recorded times came from the previous process's clock).
+    pub fn finish_recovery(&mut self, now_ms: Millis) {
+        self.now_ms = now_ms;
+        for partial in self.partials.values_mut() {
+            partial.began_ms = now_ms;
+        }
+        let mut in_flight: Vec<&OrderKey> =
+            self.orders.iter().filter(|(_, o)| matches!(o.state, OrderState::InFlight { .. })).map(|(k, _)| k).collect();
+        in_flight.sort(); // HashMap order is random; keep recovery deterministic
+        let keys: Vec<OrderKey> = in_flight.into_iter().cloned().collect();
+        for key in keys.into_iter().rev() {
+            if let Some(order) = self.orders.get_mut(&key) {
+                order.state = OrderState::Pending;
+                self.in_flight_len -= 1;
+                self.pending_len += 1;
+                self.pending.push_front(key);
+            }
+        }
+        self.pump();
+    }
+
+    /// Forgets all there is about `key` (for [`Event::Restored`]).
+    fn forget(&mut self, key: &OrderKey) {
+        if let Some(p) = self.partials.remove(key) {
+            self.held_bytes -= p.bytes;
+        }
+        if let Some(order) = self.orders.remove(key) {
+            self.leave_state(key, &order.state);
+            self.held_bytes -= order.bytes;
+        }
+    }
+
+    fn restore(&mut self, key: &OrderKey, snapshot: &Snapshot) {
+        self.forget(key);
+        match snapshot {
+            Snapshot::Partial { items } => {
+                let bytes: u64 = items.iter().map(|(_, d)| d.len() as u64).sum();
+                self.held_bytes += bytes;
+                let partial = Partial { began_ms: self.now_ms, items: items.iter().cloned().collect(), bytes };
+                self.partials.insert(key.clone(), partial);
+            }
+            Snapshot::Sealed { items, attempts, dead } => {
+                let bytes: u64 = items.iter().map(|d| d.len() as u64).sum();
+                self.held_bytes += bytes;
+                let state = match dead {
+                    Some(reason) => {
+                        self.dead_len += 1;
+                        OrderState::Dead { reason: reason.clone() }
+                    }
+                    None => {
+                        self.pending_len += 1;
+                        self.pending.push_back(key.clone());
+                        OrderState::Pending
+                    }
+                };
+                self.orders.insert(key.clone(), Order { items: items.clone(), bytes, attempts: *attempts, state });
+            }
+        }
+    }
+
     /// Applies one state change. The live path and journal replay both come
     /// through here, so they cannot disagree.
     pub fn apply(&mut self, event: &Event) {
         match event {
+            Event::Restored { key, snapshot } => self.restore(key, snapshot),
             Event::Begun { key, at_ms } => {
                 let partial = Partial { began_ms: *at_ms, items: BTreeMap::new(), bytes: 0 };
                 self.partials.insert(key.clone(), partial);
@@ -584,7 +707,7 @@ impl Core {
                 order.attempts = *attempt;
                 order.state = OrderState::InFlight { worker: worker.clone() };
                 if let Some(w) = self.workers.get_mut(worker) {
-                    w.in_flight.insert(key.clone());
+                    w.in_flight.insert(key.clone(), self.now_ms);
                 }
                 self.counters.dispatches += 1;
                 if *attempt > 1 {

@@ -1,5 +1,6 @@
 //! The orderly broker: a sans-IO [`core`] and the [`io`] loop that owns the
 //! sockets.
 
+pub mod compaction;
 pub mod core;
 pub mod io;

@@ -105,6 +105,9 @@ pub struct Heartbeat {
     /// The last welcome nonce received on this worker's topic.
     #[serde(default)]
     pub welcome: Option<u64>,
+    /// The worker is shutting down: send it nothing more.
+    #[serde(default)]
+    pub draining: bool,
 }
 
 /// Worker → broker: the order was processed (POSACK).

@@ -26,7 +26,7 @@ fn send_order(core: &mut Core, order: &str, items: u32) {
 }
 
 fn heartbeat(worker: &str, capacity: u32, welcome: Option<u64>) -> ControlMsg {
-    ControlMsg::Heartbeat(Heartbeat { worker: worker.into(), incarnation: 1, capacity, in_flight: vec![], welcome })
+    ControlMsg::Heartbeat(Heartbeat { worker: worker.into(), incarnation: 1, capacity, in_flight: vec![], welcome, draining: false })
 }
 
 fn drain(core: &mut Core) -> (Vec<Event>, Vec<(String, FanoutMsg)>) {
@@ -256,6 +256,7 @@ fn a_restarted_worker_loses_its_old_orders_at_once() {
         capacity: 1,
         in_flight: vec![],
         welcome: None,
+        draining: false,
     });
     core.handle_control(restarted, 5);
     let (events, _) = drain(&mut core);
@@ -333,4 +334,50 @@ fn replaying_the_events_rebuilds_the_same_orders() {
         (a.partial_orders, a.pending_orders + a.in_flight_orders, a.held_bytes),
         (b.partial_orders, b.pending_orders + b.in_flight_orders, b.held_bytes)
     );
+}
+
+#[test]
+fn a_dispatch_the_worker_does_not_list_is_requeued_after_a_grace() {
+    let mut core = core();
+    ready_worker(&mut core, "w1", 1, 0);
+    send_order(&mut core, "o", 1);
+    drain(&mut core);
+    // Within the grace the worker may simply not have received it yet.
+    core.handle_control(heartbeat("w1", 1, None), 1_000);
+    assert_eq!(core.status().in_flight_orders, 1);
+    // Listed: kept.
+    let holding = ControlMsg::Heartbeat(Heartbeat {
+        worker: "w1".into(),
+        incarnation: 1,
+        capacity: 1,
+        in_flight: vec![OrderKey::new("p", "o")],
+        welcome: None,
+        draining: false,
+    });
+    core.handle_control(holding, 2_500);
+    assert_eq!(core.status().in_flight_orders, 1);
+    // Not listed after the grace: lost, so delivered again.
+    core.handle_control(heartbeat("w1", 1, None), 2_600);
+    let (events, out) = drain(&mut core);
+    assert!(matches!(&events[0], Event::Requeued { reason, .. } if reason.contains("does not hold")));
+    assert_eq!(dispatches(&out), vec![("w/w1/".into(), OrderKey::new("p", "o"), 2)]);
+}
+
+#[test]
+fn a_draining_worker_gets_nothing_new() {
+    let mut core = core();
+    ready_worker(&mut core, "w1", 4, 0);
+    let draining = ControlMsg::Heartbeat(Heartbeat {
+        worker: "w1".into(),
+        incarnation: 1,
+        capacity: 4,
+        in_flight: vec![],
+        welcome: None,
+        draining: true,
+    });
+    core.handle_control(draining, 1);
+    send_order(&mut core, "o", 1);
+    let (_, out) = drain(&mut core);
+    assert!(dispatches(&out).is_empty());
+    assert_eq!(core.status().pending_orders, 1);
 }

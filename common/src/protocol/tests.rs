@@ -28,6 +28,7 @@ fn control_round_trips() {
             capacity: 4,
             in_flight: vec![key.clone()],
             welcome: Some(3),
+            draining: false,
         }),
         ControlMsg::Ack(Ack { worker: "w1".into(), incarnation: 9, order: key.clone(), attempt: 1 }),
         ControlMsg::Nack(Nack {
@@ -141,6 +142,7 @@ fn invalid_ids_are_refused() {
         capacity: 0,
         in_flight: vec![],
         welcome: None,
+        draining: false,
     })
     .encode();
     assert!(matches!(ControlMsg::decode(&zero), Err(DecodeError::Invalid { field: "capacity", .. })));

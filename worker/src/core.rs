@@ -1,0 +1,361 @@
+//! The worker's sans-IO state machine.
+//!
+//! [`Core`] decides which dispatched orders to run and what to tell the
+//! broker. Callers feed it inputs with the current time
+//! ([`Core::handle_fanout`], [`Core::handle_done`], [`Core::handle_timeout`])
+//! and drain what it wants done: [`Core::poll_control`] yields messages to
+//! PUSH to the broker, [`Core::poll_job`] orders to run, and
+//! [`Core::poll_event`] things worth logging. It does no IO and reads no
+//! clock, so tests drive it with a virtual clock.
+//!
+//! Capacity is enforced here, not trusted to the broker: an order that
+//! arrives while every slot is taken (or while draining) is not run. It
+//! stays out of the `in_flight` list of our heartbeats, which is how the
+//! broker can tell it was never taken.
+
+use std::collections::{BTreeMap, VecDeque};
+
+use orderly_common::limits::{self, HEARTBEAT_IN_FLIGHT_MAX, REASON_BYTES_MAX};
+use orderly_common::protocol::{Ack, BrokerHeartbeat, Bye, ControlMsg, Dispatch, FanoutMsg, Heartbeat, Nack};
+use orderly_common::OrderKey;
+
+/// Milliseconds on the caller's monotonic clock.
+pub type Millis = u64;
+
+/// Settings of the core, already validated by the caller.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CoreConfig {
+    /// This worker's id (a valid peer id).
+    pub worker: String,
+    /// Random per process start: lets the broker see a restart.
+    pub incarnation: u64,
+    /// Orders run at once, `1..=WORKER_CONCURRENCY_MAX`.
+    pub capacity: u32,
+    pub heartbeat_interval_ms: u64,
+    /// Broker heartbeat intervals of silence before the broker is presumed
+    /// lost.
+    pub heartbeat_liveness: u32,
+}
+
+impl CoreConfig {
+    /// A config with the default heartbeat settings.
+    pub fn new(worker: impl Into<String>, incarnation: u64, capacity: u32) -> Self {
+        CoreConfig {
+            worker: worker.into(),
+            incarnation,
+            capacity,
+            heartbeat_interval_ms: limits::HEARTBEAT_INTERVAL_MS_DEFAULT,
+            heartbeat_liveness: limits::HEARTBEAT_LIVENESS_DEFAULT,
+        }
+    }
+
+    fn broker_timeout_ms(&self) -> u64 {
+        self.heartbeat_interval_ms.saturating_mul(u64::from(self.heartbeat_liveness))
+    }
+}
+
+/// Why a handler did not process an order.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Failure {
+    /// True: try again (maybe elsewhere). False: the order can never
+    /// succeed; the broker dead-letters it at once.
+    pub retry: bool,
+    pub reason: String,
+}
+
+impl Failure {
+    pub fn retry(reason: impl Into<String>) -> Self {
+        Failure { retry: true, reason: reason.into() }
+    }
+
+    pub fn permanent(reason: impl Into<String>) -> Self {
+        Failure { retry: false, reason: reason.into() }
+    }
+}
+
+impl std::fmt::Display for Failure {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let kind = if self.retry { "retryable" } else { "permanent" };
+        write!(f, "{kind} failure: {}", self.reason)
+    }
+}
+
+/// Why a dispatched order was not run.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Refusal {
+    /// Every slot is taken.
+    NoCapacity,
+    /// The worker is shutting down.
+    Draining,
+}
+
+/// Something that happened that the IO loop should log.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Event {
+    /// The order is already running here; the copy was ignored.
+    DuplicateDispatch { order: OrderKey, attempt: u32 },
+    /// The order was not run; the broker redelivers it.
+    Refused { order: OrderKey, attempt: u32, why: Refusal },
+    /// The first broker heartbeat arrived.
+    BrokerFound { incarnation: u64 },
+    /// The broker restarted (new incarnation): we announced ourselves again.
+    BrokerRestarted { old: u64, new: u64 },
+    /// No word from the broker for `silent_ms`: the welcome is dropped so
+    /// the broker re-welcomes us when it is back.
+    BrokerLost { silent_ms: u64 },
+    /// The broker is heard again after [`Event::BrokerLost`].
+    BrokerBack,
+}
+
+/// Counters for logs and status.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Counters {
+    pub orders_started: u64,
+    pub orders_acked: u64,
+    pub orders_nacked: u64,
+    pub duplicate_dispatches: u64,
+    pub refused_dispatches: u64,
+    pub broker_restarts: u64,
+    pub broker_losses: u64,
+}
+
+/// The worker's state machine. See the module docs.
+#[derive(Debug)]
+pub struct Core {
+    config: CoreConfig,
+    /// Orders running here, with the latest attempt the broker sent.
+    in_flight: BTreeMap<OrderKey, u32>,
+    /// Last welcome nonce received; echoed in every heartbeat.
+    welcome: Option<u64>,
+    broker_incarnation: Option<u64>,
+    /// Last time any fanout message arrived (all of them prove the broker
+    /// is alive and our subscription works).
+    broker_heard_ms: Option<Millis>,
+    broker_lost: bool,
+    heartbeat_due_ms: Millis,
+    draining: bool,
+    control: VecDeque<ControlMsg>,
+    jobs: VecDeque<Dispatch>,
+    events: VecDeque<Event>,
+    counters: Counters,
+}
+
+impl Core {
+    pub fn new(config: CoreConfig) -> Self {
+        assert!(config.heartbeat_interval_ms > 0 && config.heartbeat_liveness > 0);
+        assert!(config.capacity > 0 && config.capacity <= limits::WORKER_CONCURRENCY_MAX);
+        Core {
+            config,
+            in_flight: BTreeMap::new(),
+            welcome: None,
+            broker_incarnation: None,
+            broker_heard_ms: None,
+            broker_lost: false,
+            // Due at once: the first heartbeat is how the broker learns of us.
+            heartbeat_due_ms: 0,
+            draining: false,
+            control: VecDeque::new(),
+            jobs: VecDeque::new(),
+            events: VecDeque::new(),
+            counters: Counters::default(),
+        }
+    }
+
+    pub fn config(&self) -> &CoreConfig {
+        &self.config
+    }
+
+    pub fn counters(&self) -> &Counters {
+        &self.counters
+    }
+
+    pub fn in_flight_len(&self) -> usize {
+        self.in_flight.len()
+    }
+
+    /// The welcome nonce our heartbeats echo, if any.
+    pub fn welcome(&self) -> Option<u64> {
+        self.welcome
+    }
+
+    /// Next message to PUSH to the broker's control socket.
+    pub fn poll_control(&mut self) -> Option<ControlMsg> {
+        self.control.pop_front()
+    }
+
+    /// Next order to run; report its end with [`Core::handle_done`].
+    pub fn poll_job(&mut self) -> Option<Dispatch> {
+        self.jobs.pop_front()
+    }
+
+    /// Next thing worth logging.
+    pub fn poll_event(&mut self) -> Option<Event> {
+        self.events.pop_front()
+    }
+
+    /// When [`Core::handle_timeout`] must next be called.
+    pub fn poll_timeout(&self) -> Millis {
+        let silence = match (self.broker_heard_ms, self.broker_lost) {
+            (Some(heard), false) => heard.saturating_add(self.config.broker_timeout_ms()),
+            _ => Millis::MAX,
+        };
+        self.heartbeat_due_ms.min(silence)
+    }
+
+    // ------------------------------------------------------------ fanout
+
+    /// Handles one decoded message from the fanout socket.
+    pub fn handle_fanout(&mut self, msg: FanoutMsg, now_ms: Millis) {
+        self.heard_broker(now_ms);
+        match msg {
+            FanoutMsg::Welcome(welcome) => {
+                self.welcome = Some(welcome.nonce);
+                // Echo at once: the broker dispatches to us only after it.
+                self.queue_heartbeat(now_ms);
+            }
+            FanoutMsg::Dispatch(dispatch) => self.on_dispatch(dispatch),
+            FanoutMsg::Heartbeat(hb) => self.on_broker_heartbeat(hb, now_ms),
+            // Producer traffic: never on a worker's topics, ignored if it is.
+            FanoutMsg::Confirm(_) | FanoutMsg::Reject(_) => {}
+        }
+    }
+
+    fn heard_broker(&mut self, now_ms: Millis) {
+        self.broker_heard_ms = Some(now_ms);
+        if self.broker_lost {
+            self.broker_lost = false;
+            self.events.push_back(Event::BrokerBack);
+        }
+    }
+
+    fn on_dispatch(&mut self, dispatch: Dispatch) {
+        let (order, attempt) = (dispatch.order.clone(), dispatch.attempt);
+        if let Some(latest) = self.in_flight.get_mut(&order) {
+            // The broker may have redelivered while we run it (it thought us
+            // dead, or it restarted): answer for the attempt it now waits for.
+            *latest = (*latest).max(attempt);
+            self.counters.duplicate_dispatches += 1;
+            self.events.push_back(Event::DuplicateDispatch { order, attempt });
+            return;
+        }
+        let why = if self.draining {
+            Refusal::Draining
+        } else if self.in_flight.len() >= self.config.capacity as usize {
+            Refusal::NoCapacity
+        } else {
+            self.in_flight.insert(order, attempt);
+            self.counters.orders_started += 1;
+            self.jobs.push_back(dispatch);
+            return;
+        };
+        self.counters.refused_dispatches += 1;
+        self.events.push_back(Event::Refused { order, attempt, why });
+    }
+
+    fn on_broker_heartbeat(&mut self, hb: BrokerHeartbeat, now_ms: Millis) {
+        match self.broker_incarnation.replace(hb.incarnation) {
+            None => self.events.push_back(Event::BrokerFound { incarnation: hb.incarnation }),
+            Some(old) if old != hb.incarnation => {
+                // A new broker process does not know us: our nonce is stale.
+                self.welcome = None;
+                self.counters.broker_restarts += 1;
+                self.events.push_back(Event::BrokerRestarted { old, new: hb.incarnation });
+                self.queue_heartbeat(now_ms);
+            }
+            Some(_) => {}
+        }
+    }
+
+    // ------------------------------------------------------------ results
+
+    /// Reports the end of an order returned by [`Core::poll_job`]. Queues
+    /// the Ack or Nack.
+    pub fn handle_done(&mut self, order: OrderKey, attempt: u32, outcome: Result<(), Failure>) {
+        // A redelivery that arrived while the order ran raised the attempt.
+        let attempt = self.in_flight.remove(&order).map_or(attempt, |latest| latest.max(attempt));
+        let worker = self.config.worker.clone();
+        let incarnation = self.config.incarnation;
+        let msg = match outcome {
+            Ok(()) => {
+                self.counters.orders_acked += 1;
+                ControlMsg::Ack(Ack { worker, incarnation, order, attempt })
+            }
+            Err(failure) => {
+                self.counters.orders_nacked += 1;
+                let reason = truncate_on_char_boundary(&failure.reason, REASON_BYTES_MAX).to_owned();
+                ControlMsg::Nack(Nack { worker, incarnation, order, attempt, retry: failure.retry, reason })
+            }
+        };
+        self.control.push_back(msg);
+    }
+
+    // ------------------------------------------------------------ time
+
+    /// Advances time: our heartbeats and the broker's liveness.
+    pub fn handle_timeout(&mut self, now_ms: Millis) {
+        if now_ms >= self.heartbeat_due_ms {
+            self.queue_heartbeat(now_ms);
+        }
+        let Some(heard_ms) = self.broker_heard_ms else { return };
+        let silent_ms = now_ms.saturating_sub(heard_ms);
+        if !self.broker_lost && silent_ms >= self.config.broker_timeout_ms() {
+            // Keep heartbeating: ZeroMQ reconnects by itself, and a
+            // heartbeat without a welcome makes the broker welcome us anew.
+            self.broker_lost = true;
+            self.welcome = None;
+            self.counters.broker_losses += 1;
+            self.events.push_back(Event::BrokerLost { silent_ms });
+        }
+    }
+
+    fn queue_heartbeat(&mut self, now_ms: Millis) {
+        self.heartbeat_due_ms = now_ms.saturating_add(self.config.heartbeat_interval_ms);
+        let heartbeat = Heartbeat {
+            worker: self.config.worker.clone(),
+            incarnation: self.config.incarnation,
+            capacity: self.config.capacity,
+            in_flight: self.in_flight.keys().take(HEARTBEAT_IN_FLIGHT_MAX).cloned().collect(),
+            welcome: self.welcome,
+            draining: self.draining,
+        };
+        self.control.push_back(ControlMsg::Heartbeat(heartbeat));
+    }
+
+    // ------------------------------------------------------------ shutdown
+
+    /// Takes no new orders from now on; the running ones finish.
+    pub fn start_drain(&mut self) {
+        self.draining = true;
+    }
+
+    pub fn is_draining(&self) -> bool {
+        self.draining
+    }
+
+    /// True once draining and nothing is in flight.
+    pub fn is_drained(&self) -> bool {
+        self.draining && self.in_flight.is_empty()
+    }
+
+    /// The goodbye to send last. The broker requeues whatever it still
+    /// thinks we hold.
+    pub fn bye(&self) -> ControlMsg {
+        ControlMsg::Bye(Bye { worker: self.config.worker.clone(), incarnation: self.config.incarnation })
+    }
+}
+
+/// The longest prefix of `text` of at most `max` bytes that ends on a char
+/// boundary.
+pub fn truncate_on_char_boundary(text: &str, max: usize) -> &str {
+    if text.len() <= max {
+        return text;
+    }
+    let mut end = max;
+    while !text.is_char_boundary(end) {
+        end -= 1;
+    }
+    &text[..end]
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,255 @@
+use super::*;
+use orderly_common::protocol::Welcome;
+use serde_bytes::ByteBuf;
+
+const INTERVAL_MS: u64 = 1000;
+
+fn core(capacity: u32) -> Core {
+    Core::new(CoreConfig::new("w1", 7, capacity))
+}
+
+fn dispatch(id: &str, attempt: u32) -> FanoutMsg {
+    FanoutMsg::Dispatch(Dispatch {
+        order: OrderKey::new("p", id),
+        attempt,
+        redelivered: attempt > 1,
+        items: vec![ByteBuf::from(b"{}".to_vec())],
+    })
+}
+
+fn broker_heartbeat(incarnation: u64) -> FanoutMsg {
+    FanoutMsg::Heartbeat(BrokerHeartbeat { incarnation, interval_ms: INTERVAL_MS })
+}
+
+fn controls(core: &mut Core) -> Vec<ControlMsg> {
+    std::iter::from_fn(|| core.poll_control()).collect()
+}
+
+fn jobs(core: &mut Core) -> Vec<OrderKey> {
+    std::iter::from_fn(|| core.poll_job()).map(|d| d.order).collect()
+}
+
+fn events(core: &mut Core) -> Vec<Event> {
+    std::iter::from_fn(|| core.poll_event()).collect()
+}
+
+fn heartbeats(msgs: &[ControlMsg]) -> Vec<&Heartbeat> {
+    msgs.iter()
+        .filter_map(|m| match m {
+            ControlMsg::Heartbeat(hb) => Some(hb),
+            _ => None,
+        })
+        .collect()
+}
+
+/// Every encoded control message must pass the broker's validation.
+fn assert_valid(msgs: &[ControlMsg]) {
+    for msg in msgs {
+        assert_eq!(&ControlMsg::decode(&msg.encode()).expect("valid control message"), msg);
+    }
+}
+
+#[test]
+fn first_timeout_announces_the_worker() {
+    let mut core = core(2);
+    assert_eq!(core.poll_timeout(), 0);
+    core.handle_timeout(0);
+    let out = controls(&mut core);
+    assert_valid(&out);
+    assert_eq!(
+        out,
+        vec![ControlMsg::Heartbeat(Heartbeat {
+            worker: "w1".into(),
+            incarnation: 7,
+            capacity: 2,
+            in_flight: vec![],
+            welcome: None,
+            draining: false,
+        })]
+    );
+}
+
+#[test]
+fn welcome_is_echoed_at_once_and_in_later_heartbeats() {
+    let mut core = core(1);
+    core.handle_timeout(0);
+    controls(&mut core);
+    core.handle_fanout(FanoutMsg::Welcome(Welcome { nonce: 99 }), 10);
+    let out = controls(&mut core);
+    assert_eq!(heartbeats(&out).len(), 1);
+    assert_eq!(heartbeats(&out)[0].welcome, Some(99));
+    core.handle_timeout(10 + INTERVAL_MS);
+    assert_eq!(heartbeats(&controls(&mut core))[0].welcome, Some(99));
+}
+
+#[test]
+fn dispatch_runs_and_duplicate_is_ignored() {
+    let mut core = core(2);
+    core.handle_fanout(dispatch("o1", 1), 0);
+    core.handle_fanout(dispatch("o1", 1), 0);
+    assert_eq!(jobs(&mut core), vec![OrderKey::new("p", "o1")]);
+    assert_eq!(core.in_flight_len(), 1);
+    assert_eq!(core.counters().duplicate_dispatches, 1);
+    assert!(events(&mut core).contains(&Event::DuplicateDispatch { order: OrderKey::new("p", "o1"), attempt: 1 }));
+}
+
+#[test]
+fn duplicate_with_a_later_attempt_is_answered_for_that_attempt() {
+    let mut core = core(1);
+    core.handle_fanout(dispatch("o1", 1), 0);
+    core.handle_fanout(dispatch("o1", 2), 0);
+    assert_eq!(jobs(&mut core).len(), 1);
+    core.handle_done(OrderKey::new("p", "o1"), 1, Ok(()));
+    assert!(matches!(&controls(&mut core)[..], [ControlMsg::Ack(Ack { attempt: 2, .. })]));
+}
+
+#[test]
+fn done_produces_ack_or_nack() {
+    let mut core = core(3);
+    for id in ["ok", "again", "never"] {
+        core.handle_fanout(dispatch(id, 1), 0);
+    }
+    assert_eq!(jobs(&mut core).len(), 3);
+    core.handle_done(OrderKey::new("p", "ok"), 1, Ok(()));
+    core.handle_done(OrderKey::new("p", "again"), 1, Err(Failure::retry("exit code 3")));
+    core.handle_done(OrderKey::new("p", "never"), 1, Err(Failure::permanent("bad item")));
+    let out = controls(&mut core);
+    assert_valid(&out);
+    assert_eq!(
+        out,
+        vec![
+            ControlMsg::Ack(Ack { worker: "w1".into(), incarnation: 7, order: OrderKey::new("p", "ok"), attempt: 1 }),
+            ControlMsg::Nack(Nack {
+                worker: "w1".into(),
+                incarnation: 7,
+                order: OrderKey::new("p", "again"),
+                attempt: 1,
+                retry: true,
+                reason: "exit code 3".into()
+            }),
+            ControlMsg::Nack(Nack {
+                worker: "w1".into(),
+                incarnation: 7,
+                order: OrderKey::new("p", "never"),
+                attempt: 1,
+                retry: false,
+                reason: "bad item".into()
+            }),
+        ]
+    );
+    assert_eq!(core.in_flight_len(), 0);
+    assert_eq!((core.counters().orders_acked, core.counters().orders_nacked), (1, 2));
+}
+
+#[test]
+fn long_reasons_are_cut_on_a_char_boundary() {
+    let mut core = core(1);
+    core.handle_fanout(dispatch("o", 1), 0);
+    // 'é' is two bytes: an odd limit falls inside one.
+    let reason = "é".repeat(REASON_BYTES_MAX);
+    core.handle_done(OrderKey::new("p", "o"), 1, Err(Failure::retry(reason)));
+    let out = controls(&mut core);
+    assert_valid(&out);
+    let ControlMsg::Nack(nack) = &out[0] else { panic!("expected a nack: {out:?}") };
+    assert!(nack.reason.len() <= REASON_BYTES_MAX);
+    assert!(nack.reason.len() >= REASON_BYTES_MAX - 1);
+    assert_eq!(truncate_on_char_boundary("aé", 2), "a");
+    assert_eq!(truncate_on_char_boundary("abc", 5), "abc");
+}
+
+#[test]
+fn capacity_is_respected() {
+    let mut core = core(2);
+    for id in ["a", "b", "c"] {
+        core.handle_fanout(dispatch(id, 1), 0);
+    }
+    assert_eq!(jobs(&mut core), vec![OrderKey::new("p", "a"), OrderKey::new("p", "b")]);
+    assert_eq!(core.counters().refused_dispatches, 1);
+    assert!(events(&mut core).contains(&Event::Refused {
+        order: OrderKey::new("p", "c"),
+        attempt: 1,
+        why: Refusal::NoCapacity
+    }));
+    // A freed slot takes the redelivery.
+    core.handle_done(OrderKey::new("p", "a"), 1, Ok(()));
+    core.handle_fanout(dispatch("c", 2), 0);
+    assert_eq!(jobs(&mut core), vec![OrderKey::new("p", "c")]);
+}
+
+#[test]
+fn heartbeats_follow_the_virtual_clock_and_list_in_flight() {
+    let mut core = core(4);
+    let mut now_ms = 0;
+    let mut sent_at = Vec::new();
+    core.handle_fanout(dispatch("o1", 1), 0);
+    while now_ms <= 3 * INTERVAL_MS {
+        core.handle_timeout(now_ms);
+        for hb in heartbeats(&controls(&mut core)) {
+            assert_eq!(hb.in_flight, vec![OrderKey::new("p", "o1")]);
+            sent_at.push(now_ms);
+        }
+        // Jump to the next wake-up, as the IO loop would sleep until then.
+        now_ms = core.poll_timeout().max(now_ms + 1);
+    }
+    assert_eq!(sent_at, vec![0, INTERVAL_MS, 2 * INTERVAL_MS, 3 * INTERVAL_MS]);
+}
+
+#[test]
+fn broker_restart_drops_the_welcome_and_reannounces() {
+    let mut core = core(1);
+    core.handle_fanout(broker_heartbeat(1), 0);
+    core.handle_fanout(FanoutMsg::Welcome(Welcome { nonce: 5 }), 1);
+    core.handle_fanout(broker_heartbeat(1), 500);
+    controls(&mut core);
+    core.handle_fanout(broker_heartbeat(2), 600);
+    let out = controls(&mut core);
+    assert_eq!(heartbeats(&out).len(), 1, "re-announced at once");
+    assert_eq!(heartbeats(&out)[0].welcome, None);
+    assert_eq!(core.counters().broker_restarts, 1);
+    let events = events(&mut core);
+    assert!(events.contains(&Event::BrokerFound { incarnation: 1 }));
+    assert!(events.contains(&Event::BrokerRestarted { old: 1, new: 2 }));
+}
+
+#[test]
+fn silent_broker_loses_the_welcome_but_heartbeats_go_on() {
+    let mut core = core(1);
+    core.handle_fanout(broker_heartbeat(1), 0);
+    core.handle_fanout(FanoutMsg::Welcome(Welcome { nonce: 5 }), 0);
+    let timeout_ms = INTERVAL_MS * u64::from(limits::HEARTBEAT_LIVENESS_DEFAULT);
+    core.handle_timeout(timeout_ms - 1);
+    assert_eq!(core.welcome(), Some(5));
+    core.handle_timeout(timeout_ms);
+    assert_eq!(core.welcome(), None);
+    assert_eq!(core.counters().broker_losses, 1);
+    assert!(events(&mut core).contains(&Event::BrokerLost { silent_ms: timeout_ms }));
+    controls(&mut core);
+    core.handle_timeout(timeout_ms + INTERVAL_MS);
+    assert_eq!(heartbeats(&controls(&mut core)).len(), 1, "still heartbeating");
+    assert_eq!(core.counters().broker_losses, 1, "lost once, not every tick");
+    core.handle_fanout(broker_heartbeat(1), timeout_ms + 2 * INTERVAL_MS);
+    assert_eq!(events(&mut core), vec![Event::BrokerBack]);
+}
+
+#[test]
+fn drain_refuses_new_orders_and_finishes_with_bye() {
+    let mut core = core(2);
+    core.handle_fanout(dispatch("running", 1), 0);
+    jobs(&mut core);
+    core.start_drain();
+    core.handle_fanout(dispatch("new", 1), 0);
+    assert!(jobs(&mut core).is_empty());
+    assert!(events(&mut core).iter().any(|e| matches!(e, Event::Refused { why: Refusal::Draining, .. })));
+    assert!(!core.is_drained());
+    core.handle_done(OrderKey::new("p", "running"), 1, Ok(()));
+    assert!(core.is_drained());
+    assert_eq!(core.bye(), ControlMsg::Bye(Bye { worker: "w1".into(), incarnation: 7 }));
+}
+
+#[test]
+fn producer_traffic_is_ignored() {
+    let mut core = core(1);
+    core.handle_fanout(FanoutMsg::Confirm(orderly_common::protocol::Confirm { order: "x".into() }), 0);
+    assert!(controls(&mut core).is_empty());
+    assert!(jobs(&mut core).is_empty());
+}

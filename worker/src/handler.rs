@@ -1,0 +1,292 @@
+//! What a worker does with one order.
+//!
+//! Every handler sees the order as one JSON object:
+//!
+//! ```json
+//! {"producer": "p1", "id": "order-7", "attempt": 1, "redelivered": false, "items": [ ... ]}
+//! ```
+//!
+//! Each element of `items` is the producer's JSON text for that item,
+//! embedded byte for byte (whitespace included), so a handler sees exactly
+//! what was sent. An item that is not valid JSON fails the order for good
+//! (`retry = false`): no redelivery can fix it.
+//!
+//! Handlers run on pool threads, many at once: they must be `Sync`.
+
+use std::fs::{self, File, OpenOptions};
+use std::io::{self, Read, Write};
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Mutex;
+
+use orderly_common::ids::file_safe;
+use orderly_common::limits::FANOUT_FRAME_BYTES_MAX;
+use orderly_common::protocol::Dispatch;
+use serde_bytes::ByteBuf;
+use serde_json::value::RawValue;
+use sha2::{Digest, Sha256};
+
+use crate::core::Failure;
+
+/// Bytes of a failed command's stderr kept for the Nack reason.
+pub const STDERR_TAIL_BYTES_MAX: usize = 200;
+/// Longest file name the sink writes (Linux `NAME_MAX`).
+pub const FILE_NAME_BYTES_MAX: usize = 255;
+/// Name of the sink's delivery log, directly in the sink directory.
+pub const DELIVERIES_LOG: &str = "deliveries.log";
+
+// Frames are far below 4 GiB, so an item length always fits the u32 that
+// `items_sha256` frames it with.
+const _: () = assert!(FANOUT_FRAME_BYTES_MAX <= u32::MAX as usize);
+
+/// How a worker processes an order.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Handler {
+    /// Run `sh -c <command>` with the order's JSON on stdin; exit 0 acks.
+    Exec { command: String },
+    /// Write the order's JSON to a file under `dir` and log the delivery.
+    Sink { dir: PathBuf },
+    /// Acknowledge without doing anything (benchmarks, tests).
+    Noop,
+}
+
+impl Handler {
+    /// Processes one order. `Ok` means it may be acknowledged.
+    pub fn run(&self, order: &Dispatch) -> Result<(), Failure> {
+        match self {
+            Handler::Exec { command } => exec(command, order, &order_json(order)?),
+            Handler::Sink { dir } => sink(dir, order, &order_json(order)?),
+            Handler::Noop => Ok(()),
+        }
+    }
+
+    /// Checks what can be checked before the first order, so a
+    /// misconfigured worker fails at startup instead of failing every order:
+    /// creates the sink directory.
+    pub fn prepare(&self) -> io::Result<()> {
+        match self {
+            Handler::Sink { dir } => fs::create_dir_all(dir),
+            Handler::Exec { .. } | Handler::Noop => Ok(()),
+        }
+    }
+
+    /// Short description for logs.
+    pub fn describe(&self) -> String {
+        match self {
+            Handler::Exec { command } => format!("exec {command:?}"),
+            Handler::Sink { dir } => format!("sink {}", dir.display()),
+            Handler::Noop => "noop".to_owned(),
+        }
+    }
+}
+
+/// Renders the order as the JSON object handlers receive (see the module
+/// docs). Fails for good if an item is not valid JSON.
+pub fn order_json(order: &Dispatch) -> Result<Vec<u8>, Failure> {
+    let items_len: usize = order.items.iter().map(|i| i.len() + 1).sum();
+    let mut out = Vec::with_capacity(items_len + 128);
+    // Strings through serde_json so quotes and control characters are escaped.
+    let producer = serde_json::Value::from(order.order.producer.as_str());
+    let id = serde_json::Value::from(order.order.id.as_str());
+    let head = format!(
+        "{{\"producer\":{producer},\"id\":{id},\"attempt\":{},\"redelivered\":{},\"items\":[",
+        order.attempt, order.redelivered
+    );
+    out.extend_from_slice(head.as_bytes());
+    for (index, item) in order.items.iter().enumerate() {
+        // Validate only: the original bytes are embedded, whitespace and
+        // all. JSON whitespace is valid inside an array, so this stays JSON.
+        if let Err(e) = serde_json::from_slice::<&RawValue>(item) {
+            return Err(Failure::permanent(format!("item {index} is not valid JSON: {e}")));
+        }
+        if index > 0 {
+            out.push(b',');
+        }
+        out.extend_from_slice(item);
+    }
+    out.extend_from_slice(b"]}");
+    Ok(out)
+}
+
+/// The checksum of an order's items written to `deliveries.log`.
+///
+/// Definition: SHA-256 over the concatenation, for each item in order, of
+/// the item's length in bytes as a 4-byte big-endian unsigned integer
+/// followed by the item's bytes exactly as the producer sent them; written
+/// as 64 lowercase hex digits. The length prefix makes `["ab"]` and
+/// `["a","b"]` differ. An order with no items hashes the empty input.
+pub fn items_sha256(items: &[ByteBuf]) -> String {
+    let mut hasher = Sha256::new();
+    for item in items {
+        // Cannot saturate: see the assertion on FANOUT_FRAME_BYTES_MAX.
+        let len = u32::try_from(item.len()).unwrap_or(u32::MAX);
+        hasher.update(len.to_be_bytes());
+        hasher.update(item.as_slice());
+    }
+    hex::encode(hasher.finalize())
+}
+
+// ---------------------------------------------------------------- exec
+
+fn exec(command: &str, order: &Dispatch, json: &[u8]) -> Result<(), Failure> {
+    if order.order.id.contains('\0') {
+        // An environment variable cannot hold NUL, and no retry changes that.
+        return Err(Failure::permanent("order id contains a NUL byte; it cannot be passed in ORDERLY_ORDER_ID"));
+    }
+    let mut child = Command::new("sh")
+        .arg("-c")
+        .arg(command)
+        .env("ORDERLY_ORDER_ID", &order.order.id)
+        .env("ORDERLY_PRODUCER", &order.order.producer)
+        .env("ORDERLY_ATTEMPT", order.attempt.to_string())
+        .env("ORDERLY_REDELIVERED", order.redelivered.to_string())
+        .stdin(Stdio::piped())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .map_err(|e| Failure::retry(format!("cannot start sh -c {command:?}: {e}")))?;
+    let stdin = child.stdin.take();
+    let stderr = child.stderr.take();
+    // Feed stdin from its own thread: a child that writes much stderr
+    // before reading stdin would otherwise deadlock with us.
+    let stderr_tail = std::thread::scope(|scope| {
+        scope.spawn(move || {
+            if let Some(mut stdin) = stdin {
+                // A child that exits without reading all of stdin closes the
+                // pipe (EPIPE): its exit status tells the outcome, not this.
+                let _ = stdin.write_all(json);
+            }
+        });
+        stderr.map(read_tail).unwrap_or_default()
+    });
+    let status = child.wait().map_err(|e| Failure::retry(format!("cannot wait for the command: {e}")))?;
+    if status.success() {
+        return Ok(());
+    }
+    let tail = String::from_utf8_lossy(&stderr_tail);
+    let how = match status.code() {
+        Some(code) => format!("exit code {code}"),
+        None => format!("killed by {status}"),
+    };
+    match tail.trim() {
+        "" => Err(Failure::retry(how)),
+        tail => Err(Failure::retry(format!("{how}: {tail}"))),
+    }
+}
+
+/// Reads `reader` to its end, keeping only the last bytes: the child never
+/// blocks on a full pipe, and memory stays bounded.
+fn read_tail(mut reader: impl Read) -> Vec<u8> {
+    let mut tail = Vec::with_capacity(2 * STDERR_TAIL_BYTES_MAX);
+    let mut buf = [0u8; 4096];
+    loop {
+        match reader.read(&mut buf) {
+            Ok(0) => break,
+            Ok(n) => {
+                tail.extend_from_slice(&buf[..n]);
+                if tail.len() > STDERR_TAIL_BYTES_MAX {
+                    tail.drain(..tail.len() - STDERR_TAIL_BYTES_MAX);
+                }
+            }
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+            Err(_) => break,
+        }
+    }
+    tail
+}
+
+// ---------------------------------------------------------------- sink
+
+/// Serializes appends to `deliveries.log`. Process-wide rather than per
+/// handler because it guards the file: two handler values may share a dir.
+static DELIVERIES_LOG_LOCK: Mutex<()> = Mutex::new(());
+
+/// Makes temp file names unique among the pool's threads.
+static TEMP_COUNTER: AtomicU64 = AtomicU64::new(0);
+
+/// Where the sink writes an order: `DIR/<file_safe(producer)>/<file_safe(id)>.json`.
+pub fn sink_path(dir: &Path, producer: &str, order_id: &str) -> PathBuf {
+    dir.join(file_safe(producer)).join(format!("{}.json", file_safe(order_id)))
+}
+
+/// The line the sink appends to `deliveries.log` for one delivery:
+/// `<producer>\t<file_safe(order id)>\t<attempt>\t<items_sha256>\n`. The
+/// order id goes through `file_safe` because ids may hold tabs and newlines;
+/// it is then also the output file's stem.
+pub fn delivery_line(order: &Dispatch) -> String {
+    format!(
+        "{}\t{}\t{}\t{}\n",
+        order.order.producer,
+        file_safe(&order.order.id),
+        order.attempt,
+        items_sha256(&order.items)
+    )
+}
+
+fn sink(dir: &Path, order: &Dispatch, json: &[u8]) -> Result<(), Failure> {
+    let path = sink_path(dir, &order.order.producer, &order.order.id);
+    let name_len = path.file_name().map_or(0, |n| n.len());
+    if name_len > FILE_NAME_BYTES_MAX {
+        return Err(Failure::permanent(format!(
+            "order id needs a file name of {name_len} bytes; the limit is {FILE_NAME_BYTES_MAX}"
+        )));
+    }
+    let io_failure = |what: &str, e: io::Error| Failure::retry(format!("sink {}: {what}: {e}", dir.display()));
+    let producer_dir = path.parent().unwrap_or(dir);
+    ensure_dir(dir, producer_dir).map_err(|e| io_failure("cannot create the producer directory", e))?;
+    write_atomically(producer_dir, &path, json).map_err(|e| io_failure("cannot write the order", e))?;
+    append_delivery(dir, &delivery_line(order)).map_err(|e| io_failure("cannot append to deliveries.log", e))
+}
+
+/// Creates `producer_dir` (one level below `root`) if needed, making the new
+/// directory entry durable.
+fn ensure_dir(root: &Path, producer_dir: &Path) -> io::Result<()> {
+    match fs::create_dir(producer_dir) {
+        Ok(()) => sync_dir(root),
+        Err(e) if e.kind() == io::ErrorKind::AlreadyExists => Ok(()),
+        Err(e) => Err(e),
+    }
+}
+
+/// Writes `bytes` to `path` so that a crash leaves either the old file or
+/// the whole new one: temp file, fsync, rename, fsync the directory.
+fn write_atomically(dir: &Path, path: &Path, bytes: &[u8]) -> io::Result<()> {
+    // A leading '.' never starts a file_safe name, so temp files cannot
+    // collide with outputs; the counter separates concurrent writers.
+    let unique = TEMP_COUNTER.fetch_add(1, Ordering::Relaxed);
+    let temp = dir.join(format!(".tmp-{}-{unique}", std::process::id()));
+    let result = (|| {
+        let mut file = File::create(&temp)?;
+        file.write_all(bytes)?;
+        file.sync_all()?;
+        fs::rename(&temp, path)?;
+        sync_dir(dir)
+    })();
+    if result.is_err() {
+        let _ = fs::remove_file(&temp); // best effort: the error is what matters
+    }
+    result
+}
+
+fn append_delivery(dir: &Path, line: &str) -> io::Result<()> {
+    let file = {
+        // A poisoned lock only means another thread panicked mid-append;
+        // O_APPEND keeps the file consistent, so go on.
+        let _guard = DELIVERIES_LOG_LOCK.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+        let mut file = OpenOptions::new().create(true).append(true).open(dir.join(DELIVERIES_LOG))?;
+        file.write_all(line.as_bytes())?;
+        file
+    };
+    // fsync outside the lock: it covers our write whoever else appends.
+    file.sync_data()?;
+    // The first append creates the file: make its directory entry durable.
+    sync_dir(dir)
+}
+
+fn sync_dir(dir: &Path) -> io::Result<()> {
+    File::open(dir)?.sync_all()
+}
+
+#[cfg(test)]
+mod tests;

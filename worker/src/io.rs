@@ -1,0 +1,543 @@
+//! The socket loop: the only code that touches ZeroMQ or reads the clock.
+//!
+//! One thread owns both sockets (ZeroMQ sockets are not thread-safe): a SUB
+//! on the broker's fanout (our topic and the broadcast topic) and a PUSH to
+//! its control socket. It polls the SUB and a wake-up socket, feeds
+//! [`Core`], hands jobs to a pool of `concurrency` threads over a channel and
+//! sends what the core queues. Pool threads return results on another
+//! channel and write one byte to the wake-up socket so the poll returns.
+//!
+//! Control messages wait in a bounded outbox while the PUSH cannot take them
+//! (no broker connected: `ZMQ_IMMEDIATE` refuses to queue for connections
+//! that do not exist), so the loop never blocks on a send.
+
+use std::collections::VecDeque;
+use std::io::{Read, Write};
+use std::os::fd::AsRawFd;
+use std::os::unix::net::UnixStream;
+use std::panic::{catch_unwind, AssertUnwindSafe};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::thread::JoinHandle;
+use std::time::Instant;
+
+use crossbeam_channel::{Receiver, Sender};
+use orderly_common::ids::{worker_topic, BROADCAST_TOPIC};
+use orderly_common::limits::{self, WORKER_CONCURRENCY_MAX};
+use orderly_common::protocol::{split_frames, ControlMsg, DecodeError, Dispatch, FanoutMsg};
+use orderly_common::{Endpoint, OrderKey};
+use tracing::{debug, info, warn};
+
+use crate::core::{Core, CoreConfig, Event, Failure, Millis, Refusal};
+use crate::handler::Handler;
+
+/// Longest wait in one poll, so signals and stats are never late by more.
+const POLL_TIMEOUT_MS_MAX: u64 = 1000;
+/// Fanout messages read in one loop iteration before timers get a turn.
+const FANOUT_BATCH_LEN_MAX: usize = 1024;
+/// Control messages held while the broker is unreachable. Past it the
+/// oldest is dropped; a lost Ack only means a redelivery.
+const OUTBOX_LEN_MAX: usize = 4 * WORKER_CONCURRENCY_MAX as usize;
+/// First reconnect delay and its cap (ZeroMQ doubles the delay up to it).
+const RECONNECT_IVL_MS: i32 = 100;
+const RECONNECT_IVL_MS_MAX: i32 = 5000;
+/// How often the counters are logged.
+const STATS_INTERVAL_MS: u64 = 10_000;
+/// At most one decode warning per this interval.
+const DECODE_WARN_INTERVAL_MS: u64 = 1000;
+/// How long the final Bye (and acks before it) may wait for the socket.
+const BYE_WAIT_MS: u64 = limits::SOCKET_LINGER_MS as u64;
+
+/// Everything the loop needs, validated by the caller.
+#[derive(Debug, Clone)]
+pub struct Config {
+    pub worker: String,
+    /// Random per process start.
+    pub incarnation: u64,
+    pub fanout: Endpoint,
+    pub control: Endpoint,
+    pub concurrency: u32,
+    pub handler: Handler,
+    pub heartbeat_interval_ms: u64,
+    pub heartbeat_liveness: u32,
+    /// How long a shutdown waits for running orders.
+    pub drain_timeout_ms: u64,
+}
+
+/// How the loop ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Exit {
+    /// Shut down with nothing in flight.
+    Drained,
+    /// The drain timeout passed with orders still running; the broker
+    /// requeues them on our Bye.
+    DrainTimedOut { abandoned: usize },
+}
+
+/// A failure of the loop itself (not of an order).
+#[derive(Debug, thiserror::Error)]
+pub enum IoError {
+    #[error("{what}")]
+    Zmq {
+        what: String,
+        #[source]
+        source: zmq::Error,
+    },
+    #[error("{what}")]
+    Os {
+        what: &'static str,
+        #[source]
+        source: std::io::Error,
+    },
+}
+
+fn zmq_error(what: impl Into<String>) -> impl FnOnce(zmq::Error) -> IoError {
+    let what = what.into();
+    move |source| IoError::Zmq { what, source }
+}
+
+fn os_error(what: &'static str) -> impl FnOnce(std::io::Error) -> IoError {
+    move |source| IoError::Os { what, source }
+}
+
+/// Sets a flag on SIGTERM or SIGINT; a second signal exits at once (code 1)
+/// for an operator who does not want to wait for the drain.
+pub fn register_signals() -> Result<Arc<AtomicBool>, IoError> {
+    let flag = Arc::new(AtomicBool::new(false));
+    for signal in [signal_hook::consts::SIGTERM, signal_hook::consts::SIGINT] {
+        signal_hook::flag::register_conditional_shutdown(signal, 1, Arc::clone(&flag))
+            .map_err(os_error("cannot install a signal handler"))?;
+        signal_hook::flag::register(signal, Arc::clone(&flag)).map_err(os_error("cannot install a signal handler"))?;
+    }
+    Ok(flag)
+}
+
+/// Runs the worker until `shutdown` is set and the drain ends.
+pub fn run(config: Config, shutdown: &AtomicBool) -> Result<Exit, IoError> {
+    info!(
+        worker = %config.worker,
+        incarnation = config.incarnation,
+        fanout = %config.fanout,
+        control = %config.control,
+        handler = %config.handler.describe(),
+        concurrency = config.concurrency,
+        "worker starting"
+    );
+    let mut worker = Loop::new(config)?;
+    let exit = worker.run_until_done(shutdown)?;
+    worker.finish(exit)?;
+    Ok(exit)
+}
+
+// ---------------------------------------------------------------- sockets
+
+struct Sockets {
+    // Declared before the context so they close first.
+    sub: zmq::Socket,
+    push: zmq::Socket,
+    _context: zmq::Context,
+}
+
+fn open_sockets(config: &Config) -> Result<Sockets, IoError> {
+    let context = zmq::Context::new();
+    let sub = context.socket(zmq::SUB).map_err(zmq_error("cannot create the fanout SUB socket"))?;
+    configure(&sub, "fanout")?;
+    sub.set_maxmsgsize(limits::FANOUT_FRAME_BYTES_MAX as i64).map_err(zmq_error("cannot set MAXMSGSIZE"))?;
+    for topic in [worker_topic(&config.worker), BROADCAST_TOPIC.to_vec()] {
+        sub.set_subscribe(&topic).map_err(zmq_error("cannot subscribe"))?;
+    }
+    sub.connect(config.fanout.as_str()).map_err(zmq_error(format!("cannot connect to fanout {}", config.fanout)))?;
+    let push = context.socket(zmq::PUSH).map_err(zmq_error("cannot create the control PUSH socket"))?;
+    configure(&push, "control")?;
+    // Without IMMEDIATE a PUSH queues messages for a broker not connected.
+    push.set_immediate(true).map_err(zmq_error("cannot set IMMEDIATE"))?;
+    push.connect(config.control.as_str())
+        .map_err(zmq_error(format!("cannot connect to control {}", config.control)))?;
+    Ok(Sockets { sub, push, _context: context })
+}
+
+/// Options every socket gets, set explicitly rather than trusting defaults
+/// (LINGER defaults to forever).
+fn configure(socket: &zmq::Socket, name: &str) -> Result<(), IoError> {
+    let error = |option: &str| zmq_error(format!("cannot set {option} on the {name} socket"));
+    socket.set_linger(limits::SOCKET_LINGER_MS).map_err(error("LINGER"))?;
+    socket.set_sndhwm(limits::SOCKET_HWM_DEFAULT).map_err(error("SNDHWM"))?;
+    socket.set_rcvhwm(limits::SOCKET_HWM_DEFAULT).map_err(error("RCVHWM"))?;
+    socket.set_reconnect_ivl(RECONNECT_IVL_MS).map_err(error("RECONNECT_IVL"))?;
+    socket.set_reconnect_ivl_max(RECONNECT_IVL_MS_MAX).map_err(error("RECONNECT_IVL_MAX"))?;
+    Ok(())
+}
+
+// ---------------------------------------------------------------- outbox
+
+/// Control messages waiting for the PUSH socket to accept them.
+#[derive(Default)]
+struct Outbox {
+    queue: VecDeque<ControlMsg>,
+    dropped: u64,
+}
+
+impl Outbox {
+    fn push(&mut self, msg: ControlMsg) {
+        if matches!(msg, ControlMsg::Heartbeat(_)) {
+            // A newer heartbeat says everything an older one did.
+            self.queue.retain(|m| !matches!(m, ControlMsg::Heartbeat(_)));
+        }
+        if self.queue.len() >= OUTBOX_LEN_MAX {
+            if let Some(old) = self.queue.pop_front() {
+                self.dropped += 1;
+                warn!(kind = old.kind(), "control outbox full; dropped the oldest message (the broker redelivers)");
+            }
+        }
+        self.queue.push_back(msg);
+    }
+
+    /// Sends until the socket would block.
+    fn flush(&mut self, push: &zmq::Socket, topic: &[u8]) -> Result<(), IoError> {
+        while let Some(msg) = self.queue.front() {
+            let body = msg.encode();
+            match push.send_multipart([topic, body.as_slice()], zmq::DONTWAIT) {
+                Ok(()) => {
+                    self.queue.pop_front();
+                }
+                Err(zmq::Error::EAGAIN | zmq::Error::EINTR) => break,
+                Err(e) => return Err(zmq_error("cannot send on the control socket")(e)),
+            }
+        }
+        Ok(())
+    }
+}
+
+// ---------------------------------------------------------------- pool
+
+/// The end of one job, sent back by a pool thread.
+struct Done {
+    order: OrderKey,
+    attempt: u32,
+    outcome: Result<(), Failure>,
+}
+
+struct Pool {
+    jobs: Sender<Dispatch>,
+    results: Receiver<Done>,
+    wake_read: UnixStream,
+    threads: Vec<JoinHandle<()>>,
+}
+
+impl Pool {
+    fn start(size: u32, handler: Arc<Handler>) -> Result<Pool, IoError> {
+        let (wake_read, wake_write) = UnixStream::pair().map_err(os_error("cannot create the wake-up socket pair"))?;
+        for end in [&wake_read, &wake_write] {
+            end.set_nonblocking(true).map_err(os_error("cannot make the wake-up socket non-blocking"))?;
+        }
+        let wake_write = Arc::new(wake_write);
+        // The core never holds more than `size` jobs, so sends never block.
+        let (jobs, job_rx) = crossbeam_channel::bounded::<Dispatch>(size as usize);
+        let (result_tx, results) = crossbeam_channel::unbounded();
+        let mut threads = Vec::with_capacity(size as usize);
+        for n in 0..size {
+            let (handler, job_rx, result_tx, wake) =
+                (Arc::clone(&handler), job_rx.clone(), result_tx.clone(), Arc::clone(&wake_write));
+            let thread = std::thread::Builder::new()
+                .name(format!("handler-{n}"))
+                .spawn(move || pool_thread(&handler, &job_rx, &result_tx, &wake))
+                .map_err(os_error("cannot start a handler thread"))?;
+            threads.push(thread);
+        }
+        Ok(Pool { jobs, results, wake_read, threads })
+    }
+
+    /// Empties the wake-up socket; the bytes carry no meaning.
+    fn drain_wake(&self) {
+        let mut buf = [0u8; 256];
+        while matches!((&self.wake_read).read(&mut buf), Ok(n) if n > 0) {}
+    }
+
+    /// Stops the threads; waits for them only if none is busy, so a stuck
+    /// handler cannot hold up the exit.
+    fn stop(self, join: bool) {
+        drop(self.jobs);
+        if join {
+            for thread in self.threads {
+                let _ = thread.join(); // a panic was already reported as a Nack
+            }
+        }
+    }
+}
+
+fn pool_thread(handler: &Handler, jobs: &Receiver<Dispatch>, results: &Sender<Done>, wake: &UnixStream) {
+    for job in jobs.iter() {
+        let outcome = run_guarded(handler, &job);
+        let done = Done { order: job.order, attempt: job.attempt, outcome };
+        if results.send(done).is_err() {
+            return; // the loop is gone
+        }
+        // WouldBlock means wake-ups are already pending: nothing lost.
+        let _ = (&*wake).write(&[1]);
+    }
+}
+
+/// Runs the handler; a panic becomes a retryable failure instead of a
+/// thread lost with its order stuck in flight.
+fn run_guarded(handler: &Handler, job: &Dispatch) -> Result<(), Failure> {
+    catch_unwind(AssertUnwindSafe(|| handler.run(job))).unwrap_or_else(|_| Err(Failure::retry("the handler panicked")))
+}
+
+// ---------------------------------------------------------------- loop
+
+/// Logs a warning at most once per interval, counting the rest.
+#[derive(Default)]
+struct RateLimit {
+    last_ms: Option<Millis>,
+    suppressed: u64,
+}
+
+impl RateLimit {
+    /// Some(count suppressed since the last warning) when a warning may go out.
+    fn allow(&mut self, now_ms: Millis) -> Option<u64> {
+        if self.last_ms.is_some_and(|last| now_ms < last + DECODE_WARN_INTERVAL_MS) {
+            self.suppressed += 1;
+            return None;
+        }
+        self.last_ms = Some(now_ms);
+        Some(std::mem::take(&mut self.suppressed))
+    }
+}
+
+struct Loop {
+    core: Core,
+    sockets: Sockets,
+    topic: Vec<u8>,
+    outbox: Outbox,
+    handler: Arc<Handler>,
+    /// None: the handler runs inline (noop needs no threads).
+    pool: Option<Pool>,
+    start: Instant,
+    drain_timeout_ms: u64,
+    drain_deadline_ms: Option<Millis>,
+    stats_due_ms: Millis,
+    decode_errors: u64,
+    decode_warn: RateLimit,
+}
+
+impl Loop {
+    fn new(config: Config) -> Result<Loop, IoError> {
+        let sockets = open_sockets(&config)?;
+        let handler = Arc::new(config.handler);
+        let pool = match *handler {
+            Handler::Noop => None,
+            _ => Some(Pool::start(config.concurrency, Arc::clone(&handler))?),
+        };
+        let core = Core::new(CoreConfig {
+            worker: config.worker.clone(),
+            incarnation: config.incarnation,
+            capacity: config.concurrency,
+            heartbeat_interval_ms: config.heartbeat_interval_ms,
+            heartbeat_liveness: config.heartbeat_liveness,
+        });
+        Ok(Loop {
+            core,
+            sockets,
+            topic: worker_topic(&config.worker),
+            outbox: Outbox::default(),
+            handler,
+            pool,
+            start: Instant::now(),
+            drain_timeout_ms: config.drain_timeout_ms,
+            drain_deadline_ms: None,
+            stats_due_ms: STATS_INTERVAL_MS,
+            decode_errors: 0,
+            decode_warn: RateLimit::default(),
+        })
+    }
+
+    fn now_ms(&self) -> Millis {
+        u64::try_from(self.start.elapsed().as_millis()).unwrap_or(u64::MAX)
+    }
+
+    fn run_until_done(&mut self, shutdown: &AtomicBool) -> Result<Exit, IoError> {
+        loop {
+            let now_ms = self.now_ms();
+            if shutdown.load(Ordering::Relaxed) && !self.core.is_draining() {
+                info!(in_flight = self.core.in_flight_len(), "shutdown requested; finishing running orders");
+                self.core.start_drain();
+                self.drain_deadline_ms = Some(now_ms.saturating_add(self.drain_timeout_ms));
+            }
+            self.core.handle_timeout(now_ms);
+            self.pump()?;
+            if self.core.is_drained() {
+                return Ok(Exit::Drained);
+            }
+            if self.drain_deadline_ms.is_some_and(|deadline| now_ms >= deadline) {
+                return Ok(Exit::DrainTimedOut { abandoned: self.core.in_flight_len() });
+            }
+            self.log_stats(now_ms);
+            self.wait_and_read(now_ms)?;
+        }
+    }
+
+    /// Hands out jobs, logs events and sends what the core queued.
+    fn pump(&mut self) -> Result<(), IoError> {
+        while let Some(job) = self.core.poll_job() {
+            debug!(order = %job.order, attempt = job.attempt, items = job.items.len(), "order started");
+            match &self.pool {
+                // Cannot block: the channel holds `capacity` jobs and the
+                // core never has more in flight.
+                Some(pool) => {
+                    if pool.jobs.send(job).is_err() {
+                        unreachable!("pool threads live as long as the loop");
+                    }
+                }
+                None => {
+                    let outcome = run_guarded(&self.handler, &job);
+                    self.finish_job(Done { order: job.order, attempt: job.attempt, outcome });
+                }
+            }
+        }
+        while let Some(event) = self.core.poll_event() {
+            log_event(&event);
+        }
+        while let Some(msg) = self.core.poll_control() {
+            self.outbox.push(msg);
+        }
+        self.outbox.flush(&self.sockets.push, &self.topic)
+    }
+
+    fn finish_job(&mut self, done: Done) {
+        match &done.outcome {
+            Ok(()) => debug!(order = %done.order, attempt = done.attempt, "order done"),
+            Err(failure) => warn!(order = %done.order, attempt = done.attempt, retry = failure.retry,
+                reason = %failure.reason, "order failed"),
+        }
+        self.core.handle_done(done.order, done.attempt, done.outcome);
+    }
+
+    /// Sleeps until a message, a result or the next deadline, then takes
+    /// in whatever arrived.
+    fn wait_and_read(&mut self, now_ms: Millis) -> Result<(), IoError> {
+        let mut due_ms = self.core.poll_timeout().min(self.stats_due_ms);
+        if let Some(deadline) = self.drain_deadline_ms {
+            due_ms = due_ms.min(deadline);
+        }
+        let timeout_ms = due_ms.saturating_sub(now_ms).min(POLL_TIMEOUT_MS_MAX) as i64;
+        let want_send = if self.outbox.queue.is_empty() { zmq::PollEvents::empty() } else { zmq::POLLOUT };
+        let mut items = vec![self.sockets.sub.as_poll_item(zmq::POLLIN), self.sockets.push.as_poll_item(want_send)];
+        if let Some(pool) = &self.pool {
+            items.push(zmq::PollItem::from_fd(pool.wake_read.as_raw_fd(), zmq::POLLIN));
+        }
+        match zmq::poll(&mut items, timeout_ms) {
+            Ok(_) => {}
+            Err(zmq::Error::EINTR) => return Ok(()), // a signal: the loop checks the flag
+            Err(e) => return Err(zmq_error("cannot poll the sockets")(e)),
+        }
+        let fanout_ready = items[0].is_readable();
+        drop(items);
+        if fanout_ready {
+            self.read_fanout()?;
+        }
+        self.collect_results();
+        Ok(())
+    }
+
+    fn read_fanout(&mut self) -> Result<(), IoError> {
+        for _ in 0..FANOUT_BATCH_LEN_MAX {
+            let frames = match self.sockets.sub.recv_multipart(zmq::DONTWAIT) {
+                Ok(frames) => frames,
+                Err(zmq::Error::EAGAIN | zmq::Error::EINTR) => break,
+                Err(e) => return Err(zmq_error("cannot receive on the fanout socket")(e)),
+            };
+            let now_ms = self.now_ms();
+            match split_frames(&frames).and_then(|(_, body)| FanoutMsg::decode(body)) {
+                Ok(msg) => self.core.handle_fanout(msg, now_ms),
+                Err(error) => self.decode_failed(&error, now_ms),
+            }
+        }
+        Ok(())
+    }
+
+    fn decode_failed(&mut self, error: &DecodeError, now_ms: Millis) {
+        self.decode_errors += 1;
+        if let Some(suppressed) = self.decode_warn.allow(now_ms) {
+            warn!(%error, suppressed, total = self.decode_errors, "dropped an undecodable fanout message");
+        }
+    }
+
+    fn collect_results(&mut self) {
+        let Some(pool) = &self.pool else { return };
+        pool.drain_wake();
+        let done: Vec<Done> = pool.results.try_iter().collect();
+        for done in done {
+            self.finish_job(done);
+        }
+    }
+
+    fn log_stats(&mut self, now_ms: Millis) {
+        if now_ms < self.stats_due_ms {
+            return;
+        }
+        self.stats_due_ms = now_ms + STATS_INTERVAL_MS;
+        let c = self.core.counters();
+        info!(
+            orders_done = c.orders_acked,
+            orders_failed = c.orders_nacked,
+            in_flight = self.core.in_flight_len(),
+            refused = c.refused_dispatches,
+            duplicates = c.duplicate_dispatches,
+            decode_errors = self.decode_errors,
+            outbox = self.outbox.queue.len(),
+            outbox_dropped = self.outbox.dropped,
+            welcomed = self.core.welcome().is_some(),
+            "stats"
+        );
+    }
+
+    /// Says Bye, waits a bounded time for it to leave, and stops the pool.
+    fn finish(mut self, exit: Exit) -> Result<(), IoError> {
+        if let Exit::DrainTimedOut { abandoned } = exit {
+            warn!(abandoned, "drain timeout passed; leaving running orders to the broker to redeliver");
+        }
+        self.outbox.push(self.core.bye());
+        let deadline_ms = self.now_ms() + BYE_WAIT_MS;
+        self.outbox.flush(&self.sockets.push, &self.topic)?;
+        while !self.outbox.queue.is_empty() && self.now_ms() < deadline_ms {
+            let wait_ms = deadline_ms.saturating_sub(self.now_ms()) as i64;
+            match self.sockets.push.poll(zmq::POLLOUT, wait_ms) {
+                Ok(_) | Err(zmq::Error::EINTR) => self.outbox.flush(&self.sockets.push, &self.topic)?,
+                Err(e) => return Err(zmq_error("cannot poll the control socket")(e)),
+            }
+        }
+        if self.outbox.queue.is_empty() {
+            info!("said bye to the broker");
+        } else {
+            warn!(unsent = self.outbox.queue.len(), "broker unreachable; left without saying bye");
+            // Nothing we sent can reach it either: do not linger on close.
+            for socket in [&self.sockets.sub, &self.sockets.push] {
+                let _ = socket.set_linger(0); // best effort: exiting anyway
+            }
+        }
+        if let Some(pool) = self.pool.take() {
+            pool.stop(exit == Exit::Drained);
+        }
+        Ok(())
+    }
+}
+
+fn log_event(event: &Event) {
+    match event {
+        Event::DuplicateDispatch { order, attempt } => {
+            debug!(%order, attempt, "ignored a dispatch of an order already running here");
+        }
+        Event::Refused { order, attempt, why: Refusal::NoCapacity } => {
+            warn!(%order, attempt, "refused a dispatch: no free capacity (the broker redelivers it)");
+        }
+        Event::Refused { order, attempt, why: Refusal::Draining } => {
+            info!(%order, attempt, "refused a dispatch: shutting down (the broker redelivers it)");
+        }
+        Event::BrokerFound { incarnation } => info!(incarnation, "broker found"),
+        Event::BrokerRestarted { old, new } => warn!(old, new, "broker restarted; announcing this worker again"),
+        Event::BrokerLost { silent_ms } => {
+            warn!(silent_ms, "broker silent; waiting for it to come back (ZeroMQ reconnects)");
+        }
+        Event::BrokerBack => info!("broker is back"),
+    }
+}

@@ -1,0 +1,217 @@
+//! `orderly-worker`: the command line around [`orderly_worker::io::run`].
+
+use std::ffi::OsString;
+use std::io::IsTerminal;
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use anyhow::Context;
+use clap::{ArgGroup, Args, CommandFactory, Parser, Subcommand};
+use orderly_common::cli::{exit, merge_config_file};
+use orderly_common::ids::validate_peer_id;
+use orderly_common::limits::{self, WORKER_CONCURRENCY_MAX};
+use orderly_common::Endpoint;
+use orderly_worker::handler::Handler;
+use orderly_worker::io::{self, Exit};
+use tracing_subscriber::EnvFilter;
+
+const EXAMPLES: &str = "\
+Examples:
+  # Run a script per order (the order arrives as JSON on stdin; exit 0 acknowledges):
+  orderly-worker run --id w1 --fanout tcp://broker:5571 --control tcp://broker:5572 \\
+      --concurrency 4 --exec './handle-order.sh'
+
+  # Write every order to a directory:
+  orderly-worker run --id w2 --sink /var/lib/orderly/out
+
+Every flag can also come from the environment (ORDERLY_WORKER_<FLAG>) or a
+TOML file given with --config (keys are the flag names with '_' for '-').
+Precedence: flag > environment > config file > default.
+SIGTERM or SIGINT drains: no new orders, running ones finish, then exit 0;
+a second signal exits at once.";
+
+/// Receives complete orders from the orderly broker and processes them.
+#[derive(Parser, Debug)]
+#[command(name = "orderly-worker", version, after_help = EXAMPLES)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand, Debug)]
+enum Command {
+    /// Connect to the broker and process orders until stopped.
+    #[command(after_help = EXAMPLES)]
+    Run(RunArgs),
+}
+
+#[derive(Args, Debug)]
+#[command(group(ArgGroup::new("handler").required(true).multiple(false).args(["exec", "sink", "noop"])))]
+struct RunArgs {
+    /// This worker's id: 1 to 64 of letters, digits, '.', '_' and '-'. Unique
+    /// among the broker's workers; the broker routes orders to it by id.
+    /// Example: --id w1
+    #[arg(long, env = "ORDERLY_WORKER_ID", value_name = "ID", value_parser = parse_worker_id)]
+    id: String,
+
+    /// The broker's fanout endpoint (its PUB socket), where orders arrive.
+    /// Example: --fanout tcp://broker.example:5571
+    #[arg(long, env = "ORDERLY_WORKER_FANOUT", value_name = "EP", default_value = "tcp://127.0.0.1:5571")]
+    fanout: Endpoint,
+
+    /// The broker's control endpoint (its PULL socket), where heartbeats and
+    /// acknowledgements go. Example: --control tcp://broker.example:5572
+    #[arg(long, env = "ORDERLY_WORKER_CONTROL", value_name = "EP", default_value = "tcp://127.0.0.1:5572")]
+    control: Endpoint,
+
+    /// Orders processed at once (1 to 1024); the broker never sends more.
+    /// Example: --concurrency 8
+    #[arg(long, env = "ORDERLY_WORKER_CONCURRENCY", value_name = "N", default_value_t = 1,
+          value_parser = clap::value_parser!(u32).range(1..=i64::from(WORKER_CONCURRENCY_MAX)))]
+    concurrency: u32,
+
+    /// Handler: run `sh -c CMD` per order, the order as one JSON object on
+    /// stdin and ORDERLY_ORDER_ID, ORDERLY_PRODUCER, ORDERLY_ATTEMPT and
+    /// ORDERLY_REDELIVERED in the environment. Exit 0 acknowledges; any
+    /// other exit is retried. Example: --exec 'jq . > /tmp/last.json'
+    #[arg(long, env = "ORDERLY_WORKER_EXEC", value_name = "CMD")]
+    exec: Option<String>,
+
+    /// Handler: write each order to DIR/<producer>/<order id>.json (written
+    /// atomically) and append `producer TAB order-id TAB attempt TAB sha256`
+    /// to DIR/deliveries.log. Example: --sink /var/lib/orderly/out
+    #[arg(long, env = "ORDERLY_WORKER_SINK", value_name = "DIR")]
+    sink: Option<PathBuf>,
+
+    /// Handler: acknowledge every order without doing anything (benchmarks).
+    #[arg(long, env = "ORDERLY_WORKER_NOOP")]
+    noop: bool,
+
+    /// Milliseconds between heartbeats to the broker; also how often the
+    /// broker is expected to send its own.
+    #[arg(long, env = "ORDERLY_WORKER_HEARTBEAT_INTERVAL_MS", value_name = "MS",
+          default_value_t = limits::HEARTBEAT_INTERVAL_MS_DEFAULT,
+          value_parser = clap::value_parser!(u64).range(1..=3_600_000))]
+    heartbeat_interval_ms: u64,
+
+    /// Broker heartbeats missed before the broker is presumed lost and this
+    /// worker asks to be welcomed again. Example: --heartbeat-liveness 5
+    #[arg(long, env = "ORDERLY_WORKER_HEARTBEAT_LIVENESS", value_name = "N",
+          default_value_t = limits::HEARTBEAT_LIVENESS_DEFAULT,
+          value_parser = clap::value_parser!(u32).range(1..=1000))]
+    heartbeat_liveness: u32,
+
+    /// Seconds a shutdown waits for running orders before leaving them to
+    /// the broker to redeliver (exit code 4). 0 leaves at once.
+    #[arg(long, env = "ORDERLY_WORKER_DRAIN_TIMEOUT_SECS", value_name = "SECS", default_value_t = 30,
+          value_parser = clap::value_parser!(u64).range(0..=86_400))]
+    drain_timeout_secs: u64,
+
+    /// Log filter: error, warn, info, debug, trace, or a tracing directive
+    /// such as `orderly_worker=debug`. RUST_LOG, when set, wins.
+    #[arg(long, env = "ORDERLY_WORKER_LOG_LEVEL", value_name = "FILTER", default_value = "info",
+          value_parser = parse_log_level)]
+    log_level: String,
+
+    /// TOML file with settings, one key per flag (`concurrency = 4`,
+    /// `sink = "/data/out"`). Flags and environment variables win over it.
+    /// Example: --config /etc/orderly/worker.toml
+    #[arg(long, env = "ORDERLY_WORKER_CONFIG", value_name = "FILE")]
+    config: Option<PathBuf>,
+}
+
+fn parse_worker_id(text: &str) -> Result<String, String> {
+    validate_peer_id("worker id", text).map(|()| text.to_owned()).map_err(|e| e.to_string())
+}
+
+fn parse_log_level(text: &str) -> Result<String, String> {
+    EnvFilter::try_new(text).map(|_| text.to_owned()).map_err(|e| e.to_string())
+}
+
+impl RunArgs {
+    fn handler(&self) -> Handler {
+        match (&self.exec, &self.sink) {
+            (Some(command), _) => Handler::Exec { command: command.clone() },
+            (None, Some(dir)) => Handler::Sink { dir: dir.clone() },
+            // clap's required group guarantees noop here.
+            (None, None) => Handler::Noop,
+        }
+    }
+
+    fn into_config(self) -> io::Config {
+        io::Config {
+            handler: self.handler(),
+            worker: self.id,
+            incarnation: rand::random(),
+            fanout: self.fanout,
+            control: self.control,
+            concurrency: self.concurrency,
+            heartbeat_interval_ms: self.heartbeat_interval_ms,
+            heartbeat_liveness: self.heartbeat_liveness,
+            drain_timeout_ms: self.drain_timeout_secs.saturating_mul(1000),
+        }
+    }
+}
+
+fn main() -> ExitCode {
+    match run() {
+        Ok(code) => code,
+        Err(error) => {
+            eprintln!("error: {error:#}");
+            ExitCode::from(exit::FAILURE)
+        }
+    }
+}
+
+fn run() -> anyhow::Result<ExitCode> {
+    let Command::Run(args) = parse_cli().command;
+    init_logging(&args.log_level);
+    let config = args.into_config();
+    config.handler.prepare().with_context(|| format!("cannot prepare the handler ({})", config.handler.describe()))?;
+    let shutdown = io::register_signals()?;
+    let exit = io::run(config, &shutdown)?;
+    Ok(ExitCode::from(match exit {
+        Exit::Drained => exit::OK,
+        Exit::DrainTimedOut { .. } => exit::TIMEOUT,
+    }))
+}
+
+/// Parses the command line with the config file merged in; exits with a
+/// usage error (code 2) on bad input.
+fn parse_cli() -> Cli {
+    let args: Vec<OsString> = std::env::args_os().collect();
+    let Some(path) = config_path(&args) else { return Cli::parse_from(args) };
+    let merged = std::fs::read_to_string(&path)
+        .map_err(|e| format!("cannot read config file {}: {e}", path.display()))
+        .and_then(|text| {
+            merge_config_file(relaxed_command(), args, "run", &text)
+                .map_err(|e| format!("config file {}: {e}", path.display()))
+        });
+    match merged {
+        Ok(merged) => Cli::parse_from(merged),
+        Err(message) => {
+            eprintln!("error: {message}");
+            std::process::exit(i32::from(exit::USAGE));
+        }
+    }
+}
+
+/// The `--config` value, if any. Parsed with the id and the handler made
+/// optional, because the config file may be what supplies them.
+fn config_path(args: &[OsString]) -> Option<PathBuf> {
+    let matches = relaxed_command().try_get_matches_from(args).ok()?;
+    matches.subcommand_matches("run")?.get_one::<PathBuf>("config").cloned()
+}
+
+fn relaxed_command() -> clap::Command {
+    Cli::command().mut_subcommand("run", |run| {
+        run.mut_group("handler", |group| group.required(false)).mut_arg("id", |id| id.required(false))
+    })
+}
+
+fn init_logging(level: &str) {
+    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(level));
+    // Colors only for a person at a terminal, not in log files.
+    let ansi = std::io::stderr().is_terminal();
+    tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).with_ansi(ansi).init();
+}

@@ -1,0 +1,136 @@
+//! The command line: help, usage errors and their exit codes.
+
+use assert_cmd::Command;
+use predicates::prelude::*;
+
+fn worker() -> Command {
+    let mut cmd = Command::cargo_bin("orderly-worker").expect("binary built");
+    // A developer's environment must not change what these tests see.
+    for (key, _) in std::env::vars_os() {
+        if key.to_string_lossy().starts_with("ORDERLY_WORKER_") {
+            cmd.env_remove(key);
+        }
+    }
+    cmd.timeout(std::time::Duration::from_secs(20));
+    cmd
+}
+
+#[test]
+fn help_mentions_the_handlers() {
+    worker().arg("--help").assert().success().stdout(predicate::str::contains("--sink"));
+    worker()
+        .args(["run", "--help"])
+        .assert()
+        .success()
+        .stdout(predicate::str::contains("--sink").and(predicate::str::contains("ORDERLY_WORKER_FANOUT")));
+}
+
+#[test]
+fn unknown_flag_is_named() {
+    worker()
+        .args(["run", "--id", "w1", "--noop", "--frobnicate"])
+        .assert()
+        .code(2)
+        .stderr(predicate::str::contains("--frobnicate"));
+}
+
+#[test]
+fn malformed_endpoint_is_refused_with_its_text() {
+    worker()
+        .args(["run", "--id", "w1", "--noop", "--fanout", "localhost:5571"])
+        .assert()
+        .code(2)
+        .stderr(predicate::str::contains("localhost:5571").and(predicate::str::contains("tcp://")));
+}
+
+#[test]
+fn missing_handler_is_a_usage_error() {
+    worker()
+        .args(["run", "--id", "w1"])
+        .assert()
+        .code(2)
+        .stderr(predicate::str::contains("--exec").and(predicate::str::contains("--noop")));
+}
+
+#[test]
+fn two_handlers_are_refused() {
+    worker().args(["run", "--id", "w1", "--noop", "--sink", "/tmp"]).assert().code(2);
+}
+
+#[test]
+fn bad_worker_id_is_refused() {
+    worker().args(["run", "--id", "a/b", "--noop"]).assert().code(2).stderr(predicate::str::contains("worker id"));
+}
+
+#[test]
+fn concurrency_out_of_range_is_refused() {
+    worker().args(["run", "--id", "w1", "--noop", "--concurrency", "0"]).assert().code(2);
+    worker().args(["run", "--id", "w1", "--noop", "--concurrency", "1025"]).assert().code(2);
+}
+
+#[test]
+fn environment_supplies_flags() {
+    worker()
+        .args(["run", "--noop"])
+        .env("ORDERLY_WORKER_ID", "w1")
+        .env("ORDERLY_WORKER_CONTROL", "nowhere")
+        .assert()
+        .code(2)
+        .stderr(predicate::str::contains("nowhere"));
+}
+
+#[test]
+fn config_file_keys_are_checked() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let path = dir.path().join("worker.toml");
+    std::fs::write(&path, "id = \"w1\"\nnoop = true\nconcurency = 4\n").expect("write config");
+    worker().args(["run", "--config"]).arg(&path).assert().code(2).stderr(predicate::str::contains("\"concurency\""));
+}
+
+#[test]
+fn config_file_may_supply_the_id_and_handler() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let path = dir.path().join("worker.toml");
+    // A valid file with a bad endpoint proves the file was read and merged
+    // without starting a worker.
+    std::fs::write(&path, "id = \"w1\"\nsink = \"/tmp/x\"\nfanout = \"bad-endpoint\"\n").expect("write config");
+    worker().args(["run", "--config"]).arg(&path).assert().code(2).stderr(predicate::str::contains("bad-endpoint"));
+}
+
+#[test]
+fn unusable_sink_directory_is_a_runtime_failure() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let file = dir.path().join("file");
+    std::fs::write(&file, b"x").expect("write");
+    worker()
+        .args(["run", "--id", "w1", "--sink"])
+        .arg(file.join("sub"))
+        .assert()
+        .code(1)
+        .stderr(predicate::str::starts_with("error: cannot prepare the handler"));
+}
+
+#[test]
+fn sigterm_drains_and_exits_zero() {
+    // Nothing listens on port 1 of loopback: ZeroMQ keeps retrying quietly.
+    let mut child = std::process::Command::new(assert_cmd::cargo::cargo_bin("orderly-worker"))
+        .args(["run", "--id", "w1", "--noop", "--fanout", "tcp://127.0.0.1:1", "--control", "tcp://127.0.0.1:1"])
+        .env("RUST_LOG", "off")
+        .spawn()
+        .expect("worker starts");
+    std::thread::sleep(std::time::Duration::from_millis(300));
+    let killed = std::process::Command::new("kill").args(["-TERM", &child.id().to_string()]).status();
+    assert!(killed.expect("kill runs").success());
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(15);
+    let status = loop {
+        if let Some(status) = child.try_wait().expect("wait") {
+            break status;
+        }
+        if std::time::Instant::now() > deadline {
+            let _ = child.kill();
+            panic!("worker did not exit after SIGTERM");
+        }
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    };
+    assert_eq!(status.code(), Some(0));
+}
