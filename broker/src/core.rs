@@ -609,8 +609,12 @@ impl Core {
         for partial in self.partials.values_mut() {
             partial.began_ms = now_ms;
         }
-        let mut in_flight: Vec<&OrderKey> =
-            self.orders.iter().filter(|(_, o)| matches!(o.state, OrderState::InFlight { .. })).map(|(k, _)| k).collect();
+        let mut in_flight: Vec<&OrderKey> = self
+            .orders
+            .iter()
+            .filter(|(_, o)| matches!(o.state, OrderState::InFlight { .. }))
+            .map(|(k, _)| k)
+            .collect();
         in_flight.sort(); // HashMap order is random; keep recovery deterministic
         let keys: Vec<OrderKey> = in_flight.into_iter().cloned().collect();
         for key in keys.into_iter().rev() {

@@ -26,7 +26,14 @@ fn send_order(core: &mut Core, order: &str, items: u32) {
 }
 
 fn heartbeat(worker: &str, capacity: u32, welcome: Option<u64>) -> ControlMsg {
-    ControlMsg::Heartbeat(Heartbeat { worker: worker.into(), incarnation: 1, capacity, in_flight: vec![], welcome, draining: false })
+    ControlMsg::Heartbeat(Heartbeat {
+        worker: worker.into(),
+        incarnation: 1,
+        capacity,
+        in_flight: vec![],
+        welcome,
+        draining: false,
+    })
 }
 
 fn drain(core: &mut Core) -> (Vec<Event>, Vec<(String, FanoutMsg)>) {
