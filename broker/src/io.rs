@@ -6,7 +6,7 @@
 //! then publishes what the core asked for, so nothing is ever promised
 //! before it is recorded.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Instant;
@@ -18,7 +18,19 @@ use orderly_common::protocol::{split_frames, ControlMsg, DecodeError, IntakeMsg}
 use orderly_common::Endpoint;
 use tracing::{info, warn};
 
-use crate::core::{Core, CoreConfig, Counters, Millis};
+use orderly_journal::{Journal, JournalError};
+
+use crate::compaction::{Anchors, Plan};
+use crate::core::{Core, CoreConfig, Counters, Event, Millis};
+
+/// Compaction copies the oldest segment's live orders forward once at most
+/// this share of the orders first written there is still live.
+pub const COMPACTION_LIVE_PERCENT_MAX: u64 = 50;
+
+/// The journal's directory inside the broker's data directory.
+pub fn journal_dir(data_dir: &Path) -> PathBuf {
+    data_dir.join("journal")
+}
 
 /// Everything the broker needs to run, validated.
 #[derive(Debug, Clone)]
@@ -27,6 +39,7 @@ pub struct BrokerConfig {
     pub fanout: Endpoint,
     pub control: Endpoint,
     pub data_dir: PathBuf,
+    pub journal: orderly_journal::Options,
     pub core: CoreConfig,
     /// How often a status line is logged.
     pub status_interval_ms: u64,
@@ -41,6 +54,70 @@ pub enum BrokerError {
     Bind { socket: &'static str, endpoint: String, source: zmq::Error },
     #[error("ZeroMQ {during} failed: {source}")]
     Zmq { during: &'static str, source: zmq::Error },
+    #[error(
+        "another broker is using the data directory {0} (its journal is locked); stop it or choose another --data-dir"
+    )]
+    Locked(PathBuf),
+    #[error("{source}\nThe journal is damaged where recovery may not cut it off. See the damage with\n  orderly-broker journal verify --data-dir {data_dir}\nthen cut it off (nothing is deleted; later data is moved to a quarantine directory) with\n  orderly-broker journal repair --data-dir {data_dir}", data_dir = data_dir.display())]
+    Corrupt { data_dir: PathBuf, source: JournalError },
+    #[error("journal {during} failed: {source}")]
+    Journal { during: &'static str, source: JournalError },
+    #[error("journal record {seq} is not a broker event this build understands: {detail}")]
+    BadRecord { seq: u64, detail: String },
+}
+
+impl BrokerError {
+    fn from_open(data_dir: &Path, error: JournalError) -> BrokerError {
+        match error {
+            JournalError::Locked { .. } => BrokerError::Locked(data_dir.to_path_buf()),
+            e @ (JournalError::Corrupt { .. } | JournalError::UnsupportedVersion { .. }) => {
+                BrokerError::Corrupt { data_dir: data_dir.to_path_buf(), source: e }
+            }
+            source => BrokerError::Journal { during: "open", source },
+        }
+    }
+}
+
+fn journal_err(during: &'static str) -> impl FnOnce(JournalError) -> BrokerError {
+    move |source| BrokerError::Journal { during, source }
+}
+
+/// Encodes one event as a journal record body.
+pub fn encode_event(event: &Event) -> Vec<u8> {
+    rmp_serde::to_vec_named(event).expect("encoding an event into memory cannot fail")
+}
+
+/// Decodes one journal record body.
+pub fn decode_event(seq: u64, body: &[u8]) -> Result<Event, BrokerError> {
+    rmp_serde::from_slice(body).map_err(|e| BrokerError::BadRecord { seq, detail: e.to_string() })
+}
+
+/// Opens the journal and replays it into a fresh core.
+pub fn recover(
+    data_dir: &Path,
+    options: orderly_journal::Options,
+    core_config: CoreConfig,
+) -> Result<(Journal, Core, Anchors), BrokerError> {
+    let (journal, recovery) =
+        Journal::open(&journal_dir(data_dir), options).map_err(|e| BrokerError::from_open(data_dir, e))?;
+    let mut core = Core::new(core_config);
+    let mut anchors = Anchors::default();
+    journal
+        .replay(|seq, segment, body| {
+            let event = decode_event(seq, body)?;
+            core.apply(&event);
+            anchors.observe(&event, segment);
+            Ok::<(), BrokerError>(())
+        })
+        .map_err(|e| match e {
+            orderly_journal::ReplayError::Journal(source) => BrokerError::Journal { during: "replay", source },
+            orderly_journal::ReplayError::Callback { error, .. } => error,
+        })?;
+    if let Some(torn) = &recovery.truncated {
+        warn!(file = %torn.file.display(), offset = torn.offset, dropped_bytes = torn.dropped_bytes,
+              reason = %torn.reason, "journal: cut off a torn tail (a write the crash interrupted; it was never confirmed)");
+    }
+    Ok((journal, core, anchors))
 }
 
 fn zmq_err(during: &'static str) -> impl FnOnce(zmq::Error) -> BrokerError {
@@ -117,6 +194,16 @@ fn bind_sockets(context: &zmq::Context, config: &BrokerConfig) -> Result<Sockets
 pub fn run(config: BrokerConfig, shutdown: Arc<AtomicBool>) -> Result<Summary, BrokerError> {
     std::fs::create_dir_all(&config.data_dir)
         .map_err(|source| BrokerError::DataDir { path: config.data_dir.clone(), source })?;
+    let started = Instant::now();
+    let (journal, mut core, anchors) = recover(&config.data_dir, config.journal.clone(), config.core.clone())?;
+    core.finish_recovery(0);
+    let status = core.status();
+    info!(
+        records = journal.next_seq() - 1, segments = journal.segments().len(),
+        partial = status.partial_orders, pending = status.pending_orders, dead = status.dead_letters,
+        fsync = %config.journal.fsync, elapsed_ms = started.elapsed().as_millis() as u64,
+        "journal recovered"
+    );
     let context = zmq::Context::new();
     let sockets = bind_sockets(&context, &config)?;
     info!(
@@ -125,9 +212,11 @@ pub fn run(config: BrokerConfig, shutdown: Arc<AtomicBool>) -> Result<Summary, B
         "broker listening"
     );
     let mut broker = Loop {
-        core: Core::new(config.core.clone()),
+        core,
+        journal,
+        anchors,
         sockets,
-        started: Instant::now(),
+        started,
         intake_errors: DecodeErrors::new("intake"),
         control_errors: DecodeErrors::new("control"),
         status_due_ms: config.status_interval_ms,
@@ -137,6 +226,7 @@ pub fn run(config: BrokerConfig, shutdown: Arc<AtomicBool>) -> Result<Summary, B
     while !shutdown.load(Ordering::Relaxed) {
         broker.turn()?;
     }
+    broker.journal.sync().map_err(journal_err("final fsync"))?;
     // The current batch is finished (turn() returned); publish nothing new.
     let summary = broker.summary();
     info!(status = ?broker.core.status(), "broker stopped");
@@ -145,6 +235,8 @@ pub fn run(config: BrokerConfig, shutdown: Arc<AtomicBool>) -> Result<Summary, B
 
 struct Loop {
     core: Core,
+    journal: Journal,
+    anchors: Anchors,
     sockets: Sockets,
     started: Instant,
     intake_errors: DecodeErrors,
@@ -180,8 +272,9 @@ impl Loop {
         if now >= self.core.poll_timeout() {
             self.core.handle_timeout(now);
         }
-        self.record_events();
+        self.record_events()?;
         self.publish()?;
+        self.compact()?;
         if now >= self.status_due_ms {
             self.status_due_ms = now + self.status_interval_ms;
             let status = self.core.status();
@@ -226,12 +319,66 @@ impl Loop {
         Ok(())
     }
 
-    /// The journal hook: today events are only counted (in-memory broker);
-    /// the journal issue writes and fsyncs them here, before `publish`.
-    fn record_events(&mut self) {
-        while self.core.poll_event().is_some() {
+    /// Group commit: every event of the turn is appended, then written with
+    /// one write and (policy `always`) one fsync, before anything the core
+    /// promised is published. A failed commit stops the broker: the
+    /// journal's state is unknown, and a restart recovers what is durable
+    /// (nothing unrecorded was promised).
+    fn record_events(&mut self) -> Result<(), BrokerError> {
+        let mut appended = false;
+        while let Some(event) = self.core.poll_event() {
+            self.append(&event)?;
+            appended = true;
             self.events_total += 1;
         }
+        if appended {
+            self.journal.commit().map_err(journal_err("commit"))?;
+        }
+        Ok(())
+    }
+
+    fn append(&mut self, event: &Event) -> Result<(), BrokerError> {
+        let body = encode_event(event);
+        let (_, segment) = match self.journal.append(&body) {
+            Err(JournalError::BatchFull { .. }) => {
+                // A huge turn: commit what is buffered and go on.
+                self.journal.commit().map_err(journal_err("commit"))?;
+                self.journal.append(&body).map_err(journal_err("append"))?
+            }
+            other => other.map_err(journal_err("append"))?,
+        };
+        self.anchors.observe(event, segment);
+        Ok(())
+    }
+
+    /// Removes the oldest segments whose orders are all resolved, first
+    /// copying forward the few live ones of a mostly dead segment. Oldest
+    /// first only: see `compaction`.
+    fn compact(&mut self) -> Result<(), BrokerError> {
+        while self.journal.segments().len() >= 2 {
+            let oldest = self.journal.segments()[0].id;
+            match self.anchors.plan(oldest, COMPACTION_LIVE_PERCENT_MAX) {
+                Plan::Keep => break,
+                Plan::Remove => {}
+                Plan::CopyForward(keys) => {
+                    let copied = keys.len();
+                    for key in keys {
+                        if let Some(event) = self.core.snapshot(&key) {
+                            self.append(&event)?;
+                        }
+                    }
+                    self.journal.commit().map_err(journal_err("commit"))?;
+                    // The copies must be durable before the originals go,
+                    // whatever the fsync policy.
+                    self.journal.sync().map_err(journal_err("fsync"))?;
+                    info!(segment = oldest, orders = copied, "journal: copied live orders forward");
+                }
+            }
+            let removed = self.journal.remove_oldest_segment(oldest).map_err(journal_err("segment removal"))?;
+            self.anchors.forget_segment(oldest);
+            info!(segment = oldest, bytes = removed.bytes, "journal: removed a resolved segment");
+        }
+        Ok(())
     }
 
     fn publish(&mut self) -> Result<(), BrokerError> {

@@ -4,3 +4,4 @@
 pub mod compaction;
 pub mod core;
 pub mod io;
+pub mod ops;

@@ -10,6 +10,7 @@ use anyhow::Context;
 use clap::{CommandFactory, Parser, Subcommand};
 use orderly_broker::core::CoreConfig;
 use orderly_broker::io::{self, BrokerConfig};
+use orderly_broker::ops;
 use orderly_common::cli::{exit, merge_config_file};
 use orderly_common::limits;
 use orderly_common::Endpoint;
@@ -37,6 +38,31 @@ flags win over the environment, which wins over the file.";
 enum Command {
     /// Run the broker until SIGTERM or SIGINT.
     Run(RunArgs),
+    /// Check, repair or summarize the journal of a data directory.
+    #[command(subcommand)]
+    Journal(JournalCommand),
+}
+
+#[derive(Subcommand, Debug)]
+enum JournalCommand {
+    /// Check every record (headers, lengths, CRCs, sequence numbers). Exit 0
+    /// when the journal is sound (a torn tail, which start-up cuts off, is
+    /// reported but sound); 1 when it is corrupt.
+    Verify(JournalArgs),
+    /// Cut the journal at its first bad record. Nothing is deleted: the cut
+    /// bytes and every later segment are moved to a quarantine directory,
+    /// which is printed. Run only with the broker stopped.
+    Repair(JournalArgs),
+    /// Count partial, pending, in-flight, acknowledged and dead-lettered
+    /// orders and list the segments. Works while the broker runs.
+    Inspect(JournalArgs),
+}
+
+#[derive(clap::Args, Debug)]
+struct JournalArgs {
+    /// The broker's data directory (the journal is in DIR/journal).
+    #[arg(long, env = "ORDERLY_BROKER_DATA_DIR", value_name = "DIR", default_value = "orderly-data")]
+    data_dir: PathBuf,
 }
 
 #[derive(clap::Args, Debug)]
@@ -48,6 +74,21 @@ struct RunArgs {
     /// Directory for the broker's state (the journal, once it exists).
     #[arg(long, env = "ORDERLY_BROKER_DATA_DIR", value_name = "DIR", default_value = "orderly-data")]
     data_dir: PathBuf,
+
+    /// When the journal fsyncs: `always` (before anything is confirmed; no
+    /// confirmed order is lost even if the machine loses power),
+    /// `interval:MS` (at most every MS ms; a power loss may lose orders
+    /// confirmed in the last MS ms, a process crash loses nothing), or
+    /// `never` (the OS decides; a power loss may lose any recent order).
+    #[arg(long, env = "ORDERLY_BROKER_FSYNC", value_name = "POLICY", default_value = "always")]
+    fsync: orderly_journal::FsyncPolicy,
+
+    /// Bytes after which the journal starts a new segment. Compaction
+    /// removes whole segments, so smaller segments free disk sooner.
+    #[arg(long, env = "ORDERLY_BROKER_JOURNAL_SEGMENT_BYTES", value_name = "BYTES",
+          default_value_t = orderly_journal::SEGMENT_BYTES_TARGET_DEFAULT,
+          value_parser = clap::value_parser!(u64).range(4096..))]
+    journal_segment_bytes: u64,
 
     /// Where producers PUSH items (broker binds PULL). Use tcp://*:5570 to
     /// listen on every interface.
@@ -123,7 +164,7 @@ fn main() -> ExitCode {
 fn parse_cli() -> anyhow::Result<Cli> {
     let args: Vec<OsString> = std::env::args_os().collect();
     let cli = Cli::parse_from(&args);
-    let Command::Run(run) = &cli.command;
+    let Command::Run(run) = &cli.command else { return Ok(cli) };
     let Some(path) = &run.config else { return Ok(cli) };
     let text = std::fs::read_to_string(path).with_context(|| format!("cannot read config file {}", path.display()))?;
     let merged = merge_config_file(Cli::command(), args, "run", &text)
@@ -133,7 +174,13 @@ fn parse_cli() -> anyhow::Result<Cli> {
 
 fn run() -> anyhow::Result<ExitCode> {
     let cli = parse_cli()?;
-    let Command::Run(args) = cli.command;
+    let args = match cli.command {
+        Command::Run(args) => args,
+        Command::Journal(command) => {
+            init_logging("warn");
+            return journal_command(command);
+        }
+    };
     init_logging(&args.log_level);
     let shutdown = Arc::new(AtomicBool::new(false));
     for signal in [signal_hook::consts::SIGTERM, signal_hook::consts::SIGINT] {
@@ -144,6 +191,11 @@ fn run() -> anyhow::Result<ExitCode> {
         fanout: args.fanout,
         control: args.control,
         data_dir: args.data_dir,
+        journal: orderly_journal::Options {
+            fsync: args.fsync,
+            segment_bytes_target: args.journal_segment_bytes,
+            ..orderly_journal::Options::default()
+        },
         core: CoreConfig {
             incarnation: rand::random(),
             heartbeat_interval_ms: args.heartbeat_interval_ms,
@@ -172,4 +224,12 @@ fn init_logging(level: &str) {
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(level));
     let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr());
     tracing_subscriber::fmt().with_env_filter(filter).with_ansi(ansi).with_writer(std::io::stderr).init();
+}
+
+fn journal_command(command: JournalCommand) -> anyhow::Result<ExitCode> {
+    match command {
+        JournalCommand::Verify(args) => ops::verify(&args.data_dir),
+        JournalCommand::Repair(args) => ops::repair(&args.data_dir),
+        JournalCommand::Inspect(args) => ops::inspect(&args.data_dir),
+    }
 }

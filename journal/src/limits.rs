@@ -1,0 +1,35 @@
+//! Every bound of the journal, named, in one place.
+//!
+//! A limit reached is a typed error, never unbounded growth. The compile-time
+//! assertions at the bottom state how the limits relate.
+
+use crate::format::RECORD_HEADER_BYTES;
+
+/// Largest record body, in bytes. Readers reject a larger length *before*
+/// allocating, so a corrupt length cannot make them allocate gigabytes;
+/// `Options::record_bytes_max` may lower it, never raise it.
+pub const RECORD_BYTES_MAX: u32 = 32 * 1024 * 1024;
+
+/// Default size at which the active segment is closed and the next commit
+/// starts a new one. Small enough that compaction can drop old segments
+/// often, large enough that rolling (two extra fsyncs) stays rare.
+pub const SEGMENT_BYTES_TARGET_DEFAULT: u64 = 64 * 1024 * 1024;
+
+/// Default bound on the bytes buffered between two commits (framing
+/// included). One batch is one `write`; the bound keeps a caller that forgets
+/// to commit from growing memory without end.
+pub const BATCH_BYTES_MAX_DEFAULT: u64 = 256 * 1024 * 1024;
+
+/// Read buffer for scanning segments: large sequential reads, small memory.
+pub const READ_BUFFER_BYTES: usize = 256 * 1024;
+
+/// Attempts at a fresh `quarantine-<unix-time>[-n]` name before `repair`
+/// gives up (two repairs in the same second are already unusual).
+pub const QUARANTINE_NAME_ATTEMPTS_MAX: u32 = 100;
+
+const _: () = assert!(RECORD_BYTES_MAX as u64 + RECORD_HEADER_BYTES as u64 <= BATCH_BYTES_MAX_DEFAULT);
+// A record's length must fit the framing's u32 length field with room to
+// spare, and a whole frame must fit in memory on 32-bit targets too.
+const _: () = assert!((RECORD_BYTES_MAX as u64) < (u32::MAX as u64) / 2);
+const _: () = assert!(READ_BUFFER_BYTES >= RECORD_HEADER_BYTES);
+const _: () = assert!(QUARANTINE_NAME_ATTEMPTS_MAX >= 1);

@@ -1,0 +1,475 @@
+//! Unit tests of the journal against real files in temporary directories.
+
+use std::fs::{self, OpenOptions};
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use crate::format::{encode_header, encode_record, segment_file_name, SegmentHeader};
+use crate::*;
+
+/// Options that roll often and skip fsync (the tests crash nothing).
+fn small_options() -> Options {
+    Options { fsync: FsyncPolicy::Never, segment_bytes_target: 256, ..Options::default() }
+}
+
+fn body(index: usize) -> Vec<u8> {
+    format!("record-{index}-{}", "x".repeat(index % 40)).into_bytes()
+}
+
+/// Appends `count` records, committing every `commit_every`; returns what
+/// `append` said for each.
+fn write_records(journal: &mut Journal, count: usize, commit_every: usize) -> Vec<(u64, u64)> {
+    let mut placed = Vec::new();
+    for index in 0..count {
+        placed.push(journal.append(&body(index)).expect("append"));
+        if (index + 1) % commit_every == 0 {
+            journal.commit().expect("commit");
+        }
+    }
+    journal.commit().expect("commit");
+    placed
+}
+
+fn replay_all(journal: &Journal) -> Vec<(u64, u64, Vec<u8>)> {
+    let mut records = Vec::new();
+    journal
+        .replay(|seq, segment_id, body| {
+            records.push((seq, segment_id, body.to_vec()));
+            Ok::<(), std::convert::Infallible>(())
+        })
+        .expect("replay");
+    records
+}
+
+fn segment_path(dir: &Path, segment_id: u64) -> PathBuf {
+    dir.join(segment_file_name(segment_id))
+}
+
+fn last_segment(dir: &Path) -> SegmentInfo {
+    verify(dir, RECORD_BYTES_MAX).expect("verify").segments.pop().expect("a segment")
+}
+
+fn append_bytes(path: &Path, bytes: &[u8]) {
+    OpenOptions::new().append(true).open(path).expect("open").write_all(bytes).expect("write");
+}
+
+fn flip_byte(path: &Path, offset: usize) {
+    let mut bytes = fs::read(path).expect("read");
+    bytes[offset] ^= 0x40;
+    fs::write(path, bytes).expect("write");
+}
+
+/// A journal of 4+ segments with 60 records, closed.
+fn closed_journal(dir: &Path) -> Vec<(u64, u64)> {
+    let (mut journal, _) = Journal::open(dir, small_options()).expect("open");
+    let placed = write_records(&mut journal, 60, 5);
+    assert!(journal.segments().len() >= 4, "small target should roll: {:?}", journal.segments());
+    placed
+}
+
+#[test]
+fn fresh_directory_gets_segment_one() {
+    let temp = tempfile::tempdir().expect("tempdir");
+    let dir = temp.path().join("journal");
+    let (journal, recovery) = Journal::open(&dir, small_options()).expect("open");
+    assert_eq!(recovery, Recovery { records: 0, segments: 0, truncated: None });
+    assert_eq!(journal.active_segment(), SEGMENT_ID_FIRST);
+    assert_eq!(journal.next_seq(), SEQ_FIRST);
+    assert!(segment_path(&dir, 1).is_file());
+    assert!(dir.join(LOCK_FILE_NAME).is_file());
+}
+
+#[test]
+fn round_trip_across_segments_after_reopen() {
+    let temp = tempfile::tempdir().expect("tempdir");
+    let placed = closed_journal(temp.path());
+    let (journal, recovery) = Journal::open(temp.path(), small_options()).expect("reopen");
+    assert_eq!(recovery.records, 60);
+    assert_eq!(recovery.truncated, None);
+    let records = replay_all(&journal);
+    assert_eq!(records.len(), 60);
+    for (index, (seq, segment_id, bytes)) in records.iter().enumerate() {
+        assert_eq!((*seq, *segment_id), placed[index], "append said where record {index} goes");
+        assert_eq!(bytes, &body(index));
+    }
+    assert_eq!(journal.next_seq(), 61);
+    let segments = journal.segments();
+    for pair in segments.windows(2) {
+        assert_eq!(pair[0].id + 1, pair[1].id);
+        assert_eq!(pair[0].next_seq(), pair[1].first_seq);
+    }
+}
+
+#[test]
+fn appends_continue_after_reopen() {
+    let temp = tempfile::tempdir().expect("tempdir");
+    closed_journal(temp.path());
+    let (mut journal, _) = Journal::open(temp.path(), small_options()).expect("reopen");
+    let (seq, _) = journal.append(b"more").expect("append");
+    assert_eq!(seq, 61);
+    journal.commit().expect("commit");
+    drop(journal);
+    let (journal, recovery) = Journal::open(temp.path(), small_options()).expect("reopen");
+    assert_eq!(recovery.records, 61);
+    assert_eq!(replay_all(&journal).last().map(|record| record.2.clone()), Some(b"more".to_vec()));
+}
+
+#[test]
+fn second_open_is_refused_while_locked() {
+    let temp = tempfile::tempdir().expect("tempdir");
+    let (journal, _) = Journal::open(temp.path(), small_options()).expect("open");
+    match Journal::open(temp.path(), small_options()) {
+        Err(JournalError::Locked { dir }) => assert_eq!(dir, temp.path()),
+        other => panic!("expected Locked, got {other:?}"),
+    }
+    assert!(matches!(repair(temp.path(), RECORD_BYTES_MAX), Err(JournalError::Locked { .. })));
+    assert_eq!(verify(temp.path(), RECORD_BYTES_MAX).expect("verify needs no lock").problem, None);
+    drop(journal);
+    Journal::open(temp.path(), small_options()).expect("open after the first is dropped");
+}
+
+#[test]
+fn commit_reports_fsync_per_policy() {
+    let temp = tempfile::tempdir().expect("tempdir");
+    let options = Options { fsync: FsyncPolicy::Always, ..Options::default() };
+    let (mut journal, _) = Journal::open(temp.path(), options).expect("open");
+    journal.append(b"a").expect("append");
+    journal.append(b"bc").expect("append");
+    let info = journal.commit().expect("commit");
+    assert_eq!(info, CommitInfo { records: 2, bytes: 16 * 2 + 3, fsynced: true, rolled: false, segment_id: 1 });
+    let empty = journal.commit().expect("empty commit");
+    assert_eq!((empty.records, empty.fsynced), (0, false));
+}
+
+#[test]
+fn interval_policy_fsyncs_once_the_interval_has_passed() {
+    let temp = tempfile::tempdir().expect("tempdir");
+    let interval = Duration::from_secs(10);
+    let options = Options { fsync: FsyncPolicy::Interval(interval), ..Options::default() };
+    let (mut journal, _) = Journal::open(temp.path(), options).expect("open");
+    let start = Instant::now();
+    journal.append(b"a").expect("append");
+    assert!(!journal.commit_at(start).expect("commit").fsynced);
+    // Nothing new, but the earlier write is still unsynced.
+    assert!(journal.commit_at(start + interval * 2).expect("commit").fsynced);
+    assert!(!journal.sync().expect("sync"), "nothing left to sync");
+}
+
+#[test]
+fn oversized_record_is_refused_on_write() {
+    let temp = tempfile::tempdir().expect("tempdir");
+    let options = Options { record_bytes_max: 100, batch_bytes_max: 300, ..small_options() };
+    let (mut journal, _) = Journal::open(temp.path(), options).expect("open");
+    match journal.append(&[0u8; 101]) {
+        Err(JournalError::RecordTooLarge { len: 101, max: 100 }) => {}
+        other => panic!("expected RecordTooLarge, got {other:?}"),
+    }
+    journal.append(&[1u8; 100]).expect("at the limit");
+    journal.append(&[1u8; 100]).expect("second");
+    assert!(matches!(journal.append(&[1u8; 100]), Err(JournalError::BatchFull { .. })));
+    journal.commit().expect("commit");
+    journal.append(&[1u8; 100]).expect("room again after commit");
+    assert_eq!(journal.next_seq(), 4, "refused appends take no seq");
+}
+
+#[test]
+fn torn_record_in_last_segment_is_cut_off() {
+    let temp = tempfile::tempdir().expect("tempdir");
+    closed_journal(temp.path());
+    let last_path = last_segment(temp.path()).path;
+    let good_len = fs::metadata(&last_path).expect("stat").len();
+    // Half a record: framing for 50 bytes, then only 10.
+    let mut torn = Vec::new();
+    encode_record(61, &[7u8; 50], &mut torn);
+    append_bytes(&last_path, &torn[..26]);
+    let (journal, recovery) = Journal::open(temp.path(), small_options()).expect("open");
+    let truncated = recovery.truncated.expect("torn tail reported");
+    assert_eq!(
+        (truncated.file.as_path(), truncated.offset, truncated.dropped_bytes),
+        (last_path.as_path(), good_len, 26)
+    );
+    assert_eq!(fs::metadata(&last_path).expect("stat").len(), good_len);
+    assert_eq!(replay_all(&journal).len(), 60);
+}
+
+#[test]
+fn zero_filled_tail_is_cut_off() {
+    let temp = tempfile::tempdir().expect("tempdir");
+    let (mut journal, _) = Journal::open(temp.path(), small_options()).expect("open");
+    write_records(&mut journal, 3, 3);
+    let active = journal.segments().last().cloned().expect("active");
+    drop(journal);
+    append_bytes(&active.path, &[0u8; 4096]);
+    let (journal, recovery) = Journal::open(temp.path(), small_options()).expect("open");
+    let truncated = recovery.truncated.expect("zero tail reported");
+    assert_eq!((truncated.offset, truncated.dropped_bytes), (active.bytes, 4096));
+    assert!(truncated.reason.contains("zero bytes"), "{}", truncated.reason);
+    assert_eq!(replay_all(&journal).len(), 3);
+}
+
+#[test]
+fn torn_header_of_new_last_segment_is_removed() {
+    let temp = tempfile::tempdir().expect("tempdir");
+    let (mut journal, _) = Journal::open(temp.path(), small_options()).expect("open");
+    write_records(&mut journal, 3, 3);
+    let next_id = journal.active_segment() + 1;
+    drop(journal);
+    let torn = segment_path(temp.path(), next_id);
+    fs::write(&torn, &encode_header(SegmentHeader { segment_id: next_id, first_seq: 4 })[..10]).expect("write");
+    let (mut journal, recovery) = Journal::open(temp.path(), small_options()).expect("open");
+    assert_eq!(recovery.truncated.map(|tail| (tail.offset, tail.dropped_bytes)), Some((0, 10)));
+    assert!(!torn.exists());
+    journal.roll();
+    assert_eq!(journal.append(b"next").expect("append"), (4, next_id), "the removed id is reused");
+    journal.commit().expect("commit");
+}
+
+#[test]
+fn bad_record_in_earlier_segment_is_corruption() {
+    let temp = tempfile::tempdir().expect("tempdir");
+    closed_journal(temp.path());
+    let first = segment_path(temp.path(), 1);
+    let offset = SEGMENT_HEADER_BYTES + RECORD_HEADER_BYTES + 2; // inside the first body
+    flip_byte(&first, offset);
+    let error = Journal::open(temp.path(), small_options()).expect_err("corrupt");
+    match &error {
+        JournalError::Corrupt { file, offset, reason } => {
+            assert_eq!((file.as_path(), *offset), (first.as_path(), SEGMENT_HEADER_BYTES as u64));
+            assert!(reason.contains("CRC"), "{reason}");
+        }
+        other => panic!("expected Corrupt, got {other:?}"),
+    }
+    let message = error.to_string();
+    assert!(message.contains("00000000000000000001.seg") && message.contains("offset 32"), "{message}");
+}
+
+#[test]
+fn bad_header_in_earlier_segment_is_corruption() {
+    let temp = tempfile::tempdir().expect("tempdir");
+    closed_journal(temp.path());
+    flip_byte(&segment_path(temp.path(), 2), 14); // inside the segment id
+    match Journal::open(temp.path(), small_options()) {
+        Err(JournalError::Corrupt { offset: 0, reason, .. }) => assert!(reason.contains("CRC"), "{reason}"),
+        other => panic!("expected Corrupt at the header, got {other:?}"),
+    }
+}
+
+#[test]
+fn sequence_gap_between_segments_is_corruption() {
+    let temp = tempfile::tempdir().expect("tempdir");
+    closed_journal(temp.path());
+    let (journal, _) = Journal::open(temp.path(), small_options()).expect("open");
+    let second = journal.segments()[1].clone();
+    drop(journal);
+    // A header that checks out but skips five seqs.
+    let header = encode_header(SegmentHeader { segment_id: second.id, first_seq: second.first_seq + 5 });
+    let mut bytes = fs::read(&second.path).expect("read");
+    bytes[..SEGMENT_HEADER_BYTES].copy_from_slice(&header);
+    fs::write(&second.path, bytes).expect("write");
+    let error = Journal::open(temp.path(), small_options()).expect_err("gap");
+    assert!(error.to_string().contains("sequence gap"), "{error}");
+}
+
+#[test]
+fn sequence_gap_inside_earlier_segment_is_corruption() {
+    let temp = tempfile::tempdir().expect("tempdir");
+    let mut bytes = encode_header(SegmentHeader { segment_id: 1, first_seq: 1 }).to_vec();
+    encode_record(1, b"one", &mut bytes);
+    let gap_at = bytes.len() as u64;
+    encode_record(3, b"three", &mut bytes); // intact, but seq 2 is missing
+    fs::write(segment_path(temp.path(), 1), bytes).expect("write");
+    let mut next = encode_header(SegmentHeader { segment_id: 2, first_seq: 4 }).to_vec();
+    encode_record(4, b"four", &mut next);
+    fs::write(segment_path(temp.path(), 2), next).expect("write");
+    match Journal::open(temp.path(), small_options()) {
+        Err(JournalError::Corrupt { offset, reason, .. }) => {
+            assert_eq!(offset, gap_at);
+            assert!(reason.contains("seq 3 where seq 2"), "{reason}");
+        }
+        other => panic!("expected Corrupt, got {other:?}"),
+    }
+}
+
+#[test]
+fn missing_middle_segment_is_corruption() {
+    let temp = tempfile::tempdir().expect("tempdir");
+    closed_journal(temp.path());
+    fs::remove_file(segment_path(temp.path(), 2)).expect("rm");
+    let error = Journal::open(temp.path(), small_options()).expect_err("missing segment");
+    assert!(error.to_string().contains("00000000000000000003.seg"), "{error}");
+}
+
+/// A length far above the limit: reading must fail cleanly (a torn tail when
+/// it is the last segment, corruption before), not try to allocate it.
+#[test]
+fn huge_length_is_rejected_on_read() {
+    let temp = tempfile::tempdir().expect("tempdir");
+    let mut bytes = encode_header(SegmentHeader { segment_id: 1, first_seq: 1 }).to_vec();
+    bytes.extend_from_slice(&(u32::MAX - 1).to_le_bytes());
+    bytes.extend_from_slice(&[0xAB; 12 + 64]);
+    fs::write(segment_path(temp.path(), 1), &bytes).expect("write");
+    fs::write(segment_path(temp.path(), 2), encode_header(SegmentHeader { segment_id: 2, first_seq: 1 }))
+        .expect("write");
+    assert!(matches!(Journal::open(temp.path(), small_options()), Err(JournalError::Corrupt { offset: 32, .. })));
+    let report = verify(temp.path(), RECORD_BYTES_MAX).expect("verify");
+    assert_eq!(report.problem.map(|problem| problem.kind), Some(ProblemKind::Corrupt));
+    // As the last segment it is a torn tail.
+    fs::remove_file(segment_path(temp.path(), 2)).expect("rm");
+    let (_, recovery) = Journal::open(temp.path(), small_options()).expect("open");
+    assert_eq!(recovery.truncated.map(|tail| tail.offset), Some(32));
+}
+
+#[test]
+fn intact_record_above_a_lowered_limit_is_refused_not_cut() {
+    let temp = tempfile::tempdir().expect("tempdir");
+    let (mut journal, _) = Journal::open(temp.path(), small_options()).expect("open");
+    journal.append(&[5u8; 500]).expect("append");
+    journal.commit().expect("commit");
+    drop(journal);
+    let lowered = Options { record_bytes_max: 100, ..small_options() };
+    match Journal::open(temp.path(), lowered) {
+        Err(JournalError::Corrupt { reason, .. }) => assert!(reason.contains("intact"), "{reason}"),
+        other => panic!("expected Corrupt, got {other:?}"),
+    }
+    let (journal, recovery) = Journal::open(temp.path(), small_options()).expect("open with the old limit");
+    assert_eq!((recovery.records, replay_all(&journal).len()), (1, 1));
+}
+
+#[test]
+fn unsupported_version_is_refused_by_open_and_repair() {
+    let temp = tempfile::tempdir().expect("tempdir");
+    closed_journal(temp.path());
+    let first = segment_path(temp.path(), 1);
+    let mut bytes = fs::read(&first).expect("read");
+    bytes[8] = 2;
+    fs::write(&first, bytes).expect("write");
+    let expect_version = |result: Result<(), JournalError>| match result {
+        Err(JournalError::UnsupportedVersion { file, version: 2 }) => assert_eq!(file, first),
+        other => panic!("expected UnsupportedVersion, got {other:?}"),
+    };
+    expect_version(Journal::open(temp.path(), small_options()).map(drop));
+    expect_version(repair(temp.path(), RECORD_BYTES_MAX).map(drop));
+}
+
+#[test]
+fn io_error_is_not_corruption() {
+    let temp = tempfile::tempdir().expect("tempdir");
+    closed_journal(temp.path());
+    // A directory where a segment should be: reading it fails with EISDIR.
+    let next_id = last_segment(temp.path()).id + 1;
+    fs::create_dir(segment_path(temp.path(), next_id)).expect("mkdir");
+    assert!(matches!(Journal::open(temp.path(), small_options()), Err(JournalError::Io { .. })));
+    assert!(matches!(verify(temp.path(), RECORD_BYTES_MAX), Err(JournalError::Io { .. })));
+}
+
+#[test]
+fn remove_oldest_segment_only_removes_the_oldest() {
+    let temp = tempfile::tempdir().expect("tempdir");
+    closed_journal(temp.path());
+    let (mut journal, _) = Journal::open(temp.path(), small_options()).expect("open");
+    let count = journal.segments().len();
+    assert!(matches!(journal.remove_oldest_segment(2), Err(JournalError::RemoveRefused { segment_id: 2, .. })));
+    let removed = journal.remove_oldest_segment(1).expect("remove");
+    assert!(!removed.path.exists());
+    assert_eq!(journal.segments().len(), count - 1);
+    drop(journal);
+    let (mut journal, recovery) = Journal::open(temp.path(), small_options()).expect("reopen");
+    assert_eq!(recovery.records, 60 - removed.records);
+    let records = replay_all(&journal);
+    assert_eq!(records.first().map(|record| record.0), Some(removed.next_seq()));
+    for id in 2..count as u64 {
+        journal.remove_oldest_segment(id).expect("remove");
+    }
+    let active = journal.active_segment();
+    match journal.remove_oldest_segment(active) {
+        Err(JournalError::RemoveRefused { reason, .. }) => assert!(reason.contains("active"), "{reason}"),
+        other => panic!("expected RemoveRefused, got {other:?}"),
+    }
+}
+
+/// The compaction sequence the broker runs: roll, copy live records forward,
+/// commit, drop the old segments.
+#[test]
+fn roll_then_compact() {
+    let temp = tempfile::tempdir().expect("tempdir");
+    let options = Options { segment_bytes_target: SEGMENT_BYTES_TARGET_DEFAULT, ..small_options() };
+    let (mut journal, _) = Journal::open(temp.path(), options.clone()).expect("open");
+    write_records(&mut journal, 10, 10);
+    journal.roll();
+    let (seq, segment_id) = journal.append(b"live").expect("append");
+    assert_eq!((seq, segment_id), (11, 2));
+    let info = journal.commit().expect("commit");
+    assert!(info.rolled && !info.fsynced && info.segment_id == 2);
+    journal.remove_oldest_segment(1).expect("remove");
+    // A roll with nothing buffered still starts a segment.
+    journal.roll();
+    assert!(journal.commit().expect("commit").rolled);
+    assert_eq!(journal.active_segment(), 3);
+    journal.remove_oldest_segment(2).expect("remove");
+    drop(journal);
+    let (journal, recovery) = Journal::open(temp.path(), options).expect("reopen");
+    assert_eq!((recovery.records, journal.next_seq()), (0, 12));
+}
+
+#[test]
+fn replay_stops_at_the_callback_error() {
+    let temp = tempfile::tempdir().expect("tempdir");
+    closed_journal(temp.path());
+    let (journal, _) = Journal::open(temp.path(), small_options()).expect("open");
+    let result = journal.replay(|seq, _, _| if seq == 7 { Err("no") } else { Ok(()) });
+    assert!(matches!(result, Err(ReplayError::Callback { seq: 7, error: "no" })));
+}
+
+#[test]
+fn verify_and_repair_a_damaged_journal() {
+    let temp = tempfile::tempdir().expect("tempdir");
+    closed_journal(temp.path());
+    let clean = verify(temp.path(), RECORD_BYTES_MAX).expect("verify");
+    assert_eq!((clean.problem.as_ref(), clean.records()), (None, 60));
+    let segment_count = clean.segments.len() as u64;
+    let damaged = &clean.segments[1];
+    let second_record_at = damaged.bytes as usize - 1; // inside its last record
+    flip_byte(&damaged.path, second_record_at);
+
+    let report = verify(temp.path(), RECORD_BYTES_MAX).expect("verify");
+    let problem = report.problem.clone().expect("problem found");
+    assert_eq!((problem.segment_id, problem.kind), (2, ProblemKind::Corrupt));
+    let kept = report.records();
+
+    let repaired = repair(temp.path(), RECORD_BYTES_MAX).expect("repair");
+    let quarantine = repaired.quarantine_dir.clone().expect("quarantine");
+    assert!(quarantine.starts_with(temp.path()));
+    assert_eq!(repaired.truncated, Some((damaged.path.clone(), problem.offset)));
+    assert_eq!(repaired.moved.len() as u64, 1 + segment_count - 2, "the tail, then every later segment");
+    let tail = &repaired.moved[0];
+    assert_eq!((tail.from_offset, tail.bytes), (problem.offset, problem.file_bytes - problem.offset));
+    for moved in &repaired.moved {
+        assert!(moved.to.starts_with(&quarantine) && moved.to.is_file(), "{moved:?}");
+        assert_eq!(fs::metadata(&moved.to).expect("stat").len(), moved.bytes);
+    }
+    assert!(repaired.moved[1..].iter().all(|moved| !moved.from.exists()), "moved, not copied");
+
+    let after = verify(temp.path(), RECORD_BYTES_MAX).expect("verify");
+    assert_eq!((after.records(), after.problem), (kept, None));
+    let (journal, recovery) = Journal::open(temp.path(), small_options()).expect("open after repair");
+    assert_eq!(recovery.truncated, None);
+    let records = replay_all(&journal);
+    assert_eq!(records.len() as u64, kept);
+    assert!(records.iter().enumerate().all(|(index, record)| record.2 == body(index)));
+}
+
+#[test]
+fn repair_moves_a_segment_with_a_bad_header_whole() {
+    let temp = tempfile::tempdir().expect("tempdir");
+    closed_journal(temp.path());
+    let second = segment_path(temp.path(), 2);
+    let second_bytes = fs::metadata(&second).expect("stat").len();
+    flip_byte(&second, 0);
+    let repaired = repair(temp.path(), RECORD_BYTES_MAX).expect("repair");
+    assert_eq!(repaired.truncated, None);
+    assert_eq!((&repaired.moved[0].from, repaired.moved[0].bytes), (&second, second_bytes));
+    assert!(!second.exists());
+    assert_eq!(verify(temp.path(), RECORD_BYTES_MAX).expect("verify").problem, None);
+    assert_eq!(repair(temp.path(), RECORD_BYTES_MAX).expect("second repair").moved, Vec::new());
+}
