@@ -58,8 +58,8 @@ pub enum BrokerError {
         "another broker is using the data directory {0} (its journal is locked); stop it or choose another --data-dir"
     )]
     Locked(PathBuf),
-    #[error("{source}\nThe journal is damaged where recovery may not cut it off. See the damage with\n  orderly-broker journal verify --data-dir {data_dir}\nthen cut it off (nothing is deleted; later data is moved to a quarantine directory) with\n  orderly-broker journal repair --data-dir {data_dir}", data_dir = data_dir.display())]
-    Corrupt { data_dir: PathBuf, source: JournalError },
+    #[error("{cause}\nThe journal is damaged where recovery may not cut it off. See the damage with\n  orderly-broker journal verify --data-dir {data_dir}\nthen cut it off (nothing is deleted; later data is moved to a quarantine directory) with\n  orderly-broker journal repair --data-dir {data_dir}", data_dir = data_dir.display())]
+    Corrupt { data_dir: PathBuf, cause: JournalError },
     #[error("journal {during} failed: {source}")]
     Journal { during: &'static str, source: JournalError },
     #[error("journal record {seq} is not a broker event this build understands: {detail}")]
@@ -71,7 +71,7 @@ impl BrokerError {
         match error {
             JournalError::Locked { .. } => BrokerError::Locked(data_dir.to_path_buf()),
             e @ (JournalError::Corrupt { .. } | JournalError::UnsupportedVersion { .. }) => {
-                BrokerError::Corrupt { data_dir: data_dir.to_path_buf(), source: e }
+                BrokerError::Corrupt { data_dir: data_dir.to_path_buf(), cause: e }
             }
             source => BrokerError::Journal { during: "open", source },
         }
@@ -130,6 +130,10 @@ pub struct Summary {
     pub counters: Counters,
     pub decode_errors_intake: u64,
     pub decode_errors_control: u64,
+    /// Bytes the journal wrote (records and framing), compaction included.
+    pub journal_bytes_written: u64,
+    /// Bytes of the journal's segments at shutdown.
+    pub journal_bytes_on_disk: u64,
 }
 
 /// Counts decode errors of one socket and logs them at most once a second,
@@ -222,6 +226,7 @@ pub fn run(config: BrokerConfig, shutdown: Arc<AtomicBool>) -> Result<Summary, B
         status_due_ms: config.status_interval_ms,
         status_interval_ms: config.status_interval_ms,
         events_total: 0,
+        journal_bytes_written: 0,
     };
     while !shutdown.load(Ordering::Relaxed) {
         broker.turn()?;
@@ -244,6 +249,7 @@ struct Loop {
     status_due_ms: Millis,
     status_interval_ms: u64,
     events_total: u64,
+    journal_bytes_written: u64,
 }
 
 impl Loop {
@@ -286,6 +292,8 @@ impl Loop {
                 workers = status.workers.len(),
                 sealed = status.counters.orders_sealed,
                 acked = status.counters.orders_acked,
+                journal_segments = self.journal.segments().len(),
+                journal_bytes_written = self.journal_bytes_written,
                 "status"
             );
         }
@@ -332,8 +340,14 @@ impl Loop {
             self.events_total += 1;
         }
         if appended {
-            self.journal.commit().map_err(journal_err("commit"))?;
+            self.commit()?;
         }
+        Ok(())
+    }
+
+    fn commit(&mut self) -> Result<(), BrokerError> {
+        let info = self.journal.commit().map_err(journal_err("commit"))?;
+        self.journal_bytes_written += info.bytes;
         Ok(())
     }
 
@@ -342,7 +356,7 @@ impl Loop {
         let (_, segment) = match self.journal.append(&body) {
             Err(JournalError::BatchFull { .. }) => {
                 // A huge turn: commit what is buffered and go on.
-                self.journal.commit().map_err(journal_err("commit"))?;
+                self.commit()?;
                 self.journal.append(&body).map_err(journal_err("append"))?
             }
             other => other.map_err(journal_err("append"))?,
@@ -367,7 +381,7 @@ impl Loop {
                             self.append(&event)?;
                         }
                     }
-                    self.journal.commit().map_err(journal_err("commit"))?;
+                    self.commit()?;
                     // The copies must be durable before the originals go,
                     // whatever the fsync policy.
                     self.journal.sync().map_err(journal_err("fsync"))?;
@@ -398,6 +412,8 @@ impl Loop {
             counters: self.core.counters().clone(),
             decode_errors_intake: self.intake_errors.total,
             decode_errors_control: self.control_errors.total,
+            journal_bytes_written: self.journal_bytes_written,
+            journal_bytes_on_disk: self.journal.segments().iter().map(|s| s.bytes).sum(),
         }
     }
 }

@@ -214,6 +214,8 @@ fn run() -> anyhow::Result<ExitCode> {
         acked = summary.counters.orders_acked,
         rejected = summary.counters.orders_rejected,
         decode_errors = summary.decode_errors_intake + summary.decode_errors_control,
+        journal_bytes_written = summary.journal_bytes_written,
+        journal_bytes_on_disk = summary.journal_bytes_on_disk,
         "shut down cleanly"
     );
     Ok(ExitCode::from(exit::OK))

@@ -1,7 +1,10 @@
 #!/usr/bin/env python3
 """Checks worker sinks against the orders that were sent.
 
-usage: check_sinks.py PRODUCER EXPECTED.json [--exactly-once] SINK_DIR...
+usage: check_sinks.py PRODUCER EXPECTED.json [--exactly-once] [--only IDS_FILE] SINK_DIR...
+--only: require only the orders listed (one id per line, e.g. a producer's
+confirmed log); deliveries of other sent orders are allowed, of orders
+never sent are not.
 For every expected order: at least one delivery (exactly one with
 --exactly-once), a sink file whose items equal what was sent, and a
 deliveries.log checksum equal to the SHA-256 of the exact item bytes
@@ -37,9 +40,18 @@ def items_sha256(raws):
 args = sys.argv[1:]
 producer, expected_path = args[0], args[1]
 exactly_once = "--exactly-once" in args
-sinks = [a for a in args[2:] if a != "--exactly-once"]
-expected = json.load(open(expected_path, encoding="utf-8"))
-by_safe_id = {file_safe(order_id): order_id for order_id in expected}
+only_path = args[args.index("--only") + 1] if "--only" in args else None
+sinks = [a for a in args[2:] if a not in ("--exactly-once", "--only", only_path)]
+sent = json.load(open(expected_path, encoding="utf-8"))
+expected = sent
+if only_path:
+    wanted = set(line.rstrip("\n") for line in open(only_path, encoding="utf-8") if line.strip())
+    missing = wanted - set(sent)
+    if missing:
+        print(f"problem: {len(missing)} required ids were never sent, e.g. {sorted(missing)[:3]}")
+        sys.exit(1)
+    expected = {k: v for k, v in sent.items() if k in wanted}
+by_safe_id = {file_safe(order_id): order_id for order_id in sent}
 
 deliveries = {}
 for sink in sinks:
@@ -54,9 +66,14 @@ for sink in sinks:
 
 problems = []
 duplicates = 0
-for order_id, raws in expected.items():
+extra = 0
+for order_id, raws in sent.items():
     safe = file_safe(order_id)
     got = deliveries.get(safe, [])
+    if order_id not in expected:
+        if not got:
+            continue
+        extra += 1  # sent, not required, delivered anyway: still checked below
     if not got:
         problems.append(f"order {order_id!r} was never delivered")
         continue
@@ -83,8 +100,9 @@ for order_id, raws in expected.items():
 unknown = set(deliveries) - set(by_safe_id)
 for safe in sorted(unknown)[:10]:
     problems.append(f"delivery of an order that was never sent: {safe}")
-print(f"orders expected {len(expected)}, delivered {len(expected) - sum(1 for o in expected if file_safe(o) not in deliveries)}, "
-      f"duplicates {duplicates}, never sent {len(unknown)}")
+delivered = len(expected) - sum(1 for o in expected if file_safe(o) not in deliveries)
+print(f"orders required {len(expected)}, delivered {delivered}, duplicate deliveries {duplicates}, "
+      f"delivered but not required {extra}, never sent {len(unknown)}")
 for p in problems[:20]:
     print("problem:", p)
 sys.exit(1 if problems else 0)

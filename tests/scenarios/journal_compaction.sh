@@ -1,0 +1,39 @@
+#!/usr/bin/env bash
+# Compaction bounds disk use: 200,000 orders through the broker with noop
+# workers acknowledging; at the end the journal on disk is a small
+# fraction of what the broker wrote over the run.
+source "$(dirname "$0")/../lib.sh"
+
+ORDERS=${ORDERS:-200000}
+SEGMENT_BYTES=${SEGMENT_BYTES:-1048576}
+INTAKE="tcp://127.0.0.1:$(free_port)"
+FANOUT="tcp://127.0.0.1:$(free_port)"
+CONTROL="tcp://127.0.0.1:$(free_port)"
+
+start broker "$BIN/orderly-broker" run --data-dir "$WORK/data" --journal-segment-bytes "$SEGMENT_BYTES" \
+    --intake "$INTAKE" --fanout "$FANOUT" --control "$CONTROL" --status-interval-secs 2
+BROKER_PID=$LAST_PID
+for w in 1 2; do
+    start "worker$w" "$BIN/orderly-worker" run --id "w$w" --fanout "$FANOUT" --control "$CONTROL" \
+        --concurrency 64 --noop
+done
+"$BIN/orderly-producer" bench --id compact --intake "$INTAKE" --fanout "$FANOUT" \
+    --orders "$ORDERS" --items 2 --item-bytes 100 --timeout 30 >"$WORK/bench.log" 2>&1 \
+    || fail "bench exited $?: $(tail -n 2 "$WORK/bench.log")"
+cat "$WORK/bench.log" | tail -n 1
+
+all_acked() { "$BIN/orderly-broker" journal inspect --data-dir "$WORK/data" >"$WORK/inspect.txt" 2>&1 &&
+    grep -q "^pending orders: *0$" "$WORK/inspect.txt" && grep -q "^in-flight orders: *0$" "$WORK/inspect.txt"; }
+wait_for 120 "every order acknowledged" all_acked || { cat "$WORK/inspect.txt"; fail "orders left"; }
+kill -TERM "$BROKER_PID"
+wait "$BROKER_PID" || fail "broker exited non-zero on SIGTERM"
+line=$(grep "shut down cleanly" "$WORK/broker.log") || fail "no shutdown summary"
+written=$(sed -n 's/.*journal_bytes_written=\([0-9]*\).*/\1/p' <<<"$line")
+on_disk=$(du -sb "$WORK/data/journal" | cut -f1)
+cat "$WORK/inspect.txt"
+echo "journal: $written bytes written over the run, $on_disk bytes on disk at the end"
+[ "$written" -gt $((ORDERS * 200)) ] || fail "the broker wrote only $written bytes for $ORDERS orders"
+# Live data is nil at the end: at most the active segment plus one more.
+[ "$on_disk" -le $((3 * SEGMENT_BYTES)) ] || fail "journal holds $on_disk bytes; compaction did not keep up"
+[ $((on_disk * 20)) -le "$written" ] || fail "journal on disk ($on_disk) is more than 5% of bytes written ($written)"
+echo "journal_compaction: on disk $((on_disk * 1000 / written))‰ of bytes written"
