@@ -26,7 +26,7 @@ CONTROL="tcp://127.0.0.1:$(port)"
 
 python3 tests/helpers/orders.py "$ORDERS" 10 "$WORK/orders.jsonl" "$WORK/expected.json" demo
 echo "demo: broker on $INTAKE (intake) $FANOUT (fanout) $CONTROL (control); work dir $WORK" >&2
-"$BIN/orderly-broker" run --data-dir "$WORK/data" --intake "$INTAKE" --fanout "$FANOUT" --control "$CONTROL" \
+"$BIN/orderly-broker" run --data-dir "$WORK/data" --intake "$INTAKE" --fanout "$FANOUT" --control "$CONTROL" --admin "${ADMIN:-127.0.0.1:0}" \
     2>"$WORK/broker.log" &
 PIDS+=($!)
 for w in 1 2; do

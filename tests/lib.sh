@@ -52,12 +52,14 @@ start() {
     PIDS+=("$LAST_PID")
 }
 
-# wait_for SECONDS DESCRIPTION CMD...: polls CMD until it succeeds.
+# wait_for SECONDS DESCRIPTION CMD ARGS...: runs CMD until it succeeds.
+# Pass a function (e.g. status_cmp), never "$(...)": that would be expanded
+# once, before the first try. A single argument is evaluated as shell code.
 wait_for() {
     local seconds=$1 what=$2
     shift 2
     local deadline=$((SECONDS + seconds))
-    until "$@"; do
+    until if [ $# -eq 1 ]; then eval "$1"; else "$@"; fi; do
         if [ "$SECONDS" -ge "$deadline" ]; then
             echo "timed out after ${seconds}s waiting for $what" >&2
             return 1
@@ -69,4 +71,50 @@ wait_for() {
 fail() {
     echo "FAIL: $*" >&2
     exit 1
+}
+
+# start_broker [EXTRA FLAGS...]: a broker on run-time ports; sets INTAKE,
+# FANOUT, CONTROL, ADMIN and BROKER_PID. Restartable (same ports, data).
+start_broker() {
+    INTAKE=${INTAKE:-"tcp://127.0.0.1:$(free_port)"}
+    FANOUT=${FANOUT:-"tcp://127.0.0.1:$(free_port)"}
+    CONTROL=${CONTROL:-"tcp://127.0.0.1:$(free_port)"}
+    ADMIN=${ADMIN:-"127.0.0.1:$(free_port)"}
+    BROKER_STARTS=$((${BROKER_STARTS:-0} + 1))
+    start "broker.$BROKER_STARTS" "$BIN/orderly-broker" run --data-dir "$WORK/data" \
+        --intake "$INTAKE" --fanout "$FANOUT" --control "$CONTROL" --admin "$ADMIN" --status-interval-secs 1 "$@"
+    BROKER_PID=$LAST_PID
+    wait_for 20 "the broker's admin endpoint" '"$BIN/orderly-broker" status --admin "$ADMIN" --json >/dev/null 2>&1'
+}
+
+# start_worker NAME FLAGS...: a worker connected to the broker above.
+start_worker() {
+    local name=$1
+    shift
+    start "$name" "$BIN/orderly-worker" run --id "$name" --fanout "$FANOUT" --control "$CONTROL" \
+        --heartbeat-interval-ms 500 "$@"
+}
+
+# status_field EXPR: a value from the broker's /status JSON (python expr on v).
+status_field() {
+    "$BIN/orderly-broker" status --admin "$ADMIN" --json | python3 -c "import json,sys; v=json.load(sys.stdin); print($1)"
+}
+
+# status_cmp EXPR OP N: compares a /status value (see status_field) with N.
+status_cmp() {
+    local value
+    value=$(status_field "$1") || return 1
+    test "$value" "$2" "$3"
+}
+
+# count_cmp OP N CMD...: compares the number of lines CMD prints with N.
+count_cmp() {
+    local op=$1 n=$2
+    shift 2
+    test "$("$@" 2>/dev/null | wc -l)" "$op" "$n"
+}
+
+# sink_count DIR...: distinct orders delivered into the sinks.
+sink_count() {
+    cat "$@" 2>/dev/null | cut -f2 | sort -u | wc -l
 }

@@ -41,6 +41,9 @@ pub struct CoreConfig {
     pub pending_orders_max: usize,
     pub pending_bytes_max: u64,
     pub partial_age_max_ms: u64,
+    /// An order in flight this long without an ack (and not listed in the
+    /// worker's heartbeats meanwhile) is taken back and redelivered.
+    pub ack_timeout_ms: u64,
 }
 
 impl CoreConfig {
@@ -54,6 +57,7 @@ impl CoreConfig {
             pending_orders_max: limits::PENDING_ORDERS_MAX_DEFAULT,
             pending_bytes_max: limits::PENDING_BYTES_MAX_DEFAULT,
             partial_age_max_ms: limits::PARTIAL_AGE_MAX_MS_DEFAULT,
+            ack_timeout_ms: limits::ACK_TIMEOUT_MS_DEFAULT,
         }
     }
 
@@ -86,6 +90,8 @@ pub enum Event {
     /// out of an old journal segment. Replay replaces whatever it knew of
     /// the order with this; live, it changes nothing.
     Restored { key: OrderKey, snapshot: Snapshot },
+    /// An operator sent a dead letter back to the queue with fresh attempts.
+    Revived { key: OrderKey },
 }
 
 /// One live order, as compaction copies it forward.
@@ -117,6 +123,19 @@ pub struct Counters {
     pub duplicate_items: u64,
     pub workers_expired: u64,
     pub workers_refused: u64,
+    pub ack_timeouts: u64,
+    pub orders_revived: u64,
+}
+
+/// A dead-lettered order, for operators.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct DeadLetter {
+    pub producer: String,
+    pub id: String,
+    pub attempts: u32,
+    pub reason: String,
+    pub items: usize,
+    pub bytes: u64,
 }
 
 #[derive(Debug)]
@@ -146,14 +165,23 @@ struct Order {
 struct Worker {
     incarnation: u64,
     capacity: u32,
-    /// Orders dispatched to this worker, with when.
-    in_flight: BTreeMap<OrderKey, Millis>,
+    /// Orders dispatched to this worker.
+    in_flight: BTreeMap<OrderKey, Held>,
     last_seen_ms: Millis,
     /// The worker is shutting down: dispatch nothing more to it.
     draining: bool,
     nonce: u64,
     /// The worker echoed our welcome: its subscription is live.
     ready: bool,
+}
+
+/// One order a worker holds.
+#[derive(Debug, Clone, Copy)]
+struct Held {
+    sent_ms: Millis,
+    /// Requeued when no ack arrives by then; each heartbeat that lists the
+    /// order moves it to `now + ack_timeout_ms`.
+    deadline_ms: Millis,
 }
 
 impl Worker {
@@ -250,7 +278,12 @@ impl Core {
     pub fn poll_timeout(&self) -> Millis {
         let timeout = self.config.worker_timeout_ms();
         let expiry = self.workers.values().map(|w| w.last_seen_ms + timeout).min();
-        [Some(self.heartbeat_due_ms), Some(self.partial_sweep_due_ms), expiry].into_iter().flatten().min().unwrap_or(0)
+        let deadline = self.workers.values().flat_map(|w| w.in_flight.values().map(|h| h.deadline_ms)).min();
+        [Some(self.heartbeat_due_ms), Some(self.partial_sweep_due_ms), expiry, deadline]
+            .into_iter()
+            .flatten()
+            .min()
+            .unwrap_or(0)
     }
 
     /// False while a bound on partial orders, pending orders or held bytes
@@ -469,9 +502,17 @@ impl Core {
         let lost: Vec<OrderKey> = worker
             .in_flight
             .iter()
-            .filter(|(key, &sent_ms)| now_ms >= sent_ms + grace_ms && !held.contains(key))
+            .filter(|(key, h)| now_ms >= h.sent_ms + grace_ms && !held.contains(key))
             .map(|(key, _)| key.clone())
             .collect();
+        let extended_ms = now_ms + self.config.ack_timeout_ms;
+        if let Some(worker) = self.workers.get_mut(&hb.worker) {
+            for key in &hb.in_flight {
+                if let Some(h) = worker.in_flight.get_mut(key) {
+                    h.deadline_ms = h.deadline_ms.max(extended_ms);
+                }
+            }
+        }
         for key in lost {
             self.fail(key, format!("worker {} does not hold it (dispatch lost or refused)", hb.worker));
         }
@@ -529,6 +570,18 @@ impl Core {
         for id in dead {
             self.counters.workers_expired += 1;
             self.remove_worker(&id, "worker missed its heartbeats");
+        }
+        let overdue: Vec<(OrderKey, String)> = self
+            .workers
+            .iter()
+            .flat_map(|(id, w)| {
+                w.in_flight.iter().filter(|(_, h)| now_ms >= h.deadline_ms).map(move |(k, _)| (k.clone(), id.clone()))
+            })
+            .collect();
+        for (key, worker) in overdue {
+            self.counters.ack_timeouts += 1;
+            let reason = format!("no ack from worker {worker} within {} ms", self.config.ack_timeout_ms);
+            self.fail(key, reason);
         }
         if now_ms >= self.partial_sweep_due_ms {
             self.partial_sweep_due_ms = now_ms + self.config.heartbeat_interval_ms;
@@ -598,6 +651,51 @@ impl Core {
             Snapshot::Sealed { items: order.items.clone(), attempts: order.attempts, dead }
         };
         Some(Event::Restored { key: key.clone(), snapshot })
+    }
+
+    /// Dead letters, sorted by key, at most `limit`.
+    pub fn dead_letters(&self, limit: usize) -> Vec<DeadLetter> {
+        let mut dead: Vec<DeadLetter> = self
+            .orders
+            .iter()
+            .filter_map(|(key, order)| match &order.state {
+                OrderState::Dead { reason } => Some(DeadLetter {
+                    producer: key.producer.clone(),
+                    id: key.id.clone(),
+                    attempts: order.attempts,
+                    reason: reason.clone(),
+                    items: order.items.len(),
+                    bytes: order.bytes,
+                }),
+                _ => None,
+            })
+            .collect();
+        dead.sort_by(|a, b| (&a.producer, &a.id).cmp(&(&b.producer, &b.id)));
+        dead.truncate(limit);
+        dead
+    }
+
+    /// Sends dead letters back to the queue with fresh attempts: one order,
+    /// or all of them with `None`. Returns how many were revived.
+    pub fn retry_dead(&mut self, which: Option<&OrderKey>, now_ms: Millis) -> usize {
+        self.now_ms = now_ms;
+        let keys: Vec<OrderKey> = match which {
+            Some(key) => vec![key.clone()],
+            None => {
+                let mut keys: Vec<OrderKey> = self.orders.keys().cloned().collect();
+                keys.sort();
+                keys
+            }
+        };
+        let mut revived = 0;
+        for key in keys {
+            if self.orders.get(&key).is_some_and(|o| matches!(o.state, OrderState::Dead { .. })) {
+                self.record(Event::Revived { key });
+                revived += 1;
+            }
+        }
+        self.pump();
+        revived
     }
 
     /// Ends a replay: no worker is known after a restart, so every order
@@ -672,6 +770,18 @@ impl Core {
     pub fn apply(&mut self, event: &Event) {
         match event {
             Event::Restored { key, snapshot } => self.restore(key, snapshot),
+            Event::Revived { key } => {
+                let Some(order) = self.orders.get_mut(key) else { return };
+                if !matches!(order.state, OrderState::Dead { .. }) {
+                    return;
+                }
+                order.state = OrderState::Pending;
+                order.attempts = 0;
+                self.dead_len -= 1;
+                self.pending_len += 1;
+                self.pending.push_back(key.clone());
+                self.counters.orders_revived += 1;
+            }
             Event::Begun { key, at_ms } => {
                 let partial = Partial { began_ms: *at_ms, items: BTreeMap::new(), bytes: 0 };
                 self.partials.insert(key.clone(), partial);
@@ -711,7 +821,8 @@ impl Core {
                 order.attempts = *attempt;
                 order.state = OrderState::InFlight { worker: worker.clone() };
                 if let Some(w) = self.workers.get_mut(worker) {
-                    w.in_flight.insert(key.clone(), self.now_ms);
+                    let held = Held { sent_ms: self.now_ms, deadline_ms: self.now_ms + self.config.ack_timeout_ms };
+                    w.in_flight.insert(key.clone(), held);
                 }
                 self.counters.dispatches += 1;
                 if *attempt > 1 {

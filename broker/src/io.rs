@@ -20,6 +20,10 @@ use tracing::{info, warn};
 
 use orderly_journal::{Journal, JournalError};
 
+use crossbeam_channel::Receiver;
+use serde::Serialize;
+
+use crate::admin::{AdminError, AdminRequest, AdminServer, Query, DLQ_LIST_MAX};
 use crate::compaction::{Anchors, Plan};
 use crate::core::{Core, CoreConfig, Counters, Event, Millis};
 
@@ -43,6 +47,8 @@ pub struct BrokerConfig {
     pub core: CoreConfig,
     /// How often a status line is logged.
     pub status_interval_ms: u64,
+    /// Where the admin HTTP endpoint listens; `None` turns it off.
+    pub admin: Option<std::net::SocketAddr>,
 }
 
 /// Failures of the IO loop.
@@ -62,6 +68,8 @@ pub enum BrokerError {
     Corrupt { data_dir: PathBuf, cause: JournalError },
     #[error("journal {during} failed: {source}")]
     Journal { during: &'static str, source: JournalError },
+    #[error(transparent)]
+    Admin(#[from] AdminError),
     #[error("journal record {seq} is not a broker event this build understands: {detail}")]
     BadRecord { seq: u64, detail: String },
 }
@@ -80,6 +88,22 @@ impl BrokerError {
 
 fn journal_err(during: &'static str) -> impl FnOnce(JournalError) -> BrokerError {
     move |source| BrokerError::Journal { during, source }
+}
+
+/// `GET /status`.
+#[derive(Serialize)]
+struct StatusReport {
+    #[serde(flatten)]
+    status: crate::core::Status,
+    journal_segments: usize,
+    journal_bytes: u64,
+    journal_bytes_written: u64,
+    decode_errors_intake: u64,
+    decode_errors_control: u64,
+}
+
+fn json<T: Serialize>(value: &T) -> String {
+    serde_json::to_string_pretty(value).expect("admin responses serialize") + "\n"
 }
 
 /// Encodes one event as a journal record body.
@@ -208,6 +232,14 @@ pub fn run(config: BrokerConfig, shutdown: Arc<AtomicBool>) -> Result<Summary, B
         fsync = %config.journal.fsync, elapsed_ms = started.elapsed().as_millis() as u64,
         "journal recovered"
     );
+    let (admin_server, admin) = match config.admin {
+        Some(addr) => {
+            let (server, requests) = AdminServer::start(addr)?;
+            info!(addr = %server.addr, "admin endpoint listening (GET /status, /dlq, /metrics; POST /dlq/retry)");
+            (Some(server), Some(requests))
+        }
+        None => (None, None),
+    };
     let context = zmq::Context::new();
     let sockets = bind_sockets(&context, &config)?;
     info!(
@@ -219,6 +251,7 @@ pub fn run(config: BrokerConfig, shutdown: Arc<AtomicBool>) -> Result<Summary, B
         core,
         journal,
         anchors,
+        admin,
         sockets,
         started,
         intake_errors: DecodeErrors::new("intake"),
@@ -232,6 +265,7 @@ pub fn run(config: BrokerConfig, shutdown: Arc<AtomicBool>) -> Result<Summary, B
         broker.turn()?;
     }
     broker.journal.sync().map_err(journal_err("final fsync"))?;
+    drop(admin_server);
     // The current batch is finished (turn() returned); publish nothing new.
     let summary = broker.summary();
     info!(status = ?broker.core.status(), "broker stopped");
@@ -242,6 +276,7 @@ struct Loop {
     core: Core,
     journal: Journal,
     anchors: Anchors,
+    admin: Option<Receiver<AdminRequest>>,
     sockets: Sockets,
     started: Instant,
     intake_errors: DecodeErrors,
@@ -261,8 +296,9 @@ impl Loop {
     /// the core, record, publish.
     fn turn(&mut self) -> Result<(), BrokerError> {
         let now = self.now_ms();
-        // Bounded so a shutdown signal is noticed within 200 ms.
-        let wait_ms = self.core.poll_timeout().saturating_sub(now).min(200) as i64;
+        // Bounded so a shutdown signal or an admin query is noticed within
+        // 100 ms.
+        let wait_ms = self.core.poll_timeout().saturating_sub(now).min(100) as i64;
         let intake_open = self.core.intake_open();
         let mut items = [
             self.sockets.control.as_poll_item(zmq::POLLIN),
@@ -275,6 +311,7 @@ impl Loop {
         let now = self.now_ms();
         self.drain_control(now)?;
         self.drain_intake(now)?;
+        self.answer_admin(now);
         if now >= self.core.poll_timeout() {
             self.core.handle_timeout(now);
         }
@@ -298,6 +335,69 @@ impl Loop {
             );
         }
         Ok(())
+    }
+
+    /// Answers admin queries. A retry's events are journaled in this same
+    /// turn, before anything is dispatched.
+    fn answer_admin(&mut self, now: Millis) {
+        let Some(requests) = &self.admin else { return };
+        while let Ok(request) = requests.try_recv() {
+            let answer = match request.query {
+                Query::Status => {
+                    let body = StatusReport {
+                        status: self.core.status(),
+                        journal_segments: self.journal.segments().len(),
+                        journal_bytes: self.journal.segments().iter().map(|s| s.bytes).sum(),
+                        journal_bytes_written: self.journal_bytes_written,
+                        decode_errors_intake: self.intake_errors.total,
+                        decode_errors_control: self.control_errors.total,
+                    };
+                    (200, "application/json", json(&body))
+                }
+                Query::DeadLetters => (200, "application/json", json(&self.core.dead_letters(DLQ_LIST_MAX))),
+                Query::Retry(which) => {
+                    let revived = self.core.retry_dead(which.as_ref(), now);
+                    (200, "application/json", json(&serde_json::json!({ "revived": revived })))
+                }
+                Query::Metrics => (200, "text/plain; version=0.0.4", self.metrics()),
+            };
+            let _ = request.reply.send(answer);
+        }
+    }
+
+    fn metrics(&self) -> String {
+        let status = self.core.status();
+        let c = &status.counters;
+        let gauges = [
+            ("orderly_partial_orders", status.partial_orders as u64),
+            ("orderly_pending_orders", status.pending_orders as u64),
+            ("orderly_in_flight_orders", status.in_flight_orders as u64),
+            ("orderly_dead_letters", status.dead_letters as u64),
+            ("orderly_held_bytes", status.held_bytes),
+            ("orderly_workers", status.workers.len() as u64),
+            ("orderly_journal_segments", self.journal.segments().len() as u64),
+        ];
+        let counters = [
+            ("orderly_orders_sealed_total", c.orders_sealed),
+            ("orderly_orders_acked_total", c.orders_acked),
+            ("orderly_orders_rejected_total", c.orders_rejected),
+            ("orderly_orders_dead_lettered_total", c.orders_dead_lettered),
+            ("orderly_dispatches_total", c.dispatches),
+            ("orderly_redeliveries_total", c.redeliveries),
+            ("orderly_ack_timeouts_total", c.ack_timeouts),
+            ("orderly_workers_expired_total", c.workers_expired),
+            ("orderly_journal_bytes_written_total", self.journal_bytes_written),
+            ("orderly_decode_errors_intake_total", self.intake_errors.total),
+            ("orderly_decode_errors_control_total", self.control_errors.total),
+        ];
+        let mut out = String::new();
+        for (name, value) in gauges {
+            out.push_str(&format!("# TYPE {name} gauge\n{name} {value}\n"));
+        }
+        for (name, value) in counters {
+            out.push_str(&format!("# TYPE {name} counter\n{name} {value}\n"));
+        }
+        out
     }
 
     fn drain_control(&mut self, now: Millis) -> Result<(), BrokerError> {

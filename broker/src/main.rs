@@ -8,6 +8,7 @@ use std::sync::Arc;
 
 use anyhow::Context;
 use clap::{CommandFactory, Parser, Subcommand};
+use orderly_broker::admin;
 use orderly_broker::core::CoreConfig;
 use orderly_broker::io::{self, BrokerConfig};
 use orderly_broker::ops;
@@ -41,6 +42,40 @@ enum Command {
     /// Check, repair or summarize the journal of a data directory.
     #[command(subcommand)]
     Journal(JournalCommand),
+    /// Show a running broker's workers (alive, credits, in flight) and its
+    /// pending and partial orders, through its admin endpoint.
+    Status(AdminArgs),
+    /// List dead-lettered orders of a running broker, or send them back to
+    /// the queue.
+    #[command(subcommand)]
+    Dlq(DlqCommand),
+}
+
+#[derive(clap::Args, Debug)]
+struct AdminArgs {
+    /// The broker's admin endpoint (`orderly-broker run --admin`).
+    #[arg(long, env = "ORDERLY_BROKER_ADMIN", value_name = "ADDR", default_value = "127.0.0.1:5573")]
+    admin: String,
+    /// Print the raw JSON instead of a table.
+    #[arg(long)]
+    json: bool,
+}
+
+#[derive(Subcommand, Debug)]
+enum DlqCommand {
+    /// List dead letters: order, attempts, last failure reason.
+    List(AdminArgs),
+    /// Send dead letters back to the queue with fresh attempts.
+    #[command(group(clap::ArgGroup::new("which").required(true).args(["id", "all"])))]
+    Retry {
+        #[command(flatten)]
+        admin: AdminArgs,
+        /// The order, as PRODUCER/ORDER-ID (as `dlq list` prints it).
+        id: Option<String>,
+        /// Every dead letter.
+        #[arg(long)]
+        all: bool,
+    },
 }
 
 #[derive(Subcommand, Debug)]
@@ -142,6 +177,19 @@ struct RunArgs {
           default_value_t = limits::PARTIAL_AGE_MAX_MS_DEFAULT)]
     partial_age_max_ms: u64,
 
+    /// Milliseconds an order may stay with a worker without an ack before it
+    /// is redelivered. A worker extends it by listing the order in its
+    /// heartbeats (so long-running handlers are fine while it is alive).
+    #[arg(long, env = "ORDERLY_BROKER_ACK_TIMEOUT_MS", value_name = "MS",
+          default_value_t = limits::ACK_TIMEOUT_MS_DEFAULT, value_parser = clap::value_parser!(u64).range(100..))]
+    ack_timeout_ms: u64,
+
+    /// Admin HTTP endpoint (GET /status, /dlq, /metrics; POST /dlq/retry).
+    /// Keep it on loopback: it has no authentication. `off` disables it.
+    #[arg(long, env = "ORDERLY_BROKER_ADMIN", value_name = "ADDR", default_value = "127.0.0.1:5573",
+          value_parser = parse_admin)]
+    admin: AdminAddr,
+
     /// Seconds between status lines in the log.
     #[arg(long, env = "ORDERLY_BROKER_STATUS_INTERVAL_SECS", value_name = "SECS", default_value_t = 10)]
     status_interval_secs: u64,
@@ -180,6 +228,8 @@ fn run() -> anyhow::Result<ExitCode> {
             init_logging("warn");
             return journal_command(command);
         }
+        Command::Status(args) => return status_command(&args),
+        Command::Dlq(command) => return dlq_command(command),
     };
     init_logging(&args.log_level);
     let shutdown = Arc::new(AtomicBool::new(false));
@@ -205,7 +255,9 @@ fn run() -> anyhow::Result<ExitCode> {
             pending_orders_max: args.pending_orders_max,
             pending_bytes_max: args.pending_bytes_max,
             partial_age_max_ms: args.partial_age_max_ms,
+            ack_timeout_ms: args.ack_timeout_ms,
         },
+        admin: args.admin.0,
         status_interval_ms: args.status_interval_secs.max(1) * 1000,
     };
     let summary = io::run(config, shutdown)?;
@@ -234,4 +286,96 @@ fn journal_command(command: JournalCommand) -> anyhow::Result<ExitCode> {
         JournalCommand::Repair(args) => ops::repair(&args.data_dir),
         JournalCommand::Inspect(args) => ops::inspect(&args.data_dir),
     }
+}
+
+/// `--admin ADDR`, or `off`.
+#[derive(Debug, Clone)]
+struct AdminAddr(Option<std::net::SocketAddr>);
+
+fn parse_admin(text: &str) -> Result<AdminAddr, String> {
+    if text == "off" {
+        return Ok(AdminAddr(None));
+    }
+    text.parse()
+        .map(|addr| AdminAddr(Some(addr)))
+        .map_err(|_| format!("{text:?} is not an address like 127.0.0.1:5573 (or `off`)"))
+}
+
+fn status_command(args: &AdminArgs) -> anyhow::Result<ExitCode> {
+    let body = admin::request(&args.admin, "GET", "/status")?;
+    if args.json {
+        print!("{body}");
+        return Ok(ExitCode::from(exit::OK));
+    }
+    let v: serde_json::Value = serde_json::from_str(&body).context("the admin endpoint sent invalid JSON")?;
+    println!("workers:");
+    let workers = v["workers"].as_array().cloned().unwrap_or_default();
+    if workers.is_empty() {
+        println!("  (none connected)");
+    }
+    for w in workers {
+        let ready = if w["ready"].as_bool() == Some(true) { "alive" } else { "joining" };
+        let (capacity, in_flight) = (w["capacity"].as_u64().unwrap_or(0), w["in_flight"].as_u64().unwrap_or(0));
+        println!(
+            "  {:<24} {ready:<8} credits {:>4} free of {:>4}  in flight {in_flight}",
+            w["id"].as_str().unwrap_or("?"),
+            capacity.saturating_sub(in_flight),
+            capacity
+        );
+    }
+    for (label, key) in [
+        ("partial orders", "partial_orders"),
+        ("pending orders", "pending_orders"),
+        ("in-flight orders", "in_flight_orders"),
+        ("dead letters", "dead_letters"),
+        ("held bytes", "held_bytes"),
+        ("journal segments", "journal_segments"),
+        ("journal bytes", "journal_bytes"),
+    ] {
+        println!("{label:<17} {}", v[key]);
+    }
+    Ok(ExitCode::from(exit::OK))
+}
+
+fn dlq_command(command: DlqCommand) -> anyhow::Result<ExitCode> {
+    match command {
+        DlqCommand::List(args) => {
+            let body = admin::request(&args.admin, "GET", "/dlq")?;
+            if args.json {
+                print!("{body}");
+                return Ok(ExitCode::from(exit::OK));
+            }
+            let letters: Vec<serde_json::Value> =
+                serde_json::from_str(&body).context("the admin endpoint sent invalid JSON")?;
+            for l in &letters {
+                println!(
+                    "{}/{}\tattempts {}\t{}",
+                    l["producer"].as_str().unwrap_or("?"),
+                    l["id"].as_str().unwrap_or("?"),
+                    l["attempts"],
+                    l["reason"].as_str().unwrap_or("")
+                );
+            }
+            println!("{} dead letters", letters.len());
+        }
+        DlqCommand::Retry { admin: args, id, all } => {
+            let path = match (&id, all) {
+                (_, true) => "/dlq/retry?all=1".to_string(),
+                (Some(id), false) => {
+                    admin::parse_order_ref(id).map_err(|e| anyhow::anyhow!(e))?;
+                    format!("/dlq/retry?id={}", admin::percent_encode(id))
+                }
+                (None, false) => unreachable!("clap requires an id or --all"),
+            };
+            let body = admin::request(&args.admin, "POST", &path)?;
+            let v: serde_json::Value = serde_json::from_str(&body).context("the admin endpoint sent invalid JSON")?;
+            let revived = v["revived"].as_u64().unwrap_or(0);
+            println!("{revived} dead letters returned to the queue");
+            if revived == 0 && id.is_some() {
+                eprintln!("no dead letter {} (see `orderly-broker dlq list`)", id.unwrap_or_default());
+                return Ok(ExitCode::from(exit::FAILURE));
+            }
+        }
+    }
+    Ok(ExitCode::from(exit::OK))
 }

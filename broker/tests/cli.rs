@@ -55,6 +55,7 @@ fn a_taken_port_is_a_clear_error() {
         .args(["--intake", &format!("tcp://127.0.0.1:{port}")])
         .args(["--fanout", &format!("ipc://{}/fanout", dir.path().display())])
         .args(["--control", &format!("ipc://{}/control", dir.path().display())])
+        .args(["--admin", "off"])
         .timeout(std::time::Duration::from_secs(10))
         .assert()
         .code(1)

@@ -29,6 +29,7 @@ impl Broker {
             .arg(dir.join("data"))
             .args(["--intake", &endpoint(dir, "intake"), "--fanout", &endpoint(dir, "fanout")])
             .args(["--control", &endpoint(dir, "control")])
+            .args(["--admin", "127.0.0.1:0"])
             .args(extra)
             .stderr(Stdio::null())
             .spawn()
@@ -241,7 +242,7 @@ fn a_second_broker_on_the_same_data_directory_is_refused() {
         .args(["run", "--data-dir"])
         .arg(dir.path().join("data"))
         .args(["--intake", &endpoint(other.path(), "i"), "--fanout", &endpoint(other.path(), "f")])
-        .args(["--control", &endpoint(other.path(), "c")])
+        .args(["--control", &endpoint(other.path(), "c"), "--admin", "127.0.0.1:0"])
         .output()
         .unwrap();
     assert_eq!(output.status.code(), Some(1));

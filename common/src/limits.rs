@@ -50,6 +50,9 @@ pub const PENDING_BYTES_MAX_DEFAULT: u64 = 1024 * 1024 * 1024;
 pub const PARTIAL_AGE_MAX_MS_DEFAULT: u64 = 10 * 60 * 1000;
 /// Default number of delivery attempts before an order is dead-lettered.
 pub const MAX_ATTEMPTS_DEFAULT: u32 = 5;
+/// Default time an order may stay in flight without an ack (or a heartbeat
+/// listing it) before it is redelivered.
+pub const ACK_TIMEOUT_MS_DEFAULT: u64 = 30_000;
 /// Default heartbeat interval, both directions.
 pub const HEARTBEAT_INTERVAL_MS_DEFAULT: u64 = 1000;
 /// Default heartbeats missed before a peer is declared dead.
@@ -67,3 +70,4 @@ const _: () = assert!(FANOUT_FRAME_BYTES_MAX < i32::MAX as usize);
 const _: () = assert!(CONTROL_FRAME_BYTES_MAX < FANOUT_FRAME_BYTES_MAX);
 const _: () = assert!(WORKER_CONCURRENCY_MAX as usize <= HEARTBEAT_IN_FLIGHT_MAX);
 const _: () = assert!(MAX_ATTEMPTS_DEFAULT >= 1);
+const _: () = assert!(ACK_TIMEOUT_MS_DEFAULT > HEARTBEAT_INTERVAL_MS_DEFAULT * HEARTBEAT_LIVENESS_DEFAULT as u64);

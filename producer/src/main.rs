@@ -351,8 +351,11 @@ fn report(pump: &Pump, invalid: u64, complete: bool) -> anyhow::Result<ExitCode>
     );
     if !complete || !unanswered.is_empty() {
         eprintln!(
-            "timed out after {:?} without an answer from the broker; unanswered orders may or may not have been accepted",
-            pump.timeout
+            "timed out: no answer from the broker for {:?} with {} orders unanswered — backpressure (the broker is at \
+             one of its limits and not reading intake) or the broker is down; unanswered orders were not confirmed, \
+             send them again later",
+            pump.timeout,
+            unanswered.len()
         );
         return Ok(ExitCode::from(exit::TIMEOUT));
     }

@@ -18,7 +18,7 @@ split -l "$CHUNK" -d -a 3 "$WORK/orders.jsonl" "$WORK/chunk."
 BROKER_PID=
 start_broker() {
     start "broker.$1" "$BIN/orderly-broker" run --data-dir "$WORK/data" \
-        --intake "$INTAKE" --fanout "$FANOUT" --control "$CONTROL" --status-interval-secs 1
+        --intake "$INTAKE" --fanout "$FANOUT" --control "$CONTROL" --admin "${ADMIN:-127.0.0.1:0}" --status-interval-secs 1
     BROKER_PID=$LAST_PID
 }
 start_broker 0

@@ -11,7 +11,7 @@ FANOUT="tcp://127.0.0.1:$(free_port)"
 CONTROL="tcp://127.0.0.1:$(free_port)"
 
 start broker "$BIN/orderly-broker" run --data-dir "$WORK/data" --journal-segment-bytes "$SEGMENT_BYTES" \
-    --intake "$INTAKE" --fanout "$FANOUT" --control "$CONTROL" --status-interval-secs 2
+    --intake "$INTAKE" --fanout "$FANOUT" --control "$CONTROL" --admin "${ADMIN:-127.0.0.1:0}" --status-interval-secs 2
 BROKER_PID=$LAST_PID
 for w in 1 2; do
     start "worker$w" "$BIN/orderly-worker" run --id "w$w" --fanout "$FANOUT" --control "$CONTROL" \

@@ -11,7 +11,7 @@ CONTROL="tcp://127.0.0.1:$(free_port)"
 python3 "$HELPERS/orders.py" "$ORDERS" 10 "$WORK/orders.jsonl" "$WORK/expected.json"
 
 start broker "$BIN/orderly-broker" run --data-dir "$WORK/data" \
-    --intake "$INTAKE" --fanout "$FANOUT" --control "$CONTROL" --status-interval-secs 1
+    --intake "$INTAKE" --fanout "$FANOUT" --control "$CONTROL" --admin "${ADMIN:-127.0.0.1:0}" --status-interval-secs 1
 for w in 1 2; do
     start "worker$w" "$BIN/orderly-worker" run --id "w$w" --fanout "$FANOUT" --control "$CONTROL" \
         --concurrency 4 --sink "$WORK/sink$w"
