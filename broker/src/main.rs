@@ -106,7 +106,7 @@ struct RunArgs {
     #[arg(long, env = "ORDERLY_BROKER_CONFIG", value_name = "FILE")]
     config: Option<PathBuf>,
 
-    /// Directory for the broker's state (the journal, once it exists).
+    /// Directory for the broker's state: its journal, in DIR/journal.
     #[arg(long, env = "ORDERLY_BROKER_DATA_DIR", value_name = "DIR", default_value = "orderly-data")]
     data_dir: PathBuf,
 
