@@ -54,7 +54,16 @@ impl Anchors {
                 entry.live += 1;
                 entry.anchored += 1;
             }
-            Event::Dropped { key, .. } | Event::Acked { key } => self.resolve(key),
+            // An acknowledged order stays live where its Acked record is,
+            // until its key leaves the dedup window (Forgotten).
+            Event::Acked { key } => {
+                self.resolve(key);
+                self.by_key.insert(key.clone(), segment);
+                let entry = self.segments.entry(segment).or_default();
+                entry.live += 1;
+                entry.anchored += 1;
+            }
+            Event::Dropped { key, .. } | Event::Forgotten { key } => self.resolve(key),
             _ => {
                 self.segments.entry(segment).or_default();
             }
@@ -120,6 +129,12 @@ mod tests {
         assert_eq!(a.plan(1, 50), Plan::CopyForward(vec![key("c")]));
         a.observe(&Event::Acked { key: key("c") }, 2);
         assert_eq!(a.plan(1, 50), Plan::Remove);
+        // Acknowledged keys stay live (dedup window) where their Acked is.
+        assert_eq!(a.segment(2).live, 3);
+        for k in ["a", "b", "c"] {
+            a.observe(&Event::Forgotten { key: key(k) }, 3);
+        }
+        assert_eq!(a.plan(2, 50), Plan::Remove);
     }
 
     #[test]

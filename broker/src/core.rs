@@ -44,6 +44,11 @@ pub struct CoreConfig {
     /// An order in flight this long without an ack (and not listed in the
     /// worker's heartbeats meanwhile) is taken back and redelivered.
     pub ack_timeout_ms: u64,
+    /// How long the key of an acknowledged order is remembered, so that a
+    /// resend is confirmed again instead of processed twice.
+    pub dedup_window_ms: u64,
+    /// Keys remembered at most; past it the oldest are forgotten early.
+    pub dedup_keys_max: usize,
 }
 
 impl CoreConfig {
@@ -58,6 +63,8 @@ impl CoreConfig {
             pending_bytes_max: limits::PENDING_BYTES_MAX_DEFAULT,
             partial_age_max_ms: limits::PARTIAL_AGE_MAX_MS_DEFAULT,
             ack_timeout_ms: limits::ACK_TIMEOUT_MS_DEFAULT,
+            dedup_window_ms: limits::DEDUP_WINDOW_MS_DEFAULT,
+            dedup_keys_max: limits::DEDUP_KEYS_MAX_DEFAULT,
         }
     }
 
@@ -92,13 +99,25 @@ pub enum Event {
     Restored { key: OrderKey, snapshot: Snapshot },
     /// An operator sent a dead letter back to the queue with fresh attempts.
     Revived { key: OrderKey },
+    /// An acknowledged order's key left the dedup window.
+    Forgotten { key: OrderKey },
 }
 
 /// One live order, as compaction copies it forward.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub enum Snapshot {
-    Partial { items: Vec<(u32, ByteBuf)> },
-    Sealed { items: Vec<ByteBuf>, attempts: u32, dead: Option<String> },
+    Partial {
+        items: Vec<(u32, ByteBuf)>,
+    },
+    Sealed {
+        items: Vec<ByteBuf>,
+        attempts: u32,
+        dead: Option<String>,
+    },
+    /// Acknowledged at `at_ms`; remembered for the dedup window.
+    Acked {
+        at_ms: Millis,
+    },
 }
 
 /// A message the broker wants published on its fanout socket.
@@ -125,6 +144,9 @@ pub struct Counters {
     pub workers_refused: u64,
     pub ack_timeouts: u64,
     pub orders_revived: u64,
+    /// Finishes of orders already sealed or recently acknowledged
+    /// (resends), confirmed again without a second order.
+    pub orders_deduplicated: u64,
 }
 
 /// A dead-lettered order, for operators.
@@ -217,6 +239,10 @@ pub struct Core {
     config: CoreConfig,
     partials: BTreeMap<OrderKey, Partial>,
     orders: HashMap<OrderKey, Order>,
+    /// Keys of acknowledged orders still in the dedup window, with when.
+    recent: HashMap<OrderKey, Millis>,
+    /// `recent` in acknowledgement order, for expiry; may hold stale pairs.
+    recent_order: VecDeque<(Millis, OrderKey)>,
     /// Dispatch queue; may hold stale keys (acked while pending), skipped.
     pending: VecDeque<OrderKey>,
     pending_len: usize,
@@ -244,6 +270,8 @@ impl Core {
             config,
             partials: BTreeMap::new(),
             orders: HashMap::new(),
+            recent: HashMap::new(),
+            recent_order: VecDeque::new(),
             pending: VecDeque::new(),
             pending_len: 0,
             in_flight_len: 0,
@@ -338,8 +366,9 @@ impl Core {
     }
 
     fn on_begin(&mut self, key: OrderKey, now_ms: Millis) {
-        // A resent Begin for an order we hold is a no-op: resends fill gaps.
-        if self.partials.contains_key(&key) || self.orders.contains_key(&key) {
+        // A resent Begin for an order we hold (or recently finished) is a
+        // no-op: resends fill gaps and are never processed twice.
+        if self.partials.contains_key(&key) || self.orders.contains_key(&key) || self.recent.contains_key(&key) {
             return;
         }
         if self.partials.len() >= self.config.partial_orders_max {
@@ -352,7 +381,7 @@ impl Core {
 
     fn on_item(&mut self, key: OrderKey, seq: u32, data: ByteBuf) {
         let Some(partial) = self.partials.get(&key) else {
-            if self.orders.contains_key(&key) {
+            if self.orders.contains_key(&key) || self.recent.contains_key(&key) {
                 self.counters.duplicate_items += 1; // a resend of a sealed order
             } else {
                 self.counters.orphan_items += 1; // no Begin, or already rejected
@@ -374,7 +403,8 @@ impl Core {
 
     fn on_finish(&mut self, key: OrderKey, count: u32) {
         let Some(partial) = self.partials.get(&key) else {
-            if self.orders.contains_key(&key) {
+            if self.orders.contains_key(&key) || self.recent.contains_key(&key) {
+                self.counters.orders_deduplicated += 1;
                 self.confirm(&key); // a resent order: confirm again
             } else {
                 self.reject(&key, RejectReason::UnknownOrder);
@@ -585,6 +615,7 @@ impl Core {
         }
         if now_ms >= self.partial_sweep_due_ms {
             self.partial_sweep_due_ms = now_ms + self.config.heartbeat_interval_ms;
+            self.sweep_recent(now_ms);
             let age_max = self.config.partial_age_max_ms;
             let expired: Vec<(OrderKey, u64)> = self
                 .partials
@@ -640,7 +671,9 @@ impl Core {
     /// The event that recreates `key`'s current state, for compaction;
     /// `None` when the order is resolved (acked or dropped).
     pub fn snapshot(&self, key: &OrderKey) -> Option<Event> {
-        let snapshot = if let Some(p) = self.partials.get(key) {
+        let snapshot = if let Some(&at_ms) = self.recent.get(key) {
+            Snapshot::Acked { at_ms }
+        } else if let Some(p) = self.partials.get(key) {
             Snapshot::Partial { items: p.items.iter().map(|(s, d)| (*s, d.clone())).collect() }
         } else {
             let order = self.orders.get(key)?;
@@ -726,6 +759,39 @@ impl Core {
         self.pump();
     }
 
+    fn remember(&mut self, key: &OrderKey, at_ms: Millis) {
+        self.recent.insert(key.clone(), at_ms);
+        self.recent_order.push_back((at_ms, key.clone()));
+    }
+
+    /// Records `Forgotten` for keys past the dedup window (or beyond the
+    /// key bound, oldest first).
+    fn sweep_recent(&mut self, now_ms: Millis) {
+        while let Some((at_ms, key)) = self.recent_order.front() {
+            let current = self.recent.get(key) == Some(at_ms);
+            let expired = now_ms.saturating_sub(*at_ms) >= self.config.dedup_window_ms;
+            let over = self.recent.len() > self.config.dedup_keys_max;
+            if current && !(expired || over) {
+                break;
+            }
+            let (_, key) = self.recent_order.pop_front().expect("front exists");
+            if current {
+                self.record(Event::Forgotten { key });
+            }
+        }
+    }
+
+    /// Sets the clock before a replay, so replayed acknowledgements start
+    /// their dedup window at recovery time.
+    pub fn start_replay(&mut self, now_ms: Millis) {
+        self.now_ms = now_ms;
+    }
+
+    /// Keys in the dedup window.
+    pub fn remembered_keys(&self) -> usize {
+        self.recent.len()
+    }
+
     /// Forgets all there is about `key` (for [`Event::Restored`]).
     fn forget(&mut self, key: &OrderKey) {
         if let Some(p) = self.partials.remove(key) {
@@ -739,7 +805,9 @@ impl Core {
 
     fn restore(&mut self, key: &OrderKey, snapshot: &Snapshot) {
         self.forget(key);
+        self.recent.remove(key);
         match snapshot {
+            Snapshot::Acked { at_ms } => self.remember(key, *at_ms),
             Snapshot::Partial { items } => {
                 let bytes: u64 = items.iter().map(|(_, d)| d.len() as u64).sum();
                 self.held_bytes += bytes;
@@ -830,10 +898,18 @@ impl Core {
                 }
             }
             Event::Acked { key } => {
+                // Remembered even when the order itself is unknown: on replay
+                // its earlier records may be compacted away. The time is the
+                // input's (at replay: the recovery's, so a window restarts in
+                // full after a restart — never shorter).
+                self.remember(key, self.now_ms);
                 let Some(order) = self.orders.remove(key) else { return };
                 self.leave_state(key, &order.state);
                 self.held_bytes -= order.bytes;
                 self.counters.orders_acked += 1;
+            }
+            Event::Forgotten { key } => {
+                self.recent.remove(key);
             }
             Event::Requeued { key, .. } => {
                 let Some(order) = self.orders.get_mut(key) else { return };

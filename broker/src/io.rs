@@ -121,10 +121,12 @@ pub fn recover(
     data_dir: &Path,
     options: orderly_journal::Options,
     core_config: CoreConfig,
+    now_ms: Millis,
 ) -> Result<(Journal, Core, Anchors), BrokerError> {
     let (journal, recovery) =
         Journal::open(&journal_dir(data_dir), options).map_err(|e| BrokerError::from_open(data_dir, e))?;
     let mut core = Core::new(core_config);
+    core.start_replay(now_ms);
     let mut anchors = Anchors::default();
     journal
         .replay(|seq, segment, body| {
@@ -223,8 +225,9 @@ pub fn run(config: BrokerConfig, shutdown: Arc<AtomicBool>) -> Result<Summary, B
     std::fs::create_dir_all(&config.data_dir)
         .map_err(|source| BrokerError::DataDir { path: config.data_dir.clone(), source })?;
     let started = Instant::now();
-    let (journal, mut core, anchors) = recover(&config.data_dir, config.journal.clone(), config.core.clone())?;
-    core.finish_recovery(0);
+    let (journal, mut core, anchors) =
+        recover(&config.data_dir, config.journal.clone(), config.core.clone(), wall_clock_ms())?;
+    core.finish_recovery(wall_clock_ms());
     let status = core.status();
     info!(
         records = journal.next_seq() - 1, segments = journal.segments().len(),
@@ -249,22 +252,18 @@ pub fn run(config: BrokerConfig, shutdown: Arc<AtomicBool>) -> Result<Summary, B
     );
     let mut broker = Loop {
         core,
-        journal,
-        anchors,
+        recorder: Recorder { log: journal, anchors, bytes_written: 0 },
         admin,
         sockets,
-        started,
         intake_errors: DecodeErrors::new("intake"),
         control_errors: DecodeErrors::new("control"),
         status_due_ms: config.status_interval_ms,
         status_interval_ms: config.status_interval_ms,
-        events_total: 0,
-        journal_bytes_written: 0,
     };
     while !shutdown.load(Ordering::Relaxed) {
         broker.turn()?;
     }
-    broker.journal.sync().map_err(journal_err("final fsync"))?;
+    broker.recorder.log.sync().map_err(journal_err("final fsync"))?;
     drop(admin_server);
     // The current batch is finished (turn() returned); publish nothing new.
     let summary = broker.summary();
@@ -274,22 +273,18 @@ pub fn run(config: BrokerConfig, shutdown: Arc<AtomicBool>) -> Result<Summary, B
 
 struct Loop {
     core: Core,
-    journal: Journal,
-    anchors: Anchors,
+    recorder: Recorder<Journal>,
     admin: Option<Receiver<AdminRequest>>,
     sockets: Sockets,
-    started: Instant,
     intake_errors: DecodeErrors,
     control_errors: DecodeErrors,
     status_due_ms: Millis,
     status_interval_ms: u64,
-    events_total: u64,
-    journal_bytes_written: u64,
 }
 
 impl Loop {
     fn now_ms(&self) -> Millis {
-        self.started.elapsed().as_millis() as Millis
+        wall_clock_ms()
     }
 
     /// One turn: wait for input or the next deadline, drain a batch, feed
@@ -315,8 +310,12 @@ impl Loop {
         if now >= self.core.poll_timeout() {
             self.core.handle_timeout(now);
         }
-        self.record_events()?;
-        self.publish()?;
+        let fanout = &self.sockets.fanout;
+        persist_then_publish(&mut self.core, &mut self.recorder, |out| {
+            // PUB never blocks; at the high-water mark it drops, which the
+            // protocol tolerates (welcomes repeat, orders are redelivered).
+            fanout.send_multipart([out.topic.as_slice(), out.body.as_slice()], 0).map_err(zmq_err("publishing"))
+        })?;
         self.compact()?;
         if now >= self.status_due_ms {
             self.status_due_ms = now + self.status_interval_ms;
@@ -329,8 +328,8 @@ impl Loop {
                 workers = status.workers.len(),
                 sealed = status.counters.orders_sealed,
                 acked = status.counters.orders_acked,
-                journal_segments = self.journal.segments().len(),
-                journal_bytes_written = self.journal_bytes_written,
+                journal_segments = self.recorder.log.segments().len(),
+                journal_bytes_written = self.recorder.bytes_written,
                 "status"
             );
         }
@@ -346,9 +345,9 @@ impl Loop {
                 Query::Status => {
                     let body = StatusReport {
                         status: self.core.status(),
-                        journal_segments: self.journal.segments().len(),
-                        journal_bytes: self.journal.segments().iter().map(|s| s.bytes).sum(),
-                        journal_bytes_written: self.journal_bytes_written,
+                        journal_segments: self.recorder.log.segments().len(),
+                        journal_bytes: self.recorder.log.segments().iter().map(|s| s.bytes).sum(),
+                        journal_bytes_written: self.recorder.bytes_written,
                         decode_errors_intake: self.intake_errors.total,
                         decode_errors_control: self.control_errors.total,
                     };
@@ -375,7 +374,7 @@ impl Loop {
             ("orderly_dead_letters", status.dead_letters as u64),
             ("orderly_held_bytes", status.held_bytes),
             ("orderly_workers", status.workers.len() as u64),
-            ("orderly_journal_segments", self.journal.segments().len() as u64),
+            ("orderly_journal_segments", self.recorder.log.segments().len() as u64),
         ];
         let counters = [
             ("orderly_orders_sealed_total", c.orders_sealed),
@@ -386,7 +385,7 @@ impl Loop {
             ("orderly_redeliveries_total", c.redeliveries),
             ("orderly_ack_timeouts_total", c.ack_timeouts),
             ("orderly_workers_expired_total", c.workers_expired),
-            ("orderly_journal_bytes_written_total", self.journal_bytes_written),
+            ("orderly_journal_bytes_written_total", self.recorder.bytes_written),
             ("orderly_decode_errors_intake_total", self.intake_errors.total),
             ("orderly_decode_errors_control_total", self.control_errors.total),
         ];
@@ -427,82 +426,32 @@ impl Loop {
         Ok(())
     }
 
-    /// Group commit: every event of the turn is appended, then written with
-    /// one write and (policy `always`) one fsync, before anything the core
-    /// promised is published. A failed commit stops the broker: the
-    /// journal's state is unknown, and a restart recovers what is durable
-    /// (nothing unrecorded was promised).
-    fn record_events(&mut self) -> Result<(), BrokerError> {
-        let mut appended = false;
-        while let Some(event) = self.core.poll_event() {
-            self.append(&event)?;
-            appended = true;
-            self.events_total += 1;
-        }
-        if appended {
-            self.commit()?;
-        }
-        Ok(())
-    }
-
-    fn commit(&mut self) -> Result<(), BrokerError> {
-        let info = self.journal.commit().map_err(journal_err("commit"))?;
-        self.journal_bytes_written += info.bytes;
-        Ok(())
-    }
-
-    fn append(&mut self, event: &Event) -> Result<(), BrokerError> {
-        let body = encode_event(event);
-        let (_, segment) = match self.journal.append(&body) {
-            Err(JournalError::BatchFull { .. }) => {
-                // A huge turn: commit what is buffered and go on.
-                self.commit()?;
-                self.journal.append(&body).map_err(journal_err("append"))?
-            }
-            other => other.map_err(journal_err("append"))?,
-        };
-        self.anchors.observe(event, segment);
-        Ok(())
-    }
-
     /// Removes the oldest segments whose orders are all resolved, first
     /// copying forward the few live ones of a mostly dead segment. Oldest
     /// first only: see `compaction`.
     fn compact(&mut self) -> Result<(), BrokerError> {
-        while self.journal.segments().len() >= 2 {
-            let oldest = self.journal.segments()[0].id;
-            match self.anchors.plan(oldest, COMPACTION_LIVE_PERCENT_MAX) {
+        while self.recorder.log.segments().len() >= 2 {
+            let oldest = self.recorder.log.segments()[0].id;
+            match self.recorder.anchors.plan(oldest, COMPACTION_LIVE_PERCENT_MAX) {
                 Plan::Keep => break,
                 Plan::Remove => {}
                 Plan::CopyForward(keys) => {
                     let copied = keys.len();
                     for key in keys {
                         if let Some(event) = self.core.snapshot(&key) {
-                            self.append(&event)?;
+                            self.recorder.append(&event)?;
                         }
                     }
-                    self.commit()?;
+                    self.recorder.commit()?;
                     // The copies must be durable before the originals go,
                     // whatever the fsync policy.
-                    self.journal.sync().map_err(journal_err("fsync"))?;
+                    self.recorder.log.sync().map_err(journal_err("fsync"))?;
                     info!(segment = oldest, orders = copied, "journal: copied live orders forward");
                 }
             }
-            let removed = self.journal.remove_oldest_segment(oldest).map_err(journal_err("segment removal"))?;
-            self.anchors.forget_segment(oldest);
+            let removed = self.recorder.log.remove_oldest_segment(oldest).map_err(journal_err("segment removal"))?;
+            self.recorder.anchors.forget_segment(oldest);
             info!(segment = oldest, bytes = removed.bytes, "journal: removed a resolved segment");
-        }
-        Ok(())
-    }
-
-    fn publish(&mut self) -> Result<(), BrokerError> {
-        while let Some(out) = self.core.poll_outbound() {
-            // PUB never blocks; at the high-water mark it drops, which the
-            // protocol tolerates (welcomes repeat, orders are redelivered).
-            self.sockets
-                .fanout
-                .send_multipart([out.topic.as_slice(), out.body.as_slice()], 0)
-                .map_err(zmq_err("publishing"))?;
         }
         Ok(())
     }
@@ -512,10 +461,92 @@ impl Loop {
             counters: self.core.counters().clone(),
             decode_errors_intake: self.intake_errors.total,
             decode_errors_control: self.control_errors.total,
-            journal_bytes_written: self.journal_bytes_written,
-            journal_bytes_on_disk: self.journal.segments().iter().map(|s| s.bytes).sum(),
+            journal_bytes_written: self.recorder.bytes_written,
+            journal_bytes_on_disk: self.recorder.log.segments().iter().map(|s| s.bytes).sum(),
         }
     }
+}
+
+/// Milliseconds since the Unix epoch: the core's clock. Wall-clock time, so
+/// that times in the journal (partial orders' ages, the dedup window) mean
+/// the same after a restart. A clock stepped backwards only delays
+/// timeouts; one stepped forwards can expire workers early (their orders
+/// are redelivered: duplicates, never loss).
+pub fn wall_clock_ms() -> Millis {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_millis() as Millis)
+}
+
+/// Where events go: the journal, or a double in tests.
+pub trait EventLog {
+    /// Buffers one record; returns (seq, segment id).
+    fn append(&mut self, body: &[u8]) -> Result<(u64, u64), JournalError>;
+    /// Writes (and per policy fsyncs) everything buffered.
+    fn commit(&mut self) -> Result<orderly_journal::CommitInfo, JournalError>;
+}
+
+impl EventLog for Journal {
+    fn append(&mut self, body: &[u8]) -> Result<(u64, u64), JournalError> {
+        Journal::append(self, body)
+    }
+
+    fn commit(&mut self) -> Result<orderly_journal::CommitInfo, JournalError> {
+        Journal::commit(self)
+    }
+}
+
+/// The journal side of the loop: the log, the compaction anchors, and how
+/// much was written.
+pub struct Recorder<L> {
+    pub log: L,
+    pub anchors: Anchors,
+    pub bytes_written: u64,
+}
+
+impl<L: EventLog> Recorder<L> {
+    fn append(&mut self, event: &Event) -> Result<(), BrokerError> {
+        let body = encode_event(event);
+        let (_, segment) = match self.log.append(&body) {
+            Err(JournalError::BatchFull { .. }) => {
+                // A huge turn: commit what is buffered and go on.
+                self.commit()?;
+                self.log.append(&body).map_err(journal_err("append"))?
+            }
+            other => other.map_err(journal_err("append"))?,
+        };
+        self.anchors.observe(event, segment);
+        Ok(())
+    }
+
+    fn commit(&mut self) -> Result<(), BrokerError> {
+        let info = self.log.commit().map_err(journal_err("commit"))?;
+        self.bytes_written += info.bytes;
+        Ok(())
+    }
+}
+
+/// The end of every turn. Group commit: every event of the turn is
+/// appended, then written with one write and (policy `always`) one fsync,
+/// and only then is anything the core promised published — so a confirm
+/// never precedes the fsync of its records. A failed commit stops the
+/// broker: the journal's state is unknown, and a restart recovers what is
+/// durable (nothing unrecorded was promised).
+pub fn persist_then_publish<L: EventLog>(
+    core: &mut Core,
+    recorder: &mut Recorder<L>,
+    mut publish: impl FnMut(&crate::core::Outbound) -> Result<(), BrokerError>,
+) -> Result<(), BrokerError> {
+    let mut appended = false;
+    while let Some(event) = core.poll_event() {
+        recorder.append(&event)?;
+        appended = true;
+    }
+    if appended {
+        recorder.commit()?;
+    }
+    while let Some(out) = core.poll_outbound() {
+        publish(&out)?;
+    }
+    Ok(())
 }
 
 /// Receives one whole message without blocking; `None` when none waits.

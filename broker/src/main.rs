@@ -184,6 +184,20 @@ struct RunArgs {
           default_value_t = limits::ACK_TIMEOUT_MS_DEFAULT, value_parser = clap::value_parser!(u64).range(100..))]
     ack_timeout_ms: u64,
 
+    /// Milliseconds the key (producer id, order id) of an acknowledged order
+    /// is remembered: a resend within the window is confirmed again and not
+    /// processed twice. Kept in the journal, so it survives restarts (and
+    /// restarts in full after one).
+    #[arg(long, env = "ORDERLY_BROKER_DEDUP_WINDOW_MS", value_name = "MS",
+          default_value_t = limits::DEDUP_WINDOW_MS_DEFAULT)]
+    dedup_window_ms: u64,
+
+    /// Keys remembered at most (about 100 bytes of memory each); past it the
+    /// oldest leave the window early.
+    #[arg(long, env = "ORDERLY_BROKER_DEDUP_KEYS_MAX", value_name = "N",
+          default_value_t = limits::DEDUP_KEYS_MAX_DEFAULT)]
+    dedup_keys_max: usize,
+
     /// Admin HTTP endpoint (GET /status, /dlq, /metrics; POST /dlq/retry).
     /// Keep it on loopback: it has no authentication. `off` disables it.
     #[arg(long, env = "ORDERLY_BROKER_ADMIN", value_name = "ADDR", default_value = "127.0.0.1:5573",
@@ -256,6 +270,8 @@ fn run() -> anyhow::Result<ExitCode> {
             pending_bytes_max: args.pending_bytes_max,
             partial_age_max_ms: args.partial_age_max_ms,
             ack_timeout_ms: args.ack_timeout_ms,
+            dedup_window_ms: args.dedup_window_ms,
+            dedup_keys_max: args.dedup_keys_max,
         },
         admin: args.admin.0,
         status_interval_ms: args.status_interval_secs.max(1) * 1000,

@@ -81,6 +81,7 @@ pub fn repair(data_dir: &Path) -> anyhow::Result<ExitCode> {
 pub fn inspect(data_dir: &Path) -> anyhow::Result<ExitCode> {
     let dir = journal_dir(data_dir);
     let mut core = Core::new(CoreConfig::with_incarnation(0));
+    core.start_replay(crate::io::wall_clock_ms());
     let mut records = 0u64;
     let outcome = orderly_journal::read_records(&dir, RECORD_BYTES_MAX, |seq, _segment, body| {
         records += 1;
@@ -100,6 +101,7 @@ pub fn inspect(data_dir: &Path) -> anyhow::Result<ExitCode> {
     println!("in-flight orders:    {}", status.in_flight_orders);
     println!("acknowledged orders: {} (in the retained segments)", status.counters.orders_acked);
     println!("dead-lettered:       {}", status.dead_letters);
+    println!("dedup keys:          {} (acknowledged orders in the dedup window)", core.remembered_keys());
     println!("item bytes held:     {}", status.held_bytes);
     if let Some(problem) = &outcome.problem {
         println!("stopped at {} offset {}: {}", problem.file.display(), problem.offset, problem.description);

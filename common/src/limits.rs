@@ -53,6 +53,11 @@ pub const MAX_ATTEMPTS_DEFAULT: u32 = 5;
 /// Default time an order may stay in flight without an ack (or a heartbeat
 /// listing it) before it is redelivered.
 pub const ACK_TIMEOUT_MS_DEFAULT: u64 = 30_000;
+/// Default time the key of an acknowledged order is remembered, so that a
+/// resend is confirmed again rather than processed twice.
+pub const DEDUP_WINDOW_MS_DEFAULT: u64 = 10 * 60 * 1000;
+/// Default bound on remembered keys (about 100 bytes each).
+pub const DEDUP_KEYS_MAX_DEFAULT: usize = 1_000_000;
 /// Default heartbeat interval, both directions.
 pub const HEARTBEAT_INTERVAL_MS_DEFAULT: u64 = 1000;
 /// Default heartbeats missed before a peer is declared dead.

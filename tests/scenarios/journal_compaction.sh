@@ -10,7 +10,10 @@ INTAKE="tcp://127.0.0.1:$(free_port)"
 FANOUT="tcp://127.0.0.1:$(free_port)"
 CONTROL="tcp://127.0.0.1:$(free_port)"
 
+# A short dedup window: acknowledged keys (kept for the window) leave the
+# journal soon after the run.
 start broker "$BIN/orderly-broker" run --data-dir "$WORK/data" --journal-segment-bytes "$SEGMENT_BYTES" \
+    --dedup-window-ms 1000 \
     --intake "$INTAKE" --fanout "$FANOUT" --control "$CONTROL" --admin "${ADMIN:-127.0.0.1:0}" --status-interval-secs 2
 BROKER_PID=$LAST_PID
 for w in 1 2; do
@@ -25,6 +28,8 @@ cat "$WORK/bench.log" | tail -n 1
 all_acked() { "$BIN/orderly-broker" journal inspect --data-dir "$WORK/data" >"$WORK/inspect.txt" 2>&1 &&
     grep -q "^pending orders: *0$" "$WORK/inspect.txt" && grep -q "^in-flight orders: *0$" "$WORK/inspect.txt"; }
 wait_for 120 "every order acknowledged" all_acked || { cat "$WORK/inspect.txt"; fail "orders left"; }
+keys_forgotten() { "$BIN/orderly-broker" journal inspect --data-dir "$WORK/data" 2>/dev/null | grep -q "^dedup keys: *0 "; }
+wait_for 30 "the dedup window to pass" keys_forgotten
 kill -TERM "$BROKER_PID"
 wait "$BROKER_PID" || fail "broker exited non-zero on SIGTERM"
 line=$(grep "shut down cleanly" "$WORK/broker.log") || fail "no shutdown summary"

@@ -388,3 +388,44 @@ fn a_draining_worker_gets_nothing_new() {
     assert!(dispatches(&out).is_empty());
     assert_eq!(core.status().pending_orders, 1);
 }
+
+#[test]
+fn a_resend_after_the_ack_is_confirmed_again_not_processed_twice() {
+    let mut core = core();
+    ready_worker(&mut core, "w1", 1, 0);
+    send_order(&mut core, "o", 2);
+    let ack = ControlMsg::Ack(Ack { worker: "w1".into(), incarnation: 1, order: OrderKey::new("p", "o"), attempt: 1 });
+    core.handle_control(ack, 10);
+    drain(&mut core);
+    for _ in 0..2 {
+        send_order(&mut core, "o", 2);
+    }
+    let (events, out) = drain(&mut core);
+    assert!(!events.iter().any(|e| matches!(e, Event::Begun { .. } | Event::Sealed { .. })), "{events:?}");
+    assert_eq!(out.iter().filter(|(_, m)| matches!(m, FanoutMsg::Confirm(_))).count(), 2);
+    assert!(dispatches(&out).is_empty());
+    assert_eq!(core.counters().orders_deduplicated, 2);
+}
+
+#[test]
+fn keys_leave_the_dedup_window_and_survive_replay_until_then() {
+    let config = CoreConfig { dedup_window_ms: 5_000, ..CoreConfig::with_incarnation(1) };
+    let mut core = Core::new(config.clone());
+    ready_worker(&mut core, "w1", 1, 0);
+    send_order(&mut core, "o", 1);
+    let ack = ControlMsg::Ack(Ack { worker: "w1".into(), incarnation: 1, order: OrderKey::new("p", "o"), attempt: 1 });
+    core.handle_control(ack, 10);
+    let (journal, _) = drain(&mut core);
+    // Replayed, the key is still remembered.
+    let mut replayed = Core::new(config);
+    replayed.start_replay(1_000);
+    journal.iter().for_each(|e| replayed.apply(e));
+    assert_eq!(replayed.remembered_keys(), 1);
+    // Past the window it is forgotten (recorded), and a resend is new work.
+    core.handle_timeout(10_000);
+    let (events, _) = drain(&mut core);
+    assert!(events.contains(&Event::Forgotten { key: OrderKey::new("p", "o") }));
+    send_order(&mut core, "o", 1);
+    let (events, _) = drain(&mut core);
+    assert!(events.iter().any(|e| matches!(e, Event::Sealed { .. })));
+}
