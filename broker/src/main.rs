@@ -38,7 +38,7 @@ flags win over the environment, which wins over the file.";
 #[derive(Subcommand, Debug)]
 enum Command {
     /// Run the broker until SIGTERM or SIGINT.
-    Run(RunArgs),
+    Run(Box<RunArgs>),
     /// Check, repair or summarize the journal of a data directory.
     #[command(subcommand)]
     Journal(JournalCommand),
@@ -237,7 +237,7 @@ fn parse_cli() -> anyhow::Result<Cli> {
 fn run() -> anyhow::Result<ExitCode> {
     let cli = parse_cli()?;
     let args = match cli.command {
-        Command::Run(args) => args,
+        Command::Run(args) => *args,
         Command::Journal(command) => {
             init_logging("warn");
             return journal_command(command);

@@ -1,0 +1,1062 @@
+//! One simulated run: the broker core, its peers and the network between
+//! them, driven by a virtual clock from one seed. See `simulation.rs`.
+
+pub mod model;
+pub mod peers;
+pub mod rng;
+
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
+
+use orderly_broker::core::{Core, CoreConfig, Event, Millis, Outbound};
+use orderly_common::protocol::{ControlMsg, FanoutMsg, IntakeMsg};
+use orderly_common::OrderKey;
+
+use model::{item_data, Kind, Model, OrderModel};
+use peers::{Life, SimProducer, SimWorker, HEARTBEAT_INTERVAL_MS, HEARTBEAT_LIVENESS};
+use rng::Rng;
+
+/// Virtual time the calm phase may take to settle everything.
+const SETTLE_MS_MAX: Millis = 10 * 60 * 1000;
+/// Steps in one run; far above what any run needs (a runaway guard).
+const STEPS_MAX: u64 = 2_000_000;
+/// Steps at one instant before the run counts as a livelock.
+const SAME_INSTANT_STEPS_MAX: u64 = 100_000;
+/// Trace lines kept for a failure report.
+const TRACE_LINES: usize = 30;
+/// Steps between checks of every order (touched orders are checked always);
+/// a power of two.
+const FULL_CHECK_EVERY: u64 = 256;
+
+/// Probabilities and delays of one direction of traffic.
+#[derive(Debug, Clone, Copy)]
+pub struct NetFaults {
+    pub drop: f64,
+    pub duplicate: f64,
+    pub delay_ms_max: u64,
+    /// Chance of a long delay (up to `long_delay_ms_max`), past the
+    /// broker's two-interval reconcile grace at the top.
+    pub long_delay: f64,
+    pub long_delay_ms_max: u64,
+}
+
+const CALM: NetFaults = NetFaults { drop: 0.0, duplicate: 0.0, delay_ms_max: 5, long_delay: 0.0, long_delay_ms_max: 0 };
+
+/// Faults the chaos schedule picks from.
+#[derive(Debug, Clone, Copy)]
+enum Chaos {
+    CrashBroker,
+    Compact,
+    KillWorker,
+    FreezeWorker,
+    StickWorker,
+    DrainWorker,
+    /// An operator sends dead letters back to the queue.
+    Revive,
+}
+
+const CHAOS: [Chaos; 7] = [
+    Chaos::CrashBroker,
+    Chaos::Compact,
+    Chaos::KillWorker,
+    Chaos::FreezeWorker,
+    Chaos::StickWorker,
+    Chaos::DrainWorker,
+    Chaos::Revive,
+];
+
+/// Everything a seed decides up front.
+#[derive(Debug)]
+pub struct Params {
+    pub max_attempts: u32,
+    pub workers: usize,
+    pub producers: usize,
+    pub orders: usize,
+    pub fault_phase_ms: u64,
+    pub control: NetFaults,
+    pub fanout: NetFaults,
+    pub intake_delay_ms_max: u64,
+    /// Chance that a packet in transit is lost when the broker crashes.
+    pub crash_loss: f64,
+    pub processing_ms_max: u64,
+    /// Chance a worker nacks (retry) a normal order.
+    pub nack: f64,
+    pub chaos_gap_ms: (u64, u64),
+    pub chaos_weights: [u64; 7],
+    pub pending_orders_max: Option<usize>,
+    /// Short on some seeds, which then also send abandoned orders (with the
+    /// default of 10 minutes they would outlast the settle phase). Never
+    /// with a pending bound: an order held up by closed intake may expire.
+    pub partial_age_max_ms: Option<u64>,
+    /// Short on some seeds (then it expires now and then between two
+    /// heartbeats that would have extended it).
+    pub ack_timeout_ms: Option<u64>,
+}
+
+impl Params {
+    fn generate(rng: &mut Rng) -> Self {
+        let faults = |rng: &mut Rng| {
+            let clean = rng.chance(0.2);
+            NetFaults {
+                drop: if clean { 0.0 } else { rng.unit() * 0.05 },
+                duplicate: if clean { 0.0 } else { rng.unit() * 0.05 },
+                delay_ms_max: [1, 20, 100, 400][rng.below(4) as usize],
+                long_delay: if rng.chance(0.3) { 0.01 } else { 0.0 },
+                long_delay_ms_max: 2_500,
+            }
+        };
+        let control = faults(rng);
+        let fanout = faults(rng);
+        let chaos_mean_ms = [1_000, 3_000, 10_000][rng.below(3) as usize];
+        let pending_orders_max = if rng.chance(0.2) { Some(rng.range(2, 8) as usize) } else { None };
+        let mut chaos_weights = [0; 7];
+        for w in &mut chaos_weights {
+            *w = rng.below(4);
+        }
+        Params {
+            max_attempts: if rng.chance(0.5) { 3 } else { 5 },
+            workers: rng.range(2, 4) as usize,
+            producers: rng.range(1, 3) as usize,
+            orders: rng.range(20, 150) as usize,
+            fault_phase_ms: rng.range(30_000, 150_000),
+            control,
+            fanout,
+            intake_delay_ms_max: rng.range(0, 50),
+            crash_loss: [0.0, 0.5, 1.0][rng.below(3) as usize],
+            processing_ms_max: [10, 200, 1_500, 4_000][rng.below(4) as usize],
+            nack: [0.0, 0.05, 0.2][rng.below(3) as usize],
+            chaos_gap_ms: (chaos_mean_ms / 4, chaos_mean_ms * 2),
+            chaos_weights,
+            pending_orders_max,
+            ack_timeout_ms: if rng.chance(0.5) { Some(rng.range(1_200, 6_000)) } else { None },
+            partial_age_max_ms: if pending_orders_max.is_none() && rng.chance(0.4) {
+                Some(rng.range(8_000, 30_000))
+            } else {
+                None
+            },
+        }
+    }
+}
+
+#[derive(Debug, Clone)]
+enum Packet {
+    /// An encoded control message from a worker.
+    Control {
+        from: usize,
+        body: Vec<u8>,
+    },
+    /// Fanout for one process of a worker.
+    ToWorker {
+        worker: usize,
+        generation: u64,
+        msg: FanoutMsg,
+    },
+    ToProducer {
+        producer: usize,
+        msg: FanoutMsg,
+    },
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+enum Action {
+    // Declared in priority order for actions due at the same instant.
+    CoreTimeout,
+    BrokerRestart,
+    Network,
+    Intake,
+    Worker(usize),
+    Producer(usize),
+    Chaos,
+    EndFaults,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Phase {
+    Faults,
+    Settle { deadline: Millis },
+}
+
+/// Counts for the report of one run.
+#[derive(Debug, Default)]
+pub struct Stats {
+    pub steps: u64,
+    pub end_ms: Millis,
+    pub broker_crashes: u32,
+    pub compactions: u32,
+    pub worker_kills: u32,
+    pub worker_freezes: u32,
+    pub worker_sticks: u32,
+    pub worker_drains: u32,
+    pub packets_dropped: u64,
+    pub packets_duplicated: u64,
+    pub packets_lost_in_crash: u64,
+    pub acked: u32,
+    pub dead_normal: u32,
+    pub dead_other: u32,
+    pub rejected: u32,
+    pub max_dispatches: u32,
+    pub recoveries_with_partials: u32,
+    pub recoveries_with_in_flight: u32,
+    pub requeues_nack: u32,
+    pub requeues_not_held: u32,
+    pub requeues_silent_worker: u32,
+    pub requeues_restarted_worker: u32,
+    pub requeues_bye: u32,
+    pub requeues_ack_timeout: u32,
+    pub revivals: u32,
+    pub dispatches_refused_by_workers: u64,
+}
+
+impl Stats {
+    /// Adds another run's counts (maxima for `end_ms`, `max_dispatches`).
+    pub fn absorb(&mut self, o: &Stats) {
+        self.steps += o.steps;
+        self.end_ms = self.end_ms.max(o.end_ms);
+        self.broker_crashes += o.broker_crashes;
+        self.compactions += o.compactions;
+        self.worker_kills += o.worker_kills;
+        self.worker_freezes += o.worker_freezes;
+        self.worker_sticks += o.worker_sticks;
+        self.worker_drains += o.worker_drains;
+        self.packets_dropped += o.packets_dropped;
+        self.packets_duplicated += o.packets_duplicated;
+        self.packets_lost_in_crash += o.packets_lost_in_crash;
+        self.acked += o.acked;
+        self.dead_normal += o.dead_normal;
+        self.dead_other += o.dead_other;
+        self.rejected += o.rejected;
+        self.max_dispatches = self.max_dispatches.max(o.max_dispatches);
+        self.recoveries_with_partials += o.recoveries_with_partials;
+        self.recoveries_with_in_flight += o.recoveries_with_in_flight;
+        self.requeues_nack += o.requeues_nack;
+        self.requeues_not_held += o.requeues_not_held;
+        self.requeues_silent_worker += o.requeues_silent_worker;
+        self.requeues_restarted_worker += o.requeues_restarted_worker;
+        self.requeues_bye += o.requeues_bye;
+        self.requeues_ack_timeout += o.requeues_ack_timeout;
+        self.revivals += o.revivals;
+        self.dispatches_refused_by_workers += o.dispatches_refused_by_workers;
+    }
+
+    /// Sorts a requeue by its reason (only for the report: the invariants
+    /// never read reason texts).
+    fn count_requeue(&mut self, reason: &str) {
+        let counter = if reason.contains("failed it") {
+            &mut self.requeues_nack
+        } else if reason.contains("does not hold") {
+            &mut self.requeues_not_held
+        } else if reason.contains("missed its heartbeats") {
+            &mut self.requeues_silent_worker
+        } else if reason.contains("restarted") {
+            &mut self.requeues_restarted_worker
+        } else if reason.contains("bye") {
+            &mut self.requeues_bye
+        } else if reason.contains("no ack") {
+            &mut self.requeues_ack_timeout
+        } else {
+            return;
+        };
+        *counter += 1;
+    }
+}
+
+pub struct Sim {
+    pub params: Params,
+    rng: Rng,
+    now: Millis,
+    steps: u64,
+    same_instant_steps: u64,
+    phase: Phase,
+    chaos_at: Millis,
+    core: Option<Core>,
+    broker_incarnation: u64,
+    restart_at: Millis,
+    /// Every event drained from the core (durable: fsync before publish),
+    /// compacted now and then; a restarted core replays it.
+    journal: Vec<Event>,
+    model: Model,
+    workers: Vec<SimWorker>,
+    producers: Vec<SimProducer>,
+    /// In transit, by (arrival, sequence): control and fanout traffic.
+    network: BTreeMap<(Millis, u64), Packet>,
+    /// In transit, by (arrival, sequence): intake, in order per producer.
+    intake: BTreeMap<(Millis, u64), IntakeMsg>,
+    intake_last_ms: Vec<Millis>,
+    packet_seq: u64,
+    control_faults: NetFaults,
+    fanout_faults: NetFaults,
+    touched: Vec<usize>,
+    check_all: bool,
+    trace: VecDeque<String>,
+    pub verbose: bool,
+    pub stats: Stats,
+}
+
+type Check = Result<(), String>;
+
+/// Formats first (the arguments may borrow the simulation), then logs.
+macro_rules! log {
+    ($sim:expr, $($fmt:tt)+) => {{
+        let line = format!($($fmt)+);
+        $sim.log(line);
+    }};
+}
+
+impl Sim {
+    pub fn new(seed: u64) -> Self {
+        let mut rng = Rng::new(seed);
+        let params = Params::generate(&mut rng);
+        let partial_age_max_ms =
+            params.partial_age_max_ms.unwrap_or(CoreConfig::with_incarnation(0).partial_age_max_ms);
+        let mut model = Model::new(params.max_attempts, partial_age_max_ms);
+        let mut producers: Vec<SimProducer> =
+            (0..params.producers).map(|p| SimProducer::new(format!("p{p}"), rng.range(0, 2_000))).collect();
+        for n in 0..params.orders {
+            let producer = rng.below(params.producers as u64) as usize;
+            let key = OrderKey::new(producers[producer].id.clone(), format!("o{n}"));
+            let kind = match rng.below(100) {
+                0..=4 => Kind::Gap,
+                5..=7 => Kind::Poison,
+                8..=9 => Kind::Refuse,
+                10..=12 if params.partial_age_max_ms.is_some() => Kind::Abandoned,
+                _ => Kind::Normal,
+            };
+            let (count, skip) = if kind == Kind::Gap {
+                let count = rng.range(1, 5) as u32;
+                (count, Some(rng.below(u64::from(count)) as u32))
+            } else {
+                (rng.range(0, 5) as u32, None)
+            };
+            let idx = model.add(OrderModel::new(key, kind, count, skip));
+            producers[producer].orders.push(idx);
+        }
+        let workers = (0..params.workers).map(|w| SimWorker::new(format!("w{w}"), rng.range(0, 1_500))).collect();
+        let chaos_at = rng.range(params.chaos_gap_ms.0, params.chaos_gap_ms.1);
+        let (control_faults, fanout_faults) = (params.control, params.fanout);
+        let mut sim = Sim {
+            rng,
+            now: 0,
+            steps: 0,
+            same_instant_steps: 0,
+            phase: Phase::Faults,
+            chaos_at,
+            core: None,
+            broker_incarnation: 0,
+            restart_at: 0,
+            journal: Vec::new(),
+            model,
+            workers,
+            intake_last_ms: vec![0; producers.len()],
+            producers,
+            network: BTreeMap::new(),
+            intake: BTreeMap::new(),
+            packet_seq: 0,
+            control_faults,
+            fanout_faults,
+            touched: Vec::new(),
+            check_all: false,
+            trace: VecDeque::new(),
+            verbose: false,
+            stats: Stats::default(),
+            params,
+        };
+        sim.start_broker();
+        sim
+    }
+
+    /// The last trace lines, oldest first.
+    pub fn trace(&self) -> impl Iterator<Item = &String> {
+        self.trace.iter()
+    }
+
+    pub fn step_count(&self) -> u64 {
+        self.steps
+    }
+
+    fn log(&mut self, line: String) {
+        let line = format!("{:>7}ms #{:<6} {line}", self.now, self.steps);
+        if self.verbose {
+            println!("{line}");
+        }
+        if self.trace.len() == TRACE_LINES {
+            self.trace.pop_front();
+        }
+        self.trace.push_back(line);
+    }
+
+    /// Runs to the end: `Ok` when every invariant held and the run settled.
+    pub fn run(&mut self) -> Check {
+        while !self.step()? {}
+        self.stats.steps = self.steps;
+        self.stats.end_ms = self.now;
+        Ok(())
+    }
+
+    // ------------------------------------------------------------ scheduling
+
+    fn next_action(&self) -> (Millis, Action) {
+        let mut candidates: Vec<(Millis, Action)> = Vec::with_capacity(8 + self.workers.len());
+        match &self.core {
+            Some(core) => {
+                candidates.push((core.poll_timeout(), Action::CoreTimeout));
+                if core.intake_open() {
+                    candidates.extend(self.intake.keys().next().map(|&(at, _)| (at, Action::Intake)));
+                }
+            }
+            None => candidates.push((self.restart_at, Action::BrokerRestart)),
+        }
+        candidates.extend(self.network.keys().next().map(|&(at, _)| (at, Action::Network)));
+        for (i, w) in self.workers.iter().enumerate() {
+            candidates.extend(w.next_time().map(|at| (at, Action::Worker(i))));
+        }
+        for (i, p) in self.producers.iter().enumerate() {
+            if !p.done() {
+                candidates.push((p.next_at, Action::Producer(i)));
+            }
+        }
+        if self.phase == Phase::Faults {
+            if self.params.chaos_weights.iter().any(|&w| w > 0) {
+                candidates.push((self.chaos_at, Action::Chaos));
+            }
+            candidates.push((self.params.fault_phase_ms, Action::EndFaults));
+        }
+        candidates.into_iter().min().expect("the core always has a timeout, a down broker a restart")
+    }
+
+    /// One action, then every invariant. `Ok(true)` once settled.
+    fn step(&mut self) -> Result<bool, String> {
+        self.steps += 1;
+        if self.steps > STEPS_MAX {
+            return Err(format!("runaway: {STEPS_MAX} steps"));
+        }
+        let (at, action) = self.next_action();
+        if let Phase::Settle { deadline } = self.phase {
+            if at > deadline {
+                return Err(self.not_settled());
+            }
+        }
+        if at > self.now {
+            self.now = at;
+            self.same_instant_steps = 0;
+        } else {
+            self.same_instant_steps += 1;
+            if self.same_instant_steps > SAME_INSTANT_STEPS_MAX {
+                return Err(format!("livelock: {SAME_INSTANT_STEPS_MAX} steps without time advancing ({action:?})"));
+            }
+        }
+        self.touched.clear();
+        match action {
+            Action::CoreTimeout => {
+                log!(self, "broker: timeout");
+                let now = self.now;
+                self.core.as_mut().expect("up").handle_timeout(now);
+            }
+            Action::BrokerRestart => self.start_broker(),
+            Action::Network => {
+                let (_, packet) = self.network.pop_first().expect("scheduled");
+                self.deliver(packet)?;
+            }
+            Action::Intake => {
+                let (_, msg) = self.intake.pop_first().expect("scheduled");
+                log!(self, "intake -> broker: {}", short_intake(&msg));
+                let now = self.now;
+                self.core.as_mut().expect("intake waits while down").handle_intake(msg, now);
+            }
+            Action::Worker(i) => self.worker_acts(i)?,
+            Action::Producer(i) => self.producer_sends(i),
+            Action::Chaos => self.chaos()?,
+            Action::EndFaults => self.end_faults(),
+        }
+        self.after_step()?;
+        if matches!(self.phase, Phase::Settle { .. }) && self.settled() {
+            self.finish()?;
+            return Ok(true);
+        }
+        Ok(false)
+    }
+
+    // ------------------------------------------------------------ broker
+
+    fn config(&self, incarnation: u64) -> CoreConfig {
+        let mut config = CoreConfig {
+            heartbeat_interval_ms: HEARTBEAT_INTERVAL_MS,
+            heartbeat_liveness: HEARTBEAT_LIVENESS,
+            max_attempts: self.params.max_attempts,
+            ..CoreConfig::with_incarnation(incarnation)
+        };
+        if let Some(max) = self.params.pending_orders_max {
+            config.pending_orders_max = max;
+        }
+        if let Some(max) = self.params.partial_age_max_ms {
+            config.partial_age_max_ms = max;
+        }
+        if let Some(timeout) = self.params.ack_timeout_ms {
+            config.ack_timeout_ms = timeout;
+        }
+        config
+    }
+
+    /// Starts a broker process: a new incarnation replays the journal.
+    fn start_broker(&mut self) {
+        let incarnation = loop {
+            let incarnation = self.rng.next_u64();
+            if incarnation != self.broker_incarnation {
+                break incarnation;
+            }
+        };
+        self.broker_incarnation = incarnation;
+        let mut core = Core::new(self.config(incarnation));
+        for event in &self.journal {
+            core.apply(event);
+        }
+        let replayed = core.status();
+        self.stats.recoveries_with_partials += u32::from(replayed.partial_orders > 0);
+        self.stats.recoveries_with_in_flight += u32::from(replayed.in_flight_orders > 0);
+        core.finish_recovery(self.now);
+        self.core = Some(core);
+        self.model.on_recovery();
+        self.check_all = true;
+        let events = self.journal.len();
+        log!(self, "broker: started, incarnation {incarnation:#x}, replayed {events} events");
+    }
+
+    fn crash_broker(&mut self, downtime_ms: u64) {
+        self.core = None;
+        self.restart_at = self.now + downtime_ms;
+        self.stats.broker_crashes += 1;
+        log!(self, "CHAOS broker crashes, down for {downtime_ms} ms");
+        // What was on its way may be lost with the process and its sockets;
+        // intake waits in the producers' queues.
+        let loss = self.params.crash_loss;
+        let keys: Vec<(Millis, u64)> = self.network.keys().copied().collect();
+        for key in keys {
+            if self.rng.chance(loss) {
+                let packet = self.network.remove(&key).expect("listed");
+                self.stats.packets_lost_in_crash += 1;
+                self.lost(&packet);
+            }
+        }
+    }
+
+    /// Copies the live orders of a journal prefix forward as snapshots, then
+    /// removes the prefix (what the broker's compaction does to old
+    /// segments).
+    fn compact(&mut self) {
+        let Some(core) = &self.core else { return };
+        if self.journal.len() < 2 {
+            return;
+        }
+        let cut = self.rng.range(1, self.journal.len() as u64 - 1) as usize;
+        let keys: BTreeSet<&OrderKey> = self.journal[..cut].iter().filter_map(event_key).collect();
+        let copies: Vec<Event> = keys.into_iter().filter_map(|key| core.snapshot(key)).collect();
+        let copied = copies.len();
+        self.journal.drain(..cut);
+        self.journal.extend(copies);
+        self.stats.compactions += 1;
+        log!(self, "CHAOS journal compacted: {cut} events removed, {copied} orders copied forward");
+    }
+
+    /// Records what the core wants recorded, publishes what it wants
+    /// published, then checks the invariants.
+    fn after_step(&mut self) -> Check {
+        let Some(core) = self.core.as_mut() else { return Ok(()) };
+        let events: Vec<Event> = std::iter::from_fn(|| core.poll_event()).collect();
+        let outbound: Vec<Outbound> = std::iter::from_fn(|| core.poll_outbound()).collect();
+        for event in events {
+            log!(self, "event {}", short_event(&event));
+            match &event {
+                Event::Requeued { reason, .. } => self.stats.count_requeue(reason),
+                Event::Revived { .. } => self.stats.revivals += 1,
+                _ => {}
+            }
+            let i = self.model.on_event(&event)?;
+            self.touched.push(i);
+            self.journal.push(event);
+        }
+        for out in outbound {
+            self.publish(out)?;
+        }
+        let core = self.core.as_ref().expect("up");
+        self.model.check_status(&core.status())?;
+        if self.check_all || self.steps & (FULL_CHECK_EVERY - 1) == 0 {
+            self.check_all = false;
+            for i in 0..self.model.orders.len() {
+                self.model.check_order(i, core.snapshot(&self.model.orders[i].key))?;
+            }
+            self.model.check_dead_letters(&core.dead_letters(usize::MAX))?;
+        } else {
+            for &i in &self.touched {
+                self.model.check_order(i, core.snapshot(&self.model.orders[i].key))?;
+            }
+        }
+        Ok(())
+    }
+
+    fn publish(&mut self, out: Outbound) -> Check {
+        let msg = FanoutMsg::decode(&out.body).map_err(|e| format!("broker published an undecodable body: {e}"))?;
+        let topic = String::from_utf8(out.topic).map_err(|_| "topic is not UTF-8".to_string())?;
+        log!(self, "broker -> {topic}: {}", short_fanout(&msg));
+        if let FanoutMsg::Dispatch(d) = &msg {
+            let i = self.model.find(&d.order).ok_or_else(|| format!("dispatch of unknown order {}", d.order))?;
+            let o = &self.model.orders[i];
+            let items: Vec<_> = (0..o.count).map(|s| item_data(&o.key, s)).collect();
+            if d.items != items || d.redelivered != (d.attempt > 1) || d.attempt > self.params.max_attempts {
+                return Err(format!(
+                    "bad dispatch of {}: attempt {}, redelivered {}",
+                    d.order, d.attempt, d.redelivered
+                ));
+            }
+        }
+        if topic == "b/" {
+            if !matches!(msg, FanoutMsg::Heartbeat(_)) {
+                return Err(format!("{} on the broadcast topic", msg.kind()));
+            }
+            // One SUB connection per worker: each copy has its own fate.
+            for worker in 0..self.workers.len() {
+                let w = &self.workers[worker];
+                if !matches!(w.life, Life::Dead { .. }) {
+                    let packet = Packet::ToWorker { worker, generation: w.generation, msg: msg.clone() };
+                    self.send(packet);
+                }
+            }
+        } else if let Some(id) = topic.strip_prefix("w/").and_then(|t| t.strip_suffix('/')) {
+            let worker =
+                self.workers.iter().position(|w| w.id == id).ok_or_else(|| format!("unknown topic {topic}"))?;
+            if !matches!(msg, FanoutMsg::Welcome(_) | FanoutMsg::Dispatch(_)) {
+                return Err(format!("{} on a worker topic", msg.kind()));
+            }
+            let generation = self.workers[worker].generation;
+            self.send(Packet::ToWorker { worker, generation, msg });
+        } else if let Some(id) = topic.strip_prefix("p/").and_then(|t| t.strip_suffix('/')) {
+            let producer =
+                self.producers.iter().position(|p| p.id == id).ok_or_else(|| format!("unknown topic {topic}"))?;
+            if !matches!(msg, FanoutMsg::Confirm(_) | FanoutMsg::Reject(_)) {
+                return Err(format!("{} on a producer topic", msg.kind()));
+            }
+            self.send(Packet::ToProducer { producer, msg });
+        } else {
+            return Err(format!("unknown topic {topic:?}"));
+        }
+        Ok(())
+    }
+
+    // ------------------------------------------------------------ network
+
+    fn faults_for(&self, packet: &Packet) -> NetFaults {
+        match packet {
+            Packet::Control { .. } => self.control_faults,
+            Packet::ToWorker { .. } | Packet::ToProducer { .. } => self.fanout_faults,
+        }
+    }
+
+    /// Puts a packet on the wire: maybe dropped, maybe twice, each copy
+    /// after its own delay (so packets overtake each other).
+    fn send(&mut self, packet: Packet) {
+        let faults = self.faults_for(&packet);
+        if self.rng.chance(faults.drop) {
+            self.stats.packets_dropped += 1;
+            log!(self, "NET dropped the packet above");
+            self.lost(&packet);
+            return;
+        }
+        let copies = if self.rng.chance(faults.duplicate) {
+            self.stats.packets_duplicated += 1;
+            log!(self, "NET duplicated the packet above");
+            2
+        } else {
+            1
+        };
+        for _ in 0..copies {
+            let delay = if self.rng.chance(faults.long_delay) {
+                self.rng.range(0, faults.long_delay_ms_max)
+            } else {
+                self.rng.range(0, faults.delay_ms_max)
+            };
+            self.packet_seq += 1;
+            self.network.insert((self.now + delay, self.packet_seq), packet.clone());
+        }
+    }
+
+    /// A reply that never reaches its producer excuses its absence.
+    fn lost(&mut self, packet: &Packet) {
+        if let Packet::ToProducer { producer, msg: FanoutMsg::Confirm(c) } = packet {
+            self.reply_lost(*producer, &c.order);
+        }
+        if let Packet::ToProducer { producer, msg: FanoutMsg::Reject(r) } = packet {
+            self.reply_lost(*producer, &r.order);
+        }
+    }
+
+    fn reply_lost(&mut self, producer: usize, order: &str) {
+        let key = OrderKey::new(self.producers[producer].id.clone(), order);
+        if let Some(i) = self.model.find(&key) {
+            self.model.orders[i].reply_lost = true;
+        }
+    }
+
+    fn send_control(&mut self, from: usize, msgs: Vec<ControlMsg>) {
+        for msg in msgs {
+            log!(self, "{} -> broker: {}", self.workers[from].id, short_control(&msg));
+            self.send(Packet::Control { from, body: msg.encode() });
+        }
+    }
+
+    fn deliver(&mut self, packet: Packet) -> Check {
+        match packet {
+            Packet::Control { from, body } => {
+                let msg = ControlMsg::decode(&body).map_err(|e| format!("control from w{from} undecodable: {e}"))?;
+                let now = self.now;
+                if self.core.is_some() {
+                    log!(self, "broker <- {}: {}", msg.worker(), short_control(&msg));
+                    self.core.as_mut().expect("up").handle_control(msg, now);
+                } else {
+                    log!(self, "lost (broker down): {}", short_control(&msg));
+                }
+            }
+            Packet::ToWorker { worker, generation, msg } => {
+                let w = &mut self.workers[worker];
+                if w.generation != generation || matches!(w.life, Life::Dead { .. }) {
+                    log!(self, "lost (process gone): w{worker} <- {}", short_fanout(&msg));
+                    return Ok(());
+                }
+                if matches!(w.life, Life::Frozen { .. }) {
+                    w.backlog.push(msg);
+                    return Ok(());
+                }
+                self.worker_receives(worker, msg);
+            }
+            Packet::ToProducer { producer, msg } => self.producer_receives(producer, msg)?,
+        }
+        Ok(())
+    }
+
+    // ------------------------------------------------------------ peers
+
+    fn worker_receives(&mut self, worker: usize, msg: FanoutMsg) {
+        log!(self, "{} <- broker: {}", self.workers[worker].id, short_fanout(&msg));
+        let processing_ms = self.rng.range(1, self.params.processing_ms_max);
+        let mut out = Vec::new();
+        self.workers[worker].on_fanout(msg, self.now, processing_ms, &mut out);
+        self.send_control(worker, out);
+    }
+
+    fn worker_acts(&mut self, i: usize) -> Check {
+        let now = self.now;
+        match self.workers[i].life {
+            Life::Dead { restart_at } => {
+                debug_assert!(restart_at.is_some_and(|at| at <= now));
+                self.workers[i].start(&mut self.rng, now);
+                let (id, incarnation, capacity) =
+                    (&self.workers[i].id, self.workers[i].incarnation, self.workers[i].capacity);
+                let line = format!("{id}: process starts, incarnation {incarnation:#x}, capacity {capacity}");
+                self.log(line);
+                return Ok(());
+            }
+            Life::Frozen { .. } => {
+                self.workers[i].life = Life::Alive;
+                let backlog = std::mem::take(&mut self.workers[i].backlog);
+                let n = backlog.len();
+                log!(self, "w{i}: thaws, {n} fanout messages waiting");
+                for msg in backlog {
+                    self.worker_receives(i, msg);
+                }
+            }
+            Life::Alive => {}
+        }
+        let mut out = Vec::new();
+        self.workers[i].on_timer(now, &mut out);
+        for (key, attempt) in self.workers[i].take_done(now) {
+            let outcome = self.outcome(&key);
+            if outcome == Err(false) {
+                if let Some(o) = self.model.find(&key) {
+                    self.model.orders[o].refusal_sent = true;
+                }
+            }
+            out.push(self.workers[i].answer(key, attempt, outcome));
+        }
+        let drained = self.workers[i].draining && self.workers[i].jobs.is_empty();
+        if drained {
+            out.push(self.workers[i].bye());
+        }
+        self.send_control(i, out);
+        if drained {
+            let restart_at = now + self.rng.range(200, 3_000);
+            self.workers[i].kill(Some(restart_at));
+            log!(self, "w{i}: drained, said bye, exits");
+        }
+        Ok(())
+    }
+
+    /// How a worker's run of `key` ends: `Err(retry)` for a nack.
+    fn outcome(&mut self, key: &OrderKey) -> Result<(), bool> {
+        let kind = self.model.find(key).map(|i| self.model.orders[i].kind);
+        match kind {
+            Some(Kind::Poison) => Err(true),
+            Some(Kind::Refuse) => Err(false),
+            _ if self.rng.chance(self.params.nack) => Err(true),
+            _ => Ok(()),
+        }
+    }
+
+    fn producer_sends(&mut self, i: usize) {
+        let (msg, order_done) = self.producers[i].next_msg(&self.model.orders);
+        log!(self, "{} sends {}", self.producers[i].id, short_intake(&msg));
+        // One connection, in order: never before the previous message.
+        let at = (self.now + self.rng.range(0, self.params.intake_delay_ms_max)).max(self.intake_last_ms[i]);
+        self.intake_last_ms[i] = at;
+        self.packet_seq += 1;
+        self.intake.insert((at, self.packet_seq), msg);
+        // Spread the orders over most of the fault phase.
+        let per_producer = (self.params.orders / self.params.producers).max(1) as u64;
+        let order_gap_max = self.params.fault_phase_ms * 7 / 10 / per_producer;
+        let gap = if order_done { self.rng.range(0, order_gap_max) } else { self.rng.range(0, 30) };
+        self.producers[i].next_at = self.now + gap;
+    }
+
+    fn producer_receives(&mut self, producer: usize, msg: FanoutMsg) -> Check {
+        log!(self, "p{producer} <- broker: {}", short_fanout(&msg));
+        let (order, confirmed) = match &msg {
+            FanoutMsg::Confirm(c) => (c.order.clone(), true),
+            FanoutMsg::Reject(r) => (r.order.clone(), false),
+            _ => unreachable!("checked when published"),
+        };
+        let key = OrderKey::new(self.producers[producer].id.clone(), order);
+        let i = self.model.find(&key).ok_or_else(|| format!("reply for unknown order {key}"))?;
+        if let FanoutMsg::Reject(r) = &msg {
+            let o = &self.model.orders[i];
+            if o.sealed || !self.model.rightly_refused(i, &r.reason) {
+                return Err(format!("invariant 3: {key} ({:?}, sealed {}) rejected: {:?}", o.kind, o.sealed, r.reason));
+            }
+        }
+        let o = &mut self.model.orders[i];
+        if confirmed {
+            // Invariant 5: a confirmed order was sealed (and the Sealed
+            // event recorded before the Confirm went out).
+            if !o.sealed {
+                return Err(format!("{key} ({:?}) confirmed but never sealed", o.kind));
+            }
+            o.confirmed = true;
+        } else {
+            o.rejected = true;
+        }
+        Ok(())
+    }
+
+    // ------------------------------------------------------------ faults
+
+    fn chaos(&mut self) -> Check {
+        let (lo, hi) = self.params.chaos_gap_ms;
+        self.chaos_at = self.now + self.rng.range(lo, hi);
+        let chaos = CHAOS[self.rng.weighted(&self.params.chaos_weights)];
+        let now = self.now;
+        match chaos {
+            Chaos::CrashBroker => {
+                if self.core.is_some() {
+                    let downtime = if self.rng.chance(0.3) { 0 } else { self.rng.range(100, 5_000) };
+                    self.crash_broker(downtime);
+                }
+            }
+            Chaos::Compact => self.compact(),
+            Chaos::Revive => self.revive()?,
+            Chaos::KillWorker | Chaos::FreezeWorker | Chaos::StickWorker | Chaos::DrainWorker => {
+                let alive: Vec<usize> =
+                    (0..self.workers.len()).filter(|&i| self.workers[i].life == Life::Alive).collect();
+                if alive.is_empty() {
+                    return Ok(());
+                }
+                let i = alive[self.rng.below(alive.len() as u64) as usize];
+                match chaos {
+                    Chaos::KillWorker => {
+                        let restart_at = self.rng.chance(0.7).then(|| now + self.rng.range(200, 10_000));
+                        self.workers[i].kill(restart_at);
+                        self.stats.worker_kills += 1;
+                        log!(self, "CHAOS w{i} killed, restarts at {restart_at:?}");
+                    }
+                    Chaos::FreezeWorker => {
+                        let until = now + self.rng.range(500, 8_000);
+                        self.workers[i].life = Life::Frozen { until };
+                        self.stats.worker_freezes += 1;
+                        log!(self, "CHAOS w{i} frozen (no heartbeats) until {until}");
+                    }
+                    Chaos::StickWorker => {
+                        let until = now + self.rng.range(500, 15_000);
+                        self.workers[i].stuck_until = Some(until);
+                        self.stats.worker_sticks += 1;
+                        log!(self, "CHAOS w{i} stuck (still heartbeating) until {until}");
+                    }
+                    _ => {
+                        if !self.workers[i].draining {
+                            self.workers[i].draining = true;
+                            self.stats.worker_drains += 1;
+                            log!(self, "CHAOS w{i} starts draining");
+                            let heartbeat = self.workers[i].heartbeat(now);
+                            self.send_control(i, vec![heartbeat]);
+                        }
+                    }
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// An operator revives one order (dead or not: only dead ones revive)
+    /// or every dead letter, as `POST /dlq/retry` does.
+    fn revive(&mut self) -> Check {
+        let Some(core) = self.core.as_mut() else { return Ok(()) };
+        let dead = self.model.dead_keys();
+        let now = self.now;
+        let (which, expected) = match self.rng.below(3) {
+            0 => (None, dead.len()),
+            1 if !dead.is_empty() => (Some(dead[self.rng.below(dead.len() as u64) as usize].clone()), 1),
+            _ => {
+                let o = &self.model.orders[self.rng.below(self.model.orders.len() as u64) as usize];
+                (Some(o.key.clone()), usize::from(o.dead))
+            }
+        };
+        let revived = core.retry_dead(which.as_ref(), now);
+        log!(self, "CHAOS operator revives {which:?}: {revived} revived");
+        if revived != expected {
+            return Err(format!("retry_dead({which:?}) revived {revived}, {expected} were dead"));
+        }
+        Ok(())
+    }
+
+    /// The fault phase ends: calm network, every worker back soon.
+    fn end_faults(&mut self) {
+        self.phase = Phase::Settle { deadline: self.now + SETTLE_MS_MAX };
+        self.control_faults = CALM;
+        self.fanout_faults = CALM;
+        let now = self.now;
+        for w in &mut self.workers {
+            let soon = now + self.rng.range(0, 1_000);
+            match &mut w.life {
+                Life::Dead { restart_at } => *restart_at = Some(restart_at.unwrap_or(soon).min(soon)),
+                Life::Frozen { until } => *until = (*until).min(soon),
+                Life::Alive => {}
+            }
+            if let Some(until) = &mut w.stuck_until {
+                *until = (*until).min(soon);
+            }
+        }
+        log!(self, "faults end: calm network, dead workers restart, frozen and stuck ones recover");
+    }
+
+    // ------------------------------------------------------------ the end
+
+    fn settled(&self) -> bool {
+        let Some(core) = &self.core else { return false };
+        if !(self.intake.is_empty() && self.producers.iter().all(SimProducer::done)) {
+            return false;
+        }
+        if self.network.values().any(|p| matches!(p, Packet::ToProducer { .. })) {
+            return false;
+        }
+        if !self.workers.iter().all(|w| w.life == Life::Alive && w.jobs.is_empty()) {
+            return false;
+        }
+        let status = core.status();
+        status.partial_orders == 0 && status.pending_orders == 0 && status.in_flight_orders == 0
+    }
+
+    fn finish(&mut self) -> Check {
+        let core = self.core.as_ref().expect("settled");
+        for i in 0..self.model.orders.len() {
+            self.model.check_order(i, core.snapshot(&self.model.orders[i].key))?;
+        }
+        self.model.check_final()?;
+        for o in &self.model.orders {
+            self.stats.max_dispatches = self.stats.max_dispatches.max(o.dispatches);
+            match (o.kind, o.acked, o.dead) {
+                (_, true, _) => self.stats.acked += 1,
+                (Kind::Normal, _, true) => self.stats.dead_normal += 1,
+                (_, _, true) => self.stats.dead_other += 1,
+                _ => self.stats.rejected += 1,
+            }
+        }
+        self.stats.dispatches_refused_by_workers = self.workers.iter().map(|w| w.refused_dispatches).sum();
+        let acked = self.stats.acked;
+        log!(self, "settled: {acked} orders acked");
+        Ok(())
+    }
+
+    fn not_settled(&self) -> String {
+        let mut report = format!("invariant 5 (liveness): not settled {} ms after the faults ended; ", SETTLE_MS_MAX);
+        if let Some(core) = &self.core {
+            report += &format!("status {:?}; ", core.status());
+        }
+        let unsettled: Vec<String> = self
+            .model
+            .orders
+            .iter()
+            .filter(|o| o.partial || (o.sealed && !o.acked && !o.dead))
+            .map(|o| format!("{} ({:?}, {} dispatches, on {:?})", o.key, o.kind, o.dispatches, o.in_flight_on))
+            .collect();
+        report += &format!("unsettled orders: {unsettled:?}; workers: ");
+        for w in &self.workers {
+            report += &format!("[{} {:?} jobs {:?}] ", w.id, w.life, w.jobs.keys().collect::<Vec<_>>());
+        }
+        report
+    }
+}
+
+fn event_key(event: &Event) -> Option<&OrderKey> {
+    #[allow(unreachable_patterns)] // new event kinds may carry no key
+    match event {
+        Event::Begun { key, .. }
+        | Event::ItemStored { key, .. }
+        | Event::Sealed { key, .. }
+        | Event::Dropped { key, .. }
+        | Event::Dispatched { key, .. }
+        | Event::Acked { key }
+        | Event::Requeued { key, .. }
+        | Event::DeadLettered { key, .. }
+        | Event::Restored { key, .. } => Some(key),
+        _ => None,
+    }
+}
+
+// ---------------------------------------------------------------- trace text
+
+fn short_event(event: &Event) -> String {
+    match event {
+        Event::ItemStored { key, seq, .. } => format!("ItemStored {key} #{seq}"),
+        Event::Restored { key, .. } => format!("Restored {key}"),
+        other => format!("{other:?}"),
+    }
+}
+
+fn short_intake(msg: &IntakeMsg) -> String {
+    match msg {
+        IntakeMsg::Hello(h) => format!("hello {}", h.producer),
+        IntakeMsg::Begin(b) => format!("begin {}/{}", b.producer, b.order),
+        IntakeMsg::Item(i) => format!("item {}/{} #{}", i.producer, i.order, i.seq),
+        IntakeMsg::Finish(f) => format!("finish {}/{} count {}", f.producer, f.order, f.count),
+    }
+}
+
+fn short_control(msg: &ControlMsg) -> String {
+    match msg {
+        ControlMsg::Heartbeat(h) => format!(
+            "heartbeat inc {:#x} cap {} in_flight {:?} welcome {:?}{}",
+            h.incarnation,
+            h.capacity,
+            h.in_flight.iter().map(|k| k.to_string()).collect::<Vec<_>>(),
+            h.welcome,
+            if h.draining { " draining" } else { "" }
+        ),
+        ControlMsg::Ack(a) => format!("ack {} attempt {} (inc {:#x})", a.order, a.attempt, a.incarnation),
+        ControlMsg::Nack(n) => {
+            format!("nack {} attempt {} retry {} (inc {:#x})", n.order, n.attempt, n.retry, n.incarnation)
+        }
+        ControlMsg::Bye(b) => format!("bye (inc {:#x})", b.incarnation),
+    }
+}
+
+fn short_fanout(msg: &FanoutMsg) -> String {
+    match msg {
+        FanoutMsg::Welcome(w) => format!("welcome {:#x}", w.nonce),
+        FanoutMsg::Dispatch(d) => format!("dispatch {} attempt {}", d.order, d.attempt),
+        FanoutMsg::Confirm(c) => format!("confirm {}", c.order),
+        FanoutMsg::Reject(r) => format!("reject {}: {:?}", r.order, r.reason),
+        FanoutMsg::Heartbeat(h) => format!("heartbeat inc {:#x}", h.incarnation),
+    }
+}

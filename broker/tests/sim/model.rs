@@ -1,0 +1,442 @@
+//! What the simulation knows independently of the core: every order it
+//! made up, and a model of the delivery state rebuilt from the recorded
+//! events alone. The invariants compare the two against the core.
+
+use std::collections::{BTreeMap, HashMap};
+
+use orderly_broker::core::{DeadLetter, Event, Snapshot, Status};
+use orderly_common::protocol::RejectReason;
+use orderly_common::OrderKey;
+use serde_bytes::ByteBuf;
+
+/// How the simulated peers treat an order.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Kind {
+    /// Processed normally (a worker may still nack it now and then).
+    Normal,
+    /// Sent with one item missing: must be rejected, never sealed.
+    Gap,
+    /// Every worker nacks it with `retry = true`: dead-lettered after
+    /// exactly `max_attempts` deliveries.
+    Poison,
+    /// Every worker nacks it with `retry = false`: dead-lettered at once.
+    Refuse,
+    /// Begun, some items sent, never finished: must expire, never sealed.
+    Abandoned,
+}
+
+/// The payload of item `seq` of `key`: recognisable, so a dispatch can be
+/// checked item by item.
+pub fn item_data(key: &OrderKey, seq: u32) -> ByteBuf {
+    ByteBuf::from(format!("{}/{}#{seq}", key.producer, key.id).into_bytes())
+}
+
+/// One order, as the producer made it and as the events say it went.
+#[derive(Debug)]
+pub struct OrderModel {
+    pub key: OrderKey,
+    pub kind: Kind,
+    /// The count the producer's Finish announces.
+    pub count: u32,
+    /// The item a gap order leaves out.
+    pub skip: Option<u32>,
+    /// Item bytes of the whole order (without the skipped item).
+    pub bytes: u64,
+    // From the events.
+    pub begun: bool,
+    pub partial: bool,
+    pub partial_bytes: u64,
+    pub sealed: bool,
+    pub dropped: bool,
+    /// Dispatched events since it was sealed or last revived, across
+    /// broker restarts.
+    pub dispatches: u32,
+    pub revivals: u32,
+    pub in_flight_on: Option<String>,
+    pub acked: bool,
+    pub dead: bool,
+    // From the peers.
+    /// Some worker sent a Nack with `retry = false` for it.
+    pub refusal_sent: bool,
+    pub confirmed: bool,
+    pub rejected: bool,
+    /// A Confirm or Reject for it was dropped by the network or a crash.
+    pub reply_lost: bool,
+}
+
+impl OrderModel {
+    pub fn new(key: OrderKey, kind: Kind, count: u32, skip: Option<u32>) -> Self {
+        let bytes = (0..count).filter(|&s| Some(s) != skip).map(|s| item_data(&key, s).len() as u64).sum();
+        OrderModel {
+            key,
+            kind,
+            count,
+            skip,
+            bytes,
+            begun: false,
+            partial: false,
+            partial_bytes: 0,
+            sealed: false,
+            dropped: false,
+            dispatches: 0,
+            revivals: 0,
+            in_flight_on: None,
+            acked: false,
+            dead: false,
+            refusal_sent: false,
+            confirmed: false,
+            rejected: false,
+            reply_lost: false,
+        }
+    }
+
+    fn live(&self) -> bool {
+        self.sealed && !self.acked && !self.dead
+    }
+}
+
+/// The order model plus the totals the core's status must match.
+pub struct Model {
+    pub max_attempts: u32,
+    pub partial_age_max_ms: u64,
+    pub orders: Vec<OrderModel>,
+    index: HashMap<OrderKey, usize>,
+    partials: usize,
+    pending: usize,
+    dead: usize,
+    held_bytes: u64,
+    /// Orders in flight per worker id, from Dispatched minus resolutions.
+    in_flight: BTreeMap<String, u32>,
+}
+
+type Check = Result<(), String>;
+
+macro_rules! ensure {
+    ($cond:expr, $($fmt:tt)+) => {
+        if !$cond {
+            return Err(format!($($fmt)+));
+        }
+    };
+}
+
+impl Model {
+    pub fn new(max_attempts: u32, partial_age_max_ms: u64) -> Self {
+        Model {
+            max_attempts,
+            partial_age_max_ms,
+            orders: Vec::new(),
+            index: HashMap::new(),
+            partials: 0,
+            pending: 0,
+            dead: 0,
+            held_bytes: 0,
+            in_flight: BTreeMap::new(),
+        }
+    }
+
+    pub fn add(&mut self, order: OrderModel) -> usize {
+        let idx = self.orders.len();
+        self.index.insert(order.key.clone(), idx);
+        self.orders.push(order);
+        idx
+    }
+
+    pub fn find(&self, key: &OrderKey) -> Option<usize> {
+        self.index.get(key).copied()
+    }
+
+    /// Whether `reason` is how the broker must refuse order `i`: a gap
+    /// order for its gap, an abandoned one once expired.
+    pub fn rightly_refused(&self, i: usize, reason: &RejectReason) -> bool {
+        let o = &self.orders[i];
+        match (o.kind, reason) {
+            (Kind::Gap, RejectReason::Gap { missing }) => Some(*missing) == o.skip,
+            (Kind::Abandoned, RejectReason::Expired { age_ms }) => *age_ms > self.partial_age_max_ms,
+            _ => false,
+        }
+    }
+
+    fn lookup(&self, key: &OrderKey) -> Result<usize, String> {
+        self.find(key).ok_or_else(|| format!("event for an order no producer sent: {key}"))
+    }
+
+    /// Folds one recorded event into the model, checking that it is a legal
+    /// transition. Returns the order it touched.
+    pub fn on_event(&mut self, event: &Event) -> Result<usize, String> {
+        let max_attempts = self.max_attempts;
+        match event {
+            Event::Begun { key, .. } => {
+                let i = self.lookup(key)?;
+                let o = &mut self.orders[i];
+                ensure!(!o.begun, "{key}: begun twice (producers never resend)");
+                o.begun = true;
+                o.partial = true;
+                self.partials += 1;
+                Ok(i)
+            }
+            Event::ItemStored { key, seq, data } => {
+                let i = self.lookup(key)?;
+                let o = &mut self.orders[i];
+                ensure!(o.partial, "{key}: item {seq} stored for an order that is not partial");
+                ensure!(*seq < o.count && Some(*seq) != o.skip, "{key}: item {seq} was never sent");
+                ensure!(*data == item_data(key, *seq), "{key}: item {seq} stored with the wrong data");
+                o.partial_bytes += data.len() as u64;
+                self.held_bytes += data.len() as u64;
+                Ok(i)
+            }
+            Event::Sealed { key, count } => {
+                let i = self.lookup(key)?;
+                let o = &mut self.orders[i];
+                ensure!(o.kind != Kind::Gap, "invariant 3: {key} was sent with a gap (item {:?}) but sealed", o.skip);
+                ensure!(o.kind != Kind::Abandoned, "{key} was never finished but sealed");
+                ensure!(o.partial && !o.sealed, "{key}: sealed but not partial (sealed before: {})", o.sealed);
+                ensure!(*count == o.count, "{key}: sealed with count {count}, the producer said {}", o.count);
+                ensure!(o.partial_bytes == o.bytes, "{key}: sealed holding {} of {} bytes", o.partial_bytes, o.bytes);
+                o.partial = false;
+                o.sealed = true;
+                self.partials -= 1;
+                self.pending += 1;
+                Ok(i)
+            }
+            Event::Dropped { key, reason } => {
+                let i = self.lookup(key)?;
+                let rightly = self.rightly_refused(i, reason);
+                let o = &mut self.orders[i];
+                ensure!(o.partial, "{key}: dropped but not partial");
+                ensure!(rightly, "{key} ({:?}, skip {:?}) dropped as {reason:?}", o.kind, o.skip);
+                o.partial = false;
+                o.dropped = true;
+                self.partials -= 1;
+                self.held_bytes -= o.partial_bytes;
+                Ok(i)
+            }
+            Event::Dispatched { key, worker, attempt } => {
+                let i = self.lookup(key)?;
+                let o = &mut self.orders[i];
+                ensure!(
+                    o.live(),
+                    "{key}: dispatched but not live (sealed {}, acked {}, dead {})",
+                    o.sealed,
+                    o.acked,
+                    o.dead
+                );
+                ensure!(
+                    o.in_flight_on.is_none(),
+                    "{key}: dispatched to {worker} while in flight on {:?}",
+                    o.in_flight_on
+                );
+                ensure!(
+                    *attempt <= max_attempts,
+                    "invariant 4: {key} dispatched as attempt {attempt} > max_attempts {max_attempts} \
+                     (previous dispatches: {})",
+                    o.dispatches
+                );
+                ensure!(*attempt == o.dispatches + 1, "{key}: attempt {attempt} after {} dispatches", o.dispatches);
+                o.dispatches += 1;
+                o.in_flight_on = Some(worker.clone());
+                self.pending -= 1;
+                *self.in_flight.entry(worker.clone()).or_default() += 1;
+                Ok(i)
+            }
+            Event::Acked { key } => {
+                let i = self.lookup(key)?;
+                ensure!(self.orders[i].live(), "{key}: acked but not live");
+                self.leave_live(i);
+                let o = &mut self.orders[i];
+                o.acked = true;
+                self.held_bytes -= o.bytes;
+                Ok(i)
+            }
+            Event::Requeued { key, reason } => {
+                let i = self.lookup(key)?;
+                let o = &self.orders[i];
+                // Live, a requeue comes from in flight; after a restart a core
+                // could also requeue what it recovered as pending.
+                ensure!(o.live(), "{key}: requeued but not live ({reason})");
+                self.leave_live(i);
+                self.pending += 1;
+                Ok(i)
+            }
+            Event::DeadLettered { key, reason } => {
+                let i = self.lookup(key)?;
+                let o = &self.orders[i];
+                ensure!(o.live(), "{key}: dead-lettered but not live ({reason})");
+                if o.refusal_sent {
+                    ensure!(o.dispatches <= max_attempts, "{key}: dead after {} dispatches", o.dispatches);
+                } else {
+                    ensure!(
+                        o.dispatches == max_attempts,
+                        "invariant 4: {key} ({:?}, never refused) dead-lettered after {} dispatches, \
+                         max_attempts is {max_attempts}: {reason}",
+                        o.kind,
+                        o.dispatches
+                    );
+                }
+                self.leave_live(i);
+                self.orders[i].dead = true;
+                self.dead += 1;
+                Ok(i)
+            }
+            Event::Revived { key } => {
+                let i = self.lookup(key)?;
+                let o = &mut self.orders[i];
+                ensure!(o.sealed && !o.acked && o.dead, "{key}: revived but not dead");
+                // A new life: attempts start again from 1.
+                o.dead = false;
+                o.dispatches = 0;
+                o.revivals += 1;
+                self.dead -= 1;
+                self.pending += 1;
+                Ok(i)
+            }
+            other => Err(format!(
+                "the simulation does not model the event {other:?}; teach broker/tests/sim/model.rs about it"
+            )),
+        }
+    }
+
+    /// Takes a live order out of pending or in flight.
+    fn leave_live(&mut self, i: usize) {
+        match self.orders[i].in_flight_on.take() {
+            Some(worker) => *self.in_flight.get_mut(&worker).expect("counted at dispatch") -= 1,
+            None => self.pending -= 1,
+        }
+    }
+
+    /// A restarted core knows no worker: everything in flight is pending.
+    pub fn on_recovery(&mut self) {
+        for o in &mut self.orders {
+            if o.in_flight_on.take().is_some() {
+                self.pending += 1;
+            }
+        }
+        self.in_flight.clear();
+    }
+
+    /// Invariants 1 (totals) and 2: the core's status against the model.
+    pub fn check_status(&self, status: &Status) -> Check {
+        for w in &status.workers {
+            ensure!(
+                w.in_flight <= w.capacity,
+                "invariant 2: worker {} has {} in flight, capacity {}",
+                w.id,
+                w.in_flight,
+                w.capacity
+            );
+            let modelled = self.in_flight.get(&w.id).copied().unwrap_or(0);
+            ensure!(
+                modelled == w.in_flight,
+                "worker {}: the events put {modelled} in flight, status says {}",
+                w.id,
+                w.in_flight
+            );
+        }
+        for (id, &n) in &self.in_flight {
+            ensure!(n == 0 || status.workers.iter().any(|w| w.id == *id), "{n} orders in flight on unknown {id}");
+        }
+        let in_flight: u32 = self.in_flight.values().sum();
+        let modelled = (self.partials, self.pending, in_flight as usize, self.dead, self.held_bytes);
+        let actual = (
+            status.partial_orders,
+            status.pending_orders,
+            status.in_flight_orders,
+            status.dead_letters,
+            status.held_bytes,
+        );
+        ensure!(
+            modelled == actual,
+            "invariant 1: (partial, pending, in flight, dead, held bytes) from the events {modelled:?}, \
+             the core's status {actual:?}"
+        );
+        Ok(())
+    }
+
+    /// Invariant 1 for one order: the core's snapshot of it agrees with the
+    /// events (a sealed order that is neither acked nor dead is pending or in
+    /// flight, with every item and the right attempt count).
+    pub fn check_order(&self, i: usize, snapshot: Option<Event>) -> Check {
+        let o = &self.orders[i];
+        let key = &o.key;
+        match snapshot {
+            None => {
+                ensure!(!o.partial, "{key}: partial in the events, unknown to the core");
+                ensure!(
+                    !o.sealed || o.acked,
+                    "invariant 1: {key} sealed (dead {}) and never acked, but the core lost it",
+                    o.dead
+                );
+            }
+            Some(Event::Restored { snapshot: Snapshot::Partial { items }, .. }) => {
+                ensure!(o.partial, "{key}: partial in the core, not in the events");
+                let bytes: u64 = items.iter().map(|(_, d)| d.len() as u64).sum();
+                ensure!(bytes == o.partial_bytes, "{key}: partial holds {bytes} bytes, the events {}", o.partial_bytes);
+            }
+            Some(Event::Restored { snapshot: Snapshot::Sealed { items, attempts, dead }, .. }) => {
+                ensure!(o.sealed && !o.acked, "{key}: live in the core, but sealed {} acked {}", o.sealed, o.acked);
+                ensure!(dead.is_some() == o.dead, "{key}: dead in the core {:?}, in the events {}", dead, o.dead);
+                ensure!(
+                    attempts == o.dispatches,
+                    "{key}: {attempts} attempts in the core, {} dispatches",
+                    o.dispatches
+                );
+                let expected: Vec<ByteBuf> = (0..o.count).map(|s| item_data(key, s)).collect();
+                ensure!(items == expected, "{key}: the core holds other items than were sent");
+            }
+            Some(other) => return Err(format!("{key}: snapshot is not a Restored event: {other:?}")),
+        }
+        Ok(())
+    }
+
+    /// The dead letters an operator sees are the dead orders of the events,
+    /// with their attempts, items and bytes.
+    pub fn check_dead_letters(&self, listed: &[DeadLetter]) -> Check {
+        let mut modelled: Vec<(&str, &str, u32, usize, u64)> = self
+            .orders
+            .iter()
+            .filter(|o| o.dead)
+            .map(|o| (o.key.producer.as_str(), o.key.id.as_str(), o.dispatches, o.count as usize, o.bytes))
+            .collect();
+        modelled.sort();
+        let listed: Vec<(&str, &str, u32, usize, u64)> =
+            listed.iter().map(|d| (d.producer.as_str(), d.id.as_str(), d.attempts, d.items, d.bytes)).collect();
+        ensure!(modelled == listed, "dead letters: the events say {modelled:?}, the core lists {listed:?}");
+        Ok(())
+    }
+
+    /// Dead orders, in key order.
+    pub fn dead_keys(&self) -> Vec<OrderKey> {
+        let mut keys: Vec<OrderKey> = self.orders.iter().filter(|o| o.dead).map(|o| o.key.clone()).collect();
+        keys.sort();
+        keys
+    }
+
+    /// Invariant 5, at quiescence: every order reached its end.
+    pub fn check_final(&self) -> Check {
+        for o in &self.orders {
+            let key = &o.key;
+            ensure!(o.begun, "{key}: never begun");
+            ensure!(!o.partial && o.in_flight_on.is_none(), "invariant 5: {key} not settled");
+            if matches!(o.kind, Kind::Gap | Kind::Abandoned) {
+                ensure!(o.dropped && !o.sealed, "invariant 3: {:?} order {key} not dropped", o.kind);
+                ensure!(o.rejected || o.reply_lost, "invariant 3: the producer of {key} got no Reject");
+                continue;
+            }
+            ensure!(o.sealed, "{key} ({:?}) was sent whole but never sealed", o.kind);
+            ensure!(o.acked || o.dead, "invariant 5: {key} sealed but neither acked nor dead-lettered");
+            ensure!(o.confirmed || o.reply_lost, "{key}: sealed, its Confirm never lost, but never received");
+            match o.kind {
+                Kind::Poison => ensure!(
+                    o.dead && o.dispatches == self.max_attempts,
+                    "invariant 5: poison {key}: dead {} after {} dispatches",
+                    o.dead,
+                    o.dispatches
+                ),
+                Kind::Refuse => ensure!(o.dead, "invariant 5: refused {key} not dead-lettered"),
+                // Dead only by exhausting its attempts (checked when the
+                // DeadLettered event was folded in).
+                Kind::Normal | Kind::Gap | Kind::Abandoned => {}
+            }
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,161 @@
+//! Deterministic simulation of the broker core (quinn-proto style): the
+//! sans-IO [`Core`](orderly_broker::core::Core) with simulated producers and
+//! workers and a faulty network between them, on a virtual clock that jumps
+//! to the next wake-up. Nothing sleeps, and every run is reproduced from its
+//! seed.
+//!
+//! What one seed models (`sim/mod.rs` draws the parameters):
+//! - **Network.** Control (worker → broker) and fanout (broker → worker or
+//!   producer) packets each arrive after a random delay, so they overtake
+//!   each other; each may be dropped or duplicated (0–5 % per seed), and
+//!   some seeds add rare long delays past the broker's reconcile grace.
+//!   Intake is reliable and in order per producer (one PUSH connection); it
+//!   waits while the broker is down or its intake is closed.
+//! - **Producers** (1–3) send 10–60 orders of 0–4 items, one message at a
+//!   time; ~5 % have a gap (an item left out), ~3 % are poison (every
+//!   worker nacks them with retry), ~2 % are refused (nack without retry).
+//! - **Workers** (2–4), capacity 1–4, speak the worker protocol as
+//!   `orderly-worker` does: heartbeat every second (capacity, in-flight
+//!   list, welcome echo), echo welcomes at once, re-announce on a new broker
+//!   incarnation or after 3 s of broker silence, take dispatches up to
+//!   capacity (extras and duplicates ignored), ack or nack after a random
+//!   processing time.
+//! - **Faults** on a random schedule: the broker crashes (in-transit packets
+//!   may be lost; it comes back after 0–5 s with a new incarnation and
+//!   replays the journal, i.e. every event drained so far, then
+//!   `finish_recovery`); the journal is compacted (live orders of a prefix
+//!   copied forward with `snapshot`, the prefix removed); a worker is killed
+//!   (its work is lost; it may restart with a new incarnation), frozen (no
+//!   heartbeats, no work; its fanout waits), stuck (heartbeats, no work) or
+//!   drained (then says bye and restarts).
+//! - After the fault phase the network calms down, every worker comes back
+//!   and the run must settle within 10 virtual minutes.
+//!
+//! Invariants, checked after every step (one delivery, timeout or peer
+//! action; `sim/model.rs` rebuilds the order states from the recorded events
+//! alone and compares):
+//! 1. No sealed order is lost: the core's status totals match the events,
+//!    and every order touched by a step (all orders after a restart and
+//!    every 256 steps) has the snapshot the events imply.
+//! 2. Credits: no worker has more in flight than its capacity, and the
+//!    per-worker in-flight counts match the events.
+//! 3. A gap is never sealed; it is dropped and its producer gets a Reject
+//!    (unless the network lost that Reject).
+//! 4. Attempts run 1, 2, 3... across restarts, never past `max_attempts`; a
+//!    dead letter not asked for by a `retry = false` nack comes after exactly
+//!    `max_attempts` dispatches.
+//! 5. Liveness: after the faults every sealed order ends acked or dead,
+//!    poison orders dead after `max_attempts`, refused ones dead; every
+//!    Confirm a producer gets is for a sealed order.
+//!
+//! Running: `simulate_many_seeds` runs `SIM_SEEDS` seeds (default 2000 in
+//! release, 300 in a debug build, which is ~10x slower) from `SIM_SEED_START`
+//! (default 0) on all cores; `simulate_one_seed` runs only `SIM_SEED` (and
+//! prints every step with `SIM_VERBOSE=1`). A failure prints the seed, the
+//! step, the last trace lines and the command that reproduces it.
+
+mod sim;
+
+use std::panic::{catch_unwind, AssertUnwindSafe};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Mutex;
+use std::time::Instant;
+
+use sim::{Sim, Stats};
+
+fn env_u64(name: &str) -> Option<u64> {
+    let value = std::env::var(name).ok()?;
+    Some(value.trim().parse().unwrap_or_else(|_| panic!("{name}={value:?} is not a number")))
+}
+
+/// Runs one seed; on failure returns the whole report.
+fn run_seed(seed: u64, verbose: bool) -> Result<Sim, String> {
+    let mut sim = Sim::new(seed);
+    sim.verbose = verbose;
+    let outcome = catch_unwind(AssertUnwindSafe(|| sim.run()));
+    let error = match outcome {
+        Ok(Ok(())) => return Ok(sim),
+        Ok(Err(error)) => error,
+        Err(panic) => {
+            let text = panic
+                .downcast_ref::<String>()
+                .cloned()
+                .or_else(|| panic.downcast_ref::<&str>().map(|s| s.to_string()))
+                .unwrap_or_else(|| "(no message)".into());
+            format!("panic: {text}")
+        }
+    };
+    let mut report = format!("seed {seed} failed at step {}: {error}\n", sim.step_count());
+    report += &format!("parameters: {:?}\nlast trace lines:\n", sim.params);
+    for line in sim.trace() {
+        report += &format!("  {line}\n");
+    }
+    report += &format!(
+        "simulation failed for seed {seed}; reproduce with: SIM_SEED={seed} cargo test -p orderly-broker \
+         --test simulation --release simulate_one_seed -- --nocapture\n"
+    );
+    Err(report)
+}
+
+#[test]
+fn simulate_many_seeds() {
+    let default_seeds = if cfg!(debug_assertions) { 300 } else { 2000 };
+    let seeds = env_u64("SIM_SEEDS").unwrap_or(default_seeds);
+    let start = env_u64("SIM_SEED_START").unwrap_or(0);
+    let started = Instant::now();
+    let next = AtomicU64::new(start);
+    let failures: Mutex<Vec<(u64, String)>> = Mutex::new(Vec::new());
+    let totals = Mutex::new(Stats::default());
+    let threads = std::thread::available_parallelism().map_or(2, |n| n.get());
+    std::thread::scope(|scope| {
+        for _ in 0..threads {
+            scope.spawn(|| loop {
+                let seed = next.fetch_add(1, Ordering::Relaxed);
+                if seed >= start + seeds {
+                    break;
+                }
+                match run_seed(seed, false) {
+                    Ok(sim) => totals.lock().unwrap().absorb(&sim.stats),
+                    Err(report) => failures.lock().unwrap().push((seed, report)),
+                }
+            });
+        }
+    });
+    let mut failures = failures.into_inner().unwrap();
+    failures.sort_by_key(|(seed, _)| *seed);
+    eprintln!(
+        "simulated seeds {start}..{} in {:.1?}, {} failed; passing runs together: {:?}",
+        start + seeds,
+        started.elapsed(),
+        failures.len(),
+        totals.into_inner().unwrap()
+    );
+    if let Some((seed, report)) = failures.first() {
+        let seeds: Vec<u64> = failures.iter().map(|(s, _)| *s).collect();
+        eprintln!("failing seeds ({}): {seeds:?}", seeds.len());
+        for (_, report) in failures.iter().take(20) {
+            eprintln!("  {}", report.lines().next().unwrap_or_default());
+        }
+        eprintln!("first failure:\n{report}");
+        panic!(
+            "simulation failed for seed {seed}; reproduce with: SIM_SEED={seed} cargo test -p orderly-broker \
+             --test simulation --release simulate_one_seed -- --nocapture"
+        );
+    }
+}
+
+#[test]
+fn simulate_one_seed() {
+    let Some(seed) = env_u64("SIM_SEED") else { return };
+    let verbose = std::env::var_os("SIM_VERBOSE").is_some_and(|v| v != "0");
+    match run_seed(seed, verbose) {
+        Ok(sim) => println!("seed {seed} passed: {:?}\nparameters: {:?}", sim.stats, sim.params),
+        Err(report) => {
+            eprintln!("{report}");
+            panic!(
+                "simulation failed for seed {seed}; reproduce with: SIM_SEED={seed} cargo test -p orderly-broker \
+                 --test simulation --release simulate_one_seed -- --nocapture"
+            );
+        }
+    }
+}
