@@ -49,6 +49,13 @@ pub struct CoreConfig {
     pub dedup_window_ms: u64,
     /// Keys remembered at most; past it the oldest are forgotten early.
     pub dedup_keys_max: usize,
+    /// Item bytes in one order (at most `limits::ORDER_BYTES_MAX`).
+    pub order_bytes_max: u64,
+    /// Items in one order (at most `limits::ORDER_ITEMS_MAX`).
+    pub order_items_max: u32,
+    /// Open partial orders of one producer: past it a Begin is rejected
+    /// (`limit_reached`), so one producer cannot take every partial slot.
+    pub partial_orders_per_producer_max: usize,
 }
 
 impl CoreConfig {
@@ -65,6 +72,9 @@ impl CoreConfig {
             ack_timeout_ms: limits::ACK_TIMEOUT_MS_DEFAULT,
             dedup_window_ms: limits::DEDUP_WINDOW_MS_DEFAULT,
             dedup_keys_max: limits::DEDUP_KEYS_MAX_DEFAULT,
+            order_bytes_max: ORDER_BYTES_MAX as u64,
+            order_items_max: limits::ORDER_ITEMS_MAX,
+            partial_orders_per_producer_max: limits::PARTIAL_ORDERS_PER_PRODUCER_MAX_DEFAULT,
         }
     }
 
@@ -376,7 +386,20 @@ impl Core {
             self.reject(&key, RejectReason::LimitReached { detail });
             return;
         }
+        let max = self.config.partial_orders_per_producer_max;
+        if self.partials_of(&key.producer, max) >= max {
+            let detail = format!("producer {} has {max} open partial orders (finish some first)", key.producer);
+            self.reject(&key, RejectReason::LimitReached { detail });
+            return;
+        }
         self.record(Event::Begun { key, at_ms: now_ms });
+    }
+
+    /// Open partial orders of `producer`, counting at most `cap` (keys sort
+    /// by producer first, so this is one short range scan).
+    fn partials_of(&self, producer: &str, cap: usize) -> usize {
+        let from = OrderKey::new(producer, "");
+        self.partials.range(from..).take_while(|(k, _)| k.producer == producer).take(cap).count()
     }
 
     fn on_item(&mut self, key: OrderKey, seq: u32, data: ByteBuf) {
@@ -393,8 +416,15 @@ impl Core {
             return;
         }
         let bytes = partial.bytes + data.len() as u64;
-        if bytes > ORDER_BYTES_MAX as u64 {
-            let detail = format!("items reach {bytes} bytes; the limit is {ORDER_BYTES_MAX}");
+        let bytes_max = self.config.order_bytes_max;
+        if bytes > bytes_max {
+            let detail = format!("items reach {bytes} bytes; the limit is {bytes_max}");
+            self.drop_partial(key, RejectReason::TooLarge { detail });
+            return;
+        }
+        let items_max = self.config.order_items_max;
+        if seq >= items_max {
+            let detail = format!("item {seq} is beyond the limit of {items_max} items");
             self.drop_partial(key, RejectReason::TooLarge { detail });
             return;
         }
@@ -411,6 +441,11 @@ impl Core {
             }
             return;
         };
+        if count > self.config.order_items_max {
+            let detail = format!("{count} items; the limit is {}", self.config.order_items_max);
+            self.drop_partial(key, RejectReason::TooLarge { detail });
+            return;
+        }
         if let Some((&seq, _)) = partial.items.range(count..).next() {
             self.drop_partial(key, RejectReason::ExtraItem { count, seq });
             return;

@@ -160,6 +160,25 @@ struct RunArgs {
           default_value_t = limits::PARTIAL_ORDERS_MAX_DEFAULT)]
     partial_orders_max: usize,
 
+    /// Open partial orders one producer may have; a Begin past it is
+    /// rejected (limit_reached), so one producer cannot starve the others.
+    #[arg(long, env = "ORDERLY_BROKER_PARTIAL_ORDERS_PER_PRODUCER_MAX", value_name = "N",
+          default_value_t = limits::PARTIAL_ORDERS_PER_PRODUCER_MAX_DEFAULT, value_parser = parse_positive)]
+    partial_orders_per_producer_max: usize,
+
+    /// Item bytes one order may carry; a larger order is rejected
+    /// (too_large). At most 16 MiB.
+    #[arg(long, env = "ORDERLY_BROKER_ORDER_BYTES_MAX", value_name = "BYTES",
+          default_value_t = limits::ORDER_BYTES_MAX as u64,
+          value_parser = clap::value_parser!(u64).range(1..=limits::ORDER_BYTES_MAX as u64))]
+    order_bytes_max: u64,
+
+    /// Items one order may carry; more is rejected (too_large). At most 100,000.
+    #[arg(long, env = "ORDERLY_BROKER_ORDER_ITEMS_MAX", value_name = "N",
+          default_value_t = limits::ORDER_ITEMS_MAX,
+          value_parser = clap::value_parser!(u32).range(1..=limits::ORDER_ITEMS_MAX as i64))]
+    order_items_max: u32,
+
     /// Sealed, unacknowledged orders at which the broker stops reading intake.
     #[arg(long, env = "ORDERLY_BROKER_PENDING_ORDERS_MAX", value_name = "N",
           default_value_t = limits::PENDING_ORDERS_MAX_DEFAULT)]
@@ -272,6 +291,9 @@ fn run() -> anyhow::Result<ExitCode> {
             ack_timeout_ms: args.ack_timeout_ms,
             dedup_window_ms: args.dedup_window_ms,
             dedup_keys_max: args.dedup_keys_max,
+            order_bytes_max: args.order_bytes_max,
+            order_items_max: args.order_items_max,
+            partial_orders_per_producer_max: args.partial_orders_per_producer_max,
         },
         admin: args.admin.0,
         status_interval_ms: args.status_interval_secs.max(1) * 1000,
@@ -394,4 +416,11 @@ fn dlq_command(command: DlqCommand) -> anyhow::Result<ExitCode> {
         }
     }
     Ok(ExitCode::from(exit::OK))
+}
+
+fn parse_positive(text: &str) -> Result<usize, String> {
+    match text.parse::<usize>() {
+        Ok(n) if n > 0 => Ok(n),
+        _ => Err(format!("{text:?} is not a positive whole number")),
+    }
 }

@@ -42,6 +42,9 @@ pub const BATCH_LEN_MAX: usize = 4096;
 
 /// Default bound on open partial orders before intake pauses.
 pub const PARTIAL_ORDERS_MAX_DEFAULT: usize = 100_000;
+/// Default bound on one producer's open partial orders (a Begin past it is
+/// rejected as `limit_reached`).
+pub const PARTIAL_ORDERS_PER_PRODUCER_MAX_DEFAULT: usize = 10_000;
 /// Default bound on sealed, unacknowledged orders before intake pauses.
 pub const PENDING_ORDERS_MAX_DEFAULT: usize = 1_000_000;
 /// Default bound on item bytes held by partial and pending orders.

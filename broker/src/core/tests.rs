@@ -429,3 +429,34 @@ fn keys_leave_the_dedup_window_and_survive_replay_until_then() {
     let (events, _) = drain(&mut core);
     assert!(events.iter().any(|e| matches!(e, Event::Sealed { .. })));
 }
+
+#[test]
+fn one_producer_cannot_hold_every_partial_slot() {
+    let mut core = Core::new(CoreConfig { partial_orders_per_producer_max: 2, ..CoreConfig::with_incarnation(1) });
+    for order in ["a", "b", "c"] {
+        core.handle_intake(begin(order), 0);
+    }
+    let (_, out) = drain(&mut core);
+    assert!(
+        matches!(&out[..], [(_, FanoutMsg::Reject(r))] if r.order == "c" && matches!(r.reason, RejectReason::LimitReached { .. }))
+    );
+    // Another producer is not affected.
+    core.handle_intake(IntakeMsg::Begin(Begin { producer: "q".into(), order: "a".into() }), 0);
+    assert_eq!(core.status().partial_orders, 3);
+}
+
+#[test]
+fn configured_order_limits_reject_with_too_large() {
+    let mut core = Core::new(CoreConfig { order_bytes_max: 5, order_items_max: 2, ..CoreConfig::with_incarnation(1) });
+    send_order(&mut core, "bytes", 2); // 6 bytes
+    send_order(&mut core, "items", 3);
+    let (_, out) = drain(&mut core);
+    let rejected: Vec<&str> = out
+        .iter()
+        .filter_map(|(_, m)| match m {
+            FanoutMsg::Reject(r) if matches!(r.reason, RejectReason::TooLarge { .. }) => Some(r.order.as_str()),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(rejected, ["bytes", "items"]);
+}
