@@ -23,6 +23,9 @@ use orderly_journal::{Journal, JournalError};
 use crossbeam_channel::Receiver;
 use serde::Serialize;
 
+use orderly_security::zap::{ZapHandler, DOMAIN_CONTROL, DOMAIN_FANOUT, DOMAIN_INTAKE};
+use orderly_security::Role;
+
 use crate::admin::{AdminError, AdminRequest, AdminServer, Query, DLQ_LIST_MAX};
 use crate::compaction::{Anchors, Plan};
 use crate::core::{Core, CoreConfig, Counters, Event, Millis};
@@ -49,6 +52,17 @@ pub struct BrokerConfig {
     pub status_interval_ms: u64,
     /// Where the admin HTTP endpoint listens; `None` turns it off.
     pub admin: Option<std::net::SocketAddr>,
+    /// CURVE on all three sockets, with a ZAP handler; `None` is plaintext.
+    pub curve: Option<CurveConfig>,
+    /// Allow plaintext on endpoints reachable from other machines.
+    pub allow_insecure: bool,
+}
+
+/// The broker's CURVE server key and the clients it admits.
+#[derive(Debug, Clone)]
+pub struct CurveConfig {
+    pub keys: orderly_security::KeyPair,
+    pub authorized_keys: PathBuf,
 }
 
 /// Failures of the IO loop.
@@ -70,6 +84,10 @@ pub enum BrokerError {
     Journal { during: &'static str, source: JournalError },
     #[error(transparent)]
     Admin(#[from] AdminError),
+    #[error("refusing to bind {endpoint} without CURVE: anyone who can reach it could read and inject orders. Configure --curve-secret-key and --authorized-keys (see docs/SECURITY.md), bind a loopback address, or pass --allow-insecure")]
+    Insecure { endpoint: String },
+    #[error(transparent)]
+    Authorized(#[from] orderly_security::authorized::AuthorizedError),
     #[error("journal record {seq} is not a broker event this build understands: {detail}")]
     BadRecord { seq: u64, detail: String },
 }
@@ -100,6 +118,9 @@ struct StatusReport {
     journal_bytes_written: u64,
     decode_errors_intake: u64,
     decode_errors_control: u64,
+    identity_refused: u64,
+    zap_refused: u64,
+    zap_admitted: u64,
 }
 
 fn json<T: Serialize>(value: &T) -> String {
@@ -207,6 +228,14 @@ fn bind_sockets(context: &zmq::Context, config: &BrokerConfig) -> Result<Sockets
     for socket in [&intake, &fanout, &control] {
         socket.set_linger(SOCKET_LINGER_MS).map_err(zmq_err("setting LINGER"))?;
     }
+    if let Some(curve) = &config.curve {
+        for (socket, domain) in [(&intake, DOMAIN_INTAKE), (&fanout, DOMAIN_FANOUT), (&control, DOMAIN_CONTROL)] {
+            socket.set_curve_server(true).map_err(zmq_err("setting CURVE_SERVER"))?;
+            socket.set_curve_secretkey(&curve.keys.secret).map_err(zmq_err("setting CURVE_SECRETKEY"))?;
+            // The domain tells the ZAP handler which role may connect here.
+            socket.set_zap_domain(domain).map_err(zmq_err("setting ZAP_DOMAIN"))?;
+        }
+    }
     let bind = |socket: &zmq::Socket, name: &'static str, endpoint: &Endpoint| {
         socket.bind(endpoint.as_str()).map_err(|source| BrokerError::Bind {
             socket: name,
@@ -221,7 +250,12 @@ fn bind_sockets(context: &zmq::Context, config: &BrokerConfig) -> Result<Sockets
 }
 
 /// Runs the broker until `shutdown` is set (by SIGTERM or SIGINT).
-pub fn run(config: BrokerConfig, shutdown: Arc<AtomicBool>) -> Result<Summary, BrokerError> {
+pub fn run(config: BrokerConfig, shutdown: Arc<AtomicBool>, reload: Arc<AtomicBool>) -> Result<Summary, BrokerError> {
+    if config.curve.is_none() && !config.allow_insecure {
+        if let Some(open) = [&config.intake, &config.fanout, &config.control].into_iter().find(|e| !e.is_local()) {
+            return Err(BrokerError::Insecure { endpoint: open.to_string() });
+        }
+    }
     std::fs::create_dir_all(&config.data_dir)
         .map_err(|source| BrokerError::DataDir { path: config.data_dir.clone(), source })?;
     let started = Instant::now();
@@ -244,6 +278,21 @@ pub fn run(config: BrokerConfig, shutdown: Arc<AtomicBool>) -> Result<Summary, B
         None => (None, None),
     };
     let context = zmq::Context::new();
+    // The ZAP handler must be bound before a CURVE socket accepts anyone.
+    let (authorized, zap) = match &config.curve {
+        Some(curve) => {
+            let keys = orderly_security::AuthorizedKeys::load(&curve.authorized_keys)?;
+            info!(keys = keys.len(), file = %curve.authorized_keys.display(), public_key = %curve.keys.public_z85(),
+                  "CURVE on; admitting the authorized keys");
+            let shared = Arc::new(std::sync::RwLock::new(keys));
+            let zap = ZapHandler::start(&context, Arc::clone(&shared)).map_err(zmq_err("starting the ZAP handler"))?;
+            (Some(shared), Some(zap))
+        }
+        None => {
+            warn!("CURVE off: traffic is plaintext and unauthenticated (fine on loopback)");
+            (None, None)
+        }
+    };
     let sockets = bind_sockets(&context, &config)?;
     info!(
         intake = %config.intake, fanout = %config.fanout, control = %config.control,
@@ -254,6 +303,12 @@ pub fn run(config: BrokerConfig, shutdown: Arc<AtomicBool>) -> Result<Summary, B
         core,
         recorder: Recorder { log: journal, anchors, bytes_written: 0 },
         admin,
+        authorized,
+        zap,
+        reload,
+        authorized_path: config.curve.as_ref().map(|c| c.authorized_keys.clone()),
+        identity_refused: 0,
+        identity_log_ms: None,
         sockets,
         intake_errors: DecodeErrors::new("intake"),
         control_errors: DecodeErrors::new("control"),
@@ -275,6 +330,15 @@ struct Loop {
     core: Core,
     recorder: Recorder<Journal>,
     admin: Option<Receiver<AdminRequest>>,
+    /// With CURVE: the keys admitted, shared with the ZAP handler.
+    authorized: Option<orderly_security::zap::SharedKeys>,
+    zap: Option<ZapHandler>,
+    /// Set by SIGHUP: reload the authorized keys.
+    reload: Arc<AtomicBool>,
+    authorized_path: Option<PathBuf>,
+    /// Messages whose claimed id is not the sender's key's id.
+    identity_refused: u64,
+    identity_log_ms: Option<Millis>,
     sockets: Sockets,
     intake_errors: DecodeErrors,
     control_errors: DecodeErrors,
@@ -309,6 +373,11 @@ impl Loop {
         self.answer_admin(now);
         if now >= self.core.poll_timeout() {
             self.core.handle_timeout(now);
+        }
+        if self.reload.swap(false, Ordering::Relaxed) {
+            if let Some(path) = self.authorized_path.clone() {
+                self.reload_keys(&path);
+            }
         }
         let fanout = &self.sockets.fanout;
         persist_then_publish(&mut self.core, &mut self.recorder, |out| {
@@ -350,6 +419,9 @@ impl Loop {
                         journal_bytes_written: self.recorder.bytes_written,
                         decode_errors_intake: self.intake_errors.total,
                         decode_errors_control: self.control_errors.total,
+                        identity_refused: self.identity_refused,
+                        zap_refused: self.zap.as_ref().map_or(0, |z| z.stats.refused.load(Ordering::Relaxed)),
+                        zap_admitted: self.zap.as_ref().map_or(0, |z| z.stats.admitted.load(Ordering::Relaxed)),
                     };
                     (200, "application/json", json(&body))
                 }
@@ -388,6 +460,8 @@ impl Loop {
             ("orderly_journal_bytes_written_total", self.recorder.bytes_written),
             ("orderly_decode_errors_intake_total", self.intake_errors.total),
             ("orderly_decode_errors_control_total", self.control_errors.total),
+            ("orderly_identity_refused_total", self.identity_refused),
+            ("orderly_zap_refused_total", self.zap.as_ref().map_or(0, |z| z.stats.refused.load(Ordering::Relaxed))),
         ];
         let mut out = String::new();
         for (name, value) in gauges {
@@ -399,11 +473,49 @@ impl Loop {
         out
     }
 
+    /// With CURVE, a message is taken only when the id it claims is the id
+    /// bound to the sender's key (the ZAP User-Id) and that binding is still
+    /// in the authorized keys (a reload revokes open connections too).
+    fn identity_ok(&mut self, role: Role, claimed: &str, user: Option<&str>, now: Millis) -> bool {
+        let Some(authorized) = &self.authorized else { return true };
+        let keys = authorized.read().unwrap_or_else(|poisoned| poisoned.into_inner());
+        if user == Some(claimed) && keys.admits(role, claimed) {
+            return true;
+        }
+        self.identity_refused += 1;
+        if self.identity_log_ms.is_none_or(|t| now >= t + 1000) {
+            self.identity_log_ms = Some(now);
+            warn!(
+                role = role.name(),
+                claimed,
+                key_id = user.unwrap_or("-"),
+                total = self.identity_refused,
+                "refused a message: the id it claims is not its key's (or the key was revoked)"
+            );
+        }
+        false
+    }
+
+    /// SIGHUP: re-read the authorized keys; a bad file keeps the old set.
+    fn reload_keys(&mut self, path: &Path) {
+        let Some(authorized) = &self.authorized else { return };
+        match orderly_security::AuthorizedKeys::load(path) {
+            Ok(keys) => {
+                info!(keys = keys.len(), file = %path.display(), "reloaded the authorized keys");
+                *authorized.write().unwrap_or_else(|poisoned| poisoned.into_inner()) = keys;
+            }
+            Err(error) => warn!(%error, "kept the old authorized keys: the file did not load"),
+        }
+    }
+
     fn drain_control(&mut self, now: Millis) -> Result<(), BrokerError> {
         for _ in 0..BATCH_LEN_MAX {
-            let Some(frames) = recv(&self.sockets.control)? else { break };
+            let Some((frames, user)) = recv(&self.sockets.control)? else { break };
             match split_frames(&frames).and_then(|(_, body)| ControlMsg::decode(body)) {
-                Ok(msg) => self.core.handle_control(msg, now),
+                Ok(msg) if self.identity_ok(Role::Worker, msg.worker(), user.as_deref(), now) => {
+                    self.core.handle_control(msg, now)
+                }
+                Ok(_) => {}
                 Err(error) => self.control_errors.record(&error, now),
             }
         }
@@ -417,9 +529,12 @@ impl Loop {
             if !self.core.intake_open() {
                 break;
             }
-            let Some(frames) = recv(&self.sockets.intake)? else { break };
+            let Some((frames, user)) = recv(&self.sockets.intake)? else { break };
             match split_frames(&frames).and_then(|(_, body)| IntakeMsg::decode(body)) {
-                Ok(msg) => self.core.handle_intake(msg, now),
+                Ok(msg) if self.identity_ok(Role::Producer, msg.producer(), user.as_deref(), now) => {
+                    self.core.handle_intake(msg, now)
+                }
+                Ok(_) => {}
                 Err(error) => self.intake_errors.record(&error, now),
             }
         }
@@ -550,10 +665,29 @@ pub fn persist_then_publish<L: EventLog>(
 }
 
 /// Receives one whole message without blocking; `None` when none waits.
-fn recv(socket: &zmq::Socket) -> Result<Option<Vec<Vec<u8>>>, BrokerError> {
-    match socket.recv_multipart(zmq::DONTWAIT) {
-        Ok(frames) => Ok(Some(frames)),
-        Err(zmq::Error::EAGAIN) | Err(zmq::Error::EINTR) => Ok(None),
-        Err(source) => Err(BrokerError::Zmq { during: "receiving", source }),
+/// Receives one whole message without blocking, with the ZAP User-Id of
+/// its sender (CURVE only); `None` when none waits. Frames past the third
+/// are read and discarded, so a message of a million frames cannot make
+/// the broker hold them (such a message then fails decoding).
+fn recv(socket: &zmq::Socket) -> Result<Option<(Vec<Vec<u8>>, Option<String>)>, BrokerError> {
+    let mut first = zmq::Message::new();
+    match socket.recv(&mut first, zmq::DONTWAIT) {
+        Ok(()) => {}
+        Err(zmq::Error::EAGAIN) | Err(zmq::Error::EINTR) => return Ok(None),
+        Err(source) => return Err(BrokerError::Zmq { during: "receiving", source }),
     }
+    let user = first.gets("User-Id").map(str::to_owned);
+    let mut frames = vec![first.to_vec()];
+    let mut more = first.get_more();
+    while more {
+        let part = socket.recv_msg(0).map_err(zmq_err("receiving"))?;
+        more = part.get_more();
+        if frames.len() < FRAMES_KEPT_MAX {
+            frames.push(part.to_vec());
+        }
+    }
+    Ok(Some((frames, user)))
 }
+
+/// Frames of one received message kept (the protocol uses two).
+const FRAMES_KEPT_MAX: usize = 3;

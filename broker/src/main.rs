@@ -49,6 +49,16 @@ enum Command {
     /// the queue.
     #[command(subcommand)]
     Dlq(DlqCommand),
+    /// Write a new CURVE key pair: PREFIX.key (secret, mode 0600) and
+    /// PREFIX.pub (public, to give to clients).
+    Keygen(KeygenArgs),
+}
+
+#[derive(clap::Args, Debug)]
+struct KeygenArgs {
+    /// Path prefix of the two files, e.g. /etc/orderly/broker.
+    #[arg(long, value_name = "PREFIX")]
+    out: PathBuf,
 }
 
 #[derive(clap::Args, Debug)]
@@ -217,6 +227,21 @@ struct RunArgs {
           default_value_t = limits::DEDUP_KEYS_MAX_DEFAULT)]
     dedup_keys_max: usize,
 
+    /// This broker's CURVE key pair (from `orderly-broker keygen`). With
+    /// --authorized-keys it turns on CURVE on all three sockets: traffic is
+    /// encrypted and only authorized keys may connect.
+    #[arg(long, env = "ORDERLY_BROKER_CURVE_SECRET_KEY", value_name = "FILE", requires = "authorized_keys")]
+    curve_secret_key: Option<PathBuf>,
+
+    /// Clients admitted under CURVE: lines of `PUBLIC-KEY ROLE ID` (role
+    /// producer or worker). Re-read on SIGHUP.
+    #[arg(long, env = "ORDERLY_BROKER_AUTHORIZED_KEYS", value_name = "FILE", requires = "curve_secret_key")]
+    authorized_keys: Option<PathBuf>,
+
+    /// Allow plaintext (no CURVE) on endpoints other machines can reach.
+    #[arg(long, env = "ORDERLY_BROKER_ALLOW_INSECURE")]
+    allow_insecure: bool,
+
     /// Admin HTTP endpoint (GET /status, /dlq, /metrics; POST /dlq/retry).
     /// Keep it on loopback: it has no authentication. `off` disables it.
     #[arg(long, env = "ORDERLY_BROKER_ADMIN", value_name = "ADDR", default_value = "127.0.0.1:5573",
@@ -262,6 +287,7 @@ fn run() -> anyhow::Result<ExitCode> {
             return journal_command(command);
         }
         Command::Status(args) => return status_command(&args),
+        Command::Keygen(args) => return keygen(&args.out),
         Command::Dlq(command) => return dlq_command(command),
     };
     init_logging(&args.log_level);
@@ -269,6 +295,16 @@ fn run() -> anyhow::Result<ExitCode> {
     for signal in [signal_hook::consts::SIGTERM, signal_hook::consts::SIGINT] {
         signal_hook::flag::register(signal, Arc::clone(&shutdown)).context("cannot install signal handlers")?;
     }
+    let reload = Arc::new(AtomicBool::new(false));
+    signal_hook::flag::register(signal_hook::consts::SIGHUP, Arc::clone(&reload))
+        .context("cannot install the SIGHUP handler")?;
+    let curve = match (&args.curve_secret_key, &args.authorized_keys) {
+        (Some(secret), Some(authorized)) => Some(io::CurveConfig {
+            keys: orderly_security::keys::load_secret(secret)?,
+            authorized_keys: authorized.clone(),
+        }),
+        _ => None,
+    };
     let config = BrokerConfig {
         intake: args.intake,
         fanout: args.fanout,
@@ -296,9 +332,11 @@ fn run() -> anyhow::Result<ExitCode> {
             partial_orders_per_producer_max: args.partial_orders_per_producer_max,
         },
         admin: args.admin.0,
+        curve,
+        allow_insecure: args.allow_insecure,
         status_interval_ms: args.status_interval_secs.max(1) * 1000,
     };
-    let summary = io::run(config, shutdown)?;
+    let summary = io::run(config, shutdown, reload)?;
     tracing::info!(
         sealed = summary.counters.orders_sealed,
         acked = summary.counters.orders_acked,
@@ -423,4 +461,12 @@ fn parse_positive(text: &str) -> Result<usize, String> {
         Ok(n) if n > 0 => Ok(n),
         _ => Err(format!("{text:?} is not a positive whole number")),
     }
+}
+
+fn keygen(prefix: &std::path::Path) -> anyhow::Result<ExitCode> {
+    let pair = orderly_security::KeyPair::generate().context("libzmq could not generate a key pair")?;
+    let (secret, public) = orderly_security::keys::write_pair(&pair, prefix)?;
+    println!("secret key: {} (mode 0600; keep it on this host)", secret.display());
+    println!("public key: {} = {}", public.display(), pair.public_z85());
+    Ok(ExitCode::from(exit::OK))
 }

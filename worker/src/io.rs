@@ -62,6 +62,8 @@ pub struct Config {
     pub heartbeat_liveness: u32,
     /// How long a shutdown waits for running orders.
     pub drain_timeout_ms: u64,
+    /// CURVE client keys; `None` is plaintext.
+    pub curve: Option<orderly_security::keys::CurveClient>,
 }
 
 /// How the loop ended.
@@ -142,6 +144,9 @@ fn open_sockets(config: &Config) -> Result<Sockets, IoError> {
     let context = zmq::Context::new();
     let sub = context.socket(zmq::SUB).map_err(zmq_error("cannot create the fanout SUB socket"))?;
     configure(&sub, "fanout")?;
+    if let Some(curve) = &config.curve {
+        curve.apply(&sub).map_err(zmq_error("cannot set the CURVE keys on the fanout socket"))?;
+    }
     sub.set_maxmsgsize(limits::FANOUT_FRAME_BYTES_MAX as i64).map_err(zmq_error("cannot set MAXMSGSIZE"))?;
     for topic in [worker_topic(&config.worker), BROADCAST_TOPIC.to_vec()] {
         sub.set_subscribe(&topic).map_err(zmq_error("cannot subscribe"))?;
@@ -149,6 +154,9 @@ fn open_sockets(config: &Config) -> Result<Sockets, IoError> {
     sub.connect(config.fanout.as_str()).map_err(zmq_error(format!("cannot connect to fanout {}", config.fanout)))?;
     let push = context.socket(zmq::PUSH).map_err(zmq_error("cannot create the control PUSH socket"))?;
     configure(&push, "control")?;
+    if let Some(curve) = &config.curve {
+        curve.apply(&push).map_err(zmq_error("cannot set the CURVE keys on the control socket"))?;
+    }
     // Without IMMEDIATE a PUSH queues messages for a broker not connected.
     push.set_immediate(true).map_err(zmq_error("cannot set IMMEDIATE"))?;
     push.connect(config.control.as_str())

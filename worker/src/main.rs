@@ -42,7 +42,15 @@ struct Cli {
 enum Command {
     /// Connect to the broker and process orders until stopped.
     #[command(after_help = EXAMPLES)]
-    Run(RunArgs),
+    Run(Box<RunArgs>),
+    /// Write a new CURVE key pair: PREFIX.key (secret, mode 0600) and
+    /// PREFIX.pub (public: add it to the broker's authorized keys as
+    /// `PUBLIC-KEY worker ID`).
+    Keygen {
+        /// Path prefix of the two files, e.g. /etc/orderly/w1.
+        #[arg(long, value_name = "PREFIX")]
+        out: PathBuf,
+    },
 }
 
 #[derive(Args, Debug)]
@@ -118,6 +126,16 @@ struct RunArgs {
     /// Example: --config /etc/orderly/worker.toml
     #[arg(long, env = "ORDERLY_WORKER_CONFIG", value_name = "FILE")]
     config: Option<PathBuf>,
+
+    /// This worker's CURVE key pair (from `orderly-worker keygen`); turns
+    /// on CURVE towards a broker that requires it.
+    #[arg(long, env = "ORDERLY_WORKER_CURVE_SECRET_KEY", value_name = "FILE", requires = "broker_public_key")]
+    curve_secret_key: Option<PathBuf>,
+
+    /// The broker's CURVE public key: 40 Z85 characters, or a file holding
+    /// them (the broker's PREFIX.pub).
+    #[arg(long, env = "ORDERLY_WORKER_BROKER_PUBLIC_KEY", value_name = "KEY|FILE", requires = "curve_secret_key")]
+    broker_public_key: Option<String>,
 }
 
 fn parse_worker_id(text: &str) -> Result<String, String> {
@@ -138,8 +156,13 @@ impl RunArgs {
         }
     }
 
-    fn into_config(self) -> io::Config {
-        io::Config {
+    fn into_config(self) -> anyhow::Result<io::Config> {
+        let curve = match (&self.curve_secret_key, &self.broker_public_key) {
+            (Some(secret), Some(public)) => Some(orderly_security::keys::CurveClient::load(secret, public)?),
+            _ => None,
+        };
+        Ok(io::Config {
+            curve,
             handler: self.handler(),
             worker: self.id,
             incarnation: rand::random(),
@@ -149,7 +172,7 @@ impl RunArgs {
             heartbeat_interval_ms: self.heartbeat_interval_ms,
             heartbeat_liveness: self.heartbeat_liveness,
             drain_timeout_ms: self.drain_timeout_secs.saturating_mul(1000),
-        }
+        })
     }
 }
 
@@ -164,9 +187,18 @@ fn main() -> ExitCode {
 }
 
 fn run() -> anyhow::Result<ExitCode> {
-    let Command::Run(args) = parse_cli().command;
+    let args = match parse_cli().command {
+        Command::Run(args) => args,
+        Command::Keygen { out } => {
+            let pair = orderly_security::KeyPair::generate().context("libzmq could not generate a key pair")?;
+            let (secret, public) = orderly_security::keys::write_pair(&pair, &out)?;
+            println!("secret key: {} (mode 0600; keep it on this host)", secret.display());
+            println!("public key: {} = {}", public.display(), pair.public_z85());
+            return Ok(ExitCode::from(exit::OK));
+        }
+    };
     init_logging(&args.log_level);
-    let config = args.into_config();
+    let config = args.into_config()?;
     config.handler.prepare().with_context(|| format!("cannot prepare the handler ({})", config.handler.describe()))?;
     let shutdown = io::register_signals()?;
     let exit = io::run(config, &shutdown)?;

@@ -110,6 +110,7 @@ fn start(
         heartbeat_interval_ms: 50,
         heartbeat_liveness,
         drain_timeout_ms,
+        curve: None,
     };
     let shutdown = Arc::new(AtomicBool::new(false));
     let flag = Arc::clone(&shutdown);

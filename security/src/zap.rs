@@ -1,0 +1,132 @@
+//! The ZAP handler (RFC 27): libzmq asks it, over
+//! `inproc://zeromq.zap.01`, whether each connecting CURVE client may in.
+//!
+//! The broker sets a ZAP domain per socket; a key is admitted when it is in
+//! the authorized-keys file and its role fits the socket: `intake` takes
+//! producers, `control` takes workers, `fanout` takes both. The reply's
+//! User-Id is the key's id, which libzmq attaches to every message from
+//! that connection, so the broker can check that a message's claimed
+//! producer or worker id is the key's.
+
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, RwLock};
+use std::thread::JoinHandle;
+
+use crate::authorized::{AuthorizedKeys, Role};
+use crate::keys::encode;
+
+/// The endpoint libzmq sends ZAP requests to.
+pub const ZAP_ENDPOINT: &str = "inproc://zeromq.zap.01";
+/// ZAP domains of the broker's sockets.
+pub const DOMAIN_INTAKE: &str = "intake";
+pub const DOMAIN_CONTROL: &str = "control";
+pub const DOMAIN_FANOUT: &str = "fanout";
+
+/// Shared view of the authorized keys; replaced whole on reload (SIGHUP).
+pub type SharedKeys = Arc<RwLock<AuthorizedKeys>>;
+
+/// Counts of the handler's decisions.
+#[derive(Debug, Default)]
+pub struct ZapStats {
+    pub admitted: AtomicU64,
+    pub refused: AtomicU64,
+}
+
+/// The running handler thread; stops when dropped.
+pub struct ZapHandler {
+    stop: Arc<AtomicBool>,
+    thread: Option<JoinHandle<()>>,
+    pub stats: Arc<ZapStats>,
+}
+
+impl ZapHandler {
+    /// Binds the ZAP endpoint on `context` (before any CURVE server socket
+    /// accepts a connection) and serves it on a thread.
+    pub fn start(context: &zmq::Context, keys: SharedKeys) -> Result<ZapHandler, zmq::Error> {
+        let socket = context.socket(zmq::REP)?;
+        socket.set_linger(0)?;
+        socket.bind(ZAP_ENDPOINT)?;
+        let stop = Arc::new(AtomicBool::new(false));
+        let stats = Arc::new(ZapStats::default());
+        let (thread_stop, thread_stats) = (Arc::clone(&stop), Arc::clone(&stats));
+        let thread = std::thread::Builder::new()
+            .name("zap".into())
+            .spawn(move || serve(socket, keys, thread_stop, thread_stats))
+            .map_err(|_| zmq::Error::EMFILE)?;
+        Ok(ZapHandler { stop, thread: Some(thread), stats })
+    }
+}
+
+impl Drop for ZapHandler {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+        if let Some(thread) = self.thread.take() {
+            let _ = thread.join();
+        }
+    }
+}
+
+fn serve(socket: zmq::Socket, keys: SharedKeys, stop: Arc<AtomicBool>, stats: Arc<ZapStats>) {
+    while !stop.load(Ordering::Relaxed) {
+        match socket.poll(zmq::POLLIN, 100) {
+            Ok(0) | Err(zmq::Error::EINTR) => continue,
+            Ok(_) => {}
+            Err(error) => {
+                tracing::error!(%error, "ZAP handler stopped");
+                return;
+            }
+        }
+        let Ok(request) = socket.recv_multipart(0) else { continue };
+        let reply = decide(&request, &keys, &stats);
+        if let Err(error) = socket.send_multipart(reply, 0) {
+            tracing::warn!(%error, "ZAP reply failed");
+        }
+    }
+}
+
+/// Builds the reply to one ZAP request:
+/// `[version, request id, domain, address, identity, mechanism, credentials...]`.
+fn decide(request: &[Vec<u8>], keys: &SharedKeys, stats: &ZapStats) -> Vec<Vec<u8>> {
+    let request_id = request.get(1).cloned().unwrap_or_default();
+    let reply = |code: &str, text: &str, user: &str| {
+        vec![b"1.0".to_vec(), request_id.clone(), code.into(), text.into(), user.into(), Vec::new()]
+    };
+    if request.len() < 7 || request[0] != b"1.0" || request[5] != b"CURVE" {
+        stats.refused.fetch_add(1, Ordering::Relaxed);
+        return reply("400", "CURVE required", "");
+    }
+    let domain = String::from_utf8_lossy(&request[2]).into_owned();
+    let address = String::from_utf8_lossy(&request[3]).into_owned();
+    let key = &request[6];
+    let keys = keys.read().unwrap_or_else(|poisoned| poisoned.into_inner());
+    let decision = match keys.lookup(key) {
+        None => Err("unknown key".to_string()),
+        Some((role, id)) => {
+            let fits = match domain.as_str() {
+                DOMAIN_INTAKE => *role == Role::Producer,
+                DOMAIN_CONTROL => *role == Role::Worker,
+                DOMAIN_FANOUT => true,
+                _ => false,
+            };
+            if fits {
+                Ok(id.clone())
+            } else {
+                Err(format!("a {} key may not connect to {domain}", role.name()))
+            }
+        }
+    };
+    let key_text: Option<[u8; 32]> = key.as_slice().try_into().ok();
+    let key_text = key_text.map(|k| encode(&k)).unwrap_or_else(|| "?".into());
+    match decision {
+        Ok(id) => {
+            stats.admitted.fetch_add(1, Ordering::Relaxed);
+            tracing::debug!(%domain, %address, %id, "ZAP: admitted");
+            reply("200", "OK", &id)
+        }
+        Err(why) => {
+            stats.refused.fetch_add(1, Ordering::Relaxed);
+            tracing::warn!(%domain, %address, key = %key_text, %why, "ZAP: refused a connection");
+            reply("400", &why, "")
+        }
+    }
+}
