@@ -14,4 +14,6 @@ if cargo nextest --version >/dev/null 2>&1; then
 else
     cargo test --workspace --no-fail-fast
 fi
+# A short fuzzing run of the wire decoder and the journal reader.
+scripts/fuzz.sh "${ORDERLY_FUZZ_SECONDS:-20}"
 ORDERLY_BIN_DIR="$ROOT/target/debug" tests/run.sh
