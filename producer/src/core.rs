@@ -1,124 +1,519 @@
-//! The producer's sans-IO bookkeeping: which orders await a confirm, and
-//! what the broker answered. Time is passed in (microseconds on the
-//! caller's monotonic clock).
+//! The producer's sans-IO state: the hello/welcome [`Handshake`] and the
+//! [`Outbox`] of orders awaiting the broker's answer.
+//!
+//! Nothing here touches a socket, a file or a clock: time is passed in as
+//! [`Micros`] on the caller's monotonic clock, so tests drive it with a
+//! virtual clock and nothing sleeps. The io layer (`Producer`) asks the
+//! outbox what is due ([`Outbox::next_due`]), transmits it, and reports back
+//! ([`Outbox::transmitted`], [`Outbox::transmit_blocked`],
+//! [`Outbox::answer`]).
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::{BTreeSet, HashMap};
+use std::time::Duration;
 
-use orderly_common::protocol::{FanoutMsg, IntakeMsg, ProducerHello, RejectReason};
+use orderly_common::protocol::{IntakeMsg, ProducerHello, RejectReason};
+
+use crate::limits::{
+    CONFIRM_TIMEOUT_DEFAULT, OUTBOX_BYTES_MAX_DEFAULT, OUTBOX_ORDERS_MAX_DEFAULT, RESEND_BACKOFF_MAX_DEFAULT,
+    TRANSMIT_RETRY_DELAY,
+};
 
 /// Microseconds on the caller's monotonic clock.
 pub type Micros = u64;
 
-/// The broker's answer for one order.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Receipt {
-    /// Sealed by the broker; `latency_us` runs from Finish sent to Confirm.
-    Confirmed { id: String, latency_us: Micros },
-    /// Refused, with the broker's reason.
-    Rejected { id: String, reason: RejectReason },
+/// A duration in [`Micros`], saturating (no realistic duration overflows).
+pub fn micros(duration: Duration) -> Micros {
+    u64::try_from(duration.as_micros()).unwrap_or(u64::MAX)
 }
 
-/// Tracks the handshake and the orders awaiting an answer.
+/// The handshake that proves our fanout subscription works before any
+/// order is sent, so no confirm is published into a subscription that does
+/// not exist yet (the slow-joiner problem of PUB/SUB).
 #[derive(Debug)]
-pub struct Tracker {
+pub struct Handshake {
     producer: String,
     nonce: u64,
     welcomed: bool,
-    /// Order id → when its Finish was sent.
-    outstanding: HashMap<String, Micros>,
-    receipts: VecDeque<Receipt>,
-    /// Answers for orders not outstanding (repeats of earlier answers).
-    pub unexpected_answers: u64,
 }
 
-impl Tracker {
+impl Handshake {
+    /// A handshake for `producer`; `nonce` should be random per connection,
+    /// so a Welcome meant for an earlier connection is not taken for ours.
     pub fn new(producer: String, nonce: u64) -> Self {
-        Tracker {
-            producer,
-            nonce,
-            welcomed: false,
-            outstanding: HashMap::new(),
-            receipts: VecDeque::new(),
-            unexpected_answers: 0,
-        }
+        Handshake { producer, nonce, welcomed: false }
     }
 
-    /// The Hello that asks the broker to prove our subscription works.
+    /// The Hello that asks the broker to publish a Welcome with our nonce.
     pub fn hello(&self) -> IntakeMsg {
         IntakeMsg::Hello(ProducerHello { producer: self.producer.clone(), nonce: self.nonce })
+    }
+
+    /// Takes a Welcome's nonce; true if it was ours (the handshake is done).
+    pub fn handle_welcome(&mut self, nonce: u64) -> bool {
+        if nonce == self.nonce {
+            self.welcomed = true;
+        }
+        self.welcomed
     }
 
     /// True once the broker's Welcome reached us: confirms will too.
     pub fn welcomed(&self) -> bool {
         self.welcomed
     }
+}
 
-    /// Records that an order's Finish went out at `now`.
-    pub fn sent(&mut self, id: &str, now: Micros) {
-        self.outstanding.insert(id.to_owned(), now);
+/// How the outbox resends and how much it holds.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct OutboxConfig {
+    /// Wait this long after an order went out before sending it again.
+    pub confirm_timeout_us: Micros,
+    /// The wait doubles with each attempt up to this cap.
+    pub resend_backoff_max_us: Micros,
+    /// Orders held at most (see [`Outbox::has_room`]).
+    pub orders_max: usize,
+    /// Item bytes held at most.
+    pub bytes_max: u64,
+    /// Retry delay for an order the socket would not take (not an attempt).
+    pub transmit_retry_us: Micros,
+}
+
+impl Default for OutboxConfig {
+    fn default() -> Self {
+        OutboxConfig {
+            confirm_timeout_us: micros(CONFIRM_TIMEOUT_DEFAULT),
+            resend_backoff_max_us: micros(RESEND_BACKOFF_MAX_DEFAULT),
+            orders_max: OUTBOX_ORDERS_MAX_DEFAULT,
+            bytes_max: OUTBOX_BYTES_MAX_DEFAULT,
+            transmit_retry_us: micros(TRANSMIT_RETRY_DELAY),
+        }
+    }
+}
+
+impl OutboxConfig {
+    /// How long to wait for an answer after attempt `attempt` (1 = the
+    /// first transmission): `confirm_timeout × 2^(attempt-1)`, capped.
+    pub fn resend_delay_us(&self, attempt: u32) -> Micros {
+        let doublings = attempt.saturating_sub(1).min(63);
+        let cap = self.resend_backoff_max_us.max(self.confirm_timeout_us);
+        self.confirm_timeout_us.checked_mul(1u64 << doublings).map_or(cap, |delay| delay.min(cap))
+    }
+}
+
+/// An order that left the outbox because the broker answered it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Answered {
+    /// The order id.
+    pub id: String,
+    /// `Ok` for a Confirm, the broker's reason for a Reject.
+    pub verdict: Result<(), RejectReason>,
+    /// From the order's first complete transmission to the answer (0 if it
+    /// never completely went out, e.g. a stream rejected half-way).
+    pub latency_us: Micros,
+    /// Complete transmissions of the order (1 = no resend was needed).
+    pub attempts: u32,
+}
+
+/// Where an order is in its life.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Phase {
+    /// Begun with `Producer::begin`, items still coming: never resent (the
+    /// broker has no Finish yet, and ours would come too early).
+    Streaming,
+    /// Complete: due for transmission at `next_at`.
+    Complete { next_at: Micros },
+}
+
+#[derive(Debug)]
+struct Entry {
+    items: Vec<Vec<u8>>,
+    bytes: u64,
+    phase: Phase,
+    /// When the order's Finish first went out.
+    first_sent_us: Option<Micros>,
+    /// Complete transmissions so far.
+    attempts: u32,
+}
+
+/// Orders sent (or being sent) and not yet answered, with their items, so
+/// any of them can be sent again; bounded in orders and bytes.
+///
+/// An order is *due* when it has never gone out completely, when the socket
+/// refused it last time ([`Outbox::transmit_blocked`]), or when its answer
+/// is overdue: `confirm_timeout` after its first transmission, then with
+/// the wait doubling up to `resend_backoff_max`. Resending is safe: the
+/// broker keys orders by (producer, order id), confirms a sealed order
+/// again instead of sealing it twice, and fills a partial order's gaps.
+#[derive(Debug)]
+pub struct Outbox {
+    config: OutboxConfig,
+    entries: HashMap<String, Entry>,
+    /// `(next_at, id)` of every complete order: the next due is the first.
+    schedule: BTreeSet<(Micros, String)>,
+    bytes: u64,
+    /// Answers for orders not in the outbox (repeats after a resend).
+    unexpected_answers: u64,
+}
+
+impl Outbox {
+    /// An empty outbox.
+    pub fn new(config: OutboxConfig) -> Self {
+        Outbox { config, entries: HashMap::new(), schedule: BTreeSet::new(), bytes: 0, unexpected_answers: 0 }
     }
 
-    pub fn outstanding(&self) -> usize {
-        self.outstanding.len()
+    /// The configuration it was made with.
+    pub fn config(&self) -> &OutboxConfig {
+        &self.config
     }
 
-    /// Ids of the orders still awaiting an answer, sorted.
-    pub fn outstanding_ids(&self) -> Vec<String> {
-        let mut ids: Vec<String> = self.outstanding.keys().cloned().collect();
+    /// Orders held.
+    pub fn len(&self) -> usize {
+        self.entries.len()
+    }
+
+    /// True when no order awaits an answer.
+    pub fn is_empty(&self) -> bool {
+        self.entries.is_empty()
+    }
+
+    /// Item bytes held.
+    pub fn bytes(&self) -> u64 {
+        self.bytes
+    }
+
+    /// True if `id` awaits an answer (or is being streamed).
+    pub fn contains(&self, id: &str) -> bool {
+        self.entries.contains_key(id)
+    }
+
+    /// Answers that matched no order in the outbox: repeated confirms of a
+    /// resent order, or answers meant for an earlier run.
+    pub fn unexpected_answers(&self) -> u64 {
+        self.unexpected_answers
+    }
+
+    /// True if `orders` more orders with `bytes` more item bytes fit now.
+    pub fn has_room(&self, orders: usize, bytes: u64) -> bool {
+        self.entries.len() + orders <= self.config.orders_max && self.bytes + bytes <= self.config.bytes_max
+    }
+
+    /// True if that much could ever fit (in an empty outbox): when false,
+    /// waiting for room is pointless.
+    pub fn could_fit(&self, orders: usize, bytes: u64) -> bool {
+        orders <= self.config.orders_max && bytes <= self.config.bytes_max
+    }
+
+    /// Ids of the orders held, sorted.
+    pub fn ids(&self) -> Vec<String> {
+        let mut ids: Vec<String> = self.entries.keys().cloned().collect();
         ids.sort();
         ids
     }
 
-    pub fn handle_fanout(&mut self, msg: FanoutMsg, now: Micros) {
-        match msg {
-            FanoutMsg::Welcome(w) if w.nonce == self.nonce => self.welcomed = true,
-            FanoutMsg::Confirm(c) => match self.outstanding.remove(&c.order) {
-                Some(sent) => {
-                    self.receipts.push_back(Receipt::Confirmed { id: c.order, latency_us: now.saturating_sub(sent) })
-                }
-                None => self.unexpected_answers += 1,
-            },
-            FanoutMsg::Reject(r) => match self.outstanding.remove(&r.order) {
-                Some(_) => self.receipts.push_back(Receipt::Rejected { id: r.order, reason: r.reason }),
-                None => self.unexpected_answers += 1,
-            },
-            _ => {}
-        }
+    /// The items of an order held.
+    pub fn items(&self, id: &str) -> Option<&[Vec<u8>]> {
+        self.entries.get(id).map(|entry| entry.items.as_slice())
     }
 
-    pub fn poll_receipt(&mut self) -> Option<Receipt> {
-        self.receipts.pop_front()
+    /// Item bytes of an order held.
+    pub fn order_bytes(&self, id: &str) -> Option<u64> {
+        self.entries.get(id).map(|entry| entry.bytes)
     }
+
+    /// Complete transmissions of an order held.
+    pub fn attempts(&self, id: &str) -> Option<u32> {
+        self.entries.get(id).map(|entry| entry.attempts)
+    }
+
+    /// Adds a complete order, due at once. The caller checked that `id` is
+    /// not held (an invariant, asserted) and, for new orders, that there is
+    /// room; orders recovered from disk are added whatever the bounds (they
+    /// were accepted before), and only delay new sends.
+    pub fn insert(&mut self, id: String, items: Vec<Vec<u8>>, now: Micros) {
+        assert!(!self.entries.contains_key(&id), "order {id:?} is already in the outbox");
+        let bytes = items_bytes(&items);
+        self.bytes += bytes;
+        self.schedule.insert((now, id.clone()));
+        let entry = Entry { items, bytes, phase: Phase::Complete { next_at: now }, first_sent_us: None, attempts: 0 };
+        self.entries.insert(id, entry);
+    }
+
+    /// Adds an order whose items will come one by one ([`Outbox::push_item`]).
+    pub fn begin_stream(&mut self, id: String) {
+        assert!(!self.entries.contains_key(&id), "order {id:?} is already in the outbox");
+        let entry = Entry { items: Vec::new(), bytes: 0, phase: Phase::Streaming, first_sent_us: None, attempts: 0 };
+        self.entries.insert(id, entry);
+    }
+
+    /// Appends an item to a streamed order and returns its seq; `None` if
+    /// the order is no longer held (the broker rejected it meanwhile).
+    pub fn push_item(&mut self, id: &str, item: Vec<u8>) -> Option<u32> {
+        let entry = self.entries.get_mut(id)?;
+        assert_eq!(entry.phase, Phase::Streaming, "order {id:?} is not being streamed");
+        let seq = u32::try_from(entry.items.len()).expect("items per order are bounded far below u32::MAX");
+        let bytes = item.len() as u64;
+        entry.items.push(item);
+        entry.bytes += bytes;
+        self.bytes += bytes;
+        Some(seq)
+    }
+
+    /// Ends a stream: the order is complete. If its Finish went out (every
+    /// message of the stream was transmitted) this counts as its first
+    /// attempt; otherwise the whole order is due at once. False if the
+    /// order is no longer held.
+    pub fn finish_stream(&mut self, id: &str, transmitted: bool, now: Micros) -> bool {
+        let Some(entry) = self.entries.get_mut(id) else { return false };
+        assert_eq!(entry.phase, Phase::Streaming, "order {id:?} is not being streamed");
+        entry.phase = Phase::Complete { next_at: now };
+        self.schedule.insert((now, id.to_owned()));
+        if transmitted {
+            self.transmitted(id, now);
+        }
+        true
+    }
+
+    /// Drops an order without an answer (a stream abandoned before its
+    /// Finish). True if it was held.
+    pub fn abandon(&mut self, id: &str) -> bool {
+        self.remove(id).is_some()
+    }
+
+    /// The due order with the earliest deadline, if any is due at `now`.
+    pub fn next_due(&self, now: Micros) -> Option<&str> {
+        self.schedule.first().filter(|(at, _)| *at <= now).map(|(_, id)| id.as_str())
+    }
+
+    /// When the next order falls due (it may be in the past).
+    pub fn next_deadline(&self) -> Option<Micros> {
+        self.schedule.first().map(|(at, _)| *at)
+    }
+
+    /// The whole order (Begin, items, Finish) went out at `now`: one more
+    /// attempt, and the next is due after the backoff for that attempt.
+    pub fn transmitted(&mut self, id: &str, now: Micros) {
+        let Some(entry) = self.entries.get_mut(id) else { return };
+        entry.attempts = entry.attempts.saturating_add(1);
+        entry.first_sent_us.get_or_insert(now);
+        let next_at = now.saturating_add(self.config.resend_delay_us(entry.attempts));
+        reschedule(&mut self.schedule, id, entry, next_at);
+    }
+
+    /// The socket would not take the order (high-water mark, or no broker
+    /// connected): try again shortly. Not an attempt — it may have gone out
+    /// in part, which is harmless, since the retry sends it all again.
+    pub fn transmit_blocked(&mut self, id: &str, now: Micros) {
+        let Some(entry) = self.entries.get_mut(id) else { return };
+        let next_at = now.saturating_add(self.config.transmit_retry_us);
+        reschedule(&mut self.schedule, id, entry, next_at);
+    }
+
+    /// The broker answered `id`: the order leaves the outbox. `None` (and
+    /// counted as unexpected) for an order not held, and for a Confirm of an
+    /// order still being streamed (an answer to an earlier order with the
+    /// same id: the broker cannot have sealed this one without its Finish).
+    /// A Reject of a stream is taken: the broker dropped the partial order.
+    pub fn answer(&mut self, id: &str, verdict: Result<(), RejectReason>, now: Micros) -> Option<Answered> {
+        let streaming = match self.entries.get(id) {
+            Some(entry) => entry.phase == Phase::Streaming,
+            None => {
+                self.unexpected_answers += 1;
+                return None;
+            }
+        };
+        if streaming && verdict.is_ok() {
+            self.unexpected_answers += 1;
+            return None;
+        }
+        let entry = self.remove(id)?;
+        let latency_us = entry.first_sent_us.map_or(0, |sent| now.saturating_sub(sent));
+        Some(Answered { id: id.to_owned(), verdict, latency_us, attempts: entry.attempts })
+    }
+
+    fn remove(&mut self, id: &str) -> Option<Entry> {
+        let entry = self.entries.remove(id)?;
+        if let Phase::Complete { next_at } = entry.phase {
+            self.schedule.remove(&(next_at, id.to_owned()));
+        }
+        self.bytes -= entry.bytes;
+        Some(entry)
+    }
+}
+
+fn reschedule(schedule: &mut BTreeSet<(Micros, String)>, id: &str, entry: &mut Entry, next_at: Micros) {
+    let Phase::Complete { next_at: old } = entry.phase else {
+        panic!("order {id:?} is scheduled while it is being streamed");
+    };
+    let key = (old, id.to_owned());
+    let removed = schedule.remove(&key);
+    assert!(removed, "order {id:?} was missing from the schedule");
+    schedule.insert((next_at, key.1));
+    entry.phase = Phase::Complete { next_at };
+}
+
+/// Total payload bytes of some items.
+pub fn items_bytes(items: &[Vec<u8>]) -> u64 {
+    items.iter().map(|item| item.len() as u64).sum()
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use orderly_common::protocol::{Confirm, Reject, Welcome};
 
-    #[test]
-    fn handshake_needs_our_nonce() {
-        let mut t = Tracker::new("p".into(), 7);
-        t.handle_fanout(FanoutMsg::Welcome(Welcome { nonce: 8 }), 0);
-        assert!(!t.welcomed());
-        t.handle_fanout(FanoutMsg::Welcome(Welcome { nonce: 7 }), 0);
-        assert!(t.welcomed());
+    const SECOND: Micros = 1_000_000;
+
+    fn config() -> OutboxConfig {
+        OutboxConfig {
+            confirm_timeout_us: 5 * SECOND,
+            resend_backoff_max_us: 60 * SECOND,
+            orders_max: 3,
+            bytes_max: 10,
+            transmit_retry_us: SECOND / 20,
+        }
+    }
+
+    fn items(sizes: &[usize]) -> Vec<Vec<u8>> {
+        sizes.iter().map(|&n| vec![b'x'; n]).collect()
+    }
+
+    /// Transmits everything due at `now` (as the io layer would when the
+    /// socket takes it) and returns the ids, in order.
+    fn transmit_due(outbox: &mut Outbox, now: Micros) -> Vec<String> {
+        let mut sent = Vec::new();
+        while let Some(id) = outbox.next_due(now).map(str::to_owned) {
+            outbox.transmitted(&id, now);
+            sent.push(id);
+        }
+        sent
     }
 
     #[test]
-    fn confirms_and_rejects_become_receipts_once() {
-        let mut t = Tracker::new("p".into(), 1);
-        t.sent("a", 100);
-        t.sent("b", 100);
-        t.handle_fanout(FanoutMsg::Confirm(Confirm { order: "a".into() }), 350);
-        t.handle_fanout(FanoutMsg::Confirm(Confirm { order: "a".into() }), 400);
-        t.handle_fanout(FanoutMsg::Reject(Reject { order: "b".into(), reason: RejectReason::Gap { missing: 2 } }), 500);
-        assert_eq!(t.poll_receipt(), Some(Receipt::Confirmed { id: "a".into(), latency_us: 250 }));
-        assert_eq!(
-            t.poll_receipt(),
-            Some(Receipt::Rejected { id: "b".into(), reason: RejectReason::Gap { missing: 2 } })
-        );
-        assert_eq!(t.poll_receipt(), None);
-        assert_eq!((t.outstanding(), t.unexpected_answers), (0, 1));
+    fn handshake_needs_our_nonce() {
+        let mut handshake = Handshake::new("p".into(), 7);
+        assert!(!handshake.handle_welcome(8));
+        assert!(handshake.handle_welcome(7));
+        assert!(handshake.welcomed());
+    }
+
+    #[test]
+    fn new_orders_are_due_at_once_and_resent_after_the_confirm_timeout() {
+        let mut outbox = Outbox::new(config());
+        outbox.insert("a".into(), items(&[1, 2]), 0);
+        assert_eq!(transmit_due(&mut outbox, 0), ["a"]);
+        assert_eq!(outbox.next_deadline(), Some(5 * SECOND));
+        assert!(transmit_due(&mut outbox, 5 * SECOND - 1).is_empty(), "nothing is due before the timeout");
+        assert_eq!(transmit_due(&mut outbox, 5 * SECOND), ["a"]);
+        assert_eq!(outbox.attempts("a"), Some(2));
+        assert_eq!(outbox.items("a"), Some(items(&[1, 2]).as_slice()), "a resend sends the same items");
+    }
+
+    #[test]
+    fn backoff_doubles_and_is_capped() {
+        let config = config();
+        let delays: Vec<Micros> = (1..=6).map(|attempt| config.resend_delay_us(attempt) / SECOND).collect();
+        assert_eq!(delays, [5, 10, 20, 40, 60, 60]);
+        assert_eq!(config.resend_delay_us(u32::MAX), 60 * SECOND, "no overflow however many attempts");
+
+        let mut outbox = Outbox::new(config);
+        outbox.insert("a".into(), items(&[1]), 0);
+        let mut now = 0;
+        let mut sends = Vec::new();
+        // Walk the virtual clock from deadline to deadline: no sleeping.
+        for _ in 0..6 {
+            assert_eq!(transmit_due(&mut outbox, now), ["a"]);
+            sends.push(now / SECOND);
+            now = outbox.next_deadline().expect("the unanswered order stays scheduled");
+        }
+        assert_eq!(sends, [0, 5, 15, 35, 75, 135]);
+    }
+
+    #[test]
+    fn answered_orders_leave_the_outbox_once() {
+        let mut outbox = Outbox::new(config());
+        outbox.insert("a".into(), items(&[3]), 0);
+        outbox.insert("b".into(), items(&[4]), 0);
+        transmit_due(&mut outbox, 100);
+        let answered = outbox.answer("a", Ok(()), 350).expect("a is held");
+        assert_eq!((answered.latency_us, answered.attempts, answered.verdict), (250, 1, Ok(())));
+        let gap = Err(RejectReason::Gap { missing: 0 });
+        assert_eq!(outbox.answer("b", gap.clone(), 400).map(|a| a.verdict), Some(gap));
+        assert_eq!(outbox.answer("a", Ok(()), 500), None, "a repeated confirm is not a second answer");
+        assert_eq!(outbox.unexpected_answers(), 1);
+        assert!(outbox.is_empty());
+        assert_eq!((outbox.bytes(), outbox.next_deadline()), (0, None), "bytes and schedule are released");
+    }
+
+    #[test]
+    fn bounds_count_orders_and_bytes() {
+        let mut outbox = Outbox::new(config());
+        assert!(outbox.has_room(3, 10));
+        assert!(!outbox.has_room(4, 0) && !outbox.has_room(1, 11));
+        assert!(!outbox.could_fit(1, 11), "an order larger than the outbox never fits");
+        outbox.insert("a".into(), items(&[6]), 0);
+        assert!(outbox.has_room(1, 4) && !outbox.has_room(1, 5));
+        outbox.insert("b".into(), items(&[]), 0);
+        outbox.insert("c".into(), items(&[]), 0);
+        assert!(!outbox.has_room(1, 0), "three orders is the bound");
+        outbox.answer("a", Ok(()), 1);
+        assert!(outbox.has_room(1, 10), "an answer frees its order and its bytes");
+    }
+
+    #[test]
+    fn a_blocked_transmission_is_retried_soon_and_is_not_an_attempt() {
+        let mut outbox = Outbox::new(config());
+        outbox.insert("a".into(), items(&[1]), 0);
+        assert_eq!(outbox.next_due(0), Some("a"));
+        outbox.transmit_blocked("a", 0);
+        assert_eq!(outbox.next_due(0), None);
+        assert_eq!(outbox.next_deadline(), Some(SECOND / 20));
+        assert_eq!(outbox.attempts("a"), Some(0));
+        assert_eq!(transmit_due(&mut outbox, SECOND / 20), ["a"]);
+        assert_eq!(outbox.next_deadline(), Some(SECOND / 20 + 5 * SECOND), "the confirm timeout starts now");
+    }
+
+    #[test]
+    fn due_orders_come_earliest_deadline_first() {
+        let mut outbox = Outbox::new(config());
+        outbox.insert("late".into(), items(&[]), 10);
+        outbox.insert("early".into(), items(&[]), 5);
+        assert_eq!(transmit_due(&mut outbox, 20), ["early", "late"]);
+    }
+
+    #[test]
+    fn streams_are_not_resent_before_their_finish() {
+        let mut outbox = Outbox::new(config());
+        outbox.begin_stream("s".into());
+        assert_eq!(outbox.push_item("s", b"ab".to_vec()), Some(0));
+        assert_eq!(outbox.push_item("s", b"c".to_vec()), Some(1));
+        assert_eq!(outbox.bytes(), 3);
+        assert_eq!(outbox.next_deadline(), None, "a stream is never due");
+        assert_eq!(outbox.answer("s", Ok(()), 1), None, "a confirm before our Finish is for an earlier order");
+        assert!(outbox.finish_stream("s", true, 100));
+        assert_eq!(outbox.attempts("s"), Some(1));
+        assert_eq!(outbox.next_deadline(), Some(100 + 5 * SECOND));
+        assert_eq!(transmit_due(&mut outbox, 100 + 5 * SECOND), ["s"]);
+    }
+
+    #[test]
+    fn a_stream_that_did_not_fully_go_out_is_due_at_its_finish() {
+        let mut outbox = Outbox::new(config());
+        outbox.begin_stream("s".into());
+        outbox.push_item("s", b"a".to_vec());
+        outbox.finish_stream("s", false, 7);
+        assert_eq!((outbox.next_due(7), outbox.attempts("s")), (Some("s"), Some(0)));
+    }
+
+    #[test]
+    fn a_rejected_or_abandoned_stream_leaves_the_outbox() {
+        let mut outbox = Outbox::new(config());
+        outbox.begin_stream("s".into());
+        outbox.push_item("s", b"a".to_vec());
+        let expired = Err(RejectReason::Expired { age_ms: 1 });
+        assert_eq!(outbox.answer("s", expired, 9).map(|a| (a.attempts, a.latency_us)), Some((0, 0)));
+        assert_eq!(outbox.push_item("s", b"b".to_vec()), None, "items after the reject are refused");
+        assert!(!outbox.finish_stream("s", true, 10));
+        outbox.begin_stream("t".into());
+        outbox.push_item("t", b"abc".to_vec());
+        assert!(outbox.abandon("t"));
+        assert_eq!((outbox.len(), outbox.bytes()), (0, 0));
     }
 }

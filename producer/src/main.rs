@@ -2,25 +2,46 @@
 
 use std::ffi::OsString;
 use std::fs::File;
-use std::io::{BufRead, BufReader, Write};
+use std::io::{BufRead, BufReader, IsTerminal, Write};
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::mpsc::{self, Receiver, RecvTimeoutError, SyncSender, TryRecvError};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::Context;
 use clap::{CommandFactory, Parser, Subcommand};
+use indicatif::{ProgressBar, ProgressStyle};
 use orderly_common::cli::{exit, merge_config_file};
 use orderly_common::ids::validate_peer_id;
 use orderly_common::limits::{ITEM_BYTES_MAX, ORDER_ITEMS_MAX};
 use orderly_common::Endpoint;
-use orderly_producer::client::{Client, ClientConfig, ClientError};
-use orderly_producer::core::Receipt;
+use orderly_producer::limits::RESEND_BACKOFF_MAX_DEFAULT;
 use orderly_producer::orders::{self, Order};
+use orderly_producer::{Outcome, Producer, ProducerConfig, ProducerError};
+
+/// Orders the CLI hands to the library in one batch (one outbox commit):
+/// enough to amortise an fsync, small enough to keep the pipe moving.
+const CLI_BATCH_ORDERS_MAX: usize = 256;
+/// A batch is cut once its items reach this many bytes.
+const CLI_BATCH_BYTES_MAX: u64 = 8 * 1024 * 1024;
+/// Orders parsed ahead of sending by the input thread.
+const READ_AHEAD_ORDERS: usize = 1024;
+/// Longest wait for input or answers before the loop looks around again
+/// (signals, resends, progress).
+const IDLE_POLL: Duration = Duration::from_millis(50);
+/// Plain progress lines (stderr not a terminal) come this often.
+const PROGRESS_LINE_INTERVAL: Duration = Duration::from_secs(2);
+/// Bounds of a duration flag, in seconds (a NaN or infinity is refused too).
+const SECONDS_MIN: f64 = 0.001;
+const SECONDS_MAX: f64 = 1e9;
+/// Unanswered order ids listed at the end, at most.
+const UNANSWERED_LISTED_MAX: usize = 20;
 
 /// The orderly producer: sends orders (a Begin, numbered items, a Finish)
-/// to the broker and waits until the broker confirms or rejects each one.
+/// to the broker and waits until the broker confirms or rejects each one,
+/// resending any order that stays unanswered.
 #[derive(Parser, Debug)]
 #[command(name = "orderly-producer", version, after_help = EXAMPLES)]
 struct Cli {
@@ -32,6 +53,7 @@ const EXAMPLES: &str = "\
 Examples:
   echo '{\"id\": \"order-1\", \"items\": [{\"sku\": \"A1\", \"qty\": 2}]}' | orderly-producer send --id shop-1
   orderly-producer send --id shop-1 --file orders.jsonl --confirmed-log confirmed.txt
+  orderly-producer send --id shop-1 --file orders.jsonl --outbox /var/lib/shop-1/outbox
   orderly-producer bench --id bench-1 --orders 10000 --items 10 --item-bytes 100
 
 Exit codes: 0 every order confirmed; 1 runtime failure; 2 bad usage;
@@ -55,7 +77,8 @@ struct Common {
     config: Option<PathBuf>,
 
     /// This producer's id ([A-Za-z0-9._-], up to 64 bytes). Order ids are
-    /// unique per producer id.
+    /// unique per producer id; keep the id across restarts so the broker
+    /// recognises resent orders.
     #[arg(long, env = "ORDERLY_PRODUCER_ID", value_name = "ID", default_value = "producer",
           value_parser = parse_peer_id)]
     id: String,
@@ -68,15 +91,35 @@ struct Common {
     #[arg(long, env = "ORDERLY_PRODUCER_FANOUT", value_name = "EP", default_value = "tcp://127.0.0.1:5571")]
     fanout: Endpoint,
 
-    /// Seconds to wait for the broker: to answer the handshake, to accept a
-    /// message (backpressure), and for the next confirm.
-    #[arg(long, env = "ORDERLY_PRODUCER_TIMEOUT", value_name = "SECONDS", default_value_t = 30.0)]
+    /// Seconds to wait for the broker: to answer the handshake, to make
+    /// room in a full window (backpressure), and for the next answer.
+    #[arg(long, env = "ORDERLY_PRODUCER_TIMEOUT", value_name = "SECONDS", default_value_t = 30.0,
+          value_parser = parse_seconds)]
     timeout: f64,
 
-    /// Orders sent but not yet confirmed, at most.
+    /// Seconds an order may wait for its answer before it is sent again
+    /// (safe: the broker never processes an order twice); the wait doubles
+    /// with each resend, up to 60 s.
+    #[arg(long, env = "ORDERLY_PRODUCER_CONFIRM_TIMEOUT", value_name = "SECONDS", default_value_t = 5.0,
+          value_parser = parse_seconds)]
+    confirm_timeout: f64,
+
+    /// Orders sent but not yet answered, at most (the outbox bound).
     #[arg(long, env = "ORDERLY_PRODUCER_WINDOW", value_name = "N", default_value_t = 1000,
           value_parser = clap::value_parser!(u32).range(1..=1_000_000))]
     window: u32,
+
+    /// Keep unanswered orders on disk in DIR, so they survive a crash: each
+    /// order is written (fsynced) before it is sent, and a later run with
+    /// the same DIR (and --id) resends first every order still unanswered.
+    /// Input orders that are still awaiting an answer in DIR are not sent
+    /// twice. Input orders already answered are sent again: within the
+    /// broker's dedup window (default 10 minutes after processing) it
+    /// confirms them again without processing them twice; to skip them,
+    /// leave the ids in --confirmed-log out of the input. One producer per
+    /// DIR.
+    #[arg(long, env = "ORDERLY_PRODUCER_OUTBOX", value_name = "DIR")]
+    outbox: Option<PathBuf>,
 
     /// Log filter: error, warn, info, debug or trace (RUST_LOG wins).
     #[arg(long, env = "ORDERLY_PRODUCER_LOG_LEVEL", value_name = "LEVEL", default_value = "warn")]
@@ -122,13 +165,21 @@ fn parse_peer_id(text: &str) -> Result<String, String> {
     Ok(text.to_owned())
 }
 
+fn parse_seconds(text: &str) -> Result<f64, String> {
+    match text.parse::<f64>() {
+        Ok(seconds) if (SECONDS_MIN..=SECONDS_MAX).contains(&seconds) => Ok(seconds),
+        _ => Err(format!("{text:?} is not a number of seconds from 0.001 up")),
+    }
+}
+
 fn main() -> ExitCode {
     match run() {
         Ok(code) => code,
         Err(error) => {
             eprintln!("orderly-producer: error: {error:#}");
-            let code = match error.downcast_ref::<ClientError>() {
-                Some(ClientError::Backpressure(_) | ClientError::NoBroker { .. }) => exit::TIMEOUT,
+            let code = match error.downcast_ref::<ProducerError>() {
+                Some(error) if error.is_timeout() => exit::TIMEOUT,
+                Some(ProducerError::Config(_)) => exit::USAGE,
                 _ => exit::FAILURE,
             };
             ExitCode::from(code)
@@ -170,20 +221,22 @@ fn run() -> anyhow::Result<ExitCode> {
 fn init_logging(level: &str) {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(level));
-    let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr());
+    let ansi = std::io::stderr().is_terminal();
     tracing_subscriber::fmt().with_env_filter(filter).with_ansi(ansi).with_writer(std::io::stderr).init();
 }
 
-fn connect(common: &Common) -> anyhow::Result<(Client, Duration)> {
-    let timeout = Duration::from_secs_f64(common.timeout.max(0.001));
-    let config = ClientConfig {
-        producer: common.id.clone(),
-        intake: common.intake.clone(),
-        fanout: common.fanout.clone(),
-        send_timeout: timeout,
-    };
-    let client = Client::connect(config, timeout)?;
-    Ok((client, timeout))
+/// The library configuration the flags describe.
+fn producer_config(common: &Common) -> ProducerConfig {
+    let timeout = Duration::from_secs_f64(common.timeout);
+    let confirm_timeout = Duration::from_secs_f64(common.confirm_timeout);
+    let mut config = ProducerConfig::new(common.id.clone(), common.intake.clone(), common.fanout.clone());
+    config.handshake_timeout = timeout;
+    config.send_timeout = timeout;
+    config.confirm_timeout = confirm_timeout;
+    config.resend_backoff_max = RESEND_BACKOFF_MAX_DEFAULT.max(confirm_timeout);
+    config.outbox_orders_max = common.window as usize;
+    config.outbox_dir = common.outbox.clone();
+    config
 }
 
 /// What happened to the orders of one run.
@@ -193,98 +246,236 @@ struct Tally {
     confirmed: u64,
     rejected: Vec<(String, String)>,
     latencies_us: Vec<u64>,
+    /// Input orders skipped because the outbox still awaits their answer.
+    already_pending: u64,
 }
 
-/// Sends orders with at most `window` unanswered, feeding answers to
-/// `on_receipt`, then waits for the rest. Gives up when no answer arrives
-/// for `timeout`.
-struct Pump<'a> {
-    client: Client,
-    window: usize,
+/// Progress on stderr: a live bar on a terminal, otherwise a plain
+/// `progress:` line every few seconds (logs and tests read those).
+enum Progress {
+    Bar(ProgressBar),
+    Lines { last: Instant },
+}
+
+impl Progress {
+    fn new() -> Self {
+        if !std::io::stderr().is_terminal() {
+            return Progress::Lines { last: Instant::now() };
+        }
+        let style = ProgressStyle::with_template(
+            "{spinner} [{elapsed_precise}] [{wide_bar}] {pos}/{len} confirmed ({per_sec}) {msg}",
+        )
+        .unwrap_or_else(|_| ProgressStyle::default_bar());
+        let bar = ProgressBar::new(0).with_style(style);
+        bar.enable_steady_tick(Duration::from_millis(200));
+        Progress::Bar(bar)
+    }
+
+    fn update(&mut self, tally: &Tally, pending: usize, started: Instant) {
+        match self {
+            Progress::Bar(bar) => {
+                bar.set_length(tally.sent);
+                bar.set_position(tally.confirmed);
+                bar.set_message(format!("{} rejected, {pending} awaiting answers", tally.rejected.len()));
+            }
+            Progress::Lines { last } => {
+                if last.elapsed() < PROGRESS_LINE_INTERVAL {
+                    return;
+                }
+                *last = Instant::now();
+                eprintln!(
+                    "progress: {} sent, {} confirmed, {} rejected, {:.0} orders/s",
+                    tally.sent,
+                    tally.confirmed,
+                    tally.rejected.len(),
+                    tally.confirmed as f64 / started.elapsed().as_secs_f64()
+                );
+            }
+        }
+    }
+
+    /// Prints a line on stderr without tearing the bar.
+    fn println(&self, line: &str) {
+        match self {
+            Progress::Bar(bar) => bar.suspend(|| eprintln!("{line}")),
+            Progress::Lines { .. } => eprintln!("{line}"),
+        }
+    }
+
+    fn finish(&self) {
+        if let Progress::Bar(bar) = self {
+            bar.finish_and_clear();
+        }
+    }
+}
+
+/// Sends orders through the producer and collects the answers. Gives up
+/// when no answer arrives for `timeout`.
+struct Run<'a> {
+    producer: Producer,
     timeout: Duration,
     tally: Tally,
     confirmed_log: Option<File>,
+    progress: Progress,
     stop: &'a AtomicBool,
     last_answer: Instant,
-    last_progress: Instant,
     started: Instant,
 }
 
-impl Pump<'_> {
-    fn take_receipts(&mut self) -> anyhow::Result<()> {
-        while let Some(receipt) = self.client.next_receipt() {
+impl<'a> Run<'a> {
+    fn start(common: &Common, confirmed_log: Option<File>, stop: &'a AtomicBool) -> anyhow::Result<Run<'a>> {
+        let producer = Producer::connect(producer_config(common))?;
+        let progress = Progress::new();
+        if producer.recovered() > 0 {
+            let dir = producer.outbox_dir().map(|dir| dir.display().to_string()).unwrap_or_default();
+            progress.println(&format!("resending {} orders recovered from the outbox {dir}", producer.recovered()));
+        }
+        // Recovered orders are this run's to see answered.
+        let tally = Tally { sent: producer.recovered(), ..Tally::default() };
+        Ok(Run {
+            producer,
+            timeout: Duration::from_secs_f64(common.timeout),
+            tally,
+            confirmed_log,
+            progress,
+            stop,
+            last_answer: Instant::now(),
+            started: Instant::now(),
+        })
+    }
+
+    fn take_answers(&mut self) -> anyhow::Result<()> {
+        for answer in self.producer.poll_receipts() {
             self.last_answer = Instant::now();
-            match receipt {
-                Receipt::Confirmed { id, latency_us } => {
+            match answer.outcome {
+                Outcome::Confirmed => {
                     self.tally.confirmed += 1;
-                    self.tally.latencies_us.push(latency_us);
+                    self.tally.latencies_us.push(u64::try_from(answer.latency.as_micros()).unwrap_or(u64::MAX));
                     if let Some(log) = &mut self.confirmed_log {
-                        writeln!(log, "{id}").context("cannot write the confirmed log")?;
+                        writeln!(log, "{}", answer.order_id).context("cannot write the confirmed log")?;
                     }
                 }
-                Receipt::Rejected { id, reason } => self.tally.rejected.push((id, reason.to_string())),
+                Outcome::Rejected(error) => self.tally.rejected.push((answer.order_id, error.reason.to_string())),
             }
         }
-        if self.last_progress.elapsed() >= Duration::from_secs(2) {
-            self.last_progress = Instant::now();
-            eprintln!(
-                "progress: {} sent, {} confirmed, {} rejected, {:.0} orders/s",
-                self.tally.sent,
-                self.tally.confirmed,
-                self.tally.rejected.len(),
-                self.tally.confirmed as f64 / self.started.elapsed().as_secs_f64()
-            );
-        }
+        self.progress.update(&self.tally, self.producer.pending(), self.started);
         Ok(())
     }
 
-    /// Waits until fewer than `limit` orders are unanswered; false on timeout.
-    fn wait_below(&mut self, limit: usize) -> anyhow::Result<bool> {
+    /// Sends a batch; false if the window stayed full for the timeout.
+    fn send(&mut self, batch: Vec<Order>) -> anyhow::Result<bool> {
+        let mut fresh = Vec::with_capacity(batch.len());
+        for order in batch {
+            // Recovered from the outbox (or repeated in the input) and still
+            // awaiting its answer: it is already being sent.
+            if self.producer.is_pending(&order.id) || fresh.iter().any(|o: &Order| o.id == order.id) {
+                self.tally.already_pending += 1;
+                continue;
+            }
+            fresh.push(order);
+        }
+        if fresh.is_empty() {
+            return Ok(true);
+        }
+        let count = fresh.len() as u64;
+        match self.producer.send_batch(fresh) {
+            Ok(_) => {}
+            Err(ProducerError::Backpressure { .. }) => return Ok(false),
+            Err(error) => return Err(error.into()),
+        }
+        self.tally.sent += count;
+        self.take_answers()?;
+        Ok(true)
+    }
+
+    /// Takes answers and does what is due while there is nothing to send.
+    fn idle(&mut self) -> anyhow::Result<()> {
+        self.producer.poll(Duration::ZERO)?;
+        self.take_answers()
+    }
+
+    /// Waits for every answer; false if none came for the timeout.
+    fn finish(&mut self) -> anyhow::Result<bool> {
         self.last_answer = Instant::now();
-        while self.client.outstanding() >= limit.max(1) {
+        while self.producer.pending() > 0 {
             if self.last_answer.elapsed() >= self.timeout {
                 return Ok(false);
             }
-            self.client.poll(Duration::from_millis(50))?;
-            self.take_receipts()?;
+            self.producer.poll(IDLE_POLL)?;
+            self.take_answers()?;
         }
         Ok(true)
-    }
-
-    fn send(&mut self, order: &Order) -> anyhow::Result<bool> {
-        if !self.wait_below(self.window)? {
-            return Ok(false);
-        }
-        self.client.send(order)?;
-        self.tally.sent += 1;
-        self.client.poll(Duration::ZERO)?;
-        self.take_receipts()?;
-        Ok(true)
-    }
-
-    /// Waits for every answer; false if some never came.
-    fn finish(&mut self) -> anyhow::Result<bool> {
-        self.wait_below(1)
     }
 }
 
-fn pump<'a>(common: &Common, confirmed_log: Option<File>, stop: &'a AtomicBool) -> anyhow::Result<Pump<'a>> {
-    let (client, timeout) = connect(common)?;
-    Ok(Pump {
-        client,
-        window: common.window as usize,
-        timeout,
-        tally: Tally::default(),
-        confirmed_log,
-        stop,
-        last_answer: Instant::now(),
-        last_progress: Instant::now(),
-        started: Instant::now(),
-    })
+/// One line of input, parsed on the reader thread.
+enum Input {
+    Order(Order),
+    Invalid(String),
+    Failed(std::io::Error),
+}
+
+/// Reads and parses orders ahead of the sender, so waiting for input never
+/// stops answers from being taken and resends from going out. The channel
+/// closes at the end of the input.
+fn read_input(input: Box<dyn BufRead + Send>, sender: SyncSender<Input>) {
+    for (index, line) in input.lines().enumerate() {
+        let message = match line {
+            Err(error) => Input::Failed(error),
+            Ok(line) if line.trim().is_empty() => continue,
+            Ok(line) => match orders::parse_line(&line, index + 1) {
+                Ok(order) => Input::Order(order),
+                Err(error) => Input::Invalid(error.to_string()),
+            },
+        };
+        let failed = matches!(message, Input::Failed(_));
+        if sender.send(message).is_err() || failed {
+            return;
+        }
+    }
+}
+
+/// The next batch of orders: waits for the first (or until there is none
+/// for `IDLE_POLL`), then takes whatever else is ready.
+enum Next {
+    Batch(Vec<Order>),
+    Idle,
+    End,
+}
+
+fn next_batch(receiver: &Receiver<Input>, orders_max: usize, run: &Run, invalid: &mut u64) -> anyhow::Result<Next> {
+    let mut batch = Vec::new();
+    let mut bytes = 0;
+    let mut input = match receiver.recv_timeout(IDLE_POLL) {
+        Ok(input) => input,
+        Err(RecvTimeoutError::Timeout) => return Ok(Next::Idle),
+        Err(RecvTimeoutError::Disconnected) => return Ok(Next::End),
+    };
+    loop {
+        match input {
+            Input::Order(order) => {
+                bytes += order.items.iter().map(|item| item.len() as u64).sum::<u64>();
+                batch.push(order);
+            }
+            Input::Invalid(message) => {
+                *invalid += 1;
+                run.progress.println(&format!("skipped invalid order: {message}"));
+            }
+            Input::Failed(error) => return Err(error).context("cannot read the order input"),
+        }
+        if batch.len() >= orders_max || bytes >= CLI_BATCH_BYTES_MAX {
+            break;
+        }
+        input = match receiver.try_recv() {
+            Ok(input) => input,
+            Err(TryRecvError::Empty | TryRecvError::Disconnected) => break,
+        };
+    }
+    Ok(if batch.is_empty() { Next::Idle } else { Next::Batch(batch) })
 }
 
 fn send(args: SendArgs, stop: &AtomicBool) -> anyhow::Result<ExitCode> {
-    let input: Box<dyn BufRead> = match &args.file {
+    let input: Box<dyn BufRead + Send> = match &args.file {
         Some(path) => {
             Box::new(BufReader::new(File::open(path).with_context(|| format!("cannot open {}", path.display()))?))
         }
@@ -300,43 +491,53 @@ fn send(args: SendArgs, stop: &AtomicBool) -> anyhow::Result<ExitCode> {
         ),
         None => None,
     };
-    let mut pump = pump(&args.common, confirmed_log, stop)?;
+    let mut run = Run::start(&args.common, confirmed_log, stop)?;
+    let (sender, receiver) = mpsc::sync_channel(READ_AHEAD_ORDERS);
+    // Not joined: at an interrupt it may be blocked reading stdin, and the
+    // process ends with `main` anyway.
+    std::thread::Builder::new()
+        .name("input".into())
+        .spawn(move || read_input(input, sender))
+        .context("cannot start the input thread")?;
+    let batch_max = CLI_BATCH_ORDERS_MAX.min(args.common.window as usize);
     let mut invalid = 0u64;
     let mut complete = true;
-    for (index, line) in input.lines().enumerate() {
-        if pump.stop.load(Ordering::Relaxed) {
-            eprintln!("interrupted: sending no more orders, waiting for answers to those sent");
+    loop {
+        if run.stop.load(Ordering::Relaxed) {
+            run.progress.println("interrupted: sending no more orders, waiting for answers to those sent");
             break;
         }
-        let line = line.context("cannot read the order input")?;
-        if line.trim().is_empty() {
-            continue;
-        }
-        match orders::parse_line(&line, index + 1) {
-            Ok(order) => {
-                if !pump.send(&order)? {
+        match next_batch(&receiver, batch_max, &run, &mut invalid)? {
+            Next::Batch(batch) => {
+                if !run.send(batch)? {
                     complete = false;
                     break;
                 }
             }
-            Err(error) => {
-                invalid += 1;
-                eprintln!("skipped invalid order: {error}");
-            }
+            Next::Idle => run.idle()?,
+            Next::End => break,
         }
     }
-    complete &= pump.finish()?;
-    report(&pump, invalid, complete)
+    complete &= run.finish()?;
+    report(&run, invalid, complete)
 }
 
-fn report(pump: &Pump, invalid: u64, complete: bool) -> anyhow::Result<ExitCode> {
-    let tally = &pump.tally;
-    let elapsed = pump.started.elapsed().as_secs_f64();
+fn report(run: &Run, invalid: u64, complete: bool) -> anyhow::Result<ExitCode> {
+    run.progress.finish();
+    let tally = &run.tally;
+    let elapsed = run.started.elapsed().as_secs_f64();
     for (id, reason) in &tally.rejected {
         eprintln!("rejected order {id:?}: {reason}");
     }
-    let unanswered = pump.client.outstanding_ids();
-    for id in unanswered.iter().take(20) {
+    if tally.already_pending > 0 {
+        eprintln!(
+            "{} input orders were not sent again: they were already awaiting an answer (recovered from the outbox, \
+             or repeated in the input)",
+            tally.already_pending
+        );
+    }
+    let unanswered = run.producer.pending_ids();
+    for id in unanswered.iter().take(UNANSWERED_LISTED_MAX) {
         eprintln!("no answer for order {id:?}");
     }
     println!(
@@ -350,11 +551,14 @@ fn report(pump: &Pump, invalid: u64, complete: bool) -> anyhow::Result<ExitCode>
         tally.confirmed as f64 / elapsed.max(1e-9)
     );
     if !complete || !unanswered.is_empty() {
+        let kept = match run.producer.outbox_dir() {
+            Some(dir) => format!("they stay in the outbox {} and the next run with it resends them", dir.display()),
+            None => "unanswered orders were not confirmed, send them again later".to_string(),
+        };
         eprintln!(
             "timed out: no answer from the broker for {:?} with {} orders unanswered — backpressure (the broker is at \
-             one of its limits and not reading intake) or the broker is down; unanswered orders were not confirmed, \
-             send them again later",
-            pump.timeout,
+             one of its limits and not reading intake) or the broker is down; {kept}",
+            run.timeout,
             unanswered.len()
         );
         return Ok(ExitCode::from(exit::TIMEOUT));
@@ -366,22 +570,24 @@ fn report(pump: &Pump, invalid: u64, complete: bool) -> anyhow::Result<ExitCode>
 }
 
 fn bench(args: BenchArgs, stop: &AtomicBool) -> anyhow::Result<ExitCode> {
-    let mut pump = pump(&args.common, None, stop)?;
+    let mut run = Run::start(&args.common, None, stop)?;
     let started = Instant::now();
+    let batch_max = CLI_BATCH_ORDERS_MAX.min(args.common.window as usize) as u64;
     let mut complete = true;
-    for index in 0..args.orders {
-        if pump.stop.load(Ordering::Relaxed) {
-            break;
-        }
-        let order = orders::generate(index, args.items, args.item_bytes as usize);
-        if !pump.send(&order)? {
+    let mut next = 0;
+    while next < args.orders && !run.stop.load(Ordering::Relaxed) {
+        let end = (next + batch_max).min(args.orders);
+        let batch = (next..end).map(|index| orders::generate(index, args.items, args.item_bytes as usize)).collect();
+        next = end;
+        if !run.send(batch)? {
             complete = false;
             break;
         }
     }
-    complete &= pump.finish()?;
+    complete &= run.finish()?;
+    run.progress.finish();
     let elapsed = started.elapsed().as_secs_f64();
-    let tally = &mut pump.tally;
+    let tally = &mut run.tally;
     tally.latencies_us.sort_unstable();
     let pct = |p: f64| -> f64 {
         let lat = &tally.latencies_us;

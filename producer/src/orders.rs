@@ -9,23 +9,71 @@ use serde_json::value::RawValue;
 /// One order: its id and its items, each the exact bytes to deliver.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Order {
+    /// The order id (1–256 bytes of UTF-8), unique per producer: with the
+    /// producer id it is the key the broker deduplicates on.
     pub id: String,
+    /// The items, in order; each is delivered byte for byte.
     pub items: Vec<Vec<u8>>,
+}
+
+impl Order {
+    /// An order with these items.
+    pub fn new(id: impl Into<String>, items: Vec<Vec<u8>>) -> Self {
+        Order { id: id.into(), items }
+    }
 }
 
 /// Why a JSON line is not an order.
 #[derive(Debug, thiserror::Error)]
 pub enum OrderError {
+    /// Not JSON, or not an object with `id` and `items`.
     #[error("line {line}: not a JSON object like {{\"id\": \"o-1\", \"items\": [...]}}: {detail}")]
-    Json { line: usize, detail: String },
+    Json {
+        /// Input line (from 1).
+        line: usize,
+        /// The parser's complaint.
+        detail: String,
+    },
+    /// A bad order id.
     #[error("line {line}: {source}")]
-    Id { line: usize, source: IdError },
+    Id {
+        /// Input line (from 1).
+        line: usize,
+        /// What is wrong with the id.
+        source: IdError,
+    },
+    /// Too many items.
     #[error("line {line}: order {id:?} has {count} items; the limit is {ORDER_ITEMS_MAX}")]
-    TooManyItems { line: usize, id: String, count: usize },
+    TooManyItems {
+        /// Input line (from 1).
+        line: usize,
+        /// The order id.
+        id: String,
+        /// Items in the order.
+        count: usize,
+    },
+    /// An item above the item size limit.
     #[error("line {line}: order {id:?} item {index} is {len} bytes; the limit is {ITEM_BYTES_MAX}")]
-    ItemTooLarge { line: usize, id: String, index: usize, len: usize },
+    ItemTooLarge {
+        /// Input line (from 1).
+        line: usize,
+        /// The order id.
+        id: String,
+        /// The item's index (from 0).
+        index: usize,
+        /// The item's bytes.
+        len: usize,
+    },
+    /// An order above the order size limit.
     #[error("line {line}: order {id:?} is {len} bytes; the limit is {ORDER_BYTES_MAX}")]
-    OrderTooLarge { line: usize, id: String, len: usize },
+    OrderTooLarge {
+        /// Input line (from 1).
+        line: usize,
+        /// The order id.
+        id: String,
+        /// The order's item bytes.
+        len: usize,
+    },
 }
 
 #[derive(Deserialize)]

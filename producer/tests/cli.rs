@@ -47,3 +47,128 @@ fn no_broker_times_out_with_a_clear_message() {
         .code(4)
         .stderr(predicate::str::contains("no answer from a broker"));
 }
+
+// ------------------------------------------------- against a fake broker
+
+mod fake_broker;
+
+use std::io::Write as _;
+use std::process::Stdio;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use fake_broker::{Action, FakeBroker};
+use orderly_common::protocol::RejectReason;
+
+fn against(broker: &FakeBroker, id: &str) -> Command {
+    let mut command = producer();
+    command.args(["send", "--id", id, "--intake", broker.intake.as_str(), "--fanout", broker.fanout.as_str()]);
+    command.timeout(Duration::from_secs(30));
+    command
+}
+
+#[test]
+fn send_resends_lists_rejects_and_logs_confirms() {
+    // Every first copy is lost; "bad" is rejected.
+    let broker = FakeBroker::start(|order, nth| match (order, nth) {
+        (_, 1) => Action::Ignore,
+        ("bad", _) => Action::Reject(RejectReason::Gap { missing: 1 }),
+        _ => Action::Confirm,
+    });
+    let dir = tempfile::tempdir().unwrap();
+    let log = dir.path().join("confirmed.txt");
+    let input = "{\"id\": \"a\", \"items\": [1]}\nnot json\n{\"id\": \"bad\", \"items\": [2]}\n{\"id\": \"c\", \"items\": []}\n";
+    against(&broker, "resender")
+        .args(["--confirm-timeout", "0.2", "--timeout", "5", "--confirmed-log", log.to_str().unwrap()])
+        .write_stdin(input)
+        .assert()
+        .code(3)
+        .stdout(predicate::str::contains("sent 3 orders: 2 confirmed, 1 rejected, 1 invalid, 0 unanswered in"))
+        .stderr(predicate::str::contains("rejected order \"bad\": sequence gap"))
+        .stderr(predicate::str::contains("skipped invalid order: line 2"));
+    let mut confirmed: Vec<String> = std::fs::read_to_string(&log).unwrap().lines().map(str::to_owned).collect();
+    confirmed.sort();
+    assert_eq!(confirmed, ["a", "c"], "one line per confirmed order, though each was sent twice");
+    assert_eq!(broker.seen().finishes("a"), 2);
+}
+
+#[test]
+fn a_full_window_reports_backpressure() {
+    let broker = FakeBroker::start(|_, _| Action::Ignore);
+    let input: String = (0..5).map(|i| format!("{{\"id\": \"o-{i}\", \"items\": [{i}]}}\n")).collect();
+    against(&broker, "stuck")
+        .args(["--window", "2", "--timeout", "0.5"])
+        .write_stdin(input)
+        .assert()
+        .code(4)
+        .stdout(predicate::str::contains("sent 2 orders: 0 confirmed, 0 rejected, 0 invalid, 2 unanswered"))
+        .stderr(predicate::str::contains("backpressure"));
+}
+
+#[test]
+fn the_outbox_survives_kill_9_and_the_next_run_resends_it() {
+    let answering = Arc::new(AtomicBool::new(false));
+    let flag = Arc::clone(&answering);
+    let broker =
+        FakeBroker::start(move |_, _| if flag.load(Ordering::Relaxed) { Action::Confirm } else { Action::Ignore });
+    let dir = tempfile::tempdir().unwrap();
+    let outbox = dir.path().join("outbox");
+    let input: String = (0..5).map(|i| format!("{{\"id\": \"k-{i}\", \"items\": [{i}, \"x\"]}}\n")).collect();
+
+    // Sent, never answered, then killed while stdin is still open.
+    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_orderly-producer"))
+        .args(["send", "--id", "crashy", "--intake", broker.intake.as_str(), "--fanout", broker.fanout.as_str()])
+        .args(["--confirm-timeout", "60", "--outbox", outbox.to_str().unwrap()])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    child.stdin.as_mut().unwrap().write_all(input.as_bytes()).unwrap();
+    let all_sent = broker.wait_for(Duration::from_secs(10), |seen| seen.finishes.len() == 5);
+    child.kill().unwrap(); // SIGKILL
+    child.wait().unwrap();
+    assert!(all_sent, "the first run sent every order: {:?}", broker.seen().finishes);
+
+    // The next run resends them before any input (there is none).
+    answering.store(true, Ordering::Relaxed);
+    against(&broker, "crashy")
+        .args(["--outbox", outbox.to_str().unwrap()])
+        .write_stdin("")
+        .assert()
+        .code(0)
+        .stdout(predicate::str::contains("sent 5 orders: 5 confirmed, 0 rejected, 0 invalid, 0 unanswered"))
+        .stderr(predicate::str::contains("resending 5 orders recovered from the outbox"));
+    assert_eq!(broker.seen().items("k-3"), vec![b"3".to_vec(), b"\"x\"".to_vec()]);
+
+    // Answered orders are gone from the outbox; sending the same input
+    // again resends them, and the broker (here: confirms) deduplicates.
+    against(&broker, "crashy")
+        .args(["--outbox", outbox.to_str().unwrap()])
+        .write_stdin(input)
+        .assert()
+        .code(0)
+        .stdout(predicate::str::contains("sent 5 orders: 5 confirmed"))
+        .stderr(predicate::str::contains("recovered").not());
+}
+
+#[test]
+fn two_runs_cannot_share_an_outbox() {
+    let broker = FakeBroker::start(|_, _| Action::Ignore);
+    let dir = tempfile::tempdir().unwrap();
+    let outbox = dir.path().to_str().unwrap().to_owned();
+    let mut first = std::process::Command::new(env!("CARGO_BIN_EXE_orderly-producer"))
+        .args(["send", "--id", "one", "--intake", broker.intake.as_str(), "--fanout", broker.fanout.as_str()])
+        .args(["--outbox", &outbox])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    assert!(broker.wait_for(Duration::from_secs(10), |seen| seen.hellos > 0), "the first run connected");
+    let second = against(&broker, "two").args(["--outbox", &outbox]).write_stdin("").assert();
+    first.kill().unwrap();
+    first.wait().unwrap();
+    second.code(1).stderr(predicate::str::contains("two producers cannot share an outbox"));
+}

@@ -1,0 +1,145 @@
+//! How a [`Producer`](crate::Producer) connects, resends and bounds its
+//! outbox.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use orderly_common::ids::validate_peer_id;
+use orderly_common::limits::ORDER_BYTES_MAX;
+use orderly_common::Endpoint;
+
+use crate::core::{micros, OutboxConfig};
+use crate::error::ProducerError;
+use crate::limits::{
+    ANSWERS_KEPT_MAX_DEFAULT, CONFIRM_TIMEOUT_DEFAULT, HANDSHAKE_TIMEOUT_DEFAULT, OUTBOX_BYTES_MAX_DEFAULT,
+    OUTBOX_DISK_FACTOR_MAX, OUTBOX_ORDERS_MAX_DEFAULT, OUTBOX_SEGMENT_BYTES_TARGET, RESEND_BACKOFF_MAX_DEFAULT,
+    SEND_TIMEOUT_DEFAULT, TRANSMIT_RETRY_DELAY,
+};
+
+/// Where and who to connect as, and the producer's timeouts and bounds.
+/// [`ProducerConfig::new`] fills in the defaults; change fields as needed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ProducerConfig {
+    /// This producer's id (`[A-Za-z0-9._-]`, 1–64 bytes). With the order id
+    /// it forms the key the broker deduplicates on, so a producer that
+    /// restarts must keep its id to have its resends recognised.
+    pub producer: String,
+    /// The broker's intake endpoint (PUSH connects there).
+    pub intake: Endpoint,
+    /// The broker's fanout endpoint (SUB connects there, topic `p/<id>/`).
+    pub fanout: Endpoint,
+    /// How long `connect` waits for the broker's Welcome.
+    pub handshake_timeout: Duration,
+    /// How long sending waits for room in a full outbox before it fails
+    /// with [`ProducerError::Backpressure`].
+    pub send_timeout: Duration,
+    /// How long an order may wait for its answer before it is sent again.
+    pub confirm_timeout: Duration,
+    /// Cap of the doubling wait between resends (at least `confirm_timeout`).
+    pub resend_backoff_max: Duration,
+    /// Orders the outbox holds at most (sent, not yet answered).
+    pub outbox_orders_max: usize,
+    /// Item bytes the outbox holds at most.
+    pub outbox_bytes_max: u64,
+    /// Keep the outbox on disk in this directory (an `orderly-journal`
+    /// journal), so unanswered orders survive a crash and are resent by the
+    /// next `connect`. One producer per directory (it is locked).
+    pub outbox_dir: Option<PathBuf>,
+    /// Answers received but not yet collected, at most; beyond it the
+    /// oldest is dropped and counted in [`Stats::answers_dropped`](crate::Stats).
+    pub answers_kept_max: usize,
+}
+
+impl ProducerConfig {
+    /// A configuration with the defaults: handshake 10 s, send timeout 30 s,
+    /// confirm timeout 5 s, backoff cap 60 s, outbox 10,000 orders and
+    /// 256 MiB, in memory only.
+    pub fn new(producer: impl Into<String>, intake: Endpoint, fanout: Endpoint) -> Self {
+        ProducerConfig {
+            producer: producer.into(),
+            intake,
+            fanout,
+            handshake_timeout: HANDSHAKE_TIMEOUT_DEFAULT,
+            send_timeout: SEND_TIMEOUT_DEFAULT,
+            confirm_timeout: CONFIRM_TIMEOUT_DEFAULT,
+            resend_backoff_max: RESEND_BACKOFF_MAX_DEFAULT,
+            outbox_orders_max: OUTBOX_ORDERS_MAX_DEFAULT,
+            outbox_bytes_max: OUTBOX_BYTES_MAX_DEFAULT,
+            outbox_dir: None,
+            answers_kept_max: ANSWERS_KEPT_MAX_DEFAULT,
+        }
+    }
+
+    /// Checks the fields and how they relate; `Producer::connect` calls it.
+    pub fn validate(&self) -> Result<(), ProducerError> {
+        validate_peer_id("producer id", &self.producer).map_err(ProducerError::Id)?;
+        let invalid = |reason: String| Err(ProducerError::Config(reason));
+        for (name, value) in [
+            ("handshake_timeout", self.handshake_timeout),
+            ("send_timeout", self.send_timeout),
+            ("confirm_timeout", self.confirm_timeout),
+        ] {
+            if value < Duration::from_millis(1) {
+                return invalid(format!("{name} is {value:?}; it must be at least 1 ms"));
+            }
+        }
+        if self.resend_backoff_max < self.confirm_timeout {
+            return invalid(format!(
+                "resend_backoff_max ({:?}) is below confirm_timeout ({:?})",
+                self.resend_backoff_max, self.confirm_timeout
+            ));
+        }
+        if self.outbox_orders_max == 0 || self.outbox_bytes_max == 0 || self.answers_kept_max == 0 {
+            return invalid("outbox_orders_max, outbox_bytes_max and answers_kept_max must be positive".to_string());
+        }
+        Ok(())
+    }
+
+    /// The outbox core's view of these settings.
+    pub(crate) fn outbox_config(&self) -> OutboxConfig {
+        OutboxConfig {
+            confirm_timeout_us: micros(self.confirm_timeout),
+            resend_backoff_max_us: micros(self.resend_backoff_max),
+            orders_max: self.outbox_orders_max,
+            bytes_max: self.outbox_bytes_max,
+            transmit_retry_us: micros(TRANSMIT_RETRY_DELAY),
+        }
+    }
+
+    /// Bytes the on-disk outbox may hold before compaction copies forward
+    /// whatever the live share: the live data it may hold, a factor of
+    /// slack for dead records, and two segments (the active one and one
+    /// being compacted).
+    pub(crate) fn outbox_disk_budget_bytes(&self) -> u64 {
+        let live_max = self.outbox_bytes_max.max(ORDER_BYTES_MAX as u64);
+        live_max.saturating_mul(OUTBOX_DISK_FACTOR_MAX).saturating_add(2 * OUTBOX_SEGMENT_BYTES_TARGET)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn config() -> ProducerConfig {
+        let endpoint: Endpoint = "tcp://127.0.0.1:5570".parse().unwrap();
+        ProducerConfig::new("p-1", endpoint.clone(), endpoint)
+    }
+
+    #[test]
+    fn defaults_are_valid() {
+        assert!(config().validate().is_ok());
+        assert_eq!(config().confirm_timeout, Duration::from_secs(5));
+    }
+
+    #[test]
+    fn bad_settings_are_named() {
+        let bad_id = ProducerConfig { producer: "a/b".into(), ..config() };
+        assert!(matches!(bad_id.validate(), Err(ProducerError::Id(_))));
+        let zero = ProducerConfig { confirm_timeout: Duration::ZERO, ..config() };
+        assert!(zero.validate().unwrap_err().to_string().contains("confirm_timeout"));
+        let backoff = ProducerConfig { resend_backoff_max: Duration::from_secs(1), ..config() };
+        assert!(backoff.validate().unwrap_err().to_string().contains("resend_backoff_max"));
+        let empty = ProducerConfig { outbox_orders_max: 0, ..config() };
+        assert!(empty.validate().is_err());
+    }
+}
