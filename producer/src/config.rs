@@ -48,6 +48,9 @@ pub struct ProducerConfig {
     /// Answers received but not yet collected, at most; beyond it the
     /// oldest is dropped and counted in [`Stats::answers_dropped`](crate::Stats).
     pub answers_kept_max: usize,
+    /// CURVE client keys (our key pair and the broker's public key);
+    /// `None` is plaintext.
+    pub curve: Option<orderly_security::keys::CurveClient>,
 }
 
 impl ProducerConfig {
@@ -67,6 +70,7 @@ impl ProducerConfig {
             outbox_bytes_max: OUTBOX_BYTES_MAX_DEFAULT,
             outbox_dir: None,
             answers_kept_max: ANSWERS_KEPT_MAX_DEFAULT,
+            curve: None,
         }
     }
 

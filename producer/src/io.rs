@@ -732,6 +732,11 @@ fn open_sockets(context: &zmq::Context, config: &ProducerConfig) -> Result<(zmq:
         socket.set_reconnect_ivl(RECONNECT_INTERVAL_MS).map_err(zmq_error("setting RECONNECT_IVL"))?;
         socket.set_reconnect_ivl_max(RECONNECT_INTERVAL_MAX_MS).map_err(zmq_error("setting RECONNECT_IVL_MAX"))?;
     }
+    if let Some(curve) = &config.curve {
+        for socket in [&push, &sub] {
+            curve.apply(socket).map_err(zmq_error("setting the CURVE keys"))?;
+        }
+    }
     push.connect(config.intake.as_str()).map_err(zmq_error("connecting to intake"))?;
     sub.connect(config.fanout.as_str()).map_err(zmq_error("connecting to fanout"))?;
     Ok((push, sub))

@@ -68,6 +68,14 @@ enum Command {
     /// Generate N orders of K items of S bytes and report throughput and
     /// confirm latency.
     Bench(BenchArgs),
+    /// Write a new CURVE key pair: PREFIX.key (secret, mode 0600) and
+    /// PREFIX.pub (public: add it to the broker's authorized keys as
+    /// `PUBLIC-KEY producer ID`).
+    Keygen {
+        /// Path prefix of the two files, e.g. /etc/orderly/shop-1.
+        #[arg(long, value_name = "PREFIX")]
+        out: PathBuf,
+    },
 }
 
 #[derive(clap::Args, Debug)]
@@ -75,6 +83,16 @@ struct Common {
     /// TOML file with settings (keys are the flag names).
     #[arg(long, env = "ORDERLY_PRODUCER_CONFIG", value_name = "FILE")]
     config: Option<PathBuf>,
+
+    /// This producer's CURVE key pair (from `orderly-producer keygen`);
+    /// turns on CURVE towards a broker that requires it.
+    #[arg(long, env = "ORDERLY_PRODUCER_CURVE_SECRET_KEY", value_name = "FILE", requires = "broker_public_key")]
+    curve_secret_key: Option<PathBuf>,
+
+    /// The broker's CURVE public key: 40 Z85 characters, or a file holding
+    /// them (the broker's PREFIX.pub).
+    #[arg(long, env = "ORDERLY_PRODUCER_BROKER_PUBLIC_KEY", value_name = "KEY|FILE", requires = "curve_secret_key")]
+    broker_public_key: Option<String>,
 
     /// This producer's id ([A-Za-z0-9._-], up to 64 bytes). Order ids are
     /// unique per producer id; keep the id across restarts so the broker
@@ -193,6 +211,7 @@ fn parse_cli() -> anyhow::Result<Cli> {
     let (name, common) = match &cli.command {
         Command::Send(a) => ("send", &a.common),
         Command::Bench(a) => ("bench", &a.common),
+        Command::Keygen { .. } => return Ok(cli),
     };
     let Some(path) = &common.config else { return Ok(cli) };
     let text = std::fs::read_to_string(path).with_context(|| format!("cannot read config file {}", path.display()))?;
@@ -206,6 +225,13 @@ fn run() -> anyhow::Result<ExitCode> {
     let common = match &cli.command {
         Command::Send(a) => &a.common,
         Command::Bench(a) => &a.common,
+        Command::Keygen { out } => {
+            let pair = orderly_security::KeyPair::generate().context("libzmq could not generate a key pair")?;
+            let (secret, public) = orderly_security::keys::write_pair(&pair, out)?;
+            println!("secret key: {} (mode 0600; keep it on this host)", secret.display());
+            println!("public key: {} = {}", public.display(), pair.public_z85());
+            return Ok(ExitCode::from(exit::OK));
+        }
     };
     init_logging(&common.log_level);
     let stop = Arc::new(AtomicBool::new(false));
@@ -215,6 +241,7 @@ fn run() -> anyhow::Result<ExitCode> {
     match cli.command {
         Command::Send(args) => send(args, &stop),
         Command::Bench(args) => bench(args, &stop),
+        Command::Keygen { .. } => unreachable!("handled above"),
     }
 }
 
@@ -226,7 +253,7 @@ fn init_logging(level: &str) {
 }
 
 /// The library configuration the flags describe.
-fn producer_config(common: &Common) -> ProducerConfig {
+fn producer_config(common: &Common) -> anyhow::Result<ProducerConfig> {
     let timeout = Duration::from_secs_f64(common.timeout);
     let confirm_timeout = Duration::from_secs_f64(common.confirm_timeout);
     let mut config = ProducerConfig::new(common.id.clone(), common.intake.clone(), common.fanout.clone());
@@ -236,7 +263,10 @@ fn producer_config(common: &Common) -> ProducerConfig {
     config.resend_backoff_max = RESEND_BACKOFF_MAX_DEFAULT.max(confirm_timeout);
     config.outbox_orders_max = common.window as usize;
     config.outbox_dir = common.outbox.clone();
-    config
+    if let (Some(secret), Some(public)) = (&common.curve_secret_key, &common.broker_public_key) {
+        config.curve = Some(orderly_security::keys::CurveClient::load(secret, public)?);
+    }
+    Ok(config)
 }
 
 /// What happened to the orders of one run.
@@ -324,7 +354,7 @@ struct Run<'a> {
 
 impl<'a> Run<'a> {
     fn start(common: &Common, confirmed_log: Option<File>, stop: &'a AtomicBool) -> anyhow::Result<Run<'a>> {
-        let producer = Producer::connect(producer_config(common))?;
+        let producer = Producer::connect(producer_config(common)?)?;
         let progress = Progress::new();
         if producer.recovered() > 0 {
             let dir = producer.outbox_dir().map(|dir| dir.display().to_string()).unwrap_or_default();

@@ -174,7 +174,7 @@ mod tests {
 }
 
 /// The client side of CURVE: our key pair and the broker's public key.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct CurveClient {
     pub keys: KeyPair,
     pub server_public: [u8; KEY_BYTES],
