@@ -32,7 +32,7 @@ done
 (
     for chunk in "$WORK"/chunk.*; do
         "$BIN/orderly-producer" send --id crash --intake "$INTAKE" --fanout "$FANOUT" --file "$chunk" \
-            --confirmed-log "$WORK/confirmed.txt" --timeout 3 >>"$WORK/producer.log" 2>&1 || true
+            --confirmed-log "$WORK/confirmed.txt" --confirm-timeout 1 --timeout 3 >>"$WORK/producer.log" 2>&1 || true
     done
 ) &
 PRODUCERS=$!
