@@ -378,7 +378,14 @@ impl Core {
     fn on_begin(&mut self, key: OrderKey, now_ms: Millis) {
         // A resent Begin for an order we hold (or recently finished) is a
         // no-op: resends fill gaps and are never processed twice.
-        if self.partials.contains_key(&key) || self.orders.contains_key(&key) || self.recent.contains_key(&key) {
+        if self.partials.contains_key(&key) || self.orders.contains_key(&key) {
+            return;
+        }
+        if self.recent.contains_key(&key) {
+            // Keep the key for the rest of this resend, so a window that
+            // ends between its Begin and its Finish cannot turn the Finish
+            // into an unknown_order reject.
+            self.touch_recent(&key);
             return;
         }
         if self.partials.len() >= self.config.partial_orders_max {
@@ -404,7 +411,10 @@ impl Core {
 
     fn on_item(&mut self, key: OrderKey, seq: u32, data: ByteBuf) {
         let Some(partial) = self.partials.get(&key) else {
-            if self.orders.contains_key(&key) || self.recent.contains_key(&key) {
+            if self.recent.contains_key(&key) {
+                self.touch_recent(&key);
+                self.counters.duplicate_items += 1;
+            } else if self.orders.contains_key(&key) {
                 self.counters.duplicate_items += 1; // a resend of a sealed order
             } else {
                 self.counters.orphan_items += 1; // no Begin, or already rejected
@@ -791,7 +801,29 @@ impl Core {
                 self.pending.push_front(key);
             }
         }
+        // An order whose last allowed attempt was in flight at the crash (or
+        // copied forward in that state) has used its attempts: dead-letter
+        // it rather than deliver it once more per restart.
+        let max = self.config.max_attempts;
+        let mut exhausted: Vec<(OrderKey, u32)> = self
+            .orders
+            .iter()
+            .filter(|(_, o)| o.state == OrderState::Pending && o.attempts >= max)
+            .map(|(k, o)| (k.clone(), o.attempts))
+            .collect();
+        exhausted.sort();
+        for (key, attempts) in exhausted {
+            let reason = format!("the broker restarted during its last attempt; gave up after {attempts} attempts");
+            self.record(Event::DeadLettered { key, reason });
+        }
         self.pump();
+    }
+
+    /// Restarts a remembered key's window at the current time.
+    fn touch_recent(&mut self, key: &OrderKey) {
+        if self.recent.get(key) != Some(&self.now_ms) {
+            self.remember(key, self.now_ms);
+        }
     }
 
     fn remember(&mut self, key: &OrderKey, at_ms: Millis) {

@@ -669,7 +669,10 @@ pub fn persist_then_publish<L: EventLog>(
 /// its sender (CURVE only); `None` when none waits. Frames past the third
 /// are read and discarded, so a message of a million frames cannot make
 /// the broker hold them (such a message then fails decoding).
-fn recv(socket: &zmq::Socket) -> Result<Option<(Vec<Vec<u8>>, Option<String>)>, BrokerError> {
+/// One received message: its frames and the sender's ZAP User-Id.
+type Received = (Vec<Vec<u8>>, Option<String>);
+
+fn recv(socket: &zmq::Socket) -> Result<Option<Received>, BrokerError> {
     let mut first = zmq::Message::new();
     match socket.recv(&mut first, zmq::DONTWAIT) {
         Ok(()) => {}

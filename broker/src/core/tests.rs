@@ -460,3 +460,23 @@ fn configured_order_limits_reject_with_too_large() {
         .collect();
     assert_eq!(rejected, ["bytes", "items"]);
 }
+
+#[test]
+fn a_restart_during_the_last_attempt_dead_letters_instead_of_redelivering() {
+    let config = CoreConfig { max_attempts: 1, ..CoreConfig::with_incarnation(1) };
+    let mut live = Core::new(config.clone());
+    ready_worker(&mut live, "w1", 1, 0);
+    send_order(&mut live, "o", 0);
+    let (journal, out) = drain(&mut live);
+    assert_eq!(dispatches(&out).len(), 1);
+    let mut restarted = Core::new(CoreConfig { incarnation: 2, ..config });
+    restarted.start_replay(100);
+    journal.iter().for_each(|e| restarted.apply(e));
+    restarted.finish_recovery(100);
+    let (events, _) = drain(&mut restarted);
+    assert!(events.iter().any(|e| matches!(e, Event::DeadLettered { reason, .. } if reason.contains("restarted"))));
+    ready_worker(&mut restarted, "w1", 1, 100);
+    let (_, out) = drain(&mut restarted);
+    assert!(dispatches(&out).is_empty(), "attempt 2 of an order allowed 1");
+    assert_eq!(restarted.status().dead_letters, 1);
+}

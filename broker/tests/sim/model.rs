@@ -54,7 +54,13 @@ pub struct OrderModel {
     pub revivals: u32,
     pub in_flight_on: Option<String>,
     pub acked: bool,
+    /// The key of the acked order left the dedup window: a resend would be
+    /// a new order (a new life).
+    pub forgotten: bool,
     pub dead: bool,
+    /// Sealed in some life (a Confirm is right for it from then on).
+    pub sealed_once: bool,
+    pub lives: u32,
     // From the peers.
     /// Some worker sent a Nack with `retry = false` for it.
     pub refusal_sent: bool,
@@ -82,7 +88,10 @@ impl OrderModel {
             revivals: 0,
             in_flight_on: None,
             acked: false,
+            forgotten: false,
             dead: false,
+            sealed_once: false,
+            lives: 0,
             refusal_sent: false,
             confirmed: false,
             rejected: false,
@@ -168,9 +177,25 @@ impl Model {
             Event::Begun { key, .. } => {
                 let i = self.lookup(key)?;
                 let o = &mut self.orders[i];
-                ensure!(!o.begun, "{key}: begun twice (producers never resend)");
+                ensure!(!o.partial, "{key}: begun while partial");
+                // A resend of a live, dead or remembered order must be
+                // recognised; only a forgotten key starts a new order.
+                ensure!(
+                    !o.sealed || (o.acked && o.forgotten),
+                    "{key}: a resend began a second order (acked {}, dead {}, key forgotten {})",
+                    o.acked,
+                    o.dead,
+                    o.forgotten
+                );
                 o.begun = true;
                 o.partial = true;
+                o.partial_bytes = 0;
+                o.dropped = false;
+                o.sealed = false;
+                o.acked = false;
+                o.forgotten = false;
+                o.dispatches = 0;
+                o.lives += 1;
                 self.partials += 1;
                 Ok(i)
             }
@@ -194,6 +219,7 @@ impl Model {
                 ensure!(o.partial_bytes == o.bytes, "{key}: sealed holding {} of {} bytes", o.partial_bytes, o.bytes);
                 o.partial = false;
                 o.sealed = true;
+                o.sealed_once = true;
                 self.partials -= 1;
                 self.pending += 1;
                 Ok(i)
@@ -275,6 +301,13 @@ impl Model {
                 self.leave_live(i);
                 self.orders[i].dead = true;
                 self.dead += 1;
+                Ok(i)
+            }
+            Event::Forgotten { key } => {
+                let i = self.lookup(key)?;
+                let o = &mut self.orders[i];
+                ensure!(o.acked && !o.forgotten, "{key}: forgotten but not acked and remembered");
+                o.forgotten = true;
                 Ok(i)
             }
             Event::Revived { key } => {
@@ -364,6 +397,15 @@ impl Model {
                     !o.sealed || o.acked,
                     "invariant 1: {key} sealed (dead {}) and never acked, but the core lost it",
                     o.dead
+                );
+                ensure!(!o.sealed || o.forgotten, "{key}: acked, not forgotten, but the core does not remember it");
+            }
+            Some(Event::Restored { snapshot: Snapshot::Acked { .. }, .. }) => {
+                ensure!(
+                    o.sealed && o.acked && !o.forgotten,
+                    "{key}: remembered as acked, but acked {} forgotten {}",
+                    o.acked,
+                    o.forgotten
                 );
             }
             Some(Event::Restored { snapshot: Snapshot::Partial { items }, .. }) => {

@@ -1,7 +1,7 @@
 //! The simulated peers: workers that speak the worker side of the protocol
 //! (as `orderly-worker`'s core does) and producers that send orders.
 
-use std::collections::{BTreeMap, VecDeque};
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
 
 use orderly_broker::core::Millis;
 use orderly_common::protocol::{
@@ -220,42 +220,108 @@ impl SimWorker {
 }
 
 /// A producer: sends its orders one message at a time over one ordered,
-/// reliable connection.
+/// reliable connection, and sends an order again (whole) when no Confirm or
+/// Reject came for it in time, as a client retrying would.
 pub struct SimProducer {
     pub id: String,
     /// Indexes into the model's orders, in sending order.
     pub orders: Vec<usize>,
-    pub next_order: usize,
+    next_order: usize,
+    /// The rest of the order being sent, and which order that is.
     queue: VecDeque<IntakeMsg>,
+    current: usize,
+    /// When the next message may go.
     pub next_at: Millis,
+    /// Finished orders without an answer, with when to send them again.
+    awaiting: BTreeMap<usize, Millis>,
+    resent: BTreeMap<usize, u32>,
+    answered: BTreeSet<usize>,
+    resend_after_ms: u64,
+    resends_max: u32,
 }
 
 impl SimProducer {
-    pub fn new(id: String, start_at: Millis) -> Self {
-        SimProducer { id, orders: Vec::new(), next_order: 0, queue: VecDeque::new(), next_at: start_at }
+    pub fn new(id: String, start_at: Millis, resend_after_ms: u64, resends_max: u32) -> Self {
+        SimProducer {
+            id,
+            orders: Vec::new(),
+            next_order: 0,
+            queue: VecDeque::new(),
+            current: usize::MAX,
+            next_at: start_at,
+            awaiting: BTreeMap::new(),
+            resent: BTreeMap::new(),
+            answered: BTreeSet::new(),
+            resend_after_ms,
+            resends_max,
+        }
     }
 
     pub fn done(&self) -> bool {
-        self.queue.is_empty() && self.next_order == self.orders.len()
+        self.queue.is_empty() && self.next_order == self.orders.len() && self.awaiting.is_empty()
     }
 
-    /// The next intake message; `true` with it when it ends an order.
-    pub fn next_msg(&mut self, orders: &[OrderModel]) -> (IntakeMsg, bool) {
+    pub fn resends(&self) -> u32 {
+        self.resent.values().sum()
+    }
+
+    fn resend_due(&self) -> Option<(Millis, usize)> {
+        self.awaiting.iter().map(|(&order, &at)| (at, order)).min()
+    }
+
+    /// When this producer next sends something.
+    pub fn next_time(&self) -> Option<Millis> {
+        if !self.queue.is_empty() {
+            return Some(self.next_at);
+        }
+        let new = (self.next_order < self.orders.len()).then_some(self.next_at);
+        let resend = self.resend_due().map(|(at, _)| at.max(self.next_at));
+        [new, resend].into_iter().flatten().min()
+    }
+
+    /// A Confirm or Reject arrived for `order`.
+    pub fn answered(&mut self, order: usize) {
+        self.answered.insert(order);
+        self.awaiting.remove(&order);
+    }
+
+    /// The next intake message at `now`; `true` with it when it ends an
+    /// order.
+    pub fn next_msg(&mut self, orders: &[OrderModel], now: Millis) -> (IntakeMsg, bool) {
         if self.queue.is_empty() {
-            let o = &orders[self.orders[self.next_order]];
-            self.next_order += 1;
-            let (producer, order) = (o.key.producer.clone(), o.key.id.clone());
-            self.queue.push_back(IntakeMsg::Begin(Begin { producer: producer.clone(), order: order.clone() }));
-            debug_assert!(o.kind != Kind::Gap || o.skip.is_some());
-            for seq in (0..o.count).filter(|&s| Some(s) != o.skip) {
-                let (producer, order, data) = (producer.clone(), order.clone(), item_data(&o.key, seq));
-                self.queue.push_back(IntakeMsg::Item(Item { producer, order, seq, data }));
-            }
-            if o.kind != Kind::Abandoned {
-                self.queue.push_back(IntakeMsg::Finish(Finish { producer, order, count: o.count }));
-            }
+            self.current = match self.resend_due() {
+                Some((at, order)) if at <= now => {
+                    self.awaiting.remove(&order);
+                    *self.resent.entry(order).or_default() += 1;
+                    order
+                }
+                _ => {
+                    self.next_order += 1;
+                    self.orders[self.next_order - 1]
+                }
+            };
+            self.fill(&orders[self.current]);
         }
         let msg = self.queue.pop_front().expect("filled above");
+        if matches!(msg, IntakeMsg::Finish(_)) {
+            let order = self.current;
+            let resent = self.resent.get(&order).copied().unwrap_or(0);
+            if !self.answered.contains(&order) && resent < self.resends_max {
+                self.awaiting.insert(order, now + self.resend_after_ms);
+            }
+        }
         (msg, self.queue.is_empty())
+    }
+
+    fn fill(&mut self, o: &OrderModel) {
+        let (producer, order) = (o.key.producer.clone(), o.key.id.clone());
+        self.queue.push_back(IntakeMsg::Begin(Begin { producer: producer.clone(), order: order.clone() }));
+        for seq in (0..o.count).filter(|&s| Some(s) != o.skip) {
+            let (producer, order, data) = (producer.clone(), order.clone(), item_data(&o.key, seq));
+            self.queue.push_back(IntakeMsg::Item(Item { producer, order, seq, data }));
+        }
+        if o.kind != Kind::Abandoned {
+            self.queue.push_back(IntakeMsg::Finish(Finish { producer, order, count: o.count }));
+        }
     }
 }
