@@ -104,7 +104,9 @@ fn a_full_window_reports_backpressure() {
         .code(4)
         // Never more than the window; how many of the two went out before
         // the timeout depends on scheduling on a loaded machine.
-        .stdout(predicate::str::is_match("sent [12] orders: 0 confirmed, 0 rejected, 0 invalid, [12] unanswered").unwrap())
+        .stdout(
+            predicate::str::is_match("sent [12] orders: 0 confirmed, 0 rejected, 0 invalid, [12] unanswered").unwrap(),
+        )
         .stderr(predicate::str::contains("backpressure"));
 }
 
