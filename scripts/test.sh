@@ -17,3 +17,5 @@ fi
 # A short fuzzing run of the wire decoder and the journal reader.
 scripts/fuzz.sh "${ORDERLY_FUZZ_SECONDS:-20}"
 ORDERLY_BIN_DIR="$ROOT/target/debug" tests/run.sh
+deploy/verify.sh
+ORDERLY_BIN_DIR="$ROOT/target/debug" tests/netns/run.sh

@@ -494,11 +494,11 @@ impl Core {
             ControlMsg::Heartbeat(hb) => self.on_heartbeat(hb, now_ms),
             ControlMsg::Ack(ack) => {
                 self.touch(&ack.worker, ack.incarnation, now_ms);
+                // Any POSACK retires the order, even one dead-lettered in the
+                // meantime: it was processed after all (a late ack).
                 match self.orders.get(&ack.order) {
-                    Some(order) if !matches!(order.state, OrderState::Dead { .. }) => {
-                        self.record(Event::Acked { key: ack.order });
-                    }
-                    _ => self.counters.duplicate_acks += 1,
+                    Some(_) => self.record(Event::Acked { key: ack.order }),
+                    None => self.counters.duplicate_acks += 1,
                 }
             }
             ControlMsg::Nack(nack) => {
@@ -568,11 +568,13 @@ impl Core {
 
     /// Requeues orders the worker should hold but does not list: the
     /// dispatch was lost (PUB drops at its high-water mark) or refused. Only
-    /// dispatches older than two heartbeat intervals are judged, so one
-    /// still on its way is not mistaken for a lost one.
+    /// dispatches older than (liveness + 1) heartbeat intervals are judged,
+    /// so one still on its way is not mistaken for a lost one.
     fn reconcile(&mut self, hb: &Heartbeat, now_ms: Millis) {
         let Some(worker) = self.workers.get(&hb.worker) else { return };
-        let grace_ms = 2 * self.config.heartbeat_interval_ms;
+        // A heartbeat is judged by when it arrives, not when it was written,
+        // so allow as much delay as liveness itself does (plus one interval).
+        let grace_ms = self.config.heartbeat_interval_ms * (u64::from(self.config.heartbeat_liveness) + 1);
         let held: BTreeSet<&OrderKey> = hb.in_flight.iter().collect();
         let lost: Vec<OrderKey> = worker
             .in_flight

@@ -350,7 +350,7 @@ fn a_dispatch_the_worker_does_not_list_is_requeued_after_a_grace() {
     send_order(&mut core, "o", 1);
     drain(&mut core);
     // Within the grace the worker may simply not have received it yet.
-    core.handle_control(heartbeat("w1", 1, None), 1_000);
+    core.handle_control(heartbeat("w1", 1, None), 2_000);
     assert_eq!(core.status().in_flight_orders, 1);
     // Listed: kept.
     let holding = ControlMsg::Heartbeat(Heartbeat {
@@ -361,10 +361,11 @@ fn a_dispatch_the_worker_does_not_list_is_requeued_after_a_grace() {
         welcome: None,
         draining: false,
     });
-    core.handle_control(holding, 2_500);
+    core.handle_control(holding, 4_500);
     assert_eq!(core.status().in_flight_orders, 1);
-    // Not listed after the grace: lost, so delivered again.
-    core.handle_control(heartbeat("w1", 1, None), 2_600);
+    // Not listed after the grace (liveness + 1 intervals): lost, so
+    // delivered again.
+    core.handle_control(heartbeat("w1", 1, None), 4_600);
     let (events, out) = drain(&mut core);
     assert!(matches!(&events[0], Event::Requeued { reason, .. } if reason.contains("does not hold")));
     assert_eq!(dispatches(&out), vec![("w/w1/".into(), OrderKey::new("p", "o"), 2)]);

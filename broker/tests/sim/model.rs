@@ -266,8 +266,15 @@ impl Model {
             }
             Event::Acked { key } => {
                 let i = self.lookup(key)?;
-                ensure!(self.orders[i].live(), "{key}: acked but not live");
-                self.leave_live(i);
+                let o = &mut self.orders[i];
+                if o.sealed && !o.acked && o.dead {
+                    // A late ack retires a dead letter: it was processed.
+                    o.dead = false;
+                    self.dead -= 1;
+                } else {
+                    ensure!(o.live(), "{key}: acked but not live");
+                    self.leave_live(i);
+                }
                 let o = &mut self.orders[i];
                 o.acked = true;
                 self.held_bytes -= o.bytes;
