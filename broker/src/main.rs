@@ -262,7 +262,9 @@ fn main() -> ExitCode {
         Ok(code) => code,
         Err(error) => {
             eprintln!("orderly-broker: error: {error:#}");
-            ExitCode::from(exit::FAILURE)
+            // A bad config file is bad usage, like a bad flag.
+            let usage = error.chain().any(|cause| cause.is::<orderly_common::cli::ConfigError>());
+            ExitCode::from(if usage { exit::USAGE } else { exit::FAILURE })
         }
     }
 }

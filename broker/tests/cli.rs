@@ -72,6 +72,6 @@ fn config_file_keys_are_checked() {
         .arg(&file)
         .timeout(std::time::Duration::from_secs(10))
         .assert()
-        .code(1)
+        .code(2)
         .stderr(predicate::str::contains("not_a_setting"));
 }

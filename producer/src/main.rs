@@ -198,6 +198,7 @@ fn main() -> ExitCode {
             let code = match error.downcast_ref::<ProducerError>() {
                 Some(error) if error.is_timeout() => exit::TIMEOUT,
                 Some(ProducerError::Config(_)) => exit::USAGE,
+                _ if error.chain().any(|cause| cause.is::<orderly_common::cli::ConfigError>()) => exit::USAGE,
                 _ => exit::FAILURE,
             };
             ExitCode::from(code)
