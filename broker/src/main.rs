@@ -466,9 +466,6 @@ fn parse_positive(text: &str) -> Result<usize, String> {
 }
 
 fn keygen(prefix: &std::path::Path) -> anyhow::Result<ExitCode> {
-    let pair = orderly_security::KeyPair::generate().context("libzmq could not generate a key pair")?;
-    let (secret, public) = orderly_security::keys::write_pair(&pair, prefix)?;
-    println!("secret key: {} (mode 0600; keep it on this host)", secret.display());
-    println!("public key: {} = {}", public.display(), pair.public_z85());
+    print!("{}", orderly_security::keys::keygen(prefix)?);
     Ok(ExitCode::from(exit::OK))
 }

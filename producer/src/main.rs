@@ -227,10 +227,7 @@ fn run() -> anyhow::Result<ExitCode> {
         Command::Send(a) => &a.common,
         Command::Bench(a) => &a.common,
         Command::Keygen { out } => {
-            let pair = orderly_security::KeyPair::generate().context("libzmq could not generate a key pair")?;
-            let (secret, public) = orderly_security::keys::write_pair(&pair, out)?;
-            println!("secret key: {} (mode 0600; keep it on this host)", secret.display());
-            println!("public key: {} = {}", public.display(), pair.public_z85());
+            print!("{}", orderly_security::keys::keygen(out)?);
             return Ok(ExitCode::from(exit::OK));
         }
     };

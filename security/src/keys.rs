@@ -31,6 +31,8 @@ pub enum KeyError {
     NotAKey(String),
     #[error("{path} already exists; remove it or choose another --out")]
     Exists { path: PathBuf },
+    #[error("libzmq could not generate a key pair: {0}")]
+    Generate(zmq::Error),
 }
 
 /// A CURVE key pair, in binary.
@@ -70,6 +72,19 @@ pub fn decode(text: &str) -> Option<[u8; KEY_BYTES]> {
         return None;
     }
     zmq::z85_decode(text).ok()?.try_into().ok()
+}
+
+/// The `keygen` command of every binary: a new pair written to
+/// `PREFIX.key` and `PREFIX.pub`, and a description of what was written.
+pub fn keygen(prefix: &Path) -> Result<String, KeyError> {
+    let pair = KeyPair::generate().map_err(KeyError::Generate)?;
+    let (secret, public) = write_pair(&pair, prefix)?;
+    Ok(format!(
+        "secret key: {} (mode 0600; keep it on this host)\npublic key: {} = {}\n",
+        secret.display(),
+        public.display(),
+        pair.public_z85()
+    ))
 }
 
 /// Writes `PREFIX.key` (mode 0600, created new) and `PREFIX.pub`.

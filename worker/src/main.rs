@@ -190,10 +190,7 @@ fn run() -> anyhow::Result<ExitCode> {
     let args = match parse_cli().command {
         Command::Run(args) => args,
         Command::Keygen { out } => {
-            let pair = orderly_security::KeyPair::generate().context("libzmq could not generate a key pair")?;
-            let (secret, public) = orderly_security::keys::write_pair(&pair, &out)?;
-            println!("secret key: {} (mode 0600; keep it on this host)", secret.display());
-            println!("public key: {} = {}", public.display(), pair.public_z85());
+            print!("{}", orderly_security::keys::keygen(&out)?);
             return Ok(ExitCode::from(exit::OK));
         }
     };
