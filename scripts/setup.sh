@@ -3,6 +3,8 @@
 # libzmq3-dev (the system libzmq, built with libsodium: CURVE), pkg-config,
 # python3 (test helpers). As root it uses apt-get; otherwise it prints the
 # exact command to run and stops.
+#
+#   scripts/setup.sh [COMMAND=PACKAGE ...]   also needs COMMAND, from PACKAGE
 set -euo pipefail
 
 missing=()
@@ -10,6 +12,10 @@ dpkg -s libzmq3-dev >/dev/null 2>&1 || missing+=(libzmq3-dev)
 command -v pkg-config >/dev/null 2>&1 || missing+=(pkg-config)
 command -v python3 >/dev/null 2>&1 || missing+=(python3)
 command -v timeout >/dev/null 2>&1 || missing+=(coreutils)
+for need in "$@"; do
+    command -v "${need%%=*}" >/dev/null 2>&1 || missing+=("${need#*=}")
+done
+[ ${#missing[@]} -eq 0 ] || mapfile -t missing < <(printf '%s\n' "${missing[@]}" | sort -u)
 
 if [ ${#missing[@]} -gt 0 ]; then
     if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
