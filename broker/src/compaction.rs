@@ -47,7 +47,7 @@ impl Anchors {
     /// Notes `event`, recorded in `segment`.
     pub fn observe(&mut self, event: &Event, segment: u64) {
         match event {
-            Event::Begun { key, .. } | Event::Restored { key, .. } => {
+            Event::Begun { key, .. } | Event::Restored { key, .. } | Event::Accepted { key, .. } => {
                 self.resolve(key);
                 self.by_key.insert(key.clone(), segment);
                 let entry = self.segments.entry(segment).or_default();

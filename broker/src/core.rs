@@ -17,8 +17,8 @@ use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
 use orderly_common::ids::{producer_topic, worker_topic, BROADCAST_TOPIC};
 use orderly_common::limits::{self, ORDER_BYTES_MAX, WORKERS_MAX};
 use orderly_common::protocol::{
-    encode_dispatch, BrokerHeartbeat, Confirm, ControlMsg, FanoutMsg, Heartbeat, IntakeMsg, Reject, RejectReason,
-    Welcome,
+    encode_dispatch, BrokerHeartbeat, Confirm, Confirms, ControlMsg, FanoutMsg, Heartbeat, IntakeMsg, Items, Reject,
+    RejectReason, Welcome,
 };
 use orderly_common::OrderKey;
 use serde::{Deserialize, Serialize};
@@ -93,6 +93,9 @@ pub enum Event {
     /// Finish arrived and every item 0..count is present: the order is
     /// complete and pending.
     Sealed { key: OrderKey, count: u32 },
+    /// A whole order arrived in one `items` message: complete and pending,
+    /// with its items, in one record (no Begun/ItemStored before it).
+    Accepted { key: OrderKey, items: Vec<ByteBuf> },
     /// A partial order was discarded and the producer told why.
     Dropped { key: OrderKey, reason: RejectReason },
     /// A pending order was sent to a worker.
@@ -268,6 +271,8 @@ pub struct Core {
     now_ms: Millis,
     events: VecDeque<Event>,
     outbound: VecDeque<Outbound>,
+    /// Order ids to confirm, by producer (see [`Core::confirm`]).
+    confirms: BTreeMap<String, Vec<String>>,
     counters: Counters,
 }
 
@@ -293,6 +298,7 @@ impl Core {
             now_ms: 0,
             events: VecDeque::new(),
             outbound: VecDeque::new(),
+            confirms: BTreeMap::new(),
             counters: Counters::default(),
         }
     }
@@ -309,6 +315,9 @@ impl Core {
     /// Next message to publish. Publish only after the events produced
     /// before it are durable.
     pub fn poll_outbound(&mut self) -> Option<Outbound> {
+        if !self.confirms.is_empty() {
+            self.flush_confirms();
+        }
         self.outbound.pop_front()
     }
 
@@ -370,6 +379,7 @@ impl Core {
             }
             IntakeMsg::Begin(begin) => self.on_begin(OrderKey::new(begin.producer, begin.order), now_ms),
             IntakeMsg::Item(item) => self.on_item(OrderKey::new(item.producer, item.order), item.seq, item.data),
+            IntakeMsg::Items(items) => self.on_items(items, now_ms),
             IntakeMsg::Finish(finish) => self.on_finish(OrderKey::new(finish.producer, finish.order), finish.count),
         }
         self.pump();
@@ -441,6 +451,50 @@ impl Core {
         self.record(Event::ItemStored { key, seq, data });
     }
 
+    /// An `items` message: a whole order in one record when it is one, else
+    /// the Begin, Items and Finish it stands for.
+    fn on_items(&mut self, m: Items, now_ms: Millis) {
+        let key = OrderKey::new(m.producer, m.order);
+        let whole = m.begin && m.first == 0 && m.finish == Some(m.data.len() as u32);
+        if whole && !self.partials.contains_key(&key) {
+            return self.on_whole(key, m.data);
+        }
+        if m.begin {
+            self.on_begin(key.clone(), now_ms);
+        }
+        for (i, data) in m.data.into_iter().enumerate() {
+            self.on_item(key.clone(), m.first + i as u32, data);
+        }
+        if let Some(count) = m.finish {
+            self.on_finish(key, count);
+        }
+    }
+
+    /// A whole order at once: the checks of Begin, Item and Finish together.
+    fn on_whole(&mut self, key: OrderKey, items: Vec<ByteBuf>) {
+        if self.orders.contains_key(&key) || self.recent.contains_key(&key) {
+            if self.recent.contains_key(&key) {
+                self.touch_recent(&key);
+            }
+            self.counters.orders_deduplicated += 1;
+            self.confirm(&key); // a resent order: confirm again
+            return;
+        }
+        let items_max = self.config.order_items_max;
+        if items.len() as u64 > u64::from(items_max) {
+            let detail = format!("{} items; the limit is {items_max}", items.len());
+            return self.reject(&key, RejectReason::TooLarge { detail });
+        }
+        let bytes: u64 = items.iter().map(|d| d.len() as u64).sum();
+        let bytes_max = self.config.order_bytes_max;
+        if bytes > bytes_max {
+            let detail = format!("items reach {bytes} bytes; the limit is {bytes_max}");
+            return self.reject(&key, RejectReason::TooLarge { detail });
+        }
+        self.record(Event::Accepted { key: key.clone(), items });
+        self.confirm(&key);
+    }
+
     fn on_finish(&mut self, key: OrderKey, count: u32) {
         let Some(partial) = self.partials.get(&key) else {
             if self.orders.contains_key(&key) || self.recent.contains_key(&key) {
@@ -474,9 +528,28 @@ impl Core {
         self.record(Event::Dropped { key, reason });
     }
 
+    /// Confirms wait in `confirms` until the outbound queue is drained, so
+    /// one producer's confirms of a turn go out as one message.
     fn confirm(&mut self, key: &OrderKey) {
-        let body = FanoutMsg::Confirm(Confirm { order: key.id.clone() }).encode();
-        self.outbound.push_back(Outbound { topic: producer_topic(&key.producer), body });
+        self.confirms.entry(key.producer.clone()).or_default().push(key.id.clone());
+    }
+
+    /// Moves the waiting confirms to the outbound queue: a `confirm` for a
+    /// single order, `confirms` for several.
+    fn flush_confirms(&mut self) {
+        for (producer, mut ids) in std::mem::take(&mut self.confirms) {
+            let topic = producer_topic(&producer);
+            while !ids.is_empty() {
+                let rest = ids.split_off(ids.len().min(limits::CONFIRMS_PER_MESSAGE_MAX));
+                let body = if ids.len() == 1 {
+                    FanoutMsg::Confirm(Confirm { order: ids.pop().expect("one id") }).encode()
+                } else {
+                    FanoutMsg::Confirms(Confirms { orders: ids }).encode()
+                };
+                self.outbound.push_back(Outbound { topic: topic.clone(), body });
+                ids = rest;
+            }
+        }
     }
 
     fn reject(&mut self, key: &OrderKey, reason: RejectReason) {
@@ -494,11 +567,12 @@ impl Core {
             ControlMsg::Heartbeat(hb) => self.on_heartbeat(hb, now_ms),
             ControlMsg::Ack(ack) => {
                 self.touch(&ack.worker, ack.incarnation, now_ms);
-                // Any POSACK retires the order, even one dead-lettered in the
-                // meantime: it was processed after all (a late ack).
-                match self.orders.get(&ack.order) {
-                    Some(_) => self.record(Event::Acked { key: ack.order }),
-                    None => self.counters.duplicate_acks += 1,
+                self.on_ack(ack.order);
+            }
+            ControlMsg::Acks(acks) => {
+                self.touch(&acks.worker, acks.incarnation, now_ms);
+                for ack in acks.acks {
+                    self.on_ack(ack.order);
                 }
             }
             ControlMsg::Nack(nack) => {
@@ -523,6 +597,15 @@ impl Core {
             }
         }
         self.pump();
+    }
+
+    /// Any POSACK retires the order, even one dead-lettered in the meantime:
+    /// it was processed after all (a late ack).
+    fn on_ack(&mut self, key: OrderKey) {
+        match self.orders.get(&key) {
+            Some(_) => self.record(Event::Acked { key }),
+            None => self.counters.duplicate_acks += 1,
+        }
     }
 
     fn on_heartbeat(&mut self, hb: Heartbeat, now_ms: Millis) {
@@ -939,6 +1022,21 @@ impl Core {
                     attempts: 0,
                     state: OrderState::Pending,
                 };
+                self.orders.insert(key.clone(), order);
+                self.pending.push_back(key.clone());
+                self.pending_len += 1;
+                self.counters.orders_sealed += 1;
+            }
+            Event::Accepted { key, items } => {
+                if let Some(p) = self.partials.remove(key) {
+                    self.held_bytes -= p.bytes;
+                }
+                if self.orders.contains_key(key) {
+                    return;
+                }
+                let bytes: u64 = items.iter().map(|d| d.len() as u64).sum();
+                self.held_bytes += bytes;
+                let order = Order { items: items.clone(), bytes, attempts: 0, state: OrderState::Pending };
                 self.orders.insert(key.clone(), order);
                 self.pending.push_back(key.clone());
                 self.pending_len += 1;

@@ -69,6 +69,11 @@ fn turn(core: &mut Core, fail_commit: bool) -> (Calls, Result<(), BrokerError>) 
     let result = persist_then_publish(core, &mut recorder, |out| {
         match FanoutMsg::decode(&out.body) {
             Ok(FanoutMsg::Confirm(c)) => publish_calls.push(format!("publish confirm {}", c.order)),
+            Ok(FanoutMsg::Confirms(c)) => {
+                for order in c.orders {
+                    publish_calls.push(format!("publish confirm {order}"));
+                }
+            }
             _ => publish_calls.push("publish other"),
         }
         Ok(())

@@ -17,6 +17,13 @@ pub const ORDER_BYTES_MAX: usize = 16 * 1024 * 1024;
 pub const REASON_BYTES_MAX: usize = 1024;
 /// Order keys a worker may list as in flight in one heartbeat.
 pub const HEARTBEAT_IN_FLIGHT_MAX: usize = 1024;
+/// POSACKs in one `acks` message.
+pub const ACKS_PER_MESSAGE_MAX: usize = 1024;
+/// Order ids in one `confirms` message.
+pub const CONFIRMS_PER_MESSAGE_MAX: usize = 1024;
+/// Item payload bytes a producer packs into one `items` frame; with the
+/// per-item msgpack framing it stays under the intake frame limit.
+pub const PACKED_FRAME_BYTES_MAX: usize = 256 * 1024;
 /// Concurrency (credits) one worker may advertise.
 pub const WORKER_CONCURRENCY_MAX: u32 = 1024;
 /// Workers the broker tracks at once.
@@ -78,4 +85,6 @@ const _: () = assert!(FANOUT_FRAME_BYTES_MAX < i32::MAX as usize);
 const _: () = assert!(CONTROL_FRAME_BYTES_MAX < FANOUT_FRAME_BYTES_MAX);
 const _: () = assert!(WORKER_CONCURRENCY_MAX as usize <= HEARTBEAT_IN_FLIGHT_MAX);
 const _: () = assert!(MAX_ATTEMPTS_DEFAULT >= 1);
+const _: () = assert!(ACKS_PER_MESSAGE_MAX <= HEARTBEAT_IN_FLIGHT_MAX);
+const _: () = assert!(PACKED_FRAME_BYTES_MAX <= ITEM_BYTES_MAX);
 const _: () = assert!(ACK_TIMEOUT_MS_DEFAULT > HEARTBEAT_INTERVAL_MS_DEFAULT * HEARTBEAT_LIVENESS_DEFAULT as u64);

@@ -7,14 +7,16 @@
 //! truncated, oversized, unknown or out-of-place input is a [`DecodeError`].
 //! `docs/PROTOCOL.md` describes every message and field.
 
-use serde::de::DeserializeOwned;
+use std::marker::PhantomData;
+
+use serde::de::{self, Deserializer as _, MapAccess, Visitor};
 use serde::{Deserialize, Serialize};
 use serde_bytes::ByteBuf;
 
 use crate::ids::{validate_order_id, validate_peer_id, IdError, OrderKey};
 use crate::limits::{
-    CONTROL_FRAME_BYTES_MAX, FANOUT_FRAME_BYTES_MAX, HEARTBEAT_IN_FLIGHT_MAX, INTAKE_FRAME_BYTES_MAX, ITEM_BYTES_MAX,
-    ORDER_ITEMS_MAX, REASON_BYTES_MAX, TOPIC_BYTES_MAX, WORKER_CONCURRENCY_MAX,
+    ACKS_PER_MESSAGE_MAX, CONTROL_FRAME_BYTES_MAX, FANOUT_FRAME_BYTES_MAX, HEARTBEAT_IN_FLIGHT_MAX,
+    INTAKE_FRAME_BYTES_MAX, ITEM_BYTES_MAX, ORDER_ITEMS_MAX, REASON_BYTES_MAX, TOPIC_BYTES_MAX, WORKER_CONCURRENCY_MAX,
 };
 
 /// The protocol version this build speaks.
@@ -83,6 +85,24 @@ pub struct Item {
     pub data: ByteBuf,
 }
 
+/// Producer → broker: consecutive items of one order in one frame — items
+/// `first`, `first + 1`, … — optionally opening the order (`begin`) and
+/// closing it (`finish`: the item count). It stands for the Begin, Item and
+/// Finish messages it replaces, in that order, with the same meaning (so a
+/// producer may mix both forms). A whole order in one frame (`begin`,
+/// `first` 0, `finish` = the number of items) is one journal record.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Items {
+    pub producer: String,
+    pub order: String,
+    #[serde(default)]
+    pub begin: bool,
+    pub first: u32,
+    pub data: Vec<ByteBuf>,
+    #[serde(default)]
+    pub finish: Option<u32>,
+}
+
 /// Producer → broker: an order is complete with `count` items.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Finish {
@@ -115,6 +135,21 @@ pub struct Heartbeat {
 pub struct Ack {
     pub worker: String,
     pub incarnation: u64,
+    pub order: OrderKey,
+    pub attempt: u32,
+}
+
+/// Worker → broker: several orders processed (POSACKs), one frame.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Acks {
+    pub worker: String,
+    pub incarnation: u64,
+    pub acks: Vec<Acked>,
+}
+
+/// One POSACK inside [`Acks`].
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Acked {
     pub order: OrderKey,
     pub attempt: u32,
 }
@@ -170,6 +205,12 @@ pub struct Confirm {
     pub order: String,
 }
 
+/// Broker → producer: several orders sealed (and durable), one frame.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Confirms {
+    pub orders: Vec<String>,
+}
+
 /// Why the broker refused an order.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, thiserror::Error)]
 #[serde(rename_all = "snake_case")]
@@ -211,6 +252,7 @@ pub enum IntakeMsg {
     Hello(ProducerHello),
     Begin(Begin),
     Item(Item),
+    Items(Items),
     Finish(Finish),
 }
 
@@ -219,6 +261,7 @@ pub enum IntakeMsg {
 pub enum ControlMsg {
     Heartbeat(Heartbeat),
     Ack(Ack),
+    Acks(Acks),
     Nack(Nack),
     Bye(Bye),
 }
@@ -229,6 +272,7 @@ pub enum FanoutMsg {
     Welcome(Welcome),
     Dispatch(Dispatch),
     Confirm(Confirm),
+    Confirms(Confirms),
     Reject(Reject),
     Heartbeat(BrokerHeartbeat),
 }
@@ -240,17 +284,6 @@ struct EnvelopeOut<'a, T> {
     v: u16,
     kind: &'a str,
     body: &'a T,
-}
-
-#[derive(Deserialize)]
-struct Probe {
-    v: u16,
-    kind: String,
-}
-
-#[derive(Deserialize)]
-struct EnvelopeIn<T> {
-    body: T,
 }
 
 fn encode_as<T: Serialize>(kind: &str, body: &T) -> Vec<u8> {
@@ -266,6 +299,7 @@ impl IntakeMsg {
             IntakeMsg::Hello(_) => "hello",
             IntakeMsg::Begin(_) => "begin",
             IntakeMsg::Item(_) => "item",
+            IntakeMsg::Items(_) => "items",
             IntakeMsg::Finish(_) => "finish",
         }
     }
@@ -275,6 +309,7 @@ impl IntakeMsg {
             IntakeMsg::Hello(m) => &m.producer,
             IntakeMsg::Begin(m) => &m.producer,
             IntakeMsg::Item(m) => &m.producer,
+            IntakeMsg::Items(m) => &m.producer,
             IntakeMsg::Finish(m) => &m.producer,
         }
     }
@@ -284,20 +319,14 @@ impl IntakeMsg {
             IntakeMsg::Hello(m) => encode_as(self.kind(), m),
             IntakeMsg::Begin(m) => encode_as(self.kind(), m),
             IntakeMsg::Item(m) => encode_as(self.kind(), m),
+            IntakeMsg::Items(m) => encode_as(self.kind(), m),
             IntakeMsg::Finish(m) => encode_as(self.kind(), m),
         }
     }
 
     /// Decodes and validates one intake body.
     pub fn decode(bytes: &[u8]) -> Result<Self, DecodeError> {
-        let kind = probe(bytes, INTAKE_FRAME_BYTES_MAX)?;
-        let msg = match kind.as_str() {
-            "hello" => IntakeMsg::Hello(body(bytes)?),
-            "begin" => IntakeMsg::Begin(body(bytes)?),
-            "item" => IntakeMsg::Item(body(bytes)?),
-            "finish" => IntakeMsg::Finish(body(bytes)?),
-            _ => return Err(DecodeError::UnknownKind(kind, "intake")),
-        };
+        let msg: IntakeMsg = decode_envelope(bytes, INTAKE_FRAME_BYTES_MAX)?;
         msg.validate()?;
         Ok(msg)
     }
@@ -317,6 +346,20 @@ impl IntakeMsg {
                 }
                 Ok(())
             }
+            IntakeMsg::Items(m) => {
+                validate_order_id(&m.order)?;
+                let end = u64::from(m.first) + m.data.len() as u64;
+                if end > u64::from(ORDER_ITEMS_MAX) {
+                    return invalid("items", format!("items up to {end}; the limit is {ORDER_ITEMS_MAX} per order"));
+                }
+                if let Some(big) = m.data.iter().find(|d| d.len() > ITEM_BYTES_MAX) {
+                    return invalid("item data", format!("{} bytes; the limit is {ITEM_BYTES_MAX}", big.len()));
+                }
+                if m.finish.is_some_and(|count| count > ORDER_ITEMS_MAX) {
+                    return invalid("finish count", format!("{:?}; the limit is {ORDER_ITEMS_MAX}", m.finish));
+                }
+                Ok(())
+            }
             IntakeMsg::Finish(m) => {
                 validate_order_id(&m.order)?;
                 if m.count > ORDER_ITEMS_MAX {
@@ -333,6 +376,7 @@ impl ControlMsg {
         match self {
             ControlMsg::Heartbeat(_) => "heartbeat",
             ControlMsg::Ack(_) => "ack",
+            ControlMsg::Acks(_) => "acks",
             ControlMsg::Nack(_) => "nack",
             ControlMsg::Bye(_) => "bye",
         }
@@ -342,6 +386,7 @@ impl ControlMsg {
         match self {
             ControlMsg::Heartbeat(m) => &m.worker,
             ControlMsg::Ack(m) => &m.worker,
+            ControlMsg::Acks(m) => &m.worker,
             ControlMsg::Nack(m) => &m.worker,
             ControlMsg::Bye(m) => &m.worker,
         }
@@ -351,6 +396,7 @@ impl ControlMsg {
         match self {
             ControlMsg::Heartbeat(m) => encode_as(self.kind(), m),
             ControlMsg::Ack(m) => encode_as(self.kind(), m),
+            ControlMsg::Acks(m) => encode_as(self.kind(), m),
             ControlMsg::Nack(m) => encode_as(self.kind(), m),
             ControlMsg::Bye(m) => encode_as(self.kind(), m),
         }
@@ -358,14 +404,7 @@ impl ControlMsg {
 
     /// Decodes and validates one control body.
     pub fn decode(bytes: &[u8]) -> Result<Self, DecodeError> {
-        let kind = probe(bytes, CONTROL_FRAME_BYTES_MAX)?;
-        let msg = match kind.as_str() {
-            "heartbeat" => ControlMsg::Heartbeat(body(bytes)?),
-            "ack" => ControlMsg::Ack(body(bytes)?),
-            "nack" => ControlMsg::Nack(body(bytes)?),
-            "bye" => ControlMsg::Bye(body(bytes)?),
-            _ => return Err(DecodeError::UnknownKind(kind, "control")),
-        };
+        let msg: ControlMsg = decode_envelope(bytes, CONTROL_FRAME_BYTES_MAX)?;
         msg.validate()?;
         Ok(msg)
     }
@@ -387,6 +426,13 @@ impl ControlMsg {
                 Ok(())
             }
             ControlMsg::Ack(m) => Ok(m.order.validate()?),
+            ControlMsg::Acks(m) => {
+                if m.acks.len() > ACKS_PER_MESSAGE_MAX {
+                    return invalid("acks", format!("{} acks; the limit is {ACKS_PER_MESSAGE_MAX}", m.acks.len()));
+                }
+                m.acks.iter().try_for_each(|a| a.order.validate())?;
+                Ok(())
+            }
             ControlMsg::Nack(m) => {
                 m.order.validate()?;
                 if m.reason.len() > REASON_BYTES_MAX {
@@ -405,6 +451,7 @@ impl FanoutMsg {
             FanoutMsg::Welcome(_) => "welcome",
             FanoutMsg::Dispatch(_) => "dispatch",
             FanoutMsg::Confirm(_) => "confirm",
+            FanoutMsg::Confirms(_) => "confirms",
             FanoutMsg::Reject(_) => "reject",
             FanoutMsg::Heartbeat(_) => "heartbeat",
         }
@@ -415,6 +462,7 @@ impl FanoutMsg {
             FanoutMsg::Welcome(m) => encode_as(self.kind(), m),
             FanoutMsg::Dispatch(m) => encode_as(self.kind(), m),
             FanoutMsg::Confirm(m) => encode_as(self.kind(), m),
+            FanoutMsg::Confirms(m) => encode_as(self.kind(), m),
             FanoutMsg::Reject(m) => encode_as(self.kind(), m),
             FanoutMsg::Heartbeat(m) => encode_as(self.kind(), m),
         }
@@ -423,22 +471,13 @@ impl FanoutMsg {
     /// Decodes one fanout body (workers and producers trust the broker's
     /// framing no more than the broker trusts theirs).
     pub fn decode(bytes: &[u8]) -> Result<Self, DecodeError> {
-        let kind = probe(bytes, FANOUT_FRAME_BYTES_MAX)?;
-        let msg = match kind.as_str() {
-            "welcome" => FanoutMsg::Welcome(body(bytes)?),
-            "dispatch" => {
-                let d: Dispatch = body(bytes)?;
-                d.order.validate()?;
-                if d.items.len() > ORDER_ITEMS_MAX as usize {
-                    return invalid("items", format!("{} items; the limit is {ORDER_ITEMS_MAX}", d.items.len()));
-                }
-                FanoutMsg::Dispatch(d)
+        let msg: FanoutMsg = decode_envelope(bytes, FANOUT_FRAME_BYTES_MAX)?;
+        if let FanoutMsg::Dispatch(d) = &msg {
+            d.order.validate()?;
+            if d.items.len() > ORDER_ITEMS_MAX as usize {
+                return invalid("items", format!("{} items; the limit is {ORDER_ITEMS_MAX}", d.items.len()));
             }
-            "confirm" => FanoutMsg::Confirm(body(bytes)?),
-            "reject" => FanoutMsg::Reject(body(bytes)?),
-            "heartbeat" => FanoutMsg::Heartbeat(body(bytes)?),
-            _ => return Err(DecodeError::UnknownKind(kind, "fanout")),
-        };
+        }
         Ok(msg)
     }
 }
@@ -450,7 +489,7 @@ pub fn encode_dispatch(order: &OrderKey, attempt: u32, redelivered: bool, items:
 
 /// Checks the frame count and the topic frame of a received message and
 /// returns the body frame.
-pub fn split_frames(frames: &[Vec<u8>]) -> Result<(&[u8], &[u8]), DecodeError> {
+pub fn split_frames<F: std::ops::Deref<Target = [u8]>>(frames: &[F]) -> Result<(&[u8], &[u8]), DecodeError> {
     match frames {
         [topic, body] => {
             if topic.len() > TOPIC_BYTES_MAX {
@@ -466,26 +505,154 @@ fn invalid<T>(field: &'static str, reason: String) -> Result<T, DecodeError> {
     Err(DecodeError::Invalid { field, reason })
 }
 
-/// Reads the version and kind, refusing oversized frames before parsing
-/// and trailing bytes after the message.
-fn probe(bytes: &[u8], max: usize) -> Result<String, DecodeError> {
+// ---------------------------------------------------------------- decoding
+
+/// A family of messages (one socket's): maps a kind to its body type.
+trait Family: Sized {
+    const SOCKET: &'static str;
+    /// Deserializes the body of `kind` from the map's next value; `None`
+    /// for a kind this family does not have.
+    fn body<'de, A: MapAccess<'de>>(kind: &str, map: &mut A) -> Result<Option<Self>, A::Error>;
+}
+
+macro_rules! family {
+    ($family:ident, $socket:literal, { $($kind:literal => $variant:ident),* $(,)? }) => {
+        impl Family for $family {
+            const SOCKET: &'static str = $socket;
+            fn body<'de, A: MapAccess<'de>>(kind: &str, map: &mut A) -> Result<Option<Self>, A::Error> {
+                Ok(Some(match kind {
+                    $($kind => $family::$variant(map.next_value()?),)*
+                    _ => return Ok(None),
+                }))
+            }
+        }
+    };
+}
+
+family!(IntakeMsg, "intake", {
+    "hello" => Hello, "begin" => Begin, "item" => Item, "items" => Items, "finish" => Finish,
+});
+family!(ControlMsg, "control", {
+    "heartbeat" => Heartbeat, "ack" => Ack, "acks" => Acks, "nack" => Nack, "bye" => Bye,
+});
+family!(FanoutMsg, "fanout", {
+    "welcome" => Welcome, "dispatch" => Dispatch, "confirm" => Confirm, "confirms" => Confirms, "reject" => Reject,
+    "heartbeat" => Heartbeat,
+});
+
+/// What the envelope held, short of a parse error.
+enum Opened<M> {
+    Message(M),
+    Version(u16),
+    UnknownKind(String),
+}
+
+/// Reads the envelope in one pass: `v` and `kind` come before `body` (every
+/// encoder here writes them so), so the body is parsed straight into its
+/// type. Unknown envelope fields are skipped.
+struct EnvelopeVisitor<M>(PhantomData<M>);
+
+impl<'de, M: Family> Visitor<'de> for EnvelopeVisitor<M> {
+    type Value = Opened<M>;
+
+    fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+        f.write_str("a map {v, kind, body}")
+    }
+
+    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
+        let mut version: Option<u16> = None;
+        let mut kind: Option<String> = None;
+        let mut opened: Option<Opened<M>> = None;
+        while let Some(field) = map.next_key::<Field>()? {
+            // Once the answer is known (even a refusal), the rest is skipped:
+            // the map must still be read to its end.
+            match field {
+                Field::V if opened.is_none() => {
+                    let v: u16 = map.next_value()?;
+                    if v != PROTOCOL_VERSION {
+                        opened = Some(Opened::Version(v));
+                    }
+                    version = Some(v);
+                }
+                Field::Kind if opened.is_none() => kind = Some(map.next_value()?),
+                Field::Body if opened.is_none() => {
+                    if version.is_none() {
+                        return Err(de::Error::custom("\"v\" must come before \"body\""));
+                    }
+                    let Some(kind) = &kind else {
+                        return Err(de::Error::custom("\"kind\" must come before \"body\""));
+                    };
+                    opened = Some(match M::body(kind, &mut map)? {
+                        Some(m) => Opened::Message(m),
+                        None => {
+                            map.next_value::<de::IgnoredAny>()?;
+                            Opened::UnknownKind(kind.clone())
+                        }
+                    });
+                }
+                _ => {
+                    map.next_value::<de::IgnoredAny>()?;
+                }
+            }
+        }
+        match opened {
+            Some(opened) => Ok(opened),
+            None if version.is_none() => Err(de::Error::missing_field("v")),
+            None if kind.is_none() => Err(de::Error::missing_field("kind")),
+            None => Err(de::Error::missing_field("body")),
+        }
+    }
+}
+
+/// An envelope field name, matched without allocating.
+enum Field {
+    V,
+    Kind,
+    Body,
+    Other,
+}
+
+impl<'de> Deserialize<'de> for Field {
+    fn deserialize<D: de::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct FieldVisitor;
+        impl Visitor<'_> for FieldVisitor {
+            type Value = Field;
+            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+                f.write_str("a field name")
+            }
+            fn visit_str<E: de::Error>(self, v: &str) -> Result<Field, E> {
+                Ok(match v {
+                    "v" => Field::V,
+                    "kind" => Field::Kind,
+                    "body" => Field::Body,
+                    _ => Field::Other,
+                })
+            }
+            fn visit_bytes<E: de::Error>(self, v: &[u8]) -> Result<Field, E> {
+                Ok(std::str::from_utf8(v).map_or(Field::Other, |s| self.visit_str::<E>(s).unwrap_or(Field::Other)))
+            }
+        }
+        d.deserialize_identifier(FieldVisitor)
+    }
+}
+
+/// Decodes one envelope of family `M`, refusing oversized frames before
+/// parsing and trailing bytes after the message.
+fn decode_envelope<M: Family>(bytes: &[u8], max: usize) -> Result<M, DecodeError> {
     if bytes.len() > max {
         return Err(DecodeError::Oversized { len: bytes.len(), max });
     }
     let mut de = rmp_serde::Deserializer::new(std::io::Cursor::new(bytes));
-    let probe = Probe::deserialize(&mut de).map_err(classify)?;
+    let message = match de.deserialize_map(EnvelopeVisitor::<M>(PhantomData)).map_err(classify)? {
+        Opened::Message(m) => m,
+        Opened::Version(v) => return Err(DecodeError::UnsupportedVersion(v)),
+        Opened::UnknownKind(kind) => return Err(DecodeError::UnknownKind(kind, M::SOCKET)),
+    };
     let used = de.position() as usize;
     if used < bytes.len() {
         return Err(DecodeError::TrailingBytes(bytes.len() - used));
     }
-    if probe.v != PROTOCOL_VERSION {
-        return Err(DecodeError::UnsupportedVersion(probe.v));
-    }
-    Ok(probe.kind)
-}
-
-fn body<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, DecodeError> {
-    rmp_serde::from_slice::<EnvelopeIn<T>>(bytes).map(|e| e.body).map_err(classify)
+    Ok(message)
 }
 
 #[cfg(test)]

@@ -513,7 +513,7 @@ impl Producer {
                 Err(source) => return Err(ProducerError::Zmq { during: "receiving from fanout", source }),
             };
             match split_frames(&frames).and_then(|(_, body)| FanoutMsg::decode(body)) {
-                Ok(msg) => answered += usize::from(self.handle_fanout(msg)?),
+                Ok(msg) => answered += self.handle_fanout(msg)?,
                 Err(error) => {
                     self.stats.decode_errors += 1;
                     tracing::debug!(%error, "dropped a fanout message that does not decode");
@@ -527,17 +527,24 @@ impl Producer {
         Ok(answered)
     }
 
-    /// Handles one fanout message; true if it answered one of our orders.
-    fn handle_fanout(&mut self, msg: FanoutMsg) -> Result<bool, ProducerError> {
+    /// Handles one fanout message; returns how many of our orders it answered.
+    fn handle_fanout(&mut self, msg: FanoutMsg) -> Result<usize, ProducerError> {
         match msg {
             FanoutMsg::Welcome(welcome) => {
                 self.handshake.handle_welcome(welcome.nonce);
-                Ok(false)
+                Ok(0)
             }
-            FanoutMsg::Confirm(confirm) => self.answer(&confirm.order, Ok(())),
-            FanoutMsg::Reject(reject) => self.answer(&reject.order, Err(reject.reason)),
+            FanoutMsg::Confirm(confirm) => Ok(usize::from(self.answer(&confirm.order, Ok(()))?)),
+            FanoutMsg::Confirms(confirms) => {
+                let mut answered = 0;
+                for order in &confirms.orders {
+                    answered += usize::from(self.answer(order, Ok(()))?);
+                }
+                Ok(answered)
+            }
+            FanoutMsg::Reject(reject) => Ok(usize::from(self.answer(&reject.order, Err(reject.reason))?)),
             // Dispatches and heartbeats are for workers.
-            FanoutMsg::Dispatch(_) | FanoutMsg::Heartbeat(_) => Ok(false),
+            FanoutMsg::Dispatch(_) | FanoutMsg::Heartbeat(_) => Ok(0),
         }
     }
 

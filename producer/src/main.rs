@@ -21,6 +21,11 @@ use orderly_producer::limits::RESEND_BACKOFF_MAX_DEFAULT;
 use orderly_producer::orders::{self, Order};
 use orderly_producer::{Outcome, Producer, ProducerConfig, ProducerError};
 
+/// mimalloc: the hot paths allocate many small buffers (frames, keys); glibc's
+/// malloc spent a fifth of the broker's time consolidating them.
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 /// Orders the CLI hands to the library in one batch (one outbox commit):
 /// enough to amortise an fsync, small enough to keep the pipe moving.
 const CLI_BATCH_ORDERS_MAX: usize = 256;

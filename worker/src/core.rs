@@ -216,7 +216,7 @@ impl Core {
             FanoutMsg::Dispatch(dispatch) => self.on_dispatch(dispatch),
             FanoutMsg::Heartbeat(hb) => self.on_broker_heartbeat(hb, now_ms),
             // Producer traffic: never on a worker's topics, ignored if it is.
-            FanoutMsg::Confirm(_) | FanoutMsg::Reject(_) => {}
+            FanoutMsg::Confirm(_) | FanoutMsg::Confirms(_) | FanoutMsg::Reject(_) => {}
         }
     }
 

@@ -86,7 +86,14 @@ impl Broker {
     }
 
     fn wait_for_ack(&self, id: &str) {
-        self.wait_for(|m| matches!(m, ControlMsg::Ack(a) if a.order.id == id).then_some(()));
+        self.wait_for(|m| {
+            let acked = match m {
+                ControlMsg::Ack(a) => a.order.id == id,
+                ControlMsg::Acks(a) => a.acks.iter().any(|a| a.order.id == id),
+                _ => false,
+            };
+            acked.then_some(())
+        });
     }
 }
 
@@ -180,7 +187,8 @@ fn drain_waits_for_running_orders_before_bye() {
     // Started once it is listed in flight; then ask for shutdown.
     broker.wait_for(|m| matches!(m, ControlMsg::Heartbeat(hb) if !hb.in_flight.is_empty()).then_some(()));
     shutdown.store(true, Ordering::Relaxed);
-    let first = broker.wait_for(|m| matches!(m, ControlMsg::Ack(_) | ControlMsg::Bye(_)).then(|| m.kind()));
+    let first = broker
+        .wait_for(|m| matches!(m, ControlMsg::Ack(_) | ControlMsg::Acks(_) | ControlMsg::Bye(_)).then(|| m.kind()));
     assert_eq!(first, "ack", "the running order finishes before the bye");
     broker.wait_for(is_bye);
     assert_eq!(worker.join().expect("no panic").expect("clean exit"), Exit::Drained);

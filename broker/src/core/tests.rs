@@ -1,5 +1,5 @@
 use super::*;
-use orderly_common::protocol::{Ack, Begin, Bye, Finish, Item, Nack};
+use orderly_common::protocol::{Ack, Acked, Acks, Begin, Bye, Finish, Item, Nack};
 
 fn core() -> Core {
     Core::new(CoreConfig::with_incarnation(42))
@@ -36,10 +36,22 @@ fn heartbeat(worker: &str, capacity: u32, welcome: Option<u64>) -> ControlMsg {
     })
 }
 
+/// Events and published messages; a `confirms` message is listed as the
+/// `confirm`s it stands for.
 fn drain(core: &mut Core) -> (Vec<Event>, Vec<(String, FanoutMsg)>) {
     let events = std::iter::from_fn(|| core.poll_event()).collect();
     let out = std::iter::from_fn(|| core.poll_outbound())
-        .map(|o| (String::from_utf8(o.topic).unwrap(), FanoutMsg::decode(&o.body).unwrap()))
+        .flat_map(|o| {
+            let topic = String::from_utf8(o.topic).unwrap();
+            match FanoutMsg::decode(&o.body).unwrap() {
+                FanoutMsg::Confirms(c) => c
+                    .orders
+                    .into_iter()
+                    .map(|order| (topic.clone(), FanoutMsg::Confirm(Confirm { order })))
+                    .collect::<Vec<_>>(),
+                msg => vec![(topic, msg)],
+            }
+        })
         .collect();
     (events, out)
 }
@@ -480,4 +492,62 @@ fn a_restart_during_the_last_attempt_dead_letters_instead_of_redelivering() {
     let (_, out) = drain(&mut restarted);
     assert!(dispatches(&out).is_empty(), "attempt 2 of an order allowed 1");
     assert_eq!(restarted.status().dead_letters, 1);
+}
+
+#[test]
+fn a_packed_order_is_one_record_and_confirms_batch_per_producer() {
+    let mut core = core();
+    let packed = |order: &str, n: u32| {
+        IntakeMsg::Items(Items {
+            producer: "p".into(),
+            order: order.into(),
+            begin: true,
+            first: 0,
+            data: (0..n).map(|i| ByteBuf::from(vec![i as u8; 3])).collect(),
+            finish: Some(n),
+        })
+    };
+    core.handle_intake(packed("a", 3), 0);
+    core.handle_intake(packed("b", 2), 0);
+    let events: Vec<Event> = std::iter::from_fn(|| core.poll_event()).collect();
+    assert!(matches!(&events[..], [Event::Accepted { .. }, Event::Accepted { .. }]), "{events:?}");
+    let out: Vec<FanoutMsg> =
+        std::iter::from_fn(|| core.poll_outbound()).map(|o| FanoutMsg::decode(&o.body).unwrap()).collect();
+    assert_eq!(out, vec![FanoutMsg::Confirms(Confirms { orders: vec!["a".into(), "b".into()] })]);
+    // A resend is confirmed again, not sealed twice.
+    core.handle_intake(packed("a", 3), 1);
+    let (events, out) = drain(&mut core);
+    assert!(events.is_empty(), "{events:?}");
+    assert_eq!(out, vec![("p/p/".to_string(), FanoutMsg::Confirm(Confirm { order: "a".into() }))]);
+    // Dispatched with its items, acknowledged in one `acks` message.
+    ready_worker(&mut core, "w1", 8, 2);
+    let (_, out) = drain(&mut core);
+    let sent = dispatches(&out);
+    assert_eq!(sent.len(), 2);
+    let acks = sent.iter().map(|(_, order, attempt)| Acked { order: order.clone(), attempt: *attempt }).collect();
+    core.handle_control(ControlMsg::Acks(Acks { worker: "w1".into(), incarnation: 1, acks }), 3);
+    let (events, _) = drain(&mut core);
+    assert_eq!(events.iter().filter(|e| matches!(e, Event::Acked { .. })).count(), 2);
+    assert_eq!(core.status().pending_orders + core.status().in_flight_orders, 0);
+}
+
+#[test]
+fn a_packed_frame_mixes_with_single_items() {
+    let mut core = core();
+    core.handle_intake(
+        IntakeMsg::Items(Items {
+            producer: "p".into(),
+            order: "o".into(),
+            begin: true,
+            first: 0,
+            data: vec![ByteBuf::from(b"0".to_vec()), ByteBuf::from(b"1".to_vec())],
+            finish: None,
+        }),
+        0,
+    );
+    core.handle_intake(item("o", 2), 0);
+    core.handle_intake(finish("o", 3), 0);
+    let (events, out) = drain(&mut core);
+    assert!(events.iter().any(|e| matches!(e, Event::Sealed { count: 3, .. })), "{events:?}");
+    assert!(matches!(&out[..], [(_, FanoutMsg::Confirm(_))]));
 }

@@ -8,7 +8,7 @@ pub mod rng;
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
 
 use orderly_broker::core::{Core, CoreConfig, Event, Millis, Outbound};
-use orderly_common::protocol::{ControlMsg, FanoutMsg, IntakeMsg, RejectReason};
+use orderly_common::protocol::{Acked, Acks, Confirm, ControlMsg, FanoutMsg, IntakeMsg, RejectReason};
 use orderly_common::OrderKey;
 
 use model::{item_data, Kind, Model, OrderModel};
@@ -654,7 +654,7 @@ impl Sim {
         } else if let Some(id) = topic.strip_prefix("p/").and_then(|t| t.strip_suffix('/')) {
             let producer =
                 self.producers.iter().position(|p| p.id == id).ok_or_else(|| format!("unknown topic {topic}"))?;
-            if !matches!(msg, FanoutMsg::Confirm(_) | FanoutMsg::Reject(_)) {
+            if !matches!(msg, FanoutMsg::Confirm(_) | FanoutMsg::Confirms(_) | FanoutMsg::Reject(_)) {
                 return Err(format!("{} on a producer topic", msg.kind()));
             }
             self.send(Packet::ToProducer { producer, msg });
@@ -708,6 +708,11 @@ impl Sim {
         }
         if let Packet::ToProducer { producer, msg: FanoutMsg::Reject(r) } = packet {
             self.reply_lost(*producer, &r.order);
+        }
+        if let Packet::ToProducer { producer, msg: FanoutMsg::Confirms(c) } = packet {
+            for order in &c.orders {
+                self.reply_lost(*producer, order);
+            }
         }
     }
 
@@ -798,6 +803,20 @@ impl Sim {
             }
             out.push(self.workers[i].answer(key, attempt, outcome));
         }
+        // Acks finished together go as one `acks` message, as the worker's
+        // IO loop sends them.
+        let acks: Vec<Acked> = out
+            .iter()
+            .filter_map(|m| match m {
+                ControlMsg::Ack(a) => Some(Acked { order: a.order.clone(), attempt: a.attempt }),
+                _ => None,
+            })
+            .collect();
+        if acks.len() > 1 {
+            out.retain(|m| !matches!(m, ControlMsg::Ack(_)));
+            let (worker, incarnation) = (self.workers[i].id.clone(), self.workers[i].incarnation);
+            out.push(ControlMsg::Acks(Acks { worker, incarnation, acks }));
+        }
         let drained = self.workers[i].draining && self.workers[i].jobs.is_empty();
         if drained {
             out.push(self.workers[i].bye());
@@ -838,6 +857,12 @@ impl Sim {
     }
 
     fn producer_receives(&mut self, producer: usize, msg: FanoutMsg) -> Check {
+        if let FanoutMsg::Confirms(c) = msg {
+            for order in c.orders {
+                self.producer_receives(producer, FanoutMsg::Confirm(Confirm { order }))?;
+            }
+            return Ok(());
+        }
         log!(self, "p{producer} <- broker: {}", short_fanout(&msg));
         let (order, confirmed) = match &msg {
             FanoutMsg::Confirm(c) => (c.order.clone(), true),
@@ -1036,6 +1061,7 @@ fn event_key(event: &Event) -> Option<&OrderKey> {
         Event::Begun { key, .. }
         | Event::ItemStored { key, .. }
         | Event::Sealed { key, .. }
+        | Event::Accepted { key, .. }
         | Event::Dropped { key, .. }
         | Event::Dispatched { key, .. }
         | Event::Acked { key }
@@ -1052,6 +1078,7 @@ fn short_event(event: &Event) -> String {
     match event {
         Event::ItemStored { key, seq, .. } => format!("ItemStored {key} #{seq}"),
         Event::Restored { key, .. } => format!("Restored {key}"),
+        Event::Accepted { key, items } => format!("Accepted {key} ({} items)", items.len()),
         other => format!("{other:?}"),
     }
 }
@@ -1061,6 +1088,15 @@ fn short_intake(msg: &IntakeMsg) -> String {
         IntakeMsg::Hello(h) => format!("hello {}", h.producer),
         IntakeMsg::Begin(b) => format!("begin {}/{}", b.producer, b.order),
         IntakeMsg::Item(i) => format!("item {}/{} #{}", i.producer, i.order, i.seq),
+        IntakeMsg::Items(i) => format!(
+            "items {}/{} begin {} #{}..{} finish {:?}",
+            i.producer,
+            i.order,
+            i.begin,
+            i.first,
+            i.first as usize + i.data.len(),
+            i.finish
+        ),
         IntakeMsg::Finish(f) => format!("finish {}/{} count {}", f.producer, f.order, f.count),
     }
 }
@@ -1076,6 +1112,11 @@ fn short_control(msg: &ControlMsg) -> String {
             if h.draining { " draining" } else { "" }
         ),
         ControlMsg::Ack(a) => format!("ack {} attempt {} (inc {:#x})", a.order, a.attempt, a.incarnation),
+        ControlMsg::Acks(a) => format!(
+            "acks {:?} (inc {:#x})",
+            a.acks.iter().map(|a| format!("{} attempt {}", a.order, a.attempt)).collect::<Vec<_>>(),
+            a.incarnation
+        ),
         ControlMsg::Nack(n) => {
             format!("nack {} attempt {} retry {} (inc {:#x})", n.order, n.attempt, n.retry, n.incarnation)
         }
@@ -1088,6 +1129,7 @@ fn short_fanout(msg: &FanoutMsg) -> String {
         FanoutMsg::Welcome(w) => format!("welcome {:#x}", w.nonce),
         FanoutMsg::Dispatch(d) => format!("dispatch {} attempt {}", d.order, d.attempt),
         FanoutMsg::Confirm(c) => format!("confirm {}", c.order),
+        FanoutMsg::Confirms(c) => format!("confirms {:?}", c.orders),
         FanoutMsg::Reject(r) => format!("reject {}: {:?}", r.order, r.reason),
         FanoutMsg::Heartbeat(h) => format!("heartbeat inc {:#x}", h.incarnation),
     }

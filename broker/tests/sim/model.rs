@@ -224,6 +224,38 @@ impl Model {
                 self.pending += 1;
                 Ok(i)
             }
+            Event::Accepted { key, items } => {
+                // A whole order in one record: Begun, every item and Sealed.
+                let i = self.lookup(key)?;
+                let o = &mut self.orders[i];
+                ensure!(!o.partial, "{key}: accepted whole while partial");
+                ensure!(
+                    !o.sealed || (o.acked && o.forgotten),
+                    "{key}: a resend was accepted as a second order (acked {}, dead {}, key forgotten {})",
+                    o.acked,
+                    o.dead,
+                    o.forgotten
+                );
+                ensure!(o.kind != Kind::Gap, "invariant 3: {key} was sent with a gap (item {:?}) but accepted", o.skip);
+                ensure!(o.kind != Kind::Abandoned, "{key} was never finished but accepted");
+                ensure!(items.len() == o.count as usize, "{key}: accepted {} of {} items", items.len(), o.count);
+                for (seq, data) in items.iter().enumerate() {
+                    ensure!(*data == item_data(key, seq as u32), "{key}: item {seq} accepted with the wrong data");
+                }
+                o.begun = true;
+                o.partial = false;
+                o.dropped = false;
+                o.sealed = true;
+                o.sealed_once = true;
+                o.acked = false;
+                o.forgotten = false;
+                o.dispatches = 0;
+                o.lives += 1;
+                o.partial_bytes = o.bytes;
+                self.held_bytes += o.bytes;
+                self.pending += 1;
+                Ok(i)
+            }
             Event::Dropped { key, reason } => {
                 let i = self.lookup(key)?;
                 let rightly = self.rightly_refused(i, reason);

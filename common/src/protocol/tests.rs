@@ -178,3 +178,69 @@ fn random_bytes_never_panic() {
         let _ = FanoutMsg::decode(&bytes);
     }
 }
+
+#[test]
+fn batched_messages_round_trip() {
+    let items = IntakeMsg::Items(Items {
+        producer: "p1".into(),
+        order: "o1".into(),
+        begin: true,
+        first: 0,
+        data: vec![ByteBuf::from(b"a".to_vec()), ByteBuf::from(Vec::new())],
+        finish: Some(2),
+    });
+    assert_eq!(IntakeMsg::decode(&items.encode()).unwrap(), items);
+    let acks = ControlMsg::Acks(Acks {
+        worker: "w1".into(),
+        incarnation: 3,
+        acks: vec![Acked { order: OrderKey::new("p1", "o1"), attempt: 1 }],
+    });
+    assert_eq!(ControlMsg::decode(&acks.encode()).unwrap(), acks);
+    let confirms = FanoutMsg::Confirms(Confirms { orders: vec!["a".into(), "b".into()] });
+    assert_eq!(FanoutMsg::decode(&confirms.encode()).unwrap(), confirms);
+}
+
+#[test]
+fn batched_messages_are_bounded() {
+    let past = IntakeMsg::Items(Items {
+        producer: "p1".into(),
+        order: "o1".into(),
+        begin: false,
+        first: crate::limits::ORDER_ITEMS_MAX,
+        data: vec![ByteBuf::from(b"a".to_vec())],
+        finish: None,
+    });
+    assert!(matches!(IntakeMsg::decode(&past.encode()), Err(DecodeError::Invalid { field: "items", .. })));
+    let ack = Acked { order: OrderKey::new("p1", "o1"), attempt: 1 };
+    let many = ControlMsg::Acks(Acks {
+        worker: "w1".into(),
+        incarnation: 3,
+        acks: vec![ack; crate::limits::ACKS_PER_MESSAGE_MAX + 1],
+    });
+    assert!(matches!(ControlMsg::decode(&many.encode()), Err(DecodeError::Invalid { field: "acks", .. })));
+}
+
+#[test]
+fn envelope_fields_in_another_order_are_refused_or_skipped() {
+    // An unknown envelope field is skipped wherever it is.
+    #[derive(Serialize)]
+    struct Extra<'a> {
+        x: u8,
+        v: u16,
+        kind: &'a str,
+        body: Begin,
+        y: &'a str,
+    }
+    let begin = Begin { producer: "p".into(), order: "o".into() };
+    let bytes = rmp_serde::to_vec_named(&Extra { x: 1, v: 1, kind: "begin", body: begin.clone(), y: "z" }).unwrap();
+    assert_eq!(IntakeMsg::decode(&bytes).unwrap(), IntakeMsg::Begin(begin.clone()));
+    // The body before the kind cannot be typed in one pass: refused.
+    #[derive(Serialize)]
+    struct BodyFirst<'a> {
+        v: u16,
+        body: Begin,
+        kind: &'a str,
+    }
+    let bytes = rmp_serde::to_vec_named(&BodyFirst { v: 1, body: begin, kind: "begin" }).unwrap();
+    assert!(matches!(IntakeMsg::decode(&bytes), Err(DecodeError::Malformed(_))));
+}

@@ -12,7 +12,9 @@ use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use orderly_common::ids::producer_topic;
-use orderly_common::protocol::{split_frames, Confirm, FanoutMsg, IntakeMsg, Reject, RejectReason, Welcome};
+use orderly_common::protocol::{
+    split_frames, Begin, Confirm, FanoutMsg, Finish, IntakeMsg, Item, Reject, RejectReason, Welcome,
+};
 use orderly_common::Endpoint;
 
 /// What the fake broker does with a Finish.
@@ -129,8 +131,23 @@ impl Serve {
     }
 
     fn handle(&mut self, msg: IntakeMsg) {
+        if let IntakeMsg::Items(m) = msg {
+            // What a packed frame stands for, in order.
+            if m.begin {
+                self.handle(IntakeMsg::Begin(Begin { producer: m.producer.clone(), order: m.order.clone() }));
+            }
+            for (i, data) in m.data.into_iter().enumerate() {
+                let (producer, order, seq) = (m.producer.clone(), m.order.clone(), m.first + i as u32);
+                self.handle(IntakeMsg::Item(Item { producer, order, seq, data }));
+            }
+            if let Some(count) = m.finish {
+                self.handle(IntakeMsg::Finish(Finish { producer: m.producer, order: m.order, count }));
+            }
+            return;
+        }
         let mut seen = self.seen.lock().expect("lock");
         match msg {
+            IntakeMsg::Items(_) => unreachable!("expanded above"),
             IntakeMsg::Hello(hello) => {
                 seen.hellos += 1;
                 drop(seen);
