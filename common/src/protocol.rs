@@ -487,6 +487,47 @@ pub fn encode_dispatch(order: &OrderKey, attempt: u32, redelivered: bool, items:
     encode_as("dispatch", &DispatchRef { order, attempt, redelivered, items })
 }
 
+/// Encodes an `items` message from borrowed items (see [`Items`]).
+pub fn encode_items<D: AsRef<[u8]>>(
+    producer: &str,
+    order: &str,
+    begin: bool,
+    first: u32,
+    data: &[D],
+    finish: Option<u32>,
+) -> Vec<u8> {
+    #[derive(Serialize)]
+    struct ItemsRef<'a> {
+        producer: &'a str,
+        order: &'a str,
+        begin: bool,
+        first: u32,
+        data: Vec<&'a serde_bytes::Bytes>,
+        finish: Option<u32>,
+    }
+    let data = data.iter().map(|d| serde_bytes::Bytes::new(d.as_ref())).collect();
+    encode_as("items", &ItemsRef { producer, order, begin, first, data, finish })
+}
+
+/// Splits an order's items into the runs that [`encode_items`] frames
+/// carry: each run's payload (plus 5 bytes of framing per item) at most
+/// `budget` bytes, an item larger than that alone in its run. Returns the
+/// end index of each run; an order without items is one empty run.
+pub fn pack_runs<D: AsRef<[u8]>>(items: &[D], budget: usize) -> Vec<usize> {
+    let mut ends = Vec::new();
+    let mut used = 0;
+    for (i, item) in items.iter().enumerate() {
+        let cost = item.as_ref().len() + 5;
+        if used > 0 && used + cost > budget {
+            ends.push(i);
+            used = 0;
+        }
+        used += cost;
+    }
+    ends.push(items.len());
+    ends
+}
+
 /// Checks the frame count and the topic frame of a received message and
 /// returns the body frame.
 pub fn split_frames<F: std::ops::Deref<Target = [u8]>>(frames: &[F]) -> Result<(&[u8], &[u8]), DecodeError> {

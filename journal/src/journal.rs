@@ -18,7 +18,7 @@ use crate::scan::{scan_segment, ScanSpec};
 
 /// Capacity the batch buffer keeps between commits; a larger one (after a
 /// batch of big records) is given back, so one burst does not pin memory.
-const BATCH_BUFFER_RETAINED_BYTES_MAX: usize = 4 * 1024 * 1024;
+const BATCH_BUFFER_RETAINED_BYTES_MAX: usize = 8 * 1024 * 1024;
 
 /// What one `commit` did.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -51,6 +51,13 @@ pub struct ProducerConfig {
     /// CURVE client keys (our key pair and the broker's public key);
     /// `None` is plaintext.
     pub curve: Option<orderly_security::keys::CurveClient>,
+    /// Send a whole order's items packed into as few `items` frames as fit
+    /// (one, for orders up to 256 KiB): far fewer messages, and a whole
+    /// order in one frame is one journal record at the broker. `false`
+    /// sends Begin, one Item per item, and Finish. Streams
+    /// ([`Producer::begin`](crate::Producer::begin)) always send items one
+    /// by one, as they come.
+    pub pack_items: bool,
 }
 
 impl ProducerConfig {
@@ -70,6 +77,7 @@ impl ProducerConfig {
             outbox_bytes_max: OUTBOX_BYTES_MAX_DEFAULT,
             outbox_dir: None,
             answers_kept_max: ANSWERS_KEPT_MAX_DEFAULT,
+            pack_items: true,
             curve: None,
         }
     }

@@ -15,9 +15,12 @@ use std::time::{Duration, Instant};
 
 use orderly_common::ids::{producer_topic, validate_order_id};
 use orderly_common::limits::{
-    FANOUT_FRAME_BYTES_MAX, ITEM_BYTES_MAX, ORDER_BYTES_MAX, ORDER_ITEMS_MAX, SOCKET_HWM_DEFAULT, SOCKET_LINGER_MS,
+    FANOUT_FRAME_BYTES_MAX, ITEM_BYTES_MAX, ORDER_BYTES_MAX, ORDER_ITEMS_MAX, PACKED_FRAME_BYTES_MAX,
+    SOCKET_HWM_DEFAULT, SOCKET_LINGER_MS,
 };
-use orderly_common::protocol::{split_frames, Begin, FanoutMsg, Finish, IntakeMsg, Item, RejectReason};
+use orderly_common::protocol::{
+    encode_items, pack_runs, split_frames, Begin, FanoutMsg, Finish, IntakeMsg, Item, RejectReason,
+};
 use serde_bytes::ByteBuf;
 
 use crate::config::ProducerConfig;
@@ -475,7 +478,8 @@ impl Producer {
         while let Some(id) = self.outbox.next_due(now).map(str::to_owned) {
             let items = self.outbox.items(&id).expect("a due order is in the outbox");
             let first = self.outbox.attempts(&id) == Some(0);
-            if transmit_order(&self.push, &self.topic, &self.config.producer, &id, items)? {
+            let pack = self.config.pack_items;
+            if transmit_order(&self.push, &self.topic, &self.config.producer, &id, items, pack)? {
                 self.outbox.transmitted(&id, now);
                 self.stats.transmissions += 1;
                 self.stats.resends += u64::from(!first);
@@ -759,16 +763,33 @@ fn send_message(push: &zmq::Socket, topic: &[u8], msg: &IntakeMsg) -> Result<boo
     }
 }
 
-/// Sends a whole order (Begin, items from seq 0, Finish); false if the
-/// socket refused a message part-way (the broker ignores the repeats when
-/// it is sent again).
+/// Sends a whole order (Begin, items from seq 0, Finish — packed into
+/// `items` frames with `pack`); false if the socket refused a message
+/// part-way (the broker ignores the repeats when it is sent again).
 fn transmit_order(
     push: &zmq::Socket,
     topic: &[u8],
     producer: &str,
     id: &str,
     items: &[Vec<u8>],
+    pack: bool,
 ) -> Result<bool, ProducerError> {
+    if pack {
+        let count = u32::try_from(items.len()).expect("items per order are bounded far below u32::MAX");
+        let ends = pack_runs(items, PACKED_FRAME_BYTES_MAX);
+        let mut start = 0;
+        for (n, &end) in ends.iter().enumerate() {
+            let finish = (n + 1 == ends.len()).then_some(count);
+            let body = encode_items(producer, id, n == 0, start as u32, &items[start..end], finish);
+            match push.send_multipart([topic, body.as_slice()], zmq::DONTWAIT) {
+                Ok(()) => {}
+                Err(zmq::Error::EAGAIN) | Err(zmq::Error::EINTR) => return Ok(false),
+                Err(source) => return Err(ProducerError::Zmq { during: "sending to intake", source }),
+            }
+            start = end;
+        }
+        return Ok(true);
+    }
     let begin = IntakeMsg::Begin(Begin { producer: producer.to_owned(), order: id.to_owned() });
     if !send_message(push, topic, &begin)? {
         return Ok(false);

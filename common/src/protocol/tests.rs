@@ -244,3 +244,18 @@ fn envelope_fields_in_another_order_are_refused_or_skipped() {
     let bytes = rmp_serde::to_vec_named(&BodyFirst { v: 1, body: begin, kind: "begin" }).unwrap();
     assert!(matches!(IntakeMsg::decode(&bytes), Err(DecodeError::Malformed(_))));
 }
+
+#[test]
+fn packing_fills_frames_up_to_the_budget() {
+    let items = vec![vec![0u8; 10]; 10]; // 15 bytes each with framing
+    assert_eq!(pack_runs(&items, 45), vec![3, 6, 9, 10]);
+    assert_eq!(pack_runs(&items, 1000), vec![10]);
+    assert_eq!(pack_runs(&Vec::<Vec<u8>>::new(), 45), vec![0]);
+    // An item over the budget travels alone.
+    let mixed = vec![vec![0u8; 5], vec![0u8; 100], vec![0u8; 5]];
+    assert_eq!(pack_runs(&mixed, 50), vec![1, 2, 3]);
+    // The borrowed encoder writes what the owned message decodes to.
+    let body = encode_items("p", "o", true, 0, &mixed, Some(3));
+    let IntakeMsg::Items(m) = IntakeMsg::decode(&body).unwrap() else { panic!("not items") };
+    assert_eq!((m.begin, m.first, m.data.len(), m.finish), (true, 0, 3, Some(3)));
+}
