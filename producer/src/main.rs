@@ -41,6 +41,9 @@ const PROGRESS_LINE_INTERVAL: Duration = Duration::from_secs(2);
 /// Bounds of a duration flag, in seconds (a NaN or infinity is refused too).
 const SECONDS_MIN: f64 = 0.001;
 const SECONDS_MAX: f64 = 1e9;
+/// Bounds of `bench --rate`, in orders per second (0 is allowed too: no pacing).
+const RATE_MIN: f64 = 0.001;
+const RATE_MAX: f64 = 1e9;
 /// Unanswered order ids listed at the end, at most.
 const UNANSWERED_LISTED_MAX: usize = 20;
 
@@ -181,6 +184,16 @@ struct BenchArgs {
     #[arg(long, env = "ORDERLY_PRODUCER_ITEM_BYTES", value_name = "S", default_value_t = 100,
           value_parser = clap::value_parser!(u32).range(2..=ITEM_BYTES_MAX as i64))]
     item_bytes: u32,
+
+    /// Offered load in orders per second (fractions allowed): order i is
+    /// due i/N seconds after the start and is never sent before then; an
+    /// order the producer is late for goes out as soon as it can, with the
+    /// others due by then (open loop, so a slow broker does not lower the
+    /// load). Answers are taken while waiting. 0: as fast as the window
+    /// allows.
+    #[arg(long, env = "ORDERLY_PRODUCER_RATE", value_name = "N", default_value_t = 0.0,
+          value_parser = parse_rate)]
+    rate: f64,
 }
 
 fn parse_peer_id(text: &str) -> Result<String, String> {
@@ -192,6 +205,13 @@ fn parse_seconds(text: &str) -> Result<f64, String> {
     match text.parse::<f64>() {
         Ok(seconds) if (SECONDS_MIN..=SECONDS_MAX).contains(&seconds) => Ok(seconds),
         _ => Err(format!("{text:?} is not a number of seconds from 0.001 up")),
+    }
+}
+
+fn parse_rate(text: &str) -> Result<f64, String> {
+    match text.parse::<f64>() {
+        Ok(rate) if rate == 0.0 || (RATE_MIN..=RATE_MAX).contains(&rate) => Ok(rate),
+        _ => Err(format!("{text:?} is not 0 or a number of orders per second from {RATE_MIN} to {RATE_MAX:e}")),
     }
 }
 
@@ -427,6 +447,24 @@ impl<'a> Run<'a> {
         self.take_answers()
     }
 
+    /// Takes answers (and resends what is due) until `deadline`, so a paced
+    /// sender sees each answer when it arrives, not when it next sends. The
+    /// wait wakes up to about a millisecond late (poll granularity). False
+    /// if interrupted.
+    fn wait_until(&mut self, deadline: Instant) -> anyhow::Result<bool> {
+        loop {
+            if self.stop.load(Ordering::Relaxed) {
+                return Ok(false);
+            }
+            let now = Instant::now();
+            if now >= deadline {
+                return Ok(true);
+            }
+            self.producer.poll((deadline - now).min(IDLE_POLL))?;
+            self.take_answers()?;
+        }
+    }
+
     /// Waits for every answer; false if none came for the timeout.
     fn finish(&mut self) -> anyhow::Result<bool> {
         self.last_answer = Instant::now();
@@ -602,14 +640,48 @@ fn report(run: &Run, invalid: u64, complete: bool) -> anyhow::Result<ExitCode> {
     Ok(ExitCode::from(exit::OK))
 }
 
+/// The fixed schedule of `bench --rate`: order i is due `i / rate` seconds
+/// after the start.
+struct Schedule {
+    start: Instant,
+    rate: f64,
+}
+
+impl Schedule {
+    fn due(&self, index: u64) -> Instant {
+        self.start + Duration::from_secs_f64((index as f64 / self.rate).min(SECONDS_MAX))
+    }
+
+    /// How many orders are due by `now` (those with a lower index).
+    fn due_by(&self, now: Instant) -> u64 {
+        (now.saturating_duration_since(self.start).as_secs_f64() * self.rate).floor() as u64 + 1
+    }
+}
+
 fn bench(args: BenchArgs, stop: &AtomicBool) -> anyhow::Result<ExitCode> {
     let mut run = Run::start(&args.common, None, stop)?;
     let started = Instant::now();
     let batch_max = CLI_BATCH_ORDERS_MAX.min(args.common.window as usize) as u64;
+    let schedule = (args.rate > 0.0).then_some(Schedule { start: started, rate: args.rate });
+    let mut send_lag_max = Duration::ZERO;
     let mut complete = true;
     let mut next = 0;
     while next < args.orders && !run.stop.load(Ordering::Relaxed) {
-        let end = (next + batch_max).min(args.orders);
+        let due_end = match &schedule {
+            None => args.orders,
+            Some(schedule) => {
+                let due = schedule.due(next);
+                if !run.wait_until(due)? {
+                    break;
+                }
+                let now = Instant::now();
+                send_lag_max = send_lag_max.max(now - due);
+                // Order `next` is due (whatever the rounding), and so is
+                // every later one whose time has come: no more.
+                schedule.due_by(now).max(next + 1)
+            }
+        };
+        let end = (next + batch_max).min(due_end).min(args.orders);
         let batch = (next..end).map(|index| orders::generate(index, args.items, args.item_bytes as usize)).collect();
         next = end;
         if !run.send(batch)? {
@@ -629,8 +701,17 @@ fn bench(args: BenchArgs, stop: &AtomicBool) -> anyhow::Result<ExitCode> {
         }
         lat[((lat.len() - 1) as f64 * p).round() as usize] as f64 / 1000.0
     };
+    // At a fixed rate, how far behind its schedule the sender fell (an
+    // order sent late has its latency measured from when it was sent).
+    let offered = match schedule {
+        Some(schedule) => {
+            format!("; offered {} orders/s, send lag max {:.3} ms", schedule.rate, send_lag_max.as_secs_f64() * 1000.0)
+        }
+        None => String::new(),
+    };
     println!(
-        "orders {} confirmed {} rejected {} in {:.3} s: {:.0} orders/s, {:.0} items/s; confirm latency ms p50 {:.3} p99 {:.3} p999 {:.3}",
+        "orders {} confirmed {} rejected {} in {:.3} s: {:.0} orders/s, {:.0} items/s; \
+         confirm latency ms p50 {:.3} p99 {:.3} p999 {:.3}{offered}",
         tally.sent,
         tally.confirmed,
         tally.rejected.len(),
