@@ -6,7 +6,12 @@
 #
 #   bench/run.sh [--orders N] [--items K] [--item-bytes S] [--workers W]
 #                [--producers P] [--fsync always|interval:MS|never] [--runs R]
-#                [--rate L] [--rate-orders M]
+#                [--rate L] [--rate-orders M] [--framing both|per-item|packed]
+#
+# --framing: how producers put items on the wire — `per-item` (Begin, one
+# Item message per item, Finish: --one-frame-per-item) or `packed` (an
+# order's items in as few `items` frames as fit; the library's default).
+# `both` (the default) runs each, a table row per framing and run.
 #
 # Each run is a full-load run (every producer sends N orders as fast as its
 # window allows) and then, unless --rate is 0, a fixed-load run of the same
@@ -24,6 +29,7 @@
 set -euo pipefail
 ROOT="$(cd "$(dirname "$0")/.." && pwd)"
 ORDERS=100000 ITEMS=10 ITEM_BYTES=100 WORKERS=1 PRODUCERS=1 FSYNC=always RUNS=1 RATE=1000 RATE_ORDERS=10000
+FRAMING=both
 while [ $# -gt 0 ]; do
     case "$1" in
         --orders) ORDERS=$2 ;;
@@ -35,11 +41,17 @@ while [ $# -gt 0 ]; do
         --runs) RUNS=$2 ;;
         --rate) RATE=$2 ;;
         --rate-orders) RATE_ORDERS=$2 ;;
-        -h|--help) sed -n 2,23p "$0"; exit 0 ;;
+        --framing) FRAMING=$2 ;;
+        -h|--help) sed -n 2,29p "$0"; exit 0 ;;
         *) echo "bench: unknown flag $1 (see --help)" >&2; exit 2 ;;
     esac
     shift 2
 done
+case "$FRAMING" in
+    both) FRAMINGS="per-item packed" ;;
+    per-item|packed) FRAMINGS=$FRAMING ;;
+    *) echo "bench: --framing is both, per-item or packed, not $FRAMING" >&2; exit 2 ;;
+esac
 # Pacing is on when RATE is a number above 0 (the producer refuses a bad one).
 PACED=$(python3 -c 'import sys; print(int(float(sys.argv[1]) > 0))' "$RATE")
 cd "$ROOT"
@@ -48,11 +60,12 @@ cargo build --release --quiet --bins
 BIN="$ROOT/target/release"
 port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
 
-# one_run ORDERS RATE OUT: one run of the setup, every producer sending
-# ORDERS orders (at RATE/PRODUCERS orders/s each if RATE is above 0); writes
-# its figures as JSON to OUT. Fails if an order was lost.
+# one_run ORDERS RATE OUT FRAMING: one run of the setup, every producer
+# sending ORDERS orders (at RATE/PRODUCERS orders/s each if RATE is above 0)
+# with FRAMING; writes its figures as JSON to OUT. Fails if an order was lost.
 one_run() {
-    local orders=$1 rate=$2 out=$3 per_producer
+    local orders=$1 rate=$2 out=$3 framing=$4 per_producer framing_flag=()
+    [ "$framing" = packed ] || framing_flag=(--one-frame-per-item)
     local work pids=() intake fanout control admin broker started
     per_producer=$(python3 -c 'import sys; print(float(sys.argv[1]) / int(sys.argv[2]))' "$rate" "$PRODUCERS")
     work="$(mktemp -d "${TMPDIR:-/tmp}/orderly-bench.XXXXXX")"
@@ -75,7 +88,7 @@ one_run() {
     local deadline=$((SECONDS + 600))
     for p in $(seq 1 "$PRODUCERS"); do
         "$BIN/orderly-producer" bench --id "bench-p$p" --intake "$intake" --fanout "$fanout" --orders "$orders" \
-            --items "$ITEMS" --item-bytes "$ITEM_BYTES" --rate "$per_producer" --timeout 60 \
+            --items "$ITEMS" --item-bytes "$ITEM_BYTES" --rate "$per_producer" --timeout 60 "${framing_flag[@]}" \
             >"$work/producer$p.out" 2>&1 &
         pids+=("$!")
     done
@@ -108,16 +121,16 @@ sys.exit(0 if acked >= int(total) else 1)
 PY
 }
 
-# row FULL [FIXED]: the table row of a full-load run's figures (and of the
+# row FRAMING FULL [FIXED]: the table row of a full-load run's figures (and of the
 # fixed-load run's confirm latency).
 row() {
     python3 - "$ITEMS" "$@" <<'PY'
 import json, sys
-items, full = int(sys.argv[1]), json.load(open(sys.argv[2]))
-fixed = json.load(open(sys.argv[3])) if len(sys.argv) > 3 else None
+items, framing, full = int(sys.argv[1]), sys.argv[2], json.load(open(sys.argv[3]))
+fixed = json.load(open(sys.argv[4])) if len(sys.argv) > 4 else None
 acked, elapsed = full["acked"], full["elapsed"]
 cells = [
-    f"{acked}/{full['total']}", f"{acked / elapsed:,.0f}", f"{acked * items / elapsed:,.0f}",
+    framing, f"{acked}/{full['total']}", f"{acked / elapsed:,.0f}", f"{acked * items / elapsed:,.0f}",
     " / ".join(full["latency"]), f"{full['rss_kib'] / 1024:.0f} MiB",
     f"{full['cpu_s'] * 1e6 / max(acked, 1):.1f}", f"{full['journal_bytes'] / max(acked, 1):.0f}",
 ]
@@ -134,23 +147,25 @@ RATE_LABEL=$(python3 -c 'import sys; print(f"{float(sys.argv[1]):,g}")' "$RATE")
 echo "orderly bench: $ORDERS orders × $PRODUCERS producers, $ITEMS items × $ITEM_BYTES B, $WORKERS noop workers, fsync $FSYNC"
 [ "$PACED" -eq 0 ] || echo "fixed load: $RATE_ORDERS orders × $PRODUCERS producers at $RATE_LABEL orders/s in all"
 echo
-header="| acked | orders/s | items/s | confirm ms p50 / p99 / p999 | broker peak RSS | broker CPU µs/order"
+header="| framing | acked | orders/s | items/s | confirm ms p50 / p99 / p999 | broker peak RSS | broker CPU µs/order"
 header+=" | journal B/order |"
-rule="|---|---|---|---|---|---|---|"
+rule="|---|---|---|---|---|---|---|---|"
 [ "$PACED" -eq 0 ] || { header+=" confirm ms at $RATE_LABEL/s p50 / p99 / p999 |"; rule+="---|"; }
 echo "$header"
 echo "$rule"
 results="$(mktemp -d "${TMPDIR:-/tmp}/orderly-bench-results.XXXXXX")"
 trap 'rm -rf "$results"' EXIT
 lost=0
-for _ in $(seq 1 "$RUNS"); do
-    rm -f "$results"/*.json
-    one_run "$ORDERS" 0 "$results/full.json" || lost=1
-    if [ "$PACED" -eq 1 ]; then
-        one_run "$RATE_ORDERS" "$RATE" "$results/fixed.json" || lost=1
-        row "$results/full.json" "$results/fixed.json"
-    else
-        row "$results/full.json"
-    fi
+for framing in $FRAMINGS; do
+    for _ in $(seq 1 "$RUNS"); do
+        rm -f "$results"/*.json
+        one_run "$ORDERS" 0 "$results/full.json" "$framing" || lost=1
+        if [ "$PACED" -eq 1 ]; then
+            one_run "$RATE_ORDERS" "$RATE" "$results/fixed.json" "$framing" || lost=1
+            row "$framing" "$results/full.json" "$results/fixed.json"
+        else
+            row "$framing" "$results/full.json"
+        fi
+    done
 done
 [ "$lost" -eq 0 ] || { echo "bench: orders were lost" >&2; exit 1; }

@@ -147,6 +147,13 @@ struct Common {
     #[arg(long, env = "ORDERLY_PRODUCER_OUTBOX", value_name = "DIR")]
     outbox: Option<PathBuf>,
 
+    /// Send Begin, one Item message per item, and Finish, instead of
+    /// packing an order's items into as few `items` frames as fit (one for
+    /// orders up to 256 KiB). Packing is much faster; this is for brokers
+    /// older than 0.2 and for measuring the per-item path.
+    #[arg(long, env = "ORDERLY_PRODUCER_ONE_FRAME_PER_ITEM")]
+    one_frame_per_item: bool,
+
     /// Log filter: error, warn, info, debug or trace (RUST_LOG wins).
     #[arg(long, env = "ORDERLY_PRODUCER_LOG_LEVEL", value_name = "LEVEL", default_value = "warn")]
     log_level: String,
@@ -286,6 +293,7 @@ fn producer_config(common: &Common) -> anyhow::Result<ProducerConfig> {
     config.resend_backoff_max = RESEND_BACKOFF_MAX_DEFAULT.max(confirm_timeout);
     config.outbox_orders_max = common.window as usize;
     config.outbox_dir = common.outbox.clone();
+    config.pack_items = !common.one_frame_per_item;
     if let (Some(secret), Some(public)) = (&common.curve_secret_key, &common.broker_public_key) {
         config.curve = Some(orderly_security::keys::CurveClient::load(secret, public)?);
     }
