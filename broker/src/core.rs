@@ -27,6 +27,10 @@ use serde_bytes::ByteBuf;
 /// Milliseconds on the caller's monotonic clock.
 pub type Millis = u64;
 
+/// Where the journal holds a sealed order's whole payload: the record of
+/// its `Accepted` or of its latest `Restored` copy.
+pub type PayloadRef = orderly_journal::RecordAt;
+
 /// Settings of the core, already validated by the caller.
 #[derive(Debug, Clone)]
 pub struct CoreConfig {
@@ -56,6 +60,10 @@ pub struct CoreConfig {
     /// Open partial orders of one producer: past it a Begin is rejected
     /// (`limit_reached`), so one producer cannot take every partial slot.
     pub partial_orders_per_producer_max: usize,
+    /// Item bytes of sealed orders kept in RAM; beyond it the newest
+    /// orders' payloads are dropped from RAM (written to the journal first
+    /// if no single record holds them) and read back to dispatch them.
+    pub payload_cache_bytes: u64,
 }
 
 impl CoreConfig {
@@ -75,6 +83,7 @@ impl CoreConfig {
             order_bytes_max: ORDER_BYTES_MAX as u64,
             order_items_max: limits::ORDER_ITEMS_MAX,
             partial_orders_per_producer_max: limits::PARTIAL_ORDERS_PER_PRODUCER_MAX_DEFAULT,
+            payload_cache_bytes: limits::PAYLOAD_CACHE_BYTES_DEFAULT,
         }
     }
 
@@ -137,7 +146,25 @@ pub enum Snapshot {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Outbound {
     pub topic: Vec<u8>,
+    /// Empty when `fill` is set.
     pub body: Vec<u8>,
+    /// A dispatch whose items are only in the journal: the IO loop reads
+    /// them and encodes the body.
+    pub fill: Option<Fill>,
+}
+
+impl Outbound {
+    fn new(topic: Vec<u8>, body: Vec<u8>) -> Self {
+        Outbound { topic, body, fill: None }
+    }
+}
+
+/// A dispatch to encode from the journal (see [`Outbound::fill`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Fill {
+    pub key: OrderKey,
+    pub attempt: u32,
+    pub from: PayloadRef,
 }
 
 /// Counters for logs and status.
@@ -189,7 +216,13 @@ enum OrderState {
 
 #[derive(Debug)]
 struct Order {
-    items: Vec<ByteBuf>,
+    /// The payload in RAM; `None` once only the journal holds it.
+    items: Option<Vec<ByteBuf>>,
+    /// The journal record holding the whole payload, once there is one.
+    stored: Option<PayloadRef>,
+    /// A copy is being written so that the items can leave RAM.
+    spilling: bool,
+    count: u32,
     bytes: u64,
     /// Deliveries so far; the next dispatch is attempt `attempts + 1`.
     attempts: u32,
@@ -242,6 +275,9 @@ pub struct Status {
     pub in_flight_orders: usize,
     pub dead_letters: usize,
     pub held_bytes: u64,
+    /// Payload bytes of sealed orders in RAM; the rest are read back from
+    /// the journal to dispatch.
+    pub cached_bytes: u64,
     pub workers: Vec<WorkerStatus>,
     pub counters: Counters,
 }
@@ -263,6 +299,13 @@ pub struct Core {
     dead_len: usize,
     /// Item bytes held by partial and live orders.
     held_bytes: u64,
+    /// Item bytes of sealed orders in RAM (see `payload_cache_bytes`).
+    cached_bytes: u64,
+    /// Sealed orders whose items are in RAM, oldest first; may hold stale
+    /// keys. The newest leave RAM first: they are dispatched last.
+    cached: VecDeque<OrderKey>,
+    /// Replaying the journal: payloads stay on disk.
+    replaying: bool,
     workers: BTreeMap<String, Worker>,
     nonce_next: u64,
     heartbeat_due_ms: Millis,
@@ -292,6 +335,9 @@ impl Core {
             in_flight_len: 0,
             dead_len: 0,
             held_bytes: 0,
+            cached_bytes: 0,
+            cached: VecDeque::new(),
+            replaying: false,
             workers: BTreeMap::new(),
             heartbeat_due_ms: 0,
             partial_sweep_due_ms: 0,
@@ -349,6 +395,7 @@ impl Core {
             in_flight_orders: self.in_flight_len,
             dead_letters: self.dead_len,
             held_bytes: self.held_bytes,
+            cached_bytes: self.cached_bytes,
             workers: self
                 .workers
                 .iter()
@@ -375,7 +422,7 @@ impl Core {
         match msg {
             IntakeMsg::Hello(hello) => {
                 let body = FanoutMsg::Welcome(Welcome { nonce: hello.nonce }).encode();
-                self.outbound.push_back(Outbound { topic: producer_topic(&hello.producer), body });
+                self.outbound.push_back(Outbound::new(producer_topic(&hello.producer), body));
             }
             IntakeMsg::Begin(begin) => self.on_begin(OrderKey::new(begin.producer, begin.order), now_ms),
             IntakeMsg::Item(item) => self.on_item(OrderKey::new(item.producer, item.order), item.seq, item.data),
@@ -546,7 +593,7 @@ impl Core {
                 } else {
                     FanoutMsg::Confirms(Confirms { orders: ids }).encode()
                 };
-                self.outbound.push_back(Outbound { topic: topic.clone(), body });
+                self.outbound.push_back(Outbound::new(topic.clone(), body));
                 ids = rest;
             }
         }
@@ -555,7 +602,7 @@ impl Core {
     fn reject(&mut self, key: &OrderKey, reason: RejectReason) {
         self.counters.orders_rejected += 1;
         let body = FanoutMsg::Reject(Reject { order: key.id.clone(), reason }).encode();
-        self.outbound.push_back(Outbound { topic: producer_topic(&key.producer), body });
+        self.outbound.push_back(Outbound::new(producer_topic(&key.producer), body));
     }
 
     // ------------------------------------------------------------ control
@@ -644,7 +691,7 @@ impl Core {
                 // Not echoed yet: the welcome may have gone out before the
                 // subscription existed (slow joiner), so send it again.
                 let body = FanoutMsg::Welcome(Welcome { nonce: worker.nonce }).encode();
-                self.outbound.push_back(Outbound { topic: worker_topic(&hb.worker), body });
+                self.outbound.push_back(Outbound::new(worker_topic(&hb.worker), body));
             }
         }
     }
@@ -722,7 +769,7 @@ impl Core {
                 interval_ms: self.config.heartbeat_interval_ms,
             })
             .encode();
-            self.outbound.push_back(Outbound { topic: BROADCAST_TOPIC.to_vec(), body });
+            self.outbound.push_back(Outbound::new(BROADCAST_TOPIC.to_vec(), body));
         }
         let timeout = self.config.worker_timeout_ms();
         let dead: Vec<String> =
@@ -775,9 +822,60 @@ impl Core {
             let attempt = self.orders[&key].attempts + 1;
             self.record(Event::Dispatched { key: key.clone(), worker: worker.clone(), attempt });
             let order = &self.orders[&key];
-            let body = encode_dispatch(&key, attempt, attempt > 1, &order.items);
-            self.outbound.push_back(Outbound { topic: worker_topic(&worker), body });
+            let topic = worker_topic(&worker);
+            let out = match (&order.items, order.stored) {
+                (Some(items), _) => Outbound::new(topic, encode_dispatch(&key, attempt, attempt > 1, items)),
+                (None, Some(from)) => Outbound { topic, body: Vec::new(), fill: Some(Fill { key, attempt, from }) },
+                (None, None) => unreachable!("an order's payload is in RAM or in the journal: {key}"),
+            };
+            self.outbound.push_back(out);
         }
+        self.spill();
+    }
+
+    /// Drops payloads from RAM, newest orders first, while the cache is
+    /// over its budget. An order whose payload no single record holds (it
+    /// came item by item) gets a `Restored` copy first; its items leave RAM
+    /// when the copy is recorded ([`Core::payload_stored`]).
+    fn spill(&mut self) {
+        while self.cached_bytes > self.config.payload_cache_bytes {
+            let Some(key) = self.cached.pop_back() else { break };
+            let Some(order) = self.orders.get_mut(&key) else { continue };
+            let Some(items) = &order.items else { continue };
+            if order.spilling {
+                continue;
+            }
+            self.cached_bytes -= order.bytes;
+            if order.stored.is_some() {
+                order.items = None;
+                continue;
+            }
+            order.spilling = true;
+            let dead = match &order.state {
+                OrderState::Dead { reason } => Some(reason.clone()),
+                _ => None,
+            };
+            let snapshot = Snapshot::Sealed { items: items.clone(), attempts: order.attempts, dead };
+            // Not applied: live, the copy changes nothing (as compaction's).
+            self.events.push_back(Event::Restored { key, snapshot });
+        }
+    }
+
+    /// The journal now holds `key`'s whole payload at `at` (the record of
+    /// an `Accepted` or `Restored` event). The IO loop calls this for every
+    /// such record it appends, and replay for every one it reads.
+    pub fn payload_stored(&mut self, key: &OrderKey, at: PayloadRef) {
+        let Some(order) = self.orders.get_mut(key) else { return };
+        order.stored = Some(at);
+        if order.spilling {
+            order.spilling = false;
+            order.items = None; // counted out of the cache by `spill`
+        }
+    }
+
+    /// Where the journal holds `key`'s payload, when RAM does not.
+    pub fn payload_ref(&self, key: &OrderKey) -> Option<PayloadRef> {
+        self.orders.get(key).filter(|o| o.items.is_none()).and_then(|o| o.stored)
     }
 
     fn choose_worker(&self) -> Option<String> {
@@ -811,7 +909,9 @@ impl Core {
                 OrderState::Dead { reason } => Some(reason.clone()),
                 _ => None,
             };
-            Snapshot::Sealed { items: order.items.clone(), attempts: order.attempts, dead }
+            // Without its items in RAM the copy is filled from the journal by
+            // the caller (see `payload_ref`).
+            Snapshot::Sealed { items: order.items.clone().unwrap_or_default(), attempts: order.attempts, dead }
         };
         Some(Event::Restored { key: key.clone(), snapshot })
     }
@@ -827,7 +927,7 @@ impl Core {
                     id: key.id.clone(),
                     attempts: order.attempts,
                     reason: reason.clone(),
-                    items: order.items.len(),
+                    items: order.count as usize,
                     bytes: order.bytes,
                 }),
                 _ => None,
@@ -867,6 +967,7 @@ impl Core {
     /// (their recorded times came from the previous process's clock).
     pub fn finish_recovery(&mut self, now_ms: Millis) {
         self.now_ms = now_ms;
+        self.replaying = false;
         for partial in self.partials.values_mut() {
             partial.began_ms = now_ms;
         }
@@ -937,6 +1038,7 @@ impl Core {
     /// their dedup window at recovery time.
     pub fn start_replay(&mut self, now_ms: Millis) {
         self.now_ms = now_ms;
+        self.replaying = true;
     }
 
     /// Keys in the dedup window.
@@ -952,7 +1054,26 @@ impl Core {
         if let Some(order) = self.orders.remove(key) {
             self.leave_state(key, &order.state);
             self.held_bytes -= order.bytes;
+            self.uncache(&order);
         }
+    }
+
+    /// An order leaves: its items leave the cache.
+    fn uncache(&mut self, order: &Order) {
+        if order.items.is_some() && !order.spilling {
+            self.cached_bytes -= order.bytes;
+        }
+    }
+
+    /// A sealed order with `items`: in RAM (and counted in the cache) live,
+    /// left on disk during replay (`payload_stored` tells where).
+    fn sealed_order(&mut self, key: &OrderKey, items: Option<Vec<ByteBuf>>, bytes: u64, count: u32) -> Order {
+        let items = if self.replaying { None } else { items };
+        if items.is_some() {
+            self.cached_bytes += bytes;
+            self.cached.push_back(key.clone());
+        }
+        Order { items, stored: None, spilling: false, count, bytes, attempts: 0, state: OrderState::Pending }
     }
 
     fn restore(&mut self, key: &OrderKey, snapshot: &Snapshot) {
@@ -969,7 +1090,9 @@ impl Core {
             Snapshot::Sealed { items, attempts, dead } => {
                 let bytes: u64 = items.iter().map(|d| d.len() as u64).sum();
                 self.held_bytes += bytes;
-                let state = match dead {
+                let mut order = self.sealed_order(key, Some(items.clone()), bytes, items.len() as u32);
+                order.attempts = *attempts;
+                order.state = match dead {
                     Some(reason) => {
                         self.dead_len += 1;
                         OrderState::Dead { reason: reason.clone() }
@@ -980,7 +1103,7 @@ impl Core {
                         OrderState::Pending
                     }
                 };
-                self.orders.insert(key.clone(), Order { items: items.clone(), bytes, attempts: *attempts, state });
+                self.orders.insert(key.clone(), order);
             }
         }
     }
@@ -1016,12 +1139,20 @@ impl Core {
             Event::Sealed { key, count } => {
                 let Some(partial) = self.partials.remove(key) else { return };
                 assert_eq!(partial.items.len(), *count as usize, "sealed with a gap: {key}");
+                // No single record holds these items: they stay in RAM, also
+                // through a replay, until `spill` writes a copy.
+                let items = partial.items.into_values().collect();
                 let order = Order {
-                    items: partial.items.into_values().collect(),
+                    items: Some(items),
+                    stored: None,
+                    spilling: false,
+                    count: *count,
                     bytes: partial.bytes,
                     attempts: 0,
                     state: OrderState::Pending,
                 };
+                self.cached_bytes += partial.bytes;
+                self.cached.push_back(key.clone());
                 self.orders.insert(key.clone(), order);
                 self.pending.push_back(key.clone());
                 self.pending_len += 1;
@@ -1036,7 +1167,7 @@ impl Core {
                 }
                 let bytes: u64 = items.iter().map(|d| d.len() as u64).sum();
                 self.held_bytes += bytes;
-                let order = Order { items: items.clone(), bytes, attempts: 0, state: OrderState::Pending };
+                let order = self.sealed_order(key, Some(items.clone()), bytes, items.len() as u32);
                 self.orders.insert(key.clone(), order);
                 self.pending.push_back(key.clone());
                 self.pending_len += 1;
@@ -1073,6 +1204,7 @@ impl Core {
                 let Some(order) = self.orders.remove(key) else { return };
                 self.leave_state(key, &order.state);
                 self.held_bytes -= order.bytes;
+                self.uncache(&order);
                 self.counters.orders_acked += 1;
             }
             Event::Forgotten { key } => {

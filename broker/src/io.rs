@@ -28,7 +28,11 @@ use orderly_security::Role;
 
 use crate::admin::{AdminError, AdminRequest, AdminServer, Query, DLQ_LIST_MAX};
 use crate::compaction::{Anchors, Plan};
-use crate::core::{Core, CoreConfig, Counters, Event, Millis};
+use crate::core::{Core, CoreConfig, Counters, Event, Millis, Snapshot};
+use orderly_common::protocol::encode_dispatch;
+use orderly_common::OrderKey;
+use orderly_journal::RecordAt;
+use serde_bytes::ByteBuf;
 
 /// Compaction copies the oldest segment's live orders forward once at most
 /// this share of the orders first written there is still live.
@@ -134,6 +138,11 @@ pub fn encode_event(event: &Event) -> Vec<u8> {
     rmp_serde::to_vec(event).expect("encoding an event into memory cannot fail")
 }
 
+/// An event's variant name, for messages.
+fn event_name(event: &Event) -> String {
+    format!("{event:?}").split([' ', '{', '(']).next().unwrap_or_default().to_owned()
+}
+
 /// Decodes one journal record body.
 pub fn decode_event(seq: u64, body: &[u8]) -> Result<Event, BrokerError> {
     rmp_serde::from_slice(body).map_err(|e| BrokerError::BadRecord { seq, detail: e.to_string() })
@@ -152,10 +161,13 @@ pub fn recover(
     core.start_replay(now_ms);
     let mut anchors = Anchors::default();
     journal
-        .replay(|seq, segment, body| {
-            let event = decode_event(seq, body)?;
+        .replay_located(|at, body| {
+            let event = decode_event(at.seq, body)?;
             core.apply(&event);
-            anchors.observe(&event, segment);
+            if let Some(key) = payload_key(&event) {
+                core.payload_stored(key, at);
+            }
+            anchors.observe(&event, at.segment);
             Ok::<(), BrokerError>(())
         })
         .map_err(|e| match e {
@@ -555,8 +567,16 @@ impl Loop {
                 Plan::CopyForward(keys) => {
                     let copied = keys.len();
                     for key in keys {
-                        if let Some(event) = self.core.snapshot(&key) {
-                            self.recorder.append(&event)?;
+                        let Some(mut event) = self.core.snapshot(&key) else { continue };
+                        if let Some(from) = self.core.payload_ref(&key) {
+                            // Only the journal holds the items: copy them from there.
+                            if let Event::Restored { snapshot: Snapshot::Sealed { items, .. }, .. } = &mut event {
+                                *items = self.recorder.read_items(from)?;
+                            }
+                        }
+                        let at = self.recorder.append(&event)?;
+                        if let Some(key) = payload_key(&event) {
+                            self.core.payload_stored(key, at);
                         }
                     }
                     self.recorder.commit()?;
@@ -595,19 +615,33 @@ pub fn wall_clock_ms() -> Millis {
 
 /// Where events go: the journal, or a double in tests.
 pub trait EventLog {
-    /// Buffers one record; returns (seq, segment id).
-    fn append(&mut self, body: &[u8]) -> Result<(u64, u64), JournalError>;
+    /// Buffers one record; returns where it will be.
+    fn append(&mut self, body: &[u8]) -> Result<RecordAt, JournalError>;
     /// Writes (and per policy fsyncs) everything buffered.
     fn commit(&mut self) -> Result<orderly_journal::CommitInfo, JournalError>;
+    /// Reads back a committed record.
+    fn read_at(&mut self, at: RecordAt) -> Result<Vec<u8>, JournalError>;
 }
 
 impl EventLog for Journal {
-    fn append(&mut self, body: &[u8]) -> Result<(u64, u64), JournalError> {
-        Journal::append(self, body)
+    fn append(&mut self, body: &[u8]) -> Result<RecordAt, JournalError> {
+        Journal::append_located(self, body)
     }
 
     fn commit(&mut self) -> Result<orderly_journal::CommitInfo, JournalError> {
         Journal::commit(self)
+    }
+
+    fn read_at(&mut self, at: RecordAt) -> Result<Vec<u8>, JournalError> {
+        Journal::read_at(self, at)
+    }
+}
+
+/// The order whose whole payload `event`'s record holds, if it holds one.
+pub fn payload_key(event: &Event) -> Option<&OrderKey> {
+    match event {
+        Event::Accepted { key, .. } | Event::Restored { key, snapshot: Snapshot::Sealed { .. } } => Some(key),
+        _ => None,
     }
 }
 
@@ -620,9 +654,9 @@ pub struct Recorder<L> {
 }
 
 impl<L: EventLog> Recorder<L> {
-    fn append(&mut self, event: &Event) -> Result<(), BrokerError> {
+    fn append(&mut self, event: &Event) -> Result<RecordAt, BrokerError> {
         let body = encode_event(event);
-        let (_, segment) = match self.log.append(&body) {
+        let at = match self.log.append(&body) {
             Err(JournalError::BatchFull { .. }) => {
                 // A huge turn: commit what is buffered and go on.
                 self.commit()?;
@@ -630,8 +664,22 @@ impl<L: EventLog> Recorder<L> {
             }
             other => other.map_err(journal_err("append"))?,
         };
-        self.anchors.observe(event, segment);
-        Ok(())
+        self.anchors.observe(event, at.segment);
+        Ok(at)
+    }
+
+    /// The items of the order whose whole payload the record at `at` holds.
+    fn read_items(&mut self, at: RecordAt) -> Result<Vec<ByteBuf>, BrokerError> {
+        let body = self.log.read_at(at).map_err(journal_err("read-back"))?;
+        match decode_event(at.seq, &body)? {
+            Event::Accepted { items, .. } | Event::Restored { snapshot: Snapshot::Sealed { items, .. }, .. } => {
+                Ok(items)
+            }
+            other => Err(BrokerError::BadRecord {
+                seq: at.seq,
+                detail: format!("expected an order's payload, found {}", event_name(&other)),
+            }),
+        }
     }
 
     fn commit(&mut self) -> Result<(), BrokerError> {
@@ -654,13 +702,21 @@ pub fn persist_then_publish<L: EventLog>(
 ) -> Result<(), BrokerError> {
     let mut appended = false;
     while let Some(event) = core.poll_event() {
-        recorder.append(&event)?;
+        let at = recorder.append(&event)?;
+        if let Some(key) = payload_key(&event) {
+            core.payload_stored(key, at);
+        }
         appended = true;
     }
     if appended {
         recorder.commit()?;
     }
-    while let Some(out) = core.poll_outbound() {
+    while let Some(mut out) = core.poll_outbound() {
+        if let Some(fill) = out.fill.take() {
+            // Committed above or in an earlier turn: readable now.
+            let items = recorder.read_items(fill.from)?;
+            out.body = encode_dispatch(&fill.key, fill.attempt, fill.attempt > 1, &items);
+        }
         publish(&out)?;
     }
     Ok(())

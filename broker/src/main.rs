@@ -199,11 +199,19 @@ struct RunArgs {
           default_value_t = limits::PENDING_ORDERS_MAX_DEFAULT)]
     pending_orders_max: usize,
 
-    /// Item bytes held (partial and pending orders) at which the broker stops
-    /// reading intake.
+    /// Item bytes of partial and pending orders at which the broker stops
+    /// reading intake (the journal holds them; RAM only the cache below).
     #[arg(long, env = "ORDERLY_BROKER_PENDING_BYTES_MAX", value_name = "BYTES",
           default_value_t = limits::PENDING_BYTES_MAX_DEFAULT)]
     pending_bytes_max: u64,
+
+    /// Item bytes of sealed orders kept in RAM for dispatch. Beyond it the
+    /// newest orders' items are dropped from RAM and read back from the
+    /// journal when they are dispatched, so a large backlog costs disk, not
+    /// memory.
+    #[arg(long, env = "ORDERLY_BROKER_PAYLOAD_CACHE_BYTES", value_name = "BYTES",
+          default_value_t = limits::PAYLOAD_CACHE_BYTES_DEFAULT)]
+    payload_cache_bytes: u64,
 
     /// Milliseconds a partial order may wait for its Finish before it is
     /// rejected as expired.
@@ -330,6 +338,7 @@ fn run() -> anyhow::Result<ExitCode> {
             partial_orders_max: args.partial_orders_max,
             pending_orders_max: args.pending_orders_max,
             pending_bytes_max: args.pending_bytes_max,
+            payload_cache_bytes: args.payload_cache_bytes,
             partial_age_max_ms: args.partial_age_max_ms,
             ack_timeout_ms: args.ack_timeout_ms,
             dedup_window_ms: args.dedup_window_ms,

@@ -54,8 +54,12 @@ pub const PARTIAL_ORDERS_MAX_DEFAULT: usize = 100_000;
 pub const PARTIAL_ORDERS_PER_PRODUCER_MAX_DEFAULT: usize = 10_000;
 /// Default bound on sealed, unacknowledged orders before intake pauses.
 pub const PENDING_ORDERS_MAX_DEFAULT: usize = 1_000_000;
-/// Default bound on item bytes held by partial and pending orders.
-pub const PENDING_BYTES_MAX_DEFAULT: u64 = 1024 * 1024 * 1024;
+/// Default bound on item bytes of partial and pending orders (in the
+/// journal; RAM holds at most the payload cache of them).
+pub const PENDING_BYTES_MAX_DEFAULT: u64 = 8 * 1024 * 1024 * 1024;
+/// Default item bytes of sealed orders the broker keeps in RAM; the rest
+/// stay in the journal and are read back to dispatch.
+pub const PAYLOAD_CACHE_BYTES_DEFAULT: u64 = 32 * 1024 * 1024;
 /// Default age after which an unfinished partial order is rejected.
 pub const PARTIAL_AGE_MAX_MS_DEFAULT: u64 = 10 * 60 * 1000;
 /// Default number of delivery attempts before an order is dead-lettered.

@@ -114,7 +114,7 @@ pub fn read_records<E>(
             bytes_limit: None,
             record_bytes_max,
         };
-        let scan = scan_segment(&spec, &mut |seq, body: &[u8]| visit(seq, *segment_id, body))?;
+        let scan = scan_segment(&spec, &mut |seq, _offset, body: &[u8]| visit(seq, *segment_id, body))?;
         if let Some(header) = scan.header {
             let records = scan.records;
             let info = SegmentInfo {

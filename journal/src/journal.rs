@@ -7,8 +7,8 @@ use std::time::Instant;
 
 use crate::error::{JournalError, ReplayError};
 use crate::format::{
-    encode_header, encode_record, framed_len, segment_file_name, SegmentHeader, SEGMENT_HEADER_BYTES, SEGMENT_ID_FIRST,
-    SEQ_FIRST,
+    encode_header, encode_record, framed_len, record_crc, segment_file_name, RecordHeader, SegmentHeader,
+    RECORD_HEADER_BYTES, SEGMENT_HEADER_BYTES, SEGMENT_ID_FIRST, SEQ_FIRST,
 };
 use crate::fs::{fsync_dir, lock_dir};
 use crate::inspect::{inspect, SegmentInfo};
@@ -73,6 +73,16 @@ pub struct Journal {
     last_sync: Instant,
     /// A write or fsync failed: see `JournalError::Poisoned`.
     poisoned: bool,
+    /// Read handles for [`Journal::read_at`], by segment id.
+    readers: std::collections::HashMap<u64, File>,
+}
+
+/// Where a record is: its seq, its segment and its byte offset there.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct RecordAt {
+    pub seq: u64,
+    pub segment: u64,
+    pub offset: u64,
 }
 
 impl Journal {
@@ -114,6 +124,7 @@ impl Journal {
             unsynced: false,
             last_sync: Instant::now(),
             poisoned: false,
+            readers: std::collections::HashMap::new(),
         };
         Ok((journal, recovery))
     }
@@ -123,6 +134,12 @@ impl Journal {
     /// record, whatever the journal's size. Records appended but not yet
     /// committed are not replayed.
     pub fn replay<E>(&self, mut f: impl FnMut(u64, u64, &[u8]) -> Result<(), E>) -> Result<(), ReplayError<E>> {
+        self.replay_located(|at, body| f(at.seq, at.segment, body))
+    }
+
+    /// [`Journal::replay`], telling where each record is (for
+    /// [`Journal::read_at`]).
+    pub fn replay_located<E>(&self, mut f: impl FnMut(RecordAt, &[u8]) -> Result<(), E>) -> Result<(), ReplayError<E>> {
         let mut expected_first_seq = None;
         for segment in &self.segments {
             let spec = ScanSpec {
@@ -132,7 +149,8 @@ impl Journal {
                 bytes_limit: Some(segment.bytes),
                 record_bytes_max: self.options.record_bytes_max,
             };
-            let scan = scan_segment(&spec, &mut |seq, body| f(seq, segment.id, body))?;
+            let scan =
+                scan_segment(&spec, &mut |seq, offset, body| f(RecordAt { seq, segment: segment.id, offset }, body))?;
             // These bytes were good when the journal was opened or written:
             // a defect now means they changed under us.
             if let Some(defect) = scan.defect {
@@ -164,6 +182,63 @@ impl Journal {
         self.batch.records += 1;
         self.next_seq += 1;
         Ok((seq, target.segment_id))
+    }
+
+    /// [`Journal::append`], returning where the record will be once
+    /// committed (for [`Journal::read_at`]).
+    pub fn append_located(&mut self, body: &[u8]) -> Result<RecordAt, JournalError> {
+        let before = self.batch.bytes.len() as u64;
+        let (seq, segment) = self.append(body)?;
+        let base = match self.batch.target {
+            Some(BatchTarget { fresh: true, .. }) => SEGMENT_HEADER_BYTES as u64,
+            _ => self.active().bytes,
+        };
+        Ok(RecordAt { seq, segment, offset: base + before })
+    }
+
+    /// Reads back one committed record, checking its framing and CRC (a
+    /// mismatch is `Corrupt`: the bytes changed since they were written).
+    /// One positioned read; the file handle of a segment is kept open for
+    /// the next read.
+    pub fn read_at(&mut self, at: RecordAt) -> Result<Vec<u8>, JournalError> {
+        use std::os::unix::fs::FileExt;
+        let Some(info) = self.segments.iter().find(|s| s.id == at.segment) else {
+            return Err(JournalError::Corrupt {
+                file: self.dir.join(crate::format::segment_file_name(at.segment)),
+                offset: at.offset,
+                reason: format!("record {} is in segment {}, which no longer exists", at.seq, at.segment),
+            });
+        };
+        let path = info.path.clone();
+        let committed = info.bytes;
+        let corrupt = |reason: String| JournalError::Corrupt { file: path.clone(), offset: at.offset, reason };
+        if at.offset + RECORD_HEADER_BYTES as u64 > committed {
+            return Err(corrupt(format!("record {} is past the committed end ({committed} bytes)", at.seq)));
+        }
+        self.readers.retain(|id, _| self.segments.iter().any(|s| s.id == *id));
+        let file = match self.readers.entry(at.segment) {
+            std::collections::hash_map::Entry::Occupied(entry) => entry.into_mut(),
+            std::collections::hash_map::Entry::Vacant(entry) => {
+                entry.insert(File::open(&path).map_err(JournalError::io(&path))?)
+            }
+        };
+        let mut framing = [0u8; RECORD_HEADER_BYTES];
+        file.read_exact_at(&mut framing, at.offset).map_err(JournalError::io(&path))?;
+        let header = RecordHeader::decode(&framing);
+        if header.seq != at.seq {
+            return Err(corrupt(format!("expected record {} here, found seq {}", at.seq, header.seq)));
+        }
+        let end = at.offset + framed_len(header.len as usize);
+        if header.len > self.options.record_bytes_max || end > committed {
+            return Err(corrupt(format!("record {} has a bad length {}", at.seq, header.len)));
+        }
+        let mut body = vec![0u8; header.len as usize];
+        file.read_exact_at(&mut body, at.offset + RECORD_HEADER_BYTES as u64).map_err(JournalError::io(&path))?;
+        let computed = record_crc(header.seq, &body);
+        if computed != header.crc {
+            return Err(corrupt(format!("record {} CRC {:#010x} != stored {:#010x}", at.seq, computed, header.crc)));
+        }
+        Ok(body)
     }
 
     /// Group commit with the wall clock: see [`Journal::commit_at`].

@@ -66,10 +66,11 @@ pub struct ScanSpec<'a> {
     pub record_bytes_max: u32,
 }
 
-/// Scans one segment, handing each good record to `visit` in order.
+/// Scans one segment, handing each good record to `visit(seq, offset,
+/// body)` in order.
 pub fn scan_segment<E>(
     spec: &ScanSpec<'_>,
-    visit: &mut impl FnMut(u64, &[u8]) -> Result<(), E>,
+    visit: &mut impl FnMut(u64, u64, &[u8]) -> Result<(), E>,
 ) -> Result<SegmentScan, ReplayError<E>> {
     let file = File::open(spec.path).map_err(JournalError::io(spec.path))?;
     let scanned_bytes = match spec.bytes_limit {
@@ -90,7 +91,7 @@ pub fn scan_segment<E>(
             RecordRead::End => break None,
             RecordRead::Defect(reason, kind) => break Some(Defect { offset: cursor.offset, reason, kind }),
             RecordRead::Good { seq } => {
-                visit(seq, &body).map_err(|error| ReplayError::Callback { seq, error })?;
+                visit(seq, cursor.offset, &body).map_err(|error| ReplayError::Callback { seq, error })?;
                 cursor.advance(body.len());
             }
         }

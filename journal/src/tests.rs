@@ -473,3 +473,39 @@ fn repair_moves_a_segment_with_a_bad_header_whole() {
     assert_eq!(verify(temp.path(), RECORD_BYTES_MAX).expect("verify").problem, None);
     assert_eq!(repair(temp.path(), RECORD_BYTES_MAX).expect("second repair").moved, Vec::new());
 }
+
+#[test]
+fn records_are_read_back_where_append_and_replay_say_they_are() {
+    let dir = tempfile::tempdir().unwrap();
+    let (mut journal, _) = Journal::open(dir.path(), small_options()).unwrap();
+    let mut placed = Vec::new();
+    for index in 0..300 {
+        placed.push((journal.append_located(&body(index)).unwrap(), body(index)));
+        if index % 7 == 0 {
+            journal.commit().unwrap();
+        }
+    }
+    journal.commit().unwrap();
+    assert!(journal.segments().len() > 1, "the test wants records in several segments");
+    for (at, expected) in &placed {
+        assert_eq!(&journal.read_at(*at).unwrap(), expected, "record at {at:?}");
+    }
+    let mut replayed = Vec::new();
+    journal
+        .replay_located(|at, _| {
+            replayed.push(at);
+            Ok::<(), ()>(())
+        })
+        .unwrap();
+    assert_eq!(replayed, placed.iter().map(|(at, _)| *at).collect::<Vec<_>>());
+    // A wrong place or a changed byte is an error, never wrong data.
+    let (first, _) = placed[0];
+    let wrong = RecordAt { seq: first.seq + 1, ..first };
+    assert!(matches!(journal.read_at(wrong), Err(JournalError::Corrupt { .. })));
+    let (last, _) = placed[placed.len() - 1];
+    let path = journal.segments().last().unwrap().path.clone();
+    let mut bytes = fs::read(&path).unwrap();
+    bytes[last.offset as usize + RECORD_HEADER_BYTES] ^= 0x40;
+    fs::write(&path, bytes).unwrap();
+    assert!(matches!(journal.read_at(last), Err(JournalError::Corrupt { .. })));
+}

@@ -256,6 +256,24 @@ impl Model {
                 self.pending += 1;
                 Ok(i)
             }
+            Event::Restored { key, snapshot: Snapshot::Sealed { items, dead, .. } } => {
+                // Live, only a spill writes one: a full copy of a sealed
+                // order so its items can leave RAM. It changes nothing.
+                let i = self.lookup(key)?;
+                let o = &self.orders[i];
+                ensure!(o.sealed && !o.acked, "{key}: copied while not a live sealed order");
+                ensure!(
+                    dead.is_some() == o.dead,
+                    "{key}: copied as dead {}, the model says {}",
+                    dead.is_some(),
+                    o.dead
+                );
+                ensure!(items.len() == o.count as usize, "{key}: copied {} of {} items", items.len(), o.count);
+                for (seq, data) in items.iter().enumerate() {
+                    ensure!(*data == item_data(key, seq as u32), "{key}: item {seq} copied with the wrong data");
+                }
+                Ok(i)
+            }
             Event::Dropped { key, reason } => {
                 let i = self.lookup(key)?;
                 let rightly = self.rightly_refused(i, reason);
