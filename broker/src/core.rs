@@ -13,6 +13,7 @@
 //! order that was in flight is pending again.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
+use std::sync::Arc;
 
 use orderly_common::ids::{producer_topic, worker_topic, BROADCAST_TOPIC};
 use orderly_common::limits::{self, ORDER_BYTES_MAX, WORKERS_MAX};
@@ -26,6 +27,9 @@ use serde_bytes::ByteBuf;
 
 /// Milliseconds on the caller's monotonic clock.
 pub type Millis = u64;
+
+/// An order key shared by the order table and its queues.
+type Shared = Arc<OrderKey>;
 
 /// Where the journal holds a sealed order's whole payload: the record of
 /// its `Accepted` or of its latest `Restored` copy.
@@ -287,13 +291,15 @@ pub struct Status {
 pub struct Core {
     config: CoreConfig,
     partials: BTreeMap<OrderKey, Partial>,
-    orders: HashMap<OrderKey, Order>,
+    /// Sealed orders. The key is shared (`Arc`) with the queues below, so
+    /// a pending order costs one copy of its key, not three.
+    orders: HashMap<Shared, Order>,
     /// Keys of acknowledged orders still in the dedup window, with when.
     recent: HashMap<OrderKey, Millis>,
     /// `recent` in acknowledgement order, for expiry; may hold stale pairs.
     recent_order: VecDeque<(Millis, OrderKey)>,
     /// Dispatch queue; may hold stale keys (acked while pending), skipped.
-    pending: VecDeque<OrderKey>,
+    pending: VecDeque<Shared>,
     pending_len: usize,
     in_flight_len: usize,
     dead_len: usize,
@@ -303,7 +309,7 @@ pub struct Core {
     cached_bytes: u64,
     /// Sealed orders whose items are in RAM, oldest first; may hold stale
     /// keys. The newest leave RAM first: they are dispatched last.
-    cached: VecDeque<OrderKey>,
+    cached: VecDeque<Shared>,
     /// Replaying the journal: payloads stay on disk.
     replaying: bool,
     workers: BTreeMap<String, Worker>,
@@ -818,7 +824,7 @@ impl Core {
                 continue;
             }
             let Some(worker) = self.choose_worker() else { break };
-            let key = self.pending.pop_front().expect("front exists");
+            let key = OrderKey::clone(&self.pending.pop_front().expect("front exists"));
             let attempt = self.orders[&key].attempts + 1;
             self.record(Event::Dispatched { key: key.clone(), worker: worker.clone(), attempt });
             let order = &self.orders[&key];
@@ -838,6 +844,15 @@ impl Core {
     /// came item by item) gets a `Restored` copy first; its items leave RAM
     /// when the copy is recorded ([`Core::payload_stored`]).
     fn spill(&mut self) {
+        // Orders acknowledged while cached leave stale keys, mostly at the
+        // front (the oldest go first): drop them, so the queue stays as
+        // long as the cache holds orders.
+        while let Some(key) = self.cached.front() {
+            if self.orders.get(key).is_some_and(|o| o.items.is_some()) {
+                break;
+            }
+            self.cached.pop_front();
+        }
         while self.cached_bytes > self.config.payload_cache_bytes {
             let Some(key) = self.cached.pop_back() else { break };
             let Some(order) = self.orders.get_mut(&key) else { continue };
@@ -857,7 +872,7 @@ impl Core {
             };
             let snapshot = Snapshot::Sealed { items: items.clone(), attempts: order.attempts, dead };
             // Not applied: live, the copy changes nothing (as compaction's).
-            self.events.push_back(Event::Restored { key, snapshot });
+            self.events.push_back(Event::Restored { key: OrderKey::clone(&key), snapshot });
         }
     }
 
@@ -945,7 +960,7 @@ impl Core {
         let keys: Vec<OrderKey> = match which {
             Some(key) => vec![key.clone()],
             None => {
-                let mut keys: Vec<OrderKey> = self.orders.keys().cloned().collect();
+                let mut keys: Vec<OrderKey> = self.orders.keys().map(|k| OrderKey::clone(k)).collect();
                 keys.sort();
                 keys
             }
@@ -971,14 +986,14 @@ impl Core {
         for partial in self.partials.values_mut() {
             partial.began_ms = now_ms;
         }
-        let mut in_flight: Vec<&OrderKey> = self
+        let mut in_flight: Vec<&Shared> = self
             .orders
             .iter()
             .filter(|(_, o)| matches!(o.state, OrderState::InFlight { .. }))
             .map(|(k, _)| k)
             .collect();
         in_flight.sort(); // HashMap order is random; keep recovery deterministic
-        let keys: Vec<OrderKey> = in_flight.into_iter().cloned().collect();
+        let keys: Vec<Shared> = in_flight.into_iter().cloned().collect();
         for key in keys.into_iter().rev() {
             if let Some(order) = self.orders.get_mut(&key) {
                 order.state = OrderState::Pending;
@@ -995,7 +1010,7 @@ impl Core {
             .orders
             .iter()
             .filter(|(_, o)| o.state == OrderState::Pending && o.attempts >= max)
-            .map(|(k, o)| (k.clone(), o.attempts))
+            .map(|(k, o)| (OrderKey::clone(k), o.attempts))
             .collect();
         exhausted.sort();
         for (key, attempts) in exhausted {
@@ -1058,6 +1073,21 @@ impl Core {
         }
     }
 
+    /// Adds a sealed order; its key is shared with the queues.
+    fn insert_order(&mut self, key: &OrderKey, order: Order) -> Shared {
+        let shared = Arc::new(key.clone());
+        if order.items.is_some() {
+            self.cached.push_back(Arc::clone(&shared));
+        }
+        self.orders.insert(Arc::clone(&shared), order);
+        shared
+    }
+
+    /// The shared key of a known order.
+    fn shared(&self, key: &OrderKey) -> Shared {
+        Arc::clone(self.orders.get_key_value(key).expect("the order is known").0)
+    }
+
     /// An order leaves: its items leave the cache.
     fn uncache(&mut self, order: &Order) {
         if order.items.is_some() && !order.spilling {
@@ -1067,11 +1097,10 @@ impl Core {
 
     /// A sealed order with `items`: in RAM (and counted in the cache) live,
     /// left on disk during replay (`payload_stored` tells where).
-    fn sealed_order(&mut self, key: &OrderKey, items: Option<Vec<ByteBuf>>, bytes: u64, count: u32) -> Order {
+    fn sealed_order(&mut self, items: Option<Vec<ByteBuf>>, bytes: u64, count: u32) -> Order {
         let items = if self.replaying { None } else { items };
         if items.is_some() {
             self.cached_bytes += bytes;
-            self.cached.push_back(key.clone());
         }
         Order { items, stored: None, spilling: false, count, bytes, attempts: 0, state: OrderState::Pending }
     }
@@ -1090,20 +1119,19 @@ impl Core {
             Snapshot::Sealed { items, attempts, dead } => {
                 let bytes: u64 = items.iter().map(|d| d.len() as u64).sum();
                 self.held_bytes += bytes;
-                let mut order = self.sealed_order(key, Some(items.clone()), bytes, items.len() as u32);
+                let mut order = self.sealed_order(Some(items.clone()), bytes, items.len() as u32);
                 order.attempts = *attempts;
                 order.state = match dead {
-                    Some(reason) => {
-                        self.dead_len += 1;
-                        OrderState::Dead { reason: reason.clone() }
-                    }
-                    None => {
-                        self.pending_len += 1;
-                        self.pending.push_back(key.clone());
-                        OrderState::Pending
-                    }
+                    Some(reason) => OrderState::Dead { reason: reason.clone() },
+                    None => OrderState::Pending,
                 };
-                self.orders.insert(key.clone(), order);
+                let shared = self.insert_order(key, order);
+                if dead.is_some() {
+                    self.dead_len += 1;
+                } else {
+                    self.pending_len += 1;
+                    self.pending.push_back(shared);
+                }
             }
         }
     }
@@ -1122,7 +1150,8 @@ impl Core {
                 order.attempts = 0;
                 self.dead_len -= 1;
                 self.pending_len += 1;
-                self.pending.push_back(key.clone());
+                let shared = self.shared(key);
+                self.pending.push_back(shared);
                 self.counters.orders_revived += 1;
             }
             Event::Begun { key, at_ms } => {
@@ -1152,9 +1181,8 @@ impl Core {
                     state: OrderState::Pending,
                 };
                 self.cached_bytes += partial.bytes;
-                self.cached.push_back(key.clone());
-                self.orders.insert(key.clone(), order);
-                self.pending.push_back(key.clone());
+                let shared = self.insert_order(key, order);
+                self.pending.push_back(shared);
                 self.pending_len += 1;
                 self.counters.orders_sealed += 1;
             }
@@ -1167,9 +1195,9 @@ impl Core {
                 }
                 let bytes: u64 = items.iter().map(|d| d.len() as u64).sum();
                 self.held_bytes += bytes;
-                let order = self.sealed_order(key, Some(items.clone()), bytes, items.len() as u32);
-                self.orders.insert(key.clone(), order);
-                self.pending.push_back(key.clone());
+                let order = self.sealed_order(Some(items.clone()), bytes, items.len() as u32);
+                let shared = self.insert_order(key, order);
+                self.pending.push_back(shared);
                 self.pending_len += 1;
                 self.counters.orders_sealed += 1;
             }
@@ -1216,7 +1244,8 @@ impl Core {
                 self.leave_state(key, &old);
                 self.pending_len += 1;
                 // Redeliveries go first: they are the oldest work.
-                self.pending.push_front(key.clone());
+                let shared = self.shared(key);
+                self.pending.push_front(shared);
             }
             Event::DeadLettered { key, reason } => {
                 let Some(order) = self.orders.get_mut(key) else { return };
