@@ -10,7 +10,9 @@
 //! later segments that replay before its copy are ignored by `apply`
 //! (unknown order) and the copy supersedes them.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::BTreeMap;
+
+use crate::core::HashMap;
 
 use orderly_common::OrderKey;
 
@@ -97,6 +99,11 @@ impl Anchors {
         } else {
             Plan::Keep
         }
+    }
+
+    /// Makes room for `orders` anchored orders at once.
+    pub fn reserve(&mut self, orders: usize) {
+        self.by_key.reserve(orders);
     }
 
     /// The segment was removed.

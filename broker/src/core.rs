@@ -12,7 +12,7 @@
 //! deliberately *not* an event: after a restart no worker is known, and every
 //! order that was in flight is pending again.
 
-use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::sync::Arc;
 
 use orderly_common::ids::{producer_topic, worker_topic, BROADCAST_TOPIC};
@@ -27,6 +27,11 @@ use serde_bytes::ByteBuf;
 
 /// Milliseconds on the caller's monotonic clock.
 pub type Millis = u64;
+
+/// Hash maps keyed by order keys. foldhash, randomly seeded per process:
+/// SipHash was a quarter of a replay's time; keys come from producers, so
+/// the seed stays random.
+pub type HashMap<K, V> = std::collections::HashMap<K, V, foldhash::fast::RandomState>;
 
 /// An order key shared by the order table and its queues.
 type Shared = Arc<OrderKey>;
@@ -224,8 +229,11 @@ struct Order {
     items: Option<Vec<ByteBuf>>,
     /// The journal record holding the whole payload, once there is one.
     stored: Option<PayloadRef>,
-    /// A copy is being written so that the items can leave RAM.
+    /// The items leave RAM once `stored` is known.
     spilling: bool,
+    /// One record holds the whole payload (`Accepted` or `Restored`), or
+    /// will at the end of this turn: spilling needs no copy.
+    whole: bool,
     count: u32,
     bytes: u64,
     /// Deliveries so far; the next dispatch is attempt `attempts + 1`.
@@ -333,8 +341,8 @@ impl Core {
             nonce_next: config.incarnation | 1,
             config,
             partials: BTreeMap::new(),
-            orders: HashMap::new(),
-            recent: HashMap::new(),
+            orders: HashMap::default(),
+            recent: HashMap::default(),
             recent_order: VecDeque::new(),
             pending: VecDeque::new(),
             pending_len: 0,
@@ -866,6 +874,9 @@ impl Core {
                 continue;
             }
             order.spilling = true;
+            if order.whole {
+                continue; // its record is being written this turn
+            }
             let dead = match &order.state {
                 OrderState::Dead { reason } => Some(reason.clone()),
                 _ => None,
@@ -1049,6 +1060,12 @@ impl Core {
         }
     }
 
+    /// Makes room for `orders` sealed orders at once (before a replay, so
+    /// the table does not grow by rehashing a million keys).
+    pub fn reserve(&mut self, orders: usize) {
+        self.orders.reserve(orders.min(self.config.pending_orders_max));
+    }
+
     /// Sets the clock before a replay, so replayed acknowledgements start
     /// their dedup window at recovery time.
     pub fn start_replay(&mut self, now_ms: Millis) {
@@ -1095,14 +1112,24 @@ impl Core {
         }
     }
 
-    /// A sealed order with `items`: in RAM (and counted in the cache) live,
+    /// A sealed order whose whole payload one record holds, with `items`:
+    /// in RAM (and counted in the cache) live,
     /// left on disk during replay (`payload_stored` tells where).
     fn sealed_order(&mut self, items: Option<Vec<ByteBuf>>, bytes: u64, count: u32) -> Order {
         let items = if self.replaying { None } else { items };
         if items.is_some() {
             self.cached_bytes += bytes;
         }
-        Order { items, stored: None, spilling: false, count, bytes, attempts: 0, state: OrderState::Pending }
+        Order {
+            items,
+            stored: None,
+            spilling: false,
+            whole: true,
+            count,
+            bytes,
+            attempts: 0,
+            state: OrderState::Pending,
+        }
     }
 
     fn restore(&mut self, key: &OrderKey, snapshot: &Snapshot) {
@@ -1119,7 +1146,7 @@ impl Core {
             Snapshot::Sealed { items, attempts, dead } => {
                 let bytes: u64 = items.iter().map(|d| d.len() as u64).sum();
                 self.held_bytes += bytes;
-                let mut order = self.sealed_order(Some(items.clone()), bytes, items.len() as u32);
+                let mut order = self.sealed_order((!self.replaying).then(|| items.clone()), bytes, items.len() as u32);
                 order.attempts = *attempts;
                 order.state = match dead {
                     Some(reason) => OrderState::Dead { reason: reason.clone() },
@@ -1175,6 +1202,7 @@ impl Core {
                     items: Some(items),
                     stored: None,
                     spilling: false,
+                    whole: false,
                     count: *count,
                     bytes: partial.bytes,
                     attempts: 0,
@@ -1195,7 +1223,7 @@ impl Core {
                 }
                 let bytes: u64 = items.iter().map(|d| d.len() as u64).sum();
                 self.held_bytes += bytes;
-                let order = self.sealed_order(Some(items.clone()), bytes, items.len() as u32);
+                let order = self.sealed_order((!self.replaying).then(|| items.clone()), bytes, items.len() as u32);
                 let shared = self.insert_order(key, order);
                 self.pending.push_back(shared);
                 self.pending_len += 1;
