@@ -35,7 +35,7 @@ BIN="$ROOT/target/release"
 port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
 work="$(mktemp -d "${TMPDIR:-/tmp}/orderly-backlog.XXXXXX")"
 pids=()
-trap 'kill -9 "${pids[@]}" 2>/dev/null || true; rm -rf "$work"' EXIT
+trap '{ kill -9 "${pids[@]}"; wait; } 2>/dev/null || true; rm -rf "$work"' EXIT
 intake="tcp://127.0.0.1:$(port)" fanout="tcp://127.0.0.1:$(port)" control="tcp://127.0.0.1:$(port)"
 admin="127.0.0.1:$(port)"
 cache_flag=()

@@ -7,6 +7,10 @@
 #   bench/run.sh [--orders N] [--items K] [--item-bytes S] [--workers W]
 #                [--producers P] [--fsync always|interval:MS|never] [--runs R]
 #                [--rate L] [--rate-orders M] [--framing both|per-item|packed]
+#                [--concurrency C]
+#
+# --concurrency: each noop worker's concurrency, i.e. its credits (default
+# 1024, the most a worker may advertise): the orders in flight per worker.
 #
 # --framing: how producers put items on the wire — `per-item` (Begin, one
 # Item message per item, Finish: --one-frame-per-item) or `packed` (an
@@ -29,7 +33,7 @@
 set -euo pipefail
 ROOT="$(cd "$(dirname "$0")/.." && pwd)"
 ORDERS=100000 ITEMS=10 ITEM_BYTES=100 WORKERS=1 PRODUCERS=1 FSYNC=always RUNS=1 RATE=1000 RATE_ORDERS=10000
-FRAMING=both
+FRAMING=both CONCURRENCY=1024
 while [ $# -gt 0 ]; do
     case "$1" in
         --orders) ORDERS=$2 ;;
@@ -42,7 +46,8 @@ while [ $# -gt 0 ]; do
         --rate) RATE=$2 ;;
         --rate-orders) RATE_ORDERS=$2 ;;
         --framing) FRAMING=$2 ;;
-        -h|--help) sed -n 2,29p "$0"; exit 0 ;;
+        --concurrency) CONCURRENCY=$2 ;;
+        -h|--help) sed -n 2,32p "$0"; exit 0 ;;
         *) echo "bench: unknown flag $1 (see --help)" >&2; exit 2 ;;
     esac
     shift 2
@@ -78,7 +83,7 @@ one_run() {
     trap 'kill "${pids[@]}" 2>/dev/null || true; rm -rf "$work"' RETURN
     until "$BIN/orderly-broker" status --admin "$admin" --json >/dev/null 2>&1; do sleep 0.05; done
     for w in $(seq 1 "$WORKERS"); do
-        "$BIN/orderly-worker" run --id "bench-w$w" --fanout "$fanout" --control "$control" --concurrency 256 \
+        "$BIN/orderly-worker" run --id "bench-w$w" --fanout "$fanout" --control "$control" --concurrency "$CONCURRENCY" \
             --noop --log-level warn 2>"$work/worker$w.log" &
         pids+=("$!")
     done
@@ -116,6 +121,7 @@ json.dump({
     "acked": acked, "total": int(total), "elapsed": float(t1) - float(t0),
     "latency": list(lat.groups()) if lat else ["-", "-", "-"], "rss_kib": int(rss),
     "cpu_s": int(ticks) / int(hz), "journal_bytes": v["journal_bytes_written"],
+    "commits": v.get("journal_commits", 0), "commit_s": v.get("journal_commit_seconds", 0.0),
 }, sys.stdout)
 sys.exit(0 if acked >= int(total) else 1)
 PY
@@ -133,6 +139,7 @@ cells = [
     framing, f"{acked}/{full['total']}", f"{acked / elapsed:,.0f}", f"{acked * items / elapsed:,.0f}",
     " / ".join(full["latency"]), f"{full['rss_kib'] / 1024:.0f} MiB",
     f"{full['cpu_s'] * 1e6 / max(acked, 1):.1f}", f"{full['journal_bytes'] / max(acked, 1):.0f}",
+    f"{full['commits']:,} × {full['commit_s'] * 1000 / max(full['commits'], 1):.2f}",
 ]
 if fixed is not None:
     cell = " / ".join(fixed["latency"])
@@ -148,8 +155,8 @@ echo "orderly bench: $ORDERS orders × $PRODUCERS producers, $ITEMS items × $IT
 [ "$PACED" -eq 0 ] || echo "fixed load: $RATE_ORDERS orders × $PRODUCERS producers at $RATE_LABEL orders/s in all"
 echo
 header="| framing | acked | orders/s | items/s | confirm ms p50 / p99 / p999 | broker peak RSS | broker CPU µs/order"
-header+=" | journal B/order |"
-rule="|---|---|---|---|---|---|---|---|"
+header+=" | journal B/order | commits × mean ms |"
+rule="|---|---|---|---|---|---|---|---|---|"
 [ "$PACED" -eq 0 ] || { header+=" confirm ms at $RATE_LABEL/s p50 / p99 / p999 |"; rule+="---|"; }
 echo "$header"
 echo "$rule"

@@ -9,7 +9,7 @@
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use orderly_common::limits::{
     BATCH_LEN_MAX, CONTROL_FRAME_BYTES_MAX, INTAKE_FRAME_BYTES_MAX, SOCKET_HWM_DEFAULT, SOCKET_LINGER_MS,
@@ -124,6 +124,10 @@ struct StatusReport {
     journal_segments: usize,
     journal_bytes: u64,
     journal_bytes_written: u64,
+    /// Group commits (one write each; one fsync each under `always`).
+    journal_commits: u64,
+    /// Time spent in them, writes and fsyncs included.
+    journal_commit_seconds: f64,
     decode_errors_intake: u64,
     decode_errors_control: u64,
     identity_refused: u64,
@@ -325,7 +329,7 @@ pub fn run(config: BrokerConfig, shutdown: Arc<AtomicBool>, reload: Arc<AtomicBo
     );
     let mut broker = Loop {
         core,
-        recorder: Recorder { log: journal, anchors, bytes_written: 0 },
+        recorder: Recorder { log: journal, anchors, bytes_written: 0, commits: 0, commit_time: Duration::ZERO },
         admin,
         authorized,
         zap,
@@ -441,6 +445,8 @@ impl Loop {
                         journal_segments: self.recorder.log.segments().len(),
                         journal_bytes: self.recorder.log.segments().iter().map(|s| s.bytes).sum(),
                         journal_bytes_written: self.recorder.bytes_written,
+                        journal_commits: self.recorder.commits,
+                        journal_commit_seconds: self.recorder.commit_time.as_secs_f64(),
                         decode_errors_intake: self.intake_errors.total,
                         decode_errors_control: self.control_errors.total,
                         identity_refused: self.identity_refused,
@@ -482,6 +488,8 @@ impl Loop {
             ("orderly_ack_timeouts_total", c.ack_timeouts),
             ("orderly_workers_expired_total", c.workers_expired),
             ("orderly_journal_bytes_written_total", self.recorder.bytes_written),
+            ("orderly_journal_commits_total", self.recorder.commits),
+            ("orderly_journal_commit_microseconds_total", self.recorder.commit_time.as_micros() as u64),
             ("orderly_decode_errors_intake_total", self.intake_errors.total),
             ("orderly_decode_errors_control_total", self.control_errors.total),
             ("orderly_identity_refused_total", self.identity_refused),
@@ -661,6 +669,8 @@ pub struct Recorder<L> {
     pub log: L,
     pub anchors: Anchors,
     pub bytes_written: u64,
+    pub commits: u64,
+    pub commit_time: Duration,
 }
 
 impl<L: EventLog> Recorder<L> {
@@ -693,8 +703,11 @@ impl<L: EventLog> Recorder<L> {
     }
 
     fn commit(&mut self) -> Result<(), BrokerError> {
+        let started = Instant::now();
         let info = self.log.commit().map_err(journal_err("commit"))?;
         self.bytes_written += info.bytes;
+        self.commits += 1;
+        self.commit_time += started.elapsed();
         Ok(())
     }
 }

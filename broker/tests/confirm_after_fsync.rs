@@ -68,6 +68,8 @@ fn turn(core: &mut Core, fail_commit: bool) -> (Calls, Result<(), BrokerError>) 
         log: JournalDouble { calls: calls.clone(), seq: 0, fail_commit },
         anchors: Anchors::default(),
         bytes_written: 0,
+        commits: 0,
+        commit_time: std::time::Duration::ZERO,
     };
     let publish_calls = calls.clone();
     let result = persist_then_publish(core, &mut recorder, |out| {
