@@ -543,7 +543,7 @@ impl Core {
         }
         let items_max = self.config.order_items_max;
         if items.len() as u64 > u64::from(items_max) {
-            let detail = format!("{} items; the limit is {items_max}", items.len());
+            let detail = format!("{} items, beyond the limit of {items_max} items", items.len());
             return self.reject(&key, RejectReason::TooLarge { detail });
         }
         let bytes: u64 = items.iter().map(|d| d.len() as u64).sum();
