@@ -595,6 +595,11 @@ impl Core {
         self.confirms.entry(key.producer.clone()).or_default().push(key.id.clone());
     }
 
+    /// Confirms wait for this turn's commit: it must be durable.
+    pub fn confirms_waiting(&self) -> bool {
+        !self.confirms.is_empty()
+    }
+
     /// Moves the waiting confirms to the outbound queue: a `confirm` for a
     /// single order, `confirms` for several.
     fn flush_confirms(&mut self) {

@@ -385,7 +385,12 @@ impl Loop {
         let now = self.now_ms();
         // Bounded so a shutdown signal or an admin query is noticed within
         // 100 ms.
-        let wait_ms = self.core.poll_timeout().saturating_sub(now).min(100) as i64;
+        let mut wait_ms = self.core.poll_timeout().saturating_sub(now).min(100) as i64;
+        if self.recorder.log.has_unsynced() {
+            // A lazy commit's records are fsynced within LAZY_SYNC_MAX even
+            // when nothing else happens.
+            wait_ms = wait_ms.min(orderly_journal::LAZY_SYNC_MAX.as_millis() as i64);
+        }
         let intake_open = self.core.intake_open();
         let mut items = [
             self.sockets.control.as_poll_item(zmq::POLLIN),
@@ -413,6 +418,7 @@ impl Loop {
             // protocol tolerates (welcomes repeat, orders are redelivered).
             fanout.send_multipart([out.topic.as_slice(), out.body.as_slice()], 0).map_err(zmq_err("publishing"))
         })?;
+        self.recorder.log.sync_lazy_due().map_err(journal_err("fsync"))?;
         self.compact()?;
         if now >= self.status_due_ms {
             self.status_due_ms = now + self.status_interval_ms;
@@ -637,6 +643,9 @@ pub trait EventLog {
     fn append(&mut self, body: &[u8]) -> Result<RecordAt, JournalError>;
     /// Writes (and per policy fsyncs) everything buffered.
     fn commit(&mut self) -> Result<orderly_journal::CommitInfo, JournalError>;
+    /// Writes everything buffered; fsyncs it later unless it is due (see
+    /// [`Journal::commit_lazily`]): for a turn that promises nothing.
+    fn commit_lazily(&mut self) -> Result<orderly_journal::CommitInfo, JournalError>;
     /// Reads back a committed record.
     fn read_at(&mut self, at: RecordAt) -> Result<Vec<u8>, JournalError>;
 }
@@ -648,6 +657,10 @@ impl EventLog for Journal {
 
     fn commit(&mut self) -> Result<orderly_journal::CommitInfo, JournalError> {
         Journal::commit(self)
+    }
+
+    fn commit_lazily(&mut self) -> Result<orderly_journal::CommitInfo, JournalError> {
+        Journal::commit_lazily(self)
     }
 
     fn read_at(&mut self, at: RecordAt) -> Result<Vec<u8>, JournalError> {
@@ -703,8 +716,14 @@ impl<L: EventLog> Recorder<L> {
     }
 
     fn commit(&mut self) -> Result<(), BrokerError> {
+        self.commit_as(true)
+    }
+
+    /// A commit; `durable`: fsynced (per policy) before it returns.
+    fn commit_as(&mut self, durable: bool) -> Result<(), BrokerError> {
         let started = Instant::now();
-        let info = self.log.commit().map_err(journal_err("commit"))?;
+        let info = if durable { self.log.commit() } else { self.log.commit_lazily() };
+        let info = info.map_err(journal_err("commit"))?;
         self.bytes_written += info.bytes;
         self.commits += 1;
         self.commit_time += started.elapsed();
@@ -713,9 +732,10 @@ impl<L: EventLog> Recorder<L> {
 }
 
 /// The end of every turn. Group commit: every event of the turn is
-/// appended, then written with one write and (policy `always`) one fsync,
-/// and only then is anything the core promised published — so a confirm
-/// never precedes the fsync of its records. A failed commit stops the
+/// appended, then written with one write and — when the turn confirms an
+/// order — (policy `always`) one fsync, and only then is anything the core
+/// promised published: a confirm never precedes the fsync of its records
+/// (nor of any record before them: the journal is sequential). A failed commit stops the
 /// broker: the journal's state is unknown, and a restart recovers what is
 /// durable (nothing unrecorded was promised).
 pub fn persist_then_publish<L: EventLog>(
@@ -732,7 +752,11 @@ pub fn persist_then_publish<L: EventLog>(
         appended = true;
     }
     if appended {
-        recorder.commit()?;
+        // Only a confirm promises durability; a turn without one (acks,
+        // dispatches, heartbeats) is written now and fsynced with the next
+        // confirm or within `LAZY_SYNC_MAX`, so acknowledgements do not
+        // queue fsyncs in front of the next order's confirm.
+        recorder.commit_as(core.confirms_waiting())?;
     }
     while let Some(mut out) = core.poll_outbound() {
         if let Some(fill) = out.fill.take() {

@@ -40,6 +40,11 @@ impl EventLog for JournalDouble {
         Ok(RecordAt { seq: self.seq, segment: 1, offset: self.seq * 100 })
     }
 
+    fn commit_lazily(&mut self) -> Result<CommitInfo, JournalError> {
+        self.calls.push("commit (lazy)");
+        Ok(CommitInfo { records: 0, bytes: 0, fsynced: false, rolled: false, segment_id: 1 })
+    }
+
     fn read_at(&mut self, _at: RecordAt) -> Result<Vec<u8>, JournalError> {
         unreachable!("orders under the payload cache are dispatched from RAM")
     }
@@ -111,4 +116,14 @@ fn a_failed_commit_publishes_nothing() {
     let (calls, result) = turn(&mut core, true);
     assert!(result.is_err());
     assert!(!calls.list().iter().any(|c| c.starts_with("publish")), "{:?}", calls.list());
+}
+
+#[test]
+fn a_turn_that_confirms_nothing_commits_lazily() {
+    let mut core = Core::new(CoreConfig::with_incarnation(1));
+    // A Begin alone is recorded but promises nothing yet.
+    core.handle_intake(IntakeMsg::Begin(Begin { producer: "p".into(), order: "x".into() }), 1);
+    let (calls, result) = turn(&mut core, false);
+    result.unwrap();
+    assert_eq!(calls.list(), vec!["append".to_string(), "commit (lazy)".to_string()]);
 }

@@ -20,6 +20,19 @@ use crate::scan::{scan_segment, ScanSpec};
 /// batch of big records) is given back, so one burst does not pin memory.
 const BATCH_BUFFER_RETAINED_BYTES_MAX: usize = 8 * 1024 * 1024;
 
+/// Under `always`, records of a lazy commit are fsynced at the latest this
+/// long after the previous fsync (by a later commit).
+pub const LAZY_SYNC_MAX: std::time::Duration = std::time::Duration::from_millis(10);
+
+/// Whether a commit's records must be durable before it returns.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Durability {
+    /// As the fsync policy says (`always`: fsynced).
+    Now,
+    /// See [`Journal::commit_lazily`].
+    Lazy,
+}
+
 /// What one `commit` did.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct CommitInfo {
@@ -253,8 +266,42 @@ impl Journal {
     /// After an error the buffered records are lost, the journal refuses
     /// further use (`Poisoned`) and must be reopened.
     pub fn commit_at(&mut self, now: Instant) -> Result<CommitInfo, JournalError> {
+        self.commit_with(now, Durability::Now)
+    }
+
+    /// A commit whose records nobody waits on: written at once, but under
+    /// `always` fsynced only if the last fsync is older than
+    /// [`LAZY_SYNC_MAX`] (the next [`Journal::commit`] or
+    /// [`Journal::sync`] covers them anyway, the journal being sequential).
+    /// For records that promise nothing (an acknowledgement, a dispatch):
+    /// a power loss can lose the last few milliseconds of them, which means
+    /// a redelivery, never a lost order. `interval` and `never` behave as in
+    /// [`Journal::commit`].
+    pub fn commit_lazily(&mut self) -> Result<CommitInfo, JournalError> {
+        self.commit_with(Instant::now(), Durability::Lazy)
+    }
+
+    /// Under `always`: fsyncs what lazy commits left unsynced once
+    /// [`LAZY_SYNC_MAX`] has passed since the last fsync (a caller that may
+    /// go idle calls this now and then). Returns whether it fsynced.
+    pub fn sync_lazy_due(&mut self) -> Result<bool, JournalError> {
+        if self.options.fsync != FsyncPolicy::Always || !self.unsynced {
+            return Ok(false);
+        }
+        if self.last_sync.elapsed() < LAZY_SYNC_MAX {
+            return Ok(false);
+        }
+        self.sync()
+    }
+
+    /// Written records await an fsync.
+    pub fn has_unsynced(&self) -> bool {
+        self.unsynced
+    }
+
+    fn commit_with(&mut self, now: Instant, durability: Durability) -> Result<CommitInfo, JournalError> {
         self.check_usable()?;
-        let result = self.write_batch(now);
+        let result = self.write_batch(now, durability);
         if result.is_err() {
             self.poisoned = true;
         }
@@ -362,7 +409,7 @@ impl Journal {
         target
     }
 
-    fn write_batch(&mut self, now: Instant) -> Result<CommitInfo, JournalError> {
+    fn write_batch(&mut self, now: Instant, durability: Durability) -> Result<CommitInfo, JournalError> {
         let mut batch = std::mem::take(&mut self.batch);
         let rolled = match batch.target {
             Some(target) => target.fresh,
@@ -378,7 +425,7 @@ impl Journal {
             active.records += batch.records;
             self.unsynced = true;
         }
-        let fsynced = self.sync_per_policy(now)?;
+        let fsynced = self.sync_per_policy(now, durability)?;
         let info = CommitInfo {
             records: batch.records,
             bytes: batch.bytes.len() as u64,
@@ -393,8 +440,11 @@ impl Journal {
         Ok(info)
     }
 
-    fn sync_per_policy(&mut self, now: Instant) -> Result<bool, JournalError> {
+    fn sync_per_policy(&mut self, now: Instant, durability: Durability) -> Result<bool, JournalError> {
         let due = match self.options.fsync {
+            FsyncPolicy::Always if durability == Durability::Lazy => {
+                now.saturating_duration_since(self.last_sync) >= LAZY_SYNC_MAX
+            }
             FsyncPolicy::Always => true,
             FsyncPolicy::Interval(interval) => now.saturating_duration_since(self.last_sync) >= interval,
             FsyncPolicy::Never => false,

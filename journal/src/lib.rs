@@ -99,7 +99,7 @@ pub use error::{JournalError, ParseFsyncPolicyError, ReplayError};
 pub use format::{FORMAT_VERSION, MAGIC, RECORD_HEADER_BYTES, SEGMENT_HEADER_BYTES, SEGMENT_ID_FIRST, SEQ_FIRST};
 pub use fs::LOCK_FILE_NAME;
 pub use inspect::{read_records, Inspection, Problem, ProblemKind, SegmentInfo};
-pub use journal::{CommitInfo, Journal, RecordAt};
+pub use journal::{CommitInfo, Journal, RecordAt, LAZY_SYNC_MAX};
 pub use limits::{BATCH_BYTES_MAX_DEFAULT, READ_BUFFER_BYTES, RECORD_BYTES_MAX, SEGMENT_BYTES_TARGET_DEFAULT};
 pub use options::{FsyncPolicy, Options};
 pub use recover::{Recovery, TruncatedTail};

@@ -509,3 +509,19 @@ fn records_are_read_back_where_append_and_replay_say_they_are() {
     fs::write(&path, bytes).unwrap();
     assert!(matches!(journal.read_at(last), Err(JournalError::Corrupt { .. })));
 }
+
+#[test]
+fn a_lazy_commit_is_written_at_once_and_fsynced_later() {
+    let dir = tempfile::tempdir().unwrap();
+    let options = Options { fsync: FsyncPolicy::Always, ..Options::default() };
+    let (mut journal, _) = Journal::open(dir.path(), options).unwrap();
+    journal.append(b"durable").unwrap();
+    assert!(journal.commit().unwrap().fsynced);
+    let at = journal.append_located(b"lazy").unwrap();
+    let info = journal.commit_lazily().unwrap();
+    assert!(!info.fsynced, "fsynced although the last fsync was just now");
+    assert_eq!(journal.read_at(at).unwrap(), b"lazy", "written at once");
+    std::thread::sleep(LAZY_SYNC_MAX);
+    journal.append(b"later").unwrap();
+    assert!(journal.commit_lazily().unwrap().fsynced, "not fsynced LAZY_SYNC_MAX after the last fsync");
+}
