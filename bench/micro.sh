@@ -4,7 +4,7 @@
 #                             Dispatch of 10 x 100 B items: messages/s and bytes/s
 #   append  (orderly-journal) append N = 1, 64, 1024 records of 1,100 B, then one group commit,
 #                             with fsync always and never: records/s and bytes/s (on the project's disk)
-#   core    (orderly-broker)  whole orders (Begin, 10 Items, Finish, then the Ack) through the
+#   core    (orderly-broker)  whole orders (Begin, 10 Items, Finish — or one packed items message —, then the Ack) through the
 #                             sans-IO broker core with one ready worker: orders/s
 # Extra arguments go to every bench (divan's), e.g.:
 #   bench/micro.sh --sample-count 20

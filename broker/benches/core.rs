@@ -1,6 +1,6 @@
 //! Orders per second through the broker's sans-IO core, no sockets, no
 //! journal: one iteration feeds a whole order (Begin, 10 Items of 100 bytes,
-//! Finish) to a core with one ready worker, drains the events and the
+//! Finish — or the same packed in one `items` message) to a core with one ready worker, drains the events and the
 //! outbound messages (Confirm, Dispatch), and acks the order, so the worker's
 //! credits and the live orders stay bounded. Messages are built before each
 //! sample, untimed: the figure is the core's own cost (codec: see
@@ -16,7 +16,7 @@ use divan::counter::ItemsCount;
 use divan::{black_box, Bencher};
 use orderly_broker::core::{Core, CoreConfig, Event, Millis};
 use orderly_common::ids::worker_topic;
-use orderly_common::protocol::{Ack, Begin, ControlMsg, FanoutMsg, Finish, Heartbeat, IntakeMsg, Item};
+use orderly_common::protocol::{Ack, Begin, ControlMsg, FanoutMsg, Finish, Heartbeat, IntakeMsg, Item, Items};
 use orderly_common::OrderKey;
 use serde_bytes::ByteBuf;
 
@@ -46,6 +46,22 @@ fn main() {
 struct OrderInput {
     intake: Vec<IntakeMsg>,
     ack: ControlMsg,
+}
+
+/// The same order packed into one `items` frame (the producer library's
+/// default): one message, one `Accepted` event.
+fn packed_order_input(id: u64) -> OrderInput {
+    let OrderInput { intake, ack } = order_input(id);
+    let (producer, order) = (PRODUCER.to_string(), format!("order-{id:012}"));
+    let data = intake
+        .into_iter()
+        .filter_map(|m| match m {
+            IntakeMsg::Item(item) => Some(item.data),
+            _ => None,
+        })
+        .collect();
+    let items = Items { producer, order, begin: true, first: 0, data, finish: Some(ORDER_ITEMS) };
+    OrderInput { intake: vec![IntakeMsg::Items(items)], ack }
 }
 
 fn order_input(id: u64) -> OrderInput {
@@ -143,6 +159,15 @@ fn welcome_nonce(core: &mut Core) -> Option<u64> {
 
 #[divan::bench]
 fn order_through_core(bencher: Bencher) {
+    bench_orders(bencher, order_input);
+}
+
+#[divan::bench]
+fn packed_order_through_core(bencher: Bencher) {
+    bench_orders(bencher, packed_order_input);
+}
+
+fn bench_orders(bencher: Bencher, make: fn(u64) -> OrderInput) {
     let rig = RefCell::new(Rig::new());
     // Order ids never repeat, not even across a fresh core: inputs made for
     // the old one may still be fed to the new one.
@@ -157,7 +182,7 @@ fn order_through_core(bencher: Bencher) {
             }
             rig.orders_fed += 1;
             order_id += 1;
-            order_input(order_id)
+            make(order_id)
         })
         .bench_local_values(|input| feed_order(&mut rig.borrow_mut().core, input));
 }
