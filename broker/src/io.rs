@@ -128,6 +128,8 @@ struct StatusReport {
     journal_commits: u64,
     /// Time spent in them, writes and fsyncs included.
     journal_commit_seconds: f64,
+    /// Payloads read back from the journal (dispatch, compaction copies).
+    journal_payload_reads: u64,
     decode_errors_intake: u64,
     decode_errors_control: u64,
     identity_refused: u64,
@@ -329,7 +331,14 @@ pub fn run(config: BrokerConfig, shutdown: Arc<AtomicBool>, reload: Arc<AtomicBo
     );
     let mut broker = Loop {
         core,
-        recorder: Recorder { log: journal, anchors, bytes_written: 0, commits: 0, commit_time: Duration::ZERO },
+        recorder: Recorder {
+            log: journal,
+            anchors,
+            bytes_written: 0,
+            commits: 0,
+            commit_time: Duration::ZERO,
+            payload_reads: 0,
+        },
         admin,
         authorized,
         zap,
@@ -433,6 +442,8 @@ impl Loop {
                 acked = status.counters.orders_acked,
                 journal_segments = self.recorder.log.segments().len(),
                 journal_bytes_written = self.recorder.bytes_written,
+                cached_bytes = status.cached_bytes,
+                payload_reads = self.recorder.payload_reads,
                 "status"
             );
         }
@@ -453,6 +464,7 @@ impl Loop {
                         journal_bytes_written: self.recorder.bytes_written,
                         journal_commits: self.recorder.commits,
                         journal_commit_seconds: self.recorder.commit_time.as_secs_f64(),
+                        journal_payload_reads: self.recorder.payload_reads,
                         decode_errors_intake: self.intake_errors.total,
                         decode_errors_control: self.control_errors.total,
                         identity_refused: self.identity_refused,
@@ -495,6 +507,7 @@ impl Loop {
             ("orderly_workers_expired_total", c.workers_expired),
             ("orderly_journal_bytes_written_total", self.recorder.bytes_written),
             ("orderly_journal_commits_total", self.recorder.commits),
+            ("orderly_journal_payload_reads_total", self.recorder.payload_reads),
             ("orderly_journal_commit_microseconds_total", self.recorder.commit_time.as_micros() as u64),
             ("orderly_decode_errors_intake_total", self.intake_errors.total),
             ("orderly_decode_errors_control_total", self.control_errors.total),
@@ -684,6 +697,7 @@ pub struct Recorder<L> {
     pub bytes_written: u64,
     pub commits: u64,
     pub commit_time: Duration,
+    pub payload_reads: u64,
 }
 
 impl<L: EventLog> Recorder<L> {
@@ -704,6 +718,7 @@ impl<L: EventLog> Recorder<L> {
     /// The items of the order whose whole payload the record at `at` holds.
     fn read_items(&mut self, at: RecordAt) -> Result<Vec<ByteBuf>, BrokerError> {
         let body = self.log.read_at(at).map_err(journal_err("read-back"))?;
+        self.payload_reads += 1;
         match decode_event(at.seq, &body)? {
             Event::Accepted { items, .. } | Event::Restored { snapshot: Snapshot::Sealed { items, .. }, .. } => {
                 Ok(items)

@@ -75,6 +75,7 @@ fn turn(core: &mut Core, fail_commit: bool) -> (Calls, Result<(), BrokerError>) 
         bytes_written: 0,
         commits: 0,
         commit_time: std::time::Duration::ZERO,
+        payload_reads: 0,
     };
     let publish_calls = calls.clone();
     let result = persist_then_publish(core, &mut recorder, |out| {

@@ -3,6 +3,10 @@
 # orders flow, restarting it on the same data directory each time. At the
 # end every order the broker confirmed (sealed and fsynced) has been
 # processed at least once, item-for-item identical; duplicates are counted.
+# Chunks alternate between packed frames (the producer's default) and one
+# frame per item, so both journal paths (one Accepted record per order;
+# Begun/ItemStored/Sealed) meet the crashes. BROKER_FLAGS adds broker flags
+# (payload_spill_crash.sh runs this with almost no payload cache).
 source "$(dirname "$0")/../lib.sh"
 
 ORDERS=${ORDERS:-20000}
@@ -18,7 +22,8 @@ split -l "$CHUNK" -d -a 3 "$WORK/orders.jsonl" "$WORK/chunk."
 BROKER_PID=
 start_broker() {
     start "broker.$1" "$BIN/orderly-broker" run --data-dir "$WORK/data" \
-        --intake "$INTAKE" --fanout "$FANOUT" --control "$CONTROL" --admin "${ADMIN:-127.0.0.1:0}" --status-interval-secs 1
+        --intake "$INTAKE" --fanout "$FANOUT" --control "$CONTROL" --admin "${ADMIN:-127.0.0.1:0}" --status-interval-secs 1 \
+        ${BROKER_FLAGS:-}
     BROKER_PID=$LAST_PID
 }
 start_broker 0
@@ -30,9 +35,14 @@ done
 # Producers, one chunk after another; a chunk cut by a crash times out
 # (exit 4) and its unconfirmed orders are simply not in the confirmed log.
 (
+    n=0
     for chunk in "$WORK"/chunk.*; do
+        framing=()
+        [ $((n % 2)) -eq 0 ] || framing=(--one-frame-per-item)
+        n=$((n + 1))
         "$BIN/orderly-producer" send --id crash --intake "$INTAKE" --fanout "$FANOUT" --file "$chunk" \
-            --confirmed-log "$WORK/confirmed.txt" --confirm-timeout 1 --timeout 3 >>"$WORK/producer.log" 2>&1 || true
+            --confirmed-log "$WORK/confirmed.txt" --confirm-timeout 1 --timeout 3 "${framing[@]}" \
+            >>"$WORK/producer.log" 2>&1 || true
     done
 ) &
 PRODUCERS=$!
@@ -66,4 +76,10 @@ all_delivered() {
 wait_for 120 "every confirmed order delivered" all_delivered || { cat "$WORK/check.out"; fail "confirmed orders missing"; }
 cat "$WORK/check.out"
 grep -q "WARN.*torn tail" "$WORK"/broker.*.log && echo "(some restarts cut off a torn tail, as designed)"
+if [ -n "${EXPECT_PAYLOAD_READS:-}" ]; then
+    # The most payload reads any broker process reported in its status lines.
+    reads=$(grep -ho 'payload_reads=[0-9]*' "$WORK"/broker.*.log | cut -d= -f2 | sort -n | tail -n 1)
+    [ "${reads:-0}" -gt 0 ] || fail "no payload was read back from the journal: the cache bound was never reached"
+    echo "payloads read back from the journal: up to $reads per broker process"
+fi
 echo "broker_crash: $kills kills, $confirmed orders confirmed, all delivered"
