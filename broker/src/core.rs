@@ -69,6 +69,9 @@ pub struct CoreConfig {
     /// Open partial orders of one producer: past it a Begin is rejected
     /// (`limit_reached`), so one producer cannot take every partial slot.
     pub partial_orders_per_producer_max: usize,
+    /// Item bytes of partial orders (held in RAM until sealed) at which
+    /// intake pauses.
+    pub partial_bytes_max: u64,
     /// Item bytes of sealed orders kept in RAM; beyond it the newest
     /// orders' payloads are dropped from RAM (written to the journal first
     /// if no single record holds them) and read back to dispatch them.
@@ -93,6 +96,7 @@ impl CoreConfig {
             order_items_max: limits::ORDER_ITEMS_MAX,
             partial_orders_per_producer_max: limits::PARTIAL_ORDERS_PER_PRODUCER_MAX_DEFAULT,
             payload_cache_bytes: limits::PAYLOAD_CACHE_BYTES_DEFAULT,
+            partial_bytes_max: limits::PARTIAL_BYTES_MAX_DEFAULT,
         }
     }
 
@@ -290,6 +294,8 @@ pub struct Status {
     /// Payload bytes of sealed orders in RAM; the rest are read back from
     /// the journal to dispatch.
     pub cached_bytes: u64,
+    /// Item bytes of partial orders (in RAM).
+    pub partial_bytes: u64,
     pub workers: Vec<WorkerStatus>,
     pub counters: Counters,
 }
@@ -315,6 +321,8 @@ pub struct Core {
     held_bytes: u64,
     /// Item bytes of sealed orders in RAM (see `payload_cache_bytes`).
     cached_bytes: u64,
+    /// Item bytes of partial orders (always in RAM).
+    partial_bytes: u64,
     /// Sealed orders whose items are in RAM, oldest first; may hold stale
     /// keys. The newest leave RAM first: they are dispatched last.
     cached: VecDeque<Shared>,
@@ -350,6 +358,7 @@ impl Core {
             dead_len: 0,
             held_bytes: 0,
             cached_bytes: 0,
+            partial_bytes: 0,
             cached: VecDeque::new(),
             replaying: false,
             workers: BTreeMap::new(),
@@ -400,6 +409,7 @@ impl Core {
         self.partials.len() < self.config.partial_orders_max
             && self.pending_len + self.in_flight_len < self.config.pending_orders_max
             && self.held_bytes < self.config.pending_bytes_max
+            && self.partial_bytes < self.config.partial_bytes_max
     }
 
     pub fn status(&self) -> Status {
@@ -410,6 +420,7 @@ impl Core {
             dead_letters: self.dead_len,
             held_bytes: self.held_bytes,
             cached_bytes: self.cached_bytes,
+            partial_bytes: self.partial_bytes,
             workers: self
                 .workers
                 .iter()
@@ -1087,6 +1098,7 @@ impl Core {
     fn forget(&mut self, key: &OrderKey) {
         if let Some(p) = self.partials.remove(key) {
             self.held_bytes -= p.bytes;
+            self.partial_bytes -= p.bytes;
         }
         if let Some(order) = self.orders.remove(key) {
             self.leave_state(key, &order.state);
@@ -1145,6 +1157,7 @@ impl Core {
             Snapshot::Partial { items } => {
                 let bytes: u64 = items.iter().map(|(_, d)| d.len() as u64).sum();
                 self.held_bytes += bytes;
+                self.partial_bytes += bytes;
                 let partial = Partial { began_ms: self.now_ms, items: items.iter().cloned().collect(), bytes };
                 self.partials.insert(key.clone(), partial);
             }
@@ -1194,12 +1207,14 @@ impl Core {
                 if let Some(p) = self.partials.get_mut(key) {
                     p.bytes += data.len() as u64;
                     self.held_bytes += data.len() as u64;
+                    self.partial_bytes += data.len() as u64;
                     p.items.insert(*seq, data.clone());
                 }
             }
             Event::Sealed { key, count } => {
                 let Some(partial) = self.partials.remove(key) else { return };
                 assert_eq!(partial.items.len(), *count as usize, "sealed with a gap: {key}");
+                self.partial_bytes -= partial.bytes;
                 // No single record holds these items: they stay in RAM, also
                 // through a replay, until `spill` writes a copy.
                 let items = partial.items.into_values().collect();
@@ -1222,6 +1237,7 @@ impl Core {
             Event::Accepted { key, items } => {
                 if let Some(p) = self.partials.remove(key) {
                     self.held_bytes -= p.bytes;
+                    self.partial_bytes -= p.bytes;
                 }
                 if self.orders.contains_key(key) {
                     return;
@@ -1237,6 +1253,7 @@ impl Core {
             Event::Dropped { key, .. } => {
                 if let Some(p) = self.partials.remove(key) {
                     self.held_bytes -= p.bytes;
+                    self.partial_bytes -= p.bytes;
                 }
             }
             Event::Dispatched { key, worker, attempt } => {

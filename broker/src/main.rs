@@ -205,6 +205,12 @@ struct RunArgs {
           default_value_t = limits::PENDING_BYTES_MAX_DEFAULT)]
     pending_bytes_max: u64,
 
+    /// Item bytes of partial orders (held in RAM until their Finish) at
+    /// which the broker stops reading intake.
+    #[arg(long, env = "ORDERLY_BROKER_PARTIAL_BYTES_MAX", value_name = "BYTES",
+          default_value_t = limits::PARTIAL_BYTES_MAX_DEFAULT)]
+    partial_bytes_max: u64,
+
     /// Item bytes of sealed orders kept in RAM for dispatch. Beyond it the
     /// newest orders' items are dropped from RAM and read back from the
     /// journal when they are dispatched, so a large backlog costs disk, not
@@ -339,6 +345,7 @@ fn run() -> anyhow::Result<ExitCode> {
             pending_orders_max: args.pending_orders_max,
             pending_bytes_max: args.pending_bytes_max,
             payload_cache_bytes: args.payload_cache_bytes,
+            partial_bytes_max: args.partial_bytes_max,
             partial_age_max_ms: args.partial_age_max_ms,
             ack_timeout_ms: args.ack_timeout_ms,
             dedup_window_ms: args.dedup_window_ms,

@@ -57,6 +57,9 @@ pub const PENDING_ORDERS_MAX_DEFAULT: usize = 1_000_000;
 /// Default bound on item bytes of partial and pending orders (in the
 /// journal; RAM holds at most the payload cache of them).
 pub const PENDING_BYTES_MAX_DEFAULT: u64 = 8 * 1024 * 1024 * 1024;
+/// Default bound on item bytes of partial orders (in RAM until sealed)
+/// before intake pauses.
+pub const PARTIAL_BYTES_MAX_DEFAULT: u64 = 1024 * 1024 * 1024;
 /// Default item bytes of sealed orders the broker keeps in RAM; the rest
 /// stay in the journal and are read back to dispatch.
 pub const PAYLOAD_CACHE_BYTES_DEFAULT: u64 = 32 * 1024 * 1024;

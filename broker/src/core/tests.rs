@@ -551,3 +551,17 @@ fn a_packed_frame_mixes_with_single_items() {
     assert!(events.iter().any(|e| matches!(e, Event::Sealed { count: 3, .. })), "{events:?}");
     assert!(matches!(&out[..], [(_, FanoutMsg::Confirm(_))]));
 }
+
+#[test]
+fn partial_items_in_ram_are_bounded_apart_from_the_journal_held_backlog() {
+    let mut core = Core::new(CoreConfig { partial_bytes_max: 4, ..CoreConfig::with_incarnation(42) });
+    core.handle_intake(begin("o"), 0);
+    core.handle_intake(item("o", 0), 0);
+    assert!(core.intake_open(), "{:?}", core.status());
+    core.handle_intake(item("o", 1), 0);
+    core.handle_intake(item("o", 2), 0);
+    assert!(!core.intake_open(), "partial bytes {} reached the bound", core.status().partial_bytes);
+    core.handle_intake(finish("o", 3), 0);
+    assert_eq!(core.status().partial_bytes, 0);
+    assert!(core.intake_open(), "a sealed order's items leave the partial bound");
+}
