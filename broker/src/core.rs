@@ -138,6 +138,37 @@ pub enum Event {
     Forgotten { key: OrderKey },
 }
 
+impl Event {
+    /// The order whose whole payload this event's record holds: an
+    /// `Accepted`, or a `Restored` copy of a sealed order.
+    pub fn payload_key(&self) -> Option<&OrderKey> {
+        match self {
+            Event::Accepted { key, .. } | Event::Restored { key, snapshot: Snapshot::Sealed { .. } } => Some(key),
+            _ => None,
+        }
+    }
+
+    /// The items of such an event (see [`Event::payload_key`]).
+    pub fn payload(&self) -> Option<&[ByteBuf]> {
+        match self {
+            Event::Accepted { items, .. } | Event::Restored { snapshot: Snapshot::Sealed { items, .. }, .. } => {
+                Some(items)
+            }
+            _ => None,
+        }
+    }
+
+    /// [`Event::payload`], to fill in or take.
+    pub fn payload_mut(&mut self) -> Option<&mut Vec<ByteBuf>> {
+        match self {
+            Event::Accepted { items, .. } | Event::Restored { snapshot: Snapshot::Sealed { items, .. }, .. } => {
+                Some(items)
+            }
+            _ => None,
+        }
+    }
+}
+
 /// One live order, as compaction copies it forward.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub enum Snapshot {
@@ -1129,24 +1160,23 @@ impl Core {
         }
     }
 
-    /// A sealed order whose whole payload one record holds, with `items`:
-    /// in RAM (and counted in the cache) live,
-    /// left on disk during replay (`payload_stored` tells where).
-    fn sealed_order(&mut self, items: Option<Vec<ByteBuf>>, bytes: u64, count: u32) -> Order {
-        let items = if self.replaying { None } else { items };
+    /// A new pending order, counted in the cache while its items are in
+    /// RAM. `whole`: one record holds its whole payload.
+    fn new_order(&mut self, items: Option<Vec<ByteBuf>>, bytes: u64, count: u32, whole: bool) -> Order {
         if items.is_some() {
             self.cached_bytes += bytes;
         }
-        Order {
-            items,
-            stored: None,
-            spilling: false,
-            whole: true,
-            count,
-            bytes,
-            attempts: 0,
-            state: OrderState::Pending,
-        }
+        Order { items, stored: None, spilling: false, whole, count, bytes, attempts: 0, state: OrderState::Pending }
+    }
+
+    /// A new order whose whole payload `items` one record holds (`Accepted`,
+    /// `Restored`), counted in `held_bytes`: in RAM live, left on disk
+    /// during a replay (`payload_stored` tells where).
+    fn whole_order(&mut self, items: &[ByteBuf]) -> Order {
+        let bytes: u64 = items.iter().map(|d| d.len() as u64).sum();
+        self.held_bytes += bytes;
+        let kept = (!self.replaying).then(|| items.to_vec());
+        self.new_order(kept, bytes, items.len() as u32, true)
     }
 
     fn restore(&mut self, key: &OrderKey, snapshot: &Snapshot) {
@@ -1162,9 +1192,7 @@ impl Core {
                 self.partials.insert(key.clone(), partial);
             }
             Snapshot::Sealed { items, attempts, dead } => {
-                let bytes: u64 = items.iter().map(|d| d.len() as u64).sum();
-                self.held_bytes += bytes;
-                let mut order = self.sealed_order((!self.replaying).then(|| items.clone()), bytes, items.len() as u32);
+                let mut order = self.whole_order(items);
                 order.attempts = *attempts;
                 order.state = match dead {
                     Some(reason) => OrderState::Dead { reason: reason.clone() },
@@ -1218,17 +1246,7 @@ impl Core {
                 // No single record holds these items: they stay in RAM, also
                 // through a replay, until `spill` writes a copy.
                 let items = partial.items.into_values().collect();
-                let order = Order {
-                    items: Some(items),
-                    stored: None,
-                    spilling: false,
-                    whole: false,
-                    count: *count,
-                    bytes: partial.bytes,
-                    attempts: 0,
-                    state: OrderState::Pending,
-                };
-                self.cached_bytes += partial.bytes;
+                let order = self.new_order(Some(items), partial.bytes, *count, false);
                 let shared = self.insert_order(key, order);
                 self.pending.push_back(shared);
                 self.pending_len += 1;
@@ -1242,9 +1260,7 @@ impl Core {
                 if self.orders.contains_key(key) {
                     return;
                 }
-                let bytes: u64 = items.iter().map(|d| d.len() as u64).sum();
-                self.held_bytes += bytes;
-                let order = self.sealed_order((!self.replaying).then(|| items.clone()), bytes, items.len() as u32);
+                let order = self.whole_order(items);
                 let shared = self.insert_order(key, order);
                 self.pending.push_back(shared);
                 self.pending_len += 1;

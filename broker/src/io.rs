@@ -28,9 +28,8 @@ use orderly_security::Role;
 
 use crate::admin::{AdminError, AdminRequest, AdminServer, Query, DLQ_LIST_MAX};
 use crate::compaction::{Anchors, Plan};
-use crate::core::{Core, CoreConfig, Counters, Event, Millis, Snapshot};
+use crate::core::{Core, CoreConfig, Counters, Event, Millis};
 use orderly_common::protocol::encode_dispatch;
-use orderly_common::OrderKey;
 use orderly_journal::RecordAt;
 use serde_bytes::ByteBuf;
 
@@ -180,7 +179,7 @@ pub fn recover(
         .replay_located(|at, body| {
             let event = decode_event(at.seq, body)?;
             core.apply(&event);
-            if let Some(key) = payload_key(&event) {
+            if let Some(key) = event.payload_key() {
                 core.payload_stored(key, at);
             }
             anchors.observe(&event, at.segment);
@@ -605,16 +604,11 @@ impl Loop {
                     let copied = keys.len();
                     for key in keys {
                         let Some(mut event) = self.core.snapshot(&key) else { continue };
-                        if let Some(from) = self.core.payload_ref(&key) {
+                        if let (Some(from), Some(items)) = (self.core.payload_ref(&key), event.payload_mut()) {
                             // Only the journal holds the items: copy them from there.
-                            if let Event::Restored { snapshot: Snapshot::Sealed { items, .. }, .. } = &mut event {
-                                *items = self.recorder.read_items(from)?;
-                            }
+                            *items = self.recorder.read_items(from)?;
                         }
-                        let at = self.recorder.append(&event)?;
-                        if let Some(key) = payload_key(&event) {
-                            self.core.payload_stored(key, at);
-                        }
+                        self.recorder.record(&mut self.core, &event)?;
                     }
                     self.recorder.commit()?;
                     // The copies must be durable before the originals go,
@@ -681,14 +675,6 @@ impl EventLog for Journal {
     }
 }
 
-/// The order whose whole payload `event`'s record holds, if it holds one.
-pub fn payload_key(event: &Event) -> Option<&OrderKey> {
-    match event {
-        Event::Accepted { key, .. } | Event::Restored { key, snapshot: Snapshot::Sealed { .. } } => Some(key),
-        _ => None,
-    }
-}
-
 /// The journal side of the loop: the log, the compaction anchors, and how
 /// much was written.
 pub struct Recorder<L> {
@@ -715,17 +701,27 @@ impl<L: EventLog> Recorder<L> {
         Ok(at)
     }
 
+    /// Appends `event` and, when its record holds an order's whole payload,
+    /// tells the core where: every append of the loop goes through here, so
+    /// no payload record goes unreported.
+    fn record(&mut self, core: &mut Core, event: &Event) -> Result<(), BrokerError> {
+        let at = self.append(event)?;
+        if let Some(key) = event.payload_key() {
+            core.payload_stored(key, at);
+        }
+        Ok(())
+    }
+
     /// The items of the order whose whole payload the record at `at` holds.
     fn read_items(&mut self, at: RecordAt) -> Result<Vec<ByteBuf>, BrokerError> {
         let body = self.log.read_at(at).map_err(journal_err("read-back"))?;
         self.payload_reads += 1;
-        match decode_event(at.seq, &body)? {
-            Event::Accepted { items, .. } | Event::Restored { snapshot: Snapshot::Sealed { items, .. }, .. } => {
-                Ok(items)
-            }
-            other => Err(BrokerError::BadRecord {
+        let mut event = decode_event(at.seq, &body)?;
+        match event.payload_mut() {
+            Some(items) => Ok(std::mem::take(items)),
+            None => Err(BrokerError::BadRecord {
                 seq: at.seq,
-                detail: format!("expected an order's payload, found {}", event_name(&other)),
+                detail: format!("expected an order's payload, found {}", event_name(&event)),
             }),
         }
     }
@@ -760,10 +756,7 @@ pub fn persist_then_publish<L: EventLog>(
 ) -> Result<(), BrokerError> {
     let mut appended = false;
     while let Some(event) = core.poll_event() {
-        let at = recorder.append(&event)?;
-        if let Some(key) = payload_key(&event) {
-            core.payload_stored(key, at);
-        }
+        recorder.record(core, &event)?;
         appended = true;
     }
     if appended {

@@ -662,15 +662,15 @@ impl<'de> Deserialize<'de> for Field {
                 f.write_str("a field name")
             }
             fn visit_str<E: de::Error>(self, v: &str) -> Result<Field, E> {
-                Ok(match v {
-                    "v" => Field::V,
-                    "kind" => Field::Kind,
-                    "body" => Field::Body,
-                    _ => Field::Other,
-                })
+                self.visit_bytes(v.as_bytes())
             }
             fn visit_bytes<E: de::Error>(self, v: &[u8]) -> Result<Field, E> {
-                Ok(std::str::from_utf8(v).map_or(Field::Other, |s| self.visit_str::<E>(s).unwrap_or(Field::Other)))
+                Ok(match v {
+                    b"v" => Field::V,
+                    b"kind" => Field::Kind,
+                    b"body" => Field::Body,
+                    _ => Field::Other,
+                })
             }
         }
         d.deserialize_identifier(FieldVisitor)

@@ -228,7 +228,6 @@ impl Journal {
         if at.offset + RECORD_HEADER_BYTES as u64 > committed {
             return Err(corrupt(format!("record {} is past the committed end ({committed} bytes)", at.seq)));
         }
-        self.readers.retain(|id, _| self.segments.iter().any(|s| s.id == *id));
         let file = match self.readers.entry(at.segment) {
             std::collections::hash_map::Entry::Occupied(entry) => entry.into_mut(),
             std::collections::hash_map::Entry::Vacant(entry) => {
@@ -347,6 +346,7 @@ impl Journal {
             return refuse("it is the active segment".to_string());
         }
         fs::remove_file(&oldest.path).map_err(JournalError::io(&oldest.path))?;
+        self.readers.remove(&segment_id);
         let removed = self.segments.remove(0);
         fsync_dir(&self.dir)?;
         tracing::info!(segment_id, records = removed.records, "journal: removed oldest segment");

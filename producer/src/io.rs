@@ -756,7 +756,12 @@ fn open_sockets(context: &zmq::Context, config: &ProducerConfig) -> Result<(zmq:
 /// Sends one message without blocking; false if the socket would not take
 /// it (at its high-water mark, or no broker connected).
 fn send_message(push: &zmq::Socket, topic: &[u8], msg: &IntakeMsg) -> Result<bool, ProducerError> {
-    match push.send_multipart([topic, msg.encode().as_slice()], zmq::DONTWAIT) {
+    send_body(push, topic, &msg.encode())
+}
+
+/// [`send_message`] for a body already encoded.
+fn send_body(push: &zmq::Socket, topic: &[u8], body: &[u8]) -> Result<bool, ProducerError> {
+    match push.send_multipart([topic, body], zmq::DONTWAIT) {
         Ok(()) => Ok(true),
         Err(zmq::Error::EAGAIN) | Err(zmq::Error::EINTR) => Ok(false),
         Err(source) => Err(ProducerError::Zmq { during: "sending to intake", source }),
@@ -781,10 +786,8 @@ fn transmit_order(
         for (n, &end) in ends.iter().enumerate() {
             let finish = (n + 1 == ends.len()).then_some(count);
             let body = encode_items(producer, id, n == 0, start as u32, &items[start..end], finish);
-            match push.send_multipart([topic, body.as_slice()], zmq::DONTWAIT) {
-                Ok(()) => {}
-                Err(zmq::Error::EAGAIN) | Err(zmq::Error::EINTR) => return Ok(false),
-                Err(source) => return Err(ProducerError::Zmq { during: "sending to intake", source }),
+            if !send_body(push, topic, &body)? {
+                return Ok(false);
             }
             start = end;
         }

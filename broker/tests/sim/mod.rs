@@ -7,8 +7,7 @@ pub mod rng;
 
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
 
-use orderly_broker::core::{Core, CoreConfig, Event, Millis, Outbound, Snapshot};
-use orderly_broker::io::payload_key;
+use orderly_broker::core::{Core, CoreConfig, Event, Millis, Outbound};
 use orderly_common::protocol::encode_dispatch;
 use orderly_common::protocol::{Acked, Acks, Confirm, ControlMsg, FanoutMsg, IntakeMsg, RejectReason};
 use orderly_common::OrderKey;
@@ -549,7 +548,7 @@ impl Sim {
         core.start_replay(self.now);
         for (at, event) in &self.journal {
             core.apply(event);
-            if let Some(key) = payload_key(event) {
+            if let Some(key) = event.payload_key() {
                 core.payload_stored(key, *at);
             }
         }
@@ -586,7 +585,9 @@ impl Sim {
     /// removes the prefix (what the broker's compaction does to old
     /// segments).
     fn compact(&mut self) -> Check {
-        let Some(core) = &self.core else { return Ok(()) };
+        if self.core.is_none() {
+            return Ok(());
+        }
         if self.journal.len() < 2 {
             return Ok(());
         }
@@ -594,14 +595,9 @@ impl Sim {
         let keys: BTreeSet<OrderKey> = self.journal[..cut].iter().filter_map(|(_, e)| event_key(e)).cloned().collect();
         let mut copies = Vec::new();
         for key in keys {
-            let Some(mut copy) = core.snapshot(&key) else { continue };
-            if let Some(from) = core.payload_ref(&key) {
-                // Only the journal holds the items (as in the broker's compaction).
-                if let Event::Restored { snapshot: Snapshot::Sealed { items, .. }, .. } = &mut copy {
-                    *items = self.read_items(from)?;
-                }
-            }
-            copies.push(copy);
+            // With items read back when only the journal holds them, as the
+            // broker's compaction does.
+            copies.extend(self.snapshot_filled(&key)?);
         }
         let copied = copies.len();
         self.journal.drain(..cut);
@@ -617,7 +613,7 @@ impl Sim {
     fn journal_append(&mut self, event: Event) {
         self.journal_seq += 1;
         let at = RecordAt { seq: self.journal_seq, segment: 1, offset: self.journal_seq };
-        if let (Some(key), Some(core)) = (payload_key(&event), self.core.as_mut()) {
+        if let (Some(key), Some(core)) = (event.payload_key(), self.core.as_mut()) {
             core.payload_stored(key, at);
         }
         self.journal.push((at, event));
@@ -628,9 +624,7 @@ impl Sim {
     fn snapshot_filled(&self, key: &OrderKey) -> Result<Option<Event>, String> {
         let Some(core) = &self.core else { return Ok(None) };
         let mut snapshot = core.snapshot(key);
-        if let (Some(from), Some(Event::Restored { snapshot: Snapshot::Sealed { items, .. }, .. })) =
-            (core.payload_ref(key), &mut snapshot)
-        {
+        if let (Some(from), Some(items)) = (core.payload_ref(key), snapshot.as_mut().and_then(Event::payload_mut)) {
             *items = self.read_items(from)?;
         }
         Ok(snapshot)
@@ -639,12 +633,12 @@ impl Sim {
     /// The items the journal record at `at` holds (the broker's read-back).
     fn read_items(&self, at: RecordAt) -> Result<Vec<ByteBuf>, String> {
         let i = self.journal.binary_search_by_key(&at.seq, |(a, _)| a.seq);
-        match i.map(|i| &self.journal[i].1) {
-            Ok(Event::Accepted { items, .. })
-            | Ok(Event::Restored { snapshot: Snapshot::Sealed { items, .. }, .. }) => Ok(items.clone()),
-            Ok(other) => Err(format!("read-back of record {} found {}", at.seq, short_event(other))),
-            Err(_) => Err(format!("read-back of record {}, which compaction removed", at.seq)),
-        }
+        let Ok(i) = i else { return Err(format!("read-back of record {}, which compaction removed", at.seq)) };
+        let event = &self.journal[i].1;
+        event
+            .payload()
+            .map(<[ByteBuf]>::to_vec)
+            .ok_or_else(|| format!("read-back of record {} found {}", at.seq, short_event(event)))
     }
 
     /// Records what the core wants recorded, publishes what it wants

@@ -128,6 +128,41 @@ macro_rules! ensure {
     };
 }
 
+impl OrderModel {
+    /// A Begun or an Accepted starts a new life of the order: legal only
+    /// when it is not partial and, if it was sealed before, its key was
+    /// forgotten — a resend of a live, dead or remembered order must be
+    /// recognised instead.
+    fn start_life(&mut self, what: &str) -> Check {
+        let key = &self.key;
+        ensure!(!self.partial, "{key}: {what} while partial");
+        ensure!(
+            !self.sealed || (self.acked && self.forgotten),
+            "{key}: a resend was {what} as a second order (acked {}, dead {}, key forgotten {})",
+            self.acked,
+            self.dead,
+            self.forgotten
+        );
+        self.begun = true;
+        self.dropped = false;
+        self.acked = false;
+        self.forgotten = false;
+        self.dispatches = 0;
+        self.lives += 1;
+        Ok(())
+    }
+
+    /// `items` are exactly the items the producer sent, in order.
+    fn check_items(&self, items: &[ByteBuf], what: &str) -> Check {
+        let key = &self.key;
+        ensure!(items.len() == self.count as usize, "{key}: {what} {} of {} items", items.len(), self.count);
+        for (seq, data) in items.iter().enumerate() {
+            ensure!(*data == item_data(key, seq as u32), "{key}: item {seq} {what} with the wrong data");
+        }
+        Ok(())
+    }
+}
+
 impl Model {
     pub fn new(max_attempts: u32, partial_age_max_ms: u64) -> Self {
         Model {
@@ -177,25 +212,10 @@ impl Model {
             Event::Begun { key, .. } => {
                 let i = self.lookup(key)?;
                 let o = &mut self.orders[i];
-                ensure!(!o.partial, "{key}: begun while partial");
-                // A resend of a live, dead or remembered order must be
-                // recognised; only a forgotten key starts a new order.
-                ensure!(
-                    !o.sealed || (o.acked && o.forgotten),
-                    "{key}: a resend began a second order (acked {}, dead {}, key forgotten {})",
-                    o.acked,
-                    o.dead,
-                    o.forgotten
-                );
-                o.begun = true;
+                o.start_life("begun")?;
                 o.partial = true;
                 o.partial_bytes = 0;
-                o.dropped = false;
                 o.sealed = false;
-                o.acked = false;
-                o.forgotten = false;
-                o.dispatches = 0;
-                o.lives += 1;
                 self.partials += 1;
                 Ok(i)
             }
@@ -228,29 +248,12 @@ impl Model {
                 // A whole order in one record: Begun, every item and Sealed.
                 let i = self.lookup(key)?;
                 let o = &mut self.orders[i];
-                ensure!(!o.partial, "{key}: accepted whole while partial");
-                ensure!(
-                    !o.sealed || (o.acked && o.forgotten),
-                    "{key}: a resend was accepted as a second order (acked {}, dead {}, key forgotten {})",
-                    o.acked,
-                    o.dead,
-                    o.forgotten
-                );
                 ensure!(o.kind != Kind::Gap, "invariant 3: {key} was sent with a gap (item {:?}) but accepted", o.skip);
                 ensure!(o.kind != Kind::Abandoned, "{key} was never finished but accepted");
-                ensure!(items.len() == o.count as usize, "{key}: accepted {} of {} items", items.len(), o.count);
-                for (seq, data) in items.iter().enumerate() {
-                    ensure!(*data == item_data(key, seq as u32), "{key}: item {seq} accepted with the wrong data");
-                }
-                o.begun = true;
-                o.partial = false;
-                o.dropped = false;
+                o.check_items(items, "accepted")?;
+                o.start_life("accepted")?;
                 o.sealed = true;
                 o.sealed_once = true;
-                o.acked = false;
-                o.forgotten = false;
-                o.dispatches = 0;
-                o.lives += 1;
                 o.partial_bytes = o.bytes;
                 self.held_bytes += o.bytes;
                 self.pending += 1;
@@ -268,10 +271,7 @@ impl Model {
                     dead.is_some(),
                     o.dead
                 );
-                ensure!(items.len() == o.count as usize, "{key}: copied {} of {} items", items.len(), o.count);
-                for (seq, data) in items.iter().enumerate() {
-                    ensure!(*data == item_data(key, seq as u32), "{key}: item {seq} copied with the wrong data");
-                }
+                o.check_items(items, "copied")?;
                 Ok(i)
             }
             Event::Dropped { key, reason } => {
