@@ -269,13 +269,30 @@ deliveries() {
 }
 
 # start_producers [FLAGS...]: every producer on its own host, sending its
-# file; each appends what the broker confirmed to $WORK/ID.confirmed.
+# file; each appends what the broker confirmed to $WORK/ID.confirmed. With
+# INPUT_RATE=N the file reaches the producer through a FIFO at N orders/s
+# (a scenario that must act while orders flow cannot race fast producers).
 start_producers() {
-    local id
+    local id input
     for id in "${PRODUCERS[@]}"; do
         client_security "$id"
+        input="$WORK/$id.jsonl"
+        if [ -n "${INPUT_RATE:-}" ]; then
+            input="$WORK/$id.fifo"
+            mkfifo "$input"
+            python3 -c '
+import sys, time
+rate, start = float(sys.argv[1]), time.monotonic()
+with open(sys.argv[2]) as src, open(sys.argv[3], "w") as out:
+    for n, line in enumerate(src):
+        time.sleep(max(0.0, start + n / rate - time.monotonic()))
+        out.write(line)
+        out.flush()
+' "$INPUT_RATE" "$WORK/$id.jsonl" "$input" &
+            PIDS+=("$!")
+        fi
         start "$id" "$id" "$BIN/orderly-producer" send --id "$id" --intake "$INTAKE" --fanout "$FANOUT" \
-            --file "$WORK/$id.jsonl" --confirmed-log "$WORK/$id.confirmed" "${CLIENT_FLAGS[@]}" "$@"
+            --file "$input" --confirmed-log "$WORK/$id.confirmed" "${CLIENT_FLAGS[@]}" "$@"
         PRODUCER_PID[$id]=$LAST_PID
     done
 }
