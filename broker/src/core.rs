@@ -25,8 +25,8 @@ use orderly_common::OrderKey;
 use serde::{Deserialize, Serialize};
 use serde_bytes::ByteBuf;
 
-/// Milliseconds on the caller's monotonic clock.
-pub type Millis = u64;
+/// The cores' one time type (see `orderly_common::time`).
+pub use orderly_common::time::Millis;
 
 /// Hash maps keyed by order keys. foldhash, randomly seeded per process:
 /// SipHash was a quarter of a replay's time; keys come from producers, so

@@ -12,7 +12,7 @@ use orderly_broker::admin;
 use orderly_broker::core::CoreConfig;
 use orderly_broker::io::{self, BrokerConfig};
 use orderly_broker::ops;
-use orderly_common::cli::{exit, merge_config_file};
+use orderly_cli::{exit, merge_config_file};
 use orderly_common::limits;
 use orderly_common::Endpoint;
 
@@ -282,7 +282,7 @@ fn main() -> ExitCode {
         Err(error) => {
             eprintln!("orderly-broker: error: {error:#}");
             // A bad config file is bad usage, like a bad flag.
-            let usage = error.chain().any(|cause| cause.is::<orderly_common::cli::ConfigError>());
+            let usage = error.chain().any(|cause| cause.is::<orderly_cli::ConfigError>());
             ExitCode::from(if usage { exit::USAGE } else { exit::FAILURE })
         }
     }

@@ -5,7 +5,7 @@ use std::path::Path;
 use std::process::ExitCode;
 
 use anyhow::Context;
-use orderly_common::cli::exit;
+use orderly_cli::exit;
 use orderly_journal::{ProblemKind, RECORD_BYTES_MAX};
 
 use crate::core::{Core, CoreConfig};

@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 use anyhow::Context;
 use clap::{CommandFactory, Parser, Subcommand};
 use indicatif::{ProgressBar, ProgressStyle};
-use orderly_common::cli::{exit, merge_config_file};
+use orderly_cli::{exit, merge_config_file};
 use orderly_common::ids::validate_peer_id;
 use orderly_common::limits::{ITEM_BYTES_MAX, ORDER_ITEMS_MAX};
 use orderly_common::Endpoint;
@@ -230,7 +230,7 @@ fn main() -> ExitCode {
             let code = match error.downcast_ref::<ProducerError>() {
                 Some(error) if error.is_timeout() => exit::TIMEOUT,
                 Some(ProducerError::Config(_)) => exit::USAGE,
-                _ if error.chain().any(|cause| cause.is::<orderly_common::cli::ConfigError>()) => exit::USAGE,
+                _ if error.chain().any(|cause| cause.is::<orderly_cli::ConfigError>()) => exit::USAGE,
                 _ => exit::FAILURE,
             };
             ExitCode::from(code)

@@ -19,8 +19,8 @@ use orderly_common::limits::{self, HEARTBEAT_IN_FLIGHT_MAX, REASON_BYTES_MAX};
 use orderly_common::protocol::{Ack, BrokerHeartbeat, Bye, ControlMsg, Dispatch, FanoutMsg, Heartbeat, Nack};
 use orderly_common::OrderKey;
 
-/// Milliseconds on the caller's monotonic clock.
-pub type Millis = u64;
+/// The cores' one time type (see `orderly_common::time`).
+pub use orderly_common::time::Millis;
 
 /// Settings of the core, already validated by the caller.
 #[derive(Debug, Clone, PartialEq, Eq)]

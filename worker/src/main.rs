@@ -7,7 +7,7 @@ use std::process::ExitCode;
 
 use anyhow::Context;
 use clap::{ArgGroup, Args, CommandFactory, Parser, Subcommand};
-use orderly_common::cli::{exit, merge_config_file};
+use orderly_cli::{exit, merge_config_file};
 use orderly_common::ids::validate_peer_id;
 use orderly_common::limits::{self, WORKER_CONCURRENCY_MAX};
 use orderly_common::Endpoint;

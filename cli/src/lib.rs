@@ -1,5 +1,7 @@
-//! Shared command-line plumbing: config files merged under flags and
-//! environment variables, and the exit codes every binary uses.
+//! Command-line plumbing shared by `orderly-broker`, `orderly-worker` and
+//! `orderly-producer`: config files merged under flags and environment
+//! variables, logging set-up, and the exit codes every binary uses. Only
+//! the binaries depend on this crate; the libraries never do.
 //!
 //! Precedence: command-line flag > `ORDERLY_*` environment variable >
 //! config file > built-in default. clap resolves the first two and the
@@ -26,9 +28,44 @@ pub mod exit {
     pub const TIMEOUT: u8 = 4;
 }
 
+/// Sets up logging to stderr: `level` (a flag's value) unless `RUST_LOG`
+/// is set; colours only when stderr is a terminal, not in log files.
+pub fn init_logging(level: &str) {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(level));
+    let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr());
+    tracing_subscriber::fmt().with_env_filter(filter).with_ansi(ansi).with_writer(std::io::stderr).init();
+}
+
+/// Reads the config file at `path` and merges it into `args` (see
+/// [`merge_config_file`]); the error names the file.
+pub fn merge_config_path(
+    command: Command,
+    args: Vec<OsString>,
+    subcommand: &str,
+    path: &std::path::Path,
+) -> Result<Vec<OsString>, ConfigError> {
+    let text = std::fs::read_to_string(path)
+        .map_err(|source| ConfigError::Read { path: path.display().to_string(), source })?;
+    merge_config_file(command, args, subcommand, &text)
+        .map_err(|error| ConfigError::InFile { path: path.display().to_string(), error: Box::new(error) })
+}
+
 /// A config file that cannot be used.
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
+    #[error("cannot read config file {path}")]
+    Read {
+        path: String,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("config file {path}")]
+    InFile {
+        path: String,
+        #[source]
+        error: Box<ConfigError>,
+    },
     #[error("config file is not valid TOML: {0}")]
     Toml(String),
     #[error("config file key {key:?} is not a setting of `{command}`; see `--help` for the flags (write them with '_' for '-')")]
