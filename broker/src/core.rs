@@ -212,7 +212,7 @@ pub struct Fill {
 }
 
 /// Counters for logs and status.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Counters {
     pub orders_sealed: u64,
     pub orders_acked: u64,
@@ -234,7 +234,7 @@ pub struct Counters {
 }
 
 /// A dead-lettered order, for operators.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct DeadLetter {
     pub producer: String,
     pub id: String,
@@ -306,7 +306,7 @@ impl Worker {
 }
 
 /// A snapshot of one worker for status output.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct WorkerStatus {
     pub id: String,
     pub ready: bool,
@@ -315,7 +315,7 @@ pub struct WorkerStatus {
 }
 
 /// A snapshot of the core for status output.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Status {
     pub partial_orders: usize,
     pub pending_orders: usize,
