@@ -8,8 +8,9 @@ use std::path::{Path, PathBuf};
 /// journal.
 #[derive(Debug, thiserror::Error)]
 pub enum JournalError {
-    /// The operating system failed a file operation.
-    #[error("IO error on {}: {source}", path.display())]
+    /// The operating system failed a file operation (the OS error is the
+    /// source, printed once by `{:#}`, not repeated in this message).
+    #[error("IO error on {}", path.display())]
     Io {
         path: PathBuf,
         #[source]

@@ -525,3 +525,31 @@ fn a_lazy_commit_is_written_at_once_and_fsynced_later() {
     journal.append(b"later").unwrap();
     assert!(journal.commit_lazily().unwrap().fsynced, "not fsynced LAZY_SYNC_MAX after the last fsync");
 }
+
+/// `{:#}` (anyhow's chain format, as the binaries print errors) names the OS
+/// error once: the message says what failed, the source says why.
+#[test]
+fn io_error_cause_is_printed_once() {
+    let error = JournalError::Io {
+        path: "/data/journal/00000000000000000001.seg".into(),
+        source: std::io::Error::from_raw_os_error(28),
+    };
+    let text = format!("{:#}", ChainDisplay(&error));
+    assert_eq!(text.matches("No space left on device").count(), 1, "{text}");
+    assert!(text.contains("00000000000000000001.seg"), "{text}");
+}
+
+/// What `anyhow`'s `{:#}` prints: each error in the chain, joined by ": ".
+struct ChainDisplay<'a>(&'a dyn std::error::Error);
+
+impl std::fmt::Display for ChainDisplay<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}", self.0)?;
+        let mut source = self.0.source();
+        while let Some(cause) = source {
+            write!(f, ": {cause}")?;
+            source = cause.source();
+        }
+        Ok(())
+    }
+}

@@ -34,13 +34,15 @@ pub enum OrderError {
         /// The parser's complaint.
         detail: String,
     },
-    /// A bad order id.
-    #[error("line {line}: {source}")]
+    /// A bad order id. (The cause is in the message, not a `source`: the
+    /// CLI prints `to_string()` per skipped line, and `{:#}` must not
+    /// repeat it.)
+    #[error("line {line}: {error}")]
     Id {
         /// Input line (from 1).
         line: usize,
         /// What is wrong with the id.
-        source: IdError,
+        error: IdError,
     },
     /// Too many items.
     #[error("line {line}: order {id:?} has {count} items; the limit is {ORDER_ITEMS_MAX}")]
@@ -88,7 +90,7 @@ struct Line<'a> {
 /// the exact text the producer wrote, so the worker sees the same bytes.
 pub fn parse_line(text: &str, line: usize) -> Result<Order, OrderError> {
     let parsed: Line = serde_json::from_str(text).map_err(|e| OrderError::Json { line, detail: e.to_string() })?;
-    validate_order_id(&parsed.id).map_err(|source| OrderError::Id { line, source })?;
+    validate_order_id(&parsed.id).map_err(|error| OrderError::Id { line, error })?;
     let id = parsed.id.into_owned();
     if parsed.items.len() > ORDER_ITEMS_MAX as usize {
         return Err(OrderError::TooManyItems { line, id, count: parsed.items.len() });
