@@ -1,24 +1,17 @@
-//! `orderly-worker`: the command line around [`orderly_worker::io::run`].
+//! The flags of `orderly-worker` (clap) and their one conversion into a
+//! validated [`io::Config`]: flags > environment > config file > defaults.
 
 use std::ffi::OsString;
-use std::io::IsTerminal;
 use std::path::PathBuf;
-use std::process::ExitCode;
 
-use anyhow::Context;
 use clap::{ArgGroup, Args, CommandFactory, Parser, Subcommand};
-use orderly_cli::{exit, merge_config_file};
+use orderly_cli::{merge_config_path, ConfigError};
 use orderly_common::ids::validate_peer_id;
 use orderly_common::limits::{self, WORKER_CONCURRENCY_MAX};
 use orderly_common::Endpoint;
 use orderly_worker::handler::Handler;
-use orderly_worker::io::{self, Exit};
+use orderly_worker::io;
 use tracing_subscriber::EnvFilter;
-
-/// mimalloc: the hot paths allocate many small buffers (frames, keys); glibc's
-/// malloc spent a fifth of the broker's time consolidating them.
-#[global_allocator]
-static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 const EXAMPLES: &str = "\
 Examples:
@@ -44,7 +37,7 @@ struct Cli {
 }
 
 #[derive(Subcommand, Debug)]
-enum Command {
+pub(crate) enum Command {
     /// Connect to the broker and process orders until stopped.
     #[command(after_help = EXAMPLES)]
     Run(Box<RunArgs>),
@@ -60,7 +53,7 @@ enum Command {
 
 #[derive(Args, Debug)]
 #[command(group(ArgGroup::new("handler").required(true).multiple(false).args(["exec", "sink", "noop"])))]
-struct RunArgs {
+pub(crate) struct RunArgs {
     /// This worker's id: 1 to 64 of letters, digits, '.', '_' and '-'. Unique
     /// among the broker's workers; the broker routes orders to it by id.
     /// Example: --id w1
@@ -124,7 +117,7 @@ struct RunArgs {
     /// such as `orderly_worker=debug`. RUST_LOG, when set, wins.
     #[arg(long, env = "ORDERLY_WORKER_LOG_LEVEL", value_name = "FILTER", default_value = "info",
           value_parser = parse_log_level)]
-    log_level: String,
+    pub(crate) log_level: String,
 
     /// TOML file with settings, one key per flag (`concurrency = 4`,
     /// `sink = "/data/out"`). Flags and environment variables win over it.
@@ -161,7 +154,8 @@ impl RunArgs {
         }
     }
 
-    fn into_config(self) -> anyhow::Result<io::Config> {
+    /// The validated configuration of [`io::run`]; loads the CURVE keys.
+    pub(crate) fn into_config(self) -> anyhow::Result<io::Config> {
         let curve = match (&self.curve_secret_key, &self.broker_public_key) {
             (Some(secret), Some(public)) => Some(orderly_security::keys::CurveClient::load(secret, public)?),
             _ => None,
@@ -181,53 +175,14 @@ impl RunArgs {
     }
 }
 
-fn main() -> ExitCode {
-    match run() {
-        Ok(code) => code,
-        Err(error) => {
-            eprintln!("error: {error:#}");
-            ExitCode::from(exit::FAILURE)
-        }
-    }
-}
-
-fn run() -> anyhow::Result<ExitCode> {
-    let args = match parse_cli().command {
-        Command::Run(args) => args,
-        Command::Keygen { out } => {
-            print!("{}", orderly_security::keys::keygen(&out)?);
-            return Ok(ExitCode::from(exit::OK));
-        }
-    };
-    init_logging(&args.log_level);
-    let config = args.into_config()?;
-    config.handler.prepare().with_context(|| format!("cannot prepare the handler ({})", config.handler.describe()))?;
-    let shutdown = io::register_signals()?;
-    let exit = io::run(config, &shutdown)?;
-    Ok(ExitCode::from(match exit {
-        Exit::Drained => exit::OK,
-        Exit::DrainTimedOut { .. } => exit::TIMEOUT,
-    }))
-}
-
-/// Parses the command line with the config file merged in; exits with a
-/// usage error (code 2) on bad input.
-fn parse_cli() -> Cli {
+/// Parses the command line with the config file merged in. A bad flag
+/// exits with clap's usage error (code 2); a config file that cannot be
+/// used is a [`ConfigError`], which `main` also reports as bad usage.
+pub(crate) fn parse() -> Result<Command, ConfigError> {
     let args: Vec<OsString> = std::env::args_os().collect();
-    let Some(path) = config_path(&args) else { return Cli::parse_from(args) };
-    let merged = std::fs::read_to_string(&path)
-        .map_err(|e| format!("cannot read config file {}: {e}", path.display()))
-        .and_then(|text| {
-            merge_config_file(relaxed_command(), args, "run", &text)
-                .map_err(|e| format!("config file {}: {e}", path.display()))
-        });
-    match merged {
-        Ok(merged) => Cli::parse_from(merged),
-        Err(message) => {
-            eprintln!("error: {message}");
-            std::process::exit(i32::from(exit::USAGE));
-        }
-    }
+    let Some(path) = config_path(&args) else { return Ok(Cli::parse_from(args).command) };
+    let merged = merge_config_path(relaxed_command(), args, "run", &path)?;
+    Ok(Cli::parse_from(merged).command)
 }
 
 /// The `--config` value, if any. Parsed with the id and the handler made
@@ -241,11 +196,4 @@ fn relaxed_command() -> clap::Command {
     Cli::command().mut_subcommand("run", |run| {
         run.mut_group("handler", |group| group.required(false)).mut_arg("id", |id| id.required(false))
     })
-}
-
-fn init_logging(level: &str) {
-    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(level));
-    // Colors only for a person at a terminal, not in log files.
-    let ansi = std::io::stderr().is_terminal();
-    tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).with_ansi(ansi).init();
 }

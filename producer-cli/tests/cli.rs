@@ -50,6 +50,8 @@ fn no_broker_times_out_with_a_clear_message() {
 
 // ------------------------------------------------- against a fake broker
 
+// The library's tests own the fake broker; one copy serves both.
+#[path = "../../producer/tests/fake_broker/mod.rs"]
 mod fake_broker;
 
 use std::io::Write as _;

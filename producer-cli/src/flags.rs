@@ -1,0 +1,293 @@
+//! The flags of `orderly-producer` (clap) and their one conversion into
+//! the library's [`ProducerConfig`] plus the settings of `send` and `bench`:
+//! flags > environment > config file > defaults.
+
+use std::ffi::OsString;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use anyhow::Context;
+use clap::{CommandFactory, Parser, Subcommand};
+use orderly_cli::merge_config_file;
+use orderly_common::ids::validate_peer_id;
+use orderly_common::limits::{ITEM_BYTES_MAX, ORDER_ITEMS_MAX};
+use orderly_common::Endpoint;
+use orderly_producer::limits::RESEND_BACKOFF_MAX_DEFAULT;
+use orderly_producer::ProducerConfig;
+
+/// Bounds of a duration flag, in seconds (a NaN or infinity is refused too).
+const SECONDS_MIN: f64 = 0.001;
+pub(crate) const SECONDS_MAX: f64 = 1e9;
+/// Bounds of `bench --rate`, in orders per second (0 is allowed too: no pacing).
+const RATE_MIN: f64 = 0.001;
+const RATE_MAX: f64 = 1e9;
+
+/// The orderly producer: sends orders (a Begin, numbered items, a Finish)
+/// to the broker and waits until the broker confirms or rejects each one,
+/// resending any order that stays unanswered.
+#[derive(Parser, Debug)]
+#[command(name = "orderly-producer", version, after_help = EXAMPLES)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+const EXAMPLES: &str = "\
+Examples:
+  echo '{\"id\": \"order-1\", \"items\": [{\"sku\": \"A1\", \"qty\": 2}]}' | orderly-producer send --id shop-1
+  orderly-producer send --id shop-1 --file orders.jsonl --confirmed-log confirmed.txt
+  orderly-producer send --id shop-1 --file orders.jsonl --outbox /var/lib/shop-1/outbox
+  orderly-producer bench --id bench-1 --orders 10000 --items 10 --item-bytes 100
+
+Exit codes: 0 every order confirmed; 1 runtime failure; 2 bad usage;
+3 some orders rejected or invalid; 4 timed out waiting for the broker.
+Every flag can also come from an ORDERLY_PRODUCER_* environment variable or
+a TOML file given with --config (flags > environment > file > defaults).";
+
+#[derive(Subcommand, Debug)]
+pub(crate) enum Command {
+    /// Send orders read as JSON lines: {"id": "...", "items": [<any JSON>, ...]}.
+    Send(SendArgs),
+    /// Generate N orders of K items of S bytes and report throughput and
+    /// confirm latency.
+    Bench(BenchArgs),
+    /// Write a new CURVE key pair: PREFIX.key (secret, mode 0600) and
+    /// PREFIX.pub (public: add it to the broker's authorized keys as
+    /// `PUBLIC-KEY producer ID`).
+    Keygen {
+        /// Path prefix of the two files, e.g. /etc/orderly/shop-1.
+        #[arg(long, value_name = "PREFIX")]
+        out: PathBuf,
+    },
+}
+
+#[derive(clap::Args, Debug)]
+struct Common {
+    /// TOML file with settings (keys are the flag names).
+    #[arg(long, env = "ORDERLY_PRODUCER_CONFIG", value_name = "FILE")]
+    config: Option<PathBuf>,
+
+    /// This producer's CURVE key pair (from `orderly-producer keygen`);
+    /// turns on CURVE towards a broker that requires it.
+    #[arg(long, env = "ORDERLY_PRODUCER_CURVE_SECRET_KEY", value_name = "FILE", requires = "broker_public_key")]
+    curve_secret_key: Option<PathBuf>,
+
+    /// The broker's CURVE public key: 40 Z85 characters, or a file holding
+    /// them (the broker's PREFIX.pub).
+    #[arg(long, env = "ORDERLY_PRODUCER_BROKER_PUBLIC_KEY", value_name = "KEY|FILE", requires = "curve_secret_key")]
+    broker_public_key: Option<String>,
+
+    /// This producer's id ([A-Za-z0-9._-], up to 64 bytes). Order ids are
+    /// unique per producer id; keep the id across restarts so the broker
+    /// recognises resent orders.
+    #[arg(long, env = "ORDERLY_PRODUCER_ID", value_name = "ID", default_value = "producer",
+          value_parser = parse_peer_id)]
+    id: String,
+
+    /// The broker's intake endpoint (we PUSH items there).
+    #[arg(long, env = "ORDERLY_PRODUCER_INTAKE", value_name = "EP", default_value = "tcp://127.0.0.1:5570")]
+    intake: Endpoint,
+
+    /// The broker's fanout endpoint (we SUBscribe for confirms there).
+    #[arg(long, env = "ORDERLY_PRODUCER_FANOUT", value_name = "EP", default_value = "tcp://127.0.0.1:5571")]
+    fanout: Endpoint,
+
+    /// Seconds to wait for the broker: to answer the handshake, to make
+    /// room in a full window (backpressure), and for the next answer.
+    #[arg(long, env = "ORDERLY_PRODUCER_TIMEOUT", value_name = "SECONDS", default_value_t = 30.0,
+          value_parser = parse_seconds)]
+    timeout: f64,
+
+    /// Seconds an order may wait for its answer before it is sent again
+    /// (safe: the broker never processes an order twice); the wait doubles
+    /// with each resend, up to 60 s.
+    #[arg(long, env = "ORDERLY_PRODUCER_CONFIRM_TIMEOUT", value_name = "SECONDS", default_value_t = 5.0,
+          value_parser = parse_seconds)]
+    confirm_timeout: f64,
+
+    /// Orders sent but not yet answered, at most (the outbox bound).
+    #[arg(long, env = "ORDERLY_PRODUCER_WINDOW", value_name = "N", default_value_t = 1000,
+          value_parser = clap::value_parser!(u32).range(1..=1_000_000))]
+    window: u32,
+
+    /// Keep unanswered orders on disk in DIR, so they survive a crash: each
+    /// order is written (fsynced) before it is sent, and a later run with
+    /// the same DIR (and --id) resends first every order still unanswered.
+    /// Input orders that are still awaiting an answer in DIR are not sent
+    /// twice. Input orders already answered are sent again: within the
+    /// broker's dedup window (default 10 minutes after processing) it
+    /// confirms them again without processing them twice; to skip them,
+    /// leave the ids in --confirmed-log out of the input. One producer per
+    /// DIR.
+    #[arg(long, env = "ORDERLY_PRODUCER_OUTBOX", value_name = "DIR")]
+    outbox: Option<PathBuf>,
+
+    /// Send Begin, one Item message per item, and Finish, instead of
+    /// packing an order's items into as few `items` frames as fit (one for
+    /// orders up to 256 KiB). Packing is much faster; this is for brokers
+    /// older than 0.2 and for measuring the per-item path.
+    #[arg(long, env = "ORDERLY_PRODUCER_ONE_FRAME_PER_ITEM")]
+    one_frame_per_item: bool,
+
+    /// Log filter: error, warn, info, debug or trace (RUST_LOG wins).
+    #[arg(long, env = "ORDERLY_PRODUCER_LOG_LEVEL", value_name = "LEVEL", default_value = "warn")]
+    log_level: String,
+}
+
+#[derive(clap::Args, Debug)]
+pub(crate) struct SendArgs {
+    #[command(flatten)]
+    common: Common,
+
+    /// JSON-lines file of orders; standard input when absent.
+    #[arg(long, env = "ORDERLY_PRODUCER_FILE", value_name = "FILE")]
+    file: Option<PathBuf>,
+
+    /// Append the id of every confirmed order to this file, one per line.
+    #[arg(long, env = "ORDERLY_PRODUCER_CONFIRMED_LOG", value_name = "FILE")]
+    confirmed_log: Option<PathBuf>,
+}
+
+#[derive(clap::Args, Debug)]
+pub(crate) struct BenchArgs {
+    #[command(flatten)]
+    common: Common,
+
+    /// Orders to send.
+    #[arg(long, env = "ORDERLY_PRODUCER_ORDERS", value_name = "N", default_value_t = 10_000)]
+    orders: u64,
+
+    /// Items per order.
+    #[arg(long, env = "ORDERLY_PRODUCER_ITEMS", value_name = "K", default_value_t = 10,
+          value_parser = clap::value_parser!(u32).range(0..=ORDER_ITEMS_MAX as i64))]
+    items: u32,
+
+    /// Bytes per item (a JSON string, quotes included; at least 2).
+    #[arg(long, env = "ORDERLY_PRODUCER_ITEM_BYTES", value_name = "S", default_value_t = 100,
+          value_parser = clap::value_parser!(u32).range(2..=ITEM_BYTES_MAX as i64))]
+    item_bytes: u32,
+
+    /// Offered load in orders per second (fractions allowed): order i is
+    /// due i/N seconds after the start and is never sent before then; an
+    /// order the producer is late for goes out as soon as it can, with the
+    /// others due by then (open loop, so a slow broker does not lower the
+    /// load). Answers are taken while waiting. 0: as fast as the window
+    /// allows.
+    #[arg(long, env = "ORDERLY_PRODUCER_RATE", value_name = "N", default_value_t = 0.0,
+          value_parser = parse_rate)]
+    rate: f64,
+}
+
+fn parse_peer_id(text: &str) -> Result<String, String> {
+    validate_peer_id("producer id", text).map_err(|e| e.to_string())?;
+    Ok(text.to_owned())
+}
+
+fn parse_seconds(text: &str) -> Result<f64, String> {
+    match text.parse::<f64>() {
+        Ok(seconds) if (SECONDS_MIN..=SECONDS_MAX).contains(&seconds) => Ok(seconds),
+        _ => Err(format!("{text:?} is not a number of seconds from 0.001 up")),
+    }
+}
+
+fn parse_rate(text: &str) -> Result<f64, String> {
+    match text.parse::<f64>() {
+        Ok(rate) if rate == 0.0 || (RATE_MIN..=RATE_MAX).contains(&rate) => Ok(rate),
+        _ => Err(format!("{text:?} is not 0 or a number of orders per second from {RATE_MIN} to {RATE_MAX:e}")),
+    }
+}
+
+/// Parses the command line, then again with the `--config` file merged in
+/// (flags and environment win over it). A bad flag exits with clap's usage
+/// error (code 2).
+pub(crate) fn parse() -> anyhow::Result<Command> {
+    let args: Vec<OsString> = std::env::args_os().collect();
+    let cli = Cli::parse_from(&args);
+    let (name, common) = match &cli.command {
+        Command::Send(a) => ("send", &a.common),
+        Command::Bench(a) => ("bench", &a.common),
+        Command::Keygen { .. } => return Ok(cli.command),
+    };
+    let Some(path) = &common.config else { return Ok(cli.command) };
+    let text = std::fs::read_to_string(path).with_context(|| format!("cannot read config file {}", path.display()))?;
+    let merged = merge_config_file(Cli::command(), args, name, &text)
+        .with_context(|| format!("config file {}", path.display()))?;
+    Ok(Cli::parse_from(merged).command)
+}
+
+/// What `send` and `bench` share: the library's configuration and how long
+/// to wait for the broker's next answer before giving up.
+pub(crate) struct SessionSettings {
+    pub(crate) producer: ProducerConfig,
+    pub(crate) answer_timeout: Duration,
+}
+
+/// `send`: where the orders come from and where confirmed ids go.
+pub(crate) struct SendSettings {
+    pub(crate) session: SessionSettings,
+    /// Standard input when `None`.
+    pub(crate) file: Option<PathBuf>,
+    pub(crate) confirmed_log: Option<PathBuf>,
+}
+
+/// `bench`: the generated orders and their pacing.
+pub(crate) struct BenchSettings {
+    pub(crate) session: SessionSettings,
+    pub(crate) orders: u64,
+    pub(crate) items: u32,
+    pub(crate) item_bytes: usize,
+    /// Orders per second; `None` sends as fast as the window allows.
+    pub(crate) rate: Option<f64>,
+}
+
+impl SendArgs {
+    pub(crate) fn log_level(&self) -> &str {
+        &self.common.log_level
+    }
+
+    /// The validated settings; loads the CURVE keys.
+    pub(crate) fn into_settings(self) -> anyhow::Result<SendSettings> {
+        Ok(SendSettings { session: self.common.session()?, file: self.file, confirmed_log: self.confirmed_log })
+    }
+}
+
+impl BenchArgs {
+    pub(crate) fn log_level(&self) -> &str {
+        &self.common.log_level
+    }
+
+    /// The validated settings; loads the CURVE keys.
+    pub(crate) fn into_settings(self) -> anyhow::Result<BenchSettings> {
+        Ok(BenchSettings {
+            session: self.common.session()?,
+            orders: self.orders,
+            items: self.items,
+            item_bytes: self.item_bytes as usize,
+            rate: (self.rate > 0.0).then_some(self.rate),
+        })
+    }
+}
+
+impl Common {
+    fn session(&self) -> anyhow::Result<SessionSettings> {
+        Ok(SessionSettings { producer: self.producer_config()?, answer_timeout: Duration::from_secs_f64(self.timeout) })
+    }
+
+    /// The library configuration the flags describe.
+    fn producer_config(&self) -> anyhow::Result<ProducerConfig> {
+        let timeout = Duration::from_secs_f64(self.timeout);
+        let confirm_timeout = Duration::from_secs_f64(self.confirm_timeout);
+        let mut config = ProducerConfig::new(self.id.clone(), self.intake.clone(), self.fanout.clone());
+        config.handshake_timeout = timeout;
+        config.send_timeout = timeout;
+        config.confirm_timeout = confirm_timeout;
+        config.resend_backoff_max = RESEND_BACKOFF_MAX_DEFAULT.max(confirm_timeout);
+        config.outbox_orders_max = self.window as usize;
+        config.outbox_dir = self.outbox.clone();
+        config.pack_items = !self.one_frame_per_item;
+        if let (Some(secret), Some(public)) = (&self.curve_secret_key, &self.broker_public_key) {
+            config.curve = Some(orderly_security::keys::CurveClient::load(secret, public)?);
+        }
+        Ok(config)
+    }
+}

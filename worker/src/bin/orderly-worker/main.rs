@@ -1,0 +1,47 @@
+//! `orderly-worker`: the command line around [`orderly_worker::io::run`].
+//! The flags and their conversion into an [`orderly_worker::io::Config`]
+//! live in `flags`; this file only runs what they describe.
+
+mod flags;
+
+use std::process::ExitCode;
+
+use anyhow::Context;
+use orderly_cli::exit;
+use orderly_worker::io::{self, Exit};
+
+/// mimalloc: the hot paths allocate many small buffers (frames, keys); glibc's
+/// malloc spent a fifth of the broker's time consolidating them.
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
+fn main() -> ExitCode {
+    match run() {
+        Ok(code) => code,
+        Err(error) => {
+            eprintln!("error: {error:#}");
+            // A config file that cannot be used is bad usage, like a bad flag.
+            let usage = error.chain().any(|cause| cause.is::<orderly_cli::ConfigError>());
+            ExitCode::from(if usage { exit::USAGE } else { exit::FAILURE })
+        }
+    }
+}
+
+fn run() -> anyhow::Result<ExitCode> {
+    let args = match flags::parse()? {
+        flags::Command::Run(args) => args,
+        flags::Command::Keygen { out } => {
+            print!("{}", orderly_security::keys::keygen(&out)?);
+            return Ok(ExitCode::from(exit::OK));
+        }
+    };
+    orderly_cli::init_logging(&args.log_level);
+    let config = args.into_config()?;
+    config.handler.prepare().with_context(|| format!("cannot prepare the handler ({})", config.handler.describe()))?;
+    let shutdown = io::register_signals()?;
+    let exit = io::run(config, &shutdown)?;
+    Ok(ExitCode::from(match exit {
+        Exit::Drained => exit::OK,
+        Exit::DrainTimedOut { .. } => exit::TIMEOUT,
+    }))
+}
