@@ -102,18 +102,6 @@ fn os_error(what: &'static str) -> impl FnOnce(std::io::Error) -> IoError {
     move |source| IoError::Os { what, source }
 }
 
-/// Sets a flag on SIGTERM or SIGINT; a second signal exits at once (code 1)
-/// for an operator who does not want to wait for the drain.
-pub fn register_signals() -> Result<Arc<AtomicBool>, IoError> {
-    let flag = Arc::new(AtomicBool::new(false));
-    for signal in [signal_hook::consts::SIGTERM, signal_hook::consts::SIGINT] {
-        signal_hook::flag::register_conditional_shutdown(signal, 1, Arc::clone(&flag))
-            .map_err(os_error("cannot install a signal handler"))?;
-        signal_hook::flag::register(signal, Arc::clone(&flag)).map_err(os_error("cannot install a signal handler"))?;
-    }
-    Ok(flag)
-}
-
 /// Runs the worker until `shutdown` is set and the drain ends.
 pub fn run(config: Config, shutdown: &AtomicBool) -> Result<Exit, IoError> {
     info!(

@@ -38,10 +38,24 @@ fn run() -> anyhow::Result<ExitCode> {
     orderly_cli::init_logging(&args.log_level);
     let config = args.into_config()?;
     config.handler.prepare().with_context(|| format!("cannot prepare the handler ({})", config.handler.describe()))?;
-    let shutdown = io::register_signals()?;
+    let shutdown = register_signals()?;
     let exit = io::run(config, &shutdown)?;
     Ok(ExitCode::from(match exit {
         Exit::Drained => exit::OK,
         Exit::DrainTimedOut { .. } => exit::TIMEOUT,
     }))
+}
+
+/// Sets a flag on SIGTERM or SIGINT; a second signal exits at once (code 1)
+/// for an operator who does not want to wait for the drain. (The process's
+/// business, so here and not in the library.)
+fn register_signals() -> anyhow::Result<std::sync::Arc<std::sync::atomic::AtomicBool>> {
+    use std::sync::{atomic::AtomicBool, Arc};
+    let flag = Arc::new(AtomicBool::new(false));
+    for signal in [signal_hook::consts::SIGTERM, signal_hook::consts::SIGINT] {
+        signal_hook::flag::register_conditional_shutdown(signal, 1, Arc::clone(&flag))
+            .context("cannot install a signal handler")?;
+        signal_hook::flag::register(signal, Arc::clone(&flag)).context("cannot install a signal handler")?;
+    }
+    Ok(flag)
 }
