@@ -1338,5 +1338,6 @@ impl Core {
     }
 }
 
+pub mod codec;
 #[cfg(test)]
 mod tests;

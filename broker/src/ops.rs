@@ -6,10 +6,11 @@ use std::process::ExitCode;
 
 use anyhow::Context;
 use orderly_cli::exit;
-use orderly_journal::{ProblemKind, RECORD_BYTES_MAX};
+use orderly_journal::{ProblemKind, ReplayError, RECORD_BYTES_MAX};
 
+use crate::core::codec::{decode_event, EventDecodeError};
 use crate::core::{Core, CoreConfig};
-use crate::io::{decode_event, journal_dir};
+use crate::io::journal_dir;
 
 /// `journal verify`: exit 0 when sound (a torn tail is reported, and sound:
 /// start-up cuts it off), 1 when corrupt.
@@ -86,9 +87,15 @@ pub fn inspect(data_dir: &Path) -> anyhow::Result<ExitCode> {
     let outcome = orderly_journal::read_records(&dir, RECORD_BYTES_MAX, |seq, _segment, body| {
         records += 1;
         core.apply(&decode_event(seq, body)?);
-        Ok::<(), crate::io::BrokerError>(())
+        Ok::<(), EventDecodeError>(())
     })
-    .map_err(|e| anyhow::anyhow!("{e}"))
+    .map_err(|e| match e {
+        // The decoder's cause is a source: keep it in the chain.
+        ReplayError::Callback { seq, error } => {
+            anyhow::Error::new(error).context(format!("replay callback failed at seq {seq}"))
+        }
+        ReplayError::Journal(error) => anyhow::anyhow!("{error}"),
+    })
     .with_context(|| format!("cannot read the journal in {}", dir.display()))?;
     let status = core.status();
     for segment in &outcome.segments {

@@ -1,14 +1,6 @@
-//! The admin endpoint: a small HTTP/1.1 server on its own thread, and the
-//! client the `status` and `dlq` commands use.
-//!
-//! The server thread never touches broker state: it turns each request into
-//! an [`AdminRequest`] on a channel, and the IO loop (which owns the core)
-//! answers on the request's reply channel. Requests are small and bounded;
-//! one connection is served at a time, each with a read timeout, so a slow
-//! or hostile client can delay the admin endpoint but never the broker.
-//!
-//! Routes: `GET /status`, `GET /dlq`, `POST /dlq/retry?id=PRODUCER/ORDER`,
-//! `POST /dlq/retry?all=1`, `GET /metrics` (Prometheus text).
+//! The admin HTTP server: one thread, one connection at a time. It never
+//! touches broker state: each request becomes an [`AdminRequest`] on a
+//! channel, answered by the IO loop (which owns the core).
 
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
@@ -18,47 +10,13 @@ use std::thread::JoinHandle;
 use std::time::Duration;
 
 use crossbeam_channel::{bounded, Receiver, Sender};
-use orderly_common::OrderKey;
 
-/// Bytes of one request (request line and headers) at most.
-pub const REQUEST_BYTES_MAX: usize = 8 * 1024;
-/// Dead letters one `/dlq` response lists at most.
-pub const DLQ_LIST_MAX: usize = 10_000;
+use super::{parse_order_ref, percent_decode, AdminError, AdminRequest, Query, REPLY_TIMEOUT, REQUEST_BYTES_MAX};
+
 /// How long a connection may take to send its request.
 const READ_TIMEOUT: Duration = Duration::from_secs(2);
-/// How long the server waits for the IO loop to answer.
-const REPLY_TIMEOUT: Duration = Duration::from_secs(5);
-
-/// What the IO loop is asked.
-#[derive(Debug)]
-pub enum Query {
-    Status,
-    DeadLetters,
-    Retry(Option<OrderKey>),
-    Metrics,
-}
-
-/// A query and where to send the answer: (HTTP status, content type, body).
-#[derive(Debug)]
-pub struct AdminRequest {
-    pub query: Query,
-    pub reply: Sender<(u16, &'static str, String)>,
-}
-
-/// Failures of the admin endpoint or client.
-#[derive(Debug, thiserror::Error)]
-pub enum AdminError {
-    #[error("cannot listen on admin address {addr}: {error} (choose another with --admin, or --admin off)")]
-    Bind { addr: SocketAddr, error: std::io::Error },
-    #[error(
-        "cannot reach the broker's admin endpoint at {addr}: {error} (is the broker running with --admin {addr}?)"
-    )]
-    Connect { addr: String, error: std::io::Error },
-    #[error("the admin endpoint at {addr} answered {status}: {body}")]
-    Status { addr: String, status: u16, body: String },
-    #[error("the admin endpoint at {addr} sent a malformed response")]
-    Malformed { addr: String },
-}
+/// Requests waiting for the IO loop at most; more wait in the listen queue.
+const REQUESTS_QUEUED_MAX: usize = 16;
 
 /// The running admin server thread.
 pub struct AdminServer {
@@ -71,16 +29,16 @@ impl AdminServer {
     /// Binds `addr` and serves until dropped; requests arrive on the
     /// returned receiver.
     pub fn start(addr: SocketAddr) -> Result<(AdminServer, Receiver<AdminRequest>), AdminError> {
-        let listener = TcpListener::bind(addr).map_err(|source| AdminError::Bind { addr, error: source })?;
-        let addr = listener.local_addr().map_err(|source| AdminError::Bind { addr, error: source })?;
-        listener.set_nonblocking(true).map_err(|source| AdminError::Bind { addr, error: source })?;
-        let (sender, receiver) = bounded(16);
+        let listener = TcpListener::bind(addr).map_err(|source| AdminError::Bind { addr, source })?;
+        let addr = listener.local_addr().map_err(|source| AdminError::Bind { addr, source })?;
+        listener.set_nonblocking(true).map_err(|source| AdminError::Bind { addr, source })?;
+        let (sender, receiver) = bounded(REQUESTS_QUEUED_MAX);
         let stop = Arc::new(AtomicBool::new(false));
         let thread_stop = Arc::clone(&stop);
         let thread = std::thread::Builder::new()
             .name("admin".into())
             .spawn(move || serve(listener, sender, thread_stop))
-            .map_err(|source| AdminError::Bind { addr, error: source })?;
+            .map_err(|source| AdminError::Bind { addr, source })?;
         Ok((AdminServer { addr, stop, thread: Some(thread) }, receiver))
     }
 }
@@ -161,15 +119,6 @@ fn parse_retry(query: &str) -> Result<Query, (u16, String)> {
     Err((400, "give id=PRODUCER/ORDER or all=1\n".into()))
 }
 
-/// Parses `PRODUCER/ORDER-ID` (the order id may itself contain `/`).
-pub fn parse_order_ref(text: &str) -> Result<OrderKey, String> {
-    let (producer, id) =
-        text.split_once('/').ok_or_else(|| format!("{text:?} is not PRODUCER/ORDER-ID (e.g. shop-1/order-42)"))?;
-    let key = OrderKey::new(producer, id);
-    key.validate().map_err(|e| format!("{text:?}: {e}"))?;
-    Ok(key)
-}
-
 fn ask(requests: &Sender<AdminRequest>, query: Query) -> (u16, &'static str, String) {
     let (reply, answer) = bounded(1);
     if requests.send_timeout(AdminRequest { query, reply }, REPLY_TIMEOUT).is_err() {
@@ -194,59 +143,10 @@ fn respond(mut stream: TcpStream, status: u16, content_type: &str, body: &str) -
     stream.flush()
 }
 
-/// `%XX` decoding for query values (`+` stays `+`).
-pub fn percent_decode(text: &str) -> Option<String> {
-    let bytes = text.as_bytes();
-    let mut out = Vec::with_capacity(bytes.len());
-    let mut i = 0;
-    while i < bytes.len() {
-        if bytes[i] == b'%' {
-            let hex = text.get(i + 1..i + 3)?;
-            out.push(u8::from_str_radix(hex, 16).ok()?);
-            i += 3;
-        } else {
-            out.push(bytes[i]);
-            i += 1;
-        }
-    }
-    String::from_utf8(out).ok()
-}
-
-/// `%XX` encoding of everything but unreserved characters.
-pub fn percent_encode(text: &str) -> String {
-    text.bytes()
-        .map(|b| {
-            if b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.' | b'~') {
-                (b as char).to_string()
-            } else {
-                format!("%{b:02X}")
-            }
-        })
-        .collect()
-}
-
-/// Sends one request to a broker's admin endpoint and returns the body of a
-/// 200 response.
-pub fn request(addr: &str, method: &str, path: &str) -> Result<String, AdminError> {
-    let connect = |source| AdminError::Connect { addr: addr.to_owned(), error: source };
-    let target = addr.parse::<SocketAddr>().map_err(|e| connect(std::io::Error::other(e)))?;
-    let mut stream = TcpStream::connect_timeout(&target, REPLY_TIMEOUT).map_err(connect)?;
-    stream.set_read_timeout(Some(REPLY_TIMEOUT * 2)).map_err(connect)?;
-    write!(stream, "{method} {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n").map_err(connect)?;
-    let mut response = String::new();
-    stream.take(64 * 1024 * 1024).read_to_string(&mut response).map_err(connect)?;
-    let malformed = || AdminError::Malformed { addr: addr.to_owned() };
-    let (head, body) = response.split_once("\r\n\r\n").ok_or_else(malformed)?;
-    let status: u16 = head.split_whitespace().nth(1).and_then(|s| s.parse().ok()).ok_or_else(malformed)?;
-    if status != 200 {
-        return Err(AdminError::Status { addr: addr.to_owned(), status, body: body.trim().to_owned() });
-    }
-    Ok(body.to_owned())
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+    use orderly_common::OrderKey;
 
     #[test]
     fn routes() {
@@ -258,12 +158,5 @@ mod tests {
         assert!(matches!(route("GET /nope HTTP/1.1"), Err((404, _))));
         assert!(matches!(route("garbage"), Err((400, _))));
         assert!(matches!(route("POST /dlq/retry?id=%ZZ HTTP/1.1"), Err((400, _))));
-    }
-
-    #[test]
-    fn percent_round_trip() {
-        for text in ["a/b c", "é%", "plain-1.2_3"] {
-            assert_eq!(percent_decode(&percent_encode(text)).as_deref(), Some(text));
-        }
     }
 }

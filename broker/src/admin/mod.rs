@@ -1,0 +1,157 @@
+//! The admin endpoint: a small HTTP/1.1 server on its own thread
+//! (`server`), the client the `status` and `dlq` commands use (`client`),
+//! and the JSON both speak ([`schema`]).
+//!
+//! The server thread never touches broker state: it turns each request into
+//! an [`AdminRequest`] on a channel, and the IO loop (which owns the core)
+//! answers on the request's reply channel. Requests are small and bounded;
+//! one connection is served at a time, each with a read timeout, so a slow
+//! or hostile client can delay the admin endpoint but never the broker.
+//!
+//! Routes: `GET /status`, `GET /dlq`, `POST /dlq/retry?id=PRODUCER/ORDER`,
+//! `POST /dlq/retry?all=1`, `GET /metrics` (Prometheus text).
+
+mod client;
+pub mod schema;
+mod server;
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use crossbeam_channel::Sender;
+use orderly_common::ids::IdError;
+use orderly_common::OrderKey;
+
+pub use self::client::{fetch_dead_letters, fetch_status, request, retry};
+pub use self::schema::{DeadLetters, RetryReport, StatusReport};
+pub use self::server::AdminServer;
+
+/// Bytes of one request (request line and headers) at most.
+pub const REQUEST_BYTES_MAX: usize = 8 * 1024;
+/// Dead letters one `/dlq` response lists at most.
+pub const DLQ_LIST_MAX: usize = 10_000;
+/// How long the server waits for the IO loop to answer (and the client
+/// for a connection).
+const REPLY_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// What the IO loop is asked.
+#[derive(Debug)]
+pub enum Query {
+    Status,
+    DeadLetters,
+    Retry(Option<OrderKey>),
+    Metrics,
+}
+
+/// A query and where to send the answer: (HTTP status, content type, body).
+#[derive(Debug)]
+pub struct AdminRequest {
+    pub query: Query,
+    pub reply: Sender<(u16, &'static str, String)>,
+}
+
+/// Failures of the admin endpoint or client. The message says what was
+/// being done; an IO or JSON cause is the source, printed once by `{:#}`.
+#[derive(Debug, thiserror::Error)]
+pub enum AdminError {
+    #[error("cannot listen on admin address {addr} (choose another with --admin, or --admin off)")]
+    Bind {
+        addr: SocketAddr,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("cannot reach the broker's admin endpoint at {addr} (is the broker running with --admin {addr}?)")]
+    Connect {
+        addr: String,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("the admin endpoint at {addr} answered {status}: {body}")]
+    Status { addr: String, status: u16, body: String },
+    #[error("the admin endpoint at {addr} sent a malformed response")]
+    Malformed { addr: String },
+    #[error("the admin endpoint at {addr} sent {what} this client cannot read")]
+    Schema {
+        addr: String,
+        what: &'static str,
+        #[source]
+        source: serde_json::Error,
+    },
+}
+
+/// Text that is not an order reference (`PRODUCER/ORDER-ID`).
+#[derive(Debug, thiserror::Error)]
+pub enum OrderRefError {
+    #[error("{text:?} is not PRODUCER/ORDER-ID (e.g. shop-1/order-42)")]
+    NoSlash { text: String },
+    /// One line for a person and for an HTTP 400 body alike, so the id
+    /// error is part of the message rather than a source.
+    #[error("{text:?}: {error}")]
+    BadId { text: String, error: IdError },
+}
+
+/// Parses `PRODUCER/ORDER-ID` (the order id may itself contain `/`).
+pub fn parse_order_ref(text: &str) -> Result<OrderKey, OrderRefError> {
+    let (producer, id) = text.split_once('/').ok_or_else(|| OrderRefError::NoSlash { text: text.to_owned() })?;
+    let key = OrderKey::new(producer, id);
+    key.validate().map_err(|error| OrderRefError::BadId { text: text.to_owned(), error })?;
+    Ok(key)
+}
+
+/// `%XX` decoding for query values (`+` stays `+`).
+pub fn percent_decode(text: &str) -> Option<String> {
+    let bytes = text.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        if bytes[i] == b'%' {
+            let hex = text.get(i + 1..i + 3)?;
+            out.push(u8::from_str_radix(hex, 16).ok()?);
+            i += 3;
+        } else {
+            out.push(bytes[i]);
+            i += 1;
+        }
+    }
+    String::from_utf8(out).ok()
+}
+
+/// `%XX` encoding of everything but unreserved characters.
+pub fn percent_encode(text: &str) -> String {
+    text.bytes()
+        .map(|b| {
+            if b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.' | b'~') {
+                (b as char).to_string()
+            } else {
+                format!("%{b:02X}")
+            }
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn percent_round_trip() {
+        for text in ["a/b c", "é%", "plain-1.2_3"] {
+            assert_eq!(percent_decode(&percent_encode(text)).as_deref(), Some(text));
+        }
+    }
+
+    #[test]
+    fn order_refs_name_what_is_wrong() {
+        assert_eq!(parse_order_ref("shop/o/1").unwrap(), OrderKey::new("shop", "o/1"));
+        assert!(parse_order_ref("shop").unwrap_err().to_string().contains("is not PRODUCER/ORDER-ID"));
+        assert!(parse_order_ref("sh op/1").unwrap_err().to_string().starts_with("\"sh op/1\": "));
+    }
+
+    #[test]
+    fn a_connect_error_s_cause_is_printed_once() {
+        let cause = std::io::Error::new(std::io::ErrorKind::ConnectionRefused, "connection refused by test");
+        let error = AdminError::Connect { addr: "127.0.0.1:1".into(), source: cause };
+        let shown = format!("{:#}", anyhow::Error::from(error));
+        assert_eq!(shown.matches("connection refused by test").count(), 1, "{shown}");
+    }
+}

@@ -1,0 +1,38 @@
+//! What the broker is told to do: the validated settings `run` takes.
+
+use std::path::{Path, PathBuf};
+
+use orderly_common::Endpoint;
+
+use crate::core::CoreConfig;
+
+/// The journal's directory inside the broker's data directory.
+pub fn journal_dir(data_dir: &Path) -> PathBuf {
+    data_dir.join("journal")
+}
+
+/// Everything the broker needs to run, validated.
+#[derive(Debug, Clone)]
+pub struct BrokerConfig {
+    pub intake: Endpoint,
+    pub fanout: Endpoint,
+    pub control: Endpoint,
+    pub data_dir: PathBuf,
+    pub journal: orderly_journal::Options,
+    pub core: CoreConfig,
+    /// How often a status line is logged.
+    pub status_interval_ms: u64,
+    /// Where the admin HTTP endpoint listens; `None` turns it off.
+    pub admin: Option<std::net::SocketAddr>,
+    /// CURVE on all three sockets, with a ZAP handler; `None` is plaintext.
+    pub curve: Option<CurveConfig>,
+    /// Allow plaintext on endpoints reachable from other machines.
+    pub allow_insecure: bool,
+}
+
+/// The broker's CURVE server key and the clients it admits.
+#[derive(Debug, Clone)]
+pub struct CurveConfig {
+    pub keys: orderly_security::KeyPair,
+    pub authorized_keys: PathBuf,
+}

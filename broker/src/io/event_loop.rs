@@ -1,0 +1,321 @@
+//! The loop itself: one thread, one turn at a time. Each turn polls
+//! (intake only while the core has room), drains a bounded batch, feeds
+//! the core, answers admin queries, records and only then publishes, then
+//! compacts the journal.
+
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+
+use crossbeam_channel::Receiver;
+use orderly_common::limits::BATCH_LEN_MAX;
+use orderly_common::protocol::{split_frames, ControlMsg, DecodeError, IntakeMsg};
+use orderly_journal::Journal;
+use orderly_security::zap::ZapHandler;
+use orderly_security::Role;
+use serde::Serialize;
+use tracing::{info, warn};
+
+use super::error::{journal_err, zmq_err, BrokerError};
+use super::metrics::{prometheus_text, status_report, Stats};
+use super::recorder::{persist_then_publish, Recorder};
+use super::sockets::{recv, Sockets};
+use super::{wall_clock_ms, COMPACTION_LIVE_PERCENT_MAX};
+use crate::admin::schema::RetryReport;
+use crate::admin::{AdminRequest, Query, DLQ_LIST_MAX};
+use crate::compaction::Plan;
+use crate::core::{Core, Counters, Millis};
+
+/// Decode errors of one socket are logged at most this often.
+const DECODE_ERROR_LOG_INTERVAL_MS: u64 = 1000;
+/// Refused identities are logged at most this often.
+const IDENTITY_LOG_INTERVAL_MS: u64 = 1000;
+/// A turn waits at most this long, so a shutdown signal or an admin query
+/// is noticed within it.
+const TURN_WAIT_MS_MAX: u64 = 100;
+
+/// What the broker did, reported at shutdown.
+#[derive(Debug, Clone)]
+pub struct Summary {
+    pub counters: Counters,
+    pub decode_errors_intake: u64,
+    pub decode_errors_control: u64,
+    /// Bytes the journal wrote (records and framing), compaction included.
+    pub journal_bytes_written: u64,
+    /// Bytes of the journal's segments at shutdown.
+    pub journal_bytes_on_disk: u64,
+}
+
+/// Counts decode errors of one socket and logs them at most once a second,
+/// so a flood of garbage cannot flood the log too.
+pub(super) struct DecodeErrors {
+    socket: &'static str,
+    total: u64,
+    unlogged: u64,
+    last_log_ms: Option<Millis>,
+}
+
+impl DecodeErrors {
+    pub(super) fn new(socket: &'static str) -> Self {
+        DecodeErrors { socket, total: 0, unlogged: 0, last_log_ms: None }
+    }
+
+    fn record(&mut self, error: &DecodeError, now_ms: Millis) {
+        self.total += 1;
+        self.unlogged += 1;
+        if self.last_log_ms.is_none_or(|t| now_ms >= t + DECODE_ERROR_LOG_INTERVAL_MS) {
+            warn!(socket = self.socket, count = self.unlogged, total = self.total, %error, "dropped undecodable messages");
+            self.unlogged = 0;
+            self.last_log_ms = Some(now_ms);
+        }
+    }
+}
+
+/// Everything one turn touches; owned by the loop's thread.
+pub(super) struct Loop {
+    pub core: Core,
+    pub recorder: Recorder<Journal>,
+    pub admin: Option<Receiver<AdminRequest>>,
+    /// With CURVE: the keys admitted, shared with the ZAP handler.
+    pub authorized: Option<orderly_security::zap::SharedKeys>,
+    pub zap: Option<ZapHandler>,
+    /// Set by SIGHUP: reload the authorized keys.
+    pub reload: Arc<AtomicBool>,
+    pub authorized_path: Option<PathBuf>,
+    /// Messages whose claimed id is not the sender's key's id.
+    pub identity_refused: u64,
+    pub identity_log_ms: Option<Millis>,
+    pub sockets: Sockets,
+    pub intake_errors: DecodeErrors,
+    pub control_errors: DecodeErrors,
+    pub status_due_ms: Millis,
+    pub status_interval_ms: u64,
+}
+
+impl Loop {
+    fn now_ms(&self) -> Millis {
+        wall_clock_ms()
+    }
+
+    /// One turn: wait for input or the next deadline, drain a batch, feed
+    /// the core, record, publish.
+    pub(super) fn turn(&mut self) -> Result<(), BrokerError> {
+        self.wait()?;
+        let now = self.now_ms();
+        self.drain_control(now)?;
+        self.drain_intake(now)?;
+        self.answer_admin(now);
+        if now >= self.core.poll_timeout() {
+            self.core.handle_timeout(now);
+        }
+        if self.reload.swap(false, Ordering::Relaxed) {
+            if let Some(path) = self.authorized_path.clone() {
+                self.reload_keys(&path);
+            }
+        }
+        let fanout = &self.sockets.fanout;
+        persist_then_publish(&mut self.core, &mut self.recorder, |out| {
+            // PUB never blocks; at the high-water mark it drops, which the
+            // protocol tolerates (welcomes repeat, orders are redelivered).
+            fanout.send_multipart([out.topic.as_slice(), out.body.as_slice()], 0).map_err(zmq_err("publishing"))
+        })?;
+        self.recorder.log.sync_lazy_due().map_err(journal_err("fsync"))?;
+        self.compact()?;
+        if now >= self.status_due_ms {
+            self.status_due_ms = now + self.status_interval_ms;
+            self.log_status();
+        }
+        Ok(())
+    }
+
+    /// Polls until input arrives or the core's next deadline.
+    fn wait(&mut self) -> Result<(), BrokerError> {
+        let now = self.now_ms();
+        let mut wait_ms = self.core.poll_timeout().saturating_sub(now).min(TURN_WAIT_MS_MAX) as i64;
+        if self.recorder.log.has_unsynced() {
+            // A lazy commit's records are fsynced within LAZY_SYNC_MAX even
+            // when nothing else happens.
+            wait_ms = wait_ms.min(orderly_journal::LAZY_SYNC_MAX.as_millis() as i64);
+        }
+        let intake_open = self.core.intake_open();
+        let mut items = [
+            self.sockets.control.as_poll_item(zmq::POLLIN),
+            self.sockets.intake.as_poll_item(if intake_open { zmq::POLLIN } else { zmq::PollEvents::empty() }),
+        ];
+        match zmq::poll(&mut items, wait_ms) {
+            Ok(_) | Err(zmq::Error::EINTR) => Ok(()),
+            Err(source) => Err(BrokerError::Zmq { during: "poll", source }),
+        }
+    }
+
+    fn log_status(&self) {
+        let status = self.core.status();
+        info!(
+            partial = status.partial_orders,
+            pending = status.pending_orders,
+            in_flight = status.in_flight_orders,
+            dead = status.dead_letters,
+            workers = status.workers.len(),
+            sealed = status.counters.orders_sealed,
+            acked = status.counters.orders_acked,
+            journal_segments = self.recorder.log.segments().len(),
+            journal_bytes_written = self.recorder.bytes_written,
+            cached_bytes = status.cached_bytes,
+            payload_reads = self.recorder.payload_reads,
+            "status"
+        );
+    }
+
+    /// The loop's own counters, for `/status` and `/metrics`.
+    fn stats(&self) -> Stats {
+        let zap = |count: fn(&ZapHandler) -> u64| self.zap.as_ref().map_or(0, count);
+        Stats {
+            journal_segments: self.recorder.log.segments().len(),
+            journal_bytes: self.recorder.log.segments().iter().map(|s| s.bytes).sum(),
+            journal_bytes_written: self.recorder.bytes_written,
+            journal_commits: self.recorder.commits,
+            journal_commit_time: self.recorder.commit_time,
+            journal_payload_reads: self.recorder.payload_reads,
+            decode_errors_intake: self.intake_errors.total,
+            decode_errors_control: self.control_errors.total,
+            identity_refused: self.identity_refused,
+            zap_refused: zap(|z| z.stats.refused.load(Ordering::Relaxed)),
+            zap_admitted: zap(|z| z.stats.admitted.load(Ordering::Relaxed)),
+        }
+    }
+
+    /// Answers admin queries. A retry's events are journaled in this same
+    /// turn, before anything is dispatched.
+    fn answer_admin(&mut self, now: Millis) {
+        let Some(requests) = &self.admin else { return };
+        while let Ok(request) = requests.try_recv() {
+            let answer = match request.query {
+                Query::Status => (200, "application/json", json(&status_report(self.core.status(), &self.stats()))),
+                Query::DeadLetters => (200, "application/json", json(&self.core.dead_letters(DLQ_LIST_MAX))),
+                Query::Retry(which) => {
+                    let revived = self.core.retry_dead(which.as_ref(), now) as u64;
+                    (200, "application/json", json(&RetryReport { revived }))
+                }
+                Query::Metrics => {
+                    (200, "text/plain; version=0.0.4", prometheus_text(&self.core.status(), &self.stats()))
+                }
+            };
+            let _ = request.reply.send(answer);
+        }
+    }
+
+    /// With CURVE, a message is taken only when the id it claims is the id
+    /// bound to the sender's key (the ZAP User-Id) and that binding is still
+    /// in the authorized keys (a reload revokes open connections too).
+    fn identity_ok(&mut self, role: Role, claimed: &str, user: Option<&str>, now: Millis) -> bool {
+        let Some(authorized) = &self.authorized else { return true };
+        let keys = authorized.read().unwrap_or_else(|poisoned| poisoned.into_inner());
+        if user == Some(claimed) && keys.admits(role, claimed) {
+            return true;
+        }
+        self.identity_refused += 1;
+        if self.identity_log_ms.is_none_or(|t| now >= t + IDENTITY_LOG_INTERVAL_MS) {
+            self.identity_log_ms = Some(now);
+            warn!(
+                role = role.name(),
+                claimed,
+                key_id = user.unwrap_or("-"),
+                total = self.identity_refused,
+                "refused a message: the id it claims is not its key's (or the key was revoked)"
+            );
+        }
+        false
+    }
+
+    /// SIGHUP: re-read the authorized keys; a bad file keeps the old set.
+    fn reload_keys(&mut self, path: &Path) {
+        let Some(authorized) = &self.authorized else { return };
+        match orderly_security::AuthorizedKeys::load(path) {
+            Ok(keys) => {
+                info!(keys = keys.len(), file = %path.display(), "reloaded the authorized keys");
+                *authorized.write().unwrap_or_else(|poisoned| poisoned.into_inner()) = keys;
+            }
+            Err(error) => warn!(%error, "kept the old authorized keys: the file did not load"),
+        }
+    }
+
+    fn drain_control(&mut self, now: Millis) -> Result<(), BrokerError> {
+        for _ in 0..BATCH_LEN_MAX {
+            let Some((frames, user)) = recv(&self.sockets.control, self.authorized.is_some())? else { break };
+            match split_frames(&frames).and_then(|(_, body)| ControlMsg::decode(body)) {
+                Ok(msg) if self.identity_ok(Role::Worker, msg.worker(), user.as_deref(), now) => {
+                    self.core.handle_control(msg, now)
+                }
+                Ok(_) => {}
+                Err(error) => self.control_errors.record(&error, now),
+            }
+        }
+        Ok(())
+    }
+
+    fn drain_intake(&mut self, now: Millis) -> Result<(), BrokerError> {
+        for _ in 0..BATCH_LEN_MAX {
+            // Re-checked per message: a bound reached mid-batch stops reading,
+            // leaving the rest queued in ZeroMQ (backpressure, not loss).
+            if !self.core.intake_open() {
+                break;
+            }
+            let Some((frames, user)) = recv(&self.sockets.intake, self.authorized.is_some())? else { break };
+            match split_frames(&frames).and_then(|(_, body)| IntakeMsg::decode(body)) {
+                Ok(msg) if self.identity_ok(Role::Producer, msg.producer(), user.as_deref(), now) => {
+                    self.core.handle_intake(msg, now)
+                }
+                Ok(_) => {}
+                Err(error) => self.intake_errors.record(&error, now),
+            }
+        }
+        Ok(())
+    }
+
+    /// Removes the oldest segments whose orders are all resolved, first
+    /// copying forward the few live ones of a mostly dead segment. Oldest
+    /// first only: see `compaction`.
+    fn compact(&mut self) -> Result<(), BrokerError> {
+        while self.recorder.log.segments().len() >= 2 {
+            let oldest = self.recorder.log.segments()[0].id;
+            match self.recorder.anchors.plan(oldest, COMPACTION_LIVE_PERCENT_MAX) {
+                Plan::Keep => break,
+                Plan::Remove => {}
+                Plan::CopyForward(keys) => {
+                    let copied = keys.len();
+                    for key in keys {
+                        let Some(mut event) = self.core.snapshot(&key) else { continue };
+                        if let (Some(from), Some(items)) = (self.core.payload_ref(&key), event.payload_mut()) {
+                            // Only the journal holds the items: copy them from there.
+                            *items = self.recorder.read_items(from)?;
+                        }
+                        self.recorder.record(&mut self.core, &event)?;
+                    }
+                    self.recorder.commit()?;
+                    // The copies must be durable before the originals go,
+                    // whatever the fsync policy.
+                    self.recorder.log.sync().map_err(journal_err("fsync"))?;
+                    info!(segment = oldest, orders = copied, "journal: copied live orders forward");
+                }
+            }
+            let removed = self.recorder.log.remove_oldest_segment(oldest).map_err(journal_err("segment removal"))?;
+            self.recorder.anchors.forget_segment(oldest);
+            info!(segment = oldest, bytes = removed.bytes, "journal: removed a resolved segment");
+        }
+        Ok(())
+    }
+
+    pub(super) fn summary(&self) -> Summary {
+        Summary {
+            counters: self.core.counters().clone(),
+            decode_errors_intake: self.intake_errors.total,
+            decode_errors_control: self.control_errors.total,
+            journal_bytes_written: self.recorder.bytes_written,
+            journal_bytes_on_disk: self.recorder.log.segments().iter().map(|s| s.bytes).sum(),
+        }
+    }
+}
+
+fn json<T: Serialize>(value: &T) -> String {
+    serde_json::to_string_pretty(value).expect("admin responses serialize") + "\n"
+}

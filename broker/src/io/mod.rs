@@ -1,0 +1,138 @@
+//! The broker's IO loop: the only code that touches sockets and the clock.
+//!
+//! One thread owns the three sockets. Each turn it polls (intake only while
+//! the core has room), drains a bounded batch, feeds the core, takes the
+//! core's events (the journal's records, once the journal exists) and only
+//! then publishes what the core asked for, so nothing is ever promised
+//! before it is recorded.
+//!
+//! Rooms: `config` (what `run` is told), `error`, `recover`
+//! (start-up replay), `recorder` (the journal side of a turn),
+//! `sockets`, `event_loop` (the turn) and `metrics` (`/status`,
+//! `/metrics`).
+
+mod config;
+mod error;
+mod event_loop;
+mod metrics;
+mod recorder;
+mod recover;
+mod sockets;
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::Instant;
+
+use crossbeam_channel::Receiver;
+use orderly_security::zap::{SharedKeys, ZapHandler};
+use tracing::{info, warn};
+
+pub use self::config::{journal_dir, BrokerConfig, CurveConfig};
+pub use self::error::BrokerError;
+pub use self::event_loop::Summary;
+pub use self::recorder::{persist_then_publish, EventLog, Recorder};
+pub use self::recover::recover;
+/// The journal's record codec, here too for the loop's outside users.
+pub use crate::core::codec::{decode_event, encode_event, EventDecodeError};
+
+use self::error::{journal_err, zmq_err};
+use self::event_loop::{DecodeErrors, Loop};
+use crate::admin::{AdminRequest, AdminServer};
+use crate::core::Millis;
+
+/// Compaction copies the oldest segment's live orders forward once at most
+/// this share of the orders first written there is still live.
+pub const COMPACTION_LIVE_PERCENT_MAX: u64 = 50;
+
+/// Milliseconds since the Unix epoch: the core's clock. Wall-clock time, so
+/// that times in the journal (partial orders' ages, the dedup window) mean
+/// the same after a restart. A clock stepped backwards only delays
+/// timeouts; one stepped forwards can expire workers early (their orders
+/// are redelivered: duplicates, never loss).
+pub fn wall_clock_ms() -> Millis {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_millis() as Millis)
+}
+
+/// Runs the broker until `shutdown` is set (by SIGTERM or SIGINT).
+pub fn run(config: BrokerConfig, shutdown: Arc<AtomicBool>, reload: Arc<AtomicBool>) -> Result<Summary, BrokerError> {
+    if config.curve.is_none() && !config.allow_insecure {
+        if let Some(open) = [&config.intake, &config.fanout, &config.control].into_iter().find(|e| !e.is_local()) {
+            return Err(BrokerError::Insecure { endpoint: open.to_string() });
+        }
+    }
+    std::fs::create_dir_all(&config.data_dir)
+        .map_err(|source| BrokerError::DataDir { path: config.data_dir.clone(), source })?;
+    let started = Instant::now();
+    let (journal, mut core, anchors) =
+        recover(&config.data_dir, config.journal.clone(), config.core.clone(), wall_clock_ms())?;
+    core.finish_recovery(wall_clock_ms());
+    let status = core.status();
+    info!(
+        records = journal.next_seq() - 1, segments = journal.segments().len(),
+        partial = status.partial_orders, pending = status.pending_orders, dead = status.dead_letters,
+        fsync = %config.journal.fsync, elapsed_ms = started.elapsed().as_millis() as u64,
+        "journal recovered"
+    );
+    let (admin_server, admin) = start_admin(&config)?;
+    let context = zmq::Context::new();
+    // The ZAP handler must be bound before a CURVE socket accepts anyone.
+    let (authorized, zap) = start_curve(&context, &config)?;
+    let sockets = sockets::bind_sockets(&context, &config)?;
+    info!(
+        intake = %config.intake, fanout = %config.fanout, control = %config.control,
+        data_dir = %config.data_dir.display(), incarnation = config.core.incarnation,
+        "broker listening"
+    );
+    let mut broker = Loop {
+        core,
+        recorder: Recorder::new(journal, anchors),
+        admin,
+        authorized,
+        zap,
+        reload,
+        authorized_path: config.curve.as_ref().map(|c| c.authorized_keys.clone()),
+        identity_refused: 0,
+        identity_log_ms: None,
+        sockets,
+        intake_errors: DecodeErrors::new("intake"),
+        control_errors: DecodeErrors::new("control"),
+        status_due_ms: config.status_interval_ms,
+        status_interval_ms: config.status_interval_ms,
+    };
+    while !shutdown.load(Ordering::Relaxed) {
+        broker.turn()?;
+    }
+    broker.recorder.log.sync().map_err(journal_err("final fsync"))?;
+    drop(admin_server);
+    // The current batch is finished (turn() returned); publish nothing new.
+    let summary = broker.summary();
+    info!(status = ?broker.core.status(), "broker stopped");
+    Ok(summary)
+}
+
+type Admin = (Option<AdminServer>, Option<Receiver<AdminRequest>>);
+
+/// The admin endpoint's thread, when one is configured.
+fn start_admin(config: &BrokerConfig) -> Result<Admin, BrokerError> {
+    let Some(addr) = config.admin else { return Ok((None, None)) };
+    let (server, requests) = AdminServer::start(addr)?;
+    info!(addr = %server.addr, "admin endpoint listening (GET /status, /dlq, /metrics; POST /dlq/retry)");
+    Ok((Some(server), Some(requests)))
+}
+
+/// The authorized keys and the ZAP handler that checks them, under CURVE.
+fn start_curve(
+    context: &zmq::Context,
+    config: &BrokerConfig,
+) -> Result<(Option<SharedKeys>, Option<ZapHandler>), BrokerError> {
+    let Some(curve) = &config.curve else {
+        warn!("CURVE off: traffic is plaintext and unauthenticated (fine on loopback)");
+        return Ok((None, None));
+    };
+    let keys = orderly_security::AuthorizedKeys::load(&curve.authorized_keys)?;
+    info!(keys = keys.len(), file = %curve.authorized_keys.display(), public_key = %curve.keys.public_z85(),
+          "CURVE on; admitting the authorized keys");
+    let shared = Arc::new(std::sync::RwLock::new(keys));
+    let zap = ZapHandler::start(context, Arc::clone(&shared)).map_err(zmq_err("starting the ZAP handler"))?;
+    Ok((Some(shared), Some(zap)))
+}
