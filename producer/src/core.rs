@@ -74,7 +74,10 @@ enum Source {
     /// Part of a whole order; the last frame completes a transmission.
     Order(String),
     /// A message of a stream sent as it comes; `finish` ends the stream.
-    Live { id: String, finish: bool },
+    Live {
+        id: String,
+        finish: bool,
+    },
 }
 
 /// The producer's state machine. See the module docs.
@@ -186,11 +189,12 @@ impl Core {
     }
 
     /// Starts a streamed order: its Begin goes out at once unless the
-    /// socket is refusing (then the whole order goes at its Finish).
+    /// socket is refusing or we are not welcomed yet (then the whole order
+    /// goes at its Finish).
     pub fn begin_stream(&mut self, id: String, now_ms: Millis) {
         self.advance(now_ms);
         self.outbox.begin_stream(id.clone());
-        if !self.blocked() {
+        if self.welcomed && !self.blocked() {
             let begin = IntakeMsg::Begin(Begin { producer: self.config.producer.clone(), order: id.clone() });
             self.live.push_back((Source::Live { id: id.clone(), finish: false }, begin.encode()));
             self.live_streams.insert(id);
@@ -210,7 +214,8 @@ impl Core {
         let copy = live.then(|| ByteBuf::from(data.clone()));
         let seq = self.outbox.push_item(id, data)?;
         if let Some(data) = copy {
-            let item = IntakeMsg::Item(Item { producer: self.config.producer.clone(), order: id.to_owned(), seq, data });
+            let item =
+                IntakeMsg::Item(Item { producer: self.config.producer.clone(), order: id.to_owned(), seq, data });
             self.live.push_back((Source::Live { id: id.to_owned(), finish: false }, item.encode()));
         }
         Some(seq)
@@ -229,7 +234,8 @@ impl Core {
             self.stop_live(id);
         }
         if self.live_streams.contains(id) {
-            let finish = IntakeMsg::Finish(Finish { producer: self.config.producer.clone(), order: id.to_owned(), count });
+            let finish =
+                IntakeMsg::Finish(Finish { producer: self.config.producer.clone(), order: id.to_owned(), count });
             self.live.push_back((Source::Live { id: id.to_owned(), finish: true }, finish.encode()));
         }
         true
@@ -270,7 +276,10 @@ impl Core {
             self.sending_source = Some(source);
         } else if !self.welcomed {
             if self.now_ms >= self.hello_due_ms {
-                let hello = IntakeMsg::Hello(ProducerHello { producer: self.config.producer.clone(), nonce: self.config.nonce });
+                let hello = IntakeMsg::Hello(ProducerHello {
+                    producer: self.config.producer.clone(),
+                    nonce: self.config.nonce,
+                });
                 self.sending.push_back(hello.encode());
                 self.sending_source = Some(Source::Hello);
             }

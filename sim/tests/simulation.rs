@@ -66,14 +66,12 @@
 //! `SIM_VERBOSE=1`). A failure prints the seed, the step, the last trace
 //! lines and the command that reproduces it.
 
-mod sim;
-
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Mutex;
 use std::time::Instant;
 
-use sim::{Sim, Stats};
+use orderly_sim::{Sim, Stats};
 
 fn env_u64(name: &str) -> Option<u64> {
     let value = std::env::var(name).ok()?;
@@ -103,7 +101,7 @@ fn run_seed(seed: u64, verbose: bool) -> Result<Sim, String> {
         report += &format!("  {line}\n");
     }
     report += &format!(
-        "simulation failed for seed {seed}; reproduce with: SIM_SEED={seed} cargo test -p orderly-broker \
+        "simulation failed for seed {seed}; reproduce with: SIM_SEED={seed} cargo test -p orderly-sim \
          --test simulation --release simulate_one_seed -- --nocapture\n"
     );
     Err(report)
@@ -150,7 +148,7 @@ fn simulate_many_seeds() {
         }
         eprintln!("first failure:\n{report}");
         panic!(
-            "simulation failed for seed {seed}; reproduce with: SIM_SEED={seed} cargo test -p orderly-broker \
+            "simulation failed for seed {seed}; reproduce with: SIM_SEED={seed} cargo test -p orderly-sim \
              --test simulation --release simulate_one_seed -- --nocapture"
         );
     }
@@ -165,7 +163,7 @@ fn simulate_one_seed() {
         Err(report) => {
             eprintln!("{report}");
             panic!(
-                "simulation failed for seed {seed}; reproduce with: SIM_SEED={seed} cargo test -p orderly-broker \
+                "simulation failed for seed {seed}; reproduce with: SIM_SEED={seed} cargo test -p orderly-sim \
                  --test simulation --release simulate_one_seed -- --nocapture"
             );
         }
