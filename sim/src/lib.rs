@@ -82,6 +82,11 @@ pub struct Params {
     pub control: NetFaults,
     pub fanout: NetFaults,
     pub intake_delay_ms_max: u64,
+    /// Intake messages of one producer in transit at most (its socket's
+    /// high-water mark, scaled to the simulation's few orders): past it
+    /// sends are refused, as while the broker's intake is closed ZeroMQ's
+    /// queues fill and push back.
+    pub intake_hwm: usize,
     /// Chance that a packet in transit is lost when the broker crashes.
     pub crash_loss: f64,
     pub processing_ms_max: u64,
@@ -137,6 +142,7 @@ impl Params {
             control,
             fanout,
             intake_delay_ms_max: rng.range(0, 50),
+            intake_hwm: rng.range(8, 64) as usize,
             crash_loss: [0.0, 0.5, 1.0][rng.below(3) as usize],
             processing_ms_max: [10, 200, 1_500, 4_000][rng.below(4) as usize],
             nack: [0.0, 0.05, 0.2][rng.below(3) as usize],
@@ -314,8 +320,10 @@ pub struct Sim {
     /// In transit, by (arrival, sequence): control and fanout traffic.
     network: BTreeMap<(Millis, u64), Packet>,
     /// In transit, by (arrival, sequence): intake, in order per producer.
-    intake: BTreeMap<(Millis, u64), IntakeMsg>,
+    intake: BTreeMap<(Millis, u64), (usize, IntakeMsg)>,
     intake_last_ms: Vec<Millis>,
+    /// Intake messages in transit per producer.
+    intake_len: Vec<usize>,
     packet_seq: u64,
     control_faults: NetFaults,
     fanout_faults: NetFaults,
@@ -386,6 +394,7 @@ impl Sim {
             model,
             workers,
             intake_last_ms: vec![0; producers.len()],
+            intake_len: vec![0; producers.len()],
             producers,
             network: BTreeMap::new(),
             intake: BTreeMap::new(),
@@ -495,7 +504,8 @@ impl Sim {
                 self.deliver(packet)?;
             }
             Action::Intake => {
-                let (_, msg) = self.intake.pop_first().expect("scheduled");
+                let (_, (producer, msg)) = self.intake.pop_first().expect("scheduled");
+                self.intake_len[producer] -= 1;
                 log!(self, "intake -> broker: {}", short_intake(&msg));
                 let now = self.now;
                 self.core.as_mut().expect("intake waits while down").handle_intake(msg, now);
@@ -934,6 +944,7 @@ impl Sim {
     /// only when its Begin can go out at once, so the broker learns of it.
     fn submit(&mut self, i: usize, o: usize) -> Result<bool, String> {
         let (now, up) = (self.now, self.core.is_some());
+        let room = self.intake_len[i] < self.params.intake_hwm;
         let order = &self.model.orders[o];
         let (id, kind) = (order.key.id.clone(), order.kind);
         let items: Vec<Vec<u8>> = (0..order.count).map(|s| item_data(&order.key, s).into_vec()).collect();
@@ -943,7 +954,7 @@ impl Sim {
             _ => Submit::Whole,
         };
         let core = &mut self.producers[i].core;
-        if how == Submit::Abandon && !(up && core.welcomed() && !core.is_blocked()) {
+        if how == Submit::Abandon && !(up && room && core.welcomed() && !core.is_blocked()) {
             return Ok(false);
         }
         log!(self, "p{i} submits {id} ({kind:?}, {} items, {how:?})", items.len());
@@ -973,12 +984,19 @@ impl Sim {
             let up = self.core.is_some();
             let p = &mut self.producers[i];
             let Some(body) = p.core.poll_transmit() else { break };
-            if !up {
+            let msg = IntakeMsg::decode(body).map_err(|e| format!("p{i} sent an undecodable message: {e}"))?;
+            // The high-water mark is checked only where a transmission
+            // starts: a resend cut short after its Begin could outlive the
+            // dedup window as a partial order that expires, which the model
+            // (rightly) counts as a lost order.
+            let starts = matches!(&msg, IntakeMsg::Hello(_) | IntakeMsg::Begin(_))
+                || matches!(&msg, IntakeMsg::Items(items) if items.begin);
+            let full = starts && self.intake_len[i] >= self.params.intake_hwm;
+            if !up || full {
                 p.core.handle_send_refused();
-                log!(self, "p{i}: send refused (broker down)");
+                log!(self, "p{i}: send refused ({})", if up { "high-water mark" } else { "broker down" });
                 break;
             }
-            let msg = IntakeMsg::decode(body).map_err(|e| format!("p{i} sent an undecodable message: {e}"))?;
             p.core.handle_sent();
             for msg in self.gap_fault(i, msg) {
                 log!(self, "p{i} sends {}", short_intake(&msg));
@@ -986,7 +1004,8 @@ impl Sim {
                 let at = (self.now + self.rng.range(0, self.params.intake_delay_ms_max)).max(self.intake_last_ms[i]);
                 self.intake_last_ms[i] = at;
                 self.packet_seq += 1;
-                self.intake.insert((at, self.packet_seq), msg);
+                self.intake.insert((at, self.packet_seq), (i, msg));
+                self.intake_len[i] += 1;
             }
         }
         while let Some(transmitted) = self.producers[i].core.poll_transmitted() {
