@@ -23,8 +23,8 @@ use rng::Rng;
 
 /// Virtual time the calm phase may take to settle everything.
 const SETTLE_MS_MAX: Millis = 10 * 60 * 1000;
-/// Steps in one run: a runaway guard, 20 times the longest run of 20,000
-/// passing seeds (9,774 steps).
+/// Steps in one run: a runaway guard, 10 times the longest run of 20,000
+/// passing seeds (19,772 steps).
 const STEPS_MAX: u64 = 200_000;
 /// Steps at one instant before the run counts as a livelock.
 const SAME_INSTANT_STEPS_MAX: u64 = 100_000;
