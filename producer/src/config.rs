@@ -8,7 +8,7 @@ use orderly_common::ids::validate_peer_id;
 use orderly_common::limits::ORDER_BYTES_MAX;
 use orderly_common::Endpoint;
 
-use crate::core::{micros, OutboxConfig};
+use crate::core::{millis, OutboxConfig};
 use crate::error::ProducerError;
 use crate::limits::{
     ANSWERS_KEPT_MAX_DEFAULT, CONFIRM_TIMEOUT_DEFAULT, HANDSHAKE_TIMEOUT_DEFAULT, OUTBOX_BYTES_MAX_DEFAULT,
@@ -110,11 +110,11 @@ impl ProducerConfig {
     /// The outbox core's view of these settings.
     pub(crate) fn outbox_config(&self) -> OutboxConfig {
         OutboxConfig {
-            confirm_timeout_us: micros(self.confirm_timeout),
-            resend_backoff_max_us: micros(self.resend_backoff_max),
+            confirm_timeout_ms: millis(self.confirm_timeout),
+            resend_backoff_max_ms: millis(self.resend_backoff_max),
             orders_max: self.outbox_orders_max,
             bytes_max: self.outbox_bytes_max,
-            transmit_retry_us: micros(TRANSMIT_RETRY_DELAY),
+            transmit_retry_ms: millis(TRANSMIT_RETRY_DELAY),
         }
     }
 

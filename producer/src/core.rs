@@ -1,519 +1,405 @@
-//! The producer's sans-IO state: the hello/welcome [`Handshake`] and the
-//! [`Outbox`] of orders awaiting the broker's answer.
+//! The producer's sans-IO state machine, in the shape of the broker's and
+//! the worker's cores.
 //!
-//! Nothing here touches a socket, a file or a clock: time is passed in as
-//! [`Micros`] on the caller's monotonic clock, so tests drive it with a
-//! virtual clock and nothing sleeps. The io layer (`Producer`) asks the
-//! outbox what is due ([`Outbox::next_due`]), transmits it, and reports back
-//! ([`Outbox::transmitted`], [`Outbox::transmit_blocked`],
-//! [`Outbox::answer`]).
+//! [`Core`] holds the hello/welcome handshake and the [`Outbox`] of orders
+//! awaiting the broker's answer, and encodes orders into intake messages
+//! (one frame per item, or packed `items` frames). It touches no socket,
+//! file or clock: callers feed it inputs with the current time
+//! ([`Core::handle_fanout`], [`Core::handle_timeout`], [`Core::submit`] and
+//! the stream calls) and drain what it wants done:
+//! - [`Core::poll_transmit`]: the next intake message to send. The caller
+//!   reports each with [`Core::handle_sent`] or, when the socket refused
+//!   it, [`Core::handle_send_refused`] (the order is sent again, whole,
+//!   shortly; nothing else goes out before the retry delay or
+//!   [`Core::handle_writable`]).
+//! - [`Core::poll_transmitted`]: orders whose whole transmission just went
+//!   out (for counters and latency).
+//! - [`Core::poll_answer`]: orders the broker confirmed or rejected; they
+//!   have left the outbox.
+//! - [`Core::poll_timeout`]: when to call [`Core::handle_timeout`].
+//!
+//! Durability stays with the caller and needs no output of its own: a
+//! `Sent` record is committed *before* an order is handed to the core
+//! (nothing of it can go out earlier), and an `Answered` record is written
+//! after the answer is taken from [`Core::poll_answer`].
+//!
+//! Time is [`Millis`] on the caller's monotonic clock. Every delay here is
+//! milliseconds or more (resends after seconds, the retry of a refused send
+//! after 50 ms); only confirm *latency*, a measurement rather than a
+//! decision, needs finer resolution, so the io layer measures it itself.
 
-use std::collections::{BTreeSet, HashMap};
-use std::time::Duration;
+mod outbox;
 
-use orderly_common::protocol::{IntakeMsg, ProducerHello, RejectReason};
+use std::collections::{HashSet, VecDeque};
 
-use crate::limits::{
-    CONFIRM_TIMEOUT_DEFAULT, OUTBOX_BYTES_MAX_DEFAULT, OUTBOX_ORDERS_MAX_DEFAULT, RESEND_BACKOFF_MAX_DEFAULT,
-    TRANSMIT_RETRY_DELAY,
+use orderly_common::limits::PACKED_FRAME_BYTES_MAX;
+use orderly_common::protocol::{
+    encode_items, pack_runs, Begin, FanoutMsg, Finish, IntakeMsg, Item, ProducerHello, RejectReason,
 };
+pub use orderly_common::time::Millis;
+use serde_bytes::ByteBuf;
 
-/// Microseconds on the caller's monotonic clock.
-pub type Micros = u64;
+pub use outbox::{items_bytes, millis, Answered, Outbox, OutboxConfig};
 
-/// A duration in [`Micros`], saturating (no realistic duration overflows).
-pub fn micros(duration: Duration) -> Micros {
-    u64::try_from(duration.as_micros()).unwrap_or(u64::MAX)
-}
-
-/// The handshake that proves our fanout subscription works before any
-/// order is sent, so no confirm is published into a subscription that does
-/// not exist yet (the slow-joiner problem of PUB/SUB).
-#[derive(Debug)]
-pub struct Handshake {
-    producer: String,
-    nonce: u64,
-    welcomed: bool,
-}
-
-impl Handshake {
-    /// A handshake for `producer`; `nonce` should be random per connection,
-    /// so a Welcome meant for an earlier connection is not taken for ours.
-    pub fn new(producer: String, nonce: u64) -> Self {
-        Handshake { producer, nonce, welcomed: false }
-    }
-
-    /// The Hello that asks the broker to publish a Welcome with our nonce.
-    pub fn hello(&self) -> IntakeMsg {
-        IntakeMsg::Hello(ProducerHello { producer: self.producer.clone(), nonce: self.nonce })
-    }
-
-    /// Takes a Welcome's nonce; true if it was ours (the handshake is done).
-    pub fn handle_welcome(&mut self, nonce: u64) -> bool {
-        if nonce == self.nonce {
-            self.welcomed = true;
-        }
-        self.welcomed
-    }
-
-    /// True once the broker's Welcome reached us: confirms will too.
-    pub fn welcomed(&self) -> bool {
-        self.welcomed
-    }
-}
-
-/// How the outbox resends and how much it holds.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct OutboxConfig {
-    /// Wait this long after an order went out before sending it again.
-    pub confirm_timeout_us: Micros,
-    /// The wait doubles with each attempt up to this cap.
-    pub resend_backoff_max_us: Micros,
-    /// Orders held at most (see [`Outbox::has_room`]).
-    pub orders_max: usize,
-    /// Item bytes held at most.
-    pub bytes_max: u64,
-    /// Retry delay for an order the socket would not take (not an attempt).
-    pub transmit_retry_us: Micros,
-}
-
-impl Default for OutboxConfig {
-    fn default() -> Self {
-        OutboxConfig {
-            confirm_timeout_us: micros(CONFIRM_TIMEOUT_DEFAULT),
-            resend_backoff_max_us: micros(RESEND_BACKOFF_MAX_DEFAULT),
-            orders_max: OUTBOX_ORDERS_MAX_DEFAULT,
-            bytes_max: OUTBOX_BYTES_MAX_DEFAULT,
-            transmit_retry_us: micros(TRANSMIT_RETRY_DELAY),
-        }
-    }
-}
-
-impl OutboxConfig {
-    /// How long to wait for an answer after attempt `attempt` (1 = the
-    /// first transmission): `confirm_timeout × 2^(attempt-1)`, capped.
-    pub fn resend_delay_us(&self, attempt: u32) -> Micros {
-        let doublings = attempt.saturating_sub(1).min(63);
-        let cap = self.resend_backoff_max_us.max(self.confirm_timeout_us);
-        self.confirm_timeout_us.checked_mul(1u64 << doublings).map_or(cap, |delay| delay.min(cap))
-    }
-}
-
-/// An order that left the outbox because the broker answered it.
+/// Settings of the core, already validated by the caller.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Answered {
+pub struct CoreConfig {
+    /// This producer's id (a valid peer id).
+    pub producer: String,
+    /// Random per connection, so a Welcome meant for an earlier connection
+    /// is not taken for ours.
+    pub nonce: u64,
+    /// Whole orders go as packed `items` frames instead of one message per
+    /// item.
+    pub pack_items: bool,
+    /// The Hello is repeated this often until the Welcome arrives.
+    pub hello_interval_ms: Millis,
+    /// Resends and bounds of the outbox.
+    pub outbox: OutboxConfig,
+}
+
+/// An order whose whole transmission (Begin, items, Finish) went out.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Transmitted {
     /// The order id.
     pub id: String,
-    /// `Ok` for a Confirm, the broker's reason for a Reject.
-    pub verdict: Result<(), RejectReason>,
-    /// From the order's first complete transmission to the answer (0 if it
-    /// never completely went out, e.g. a stream rejected half-way).
-    pub latency_us: Micros,
-    /// Complete transmissions of the order (1 = no resend was needed).
-    pub attempts: u32,
+    /// 1 for the first transmission; more for resends.
+    pub attempt: u32,
 }
 
-/// Where an order is in its life.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Phase {
-    /// Begun with `Producer::begin`, items still coming: never resent (the
-    /// broker has no Finish yet, and ours would come too early).
-    Streaming,
-    /// Complete: due for transmission at `next_at`.
-    Complete { next_at: Micros },
-}
-
+/// What the message offered by [`Core::poll_transmit`] belongs to.
 #[derive(Debug)]
-struct Entry {
-    items: Vec<Vec<u8>>,
-    bytes: u64,
-    phase: Phase,
-    /// When the order's Finish first went out.
-    first_sent_us: Option<Micros>,
-    /// Complete transmissions so far.
-    attempts: u32,
+enum Source {
+    Hello,
+    /// Part of a whole order; the last frame completes a transmission.
+    Order(String),
+    /// A message of a stream sent as it comes; `finish` ends the stream.
+    Live {
+        id: String,
+        finish: bool,
+    },
 }
 
-/// Orders sent (or being sent) and not yet answered, with their items, so
-/// any of them can be sent again; bounded in orders and bytes.
-///
-/// An order is *due* when it has never gone out completely, when the socket
-/// refused it last time ([`Outbox::transmit_blocked`]), or when its answer
-/// is overdue: `confirm_timeout` after its first transmission, then with
-/// the wait doubling up to `resend_backoff_max`. Resending is safe: the
-/// broker keys orders by (producer, order id), confirms a sealed order
-/// again instead of sealing it twice, and fills a partial order's gaps.
+/// The producer's state machine. See the module docs.
 #[derive(Debug)]
-pub struct Outbox {
-    config: OutboxConfig,
-    entries: HashMap<String, Entry>,
-    /// `(next_at, id)` of every complete order: the next due is the first.
-    schedule: BTreeSet<(Micros, String)>,
-    bytes: u64,
-    /// Answers for orders not in the outbox (repeats after a resend).
-    unexpected_answers: u64,
+pub struct Core {
+    config: CoreConfig,
+    outbox: Outbox,
+    welcomed: bool,
+    hello_due_ms: Millis,
+    /// The latest time any input carried.
+    now_ms: Millis,
+    /// The socket refused a message: nothing goes out before this.
+    blocked_until_ms: Option<Millis>,
+    /// Frames of the message being sent, the first offered now.
+    sending: VecDeque<Vec<u8>>,
+    sending_source: Option<Source>,
+    /// Stream messages to send as they come, with their stream.
+    live: VecDeque<(Source, Vec<u8>)>,
+    /// Streams whose every message so far went out.
+    live_streams: HashSet<String>,
+    transmitted: VecDeque<Transmitted>,
+    answers: VecDeque<Answered>,
 }
 
-impl Outbox {
-    /// An empty outbox.
-    pub fn new(config: OutboxConfig) -> Self {
-        Outbox { config, entries: HashMap::new(), schedule: BTreeSet::new(), bytes: 0, unexpected_answers: 0 }
+impl Core {
+    /// A core with an empty outbox, not yet welcomed: its first message
+    /// is the Hello.
+    pub fn new(config: CoreConfig) -> Self {
+        assert!(config.hello_interval_ms > 0);
+        Core {
+            outbox: Outbox::new(config.outbox),
+            config,
+            welcomed: false,
+            hello_due_ms: 0,
+            now_ms: 0,
+            blocked_until_ms: None,
+            sending: VecDeque::new(),
+            sending_source: None,
+            live: VecDeque::new(),
+            live_streams: HashSet::new(),
+            transmitted: VecDeque::new(),
+            answers: VecDeque::new(),
+        }
     }
 
-    /// The configuration it was made with.
-    pub fn config(&self) -> &OutboxConfig {
+    /// The settings it was made with.
+    pub fn config(&self) -> &CoreConfig {
         &self.config
     }
 
-    /// Orders held.
-    pub fn len(&self) -> usize {
-        self.entries.len()
+    /// The orders held, for reading (bounds, ids, items).
+    pub fn outbox(&self) -> &Outbox {
+        &self.outbox
     }
 
-    /// True when no order awaits an answer.
-    pub fn is_empty(&self) -> bool {
-        self.entries.is_empty()
+    /// True once the broker's Welcome reached us: confirms will too. No
+    /// order goes out before.
+    pub fn welcomed(&self) -> bool {
+        self.welcomed
     }
 
-    /// Item bytes held.
-    pub fn bytes(&self) -> u64 {
-        self.bytes
+    fn advance(&mut self, now_ms: Millis) {
+        self.now_ms = self.now_ms.max(now_ms);
     }
 
-    /// True if `id` awaits an answer (or is being streamed).
-    pub fn contains(&self, id: &str) -> bool {
-        self.entries.contains_key(id)
+    fn blocked(&self) -> bool {
+        self.blocked_until_ms.is_some_and(|until| self.now_ms < until)
+    }
+
+    // ------------------------------------------------------------ inputs
+
+    /// Advances time: the Hello and resends fall due.
+    pub fn handle_timeout(&mut self, now_ms: Millis) {
+        self.advance(now_ms);
+    }
+
+    /// Handles one decoded message from the fanout socket: our Welcome, or
+    /// answers (queued for [`Core::poll_answer`]).
+    pub fn handle_fanout(&mut self, msg: FanoutMsg, now_ms: Millis) {
+        self.advance(now_ms);
+        match msg {
+            FanoutMsg::Welcome(welcome) => self.welcomed |= welcome.nonce == self.config.nonce,
+            FanoutMsg::Confirm(confirm) => self.answer(&confirm.order, Ok(())),
+            FanoutMsg::Confirms(confirms) => {
+                for order in &confirms.orders {
+                    self.answer(order, Ok(()));
+                }
+            }
+            FanoutMsg::Reject(reject) => self.answer(&reject.order, Err(reject.reason)),
+            // Dispatches and heartbeats are for workers.
+            FanoutMsg::Dispatch(_) | FanoutMsg::Heartbeat(_) => {}
+        }
+    }
+
+    fn answer(&mut self, id: &str, verdict: Result<(), RejectReason>) {
+        if let Some(answered) = self.outbox.answer(id, verdict) {
+            // A rejected stream sends nothing more.
+            self.stop_live(id);
+            self.answers.push_back(answered);
+        }
+    }
+
+    /// Adds a complete order, due at once. The caller checked that `id` is
+    /// not held and, for new orders, that there is room; orders recovered
+    /// from disk go in whatever the bounds.
+    pub fn submit(&mut self, id: String, items: Vec<Vec<u8>>, now_ms: Millis) {
+        self.advance(now_ms);
+        self.outbox.insert(id, items, self.now_ms);
+    }
+
+    /// Starts a streamed order: its Begin goes out at once unless the
+    /// socket is refusing or we are not welcomed yet (then the whole order
+    /// goes at its Finish).
+    pub fn begin_stream(&mut self, id: String, now_ms: Millis) {
+        self.advance(now_ms);
+        self.outbox.begin_stream(id.clone());
+        if self.welcomed && !self.blocked() {
+            let begin = IntakeMsg::Begin(Begin { producer: self.config.producer.clone(), order: id.clone() });
+            self.live.push_back((Source::Live { id: id.clone(), finish: false }, begin.encode()));
+            self.live_streams.insert(id);
+        }
+    }
+
+    /// Appends an item to a stream (sent at once while the stream is live)
+    /// and returns its seq; `None` if the order is no longer held (the
+    /// broker rejected it meanwhile).
+    pub fn push_item(&mut self, id: &str, data: Vec<u8>, now_ms: Millis) -> Option<u32> {
+        self.advance(now_ms);
+        if self.blocked() {
+            // As with a refused message: the rest goes whole at the Finish.
+            self.stop_live(id);
+        }
+        let live = self.live_streams.contains(id);
+        let copy = live.then(|| ByteBuf::from(data.clone()));
+        let seq = self.outbox.push_item(id, data)?;
+        if let Some(data) = copy {
+            let item =
+                IntakeMsg::Item(Item { producer: self.config.producer.clone(), order: id.to_owned(), seq, data });
+            self.live.push_back((Source::Live { id: id.to_owned(), finish: false }, item.encode()));
+        }
+        Some(seq)
+    }
+
+    /// Ends a stream: the order is complete, and from now on resent like
+    /// any other until answered. Its Finish goes out at once if every
+    /// message of the stream did; otherwise the whole order is due now.
+    /// False if the order is no longer held.
+    pub fn finish_stream(&mut self, id: &str, now_ms: Millis) -> bool {
+        self.advance(now_ms);
+        let Some(count) = self.outbox.items(id).map(<[Vec<u8>]>::len) else { return false };
+        let count = u32::try_from(count).expect("items per order are bounded far below u32::MAX");
+        self.outbox.finish_stream(id, false, self.now_ms);
+        if self.blocked() {
+            self.stop_live(id);
+        }
+        if self.live_streams.contains(id) {
+            let finish =
+                IntakeMsg::Finish(Finish { producer: self.config.producer.clone(), order: id.to_owned(), count });
+            self.live.push_back((Source::Live { id: id.to_owned(), finish: true }, finish.encode()));
+        }
+        true
+    }
+
+    /// Drops a stream without an answer (abandoned before its Finish).
+    /// True if it was held.
+    pub fn abandon_stream(&mut self, id: &str) -> bool {
+        self.stop_live(id);
+        self.outbox.abandon(id)
+    }
+
+    /// A stream stops going out as it comes; its queued messages are
+    /// dropped (the whole order goes at its Finish).
+    fn stop_live(&mut self, id: &str) {
+        if self.live_streams.remove(id) {
+            self.live.retain(|(source, _)| !matches!(source, Source::Live { id: live, .. } if live == id));
+        }
+    }
+
+    // ------------------------------------------------------------ transmit
+
+    /// The next intake message to send (encoded), if any is due: live
+    /// stream messages first, then the Hello until welcomed, then due
+    /// orders, earliest deadline first. The same message is offered until
+    /// the caller reports it with [`Core::handle_sent`] or
+    /// [`Core::handle_send_refused`].
+    pub fn poll_transmit(&mut self) -> Option<&[u8]> {
+        if self.sending.is_empty() && !self.blocked() {
+            self.prepare_next();
+        }
+        self.sending.front().map(Vec::as_slice)
+    }
+
+    fn prepare_next(&mut self) {
+        if let Some((source, body)) = self.live.pop_front() {
+            self.sending.push_back(body);
+            self.sending_source = Some(source);
+        } else if !self.welcomed {
+            if self.now_ms >= self.hello_due_ms {
+                let hello = IntakeMsg::Hello(ProducerHello {
+                    producer: self.config.producer.clone(),
+                    nonce: self.config.nonce,
+                });
+                self.sending.push_back(hello.encode());
+                self.sending_source = Some(Source::Hello);
+            }
+        } else if let Some(id) = self.outbox.next_due(self.now_ms).map(str::to_owned) {
+            let items = self.outbox.items(&id).expect("a due order is in the outbox");
+            self.sending = encode_order(&self.config.producer, &id, items, self.config.pack_items);
+            self.sending_source = Some(Source::Order(id));
+        }
+    }
+
+    /// The message offered by [`Core::poll_transmit`] went out.
+    pub fn handle_sent(&mut self) {
+        assert!(self.sending.pop_front().is_some(), "handle_sent without a message offered");
+        if !self.sending.is_empty() {
+            return;
+        }
+        let now = self.now_ms;
+        match self.sending_source.take().expect("a message offered has a source") {
+            Source::Hello => self.hello_due_ms = now.saturating_add(self.config.hello_interval_ms),
+            Source::Order(id) => self.transmission_done(id, now),
+            Source::Live { id, finish } => {
+                if finish && self.live_streams.remove(&id) {
+                    self.transmission_done(id, now);
+                }
+            }
+        }
+    }
+
+    fn transmission_done(&mut self, id: String, now: Millis) {
+        self.outbox.transmitted(&id, now);
+        if let Some(attempt) = self.outbox.attempts(&id) {
+            self.transmitted.push_back(Transmitted { id, attempt });
+        }
+    }
+
+    /// The socket would not take the message offered (high-water mark, or
+    /// no broker connected): nothing goes out for a while. An order is
+    /// sent again, whole, after the retry delay (not an attempt: a part
+    /// that went out is harmless, the broker ignores repeats); a stream
+    /// stops going out live and is sent whole at its Finish.
+    pub fn handle_send_refused(&mut self) {
+        let now = self.now_ms;
+        self.sending.clear();
+        match self.sending_source.take() {
+            None => return,
+            // Lost hellos are repeated anyway; they block nothing.
+            Some(Source::Hello) => {
+                self.hello_due_ms = now.saturating_add(self.config.hello_interval_ms);
+                return;
+            }
+            Some(Source::Order(id)) => self.outbox.transmit_blocked(&id, now),
+            Some(Source::Live { id, .. }) => self.stop_live(&id),
+        }
+        self.blocked_until_ms = Some(now.saturating_add(self.config.outbox.transmit_retry_ms));
+    }
+
+    /// The socket reports it takes messages again: the retry delay ends.
+    pub fn handle_writable(&mut self) {
+        self.blocked_until_ms = None;
+    }
+
+    /// True while a refused send holds everything back.
+    pub fn is_blocked(&self) -> bool {
+        self.blocked()
+    }
+
+    // ------------------------------------------------------------ outputs
+
+    /// Next order whose whole transmission went out.
+    pub fn poll_transmitted(&mut self) -> Option<Transmitted> {
+        self.transmitted.pop_front()
+    }
+
+    /// Next order the broker answered (it has left the outbox).
+    pub fn poll_answer(&mut self) -> Option<Answered> {
+        self.answers.pop_front()
+    }
+
+    /// When something next falls due ([`Millis::MAX`]: nothing is
+    /// scheduled). It may be in the past: [`Core::poll_transmit`] has work.
+    pub fn poll_timeout(&self) -> Millis {
+        if !self.sending.is_empty() || !self.live.is_empty() {
+            return self.now_ms.max(self.blocked_until_ms.unwrap_or(0));
+        }
+        let due = if self.welcomed { self.outbox.next_deadline() } else { Some(self.hello_due_ms) };
+        due.map_or(Millis::MAX, |at| at.max(self.blocked_until_ms.unwrap_or(0)))
     }
 
     /// Answers that matched no order in the outbox: repeated confirms of a
     /// resent order, or answers meant for an earlier run.
     pub fn unexpected_answers(&self) -> u64 {
-        self.unexpected_answers
-    }
-
-    /// True if `orders` more orders with `bytes` more item bytes fit now.
-    pub fn has_room(&self, orders: usize, bytes: u64) -> bool {
-        self.entries.len() + orders <= self.config.orders_max && self.bytes + bytes <= self.config.bytes_max
-    }
-
-    /// True if that much could ever fit (in an empty outbox): when false,
-    /// waiting for room is pointless.
-    pub fn could_fit(&self, orders: usize, bytes: u64) -> bool {
-        orders <= self.config.orders_max && bytes <= self.config.bytes_max
-    }
-
-    /// Ids of the orders held, sorted.
-    pub fn ids(&self) -> Vec<String> {
-        let mut ids: Vec<String> = self.entries.keys().cloned().collect();
-        ids.sort();
-        ids
-    }
-
-    /// The items of an order held.
-    pub fn items(&self, id: &str) -> Option<&[Vec<u8>]> {
-        self.entries.get(id).map(|entry| entry.items.as_slice())
-    }
-
-    /// Item bytes of an order held.
-    pub fn order_bytes(&self, id: &str) -> Option<u64> {
-        self.entries.get(id).map(|entry| entry.bytes)
-    }
-
-    /// Complete transmissions of an order held.
-    pub fn attempts(&self, id: &str) -> Option<u32> {
-        self.entries.get(id).map(|entry| entry.attempts)
-    }
-
-    /// Adds a complete order, due at once. The caller checked that `id` is
-    /// not held (an invariant, asserted) and, for new orders, that there is
-    /// room; orders recovered from disk are added whatever the bounds (they
-    /// were accepted before), and only delay new sends.
-    pub fn insert(&mut self, id: String, items: Vec<Vec<u8>>, now: Micros) {
-        assert!(!self.entries.contains_key(&id), "order {id:?} is already in the outbox");
-        let bytes = items_bytes(&items);
-        self.bytes += bytes;
-        self.schedule.insert((now, id.clone()));
-        let entry = Entry { items, bytes, phase: Phase::Complete { next_at: now }, first_sent_us: None, attempts: 0 };
-        self.entries.insert(id, entry);
-    }
-
-    /// Adds an order whose items will come one by one ([`Outbox::push_item`]).
-    pub fn begin_stream(&mut self, id: String) {
-        assert!(!self.entries.contains_key(&id), "order {id:?} is already in the outbox");
-        let entry = Entry { items: Vec::new(), bytes: 0, phase: Phase::Streaming, first_sent_us: None, attempts: 0 };
-        self.entries.insert(id, entry);
-    }
-
-    /// Appends an item to a streamed order and returns its seq; `None` if
-    /// the order is no longer held (the broker rejected it meanwhile).
-    pub fn push_item(&mut self, id: &str, item: Vec<u8>) -> Option<u32> {
-        let entry = self.entries.get_mut(id)?;
-        assert_eq!(entry.phase, Phase::Streaming, "order {id:?} is not being streamed");
-        let seq = u32::try_from(entry.items.len()).expect("items per order are bounded far below u32::MAX");
-        let bytes = item.len() as u64;
-        entry.items.push(item);
-        entry.bytes += bytes;
-        self.bytes += bytes;
-        Some(seq)
-    }
-
-    /// Ends a stream: the order is complete. If its Finish went out (every
-    /// message of the stream was transmitted) this counts as its first
-    /// attempt; otherwise the whole order is due at once. False if the
-    /// order is no longer held.
-    pub fn finish_stream(&mut self, id: &str, transmitted: bool, now: Micros) -> bool {
-        let Some(entry) = self.entries.get_mut(id) else { return false };
-        assert_eq!(entry.phase, Phase::Streaming, "order {id:?} is not being streamed");
-        entry.phase = Phase::Complete { next_at: now };
-        self.schedule.insert((now, id.to_owned()));
-        if transmitted {
-            self.transmitted(id, now);
-        }
-        true
-    }
-
-    /// Drops an order without an answer (a stream abandoned before its
-    /// Finish). True if it was held.
-    pub fn abandon(&mut self, id: &str) -> bool {
-        self.remove(id).is_some()
-    }
-
-    /// The due order with the earliest deadline, if any is due at `now`.
-    pub fn next_due(&self, now: Micros) -> Option<&str> {
-        self.schedule.first().filter(|(at, _)| *at <= now).map(|(_, id)| id.as_str())
-    }
-
-    /// When the next order falls due (it may be in the past).
-    pub fn next_deadline(&self) -> Option<Micros> {
-        self.schedule.first().map(|(at, _)| *at)
-    }
-
-    /// The whole order (Begin, items, Finish) went out at `now`: one more
-    /// attempt, and the next is due after the backoff for that attempt.
-    pub fn transmitted(&mut self, id: &str, now: Micros) {
-        let Some(entry) = self.entries.get_mut(id) else { return };
-        entry.attempts = entry.attempts.saturating_add(1);
-        entry.first_sent_us.get_or_insert(now);
-        let next_at = now.saturating_add(self.config.resend_delay_us(entry.attempts));
-        reschedule(&mut self.schedule, id, entry, next_at);
-    }
-
-    /// The socket would not take the order (high-water mark, or no broker
-    /// connected): try again shortly. Not an attempt — it may have gone out
-    /// in part, which is harmless, since the retry sends it all again.
-    pub fn transmit_blocked(&mut self, id: &str, now: Micros) {
-        let Some(entry) = self.entries.get_mut(id) else { return };
-        let next_at = now.saturating_add(self.config.transmit_retry_us);
-        reschedule(&mut self.schedule, id, entry, next_at);
-    }
-
-    /// The broker answered `id`: the order leaves the outbox. `None` (and
-    /// counted as unexpected) for an order not held, and for a Confirm of an
-    /// order still being streamed (an answer to an earlier order with the
-    /// same id: the broker cannot have sealed this one without its Finish).
-    /// A Reject of a stream is taken: the broker dropped the partial order.
-    pub fn answer(&mut self, id: &str, verdict: Result<(), RejectReason>, now: Micros) -> Option<Answered> {
-        let streaming = match self.entries.get(id) {
-            Some(entry) => entry.phase == Phase::Streaming,
-            None => {
-                self.unexpected_answers += 1;
-                return None;
-            }
-        };
-        if streaming && verdict.is_ok() {
-            self.unexpected_answers += 1;
-            return None;
-        }
-        let entry = self.remove(id)?;
-        let latency_us = entry.first_sent_us.map_or(0, |sent| now.saturating_sub(sent));
-        Some(Answered { id: id.to_owned(), verdict, latency_us, attempts: entry.attempts })
-    }
-
-    fn remove(&mut self, id: &str) -> Option<Entry> {
-        let entry = self.entries.remove(id)?;
-        if let Phase::Complete { next_at } = entry.phase {
-            self.schedule.remove(&(next_at, id.to_owned()));
-        }
-        self.bytes -= entry.bytes;
-        Some(entry)
+        self.outbox.unexpected_answers()
     }
 }
 
-fn reschedule(schedule: &mut BTreeSet<(Micros, String)>, id: &str, entry: &mut Entry, next_at: Micros) {
-    let Phase::Complete { next_at: old } = entry.phase else {
-        panic!("order {id:?} is scheduled while it is being streamed");
-    };
-    let key = (old, id.to_owned());
-    let removed = schedule.remove(&key);
-    assert!(removed, "order {id:?} was missing from the schedule");
-    schedule.insert((next_at, key.1));
-    entry.phase = Phase::Complete { next_at };
-}
-
-/// Total payload bytes of some items.
-pub fn items_bytes(items: &[Vec<u8>]) -> u64 {
-    items.iter().map(|item| item.len() as u64).sum()
+/// The messages of one whole order: Begin, items from seq 0, Finish — or,
+/// with `pack`, `items` frames of consecutive items, the first beginning
+/// the order and the last finishing it.
+pub fn encode_order(producer: &str, id: &str, items: &[Vec<u8>], pack: bool) -> VecDeque<Vec<u8>> {
+    let count = u32::try_from(items.len()).expect("items per order are bounded far below u32::MAX");
+    let mut frames = VecDeque::new();
+    if pack {
+        let ends = pack_runs(items, PACKED_FRAME_BYTES_MAX);
+        let mut start = 0;
+        for (n, &end) in ends.iter().enumerate() {
+            let finish = (n + 1 == ends.len()).then_some(count);
+            frames.push_back(encode_items(producer, id, n == 0, start as u32, &items[start..end], finish));
+            start = end;
+        }
+        return frames;
+    }
+    frames.push_back(IntakeMsg::Begin(Begin { producer: producer.to_owned(), order: id.to_owned() }).encode());
+    for (seq, data) in items.iter().enumerate() {
+        let seq = u32::try_from(seq).expect("items per order are bounded far below u32::MAX");
+        let (producer, order, data) = (producer.to_owned(), id.to_owned(), ByteBuf::from(data.clone()));
+        frames.push_back(IntakeMsg::Item(Item { producer, order, seq, data }).encode());
+    }
+    frames.push_back(IntakeMsg::Finish(Finish { producer: producer.to_owned(), order: id.to_owned(), count }).encode());
+    frames
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    const SECOND: Micros = 1_000_000;
-
-    fn config() -> OutboxConfig {
-        OutboxConfig {
-            confirm_timeout_us: 5 * SECOND,
-            resend_backoff_max_us: 60 * SECOND,
-            orders_max: 3,
-            bytes_max: 10,
-            transmit_retry_us: SECOND / 20,
-        }
-    }
-
-    fn items(sizes: &[usize]) -> Vec<Vec<u8>> {
-        sizes.iter().map(|&n| vec![b'x'; n]).collect()
-    }
-
-    /// Transmits everything due at `now` (as the io layer would when the
-    /// socket takes it) and returns the ids, in order.
-    fn transmit_due(outbox: &mut Outbox, now: Micros) -> Vec<String> {
-        let mut sent = Vec::new();
-        while let Some(id) = outbox.next_due(now).map(str::to_owned) {
-            outbox.transmitted(&id, now);
-            sent.push(id);
-        }
-        sent
-    }
-
-    #[test]
-    fn handshake_needs_our_nonce() {
-        let mut handshake = Handshake::new("p".into(), 7);
-        assert!(!handshake.handle_welcome(8));
-        assert!(handshake.handle_welcome(7));
-        assert!(handshake.welcomed());
-    }
-
-    #[test]
-    fn new_orders_are_due_at_once_and_resent_after_the_confirm_timeout() {
-        let mut outbox = Outbox::new(config());
-        outbox.insert("a".into(), items(&[1, 2]), 0);
-        assert_eq!(transmit_due(&mut outbox, 0), ["a"]);
-        assert_eq!(outbox.next_deadline(), Some(5 * SECOND));
-        assert!(transmit_due(&mut outbox, 5 * SECOND - 1).is_empty(), "nothing is due before the timeout");
-        assert_eq!(transmit_due(&mut outbox, 5 * SECOND), ["a"]);
-        assert_eq!(outbox.attempts("a"), Some(2));
-        assert_eq!(outbox.items("a"), Some(items(&[1, 2]).as_slice()), "a resend sends the same items");
-    }
-
-    #[test]
-    fn backoff_doubles_and_is_capped() {
-        let config = config();
-        let delays: Vec<Micros> = (1..=6).map(|attempt| config.resend_delay_us(attempt) / SECOND).collect();
-        assert_eq!(delays, [5, 10, 20, 40, 60, 60]);
-        assert_eq!(config.resend_delay_us(u32::MAX), 60 * SECOND, "no overflow however many attempts");
-
-        let mut outbox = Outbox::new(config);
-        outbox.insert("a".into(), items(&[1]), 0);
-        let mut now = 0;
-        let mut sends = Vec::new();
-        // Walk the virtual clock from deadline to deadline: no sleeping.
-        for _ in 0..6 {
-            assert_eq!(transmit_due(&mut outbox, now), ["a"]);
-            sends.push(now / SECOND);
-            now = outbox.next_deadline().expect("the unanswered order stays scheduled");
-        }
-        assert_eq!(sends, [0, 5, 15, 35, 75, 135]);
-    }
-
-    #[test]
-    fn answered_orders_leave_the_outbox_once() {
-        let mut outbox = Outbox::new(config());
-        outbox.insert("a".into(), items(&[3]), 0);
-        outbox.insert("b".into(), items(&[4]), 0);
-        transmit_due(&mut outbox, 100);
-        let answered = outbox.answer("a", Ok(()), 350).expect("a is held");
-        assert_eq!((answered.latency_us, answered.attempts, answered.verdict), (250, 1, Ok(())));
-        let gap = Err(RejectReason::Gap { missing: 0 });
-        assert_eq!(outbox.answer("b", gap.clone(), 400).map(|a| a.verdict), Some(gap));
-        assert_eq!(outbox.answer("a", Ok(()), 500), None, "a repeated confirm is not a second answer");
-        assert_eq!(outbox.unexpected_answers(), 1);
-        assert!(outbox.is_empty());
-        assert_eq!((outbox.bytes(), outbox.next_deadline()), (0, None), "bytes and schedule are released");
-    }
-
-    #[test]
-    fn bounds_count_orders_and_bytes() {
-        let mut outbox = Outbox::new(config());
-        assert!(outbox.has_room(3, 10));
-        assert!(!outbox.has_room(4, 0) && !outbox.has_room(1, 11));
-        assert!(!outbox.could_fit(1, 11), "an order larger than the outbox never fits");
-        outbox.insert("a".into(), items(&[6]), 0);
-        assert!(outbox.has_room(1, 4) && !outbox.has_room(1, 5));
-        outbox.insert("b".into(), items(&[]), 0);
-        outbox.insert("c".into(), items(&[]), 0);
-        assert!(!outbox.has_room(1, 0), "three orders is the bound");
-        outbox.answer("a", Ok(()), 1);
-        assert!(outbox.has_room(1, 10), "an answer frees its order and its bytes");
-    }
-
-    #[test]
-    fn a_blocked_transmission_is_retried_soon_and_is_not_an_attempt() {
-        let mut outbox = Outbox::new(config());
-        outbox.insert("a".into(), items(&[1]), 0);
-        assert_eq!(outbox.next_due(0), Some("a"));
-        outbox.transmit_blocked("a", 0);
-        assert_eq!(outbox.next_due(0), None);
-        assert_eq!(outbox.next_deadline(), Some(SECOND / 20));
-        assert_eq!(outbox.attempts("a"), Some(0));
-        assert_eq!(transmit_due(&mut outbox, SECOND / 20), ["a"]);
-        assert_eq!(outbox.next_deadline(), Some(SECOND / 20 + 5 * SECOND), "the confirm timeout starts now");
-    }
-
-    #[test]
-    fn due_orders_come_earliest_deadline_first() {
-        let mut outbox = Outbox::new(config());
-        outbox.insert("late".into(), items(&[]), 10);
-        outbox.insert("early".into(), items(&[]), 5);
-        assert_eq!(transmit_due(&mut outbox, 20), ["early", "late"]);
-    }
-
-    #[test]
-    fn streams_are_not_resent_before_their_finish() {
-        let mut outbox = Outbox::new(config());
-        outbox.begin_stream("s".into());
-        assert_eq!(outbox.push_item("s", b"ab".to_vec()), Some(0));
-        assert_eq!(outbox.push_item("s", b"c".to_vec()), Some(1));
-        assert_eq!(outbox.bytes(), 3);
-        assert_eq!(outbox.next_deadline(), None, "a stream is never due");
-        assert_eq!(outbox.answer("s", Ok(()), 1), None, "a confirm before our Finish is for an earlier order");
-        assert!(outbox.finish_stream("s", true, 100));
-        assert_eq!(outbox.attempts("s"), Some(1));
-        assert_eq!(outbox.next_deadline(), Some(100 + 5 * SECOND));
-        assert_eq!(transmit_due(&mut outbox, 100 + 5 * SECOND), ["s"]);
-    }
-
-    #[test]
-    fn a_stream_that_did_not_fully_go_out_is_due_at_its_finish() {
-        let mut outbox = Outbox::new(config());
-        outbox.begin_stream("s".into());
-        outbox.push_item("s", b"a".to_vec());
-        outbox.finish_stream("s", false, 7);
-        assert_eq!((outbox.next_due(7), outbox.attempts("s")), (Some("s"), Some(0)));
-    }
-
-    #[test]
-    fn a_rejected_or_abandoned_stream_leaves_the_outbox() {
-        let mut outbox = Outbox::new(config());
-        outbox.begin_stream("s".into());
-        outbox.push_item("s", b"a".to_vec());
-        let expired = Err(RejectReason::Expired { age_ms: 1 });
-        assert_eq!(outbox.answer("s", expired, 9).map(|a| (a.attempts, a.latency_us)), Some((0, 0)));
-        assert_eq!(outbox.push_item("s", b"b".to_vec()), None, "items after the reject are refused");
-        assert!(!outbox.finish_stream("s", true, 10));
-        outbox.begin_stream("t".into());
-        outbox.push_item("t", b"abc".to_vec());
-        assert!(outbox.abandon("t"));
-        assert_eq!((outbox.len(), outbox.bytes()), (0, 0));
-    }
-}
+mod tests;

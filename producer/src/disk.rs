@@ -241,7 +241,7 @@ mod tests {
             let (id, items) = order(index);
             disk.record_sent([(id.as_str(), items.as_slice())]).unwrap();
             outbox.insert(id.clone(), items, 0);
-            outbox.answer(&id, Ok(()), 0);
+            outbox.answer(&id, Ok(()));
             disk.record_answered(&id, true).unwrap();
             disk.commit().unwrap();
             disk.compact(&outbox).unwrap();

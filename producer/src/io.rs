@@ -1,6 +1,5 @@
 //! The producer's connection to a broker: the only module with sockets and
-//! a clock. It feeds the sans-IO [`Outbox`] and [`Handshake`] and does what
-//! they say is due.
+//! a clock. It feeds the sans-IO [`Core`] and sends what it says is due.
 //!
 //! Sockets: PUSH to intake (`ZMQ_IMMEDIATE`, so nothing queues for a broker
 //! that is not connected) and SUB to fanout on `p/<id>/`. Every send is
@@ -9,27 +8,22 @@
 //! ([`ProducerError::Backpressure`] after the send timeout), never as a
 //! call that blocks for ever.
 
-use std::collections::{HashSet, VecDeque};
+use std::collections::{HashMap, HashSet, VecDeque};
 use std::path::Path;
 use std::time::{Duration, Instant};
 
 use orderly_common::ids::{producer_topic, validate_order_id};
 use orderly_common::limits::{
-    FANOUT_FRAME_BYTES_MAX, ITEM_BYTES_MAX, ORDER_BYTES_MAX, ORDER_ITEMS_MAX, PACKED_FRAME_BYTES_MAX,
-    SOCKET_HWM_DEFAULT, SOCKET_LINGER_MS,
+    FANOUT_FRAME_BYTES_MAX, ITEM_BYTES_MAX, ORDER_BYTES_MAX, ORDER_ITEMS_MAX, SOCKET_HWM_DEFAULT, SOCKET_LINGER_MS,
 };
-use orderly_common::protocol::{
-    encode_items, pack_runs, split_frames, Begin, FanoutMsg, Finish, IntakeMsg, Item, RejectReason,
-};
-use serde_bytes::ByteBuf;
+use orderly_common::protocol::{split_frames, FanoutMsg};
 
 use crate::config::ProducerConfig;
-use crate::core::{items_bytes, micros, Handshake, Micros, Outbox};
+use crate::core::{items_bytes, millis, Answered, Core, CoreConfig, Millis};
 use crate::disk::DiskOutbox;
 use crate::error::{zmq_error, ProducerError, RejectError};
 use crate::limits::{
     HELLO_INTERVAL, OUTBOX_SEGMENT_BYTES_TARGET, POLL_SLICE, RECEIVE_BATCH_LEN_MAX, SEND_BATCH_ORDERS_MAX,
-    TRANSMIT_RETRY_DELAY,
 };
 use crate::orders::Order;
 use crate::receipt::{Answer, FlushReport, Outcome, Receipt, ReceiptState};
@@ -96,14 +90,13 @@ pub struct Producer {
     _context: zmq::Context,
     config: ProducerConfig,
     topic: Vec<u8>,
-    handshake: Handshake,
-    outbox: Outbox,
+    core: Core,
     disk: Option<DiskOutbox>,
     /// Answers not yet collected, oldest first.
     answers: VecDeque<Answer>,
-    /// The intake socket refused a message: transmit nothing before this
-    /// (unless it reports it is writable again).
-    intake_blocked_until: Option<Micros>,
+    /// When each order held first went out whole: confirm latency is
+    /// measured here, finer than the core's milliseconds.
+    first_sent: HashMap<String, Instant>,
     started: Instant,
     stats: Stats,
 }
@@ -112,7 +105,7 @@ impl std::fmt::Debug for Producer {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Producer")
             .field("producer", &self.config.producer)
-            .field("pending", &self.outbox.len())
+            .field("pending", &self.core.outbox().len())
             .field("stats", &self.stats)
             .finish_non_exhaustive()
     }
@@ -139,8 +132,13 @@ impl Producer {
         let context = zmq::Context::new();
         let (push, sub) = open_sockets(&context, &config)?;
         let mut producer = Producer {
-            handshake: Handshake::new(config.producer.clone(), rand::random()),
-            outbox: Outbox::new(config.outbox_config()),
+            core: Core::new(CoreConfig {
+                producer: config.producer.clone(),
+                nonce: rand::random(),
+                pack_items: config.pack_items,
+                hello_interval_ms: millis(HELLO_INTERVAL),
+                outbox: config.outbox_config(),
+            }),
             topic: producer_topic(&config.producer),
             push,
             sub,
@@ -148,27 +146,27 @@ impl Producer {
             config,
             disk,
             answers: VecDeque::new(),
-            intake_blocked_until: None,
+            first_sent: HashMap::new(),
             started: Instant::now(),
             stats: Stats::default(),
         };
         // Recovered orders were accepted before: they go in whatever the
         // bounds, due at once (oldest first), and only delay new sends.
         for order in recovered {
-            producer.outbox.insert(order.id, order.items, 0);
+            producer.core.submit(order.id, order.items, 0);
             producer.stats.recovered += 1;
         }
         if producer.stats.recovered > 0 {
             tracing::info!(orders = producer.stats.recovered, "outbox: resending orders recovered from disk");
         }
         producer.handshake()?;
-        producer.transmit_due()?;
+        producer.transmit()?;
         Ok(producer)
     }
 
     fn handshake(&mut self) -> Result<(), ProducerError> {
         let started = Instant::now();
-        while !self.handshake.welcomed() {
+        while !self.core.welcomed() {
             if started.elapsed() >= self.config.handshake_timeout {
                 // Only hellos and our subscription are queued: nothing worth
                 // lingering for when the sockets close.
@@ -181,14 +179,11 @@ impl Producer {
                     waited: self.config.handshake_timeout,
                 });
             }
-            // Repeated: a hello sent before our subscription reached the
-            // broker gets a welcome we never see.
-            let hello = self.handshake.hello();
-            send_message(&self.push, &self.topic, &hello)?;
-            let until = Instant::now() + HELLO_INTERVAL;
-            while !self.handshake.welcomed() && Instant::now() < until {
-                self.receive(until.saturating_duration_since(Instant::now()))?;
-            }
+            // The core repeats the Hello: one sent before our subscription
+            // reached the broker gets a welcome we never see.
+            self.transmit()?;
+            let wait = self.until_next_transmit().unwrap_or(HELLO_INTERVAL).min(HELLO_INTERVAL);
+            self.receive(wait)?;
         }
         Ok(())
     }
@@ -220,10 +215,10 @@ impl Producer {
         let mut receipts = Vec::with_capacity(orders.len());
         for order in orders {
             receipts.push(Receipt::new(order.id.clone()));
-            self.outbox.insert(order.id, order.items, now);
+            self.core.submit(order.id, order.items, now);
         }
         self.stats.orders_sent += receipts.len() as u64;
-        self.transmit_due()?;
+        self.transmit()?;
         // Take answers that arrived meanwhile, so the fanout queue never
         // fills while the caller only sends.
         self.receive(Duration::ZERO)?;
@@ -249,7 +244,7 @@ impl Producer {
                 return Err(ProducerError::DuplicateOrder { id: order.id.clone() });
             }
         }
-        if !self.outbox.could_fit(orders.len(), bytes) {
+        if !self.core.outbox().could_fit(orders.len(), bytes) {
             let max = self.config.outbox_bytes_max;
             let reason = format!("the batch's {bytes} item bytes are more than the outbox holds ({max})");
             return Err(ProducerError::InvalidOrder { id: first.id.clone(), reason });
@@ -262,7 +257,7 @@ impl Producer {
         if let Err(error) = validate_order_id(&order.id) {
             return invalid(error.to_string());
         }
-        if self.outbox.contains(&order.id) {
+        if self.core.outbox().contains(&order.id) {
             return Err(ProducerError::DuplicateOrder { id: order.id.clone() });
         }
         if order.items.len() > ORDER_ITEMS_MAX as usize {
@@ -290,30 +285,16 @@ impl Producer {
     pub fn begin(&mut self, id: impl Into<String>) -> Result<OrderStream<'_>, ProducerError> {
         let id = id.into();
         validate_order_id(&id).map_err(|e| ProducerError::InvalidOrder { id: id.clone(), reason: e.to_string() })?;
-        if self.outbox.contains(&id) {
+        if self.core.outbox().contains(&id) {
             return Err(ProducerError::DuplicateOrder { id });
         }
         self.wait_for_room(1, 0)?;
-        self.outbox.begin_stream(id.clone());
+        let now = self.now();
+        self.core.begin_stream(id.clone(), now);
         // From here on, dropping the stream (also on error) abandons it.
-        let mut stream = OrderStream { producer: self, id, live: true, bytes: 0, finished: false };
-        let begin =
-            IntakeMsg::Begin(Begin { producer: stream.producer.config.producer.clone(), order: stream.id.clone() });
-        stream.live = stream.producer.send_live(&begin)?;
+        let stream = OrderStream { producer: self, id, bytes: 0, finished: false };
+        stream.producer.transmit()?;
         Ok(stream)
-    }
-
-    /// Sends a message of a stream at once if the intake socket takes it;
-    /// false if not (the stream is then sent whole at its Finish).
-    fn send_live(&mut self, msg: &IntakeMsg) -> Result<bool, ProducerError> {
-        if self.intake_blocked() {
-            return Ok(false);
-        }
-        let sent = send_message(&self.push, &self.topic, msg)?;
-        if !sent {
-            self.block_intake();
-        }
-        Ok(sent)
     }
 
     /// Waits up to `timeout` for answers from the broker, takes every one
@@ -321,10 +302,10 @@ impl Producer {
     /// (re)transmits the orders that are due. Returns early when answers
     /// arrive or an order falls due; returns the number of answers taken.
     pub fn poll(&mut self, timeout: Duration) -> Result<usize, ProducerError> {
-        self.transmit_due()?;
+        self.transmit()?;
         let wait = self.until_next_transmit().map_or(timeout, |due| due.min(timeout));
         let answered = self.receive(wait)?;
-        self.transmit_due()?;
+        self.transmit()?;
         Ok(answered)
     }
 
@@ -341,10 +322,10 @@ impl Producer {
         let started = Instant::now();
         let before = self.stats;
         self.poll(Duration::ZERO)?;
-        while !self.outbox.is_empty() {
+        while !self.core.outbox().is_empty() {
             let elapsed = started.elapsed();
             if elapsed >= timeout {
-                return Err(ProducerError::Unanswered { unanswered: self.outbox.len(), waited: timeout });
+                return Err(ProducerError::Unanswered { unanswered: self.core.outbox().len(), waited: timeout });
             }
             self.poll((timeout - elapsed).min(POLL_SLICE))?;
         }
@@ -370,22 +351,22 @@ impl Producer {
 
     /// Orders awaiting an answer (including one being streamed).
     pub fn pending(&self) -> usize {
-        self.outbox.len()
+        self.core.outbox().len()
     }
 
     /// Item bytes held by the outbox.
     pub fn pending_bytes(&self) -> u64 {
-        self.outbox.bytes()
+        self.core.outbox().bytes()
     }
 
     /// Ids of the orders awaiting an answer, sorted.
     pub fn pending_ids(&self) -> Vec<String> {
-        self.outbox.ids()
+        self.core.outbox().ids()
     }
 
     /// True if order `id` awaits an answer.
     pub fn is_pending(&self, id: &str) -> bool {
-        self.outbox.contains(id)
+        self.core.outbox().contains(id)
     }
 
     /// Orders recovered from the on-disk outbox at `connect` (and resent).
@@ -395,7 +376,7 @@ impl Producer {
 
     /// Counters since `connect`.
     pub fn stats(&self) -> Stats {
-        Stats { unexpected_answers: self.outbox.unexpected_answers(), ..self.stats }
+        Stats { unexpected_answers: self.core.unexpected_answers(), ..self.stats }
     }
 
     /// The configuration this producer was connected with.
@@ -415,7 +396,7 @@ impl Producer {
     }
 
     pub(crate) fn receipt_state(&self, id: &str) -> ReceiptState {
-        if let Some(attempts) = self.outbox.attempts(id) {
+        if let Some(attempts) = self.core.outbox().attempts(id) {
             return ReceiptState::Pending { attempts };
         }
         match self.answers.iter().rev().find(|answer| answer.order_id == id) {
@@ -429,21 +410,21 @@ impl Producer {
         self.answers.remove(index)
     }
 
-    fn now(&self) -> Micros {
-        micros(self.started.elapsed())
+    fn now(&self) -> Millis {
+        millis(self.started.elapsed())
     }
 
     /// Waits until `orders` more orders and `bytes` more bytes fit, taking
     /// answers meanwhile, up to the send timeout.
     fn wait_for_room(&mut self, orders: usize, bytes: u64) -> Result<(), ProducerError> {
         let started = Instant::now();
-        while !self.outbox.has_room(orders, bytes) {
+        while !self.core.outbox().has_room(orders, bytes) {
             let elapsed = started.elapsed();
             if elapsed >= self.config.send_timeout {
                 return Err(ProducerError::Backpressure {
                     waited: self.config.send_timeout,
-                    orders: self.outbox.len(),
-                    bytes: self.outbox.bytes(),
+                    orders: self.core.outbox().len(),
+                    bytes: self.core.outbox().bytes(),
                     orders_max: self.config.outbox_orders_max,
                     bytes_max: self.config.outbox_bytes_max,
                 });
@@ -453,43 +434,32 @@ impl Producer {
         Ok(())
     }
 
-    fn intake_blocked(&self) -> bool {
-        self.intake_blocked_until.is_some_and(|until| self.now() < until)
-    }
-
-    fn block_intake(&mut self) {
-        self.intake_blocked_until = Some(self.now() + micros(TRANSMIT_RETRY_DELAY));
-    }
-
-    /// How long until the next order is due for (re)transmission.
+    /// How long until the core next has something to send.
     fn until_next_transmit(&self) -> Option<Duration> {
-        let due = self.outbox.next_deadline()?;
-        let at = due.max(self.intake_blocked_until.unwrap_or(0));
-        Some(Duration::from_micros(at.saturating_sub(self.now())))
+        let at = self.core.poll_timeout();
+        (at != Millis::MAX).then(|| Duration::from_millis(at.saturating_sub(self.now())))
     }
 
-    /// Transmits every order that is due, earliest first, until the intake
-    /// socket refuses one (it is retried shortly; the rest wait with it).
-    fn transmit_due(&mut self) -> Result<(), ProducerError> {
-        if self.intake_blocked() {
-            return Ok(());
-        }
-        let now = self.now();
-        while let Some(id) = self.outbox.next_due(now).map(str::to_owned) {
-            let items = self.outbox.items(&id).expect("a due order is in the outbox");
-            let first = self.outbox.attempts(&id) == Some(0);
-            let pack = self.config.pack_items;
-            if transmit_order(&self.push, &self.topic, &self.config.producer, &id, items, pack)? {
-                self.outbox.transmitted(&id, now);
-                self.stats.transmissions += 1;
-                self.stats.resends += u64::from(!first);
-                if !first {
-                    tracing::debug!(order = %id, "resent an unanswered order");
-                }
+    /// Sends what the core says is due (live stream messages, the Hello,
+    /// due orders, earliest first) until the intake socket refuses one (the
+    /// core retries it shortly; the rest wait with it).
+    fn transmit(&mut self) -> Result<(), ProducerError> {
+        self.core.handle_timeout(self.now());
+        while let Some(body) = self.core.poll_transmit() {
+            if send_body(&self.push, &self.topic, body)? {
+                self.core.handle_sent();
             } else {
-                self.outbox.transmit_blocked(&id, now);
-                self.block_intake();
+                self.core.handle_send_refused();
                 break;
+            }
+        }
+        while let Some(transmitted) = self.core.poll_transmitted() {
+            self.stats.transmissions += 1;
+            if transmitted.attempt <= 1 {
+                self.first_sent.insert(transmitted.id, Instant::now());
+            } else {
+                self.stats.resends += 1;
+                tracing::debug!(order = %transmitted.id, "resent an unanswered order");
             }
         }
         Ok(())
@@ -499,7 +469,8 @@ impl Producer {
     /// blocked, for it to become writable) and handles every one that
     /// arrived, up to a batch; then commits their Answered records.
     fn receive(&mut self, timeout: Duration) -> Result<usize, ProducerError> {
-        let blocked = self.intake_blocked();
+        self.core.handle_timeout(self.now());
+        let blocked = self.core.is_blocked();
         let mut items = [self.sub.as_poll_item(zmq::POLLIN), self.push.as_poll_item(zmq::POLLOUT)];
         let polled = if blocked { &mut items[..] } else { &mut items[..1] };
         match zmq::poll(polled, poll_millis(timeout)) {
@@ -507,7 +478,7 @@ impl Producer {
             Err(source) => return Err(ProducerError::Zmq { during: "polling", source }),
         }
         if blocked && polled[1].is_writable() {
-            self.intake_blocked_until = None;
+            self.core.handle_writable();
         }
         let mut answered = 0;
         for _ in 0..RECEIVE_BATCH_LEN_MAX {
@@ -526,36 +497,26 @@ impl Producer {
         }
         if let Some(disk) = &mut self.disk {
             disk.commit()?;
-            disk.compact(&self.outbox)?;
+            disk.compact(self.core.outbox())?;
         }
         Ok(answered)
     }
 
     /// Handles one fanout message; returns how many of our orders it answered.
     fn handle_fanout(&mut self, msg: FanoutMsg) -> Result<usize, ProducerError> {
-        match msg {
-            FanoutMsg::Welcome(welcome) => {
-                self.handshake.handle_welcome(welcome.nonce);
-                Ok(0)
-            }
-            FanoutMsg::Confirm(confirm) => Ok(usize::from(self.answer(&confirm.order, Ok(()))?)),
-            FanoutMsg::Confirms(confirms) => {
-                let mut answered = 0;
-                for order in &confirms.orders {
-                    answered += usize::from(self.answer(order, Ok(()))?);
-                }
-                Ok(answered)
-            }
-            FanoutMsg::Reject(reject) => Ok(usize::from(self.answer(&reject.order, Err(reject.reason))?)),
-            // Dispatches and heartbeats are for workers.
-            FanoutMsg::Dispatch(_) | FanoutMsg::Heartbeat(_) => Ok(0),
+        self.core.handle_fanout(msg, self.now());
+        let mut answered = 0;
+        while let Some(answer) = self.core.poll_answer() {
+            self.answer(answer)?;
+            answered += 1;
         }
+        Ok(answered)
     }
 
-    fn answer(&mut self, id: &str, verdict: Result<(), RejectReason>) -> Result<bool, ProducerError> {
-        let now = self.now();
-        let Some(answered) = self.outbox.answer(id, verdict, now) else { return Ok(false) };
+    fn answer(&mut self, answered: Answered) -> Result<(), ProducerError> {
+        let latency = self.first_sent.remove(&answered.id).map_or(Duration::ZERO, |sent| sent.elapsed());
         let confirmed = answered.verdict.is_ok();
+        let id = answered.id.clone();
         let outcome = match answered.verdict {
             Ok(()) => {
                 self.stats.confirmed += 1;
@@ -566,19 +527,14 @@ impl Producer {
                 Outcome::Rejected(RejectError { order_id: answered.id.clone(), reason })
             }
         };
-        self.keep_answer(Answer {
-            order_id: answered.id,
-            outcome,
-            latency: Duration::from_micros(answered.latency_us),
-            attempts: answered.attempts,
-        });
+        self.keep_answer(Answer { order_id: answered.id, outcome, latency, attempts: answered.attempts });
         // After the answer is kept, so a disk error cannot lose it. If the
         // record is lost, the order is resent after a restart and the
         // broker confirms it again.
         if let Some(disk) = &mut self.disk {
-            disk.record_answered(id, confirmed)?;
+            disk.record_answered(&id, confirmed)?;
         }
-        Ok(true)
+        Ok(())
     }
 
     fn keep_answer(&mut self, answer: Answer) {
@@ -613,9 +569,6 @@ impl Producer {
 pub struct OrderStream<'a> {
     producer: &'a mut Producer,
     id: String,
-    /// Every message so far went out; once one did not, the rest of the
-    /// stream is only kept, and the whole order is sent at its Finish.
-    live: bool,
     bytes: u64,
     finished: bool,
 }
@@ -642,26 +595,24 @@ impl OrderStream<'_> {
         let data = data.into();
         self.check_item(&data)?;
         self.producer.wait_for_room(0, data.len() as u64)?;
-        let producer = &mut *self.producer;
-        let msg_data = if self.live { Some(ByteBuf::from(data.clone())) } else { None };
         let len = data.len() as u64;
-        let Some(seq) = producer.outbox.push_item(&self.id, data) else {
+        let now = self.producer.now();
+        let Some(seq) = self.producer.core.push_item(&self.id, data, now) else {
             return Err(self.rejected());
         };
         self.bytes += len;
-        if let Some(data) = msg_data {
-            let item = Item { producer: producer.config.producer.clone(), order: self.id.clone(), seq, data };
-            self.live = producer.send_live(&IntakeMsg::Item(item))?;
-        }
         if (seq + 1) % STREAM_POLL_EVERY_ITEMS == 0 {
             self.producer.poll(Duration::ZERO)?;
+        } else {
+            // While the stream is live its item goes out now.
+            self.producer.transmit()?;
         }
         Ok(seq)
     }
 
     fn check_item(&self, data: &[u8]) -> Result<(), ProducerError> {
         let invalid = |reason: String| Err(ProducerError::InvalidOrder { id: self.id.clone(), reason });
-        let items = self.producer.outbox.items(&self.id).map_or(0, <[Vec<u8>]>::len);
+        let items = self.producer.core.outbox().items(&self.id).map_or(0, <[Vec<u8>]>::len);
         if items >= ORDER_ITEMS_MAX as usize {
             return invalid(format!("more than {ORDER_ITEMS_MAX} items"));
         }
@@ -690,36 +641,28 @@ impl OrderStream<'_> {
     /// is resent like any other order until the broker answers.
     pub fn finish(mut self) -> Result<Receipt, ProducerError> {
         let producer = &mut *self.producer;
-        let Some(items) = producer.outbox.items(&self.id) else {
+        let Some(items) = producer.core.outbox().items(&self.id) else {
             return Err(self.rejected());
         };
-        let count = u32::try_from(items.len()).expect("items per order are bounded far below u32::MAX");
         if let Some(disk) = &mut producer.disk {
             disk.record_sent([(self.id.as_str(), items)])?;
         }
         // Complete (and on disk): from here on the order is resent like any
-        // other until answered, never abandoned.
+        // other until answered, never abandoned. The Finish goes out now if
+        // the whole stream did; otherwise the whole order is due now.
         let now = producer.now();
-        producer.outbox.finish_stream(&self.id, false, now);
+        producer.core.finish_stream(&self.id, now);
         self.finished = true;
         producer.stats.orders_sent += 1;
-        if self.live {
-            let finish = Finish { producer: producer.config.producer.clone(), order: self.id.clone(), count };
-            if producer.send_live(&IntakeMsg::Finish(finish))? {
-                producer.outbox.transmitted(&self.id, now);
-                producer.stats.transmissions += 1;
-            }
-        }
-        // If some message of the stream did not go out, the whole order is
-        // due now.
-        producer.transmit_due()?;
+        producer.transmit()?;
         Ok(Receipt::new(self.id.clone()))
     }
 }
 
 impl Drop for OrderStream<'_> {
     fn drop(&mut self) {
-        if !self.finished && self.producer.outbox.abandon(&self.id) {
+        if !self.finished && self.producer.core.abandon_stream(&self.id) {
+            self.producer.first_sent.remove(&self.id);
             tracing::debug!(order = %self.id, "abandoned an unfinished stream");
         }
     }
@@ -753,61 +696,14 @@ fn open_sockets(context: &zmq::Context, config: &ProducerConfig) -> Result<(zmq:
     Ok((push, sub))
 }
 
-/// Sends one message without blocking; false if the socket would not take
-/// it (at its high-water mark, or no broker connected).
-fn send_message(push: &zmq::Socket, topic: &[u8], msg: &IntakeMsg) -> Result<bool, ProducerError> {
-    send_body(push, topic, &msg.encode())
-}
-
-/// [`send_message`] for a body already encoded.
+/// Sends one encoded intake message without blocking; false if the socket
+/// would not take it (at its high-water mark, or no broker connected).
 fn send_body(push: &zmq::Socket, topic: &[u8], body: &[u8]) -> Result<bool, ProducerError> {
     match push.send_multipart([topic, body], zmq::DONTWAIT) {
         Ok(()) => Ok(true),
         Err(zmq::Error::EAGAIN) | Err(zmq::Error::EINTR) => Ok(false),
         Err(source) => Err(ProducerError::Zmq { during: "sending to intake", source }),
     }
-}
-
-/// Sends a whole order (Begin, items from seq 0, Finish — packed into
-/// `items` frames with `pack`); false if the socket refused a message
-/// part-way (the broker ignores the repeats when it is sent again).
-fn transmit_order(
-    push: &zmq::Socket,
-    topic: &[u8],
-    producer: &str,
-    id: &str,
-    items: &[Vec<u8>],
-    pack: bool,
-) -> Result<bool, ProducerError> {
-    if pack {
-        let count = u32::try_from(items.len()).expect("items per order are bounded far below u32::MAX");
-        let ends = pack_runs(items, PACKED_FRAME_BYTES_MAX);
-        let mut start = 0;
-        for (n, &end) in ends.iter().enumerate() {
-            let finish = (n + 1 == ends.len()).then_some(count);
-            let body = encode_items(producer, id, n == 0, start as u32, &items[start..end], finish);
-            if !send_body(push, topic, &body)? {
-                return Ok(false);
-            }
-            start = end;
-        }
-        return Ok(true);
-    }
-    let begin = IntakeMsg::Begin(Begin { producer: producer.to_owned(), order: id.to_owned() });
-    if !send_message(push, topic, &begin)? {
-        return Ok(false);
-    }
-    for (seq, data) in items.iter().enumerate() {
-        let seq = u32::try_from(seq).expect("items per order are bounded far below u32::MAX");
-        let data = ByteBuf::from(data.clone());
-        let item = IntakeMsg::Item(Item { producer: producer.to_owned(), order: id.to_owned(), seq, data });
-        if !send_message(push, topic, &item)? {
-            return Ok(false);
-        }
-    }
-    let count = u32::try_from(items.len()).expect("items per order are bounded far below u32::MAX");
-    let finish = IntakeMsg::Finish(Finish { producer: producer.to_owned(), order: id.to_owned(), count });
-    send_message(push, topic, &finish)
 }
 
 /// A `zmq::poll` timeout in whole milliseconds, rounded up, so a wait of

@@ -15,8 +15,10 @@
 
 use std::collections::{BTreeMap, VecDeque};
 
-use orderly_common::limits::{self, HEARTBEAT_IN_FLIGHT_MAX, REASON_BYTES_MAX};
-use orderly_common::protocol::{Ack, BrokerHeartbeat, Bye, ControlMsg, Dispatch, FanoutMsg, Heartbeat, Nack};
+use orderly_common::limits::{self, ACKS_PER_MESSAGE_MAX, HEARTBEAT_IN_FLIGHT_MAX, REASON_BYTES_MAX};
+use orderly_common::protocol::{
+    Ack, Acked, Acks, BrokerHeartbeat, Bye, ControlMsg, Dispatch, FanoutMsg, Heartbeat, Nack,
+};
 use orderly_common::OrderKey;
 
 /// The cores' one time type (see `orderly_common::time`).
@@ -341,6 +343,29 @@ impl Core {
     /// thinks we hold.
     pub fn bye(&self) -> ControlMsg {
         ControlMsg::Bye(Bye { worker: self.config.worker.clone(), incarnation: self.config.incarnation })
+    }
+}
+
+/// Acks queued back to back travel as one `acks` message: a turn that
+/// finished many orders sends one frame, not one per order. Packs `msg`
+/// into the last message of `queue` if both are acks (up to
+/// `ACKS_PER_MESSAGE_MAX`); otherwise hands it back to be queued.
+pub fn pack_ack(queue: &mut VecDeque<ControlMsg>, msg: ControlMsg) -> Option<ControlMsg> {
+    let ControlMsg::Ack(ack) = &msg else { return Some(msg) };
+    let acked = Acked { order: ack.order.clone(), attempt: ack.attempt };
+    match queue.back_mut() {
+        Some(ControlMsg::Acks(acks)) if acks.acks.len() < ACKS_PER_MESSAGE_MAX => {
+            acks.acks.push(acked);
+            None
+        }
+        Some(ControlMsg::Ack(last)) => {
+            let first = Acked { order: last.order.clone(), attempt: last.attempt };
+            let (worker, incarnation) = (last.worker.clone(), last.incarnation);
+            *queue.back_mut().expect("matched above") =
+                ControlMsg::Acks(Acks { worker, incarnation, acks: vec![first, acked] });
+            None
+        }
+        _ => Some(msg),
     }
 }
 

@@ -23,12 +23,12 @@ use std::time::Instant;
 
 use crossbeam_channel::{Receiver, Sender};
 use orderly_common::ids::{worker_topic, BROADCAST_TOPIC};
-use orderly_common::limits::{self, ACKS_PER_MESSAGE_MAX, WORKER_CONCURRENCY_MAX};
-use orderly_common::protocol::{split_frames, Acked, Acks, ControlMsg, DecodeError, Dispatch, FanoutMsg};
+use orderly_common::limits::{self, WORKER_CONCURRENCY_MAX};
+use orderly_common::protocol::{split_frames, ControlMsg, DecodeError, Dispatch, FanoutMsg};
 use orderly_common::{Endpoint, OrderKey};
 use tracing::{debug, info, warn};
 
-use crate::core::{Core, CoreConfig, Event, Failure, Millis, Refusal};
+use crate::core::{pack_ack, Core, CoreConfig, Event, Failure, Millis, Refusal};
 use crate::handler::Handler;
 
 /// Longest wait in one poll, so signals and stats are never late by more.
@@ -175,25 +175,7 @@ struct Outbox {
 
 impl Outbox {
     fn push(&mut self, msg: ControlMsg) {
-        // Acks queued back to back travel as one `acks` message: a turn that
-        // finished many orders sends one frame, not one per order.
-        if let ControlMsg::Ack(ack) = &msg {
-            let acked = Acked { order: ack.order.clone(), attempt: ack.attempt };
-            match self.queue.back_mut() {
-                Some(ControlMsg::Acks(acks)) if acks.acks.len() < ACKS_PER_MESSAGE_MAX => {
-                    acks.acks.push(acked);
-                    return;
-                }
-                Some(ControlMsg::Ack(last)) => {
-                    let first = Acked { order: last.order.clone(), attempt: last.attempt };
-                    let (worker, incarnation) = (last.worker.clone(), last.incarnation);
-                    *self.queue.back_mut().expect("matched above") =
-                        ControlMsg::Acks(Acks { worker, incarnation, acks: vec![first, acked] });
-                    return;
-                }
-                _ => {}
-            }
-        }
+        let Some(msg) = pack_ack(&mut self.queue, msg) else { return };
         if matches!(msg, ControlMsg::Heartbeat(_)) {
             // A newer heartbeat says everything an older one did.
             self.queue.retain(|m| !matches!(m, ControlMsg::Heartbeat(_)));

@@ -253,3 +253,36 @@ fn producer_traffic_is_ignored() {
     assert!(controls(&mut core).is_empty());
     assert!(jobs(&mut core).is_empty());
 }
+
+#[test]
+fn acks_back_to_back_are_packed_into_one_message() {
+    let mut core = core(3);
+    for id in ["a", "b", "c"] {
+        core.handle_fanout(dispatch(id, 1), 0);
+    }
+    jobs(&mut core);
+    controls(&mut core);
+    core.handle_done(OrderKey::new("p", "a"), 1, Ok(()));
+    core.handle_done(OrderKey::new("p", "b"), 1, Err(Failure::retry("x")));
+    core.handle_done(OrderKey::new("p", "c"), 1, Ok(()));
+    core.handle_timeout(INTERVAL_MS);
+    let mut queue = VecDeque::new();
+    for msg in controls(&mut core) {
+        if let Some(msg) = pack_ack(&mut queue, msg) {
+            queue.push_back(msg);
+        }
+    }
+    let kinds: Vec<&str> = queue.iter().map(ControlMsg::kind).collect();
+    assert_eq!(kinds, ["ack", "nack", "ack", "heartbeat"], "only acks back to back are packed");
+    let mut queue = VecDeque::new();
+    for id in ["a", "b", "c"] {
+        core.handle_done(OrderKey::new("p", id), 2, Ok(()));
+    }
+    for msg in controls(&mut core) {
+        if let Some(msg) = pack_ack(&mut queue, msg) {
+            queue.push_back(msg);
+        }
+    }
+    let [ControlMsg::Acks(acks)] = queue.make_contiguous() else { panic!("one acks message: {queue:?}") };
+    assert_eq!(acks.acks.len(), 3);
+}

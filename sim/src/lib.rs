@@ -1,5 +1,8 @@
-//! One simulated run: the broker core, its peers and the network between
-//! them, driven by a virtual clock from one seed. See `simulation.rs`.
+//! The deterministic simulation of orderly: the real sans-IO cores of the
+//! broker, the workers and the producers, a faulty network between them,
+//! and a virtual clock, all driven from one seed. [`Sim`] is one run; the
+//! test entry (`tests/simulation.rs`) runs many seeds and documents what is
+//! modelled and which invariants are checked.
 
 pub mod model;
 pub mod peers;
@@ -9,19 +12,19 @@ use std::collections::{BTreeMap, BTreeSet, VecDeque};
 
 use orderly_broker::core::{Core, CoreConfig, Event, Millis, Outbound};
 use orderly_common::protocol::encode_dispatch;
-use orderly_common::protocol::{Acked, Acks, Confirm, ControlMsg, FanoutMsg, IntakeMsg, RejectReason};
+use orderly_common::protocol::{ControlMsg, FanoutMsg, IntakeMsg, Items, RejectReason};
 use orderly_common::OrderKey;
 use orderly_journal::RecordAt;
 use serde_bytes::ByteBuf;
 
 use model::{item_data, Kind, Model, OrderModel};
-use peers::{Life, SimProducer, SimWorker, HEARTBEAT_INTERVAL_MS, HEARTBEAT_LIVENESS};
+use peers::{Life, SimProducer, SimWorker, Submit, HEARTBEAT_INTERVAL_MS, HEARTBEAT_LIVENESS};
 use rng::Rng;
 
 /// Virtual time the calm phase may take to settle everything.
 const SETTLE_MS_MAX: Millis = 10 * 60 * 1000;
-/// Steps in one run: a runaway guard, 20 times the longest run of 20,000
-/// passing seeds (9,774 steps).
+/// Steps in one run: a runaway guard, 10 times the longest run of 20,000
+/// passing seeds (19,772 steps).
 const STEPS_MAX: u64 = 200_000;
 /// Steps at one instant before the run counts as a livelock.
 const SAME_INSTANT_STEPS_MAX: u64 = 100_000;
@@ -79,6 +82,11 @@ pub struct Params {
     pub control: NetFaults,
     pub fanout: NetFaults,
     pub intake_delay_ms_max: u64,
+    /// Intake messages of one producer in transit at most (its socket's
+    /// high-water mark, scaled to the simulation's few orders): past it
+    /// sends are refused, as while the broker's intake is closed ZeroMQ's
+    /// queues fill and push back.
+    pub intake_hwm: usize,
     /// Chance that a packet in transit is lost when the broker crashes.
     pub crash_loss: f64,
     pub processing_ms_max: u64,
@@ -97,10 +105,12 @@ pub struct Params {
     /// Small on some seeds: keys of acked orders are then forgotten within
     /// the run, and a resend after that is a new order.
     pub dedup: Option<(u64, usize)>,
-    /// A producer sends an unanswered order again after this long, up to
-    /// `resends_max` times.
+    /// A producer sends an unanswered order again after this long (its
+    /// confirm timeout), the wait doubling up to four times that.
     pub resend_after_ms: u64,
-    pub resends_max: u32,
+    /// Chance that an order is streamed item by item instead of submitted
+    /// whole.
+    pub stream: f64,
 }
 
 impl Params {
@@ -132,6 +142,7 @@ impl Params {
             control,
             fanout,
             intake_delay_ms_max: rng.range(0, 50),
+            intake_hwm: rng.range(8, 64) as usize,
             crash_loss: [0.0, 0.5, 1.0][rng.below(3) as usize],
             processing_ms_max: [10, 200, 1_500, 4_000][rng.below(4) as usize],
             nack: [0.0, 0.05, 0.2][rng.below(3) as usize],
@@ -140,7 +151,7 @@ impl Params {
             pending_orders_max,
             dedup: if rng.chance(0.3) { Some((rng.range(2_000, 20_000), rng.range(3, 30) as usize)) } else { None },
             resend_after_ms: rng.range(2_000, 15_000),
-            resends_max: rng.range(0, 3) as u32,
+            stream: [0.0, 0.3, 0.7][rng.below(3) as usize],
             ack_timeout_ms: if rng.chance(0.5) { Some(rng.range(1_200, 6_000)) } else { None },
             partial_age_max_ms: if pending_orders_max.is_none() && rng.chance(0.4) {
                 Some(rng.range(8_000, 30_000))
@@ -309,8 +320,10 @@ pub struct Sim {
     /// In transit, by (arrival, sequence): control and fanout traffic.
     network: BTreeMap<(Millis, u64), Packet>,
     /// In transit, by (arrival, sequence): intake, in order per producer.
-    intake: BTreeMap<(Millis, u64), IntakeMsg>,
+    intake: BTreeMap<(Millis, u64), (usize, IntakeMsg)>,
     intake_last_ms: Vec<Millis>,
+    /// Intake messages in transit per producer.
+    intake_len: Vec<usize>,
     packet_seq: u64,
     control_faults: NetFaults,
     fanout_faults: NetFaults,
@@ -339,7 +352,10 @@ impl Sim {
             params.partial_age_max_ms.unwrap_or(CoreConfig::with_incarnation(0).partial_age_max_ms);
         let mut model = Model::new(params.max_attempts, partial_age_max_ms);
         let mut producers: Vec<SimProducer> = (0..params.producers)
-            .map(|p| SimProducer::new(format!("p{p}"), rng.range(0, 2_000), params.resend_after_ms, params.resends_max))
+            .map(|p| {
+                let (nonce, pack_items, start_at) = (rng.next_u64(), rng.chance(0.5), rng.range(0, 2_000));
+                SimProducer::new(format!("p{p}"), nonce, pack_items, start_at, params.resend_after_ms)
+            })
             .collect();
         for n in 0..params.orders {
             let producer = rng.below(params.producers as u64) as usize;
@@ -378,6 +394,7 @@ impl Sim {
             model,
             workers,
             intake_last_ms: vec![0; producers.len()],
+            intake_len: vec![0; producers.len()],
             producers,
             network: BTreeMap::new(),
             intake: BTreeMap::new(),
@@ -487,17 +504,19 @@ impl Sim {
                 self.deliver(packet)?;
             }
             Action::Intake => {
-                let (_, msg) = self.intake.pop_first().expect("scheduled");
+                let (_, (producer, msg)) = self.intake.pop_first().expect("scheduled");
+                self.intake_len[producer] -= 1;
                 log!(self, "intake -> broker: {}", short_intake(&msg));
                 let now = self.now;
                 self.core.as_mut().expect("intake waits while down").handle_intake(msg, now);
             }
             Action::Worker(i) => self.worker_acts(i)?,
-            Action::Producer(i) => self.producer_sends(i),
+            Action::Producer(i) => self.producer_acts(i)?,
             Action::Chaos => self.chaos()?,
             Action::EndFaults => self.end_faults(),
         }
         self.after_step()?;
+        self.check_step()?;
         if matches!(self.phase, Phase::Settle { .. }) && self.settled() {
             self.finish()?;
             return Ok(true);
@@ -641,8 +660,8 @@ impl Sim {
             .ok_or_else(|| format!("read-back of record {} found {}", at.seq, short_event(event)))
     }
 
-    /// Records what the core wants recorded, publishes what it wants
-    /// published, then checks the invariants.
+    /// Records what the core wants recorded and publishes what it wants
+    /// published.
     fn after_step(&mut self) -> Check {
         let Some(core) = self.core.as_mut() else { return Ok(()) };
         let events: Vec<Event> = std::iter::from_fn(|| core.poll_event()).collect();
@@ -668,7 +687,14 @@ impl Sim {
             }
             self.publish(out)?;
         }
-        let core = self.core.as_ref().expect("up");
+        Ok(())
+    }
+
+    /// The invariants after every step: the core's status and the orders
+    /// the step touched (every order now and then) against the model. Any
+    /// further per-step check of the broker core goes here.
+    fn check_step(&mut self) -> Check {
+        let Some(core) = self.core.as_ref() else { return Ok(()) };
         self.model.check_status(&core.status())?;
         if self.check_all || self.steps & (FULL_CHECK_EVERY - 1) == 0 {
             self.check_all = false;
@@ -722,7 +748,8 @@ impl Sim {
         } else if let Some(id) = topic.strip_prefix("p/").and_then(|t| t.strip_suffix('/')) {
             let producer =
                 self.producers.iter().position(|p| p.id == id).ok_or_else(|| format!("unknown topic {topic}"))?;
-            if !matches!(msg, FanoutMsg::Confirm(_) | FanoutMsg::Confirms(_) | FanoutMsg::Reject(_)) {
+            let answer = matches!(msg, FanoutMsg::Confirm(_) | FanoutMsg::Confirms(_) | FanoutMsg::Reject(_));
+            if !answer && !matches!(msg, FanoutMsg::Welcome(_)) {
                 return Err(format!("{} on a producer topic", msg.kind()));
             }
             self.send(Packet::ToProducer { producer, msg });
@@ -831,9 +858,9 @@ impl Sim {
 
     fn worker_receives(&mut self, worker: usize, msg: FanoutMsg) {
         log!(self, "{} <- broker: {}", self.workers[worker].id, short_fanout(&msg));
-        let processing_ms = self.rng.range(1, self.params.processing_ms_max);
-        let mut out = Vec::new();
-        self.workers[worker].on_fanout(msg, self.now, processing_ms, &mut out);
+        let (now, processing_ms_max) = (self.now, self.params.processing_ms_max);
+        self.workers[worker].on_fanout(msg, now, &mut self.rng, processing_ms_max);
+        let out = self.workers[worker].take_control();
         self.send_control(worker, out);
     }
 
@@ -843,10 +870,11 @@ impl Sim {
             Life::Dead { restart_at } => {
                 debug_assert!(restart_at.is_some_and(|at| at <= now));
                 self.workers[i].start(&mut self.rng, now);
-                let (id, incarnation, capacity) =
-                    (&self.workers[i].id, self.workers[i].incarnation, self.workers[i].capacity);
-                let line = format!("{id}: process starts, incarnation {incarnation:#x}, capacity {capacity}");
-                self.log(line);
+                let w = &self.workers[i];
+                let (incarnation, capacity) = (w.incarnation(), w.capacity());
+                log!(self, "w{i}: process starts, incarnation {incarnation:#x}, capacity {capacity}");
+                let out = self.workers[i].take_control();
+                self.send_control(i, out);
                 return Ok(());
             }
             Life::Frozen { .. } => {
@@ -860,32 +888,17 @@ impl Sim {
             }
             Life::Alive => {}
         }
-        let mut out = Vec::new();
-        self.workers[i].on_timer(now, &mut out);
-        for (key, attempt) in self.workers[i].take_done(now) {
+        for (key, attempt) in self.workers[i].on_timer(now) {
             let outcome = self.outcome(&key);
             if outcome == Err(false) {
                 if let Some(o) = self.model.find(&key) {
                     self.model.orders[o].refusal_sent = true;
                 }
             }
-            out.push(self.workers[i].answer(key, attempt, outcome));
+            self.workers[i].finish(key, attempt, outcome);
         }
-        // Acks finished together go as one `acks` message, as the worker's
-        // IO loop sends them.
-        let acks: Vec<Acked> = out
-            .iter()
-            .filter_map(|m| match m {
-                ControlMsg::Ack(a) => Some(Acked { order: a.order.clone(), attempt: a.attempt }),
-                _ => None,
-            })
-            .collect();
-        if acks.len() > 1 {
-            out.retain(|m| !matches!(m, ControlMsg::Ack(_)));
-            let (worker, incarnation) = (self.workers[i].id.clone(), self.workers[i].incarnation);
-            out.push(ControlMsg::Acks(Acks { worker, incarnation, acks }));
-        }
-        let drained = self.workers[i].draining && self.workers[i].jobs.is_empty();
+        let drained = self.workers[i].is_drained();
+        let mut out = self.workers[i].take_control();
         if drained {
             out.push(self.workers[i].bye());
         }
@@ -909,49 +922,157 @@ impl Sim {
         }
     }
 
-    fn producer_sends(&mut self, i: usize) {
-        let (msg, order_done) = self.producers[i].next_msg(&self.model.orders, self.now);
-        log!(self, "{} sends {}", self.producers[i].id, short_intake(&msg));
-        // One connection, in order: never before the previous message.
-        let at = (self.now + self.rng.range(0, self.params.intake_delay_ms_max)).max(self.intake_last_ms[i]);
-        self.intake_last_ms[i] = at;
-        self.packet_seq += 1;
-        self.intake.insert((at, self.packet_seq), msg);
-        // Spread the orders over most of the fault phase.
-        let per_producer = (self.params.orders / self.params.producers).max(1) as u64;
-        let order_gap_max = self.params.fault_phase_ms * 7 / 10 / per_producer;
-        let gap = if order_done { self.rng.range(0, order_gap_max) } else { self.rng.range(0, 30) };
-        self.producers[i].next_at = self.now + gap;
+    /// The producer's timers, and the application's next order if due.
+    fn producer_acts(&mut self, i: usize) -> Check {
+        let now = self.now;
+        self.producers[i].core.handle_timeout(now);
+        if let Some(o) = self.producers[i].due_order(now) {
+            if self.submit(i, o)? {
+                // Spread the orders over most of the fault phase.
+                let per_producer = (self.params.orders / self.params.producers).max(1) as u64;
+                let gap = self.rng.range(0, self.params.fault_phase_ms * 7 / 10 / per_producer);
+                self.producers[i].submitted(now, gap);
+            } else {
+                self.producers[i].next_at = now + 100;
+            }
+        }
+        self.producer_transmit(i)
+    }
+
+    /// Hands order `o` to producer `i`'s core: whole, streamed, or streamed
+    /// and abandoned. False if it must wait: an abandoned order is begun
+    /// only when its Begin can go out at once, so the broker learns of it.
+    fn submit(&mut self, i: usize, o: usize) -> Result<bool, String> {
+        let (now, up) = (self.now, self.core.is_some());
+        let room = self.intake_len[i] < self.params.intake_hwm;
+        let order = &self.model.orders[o];
+        let (id, kind) = (order.key.id.clone(), order.kind);
+        let items: Vec<Vec<u8>> = (0..order.count).map(|s| item_data(&order.key, s).into_vec()).collect();
+        let how = match kind {
+            Kind::Abandoned => Submit::Abandon,
+            _ if self.rng.chance(self.params.stream) => Submit::Stream,
+            _ => Submit::Whole,
+        };
+        let core = &mut self.producers[i].core;
+        if how == Submit::Abandon && !(up && room && core.welcomed() && !core.is_blocked()) {
+            return Ok(false);
+        }
+        log!(self, "p{i} submits {id} ({kind:?}, {} items, {how:?})", items.len());
+        if how == Submit::Whole {
+            self.producers[i].core.submit(id, items, now);
+            return Ok(true);
+        }
+        self.producers[i].core.begin_stream(id.clone(), now);
+        self.producer_transmit(i)?;
+        for item in items {
+            self.producers[i].core.push_item(&id, item, now);
+            self.producer_transmit(i)?;
+        }
+        let core = &mut self.producers[i].core;
+        if how == Submit::Abandon {
+            core.abandon_stream(&id);
+        } else {
+            core.finish_stream(&id, now);
+        }
+        Ok(true)
+    }
+
+    /// Sends what producer `i`'s core offers onto its intake connection;
+    /// while the broker is down the socket refuses (`ZMQ_IMMEDIATE`).
+    fn producer_transmit(&mut self, i: usize) -> Check {
+        loop {
+            let up = self.core.is_some();
+            let p = &mut self.producers[i];
+            let Some(body) = p.core.poll_transmit() else { break };
+            let msg = IntakeMsg::decode(body).map_err(|e| format!("p{i} sent an undecodable message: {e}"))?;
+            // The high-water mark is checked only where a transmission
+            // starts: a resend cut short after its Begin could outlive the
+            // dedup window as a partial order that expires, which the model
+            // (rightly) counts as a lost order.
+            let starts = matches!(&msg, IntakeMsg::Hello(_) | IntakeMsg::Begin(_))
+                || matches!(&msg, IntakeMsg::Items(items) if items.begin);
+            let full = starts && self.intake_len[i] >= self.params.intake_hwm;
+            if !up || full {
+                p.core.handle_send_refused();
+                log!(self, "p{i}: send refused ({})", if up { "high-water mark" } else { "broker down" });
+                break;
+            }
+            p.core.handle_sent();
+            for msg in self.gap_fault(i, msg) {
+                log!(self, "p{i} sends {}", short_intake(&msg));
+                // One connection, in order: never before the previous message.
+                let at = (self.now + self.rng.range(0, self.params.intake_delay_ms_max)).max(self.intake_last_ms[i]);
+                self.intake_last_ms[i] = at;
+                self.packet_seq += 1;
+                self.intake.insert((at, self.packet_seq), (i, msg));
+                self.intake_len[i] += 1;
+            }
+        }
+        while let Some(transmitted) = self.producers[i].core.poll_transmitted() {
+            self.producers[i].resends += u32::from(transmitted.attempt > 1);
+        }
+        Ok(())
+    }
+
+    /// The network loses the skipped item of a gap order, every time it is
+    /// sent: out of a packed frame, the frame is cut around it.
+    fn gap_fault(&mut self, i: usize, msg: IntakeMsg) -> Vec<IntakeMsg> {
+        let order = match &msg {
+            IntakeMsg::Item(item) => &item.order,
+            IntakeMsg::Items(items) => &items.order,
+            _ => return vec![msg],
+        };
+        let key = OrderKey::new(self.producers[i].id.clone(), order.as_str());
+        let Some(skip) = self.model.find(&key).and_then(|o| self.model.orders[o].skip) else { return vec![msg] };
+        match msg {
+            IntakeMsg::Item(item) if item.seq == skip => {
+                log!(self, "NET p{i} loses item {skip} of gap order {order}", order = item.order);
+                Vec::new()
+            }
+            IntakeMsg::Items(items) if (items.first..items.first + items.data.len() as u32).contains(&skip) => {
+                log!(self, "NET p{i} loses item {skip} of gap order {}, out of a packed frame", items.order);
+                cut_frame(items, skip)
+            }
+            msg => vec![msg],
+        }
     }
 
     fn producer_receives(&mut self, producer: usize, msg: FanoutMsg) -> Check {
-        if let FanoutMsg::Confirms(c) = msg {
-            for order in c.orders {
-                self.producer_receives(producer, FanoutMsg::Confirm(Confirm { order }))?;
-            }
-            return Ok(());
-        }
         log!(self, "p{producer} <- broker: {}", short_fanout(&msg));
-        let (order, confirmed) = match &msg {
-            FanoutMsg::Confirm(c) => (c.order.clone(), true),
-            FanoutMsg::Reject(r) => (r.order.clone(), false),
-            _ => unreachable!("checked when published"),
+        let answers: Vec<(String, Option<RejectReason>)> = match &msg {
+            FanoutMsg::Confirm(c) => vec![(c.order.clone(), None)],
+            FanoutMsg::Confirms(c) => c.orders.iter().map(|order| (order.clone(), None)).collect(),
+            FanoutMsg::Reject(r) => vec![(r.order.clone(), Some(r.reason.clone()))],
+            _ => Vec::new(),
         };
+        for (order, reject) in answers {
+            self.check_answer(producer, order, reject)?;
+        }
+        let now = self.now;
+        self.producers[producer].core.handle_fanout(msg, now);
+        while let Some(answered) = self.producers[producer].core.poll_answer() {
+            log!(self, "p{producer}: {} answered after {} transmissions", answered.id, answered.attempts);
+        }
+        Ok(())
+    }
+
+    /// Invariants 3 and 5 on every answer the network delivers (repeats
+    /// included, before the producer's core filters them).
+    fn check_answer(&mut self, producer: usize, order: String, reject: Option<RejectReason>) -> Check {
         let key = OrderKey::new(self.producers[producer].id.clone(), order);
         let i = self.model.find(&key).ok_or_else(|| format!("reply for unknown order {key}"))?;
-        self.producers[producer].answered(i);
-        if let FanoutMsg::Reject(r) = &msg {
-            let o = &self.model.orders[i];
+        let o = &self.model.orders[i];
+        if let Some(reason) = &reject {
             // The dedup window's documented limit: a resend whose Finish
             // arrives after the key of the acknowledged order was forgotten
             // (its messages straddled a whole window) is not recognised.
-            let window_passed = o.acked && o.forgotten && r.reason == RejectReason::UnknownOrder;
-            if !window_passed && (o.sealed || !self.model.rightly_refused(i, &r.reason)) {
-                return Err(format!("invariant 3: {key} ({:?}, sealed {}) rejected: {:?}", o.kind, o.sealed, r.reason));
+            let window_passed = o.acked && o.forgotten && *reason == RejectReason::UnknownOrder;
+            if !window_passed && (o.sealed || !self.model.rightly_refused(i, reason)) {
+                return Err(format!("invariant 3: {key} ({:?}, sealed {}) rejected: {reason:?}", o.kind, o.sealed));
             }
         }
         let o = &mut self.model.orders[i];
-        if confirmed {
+        if reject.is_none() {
             // Invariant 5: a confirmed order was sealed (and the Sealed
             // event recorded before the Confirm went out).
             if !o.sealed_once {
@@ -1007,12 +1128,11 @@ impl Sim {
                         log!(self, "CHAOS w{i} stuck (still heartbeating) until {until}");
                     }
                     _ => {
-                        if !self.workers[i].draining {
-                            self.workers[i].draining = true;
+                        // The core says so in its next heartbeat, as the
+                        // worker's io loop does on a shutdown signal.
+                        if self.workers[i].start_drain() {
                             self.stats.worker_drains += 1;
                             log!(self, "CHAOS w{i} starts draining");
-                            let heartbeat = self.workers[i].heartbeat(now);
-                            self.send_control(i, vec![heartbeat]);
                         }
                     }
                 }
@@ -1095,8 +1215,8 @@ impl Sim {
                 _ => self.stats.rejected += 1,
             }
         }
-        self.stats.dispatches_refused_by_workers = self.workers.iter().map(|w| w.refused_dispatches).sum();
-        self.stats.resends = self.producers.iter().map(SimProducer::resends).sum();
+        self.stats.dispatches_refused_by_workers = self.workers.iter().map(SimWorker::refused_dispatches).sum();
+        self.stats.resends = self.producers.iter().map(|p| p.resends).sum();
         self.stats.second_lives = self.model.orders.iter().map(|o| o.lives.saturating_sub(1)).sum();
         let acked = self.stats.acked;
         log!(self, "settled: {acked} orders acked");
@@ -1121,6 +1241,27 @@ impl Sim {
         }
         report
     }
+}
+
+/// Items `first..` of one packed frame without item `skip`: the part
+/// before it (which keeps the Begin) and the part after it (which keeps the
+/// Finish); one empty frame if nothing else is left.
+fn cut_frame(items: Items, skip: u32) -> Vec<IntakeMsg> {
+    let at = (skip - items.first) as usize;
+    let (before, after) = (&items.data[..at], &items.data[at + 1..]);
+    let frame = |begin: bool, first: u32, data: &[ByteBuf], finish: Option<u32>| {
+        let (producer, order) = (items.producer.clone(), items.order.clone());
+        IntakeMsg::Items(Items { producer, order, begin, first, data: data.to_vec(), finish })
+    };
+    let mut frames = Vec::new();
+    if !before.is_empty() {
+        frames.push(frame(items.begin, items.first, before, None));
+    }
+    if !after.is_empty() || items.finish.is_some() || frames.is_empty() {
+        let begin = items.begin && frames.is_empty();
+        frames.push(frame(begin, skip + 1, after, items.finish));
+    }
+    frames
 }
 
 fn event_key(event: &Event) -> Option<&OrderKey> {

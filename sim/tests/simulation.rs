@@ -1,44 +1,56 @@
-//! Deterministic simulation of the broker core (quinn-proto style): the
-//! sans-IO [`Core`](orderly_broker::core::Core) with simulated producers and
-//! workers and a faulty network between them, on a virtual clock that jumps
-//! to the next wake-up. Nothing sleeps, and every run is reproduced from its
-//! seed.
+//! Deterministic simulation of orderly (quinn-proto style): the real
+//! sans-IO cores — the broker's [`Core`](orderly_broker::core::Core), one
+//! [`orderly_worker::core::Core`] per worker process and one
+//! [`orderly_producer::core::Core`] per producer — with a faulty network
+//! between them, on a virtual clock that jumps to the next wake-up. Nothing
+//! sleeps, and every run is reproduced from its seed. The harness (the
+//! `orderly_sim` library: `Sim`, `peers`, `model`, `rng`) plays only what
+//! lies around the cores: processes, handlers, applications, network,
+//! disks and operators; no protocol logic is re-implemented.
 //!
-//! What one seed models (`sim/mod.rs` draws the parameters):
+//! What one seed models (`Params::generate` draws the parameters):
 //! - **Network.** Control (worker → broker) and fanout (broker → worker or
 //!   producer) packets each arrive after a random delay, so they overtake
 //!   each other; each may be dropped or duplicated (0–5 % per seed), and
 //!   some seeds add rare long delays past the broker's reconcile grace.
 //!   Intake is reliable and in order per producer (one PUSH connection); it
-//!   waits while the broker is down or its intake is closed.
-//! - **Producers** (1–3) send 20–150 orders of 0–4 items, one message at a
-//!   time; ~5 % have a gap (an item left out), ~3 % are poison (every
-//!   worker nacks them with retry), ~2 % are refused (nack without retry),
-//!   and on seeds with a short partial age ~3 % are abandoned (never
-//!   finished: they must expire). An order without a Confirm or Reject is
-//!   sent again, whole, after a while (0–3 times per seed), which exercises
-//!   the dedup window (short on some seeds, so keys are also forgotten).
-//! - **Workers** (2–4), capacity 1–4, speak the worker protocol as
-//!   `orderly-worker` does: heartbeat every second (capacity, in-flight
-//!   list, welcome echo), echo welcomes at once, re-announce on a new broker
-//!   incarnation or after 3 s of broker silence, take dispatches up to
-//!   capacity (extras and duplicates ignored), ack or nack after a random
-//!   processing time (up to 4 s; some seeds have ack timeouts of 1.2–6 s).
+//!   waits while the broker's intake is closed, and while the broker is
+//!   down the producer's socket refuses to send (`ZMQ_IMMEDIATE`), so its
+//!   core holds everything back and retries.
+//! - **Producers** (1–3): the producer core, packing items or not (per
+//!   producer), shakes hands (hello until its welcome) and is handed 20–150
+//!   orders of 0–4 items at random times, whole (`submit`) or streamed item
+//!   by item (`begin_stream`/`push_item`/`finish_stream`); ~2–3 % are
+//!   abandoned streams on seeds with a short partial age (begun, items
+//!   sent, never finished: they must expire). The core resends an
+//!   unanswered order, whole, after its confirm timeout (2–15 s per seed,
+//!   doubling up to 4×), which exercises the dedup window (short on some
+//!   seeds, so keys are also forgotten). Order kinds: ~5 % have a gap (the
+//!   network loses one item, on every transmission; out of a packed frame
+//!   the frame is cut around it), ~3 % are poison (every worker's handler
+//!   fails them, retryable), ~2 % are refused (a permanent failure).
+//! - **Workers** (2–4): a process wraps a worker core (capacity 1–4, a new
+//!   incarnation per start) and feeds it fanout, timeouts and the ends of
+//!   the jobs it hands out; each job runs a random time (up to 4 s; some
+//!   seeds have ack timeouts of 1.2–6 s) and ends ok, or failed as its kind
+//!   says (normal orders also fail now and then). Acks queued back to back
+//!   go as one `acks` message, as the worker's io loop sends them.
 //! - **Faults** on a random schedule: the broker crashes (in-transit packets
 //!   may be lost; it comes back after 0–5 s with a new incarnation and
 //!   replays the journal, i.e. every event drained so far, then
 //!   `finish_recovery`); the journal is compacted (live orders of a prefix
 //!   copied forward with `snapshot`, the prefix removed); a worker is killed
-//!   (its work is lost; it may restart with a new incarnation), frozen (no
-//!   heartbeats, no work; its fanout waits), stuck (heartbeats, no work) or
-//!   drained (then says bye and restarts); an operator revives dead letters
-//!   (`retry_dead`, one or all).
+//!   (its core and work are lost; it may restart with a new core and
+//!   incarnation), frozen (no ticks, no deliveries; its fanout waits), stuck
+//!   (ticks and heartbeats, but its jobs do not end) or drained
+//!   (`start_drain`, then `bye` once drained, then a restart); an operator
+//!   revives dead letters (`retry_dead`, one or all).
 //! - After the fault phase the network calms down, every worker comes back
 //!   and the run must settle within 10 virtual minutes.
 //!
 //! Invariants, checked after every step (one delivery, timeout or peer
-//! action; `sim/model.rs` rebuilds the order states from the recorded events
-//! alone and compares):
+//! action; `model.rs` rebuilds the order states from the recorded events
+//! alone and compares; the per-step check is `Sim::check_step`):
 //! 1. No sealed order is lost: the core's status totals (partial, pending,
 //!    in flight, dead, held bytes) match the events, and every order touched
 //!    by a step (all orders after a restart and every 256 steps, with the
@@ -57,23 +69,24 @@
 //! 5. Liveness: after the faults every sealed order ends acked or dead,
 //!    poison orders dead after `max_attempts`, refused ones dead; every
 //!    Confirm a producer gets is for a sealed order, and every sealed order
-//!    is confirmed (unless the network lost a Confirm for it).
+//!    is confirmed (unless the network lost a Confirm for it); every
+//!    producer's outbox ends empty.
 //!
 //! Running: `simulate_many_seeds` runs `SIM_SEEDS` seeds (default 2000 in
-//! release, about 8 s on 2 cores; 1000 in a debug build, which is ~15x
-//! slower) from `SIM_SEED_START` (default 0) on all cores;
+//! release, about 15 s on 2 cores; 500 in a debug build, about 30 s; 20,000
+//! release seeds take about 150 s) from `SIM_SEED_START` (default 0) on all cores;
 //! `simulate_one_seed` runs only `SIM_SEED` (and prints every step with
 //! `SIM_VERBOSE=1`). A failure prints the seed, the step, the last trace
-//! lines and the command that reproduces it.
-
-mod sim;
+//! lines and the command that reproduces it:
+//! `SIM_SEED=<seed> cargo test -p orderly-sim --test simulation --release
+//! simulate_one_seed -- --nocapture`.
 
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Mutex;
 use std::time::Instant;
 
-use sim::{Sim, Stats};
+use orderly_sim::{Sim, Stats};
 
 fn env_u64(name: &str) -> Option<u64> {
     let value = std::env::var(name).ok()?;
@@ -103,7 +116,7 @@ fn run_seed(seed: u64, verbose: bool) -> Result<Sim, String> {
         report += &format!("  {line}\n");
     }
     report += &format!(
-        "simulation failed for seed {seed}; reproduce with: SIM_SEED={seed} cargo test -p orderly-broker \
+        "simulation failed for seed {seed}; reproduce with: SIM_SEED={seed} cargo test -p orderly-sim \
          --test simulation --release simulate_one_seed -- --nocapture\n"
     );
     Err(report)
@@ -111,7 +124,9 @@ fn run_seed(seed: u64, verbose: bool) -> Result<Sim, String> {
 
 #[test]
 fn simulate_many_seeds() {
-    let default_seeds = if cfg!(debug_assertions) { 1000 } else { 2000 };
+    // About 15 s in release and 30 s in a debug build on 2 cores, so the
+    // debug run stays a reasonable part of `cargo nextest run --workspace`.
+    let default_seeds = if cfg!(debug_assertions) { 500 } else { 2000 };
     let seeds = env_u64("SIM_SEEDS").unwrap_or(default_seeds);
     let start = env_u64("SIM_SEED_START").unwrap_or(0);
     let started = Instant::now();
@@ -150,7 +165,7 @@ fn simulate_many_seeds() {
         }
         eprintln!("first failure:\n{report}");
         panic!(
-            "simulation failed for seed {seed}; reproduce with: SIM_SEED={seed} cargo test -p orderly-broker \
+            "simulation failed for seed {seed}; reproduce with: SIM_SEED={seed} cargo test -p orderly-sim \
              --test simulation --release simulate_one_seed -- --nocapture"
         );
     }
@@ -165,7 +180,7 @@ fn simulate_one_seed() {
         Err(report) => {
             eprintln!("{report}");
             panic!(
-                "simulation failed for seed {seed}; reproduce with: SIM_SEED={seed} cargo test -p orderly-broker \
+                "simulation failed for seed {seed}; reproduce with: SIM_SEED={seed} cargo test -p orderly-sim \
                  --test simulation --release simulate_one_seed -- --nocapture"
             );
         }
