@@ -3,25 +3,37 @@
 //! (orders, partials, workers, queues, the dedup window). A mismatch is a
 //! bug in the core, never bad input, so it panics.
 //!
-//! Debug builds run the check after every input, spaced out while the
-//! tables are large so that it costs about `INVARIANT_CHECK_ENTRIES_FULL_MAX`
-//! entries per input (amortised); release builds never run it on their own.
+//! Debug builds run the check after every input while the tables are small
+//! (unit tests, the simulation), and spaced out while they are large, at an
+//! amortised cost of `INVARIANT_CHECK_ENTRIES_PER_INPUT` entries per input;
+//! release builds never run it on their own.
 
-use std::collections::HashSet;
 use std::fmt::Debug;
 
 use orderly_common::OrderKey;
 use serde_bytes::ByteBuf;
 
+/// foldhash, as the core's tables: SipHash is slower, the more so in a
+/// debug build.
+type HashSet<T> = std::collections::HashSet<T, foldhash::fast::RandomState>;
+
 use super::{Core, Millis, Order, OrderState};
 
 /// Table entries (orders, partial orders, queued and remembered keys,
 /// items in RAM) up to which debug builds re-check every invariant after
-/// every input. Beyond it they check after every 2^k-th input, with 2^k at
-/// least the last check's entries over this: the scenario tests run debug
-/// brokers with ~100k orders, which a check per input would slow down by
-/// that factor.
-pub(super) const INVARIANT_CHECK_ENTRIES_FULL_MAX: usize = 1_024;
+/// every input: a broken counter is caught at the input that broke it.
+pub(super) const INVARIANT_CHECK_ENTRIES_FULL_MAX: usize = 256;
+
+/// Entries checked per input, amortised, beyond that: the next check comes
+/// 2^k inputs later, with 2^k at least the last check's entries over this.
+/// An entry costs about a microsecond in a debug build, a whole input of the
+/// core alone about ten (measured with 100k orders: +50 % for the core, less
+/// for a debug broker with its IO); the scenario tests run debug brokers
+/// with ~100k orders.
+pub(super) const INVARIANT_CHECK_ENTRIES_PER_INPUT: usize = 4;
+
+const _: () = assert!(INVARIANT_CHECK_ENTRIES_PER_INPUT > 0);
+const _: () = assert!(INVARIANT_CHECK_ENTRIES_PER_INPUT <= INVARIANT_CHECK_ENTRIES_FULL_MAX);
 
 /// What the tables add up to, to compare with the stored counters.
 #[derive(Debug, Default)]
@@ -69,8 +81,10 @@ impl Core {
             return;
         }
         let entries = self.check_all();
-        let every = (entries / INVARIANT_CHECK_ENTRIES_FULL_MAX).next_power_of_two();
-        self.invariant_check_skip = every as u64 - 1;
+        if entries > INVARIANT_CHECK_ENTRIES_FULL_MAX {
+            let every = (entries / INVARIANT_CHECK_ENTRIES_PER_INPUT).next_power_of_two();
+            self.invariant_check_skip = every as u64 - 1;
+        }
     }
 
     /// Every check; returns the entries visited.
@@ -94,7 +108,12 @@ impl Core {
     /// order, a sealed one or a remembered one, never two of them.
     fn check_partials(&self, totals: &mut Totals) {
         for (key, partial) in &self.partials {
-            check_counter(&format!("partials[{key}].bytes"), partial.bytes, item_bytes(partial.items.values()));
+            let bytes = item_bytes(partial.items.values());
+            assert!(
+                partial.bytes == bytes,
+                "core invariant broken: partial {key} has {} bytes, its items {bytes}",
+                partial.bytes
+            );
             assert!(!self.orders.contains_key(key), "core invariant broken: {key} is both partial and sealed");
             assert!(!self.recent.contains_key(key), "core invariant broken: {key} is both partial and acknowledged");
             totals.partial_bytes += partial.bytes;
@@ -126,8 +145,14 @@ impl Core {
     /// its items wait for the record that will hold them.
     fn check_payload(&self, key: &OrderKey, order: &Order) {
         if let Some(items) = &order.items {
-            check_counter(&format!("orders[{key}].count"), order.count as usize, items.len());
-            check_counter(&format!("orders[{key}].bytes"), order.bytes, item_bytes(items));
+            // Messages are formatted only on failure: this runs per order.
+            let (count, bytes) = (items.len(), item_bytes(items));
+            assert!(
+                order.count as usize == count,
+                "core invariant broken: {key} counts {} items, holds {count}",
+                order.count
+            );
+            assert!(order.bytes == bytes, "core invariant broken: {key} counts {} bytes, holds {bytes}", order.bytes);
         }
         if order.spilling {
             assert!(order.items.is_some(), "core invariant broken: {key} is spilling without items in RAM");
@@ -174,8 +199,10 @@ impl Core {
         for (id, worker) in &self.workers {
             assert!(worker.ready || worker.in_flight.is_empty(), "core invariant broken: {id} holds orders unwelcomed");
             for (key, h) in &worker.in_flight {
-                let on_it =
-                    self.orders.get(key).is_some_and(|o| o.state == OrderState::InFlight { worker: id.clone() });
+                let on_it = self
+                    .orders
+                    .get(key)
+                    .is_some_and(|o| matches!(&o.state, OrderState::InFlight { worker } if worker == id));
                 assert!(on_it, "core invariant broken: worker {id} holds {key}, which is not in flight on it");
                 assert!(h.sent_ms <= h.deadline_ms, "core invariant broken: {key}'s deadline precedes its dispatch");
             }

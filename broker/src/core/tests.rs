@@ -583,6 +583,20 @@ fn drain_recording(core: &mut Core, journal: &mut Vec<Event>) {
     while core.poll_outbound().is_some() {}
 }
 
+/// A restarted core: `journal` replayed as the IO loop does, then recovered.
+fn recover(config: CoreConfig, journal: &[Event], now_ms: Millis) -> Core {
+    let mut core = Core::new(config);
+    core.start_replay(now_ms);
+    for (seq, event) in journal.iter().enumerate() {
+        core.apply(event);
+        if let Some(key) = event.payload_key() {
+            core.payload_stored(key, PayloadRef { seq: seq as u64, segment: 1, offset: seq as u64 });
+        }
+    }
+    core.finish_recovery(now_ms);
+    core
+}
+
 fn nack(order: &str, attempt: u32, retry: bool) -> ControlMsg {
     let order = OrderKey::new("p", order);
     ControlMsg::Nack(Nack { worker: "w1".into(), incarnation: 1, order, attempt, retry, reason: "no".into() })
@@ -644,15 +658,7 @@ fn the_counters_agree_with_the_tables_through_a_realistic_run() {
     assert!(kinds(|e| matches!(e, Event::Dropped { .. })) > 0, "expired");
     assert!(kinds(|e| matches!(e, Event::Revived { .. })) > 0, "revived");
     // A restart: the journal replayed into a new core agrees with itself too.
-    let mut restarted = Core::new(CoreConfig { incarnation: 8, ..config });
-    restarted.start_replay(7_000);
-    for (seq, event) in journal.iter().enumerate() {
-        restarted.apply(event);
-        if let Some(key) = event.payload_key() {
-            restarted.payload_stored(key, PayloadRef { seq: seq as u64, segment: 1, offset: seq as u64 });
-        }
-    }
-    restarted.finish_recovery(7_000);
+    let restarted = recover(CoreConfig { incarnation: 8, ..config }, &journal, 7_000);
     restarted.check_invariants();
     assert_eq!(
         restarted.status().pending_orders + restarted.status().dead_letters,
