@@ -176,7 +176,7 @@ impl Core {
 
     /// The event that recreates `key`'s current state, for compaction;
     /// `None` when the order is resolved (acked or dropped). The inverse of
-    /// [`Core::restore`].
+    /// `restore`.
     pub fn snapshot(&self, key: &OrderKey) -> Option<Event> {
         let snapshot = if let Some(&at_ms) = self.recent.get(key) {
             Snapshot::Acked { at_ms }
@@ -278,15 +278,5 @@ impl Core {
     fn remember(&mut self, key: &OrderKey, at_ms: Millis) {
         self.recent.insert(key.clone(), at_ms);
         self.recent_order.push_back((at_ms, key.clone()));
-    }
-}
-
-impl Order {
-    /// Why the order is a dead letter, if it is one.
-    pub(super) fn dead_reason(&self) -> Option<String> {
-        match &self.state {
-            OrderState::Dead { reason } => Some(reason.clone()),
-            _ => None,
-        }
     }
 }

@@ -176,6 +176,16 @@ struct Held {
     deadline_ms: Millis,
 }
 
+impl Order {
+    /// Why the order is a dead letter, if it is one.
+    fn dead_reason(&self) -> Option<String> {
+        match &self.state {
+            OrderState::Dead { reason } => Some(reason.clone()),
+            _ => None,
+        }
+    }
+}
+
 impl Worker {
     fn free_credits(&self) -> u32 {
         self.capacity.saturating_sub(self.in_flight.len() as u32)
