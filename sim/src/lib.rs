@@ -695,6 +695,11 @@ impl Sim {
     /// further per-step check of the broker core goes here.
     fn check_step(&mut self) -> Check {
         let Some(core) = self.core.as_ref() else { return Ok(()) };
+        // The core's own bookkeeping: every step in release; every 8th in a
+        // debug build, where one check costs about as much as 30 steps.
+        if !cfg!(debug_assertions) || self.steps.is_multiple_of(8) {
+            core.check_invariants();
+        }
         self.model.check_status(&core.status())?;
         if self.check_all || self.steps & (FULL_CHECK_EVERY - 1) == 0 {
             self.check_all = false;

@@ -1,5 +1,8 @@
 use super::*;
-use orderly_common::protocol::{Ack, Acked, Acks, Begin, Bye, Finish, Item, Nack};
+use orderly_common::protocol::{
+    Ack, Acked, Acks, Begin, Bye, Confirm, Confirms, ControlMsg, FanoutMsg, Finish, Heartbeat, IntakeMsg, Item, Items,
+    Nack, Reject, RejectReason,
+};
 
 fn core() -> Core {
     Core::new(CoreConfig::with_incarnation(42))
@@ -564,4 +567,111 @@ fn partial_items_in_ram_are_bounded_apart_from_the_journal_held_backlog() {
     core.handle_intake(finish("o", 3), 0);
     assert_eq!(core.status().partial_bytes, 0);
     assert!(core.intake_open(), "a sealed order's items leave the partial bound");
+}
+
+/// Drains like the IO loop: every event "appended" (payload records
+/// reported with `payload_stored`, so spilled orders leave RAM), every
+/// message dropped. Returns the events, as the journal would hold them.
+fn drain_recording(core: &mut Core, journal: &mut Vec<Event>) {
+    while let Some(event) = core.poll_event() {
+        let seq = journal.len() as u64;
+        if let Some(key) = event.payload_key() {
+            core.payload_stored(key, PayloadRef { seq, segment: 1, offset: seq });
+        }
+        journal.push(event);
+    }
+    while core.poll_outbound().is_some() {}
+}
+
+/// A restarted core: `journal` replayed as the IO loop does, then recovered.
+fn recover(config: CoreConfig, journal: &[Event], now_ms: Millis) -> Core {
+    let mut core = Core::new(config);
+    core.start_replay(now_ms);
+    for (seq, event) in journal.iter().enumerate() {
+        core.apply(event);
+        if let Some(key) = event.payload_key() {
+            core.payload_stored(key, PayloadRef { seq: seq as u64, segment: 1, offset: seq as u64 });
+        }
+    }
+    core.finish_recovery(now_ms);
+    core
+}
+
+fn nack(order: &str, attempt: u32, retry: bool) -> ControlMsg {
+    let order = OrderKey::new("p", order);
+    ControlMsg::Nack(Nack { worker: "w1".into(), incarnation: 1, order, attempt, retry, reason: "no".into() })
+}
+
+#[test]
+fn the_counters_agree_with_the_tables_through_a_realistic_run() {
+    let config = CoreConfig {
+        max_attempts: 2,
+        payload_cache_bytes: 10, // a few orders: the rest spill
+        dedup_window_ms: 2_000,
+        partial_age_max_ms: 1_500,
+        ..CoreConfig::with_incarnation(7)
+    };
+    let mut core = Core::new(config.clone());
+    let mut journal = Vec::new();
+    let step = |core: &mut Core, journal: &mut Vec<Event>| {
+        drain_recording(core, journal);
+        core.check_invariants();
+    };
+    ready_worker(&mut core, "w1", 2, 0);
+    ready_worker(&mut core, "w2", 1, 0);
+    for n in 0..8 {
+        send_order(&mut core, &format!("o{n}"), n % 4);
+        step(&mut core, &mut journal);
+    }
+    let packed = Items {
+        producer: "p".into(),
+        order: "packed".into(),
+        begin: true,
+        first: 0,
+        data: vec![ByteBuf::from(vec![1; 6])],
+        finish: Some(1),
+    };
+    core.handle_intake(IntakeMsg::Items(packed), 1);
+    core.handle_intake(begin("abandoned"), 1);
+    core.handle_intake(item("abandoned", 0), 1);
+    step(&mut core, &mut journal);
+    // o0 acked, o1 nacked twice (dead), w2 goes silent (its order moves).
+    let ack = ControlMsg::Ack(Ack { worker: "w1".into(), incarnation: 1, order: OrderKey::new("p", "o0"), attempt: 1 });
+    core.handle_control(ack, 10);
+    step(&mut core, &mut journal);
+    for attempt in 1..=2 {
+        core.handle_control(nack("o1", attempt, true), 20 + u64::from(attempt));
+        step(&mut core, &mut journal);
+    }
+    for now_ms in (1_000..6_000).step_by(500) {
+        core.handle_control(heartbeat("w1", 2, None), now_ms);
+        core.handle_timeout(now_ms);
+        step(&mut core, &mut journal);
+    }
+    assert_eq!(core.status().dead_letters, 1, "{:?}", core.status());
+    assert_eq!(core.retry_dead(None, 6_000), 1);
+    step(&mut core, &mut journal);
+    assert!(core.counters().workers_expired >= 1 && core.remembered_keys() == 0);
+    let kinds = |f: fn(&Event) -> bool| journal.iter().filter(|e| f(e)).count();
+    assert!(kinds(|e| matches!(e, Event::Restored { .. })) > 0, "spilled");
+    assert!(kinds(|e| matches!(e, Event::Forgotten { .. })) > 0, "forgotten");
+    assert!(kinds(|e| matches!(e, Event::Dropped { .. })) > 0, "expired");
+    assert!(kinds(|e| matches!(e, Event::Revived { .. })) > 0, "revived");
+    // A restart: the journal replayed into a new core agrees with itself too.
+    let restarted = recover(CoreConfig { incarnation: 8, ..config }, &journal, 7_000);
+    restarted.check_invariants();
+    assert_eq!(
+        restarted.status().pending_orders + restarted.status().dead_letters,
+        core.status().pending_orders + core.status().in_flight_orders + core.status().dead_letters
+    );
+}
+
+#[test]
+#[should_panic(expected = "`pending_len` is 2 but the tables add up to 1")]
+fn a_desynchronised_counter_is_caught() {
+    let mut core = core();
+    send_order(&mut core, "o", 1);
+    core.check_invariants();
+    core.desync_pending_len_for_test();
+    core.check_invariants();
 }

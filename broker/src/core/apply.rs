@@ -1,0 +1,282 @@
+//! [`Core::apply`]: the only code that changes order state, one function per
+//! event kind, and the bookkeeping of the tables and their derived counters
+//! (`invariants` re-checks them). The live path and journal replay both come
+//! through here, so they cannot disagree.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use orderly_common::OrderKey;
+use serde_bytes::ByteBuf;
+
+use super::{Core, Event, Held, Millis, Order, OrderState, Partial, Shared, Snapshot};
+
+impl Core {
+    /// Applies `event` and queues it to be recorded.
+    pub(super) fn record(&mut self, event: Event) {
+        self.apply(&event);
+        self.events.push_back(event);
+    }
+
+    /// Applies one state change. The live path and journal replay both come
+    /// through here, so they cannot disagree.
+    pub fn apply(&mut self, event: &Event) {
+        match event {
+            Event::Restored { key, snapshot } => self.restore(key, snapshot),
+            Event::Revived { key } => self.apply_revived(key),
+            Event::Begun { key, at_ms } => self.apply_begun(key, *at_ms),
+            Event::ItemStored { key, seq, data } => self.apply_item_stored(key, *seq, data),
+            Event::Sealed { key, count } => self.apply_sealed(key, *count),
+            Event::Accepted { key, items } => self.apply_accepted(key, items),
+            Event::Dropped { key, .. } => self.remove_partial(key),
+            Event::Dispatched { key, worker, attempt } => self.apply_dispatched(key, worker, *attempt),
+            Event::Acked { key } => self.apply_acked(key),
+            Event::Forgotten { key } => {
+                self.recent.remove(key);
+            }
+            Event::Requeued { key, .. } => self.apply_requeued(key),
+            Event::DeadLettered { key, reason } => self.apply_dead_lettered(key, reason),
+        }
+    }
+
+    fn apply_revived(&mut self, key: &OrderKey) {
+        let Some(order) = self.orders.get_mut(key) else { return };
+        if !matches!(order.state, OrderState::Dead { .. }) {
+            return;
+        }
+        order.state = OrderState::Pending;
+        order.attempts = 0;
+        self.dead_len -= 1;
+        self.pending_len += 1;
+        let shared = self.shared(key);
+        self.pending.push_back(shared);
+        self.counters.orders_revived += 1;
+    }
+
+    fn apply_begun(&mut self, key: &OrderKey, at_ms: Millis) {
+        let partial = Partial { began_ms: at_ms, items: BTreeMap::new(), bytes: 0 };
+        self.partials.insert(key.clone(), partial);
+    }
+
+    fn apply_item_stored(&mut self, key: &OrderKey, seq: u32, data: &ByteBuf) {
+        if let Some(p) = self.partials.get_mut(key) {
+            p.bytes += data.len() as u64;
+            self.held_bytes += data.len() as u64;
+            self.partial_bytes += data.len() as u64;
+            p.items.insert(seq, data.clone());
+        }
+    }
+
+    fn apply_sealed(&mut self, key: &OrderKey, count: u32) {
+        let Some(partial) = self.partials.remove(key) else { return };
+        assert_eq!(partial.items.len(), count as usize, "sealed with a gap: {key}");
+        // Its bytes stay held: they move from the partial to the order.
+        self.partial_bytes -= partial.bytes;
+        // No single record holds these items: they stay in RAM, also
+        // through a replay, until `spill` writes a copy.
+        let items = partial.items.into_values().collect();
+        let order = self.new_order(Some(items), partial.bytes, count, false);
+        let shared = self.insert_order(key, order);
+        self.pending.push_back(shared);
+        self.pending_len += 1;
+        self.counters.orders_sealed += 1;
+    }
+
+    fn apply_accepted(&mut self, key: &OrderKey, items: &[ByteBuf]) {
+        self.remove_partial(key);
+        if self.orders.contains_key(key) {
+            return;
+        }
+        let order = self.whole_order(items);
+        let shared = self.insert_order(key, order);
+        self.pending.push_back(shared);
+        self.pending_len += 1;
+        self.counters.orders_sealed += 1;
+    }
+
+    fn apply_dispatched(&mut self, key: &OrderKey, worker: &str, attempt: u32) {
+        let Some(order) = self.orders.get_mut(key) else { return };
+        if order.state == OrderState::Pending {
+            self.pending_len -= 1;
+            self.in_flight_len += 1;
+        }
+        order.attempts = attempt;
+        order.state = OrderState::InFlight { worker: worker.to_owned() };
+        if let Some(w) = self.workers.get_mut(worker) {
+            let held = Held { sent_ms: self.now_ms, deadline_ms: self.now_ms + self.config.ack_timeout_ms };
+            w.in_flight.insert(key.clone(), held);
+        }
+        self.counters.dispatches += 1;
+        if attempt > 1 {
+            self.counters.redeliveries += 1;
+        }
+    }
+
+    fn apply_acked(&mut self, key: &OrderKey) {
+        // Remembered even when the order itself is unknown: on replay its
+        // earlier records may be compacted away. The time is the input's (at
+        // replay: the recovery's, so a window restarts in full after a
+        // restart — never shorter).
+        self.remember(key, self.now_ms);
+        let Some(order) = self.orders.remove(key) else { return };
+        self.leave_state(key, &order.state);
+        self.held_bytes -= order.bytes;
+        self.uncache(&order);
+        self.counters.orders_acked += 1;
+    }
+
+    fn apply_requeued(&mut self, key: &OrderKey) {
+        let Some(order) = self.orders.get_mut(key) else { return };
+        let old = std::mem::replace(&mut order.state, OrderState::Pending);
+        self.leave_state(key, &old);
+        self.pending_len += 1;
+        // Redeliveries go first: they are the oldest work.
+        let shared = self.shared(key);
+        self.pending.push_front(shared);
+    }
+
+    fn apply_dead_lettered(&mut self, key: &OrderKey, reason: &str) {
+        let Some(order) = self.orders.get_mut(key) else { return };
+        let old = std::mem::replace(&mut order.state, OrderState::Dead { reason: reason.to_owned() });
+        self.leave_state(key, &old);
+        self.dead_len += 1;
+        self.counters.orders_dead_lettered += 1;
+    }
+
+    /// [`Event::Restored`]: replaces whatever is known of `key`.
+    fn restore(&mut self, key: &OrderKey, snapshot: &Snapshot) {
+        self.forget(key);
+        self.recent.remove(key);
+        match snapshot {
+            Snapshot::Acked { at_ms } => self.remember(key, *at_ms),
+            Snapshot::Partial { items } => {
+                let bytes: u64 = items.iter().map(|(_, d)| d.len() as u64).sum();
+                self.held_bytes += bytes;
+                self.partial_bytes += bytes;
+                let partial = Partial { began_ms: self.now_ms, items: items.iter().cloned().collect(), bytes };
+                self.partials.insert(key.clone(), partial);
+            }
+            Snapshot::Sealed { items, attempts, dead } => {
+                let mut order = self.whole_order(items);
+                order.attempts = *attempts;
+                order.state = match dead {
+                    Some(reason) => OrderState::Dead { reason: reason.clone() },
+                    None => OrderState::Pending,
+                };
+                let shared = self.insert_order(key, order);
+                if dead.is_some() {
+                    self.dead_len += 1;
+                } else {
+                    self.pending_len += 1;
+                    self.pending.push_back(shared);
+                }
+            }
+        }
+    }
+
+    /// The event that recreates `key`'s current state, for compaction;
+    /// `None` when the order is resolved (acked or dropped). The inverse of
+    /// `restore`.
+    pub fn snapshot(&self, key: &OrderKey) -> Option<Event> {
+        let snapshot = if let Some(&at_ms) = self.recent.get(key) {
+            Snapshot::Acked { at_ms }
+        } else if let Some(p) = self.partials.get(key) {
+            Snapshot::Partial { items: p.items.iter().map(|(s, d)| (*s, d.clone())).collect() }
+        } else {
+            let order = self.orders.get(key)?;
+            // Without its items in RAM the copy is filled from the journal by
+            // the caller (see `payload_ref`).
+            Snapshot::Sealed {
+                items: order.items.clone().unwrap_or_default(),
+                attempts: order.attempts,
+                dead: order.dead_reason(),
+            }
+        };
+        Some(Event::Restored { key: key.clone(), snapshot })
+    }
+
+    /// Forgets all there is about `key` (for [`Event::Restored`]).
+    fn forget(&mut self, key: &OrderKey) {
+        self.remove_partial(key);
+        if let Some(order) = self.orders.remove(key) {
+            self.leave_state(key, &order.state);
+            self.held_bytes -= order.bytes;
+            self.uncache(&order);
+        }
+    }
+
+    /// A partial order leaves, and its bytes with it.
+    fn remove_partial(&mut self, key: &OrderKey) {
+        if let Some(p) = self.partials.remove(key) {
+            self.held_bytes -= p.bytes;
+            self.partial_bytes -= p.bytes;
+        }
+    }
+
+    /// Undoes the bookkeeping of the state an order leaves.
+    fn leave_state(&mut self, key: &OrderKey, state: &OrderState) {
+        match state {
+            OrderState::Pending => self.pending_len -= 1,
+            OrderState::InFlight { worker } => {
+                self.in_flight_len -= 1;
+                if let Some(w) = self.workers.get_mut(worker) {
+                    w.in_flight.remove(key);
+                }
+            }
+            OrderState::Dead { .. } => self.dead_len -= 1,
+        }
+    }
+
+    /// Adds a sealed order; its key is shared with the queues.
+    fn insert_order(&mut self, key: &OrderKey, order: Order) -> Shared {
+        let shared = Arc::new(key.clone());
+        if order.items.is_some() {
+            self.cached.push_back(Arc::clone(&shared));
+        }
+        self.orders.insert(Arc::clone(&shared), order);
+        shared
+    }
+
+    /// The shared key of a known order.
+    fn shared(&self, key: &OrderKey) -> Shared {
+        Arc::clone(self.orders.get_key_value(key).expect("the order is known").0)
+    }
+
+    /// An order leaves: its items leave the cache.
+    fn uncache(&mut self, order: &Order) {
+        if order.items.is_some() && !order.spilling {
+            self.cached_bytes -= order.bytes;
+        }
+    }
+
+    /// A new pending order, counted in the cache while its items are in
+    /// RAM. `whole`: one record holds its whole payload.
+    fn new_order(&mut self, items: Option<Vec<ByteBuf>>, bytes: u64, count: u32, whole: bool) -> Order {
+        if items.is_some() {
+            self.cached_bytes += bytes;
+        }
+        Order { items, stored: None, spilling: false, whole, count, bytes, attempts: 0, state: OrderState::Pending }
+    }
+
+    /// A new order whose whole payload `items` one record holds (`Accepted`,
+    /// `Restored`), counted in `held_bytes`: in RAM live, left on disk
+    /// during a replay (`payload_stored` tells where).
+    fn whole_order(&mut self, items: &[ByteBuf]) -> Order {
+        let bytes: u64 = items.iter().map(|d| d.len() as u64).sum();
+        self.held_bytes += bytes;
+        let kept = (!self.replaying).then(|| items.to_vec());
+        self.new_order(kept, bytes, items.len() as u32, true)
+    }
+
+    /// Restarts a remembered key's window at the current time.
+    pub(super) fn touch_recent(&mut self, key: &OrderKey) {
+        if self.recent.get(key) != Some(&self.now_ms) {
+            self.remember(key, self.now_ms);
+        }
+    }
+
+    fn remember(&mut self, key: &OrderKey, at_ms: Millis) {
+        self.recent.insert(key.clone(), at_ms);
+        self.recent_order.push_back((at_ms, key.clone()));
+    }
+}

@@ -1,0 +1,104 @@
+//! Pending orders to workers ([`Core::pump`]), and the payload cache: which
+//! sealed orders keep their items in RAM and where the journal holds the
+//! others.
+
+use orderly_common::ids::worker_topic;
+use orderly_common::protocol::encode_dispatch;
+use orderly_common::OrderKey;
+
+use super::{Core, Event, Fill, OrderState, Outbound, PayloadRef, Snapshot};
+
+impl Core {
+    /// Sends pending orders to ready workers with free credits, the worker
+    /// with the most free credits first (ties: lowest id, for determinism).
+    pub(super) fn pump(&mut self) {
+        while let Some(key) = self.pending.front() {
+            if !self.orders.get(key).is_some_and(|o| o.state == OrderState::Pending) {
+                self.pending.pop_front(); // stale: acked or dead while queued
+                continue;
+            }
+            let Some(worker) = self.choose_worker() else { break };
+            let key = OrderKey::clone(&self.pending.pop_front().expect("front exists"));
+            let attempt = self.orders[&key].attempts + 1;
+            self.record(Event::Dispatched { key: key.clone(), worker: worker.clone(), attempt });
+            let order = &self.orders[&key];
+            let topic = worker_topic(&worker);
+            let out = match (&order.items, order.stored) {
+                (Some(items), _) => Outbound::new(topic, encode_dispatch(&key, attempt, attempt > 1, items)),
+                (None, Some(from)) => Outbound { topic, body: Vec::new(), fill: Some(Fill { key, attempt, from }) },
+                (None, None) => unreachable!("an order's payload is in RAM or in the journal: {key}"),
+            };
+            self.outbound.push_back(out);
+        }
+        self.spill();
+    }
+
+    fn choose_worker(&self) -> Option<String> {
+        let mut best: Option<(&String, u32)> = None;
+        for (id, w) in &self.workers {
+            let free = w.free_credits();
+            if w.ready && !w.draining && free > 0 && best.is_none_or(|(_, f)| free > f) {
+                best = Some((id, free));
+            }
+        }
+        best.map(|(id, _)| id.clone())
+    }
+
+    /// Drops payloads from RAM, newest orders first, while the cache is
+    /// over its budget. An order whose payload no single record holds (it
+    /// came item by item) gets a `Restored` copy first; its items leave RAM
+    /// when the copy is recorded ([`Core::payload_stored`]).
+    fn spill(&mut self) {
+        self.drop_stale_cached();
+        while self.cached_bytes > self.config.payload_cache_bytes {
+            let Some(key) = self.cached.pop_back() else { break };
+            let Some(order) = self.orders.get_mut(&key) else { continue };
+            let Some(items) = &order.items else { continue };
+            if order.spilling {
+                continue;
+            }
+            self.cached_bytes -= order.bytes;
+            if order.stored.is_some() {
+                order.items = None;
+                continue;
+            }
+            order.spilling = true;
+            if order.whole {
+                continue; // its record is being written this turn
+            }
+            let snapshot =
+                Snapshot::Sealed { items: items.clone(), attempts: order.attempts, dead: order.dead_reason() };
+            // Not applied: live, the copy changes nothing (as compaction's).
+            self.events.push_back(Event::Restored { key: OrderKey::clone(&key), snapshot });
+        }
+    }
+
+    /// Orders acknowledged while cached leave stale keys, mostly at the
+    /// front (the oldest go first): drop them, so the queue stays as long
+    /// as the cache holds orders.
+    fn drop_stale_cached(&mut self) {
+        while let Some(key) = self.cached.front() {
+            if self.orders.get(key).is_some_and(|o| o.items.is_some()) {
+                break;
+            }
+            self.cached.pop_front();
+        }
+    }
+
+    /// The journal now holds `key`'s whole payload at `at` (the record of
+    /// an `Accepted` or `Restored` event). The IO loop calls this for every
+    /// such record it appends, and replay for every one it reads.
+    pub fn payload_stored(&mut self, key: &OrderKey, at: PayloadRef) {
+        let Some(order) = self.orders.get_mut(key) else { return };
+        order.stored = Some(at);
+        if order.spilling {
+            order.spilling = false;
+            order.items = None; // counted out of the cache by `spill`
+        }
+    }
+
+    /// Where the journal holds `key`'s payload, when RAM does not.
+    pub fn payload_ref(&self, key: &OrderKey) -> Option<PayloadRef> {
+        self.orders.get(key).filter(|o| o.items.is_none()).and_then(|o| o.stored)
+    }
+}

@@ -1,0 +1,115 @@
+//! What the core records ([`Event`], [`Snapshot`]) and what it wants
+//! published ([`Outbound`], [`Fill`]).
+
+use orderly_common::protocol::RejectReason;
+use orderly_common::OrderKey;
+use serde::{Deserialize, Serialize};
+use serde_bytes::ByteBuf;
+
+use super::{Millis, PayloadRef};
+
+/// A change of order state: what the journal records and replays.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Event {
+    /// A partial order was opened by Begin.
+    Begun { key: OrderKey, at_ms: Millis },
+    /// One item of a partial order arrived.
+    ItemStored { key: OrderKey, seq: u32, data: ByteBuf },
+    /// Finish arrived and every item 0..count is present: the order is
+    /// complete and pending.
+    Sealed { key: OrderKey, count: u32 },
+    /// A whole order arrived in one `items` message: complete and pending,
+    /// with its items, in one record (no Begun/ItemStored before it).
+    Accepted { key: OrderKey, items: Vec<ByteBuf> },
+    /// A partial order was discarded and the producer told why.
+    Dropped { key: OrderKey, reason: RejectReason },
+    /// A pending order was sent to a worker.
+    Dispatched { key: OrderKey, worker: String, attempt: u32 },
+    /// A worker acknowledged the order: it is done and forgotten.
+    Acked { key: OrderKey },
+    /// An in-flight order goes back to the queue.
+    Requeued { key: OrderKey, reason: String },
+    /// An order failed `max_attempts` times (or was refused for good).
+    DeadLettered { key: OrderKey, reason: String },
+    /// The whole state of one live order, written when compaction copies it
+    /// out of an old journal segment. Replay replaces whatever it knew of
+    /// the order with this; live, it changes nothing.
+    Restored { key: OrderKey, snapshot: Snapshot },
+    /// An operator sent a dead letter back to the queue with fresh attempts.
+    Revived { key: OrderKey },
+    /// An acknowledged order's key left the dedup window.
+    Forgotten { key: OrderKey },
+}
+
+impl Event {
+    /// The order whose whole payload this event's record holds: an
+    /// `Accepted`, or a `Restored` copy of a sealed order.
+    pub fn payload_key(&self) -> Option<&OrderKey> {
+        match self {
+            Event::Accepted { key, .. } | Event::Restored { key, snapshot: Snapshot::Sealed { .. } } => Some(key),
+            _ => None,
+        }
+    }
+
+    /// The items of such an event (see [`Event::payload_key`]).
+    pub fn payload(&self) -> Option<&[ByteBuf]> {
+        match self {
+            Event::Accepted { items, .. } | Event::Restored { snapshot: Snapshot::Sealed { items, .. }, .. } => {
+                Some(items)
+            }
+            _ => None,
+        }
+    }
+
+    /// [`Event::payload`], to fill in or take.
+    pub fn payload_mut(&mut self) -> Option<&mut Vec<ByteBuf>> {
+        match self {
+            Event::Accepted { items, .. } | Event::Restored { snapshot: Snapshot::Sealed { items, .. }, .. } => {
+                Some(items)
+            }
+            _ => None,
+        }
+    }
+}
+
+/// One live order, as compaction copies it forward.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Snapshot {
+    Partial {
+        items: Vec<(u32, ByteBuf)>,
+    },
+    Sealed {
+        items: Vec<ByteBuf>,
+        attempts: u32,
+        dead: Option<String>,
+    },
+    /// Acknowledged at `at_ms`; remembered for the dedup window.
+    Acked {
+        at_ms: Millis,
+    },
+}
+
+/// A message the broker wants published on its fanout socket.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Outbound {
+    pub topic: Vec<u8>,
+    /// Empty when `fill` is set.
+    pub body: Vec<u8>,
+    /// A dispatch whose items are only in the journal: the IO loop reads
+    /// them and encodes the body.
+    pub fill: Option<Fill>,
+}
+
+impl Outbound {
+    pub(super) fn new(topic: Vec<u8>, body: Vec<u8>) -> Self {
+        Outbound { topic, body, fill: None }
+    }
+}
+
+/// A dispatch to encode from the journal (see [`Outbound::fill`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Fill {
+    pub key: OrderKey,
+    pub attempt: u32,
+    pub from: PayloadRef,
+}

@@ -1,0 +1,203 @@
+//! Producers' messages: Hello, Begin, Item, Items, Finish. Each is checked
+//! against the limits and recorded, and its producer gets a confirm (after
+//! the turn's commit) or a reject.
+
+use orderly_common::ids::producer_topic;
+use orderly_common::limits;
+use orderly_common::protocol::{Confirm, Confirms, FanoutMsg, IntakeMsg, Items, Reject, RejectReason, Welcome};
+use orderly_common::OrderKey;
+use serde_bytes::ByteBuf;
+
+use super::{Core, Event, Millis, Outbound};
+
+impl Core {
+    /// Handles one decoded intake message.
+    pub fn handle_intake(&mut self, msg: IntakeMsg, now_ms: Millis) {
+        self.now_ms = now_ms;
+        match msg {
+            IntakeMsg::Hello(hello) => {
+                let body = FanoutMsg::Welcome(Welcome { nonce: hello.nonce }).encode();
+                self.outbound.push_back(Outbound::new(producer_topic(&hello.producer), body));
+            }
+            IntakeMsg::Begin(begin) => self.on_begin(OrderKey::new(begin.producer, begin.order), now_ms),
+            IntakeMsg::Item(item) => self.on_item(OrderKey::new(item.producer, item.order), item.seq, item.data),
+            IntakeMsg::Items(items) => self.on_items(items, now_ms),
+            IntakeMsg::Finish(finish) => self.on_finish(OrderKey::new(finish.producer, finish.order), finish.count),
+        }
+        self.pump();
+        self.after_input();
+    }
+
+    fn on_begin(&mut self, key: OrderKey, now_ms: Millis) {
+        // A resent Begin for an order we hold (or recently finished) is a
+        // no-op: resends fill gaps and are never processed twice.
+        if self.partials.contains_key(&key) || self.orders.contains_key(&key) {
+            return;
+        }
+        if self.recent.contains_key(&key) {
+            // Keep the key for the rest of this resend, so a window that
+            // ends between its Begin and its Finish cannot turn the Finish
+            // into an unknown_order reject.
+            self.touch_recent(&key);
+            return;
+        }
+        if self.partials.len() >= self.config.partial_orders_max {
+            let detail = format!("{} open partial orders", self.partials.len());
+            self.reject(&key, RejectReason::LimitReached { detail });
+            return;
+        }
+        let max = self.config.partial_orders_per_producer_max;
+        if self.partials_of(&key.producer, max) >= max {
+            let detail = format!("producer {} has {max} open partial orders (finish some first)", key.producer);
+            self.reject(&key, RejectReason::LimitReached { detail });
+            return;
+        }
+        self.record(Event::Begun { key, at_ms: now_ms });
+    }
+
+    /// Open partial orders of `producer`, counting at most `cap` (keys sort
+    /// by producer first, so this is one short range scan).
+    fn partials_of(&self, producer: &str, cap: usize) -> usize {
+        let from = OrderKey::new(producer, "");
+        self.partials.range(from..).take_while(|(k, _)| k.producer == producer).take(cap).count()
+    }
+
+    fn on_item(&mut self, key: OrderKey, seq: u32, data: ByteBuf) {
+        let Some(partial) = self.partials.get(&key) else {
+            if self.recent.contains_key(&key) {
+                self.touch_recent(&key);
+                self.counters.duplicate_items += 1;
+            } else if self.orders.contains_key(&key) {
+                self.counters.duplicate_items += 1; // a resend of a sealed order
+            } else {
+                self.counters.orphan_items += 1; // no Begin, or already rejected
+            }
+            return;
+        };
+        if partial.items.contains_key(&seq) {
+            self.counters.duplicate_items += 1;
+            return;
+        }
+        let bytes = partial.bytes + data.len() as u64;
+        let bytes_max = self.config.order_bytes_max;
+        if bytes > bytes_max {
+            let detail = format!("items reach {bytes} bytes; the limit is {bytes_max}");
+            self.drop_partial(key, RejectReason::TooLarge { detail });
+            return;
+        }
+        let items_max = self.config.order_items_max;
+        if seq >= items_max {
+            let detail = format!("item {seq} is beyond the limit of {items_max} items");
+            self.drop_partial(key, RejectReason::TooLarge { detail });
+            return;
+        }
+        self.record(Event::ItemStored { key, seq, data });
+    }
+
+    /// An `items` message: a whole order in one record when it is one, else
+    /// the Begin, Items and Finish it stands for.
+    fn on_items(&mut self, m: Items, now_ms: Millis) {
+        let key = OrderKey::new(m.producer, m.order);
+        let whole = m.begin && m.first == 0 && m.finish == Some(m.data.len() as u32);
+        if whole && !self.partials.contains_key(&key) {
+            return self.on_whole(key, m.data);
+        }
+        if m.begin {
+            self.on_begin(key.clone(), now_ms);
+        }
+        for (i, data) in m.data.into_iter().enumerate() {
+            self.on_item(key.clone(), m.first + i as u32, data);
+        }
+        if let Some(count) = m.finish {
+            self.on_finish(key, count);
+        }
+    }
+
+    /// A whole order at once: the checks of Begin, Item and Finish together.
+    fn on_whole(&mut self, key: OrderKey, items: Vec<ByteBuf>) {
+        if self.orders.contains_key(&key) || self.recent.contains_key(&key) {
+            if self.recent.contains_key(&key) {
+                self.touch_recent(&key);
+            }
+            self.counters.orders_deduplicated += 1;
+            self.confirm(&key); // a resent order: confirm again
+            return;
+        }
+        let items_max = self.config.order_items_max;
+        if items.len() as u64 > u64::from(items_max) {
+            let detail = format!("{} items, beyond the limit of {items_max} items", items.len());
+            return self.reject(&key, RejectReason::TooLarge { detail });
+        }
+        let bytes: u64 = items.iter().map(|d| d.len() as u64).sum();
+        let bytes_max = self.config.order_bytes_max;
+        if bytes > bytes_max {
+            let detail = format!("items reach {bytes} bytes; the limit is {bytes_max}");
+            return self.reject(&key, RejectReason::TooLarge { detail });
+        }
+        self.record(Event::Accepted { key: key.clone(), items });
+        self.confirm(&key);
+    }
+
+    fn on_finish(&mut self, key: OrderKey, count: u32) {
+        let Some(partial) = self.partials.get(&key) else {
+            if self.orders.contains_key(&key) || self.recent.contains_key(&key) {
+                self.counters.orders_deduplicated += 1;
+                self.confirm(&key); // a resent order: confirm again
+            } else {
+                self.reject(&key, RejectReason::UnknownOrder);
+            }
+            return;
+        };
+        if count > self.config.order_items_max {
+            let detail = format!("{count} items; the limit is {}", self.config.order_items_max);
+            self.drop_partial(key, RejectReason::TooLarge { detail });
+            return;
+        }
+        if let Some((&seq, _)) = partial.items.range(count..).next() {
+            self.drop_partial(key, RejectReason::ExtraItem { count, seq });
+            return;
+        }
+        if partial.items.len() < count as usize {
+            let missing = (0..count).find(|s| !partial.items.contains_key(s)).unwrap_or(count);
+            self.drop_partial(key, RejectReason::Gap { missing });
+            return;
+        }
+        self.record(Event::Sealed { key: key.clone(), count });
+        self.confirm(&key);
+    }
+
+    pub(super) fn drop_partial(&mut self, key: OrderKey, reason: RejectReason) {
+        self.reject(&key, reason.clone());
+        self.record(Event::Dropped { key, reason });
+    }
+
+    /// Confirms wait in `confirms` until the outbound queue is drained, so
+    /// one producer's confirms of a turn go out as one message.
+    fn confirm(&mut self, key: &OrderKey) {
+        self.confirms.entry(key.producer.clone()).or_default().push(key.id.clone());
+    }
+
+    /// Moves the waiting confirms to the outbound queue: a `confirm` for a
+    /// single order, `confirms` for several.
+    pub(super) fn flush_confirms(&mut self) {
+        for (producer, mut ids) in std::mem::take(&mut self.confirms) {
+            let topic = producer_topic(&producer);
+            while !ids.is_empty() {
+                let rest = ids.split_off(ids.len().min(limits::CONFIRMS_PER_MESSAGE_MAX));
+                let body = if ids.len() == 1 {
+                    FanoutMsg::Confirm(Confirm { order: ids.pop().expect("one id") }).encode()
+                } else {
+                    FanoutMsg::Confirms(Confirms { orders: ids }).encode()
+                };
+                self.outbound.push_back(Outbound::new(topic.clone(), body));
+                ids = rest;
+            }
+        }
+    }
+
+    fn reject(&mut self, key: &OrderKey, reason: RejectReason) {
+        self.counters.orders_rejected += 1;
+        let body = FanoutMsg::Reject(Reject { order: key.id.clone(), reason }).encode();
+        self.outbound.push_back(Outbound::new(producer_topic(&key.producer), body));
+    }
+}

@@ -1,0 +1,324 @@
+//! The broker's sans-IO state machine.
+//!
+//! [`Core`] owns every order and every worker the broker knows. Callers feed
+//! it inputs with the current time ([`Core::handle_intake`],
+//! [`Core::handle_control`], [`Core::handle_timeout`]) and drain what it
+//! wants done: [`Core::poll_event`] yields the state changes (the journal
+//! records, once the journal exists) and [`Core::poll_outbound`] the
+//! messages to publish. It does no IO and reads no clock.
+//!
+//! Every change to orders goes through [`Core::apply`] as an [`Event`], so
+//! replaying the recorded events rebuilds the same state. Worker liveness is
+//! deliberately *not* an event: after a restart no worker is known, and every
+//! order that was in flight is pending again.
+//!
+//! The rooms: `event` (what is recorded and published), `apply` (the only
+//! code that changes order state, and its table bookkeeping), `intake`
+//! (producers' messages, confirms and rejects), `workers` (control
+//! messages: heartbeats, acks, nacks), `dispatch` (pending orders to
+//! workers, the payload cache), `timeouts` (time passing: liveness,
+//! deadlines, expiry, the dedup window), `recovery` (replay and restart),
+//! `status` (the operators' view, dead letters) and `invariants` (the
+//! derived counters re-checked against the tables).
+
+mod apply;
+pub mod codec;
+mod dispatch;
+mod event;
+mod intake;
+mod invariants;
+mod recovery;
+mod status;
+mod timeouts;
+mod workers;
+
+use std::collections::{BTreeMap, VecDeque};
+use std::sync::Arc;
+
+use orderly_common::limits::{self, ORDER_BYTES_MAX};
+use orderly_common::OrderKey;
+use serde_bytes::ByteBuf;
+
+pub use event::{Event, Fill, Outbound, Snapshot};
+pub use status::{Counters, DeadLetter, Status, WorkerStatus};
+
+/// The cores' one time type (see `orderly_common::time`).
+pub use orderly_common::time::Millis;
+
+/// Hash maps keyed by order keys. foldhash, randomly seeded per process:
+/// SipHash was a quarter of a replay's time; keys come from producers, so
+/// the seed stays random.
+pub type HashMap<K, V> = std::collections::HashMap<K, V, foldhash::fast::RandomState>;
+
+/// An order key shared by the order table and its queues.
+type Shared = Arc<OrderKey>;
+
+/// Where the journal holds a sealed order's whole payload: the record of
+/// its `Accepted` or of its latest `Restored` copy.
+pub type PayloadRef = orderly_journal::RecordAt;
+
+/// Settings of the core, already validated by the caller.
+#[derive(Debug, Clone)]
+pub struct CoreConfig {
+    /// Random per broker start; workers notice a restart by its change.
+    pub incarnation: u64,
+    pub heartbeat_interval_ms: u64,
+    /// Heartbeat intervals a worker may stay silent before it is dead.
+    pub heartbeat_liveness: u32,
+    /// Deliveries of one order before it is dead-lettered.
+    pub max_attempts: u32,
+    pub partial_orders_max: usize,
+    pub pending_orders_max: usize,
+    pub pending_bytes_max: u64,
+    pub partial_age_max_ms: u64,
+    /// An order in flight this long without an ack (and not listed in the
+    /// worker's heartbeats meanwhile) is taken back and redelivered.
+    pub ack_timeout_ms: u64,
+    /// How long the key of an acknowledged order is remembered, so that a
+    /// resend is confirmed again instead of processed twice.
+    pub dedup_window_ms: u64,
+    /// Keys remembered at most; past it the oldest are forgotten early.
+    pub dedup_keys_max: usize,
+    /// Item bytes in one order (at most `limits::ORDER_BYTES_MAX`).
+    pub order_bytes_max: u64,
+    /// Items in one order (at most `limits::ORDER_ITEMS_MAX`).
+    pub order_items_max: u32,
+    /// Open partial orders of one producer: past it a Begin is rejected
+    /// (`limit_reached`), so one producer cannot take every partial slot.
+    pub partial_orders_per_producer_max: usize,
+    /// Item bytes of partial orders (held in RAM until sealed) at which
+    /// intake pauses.
+    pub partial_bytes_max: u64,
+    /// Item bytes of sealed orders kept in RAM; beyond it the newest
+    /// orders' payloads are dropped from RAM (written to the journal first
+    /// if no single record holds them) and read back to dispatch them.
+    pub payload_cache_bytes: u64,
+}
+
+impl CoreConfig {
+    pub fn with_incarnation(incarnation: u64) -> Self {
+        CoreConfig {
+            incarnation,
+            heartbeat_interval_ms: limits::HEARTBEAT_INTERVAL_MS_DEFAULT,
+            heartbeat_liveness: limits::HEARTBEAT_LIVENESS_DEFAULT,
+            max_attempts: limits::MAX_ATTEMPTS_DEFAULT,
+            partial_orders_max: limits::PARTIAL_ORDERS_MAX_DEFAULT,
+            pending_orders_max: limits::PENDING_ORDERS_MAX_DEFAULT,
+            pending_bytes_max: limits::PENDING_BYTES_MAX_DEFAULT,
+            partial_age_max_ms: limits::PARTIAL_AGE_MAX_MS_DEFAULT,
+            ack_timeout_ms: limits::ACK_TIMEOUT_MS_DEFAULT,
+            dedup_window_ms: limits::DEDUP_WINDOW_MS_DEFAULT,
+            dedup_keys_max: limits::DEDUP_KEYS_MAX_DEFAULT,
+            order_bytes_max: ORDER_BYTES_MAX as u64,
+            order_items_max: limits::ORDER_ITEMS_MAX,
+            partial_orders_per_producer_max: limits::PARTIAL_ORDERS_PER_PRODUCER_MAX_DEFAULT,
+            payload_cache_bytes: limits::PAYLOAD_CACHE_BYTES_DEFAULT,
+            partial_bytes_max: limits::PARTIAL_BYTES_MAX_DEFAULT,
+        }
+    }
+
+    fn worker_timeout_ms(&self) -> u64 {
+        self.heartbeat_interval_ms * u64::from(self.heartbeat_liveness)
+    }
+}
+
+#[derive(Debug)]
+struct Partial {
+    began_ms: Millis,
+    items: BTreeMap<u32, ByteBuf>,
+    bytes: u64,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum OrderState {
+    Pending,
+    InFlight { worker: String },
+    Dead { reason: String },
+}
+
+#[derive(Debug)]
+struct Order {
+    /// The payload in RAM; `None` once only the journal holds it.
+    items: Option<Vec<ByteBuf>>,
+    /// The journal record holding the whole payload, once there is one.
+    stored: Option<PayloadRef>,
+    /// The items leave RAM once `stored` is known.
+    spilling: bool,
+    /// One record holds the whole payload (`Accepted` or `Restored`), or
+    /// will at the end of this turn: spilling needs no copy.
+    whole: bool,
+    count: u32,
+    bytes: u64,
+    /// Deliveries so far; the next dispatch is attempt `attempts + 1`.
+    attempts: u32,
+    state: OrderState,
+}
+
+#[derive(Debug)]
+struct Worker {
+    incarnation: u64,
+    capacity: u32,
+    /// Orders dispatched to this worker.
+    in_flight: BTreeMap<OrderKey, Held>,
+    last_seen_ms: Millis,
+    /// The worker is shutting down: dispatch nothing more to it.
+    draining: bool,
+    nonce: u64,
+    /// The worker echoed our welcome: its subscription is live.
+    ready: bool,
+}
+
+/// One order a worker holds.
+#[derive(Debug, Clone, Copy)]
+struct Held {
+    sent_ms: Millis,
+    /// Requeued when no ack arrives by then; each heartbeat that lists the
+    /// order moves it to `now + ack_timeout_ms`.
+    deadline_ms: Millis,
+}
+
+impl Order {
+    /// Why the order is a dead letter, if it is one.
+    fn dead_reason(&self) -> Option<String> {
+        match &self.state {
+            OrderState::Dead { reason } => Some(reason.clone()),
+            _ => None,
+        }
+    }
+}
+
+impl Worker {
+    fn free_credits(&self) -> u32 {
+        self.capacity.saturating_sub(self.in_flight.len() as u32)
+    }
+}
+
+/// The broker's state machine. See the module docs.
+#[derive(Debug)]
+pub struct Core {
+    config: CoreConfig,
+    partials: BTreeMap<OrderKey, Partial>,
+    /// Sealed orders. The key is shared (`Arc`) with the queues below, so
+    /// a pending order costs one copy of its key, not three.
+    orders: HashMap<Shared, Order>,
+    /// Keys of acknowledged orders still in the dedup window, with when.
+    recent: HashMap<OrderKey, Millis>,
+    /// `recent` in acknowledgement order, for expiry; may hold stale pairs.
+    recent_order: VecDeque<(Millis, OrderKey)>,
+    /// Dispatch queue; may hold stale keys (acked while pending), skipped.
+    pending: VecDeque<Shared>,
+    pending_len: usize,
+    in_flight_len: usize,
+    dead_len: usize,
+    /// Item bytes held by partial and live orders.
+    held_bytes: u64,
+    /// Item bytes of sealed orders in RAM (see `payload_cache_bytes`).
+    cached_bytes: u64,
+    /// Item bytes of partial orders (always in RAM).
+    partial_bytes: u64,
+    /// Sealed orders whose items are in RAM, oldest first; may hold stale
+    /// keys. The newest leave RAM first: they are dispatched last.
+    cached: VecDeque<Shared>,
+    /// Replaying the journal: payloads stay on disk.
+    replaying: bool,
+    workers: BTreeMap<String, Worker>,
+    nonce_next: u64,
+    heartbeat_due_ms: Millis,
+    partial_sweep_due_ms: Millis,
+    /// Time of the input being handled (inputs carry it; no clock is read).
+    now_ms: Millis,
+    events: VecDeque<Event>,
+    outbound: VecDeque<Outbound>,
+    /// Order ids to confirm, by producer (see [`Core::confirm`]).
+    confirms: BTreeMap<String, Vec<String>>,
+    counters: Counters,
+    /// Inputs to handle before debug builds check the invariants again
+    /// (see `invariants`).
+    invariant_check_skip: u64,
+}
+
+impl Core {
+    pub fn new(config: CoreConfig) -> Self {
+        assert!(config.heartbeat_interval_ms > 0 && config.heartbeat_liveness > 0);
+        assert!(config.max_attempts > 0);
+        Core {
+            nonce_next: config.incarnation | 1,
+            config,
+            partials: BTreeMap::new(),
+            orders: HashMap::default(),
+            recent: HashMap::default(),
+            recent_order: VecDeque::new(),
+            pending: VecDeque::new(),
+            pending_len: 0,
+            in_flight_len: 0,
+            dead_len: 0,
+            held_bytes: 0,
+            cached_bytes: 0,
+            partial_bytes: 0,
+            cached: VecDeque::new(),
+            replaying: false,
+            workers: BTreeMap::new(),
+            heartbeat_due_ms: 0,
+            partial_sweep_due_ms: 0,
+            now_ms: 0,
+            events: VecDeque::new(),
+            outbound: VecDeque::new(),
+            confirms: BTreeMap::new(),
+            counters: Counters::default(),
+            invariant_check_skip: 0,
+        }
+    }
+
+    pub fn config(&self) -> &CoreConfig {
+        &self.config
+    }
+
+    /// Next state change to record, in the order they happened.
+    pub fn poll_event(&mut self) -> Option<Event> {
+        self.events.pop_front()
+    }
+
+    /// Next message to publish. Publish only after the events produced
+    /// before it are durable.
+    pub fn poll_outbound(&mut self) -> Option<Outbound> {
+        if !self.confirms.is_empty() {
+            self.flush_confirms();
+        }
+        self.outbound.pop_front()
+    }
+
+    /// When [`Core::handle_timeout`] must next be called.
+    pub fn poll_timeout(&self) -> Millis {
+        let timeout = self.config.worker_timeout_ms();
+        let expiry = self.workers.values().map(|w| w.last_seen_ms + timeout).min();
+        let deadline = self.workers.values().flat_map(|w| w.in_flight.values().map(|h| h.deadline_ms)).min();
+        [Some(self.heartbeat_due_ms), Some(self.partial_sweep_due_ms), expiry, deadline]
+            .into_iter()
+            .flatten()
+            .min()
+            .unwrap_or(0)
+    }
+
+    /// False while a bound on partial orders, pending orders or held bytes
+    /// is reached: the IO loop stops reading intake until it is true again,
+    /// so producers block at their high-water mark and nothing is dropped.
+    pub fn intake_open(&self) -> bool {
+        self.partials.len() < self.config.partial_orders_max
+            && self.pending_len + self.in_flight_len < self.config.pending_orders_max
+            && self.held_bytes < self.config.pending_bytes_max
+            && self.partial_bytes < self.config.partial_bytes_max
+    }
+
+    /// Confirms wait for this turn's commit: it must be durable.
+    pub fn confirms_waiting(&self) -> bool {
+        !self.confirms.is_empty()
+    }
+
+    /// Keys in the dedup window.
+    pub fn remembered_keys(&self) -> usize {
+        self.recent.len()
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,76 @@
+//! Journal replay and the restart that ends it. Replay itself is
+//! [`Core::apply`] of every record; this is what comes before and after.
+
+use orderly_common::OrderKey;
+
+use super::{Core, Event, Millis, OrderState, Shared};
+
+impl Core {
+    /// Makes room for `orders` sealed orders at once (before a replay, so
+    /// the table does not grow by rehashing a million keys).
+    pub fn reserve(&mut self, orders: usize) {
+        self.orders.reserve(orders.min(self.config.pending_orders_max));
+    }
+
+    /// Sets the clock before a replay, so replayed acknowledgements start
+    /// their dedup window at recovery time.
+    pub fn start_replay(&mut self, now_ms: Millis) {
+        self.now_ms = now_ms;
+        self.replaying = true;
+    }
+
+    /// Ends a replay: no worker is known after a restart, so every order
+    /// that was in flight is pending again (first in line, as the oldest
+    /// work), and partial orders get their full age limit from `now_ms`
+    /// (their recorded times came from the previous process's clock).
+    pub fn finish_recovery(&mut self, now_ms: Millis) {
+        self.now_ms = now_ms;
+        self.replaying = false;
+        for partial in self.partials.values_mut() {
+            partial.began_ms = now_ms;
+        }
+        self.requeue_in_flight();
+        self.dead_letter_exhausted();
+        self.pump();
+        self.after_input();
+    }
+
+    /// In flight at the crash: pending again, first in line. Not an event
+    /// (worker liveness is not recorded), so the counters move here.
+    fn requeue_in_flight(&mut self) {
+        let mut in_flight: Vec<&Shared> = self
+            .orders
+            .iter()
+            .filter(|(_, o)| matches!(o.state, OrderState::InFlight { .. }))
+            .map(|(k, _)| k)
+            .collect();
+        in_flight.sort(); // HashMap order is random; keep recovery deterministic
+        let keys: Vec<Shared> = in_flight.into_iter().cloned().collect();
+        for key in keys.into_iter().rev() {
+            if let Some(order) = self.orders.get_mut(&key) {
+                order.state = OrderState::Pending;
+                self.in_flight_len -= 1;
+                self.pending_len += 1;
+                self.pending.push_front(key);
+            }
+        }
+    }
+
+    /// An order whose last allowed attempt was in flight at the crash (or
+    /// copied forward in that state) has used its attempts: dead-letter it
+    /// rather than deliver it once more per restart.
+    fn dead_letter_exhausted(&mut self) {
+        let max = self.config.max_attempts;
+        let mut exhausted: Vec<(OrderKey, u32)> = self
+            .orders
+            .iter()
+            .filter(|(_, o)| o.state == OrderState::Pending && o.attempts >= max)
+            .map(|(k, o)| (OrderKey::clone(k), o.attempts))
+            .collect();
+        exhausted.sort();
+        for (key, attempts) in exhausted {
+            let reason = format!("the broker restarted during its last attempt; gave up after {attempts} attempts");
+            self.record(Event::DeadLettered { key, reason });
+        }
+    }
+}

@@ -1,0 +1,97 @@
+//! Time passing: the broker's heartbeat, silent workers, ack deadlines,
+//! expired partial orders and the dedup window.
+
+use orderly_common::ids::BROADCAST_TOPIC;
+use orderly_common::protocol::{BrokerHeartbeat, FanoutMsg, RejectReason};
+use orderly_common::OrderKey;
+
+use super::{Core, Event, Millis, Outbound};
+
+impl Core {
+    /// Advances time: broker heartbeats, dead workers, expired partials.
+    pub fn handle_timeout(&mut self, now_ms: Millis) {
+        self.now_ms = now_ms;
+        if now_ms >= self.heartbeat_due_ms {
+            self.heartbeat_due_ms = now_ms + self.config.heartbeat_interval_ms;
+            self.broadcast_heartbeat();
+        }
+        self.expire_workers(now_ms);
+        self.expire_deadlines(now_ms);
+        if now_ms >= self.partial_sweep_due_ms {
+            self.partial_sweep_due_ms = now_ms + self.config.heartbeat_interval_ms;
+            self.sweep_recent(now_ms);
+            self.expire_partials(now_ms);
+        }
+        self.pump();
+        self.after_input();
+    }
+
+    fn broadcast_heartbeat(&mut self) {
+        let body = FanoutMsg::Heartbeat(BrokerHeartbeat {
+            incarnation: self.config.incarnation,
+            interval_ms: self.config.heartbeat_interval_ms,
+        })
+        .encode();
+        self.outbound.push_back(Outbound::new(BROADCAST_TOPIC.to_vec(), body));
+    }
+
+    /// Workers silent for `worker_timeout_ms` are dead: their orders move.
+    fn expire_workers(&mut self, now_ms: Millis) {
+        let timeout = self.config.worker_timeout_ms();
+        let dead: Vec<String> =
+            self.workers.iter().filter(|(_, w)| now_ms >= w.last_seen_ms + timeout).map(|(id, _)| id.clone()).collect();
+        for id in dead {
+            self.counters.workers_expired += 1;
+            self.remove_worker(&id, "worker missed its heartbeats");
+        }
+    }
+
+    /// In-flight orders past their ack deadline count as a failed attempt.
+    fn expire_deadlines(&mut self, now_ms: Millis) {
+        let overdue: Vec<(OrderKey, String)> = self
+            .workers
+            .iter()
+            .flat_map(|(id, w)| {
+                w.in_flight.iter().filter(|(_, h)| now_ms >= h.deadline_ms).map(move |(k, _)| (k.clone(), id.clone()))
+            })
+            .collect();
+        for (key, worker) in overdue {
+            self.counters.ack_timeouts += 1;
+            let reason = format!("no ack from worker {worker} within {} ms", self.config.ack_timeout_ms);
+            self.fail(key, reason);
+        }
+    }
+
+    /// Partial orders older than `partial_age_max_ms` are dropped (and
+    /// their producers told): a producer that never finishes cannot hold
+    /// a partial slot for ever.
+    fn expire_partials(&mut self, now_ms: Millis) {
+        let age_max = self.config.partial_age_max_ms;
+        let expired: Vec<(OrderKey, u64)> = self
+            .partials
+            .iter()
+            .filter(|(_, p)| now_ms.saturating_sub(p.began_ms) > age_max)
+            .map(|(k, p)| (k.clone(), now_ms - p.began_ms))
+            .collect();
+        for (key, age_ms) in expired {
+            self.drop_partial(key, RejectReason::Expired { age_ms });
+        }
+    }
+
+    /// Records `Forgotten` for keys past the dedup window (or beyond the
+    /// key bound, oldest first).
+    fn sweep_recent(&mut self, now_ms: Millis) {
+        while let Some((at_ms, key)) = self.recent_order.front() {
+            let current = self.recent.get(key) == Some(at_ms);
+            let expired = now_ms.saturating_sub(*at_ms) >= self.config.dedup_window_ms;
+            let over = self.recent.len() > self.config.dedup_keys_max;
+            if current && !(expired || over) {
+                break;
+            }
+            let (_, key) = self.recent_order.pop_front().expect("front exists");
+            if current {
+                self.record(Event::Forgotten { key });
+            }
+        }
+    }
+}

@@ -1,0 +1,176 @@
+//! Workers' control messages: heartbeats (registration, the welcome
+//! handshake, reconciling what a worker holds), acks, nacks and byes, and
+//! what a failed delivery attempt leads to.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use orderly_common::ids::worker_topic;
+use orderly_common::limits::WORKERS_MAX;
+use orderly_common::protocol::{ControlMsg, FanoutMsg, Heartbeat, Nack, Welcome};
+use orderly_common::OrderKey;
+
+use super::{Core, Event, Millis, OrderState, Outbound, Worker};
+
+impl Core {
+    /// Handles one decoded control message.
+    pub fn handle_control(&mut self, msg: ControlMsg, now_ms: Millis) {
+        self.now_ms = now_ms;
+        match msg {
+            ControlMsg::Heartbeat(hb) => self.on_heartbeat(hb, now_ms),
+            ControlMsg::Ack(ack) => {
+                self.touch(&ack.worker, ack.incarnation, now_ms);
+                self.on_ack(ack.order);
+            }
+            ControlMsg::Acks(acks) => {
+                self.touch(&acks.worker, acks.incarnation, now_ms);
+                for ack in acks.acks {
+                    self.on_ack(ack.order);
+                }
+            }
+            ControlMsg::Nack(nack) => {
+                self.touch(&nack.worker, nack.incarnation, now_ms);
+                self.on_nack(nack);
+            }
+            ControlMsg::Bye(bye) => {
+                if self.workers.get(&bye.worker).is_some_and(|w| w.incarnation == bye.incarnation) {
+                    self.remove_worker(&bye.worker, "worker said bye");
+                }
+            }
+        }
+        self.pump();
+        self.after_input();
+    }
+
+    /// Any POSACK retires the order, even one dead-lettered in the meantime:
+    /// it was processed after all (a late ack).
+    fn on_ack(&mut self, key: OrderKey) {
+        match self.orders.get(&key) {
+            Some(_) => self.record(Event::Acked { key }),
+            None => self.counters.duplicate_acks += 1,
+        }
+    }
+
+    /// Only a nack of the current attempt on the worker that holds it
+    /// counts: older ones were overtaken by a requeue.
+    fn on_nack(&mut self, nack: Nack) {
+        let current = self.orders.get(&nack.order).is_some_and(|o| {
+            o.attempts == nack.attempt && o.state == OrderState::InFlight { worker: nack.worker.clone() }
+        });
+        if !current {
+            self.counters.stale_nacks += 1;
+        } else if !nack.retry {
+            let reason = format!("worker {} refused it: {}", nack.worker, nack.reason);
+            self.record(Event::DeadLettered { key: nack.order, reason });
+        } else {
+            let reason = format!("worker {} failed it: {}", nack.worker, nack.reason);
+            self.fail(nack.order, reason);
+        }
+    }
+
+    fn on_heartbeat(&mut self, hb: Heartbeat, now_ms: Millis) {
+        let known = self.workers.get(&hb.worker).map(|w| w.incarnation);
+        if known.is_some_and(|inc| inc != hb.incarnation) {
+            // Restarted under the same id: what the old process held is lost.
+            self.remove_worker(&hb.worker, "worker restarted");
+        }
+        if !self.workers.contains_key(&hb.worker) && !self.register_worker(&hb, now_ms) {
+            return;
+        }
+        let worker = self.workers.get_mut(&hb.worker).expect("registered above");
+        worker.last_seen_ms = now_ms;
+        worker.capacity = hb.capacity;
+        worker.draining = hb.draining;
+        if worker.ready {
+            self.reconcile(&hb, now_ms);
+        } else if hb.welcome == Some(worker.nonce) {
+            worker.ready = true;
+        } else {
+            // Not echoed yet: the welcome may have gone out before the
+            // subscription existed (slow joiner), so send it again.
+            let body = FanoutMsg::Welcome(Welcome { nonce: worker.nonce }).encode();
+            self.outbound.push_back(Outbound::new(worker_topic(&hb.worker), body));
+        }
+    }
+
+    /// A new worker, not ready until it echoes its welcome nonce. False
+    /// (and counted) when `WORKERS_MAX` are known already.
+    fn register_worker(&mut self, hb: &Heartbeat, now_ms: Millis) -> bool {
+        if self.workers.len() >= WORKERS_MAX {
+            self.counters.workers_refused += 1;
+            return false;
+        }
+        let nonce = self.next_nonce();
+        let worker = Worker {
+            incarnation: hb.incarnation,
+            capacity: hb.capacity,
+            in_flight: BTreeMap::new(),
+            last_seen_ms: now_ms,
+            draining: false,
+            nonce,
+            ready: false,
+        };
+        self.workers.insert(hb.worker.clone(), worker);
+        true
+    }
+
+    /// Requeues orders the worker should hold but does not list: the
+    /// dispatch was lost (PUB drops at its high-water mark) or refused. Only
+    /// dispatches older than (liveness + 1) heartbeat intervals are judged,
+    /// so one still on its way is not mistaken for a lost one.
+    fn reconcile(&mut self, hb: &Heartbeat, now_ms: Millis) {
+        let Some(worker) = self.workers.get(&hb.worker) else { return };
+        // A heartbeat is judged by when it arrives, not when it was written,
+        // so allow as much delay as liveness itself does (plus one interval).
+        let grace_ms = self.config.heartbeat_interval_ms * (u64::from(self.config.heartbeat_liveness) + 1);
+        let held: BTreeSet<&OrderKey> = hb.in_flight.iter().collect();
+        let lost: Vec<OrderKey> = worker
+            .in_flight
+            .iter()
+            .filter(|(key, h)| now_ms >= h.sent_ms + grace_ms && !held.contains(key))
+            .map(|(key, _)| key.clone())
+            .collect();
+        let extended_ms = now_ms + self.config.ack_timeout_ms;
+        if let Some(worker) = self.workers.get_mut(&hb.worker) {
+            for key in &hb.in_flight {
+                if let Some(h) = worker.in_flight.get_mut(key) {
+                    h.deadline_ms = h.deadline_ms.max(extended_ms);
+                }
+            }
+        }
+        for key in lost {
+            self.fail(key, format!("worker {} does not hold it (dispatch lost or refused)", hb.worker));
+        }
+    }
+
+    fn touch(&mut self, worker: &str, incarnation: u64, now_ms: Millis) {
+        if let Some(w) = self.workers.get_mut(worker) {
+            if w.incarnation == incarnation {
+                w.last_seen_ms = now_ms;
+            }
+        }
+    }
+
+    fn next_nonce(&mut self) -> u64 {
+        self.nonce_next = self.nonce_next.wrapping_add(0x9E37_79B9_7F4A_7C15);
+        self.nonce_next
+    }
+
+    pub(super) fn remove_worker(&mut self, id: &str, why: &str) {
+        let Some(worker) = self.workers.remove(id) else { return };
+        for key in worker.in_flight.into_keys() {
+            self.fail(key, format!("{why} ({id})"));
+        }
+    }
+
+    /// A delivery attempt failed: requeue, or dead-letter once attempts are
+    /// used up.
+    pub(super) fn fail(&mut self, key: OrderKey, reason: String) {
+        let attempts = self.orders.get(&key).map_or(0, |o| o.attempts);
+        if attempts >= self.config.max_attempts {
+            let reason = format!("{reason}; gave up after {attempts} attempts");
+            self.record(Event::DeadLettered { key, reason });
+        } else {
+            self.record(Event::Requeued { key, reason });
+        }
+    }
+}
