@@ -39,7 +39,7 @@ use orderly_common::protocol::{
 pub use orderly_common::time::Millis;
 use serde_bytes::ByteBuf;
 
-pub use outbox::{items_bytes, millis, Answered, Outbox, OutboxConfig};
+pub use outbox::{items_bytes, millis, Answered, Outbox, OutboxConfig, CLOCK_TICK_MS};
 
 /// Settings of the core, already validated by the caller.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -13,6 +13,10 @@ use crate::limits::{
     TRANSMIT_RETRY_DELAY,
 };
 
+/// The resolution of [`Millis`]: a time stamped `now` happened somewhere
+/// in `[now, now + CLOCK_TICK_MS)`, so a wait measured from it adds a tick.
+pub const CLOCK_TICK_MS: Millis = 1;
+
 /// A duration in [`Millis`], saturating (no realistic duration overflows).
 pub fn millis(duration: std::time::Duration) -> Millis {
     u64::try_from(duration.as_millis()).unwrap_or(u64::MAX)
@@ -240,11 +244,14 @@ impl Outbox {
     }
 
     /// The whole order (Begin, items, Finish) went out at `now`: one more
-    /// attempt, and the next is due after the backoff for that attempt.
+    /// attempt, and the next is due after the backoff for that attempt —
+    /// plus one tick: `now` is a whole millisecond, so the send happened
+    /// anywhere in `[now, now + 1)`, and a resend must never come before
+    /// the full backoff has passed.
     pub fn transmitted(&mut self, id: &str, now: Millis) {
         let Some(entry) = self.entries.get_mut(id) else { return };
         entry.attempts = entry.attempts.saturating_add(1);
-        let next_at = now.saturating_add(self.config.resend_delay_ms(entry.attempts));
+        let next_at = now.saturating_add(self.config.resend_delay_ms(entry.attempts)).saturating_add(CLOCK_TICK_MS);
         reschedule(&mut self.schedule, id, entry, next_at);
     }
 
@@ -340,9 +347,9 @@ mod tests {
         let mut outbox = Outbox::new(config());
         outbox.insert("a".into(), items(&[1, 2]), 0);
         assert_eq!(transmit_due(&mut outbox, 0), ["a"]);
-        assert_eq!(outbox.next_deadline(), Some(5 * SECOND));
-        assert!(transmit_due(&mut outbox, 5 * SECOND - 1).is_empty(), "nothing is due before the timeout");
-        assert_eq!(transmit_due(&mut outbox, 5 * SECOND), ["a"]);
+        assert_eq!(outbox.next_deadline(), Some(5 * SECOND + CLOCK_TICK_MS));
+        assert!(transmit_due(&mut outbox, 5 * SECOND).is_empty(), "nothing is due before the timeout has passed");
+        assert_eq!(transmit_due(&mut outbox, 5 * SECOND + CLOCK_TICK_MS), ["a"]);
         assert_eq!(outbox.attempts("a"), Some(2));
         assert_eq!(outbox.items("a"), Some(items(&[1, 2]).as_slice()), "a resend sends the same items");
     }
@@ -408,7 +415,11 @@ mod tests {
         assert_eq!(outbox.next_deadline(), Some(SECOND / 20));
         assert_eq!(outbox.attempts("a"), Some(0));
         assert_eq!(transmit_due(&mut outbox, SECOND / 20), ["a"]);
-        assert_eq!(outbox.next_deadline(), Some(SECOND / 20 + 5 * SECOND), "the confirm timeout starts now");
+        assert_eq!(
+            outbox.next_deadline(),
+            Some(SECOND / 20 + 5 * SECOND + CLOCK_TICK_MS),
+            "the confirm timeout starts now"
+        );
     }
 
     #[test]
@@ -430,8 +441,8 @@ mod tests {
         assert_eq!(outbox.answer("s", Ok(())), None, "a confirm before our Finish is for an earlier order");
         assert!(outbox.finish_stream("s", true, 100));
         assert_eq!(outbox.attempts("s"), Some(1));
-        assert_eq!(outbox.next_deadline(), Some(100 + 5 * SECOND));
-        assert_eq!(transmit_due(&mut outbox, 100 + 5 * SECOND), ["s"]);
+        assert_eq!(outbox.next_deadline(), Some(100 + 5 * SECOND + CLOCK_TICK_MS));
+        assert_eq!(transmit_due(&mut outbox, 100 + 5 * SECOND + CLOCK_TICK_MS), ["s"]);
     }
 
     #[test]

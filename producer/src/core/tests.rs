@@ -49,7 +49,7 @@ fn the_hello_repeats_until_our_welcome_and_orders_wait_for_it() {
     core.handle_fanout(FanoutMsg::Welcome(Welcome { nonce: 7 }), 160);
     assert_eq!(kinds(&drain(&mut core)), ["begin", "item", "finish"]);
     assert_eq!(core.poll_transmitted(), Some(Transmitted { id: "a".into(), attempt: 1 }));
-    assert_eq!(core.poll_timeout(), 160 + 5 * SECOND);
+    assert_eq!(core.poll_timeout(), 160 + 5 * SECOND + CLOCK_TICK_MS);
 }
 
 #[test]
@@ -87,7 +87,7 @@ fn answers_come_once_and_resends_back_off() {
     core.submit("a".into(), vec![], 0);
     core.submit("b".into(), vec![], 0);
     drain(&mut core);
-    core.handle_timeout(5 * SECOND);
+    core.handle_timeout(5 * SECOND + CLOCK_TICK_MS);
     assert_eq!(drain(&mut core).len(), 4, "both resent after the confirm timeout");
     let attempts: Vec<u32> = std::iter::from_fn(|| core.poll_transmitted()).map(|t| t.attempt).collect();
     assert_eq!(attempts, [1, 1, 2, 2]);
@@ -113,7 +113,7 @@ fn a_live_stream_goes_out_as_it_comes_and_its_finish_is_the_first_attempt() {
     assert_eq!(kinds(&sent), ["item", "finish"]);
     assert!(matches!(&sent[1], IntakeMsg::Finish(f) if f.count == 2));
     assert_eq!(core.poll_transmitted(), Some(Transmitted { id: "s".into(), attempt: 1 }));
-    assert_eq!(core.poll_timeout(), 2 + 5 * SECOND);
+    assert_eq!(core.poll_timeout(), 2 + 5 * SECOND + CLOCK_TICK_MS);
 }
 
 #[test]
