@@ -93,16 +93,25 @@ mod limits;
 mod options;
 mod recover;
 mod scan;
+mod sim;
+mod space;
+mod storage;
 
-pub use check::{repair, verify, MovedData, RepairReport, VerifyReport, QUARANTINE_DIR_PREFIX};
+pub use check::{repair, repair_on, verify, verify_on, MovedData, RepairReport, VerifyReport, QUARANTINE_DIR_PREFIX};
 pub use error::{JournalError, ParseFsyncPolicyError, ReplayError};
-pub use format::{FORMAT_VERSION, MAGIC, RECORD_HEADER_BYTES, SEGMENT_HEADER_BYTES, SEGMENT_ID_FIRST, SEQ_FIRST};
+pub use format::{
+    FIRST_RECORD_OFFSET_V2, FORMAT_VERSION, FORMAT_VERSION_V1, MAGIC, RECORD_HEADER_BYTES, RECORD_HEADER_BYTES_V1,
+    SECTOR_BYTES, SEGMENT_HEADER_BYTES, SEGMENT_ID_FIRST, SEQ_FIRST,
+};
 pub use fs::LOCK_FILE_NAME;
-pub use inspect::{read_records, Inspection, Problem, ProblemKind, SegmentInfo};
+pub use inspect::{read_records, read_records_on, Inspection, Problem, ProblemKind, SegmentInfo};
 pub use journal::{CommitInfo, Journal, RecordAt, LAZY_SYNC_MAX};
 pub use limits::{BATCH_BYTES_MAX_DEFAULT, READ_BUFFER_BYTES, RECORD_BYTES_MAX, SEGMENT_BYTES_TARGET_DEFAULT};
 pub use options::{FsyncPolicy, Options};
 pub use recover::{Recovery, TruncatedTail};
+pub use sim::{FlipReport, SimCounters, SimStorage};
+pub use space::{SpaceState, RESERVE_FILE_NAME};
+pub use storage::{is_no_space, LockGuard, OsStorage, Storage, StorageFile};
 
 #[cfg(test)]
 mod tests;
