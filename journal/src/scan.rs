@@ -336,12 +336,16 @@ fn read_record(
 /// padding if the frame there is zeros (a real frame's seq is never 0, and
 /// a frame never starts less than a frame's length before a boundary).
 fn padding(reader: &mut PosReader<'_>, cursor: &mut Cursor) -> Result<Option<Step>, JournalError> {
-    let boundary = sector_ceil(cursor.offset).min(reader.end);
+    let sector_end = sector_ceil(cursor.offset);
     let framing_len = record_header_bytes(cursor.version) as u64;
-    let frame_fits = boundary - cursor.offset >= framing_len;
-    if frame_fits && !reader.all_zero(cursor.offset, cursor.offset + framing_len)? {
-        return Ok(None);
+    if sector_end - cursor.offset >= framing_len {
+        let framing_end = cursor.offset + framing_len;
+        // A frame cut short by the end of the file is the caller's to judge.
+        if framing_end > reader.end || !reader.all_zero(cursor.offset, framing_end)? {
+            return Ok(None);
+        }
     }
+    let boundary = sector_end.min(reader.end);
     if reader.all_zero(cursor.offset, boundary)? {
         cursor.offset = boundary;
         return Ok(Some(Step::Skip));
