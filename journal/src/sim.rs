@@ -191,8 +191,14 @@ impl State {
         self.next() % out_of < per
     }
 
+    /// Bytes of the files that have a name now (an unlinked file's blocks
+    /// are free, though a power cut may bring the name back).
     fn used(&self) -> u64 {
-        self.inodes.values().map(|inode| inode.data.len).sum()
+        let named = self.names.values().filter_map(|entry| match entry {
+            Entry::File(inode) => self.inodes.get(inode),
+            Entry::Dir => None,
+        });
+        named.map(|inode| inode.data.len).sum()
     }
 
     /// ENOSPC if growing the disk's use by `more` bytes passes the capacity.
