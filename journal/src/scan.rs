@@ -296,7 +296,7 @@ fn read_record(
         return Ok(Step::End);
     }
     let v1 = cursor.version == FORMAT_VERSION_V1;
-    if !v1 && cursor.offset % SECTOR_BYTES != 0 {
+    if !v1 && !cursor.offset.is_multiple_of(SECTOR_BYTES) {
         if let Some(step) = padding(reader, cursor)? {
             return Ok(step);
         }

@@ -19,6 +19,8 @@ pub type LockGuard = Box<dyn Any + Send + Sync>;
 
 /// One open file. Positioned reads and writes only (no shared cursor), so
 /// `&self` suffices and the simulation can reason about each write.
+// `len` is a file length, fallible; an `is_empty` would add nothing.
+#[allow(clippy::len_without_is_empty)]
 pub trait StorageFile: Send + Sync + fmt::Debug {
     /// The file's current length in bytes.
     fn len(&self) -> io::Result<u64>;

@@ -341,7 +341,6 @@ fn power_cuts_never_lose_a_confirmed_record() {
     for seed in 0..300u64 {
         let sim = SimStorage::new(seed);
         let mut confirmed = 0usize;
-        let mut written = 0usize;
         for round in 0..3 {
             let (mut journal, _) = sim_open(&sim, FsyncPolicy::Always).unwrap_or_else(|error| {
                 panic!("seed {seed} round {round}: a power cut made the journal refuse to open: {error}")
@@ -349,7 +348,7 @@ fn power_cuts_never_lose_a_confirmed_record() {
             let replayed = replay(&journal);
             assert!(replayed.len() >= confirmed, "seed {seed}: lost a confirmed record");
             assert_eq!(replayed[..], (0..replayed.len()).map(body).collect::<Vec<_>>()[..], "seed {seed}");
-            written = replayed.len();
+            let mut written = replayed.len();
             confirmed = written;
             let batches = 1 + (seed as usize + round) % 7;
             for batch in 0..batches {
@@ -357,13 +356,13 @@ fn power_cuts_never_lose_a_confirmed_record() {
                     journal.append(&body(written)).expect("append");
                     written += 1;
                 }
-                if (seed + batch as u64) % 3 == 0 {
+                if (seed + batch as u64).is_multiple_of(3) {
                     journal.commit_lazily().expect("lazy commit"); // confirms nothing
                 } else {
                     journal.commit().expect("commit");
                     confirmed = written;
                 }
-                if (seed + batch as u64) % 5 == 0 {
+                if (seed + batch as u64).is_multiple_of(5) {
                     journal.roll();
                 }
             }
