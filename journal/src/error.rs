@@ -38,6 +38,16 @@ pub enum JournalError {
     /// `remove_oldest_segment` refused (only the oldest, never the active).
     #[error("cannot remove segment {segment_id}: {reason}")]
     RemoveRefused { segment_id: u64, reason: String },
+    /// The disk (or quota) is full where a new segment (or the extension of
+    /// the active one) was needed. Nothing was written and the buffered
+    /// records are kept: the journal stays usable, and the same commit can
+    /// be retried once space is freed (see [`crate::Journal::space`]).
+    #[error("no space on the journal's disk for {}: nothing was written; free space, then commit again", path.display())]
+    NoSpace {
+        path: PathBuf,
+        #[source]
+        source: io::Error,
+    },
     /// An earlier write or fsync failed, so what is on disk is unknown (and a
     /// retried fsync may report success for lost data): reopen to recover.
     #[error("journal {} is unusable after an earlier write or fsync error: reopen it to recover", dir.display())]
