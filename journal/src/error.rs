@@ -26,7 +26,8 @@ pub enum JournalError {
     #[error("record of {len} bytes is above the limit of {max} bytes")]
     RecordTooLarge { len: u64, max: u32 },
     /// The records buffered since the last commit would exceed the batch
-    /// limit: commit first.
+    /// limit, or the preallocated end of their segment (`max` is then the
+    /// room there): commit first.
     #[error("batch of {pending_bytes} buffered bytes cannot take {record_bytes} more (limit {max}): commit first")]
     BatchFull { pending_bytes: u64, record_bytes: u64, max: u64 },
     /// A segment written by a newer (or unknown) format version.

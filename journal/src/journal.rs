@@ -256,7 +256,16 @@ impl Journal {
         if pending_bytes + record_bytes > self.options.batch_bytes_max {
             return Err(JournalError::BatchFull { pending_bytes, record_bytes, max: self.options.batch_bytes_max });
         }
-        let target = self.batch_target();
+        if let Some(target) = self.batch.target {
+            // Inside the preallocated space a commit cannot meet a full disk:
+            // a batch that would pass its end is cut here (the next batch
+            // starts a new segment, from the reserve), not extended.
+            let room = self.preallocated_room(target);
+            if sector_ceil(pending_bytes) <= room && sector_ceil(pending_bytes + record_bytes) > room {
+                return Err(JournalError::BatchFull { pending_bytes, record_bytes, max: room });
+            }
+        }
+        let target = self.batch_target(record_bytes);
         let seq = self.next_seq;
         pad_for_frame(&mut self.batch.bytes);
         let base = if target.fresh {
@@ -518,12 +527,16 @@ impl Journal {
     /// Decides, at the first append of a batch, where the batch goes. An
     /// empty segment never rolls for size (that would only leave an empty
     /// segment behind).
-    fn batch_target(&mut self) -> BatchTarget {
+    /// A record that would pass the active segment's preallocated end
+    /// starts a new segment too (so the commit needs no extension).
+    fn batch_target(&mut self, record_bytes: u64) -> BatchTarget {
         if let Some(target) = self.batch.target {
             return target;
         }
         let active = self.active();
-        let full = active.records > 0 && active.bytes >= self.options.segment_bytes_target;
+        let room = self.active_allocated.saturating_sub(sector_ceil(active.bytes));
+        let overflows = room > 0 && sector_ceil(record_bytes) > room;
+        let full = active.records > 0 && (active.bytes >= self.options.segment_bytes_target || overflows);
         let fresh = self.roll_requested || full;
         let target = if fresh {
             BatchTarget { segment_id: active.id + 1, fresh, durable: crate::format::FIRST_RECORD_OFFSET_V2 }
@@ -533,6 +546,16 @@ impl Journal {
         self.roll_requested &= !fresh;
         self.batch.target = Some(target);
         target
+    }
+
+    /// Preallocated bytes a batch for `target` can take without extending
+    /// its segment.
+    fn preallocated_room(&self, target: BatchTarget) -> u64 {
+        if target.fresh {
+            self.options.segment_bytes_target.saturating_sub(crate::format::FIRST_RECORD_OFFSET_V2)
+        } else {
+            self.active_allocated.saturating_sub(sector_ceil(self.active().bytes))
+        }
     }
 
     fn write_batch(&mut self, now: Instant, durability: Durability) -> Result<CommitInfo, JournalError> {

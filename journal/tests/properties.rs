@@ -41,7 +41,15 @@ fn write(dir: &Path, steps: &[Step]) -> Vec<RecordAt> {
     let (mut journal, _) = Journal::open(dir, options()).expect("open");
     let mut placed = Vec::new();
     for (body, commit) in steps {
-        placed.push(journal.append_located(body).expect("append"));
+        let at = match journal.append_located(body) {
+            // The batch reached the segment's preallocated end: commit first.
+            Err(orderly_journal::JournalError::BatchFull { .. }) => {
+                journal.commit().expect("commit");
+                journal.append_located(body).expect("append")
+            }
+            other => other.expect("append"),
+        };
+        placed.push(at);
         if *commit {
             journal.commit().expect("commit");
         }

@@ -209,3 +209,6 @@ pub fn persist_then_publish<L: EventLog>(
     }
     Ok(Persisted::Published)
 }
+
+#[cfg(test)]
+mod tests;
