@@ -64,7 +64,7 @@ fn a_full_disk_holds_the_turn_until_space_returns() {
         whole_order(&mut core, &id);
         match turn(&mut core, &mut recorder) {
             (Persisted::Published, ids) => {
-                assert_eq!(ids, [id.clone()]);
+                assert_eq!(ids, [id.as_str()]);
                 confirmed.extend(ids);
             }
             (Persisted::Held, ids) => {
