@@ -99,11 +99,12 @@ impl Announcer {
     /// The body to publish now, if intake is `closed` and an announcement
     /// is due. A bound that closes and opens within an interval is
     /// announced once, not once per closing.
-    pub fn poll(&mut self, closed: Option<Closed>, now_ms: Millis) -> Option<Vec<u8>> {
-        let closed = closed?;
+    /// `closed` is asked only when one is due (it formats the detail).
+    pub fn poll(&mut self, now_ms: Millis, closed: impl FnOnce() -> Option<Closed>) -> Option<Vec<u8>> {
         if now_ms < self.due_ms {
             return None;
         }
+        let closed = closed()?;
         self.due_ms = now_ms + self.interval_ms;
         let mut detail = closed.detail;
         truncate_at_char(&mut detail, orderly_common::limits::REASON_BYTES_MAX);
@@ -155,14 +156,14 @@ mod tests {
     fn backpressure_is_announced_once_per_interval_while_closed() {
         let mut announcer = Announcer::new(1000);
         let closed = || Some(Closed { reason: backpressure::DISK_FULL, detail: "é".repeat(2000) });
-        assert_eq!(announcer.poll(None, 0), None);
-        let body = announcer.poll(closed(), 10).expect("announced at once");
+        assert_eq!(announcer.poll(0, || None), None);
+        let body = announcer.poll(10, closed).expect("announced at once");
         let FanoutMsg::Backpressure(message) = FanoutMsg::decode(&body).unwrap() else { panic!("not backpressure") };
         assert_eq!(message.reason, "disk_full");
         assert_eq!(message.interval_ms, 1000);
         assert!(message.detail.len() <= orderly_common::limits::REASON_BYTES_MAX);
-        assert_eq!(announcer.poll(closed(), 500), None);
-        assert_eq!(announcer.poll(None, 1_500), None);
-        assert!(announcer.poll(closed(), 1_600).is_some());
+        assert_eq!(announcer.poll(500, closed), None);
+        assert_eq!(announcer.poll(1_500, || None), None);
+        assert!(announcer.poll(1_600, closed).is_some());
     }
 }

@@ -155,14 +155,15 @@ impl Loop {
 
     /// Why intake is closed, if it is: the disk first, then the core's bounds.
     fn intake_closed(&self) -> Option<Closed> {
-        self.disk.closed().or_else(|| if self.core.intake_open() { None } else { self.core.intake_closed() })
+        intake_closed(&self.core, &self.disk)
     }
 
     /// Tells producers (on `b/`) why intake is closed, once per heartbeat
     /// interval. Straight to the socket: it promises nothing, so it need not
     /// wait for a commit (it goes out even while one is held).
     fn announce(&mut self, now: Millis) -> Result<(), BrokerError> {
-        let Some(body) = self.announcer.poll(self.intake_closed(), now) else { return Ok(()) };
+        let (core, disk) = (&self.core, &self.disk);
+        let Some(body) = self.announcer.poll(now, || intake_closed(core, disk)) else { return Ok(()) };
         let topic = orderly_common::ids::BROADCAST_TOPIC;
         self.sockets.fanout.send_multipart([topic, body.as_slice()], 0).map_err(zmq_err("publishing"))
     }
@@ -376,6 +377,11 @@ impl Loop {
             journal_bytes_on_disk: self.recorder.log.segments().iter().map(|s| s.bytes).sum(),
         }
     }
+}
+
+/// Why intake is closed, if it is: the disk first, then the core's bounds.
+fn intake_closed(core: &Core, disk: &DiskMode) -> Option<Closed> {
+    disk.closed().or_else(|| if core.intake_open() { None } else { core.intake_closed() })
 }
 
 fn json<T: Serialize>(value: &T) -> String {

@@ -8,8 +8,9 @@
 //!
 //! Rooms: `config` (what `run` is told), `error`, `recover`
 //! (start-up replay), `recorder` (the journal side of a turn),
-//! `sockets`, `event_loop` (the turn) and `metrics` (`/status`,
-//! `/metrics`).
+//! `sockets`, `event_loop` (the turn), `metrics` (`/status`,
+//! `/metrics`) and `backpressure` (the full-disk mode, and telling
+//! producers why intake is closed).
 
 mod backpressure;
 mod config;
