@@ -75,13 +75,14 @@ fail() {
 
 # start_broker [EXTRA FLAGS...]: a broker on run-time ports; sets INTAKE,
 # FANOUT, CONTROL, ADMIN and BROKER_PID. Restartable (same ports, data).
+# Its data directory is $DATA_DIR if set, else $WORK/data.
 start_broker() {
     INTAKE=${INTAKE:-"tcp://127.0.0.1:$(free_port)"}
     FANOUT=${FANOUT:-"tcp://127.0.0.1:$(free_port)"}
     CONTROL=${CONTROL:-"tcp://127.0.0.1:$(free_port)"}
     ADMIN=${ADMIN:-"127.0.0.1:$(free_port)"}
     BROKER_STARTS=$((${BROKER_STARTS:-0} + 1))
-    start "broker.$BROKER_STARTS" "$BIN/orderly-broker" run --data-dir "$WORK/data" \
+    start "broker.$BROKER_STARTS" "$BIN/orderly-broker" run --data-dir "${DATA_DIR:-$WORK/data}" \
         --intake "$INTAKE" --fanout "$FANOUT" --control "$CONTROL" --admin "$ADMIN" --status-interval-secs 1 "$@"
     BROKER_PID=$LAST_PID
     wait_for 20 "the broker's admin endpoint" '"$BIN/orderly-broker" status --admin "$ADMIN" --json >/dev/null 2>&1'

@@ -69,14 +69,7 @@ fn send_order(core: &mut Core, order: &str) {
 
 fn turn(core: &mut Core, fail_commit: bool) -> (Calls, Result<(), BrokerError>) {
     let calls = Calls::default();
-    let mut recorder = Recorder {
-        log: JournalDouble { calls: calls.clone(), seq: 0, fail_commit },
-        anchors: Anchors::default(),
-        bytes_written: 0,
-        commits: 0,
-        commit_time: std::time::Duration::ZERO,
-        payload_reads: 0,
-    };
+    let mut recorder = Recorder::new(JournalDouble { calls: calls.clone(), seq: 0, fail_commit }, Anchors::default());
     let publish_calls = calls.clone();
     let result = persist_then_publish(core, &mut recorder, |out| {
         match FanoutMsg::decode(&out.body) {
@@ -90,7 +83,7 @@ fn turn(core: &mut Core, fail_commit: bool) -> (Calls, Result<(), BrokerError>) 
         }
         Ok(())
     });
-    (calls, result)
+    (calls, result.map(drop))
 }
 
 #[test]

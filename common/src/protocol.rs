@@ -246,6 +246,42 @@ pub struct BrokerHeartbeat {
     pub interval_ms: u64,
 }
 
+/// Broker → everyone (`b/`): the broker is not reading intake, and why.
+/// Sent with its heartbeats (every `interval_ms`) for as long as intake
+/// stays closed; nothing is sent when it opens again (the announcements
+/// just stop). A producer whose hello or orders go unanswered reports the
+/// latest one instead of guessing that the broker is down. Workers ignore
+/// it. Later kinds of refusal reuse it with new `reason`s, so a receiver
+/// must accept a `reason` it does not know (see [`backpressure`]).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Backpressure {
+    /// Why, machine-readable: one of the [`backpressure`] kinds, or a
+    /// newer one.
+    pub reason: String,
+    /// Why, for people (counts and limits, the disk error).
+    #[serde(default)]
+    pub detail: String,
+    /// The announcement repeats this often while intake stays closed.
+    pub interval_ms: u64,
+}
+
+/// The `reason`s of [`Backpressure`] this build sends.
+pub mod backpressure {
+    /// The journal's disk is full: the broker records acks and dispatches
+    /// in reserved space and takes no new orders until space returns.
+    pub const DISK_FULL: &str = "disk_full";
+    /// Sealed orders awaiting workers are at `pending_orders_max`.
+    pub const PENDING_ORDERS: &str = "pending_orders";
+    /// Item bytes held are at `pending_bytes_max`.
+    pub const PENDING_BYTES: &str = "pending_bytes";
+    /// Open partial orders are at `partial_orders_max`.
+    pub const PARTIAL_ORDERS: &str = "partial_orders";
+    /// Item bytes of partial orders are at `partial_bytes_max`.
+    pub const PARTIAL_BYTES: &str = "partial_bytes";
+    /// Longest `reason` accepted.
+    pub const REASON_KIND_BYTES_MAX: usize = 64;
+}
+
 /// Messages on the broker's intake socket (producer PUSH → broker PULL).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum IntakeMsg {
@@ -275,6 +311,7 @@ pub enum FanoutMsg {
     Confirms(Confirms),
     Reject(Reject),
     Heartbeat(BrokerHeartbeat),
+    Backpressure(Backpressure),
 }
 
 // ---------------------------------------------------------------- encoding
@@ -454,6 +491,7 @@ impl FanoutMsg {
             FanoutMsg::Confirms(_) => "confirms",
             FanoutMsg::Reject(_) => "reject",
             FanoutMsg::Heartbeat(_) => "heartbeat",
+            FanoutMsg::Backpressure(_) => "backpressure",
         }
     }
 
@@ -465,6 +503,7 @@ impl FanoutMsg {
             FanoutMsg::Confirms(m) => encode_as(self.kind(), m),
             FanoutMsg::Reject(m) => encode_as(self.kind(), m),
             FanoutMsg::Heartbeat(m) => encode_as(self.kind(), m),
+            FanoutMsg::Backpressure(m) => encode_as(self.kind(), m),
         }
     }
 
@@ -472,11 +511,26 @@ impl FanoutMsg {
     /// framing no more than the broker trusts theirs).
     pub fn decode(bytes: &[u8]) -> Result<Self, DecodeError> {
         let msg: FanoutMsg = decode_envelope(bytes, FANOUT_FRAME_BYTES_MAX)?;
-        if let FanoutMsg::Dispatch(d) = &msg {
-            d.order.validate()?;
-            if d.items.len() > ORDER_ITEMS_MAX as usize {
-                return invalid("items", format!("{} items; the limit is {ORDER_ITEMS_MAX}", d.items.len()));
+        match &msg {
+            FanoutMsg::Dispatch(d) => {
+                d.order.validate()?;
+                if d.items.len() > ORDER_ITEMS_MAX as usize {
+                    return invalid("items", format!("{} items; the limit is {ORDER_ITEMS_MAX}", d.items.len()));
+                }
             }
+            FanoutMsg::Backpressure(b) => {
+                let max = backpressure::REASON_KIND_BYTES_MAX;
+                if b.reason.is_empty() || b.reason.len() > max {
+                    return invalid("backpressure reason", format!("{} bytes; it must be 1..={max}", b.reason.len()));
+                }
+                if b.detail.len() > REASON_BYTES_MAX {
+                    return invalid(
+                        "backpressure detail",
+                        format!("{} bytes; the limit is {REASON_BYTES_MAX}", b.detail.len()),
+                    );
+                }
+            }
+            _ => {}
         }
         Ok(msg)
     }
@@ -578,7 +632,7 @@ family!(ControlMsg, "control", {
 });
 family!(FanoutMsg, "fanout", {
     "welcome" => Welcome, "dispatch" => Dispatch, "confirm" => Confirm, "confirms" => Confirms, "reject" => Reject,
-    "heartbeat" => Heartbeat,
+    "heartbeat" => Heartbeat, "backpressure" => Backpressure,
 });
 
 /// What the envelope held, short of a parse error.

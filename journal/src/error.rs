@@ -26,7 +26,8 @@ pub enum JournalError {
     #[error("record of {len} bytes is above the limit of {max} bytes")]
     RecordTooLarge { len: u64, max: u32 },
     /// The records buffered since the last commit would exceed the batch
-    /// limit: commit first.
+    /// limit, or the preallocated end of their segment (`max` is then the
+    /// room there): commit first.
     #[error("batch of {pending_bytes} buffered bytes cannot take {record_bytes} more (limit {max}): commit first")]
     BatchFull { pending_bytes: u64, record_bytes: u64, max: u64 },
     /// A segment written by a newer (or unknown) format version.
@@ -38,6 +39,16 @@ pub enum JournalError {
     /// `remove_oldest_segment` refused (only the oldest, never the active).
     #[error("cannot remove segment {segment_id}: {reason}")]
     RemoveRefused { segment_id: u64, reason: String },
+    /// The disk (or quota) is full where a new segment (or the extension of
+    /// the active one) was needed. Nothing was written and the buffered
+    /// records are kept: the journal stays usable, and the same commit can
+    /// be retried once space is freed (see [`crate::Journal::space`]).
+    #[error("no space on the journal's disk for {}: nothing was written; free space, then commit again", path.display())]
+    NoSpace {
+        path: PathBuf,
+        #[source]
+        source: io::Error,
+    },
     /// An earlier write or fsync failed, so what is on disk is unknown (and a
     /// retried fsync may report success for lost data): reopen to recover.
     #[error("journal {} is unusable after an earlier write or fsync error: reopen it to recover", dir.display())]

@@ -8,6 +8,7 @@ use std::path::{Path, PathBuf};
 use crate::error::{JournalError, ReplayError};
 use crate::fs::list_segments;
 use crate::scan::{scan_segment, DefectKind, ScanSpec, SegmentScan};
+use crate::storage::{OsStorage, Storage};
 
 /// One segment file.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -20,6 +21,8 @@ pub struct SegmentInfo {
     /// first, while it is empty).
     pub first_seq: u64,
     pub records: u64,
+    /// Format version of the segment (1 or 2).
+    pub version: u16,
 }
 
 impl SegmentInfo {
@@ -85,8 +88,8 @@ pub struct Inspection {
 
 /// Reads every segment in `dir` in order, checking headers, records, CRCs,
 /// and that segment ids and seqs continue; stops at the first problem.
-pub fn inspect(dir: &Path, record_bytes_max: u32) -> Result<Inspection, JournalError> {
-    read_records(dir, record_bytes_max, |_, _, _| Ok::<(), Infallible>(())).map_err(into_journal_error)
+pub fn inspect(storage: &dyn Storage, dir: &Path, record_bytes_max: u32) -> Result<Inspection, JournalError> {
+    read_records_on(storage, dir, record_bytes_max, |_, _, _| Ok::<(), Infallible>(())).map_err(into_journal_error)
 }
 
 /// Like [`inspect`], and hands every good record (seq, segment id, body) to
@@ -96,18 +99,29 @@ pub fn inspect(dir: &Path, record_bytes_max: u32) -> Result<Inspection, JournalE
 pub fn read_records<E>(
     dir: &Path,
     record_bytes_max: u32,
+    visit: impl FnMut(u64, u64, &[u8]) -> Result<(), E>,
+) -> Result<Inspection, ReplayError<E>> {
+    read_records_on(&OsStorage, dir, record_bytes_max, visit)
+}
+
+/// [`read_records`] on any [`Storage`] (the simulation's disk).
+pub fn read_records_on<E>(
+    storage: &dyn Storage,
+    dir: &Path,
+    record_bytes_max: u32,
     mut visit: impl FnMut(u64, u64, &[u8]) -> Result<(), E>,
 ) -> Result<Inspection, ReplayError<E>> {
-    let listed = list_segments(dir)?;
+    let listed = list_segments(storage, dir)?;
     let mut inspection = Inspection { segments: Vec::with_capacity(listed.len()), problem: None };
     for (index, (segment_id, path)) in listed.iter().enumerate() {
         let is_last = index + 1 == listed.len();
         let previous = inspection.segments.last();
         if let Some(previous) = previous.filter(|previous| previous.id + 1 != *segment_id) {
-            inspection.problem = Some(id_gap(*segment_id, path, previous.id)?);
+            inspection.problem = Some(id_gap(storage, *segment_id, path, previous.id)?);
             break;
         }
         let spec = ScanSpec {
+            storage,
             path,
             segment_id: *segment_id,
             expected_first_seq: previous.map(SegmentInfo::next_seq),
@@ -123,6 +137,7 @@ pub fn read_records<E>(
                 bytes: scan.valid_bytes,
                 first_seq: header.first_seq,
                 records,
+                version: header.version,
             };
             inspection.segments.push(info);
         }
@@ -152,8 +167,8 @@ fn problem_of(segment_id: u64, path: &Path, scan: &SegmentScan, is_last: bool) -
 }
 
 /// A missing segment between two others: records are missing.
-fn id_gap(segment_id: u64, path: &Path, previous_id: u64) -> Result<Problem, JournalError> {
-    let file_bytes = std::fs::metadata(path).map_err(JournalError::io(path))?.len();
+fn id_gap(storage: &dyn Storage, segment_id: u64, path: &Path, previous_id: u64) -> Result<Problem, JournalError> {
+    let file_bytes = storage.open(path, false).and_then(|file| file.len()).map_err(JournalError::io(path))?;
     Ok(Problem {
         segment_id,
         file: path.to_path_buf(),

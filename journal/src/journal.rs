@@ -1,20 +1,22 @@
 //! The open journal: append, group commit, roll, replay, compaction support.
 
-use std::fs::{self, File, OpenOptions};
-use std::io::Write;
+use std::collections::HashMap;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::Instant;
 
 use crate::error::{JournalError, ReplayError};
 use crate::format::{
-    encode_header, encode_record, framed_len, record_crc, segment_file_name, RecordHeader, SegmentHeader,
-    RECORD_HEADER_BYTES, SEGMENT_HEADER_BYTES, SEGMENT_ID_FIRST, SEQ_FIRST,
+    encode_record, framed_len, record_header_bytes, sector_ceil, RecordHeader, FORMAT_VERSION_V1, MARKER_SEQ,
+    RECORD_HEADER_BYTES, SECTOR_BYTES, SEGMENT_ID_FIRST, SEQ_FIRST,
 };
 use crate::fs::{fsync_dir, lock_dir};
 use crate::inspect::{inspect, SegmentInfo};
 use crate::options::{FsyncPolicy, Options};
 use crate::recover::{recover, Recovery};
 use crate::scan::{scan_segment, ScanSpec};
+use crate::space::{self, Reserve, SpaceState};
+use crate::storage::{LockGuard, Storage, StorageFile};
 
 /// Capacity the batch buffer keeps between commits; a larger one (after a
 /// batch of big records) is given back, so one burst does not pin memory.
@@ -56,6 +58,9 @@ struct BatchTarget {
     segment_id: u64,
     /// A new segment is created for this batch.
     fresh: bool,
+    /// The durable watermark the batch's frames carry: every byte of the
+    /// target segment below it is durable already.
+    durable: u64,
 }
 
 /// Records appended since the last commit, already framed.
@@ -72,11 +77,19 @@ struct Batch {
 pub struct Journal {
     dir: PathBuf,
     options: Options,
+    storage: Arc<dyn Storage>,
     /// Holds the directory lock while the journal is open.
-    _lock: File,
+    _lock: LockGuard,
     /// Every segment on disk, oldest first; never empty. The last is active.
     segments: Vec<SegmentInfo>,
-    active_file: File,
+    active_file: Box<dyn StorageFile>,
+    /// Bytes of the active segment known durable: the watermark new frames
+    /// carry.
+    active_synced: u64,
+    /// Length the active segment is preallocated to.
+    active_allocated: u64,
+    /// The next segment, preallocated ahead of need.
+    reserve: Reserve,
     /// Seq the next `append` gets.
     next_seq: u64,
     batch: Batch,
@@ -86,8 +99,11 @@ pub struct Journal {
     last_sync: Instant,
     /// A write or fsync failed: see `JournalError::Poisoned`.
     poisoned: bool,
+    /// Where the last marker of the active segment says everything before
+    /// is durable (0: none yet).
+    marker_at: u64,
     /// Read handles for [`Journal::read_at`], by segment id.
-    readers: std::collections::HashMap<u64, File>,
+    readers: HashMap<u64, Box<dyn StorageFile>>,
 }
 
 /// Where a record is: its seq, its segment and its byte offset there.
@@ -101,45 +117,89 @@ pub struct RecordAt {
 impl Journal {
     /// Takes the directory lock (fails at once with `Locked` if it is held),
     /// creates the directory if needed, recovers (cutting off a torn tail,
-    /// refusing corruption), and returns the journal ready to append with a
-    /// report of what recovery did.
+    /// refusing corruption), makes durable everything it will replay, and
+    /// returns the journal ready to append with a report of what recovery
+    /// did. On the real file system: see [`Journal::open_on`].
     pub fn open(dir: &Path, options: Options) -> Result<(Journal, Recovery), JournalError> {
+        Journal::open_on(crate::storage::os(), dir, options)
+    }
+
+    /// [`Journal::open`] on any [`Storage`] (the simulation's disk).
+    pub fn open_on(
+        storage: Arc<dyn Storage>,
+        dir: &Path,
+        options: Options,
+    ) -> Result<(Journal, Recovery), JournalError> {
         options.validate()?;
-        create_dir_if_missing(dir)?;
-        let lock = lock_dir(dir)?;
-        let recovered = recover(dir, inspect(dir, options.record_bytes_max)?)?;
+        create_dir_if_missing(storage.as_ref(), dir)?;
+        let lock = lock_dir(storage.as_ref(), dir)?;
+        let inspection = inspect(storage.as_ref(), dir, options.record_bytes_max)?;
+        let recovered = recover(storage.as_ref(), dir, inspection)?;
         let recovery = Recovery {
             records: recovered.segments.iter().map(|segment| segment.records).sum(),
             segments: recovered.segments.len(),
             truncated: recovered.truncated,
         };
-        let mut segments = recovered.segments;
-        let active_file = match segments.last() {
-            Some(last) => open_for_append(&last.path)?,
-            None => {
-                let segment_id = recovered.removed_segment_id.unwrap_or(SEGMENT_ID_FIRST);
-                let (file, info) = create_segment(dir, segment_id, SEQ_FIRST)?;
-                segments.push(info);
-                file
-            }
-        };
-        let next_seq = segments.last().map_or(SEQ_FIRST, SegmentInfo::next_seq);
-        tracing::info!(dir = %dir.display(), records = recovery.records, segments = segments.len(), next_seq, "journal: opened");
-        let journal = Journal {
+        // What recovery read may sit in the page cache only (a process killed
+        // before its fsync): make it durable before anything is confirmed
+        // from it.
+        for segment in &recovered.segments {
+            let file = storage.open(&segment.path, false).map_err(JournalError::io(&segment.path))?;
+            file.sync_all().map_err(JournalError::io(&segment.path))?;
+        }
+        fsync_dir(storage.as_ref(), dir)?;
+        let mut journal = Journal {
             dir: dir.to_path_buf(),
-            options,
+            reserve: Reserve::new(dir),
+            storage,
             _lock: lock,
-            segments,
-            active_file,
-            next_seq,
+            active_file: Box::new(space::Closed),
+            active_synced: 0,
+            active_allocated: 0,
+            next_seq: SEQ_FIRST,
+            segments: Vec::new(),
             batch: Batch::default(),
             roll_requested: false,
             unsynced: false,
             last_sync: Instant::now(),
             poisoned: false,
-            readers: std::collections::HashMap::new(),
+            marker_at: 0,
+            readers: HashMap::new(),
+            options,
         };
+        journal.take_segments(recovered.segments, recovered.removed_segment_id)?;
+        tracing::info!(
+            dir = %dir.display(), records = recovery.records, segments = journal.segments.len(),
+            next_seq = journal.next_seq, "journal: opened"
+        );
         Ok((journal, recovery))
+    }
+
+    /// Continues from the recovered segments: appends go to the last one, or
+    /// to a new one if there is none or the last is of format version 1
+    /// (only version 2 is written). A marker then witnesses that everything
+    /// replayed is durable, so damage to it later is corruption, never a cut.
+    fn take_segments(&mut self, segments: Vec<SegmentInfo>, removed: Option<u64>) -> Result<(), JournalError> {
+        self.segments = segments;
+        self.reserve.find(self.storage.as_ref(), self.options.segment_bytes_target);
+        match self.segments.last() {
+            Some(last) if last.version != FORMAT_VERSION_V1 => {
+                self.active_file = self.storage.open(&last.path, true).map_err(JournalError::io(&last.path))?;
+                self.active_allocated = self.active_file.len().map_err(JournalError::io(&last.path))?;
+                self.active_synced = sector_ceil(last.bytes);
+                self.next_seq = last.next_seq();
+                if last.records > 0 {
+                    self.seal()?;
+                }
+            }
+            Some(last) => {
+                let (id, first_seq) = (last.id + 1, last.next_seq());
+                self.start_segment(id, first_seq)?;
+            }
+            None => self.start_segment(removed.unwrap_or(SEGMENT_ID_FIRST), SEQ_FIRST)?,
+        }
+        self.reserve.refill(self.storage.as_ref(), self.options.segment_bytes_target);
+        Ok(())
     }
 
     /// Streams every committed record in order to `f(seq, segment_id, body)`,
@@ -156,6 +216,7 @@ impl Journal {
         let mut expected_first_seq = None;
         for segment in &self.segments {
             let spec = ScanSpec {
+                storage: self.storage.as_ref(),
                 path: &segment.path,
                 segment_id: segment.id,
                 expected_first_seq,
@@ -179,34 +240,44 @@ impl Journal {
     /// `(seq, segment_id)`: its sequence number and the segment it will be
     /// written to by the next `commit`. Nothing is written until then.
     pub fn append(&mut self, body: &[u8]) -> Result<(u64, u64), JournalError> {
+        self.append_located(body).map(|at| (at.seq, at.segment))
+    }
+
+    /// [`Journal::append`], returning where the record will be once
+    /// committed (for [`Journal::read_at`]).
+    pub fn append_located(&mut self, body: &[u8]) -> Result<RecordAt, JournalError> {
         self.check_usable()?;
         let max = self.options.record_bytes_max;
         if body.len() as u64 > u64::from(max) {
             return Err(JournalError::RecordTooLarge { len: body.len() as u64, max });
         }
         let pending_bytes = self.batch.bytes.len() as u64;
-        let record_bytes = framed_len(body.len());
+        let record_bytes = framed_len(body.len()) + frame_padding(pending_bytes) as u64;
         if pending_bytes + record_bytes > self.options.batch_bytes_max {
             return Err(JournalError::BatchFull { pending_bytes, record_bytes, max: self.options.batch_bytes_max });
         }
-        let target = self.batch_target();
+        if let Some(target) = self.batch.target {
+            // Inside the preallocated space a commit cannot meet a full disk:
+            // a batch that would pass its end is cut here (the next batch
+            // starts a new segment, from the reserve), not extended.
+            let room = self.preallocated_room(target);
+            if sector_ceil(pending_bytes) <= room && sector_ceil(pending_bytes + record_bytes) > room {
+                return Err(JournalError::BatchFull { pending_bytes, record_bytes, max: room });
+            }
+        }
+        let target = self.batch_target(record_bytes);
         let seq = self.next_seq;
-        encode_record(seq, body, &mut self.batch.bytes);
+        pad_for_frame(&mut self.batch.bytes);
+        let base = if target.fresh {
+            sector_ceil(crate::format::SEGMENT_HEADER_BYTES as u64)
+        } else {
+            sector_ceil(self.active().bytes)
+        };
+        let offset = base + self.batch.bytes.len() as u64;
+        encode_record(seq, target.durable, body, &mut self.batch.bytes);
         self.batch.records += 1;
         self.next_seq += 1;
-        Ok((seq, target.segment_id))
-    }
-
-    /// [`Journal::append`], returning where the record will be once
-    /// committed (for [`Journal::read_at`]).
-    pub fn append_located(&mut self, body: &[u8]) -> Result<RecordAt, JournalError> {
-        let before = self.batch.bytes.len() as u64;
-        let (seq, segment) = self.append(body)?;
-        let base = match self.batch.target {
-            Some(BatchTarget { fresh: true, .. }) => SEGMENT_HEADER_BYTES as u64,
-            _ => self.active().bytes,
-        };
-        Ok(RecordAt { seq, segment, offset: base + before })
+        Ok(RecordAt { seq, segment: target.segment_id, offset })
     }
 
     /// Reads back one committed record, checking its framing and CRC (a
@@ -214,7 +285,6 @@ impl Journal {
     /// One positioned read; the file handle of a segment is kept open for
     /// the next read.
     pub fn read_at(&mut self, at: RecordAt) -> Result<Vec<u8>, JournalError> {
-        use std::os::unix::fs::FileExt;
         let Some(info) = self.segments.iter().find(|s| s.id == at.segment) else {
             return Err(JournalError::Corrupt {
                 file: self.dir.join(crate::format::segment_file_name(at.segment)),
@@ -224,29 +294,32 @@ impl Journal {
         };
         let path = info.path.clone();
         let committed = info.bytes;
+        let version = info.version;
+        let framing_len = record_header_bytes(version);
         let corrupt = |reason: String| JournalError::Corrupt { file: path.clone(), offset: at.offset, reason };
-        if at.offset + RECORD_HEADER_BYTES as u64 > committed {
+        if at.offset + framing_len as u64 > committed {
             return Err(corrupt(format!("record {} is past the committed end ({committed} bytes)", at.seq)));
         }
         let file = match self.readers.entry(at.segment) {
             std::collections::hash_map::Entry::Occupied(entry) => entry.into_mut(),
             std::collections::hash_map::Entry::Vacant(entry) => {
-                entry.insert(File::open(&path).map_err(JournalError::io(&path))?)
+                entry.insert(self.storage.open(&path, false).map_err(JournalError::io(&path))?)
             }
         };
         let mut framing = [0u8; RECORD_HEADER_BYTES];
-        file.read_exact_at(&mut framing, at.offset).map_err(JournalError::io(&path))?;
-        let header = RecordHeader::decode(&framing);
+        let framing = &mut framing[..framing_len];
+        file.read_exact_at(framing, at.offset).map_err(JournalError::io(&path))?;
+        let header = RecordHeader::decode(version, framing);
         if header.seq != at.seq {
             return Err(corrupt(format!("expected record {} here, found seq {}", at.seq, header.seq)));
         }
-        let end = at.offset + framed_len(header.len as usize);
+        let end = at.offset + (framing_len + header.len as usize) as u64;
         if header.len > self.options.record_bytes_max || end > committed {
             return Err(corrupt(format!("record {} has a bad length {}", at.seq, header.len)));
         }
         let mut body = vec![0u8; header.len as usize];
-        file.read_exact_at(&mut body, at.offset + RECORD_HEADER_BYTES as u64).map_err(JournalError::io(&path))?;
-        let computed = record_crc(header.seq, &body);
+        file.read_exact_at(&mut body, at.offset + framing_len as u64).map_err(JournalError::io(&path))?;
+        let computed = header.expected_crc(version, &body);
         if computed != header.crc {
             return Err(corrupt(format!("record {} CRC {:#010x} != stored {:#010x}", at.seq, computed, header.crc)));
         }
@@ -301,14 +374,17 @@ impl Journal {
     fn commit_with(&mut self, now: Instant, durability: Durability) -> Result<CommitInfo, JournalError> {
         self.check_usable()?;
         let result = self.write_batch(now, durability);
-        if result.is_err() {
+        // NoSpace is returned before anything was written (the batch is kept):
+        // the state is known, so the journal stays usable.
+        if matches!(result, Err(ref error) if !matches!(error, JournalError::NoSpace { .. })) {
             self.poisoned = true;
         }
         result
     }
 
     /// Fsyncs the active segment if it has unsynced writes (for `Interval` or
-    /// `Never`, e.g. at shutdown). Returns whether it fsynced.
+    /// `Never`, e.g. at shutdown). Returns whether it fsynced. An error
+    /// poisons the journal: the kernel may have dropped the pages.
     pub fn sync(&mut self) -> Result<bool, JournalError> {
         self.check_usable()?;
         if !self.unsynced {
@@ -319,6 +395,24 @@ impl Journal {
             self.poisoned = true;
         }
         result.map(|()| true)
+    }
+
+    /// Fsyncs what is unsynced, then writes and fsyncs a marker frame saying
+    /// that everything before it is durable, so a later flip anywhere in the
+    /// segment is corruption rather than a torn tail. For a clean shutdown
+    /// (`open` seals too). Returns whether it wrote a marker.
+    pub fn seal(&mut self) -> Result<bool, JournalError> {
+        self.check_usable()?;
+        let result = self.write_marker();
+        if result.is_err() {
+            self.poisoned = true;
+        }
+        result
+    }
+
+    /// [`Journal::seal`], then releases the journal and its lock.
+    pub fn close(mut self) -> Result<(), JournalError> {
+        self.seal().map(drop)
     }
 
     /// Makes the next batch (the records appended after the current batch is
@@ -332,9 +426,11 @@ impl Journal {
     }
 
     /// Deletes the oldest segment, which must be `segment_id` and must not be
-    /// the active one, and fsyncs the directory. Naming the segment guards
-    /// against deleting one the caller did not mean (after copying its live
-    /// records forward). Returns what was deleted.
+    /// the active one, and fsyncs the directory. Everything committed before
+    /// (the copies that replace the segment's live records, even those of a
+    /// lazy commit) is fsynced first, whatever the policy. Naming the segment
+    /// guards against deleting one the caller did not mean. Returns what was
+    /// deleted; the freed space is offered to the reserve.
     pub fn remove_oldest_segment(&mut self, segment_id: u64) -> Result<SegmentInfo, JournalError> {
         self.check_usable()?;
         let oldest = &self.segments[0];
@@ -345,12 +441,41 @@ impl Journal {
         if self.segments.len() == 1 {
             return refuse("it is the active segment".to_string());
         }
-        fs::remove_file(&oldest.path).map_err(JournalError::io(&oldest.path))?;
-        self.readers.remove(&segment_id);
-        let removed = self.segments.remove(0);
-        fsync_dir(&self.dir)?;
+        let result = self.remove_oldest();
+        if result.is_err() {
+            self.poisoned = true;
+        }
+        let removed = result?;
+        self.reserve.refill(self.storage.as_ref(), self.options.segment_bytes_target);
         tracing::info!(segment_id, records = removed.records, "journal: removed oldest segment");
         Ok(removed)
+    }
+
+    fn remove_oldest(&mut self) -> Result<SegmentInfo, JournalError> {
+        if self.unsynced {
+            self.sync_active(Instant::now())?;
+        }
+        let path = self.segments[0].path.clone();
+        self.storage.remove_file(&path).map_err(JournalError::io(&path))?;
+        self.readers.remove(&self.segments[0].id);
+        let removed = self.segments.remove(0);
+        fsync_dir(self.storage.as_ref(), &self.dir)?;
+        Ok(removed)
+    }
+
+    /// Whether the journal can still take new segments: `Low` once the
+    /// reserve is used up and could not be made again (the disk is full).
+    /// See the crate docs ("Full disk").
+    pub fn space(&self) -> SpaceState {
+        let room = self.active_allocated.saturating_sub(sector_ceil(self.active().bytes));
+        self.reserve.state(room)
+    }
+
+    /// Tries again to preallocate the reserve (after space was freed) and
+    /// says the space state after the attempt. Never poisons.
+    pub fn retry_reserve(&mut self) -> SpaceState {
+        self.reserve.refill(self.storage.as_ref(), self.options.segment_bytes_target);
+        self.space()
     }
 
     /// Segments on disk, oldest first; the last is the active one. Sizes and
@@ -382,6 +507,12 @@ impl Journal {
         &self.options
     }
 
+    /// Whether an earlier write or fsync failed (every call now fails with
+    /// `Poisoned`; reopen to recover).
+    pub fn is_poisoned(&self) -> bool {
+        self.poisoned
+    }
+
     fn check_usable(&self) -> Result<(), JournalError> {
         if self.poisoned {
             return Err(JournalError::Poisoned { dir: self.dir.clone() });
@@ -396,17 +527,35 @@ impl Journal {
     /// Decides, at the first append of a batch, where the batch goes. An
     /// empty segment never rolls for size (that would only leave an empty
     /// segment behind).
-    fn batch_target(&mut self) -> BatchTarget {
+    /// A record that would pass the active segment's preallocated end
+    /// starts a new segment too (so the commit needs no extension).
+    fn batch_target(&mut self, record_bytes: u64) -> BatchTarget {
         if let Some(target) = self.batch.target {
             return target;
         }
         let active = self.active();
-        let full = active.records > 0 && active.bytes >= self.options.segment_bytes_target;
+        let room = self.active_allocated.saturating_sub(sector_ceil(active.bytes));
+        let overflows = room > 0 && sector_ceil(record_bytes) > room;
+        let full = active.records > 0 && (active.bytes >= self.options.segment_bytes_target || overflows);
         let fresh = self.roll_requested || full;
-        let target = BatchTarget { segment_id: if fresh { active.id + 1 } else { active.id }, fresh };
+        let target = if fresh {
+            BatchTarget { segment_id: active.id + 1, fresh, durable: crate::format::FIRST_RECORD_OFFSET_V2 }
+        } else {
+            BatchTarget { segment_id: active.id, fresh, durable: self.active_synced }
+        };
         self.roll_requested &= !fresh;
         self.batch.target = Some(target);
         target
+    }
+
+    /// Preallocated bytes a batch for `target` can take without extending
+    /// its segment.
+    fn preallocated_room(&self, target: BatchTarget) -> u64 {
+        if target.fresh {
+            self.options.segment_bytes_target.saturating_sub(crate::format::FIRST_RECORD_OFFSET_V2)
+        } else {
+            self.active_allocated.saturating_sub(sector_ceil(self.active().bytes))
+        }
     }
 
     fn write_batch(&mut self, now: Instant, durability: Durability) -> Result<CommitInfo, JournalError> {
@@ -416,14 +565,21 @@ impl Journal {
             None => std::mem::take(&mut self.roll_requested),
         };
         if rolled {
-            self.roll_now()?;
+            if let Err(error) = self.roll_now() {
+                self.batch = batch;
+                self.roll_requested |= self.batch.target.is_none();
+                return Err(error);
+            }
+            // Rolled: a retry after a failure below must not roll again.
+            if let Some(target) = batch.target.as_mut() {
+                target.fresh = false;
+            }
         }
         if !batch.bytes.is_empty() {
-            let active = self.segments.last_mut().expect("a journal always has an active segment");
-            self.active_file.write_all(&batch.bytes).map_err(JournalError::io(&active.path))?;
-            active.bytes += batch.bytes.len() as u64;
-            active.records += batch.records;
-            self.unsynced = true;
+            if let Err(error) = self.write_frames(&mut batch.bytes, batch.records) {
+                self.batch = batch;
+                return Err(error);
+            }
         }
         let fsynced = self.sync_per_policy(now, durability)?;
         let info = CommitInfo {
@@ -438,6 +594,48 @@ impl Journal {
         batch.bytes.shrink_to(BATCH_BUFFER_RETAINED_BYTES_MAX);
         self.batch.bytes = batch.bytes;
         Ok(info)
+    }
+
+    /// One write of whole sectors at the next sector boundary. Past the
+    /// preallocated length the file is extended first; a full disk there is
+    /// `NoSpace` with nothing written.
+    fn write_frames(&mut self, bytes: &mut Vec<u8>, records: u64) -> Result<(), JournalError> {
+        bytes.resize(sector_ceil(bytes.len() as u64) as usize, 0);
+        let at = sector_ceil(self.active().bytes);
+        let end = at + bytes.len() as u64;
+        let path = self.active().path.clone();
+        if end > self.active_allocated {
+            self.active_file.allocate(end).map_err(|source| space::no_space_or_io(&path, source))?;
+            self.active_allocated = end;
+        }
+        self.active_file.write_all_at(bytes, at).map_err(JournalError::io(&path))?;
+        let active = self.segments.last_mut().expect("a journal always has an active segment");
+        active.bytes = end;
+        active.records += records;
+        self.unsynced = true;
+        Ok(())
+    }
+
+    /// Syncs, then writes a marker frame carrying the durable end, and syncs
+    /// it. Nothing to do when the last frame already says all there is.
+    fn write_marker(&mut self) -> Result<bool, JournalError> {
+        if self.unsynced {
+            self.sync_active(Instant::now())?;
+        }
+        let end = sector_ceil(self.active().bytes);
+        if self.active().records == 0 || self.active_witnessed() >= end {
+            return Ok(false);
+        }
+        let mut frame = Vec::with_capacity(SECTOR_BYTES as usize);
+        encode_record(MARKER_SEQ, end, &[], &mut frame);
+        self.write_frames(&mut frame, 0)?;
+        self.sync_active(Instant::now())?;
+        self.marker_at = end;
+        Ok(true)
+    }
+
+    fn active_witnessed(&self) -> u64 {
+        self.marker_at
     }
 
     fn sync_per_policy(&mut self, now: Instant, durability: Durability) -> Result<bool, JournalError> {
@@ -460,53 +658,70 @@ impl Journal {
         // fdatasync: the data and the file size, which is all a reader needs.
         self.active_file.sync_data().map_err(JournalError::io(&self.active().path))?;
         self.unsynced = false;
+        self.active_synced = self.active().bytes;
         self.last_sync = now;
         Ok(())
     }
 
     /// Closes the active segment and starts the next. The closing segment is
     /// fsynced first whatever the policy: once a later segment exists, a torn
-    /// record in it would be corruption, not a torn tail.
+    /// record in it would be corruption, not a torn tail. `NoSpace` (no
+    /// reserve, and no room for a new segment) leaves everything as it was.
     fn roll_now(&mut self) -> Result<(), JournalError> {
         if self.unsynced {
             self.sync_active(Instant::now())?;
         }
         let active = self.active();
-        let (file, info) = create_segment(&self.dir, active.id + 1, active.next_seq())?;
+        let (id, first_seq) = (active.id + 1, active.next_seq());
+        self.start_segment(id, first_seq)?;
+        self.reserve.refill(self.storage.as_ref(), self.options.segment_bytes_target);
+        Ok(())
+    }
+
+    /// Creates segment `id` (from the reserve if there is one) and makes it
+    /// the active segment.
+    fn start_segment(&mut self, id: u64, first_seq: u64) -> Result<(), JournalError> {
+        let target = self.options.segment_bytes_target;
+        let (file, info, allocated) =
+            space::create_segment(self.storage.as_ref(), &mut self.reserve, id, first_seq, target)?;
         tracing::debug!(segment_id = info.id, first_seq = info.first_seq, "journal: new segment");
         self.segments.push(info);
         self.active_file = file;
+        self.active_allocated = allocated;
+        self.active_synced = crate::format::FIRST_RECORD_OFFSET_V2;
+        self.marker_at = 0;
+        self.next_seq = first_seq.max(self.next_seq);
         Ok(())
     }
 }
 
-/// Creates a segment: a new file with its header, fsynced, then the
-/// directory fsynced, before any record is written to it.
-fn create_segment(dir: &Path, segment_id: u64, first_seq: u64) -> Result<(File, SegmentInfo), JournalError> {
-    let path = dir.join(segment_file_name(segment_id));
-    let io = JournalError::io(&path);
-    let mut file = OpenOptions::new().append(true).create_new(true).open(&path).map_err(io)?;
-    let header = encode_header(SegmentHeader { segment_id, first_seq });
-    file.write_all(&header).map_err(JournalError::io(&path))?;
-    file.sync_all().map_err(JournalError::io(&path))?;
-    fsync_dir(dir)?;
-    let info = SegmentInfo { id: segment_id, path, bytes: SEGMENT_HEADER_BYTES as u64, first_seq, records: 0 };
-    Ok((file, info))
+/// Zeros needed before a frame at `pending` bytes into a batch (which starts
+/// on a sector boundary) so the frame does not straddle a boundary: a torn
+/// write then never splits a frame's fields.
+fn frame_padding(pending: u64) -> usize {
+    let into_sector = pending % SECTOR_BYTES;
+    let left = SECTOR_BYTES - into_sector;
+    if into_sector != 0 && left < RECORD_HEADER_BYTES as u64 {
+        left as usize
+    } else {
+        0
+    }
 }
 
-fn open_for_append(path: &Path) -> Result<File, JournalError> {
-    OpenOptions::new().append(true).open(path).map_err(JournalError::io(path))
+fn pad_for_frame(bytes: &mut Vec<u8>) {
+    let padding = frame_padding(bytes.len() as u64);
+    bytes.resize(bytes.len() + padding, 0);
 }
 
 /// Creates the journal directory (and its parents) if it does not exist, and
 /// fsyncs the parent so the directory itself survives a crash.
-fn create_dir_if_missing(dir: &Path) -> Result<(), JournalError> {
-    if dir.is_dir() {
+fn create_dir_if_missing(storage: &dyn Storage, dir: &Path) -> Result<(), JournalError> {
+    if storage.is_dir(dir) {
         return Ok(());
     }
-    fs::create_dir_all(dir).map_err(JournalError::io(dir))?;
+    storage.create_dir_all(dir).map_err(JournalError::io(dir))?;
     match dir.parent().filter(|parent| !parent.as_os_str().is_empty()) {
-        Some(parent) => fsync_dir(parent),
-        None => fsync_dir(Path::new(".")),
+        Some(parent) => fsync_dir(storage, parent),
+        None => fsync_dir(storage, Path::new(".")),
     }
 }

@@ -16,7 +16,28 @@
 //! [`verify`] (read-only) and [`repair`] (moves damage to a quarantine
 //! directory, never deletes).
 //!
-//! # On-disk format (version 1)
+//! # Storage
+//!
+//! Every file operation goes through the object-safe [`Storage`] /
+//! [`StorageFile`] traits: [`Journal::open`] uses [`OsStorage`] (std plus
+//! `posix_fallocate`); [`Journal::open_on`], [`verify_on`], [`repair_on`]
+//! and [`read_records_on`] take any `Arc<dyn Storage>` / `&dyn Storage`.
+//! One call per commit crosses the vtable, never one per record.
+//!
+//! [`SimStorage`] is the deterministic simulated disk (in memory, seeded by
+//! a u64, no clock). For the simulation:
+//! - `SimStorage::new(seed)`, then `Journal::open_on(Arc::new(sim.clone()), dir, options)`;
+//! - `power_cut()`: durable state plus a seeded subset of pending writes,
+//!   length changes and directory operations, writes torn at 512-byte
+//!   sectors; open handles and locks of the "dead process" stop working;
+//! - `flip_bit()` (seeded file and position among durable written bytes,
+//!   returns a [`FlipReport`]) and `flip_bit_at(path, offset, bit)`;
+//! - `set_capacity(Some(bytes))`: ENOSPC on growing or creating a file;
+//! - `fail_next_syncs(n)`, `set_sync_failure_rate(per_million)`: EIO, and the
+//!   pending writes are forgotten (Linux "fsyncgate");
+//! - `counters()`: [`SimCounters`] of every fault injected.
+//!
+//! # On-disk format (version 2; version 1 is still read)
 //!
 //! A journal is one directory holding:
 //!
@@ -26,6 +47,7 @@
 //!   are always contiguous;
 //! - `LOCK`, an empty file whose exclusive lock (`flock` through std's
 //!   `File::try_lock`) the open journal or a running `repair` holds;
+//! - `RESERVE` ([`RESERVE_FILE_NAME`]): the next segment, preallocated;
 //! - after a repair, `quarantine-<unix-time>[-n]/` directories with the
 //!   data it moved aside. Nothing else in the directory is read.
 //!
@@ -34,54 +56,112 @@
 //! | offset | bytes | field                                           |
 //! |--------|-------|-------------------------------------------------|
 //! | 0      | 8     | magic `ORDRLYJ\0`                               |
-//! | 8      | 2     | format version, u16 = 1 (others refused)        |
+//! | 8      | 2     | format version, u16 = 2 (1 read; others refused)|
 //! | 10     | 2     | reserved, u16 = 0                               |
 //! | 12     | 8     | segment id, u64 (must match the file name)      |
 //! | 20     | 8     | seq of the segment's first record, u64 (≥ 1)    |
 //! | 28     | 4     | CRC-32C of bytes 0..28, u32                     |
 //!
-//! Records follow back to back, each framed as:
+//! A version-2 segment is preallocated (zeros) to `segment_bytes_target`.
+//! Its first commit starts at offset 512 ([`FIRST_RECORD_OFFSET_V2`]). Every
+//! commit is ONE write of whole 512-byte sectors starting on a sector
+//! boundary: its frames back to back, zero padding so that no frame
+//! straddles a sector boundary, and zero padding to the next boundary. So a
+//! commit never rewrites a sector that holds durable data, and a sector a
+//! power cut lost reads as zeros. Each frame:
 //!
 //! | bytes | field                                                        |
 //! |-------|--------------------------------------------------------------|
 //! | 4     | `len`: body length, u32 LE (at most [`RECORD_BYTES_MAX`])    |
-//! | 4     | `crc`: CRC-32C (Castagnoli) over the 8 `seq` bytes, then the body, u32 LE |
-//! | 8     | `seq`: sequence number, u64 LE                               |
+//! | 4     | `crc`: CRC-32C over `len`, `seq`, `durable`, then the body   |
+//! | 8     | `seq`: sequence number, u64 LE (0: a marker, see below)      |
+//! | 8     | `durable`: every byte of this segment below this offset was durable (fsynced) when the frame was written |
 //! | `len` | body                                                         |
 //!
+//! A **marker** is a frame with seq 0 and no body: it only carries a
+//! `durable` watermark and is never replayed. [`Journal::open`] writes one
+//! after recovery and [`Journal::seal`] / [`Journal::close`] write one at a
+//! clean stop, so the whole log before them is witnessed durable.
+//!
+//! Version 1 (still read, never written): records back to back from offset
+//! 32, 16-byte framing `len, crc (over seq then body), seq`, no watermark,
+//! no padding. `open` never appends to a version-1 segment: it starts a
+//! version-2 segment after it.
+//!
 //! Sequence numbers start at 1, are global across segments and increase by
-//! exactly 1: a segment's first record has its header's first seq, which is
-//! the previous segment's last seq + 1. A reader checks `len` against the
-//! limit (and against the bytes left in the file) *before* allocating, then
-//! the CRC, then the seq.
+//! exactly 1. A reader checks `len` against the limit (and against the
+//! bytes left in the file) *before* allocating, then the CRC, then the seq.
 //!
 //! # Durability
 //!
-//! A commit is one `write` of every buffered record and, under
-//! `FsyncPolicy::Always`, one `fdatasync`. A new segment is created with its
-//! header, fsynced, and the directory fsynced, before any record is written
-//! to it; the segment it closes is fsynced first, whatever the policy, so
-//! only the last segment can ever hold a torn record. Removing a segment
-//! fsyncs the directory.
+//! - A commit is one write and, under `FsyncPolicy::Always`, one
+//!   `fdatasync`; acknowledge only after a commit under `Always`.
+//! - A new segment (the reserve renamed, or a new preallocated file) gets
+//!   its header, an fsync, and a directory fsync before any record; the
+//!   segment it closes is fsynced first, whatever the policy.
+//! - `open` fsyncs every segment it keeps and the directory **before** it
+//!   returns: records replayed from the page cache (a kill before an fsync)
+//!   are durable before anything can be confirmed from them.
+//! - `remove_oldest_segment` fsyncs everything written before it (the
+//!   copies that replace the segment, even from a lazy commit), then
+//!   unlinks, then fsyncs the directory.
+//! - Any failed write or fsync (commit, `sync`, `sync_lazy_due`, `seal`,
+//!   removal) poisons the journal: every later call is
+//!   [`JournalError::Poisoned`]; reopen (restart) to recover. After a failed
+//!   fsync Linux may have dropped the pages, so nothing is retried.
 //!
-//! # Recovery rules (`Journal::open`)
+//! # Recovery: torn tail or corruption (case table)
 //!
-//! - A bad record in the **last** segment — cut short, a length above the
-//!   limit or past the end of the file, a CRC mismatch, a seq that is not the
-//!   previous + 1, or zero bytes where a record should start (an unwritten or
-//!   preallocated tail) — is a torn tail: the file is truncated at that
-//!   record's start, fsynced, logged with `tracing::warn!`, and reported in
-//!   [`Recovery::truncated`]. So is a last segment whose header is shorter
-//!   than 32 bytes or all zeros (a crash while it was created): it never
-//!   held a record, so it is removed.
-//! - The same anywhere else, a bad header (wrong magic, CRC, id or first
-//!   seq) in any segment, a missing segment id, or a gap in sequence numbers
-//!   between segments is corruption: [`JournalError::Corrupt`] names the
-//!   file and offset and the journal does not open (run `repair`). A segment
-//!   of another version is [`JournalError::UnsupportedVersion`].
-//! - An IO error is always [`JournalError::Io`], never corruption.
-//! - An empty (or missing) directory becomes a fresh journal: segment 1,
-//!   first seq 1, created at open.
+//! A damaged frame is a torn tail only when it is provably the unsynced end
+//! of the log (as etcd's WAL `isTornEntry`, RocksDB's
+//! `kTolerateCorruptedTailRecords`, TigerBeetle's `recovery_cases`). For a
+//! version-2 segment, with D the offset of the first bad frame:
+//!
+//! | # | what the scan finds at D | verdict | `open` | `verify` |
+//! |---|--------------------------|---------|--------|----------|
+//! | 1 | zeros from D to the end of the file | clean end (preallocated space) | opens, nothing cut | OK |
+//! | 2 | last segment; D ≥ the watermark; no later frame says D was durable; the frame runs past the end of the file | torn tail | cuts at D (zeros restored), warns | torn tail, OK (exit 0) |
+//! | 3 | same, and some sector-sized piece of the frame is all zeros (a lost sector; a zero frame followed by data is one too) | torn tail | cuts at D | torn tail, OK |
+//! | 4 | an earlier unsynced commit lost (zeros) and a later unsynced commit kept: the later frames carry a watermark ≤ D | torn tail (neither was confirmed: both are cut) | cuts at D | torn tail, OK |
+//! | 5 | D below the highest watermark of the frames before it | corruption (durable data changed) | refuses, `Corrupt{file, offset}` | CORRUPT (exit 1) |
+//! | 6 | a good frame at a later sector boundary (a record or a marker) has a watermark > D | corruption | refuses | CORRUPT |
+//! | 7 | none of the above witnesses, but the damage has no zero sector and the frame is whole (a changed bit) | corruption | refuses | CORRUPT |
+//! | 8 | non-zero bytes in the padding after a commit (sectors are written whole) | corruption | refuses | CORRUPT |
+//! | 9 | any bad frame in a segment that is not the last (it was fsynced before the next was created) | corruption | refuses | CORRUPT |
+//! | 10 | a last segment whose header is cut short or all zeros | torn (created but never used) | removes the segment | torn tail, OK |
+//! | 11 | any other bad header, a missing segment id, a seq gap between segments, an intact record above the limit | corruption | refuses | CORRUPT |
+//! | 12 | a version-1 segment | the old rule: any bad record in the **last** segment is a torn tail; elsewhere corruption | as before | as before |
+//! | 13 | a header of another version | unsupported | `UnsupportedVersion` | CORRUPT |
+//!
+//! What the sim disk's power cut produces is always rows 1–4 or 10 (never
+//! corruption); a flipped bit in data that was durable is always rows 5–9
+//! or 11, with one limit: a flip in the length field of the very last frame
+//! when nothing witnesses it (a kill right after its fsync, no clean stop,
+//! no reopen since) may extend its claimed extent into zeros and read as
+//! row 3. `repair` moves everything from D on (and any later segment) into
+//! `quarantine-*/`, never deletes. An IO error is always
+//! [`JournalError::Io`], never corruption. An empty (or missing) directory
+//! becomes a fresh journal.
+//!
+//! # Full disk (for the broker)
+//!
+//! - Segments are preallocated, so appends inside the active segment cannot
+//!   meet ENOSPC. A commit that would pass the preallocated end extends the
+//!   file first; a full disk there is [`JournalError::NoSpace`].
+//! - The next segment waits preallocated in `RESERVE`; a roll renames it
+//!   into place and then tries to make a new reserve. When that fails,
+//!   [`Journal::space`] says [`SpaceState::Low`] `{ reserve_bytes_left,
+//!   reason }`: stop taking new work (intake), keep recording acks and
+//!   dispatches — they fit in `reserve_bytes_left`, the preallocated room
+//!   left in the active segment (a whole segment right after the roll).
+//! - A commit that needs a new segment when there is neither a reserve nor
+//!   room for one fails with [`JournalError::NoSpace`]: nothing was written,
+//!   the buffered records are **kept**, the journal is **not** poisoned;
+//!   retry the same `commit` later.
+//! - Poll [`Journal::retry_reserve`] (cheap when the reserve exists) on a
+//!   timer while `Low`; `remove_oldest_segment` also retries by itself.
+//!   Back to [`SpaceState::Ok`] means space returned: resume intake.
+//! - An ENOSPC (or any error) in the middle of a write or fsync poisons.
 
 mod check;
 mod error;
@@ -93,16 +173,25 @@ mod limits;
 mod options;
 mod recover;
 mod scan;
+mod sim;
+mod space;
+mod storage;
 
-pub use check::{repair, verify, MovedData, RepairReport, VerifyReport, QUARANTINE_DIR_PREFIX};
+pub use check::{repair, repair_on, verify, verify_on, MovedData, RepairReport, VerifyReport, QUARANTINE_DIR_PREFIX};
 pub use error::{JournalError, ParseFsyncPolicyError, ReplayError};
-pub use format::{FORMAT_VERSION, MAGIC, RECORD_HEADER_BYTES, SEGMENT_HEADER_BYTES, SEGMENT_ID_FIRST, SEQ_FIRST};
+pub use format::{
+    FIRST_RECORD_OFFSET_V2, FORMAT_VERSION, FORMAT_VERSION_V1, MAGIC, RECORD_HEADER_BYTES, RECORD_HEADER_BYTES_V1,
+    SECTOR_BYTES, SEGMENT_HEADER_BYTES, SEGMENT_ID_FIRST, SEQ_FIRST,
+};
 pub use fs::LOCK_FILE_NAME;
-pub use inspect::{read_records, Inspection, Problem, ProblemKind, SegmentInfo};
+pub use inspect::{read_records, read_records_on, Inspection, Problem, ProblemKind, SegmentInfo};
 pub use journal::{CommitInfo, Journal, RecordAt, LAZY_SYNC_MAX};
 pub use limits::{BATCH_BYTES_MAX_DEFAULT, READ_BUFFER_BYTES, RECORD_BYTES_MAX, SEGMENT_BYTES_TARGET_DEFAULT};
 pub use options::{FsyncPolicy, Options};
 pub use recover::{Recovery, TruncatedTail};
+pub use sim::{FlipReport, SimCounters, SimStorage};
+pub use space::{SpaceState, RESERVE_FILE_NAME};
+pub use storage::{is_no_space, LockGuard, OsStorage, Storage, StorageFile};
 
 #[cfg(test)]
 mod tests;

@@ -5,7 +5,7 @@ use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
-use crate::format::{encode_header, encode_record, segment_file_name, SegmentHeader};
+use crate::format::{encode_header, encode_record, encode_record_v1, segment_file_name, SegmentHeader};
 use crate::*;
 
 /// Options that roll often and skip fsync (the tests crash nothing).
@@ -52,6 +52,11 @@ fn last_segment(dir: &Path) -> SegmentInfo {
 
 fn append_bytes(path: &Path, bytes: &[u8]) {
     OpenOptions::new().append(true).open(path).expect("open").write_all(bytes).expect("write");
+}
+
+/// A version-1 segment header (hand-built files of the old format).
+fn v1_header(segment_id: u64, first_seq: u64) -> [u8; SEGMENT_HEADER_BYTES] {
+    encode_header(SegmentHeader { segment_id, first_seq, version: FORMAT_VERSION_V1 })
 }
 
 fn flip_byte(path: &Path, offset: usize) {
@@ -137,7 +142,7 @@ fn commit_reports_fsync_per_policy() {
     journal.append(b"a").expect("append");
     journal.append(b"bc").expect("append");
     let info = journal.commit().expect("commit");
-    assert_eq!(info, CommitInfo { records: 2, bytes: 16 * 2 + 3, fsynced: true, rolled: false, segment_id: 1 });
+    assert_eq!(info, CommitInfo { records: 2, bytes: SECTOR_BYTES, fsynced: true, rolled: false, segment_id: 1 });
     let empty = journal.commit().expect("empty commit");
     assert_eq!((empty.records, empty.fsynced), (0, false));
 }
@@ -181,7 +186,7 @@ fn torn_record_in_last_segment_is_cut_off() {
     let good_len = fs::metadata(&last_path).expect("stat").len();
     // Half a record: framing for 50 bytes, then only 10.
     let mut torn = Vec::new();
-    encode_record(61, &[7u8; 50], &mut torn);
+    encode_record(61, 0, &[7u8; 50], &mut torn);
     append_bytes(&last_path, &torn[..26]);
     let (journal, recovery) = Journal::open(temp.path(), small_options()).expect("open");
     let truncated = recovery.truncated.expect("torn tail reported");
@@ -189,12 +194,11 @@ fn torn_record_in_last_segment_is_cut_off() {
         (truncated.file.as_path(), truncated.offset, truncated.dropped_bytes),
         (last_path.as_path(), good_len, 26)
     );
-    assert_eq!(fs::metadata(&last_path).expect("stat").len(), good_len);
     assert_eq!(replay_all(&journal).len(), 60);
 }
 
 #[test]
-fn zero_filled_tail_is_cut_off() {
+fn zero_filled_tail_is_the_clean_end() {
     let temp = tempfile::tempdir().expect("tempdir");
     let (mut journal, _) = Journal::open(temp.path(), small_options()).expect("open");
     write_records(&mut journal, 3, 3);
@@ -202,10 +206,24 @@ fn zero_filled_tail_is_cut_off() {
     drop(journal);
     append_bytes(&active.path, &[0u8; 4096]);
     let (journal, recovery) = Journal::open(temp.path(), small_options()).expect("open");
-    let truncated = recovery.truncated.expect("zero tail reported");
-    assert_eq!((truncated.offset, truncated.dropped_bytes), (active.bytes, 4096));
-    assert!(truncated.reason.contains("zero bytes"), "{}", truncated.reason);
+    assert_eq!(recovery.truncated, None, "preallocated zeros are not a defect");
     assert_eq!(replay_all(&journal).len(), 3);
+}
+
+#[test]
+fn zero_filled_tail_of_a_version_1_segment_is_cut_off() {
+    let temp = tempfile::tempdir().expect("tempdir");
+    let mut bytes = v1_header(1, 1).to_vec();
+    encode_record_v1(1, b"one", &mut bytes);
+    let good = bytes.len() as u64;
+    bytes.extend_from_slice(&[0u8; 4096]);
+    fs::write(segment_path(temp.path(), 1), bytes).expect("write");
+    let (journal, recovery) = Journal::open(temp.path(), small_options()).expect("open");
+    let truncated = recovery.truncated.expect("zero tail reported");
+    assert_eq!((truncated.offset, truncated.dropped_bytes), (good, 4096));
+    assert!(truncated.reason.contains("zero bytes"), "{}", truncated.reason);
+    assert_eq!(replay_all(&journal).len(), 1);
+    assert_eq!(journal.active_segment(), 2, "a version-1 segment is never appended to");
 }
 
 #[test]
@@ -216,7 +234,7 @@ fn torn_header_of_new_last_segment_is_removed() {
     let next_id = journal.active_segment() + 1;
     drop(journal);
     let torn = segment_path(temp.path(), next_id);
-    fs::write(&torn, &encode_header(SegmentHeader { segment_id: next_id, first_seq: 4 })[..10]).expect("write");
+    fs::write(&torn, &encode_header(SegmentHeader::current(next_id, 4))[..10]).expect("write");
     let (mut journal, recovery) = Journal::open(temp.path(), small_options()).expect("open");
     assert_eq!(recovery.truncated.map(|tail| (tail.offset, tail.dropped_bytes)), Some((0, 10)));
     assert!(!torn.exists());
@@ -230,18 +248,18 @@ fn bad_record_in_earlier_segment_is_corruption() {
     let temp = tempfile::tempdir().expect("tempdir");
     closed_journal(temp.path());
     let first = segment_path(temp.path(), 1);
-    let offset = SEGMENT_HEADER_BYTES + RECORD_HEADER_BYTES + 2; // inside the first body
+    let offset = FIRST_RECORD_OFFSET_V2 as usize + RECORD_HEADER_BYTES + 2; // inside the first body
     flip_byte(&first, offset);
     let error = Journal::open(temp.path(), small_options()).expect_err("corrupt");
     match &error {
         JournalError::Corrupt { file, offset, reason } => {
-            assert_eq!((file.as_path(), *offset), (first.as_path(), SEGMENT_HEADER_BYTES as u64));
+            assert_eq!((file.as_path(), *offset), (first.as_path(), FIRST_RECORD_OFFSET_V2));
             assert!(reason.contains("CRC"), "{reason}");
         }
         other => panic!("expected Corrupt, got {other:?}"),
     }
     let message = error.to_string();
-    assert!(message.contains("00000000000000000001.seg") && message.contains("offset 32"), "{message}");
+    assert!(message.contains("00000000000000000001.seg") && message.contains("offset 512"), "{message}");
 }
 
 #[test]
@@ -263,7 +281,7 @@ fn sequence_gap_between_segments_is_corruption() {
     let second = journal.segments()[1].clone();
     drop(journal);
     // A header that checks out but skips five seqs.
-    let header = encode_header(SegmentHeader { segment_id: second.id, first_seq: second.first_seq + 5 });
+    let header = encode_header(SegmentHeader::current(second.id, second.first_seq + 5));
     let mut bytes = fs::read(&second.path).expect("read");
     bytes[..SEGMENT_HEADER_BYTES].copy_from_slice(&header);
     fs::write(&second.path, bytes).expect("write");
@@ -274,13 +292,13 @@ fn sequence_gap_between_segments_is_corruption() {
 #[test]
 fn sequence_gap_inside_earlier_segment_is_corruption() {
     let temp = tempfile::tempdir().expect("tempdir");
-    let mut bytes = encode_header(SegmentHeader { segment_id: 1, first_seq: 1 }).to_vec();
-    encode_record(1, b"one", &mut bytes);
+    let mut bytes = v1_header(1, 1).to_vec();
+    encode_record_v1(1, b"one", &mut bytes);
     let gap_at = bytes.len() as u64;
-    encode_record(3, b"three", &mut bytes); // intact, but seq 2 is missing
+    encode_record_v1(3, b"three", &mut bytes); // intact, but seq 2 is missing
     fs::write(segment_path(temp.path(), 1), bytes).expect("write");
-    let mut next = encode_header(SegmentHeader { segment_id: 2, first_seq: 4 }).to_vec();
-    encode_record(4, b"four", &mut next);
+    let mut next = v1_header(2, 4).to_vec();
+    encode_record_v1(4, b"four", &mut next);
     fs::write(segment_path(temp.path(), 2), next).expect("write");
     match Journal::open(temp.path(), small_options()) {
         Err(JournalError::Corrupt { offset, reason, .. }) => {
@@ -305,12 +323,11 @@ fn missing_middle_segment_is_corruption() {
 #[test]
 fn huge_length_is_rejected_on_read() {
     let temp = tempfile::tempdir().expect("tempdir");
-    let mut bytes = encode_header(SegmentHeader { segment_id: 1, first_seq: 1 }).to_vec();
+    let mut bytes = v1_header(1, 1).to_vec();
     bytes.extend_from_slice(&(u32::MAX - 1).to_le_bytes());
     bytes.extend_from_slice(&[0xAB; 12 + 64]);
     fs::write(segment_path(temp.path(), 1), &bytes).expect("write");
-    fs::write(segment_path(temp.path(), 2), encode_header(SegmentHeader { segment_id: 2, first_seq: 1 }))
-        .expect("write");
+    fs::write(segment_path(temp.path(), 2), v1_header(2, 1)).expect("write");
     assert!(matches!(Journal::open(temp.path(), small_options()), Err(JournalError::Corrupt { offset: 32, .. })));
     let report = verify(temp.path(), RECORD_BYTES_MAX).expect("verify");
     assert_eq!(report.problem.map(|problem| problem.kind), Some(ProblemKind::Corrupt));
@@ -342,10 +359,10 @@ fn unsupported_version_is_refused_by_open_and_repair() {
     closed_journal(temp.path());
     let first = segment_path(temp.path(), 1);
     let mut bytes = fs::read(&first).expect("read");
-    bytes[8] = 2;
+    bytes[8] = 3;
     fs::write(&first, bytes).expect("write");
     let expect_version = |result: Result<(), JournalError>| match result {
-        Err(JournalError::UnsupportedVersion { file, version: 2 }) => assert_eq!(file, first),
+        Err(JournalError::UnsupportedVersion { file, version: 3 }) => assert_eq!(file, first),
         other => panic!("expected UnsupportedVersion, got {other:?}"),
     };
     expect_version(Journal::open(temp.path(), small_options()).map(drop));

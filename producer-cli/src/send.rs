@@ -169,12 +169,22 @@ fn report(session: &Session, invalid: u64, complete: bool) -> anyhow::Result<Exi
             Some(dir) => format!("they stay in the outbox {} and the next run with it resends them", dir.display()),
             None => "unanswered orders were not confirmed, send them again later".to_string(),
         };
-        eprintln!(
-            "timed out: no answer from the broker for {:?} with {} orders unanswered — backpressure (the broker is at \
-             one of its limits and not reading intake) or the broker is down; {kept}",
-            session.timeout,
-            unanswered.len()
-        );
+        match session.producer.broker_backpressure() {
+            Some(said) => eprintln!(
+                "timed out: no answer from the broker for {:?} with {} orders unanswered — the broker is up but not \
+                 taking orders (backpressure: {}: {}); it resumes by itself when that clears; {kept}",
+                session.timeout,
+                unanswered.len(),
+                said.reason,
+                said.detail
+            ),
+            None => eprintln!(
+                "timed out: no answer from the broker for {:?} with {} orders unanswered — backpressure (the broker \
+                 is at one of its limits and not reading intake) or the broker is down; {kept}",
+                session.timeout,
+                unanswered.len()
+            ),
+        }
         return Ok(ExitCode::from(exit::TIMEOUT));
     }
     if !tally.rejected.is_empty() || invalid > 0 {

@@ -99,7 +99,7 @@ impl<'a> Session<'a> {
         let count = fresh.len() as u64;
         match self.producer.send_batch(fresh) {
             Ok(_) => {}
-            Err(ProducerError::Backpressure { .. }) => return Ok(false),
+            Err(ProducerError::Backpressure { .. } | ProducerError::BrokerBusy { .. }) => return Ok(false),
             Err(error) => return Err(error.into()),
         }
         self.tally.sent += count;

@@ -34,9 +34,11 @@ use std::collections::{HashSet, VecDeque};
 
 use orderly_common::limits::PACKED_FRAME_BYTES_MAX;
 use orderly_common::protocol::{
-    encode_items, pack_runs, Begin, FanoutMsg, Finish, IntakeMsg, Item, ProducerHello, RejectReason,
+    encode_items, pack_runs, Backpressure, Begin, FanoutMsg, Finish, IntakeMsg, Item, ProducerHello, RejectReason,
 };
 pub use orderly_common::time::Millis;
+
+use crate::limits::BACKPRESSURE_FRESH_INTERVALS;
 use serde_bytes::ByteBuf;
 
 pub use outbox::{items_bytes, millis, Answered, Outbox, OutboxConfig, CLOCK_TICK_MS};
@@ -100,6 +102,8 @@ pub struct Core {
     live_streams: HashSet<String>,
     transmitted: VecDeque<Transmitted>,
     answers: VecDeque<Answered>,
+    /// The broker's latest `backpressure` announcement and when it came.
+    backpressure: Option<(Backpressure, Millis)>,
 }
 
 impl Core {
@@ -120,6 +124,7 @@ impl Core {
             live_streams: HashSet::new(),
             transmitted: VecDeque::new(),
             answers: VecDeque::new(),
+            backpressure: None,
         }
     }
 
@@ -167,6 +172,7 @@ impl Core {
                 }
             }
             FanoutMsg::Reject(reject) => self.answer(&reject.order, Err(reject.reason)),
+            FanoutMsg::Backpressure(message) => self.backpressure = Some((message, self.now_ms)),
             // Dispatches and heartbeats are for workers.
             FanoutMsg::Dispatch(_) | FanoutMsg::Heartbeat(_) => {}
         }
@@ -366,6 +372,15 @@ impl Core {
         }
         let due = if self.welcomed { self.outbox.next_deadline() } else { Some(self.hello_due_ms) };
         due.map_or(Millis::MAX, |at| at.max(self.blocked_until_ms.unwrap_or(0)))
+    }
+
+    /// Why the broker is not reading intake, if it said so lately (within
+    /// [`BACKPRESSURE_FRESH_INTERVALS`] of its announcement interval): the
+    /// reason to report when the handshake or orders go unanswered.
+    pub fn backpressure(&self) -> Option<&Backpressure> {
+        let (message, at_ms) = self.backpressure.as_ref()?;
+        let fresh_ms = message.interval_ms.saturating_mul(BACKPRESSURE_FRESH_INTERVALS);
+        (self.now_ms <= at_ms.saturating_add(fresh_ms)).then_some(message)
     }
 
     /// Answers that matched no order in the outbox: repeated confirms of a

@@ -78,6 +78,31 @@ pub enum ProducerError {
         waited: Duration,
     },
 
+    /// Like [`ProducerError::NoBroker`], [`ProducerError::Backpressure`] or
+    /// [`ProducerError::Unanswered`], but the broker said why: it announced
+    /// `backpressure` (docs/PROTOCOL.md) — it is up and not reading intake
+    /// (its disk is full, or it holds as many orders as it may). It resumes
+    /// by itself; orders in the outbox stay there and are resent.
+    #[error(
+        "the broker is up but not taking orders: {reason}: {detail} (it said so while we waited {waited:?} {waiting_for}); \
+         it resumes by itself when that clears — try again later"
+    )]
+    BrokerBusy {
+        /// The announced reason, machine-readable: `disk_full`,
+        /// `pending_orders`, `pending_bytes`, `partial_orders`,
+        /// `partial_bytes`, or a newer one.
+        reason: String,
+        /// The broker's words, for people.
+        detail: String,
+        /// How long we waited.
+        waited: Duration,
+        /// What for: "for its welcome", "for room in the outbox", "for
+        /// answers".
+        waiting_for: &'static str,
+        /// Orders in the outbox awaiting an answer.
+        unanswered: usize,
+    },
+
     /// The outbox stayed full for the whole send timeout: nothing was
     /// answered, so nothing could be added.
     #[error(
@@ -194,6 +219,7 @@ impl ProducerError {
         matches!(
             self,
             ProducerError::NoBroker { .. }
+                | ProducerError::BrokerBusy { .. }
                 | ProducerError::Backpressure { .. }
                 | ProducerError::Unanswered { .. }
                 | ProducerError::ReceiptTimeout { .. }

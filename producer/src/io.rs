@@ -2,7 +2,8 @@
 //! a clock. It feeds the sans-IO [`Core`] and sends what it says is due.
 //!
 //! Sockets: PUSH to intake (`ZMQ_IMMEDIATE`, so nothing queues for a broker
-//! that is not connected) and SUB to fanout on `p/<id>/`. Every send is
+//! that is not connected) and SUB to fanout on `p/<id>/` and `b/` (for the
+//! broker's `backpressure` announcements). Every send is
 //! non-blocking: an order the socket will not take stays in the outbox and
 //! is tried again shortly, so backpressure shows up as a full outbox
 //! ([`ProducerError::Backpressure`] after the send timeout), never as a
@@ -12,11 +13,11 @@ use std::collections::{HashMap, HashSet, VecDeque};
 use std::path::Path;
 use std::time::{Duration, Instant};
 
-use orderly_common::ids::{producer_topic, validate_order_id};
+use orderly_common::ids::{producer_topic, validate_order_id, BROADCAST_TOPIC};
 use orderly_common::limits::{
     FANOUT_FRAME_BYTES_MAX, ITEM_BYTES_MAX, ORDER_BYTES_MAX, ORDER_ITEMS_MAX, SOCKET_HWM_DEFAULT, SOCKET_LINGER_MS,
 };
-use orderly_common::protocol::{split_frames, FanoutMsg};
+use orderly_common::protocol::{split_frames, Backpressure, FanoutMsg};
 
 use crate::config::ProducerConfig;
 use crate::core::{items_bytes, millis, Answered, Core, CoreConfig, Millis};
@@ -173,11 +174,12 @@ impl Producer {
                 for socket in [&self.push, &self.sub] {
                     socket.set_linger(0).map_err(zmq_error("setting LINGER"))?;
                 }
-                return Err(ProducerError::NoBroker {
+                let no_broker = ProducerError::NoBroker {
                     intake: self.config.intake.to_string(),
                     fanout: self.config.fanout.to_string(),
                     waited: self.config.handshake_timeout,
-                });
+                };
+                return Err(self.explained(no_broker, "for its welcome"));
             }
             // The core repeats the Hello: one sent before our subscription
             // reached the broker gets a welcome we never see.
@@ -325,7 +327,8 @@ impl Producer {
         while !self.core.outbox().is_empty() {
             let elapsed = started.elapsed();
             if elapsed >= timeout {
-                return Err(ProducerError::Unanswered { unanswered: self.core.outbox().len(), waited: timeout });
+                let unanswered = ProducerError::Unanswered { unanswered: self.core.outbox().len(), waited: timeout };
+                return Err(self.explained(unanswered, "for answers"));
             }
             self.poll((timeout - elapsed).min(POLL_SLICE))?;
         }
@@ -421,17 +424,46 @@ impl Producer {
         while !self.core.outbox().has_room(orders, bytes) {
             let elapsed = started.elapsed();
             if elapsed >= self.config.send_timeout {
-                return Err(ProducerError::Backpressure {
+                let full = ProducerError::Backpressure {
                     waited: self.config.send_timeout,
                     orders: self.core.outbox().len(),
                     bytes: self.core.outbox().bytes(),
                     orders_max: self.config.outbox_orders_max,
                     bytes_max: self.config.outbox_bytes_max,
-                });
+                };
+                return Err(self.explained(full, "for room in the outbox"));
             }
             self.poll((self.config.send_timeout - elapsed).min(POLL_SLICE))?;
         }
         Ok(())
+    }
+
+    /// The broker's latest `backpressure` announcement, if it made one
+    /// lately: why it is not reading intake (and so not answering).
+    pub fn broker_backpressure(&self) -> Option<&Backpressure> {
+        self.core.backpressure()
+    }
+
+    /// A wait that timed out, as [`ProducerError::BrokerBusy`] when the
+    /// broker said lately why it is not reading intake.
+    fn explained(&mut self, timed_out: ProducerError, waiting_for: &'static str) -> ProducerError {
+        self.core.handle_timeout(self.now());
+        let waited = match &timed_out {
+            ProducerError::NoBroker { waited, .. }
+            | ProducerError::Backpressure { waited, .. }
+            | ProducerError::Unanswered { waited, .. } => *waited,
+            _ => return timed_out,
+        };
+        match self.core.backpressure() {
+            Some(said) => ProducerError::BrokerBusy {
+                reason: said.reason.clone(),
+                detail: said.detail.clone(),
+                waited,
+                waiting_for,
+                unanswered: self.core.outbox().len(),
+            },
+            None => timed_out,
+        }
     }
 
     /// How long until the core next has something to send.
@@ -679,6 +711,9 @@ fn open_sockets(context: &zmq::Context, config: &ProducerConfig) -> Result<(zmq:
     let frame_max = i64::try_from(FANOUT_FRAME_BYTES_MAX).expect("frame limits fit in i64");
     sub.set_maxmsgsize(frame_max).map_err(zmq_error("setting MAXMSGSIZE"))?;
     sub.set_subscribe(&producer_topic(&config.producer)).map_err(zmq_error("subscribing"))?;
+    // The broadcast topic too: `backpressure` says why intake goes
+    // unanswered (its heartbeats come along, once per interval, ignored).
+    sub.set_subscribe(BROADCAST_TOPIC).map_err(zmq_error("subscribing"))?;
     for socket in [&push, &sub] {
         // LINGER bounds how long dropping the producer may wait for
         // messages still queued (the default is for ever).

@@ -77,7 +77,7 @@ mod record;
 pub use config::ProducerConfig;
 pub use error::{ProducerError, RejectError};
 pub use io::{OrderStream, Producer, Stats};
-pub use orderly_common::protocol::RejectReason;
+pub use orderly_common::protocol::{Backpressure, RejectReason};
 pub use orderly_common::Endpoint;
 pub use orders::Order;
 pub use receipt::{Answer, FlushReport, Outcome, Receipt, ReceiptState};

@@ -86,3 +86,8 @@ const _: () = assert!(
     (ORDER_BYTES_MAX as u64) + (orderly_common::limits::ORDER_ITEMS_MAX as u64) * 5 + 64 * 1024
         <= orderly_journal::RECORD_BYTES_MAX as u64
 );
+
+/// A broker's `backpressure` announcement counts as current for this many
+/// of its intervals (it repeats every interval while intake is closed, so
+/// one lost copy does not make it stale).
+pub const BACKPRESSURE_FRESH_INTERVALS: u64 = 3;

@@ -1346,5 +1346,6 @@ fn short_fanout(msg: &FanoutMsg) -> String {
         FanoutMsg::Confirms(c) => format!("confirms {:?}", c.orders),
         FanoutMsg::Reject(r) => format!("reject {}: {:?}", r.order, r.reason),
         FanoutMsg::Heartbeat(h) => format!("heartbeat inc {:#x}", h.incarnation),
+        FanoutMsg::Backpressure(b) => format!("backpressure {}", b.reason),
     }
 }

@@ -219,6 +219,8 @@ impl Core {
             FanoutMsg::Heartbeat(hb) => self.on_broker_heartbeat(hb, now_ms),
             // Producer traffic: never on a worker's topics, ignored if it is.
             FanoutMsg::Confirm(_) | FanoutMsg::Confirms(_) | FanoutMsg::Reject(_) => {}
+            // For producers: a broker not reading intake still dispatches.
+            FanoutMsg::Backpressure(_) => {}
         }
     }
 

@@ -23,7 +23,7 @@ use orderly_common::ids::IdError;
 use orderly_common::OrderKey;
 
 pub use self::client::{fetch_dead_letters, fetch_status, request, retry};
-pub use self::schema::{DeadLetters, RetryReport, StatusReport};
+pub use self::schema::{DeadLetters, IntakeClosedReport, RetryReport, StatusReport};
 pub use self::server::AdminServer;
 
 /// Bytes of one request (request line and headers) at most.

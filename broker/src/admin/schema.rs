@@ -26,6 +26,23 @@ pub struct StatusReport {
     pub identity_refused: u64,
     pub zap_refused: u64,
     pub zap_admitted: u64,
+    /// The journal's disk is full: no intake until space returns (newer
+    /// than the fields above: absent from an older broker's answer).
+    #[serde(default)]
+    pub disk_full: bool,
+    /// Why intake is closed (the disk or one of the core's bounds);
+    /// `null` while it is open.
+    #[serde(default)]
+    pub intake_closed: Option<IntakeClosedReport>,
+}
+
+/// Why the broker is not reading intake: what producers are told in
+/// `backpressure` (docs/PROTOCOL.md).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct IntakeClosedReport {
+    /// A `backpressure` reason: `disk_full`, `pending_orders`, ...
+    pub reason: String,
+    pub detail: String,
 }
 
 /// `GET /dlq`: the dead letters, oldest first, at most
@@ -67,6 +84,8 @@ mod tests {
             identity_refused: 14,
             zap_refused: 15,
             zap_admitted: 16,
+            disk_full: true,
+            intake_closed: Some(IntakeClosedReport { reason: "disk_full".into(), detail: "ENOSPC".into() }),
         }
     }
 
@@ -79,6 +98,7 @@ mod tests {
         assert_eq!(value["partial_orders"], 1);
         assert_eq!(value["workers"][0]["id"], "w1");
         assert_eq!(value["journal_segments"], 2);
+        assert_eq!(value["intake_closed"]["reason"], "disk_full");
         assert!(text.starts_with("{\n  \"partial_orders\": 1,"), "{text}");
     }
 

@@ -68,6 +68,7 @@ impl Core {
     /// panics, naming it, on any mismatch. O(entries + items in RAM).
     pub fn check_invariants(&self) {
         self.check_all();
+        assert_eq!(self.intake_open(), self.intake_closed().is_none(), "intake_open and intake_closed disagree");
     }
 
     /// Called at the end of every input (`handle_*`, `retry_dead`,

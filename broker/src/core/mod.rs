@@ -57,6 +57,14 @@ type Shared = Arc<OrderKey>;
 /// its `Accepted` or of its latest `Restored` copy.
 pub type PayloadRef = orderly_journal::RecordAt;
 
+/// Why intake is closed (see [`Core::intake_closed`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct IntakeClosed {
+    /// A `orderly_common::protocol::backpressure` kind.
+    pub reason: &'static str,
+    pub detail: String,
+}
+
 /// Settings of the core, already validated by the caller.
 #[derive(Debug, Clone)]
 pub struct CoreConfig {
@@ -307,6 +315,37 @@ impl Core {
             && self.pending_len + self.in_flight_len < self.config.pending_orders_max
             && self.held_bytes < self.config.pending_bytes_max
             && self.partial_bytes < self.config.partial_bytes_max
+    }
+
+    /// Which bound keeps intake closed, if one does: a
+    /// `orderly_common::protocol::backpressure` kind and a detail for
+    /// people (for the `backpressure` announcement and `status`).
+    pub fn intake_closed(&self) -> Option<IntakeClosed> {
+        use orderly_common::protocol::backpressure;
+        let c = &self.config;
+        let (reason, detail) = if self.partials.len() >= c.partial_orders_max {
+            (
+                backpressure::PARTIAL_ORDERS,
+                format!("{} open partial orders (limit {})", self.partials.len(), c.partial_orders_max),
+            )
+        } else if self.pending_len + self.in_flight_len >= c.pending_orders_max {
+            let held = self.pending_len + self.in_flight_len;
+            (backpressure::PENDING_ORDERS, format!("{held} orders await workers (limit {})", c.pending_orders_max))
+        } else if self.held_bytes >= c.pending_bytes_max {
+            (
+                backpressure::PENDING_BYTES,
+                format!("{} item bytes held (limit {})", self.held_bytes, c.pending_bytes_max),
+            )
+        } else if self.partial_bytes >= c.partial_bytes_max {
+            let bytes = self.partial_bytes;
+            (
+                backpressure::PARTIAL_BYTES,
+                format!("{bytes} item bytes of partial orders (limit {})", c.partial_bytes_max),
+            )
+        } else {
+            return None;
+        };
+        Some(IntakeClosed { reason, detail })
     }
 
     /// Confirms wait for this turn's commit: it must be durable.

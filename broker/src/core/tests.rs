@@ -313,8 +313,12 @@ fn intake_closes_at_a_bound() {
     let mut core = Core::new(CoreConfig { pending_orders_max: 2, ..CoreConfig::with_incarnation(1) });
     send_order(&mut core, "a", 1);
     assert!(core.intake_open());
+    assert_eq!(core.intake_closed(), None);
     send_order(&mut core, "b", 1);
     assert!(!core.intake_open());
+    let closed = core.intake_closed().expect("a reason");
+    assert_eq!(closed.reason, orderly_common::protocol::backpressure::PENDING_ORDERS);
+    assert_eq!(closed.detail, "2 orders await workers (limit 2)");
 }
 
 #[test]
@@ -564,6 +568,7 @@ fn partial_items_in_ram_are_bounded_apart_from_the_journal_held_backlog() {
     core.handle_intake(item("o", 1), 0);
     core.handle_intake(item("o", 2), 0);
     assert!(!core.intake_open(), "partial bytes {} reached the bound", core.status().partial_bytes);
+    assert_eq!(core.intake_closed().map(|c| c.reason), Some(orderly_common::protocol::backpressure::PARTIAL_BYTES));
     core.handle_intake(finish("o", 3), 0);
     assert_eq!(core.status().partial_bytes, 0);
     assert!(core.intake_open(), "a sealed order's items leave the partial bound");

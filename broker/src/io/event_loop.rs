@@ -16,6 +16,7 @@ use orderly_security::Role;
 use serde::Serialize;
 use tracing::{info, warn};
 
+use super::backpressure::{Announcer, Closed, DiskMode};
 use super::error::{journal_err, zmq_err, BrokerError};
 use super::metrics::{prometheus_text, status_report, Stats};
 use super::recorder::{persist_then_publish, Recorder};
@@ -90,6 +91,10 @@ pub(super) struct Loop {
     pub control_errors: DecodeErrors,
     pub status_due_ms: Millis,
     pub status_interval_ms: u64,
+    /// The full-disk mode (see `backpressure`).
+    pub disk: DiskMode,
+    /// Tells producers why intake is closed.
+    pub announcer: Announcer,
 }
 
 impl Loop {
@@ -98,29 +103,44 @@ impl Loop {
     }
 
     /// One turn: wait for input or the next deadline, drain a batch, feed
-    /// the core, record, publish.
+    /// the core, record, publish. While a commit waits for disk space the
+    /// core takes no input (see `backpressure`): only admin queries and,
+    /// every retry interval, the held commit again.
     pub(super) fn turn(&mut self) -> Result<(), BrokerError> {
         self.wait()?;
         let now = self.now_ms();
-        self.drain_control(now)?;
-        self.drain_intake(now)?;
-        self.answer_admin(now);
-        if now >= self.core.poll_timeout() {
-            self.core.handle_timeout(now);
+        let held = self.recorder.held().is_some();
+        if !held {
+            self.drain_control(now)?;
+            self.drain_intake(now)?;
+            if now >= self.core.poll_timeout() {
+                self.core.handle_timeout(now);
+            }
         }
+        self.answer_admin(now);
         if self.reload.swap(false, Ordering::Relaxed) {
             if let Some(path) = self.authorized_path.clone() {
                 self.reload_keys(&path);
             }
         }
-        let fanout = &self.sockets.fanout;
-        persist_then_publish(&mut self.core, &mut self.recorder, |out| {
-            // PUB never blocks; at the high-water mark it drops, which the
-            // protocol tolerates (welcomes repeat, orders are redelivered).
-            fanout.send_multipart([out.topic.as_slice(), out.body.as_slice()], 0).map_err(zmq_err("publishing"))
-        })?;
+        let retry = self.disk.retry_due(now);
+        if retry {
+            self.recorder.log.retry_reserve();
+        }
+        if !held || retry {
+            let fanout = &self.sockets.fanout;
+            persist_then_publish(&mut self.core, &mut self.recorder, |out| {
+                // PUB never blocks; at the high-water mark it drops, which the
+                // protocol tolerates (welcomes repeat, orders are redelivered).
+                fanout.send_multipart([out.topic.as_slice(), out.body.as_slice()], 0).map_err(zmq_err("publishing"))
+            })?;
+        }
         self.recorder.log.sync_lazy_due().map_err(journal_err("fsync"))?;
-        self.compact()?;
+        if self.recorder.held().is_none() {
+            self.compact()?;
+        }
+        self.disk.update(&self.recorder.log.space(), self.recorder.held(), now);
+        self.announce(now)?;
         if now >= self.status_due_ms {
             self.status_due_ms = now + self.status_interval_ms;
             self.log_status();
@@ -128,19 +148,45 @@ impl Loop {
         Ok(())
     }
 
-    /// Polls until input arrives or the core's next deadline.
+    /// Intake is read only while the core has room and the disk has space.
+    fn intake_open(&self) -> bool {
+        self.disk.full().is_none() && self.core.intake_open()
+    }
+
+    /// Why intake is closed, if it is: the disk first, then the core's bounds.
+    fn intake_closed(&self) -> Option<Closed> {
+        intake_closed(&self.core, &self.disk)
+    }
+
+    /// Tells producers (on `b/`) why intake is closed, once per heartbeat
+    /// interval. Straight to the socket: it promises nothing, so it need not
+    /// wait for a commit (it goes out even while one is held).
+    fn announce(&mut self, now: Millis) -> Result<(), BrokerError> {
+        let (core, disk) = (&self.core, &self.disk);
+        let Some(body) = self.announcer.poll(now, || intake_closed(core, disk)) else { return Ok(()) };
+        let topic = orderly_common::ids::BROADCAST_TOPIC;
+        self.sockets.fanout.send_multipart([topic, body.as_slice()], 0).map_err(zmq_err("publishing"))
+    }
+
+    /// Polls until input arrives or the core's next deadline. While a
+    /// commit is held nothing is read, so nothing is polled but the clock.
     fn wait(&mut self) -> Result<(), BrokerError> {
         let now = self.now_ms();
-        let mut wait_ms = self.core.poll_timeout().saturating_sub(now).min(TURN_WAIT_MS_MAX) as i64;
+        let held = self.recorder.held().is_some();
+        let mut wait_ms = if held {
+            TURN_WAIT_MS_MAX as i64
+        } else {
+            self.core.poll_timeout().saturating_sub(now).min(TURN_WAIT_MS_MAX) as i64
+        };
         if self.recorder.log.has_unsynced() {
             // A lazy commit's records are fsynced within LAZY_SYNC_MAX even
             // when nothing else happens.
             wait_ms = wait_ms.min(orderly_journal::LAZY_SYNC_MAX.as_millis() as i64);
         }
-        let intake_open = self.core.intake_open();
+        let events = |open: bool| if open { zmq::POLLIN } else { zmq::PollEvents::empty() };
         let mut items = [
-            self.sockets.control.as_poll_item(zmq::POLLIN),
-            self.sockets.intake.as_poll_item(if intake_open { zmq::POLLIN } else { zmq::PollEvents::empty() }),
+            self.sockets.control.as_poll_item(events(!held)),
+            self.sockets.intake.as_poll_item(events(!held && self.intake_open())),
         ];
         match zmq::poll(&mut items, wait_ms) {
             Ok(_) | Err(zmq::Error::EINTR) => Ok(()),
@@ -181,6 +227,8 @@ impl Loop {
             identity_refused: self.identity_refused,
             zap_refused: zap(|z| z.stats.refused.load(Ordering::Relaxed)),
             zap_admitted: zap(|z| z.stats.admitted.load(Ordering::Relaxed)),
+            disk_full: self.disk.full().is_some(),
+            intake_closed: self.intake_closed(),
         }
     }
 
@@ -257,7 +305,7 @@ impl Loop {
         for _ in 0..BATCH_LEN_MAX {
             // Re-checked per message: a bound reached mid-batch stops reading,
             // leaving the rest queued in ZeroMQ (backpressure, not loss).
-            if !self.core.intake_open() {
+            if !self.intake_open() {
                 break;
             }
             let Some((frames, user)) = recv(&self.sockets.intake, self.authorized.is_some())? else { break };
@@ -274,28 +322,21 @@ impl Loop {
 
     /// Removes the oldest segments whose orders are all resolved, first
     /// copying forward the few live ones of a mostly dead segment. Oldest
-    /// first only: see `compaction`.
+    /// first only: see `compaction`. While the disk is full nothing is
+    /// copied (the room left is for acks and dispatches; removals free
+    /// space), and a copy that meets a full disk leaves the segment alone.
     fn compact(&mut self) -> Result<(), BrokerError> {
         while self.recorder.log.segments().len() >= 2 {
             let oldest = self.recorder.log.segments()[0].id;
             match self.recorder.anchors.plan(oldest, COMPACTION_LIVE_PERCENT_MAX) {
                 Plan::Keep => break,
                 Plan::Remove => {}
+                Plan::CopyForward(_) if self.disk.full().is_some() => break,
                 Plan::CopyForward(keys) => {
-                    let copied = keys.len();
-                    for key in keys {
-                        let Some(mut event) = self.core.snapshot(&key) else { continue };
-                        if let (Some(from), Some(items)) = (self.core.payload_ref(&key), event.payload_mut()) {
-                            // Only the journal holds the items: copy them from there.
-                            *items = self.recorder.read_items(from)?;
-                        }
-                        self.recorder.record(&mut self.core, &event)?;
+                    if !self.copy_forward(keys)? {
+                        break;
                     }
-                    self.recorder.commit()?;
-                    // The copies must be durable before the originals go,
-                    // whatever the fsync policy.
-                    self.recorder.log.sync().map_err(journal_err("fsync"))?;
-                    info!(segment = oldest, orders = copied, "journal: copied live orders forward");
+                    info!(segment = oldest, "journal: copied live orders forward");
                 }
             }
             let removed = self.recorder.log.remove_oldest_segment(oldest).map_err(journal_err("segment removal"))?;
@@ -303,6 +344,28 @@ impl Loop {
             info!(segment = oldest, bytes = removed.bytes, "journal: removed a resolved segment");
         }
         Ok(())
+    }
+
+    /// Writes copies of these live orders and makes them durable; false
+    /// if the disk is full (the copies wait with the held commit).
+    fn copy_forward(&mut self, keys: Vec<orderly_common::OrderKey>) -> Result<bool, BrokerError> {
+        for key in keys {
+            let Some(mut event) = self.core.snapshot(&key) else { continue };
+            if let (Some(from), Some(items)) = (self.core.payload_ref(&key), event.payload_mut()) {
+                // Only the journal holds the items: copy them from there.
+                *items = self.recorder.read_items(from)?;
+            }
+            if !self.recorder.record(&mut self.core, &event)? {
+                return Ok(false);
+            }
+        }
+        if !self.recorder.commit()? {
+            return Ok(false);
+        }
+        // The copies must be durable before the originals go, whatever the
+        // fsync policy.
+        self.recorder.log.sync().map_err(journal_err("fsync"))?;
+        Ok(true)
     }
 
     pub(super) fn summary(&self) -> Summary {
@@ -314,6 +377,11 @@ impl Loop {
             journal_bytes_on_disk: self.recorder.log.segments().iter().map(|s| s.bytes).sum(),
         }
     }
+}
+
+/// Why intake is closed, if it is: the disk first, then the core's bounds.
+fn intake_closed(core: &Core, disk: &DiskMode) -> Option<Closed> {
+    disk.closed().or_else(|| if core.intake_open() { None } else { core.intake_closed() })
 }
 
 fn json<T: Serialize>(value: &T) -> String {

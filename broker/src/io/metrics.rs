@@ -3,8 +3,8 @@
 
 use std::time::Duration;
 
-use crate::admin::schema::StatusReport;
-use crate::core::Status;
+use crate::admin::schema::{IntakeClosedReport, StatusReport};
+use crate::core::{IntakeClosed, Status};
 
 /// The loop's own counters (the core's are in [`Status`]), read at once.
 #[derive(Debug, Clone, Default)]
@@ -20,6 +20,10 @@ pub(super) struct Stats {
     pub identity_refused: u64,
     pub zap_refused: u64,
     pub zap_admitted: u64,
+    /// The journal cannot take new segments (see `backpressure`).
+    pub disk_full: bool,
+    /// Why intake is closed, if it is (the disk or a bound of the core).
+    pub intake_closed: Option<IntakeClosed>,
 }
 
 /// `GET /status`.
@@ -37,6 +41,11 @@ pub(super) fn status_report(status: Status, stats: &Stats) -> StatusReport {
         identity_refused: stats.identity_refused,
         zap_refused: stats.zap_refused,
         zap_admitted: stats.zap_admitted,
+        disk_full: stats.disk_full,
+        intake_closed: stats
+            .intake_closed
+            .as_ref()
+            .map(|closed| IntakeClosedReport { reason: closed.reason.to_string(), detail: closed.detail.clone() }),
     }
 }
 
@@ -51,6 +60,8 @@ pub(super) fn prometheus_text(status: &Status, stats: &Stats) -> String {
         ("orderly_held_bytes", status.held_bytes),
         ("orderly_workers", status.workers.len() as u64),
         ("orderly_journal_segments", stats.journal_segments as u64),
+        ("orderly_disk_full", u64::from(stats.disk_full)),
+        ("orderly_intake_open", u64::from(stats.intake_closed.is_none())),
     ];
     let counters = [
         ("orderly_orders_sealed_total", c.orders_sealed),
@@ -93,6 +104,17 @@ mod tests {
         assert!(text.starts_with("# TYPE orderly_partial_orders gauge\norderly_partial_orders 0\n"), "{text}");
         assert!(text.contains("\norderly_journal_commit_microseconds_total 1500\n"), "{text}");
         assert!(text.ends_with("# TYPE orderly_zap_refused_total counter\norderly_zap_refused_total 2\n"), "{text}");
-        assert_eq!(text.lines().count(), 2 * 23);
+        assert!(
+            text.contains("\norderly_disk_full 0\n# TYPE orderly_intake_open gauge\norderly_intake_open 1\n"),
+            "{text}"
+        );
+        assert_eq!(text.lines().count(), 2 * 25);
+        let closed = IntakeClosed { reason: "disk_full", detail: "ENOSPC".into() };
+        let full = Stats { disk_full: true, intake_closed: Some(closed), ..Stats::default() };
+        let text = prometheus_text(&status, &full);
+        assert!(
+            text.contains("\norderly_disk_full 1\n# TYPE orderly_intake_open gauge\norderly_intake_open 0\n"),
+            "{text}"
+        );
     }
 }

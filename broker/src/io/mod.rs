@@ -8,9 +8,11 @@
 //!
 //! Rooms: `config` (what `run` is told), `error`, `recover`
 //! (start-up replay), `recorder` (the journal side of a turn),
-//! `sockets`, `event_loop` (the turn) and `metrics` (`/status`,
-//! `/metrics`).
+//! `sockets`, `event_loop` (the turn), `metrics` (`/status`,
+//! `/metrics`) and `backpressure` (the full-disk mode, and telling
+//! producers why intake is closed).
 
+mod backpressure;
 mod config;
 mod error;
 mod event_loop;
@@ -30,7 +32,7 @@ use tracing::{info, warn};
 pub use self::config::{journal_dir, BrokerConfig, CurveConfig};
 pub use self::error::BrokerError;
 pub use self::event_loop::Summary;
-pub use self::recorder::{persist_then_publish, EventLog, Recorder};
+pub use self::recorder::{persist_then_publish, EventLog, Persisted, Recorder};
 pub use self::recover::recover;
 /// The journal's record codec, here too for the loop's outside users.
 pub use crate::core::codec::{decode_event, encode_event, EventDecodeError};
@@ -98,16 +100,33 @@ pub fn run(config: BrokerConfig, shutdown: Arc<AtomicBool>, reload: Arc<AtomicBo
         control_errors: DecodeErrors::new("control"),
         status_due_ms: config.status_interval_ms,
         status_interval_ms: config.status_interval_ms,
+        disk: backpressure::DiskMode::default(),
+        announcer: backpressure::Announcer::new(config.core.heartbeat_interval_ms),
     };
     while !shutdown.load(Ordering::Relaxed) {
         broker.turn()?;
     }
-    broker.recorder.log.sync().map_err(journal_err("final fsync"))?;
+    seal(&mut broker.recorder.log)?;
     drop(admin_server);
     // The current batch is finished (turn() returned); publish nothing new.
     let summary = broker.summary();
     info!(status = ?broker.core.status(), "broker stopped");
     Ok(summary)
+}
+
+/// At a clean stop: everything written is fsynced and a marker says so
+/// (see `Journal::seal`). A commit still held for space is dropped: nothing
+/// of it was published. A disk too full for the marker only costs the
+/// marker (the records before it are fsynced first).
+fn seal(journal: &mut orderly_journal::Journal) -> Result<(), BrokerError> {
+    match journal.seal() {
+        Ok(_) => Ok(()),
+        Err(error @ orderly_journal::JournalError::NoSpace { .. }) => {
+            warn!(%error, "journal: no room for the clean-stop marker; everything recorded is fsynced");
+            Ok(())
+        }
+        Err(error) => Err(journal_err("final fsync and seal")(error)),
+    }
 }
 
 type Admin = (Option<AdminServer>, Option<Receiver<AdminRequest>>);

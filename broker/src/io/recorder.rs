@@ -43,6 +43,18 @@ impl EventLog for Journal {
     }
 }
 
+/// What the end of a turn did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Persisted {
+    /// Everything recorded (durable as promised), then published.
+    Published,
+    /// The journal's disk is full ([`JournalError::NoSpace`]): the records
+    /// wait in the journal's batch, the messages in the core, and nothing
+    /// was published. Call [`persist_then_publish`] again later: it retries
+    /// the same commit first.
+    Held,
+}
+
 /// The journal side of the loop: the log, the compaction anchors, and how
 /// much was written.
 pub struct Recorder<L> {
@@ -52,37 +64,62 @@ pub struct Recorder<L> {
     pub commits: u64,
     pub commit_time: Duration,
     pub payload_reads: u64,
+    /// A commit the disk refused (the error, for people): its records are
+    /// still buffered in the log, and must be committed before anything
+    /// else is published.
+    held: Option<String>,
+    /// An event taken from the core but not appended (the commit that had
+    /// to make room for it found the disk full): it goes first next time.
+    stashed: Option<Event>,
 }
 
 impl<L: EventLog> Recorder<L> {
     /// A recorder over `log`, nothing written yet.
     pub fn new(log: L, anchors: Anchors) -> Self {
-        Recorder { log, anchors, bytes_written: 0, commits: 0, commit_time: Duration::ZERO, payload_reads: 0 }
+        Recorder {
+            log,
+            anchors,
+            bytes_written: 0,
+            commits: 0,
+            commit_time: Duration::ZERO,
+            payload_reads: 0,
+            held: None,
+            stashed: None,
+        }
     }
 
-    fn append(&mut self, event: &Event) -> Result<RecordAt, BrokerError> {
+    /// Why a commit waits for disk space, if one does.
+    pub fn held(&self) -> Option<&str> {
+        self.held.as_deref()
+    }
+
+    /// `None`: the disk is full (nothing appended; see [`Persisted::Held`]).
+    fn append(&mut self, event: &Event) -> Result<Option<RecordAt>, BrokerError> {
         let body = encode_event(event);
         let at = match self.log.append(&body) {
             Err(JournalError::BatchFull { .. }) => {
                 // A huge turn: commit what is buffered and go on.
-                self.commit()?;
+                if !self.commit()? {
+                    return Ok(None);
+                }
                 self.log.append(&body).map_err(journal_err("append"))?
             }
             other => other.map_err(journal_err("append"))?,
         };
         self.anchors.observe(event, at.segment);
-        Ok(at)
+        Ok(Some(at))
     }
 
     /// Appends `event` and, when its record holds an order's whole payload,
     /// tells the core where: every append of the loop goes through here, so
-    /// no payload record goes unreported.
-    pub(super) fn record(&mut self, core: &mut Core, event: &Event) -> Result<(), BrokerError> {
-        let at = self.append(event)?;
+    /// no payload record goes unreported. False: the disk is full and
+    /// nothing was appended (see [`Persisted::Held`]).
+    pub(super) fn record(&mut self, core: &mut Core, event: &Event) -> Result<bool, BrokerError> {
+        let Some(at) = self.append(event)? else { return Ok(false) };
         if let Some(key) = event.payload_key() {
             core.payload_stored(key, at);
         }
-        Ok(())
+        Ok(true)
     }
 
     /// The items of the order whose whole payload the record at `at` holds.
@@ -92,45 +129,75 @@ impl<L: EventLog> Recorder<L> {
         Ok(decode_payload(at.seq, &body)?)
     }
 
-    pub(super) fn commit(&mut self) -> Result<(), BrokerError> {
+    /// A durable commit; false when the disk is full (see [`Persisted::Held`]).
+    pub(super) fn commit(&mut self) -> Result<bool, BrokerError> {
         self.commit_as(true)
     }
 
-    /// A commit; `durable`: fsynced (per policy) before it returns.
-    fn commit_as(&mut self, durable: bool) -> Result<(), BrokerError> {
+    /// A commit; `durable`: fsynced (per policy) before it returns. False
+    /// when the disk is full: nothing was written, the records stay
+    /// buffered for the next commit. Any other failure stops the broker.
+    fn commit_as(&mut self, durable: bool) -> Result<bool, BrokerError> {
         let started = Instant::now();
-        let info = if durable { self.log.commit() } else { self.log.commit_lazily() };
-        let info = info.map_err(journal_err("commit"))?;
+        let info = match if durable { self.log.commit() } else { self.log.commit_lazily() } {
+            Ok(info) => info,
+            Err(error @ JournalError::NoSpace { .. }) => {
+                self.held = Some(error_chain(&error));
+                return Ok(false);
+            }
+            Err(error) => return Err(journal_err("commit")(error)),
+        };
+        self.held = None;
         self.bytes_written += info.bytes;
         self.commits += 1;
         self.commit_time += started.elapsed();
-        Ok(())
+        Ok(true)
     }
+}
+
+/// An error and its causes on one line.
+fn error_chain(error: &dyn std::error::Error) -> String {
+    let mut text = error.to_string();
+    let mut source = error.source();
+    while let Some(cause) = source {
+        text.push_str(&format!(": {cause}"));
+        source = cause.source();
+    }
+    text
 }
 
 /// The end of every turn. Group commit: every event of the turn is
 /// appended, then written with one write and — when the turn confirms an
 /// order — (policy `always`) one fsync, and only then is anything the core
 /// promised published: a confirm never precedes the fsync of its records
-/// (nor of any record before them: the journal is sequential). A failed commit stops the
-/// broker: the journal's state is unknown, and a restart recovers what is
-/// durable (nothing unrecorded was promised).
+/// (nor of any record before them: the journal is sequential).
+///
+/// A full disk holds the turn ([`Persisted::Held`]): its records stay
+/// buffered, its messages stay in the core, and the next call retries the
+/// commit (with whatever the core recorded meanwhile) before publishing
+/// anything. Any other failed commit stops the broker: the journal's state
+/// is unknown, and a restart recovers what is durable (nothing unrecorded
+/// was promised).
 pub fn persist_then_publish<L: EventLog>(
     core: &mut Core,
     recorder: &mut Recorder<L>,
     mut publish: impl FnMut(&crate::core::Outbound) -> Result<(), BrokerError>,
-) -> Result<(), BrokerError> {
-    let mut appended = false;
-    while let Some(event) = core.poll_event() {
-        recorder.record(core, &event)?;
+) -> Result<Persisted, BrokerError> {
+    let mut appended = recorder.held.is_some();
+    while let Some(event) = recorder.stashed.take().or_else(|| core.poll_event()) {
+        if !recorder.record(core, &event)? {
+            recorder.stashed = Some(event);
+            return Ok(Persisted::Held);
+        }
         appended = true;
     }
-    if appended {
-        // Only a confirm promises durability; a turn without one (acks,
-        // dispatches, heartbeats) is written now and fsynced with the next
-        // confirm or within `LAZY_SYNC_MAX`, so acknowledgements do not
-        // queue fsyncs in front of the next order's confirm.
-        recorder.commit_as(core.confirms_waiting())?;
+    // Only a confirm promises durability; a turn without one (acks,
+    // dispatches, heartbeats) is written now and fsynced with the next
+    // confirm or within `LAZY_SYNC_MAX`, so acknowledgements do not queue
+    // fsyncs in front of the next order's confirm. (The confirms of a held
+    // turn are still waiting in the core, so its retry is durable too.)
+    if appended && !recorder.commit_as(core.confirms_waiting())? {
+        return Ok(Persisted::Held);
     }
     while let Some(mut out) = core.poll_outbound() {
         if let Some(fill) = out.fill.take() {
@@ -140,5 +207,8 @@ pub fn persist_then_publish<L: EventLog>(
         }
         publish(&out)?;
     }
-    Ok(())
+    Ok(Persisted::Published)
 }
+
+#[cfg(test)]
+mod tests;

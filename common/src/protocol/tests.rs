@@ -58,6 +58,11 @@ fn fanout_round_trips() {
         FanoutMsg::Reject(Reject { order: "o1".into(), reason: RejectReason::Gap { missing: 4 } }),
         FanoutMsg::Reject(Reject { order: "o1".into(), reason: RejectReason::UnknownOrder }),
         FanoutMsg::Heartbeat(BrokerHeartbeat { incarnation: 5, interval_ms: 1000 }),
+        FanoutMsg::Backpressure(Backpressure {
+            reason: backpressure::DISK_FULL.into(),
+            detail: "no space left on device".into(),
+            interval_ms: 1000,
+        }),
     ];
     for msg in messages {
         assert_eq!(FanoutMsg::decode(&msg.encode()).unwrap(), msg);
@@ -280,4 +285,34 @@ fn fuzz_seeds_decode() {
     for (bytes, name) in [seed!("confirms"), seed!("dispatch"), seed!("reject")] {
         FanoutMsg::decode(bytes).unwrap_or_else(|e| panic!("seed {name}: {e}"));
     }
+}
+
+#[test]
+fn backpressure_tolerates_unknown_fields_and_reasons() {
+    #[derive(Serialize)]
+    struct FutureBackpressure<'a> {
+        reason: &'a str,
+        interval_ms: u64,
+        retry_after_ms: u64,
+    }
+    let body = FutureBackpressure { reason: "quota_exceeded", interval_ms: 500, retry_after_ms: 9 };
+    let bytes = encode_as("backpressure", &body);
+    // A reason this build does not know, a field it does not know, and no
+    // detail: all accepted.
+    let expected = Backpressure { reason: "quota_exceeded".into(), detail: String::new(), interval_ms: 500 };
+    assert_eq!(FanoutMsg::decode(&bytes).unwrap(), FanoutMsg::Backpressure(expected));
+    assert_eq!(
+        FanoutMsg::decode(&encode_as(
+            "backpressure",
+            &Backpressure { reason: String::new(), detail: String::new(), interval_ms: 1 }
+        )),
+        Err(DecodeError::Invalid { field: "backpressure reason", reason: "0 bytes; it must be 1..=64".into() })
+    );
+    let long = Backpressure { reason: "x".into(), detail: "d".repeat(REASON_BYTES_MAX + 1), interval_ms: 1 };
+    assert!(matches!(
+        FanoutMsg::decode(&encode_as("backpressure", &long)),
+        Err(DecodeError::Invalid { field: "backpressure detail", .. })
+    ));
+    // Not a message of the other sockets.
+    assert!(matches!(IntakeMsg::decode(&bytes), Err(DecodeError::UnknownKind(..))));
 }

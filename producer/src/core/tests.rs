@@ -142,3 +142,26 @@ fn a_rejected_or_abandoned_stream_sends_nothing_more() {
     assert!(core.abandon_stream("t"));
     assert!(drain(&mut core).is_empty() && core.outbox().is_empty());
 }
+
+#[test]
+fn the_latest_backpressure_announcement_is_kept_while_fresh() {
+    let mut core = core(true);
+    assert_eq!(core.backpressure(), None);
+    let announced = |detail: &str| {
+        FanoutMsg::Backpressure(Backpressure {
+            reason: orderly_common::protocol::backpressure::DISK_FULL.into(),
+            detail: detail.into(),
+            interval_ms: SECOND,
+        })
+    };
+    core.handle_fanout(announced("first"), SECOND);
+    core.handle_fanout(announced("latest"), 2 * SECOND);
+    let kept = core.backpressure().expect("kept");
+    assert_eq!((kept.reason.as_str(), kept.detail.as_str()), ("disk_full", "latest"));
+    // Nothing new goes out because of it: it only explains silence.
+    assert!(matches!(drain(&mut core)[..], [IntakeMsg::Hello(_)]));
+    core.handle_timeout(2 * SECOND + BACKPRESSURE_FRESH_INTERVALS * SECOND);
+    assert!(core.backpressure().is_some(), "still within its fresh intervals");
+    core.handle_timeout(3 * SECOND + BACKPRESSURE_FRESH_INTERVALS * SECOND);
+    assert_eq!(core.backpressure(), None, "the announcements stopped: intake is open again");
+}

@@ -250,6 +250,9 @@ fn drain_refuses_new_orders_and_finishes_with_bye() {
 fn producer_traffic_is_ignored() {
     let mut core = core(1);
     core.handle_fanout(FanoutMsg::Confirm(orderly_common::protocol::Confirm { order: "x".into() }), 0);
+    let backpressure =
+        orderly_common::protocol::Backpressure { reason: "disk_full".into(), detail: String::new(), interval_ms: 1000 };
+    core.handle_fanout(FanoutMsg::Backpressure(backpressure), 0);
     assert!(controls(&mut core).is_empty());
     assert!(jobs(&mut core).is_empty());
 }

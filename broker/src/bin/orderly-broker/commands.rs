@@ -59,6 +59,10 @@ fn print_status(report: &StatusReport) {
     ] {
         println!("{label:<17} {value}");
     }
+    // Only while closed: the lines above stay as they were.
+    if let Some(closed) = &report.intake_closed {
+        println!("{:<17} closed ({}): {}", "intake", closed.reason, closed.detail);
+    }
 }
 
 pub fn dlq(command: DlqCommand) -> anyhow::Result<ExitCode> {

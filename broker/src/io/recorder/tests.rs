@@ -1,0 +1,111 @@
+//! The end of a turn over a real journal on the simulated disk, filled up:
+//! a full disk holds the turn (nothing published before its commit) and
+//! the turn goes on once space returns (issue 13, reproduction 4: a full
+//! disk used to stop the broker).
+
+use std::path::Path;
+use std::sync::Arc;
+
+use orderly_common::protocol::{FanoutMsg, IntakeMsg, Items};
+use orderly_journal::{Journal, Options, SimStorage, SpaceState};
+use serde_bytes::ByteBuf;
+
+use super::{persist_then_publish, Persisted, Recorder};
+use crate::compaction::Anchors;
+use crate::core::codec::decode_event;
+use crate::core::{Core, CoreConfig, Event};
+
+const SEGMENT_BYTES: u64 = 16 * 1024;
+const ITEM_BYTES: usize = 1000;
+
+fn options() -> Options {
+    Options { segment_bytes_target: SEGMENT_BYTES, ..Options::default() }
+}
+
+fn open(sim: &SimStorage) -> Journal {
+    Journal::open_on(Arc::new(sim.clone()), Path::new("/data/journal"), options()).expect("opens").0
+}
+
+/// One whole order in one `items` message.
+fn whole_order(core: &mut Core, id: &str) {
+    let data = vec![ByteBuf::from(vec![b'x'; ITEM_BYTES])];
+    let items = Items { producer: "p".into(), order: id.into(), begin: true, first: 0, data, finish: Some(1) };
+    core.handle_intake(IntakeMsg::Items(items), 1);
+}
+
+/// One turn; the confirms it published.
+fn turn(core: &mut Core, recorder: &mut Recorder<Journal>) -> (Persisted, Vec<String>) {
+    let mut confirmed = Vec::new();
+    let persisted = persist_then_publish(core, recorder, |out| {
+        match FanoutMsg::decode(&out.body) {
+            Ok(FanoutMsg::Confirm(c)) => confirmed.push(c.order),
+            Ok(FanoutMsg::Confirms(c)) => confirmed.extend(c.orders),
+            _ => {}
+        }
+        Ok(())
+    })
+    .expect("a full disk is not an error");
+    (persisted, confirmed)
+}
+
+#[test]
+fn a_full_disk_holds_the_turn_until_space_returns() {
+    let sim = SimStorage::new(13);
+    let journal = open(&sim);
+    // The disk is full from here on: the segment and its reserve exist,
+    // nothing more can be allocated.
+    sim.set_capacity(Some(sim.used_bytes()));
+    let mut core = Core::new(CoreConfig::with_incarnation(1));
+    let mut recorder = Recorder::new(journal, Anchors::default());
+    let mut confirmed = Vec::new();
+    let mut held_order = None;
+    for n in 0..1000 {
+        let id = format!("o{n}");
+        whole_order(&mut core, &id);
+        match turn(&mut core, &mut recorder) {
+            (Persisted::Published, ids) => {
+                assert_eq!(ids, [id.as_str()]);
+                confirmed.extend(ids);
+            }
+            (Persisted::Held, ids) => {
+                assert!(ids.is_empty(), "nothing is published before its commit: {ids:?}");
+                held_order = Some(id);
+                break;
+            }
+        }
+    }
+    let held_order = held_order.expect("the disk filled up");
+    // The reserve carried the broker one whole segment past the full disk.
+    assert!(confirmed.len() as u64 * ITEM_BYTES as u64 > SEGMENT_BYTES, "{} confirmed", confirmed.len());
+    assert!(matches!(recorder.log.space(), SpaceState::Low { .. }));
+    assert!(
+        recorder.held().is_some_and(|why| why.contains("No space") || why.contains("no space")),
+        "{:?}",
+        recorder.held()
+    );
+    assert!(!recorder.log.is_poisoned());
+    // Still full: the retry holds again, publishing nothing.
+    assert_eq!(turn(&mut core, &mut recorder), (Persisted::Held, vec![]));
+
+    sim.set_capacity(None);
+    assert_eq!(recorder.log.retry_reserve(), SpaceState::Ok);
+    let (persisted, ids) = turn(&mut core, &mut recorder);
+    assert_eq!((persisted, ids), (Persisted::Published, vec![held_order.clone()]));
+    assert_eq!(recorder.held(), None);
+    confirmed.push(held_order);
+
+    // Every confirmed order survives a power cut.
+    drop(recorder);
+    sim.power_cut();
+    let journal = open(&sim);
+    let mut recovered = Vec::new();
+    journal
+        .replay(|seq, _, body| {
+            if let Event::Accepted { key, .. } = decode_event(seq, body).expect("decodes") {
+                recovered.push(key.id);
+            }
+            Ok::<(), ()>(())
+        })
+        .expect("replays");
+    assert_eq!(recovered, confirmed);
+}
