@@ -146,8 +146,11 @@
 //! # Full disk (for the broker)
 //!
 //! - Segments are preallocated, so appends inside the active segment cannot
-//!   meet ENOSPC. A commit that would pass the preallocated end extends the
-//!   file first; a full disk there is [`JournalError::NoSpace`].
+//!   meet ENOSPC: a batch that would pass the preallocated end is refused
+//!   with [`JournalError::BatchFull`] (commit, then append again: the next
+//!   batch starts a new segment from the reserve). Only a single record
+//!   larger than a whole segment extends a file, and a full disk there is
+//!   [`JournalError::NoSpace`].
 //! - The next segment waits preallocated in `RESERVE`; a roll renames it
 //!   into place and then tries to make a new reserve. When that fails,
 //!   [`Journal::space`] says [`SpaceState::Low`] `{ reserve_bytes_left,
