@@ -336,6 +336,46 @@ fn a_torn_tail_is_cut_off_at_start_up() {
     assert!(!text(&verify).contains("torn tail"), "start-up cut it off: {}", text(&verify));
 }
 
+/// Issue 13, reproduction 1: a bit flip in the first record of the only
+/// (last) segment used to be taken for a torn tail and cut there, deleting
+/// every confirmed order after it while `journal verify` said OK. Durable
+/// data that changed is corruption: refused, named, never cut.
+#[test]
+fn a_bit_flip_in_the_last_segment_is_corruption_not_a_torn_tail() {
+    const ORDERS: usize = 500;
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let broker = Broker::start(dir.path(), &[]);
+    let p = producer(dir.path());
+    for n in 0..ORDERS {
+        send_order(&p, &format!("o{n}"), 2);
+        confirmed(&p, &format!("o{n}"));
+    }
+    // A clean stop (SIGTERM): the broker seals its journal.
+    let status = Command::new("kill").args(["-TERM", &broker.child.id().to_string()]).status().unwrap();
+    assert!(status.success());
+    let mut broker = broker;
+    let _ = broker.child.wait();
+    let inspect = journal_cmd("inspect", &data);
+    assert!(text(&inspect).contains(&format!("pending orders:      {ORDERS}")), "{}", text(&inspect));
+
+    let segment = data.join("journal/00000000000000000001.seg");
+    let mut bytes = std::fs::read(&segment).unwrap();
+    // One bit in the body of the first record.
+    let at = orderly_journal::FIRST_RECORD_OFFSET_V2 as usize + orderly_journal::RECORD_HEADER_BYTES + 4;
+    bytes[at] ^= 0x08;
+    std::fs::write(&segment, &bytes).unwrap();
+
+    let verify = journal_cmd("verify", &data);
+    assert_eq!(verify.status.code(), Some(1), "verify must fail: {}", text(&verify));
+    assert!(!text(&verify).contains("journal OK"), "{}", text(&verify));
+    let start = Command::new(BROKER).args(["run", "--data-dir"]).arg(&data).args(["--admin", "off"]).output().unwrap();
+    assert_eq!(start.status.code(), Some(1), "the broker refuses to start: {}", text(&start));
+    assert!(text(&start).contains("00000000000000000001.seg"), "{}", text(&start));
+    assert!(!text(&start).contains("torn tail"), "nothing was cut: {}", text(&start));
+    assert_eq!(std::fs::read(&segment).unwrap(), bytes, "the damaged segment is left as it was");
+}
+
 fn walk_bytes(dir: &Path, prefix: &str) -> u64 {
     let mut total = 0;
     for entry in std::fs::read_dir(dir).unwrap() {
