@@ -77,7 +77,7 @@ impl<L: EventLog> Recorder<L> {
     /// Appends `event` and, when its record holds an order's whole payload,
     /// tells the core where: every append of the loop goes through here, so
     /// no payload record goes unreported.
-    pub(super) fn record(&mut self, core: &mut Core, event: &Event) -> Result<(), BrokerError> {
+    pub fn record(&mut self, core: &mut Core, event: &Event) -> Result<(), BrokerError> {
         let at = self.append(event)?;
         if let Some(key) = event.payload_key() {
             core.payload_stored(key, at);
@@ -86,13 +86,13 @@ impl<L: EventLog> Recorder<L> {
     }
 
     /// The items of the order whose whole payload the record at `at` holds.
-    pub(super) fn read_items(&mut self, at: RecordAt) -> Result<Vec<ByteBuf>, BrokerError> {
+    pub fn read_items(&mut self, at: RecordAt) -> Result<Vec<ByteBuf>, BrokerError> {
         let body = self.log.read_at(at).map_err(journal_err("read-back"))?;
         self.payload_reads += 1;
         Ok(decode_payload(at.seq, &body)?)
     }
 
-    pub(super) fn commit(&mut self) -> Result<(), BrokerError> {
+    pub fn commit(&mut self) -> Result<(), BrokerError> {
         self.commit_as(true)
     }
 
