@@ -237,9 +237,14 @@ impl Sim {
                 }
             }
         }
+        let recorder = self.recorder.as_mut().expect("up");
+        if let Some(downtime) = self.power_cut_armed.filter(|_| recorder.log.journal.has_unsynced()) {
+            self.power_cut_armed = None;
+            self.crash_broker(downtime, Crash::PowerCut);
+            return Ok(());
+        }
         // The loop's timer: what lazy commits wrote is fsynced within
         // LAZY_SYNC_MAX.
-        let recorder = self.recorder.as_mut().expect("up");
         let clock = recorder.log.clock;
         if let Err(error) = recorder.log.journal.sync_lazy_due_at(clock) {
             self.journal_died(&format!("{error:#}"));
@@ -470,7 +475,9 @@ impl Sim {
                 self.outcome = Outcome::CorruptionReported(error.to_string());
                 Ok(())
             }
-            JournalError::Io { .. } => {
+            // A full disk where open needs a new segment or a marker: the
+            // broker cannot start until there is room.
+            JournalError::Io { .. } | JournalError::NoSpace { .. } => {
                 self.stats.open_failures += 1;
                 log!(self, "broker: open failed ({error:#}); the process starts again");
                 self.restart_at = self.now + self.rng.range(100, 2_000);
@@ -508,8 +515,8 @@ impl Sim {
                 }
             }
         }
-        let partial_bytes: Vec<Option<u64>> =
-            self.model.orders.iter().map(|o| o.partial.then_some(o.partial_bytes)).collect();
+        let before: Vec<(Option<u64>, bool)> =
+            self.model.orders.iter().map(|o| (o.partial.then_some(o.partial_bytes), o.dropped)).collect();
         self.model.reset_events();
         for h in &self.history {
             match h {
@@ -521,8 +528,9 @@ impl Sim {
                 History::Recovery => self.model.on_recovery(),
             }
         }
-        for (o, before) in self.model.orders.iter_mut().zip(partial_bytes) {
-            if before.is_some_and(|bytes| !o.partial || o.partial_bytes < bytes) {
+        for (o, (partial_bytes, dropped)) in self.model.orders.iter_mut().zip(before) {
+            let stream_cut = partial_bytes.is_some_and(|bytes| !o.partial || o.partial_bytes < bytes);
+            if stream_cut || (dropped && !o.dropped) {
                 o.stream_cut = true;
                 self.stats.streams_cut += 1;
             }

@@ -73,11 +73,13 @@ pub struct OrderModel {
     pub reply_lost: bool,
     /// The broker published a Confirm for it (whether or not it arrived).
     pub confirm_published: bool,
-    /// A broker crash lost records of its stream (its Begin or items, read
-    /// from intake but not yet durable): the rest of the stream meets a
-    /// broker that never heard of it or misses items, and is refused as
-    /// `UnknownOrder` or `Gap` (a correct order refused; the producer is
-    /// told).
+    /// A broker crash took records of its current life that were not yet
+    /// durable: its Begin or items (read from intake; the rest of the
+    /// stream then meets a broker that never heard of it or misses items,
+    /// and is refused as `UnknownOrder` or `Gap` — a correct order refused),
+    /// or its Dropped (the Reject was published after a lazy commit: what
+    /// is left of it is a partial order that must expire). A refusal the
+    /// producer got may also be overtaken by a resend that is confirmed.
     pub stream_cut: bool,
     /// The records of its current life that make it sealed on replay (its
     /// Sealed or Accepted, copies of it, its Acked): a Confirm may leave
@@ -239,7 +241,11 @@ impl Model {
     pub fn rightly_refused(&self, i: usize, reason: &RejectReason) -> bool {
         let o = &self.orders[i];
         match (o.kind, reason) {
-            (_, RejectReason::UnknownOrder | RejectReason::Gap { .. }) if o.stream_cut && !o.sealed => true,
+            (_, RejectReason::UnknownOrder | RejectReason::Gap { .. } | RejectReason::Expired { .. })
+                if o.stream_cut =>
+            {
+                true
+            }
             (Kind::Gap, RejectReason::Gap { missing }) => Some(*missing) == o.skip,
             (Kind::Abandoned, RejectReason::Expired { age_ms }) => *age_ms > self.partial_age_max_ms,
             _ => false,
@@ -475,6 +481,12 @@ impl Model {
         }
     }
 
+    /// Partial orders left over from a cut stream whose producer was
+    /// answered: they wait for their expiry, nobody waits for them.
+    pub fn stale_partials(&self) -> usize {
+        self.orders.iter().filter(|o| o.partial && o.stream_cut && (o.rejected || o.reply_lost)).count()
+    }
+
     /// Invariant 6 after a reopen: every order whose Confirm was published
     /// is still sealed in what the journal replays.
     pub fn check_confirmed_kept(&self) -> Check {
@@ -608,11 +620,12 @@ impl Model {
     pub fn check_final(&self) -> Check {
         for o in &self.orders {
             let key = &o.key;
-            ensure!(!o.partial && o.in_flight_on.is_none(), "invariant 5: {key} not settled");
             if o.stream_cut && (o.rejected || o.reply_lost) && !o.sealed {
-                // Refused after a crash cut its stream (see `stream_cut`).
+                // Refused after a crash cut its stream (see `stream_cut`);
+                // it may still wait as a partial order for its expiry.
                 continue;
             }
+            ensure!(!o.partial && o.in_flight_on.is_none(), "invariant 5: {key} not settled");
             ensure!(o.begun, "{key}: never begun");
             if matches!(o.kind, Kind::Gap | Kind::Abandoned) {
                 ensure!(o.dropped && !o.sealed, "invariant 3: {:?} order {key} not dropped", o.kind);
