@@ -222,10 +222,8 @@ impl Sim {
             self.fold_live(record)?;
         }
         match turn {
-            Turn::Held => {
-                self.stats.commits_held += 1;
-                return Ok(());
-            }
+            // Nothing is published; the loop's timers still run.
+            Turn::Held => self.stats.commits_held += 1,
             Turn::Died(why) => {
                 self.journal_died(&why);
                 return Ok(());
@@ -238,6 +236,7 @@ impl Sim {
             }
         }
         let recorder = self.recorder.as_mut().expect("up");
+        let held = self.held;
         if let Some(downtime) = self.power_cut_armed.filter(|_| recorder.log.journal.has_unsynced()) {
             self.power_cut_armed = None;
             self.crash_broker(downtime, Crash::PowerCut);
@@ -248,6 +247,10 @@ impl Sim {
         let clock = recorder.log.clock;
         if let Err(error) = recorder.log.journal.sync_lazy_due_at(clock) {
             self.journal_died(&format!("{error:#}"));
+            return Ok(());
+        }
+        if held {
+            self.note_durable();
             return Ok(());
         }
         self.compact_journal()

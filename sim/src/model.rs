@@ -484,7 +484,8 @@ impl Model {
     /// Partial orders left over from a cut stream whose producer was
     /// answered: they wait for their expiry, nobody waits for them.
     pub fn stale_partials(&self) -> usize {
-        self.orders.iter().filter(|o| o.partial && o.stream_cut && (o.rejected || o.reply_lost)).count()
+        let answered = |o: &&OrderModel| o.rejected || o.reply_lost || o.kind == Kind::Abandoned;
+        self.orders.iter().filter(|o| o.partial && o.stream_cut).filter(answered).count()
     }
 
     /// Invariant 6 after a reopen: every order whose Confirm was published
@@ -620,9 +621,10 @@ impl Model {
     pub fn check_final(&self) -> Check {
         for o in &self.orders {
             let key = &o.key;
-            if o.stream_cut && (o.rejected || o.reply_lost) && !o.sealed {
-                // Refused after a crash cut its stream (see `stream_cut`);
-                // it may still wait as a partial order for its expiry.
+            if o.stream_cut && (o.rejected || o.reply_lost || o.kind == Kind::Abandoned) && !o.sealed {
+                // Refused after a crash cut its stream (see `stream_cut`),
+                // or abandoned anyway; it may still wait as a partial order
+                // for its expiry.
                 continue;
             }
             ensure!(!o.partial && o.in_flight_on.is_none(), "invariant 5: {key} not settled");
