@@ -142,9 +142,16 @@ impl Journal {
         };
         // What recovery read may sit in the page cache only (a process killed
         // before its fsync): make it durable before anything is confirmed
-        // from it.
-        for segment in &recovered.segments {
-            let file = storage.open(&segment.path, false).map_err(JournalError::io(&segment.path))?;
+        // from it. After a failed fsync Linux marks the unwritten pages clean
+        // ("fsyncgate"): an fsync now would succeed without writing them, so
+        // the last segment (the only one written after its last good fsync)
+        // is written again first.
+        let last = recovered.segments.len().saturating_sub(1);
+        for (i, segment) in recovered.segments.iter().enumerate() {
+            let file = storage.open(&segment.path, i == last).map_err(JournalError::io(&segment.path))?;
+            if i == last {
+                rewrite(file.as_ref(), segment.bytes).map_err(JournalError::io(&segment.path))?;
+            }
             file.sync_all().map_err(JournalError::io(&segment.path))?;
         }
         fsync_dir(storage.as_ref(), dir)?;
@@ -350,20 +357,31 @@ impl Journal {
     /// a redelivery, never a lost order. `interval` and `never` behave as in
     /// [`Journal::commit`].
     pub fn commit_lazily(&mut self) -> Result<CommitInfo, JournalError> {
-        self.commit_with(Instant::now(), Durability::Lazy)
+        self.commit_lazily_at(Instant::now())
+    }
+
+    /// [`Journal::commit_lazily`] with the caller's clock (the simulation's
+    /// virtual time, so whether it fsyncs follows the seed).
+    pub fn commit_lazily_at(&mut self, now: Instant) -> Result<CommitInfo, JournalError> {
+        self.commit_with(now, Durability::Lazy)
     }
 
     /// Under `always`: fsyncs what lazy commits left unsynced once
     /// [`LAZY_SYNC_MAX`] has passed since the last fsync (a caller that may
     /// go idle calls this now and then). Returns whether it fsynced.
     pub fn sync_lazy_due(&mut self) -> Result<bool, JournalError> {
+        self.sync_lazy_due_at(Instant::now())
+    }
+
+    /// [`Journal::sync_lazy_due`] with the caller's clock.
+    pub fn sync_lazy_due_at(&mut self, now: Instant) -> Result<bool, JournalError> {
         if self.options.fsync != FsyncPolicy::Always || !self.unsynced {
             return Ok(false);
         }
-        if self.last_sync.elapsed() < LAZY_SYNC_MAX {
+        if now.saturating_duration_since(self.last_sync) < LAZY_SYNC_MAX {
             return Ok(false);
         }
-        self.sync()
+        self.sync_at(now)
     }
 
     /// Written records await an fsync.
@@ -386,11 +404,15 @@ impl Journal {
     /// `Never`, e.g. at shutdown). Returns whether it fsynced. An error
     /// poisons the journal: the kernel may have dropped the pages.
     pub fn sync(&mut self) -> Result<bool, JournalError> {
+        self.sync_at(Instant::now())
+    }
+
+    fn sync_at(&mut self, now: Instant) -> Result<bool, JournalError> {
         self.check_usable()?;
         if !self.unsynced {
             return Ok(false);
         }
-        let result = self.sync_active(Instant::now());
+        let result = self.sync_active(now);
         if result.is_err() {
             self.poisoned = true;
         }
@@ -693,6 +715,21 @@ impl Journal {
         self.next_seq = first_seq.max(self.next_seq);
         Ok(())
     }
+}
+
+/// Writes the first `len` bytes of `file` again, as they read now: pages
+/// a failed fsync left clean become dirty, so the next fsync writes them.
+fn rewrite(file: &dyn StorageFile, len: u64) -> std::io::Result<()> {
+    let mut buffer = vec![0u8; crate::limits::READ_BUFFER_BYTES.min(len as usize)];
+    let mut at = 0;
+    while at < len {
+        let take = (len - at).min(buffer.len() as u64) as usize;
+        let chunk = &mut buffer[..take];
+        file.read_exact_at(chunk, at)?;
+        file.write_all_at(chunk, at)?;
+        at += chunk.len() as u64;
+    }
+    Ok(())
 }
 
 /// Zeros needed before a frame at `pending` bytes into a batch (which starts

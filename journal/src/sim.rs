@@ -401,6 +401,21 @@ impl SimStorage {
         Ok(bytes)
     }
 
+    /// Whether the `len` bytes at `offset` of `path` would survive a power
+    /// cut as they read now: the name is durable (for the same file) and
+    /// the durable bytes equal what reads see.
+    pub fn is_durable(&self, path: &Path, offset: u64, len: u64) -> bool {
+        let state = self.lock_state();
+        let (Some(Entry::File(now)), Some(Entry::File(durable))) =
+            (state.names.get(path), state.durable_names.get(path))
+        else {
+            return false;
+        };
+        let Some(file) = state.inodes.get(now).filter(|_| now == durable) else { return false };
+        let (mut seen, mut kept) = (vec![0u8; len as usize], vec![0u8; len as usize]);
+        file.data.read(&mut seen, offset).is_ok() && file.durable.read(&mut kept, offset).is_ok() && seen == kept
+    }
+
     /// Whether `path` names a file or directory now.
     pub fn exists(&self, path: &Path) -> bool {
         self.lock_state().names.contains_key(path)

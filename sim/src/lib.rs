@@ -8,13 +8,14 @@ pub mod model;
 pub mod peers;
 pub mod rng;
 
-use std::collections::{BTreeMap, BTreeSet, VecDeque};
+use std::collections::{BTreeMap, VecDeque};
+use std::time::Instant;
 
 use orderly_broker::core::{Core, CoreConfig, Event, Millis, Outbound};
-use orderly_common::protocol::encode_dispatch;
+use orderly_broker::io::Recorder;
 use orderly_common::protocol::{ControlMsg, FanoutMsg, IntakeMsg, Items, RejectReason};
 use orderly_common::OrderKey;
-use orderly_journal::RecordAt;
+use orderly_journal::{FlipReport, SimCounters, SimStorage};
 use serde_bytes::ByteBuf;
 
 use model::{item_data, Kind, Model, OrderModel};
@@ -51,7 +52,10 @@ const CALM: NetFaults = NetFaults { drop: 0.0, duplicate: 0.0, delay_ms_max: 5, 
 /// Faults the chaos schedule picks from.
 #[derive(Debug, Clone, Copy)]
 enum Chaos {
+    /// The broker process dies; on some seeds the power fails with it, or
+    /// a bit of durable data flips.
     CrashBroker,
+    /// The journal rolls to a new segment, so compaction has one to remove.
     Compact,
     KillWorker,
     FreezeWorker,
@@ -59,9 +63,13 @@ enum Chaos {
     DrainWorker,
     /// An operator sends dead letters back to the queue.
     Revive,
+    /// The disk fills up (ENOSPC) for a while.
+    DiskFull,
+    /// The next fsync fails (EIO).
+    SyncFailure,
 }
 
-const CHAOS: [Chaos; 7] = [
+const CHAOS: [Chaos; 9] = [
     Chaos::CrashBroker,
     Chaos::Compact,
     Chaos::KillWorker,
@@ -69,7 +77,21 @@ const CHAOS: [Chaos; 7] = [
     Chaos::StickWorker,
     Chaos::DrainWorker,
     Chaos::Revive,
+    Chaos::DiskFull,
+    Chaos::SyncFailure,
 ];
+
+/// The simulated disk's faults for one seed.
+#[derive(Debug, Clone, Copy)]
+pub struct DiskFaults {
+    /// The journal's segment size: small, so rolls, reserves and
+    /// compaction happen in every run.
+    pub segment_bytes: u64,
+    /// Share of broker crashes that are power cuts.
+    pub power_cut: f64,
+    /// Share of broker crashes that flip a bit of durable data.
+    pub bit_flip: f64,
+}
 
 /// Everything a seed decides up front.
 #[derive(Debug)]
@@ -93,7 +115,8 @@ pub struct Params {
     /// Chance a worker nacks (retry) a normal order.
     pub nack: f64,
     pub chaos_gap_ms: (u64, u64),
-    pub chaos_weights: [u64; 7],
+    pub chaos_weights: [u64; 9],
+    pub disk: DiskFaults,
     pub pending_orders_max: Option<usize>,
     /// Short on some seeds, which then also send abandoned orders (with the
     /// default of 10 minutes they would outlast the settle phase). Never
@@ -129,11 +152,11 @@ impl Params {
         let fanout = faults(rng);
         let chaos_mean_ms = [1_000, 3_000, 10_000][rng.below(3) as usize];
         let pending_orders_max = if rng.chance(0.2) { Some(rng.range(2, 8) as usize) } else { None };
-        let mut chaos_weights = [0; 7];
-        for w in &mut chaos_weights {
+        let mut chaos_weights = [0; 9];
+        for w in &mut chaos_weights[..7] {
             *w = rng.below(4);
         }
-        Params {
+        let mut params = Params {
             max_attempts: if rng.chance(0.5) { 3 } else { 5 },
             workers: rng.range(2, 4) as usize,
             producers: rng.range(1, 3) as usize,
@@ -158,8 +181,43 @@ impl Params {
             } else {
                 None
             },
-        }
+            disk: DiskFaults { segment_bytes: 0, power_cut: 0.0, bit_flip: 0.0 },
+        };
+        // Drawn last, so the other parameters of a seed stay as they were
+        // before the disk was simulated.
+        params.disk = DiskFaults {
+            segment_bytes: [4 * 1024, 16 * 1024, 64 * 1024][rng.below(3) as usize],
+            power_cut: [0.0, 0.3, 0.7, 1.0][rng.below(4) as usize],
+            bit_flip: if rng.chance(0.05) { 0.3 } else { 0.0 },
+        };
+        let disk_weight = |rng: &mut Rng| if rng.chance(0.3) { rng.range(1, 2) } else { 0 };
+        params.chaos_weights[7] = disk_weight(rng);
+        params.chaos_weights[8] = disk_weight(rng);
+        params
     }
+}
+
+/// One entry of what the running brokers recorded, in seq order: the model
+/// is folded again from what survives a power cut.
+#[derive(Debug)]
+enum History {
+    /// A record the model folded.
+    Event(broker::Appended),
+    /// A compaction copy: moves proofs only.
+    Copy(broker::Appended),
+    /// The broker restarted here.
+    Recovery,
+}
+
+/// How a run ended.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Outcome {
+    Running,
+    /// Every order settled and every invariant held.
+    Settled,
+    /// A flipped bit made the journal refuse to open (as it must): the run
+    /// ends there.
+    CorruptionReported(String),
 }
 
 #[derive(Debug, Clone)]
@@ -185,7 +243,11 @@ enum Packet {
 enum Action {
     // Declared in priority order for actions due at the same instant.
     CoreTimeout,
+    /// The io loop's timer for the fsync of lazy commits.
+    JournalSync,
     BrokerRestart,
+    /// The disk has room again.
+    DiskSpace,
     Network,
     Intake,
     Worker(usize),
@@ -237,6 +299,31 @@ pub struct Stats {
     pub dispatches_from_journal: u64,
     /// Copies written so that a payload could leave RAM.
     pub spills: u64,
+    pub segments_removed: u64,
+    /// Broker crashes that were power cuts.
+    pub power_cuts: u32,
+    /// Records (seqs) a power cut took: written, never fsynced.
+    pub records_lost: u64,
+    /// Reopens that cut a torn tail.
+    pub torn_tails_cut: u32,
+    pub bit_flips: u32,
+    /// Runs that ended with the journal refusing to open after a flip.
+    pub corruption_reported: u32,
+    /// Flips the reopened journal never read or found harmless.
+    pub flips_survived: u32,
+    pub disk_full_episodes: u32,
+    /// Steps that ended with a commit held back by a full disk.
+    pub commits_held: u64,
+    pub fsync_failures_injected: u32,
+    /// Journal failures that stopped the broker process.
+    pub journal_failures: u32,
+    /// Opens that failed (an fsync error during open); retried.
+    pub open_failures: u32,
+    /// Orders whose Begun, items or Dropped a crash took before they were
+    /// durable (see `OrderModel::stream_cut`).
+    pub streams_cut: u32,
+    /// The simulated disk's own counters.
+    pub disk: SimCounters,
 }
 
 impl Stats {
@@ -274,6 +361,28 @@ impl Stats {
         self.dispatches_refused_by_workers += o.dispatches_refused_by_workers;
         self.dispatches_from_journal += o.dispatches_from_journal;
         self.spills += o.spills;
+        self.segments_removed += o.segments_removed;
+        self.power_cuts += o.power_cuts;
+        self.records_lost += o.records_lost;
+        self.torn_tails_cut += o.torn_tails_cut;
+        self.bit_flips += o.bit_flips;
+        self.corruption_reported += o.corruption_reported;
+        self.flips_survived += o.flips_survived;
+        self.disk_full_episodes += o.disk_full_episodes;
+        self.commits_held += o.commits_held;
+        self.fsync_failures_injected += o.fsync_failures_injected;
+        self.journal_failures += o.journal_failures;
+        self.open_failures += o.open_failures;
+        self.streams_cut += o.streams_cut;
+        let (d, e) = (&mut self.disk, &o.disk);
+        d.power_cuts += e.power_cuts;
+        d.writes_lost += e.writes_lost;
+        d.writes_torn += e.writes_torn;
+        d.sectors_lost += e.sectors_lost;
+        d.dir_ops_lost += e.dir_ops_lost;
+        d.bit_flips += e.bit_flips;
+        d.no_space += e.no_space;
+        d.sync_failures += e.sync_failures;
     }
 
     /// Sorts a requeue by its reason (only for the report: the invariants
@@ -307,13 +416,32 @@ pub struct Sim {
     phase: Phase,
     chaos_at: Millis,
     core: Option<Core>,
+    /// The io loop's journal side (the real `Recorder` over the real
+    /// journal on the simulated disk); `Some` while the broker is up.
+    recorder: Option<Recorder<broker::SimLog>>,
+    /// A commit failed with NoSpace: its records wait in the journal's
+    /// batch, what the core wants published waits in the core.
+    held: bool,
     broker_incarnation: u64,
     restart_at: Millis,
-    /// Every event drained from the core (durable: fsync before publish),
-    /// compacted now and then; a restarted core replays it.
-    journal: Vec<(RecordAt, Event)>,
-    /// Seq of the last journaled event (a record's place is its seq).
-    journal_seq: u64,
+    disk: SimStorage,
+    /// The virtual clock's origin as an `Instant` (for the journal).
+    clock_base: Instant,
+    history: Vec<History>,
+    /// Every record up to this seq was fsynced: no power cut may take it.
+    durable_seq: u64,
+    /// The highest seq of a durable record a published Confirm relied on.
+    confirmed_seq_max: u64,
+    /// Since when lazy commits wait for their fsync.
+    unsynced_since: Option<Millis>,
+    /// The disk is full until then.
+    disk_full_until: Option<Millis>,
+    /// The power fails (after this downtime) as soon as written records
+    /// wait for their fsync.
+    power_cut_armed: Option<u64>,
+    /// A bit flipped since the journal was last opened.
+    flipped: Option<FlipReport>,
+    pub outcome: Outcome,
     model: Model,
     workers: Vec<SimWorker>,
     producers: Vec<SimProducer>,
@@ -343,6 +471,8 @@ macro_rules! log {
         $sim.log(line);
     }};
 }
+
+pub mod broker;
 
 impl Sim {
     pub fn new(seed: u64) -> Self {
@@ -379,6 +509,7 @@ impl Sim {
         let workers = (0..params.workers).map(|w| SimWorker::new(format!("w{w}"), rng.range(0, 1_500))).collect();
         let chaos_at = rng.range(params.chaos_gap_ms.0, params.chaos_gap_ms.1);
         let (control_faults, fanout_faults) = (params.control, params.fanout);
+        let disk = SimStorage::new(rng.next_u64());
         let mut sim = Sim {
             rng,
             now: 0,
@@ -387,10 +518,20 @@ impl Sim {
             phase: Phase::Faults,
             chaos_at,
             core: None,
+            recorder: None,
+            held: false,
             broker_incarnation: 0,
             restart_at: 0,
-            journal: Vec::new(),
-            journal_seq: 0,
+            disk,
+            clock_base: broker::virtual_base(),
+            history: Vec::new(),
+            durable_seq: 0,
+            confirmed_seq_max: 0,
+            unsynced_since: None,
+            disk_full_until: None,
+            flipped: None,
+            power_cut_armed: None,
+            outcome: Outcome::Running,
             model,
             workers,
             intake_last_ms: vec![0; producers.len()],
@@ -408,7 +549,7 @@ impl Sim {
             stats: Stats::default(),
             params,
         };
-        sim.start_broker();
+        sim.start_broker().expect("a fresh journal opens");
         sim
     }
 
@@ -435,6 +576,7 @@ impl Sim {
     /// Runs to the end: `Ok` when every invariant held and the run settled.
     pub fn run(&mut self) -> Check {
         while !self.step()? {}
+        self.stats.disk = self.disk.counters();
         self.stats.steps = self.steps;
         self.stats.longest_run_steps = self.steps;
         self.stats.end_ms = self.now;
@@ -448,12 +590,15 @@ impl Sim {
         match &self.core {
             Some(core) => {
                 candidates.push((core.poll_timeout(), Action::CoreTimeout));
-                if core.intake_open() {
+                if core.intake_open() && self.journal_takes_intake() {
                     candidates.extend(self.intake.keys().next().map(|&(at, _)| (at, Action::Intake)));
                 }
+                let lazy_sync_ms = orderly_journal::LAZY_SYNC_MAX.as_millis() as Millis;
+                candidates.extend(self.unsynced_since.map(|since| (since + lazy_sync_ms, Action::JournalSync)));
             }
             None => candidates.push((self.restart_at, Action::BrokerRestart)),
         }
+        candidates.extend(self.disk_full_until.map(|at| (at, Action::DiskSpace)));
         candidates.extend(self.network.keys().next().map(|&(at, _)| (at, Action::Network)));
         for (i, w) in self.workers.iter().enumerate() {
             candidates.extend(w.next_time().map(|at| (at, Action::Worker(i))));
@@ -498,7 +643,18 @@ impl Sim {
                 let now = self.now;
                 self.core.as_mut().expect("up").handle_timeout(now);
             }
-            Action::BrokerRestart => self.start_broker(),
+            Action::JournalSync => log!(self, "broker: lazy fsync timer"),
+            Action::BrokerRestart => {
+                self.start_broker()?;
+                if self.outcome != Outcome::Running {
+                    return Ok(true);
+                }
+            }
+            Action::DiskSpace => {
+                self.disk.set_capacity(None);
+                self.disk_full_until = None;
+                log!(self, "DISK space freed");
+            }
             Action::Network => {
                 let (_, packet) = self.network.pop_first().expect("scheduled");
                 self.deliver(packet)?;
@@ -519,6 +675,7 @@ impl Sim {
         self.check_step()?;
         if matches!(self.phase, Phase::Settle { .. }) && self.settled() {
             self.finish()?;
+            self.outcome = Outcome::Settled;
             return Ok(true);
         }
         Ok(false)
@@ -554,142 +711,6 @@ impl Sim {
         config
     }
 
-    /// Starts a broker process: a new incarnation replays the journal.
-    fn start_broker(&mut self) {
-        let incarnation = loop {
-            let incarnation = self.rng.next_u64();
-            if incarnation != self.broker_incarnation {
-                break incarnation;
-            }
-        };
-        self.broker_incarnation = incarnation;
-        let mut core = Core::new(self.config(incarnation));
-        core.start_replay(self.now);
-        for (at, event) in &self.journal {
-            core.apply(event);
-            if let Some(key) = event.payload_key() {
-                core.payload_stored(key, *at);
-            }
-        }
-        let replayed = core.status();
-        self.stats.recoveries_with_partials += u32::from(replayed.partial_orders > 0);
-        self.stats.recoveries_with_in_flight += u32::from(replayed.in_flight_orders > 0);
-        core.finish_recovery(self.now);
-        self.core = Some(core);
-        self.model.on_recovery();
-        self.check_all = true;
-        let events = self.journal.len();
-        log!(self, "broker: started, incarnation {incarnation:#x}, replayed {events} events");
-    }
-
-    fn crash_broker(&mut self, downtime_ms: u64) {
-        self.core = None;
-        self.restart_at = self.now + downtime_ms;
-        self.stats.broker_crashes += 1;
-        log!(self, "CHAOS broker crashes, down for {downtime_ms} ms");
-        // What was on its way may be lost with the process and its sockets;
-        // intake waits in the producers' queues.
-        let loss = self.params.crash_loss;
-        let keys: Vec<(Millis, u64)> = self.network.keys().copied().collect();
-        for key in keys {
-            if self.rng.chance(loss) {
-                let packet = self.network.remove(&key).expect("listed");
-                self.stats.packets_lost_in_crash += 1;
-                self.lost(&packet);
-            }
-        }
-    }
-
-    /// Copies the live orders of a journal prefix forward as snapshots, then
-    /// removes the prefix (what the broker's compaction does to old
-    /// segments).
-    fn compact(&mut self) -> Check {
-        if self.core.is_none() {
-            return Ok(());
-        }
-        if self.journal.len() < 2 {
-            return Ok(());
-        }
-        let cut = self.rng.range(1, self.journal.len() as u64 - 1) as usize;
-        let keys: BTreeSet<OrderKey> = self.journal[..cut].iter().filter_map(|(_, e)| event_key(e)).cloned().collect();
-        let mut copies = Vec::new();
-        for key in keys {
-            // With items read back when only the journal holds them, as the
-            // broker's compaction does.
-            copies.extend(self.snapshot_filled(&key)?);
-        }
-        let copied = copies.len();
-        self.journal.drain(..cut);
-        for copy in copies {
-            self.journal_append(copy);
-        }
-        self.stats.compactions += 1;
-        log!(self, "CHAOS journal compacted: {cut} events removed, {copied} orders copied forward");
-        Ok(())
-    }
-
-    /// Appends one event to the journal; tells the core where a payload went.
-    fn journal_append(&mut self, event: Event) {
-        self.journal_seq += 1;
-        let at = RecordAt { seq: self.journal_seq, segment: 1, offset: self.journal_seq };
-        if let (Some(key), Some(core)) = (event.payload_key(), self.core.as_mut()) {
-            core.payload_stored(key, at);
-        }
-        self.journal.push((at, event));
-    }
-
-    /// The core's snapshot of `key`, with items read back from the journal
-    /// when only the journal holds them.
-    fn snapshot_filled(&self, key: &OrderKey) -> Result<Option<Event>, String> {
-        let Some(core) = &self.core else { return Ok(None) };
-        let mut snapshot = core.snapshot(key);
-        if let (Some(from), Some(items)) = (core.payload_ref(key), snapshot.as_mut().and_then(Event::payload_mut)) {
-            *items = self.read_items(from)?;
-        }
-        Ok(snapshot)
-    }
-
-    /// The items the journal record at `at` holds (the broker's read-back).
-    fn read_items(&self, at: RecordAt) -> Result<Vec<ByteBuf>, String> {
-        let i = self.journal.binary_search_by_key(&at.seq, |(a, _)| a.seq);
-        let Ok(i) = i else { return Err(format!("read-back of record {}, which compaction removed", at.seq)) };
-        let event = &self.journal[i].1;
-        event
-            .payload()
-            .map(<[ByteBuf]>::to_vec)
-            .ok_or_else(|| format!("read-back of record {} found {}", at.seq, short_event(event)))
-    }
-
-    /// Records what the core wants recorded and publishes what it wants
-    /// published.
-    fn after_step(&mut self) -> Check {
-        let Some(core) = self.core.as_mut() else { return Ok(()) };
-        let events: Vec<Event> = std::iter::from_fn(|| core.poll_event()).collect();
-        let outbound: Vec<Outbound> = std::iter::from_fn(|| core.poll_outbound()).collect();
-        for event in events {
-            log!(self, "event {}", short_event(&event));
-            match &event {
-                Event::Requeued { reason, .. } => self.stats.count_requeue(reason),
-                Event::Revived { .. } => self.stats.revivals += 1,
-                Event::Forgotten { .. } => self.stats.keys_forgotten += 1,
-                Event::Restored { .. } => self.stats.spills += 1,
-                _ => {}
-            }
-            let i = self.model.on_event(&event)?;
-            self.touched.push(i);
-            self.journal_append(event);
-        }
-        for mut out in outbound {
-            if let Some(fill) = out.fill.take() {
-                self.stats.dispatches_from_journal += 1;
-                let items = self.read_items(fill.from)?;
-                out.body = encode_dispatch(&fill.key, fill.attempt, fill.attempt > 1, &items);
-            }
-            self.publish(out)?;
-        }
-        Ok(())
-    }
-
     /// The invariants after every step: the core's status and the orders
     /// the step touched (every order now and then) against the model. Any
     /// further per-step check of the broker core goes here.
@@ -701,16 +722,15 @@ impl Sim {
             core.check_invariants();
         }
         self.model.check_status(&core.status())?;
-        if self.check_all || self.steps & (FULL_CHECK_EVERY - 1) == 0 {
+        let all = self.check_all || self.steps & (FULL_CHECK_EVERY - 1) == 0;
+        if all {
             self.check_all = false;
-            for i in 0..self.model.orders.len() {
-                self.model.check_order(i, self.snapshot_filled(&self.model.orders[i].key)?)?;
-            }
             self.model.check_dead_letters(&core.dead_letters(usize::MAX))?;
-        } else {
-            for &i in &self.touched {
-                self.model.check_order(i, self.snapshot_filled(&self.model.orders[i].key)?)?;
-            }
+        }
+        let orders: Vec<usize> = if all { (0..self.model.orders.len()).collect() } else { self.touched.clone() };
+        for i in orders {
+            let snapshot = self.snapshot_filled(&self.model.orders[i].key.clone())?;
+            self.model.check_order(i, snapshot)?;
         }
         Ok(())
     }
@@ -757,6 +777,7 @@ impl Sim {
             if !answer && !matches!(msg, FanoutMsg::Welcome(_)) {
                 return Err(format!("{} on a producer topic", msg.kind()));
             }
+            self.check_confirm_durable(&msg, producer)?;
             self.send(Packet::ToProducer { producer, msg });
         } else {
             return Err(format!("unknown topic {topic:?}"));
@@ -1072,7 +1093,7 @@ impl Sim {
             // arrives after the key of the acknowledged order was forgotten
             // (its messages straddled a whole window) is not recognised.
             let window_passed = o.acked && o.forgotten && *reason == RejectReason::UnknownOrder;
-            if !window_passed && (o.sealed || !self.model.rightly_refused(i, reason)) {
+            if !window_passed && ((o.sealed && !o.stream_cut) || !self.model.rightly_refused(i, reason)) {
                 return Err(format!("invariant 3: {key} ({:?}, sealed {}) rejected: {reason:?}", o.kind, o.sealed));
             }
         }
@@ -1101,10 +1122,38 @@ impl Sim {
             Chaos::CrashBroker => {
                 if self.core.is_some() {
                     let downtime = if self.rng.chance(0.3) { 0 } else { self.rng.range(100, 5_000) };
-                    self.crash_broker(downtime);
+                    let crash = if self.rng.chance(self.params.disk.bit_flip) {
+                        broker::Crash::BitFlip
+                    } else if self.rng.chance(self.params.disk.power_cut) {
+                        broker::Crash::PowerCut
+                    } else {
+                        broker::Crash::Process
+                    };
+                    if crash == broker::Crash::PowerCut && self.rng.chance(0.5) {
+                        // The power fails in the next window between a
+                        // write and its fsync.
+                        self.power_cut_armed = Some(downtime);
+                        log!(self, "CHAOS the power will fail before the next fsync");
+                    } else {
+                        self.crash_broker(downtime, crash);
+                    }
                 }
             }
-            Chaos::Compact => self.compact()?,
+            Chaos::Compact => {
+                if let Some(recorder) = self.recorder.as_mut() {
+                    // The next commit starts a segment: the old ones become
+                    // candidates for the compaction after every turn.
+                    recorder.log.journal.roll();
+                    self.stats.compactions += 1;
+                    log!(self, "CHAOS the journal rolls to a new segment");
+                }
+            }
+            Chaos::DiskFull => self.fill_disk(),
+            Chaos::SyncFailure => {
+                self.disk.fail_next_syncs(1);
+                self.stats.fsync_failures_injected += 1;
+                log!(self, "CHAOS the next fsync fails (EIO)");
+            }
             Chaos::Revive => self.revive()?,
             Chaos::KillWorker | Chaos::FreezeWorker | Chaos::StickWorker | Chaos::DrainWorker => {
                 let alive: Vec<usize> =
@@ -1171,6 +1220,9 @@ impl Sim {
     /// The fault phase ends: calm network, every worker back soon.
     fn end_faults(&mut self) {
         self.phase = Phase::Settle { deadline: self.now + SETTLE_MS_MAX };
+        self.disk.set_capacity(None);
+        self.disk_full_until = None;
+        self.power_cut_armed = None;
         self.control_faults = CALM;
         self.fanout_faults = CALM;
         let now = self.now;
@@ -1201,14 +1253,20 @@ impl Sim {
         if !self.workers.iter().all(|w| w.life == Life::Alive && w.jobs.is_empty()) {
             return false;
         }
+        if self.held || self.unsynced_since.is_some() {
+            return false;
+        }
         let status = core.status();
-        status.partial_orders == 0 && status.pending_orders == 0 && status.in_flight_orders == 0
+        status.partial_orders == self.model.stale_partials()
+            && status.pending_orders == 0
+            && status.in_flight_orders == 0
     }
 
     fn finish(&mut self) -> Check {
         self.core.as_ref().expect("settled");
         for i in 0..self.model.orders.len() {
-            self.model.check_order(i, self.snapshot_filled(&self.model.orders[i].key)?)?;
+            let snapshot = self.snapshot_filled(&self.model.orders[i].key.clone())?;
+            self.model.check_order(i, snapshot)?;
         }
         self.model.check_final()?;
         for o in &self.model.orders {
@@ -1267,23 +1325,6 @@ fn cut_frame(items: Items, skip: u32) -> Vec<IntakeMsg> {
         frames.push(frame(begin, skip + 1, after, items.finish));
     }
     frames
-}
-
-fn event_key(event: &Event) -> Option<&OrderKey> {
-    #[allow(unreachable_patterns)] // new event kinds may carry no key
-    match event {
-        Event::Begun { key, .. }
-        | Event::ItemStored { key, .. }
-        | Event::Sealed { key, .. }
-        | Event::Accepted { key, .. }
-        | Event::Dropped { key, .. }
-        | Event::Dispatched { key, .. }
-        | Event::Acked { key }
-        | Event::Requeued { key, .. }
-        | Event::DeadLettered { key, .. }
-        | Event::Restored { key, .. } => Some(key),
-        _ => None,
-    }
 }
 
 // ---------------------------------------------------------------- trace text

@@ -7,7 +7,10 @@ use std::collections::{BTreeMap, HashMap};
 use orderly_broker::core::{DeadLetter, Event, Snapshot, Status};
 use orderly_common::protocol::RejectReason;
 use orderly_common::OrderKey;
+use orderly_journal::RecordAt;
 use serde_bytes::ByteBuf;
+
+use crate::broker::{segment_path, Appended};
 
 /// How the simulated peers treat an order.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -68,6 +71,33 @@ pub struct OrderModel {
     pub rejected: bool,
     /// A Confirm or Reject for it was dropped by the network or a crash.
     pub reply_lost: bool,
+    /// The broker published a Confirm for it (whether or not it arrived).
+    pub confirm_published: bool,
+    /// A broker crash took records of its current life that were not yet
+    /// durable: its Begin or items (read from intake; the rest of the
+    /// stream then meets a broker that never heard of it or misses items,
+    /// and is refused as `UnknownOrder` or `Gap` — a correct order refused),
+    /// or its Dropped (the Reject was published after a lazy commit: what
+    /// is left of it is a partial order that must expire). A refusal the
+    /// producer got may also be overtaken by a resend that is confirmed.
+    pub stream_cut: bool,
+    /// The records of its current life that make it sealed on replay (its
+    /// Sealed or Accepted, copies of it, its Acked): a Confirm may leave
+    /// only once one of them is durable.
+    pub proofs: Vec<Proof>,
+}
+
+/// Where a record that makes an order sealed is on the simulated disk.
+#[derive(Debug, Clone, Copy)]
+pub struct Proof {
+    pub at: RecordAt,
+    pub frame_bytes: u64,
+}
+
+impl Proof {
+    pub fn path(&self) -> std::path::PathBuf {
+        segment_path(self.at.segment)
+    }
 }
 
 impl OrderModel {
@@ -96,6 +126,23 @@ impl OrderModel {
             confirmed: false,
             rejected: false,
             reply_lost: false,
+            confirm_published: false,
+            stream_cut: false,
+            proofs: Vec::new(),
+        }
+    }
+
+    /// The same order as the producer made it and as the peers saw it,
+    /// with nothing yet from the events.
+    fn without_events(&self) -> Self {
+        OrderModel {
+            refusal_sent: self.refusal_sent,
+            confirmed: self.confirmed,
+            rejected: self.rejected,
+            reply_lost: self.reply_lost,
+            confirm_published: self.confirm_published,
+            stream_cut: self.stream_cut,
+            ..OrderModel::new(self.key.clone(), self.kind, self.count, self.skip)
         }
     }
 
@@ -194,6 +241,11 @@ impl Model {
     pub fn rightly_refused(&self, i: usize, reason: &RejectReason) -> bool {
         let o = &self.orders[i];
         match (o.kind, reason) {
+            (_, RejectReason::UnknownOrder | RejectReason::Gap { .. } | RejectReason::Expired { .. })
+                if o.stream_cut =>
+            {
+                true
+            }
             (Kind::Gap, RejectReason::Gap { missing }) => Some(*missing) == o.skip,
             (Kind::Abandoned, RejectReason::Expired { age_ms }) => *age_ms > self.partial_age_max_ms,
             _ => false,
@@ -393,6 +445,62 @@ impl Model {
         }
     }
 
+    /// Forgets what the events said (not what the peers did): a power cut
+    /// may take the unsynced end of the journal, so the model is folded
+    /// again from what the reopened journal still holds.
+    pub fn reset_events(&mut self) {
+        for o in &mut self.orders {
+            *o = o.without_events();
+        }
+        self.partials = 0;
+        self.pending = 0;
+        self.dead = 0;
+        self.held_bytes = 0;
+        self.in_flight.clear();
+    }
+
+    /// Notes a record that makes its order sealed on replay (a new life
+    /// starts the list again). Records of other kinds change nothing.
+    pub fn note_proof(&mut self, record: &Appended) {
+        use orderly_broker::core::Snapshot;
+        let proof = Proof { at: record.at, frame_bytes: record.frame_bytes };
+        let (key, proves) = match &record.event {
+            Event::Begun { key, .. } => (key, false),
+            Event::Accepted { key, .. } => (key, true),
+            Event::Sealed { key, .. } | Event::Acked { key } => (key, true),
+            Event::Restored { key, snapshot: Snapshot::Sealed { .. } | Snapshot::Acked { .. } } => (key, true),
+            _ => return,
+        };
+        let Some(i) = self.find(key) else { return };
+        let o = &mut self.orders[i];
+        if matches!(record.event, Event::Begun { .. } | Event::Accepted { .. }) {
+            o.proofs.clear();
+        }
+        if proves {
+            o.proofs.push(proof);
+        }
+    }
+
+    /// Partial orders left over from a cut stream whose producer was
+    /// answered: they wait for their expiry, nobody waits for them.
+    pub fn stale_partials(&self) -> usize {
+        let answered = |o: &&OrderModel| o.rejected || o.reply_lost || o.kind == Kind::Abandoned;
+        self.orders.iter().filter(|o| o.partial && o.stream_cut).filter(answered).count()
+    }
+
+    /// Invariant 6 after a reopen: every order whose Confirm was published
+    /// is still sealed in what the journal replays.
+    pub fn check_confirmed_kept(&self) -> Check {
+        for o in &self.orders {
+            ensure!(
+                !o.confirm_published || o.sealed_once,
+                "invariant 6: {} was confirmed, but the reopened journal does not hold it",
+                o.key
+            );
+        }
+        Ok(())
+    }
+
     /// A restarted core knows no worker: everything in flight is pending.
     pub fn on_recovery(&mut self) {
         for o in &mut self.orders {
@@ -513,8 +621,14 @@ impl Model {
     pub fn check_final(&self) -> Check {
         for o in &self.orders {
             let key = &o.key;
-            ensure!(o.begun, "{key}: never begun");
+            if o.stream_cut && (o.rejected || o.reply_lost || o.kind == Kind::Abandoned) && !o.sealed {
+                // Refused after a crash cut its stream (see `stream_cut`),
+                // or abandoned anyway; it may still wait as a partial order
+                // for its expiry.
+                continue;
+            }
             ensure!(!o.partial && o.in_flight_on.is_none(), "invariant 5: {key} not settled");
+            ensure!(o.begun, "{key}: never begun");
             if matches!(o.kind, Kind::Gap | Kind::Abandoned) {
                 ensure!(o.dropped && !o.sealed, "invariant 3: {:?} order {key} not dropped", o.kind);
                 ensure!(o.rejected || o.reply_lost, "invariant 3: the producer of {key} got no Reject");

@@ -35,18 +35,40 @@
 //!   seeds have ack timeouts of 1.2–6 s) and ends ok, or failed as its kind
 //!   says (normal orders also fail now and then). Acks queued back to back
 //!   go as one `acks` message, as the worker's io loop sends them.
+//! - **The broker's disk** (`sim/src/broker.rs`): the real journal
+//!   (`Journal::open_on`, fsync `always`, segments of 4–64 KiB so rolls,
+//!   reserves and compaction happen in every run) on the simulated disk
+//!   `SimStorage`, written by the io loop's real `Recorder` and
+//!   `persist_then_publish` (record, commit, only then publish), on the
+//!   virtual clock (`commit_lazily_at`, `sync_lazy_due_at`: lazy commits
+//!   are fsynced within 10 virtual ms). After every turn the io loop's
+//!   compaction runs step by step (`Anchors::plan`, copies, commit, fsync,
+//!   `remove_oldest_segment`). A start opens the journal on the same disk
+//!   and replays it with the real decode into a fresh core, then
+//!   `finish_recovery`.
 //! - **Faults** on a random schedule: the broker crashes (in-transit packets
-//!   may be lost; it comes back after 0–5 s with a new incarnation and
-//!   replays the journal, i.e. every event drained so far, then
-//!   `finish_recovery`); the journal is compacted (live orders of a prefix
-//!   copied forward with `snapshot`, the prefix removed); a worker is killed
+//!   may be lost; it comes back after 0–5 s with a new incarnation); on some
+//!   seeds a crash is a **power cut** (`SimStorage::power_cut`: only durable
+//!   data and a seeded part of the rest survive, torn at 512-byte sectors;
+//!   half of them strike in the window between a write and its fsync), and
+//!   on a few a **bit flips** in durable data (the reopened journal must
+//!   refuse with `Corrupt`, which ends the run as "corruption reported";
+//!   a flip it opens despite must lose nothing); the **disk fills up**
+//!   (`set_capacity`) for 0.5–10 s: intake is not read while the journal's
+//!   space is `Low` or a commit is held, a commit that fails with `NoSpace`
+//!   keeps its batch (later events join it) and what the core wants
+//!   published stays in the core until a retried commit succeeds; the next
+//!   **fsync fails** (EIO): the journal is poisoned and the broker process
+//!   stops and restarts (an open that fails is retried); the journal rolls
+//!   to a new segment (compaction then removes what it may); a worker is killed
 //!   (its core and work are lost; it may restart with a new core and
 //!   incarnation), frozen (no ticks, no deliveries; its fanout waits), stuck
 //!   (ticks and heartbeats, but its jobs do not end) or drained
 //!   (`start_drain`, then `bye` once drained, then a restart); an operator
 //!   revives dead letters (`retry_dead`, one or all).
-//! - After the fault phase the network calms down, every worker comes back
-//!   and the run must settle within 10 virtual minutes.
+//! - After the fault phase the network calms down, the disk has room,
+//!   every worker comes back and the run must settle within 10 virtual
+//!   minutes.
 //!
 //! Invariants, checked after every step (one delivery, timeout or peer
 //! action; `model.rs` rebuilds the order states from the recorded events
@@ -71,10 +93,24 @@
 //!    Confirm a producer gets is for a sealed order, and every sealed order
 //!    is confirmed (unless the network lost a Confirm for it); every
 //!    producer's outbox ends empty.
+//! 6. Durability (the simulated disk is asked): a Confirm is published only
+//!    when a record that makes its order sealed (Sealed, Accepted, a copy,
+//!    its Acked) is durable (`SimStorage::is_durable`); every order whose
+//!    Confirm was published is still sealed after every reopen; a reopened
+//!    journal keeps every record that was fsynced (power cuts take only the
+//!    unsynced end), and every record it replays equals the one written
+//!    under its seq; damage to durable data is refused (`Corrupt`), never
+//!    cut off. After a power cut the model is folded again from the
+//!    records the journal still holds: an order never confirmed may vanish
+//!    and is sent again by its producer. One legitimate consequence is
+//!    allowed: a crash that takes a stream's unsynced Begin or items, or an
+//!    unsynced Dropped whose Reject went out, leaves a correct order
+//!    refused (`UnknownOrder`/`Gap`) or a partial order waiting to expire
+//!    (`OrderModel::stream_cut`, counted as `streams_cut`).
 //!
 //! Running: `simulate_many_seeds` runs `SIM_SEEDS` seeds (default 2000 in
-//! release, about 15 s on 2 cores; 500 in a debug build, about 30 s; 20,000
-//! release seeds take about 150 s) from `SIM_SEED_START` (default 0) on all cores;
+//! release, about 50 s on 2 busy cores; 500 in a debug build; 10,000
+//! release seeds take about 4 minutes) from `SIM_SEED_START` (default 0) on all cores;
 //! `simulate_one_seed` runs only `SIM_SEED` (and prints every step with
 //! `SIM_VERBOSE=1`). A failure prints the seed, the step, the last trace
 //! lines and the command that reproduces it:

@@ -114,7 +114,7 @@ impl<L: EventLog> Recorder<L> {
     /// tells the core where: every append of the loop goes through here, so
     /// no payload record goes unreported. False: the disk is full and
     /// nothing was appended (see [`Persisted::Held`]).
-    pub(super) fn record(&mut self, core: &mut Core, event: &Event) -> Result<bool, BrokerError> {
+    pub fn record(&mut self, core: &mut Core, event: &Event) -> Result<bool, BrokerError> {
         let Some(at) = self.append(event)? else { return Ok(false) };
         if let Some(key) = event.payload_key() {
             core.payload_stored(key, at);
@@ -123,14 +123,14 @@ impl<L: EventLog> Recorder<L> {
     }
 
     /// The items of the order whose whole payload the record at `at` holds.
-    pub(super) fn read_items(&mut self, at: RecordAt) -> Result<Vec<ByteBuf>, BrokerError> {
+    pub fn read_items(&mut self, at: RecordAt) -> Result<Vec<ByteBuf>, BrokerError> {
         let body = self.log.read_at(at).map_err(journal_err("read-back"))?;
         self.payload_reads += 1;
         Ok(decode_payload(at.seq, &body)?)
     }
 
     /// A durable commit; false when the disk is full (see [`Persisted::Held`]).
-    pub(super) fn commit(&mut self) -> Result<bool, BrokerError> {
+    pub fn commit(&mut self) -> Result<bool, BrokerError> {
         self.commit_as(true)
     }
 
