@@ -245,9 +245,22 @@ impl Sim {
         // The loop's timer: what lazy commits wrote is fsynced within
         // LAZY_SYNC_MAX.
         let clock = recorder.log.clock;
-        if let Err(error) = recorder.log.journal.sync_lazy_due_at(clock) {
-            self.journal_died(&format!("{error:#}"));
-            return Ok(());
+        match recorder.log.journal.sync_lazy_due_at(clock) {
+            Err(error) => {
+                self.journal_died(&format!("{error:#}"));
+                return Ok(());
+            }
+            // Not due yet by the journal's own clock (it synced after our
+            // timer was armed, and more was written since): re-arm the
+            // timer from now, as the loop's next turn would, instead of
+            // firing it again at this same instant.
+            Ok(false) if recorder.log.journal.has_unsynced() => {
+                let lazy_sync_ms = orderly_journal::LAZY_SYNC_MAX.as_millis() as Millis;
+                if self.unsynced_since.is_some_and(|since| since + lazy_sync_ms <= self.now) {
+                    self.unsynced_since = Some(self.now);
+                }
+            }
+            Ok(_) => {}
         }
         if held {
             self.note_durable();
