@@ -99,7 +99,7 @@ mod tests {
             if !needs_escape(c) {
                 assert_eq!(out, alone);
             }
-            if (c as u32) % 97 == 0 || needs_escape(c) {
+            if (c as u32).is_multiple_of(97) || needs_escape(c) {
                 mixed.push(c);
             }
         }
