@@ -5,6 +5,7 @@ use serde::{Deserialize, Serialize};
 use std::fmt;
 
 use crate::limits::{ORDER_ID_BYTES_MAX, PEER_ID_BYTES_MAX};
+use crate::text::Escaped;
 
 /// Why an identifier was refused.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -63,9 +64,14 @@ impl OrderKey {
     }
 }
 
+/// `producer/id` for logs and terminals, the id escaped (see
+/// [`crate::text`]): ids are any UTF-8 and come from the network. Never a
+/// file name, topic or journal key: those use the fields themselves.
 impl fmt::Display for OrderKey {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{}/{}", self.producer, self.id)
+        // The producer id is validated ([A-Za-z0-9._-]), but a key built
+        // in code skips validation: escape both.
+        write!(f, "{}/{}", Escaped(&self.producer), Escaped(&self.id))
     }
 }
 
@@ -120,6 +126,12 @@ mod tests {
         assert_eq!(file_safe("a%b"), "a%25b");
         assert_eq!(file_safe("é"), "%C3%A9");
         assert_ne!(file_safe("a/b"), file_safe("a%2Fb"));
+    }
+
+    #[test]
+    fn order_key_display_escapes_the_id() {
+        assert_eq!(OrderKey::new("p1", "o-1").to_string(), "p1/o-1");
+        assert_eq!(OrderKey::new("p1", "o\nFORGED \x1b[2J").to_string(), "p1/o\\nFORGED \\x1b[2J");
     }
 
     #[test]

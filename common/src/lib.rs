@@ -7,6 +7,7 @@ pub mod endpoint;
 pub mod ids;
 pub mod limits;
 pub mod protocol;
+pub mod text;
 pub mod time;
 
 pub use endpoint::Endpoint;

@@ -10,6 +10,7 @@ use std::sync::mpsc::{self, Receiver, RecvTimeoutError, SyncSender, TryRecvError
 
 use anyhow::Context;
 use orderly_cli::exit;
+use orderly_common::text::Escaped;
 use orderly_producer::orders::{self, Order};
 
 use crate::flags::SendSettings;
@@ -73,7 +74,7 @@ fn next_batch(receiver: &Receiver<Input>, session: &Session, invalid: &mut u64) 
             }
             Input::Invalid(message) => {
                 *invalid += 1;
-                session.progress.println(&format!("skipped invalid order: {message}"));
+                session.progress.println(&format!("skipped invalid order: {}", Escaped(&message)));
             }
             Input::Failed(error) => return Err(error).context("cannot read the order input"),
         }
@@ -141,7 +142,9 @@ fn report(session: &Session, invalid: u64, complete: bool) -> anyhow::Result<Exi
     let tally = &session.tally;
     let elapsed = session.started.elapsed().as_secs_f64();
     for (id, reason) in &tally.rejected {
-        eprintln!("rejected order {id:?}: {reason}");
+        // The reason's detail is the broker's text, which may quote what a
+        // peer sent: escaped (the id is quoted by `{:?}`).
+        eprintln!("rejected order {id:?}: {}", Escaped(reason));
     }
     if tally.already_pending > 0 {
         eprintln!(
@@ -175,8 +178,8 @@ fn report(session: &Session, invalid: u64, complete: bool) -> anyhow::Result<Exi
                  taking orders (backpressure: {}: {}); it resumes by itself when that clears; {kept}",
                 session.timeout,
                 unanswered.len(),
-                said.reason,
-                said.detail
+                Escaped(&said.reason),
+                Escaped(&said.detail)
             ),
             None => eprintln!(
                 "timed out: no answer from the broker for {:?} with {} orders unanswered — backpressure (the broker \

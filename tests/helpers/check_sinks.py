@@ -28,6 +28,18 @@ def file_safe(text):
     return "".join(out)
 
 
+def sink_file_name(order_id):
+    """The worker's sink_file_name: the escaped id, hashed when too long."""
+    safe = file_safe(order_id)
+    if len(safe) + len(".json") <= 255:
+        return safe + ".json"
+    cut = 255 - len(".json") - 1 - 64
+    at = safe.rfind("%", cut - 2, cut)
+    if at >= 0:
+        cut = at
+    return safe[:cut] + "~" + hashlib.sha256(order_id.encode()).hexdigest() + ".json"
+
+
 def items_sha256(raws):
     h = hashlib.sha256()
     for raw in raws:
@@ -84,7 +96,7 @@ for order_id, raws in sent.items():
     for sink, digest in got:
         if digest != want:
             problems.append(f"order {order_id!r} in {sink}: checksum {digest} != {want}")
-        path = os.path.join(sink, file_safe(producer), safe + ".json")
+        path = os.path.join(sink, file_safe(producer), sink_file_name(order_id))
         with open(path, "rb") as f:
             body = f.read()
         doc = json.loads(body)

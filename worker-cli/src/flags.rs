@@ -84,8 +84,10 @@ pub(crate) struct RunArgs {
     exec: Option<String>,
 
     /// Handler: write each order to DIR/<producer>/<order id>.json (written
-    /// atomically) and append `producer TAB order-id TAB attempt TAB sha256`
-    /// to DIR/deliveries.log. Example: --sink /var/lib/orderly/out
+    /// atomically; the id %XX-escaped) and append `producer TAB order-id TAB
+    /// attempt TAB sha256` to DIR/deliveries.log. An escaped id too long for
+    /// a file name (over 250 bytes) is named `<first 185 bytes or
+    /// fewer>~<sha256 of the id>.json` instead. Example: --sink /var/lib/orderly/out
     #[arg(long, env = "ORDERLY_WORKER_SINK", value_name = "DIR")]
     sink: Option<PathBuf>,
 

@@ -21,7 +21,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Mutex;
 
 use orderly_common::ids::file_safe;
-use orderly_common::limits::FANOUT_FRAME_BYTES_MAX;
+use orderly_common::limits::{FANOUT_FRAME_BYTES_MAX, PEER_ID_BYTES_MAX};
 use orderly_common::protocol::Dispatch;
 use serde_bytes::ByteBuf;
 use serde_json::value::RawValue;
@@ -33,19 +33,35 @@ use crate::core::Failure;
 pub const STDERR_TAIL_BYTES_MAX: usize = 200;
 /// Longest file name the sink writes (Linux `NAME_MAX`).
 pub const FILE_NAME_BYTES_MAX: usize = 255;
+/// Extension of the sink's order files.
+pub const SINK_FILE_EXTENSION: &str = ".json";
+/// Marks a hashed sink file name; `file_safe` escapes `~`, so a plain
+/// name never holds one and the two kinds cannot collide.
+pub const HASHED_NAME_MARK: char = '~';
+/// Hex digits of the SHA-256 in a hashed sink file name.
+const SHA256_HEX_LEN: usize = 64;
+/// Bytes of the escaped id kept in front of a hashed sink file name.
+pub const HASHED_NAME_PREFIX_BYTES_MAX: usize =
+    FILE_NAME_BYTES_MAX - SINK_FILE_EXTENSION.len() - HASHED_NAME_MARK.len_utf8() - SHA256_HEX_LEN;
 /// Name of the sink's delivery log, directly in the sink directory.
 pub const DELIVERIES_LOG: &str = "deliveries.log";
 
 // Frames are far below 4 GiB, so an item length always fits the u32 that
 // `items_sha256` frames it with.
 const _: () = assert!(FANOUT_FRAME_BYTES_MAX <= u32::MAX as usize);
+// A hashed name keeps a readable prefix; the producer directory's name
+// (`file_safe` of a valid producer id, which needs no escape) always fits.
+const _: () = assert!(HASHED_NAME_PREFIX_BYTES_MAX >= 128);
+const _: () = assert!(PEER_ID_BYTES_MAX <= FILE_NAME_BYTES_MAX);
 
 /// How a worker processes an order.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Handler {
     /// Run `sh -c <command>` with the order's JSON on stdin; exit 0 acks.
     Exec { command: String },
-    /// Write the order's JSON to a file under `dir` and log the delivery.
+    /// Write the order's JSON to a file under `dir` and log the delivery
+    /// (see [`sink_path`]; ids too long for a file name get a hashed one,
+    /// [`sink_file_name`], never a failure).
     Sink { dir: PathBuf },
     /// Acknowledge without doing anything (benchmarks, tests).
     Noop,
@@ -205,15 +221,41 @@ static DELIVERIES_LOG_LOCK: Mutex<()> = Mutex::new(());
 /// Makes temp file names unique among the pool's threads.
 static TEMP_COUNTER: AtomicU64 = AtomicU64::new(0);
 
-/// Where the sink writes an order: `DIR/<file_safe(producer)>/<file_safe(id)>.json`.
+/// Where the sink writes an order: `DIR/<file_safe(producer)>/<sink_file_name(id)>`.
 pub fn sink_path(dir: &Path, producer: &str, order_id: &str) -> PathBuf {
-    dir.join(file_safe(producer)).join(format!("{}.json", file_safe(order_id)))
+    dir.join(file_safe(producer)).join(sink_file_name(order_id))
+}
+
+/// The name of an order's file in its producer's directory.
+///
+/// `<file_safe(id)>.json` when that fits in [`FILE_NAME_BYTES_MAX`] (255)
+/// bytes. A longer one (an id of up to 256 bytes escapes to up to 768) is
+/// hashed: the first [`HASHED_NAME_PREFIX_BYTES_MAX`] (185) bytes or fewer
+/// of `file_safe(id)`, cut before a `%XX` escape rather than through it,
+/// then `~`, then the SHA-256 of the id's UTF-8 bytes as 64 lowercase hex
+/// digits, then `.json`. `~` never occurs in a plain name, so a reader
+/// tells the two apart; `deliveries.log` always carries the whole
+/// `file_safe(id)`, so every delivery still names its order exactly.
+pub fn sink_file_name(order_id: &str) -> String {
+    let safe = file_safe(order_id);
+    if safe.len() + SINK_FILE_EXTENSION.len() <= FILE_NAME_BYTES_MAX {
+        return format!("{safe}{SINK_FILE_EXTENSION}");
+    }
+    // `file_safe` output is ASCII, so every byte index is a char boundary;
+    // an escape is `%` and two hex digits, so a `%` among the last two kept
+    // bytes would be cut through.
+    let mut cut = HASHED_NAME_PREFIX_BYTES_MAX;
+    if let Some(at) = safe[cut - 2..cut].rfind('%') {
+        cut = cut - 2 + at;
+    }
+    let digest = hex::encode(Sha256::digest(order_id.as_bytes()));
+    format!("{}{HASHED_NAME_MARK}{digest}{SINK_FILE_EXTENSION}", &safe[..cut])
 }
 
 /// The line the sink appends to `deliveries.log` for one delivery:
 /// `<producer>\t<file_safe(order id)>\t<attempt>\t<items_sha256>\n`. The
 /// order id goes through `file_safe` because ids may hold tabs and newlines;
-/// it is then also the output file's stem.
+/// it is whole even when the file name is hashed (see [`sink_file_name`]).
 pub fn delivery_line(order: &Dispatch) -> String {
     format!(
         "{}\t{}\t{}\t{}\n",
@@ -226,12 +268,7 @@ pub fn delivery_line(order: &Dispatch) -> String {
 
 fn sink(dir: &Path, order: &Dispatch, json: &[u8]) -> Result<(), Failure> {
     let path = sink_path(dir, &order.order.producer, &order.order.id);
-    let name_len = path.file_name().map_or(0, |n| n.len());
-    if name_len > FILE_NAME_BYTES_MAX {
-        return Err(Failure::permanent(format!(
-            "order id needs a file name of {name_len} bytes; the limit is {FILE_NAME_BYTES_MAX}"
-        )));
-    }
+    debug_assert!(path.file_name().is_some_and(|name| name.len() <= FILE_NAME_BYTES_MAX), "{path:?}");
     let io_failure = |what: &str, e: io::Error| Failure::retry(format!("sink {}: {what}: {e}", dir.display()));
     let producer_dir = path.parent().unwrap_or(dir);
     ensure_dir(dir, producer_dir).map_err(|e| io_failure("cannot create the producer directory", e))?;

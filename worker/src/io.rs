@@ -25,6 +25,7 @@ use crossbeam_channel::{Receiver, Sender};
 use orderly_common::ids::{worker_topic, BROADCAST_TOPIC};
 use orderly_common::limits::{self, WORKER_CONCURRENCY_MAX};
 use orderly_common::protocol::{split_frames, ControlMsg, DecodeError, Dispatch, FanoutMsg};
+use orderly_common::text::Escaped;
 use orderly_common::{Endpoint, OrderKey};
 use tracing::{debug, info, warn};
 
@@ -403,8 +404,9 @@ impl Loop {
     fn finish_job(&mut self, done: Done) {
         match &done.outcome {
             Ok(()) => debug!(order = %done.order, attempt = done.attempt, "order done"),
+            // The reason holds the command's stderr: escaped like the id.
             Err(failure) => warn!(order = %done.order, attempt = done.attempt, retry = failure.retry,
-                reason = %failure.reason, "order failed"),
+                reason = %Escaped(&failure.reason), "order failed"),
         }
         self.core.handle_done(done.order, done.attempt, done.outcome);
     }
@@ -455,7 +457,9 @@ impl Loop {
     fn decode_failed(&mut self, error: &DecodeError, now_ms: Millis) {
         self.decode_errors += 1;
         if let Some(suppressed) = self.decode_warn.allow(now_ms) {
-            warn!(%error, suppressed, total = self.decode_errors, "dropped an undecodable fanout message");
+            // A decode error may quote the message it refused.
+            let error = error.to_string();
+            warn!(error = %Escaped(&error), suppressed, total = self.decode_errors, "dropped an undecodable fanout message");
         }
     }
 

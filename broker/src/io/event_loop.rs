@@ -65,7 +65,10 @@ impl DecodeErrors {
         self.total += 1;
         self.unlogged += 1;
         if self.last_log_ms.is_none_or(|t| now_ms >= t + DECODE_ERROR_LOG_INTERVAL_MS) {
-            warn!(socket = self.socket, count = self.unlogged, total = self.total, %error, "dropped undecodable messages");
+            // A decode error may quote the message it refused: escaped.
+            let error = error.to_string();
+            warn!(socket = self.socket, count = self.unlogged, total = self.total, error = %orderly_common::text::Escaped(&error),
+                "dropped undecodable messages");
             self.unlogged = 0;
             self.last_log_ms = Some(now_ms);
         }

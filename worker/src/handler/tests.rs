@@ -1,4 +1,5 @@
 use super::*;
+use orderly_common::limits::ORDER_ID_BYTES_MAX;
 use orderly_common::OrderKey;
 
 fn order(id: &str, items: &[&[u8]]) -> Dispatch {
@@ -95,11 +96,57 @@ fn sink_appends_whole_lines_from_many_threads() {
 }
 
 #[test]
-fn sink_refuses_ids_too_long_for_a_file_name() {
+fn sink_names_that_fit_are_unchanged() {
+    assert_eq!(sink_file_name("order-1"), "order-1.json");
+    let longest_plain = "x".repeat(FILE_NAME_BYTES_MAX - SINK_FILE_EXTENSION.len());
+    assert_eq!(sink_file_name(&longest_plain), format!("{longest_plain}.json"));
+}
+
+/// Attack 8: an id of the maximum length whose escaped name is far over
+/// NAME_MAX is written under a hashed name and acked, not dead-lettered.
+#[test]
+fn sink_writes_ids_too_long_for_a_file_name_under_a_hashed_name() {
     let dir = tempfile::tempdir().expect("temp dir");
     let handler = Handler::Sink { dir: dir.path().to_path_buf() };
-    let failure = handler.run(&order(&"/".repeat(100), &[b"{}"])).expect_err("name too long");
-    assert!(!failure.retry, "{failure}");
+    let id = "/é".repeat(ORDER_ID_BYTES_MAX / 3) + &"a".repeat(ORDER_ID_BYTES_MAX % 3);
+    assert_eq!(id.len(), ORDER_ID_BYTES_MAX);
+    let dispatch = order(&id, &[b"{\"x\":1}"]);
+    assert_eq!(handler.run(&dispatch), Ok(()), "acked");
+    let name = sink_file_name(&id);
+    assert!(name.len() <= FILE_NAME_BYTES_MAX, "{name}");
+    let digest = hex::encode(Sha256::digest(id.as_bytes()));
+    assert!(name.ends_with(&format!("~{digest}.json")), "{name}");
+    assert!(file_safe(&id).starts_with(name.split('~').next().expect("prefix")));
+    let written = fs::read(dir.path().join("p1").join(&name)).expect("order file exists");
+    assert_eq!(written, order_json(&dispatch).expect("json"));
+    // The log line still names the order exactly.
+    let log = fs::read_to_string(dir.path().join(DELIVERIES_LOG)).expect("log exists");
+    assert_eq!(log, format!("p1\t{}\t2\t{}\n", file_safe(&id), items_sha256(&dispatch.items)));
+}
+
+#[test]
+fn sink_hashed_names_differ_for_ids_sharing_a_prefix() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let handler = Handler::Sink { dir: dir.path().to_path_buf() };
+    let (a, b) = ("y".repeat(ORDER_ID_BYTES_MAX - 1) + "1", "y".repeat(ORDER_ID_BYTES_MAX - 1) + "2");
+    assert_ne!(sink_file_name(&a), sink_file_name(&b));
+    for id in [&a, &b] {
+        handler.run(&order(id, &[id.len().to_string().as_bytes()])).expect("sink ok");
+    }
+    let files = fs::read_dir(dir.path().join("p1")).expect("producer dir").count();
+    assert_eq!(files, 2);
+}
+
+#[test]
+fn sink_hashed_names_never_cut_an_escape() {
+    // Shift where the escapes fall, so one straddles the cut each time.
+    for pad in 0..3 {
+        let id = "a".repeat(pad) + &"/".repeat(ORDER_ID_BYTES_MAX - pad);
+        let name = sink_file_name(&id);
+        let prefix = name.split('~').next().expect("prefix");
+        assert!(prefix.len() <= HASHED_NAME_PREFIX_BYTES_MAX && prefix.len() + 2 >= HASHED_NAME_PREFIX_BYTES_MAX);
+        assert!(prefix.ends_with("%2F"), "{prefix}");
+    }
 }
 
 #[test]
@@ -169,4 +216,14 @@ fn prepare_creates_the_sink_directory() {
     let file = dir.path().join("file");
     fs::write(&file, b"x").expect("write");
     assert!(Handler::Sink { dir: file.join("sub") }.prepare().is_err());
+}
+
+/// Pins the documented format; `tests/helpers/check_sinks.py` computes the
+/// same name (this value came from it).
+#[test]
+fn sink_hashed_name_format_is_stable() {
+    let id = "a".to_owned() + &"/".repeat(ORDER_ID_BYTES_MAX - 1);
+    let expected =
+        "a".to_owned() + &"%2F".repeat(61) + "~44fb227ed7c2bcd3e0034c7446479139423baa91b5204940d7ed6c8d2c022220.json";
+    assert_eq!(sink_file_name(&id), expected);
 }

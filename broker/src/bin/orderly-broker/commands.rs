@@ -7,6 +7,7 @@ use std::process::ExitCode;
 use orderly_broker::admin::{self, StatusReport};
 use orderly_broker::ops;
 use orderly_cli::exit;
+use orderly_common::text::Escaped;
 
 use crate::flags::{AdminArgs, DlqCommand, JournalCommand};
 
@@ -42,7 +43,9 @@ fn print_status(report: &StatusReport) {
         let ready = if w.ready { "alive" } else { "joining" };
         println!(
             "  {:<24} {ready:<8} credits {:>4} free of {:>4}  in flight {}",
-            w.id,
+            // Validated by the broker, but everything printed here passed
+            // through the network: escape it all the same.
+            Escaped(&w.id).to_string(),
             w.capacity.saturating_sub(w.in_flight),
             w.capacity,
             w.in_flight
@@ -61,7 +64,7 @@ fn print_status(report: &StatusReport) {
     }
     // Only while closed: the lines above stay as they were.
     if let Some(closed) = &report.intake_closed {
-        println!("{:<17} closed ({}): {}", "intake", closed.reason, closed.detail);
+        println!("{:<17} closed ({}): {}", "intake", Escaped(&closed.reason), Escaped(&closed.detail));
     }
 }
 
@@ -79,7 +82,10 @@ fn dlq_list(args: &AdminArgs) -> anyhow::Result<ExitCode> {
     }
     let letters = admin::fetch_dead_letters(&args.admin)?;
     for l in &letters {
-        println!("{}/{}\tattempts {}\t{}", l.producer, l.id, l.attempts, l.reason);
+        // Ids and reasons are what peers sent: escaped, so an ESC or a
+        // newline in them cannot rewrite the terminal or forge a line.
+        let (producer, id, reason) = (Escaped(&l.producer), Escaped(&l.id), Escaped(&l.reason));
+        println!("{producer}/{id}\tattempts {}\t{reason}", l.attempts);
     }
     println!("{} dead letters", letters.len());
     Ok(ExitCode::from(exit::OK))
