@@ -23,8 +23,8 @@ pub enum KeyError {
     Read { path: PathBuf, error: std::io::Error },
     #[error("cannot write key file {path}: {error}")]
     Write { path: PathBuf, error: std::io::Error },
-    #[error("secret key file {path} is readable by others (mode {mode:o}); run `chmod 600 {path}`")]
-    Permissions { path: PathBuf, mode: u32 },
+    #[error("{what} {path} is readable by others (mode {mode:o}); run `chmod 600 {path}`")]
+    Permissions { what: &'static str, path: PathBuf, mode: u32 },
     #[error("{path}: {detail}")]
     Format { path: PathBuf, detail: String },
     #[error("{0:?} is not a Z85 CURVE key (40 characters) nor a readable key file")]
@@ -133,14 +133,22 @@ fn read_small(path: &Path) -> Result<String, KeyError> {
     std::fs::read_to_string(path).map_err(read_err)
 }
 
-/// Loads a key pair written by [`write_pair`], refusing a file that group
-/// or others may read.
-pub fn load_secret(path: &Path) -> Result<KeyPair, KeyError> {
+/// Refuses a secret file (`what` names it in the message) that group or
+/// others may read: a leaked secret is an identity anyone can use. Shared
+/// with the broker's admin token file.
+pub fn ensure_private(path: &Path, what: &'static str) -> Result<(), KeyError> {
     let meta = std::fs::metadata(path).map_err(|error| KeyError::Read { path: path.to_path_buf(), error })?;
     let mode = meta.permissions().mode() & 0o777;
     if mode & 0o077 != 0 {
-        return Err(KeyError::Permissions { path: path.to_path_buf(), mode });
+        return Err(KeyError::Permissions { what, path: path.to_path_buf(), mode });
     }
+    Ok(())
+}
+
+/// Loads a key pair written by [`write_pair`], refusing a file that group
+/// or others may read.
+pub fn load_secret(path: &Path) -> Result<KeyPair, KeyError> {
+    ensure_private(path, "secret key file")?;
     let text = read_small(path)?;
     let field = |name: &str| -> Result<[u8; KEY_BYTES], KeyError> {
         let value = text

@@ -3,6 +3,10 @@
 # and shows in `dlq list`; it survives a broker restart; `dlq retry` with a
 # fixed handler finishes it.
 source "$(dirname "$0")/../lib.sh"
+# `dlq retry` (a POST) needs the admin token; the broker and the commands
+# both read it from the environment.
+(umask 077; head -c 32 /dev/urandom | base64 >"$WORK/admin.token")
+export ORDERLY_BROKER_ADMIN_TOKEN="$WORK/admin.token"
 echo '{"id": "poison/1", "items": [{"sku": "X"}]}' >"$WORK/orders.jsonl"
 start_broker --heartbeat-interval-ms 500 --max-attempts 3
 start_worker bad --concurrency 1 --exec 'echo "cannot handle $ORDERLY_ORDER_ID" >&2; exit 7'

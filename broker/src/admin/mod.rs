@@ -1,38 +1,66 @@
-//! The admin endpoint: a small HTTP/1.1 server on its own thread
-//! (`server`), the client the `status` and `dlq` commands use (`client`),
-//! and the JSON both speak ([`schema`]).
+//! The admin endpoint: an HTTP/1.1 server on its own thread (`server`),
+//! the checks every request passes first (`guard`), the client the
+//! `status` and `dlq` commands use (`client`), and the JSON both speak
+//! ([`schema`]).
 //!
 //! The server thread never touches broker state: it turns each request into
 //! an [`AdminRequest`] on a channel, and the IO loop (which owns the core)
-//! answers on the request's reply channel. Requests are small and bounded;
-//! one connection is served at a time, each with a read timeout, so a slow
-//! or hostile client can delay the admin endpoint but never the broker.
+//! answers on the request's reply channel. Connections are served
+//! concurrently, each bounded in size and time, so a slow or hostile
+//! client delays neither the broker nor other admin clients.
 //!
 //! Routes: `GET /status`, `GET /dlq`, `POST /dlq/retry?id=PRODUCER/ORDER`,
-//! `POST /dlq/retry?all=1`, `GET /metrics` (Prometheus text).
+//! `POST /dlq/retry?all=1`, `GET /metrics` (Prometheus text), `GET
+//! /healthz` and `GET /readyz`. Who may call which: see `guard` and
+//! docs/SECURITY.md.
 
 mod client;
+mod guard;
 pub mod schema;
 mod server;
+mod token;
 
 use std::net::SocketAddr;
+use std::path::PathBuf;
 use std::time::Duration;
 
-use crossbeam_channel::Sender;
 use orderly_common::ids::IdError;
 use orderly_common::OrderKey;
 
-pub use self::client::{fetch_dead_letters, fetch_status, request, retry};
+pub use self::client::{request, AdminClient};
+pub use self::guard::bound_to_loopback;
 pub use self::schema::{DeadLetters, IntakeClosedReport, RetryReport, StatusReport};
 pub use self::server::AdminServer;
+pub use self::token::{AdminToken, TOKEN_CHARS_MIN};
 
-/// Bytes of one request (request line and headers) at most.
+/// Bytes of one request (request line and headers) at most. hyper's read
+/// buffer cannot be smaller than 8 KiB.
 pub const REQUEST_BYTES_MAX: usize = 8 * 1024;
 /// Dead letters one `/dlq` response lists at most.
 pub const DLQ_LIST_MAX: usize = 10_000;
 /// How long the server waits for the IO loop to answer (and the client
 /// for a connection).
 const REPLY_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// What the admin endpoint is told: where to listen, the token, and the
+/// host names (besides IP literals and `localhost`) clients may use.
+#[derive(Debug, Clone)]
+pub struct AdminConfig {
+    pub addr: SocketAddr,
+    pub token: Option<AdminToken>,
+    pub host_names: Vec<String>,
+}
+
+impl AdminConfig {
+    /// Refuses, before anything starts, to listen beyond loopback without
+    /// a token: every endpoint but the probes would be open to the network.
+    pub fn validate(&self) -> Result<(), AdminError> {
+        if !self.addr.ip().is_loopback() && self.token.is_none() {
+            return Err(AdminError::OpenBeyondLoopback { addr: self.addr });
+        }
+        Ok(())
+    }
+}
 
 /// What the IO loop is asked.
 #[derive(Debug)]
@@ -43,11 +71,15 @@ pub enum Query {
     Metrics,
 }
 
-/// A query and where to send the answer: (HTTP status, content type, body).
+/// The IO loop's answer: (HTTP status, content type, body).
+pub type Answer = (u16, &'static str, String);
+
+/// A query and where to send the answer. The reply is a oneshot the
+/// server's async task awaits; the IO loop's `send` never blocks.
 #[derive(Debug)]
 pub struct AdminRequest {
     pub query: Query,
-    pub reply: Sender<(u16, &'static str, String)>,
+    pub reply: tokio::sync::oneshot::Sender<Answer>,
 }
 
 /// Failures of the admin endpoint or client. The message says what was
@@ -68,6 +100,15 @@ pub enum AdminError {
     },
     #[error("the admin endpoint at {addr} answered {status}: {body}")]
     Status { addr: String, status: u16, body: String },
+    #[error(
+        "refusing to serve the admin endpoint on {addr} without a token: beyond loopback it needs \
+         --admin-token FILE (a secret of 16 or more characters, mode 0600), or keep it on 127.0.0.1"
+    )]
+    OpenBeyondLoopback { addr: SocketAddr },
+    #[error("admin token file {path}: {detail}")]
+    Token { path: PathBuf, detail: String },
+    #[error(transparent)]
+    TokenFile(#[from] orderly_security::keys::KeyError),
     #[error("the admin endpoint at {addr} sent a malformed response")]
     Malformed { addr: String },
     #[error("the admin endpoint at {addr} sent {what} this client cannot read")]

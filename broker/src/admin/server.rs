@@ -1,162 +1,230 @@
-//! The admin HTTP server: one thread, one connection at a time. It never
-//! touches broker state: each request becomes an [`AdminRequest`] on a
-//! channel, answered by the IO loop (which owns the core).
+//! The admin HTTP server: hyper's HTTP/1.1 server on a current-thread
+//! tokio runtime that the admin thread owns.
+//!
+//! Why hyper: it is the HTTP implementation the Rust ecosystem runs on
+//! (well kept, fuzzed), it reads headers with a timeout and a size bound,
+//! and under tokio each connection is a task, so idle, slow or non-reading
+//! clients cost a task each and block no one. tiny_http has no read or
+//! write timeouts; axum would add routing we do not need (six routes, see
+//! `guard`) for more to compile. One current-thread runtime keeps the
+//! threads design: this thread never touches broker state; it sends an
+//! [`AdminRequest`] over the channel and awaits the IO loop's answer.
 
-use std::io::{BufRead, BufReader, Read, Write};
-use std::net::{SocketAddr, TcpListener, TcpStream};
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::net::{SocketAddr, TcpListener};
 use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::Duration;
 
-use crossbeam_channel::{bounded, Receiver, Sender};
+use bytes::Bytes;
+use crossbeam_channel::{bounded, Receiver, Sender, TrySendError};
+use http_body_util::Full;
+use hyper::body::Incoming;
+use hyper::header::{HeaderValue, AUTHORIZATION, CONTENT_TYPE, HOST, ORIGIN, WWW_AUTHENTICATE};
+use hyper::{Request, Response};
+use hyper_util::rt::{TokioIo, TokioTimer};
+use tokio::sync::{oneshot, Semaphore};
 
-use super::{parse_order_ref, percent_decode, AdminError, AdminRequest, Query, REPLY_TIMEOUT, REQUEST_BYTES_MAX};
+use super::guard::{self, Head, Route};
+use super::schema::StatusReport;
+use super::{AdminConfig, AdminError, AdminRequest, Answer, Query, REPLY_TIMEOUT, REQUEST_BYTES_MAX};
 
-/// How long a connection may take to send its request.
-const READ_TIMEOUT: Duration = Duration::from_secs(2);
-/// Requests waiting for the IO loop at most; more wait in the listen queue.
+/// How long a connection may take to send its request head.
+const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(2);
+/// How long writing a response may take once the IO loop has answered
+/// (a client that does not read is dropped then).
+const RESPONSE_WRITE_TIMEOUT: Duration = Duration::from_secs(10);
+/// A connection's whole life: one request (no keep-alive), read, answered
+/// and written. Past it the connection is closed whatever it is doing.
+const CONNECTION_DURATION_MAX: Duration = HEADER_READ_TIMEOUT
+    .saturating_add(REPLY_TIMEOUT)
+    .saturating_add(REPLY_TIMEOUT)
+    .saturating_add(RESPONSE_WRITE_TIMEOUT);
+/// Connections served at once; more wait in the listen queue. Each costs a
+/// task and at most a request head of memory, and lives a bounded time.
+const CONNECTIONS_MAX: usize = 64;
+/// Requests waiting for the IO loop at most.
 const REQUESTS_QUEUED_MAX: usize = 16;
+/// How often a request retries a full queue to the IO loop.
+const QUEUE_RETRY_INTERVAL: Duration = Duration::from_millis(10);
+
+const _: () = assert!(REQUEST_BYTES_MAX >= 8192, "hyper's read buffer is 8 KiB at least");
+const _: () = assert!(REQUESTS_QUEUED_MAX <= CONNECTIONS_MAX);
+const _: () = assert!(CONNECTION_DURATION_MAX.as_secs() >= 20);
+
+type Body = Full<Bytes>;
 
 /// The running admin server thread.
 pub struct AdminServer {
     pub addr: SocketAddr,
-    stop: Arc<AtomicBool>,
+    stop: Option<oneshot::Sender<()>>,
     thread: Option<JoinHandle<()>>,
 }
 
 impl AdminServer {
-    /// Binds `addr` and serves until dropped; requests arrive on the
-    /// returned receiver.
-    pub fn start(addr: SocketAddr) -> Result<(AdminServer, Receiver<AdminRequest>), AdminError> {
-        let listener = TcpListener::bind(addr).map_err(|source| AdminError::Bind { addr, source })?;
-        let addr = listener.local_addr().map_err(|source| AdminError::Bind { addr, source })?;
-        listener.set_nonblocking(true).map_err(|source| AdminError::Bind { addr, source })?;
+    /// Binds `config.addr` and serves until dropped; requests arrive on
+    /// the returned receiver.
+    pub fn start(config: AdminConfig) -> Result<(AdminServer, Receiver<AdminRequest>), AdminError> {
+        config.validate()?;
+        let bind_err = |addr| move |source| AdminError::Bind { addr, source };
+        let listener = TcpListener::bind(config.addr).map_err(bind_err(config.addr))?;
+        let addr = listener.local_addr().map_err(bind_err(config.addr))?;
+        listener.set_nonblocking(true).map_err(bind_err(addr))?;
+        let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().map_err(bind_err(addr))?;
         let (sender, receiver) = bounded(REQUESTS_QUEUED_MAX);
-        let stop = Arc::new(AtomicBool::new(false));
-        let thread_stop = Arc::clone(&stop);
+        let (stop, stopped) = oneshot::channel();
+        let config = Arc::new(AdminConfig { addr, ..config });
         let thread = std::thread::Builder::new()
             .name("admin".into())
-            .spawn(move || serve(listener, sender, thread_stop))
-            .map_err(|source| AdminError::Bind { addr, source })?;
-        Ok((AdminServer { addr, stop, thread: Some(thread) }, receiver))
+            .spawn(move || runtime.block_on(serve(listener, config, sender, stopped)))
+            .map_err(bind_err(addr))?;
+        Ok((AdminServer { addr, stop: Some(stop), thread: Some(thread) }, receiver))
     }
 }
 
 impl Drop for AdminServer {
     fn drop(&mut self) {
-        self.stop.store(true, Ordering::Relaxed);
+        drop(self.stop.take());
         if let Some(thread) = self.thread.take() {
             let _ = thread.join();
         }
     }
 }
 
-fn serve(listener: TcpListener, requests: Sender<AdminRequest>, stop: Arc<AtomicBool>) {
-    while !stop.load(Ordering::Relaxed) {
-        match listener.accept() {
-            Ok((stream, _)) => {
-                if let Err(error) = handle(stream, &requests) {
-                    tracing::debug!(%error, "admin request failed");
+/// Serves until `stopped` fires (the server is dropped); the runtime,
+/// dropped with this thread, then cancels every task.
+async fn serve(
+    listener: TcpListener,
+    config: Arc<AdminConfig>,
+    requests: Sender<AdminRequest>,
+    stopped: oneshot::Receiver<()>,
+) {
+    match tokio::net::TcpListener::from_std(listener) {
+        Ok(listener) => drop(tokio::spawn(accept_loop(listener, config, requests))),
+        Err(error) => tracing::error!(%error, "admin endpoint: cannot register the listener"),
+    }
+    let _ = stopped.await;
+}
+
+/// Accepts while a connection slot is free; each connection is a task.
+async fn accept_loop(listener: tokio::net::TcpListener, config: Arc<AdminConfig>, requests: Sender<AdminRequest>) {
+    let slots = Arc::new(Semaphore::new(CONNECTIONS_MAX));
+    loop {
+        let Some((stream, slot)) = accept(&listener, &slots).await else { continue };
+        let (config, requests) = (Arc::clone(&config), requests.clone());
+        tokio::spawn(async move {
+            let service = hyper::service::service_fn(move |request| {
+                let (config, requests) = (Arc::clone(&config), requests.clone());
+                async move { Ok::<_, std::convert::Infallible>(handle(&config, &requests, request).await) }
+            });
+            let connection = hyper::server::conn::http1::Builder::new()
+                .timer(TokioTimer::new())
+                .header_read_timeout(HEADER_READ_TIMEOUT)
+                .max_buf_size(REQUEST_BYTES_MAX)
+                .keep_alive(false)
+                .serve_connection(TokioIo::new(stream), service);
+            match tokio::time::timeout(CONNECTION_DURATION_MAX, connection).await {
+                Ok(Ok(())) => {}
+                Ok(Err(error)) => tracing::debug!(%error, "admin connection failed"),
+                Err(_) => tracing::debug!("admin connection closed: it took too long"),
+            }
+            drop(slot);
+        });
+    }
+}
+
+/// One connection and the slot it holds; `None` after a failed accept.
+async fn accept(
+    listener: &tokio::net::TcpListener,
+    slots: &Arc<Semaphore>,
+) -> Option<(tokio::net::TcpStream, tokio::sync::OwnedSemaphorePermit)> {
+    let slot = Arc::clone(slots).acquire_owned().await.expect("the semaphore is never closed");
+    match listener.accept().await {
+        Ok((stream, _peer)) => Some((stream, slot)),
+        Err(error) => {
+            // E.g. out of file descriptors: wait rather than spin.
+            tracing::warn!(%error, "admin endpoint: accept failed");
+            tokio::time::sleep(Duration::from_millis(200)).await;
+            None
+        }
+    }
+}
+
+async fn handle(config: &AdminConfig, requests: &Sender<AdminRequest>, request: Request<Incoming>) -> Response<Body> {
+    let headers = request.headers();
+    let head = Head {
+        method: request.method().as_str(),
+        path: request.uri().path(),
+        query: request.uri().query().unwrap_or(""),
+        host: headers.get(HOST).map(HeaderValue::as_bytes),
+        origin: headers.get(ORIGIN).map(HeaderValue::as_bytes),
+        authorization: headers.get(AUTHORIZATION).map(HeaderValue::as_bytes),
+    };
+    let route = match guard::check(config, &head) {
+        Ok(route) => route,
+        Err(refusal) => {
+            tracing::debug!(status = refusal.status, reason = refusal.message.trim_end(), "admin request refused");
+            let mut response = respond((refusal.status, "text/plain", refusal.message));
+            if refusal.status == 401 {
+                response.headers_mut().insert(WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
+            }
+            return response;
+        }
+    };
+    respond(match route {
+        Route::Loop(query) => ask(requests, query).await,
+        Route::Health => probe(requests, false).await,
+        Route::Ready => probe(requests, true).await,
+    })
+}
+
+/// `/healthz` (the IO loop answers) and `/readyz` (it answers and intake is
+/// open). The admin starts only after recovery, so an answer also means
+/// recovery is done. Asked through `/status`, so the loop needs no new query.
+async fn probe(requests: &Sender<AdminRequest>, ready: bool) -> Answer {
+    let (status, _, body) = ask(requests, Query::Status).await;
+    if status != 200 {
+        return (503, "text/plain", body);
+    }
+    if ready {
+        match serde_json::from_str::<StatusReport>(&body) {
+            Ok(report) => {
+                if let Some(closed) = report.intake_closed {
+                    return (503, "text/plain", format!("intake closed ({}): {}\n", closed.reason, closed.detail));
                 }
             }
-            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => std::thread::sleep(Duration::from_millis(50)),
-            Err(error) => {
-                tracing::warn!(%error, "admin endpoint: accept failed");
-                std::thread::sleep(Duration::from_millis(200));
-            }
+            Err(error) => return (500, "text/plain", format!("unreadable status: {error}\n")),
         }
     }
+    (200, "text/plain", "ok\n".into())
 }
 
-fn handle(stream: TcpStream, requests: &Sender<AdminRequest>) -> std::io::Result<()> {
-    stream.set_nonblocking(false)?;
-    stream.set_read_timeout(Some(READ_TIMEOUT))?;
-    let mut reader = BufReader::new(stream.try_clone()?.take(REQUEST_BYTES_MAX as u64));
-    let mut request_line = String::new();
-    reader.read_line(&mut request_line)?;
-    // Drain the headers (bounded by `take`); bodies are not used.
-    let mut line = String::new();
-    while reader.read_line(&mut line)? > 0 && line != "\r\n" && line != "\n" {
-        line.clear();
-    }
-    let (status, content_type, body) = match route(&request_line) {
-        Ok(query) => ask(requests, query),
-        Err((status, message)) => (status, "text/plain", message),
-    };
-    respond(stream, status, content_type, &body)
-}
-
-fn route(request_line: &str) -> Result<Query, (u16, String)> {
-    let mut parts = request_line.split_whitespace();
-    let (method, target) = match (parts.next(), parts.next()) {
-        (Some(m), Some(t)) => (m, t),
-        _ => return Err((400, "malformed request line\n".into())),
-    };
-    let (path, query) = target.split_once('?').unwrap_or((target, ""));
-    match (method, path) {
-        ("GET", "/status") => Ok(Query::Status),
-        ("GET", "/dlq") => Ok(Query::DeadLetters),
-        ("GET", "/metrics") => Ok(Query::Metrics),
-        ("POST", "/dlq/retry") => parse_retry(query),
-        (_, "/status" | "/dlq" | "/metrics" | "/dlq/retry") => Err((405, format!("{method} not allowed on {path}\n"))),
-        _ => Err((404, format!("no route {path}; try /status, /dlq, /metrics or POST /dlq/retry\n"))),
-    }
-}
-
-fn parse_retry(query: &str) -> Result<Query, (u16, String)> {
-    for pair in query.split('&') {
-        match pair.split_once('=') {
-            Some(("all", "1" | "true")) => return Ok(Query::Retry(None)),
-            Some(("id", value)) => {
-                let id = percent_decode(value).ok_or((400, "id is not valid percent-encoded UTF-8\n".to_string()))?;
-                let key = parse_order_ref(&id).map_err(|e| (400, format!("{e}\n")))?;
-                return Ok(Query::Retry(Some(key)));
+/// Hands `query` to the IO loop and awaits its answer, without blocking the
+/// runtime: a full queue is retried, the answer awaited, both bounded.
+async fn ask(requests: &Sender<AdminRequest>, query: Query) -> Answer {
+    let (reply, answer) = oneshot::channel();
+    let mut request = AdminRequest { query, reply };
+    let queued = tokio::time::timeout(REPLY_TIMEOUT, async {
+        loop {
+            match requests.try_send(request) {
+                Ok(()) => return true,
+                Err(TrySendError::Full(back)) => request = back,
+                Err(TrySendError::Disconnected(_)) => return false,
             }
-            _ => {}
+            tokio::time::sleep(QUEUE_RETRY_INTERVAL).await;
         }
-    }
-    Err((400, "give id=PRODUCER/ORDER or all=1\n".into()))
-}
-
-fn ask(requests: &Sender<AdminRequest>, query: Query) -> (u16, &'static str, String) {
-    let (reply, answer) = bounded(1);
-    if requests.send_timeout(AdminRequest { query, reply }, REPLY_TIMEOUT).is_err() {
+    });
+    if !matches!(queued.await, Ok(true)) {
         return (503, "text/plain", "broker busy\n".into());
     }
-    answer.recv_timeout(REPLY_TIMEOUT).unwrap_or((503, "text/plain", "broker did not answer in time\n".into()))
-}
-
-fn respond(mut stream: TcpStream, status: u16, content_type: &str, body: &str) -> std::io::Result<()> {
-    let reason = match status {
-        200 => "OK",
-        400 => "Bad Request",
-        404 => "Not Found",
-        405 => "Method Not Allowed",
-        _ => "Service Unavailable",
-    };
-    write!(
-        stream,
-        "HTTP/1.1 {status} {reason}\r\nContent-Type: {content_type}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
-        body.len()
-    )?;
-    stream.flush()
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use orderly_common::OrderKey;
-
-    #[test]
-    fn routes() {
-        assert!(matches!(route("GET /status HTTP/1.1\r\n"), Ok(Query::Status)));
-        assert!(matches!(route("POST /dlq/retry?all=1 HTTP/1.1"), Ok(Query::Retry(None))));
-        let Ok(Query::Retry(Some(key))) = route("POST /dlq/retry?id=shop%2Fo%2F1 HTTP/1.1") else { panic!() };
-        assert_eq!(key, OrderKey::new("shop", "o/1"));
-        assert!(matches!(route("DELETE /dlq HTTP/1.1"), Err((405, _))));
-        assert!(matches!(route("GET /nope HTTP/1.1"), Err((404, _))));
-        assert!(matches!(route("garbage"), Err((400, _))));
-        assert!(matches!(route("POST /dlq/retry?id=%ZZ HTTP/1.1"), Err((400, _))));
+    match tokio::time::timeout(REPLY_TIMEOUT, answer).await {
+        Ok(Ok(answer)) => answer,
+        _ => (503, "text/plain", "broker did not answer in time\n".into()),
     }
+}
+
+fn respond((status, content_type, body): Answer) -> Response<Body> {
+    let mut response = Response::new(Full::new(Bytes::from(body)));
+    *response.status_mut() = hyper::StatusCode::from_u16(status).unwrap_or(hyper::StatusCode::INTERNAL_SERVER_ERROR);
+    response.headers_mut().insert(CONTENT_TYPE, HeaderValue::from_static(content_type));
+    response
 }

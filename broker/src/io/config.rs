@@ -22,8 +22,9 @@ pub struct BrokerConfig {
     pub core: CoreConfig,
     /// How often a status line is logged.
     pub status_interval_ms: u64,
-    /// Where the admin HTTP endpoint listens; `None` turns it off.
-    pub admin: Option<std::net::SocketAddr>,
+    /// The admin HTTP endpoint (address, token, host names); `None`
+    /// turns it off.
+    pub admin: Option<crate::admin::AdminConfig>,
     /// CURVE on all three sockets, with a ZAP handler; `None` is plaintext.
     pub curve: Option<CurveConfig>,
     /// Allow plaintext on endpoints reachable from other machines.

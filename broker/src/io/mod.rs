@@ -39,7 +39,7 @@ pub use crate::core::codec::{decode_event, encode_event, EventDecodeError};
 
 use self::error::{journal_err, zmq_err};
 use self::event_loop::{DecodeErrors, Loop};
-use crate::admin::{AdminRequest, AdminServer};
+use crate::admin::{bound_to_loopback, AdminRequest, AdminServer};
 use crate::core::Millis;
 
 /// Compaction copies the oldest segment's live orders forward once at most
@@ -133,9 +133,14 @@ type Admin = (Option<AdminServer>, Option<Receiver<AdminRequest>>);
 
 /// The admin endpoint's thread, when one is configured.
 fn start_admin(config: &BrokerConfig) -> Result<Admin, BrokerError> {
-    let Some(addr) = config.admin else { return Ok((None, None)) };
-    let (server, requests) = AdminServer::start(addr)?;
-    info!(addr = %server.addr, "admin endpoint listening (GET /status, /dlq, /metrics; POST /dlq/retry)");
+    let Some(admin) = config.admin.clone() else { return Ok((None, None)) };
+    let token = admin.token.is_some();
+    let (server, requests) = AdminServer::start(admin)?;
+    // Say plainly who can reach it: beyond loopback every route but the
+    // probes needs the token (start refuses to go on without one).
+    let reach = if bound_to_loopback(server.addr) { "loopback only" } else { "reachable from other hosts" };
+    info!(addr = %server.addr, reach, token,
+          "admin endpoint listening (GET /status, /dlq, /metrics, /healthz, /readyz; POST /dlq/retry)");
     Ok((Some(server), Some(requests)))
 }
 

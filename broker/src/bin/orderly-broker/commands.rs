@@ -25,11 +25,12 @@ pub fn keygen(prefix: &Path) -> anyhow::Result<ExitCode> {
 }
 
 pub fn status(args: &AdminArgs) -> anyhow::Result<ExitCode> {
+    let client = args.client()?;
     if args.json {
-        print!("{}", admin::request(&args.admin, "GET", "/status")?);
+        print!("{}", client.request("GET", "/status")?);
         return Ok(ExitCode::from(exit::OK));
     }
-    print_status(&admin::fetch_status(&args.admin)?);
+    print_status(&client.status()?);
     Ok(ExitCode::from(exit::OK))
 }
 
@@ -76,11 +77,12 @@ pub fn dlq(command: DlqCommand) -> anyhow::Result<ExitCode> {
 }
 
 fn dlq_list(args: &AdminArgs) -> anyhow::Result<ExitCode> {
+    let client = args.client()?;
     if args.json {
-        print!("{}", admin::request(&args.admin, "GET", "/dlq")?);
+        print!("{}", client.request("GET", "/dlq")?);
         return Ok(ExitCode::from(exit::OK));
     }
-    let letters = admin::fetch_dead_letters(&args.admin)?;
+    let letters = client.dead_letters()?;
     for l in &letters {
         // Ids and reasons are what peers sent: escaped, so an ESC or a
         // newline in them cannot rewrite the terminal or forge a line.
@@ -100,7 +102,7 @@ fn dlq_retry(args: &AdminArgs, id: Option<&str>, all: bool) -> anyhow::Result<Ex
         }
         (None, false) => unreachable!("clap requires an id or --all"),
     };
-    let revived = admin::retry(&args.admin, order)?.revived;
+    let revived = args.client()?.retry(order)?.revived;
     println!("{revived} dead letters returned to the queue");
     if revived == 0 && id.is_some() {
         eprintln!("no dead letter {} (see `orderly-broker dlq list`)", id.unwrap_or_default());

@@ -7,6 +7,7 @@ use std::path::PathBuf;
 
 use anyhow::Context;
 use clap::{CommandFactory, Parser, Subcommand};
+use orderly_broker::admin::{self, AdminClient, AdminConfig, AdminToken};
 use orderly_broker::core::CoreConfig;
 use orderly_broker::io::{BrokerConfig, CurveConfig};
 use orderly_cli::merge_config_file;
@@ -63,9 +64,24 @@ pub struct AdminArgs {
     /// The broker's admin endpoint (`orderly-broker run --admin`).
     #[arg(long, env = "ORDERLY_BROKER_ADMIN", value_name = "ADDR", default_value = "127.0.0.1:5573")]
     pub admin: String,
+    /// File holding the admin token (as given to `run --admin-token`;
+    /// mode 0600). Needed for `dlq retry`, and for every command when the
+    /// broker's admin endpoint is beyond loopback. Commands added later
+    /// take it too.
+    #[arg(long, env = "ORDERLY_BROKER_ADMIN_TOKEN", value_name = "FILE")]
+    pub admin_token: Option<PathBuf>,
     /// Print the raw JSON instead of a table.
     #[arg(long)]
     pub json: bool,
+}
+
+impl AdminArgs {
+    /// The endpoint and, with `--admin-token`, its token (refused when
+    /// group or others can read the file).
+    pub fn client(&self) -> anyhow::Result<AdminClient> {
+        let token = self.admin_token.as_deref().map(AdminToken::load).transpose()?;
+        Ok(AdminClient { addr: self.admin.clone(), token })
+    }
 }
 
 #[derive(Subcommand, Debug)]
@@ -253,11 +269,25 @@ pub struct RunArgs {
     #[arg(long, env = "ORDERLY_BROKER_ALLOW_INSECURE")]
     pub allow_insecure: bool,
 
-    /// Admin HTTP endpoint (GET /status, /dlq, /metrics; POST /dlq/retry).
-    /// Keep it on loopback: it has no authentication. `off` disables it.
+    /// Admin HTTP endpoint (GET /status, /dlq, /metrics, /healthz,
+    /// /readyz; POST /dlq/retry). `off` disables it. Beyond loopback it
+    /// needs --admin-token.
     #[arg(long, env = "ORDERLY_BROKER_ADMIN", value_name = "ADDR", default_value = "127.0.0.1:5573",
           value_parser = parse_admin)]
     pub admin: AdminAddr,
+
+    /// File holding the admin bearer token (one line of 16 or more visible
+    /// characters, mode 0600; e.g. `head -c 32 /dev/urandom | base64`).
+    /// POST /dlq/retry always needs it; beyond loopback every route but
+    /// /healthz and /readyz does.
+    #[arg(long, env = "ORDERLY_BROKER_ADMIN_TOKEN", value_name = "FILE")]
+    pub admin_token: Option<PathBuf>,
+
+    /// A host name clients may reach the admin endpoint by, besides IP
+    /// addresses and `localhost` (other names in `Host` are refused, which
+    /// stops DNS rebinding). Repeat or separate with commas.
+    #[arg(long, env = "ORDERLY_BROKER_ADMIN_HOST", value_name = "NAME", value_delimiter = ',')]
+    pub admin_host: Vec<String>,
 
     /// Seconds between status lines in the log.
     #[arg(long, env = "ORDERLY_BROKER_STATUS_INTERVAL_SECS", value_name = "SECS", default_value_t = 10)]
@@ -274,13 +304,30 @@ pub fn parse_cli() -> anyhow::Result<Cli> {
     let args: Vec<OsString> = std::env::args_os().collect();
     let cli = Cli::parse_from(&args);
     let Command::Run(run) = &cli.command else { return Ok(cli) };
-    let Some(path) = &run.config else { return Ok(cli) };
+    let Some(path) = &run.config else {
+        refuse_open_admin(run);
+        return Ok(cli);
+    };
     // A missing file is exit 1 (not a ConfigError, so not usage): kept as
     // is for now, tracked as a known bug.
     let text = std::fs::read_to_string(path).with_context(|| format!("cannot read config file {}", path.display()))?;
     let merged = merge_config_file(Cli::command(), args, "run", &text)
         .with_context(|| format!("config file {}", path.display()))?;
-    Ok(Cli::parse_from(merged))
+    let cli = Cli::parse_from(merged);
+    if let Command::Run(run) = &cli.command {
+        refuse_open_admin(run);
+    }
+    Ok(cli)
+}
+
+/// An admin endpoint beyond loopback without a token is bad usage: said as
+/// clap says it, exit 2, before anything starts.
+fn refuse_open_admin(run: &RunArgs) {
+    let Some(addr) = run.admin.0 else { return };
+    if run.admin_token.is_none() && !admin::bound_to_loopback(addr) {
+        let message = admin::AdminError::OpenBeyondLoopback { addr }.to_string();
+        Cli::command().error(clap::error::ErrorKind::MissingRequiredArgument, message).exit();
+    }
 }
 
 impl RunArgs {
@@ -293,6 +340,14 @@ impl RunArgs {
                 authorized_keys: authorized.clone(),
             }),
             _ => None,
+        };
+        let admin = match self.admin.0 {
+            Some(addr) => Some(AdminConfig {
+                addr,
+                token: self.admin_token.as_deref().map(AdminToken::load).transpose()?,
+                host_names: self.admin_host,
+            }),
+            None => None,
         };
         Ok(BrokerConfig {
             intake: self.intake,
@@ -322,7 +377,7 @@ impl RunArgs {
                 order_items_max: self.order_items_max,
                 partial_orders_per_producer_max: self.partial_orders_per_producer_max,
             },
-            admin: self.admin.0,
+            admin,
             curve,
             allow_insecure: self.allow_insecure,
             status_interval_ms: self.status_interval_secs.max(1) * 1000,
