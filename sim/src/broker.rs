@@ -548,6 +548,7 @@ impl Sim {
                 self.unpublished(out);
             }
         }
+        self.stats.acks_refused += self.core.as_ref().map_or(0, |core| core.counters().acks_refused);
         self.core = None;
         self.recorder = None;
         self.held = false;

@@ -295,6 +295,10 @@ pub struct Stats {
     pub resends: u32,
     pub second_lives: u32,
     pub dispatches_refused_by_workers: u64,
+    /// Late acks and nacks the broker refused: from a worker whose
+    /// dispatch was taken back and sent to another since (all workers
+    /// here are honest, so no other kind occurs).
+    pub acks_refused: u64,
     /// Dispatches whose items were read back from the journal.
     pub dispatches_from_journal: u64,
     /// Copies written so that a payload could leave RAM.
@@ -342,6 +346,7 @@ impl Stats {
         self.packets_duplicated += o.packets_duplicated;
         self.packets_lost_in_crash += o.packets_lost_in_crash;
         self.acked += o.acked;
+        self.acks_refused += o.acks_refused;
         self.dead_normal += o.dead_normal;
         self.dead_other += o.dead_other;
         self.rejected += o.rejected;
@@ -576,6 +581,7 @@ impl Sim {
     /// Runs to the end: `Ok` when every invariant held and the run settled.
     pub fn run(&mut self) -> Check {
         while !self.step()? {}
+        self.stats.acks_refused += self.core.as_ref().map_or(0, |core| core.counters().acks_refused);
         self.stats.disk = self.disk.counters();
         self.stats.steps = self.steps;
         self.stats.longest_run_steps = self.steps;

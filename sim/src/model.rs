@@ -49,6 +49,8 @@ pub struct OrderModel {
     pub begun: bool,
     pub partial: bool,
     pub partial_bytes: u64,
+    /// Items held while partial: each is charged `ITEM_OVERHEAD_BYTES`.
+    pub partial_items: u32,
     pub sealed: bool,
     pub dropped: bool,
     /// Dispatched events since it was sealed or last revived, across
@@ -100,6 +102,12 @@ impl Proof {
     }
 }
 
+/// What the core's byte bounds are charged for `bytes` of payload in
+/// `items` items (see `orderly_common::limits::ITEM_OVERHEAD_BYTES`).
+fn charge(bytes: u64, items: u32) -> u64 {
+    bytes + u64::from(items) * orderly_common::limits::ITEM_OVERHEAD_BYTES
+}
+
 impl OrderModel {
     pub fn new(key: OrderKey, kind: Kind, count: u32, skip: Option<u32>) -> Self {
         let bytes = (0..count).filter(|&s| Some(s) != skip).map(|s| item_data(&key, s).len() as u64).sum();
@@ -112,6 +120,7 @@ impl OrderModel {
             begun: false,
             partial: false,
             partial_bytes: 0,
+            partial_items: 0,
             sealed: false,
             dropped: false,
             dispatches: 0,
@@ -267,6 +276,7 @@ impl Model {
                 o.start_life("begun")?;
                 o.partial = true;
                 o.partial_bytes = 0;
+                o.partial_items = 0;
                 o.sealed = false;
                 self.partials += 1;
                 Ok(i)
@@ -278,7 +288,8 @@ impl Model {
                 ensure!(*seq < o.count && Some(*seq) != o.skip, "{key}: item {seq} was never sent");
                 ensure!(*data == item_data(key, *seq), "{key}: item {seq} stored with the wrong data");
                 o.partial_bytes += data.len() as u64;
-                self.held_bytes += data.len() as u64;
+                o.partial_items += 1;
+                self.held_bytes += charge(data.len() as u64, 1);
                 Ok(i)
             }
             Event::Sealed { key, count } => {
@@ -307,7 +318,8 @@ impl Model {
                 o.sealed = true;
                 o.sealed_once = true;
                 o.partial_bytes = o.bytes;
-                self.held_bytes += o.bytes;
+                o.partial_items = o.count;
+                self.held_bytes += charge(o.bytes, o.count);
                 self.pending += 1;
                 Ok(i)
             }
@@ -335,7 +347,7 @@ impl Model {
                 o.partial = false;
                 o.dropped = true;
                 self.partials -= 1;
-                self.held_bytes -= o.partial_bytes;
+                self.held_bytes -= charge(o.partial_bytes, o.partial_items);
                 Ok(i)
             }
             Event::Dispatched { key, worker, attempt } => {
@@ -379,7 +391,7 @@ impl Model {
                 }
                 let o = &mut self.orders[i];
                 o.acked = true;
-                self.held_bytes -= o.bytes;
+                self.held_bytes -= charge(o.bytes, o.count);
                 Ok(i)
             }
             Event::Requeued { key, reason } => {

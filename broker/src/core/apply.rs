@@ -9,7 +9,7 @@ use std::sync::Arc;
 use orderly_common::OrderKey;
 use serde_bytes::ByteBuf;
 
-use super::{Core, Event, Held, Millis, Order, OrderState, Partial, Shared, Snapshot};
+use super::{charge, Core, Event, Held, Millis, Order, OrderState, Partial, Shared, Snapshot};
 
 impl Core {
     /// Applies `event` and queues it to be recorded.
@@ -47,7 +47,7 @@ impl Core {
         order.state = OrderState::Pending;
         order.attempts = 0;
         self.dead_len -= 1;
-        self.pending_len += 1;
+        self.enter_pending(key);
         let shared = self.shared(key);
         self.pending.push_back(shared);
         self.counters.orders_revived += 1;
@@ -60,10 +60,14 @@ impl Core {
 
     fn apply_item_stored(&mut self, key: &OrderKey, seq: u32, data: &ByteBuf) {
         if let Some(p) = self.partials.get_mut(key) {
+            let before = p.charge();
             p.bytes += data.len() as u64;
-            self.held_bytes += data.len() as u64;
-            self.partial_bytes += data.len() as u64;
-            p.items.insert(seq, data.clone());
+            if let Some(old) = p.items.insert(seq, data.clone()) {
+                p.bytes -= old.len() as u64; // replay of a seq it holds
+            }
+            let after = p.charge();
+            self.held_bytes = self.held_bytes + after - before;
+            self.partial_bytes = self.partial_bytes + after - before;
         }
     }
 
@@ -71,14 +75,14 @@ impl Core {
         let Some(partial) = self.partials.remove(key) else { return };
         assert_eq!(partial.items.len(), count as usize, "sealed with a gap: {key}");
         // Its bytes stay held: they move from the partial to the order.
-        self.partial_bytes -= partial.bytes;
+        self.partial_bytes -= partial.charge();
         // No single record holds these items: they stay in RAM, also
         // through a replay, until `spill` writes a copy.
         let items = partial.items.into_values().collect();
         let order = self.new_order(Some(items), partial.bytes, count, false);
         let shared = self.insert_order(key, order);
         self.pending.push_back(shared);
-        self.pending_len += 1;
+        self.enter_pending(key);
         self.counters.orders_sealed += 1;
     }
 
@@ -90,7 +94,7 @@ impl Core {
         let order = self.whole_order(items);
         let shared = self.insert_order(key, order);
         self.pending.push_back(shared);
-        self.pending_len += 1;
+        self.enter_pending(key);
         self.counters.orders_sealed += 1;
     }
 
@@ -102,6 +106,7 @@ impl Core {
         }
         order.attempts = attempt;
         order.state = OrderState::InFlight { worker: worker.to_owned() };
+        order.holder = Some(worker.to_owned());
         if let Some(w) = self.workers.get_mut(worker) {
             let held = Held { sent_ms: self.now_ms, deadline_ms: self.now_ms + self.config.ack_timeout_ms };
             w.in_flight.insert(key.clone(), held);
@@ -120,7 +125,7 @@ impl Core {
         self.remember(key, self.now_ms);
         let Some(order) = self.orders.remove(key) else { return };
         self.leave_state(key, &order.state);
-        self.held_bytes -= order.bytes;
+        self.held_bytes -= order.charge();
         self.uncache(&order);
         self.counters.orders_acked += 1;
     }
@@ -129,7 +134,7 @@ impl Core {
         let Some(order) = self.orders.get_mut(key) else { return };
         let old = std::mem::replace(&mut order.state, OrderState::Pending);
         self.leave_state(key, &old);
-        self.pending_len += 1;
+        self.enter_pending(key);
         // Redeliveries go first: they are the oldest work.
         let shared = self.shared(key);
         self.pending.push_front(shared);
@@ -151,9 +156,9 @@ impl Core {
             Snapshot::Acked { at_ms } => self.remember(key, *at_ms),
             Snapshot::Partial { items } => {
                 let bytes: u64 = items.iter().map(|(_, d)| d.len() as u64).sum();
-                self.held_bytes += bytes;
-                self.partial_bytes += bytes;
                 let partial = Partial { began_ms: self.now_ms, items: items.iter().cloned().collect(), bytes };
+                self.held_bytes += partial.charge();
+                self.partial_bytes += partial.charge();
                 self.partials.insert(key.clone(), partial);
             }
             Snapshot::Sealed { items, attempts, dead } => {
@@ -167,7 +172,7 @@ impl Core {
                 if dead.is_some() {
                     self.dead_len += 1;
                 } else {
-                    self.pending_len += 1;
+                    self.enter_pending(key);
                     self.pending.push_back(shared);
                 }
             }
@@ -200,7 +205,7 @@ impl Core {
         self.remove_partial(key);
         if let Some(order) = self.orders.remove(key) {
             self.leave_state(key, &order.state);
-            self.held_bytes -= order.bytes;
+            self.held_bytes -= order.charge();
             self.uncache(&order);
         }
     }
@@ -208,22 +213,40 @@ impl Core {
     /// A partial order leaves, and its bytes with it.
     fn remove_partial(&mut self, key: &OrderKey) {
         if let Some(p) = self.partials.remove(key) {
-            self.held_bytes -= p.bytes;
-            self.partial_bytes -= p.bytes;
+            self.held_bytes -= p.charge();
+            self.partial_bytes -= p.charge();
         }
     }
 
     /// Undoes the bookkeeping of the state an order leaves.
     fn leave_state(&mut self, key: &OrderKey, state: &OrderState) {
         match state {
-            OrderState::Pending => self.pending_len -= 1,
+            OrderState::Pending => {
+                self.pending_len -= 1;
+                self.leave_live(&key.producer);
+            }
             OrderState::InFlight { worker } => {
                 self.in_flight_len -= 1;
+                self.leave_live(&key.producer);
                 if let Some(w) = self.workers.get_mut(worker) {
                     w.in_flight.remove(key);
                 }
             }
             OrderState::Dead { .. } => self.dead_len -= 1,
+        }
+    }
+
+    /// An order becomes pending (sealed, requeued, revived, restored).
+    fn enter_pending(&mut self, key: &OrderKey) {
+        self.pending_len += 1;
+        *self.live_by_producer.entry(key.producer.clone()).or_default() += 1;
+    }
+
+    fn leave_live(&mut self, producer: &str) {
+        let count = self.live_by_producer.get_mut(producer).expect("a live order counts for its producer");
+        *count -= 1;
+        if *count == 0 {
+            self.live_by_producer.remove(producer);
         }
     }
 
@@ -245,7 +268,7 @@ impl Core {
     /// An order leaves: its items leave the cache.
     fn uncache(&mut self, order: &Order) {
         if order.items.is_some() && !order.spilling {
-            self.cached_bytes -= order.bytes;
+            self.cached_bytes -= order.charge();
         }
     }
 
@@ -253,9 +276,10 @@ impl Core {
     /// RAM. `whole`: one record holds its whole payload.
     fn new_order(&mut self, items: Option<Vec<ByteBuf>>, bytes: u64, count: u32, whole: bool) -> Order {
         if items.is_some() {
-            self.cached_bytes += bytes;
+            self.cached_bytes += charge(bytes, count as usize);
         }
-        Order { items, stored: None, spilling: false, whole, count, bytes, attempts: 0, state: OrderState::Pending }
+        let state = OrderState::Pending;
+        Order { items, stored: None, spilling: false, whole, count, bytes, attempts: 0, state, holder: None }
     }
 
     /// A new order whose whole payload `items` one record holds (`Accepted`,
@@ -263,7 +287,7 @@ impl Core {
     /// during a replay (`payload_stored` tells where).
     fn whole_order(&mut self, items: &[ByteBuf]) -> Order {
         let bytes: u64 = items.iter().map(|d| d.len() as u64).sum();
-        self.held_bytes += bytes;
+        self.held_bytes += charge(bytes, items.len());
         let kept = (!self.replaying).then(|| items.to_vec());
         self.new_order(kept, bytes, items.len() as u32, true)
     }

@@ -57,7 +57,7 @@ impl Core {
             if order.spilling {
                 continue;
             }
-            self.cached_bytes -= order.bytes;
+            self.cached_bytes -= order.charge();
             if order.stored.is_some() {
                 order.items = None;
                 continue;

@@ -52,7 +52,28 @@ impl Core {
             self.reject(&key, RejectReason::LimitReached { detail });
             return;
         }
+        if self.producer_at_limit(&key) {
+            return;
+        }
         self.record(Event::Begun { key, at_ms: now_ms });
+    }
+
+    /// A new order of a producer at `pending_orders_per_producer_max` is
+    /// read and rejected (`limit_reached`): a PULL socket cannot pause one
+    /// peer, and not reading would starve every other producer. The
+    /// producer backs off and resends; resends of orders it has here are
+    /// answered before this check.
+    fn producer_at_limit(&mut self, key: &OrderKey) -> bool {
+        let max = self.config.pending_orders_per_producer_max;
+        let live = self.live_by_producer.get(&key.producer).copied().unwrap_or(0);
+        if live < max {
+            return false;
+        }
+        self.counters.producer_limit_rejects += 1;
+        let detail =
+            format!("producer {} has {live} orders awaiting workers (limit {max}); resend later", key.producer);
+        self.reject(key, RejectReason::LimitReached { detail });
+        true
     }
 
     /// Open partial orders of `producer`, counting at most `cap` (keys sort
@@ -121,6 +142,9 @@ impl Core {
             }
             self.counters.orders_deduplicated += 1;
             self.confirm(&key); // a resent order: confirm again
+            return;
+        }
+        if self.producer_at_limit(&key) {
             return;
         }
         let items_max = self.config.order_items_max;

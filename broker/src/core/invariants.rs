@@ -17,7 +17,7 @@ use serde_bytes::ByteBuf;
 /// debug build.
 type HashSet<T> = std::collections::HashSet<T, foldhash::fast::RandomState>;
 
-use super::{Core, Millis, Order, OrderState};
+use super::{Core, HashMap, Millis, Order, OrderState};
 
 /// Table entries (orders, partial orders, queued and remembered keys,
 /// items in RAM) up to which debug builds re-check every invariant after
@@ -41,12 +41,14 @@ struct Totals {
     pending: usize,
     in_flight: usize,
     dead: usize,
-    /// Item bytes of partial orders.
+    /// Item bytes of partial orders (with the per-item charge, as all three).
     partial_bytes: u64,
     /// Item bytes of sealed orders.
     order_bytes: u64,
     /// Item bytes of sealed orders counted in the cache.
     cached_bytes: u64,
+    /// Pending and in-flight orders by producer.
+    live_by_producer: HashMap<String, usize>,
     /// Entries and items visited: the check's cost.
     entries: usize,
 }
@@ -99,6 +101,7 @@ impl Core {
         check_counter("partial_bytes", self.partial_bytes, totals.partial_bytes);
         check_counter("held_bytes", self.held_bytes, totals.partial_bytes + totals.order_bytes);
         check_counter("cached_bytes", self.cached_bytes, totals.cached_bytes);
+        check_counter("live_by_producer", &self.live_by_producer, &totals.live_by_producer);
         totals.entries += self.check_workers();
         totals.entries += self.check_queues();
         totals.entries += self.check_recent();
@@ -117,7 +120,7 @@ impl Core {
             );
             assert!(!self.orders.contains_key(key), "core invariant broken: {key} is both partial and sealed");
             assert!(!self.recent.contains_key(key), "core invariant broken: {key} is both partial and acknowledged");
-            totals.partial_bytes += partial.bytes;
+            totals.partial_bytes += partial.charge();
             totals.entries += 1 + partial.items.len();
         }
     }
@@ -129,9 +132,12 @@ impl Core {
                 OrderState::InFlight { .. } => totals.in_flight += 1,
                 OrderState::Dead { .. } => totals.dead += 1,
             }
-            totals.order_bytes += order.bytes;
+            if !matches!(order.state, OrderState::Dead { .. }) {
+                *totals.live_by_producer.entry(key.producer.clone()).or_default() += 1;
+            }
+            totals.order_bytes += order.charge();
             if order.items.is_some() && !order.spilling {
-                totals.cached_bytes += order.bytes;
+                totals.cached_bytes += order.charge();
             }
             assert!(!self.recent.contains_key(&**key), "core invariant broken: {key} is both sealed and acknowledged");
             self.check_payload(key, order);

@@ -94,6 +94,11 @@ pub struct CoreConfig {
     /// Open partial orders of one producer: past it a Begin is rejected
     /// (`limit_reached`), so one producer cannot take every partial slot.
     pub partial_orders_per_producer_max: usize,
+    /// Sealed, unacknowledged orders of one producer: past it that
+    /// producer's new orders are rejected (`limit_reached`), so one
+    /// producer cannot fill `pending_orders_max` and leave the others
+    /// unread. Orders begun before it was reached may still be sealed.
+    pub pending_orders_per_producer_max: usize,
     /// Item bytes of partial orders (held in RAM until sealed) at which
     /// intake pauses.
     pub partial_bytes_max: u64,
@@ -120,6 +125,7 @@ impl CoreConfig {
             order_bytes_max: ORDER_BYTES_MAX as u64,
             order_items_max: limits::ORDER_ITEMS_MAX,
             partial_orders_per_producer_max: limits::PARTIAL_ORDERS_PER_PRODUCER_MAX_DEFAULT,
+            pending_orders_per_producer_max: limits::PENDING_ORDERS_PER_PRODUCER_MAX_DEFAULT,
             payload_cache_bytes: limits::PAYLOAD_CACHE_BYTES_DEFAULT,
             partial_bytes_max: limits::PARTIAL_BYTES_MAX_DEFAULT,
         }
@@ -135,6 +141,19 @@ struct Partial {
     began_ms: Millis,
     items: BTreeMap<u32, ByteBuf>,
     bytes: u64,
+}
+
+/// What `bytes` of payload in `items` items cost against the byte bounds:
+/// the payload plus `limits::ITEM_OVERHEAD_BYTES` an item, so that empty
+/// items are not free.
+fn charge(bytes: u64, items: usize) -> u64 {
+    bytes + items as u64 * limits::ITEM_OVERHEAD_BYTES
+}
+
+impl Partial {
+    fn charge(&self) -> u64 {
+        charge(self.bytes, self.items.len())
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -160,6 +179,11 @@ struct Order {
     /// Deliveries so far; the next dispatch is attempt `attempts + 1`.
     attempts: u32,
     state: OrderState,
+    /// The worker of the latest dispatch (in flight, or taken back since):
+    /// the only one whose ack or nack counts once no dispatch is current
+    /// (a late ack of a requeued order or a dead letter). `None` until the
+    /// first dispatch, and after a restart that compacted it away.
+    holder: Option<String>,
 }
 
 #[derive(Debug)]
@@ -193,6 +217,19 @@ impl Order {
             _ => None,
         }
     }
+
+    fn charge(&self) -> u64 {
+        charge(self.bytes, self.count as usize)
+    }
+
+    /// `worker` holds the current dispatch or, when none is current
+    /// (requeued, dead-lettered), held the latest one.
+    fn held_by(&self, worker: &str) -> bool {
+        match &self.state {
+            OrderState::InFlight { worker: holder } => holder == worker,
+            OrderState::Pending | OrderState::Dead { .. } => self.holder.as_deref() == Some(worker),
+        }
+    }
 }
 
 impl Worker {
@@ -217,8 +254,12 @@ pub struct Core {
     pending: VecDeque<Shared>,
     pending_len: usize,
     in_flight_len: usize,
+    /// `pending_len + in_flight_len` by producer (no zero entries), for
+    /// `pending_orders_per_producer_max`.
+    live_by_producer: HashMap<String, usize>,
     dead_len: usize,
-    /// Item bytes held by partial and live orders.
+    /// Item bytes held by partial and live orders. Like the two below, it
+    /// includes `limits::ITEM_OVERHEAD_BYTES` an item (see `charge`).
     held_bytes: u64,
     /// Item bytes of sealed orders in RAM (see `payload_cache_bytes`).
     cached_bytes: u64,
@@ -259,6 +300,7 @@ impl Core {
             pending: VecDeque::new(),
             pending_len: 0,
             in_flight_len: 0,
+            live_by_producer: HashMap::default(),
             dead_len: 0,
             held_bytes: 0,
             cached_bytes: 0,

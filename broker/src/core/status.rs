@@ -26,6 +26,15 @@ pub struct Counters {
     /// Finishes of orders already sealed or recently acknowledged
     /// (resends), confirmed again without a second order.
     pub orders_deduplicated: u64,
+    /// Acks and nacks from a worker that does not hold the order's
+    /// current dispatch (nor, when none is current, held its latest one):
+    /// refused, the order is left as it was.
+    #[serde(default)]
+    pub acks_refused: u64,
+    /// New orders rejected (`limit_reached`) because their producer had
+    /// `pending_orders_per_producer_max` sealed, unacknowledged orders.
+    #[serde(default)]
+    pub producer_limit_rejects: u64,
 }
 
 /// A dead-lettered order, for operators.
@@ -55,6 +64,9 @@ pub struct Status {
     pub pending_orders: usize,
     pub in_flight_orders: usize,
     pub dead_letters: usize,
+    /// Item bytes of partial and live orders. This and the two byte counts
+    /// below include `limits::ITEM_OVERHEAD_BYTES` for every item: what
+    /// the byte bounds are charged, not the bare payload.
     pub held_bytes: u64,
     /// Payload bytes of sealed orders in RAM; the rest are read back from
     /// the journal to dispatch.

@@ -90,7 +90,8 @@ fn aggregates_items_into_one_order_and_confirms() {
     assert!(events.contains(&Event::Sealed { key: OrderKey::new("p", "o1"), count: 3 }));
     assert_eq!(out, vec![("p/p/".to_string(), FanoutMsg::Confirm(Confirm { order: "o1".into() }))]);
     assert_eq!(core.status().pending_orders, 1);
-    assert_eq!(core.status().held_bytes, 9);
+    // 9 payload bytes, and the per-item charge for each of the 3 items.
+    assert_eq!(core.status().held_bytes, 9 + 3 * limits::ITEM_OVERHEAD_BYTES);
 }
 
 #[test]
@@ -561,7 +562,9 @@ fn a_packed_frame_mixes_with_single_items() {
 
 #[test]
 fn partial_items_in_ram_are_bounded_apart_from_the_journal_held_backlog() {
-    let mut core = Core::new(CoreConfig { partial_bytes_max: 4, ..CoreConfig::with_incarnation(42) });
+    // Room for one 3-byte item and its per-item charge, not for two.
+    let partial_bytes_max = 4 + limits::ITEM_OVERHEAD_BYTES;
+    let mut core = Core::new(CoreConfig { partial_bytes_max, ..CoreConfig::with_incarnation(42) });
     core.handle_intake(begin("o"), 0);
     core.handle_intake(item("o", 0), 0);
     assert!(core.intake_open(), "{:?}", core.status());
@@ -679,4 +682,197 @@ fn a_desynchronised_counter_is_caught() {
     core.check_invariants();
     core.desync_pending_len_for_test();
     core.check_invariants();
+}
+
+fn ack_from(worker: &str, order: &str) -> ControlMsg {
+    ControlMsg::Ack(Ack { worker: worker.into(), incarnation: 1, order: OrderKey::new("p", order), attempt: 1 })
+}
+
+fn acks_from(worker: &str, orders: &[&str]) -> ControlMsg {
+    let acks = orders.iter().map(|o| Acked { order: OrderKey::new("p", *o), attempt: 1 }).collect();
+    ControlMsg::Acks(Acks { worker: worker.into(), incarnation: 1, acks })
+}
+
+fn nack_from(worker: &str, order: &str, attempt: u32, retry: bool) -> ControlMsg {
+    let order = OrderKey::new("p", order);
+    ControlMsg::Nack(Nack { worker: worker.into(), incarnation: 1, order, attempt, retry, reason: "no".into() })
+}
+
+/// Issue 14, attack 1: an authorized worker key acking orders it never
+/// held (pending ones, or another worker's) must not retire them.
+#[test]
+fn a_strangers_ack_or_nack_is_refused_and_counted() {
+    let mut core = core();
+    send_order(&mut core, "pending", 1);
+    // A worker that never registered acks a pending order under its own id.
+    core.handle_control(acks_from("mallory", &["pending"]), 1);
+    assert_eq!(core.status().pending_orders, 1, "a stranger's ack retired a pending order");
+    assert_eq!(core.counters().orders_acked, 0);
+    assert_eq!(core.counters().acks_refused, 1);
+
+    ready_worker(&mut core, "w1", 1, 2);
+    let (_, out) = drain(&mut core);
+    assert_eq!(dispatches(&out), vec![("w/w1/".to_string(), OrderKey::new("p", "pending"), 1)]);
+    // Another registered worker acks and nacks w1's order.
+    ready_worker(&mut core, "w2", 1, 3);
+    core.handle_control(ack_from("w2", "pending"), 4);
+    core.handle_control(nack_from("w2", "pending", 1, false), 5);
+    assert_eq!(core.status().in_flight_orders, 1);
+    assert_eq!(core.status().dead_letters, 0);
+    assert_eq!(core.counters().acks_refused, 3);
+    assert_eq!(core.counters().stale_nacks, 0);
+
+    // The holder's ack counts.
+    core.handle_control(ack_from("w1", "pending"), 6);
+    assert_eq!(core.counters().orders_acked, 1);
+    assert_eq!(core.status().in_flight_orders, 0);
+}
+
+#[test]
+fn the_holders_nack_counts() {
+    let mut core = core();
+    ready_worker(&mut core, "w1", 1, 0);
+    send_order(&mut core, "o", 1);
+    core.handle_control(nack_from("w1", "o", 1, false), 1);
+    assert_eq!(core.status().dead_letters, 1);
+    assert_eq!(core.counters().acks_refused, 0);
+}
+
+/// A late ack: from the worker of the latest dispatch while no dispatch
+/// is current it counts (dead letter, or requeued and not yet sent
+/// again); once the order went to another worker only that one's counts.
+#[test]
+fn a_late_ack_counts_only_from_the_latest_holder() {
+    let mut core = Core::new(CoreConfig { max_attempts: 1, ..CoreConfig::with_incarnation(42) });
+    ready_worker(&mut core, "w1", 1, 0);
+    send_order(&mut core, "dead", 1);
+    core.handle_control(nack_from("w1", "dead", 1, true), 1);
+    assert_eq!(core.status().dead_letters, 1, "its one attempt failed");
+    core.handle_control(ack_from("w2", "dead"), 2);
+    assert_eq!(core.status().dead_letters, 1, "w2 never held it");
+    core.handle_control(ack_from("w1", "dead"), 3);
+    assert_eq!(core.status().dead_letters, 0, "the last holder's late ack retires a dead letter");
+    assert_eq!(core.counters().orders_acked, 1);
+
+    let mut core = self::core();
+    ready_worker(&mut core, "w1", 1, 0);
+    send_order(&mut core, "o", 1);
+    core.handle_control(ControlMsg::Bye(Bye { worker: "w1".into(), incarnation: 1 }), 1);
+    assert_eq!(core.status().pending_orders, 1, "requeued");
+    ready_worker(&mut core, "w2", 1, 2);
+    assert_eq!(core.status().in_flight_orders, 1, "sent again, to w2");
+    core.handle_control(ack_from("w1", "o"), 3);
+    assert_eq!(core.status().in_flight_orders, 1, "w1's dispatch is no longer the latest");
+    assert_eq!(core.counters().acks_refused, 1);
+    core.handle_control(ack_from("w2", "o"), 4);
+    assert_eq!(core.counters().orders_acked, 1);
+}
+
+/// Issue 14, attack 3: empty items cost RAM and journal; the byte bounds
+/// are charged `ITEM_OVERHEAD_BYTES` for each, so 100,000 empty items are
+/// not "0 bytes".
+#[test]
+fn empty_items_are_charged_to_every_byte_bound() {
+    let items = limits::ORDER_ITEMS_MAX as usize;
+    let per_order = items as u64 * limits::ITEM_OVERHEAD_BYTES;
+    let whole = |order: &str| {
+        IntakeMsg::Items(Items {
+            producer: "p".into(),
+            order: order.into(),
+            begin: true,
+            first: 0,
+            data: vec![ByteBuf::new(); items],
+            finish: Some(items as u32),
+        })
+    };
+    // Room for three such orders: the fourth closes intake.
+    let config = CoreConfig {
+        pending_bytes_max: 3 * per_order + 1,
+        payload_cache_bytes: per_order,
+        ..CoreConfig::with_incarnation(42)
+    };
+    let mut core = Core::new(config);
+    for (i, order) in ["a", "b", "c"].into_iter().enumerate() {
+        assert!(core.intake_open(), "closed after {i} orders: {:?}", core.status());
+        core.handle_intake(whole(order), 0);
+    }
+    assert_eq!(core.status().held_bytes, 3 * per_order);
+    // The cache holds one order's charge: the others left RAM.
+    assert!(core.status().cached_bytes <= per_order, "{:?}", core.status());
+    core.handle_intake(whole("d"), 0);
+    assert!(!core.intake_open(), "held bytes {} (limit {})", core.status().held_bytes, 3 * per_order + 1);
+    assert_eq!(core.intake_closed().map(|c| c.reason), Some(orderly_common::protocol::backpressure::PENDING_BYTES));
+
+    // Partial orders: the partial bound stops a stream of empty items.
+    let config = CoreConfig { partial_bytes_max: per_order / 2, ..CoreConfig::with_incarnation(42) };
+    let mut core = Core::new(config);
+    core.handle_intake(begin("s"), 0);
+    let half = IntakeMsg::Items(Items {
+        producer: "p".into(),
+        order: "s".into(),
+        begin: false,
+        first: 0,
+        data: vec![ByteBuf::new(); items / 2],
+        finish: None,
+    });
+    core.handle_intake(half, 0);
+    assert_eq!(core.status().partial_bytes, per_order / 2);
+    assert!(!core.intake_open());
+    assert_eq!(core.intake_closed().map(|c| c.reason), Some(orderly_common::protocol::backpressure::PARTIAL_BYTES));
+}
+
+fn whole_from(producer: &str, order: &str) -> IntakeMsg {
+    let data = vec![ByteBuf::from(vec![1])];
+    IntakeMsg::Items(Items {
+        producer: producer.into(),
+        order: order.into(),
+        begin: true,
+        first: 0,
+        data,
+        finish: Some(1),
+    })
+}
+
+/// Issue 14, attack 4: one producer at its share of pending orders gets
+/// `limit_reached`; another is still read and confirmed.
+#[test]
+fn a_producer_at_its_pending_limit_is_rejected_others_are_not() {
+    let config =
+        CoreConfig { pending_orders_max: 10, pending_orders_per_producer_max: 3, ..CoreConfig::with_incarnation(42) };
+    let mut core = Core::new(config);
+    for i in 0..3 {
+        core.handle_intake(whole_from("a", &format!("a{i}")), 0);
+    }
+    drain(&mut core);
+    core.handle_intake(whole_from("a", "a3"), 0);
+    core.handle_intake(IntakeMsg::Begin(Begin { producer: "a".into(), order: "a4".into() }), 0);
+    core.handle_intake(whole_from("a", "a0"), 0); // a resend is still confirmed
+    core.handle_intake(whole_from("b", "b0"), 0);
+    let (_, out) = drain(&mut core);
+    let rejected: Vec<&str> = out
+        .iter()
+        .filter_map(|(topic, m)| match m {
+            FanoutMsg::Reject(Reject { order, reason: RejectReason::LimitReached { .. } }) if topic == "p/a/" => {
+                Some(order.as_str())
+            }
+            _ => None,
+        })
+        .collect();
+    assert_eq!(rejected, vec!["a3", "a4"]);
+    assert!(out.contains(&("p/a/".to_string(), FanoutMsg::Confirm(Confirm { order: "a0".into() }))));
+    assert!(out.contains(&("p/b/".to_string(), FanoutMsg::Confirm(Confirm { order: "b0".into() }))));
+    assert_eq!(core.counters().producer_limit_rejects, 2);
+    assert_eq!(core.status().pending_orders, 4);
+    assert!(core.intake_open());
+
+    // Once a worker acks one of a's orders, a has room again.
+    ready_worker(&mut core, "w1", 1, 1);
+    let (_, out) = drain(&mut core);
+    let (_, first, _) = dispatches(&out).pop().expect("one dispatch to w1");
+    let ack = ControlMsg::Ack(Ack { worker: "w1".into(), incarnation: 1, order: first, attempt: 1 });
+    core.handle_control(ack, 2);
+    assert_eq!(core.counters().orders_acked, 1);
+    core.handle_intake(whole_from("a", "a3"), 3);
+    let (_, out) = drain(&mut core);
+    assert!(out.contains(&("p/a/".to_string(), FanoutMsg::Confirm(Confirm { order: "a3".into() }))), "{out:?}");
 }

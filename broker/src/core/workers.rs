@@ -19,12 +19,12 @@ impl Core {
             ControlMsg::Heartbeat(hb) => self.on_heartbeat(hb, now_ms),
             ControlMsg::Ack(ack) => {
                 self.touch(&ack.worker, ack.incarnation, now_ms);
-                self.on_ack(ack.order);
+                self.on_ack(&ack.worker, ack.order);
             }
             ControlMsg::Acks(acks) => {
                 self.touch(&acks.worker, acks.incarnation, now_ms);
                 for ack in acks.acks {
-                    self.on_ack(ack.order);
+                    self.on_ack(&acks.worker, ack.order);
                 }
             }
             ControlMsg::Nack(nack) => {
@@ -41,21 +41,34 @@ impl Core {
         self.after_input();
     }
 
-    /// Any POSACK retires the order, even one dead-lettered in the meantime:
-    /// it was processed after all (a late ack).
-    fn on_ack(&mut self, key: OrderKey) {
+    /// A POSACK from the worker holding the order's current dispatch
+    /// retires it; so does a late one from the worker of the latest
+    /// dispatch while none is current (requeued, or dead-lettered in the
+    /// meantime: it was processed after all). Any other worker never
+    /// received the order: its ack is refused and counted, or any worker
+    /// key could delete any order.
+    fn on_ack(&mut self, worker: &str, key: OrderKey) {
         match self.orders.get(&key) {
-            Some(_) => self.record(Event::Acked { key }),
+            Some(order) if order.held_by(worker) => self.record(Event::Acked { key }),
+            Some(_) => self.counters.acks_refused += 1,
             None => self.counters.duplicate_acks += 1,
         }
     }
 
     /// Only a nack of the current attempt on the worker that holds it
-    /// counts: older ones were overtaken by a requeue.
+    /// counts: older ones were overtaken by a requeue. One from a worker
+    /// that never held the order (nor held its latest dispatch) is refused.
     fn on_nack(&mut self, nack: Nack) {
-        let current = self.orders.get(&nack.order).is_some_and(|o| {
-            o.attempts == nack.attempt && o.state == OrderState::InFlight { worker: nack.worker.clone() }
-        });
+        let Some(order) = self.orders.get(&nack.order) else {
+            self.counters.stale_nacks += 1;
+            return;
+        };
+        if !order.held_by(&nack.worker) {
+            self.counters.acks_refused += 1;
+            return;
+        }
+        let current =
+            order.attempts == nack.attempt && order.state == OrderState::InFlight { worker: nack.worker.clone() };
         if !current {
             self.counters.stale_nacks += 1;
         } else if !nack.retry {

@@ -72,6 +72,8 @@ pub(super) fn prometheus_text(status: &Status, stats: &Stats) -> String {
         ("orderly_redeliveries_total", c.redeliveries),
         ("orderly_ack_timeouts_total", c.ack_timeouts),
         ("orderly_workers_expired_total", c.workers_expired),
+        ("orderly_acks_refused_total", c.acks_refused),
+        ("orderly_producer_limit_rejects_total", c.producer_limit_rejects),
         ("orderly_journal_bytes_written_total", stats.journal_bytes_written),
         ("orderly_journal_commits_total", stats.journal_commits),
         ("orderly_journal_payload_reads_total", stats.journal_payload_reads),
@@ -108,7 +110,7 @@ mod tests {
             text.contains("\norderly_disk_full 0\n# TYPE orderly_intake_open gauge\norderly_intake_open 1\n"),
             "{text}"
         );
-        assert_eq!(text.lines().count(), 2 * 25);
+        assert_eq!(text.lines().count(), 2 * 27);
         let closed = IntakeClosed { reason: "disk_full", detail: "ENOSPC".into() };
         let full = Stats { disk_full: true, intake_closed: Some(closed), ..Stats::default() };
         let text = prometheus_text(&status, &full);

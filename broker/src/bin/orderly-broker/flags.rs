@@ -207,6 +207,14 @@ pub struct RunArgs {
           default_value_t = limits::PENDING_ORDERS_MAX_DEFAULT)]
     pub pending_orders_max: usize,
 
+    /// Sealed, unacknowledged orders one producer may have; its new orders
+    /// past it are rejected (limit_reached: back off and resend), so one
+    /// producer cannot fill --pending-orders-max and starve the others.
+    /// Default: half of --pending-orders-max.
+    #[arg(long, env = "ORDERLY_BROKER_PENDING_ORDERS_PER_PRODUCER_MAX", value_name = "N",
+          value_parser = parse_positive)]
+    pub pending_orders_per_producer_max: Option<usize>,
+
     /// Item bytes of partial and pending orders at which the broker stops
     /// reading intake (the journal holds them; RAM only the cache below).
     #[arg(long, env = "ORDERLY_BROKER_PENDING_BYTES_MAX", value_name = "BYTES",
@@ -376,6 +384,9 @@ impl RunArgs {
                 order_bytes_max: self.order_bytes_max,
                 order_items_max: self.order_items_max,
                 partial_orders_per_producer_max: self.partial_orders_per_producer_max,
+                pending_orders_per_producer_max: self
+                    .pending_orders_per_producer_max
+                    .unwrap_or((self.pending_orders_max / 2).max(1)),
             },
             admin,
             curve,
