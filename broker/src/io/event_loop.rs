@@ -138,7 +138,7 @@ impl Loop {
         if !held || retry {
             let fanout = &self.sockets.fanout;
             persist_then_publish(&mut self.core, &mut self.recorder, |out| {
-                // PUB never blocks; at the high-water mark it drops, which the
+                // XPUB, like PUB, never blocks; at the high-water mark it drops, which the
                 // protocol tolerates (welcomes repeat, orders are redelivered).
                 fanout.send_multipart([out.topic.as_slice(), out.body.as_slice()], 0).map_err(zmq_err("publishing"))
             })?;
