@@ -6,8 +6,10 @@
 #      ORDERLY_* variables, which win over the files) and one order goes
 #      through;
 #   2. the systemd units pass `systemd-analyze verify` (in a throwaway root,
-#      so no systemd needs to be running), with no warning at all;
-#   3. compose.yaml parses and names a broker and three workers;
+#      so no systemd needs to be running), with no warning at all, and set
+#      a memory limit;
+#   3. compose.yaml parses, names a broker and three workers, and limits
+#      the broker's memory;
 #   4. netns-cluster.sh parses.
 # Docker itself is not run (it may be absent). Prints what it skipped; exits
 # non-zero if a check fails.
@@ -104,6 +106,15 @@ check_configs() {
 
 # ---- 2. systemd units -----------------------------------------------------------
 check_units() {
+    # The answer to a multipart flood (docs/SECURITY.md) is a memory limit.
+    local unit
+    for unit in orderly-broker.service orderly-worker@.service; do
+        if grep -q '^MemoryMax=' "$DEPLOY/$unit" && grep -q '^MemorySwapMax=0$' "$DEPLOY/$unit"; then
+            ok "$unit: MemoryMax= and MemorySwapMax=0 set"
+        else
+            bad "$unit: no MemoryMax= or MemorySwapMax=0"
+        fi
+    done
     if ! command -v systemd-analyze >/dev/null 2>&1; then
         skip "systemd units: systemd-analyze not installed (apt-get install systemd)"
         return
@@ -143,11 +154,14 @@ for name in ("w1", "w2", "w3"):
     env = services[name]["environment"]
     assert env["ORDERLY_WORKER_ID"] == name, name
     assert env["ORDERLY_WORKER_CURVE_SECRET_KEY"].endswith(f"/{name}.key"), name
+for name in ("broker", "w1", "w2", "w3"):
+    service = services[name]
+    assert service.get("mem_limit") and service.get("memswap_limit") == service["mem_limit"], name
 for name, service in services.items():
     for volume in service.get("volumes", []):
         assert volume.split(":")[0] in doc["volumes"], (name, volume)
 PY
-        ok "compose.yaml: parses; a broker and workers w1 w2 w3 with their own ids and keys (docker compose not installed: not run)"
+        ok "compose.yaml: parses; a broker and workers w1 w2 w3 with their own ids and keys, memory limits (docker compose not installed: not run)"
     else
         bad "compose.yaml"
     fi

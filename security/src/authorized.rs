@@ -33,6 +33,15 @@ impl Role {
         }
     }
 
+    /// The role named `name` (as in the authorized-keys file).
+    pub fn from_name(name: &str) -> Option<Role> {
+        match name {
+            "producer" => Some(Role::Producer),
+            "worker" => Some(Role::Worker),
+            _ => None,
+        }
+    }
+
     pub fn name(self) -> &'static str {
         match self {
             Role::Producer => "producer",
@@ -81,10 +90,8 @@ impl AuthorizedKeys {
                 return Err(bad("expected `PUBLIC-KEY ROLE ID` (role: producer or worker)".into()));
             };
             let key = decode(key).ok_or_else(|| bad(format!("{key:?} is not a Z85 public key (40 characters)")))?;
-            let role = match role {
-                "producer" => Role::Producer,
-                "worker" => Role::Worker,
-                other => return Err(bad(format!("role {other:?} is neither producer nor worker"))),
+            let Some(role) = Role::from_name(role) else {
+                return Err(bad(format!("role {role:?} is neither producer nor worker")));
             };
             validate_peer_id("id", id).map_err(|e| bad(e.to_string()))?;
             if keys.by_key.insert(key, (role, id.to_owned())).is_some() {

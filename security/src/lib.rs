@@ -4,7 +4,9 @@
 
 pub mod authorized;
 pub mod keys;
+pub mod subscriptions;
 pub mod zap;
 
 pub use authorized::{AuthorizedKeys, Role};
 pub use keys::{KeyError, KeyPair};
+pub use subscriptions::may_subscribe;

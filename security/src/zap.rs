@@ -4,9 +4,12 @@
 //! The broker sets a ZAP domain per socket; a key is admitted when it is in
 //! the authorized-keys file and its role fits the socket: `intake` takes
 //! producers, `control` takes workers, `fanout` takes both. The reply's
-//! User-Id is the key's id, which libzmq attaches to every message from
-//! that connection, so the broker can check that a message's claimed
-//! producer or worker id is the key's.
+//! User-Id, which libzmq attaches to every message from that connection,
+//! names the key: on intake and control its id (the broker checks that a
+//! message's claimed producer or worker id is the key's); on fanout, which
+//! serves both roles, `ROLE:ID` (see [`fanout_user_id`]), because ids are
+//! unique only within a role and the subscriptions a key may make depend
+//! on its role.
 
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, RwLock};
@@ -21,6 +24,21 @@ pub const ZAP_ENDPOINT: &str = "inproc://zeromq.zap.01";
 pub const DOMAIN_INTAKE: &str = "intake";
 pub const DOMAIN_CONTROL: &str = "control";
 pub const DOMAIN_FANOUT: &str = "fanout";
+
+/// Separates role and id in a fanout User-Id; ids never contain it.
+const FANOUT_USER_ID_SEPARATOR: char = ':';
+
+/// The User-Id the handler gives a key on the fanout socket: `worker:w1`,
+/// `producer:shop`.
+pub fn fanout_user_id(role: Role, id: &str) -> String {
+    format!("{}{FANOUT_USER_ID_SEPARATOR}{id}", role.name())
+}
+
+/// The role and id of a fanout User-Id made by [`fanout_user_id`].
+pub fn parse_fanout_user_id(user: &str) -> Option<(Role, &str)> {
+    let (role, id) = user.split_once(FANOUT_USER_ID_SEPARATOR)?;
+    Some((Role::from_name(role)?, id))
+}
 
 /// Shared view of the authorized keys; replaced whole on reload (SIGHUP).
 pub type SharedKeys = Arc<RwLock<AuthorizedKeys>>;
@@ -108,10 +126,12 @@ fn decide(request: &[Vec<u8>], keys: &SharedKeys, stats: &ZapStats) -> Vec<Vec<u
                 DOMAIN_FANOUT => true,
                 _ => false,
             };
-            if fits {
-                Ok(id.clone())
-            } else {
+            if !fits {
                 Err(format!("a {} key may not connect to {domain}", role.name()))
+            } else if domain == DOMAIN_FANOUT {
+                Ok(fanout_user_id(*role, id))
+            } else {
+                Ok(id.clone())
             }
         }
     };
@@ -128,5 +148,20 @@ fn decide(request: &[Vec<u8>], keys: &SharedKeys, stats: &ZapStats) -> Vec<Vec<u
             tracing::warn!(%domain, %address, key = %key_text, %why, "ZAP: refused a connection");
             reply("400", &why, "")
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn fanout_user_ids_round_trip() {
+        let user = fanout_user_id(Role::Worker, "w-1.a_b");
+        assert_eq!(user, "worker:w-1.a_b");
+        assert_eq!(parse_fanout_user_id(&user), Some((Role::Worker, "w-1.a_b")));
+        assert_eq!(parse_fanout_user_id("producer:shop"), Some((Role::Producer, "shop")));
+        assert_eq!(parse_fanout_user_id("shop"), None);
+        assert_eq!(parse_fanout_user_id("admin:x"), None);
     }
 }

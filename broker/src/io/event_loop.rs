@@ -20,7 +20,7 @@ use super::backpressure::{Announcer, Closed, DiskMode};
 use super::error::{journal_err, zmq_err, BrokerError};
 use super::metrics::{prometheus_text, status_report, Stats};
 use super::recorder::{persist_then_publish, Recorder};
-use super::sockets::{recv, Sockets};
+use super::sockets::{recv, recv_subscription, Sockets, Subscription};
 use super::{wall_clock_ms, COMPACTION_LIVE_PERCENT_MAX};
 use crate::admin::schema::RetryReport;
 use crate::admin::{AdminRequest, Query, DLQ_LIST_MAX};
@@ -31,6 +31,8 @@ use crate::core::{Core, Counters, Millis};
 const DECODE_ERROR_LOG_INTERVAL_MS: u64 = 1000;
 /// Refused identities are logged at most this often.
 const IDENTITY_LOG_INTERVAL_MS: u64 = 1000;
+/// Refused subscriptions are logged at most this often.
+const SUBSCRIPTION_LOG_INTERVAL_MS: u64 = 1000;
 /// A turn waits at most this long, so a shutdown signal or an admin query
 /// is noticed within it.
 const TURN_WAIT_MS_MAX: u64 = 100;
@@ -89,6 +91,9 @@ pub(super) struct Loop {
     /// Messages whose claimed id is not the sender's key's id.
     pub identity_refused: u64,
     pub identity_log_ms: Option<Millis>,
+    /// Fanout subscriptions refused (CURVE: not the key's own topic).
+    pub subscriptions_refused: u64,
+    pub subscription_log_ms: Option<Millis>,
     pub sockets: Sockets,
     pub intake_errors: DecodeErrors,
     pub control_errors: DecodeErrors,
@@ -113,6 +118,9 @@ impl Loop {
         self.wait()?;
         let now = self.now_ms();
         let held = self.recorder.held().is_some();
+        // Subscriptions touch no state of the core: read them even while a
+        // commit is held, so libzmq's unbounded queue of them stays short.
+        self.drain_subscriptions(now)?;
         if !held {
             self.drain_control(now)?;
             self.drain_intake(now)?;
@@ -133,7 +141,7 @@ impl Loop {
         if !held || retry {
             let fanout = &self.sockets.fanout;
             persist_then_publish(&mut self.core, &mut self.recorder, |out| {
-                // PUB never blocks; at the high-water mark it drops, which the
+                // XPUB, like PUB, never blocks; at the high-water mark it drops, which the
                 // protocol tolerates (welcomes repeat, orders are redelivered).
                 fanout.send_multipart([out.topic.as_slice(), out.body.as_slice()], 0).map_err(zmq_err("publishing"))
             })?;
@@ -188,6 +196,7 @@ impl Loop {
         }
         let events = |open: bool| if open { zmq::POLLIN } else { zmq::PollEvents::empty() };
         let mut items = [
+            self.sockets.fanout.as_poll_item(zmq::POLLIN),
             self.sockets.control.as_poll_item(events(!held)),
             self.sockets.intake.as_poll_item(events(!held && self.intake_open())),
         ];
@@ -228,6 +237,7 @@ impl Loop {
             decode_errors_intake: self.intake_errors.total,
             decode_errors_control: self.control_errors.total,
             identity_refused: self.identity_refused,
+            subscriptions_refused: self.subscriptions_refused,
             zap_refused: zap(|z| z.stats.refused.load(Ordering::Relaxed)),
             zap_admitted: zap(|z| z.stats.admitted.load(Ordering::Relaxed)),
             disk_full: self.disk.full().is_some(),
@@ -276,6 +286,59 @@ impl Loop {
             );
         }
         false
+    }
+
+    /// Reads what subscribers sent to the fanout. Under CURVE (manual
+    /// XPUB) a subscription takes effect only if it is the sending key's
+    /// own topic or the broadcast, exactly; others are counted and logged.
+    /// Without CURVE libzmq has applied them already: they are only read.
+    fn drain_subscriptions(&mut self, now: Millis) -> Result<(), BrokerError> {
+        let curve = self.authorized.is_some();
+        for _ in 0..BATCH_LEN_MAX {
+            let Some((subscription, user)) = recv_subscription(&self.sockets.fanout, curve)? else { break };
+            if !curve {
+                continue;
+            }
+            let allowed = |topic: &[u8]| self.subscription_allowed(topic, user.as_deref());
+            // Manual mode: an option set now applies to the peer whose
+            // message was just read.
+            match subscription {
+                Subscription::Subscribe(topic) if allowed(&topic) => {
+                    self.sockets.fanout.set_subscribe(&topic).map_err(zmq_err("subscribing a peer"))?
+                }
+                Subscription::Subscribe(topic) => self.refuse_subscription(&topic, user.as_deref(), now),
+                // libzmq's own unsubscriptions for a peer that left carry no
+                // User-Id: it has dropped that peer's subscriptions itself.
+                Subscription::Unsubscribe(topic) if user.is_some() && allowed(&topic) => {
+                    self.sockets.fanout.set_unsubscribe(&topic).map_err(zmq_err("unsubscribing a peer"))?
+                }
+                Subscription::Unsubscribe(_) | Subscription::Other => {}
+            }
+        }
+        Ok(())
+    }
+
+    /// True when the key behind `user` (a fanout User-Id: role and id) is
+    /// still authorized and may subscribe to `topic`.
+    fn subscription_allowed(&self, topic: &[u8], user: Option<&str>) -> bool {
+        let Some(authorized) = &self.authorized else { return true };
+        let Some((role, id)) = user.and_then(orderly_security::zap::parse_fanout_user_id) else { return false };
+        let keys = authorized.read().unwrap_or_else(|poisoned| poisoned.into_inner());
+        keys.admits(role, id) && orderly_security::may_subscribe(role, id, topic)
+    }
+
+    /// Counts a refused subscription; logs at most once a second.
+    fn refuse_subscription(&mut self, topic: &[u8], user: Option<&str>, now: Millis) {
+        self.subscriptions_refused += 1;
+        if self.subscription_log_ms.is_none_or(|t| now >= t + SUBSCRIPTION_LOG_INTERVAL_MS) {
+            self.subscription_log_ms = Some(now);
+            warn!(
+                key = user.unwrap_or("-"),
+                topic = %String::from_utf8_lossy(topic).escape_debug(),
+                total = self.subscriptions_refused,
+                "refused a fanout subscription: a key may subscribe only to its own topic and b/"
+            );
+        }
     }
 
     /// SIGHUP: re-read the authorized keys; a bad file keeps the old set.

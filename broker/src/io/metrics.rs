@@ -18,6 +18,8 @@ pub(super) struct Stats {
     pub decode_errors_intake: u64,
     pub decode_errors_control: u64,
     pub identity_refused: u64,
+    /// Fanout subscriptions refused (CURVE: not the key's own topic).
+    pub subscriptions_refused: u64,
     pub zap_refused: u64,
     pub zap_admitted: u64,
     /// The journal cannot take new segments (see `backpressure`).
@@ -81,6 +83,7 @@ pub(super) fn prometheus_text(status: &Status, stats: &Stats) -> String {
         ("orderly_decode_errors_intake_total", stats.decode_errors_intake),
         ("orderly_decode_errors_control_total", stats.decode_errors_control),
         ("orderly_identity_refused_total", stats.identity_refused),
+        ("orderly_subscriptions_refused_total", stats.subscriptions_refused),
         ("orderly_zap_refused_total", stats.zap_refused),
     ];
     let mut out = String::new();
@@ -110,7 +113,7 @@ mod tests {
             text.contains("\norderly_disk_full 0\n# TYPE orderly_intake_open gauge\norderly_intake_open 1\n"),
             "{text}"
         );
-        assert_eq!(text.lines().count(), 2 * 27);
+        assert_eq!(text.lines().count(), 2 * 28);
         let closed = IntakeClosed { reason: "disk_full", detail: "ENOSPC".into() };
         let full = Stats { disk_full: true, intake_closed: Some(closed), ..Stats::default() };
         let text = prometheus_text(&status, &full);

@@ -95,6 +95,8 @@ pub fn run(config: BrokerConfig, shutdown: Arc<AtomicBool>, reload: Arc<AtomicBo
         authorized_path: config.curve.as_ref().map(|c| c.authorized_keys.clone()),
         identity_refused: 0,
         identity_log_ms: None,
+        subscriptions_refused: 0,
+        subscription_log_ms: None,
         sockets,
         intake_errors: DecodeErrors::new("intake"),
         control_errors: DecodeErrors::new("control"),
