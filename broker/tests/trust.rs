@@ -236,8 +236,9 @@ fn a_worker_key_cannot_retire_orders_it_was_never_sent() {
 fn a_flooding_producer_cannot_starve_another() {
     let dir = tempfile::tempdir().unwrap();
     let keys = keys();
-    // Per producer: half of 40 by default.
-    let broker = start_broker(dir.path(), &keys, &["--pending-orders-max", "40"]);
+    // A share of 20 per producer, of 40 in all.
+    let broker =
+        start_broker(dir.path(), &keys, &["--pending-orders-max", "40", "--pending-orders-per-producer-max", "20"]);
     let flood = client(&broker, &keys.broker, &keys.flood, "intake", &producer_topic("flood"));
     assert!(flood.hello("flood"));
     for i in 0..60 {

@@ -55,11 +55,13 @@ pub const PARTIAL_ORDERS_PER_PRODUCER_MAX_DEFAULT: usize = 10_000;
 /// Default bound on sealed, unacknowledged orders before intake pauses.
 pub const PENDING_ORDERS_MAX_DEFAULT: usize = 1_000_000;
 /// Default bound on one producer's sealed, unacknowledged orders: past it
-/// that producer's new orders are rejected as `limit_reached` (it backs off
-/// and resends), so one producer cannot take every pending slot and leave
-/// the others unread. Half the global bound: a lone producer still gets
-/// most of the queue, and a second one always finds room.
-pub const PENDING_ORDERS_PER_PRODUCER_MAX_DEFAULT: usize = PENDING_ORDERS_MAX_DEFAULT / 2;
+/// that producer's new orders are rejected as `limit_reached`, so one
+/// producer cannot take every pending slot and leave the others unread.
+/// Off by default (the global bound): the producer library reports
+/// `limit_reached` as a final rejection, so a lower default would refuse a
+/// lone producer while the queue has room. Operators sharing a broker set
+/// it (half the global bound leaves a second producer room).
+pub const PENDING_ORDERS_PER_PRODUCER_MAX_DEFAULT: usize = PENDING_ORDERS_MAX_DEFAULT;
 /// What one item costs beyond its payload bytes, charged to every
 /// aggregate byte bound (partial bytes, pending/held bytes, the payload
 /// cache), so that items with little or no payload cannot hold unbounded

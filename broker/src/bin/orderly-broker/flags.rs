@@ -208,9 +208,12 @@ pub struct RunArgs {
     pub pending_orders_max: usize,
 
     /// Sealed, unacknowledged orders one producer may have; its new orders
-    /// past it are rejected (limit_reached: back off and resend), so one
-    /// producer cannot fill --pending-orders-max and starve the others.
-    /// Default: half of --pending-orders-max.
+    /// past it are rejected (limit_reached), so one producer cannot fill
+    /// --pending-orders-max and starve the others. Off by default (the
+    /// same as --pending-orders-max): the producer library reports
+    /// limit_reached as a rejection, so a lone producer would be refused
+    /// while the queue has room. Set it (e.g. to half of
+    /// --pending-orders-max) when several producers share one broker.
     #[arg(long, env = "ORDERLY_BROKER_PENDING_ORDERS_PER_PRODUCER_MAX", value_name = "N",
           value_parser = parse_positive)]
     pub pending_orders_per_producer_max: Option<usize>,
@@ -386,7 +389,7 @@ impl RunArgs {
                 partial_orders_per_producer_max: self.partial_orders_per_producer_max,
                 pending_orders_per_producer_max: self
                     .pending_orders_per_producer_max
-                    .unwrap_or((self.pending_orders_max / 2).max(1)),
+                    .unwrap_or(self.pending_orders_max),
             },
             admin,
             curve,
