@@ -26,6 +26,20 @@ pub mod exit {
     pub const REJECTED: u8 = 3;
     /// Gave up waiting (confirms, backpressure).
     pub const TIMEOUT: u8 = 4;
+
+    /// The exit code of a run that failed with `error`: a config file that
+    /// cannot be used anywhere in its cause chain is bad usage, like a bad
+    /// flag ([`USAGE`]); anything else a runtime [`FAILURE`].
+    pub fn of_error(error: &(dyn std::error::Error + 'static)) -> u8 {
+        let mut cause = Some(error);
+        while let Some(error) = cause {
+            if error.is::<super::ConfigError>() {
+                return USAGE;
+            }
+            cause = error.source();
+        }
+        FAILURE
+    }
 }
 
 /// Sets up logging to stderr: `level` (a flag's value) unless `RUST_LOG`
@@ -179,5 +193,16 @@ mod tests {
         use clap::CommandFactory;
         let err = merge_config_file(Cli::command(), os(&["x", "run"]), "run", "gamma = 1").unwrap_err();
         assert!(err.to_string().contains("\"gamma\""), "{err}");
+    }
+
+    #[test]
+    fn a_config_error_anywhere_in_the_chain_is_bad_usage() {
+        #[derive(Debug, thiserror::Error)]
+        #[error("while starting")]
+        struct Outer(#[source] ConfigError);
+        let config = ConfigError::Toml("bad".into());
+        assert_eq!(exit::of_error(&Outer(config)), exit::USAGE);
+        let io = std::io::Error::other("disk");
+        assert_eq!(exit::of_error(&io), exit::FAILURE);
     }
 }

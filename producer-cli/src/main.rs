@@ -38,8 +38,7 @@ fn main() -> ExitCode {
             let code = match error.downcast_ref::<ProducerError>() {
                 Some(error) if error.is_timeout() => exit::TIMEOUT,
                 Some(ProducerError::Config(_)) => exit::USAGE,
-                _ if error.chain().any(|cause| cause.is::<orderly_cli::ConfigError>()) => exit::USAGE,
-                _ => exit::FAILURE,
+                _ => exit::of_error(error.as_ref()),
             };
             ExitCode::from(code)
         }

@@ -20,9 +20,7 @@ fn main() -> ExitCode {
         Ok(code) => code,
         Err(error) => {
             eprintln!("error: {error:#}");
-            // A config file that cannot be used is bad usage, like a bad flag.
-            let usage = error.chain().any(|cause| cause.is::<orderly_cli::ConfigError>());
-            ExitCode::from(if usage { exit::USAGE } else { exit::FAILURE })
+            ExitCode::from(exit::of_error(error.as_ref()))
         }
     }
 }

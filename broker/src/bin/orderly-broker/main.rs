@@ -25,9 +25,7 @@ fn main() -> ExitCode {
         Ok(code) => code,
         Err(error) => {
             eprintln!("orderly-broker: error: {error:#}");
-            // A bad config file is bad usage, like a bad flag.
-            let usage = error.chain().any(|cause| cause.is::<orderly_cli::ConfigError>());
-            ExitCode::from(if usage { exit::USAGE } else { exit::FAILURE })
+            ExitCode::from(exit::of_error(error.as_ref()))
         }
     }
 }
