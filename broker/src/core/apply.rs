@@ -239,7 +239,14 @@ impl Core {
     /// An order becomes pending (sealed, requeued, revived, restored).
     fn enter_pending(&mut self, key: &OrderKey) {
         self.pending_len += 1;
-        *self.live_by_producer.entry(key.producer.clone()).or_default() += 1;
+        // Look up before inserting: `entry` would clone the producer id on
+        // every order, and this runs once per sealed order.
+        match self.live_by_producer.get_mut(&key.producer) {
+            Some(count) => *count += 1,
+            None => {
+                self.live_by_producer.insert(key.producer.clone(), 1);
+            }
+        }
     }
 
     fn leave_live(&mut self, producer: &str) {
