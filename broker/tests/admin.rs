@@ -12,8 +12,10 @@ use std::time::{Duration, Instant};
 use orderly_common::ids::{producer_topic, worker_topic};
 use orderly_common::protocol::{Begin, ControlMsg, FanoutMsg, Finish, Heartbeat, IntakeMsg, Item, Nack, ProducerHello};
 use serde_bytes::ByteBuf;
+use support::{ep, free_port, BROKER};
 
-const BROKER: &str = env!("CARGO_BIN_EXE_orderly-broker");
+mod support;
+
 const TOKEN: &str = "test-token-0123456789abcdef";
 /// A scrape must be answered within this, whatever other clients do.
 const SCRAPE_TIMEOUT: Duration = Duration::from_secs(1);
@@ -30,14 +32,6 @@ impl Drop for Broker {
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
-}
-
-fn ep(dir: &Path, name: &str) -> String {
-    format!("ipc://{}", dir.join(name).display())
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
 }
 
 /// A token file with `mode`.

@@ -1,16 +1,18 @@
 //! CURVE through the real broker binary: only authorized keys get in, ids
 //! are bound to keys, revocation works on reload, secrets are guarded.
 
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::path::Path;
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use orderly_common::ids::{producer_topic, worker_topic};
 use orderly_common::protocol::{Begin, ControlMsg, FanoutMsg, Finish, Heartbeat, IntakeMsg, Item, ProducerHello};
 use orderly_security::keys::{encode, write_pair, KeyPair};
 use serde_bytes::ByteBuf;
+use support::{ep, free_port, start_curve_broker, Broker, BROKER};
 
-const BROKER: &str = env!("CARGO_BIN_EXE_orderly-broker");
+mod support;
+
 const QUIET: Duration = Duration::from_millis(1500);
 
 struct Keys {
@@ -33,49 +35,8 @@ fn authorized_text(keys: &Keys, with_shop: bool) -> String {
     text
 }
 
-struct Broker {
-    child: Child,
-    dir: PathBuf,
-    admin: String,
-}
-
-impl Drop for Broker {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-fn ep(dir: &Path, name: &str) -> String {
-    format!("ipc://{}", dir.join(name).display())
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
-}
-
 fn start_broker(dir: &Path, keys: &Keys) -> Broker {
-    let (secret, _) = write_pair(&keys.broker, &dir.join("broker")).unwrap();
-    std::fs::write(dir.join("authorized"), authorized_text(keys, true)).unwrap();
-    let admin = format!("127.0.0.1:{}", free_port());
-    let child = Command::new(BROKER)
-        .args(["run", "--data-dir"])
-        .arg(dir.join("data"))
-        .args(["--intake", &ep(dir, "intake"), "--fanout", &ep(dir, "fanout"), "--control", &ep(dir, "control")])
-        .args(["--admin", &admin, "--heartbeat-interval-ms", "200"])
-        .arg("--curve-secret-key")
-        .arg(&secret)
-        .arg("--authorized-keys")
-        .arg(dir.join("authorized"))
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    let deadline = Instant::now() + Duration::from_secs(20);
-    while orderly_broker::admin::request(&admin, "GET", "/status").is_err() {
-        assert!(Instant::now() < deadline, "broker did not start");
-        std::thread::sleep(Duration::from_millis(50));
-    }
-    Broker { child, dir: dir.to_path_buf(), admin }
+    start_curve_broker(dir, &keys.broker, &authorized_text(keys, true), &[])
 }
 
 fn status(broker: &Broker) -> serde_json::Value {

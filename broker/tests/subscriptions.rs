@@ -3,65 +3,23 @@
 //! another worker's dispatches or another producer's confirms (issue 14,
 //! attack 2).
 
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::path::Path;
 use std::time::{Duration, Instant};
 
 use orderly_common::ids::{producer_topic, worker_topic, BROADCAST_TOPIC};
 use orderly_common::protocol::{Begin, ControlMsg, FanoutMsg, Finish, Heartbeat, IntakeMsg, Item, ProducerHello};
-use orderly_security::keys::{encode, write_pair, KeyPair};
+use orderly_security::keys::KeyPair;
 use serde_bytes::ByteBuf;
+use support::{authorized_line, ep, start_curve_broker, Broker};
 
-const BROKER: &str = env!("CARGO_BIN_EXE_orderly-broker");
+mod support;
+
 const WAIT: Duration = Duration::from_secs(10);
-
-struct Broker {
-    child: Child,
-    dir: PathBuf,
-    admin: String,
-    public: [u8; 32],
-}
-
-impl Drop for Broker {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-fn ep(dir: &Path, name: &str) -> String {
-    format!("ipc://{}", dir.join(name).display())
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
-}
 
 /// A CURVE broker admitting `clients` (key, role, id).
 fn start_broker(dir: &Path, clients: &[(&KeyPair, &str, &str)]) -> Broker {
-    let server = KeyPair::generate().unwrap();
-    let (secret, _) = write_pair(&server, &dir.join("broker")).unwrap();
-    let lines: String = clients.iter().map(|(k, role, id)| format!("{} {role} {id}\n", encode(&k.public))).collect();
-    std::fs::write(dir.join("authorized"), lines).unwrap();
-    let admin = format!("127.0.0.1:{}", free_port());
-    let child = Command::new(BROKER)
-        .args(["run", "--data-dir"])
-        .arg(dir.join("data"))
-        .args(["--intake", &ep(dir, "intake"), "--fanout", &ep(dir, "fanout"), "--control", &ep(dir, "control")])
-        .args(["--admin", &admin, "--heartbeat-interval-ms", "200"])
-        .arg("--curve-secret-key")
-        .arg(&secret)
-        .arg("--authorized-keys")
-        .arg(dir.join("authorized"))
-        .stderr(if std::env::var_os("SHOW_BROKER").is_some() { Stdio::inherit() } else { Stdio::null() })
-        .spawn()
-        .unwrap();
-    let deadline = Instant::now() + Duration::from_secs(20);
-    while orderly_broker::admin::request(&admin, "GET", "/status").is_err() {
-        assert!(Instant::now() < deadline, "broker did not start");
-        std::thread::sleep(Duration::from_millis(50));
-    }
-    Broker { child, dir: dir.to_path_buf(), admin, public: server.public }
+    let lines: String = clients.iter().map(|(key, role, id)| authorized_line(key, role, id)).collect();
+    start_curve_broker(dir, &KeyPair::generate().unwrap(), &lines, &[])
 }
 
 /// A CURVE client: PUSH to `push_to`, SUB to the fanout with `topics`.

@@ -2,8 +2,7 @@
 //! broker binary with CURVE on: a worker key cannot retire orders it was
 //! never sent, and one producer cannot starve another.
 
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::path::Path;
 use std::time::{Duration, Instant};
 
 use orderly_common::ids::{producer_topic, worker_topic};
@@ -11,10 +10,12 @@ use orderly_common::protocol::{
     Acked, Acks, Begin, ControlMsg, FanoutMsg, Finish, Heartbeat, IntakeMsg, Item, ProducerHello, RejectReason,
 };
 use orderly_common::OrderKey;
-use orderly_security::keys::{encode, write_pair, KeyPair};
+use orderly_security::keys::KeyPair;
 use serde_bytes::ByteBuf;
+use support::{authorized_line, ep, start_curve_broker, Broker};
 
-const BROKER: &str = env!("CARGO_BIN_EXE_orderly-broker");
+mod support;
+
 const WAIT: Duration = Duration::from_secs(10);
 
 /// The broker's key and the clients': producers `shop` and `flood`,
@@ -32,52 +33,13 @@ fn keys() -> Keys {
     Keys { broker: k(), shop: k(), flood: k(), w1: k(), mallory: k() }
 }
 
-struct Broker {
-    child: Child,
-    dir: PathBuf,
-    admin: String,
-}
-
-impl Drop for Broker {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-fn ep(dir: &Path, name: &str) -> String {
-    format!("ipc://{}", dir.join(name).display())
-}
-
 fn start_broker(dir: &Path, keys: &Keys, extra: &[&str]) -> Broker {
-    let (secret, _) = write_pair(&keys.broker, &dir.join("broker")).unwrap();
-    let authorized = [(&keys.shop, "producer shop"), (&keys.flood, "producer flood")]
+    let authorized = [(&keys.shop, "producer", "shop"), (&keys.flood, "producer", "flood")]
         .into_iter()
-        .chain([(&keys.w1, "worker w1"), (&keys.mallory, "worker mallory")])
-        .map(|(k, who)| format!("{} {who}\n", encode(&k.public)))
+        .chain([(&keys.w1, "worker", "w1"), (&keys.mallory, "worker", "mallory")])
+        .map(|(key, role, id)| authorized_line(key, role, id))
         .collect::<String>();
-    std::fs::write(dir.join("authorized"), authorized).unwrap();
-    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
-    let admin = format!("127.0.0.1:{port}");
-    let child = Command::new(BROKER)
-        .args(["run", "--data-dir"])
-        .arg(dir.join("data"))
-        .args(["--intake", &ep(dir, "intake"), "--fanout", &ep(dir, "fanout"), "--control", &ep(dir, "control")])
-        .args(["--admin", &admin, "--heartbeat-interval-ms", "200"])
-        .arg("--curve-secret-key")
-        .arg(&secret)
-        .arg("--authorized-keys")
-        .arg(dir.join("authorized"))
-        .args(extra)
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    let deadline = Instant::now() + Duration::from_secs(20);
-    while orderly_broker::admin::request(&admin, "GET", "/status").is_err() {
-        assert!(Instant::now() < deadline, "broker did not start");
-        std::thread::sleep(Duration::from_millis(50));
-    }
-    Broker { child, dir: dir.to_path_buf(), admin }
+    start_curve_broker(dir, &keys.broker, &authorized, extra)
 }
 
 fn status(broker: &Broker) -> serde_json::Value {

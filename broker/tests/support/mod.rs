@@ -1,0 +1,77 @@
+//! What the process tests of the broker binary share: a broker child that
+//! is killed when the test ends (pass or fail), ipc endpoints in the test's
+//! directory, free admin ports, and a broker started with CURVE on.
+//!
+//! Each test file is its own crate and uses a part of this module.
+#![allow(dead_code)]
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use orderly_security::keys::{encode, write_pair, KeyPair};
+
+pub const BROKER: &str = env!("CARGO_BIN_EXE_orderly-broker");
+/// How long a broker may take to start answering its admin endpoint.
+const START_WAIT: Duration = Duration::from_secs(20);
+
+/// A running broker on ipc endpoints in `dir`, killed on drop.
+pub struct Broker {
+    pub child: Child,
+    pub dir: PathBuf,
+    /// The admin endpoint, `127.0.0.1:PORT`.
+    pub admin: String,
+    /// The broker's CURVE public key (what clients set as the server key).
+    pub public: [u8; 32],
+}
+
+impl Drop for Broker {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// The ipc endpoint `name` inside `dir`.
+pub fn ep(dir: &Path, name: &str) -> String {
+    format!("ipc://{}", dir.join(name).display())
+}
+
+/// A TCP port free on loopback now.
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+}
+
+/// One line of an authorized-keys file.
+pub fn authorized_line(key: &KeyPair, role: &str, id: &str) -> String {
+    format!("{} {role} {id}\n", encode(&key.public))
+}
+
+/// A broker with CURVE on: secret key `server`, admitting the lines of
+/// `authorized`, heartbeats every 200 ms, `extra` flags last. Returns once
+/// its admin endpoint answers (after recovery, with every socket bound).
+/// `SHOW_BROKER=1` shows its log.
+pub fn start_curve_broker(dir: &Path, server: &KeyPair, authorized: &str, extra: &[&str]) -> Broker {
+    let (secret, _) = write_pair(server, &dir.join("broker")).unwrap();
+    std::fs::write(dir.join("authorized"), authorized).unwrap();
+    let admin = format!("127.0.0.1:{}", free_port());
+    let child = Command::new(BROKER)
+        .args(["run", "--data-dir"])
+        .arg(dir.join("data"))
+        .args(["--intake", &ep(dir, "intake"), "--fanout", &ep(dir, "fanout"), "--control", &ep(dir, "control")])
+        .args(["--admin", &admin, "--heartbeat-interval-ms", "200"])
+        .arg("--curve-secret-key")
+        .arg(&secret)
+        .arg("--authorized-keys")
+        .arg(dir.join("authorized"))
+        .args(extra)
+        .stderr(if std::env::var_os("SHOW_BROKER").is_some() { Stdio::inherit() } else { Stdio::null() })
+        .spawn()
+        .unwrap();
+    let deadline = Instant::now() + START_WAIT;
+    while orderly_broker::admin::request(&admin, "GET", "/status").is_err() {
+        assert!(Instant::now() < deadline, "broker did not start");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    Broker { child, dir: dir.to_path_buf(), admin, public: server.public }
+}
