@@ -10,19 +10,26 @@ HELPERS="$ROOT/tests/helpers"
 WORK="$(mktemp -d "${TMPDIR:-/tmp}/orderly-test.XXXXXX")"
 PIDS=()
 
-cleanup() {
-    local status=$?
+# stop_started [TENTHS]: SIGTERM to every process started with `start`,
+# up to TENTHS tenths of a second (default 30) for them to drain, then
+# SIGKILL to any still running.
+stop_started() {
+    local tenths="${1:-30}"
     for pid in "${PIDS[@]}"; do
         kill -TERM "$pid" 2>/dev/null || true
     done
-    # Give processes a moment to drain, then make sure.
-    for _ in $(seq 1 30); do
+    for _ in $(seq 1 "$tenths"); do
         local alive=0
         for pid in "${PIDS[@]}"; do kill -0 "$pid" 2>/dev/null && alive=1; done
         [ "$alive" = 0 ] && break
         sleep 0.1
     done
     for pid in "${PIDS[@]}"; do kill -KILL "$pid" 2>/dev/null || true; done
+}
+
+cleanup() {
+    local status=$?
+    stop_started
     if [ "$status" != 0 ] && [ -d "$WORK" ]; then
         echo "--- logs of the failed run ($WORK) ---" >&2
         for log in "$WORK"/*.log; do

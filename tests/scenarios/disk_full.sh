@@ -17,14 +17,7 @@ MNT="$WORK/mnt"
 # stop what we started, so the filesystem is not busy, then unmount it.
 unmount_disk() {
     local status=$?
-    for pid in "${PIDS[@]}"; do kill -TERM "$pid" 2>/dev/null || true; done
-    for _ in $(seq 1 50); do
-        local alive=0
-        for pid in "${PIDS[@]}"; do kill -0 "$pid" 2>/dev/null && alive=1; done
-        [ "$alive" = 0 ] && break
-        sleep 0.1
-    done
-    for pid in "${PIDS[@]}"; do kill -KILL "$pid" 2>/dev/null || true; done
+    stop_started 50
     if mountpoint -q "$MNT"; then
         umount "$MNT" 2>/dev/null || umount -l "$MNT" || echo "disk_full: could not unmount $MNT" >&2
     fi
