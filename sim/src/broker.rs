@@ -7,10 +7,10 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
-use orderly_broker::compaction::{Anchors, Plan};
+use orderly_broker::compaction::Plan;
 use orderly_broker::core::{Core, CoreConfig, Event, Millis, Outbound};
 use orderly_broker::io::{
-    decode_event, persist_then_publish, BrokerError, EventLog, Persisted, Recorder, COMPACTION_LIVE_PERCENT_MAX,
+    decode_event, persist_then_publish, replay, BrokerError, EventLog, Persisted, Recorder, COMPACTION_LIVE_PERCENT_MAX,
 };
 use orderly_common::protocol::FanoutMsg;
 use orderly_journal::{
@@ -104,9 +104,8 @@ pub struct Opened {
     pub replayed: Vec<Appended>,
 }
 
-/// Opens the journal on `disk` and replays it into a fresh core, as the io
-/// loop's `recover` does (same decode, apply, payload and anchor steps);
-/// the caller then calls `finish_recovery`.
+/// Opens the journal on `disk` and replays it into a fresh core with the io
+/// loop's own `replay`; the caller then calls `finish_recovery`.
 pub fn open(
     disk: &SimStorage,
     options: Options,
@@ -116,28 +115,16 @@ pub fn open(
 ) -> Result<Opened, JournalError> {
     let storage = std::sync::Arc::new(disk.clone());
     let (journal, recovery) = Journal::open_on(storage, Path::new(JOURNAL_DIR), options)?;
-    let mut core = Core::new(config);
-    core.start_replay(now);
-    let mut anchors = Anchors::default();
     let mut replayed = Vec::new();
-    journal
-        .replay_located(|at, body| {
-            let event = decode_event(at.seq, body).map_err(|e| e.to_string())?;
-            core.apply(&event);
-            if let Some(key) = event.payload_key() {
-                core.payload_stored(key, at);
-            }
-            anchors.observe(&event, at.segment);
-            let frame_bytes = (RECORD_HEADER_BYTES + body.len()) as u64;
-            replayed.push(Appended { at, frame_bytes, event });
-            Ok::<(), String>(())
-        })
-        .map_err(|e| match e {
-            orderly_journal::ReplayError::Journal(source) => source,
-            orderly_journal::ReplayError::Callback { seq, error } => {
-                panic!("record {seq} written by the broker does not decode: {error}")
-            }
-        })?;
+    let observe = |at: RecordAt, body_len: usize, event: &Event| {
+        let frame_bytes = (RECORD_HEADER_BYTES + body_len) as u64;
+        replayed.push(Appended { at, frame_bytes, event: event.clone() });
+    };
+    let (core, anchors) = match replay(&journal, config, now, observe) {
+        Ok(core_and_anchors) => core_and_anchors,
+        Err(BrokerError::Journal { source, .. }) => return Err(source),
+        Err(error) => panic!("a record written by the broker does not replay: {error:#}"),
+    };
     let log = SimLog { journal, clock, appended: Vec::new() };
     Ok(Opened { core, recorder: Recorder::new(log, anchors), recovery, replayed })
 }

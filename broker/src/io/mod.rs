@@ -33,7 +33,7 @@ pub use self::config::{journal_dir, BrokerConfig, CurveConfig};
 pub use self::error::BrokerError;
 pub use self::event_loop::Summary;
 pub use self::recorder::{persist_then_publish, EventLog, Persisted, Recorder};
-pub use self::recover::recover;
+pub use self::recover::{recover, replay};
 /// The journal's record codec, here too for the loop's outside users.
 pub use crate::core::codec::{decode_event, encode_event, EventDecodeError};
 

@@ -2,14 +2,14 @@
 
 use std::path::Path;
 
-use orderly_journal::Journal;
+use orderly_journal::{Journal, RecordAt};
 use tracing::warn;
 
 use super::config::journal_dir;
 use super::error::BrokerError;
 use crate::compaction::Anchors;
 use crate::core::codec::decode_event;
-use crate::core::{Core, CoreConfig, Millis};
+use crate::core::{Core, CoreConfig, Event, Millis};
 
 /// Orders the tables are sized for before a replay, at most (beyond it
 /// they grow as needed).
@@ -24,6 +24,24 @@ pub fn recover(
 ) -> Result<(Journal, Core, Anchors), BrokerError> {
     let (journal, recovery) =
         Journal::open(&journal_dir(data_dir), options).map_err(|e| BrokerError::from_open(data_dir, e))?;
+    let (core, anchors) = replay(&journal, core_config, now_ms, |_, _, _| {})?;
+    if let Some(torn) = &recovery.truncated {
+        warn!(file = %torn.file.display(), offset = torn.offset, dropped_bytes = torn.dropped_bytes,
+              reason = %torn.reason, "journal: cut off a torn tail (a write the crash interrupted; it was never confirmed)");
+    }
+    Ok((journal, core, anchors))
+}
+
+/// Replays an open journal into a fresh core and the compaction anchors;
+/// `observe(at, body_len, event)` sees each record as it is applied (the
+/// simulation rebuilds its model from them). The caller then calls
+/// `finish_recovery`.
+pub fn replay(
+    journal: &Journal,
+    core_config: CoreConfig,
+    now_ms: Millis,
+    mut observe: impl FnMut(RecordAt, usize, &Event),
+) -> Result<(Core, Anchors), BrokerError> {
     let mut core = Core::new(core_config);
     core.start_replay(now_ms);
     let mut anchors = Anchors::default();
@@ -41,15 +59,12 @@ pub fn recover(
                 core.payload_stored(key, at);
             }
             anchors.observe(&event, at.segment);
+            observe(at, body.len(), &event);
             Ok::<(), BrokerError>(())
         })
         .map_err(|e| match e {
             orderly_journal::ReplayError::Journal(source) => BrokerError::Journal { during: "replay", source },
             orderly_journal::ReplayError::Callback { error, .. } => error,
         })?;
-    if let Some(torn) = &recovery.truncated {
-        warn!(file = %torn.file.display(), offset = torn.offset, dropped_bytes = torn.dropped_bytes,
-              reason = %torn.reason, "journal: cut off a torn tail (a write the crash interrupted; it was never confirmed)");
-    }
-    Ok((journal, core, anchors))
+    Ok((core, anchors))
 }
