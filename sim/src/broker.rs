@@ -1,16 +1,15 @@
 //! The broker process on the simulated disk: the real broker core, the real
 //! journal on a [`SimStorage`], and the real recorder of the io loop
-//! (`Recorder`, `persist_then_publish`). What the io loop does around them
-//! (start-up replay, compaction) follows its sequence step by step.
+//! (`Recorder`, `persist_then_publish`), with the io loop's own start-up
+//! replay (`io::replay`) and compaction (`io::compact`).
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
-use orderly_broker::compaction::Plan;
 use orderly_broker::core::{Core, CoreConfig, Event, Millis, Outbound};
 use orderly_broker::io::{
-    decode_event, persist_then_publish, replay, BrokerError, EventLog, Persisted, Recorder, COMPACTION_LIVE_PERCENT_MAX,
+    compact, decode_event, persist_then_publish, replay, BrokerError, EventLog, Persisted, Recorder, SegmentedLog,
 };
 use orderly_common::protocol::FanoutMsg;
 use orderly_journal::{
@@ -76,6 +75,20 @@ impl EventLog for SimLog {
     }
 }
 
+impl SegmentedLog for SimLog {
+    fn segments(&self) -> &[orderly_journal::SegmentInfo] {
+        self.journal.segments()
+    }
+
+    fn sync(&mut self) -> Result<bool, JournalError> {
+        self.journal.sync()
+    }
+
+    fn remove_oldest_segment(&mut self, segment_id: u64) -> Result<orderly_journal::SegmentInfo, JournalError> {
+        self.journal.remove_oldest_segment(segment_id)
+    }
+}
+
 /// The virtual time `now` as an `Instant`, far ahead of the wall clock:
 /// the journal's own fsyncs (roll, marker, removal) stamp the wall clock,
 /// so the lazy commit after one of them always fsyncs — deterministically.
@@ -135,41 +148,6 @@ pub fn journal_error(error: &BrokerError) -> Option<&JournalError> {
         BrokerError::Journal { source, .. } => Some(source),
         _ => None,
     }
-}
-
-/// The io loop's compaction, step by step (`Loop::compact`): while the
-/// oldest segment is not the active one, ask the anchors; copy the live
-/// orders of a mostly dead segment forward (items read back from the
-/// journal when only it holds them), commit, fsync, then remove it.
-/// Returns the segments removed.
-pub fn compact(core: &mut Core, recorder: &mut Recorder<SimLog>) -> Result<u32, BrokerError> {
-    let mut removed = 0;
-    while recorder.log.journal.segments().len() >= 2 {
-        let oldest = recorder.log.journal.segments()[0].id;
-        match recorder.anchors.plan(oldest, COMPACTION_LIVE_PERCENT_MAX) {
-            Plan::Keep => break,
-            Plan::Remove => {}
-            Plan::CopyForward(keys) => {
-                for key in keys {
-                    let Some(mut event) = core.snapshot(&key) else { continue };
-                    if let (Some(from), Some(items)) = (core.payload_ref(&key), event.payload_mut()) {
-                        *items = recorder.read_items(from)?;
-                    }
-                    recorder.record(core, &event)?;
-                }
-                recorder.commit()?;
-                recorder.log.journal.sync().map_err(journal_err("fsync"))?;
-            }
-        }
-        recorder.log.journal.remove_oldest_segment(oldest).map_err(journal_err("segment removal"))?;
-        recorder.anchors.forget_segment(oldest);
-        removed += 1;
-    }
-    Ok(removed)
-}
-
-fn journal_err(during: &'static str) -> impl FnOnce(JournalError) -> BrokerError {
-    move |source| BrokerError::Journal { during, source }
 }
 
 /// Seq of the last committed record of `journal`, and whether everything
@@ -260,7 +238,10 @@ impl Sim {
     /// proofs of the orders they copy.
     fn compact_journal(&mut self) -> Check {
         let (Some(core), Some(recorder)) = (self.core.as_mut(), self.recorder.as_mut()) else { return Ok(()) };
-        let result = compact(core, recorder);
+        // The io loop's own compaction; the disk counts as full, as in the
+        // loop, while no reserve could be made (no commit is held here).
+        let disk_full = recorder.log.journal.space() != SpaceState::Ok;
+        let result = compact(core, recorder, disk_full);
         let copies = std::mem::take(&mut recorder.log.appended);
         let copied = copies.len();
         for copy in copies {

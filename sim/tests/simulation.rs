@@ -41,11 +41,11 @@
 //!   `SimStorage`, written by the io loop's real `Recorder` and
 //!   `persist_then_publish` (record, commit, only then publish), on the
 //!   virtual clock (`commit_lazily_at`, `sync_lazy_due_at`: lazy commits
-//!   are fsynced within 10 virtual ms). After every turn the io loop's
-//!   compaction runs step by step (`Anchors::plan`, copies, commit, fsync,
-//!   `remove_oldest_segment`). A start opens the journal on the same disk
-//!   and replays it with the real decode into a fresh core, then
-//!   `finish_recovery`.
+//!   are fsynced within 10 virtual ms). After every turn the io loop's own
+//!   compaction runs (`io::compact`: `Anchors::plan`, copies, commit,
+//!   fsync, `remove_oldest_segment`). A start opens the journal on the same
+//!   disk and replays it with the io loop's own `io::replay` into a fresh
+//!   core, then `finish_recovery`.
 //! - **Faults** on a random schedule: the broker crashes (in-transit packets
 //!   may be lost; it comes back after 0–5 s with a new incarnation); on some
 //!   seeds a crash is a **power cut** (`SimStorage::power_cut`: only durable

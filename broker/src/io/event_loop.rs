@@ -21,10 +21,9 @@ use super::error::{journal_err, zmq_err, BrokerError};
 use super::metrics::{prometheus_text, status_report, Stats};
 use super::recorder::{persist_then_publish, Recorder};
 use super::sockets::{recv, recv_subscription, Sockets, Subscription};
-use super::{wall_clock_ms, COMPACTION_LIVE_PERCENT_MAX};
+use super::wall_clock_ms;
 use crate::admin::schema::RetryReport;
 use crate::admin::{AdminRequest, Query, DLQ_LIST_MAX};
-use crate::compaction::Plan;
 use crate::core::{Core, Counters, Millis};
 
 /// Decode errors of one socket are logged at most this often.
@@ -392,46 +391,8 @@ impl Loop {
     /// copied (the room left is for acks and dispatches; removals free
     /// space), and a copy that meets a full disk leaves the segment alone.
     fn compact(&mut self) -> Result<(), BrokerError> {
-        while self.recorder.log.segments().len() >= 2 {
-            let oldest = self.recorder.log.segments()[0].id;
-            match self.recorder.anchors.plan(oldest, COMPACTION_LIVE_PERCENT_MAX) {
-                Plan::Keep => break,
-                Plan::Remove => {}
-                Plan::CopyForward(_) if self.disk.full().is_some() => break,
-                Plan::CopyForward(keys) => {
-                    if !self.copy_forward(keys)? {
-                        break;
-                    }
-                    info!(segment = oldest, "journal: copied live orders forward");
-                }
-            }
-            let removed = self.recorder.log.remove_oldest_segment(oldest).map_err(journal_err("segment removal"))?;
-            self.recorder.anchors.forget_segment(oldest);
-            info!(segment = oldest, bytes = removed.bytes, "journal: removed a resolved segment");
-        }
+        super::recorder::compact(&mut self.core, &mut self.recorder, self.disk.full().is_some())?;
         Ok(())
-    }
-
-    /// Writes copies of these live orders and makes them durable; false
-    /// if the disk is full (the copies wait with the held commit).
-    fn copy_forward(&mut self, keys: Vec<orderly_common::OrderKey>) -> Result<bool, BrokerError> {
-        for key in keys {
-            let Some(mut event) = self.core.snapshot(&key) else { continue };
-            if let (Some(from), Some(items)) = (self.core.payload_ref(&key), event.payload_mut()) {
-                // Only the journal holds the items: copy them from there.
-                *items = self.recorder.read_items(from)?;
-            }
-            if !self.recorder.record(&mut self.core, &event)? {
-                return Ok(false);
-            }
-        }
-        if !self.recorder.commit()? {
-            return Ok(false);
-        }
-        // The copies must be durable before the originals go, whatever the
-        // fsync policy.
-        self.recorder.log.sync().map_err(journal_err("fsync"))?;
-        Ok(true)
     }
 
     pub(super) fn summary(&self) -> Summary {

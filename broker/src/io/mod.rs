@@ -32,7 +32,7 @@ use tracing::{info, warn};
 pub use self::config::{journal_dir, BrokerConfig, CurveConfig};
 pub use self::error::BrokerError;
 pub use self::event_loop::Summary;
-pub use self::recorder::{persist_then_publish, EventLog, Persisted, Recorder};
+pub use self::recorder::{compact, persist_then_publish, EventLog, Persisted, Recorder, SegmentedLog};
 pub use self::recover::{recover, replay};
 /// The journal's record codec, here too for the loop's outside users.
 pub use crate::core::codec::{decode_event, encode_event, EventDecodeError};

@@ -7,8 +7,11 @@ use orderly_common::protocol::encode_dispatch;
 use orderly_journal::{Journal, JournalError, RecordAt};
 use serde_bytes::ByteBuf;
 
+use orderly_common::OrderKey;
+
 use super::error::{journal_err, BrokerError};
-use crate::compaction::Anchors;
+use super::COMPACTION_LIVE_PERCENT_MAX;
+use crate::compaction::{Anchors, Plan};
 use crate::core::codec::{decode_payload, encode_event};
 use crate::core::{Core, Event};
 
@@ -23,6 +26,16 @@ pub trait EventLog {
     fn commit_lazily(&mut self) -> Result<orderly_journal::CommitInfo, JournalError>;
     /// Reads back a committed record.
     fn read_at(&mut self, at: RecordAt) -> Result<Vec<u8>, JournalError>;
+}
+
+/// An [`EventLog`] of segments that compaction can remove.
+pub trait SegmentedLog: EventLog {
+    /// The segments on disk, oldest first.
+    fn segments(&self) -> &[orderly_journal::SegmentInfo];
+    /// Fsyncs everything written.
+    fn sync(&mut self) -> Result<bool, JournalError>;
+    /// Removes the oldest segment (see [`Journal::remove_oldest_segment`]).
+    fn remove_oldest_segment(&mut self, segment_id: u64) -> Result<orderly_journal::SegmentInfo, JournalError>;
 }
 
 impl EventLog for Journal {
@@ -40,6 +53,20 @@ impl EventLog for Journal {
 
     fn read_at(&mut self, at: RecordAt) -> Result<Vec<u8>, JournalError> {
         Journal::read_at(self, at)
+    }
+}
+
+impl SegmentedLog for Journal {
+    fn segments(&self) -> &[orderly_journal::SegmentInfo] {
+        Journal::segments(self)
+    }
+
+    fn sync(&mut self) -> Result<bool, JournalError> {
+        Journal::sync(self)
+    }
+
+    fn remove_oldest_segment(&mut self, segment_id: u64) -> Result<orderly_journal::SegmentInfo, JournalError> {
+        Journal::remove_oldest_segment(self, segment_id)
     }
 }
 
@@ -208,6 +235,63 @@ pub fn persist_then_publish<L: EventLog>(
         publish(&out)?;
     }
     Ok(Persisted::Published)
+}
+
+/// Compaction after a turn: removes the oldest segment while it holds no
+/// live order, copying its live orders forward first when few are left
+/// (`Plan::CopyForward`). The copies are committed and fsynced before the
+/// original goes, whatever the fsync policy. With `disk_full` nothing is
+/// copied (removals still free space); a copy that meets a full disk stops
+/// compaction and waits with the held commit. Returns the segments removed.
+pub fn compact<L: SegmentedLog>(
+    core: &mut Core,
+    recorder: &mut Recorder<L>,
+    disk_full: bool,
+) -> Result<u32, BrokerError> {
+    let mut removed = 0;
+    while recorder.log.segments().len() >= 2 {
+        let oldest = recorder.log.segments()[0].id;
+        match recorder.anchors.plan(oldest, COMPACTION_LIVE_PERCENT_MAX) {
+            Plan::Keep => break,
+            Plan::Remove => {}
+            Plan::CopyForward(_) if disk_full => break,
+            Plan::CopyForward(keys) => {
+                if !copy_forward(core, recorder, keys)? {
+                    break;
+                }
+                tracing::info!(segment = oldest, "journal: copied live orders forward");
+            }
+        }
+        let segment = recorder.log.remove_oldest_segment(oldest).map_err(journal_err("segment removal"))?;
+        recorder.anchors.forget_segment(oldest);
+        removed += 1;
+        tracing::info!(segment = oldest, bytes = segment.bytes, "journal: removed a resolved segment");
+    }
+    Ok(removed)
+}
+
+/// Writes copies of these live orders and makes them durable; false if the
+/// disk is full (the copies wait with the held commit).
+fn copy_forward<L: SegmentedLog>(
+    core: &mut Core,
+    recorder: &mut Recorder<L>,
+    keys: Vec<OrderKey>,
+) -> Result<bool, BrokerError> {
+    for key in keys {
+        let Some(mut event) = core.snapshot(&key) else { continue };
+        if let (Some(from), Some(items)) = (core.payload_ref(&key), event.payload_mut()) {
+            // Only the journal holds the items: copy them from there.
+            *items = recorder.read_items(from)?;
+        }
+        if !recorder.record(core, &event)? {
+            return Ok(false);
+        }
+    }
+    if !recorder.commit()? {
+        return Ok(false);
+    }
+    recorder.log.sync().map_err(journal_err("fsync"))?;
+    Ok(true)
 }
 
 #[cfg(test)]
