@@ -87,6 +87,7 @@ fn heartbeat(welcome: Option<u64>) -> ControlMsg {
         in_flight: Vec::new(),
         welcome,
         draining: false,
+        broken: None,
     })
 }
 

@@ -149,6 +149,7 @@ fn make_dead_letters(broker: &Broker, count: usize, reason: &str) {
                 in_flight: vec![],
                 welcome,
                 draining: false,
+                broken: None,
             };
             send(&control, ControlMsg::Heartbeat(heartbeat).encode());
             beat = Instant::now();
@@ -164,6 +165,8 @@ fn make_dead_letters(broker: &Broker, count: usize, reason: &str) {
                         attempt: d.attempt,
                         retry: false,
                         reason: reason.into(),
+                        delay_ms: None,
+                        returned: false,
                     };
                     send(&control, ControlMsg::Nack(nack).encode());
                 }

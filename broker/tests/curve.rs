@@ -122,6 +122,7 @@ fn heartbeat(worker: &str, welcome: Option<u64>) -> ControlMsg {
         in_flight: vec![],
         welcome,
         draining: false,
+        broken: None,
     })
 }
 

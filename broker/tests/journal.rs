@@ -149,7 +149,15 @@ fn confirmed(client: &Client, order: &str) {
 }
 
 fn heartbeat(incarnation: u64, welcome: Option<u64>) -> Vec<u8> {
-    let hb = Heartbeat { worker: "w".into(), incarnation, capacity: 8, in_flight: vec![], welcome, draining: false };
+    let hb = Heartbeat {
+        worker: "w".into(),
+        incarnation,
+        capacity: 8,
+        in_flight: vec![],
+        welcome,
+        draining: false,
+        broken: None,
+    };
     ControlMsg::Heartbeat(hb).encode()
 }
 

@@ -110,6 +110,7 @@ impl Client {
                 in_flight: vec![],
                 welcome,
                 draining: false,
+                broken: None,
             };
             self.send(ControlMsg::Heartbeat(heartbeat).encode());
             match self.next(Duration::from_millis(100)) {

@@ -141,6 +141,7 @@ fn heartbeat(worker: &str, welcome: Option<u64>, in_flight: Vec<OrderKey>) -> Ve
         in_flight,
         welcome,
         draining: false,
+        broken: None,
     })
     .encode()
 }

@@ -93,8 +93,15 @@ impl Peer {
 }
 
 fn heartbeat(welcome: Option<u64>) -> Vec<u8> {
-    let hb =
-        Heartbeat { worker: "w1".into(), incarnation: 1, capacity: 1, in_flight: vec![], welcome, draining: false };
+    let hb = Heartbeat {
+        worker: "w1".into(),
+        incarnation: 1,
+        capacity: 1,
+        in_flight: vec![],
+        welcome,
+        draining: false,
+        broken: None,
+    };
     ControlMsg::Heartbeat(hb).encode()
 }
 
@@ -143,6 +150,8 @@ fn nack_for_good(dir: &Path, reason: &str) -> OrderKey {
                     attempt: d.attempt,
                     retry: false,
                     reason: reason.into(),
+                    delay_ms: None,
+                    returned: false,
                 };
                 worker.send(ControlMsg::Nack(nack).encode());
                 return d.order;

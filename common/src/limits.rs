@@ -90,6 +90,8 @@ pub const MAX_ATTEMPTS_DEFAULT: u32 = 5;
 /// Default time an order may stay in flight without an ack (or a heartbeat
 /// listing it) before it is redelivered.
 pub const ACK_TIMEOUT_MS_DEFAULT: u64 = 30_000;
+/// Longest retry delay a `nack` may ask for; longer ones are clamped.
+pub const RETRY_DELAY_MS_MAX: u64 = 24 * 60 * 60 * 1000;
 /// Default time the key of an acknowledged order is remembered, so that a
 /// resend is confirmed again rather than processed twice.
 pub const DEDUP_WINDOW_MS_DEFAULT: u64 = 10 * 60 * 1000;

@@ -128,6 +128,11 @@ pub struct Heartbeat {
     /// The worker is shutting down: send it nothing more.
     #[serde(default)]
     pub draining: bool,
+    /// The worker's handler cannot run (a missing or non-executable
+    /// command, a spawn error), and why: send it nothing until a heartbeat
+    /// without it. Since 0.3.
+    #[serde(default)]
+    pub broken: Option<String>,
 }
 
 /// Worker → broker: the order was processed (POSACK).
@@ -164,6 +169,15 @@ pub struct Nack {
     pub attempt: u32,
     pub retry: bool,
     pub reason: String,
+    /// Retry no sooner than this many ms from now (clamped to
+    /// `limits::RETRY_DELAY_MS_MAX`); `None`: the broker's backoff. Since 0.3.
+    #[serde(default)]
+    pub delay_ms: Option<u64>,
+    /// The worker hands the order back without having run it (no free
+    /// slot, draining, its handler cannot run): requeued without spending
+    /// an attempt, and preferably sent to another worker. Since 0.3.
+    #[serde(default)]
+    pub returned: bool,
 }
 
 /// Worker → broker: the worker is leaving with nothing in flight.
@@ -460,6 +474,10 @@ impl ControlMsg {
                     );
                 }
                 m.in_flight.iter().try_for_each(|k| k.validate())?;
+                if m.broken.as_ref().is_some_and(|b| b.len() > REASON_BYTES_MAX) {
+                    let len = m.broken.as_ref().map_or(0, String::len);
+                    return invalid("broken", format!("{len} bytes; the limit is {REASON_BYTES_MAX}"));
+                }
                 Ok(())
             }
             ControlMsg::Ack(m) => Ok(m.order.validate()?),

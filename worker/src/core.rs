@@ -287,7 +287,16 @@ impl Core {
             Err(failure) => {
                 self.counters.orders_nacked += 1;
                 let reason = truncate_on_char_boundary(&failure.reason, REASON_BYTES_MAX).to_owned();
-                ControlMsg::Nack(Nack { worker, incarnation, order, attempt, retry: failure.retry, reason })
+                ControlMsg::Nack(Nack {
+                    worker,
+                    incarnation,
+                    order,
+                    attempt,
+                    retry: failure.retry,
+                    reason,
+                    delay_ms: None,
+                    returned: false,
+                })
             }
         };
         self.control.push_back(msg);
@@ -321,6 +330,7 @@ impl Core {
             in_flight: self.in_flight.keys().take(HEARTBEAT_IN_FLIGHT_MAX).cloned().collect(),
             welcome: self.welcome,
             draining: self.draining,
+            broken: None,
         };
         self.control.push_back(ControlMsg::Heartbeat(heartbeat));
     }

@@ -36,6 +36,7 @@ fn heartbeat(worker: &str, capacity: u32, welcome: Option<u64>) -> ControlMsg {
         in_flight: vec![],
         welcome,
         draining: false,
+        broken: None,
     })
 }
 
@@ -222,6 +223,8 @@ fn nacks_redeliver_then_dead_letter_after_max_attempts() {
             attempt,
             retry: true,
             reason: "exit 1".into(),
+            delay_ms: None,
+            returned: false,
         };
         core.handle_control(ControlMsg::Nack(nack), 1);
     }
@@ -244,6 +247,8 @@ fn a_nack_without_retry_dead_letters_at_once() {
         attempt: 1,
         retry: false,
         reason: "bad".into(),
+        delay_ms: None,
+        returned: false,
     };
     core.handle_control(ControlMsg::Nack(nack), 1);
     assert_eq!(core.status().dead_letters, 1);
@@ -280,6 +285,7 @@ fn a_restarted_worker_loses_its_old_orders_at_once() {
         in_flight: vec![],
         welcome: None,
         draining: false,
+        broken: None,
     });
     core.handle_control(restarted, 5);
     let (events, _) = drain(&mut core);
@@ -380,6 +386,7 @@ fn a_dispatch_the_worker_does_not_list_is_requeued_after_a_grace() {
         in_flight: vec![OrderKey::new("p", "o")],
         welcome: None,
         draining: false,
+        broken: None,
     });
     core.handle_control(holding, 4_500);
     assert_eq!(core.status().in_flight_orders, 1);
@@ -402,6 +409,7 @@ fn a_draining_worker_gets_nothing_new() {
         in_flight: vec![],
         welcome: None,
         draining: true,
+        broken: None,
     });
     core.handle_control(draining, 1);
     send_order(&mut core, "o", 1);
@@ -607,7 +615,16 @@ fn recover(config: CoreConfig, journal: &[Event], now_ms: Millis) -> Core {
 
 fn nack(order: &str, attempt: u32, retry: bool) -> ControlMsg {
     let order = OrderKey::new("p", order);
-    ControlMsg::Nack(Nack { worker: "w1".into(), incarnation: 1, order, attempt, retry, reason: "no".into() })
+    ControlMsg::Nack(Nack {
+        worker: "w1".into(),
+        incarnation: 1,
+        order,
+        attempt,
+        retry,
+        reason: "no".into(),
+        delay_ms: None,
+        returned: false,
+    })
 }
 
 #[test]
@@ -695,7 +712,16 @@ fn acks_from(worker: &str, orders: &[&str]) -> ControlMsg {
 
 fn nack_from(worker: &str, order: &str, attempt: u32, retry: bool) -> ControlMsg {
     let order = OrderKey::new("p", order);
-    ControlMsg::Nack(Nack { worker: worker.into(), incarnation: 1, order, attempt, retry, reason: "no".into() })
+    ControlMsg::Nack(Nack {
+        worker: worker.into(),
+        incarnation: 1,
+        order,
+        attempt,
+        retry,
+        reason: "no".into(),
+        delay_ms: None,
+        returned: false,
+    })
 }
 
 /// Issue 14, attack 1: an authorized worker key acking orders it never

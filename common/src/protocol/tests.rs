@@ -29,6 +29,7 @@ fn control_round_trips() {
             in_flight: vec![key.clone()],
             welcome: Some(3),
             draining: false,
+            broken: None,
         }),
         ControlMsg::Ack(Ack { worker: "w1".into(), incarnation: 9, order: key.clone(), attempt: 1 }),
         ControlMsg::Nack(Nack {
@@ -38,6 +39,8 @@ fn control_round_trips() {
             attempt: 2,
             retry: false,
             reason: "exit 3".into(),
+            delay_ms: None,
+            returned: false,
         }),
         ControlMsg::Bye(Bye { worker: "w1".into(), incarnation: 9 }),
     ];
@@ -148,6 +151,7 @@ fn invalid_ids_are_refused() {
         in_flight: vec![],
         welcome: None,
         draining: false,
+        broken: None,
     })
     .encode();
     assert!(matches!(ControlMsg::decode(&zero), Err(DecodeError::Invalid { field: "capacity", .. })));

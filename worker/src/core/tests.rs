@@ -65,6 +65,7 @@ fn first_timeout_announces_the_worker() {
             in_flight: vec![],
             welcome: None,
             draining: false,
+            broken: None,
         })]
     );
 }
@@ -125,7 +126,9 @@ fn done_produces_ack_or_nack() {
                 order: OrderKey::new("p", "again"),
                 attempt: 1,
                 retry: true,
-                reason: "exit code 3".into()
+                reason: "exit code 3".into(),
+                delay_ms: None,
+                returned: false,
             }),
             ControlMsg::Nack(Nack {
                 worker: "w1".into(),
@@ -133,7 +136,9 @@ fn done_produces_ack_or_nack() {
                 order: OrderKey::new("p", "never"),
                 attempt: 1,
                 retry: false,
-                reason: "bad item".into()
+                reason: "bad item".into(),
+                delay_ms: None,
+                returned: false,
             }),
         ]
     );
