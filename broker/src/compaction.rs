@@ -58,7 +58,7 @@ impl Anchors {
             }
             // An acknowledged order stays live where its Acked record is,
             // until its key leaves the dedup window (Forgotten).
-            Event::Acked { key } => {
+            Event::Acked { key } | Event::Discarded { key } => {
                 self.resolve(key);
                 self.by_key.insert(key.clone(), segment);
                 let entry = self.segments.entry(segment).or_default();

@@ -394,6 +394,16 @@ impl Model {
                 self.held_bytes -= charge(o.bytes, o.count);
                 Ok(i)
             }
+            Event::Discarded { key } => {
+                let i = self.lookup(key)?;
+                let o = &mut self.orders[i];
+                ensure!(o.sealed && !o.acked && o.dead, "{key}: discarded but not a dead letter");
+                o.dead = false;
+                o.acked = true;
+                self.dead -= 1;
+                self.held_bytes -= charge(o.bytes, o.count);
+                Ok(i)
+            }
             Event::Requeued { key, reason } => {
                 let i = self.lookup(key)?;
                 let o = &self.orders[i];
@@ -479,7 +489,7 @@ impl Model {
         let (key, proves) = match &record.event {
             Event::Begun { key, .. } => (key, false),
             Event::Accepted { key, .. } => (key, true),
-            Event::Sealed { key, .. } | Event::Acked { key } => (key, true),
+            Event::Sealed { key, .. } | Event::Acked { key } | Event::Discarded { key } => (key, true),
             Event::Restored { key, snapshot: Snapshot::Sealed { .. } | Snapshot::Acked { .. } } => (key, true),
             _ => return,
         };

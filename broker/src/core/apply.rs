@@ -31,6 +31,7 @@ impl Core {
             Event::Dropped { key, .. } => self.remove_partial(key),
             Event::Dispatched { key, worker, attempt } => self.apply_dispatched(key, worker, *attempt),
             Event::Acked { key } => self.apply_acked(key),
+            Event::Discarded { key } => self.apply_discarded(key),
             Event::Forgotten { key } => {
                 self.recent.remove(key);
             }
@@ -128,6 +129,16 @@ impl Core {
         self.held_bytes -= order.charge();
         self.uncache(&order);
         self.counters.orders_acked += 1;
+    }
+
+    fn apply_discarded(&mut self, key: &OrderKey) {
+        // Remembered as an ack is (see `apply_acked`), even when unknown.
+        self.remember(key, self.now_ms);
+        let Some(order) = self.orders.remove(key) else { return };
+        self.leave_state(key, &order.state);
+        self.held_bytes -= order.charge();
+        self.uncache(&order);
+        self.counters.orders_discarded += 1;
     }
 
     fn apply_requeued(&mut self, key: &OrderKey) {

@@ -39,6 +39,10 @@ pub enum Event {
     Revived { key: OrderKey },
     /// An acknowledged order's key left the dedup window.
     Forgotten { key: OrderKey },
+    /// An operator deleted a dead letter (`dlq delete`): it is gone, and
+    /// its key is remembered for the dedup window like an acknowledged
+    /// order's, so a late resend is confirmed, not processed.
+    Discarded { key: OrderKey },
 }
 
 impl Event {

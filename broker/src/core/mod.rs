@@ -40,7 +40,7 @@ use orderly_common::OrderKey;
 use serde_bytes::ByteBuf;
 
 pub use event::{Event, Fill, Outbound, Snapshot};
-pub use status::{Counters, DeadLetter, Status, WorkerStatus};
+pub use status::{Counters, DeadLetter, DeadLetterPage, OrderInfo, OrderItems, OrderPlace, Status, WorkerStatus};
 
 /// The cores' one time type (see `orderly_common::time`).
 pub use orderly_common::time::Millis;

@@ -4,7 +4,21 @@
 use orderly_common::OrderKey;
 use serde::{Deserialize, Serialize};
 
-use super::{Core, Event, Millis, OrderState};
+use super::{Core, Event, Millis, Order, OrderState};
+
+fn dead_letter(key: &OrderKey, order: &Order) -> DeadLetter {
+    DeadLetter {
+        producer: key.producer.clone(),
+        id: key.id.clone(),
+        attempts: order.attempts,
+        reason: order.dead_reason().unwrap_or_default(),
+        items: order.count as usize,
+        bytes: order.bytes,
+        last_worker: order.holder.clone(),
+        first_seen_unix_ms: None,
+        dead_since_unix_ms: None,
+    }
+}
 
 /// Counters for logs and status.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -35,6 +49,9 @@ pub struct Counters {
     /// `pending_orders_per_producer_max` sealed, unacknowledged orders.
     #[serde(default)]
     pub producer_limit_rejects: u64,
+    /// Dead letters deleted by an operator (`dlq delete`).
+    #[serde(default)]
+    pub orders_discarded: u64,
 }
 
 /// A dead-lettered order, for operators.
@@ -43,9 +60,75 @@ pub struct DeadLetter {
     pub producer: String,
     pub id: String,
     pub attempts: u32,
+    /// The last failure's reason.
     pub reason: String,
     pub items: usize,
     pub bytes: u64,
+    /// The worker of its latest dispatch, if known.
+    #[serde(default)]
+    pub last_worker: Option<String>,
+    /// When the broker sealed it (Unix ms), if known.
+    #[serde(default)]
+    pub first_seen_unix_ms: Option<u64>,
+    /// When it was dead-lettered (Unix ms), if known.
+    #[serde(default)]
+    pub dead_since_unix_ms: Option<u64>,
+}
+
+/// One page of dead letters, in key order (see [`Core::dead_letters_page`]).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DeadLetterPage {
+    /// Dead letters in all, not only on this page.
+    pub total: usize,
+    pub dead_letters: Vec<DeadLetter>,
+    /// The last key of this page, to pass as `after` for the next one;
+    /// `None` on the last page.
+    pub next_after: Option<OrderKey>,
+}
+
+/// Where a sealed order is, for `orders show`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum OrderPlace {
+    /// Waiting for a worker.
+    Pending,
+    /// Waiting for its retry delay to pass.
+    Delayed,
+    /// Dispatched, not yet acknowledged.
+    InFlight,
+    /// Dead-lettered.
+    Dead,
+}
+
+/// One sealed order, for operators (`orders show`, `dlq show`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct OrderInfo {
+    pub producer: String,
+    pub id: String,
+    pub place: OrderPlace,
+    /// Deliveries so far.
+    pub attempts: u32,
+    pub items: usize,
+    pub bytes: u64,
+    /// The worker holding it (in flight) or of its latest dispatch.
+    pub worker: Option<String>,
+    /// The last failure's reason, if it failed before.
+    pub last_reason: Option<String>,
+    #[serde(default)]
+    pub first_seen_unix_ms: Option<u64>,
+    #[serde(default)]
+    pub dead_since_unix_ms: Option<u64>,
+    /// Delayed: how long until it may be dispatched again.
+    #[serde(default)]
+    pub retry_in_ms: Option<u64>,
+}
+
+/// Where a sealed order's items are (see [`Core::order_items`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum OrderItems {
+    InMemory(Vec<serde_bytes::ByteBuf>),
+    /// Only the journal holds them: read them from this record.
+    Journal(super::PayloadRef),
 }
 
 /// A snapshot of one worker for status output.
@@ -107,24 +190,80 @@ impl Core {
 
     /// Dead letters, sorted by key, at most `limit`.
     pub fn dead_letters(&self, limit: usize) -> Vec<DeadLetter> {
-        let mut dead: Vec<DeadLetter> = self
+        self.dead_letters_page(None, limit).dead_letters
+    }
+
+    /// Dead letters in key order after `after` (from the first with
+    /// `None`), at most `limit`, with the total and where the next page
+    /// starts.
+    pub fn dead_letters_page(&self, after: Option<&OrderKey>, limit: usize) -> DeadLetterPage {
+        let mut dead: Vec<(&OrderKey, &Order)> = self
             .orders
             .iter()
-            .filter_map(|(key, order)| match &order.state {
-                OrderState::Dead { reason } => Some(DeadLetter {
-                    producer: key.producer.clone(),
-                    id: key.id.clone(),
-                    attempts: order.attempts,
-                    reason: reason.clone(),
-                    items: order.count as usize,
-                    bytes: order.bytes,
-                }),
-                _ => None,
-            })
+            .filter(|(_, order)| matches!(order.state, OrderState::Dead { .. }))
+            .map(|(key, order)| (&**key, order))
             .collect();
-        dead.sort_by(|a, b| (&a.producer, &a.id).cmp(&(&b.producer, &b.id)));
+        let total = dead.len();
+        dead.retain(|(key, _)| after.is_none_or(|after| *key > after));
+        dead.sort_unstable_by(|a, b| a.0.cmp(b.0));
+        let more = dead.len() > limit;
         dead.truncate(limit);
-        dead
+        let next_after = if more { dead.last().map(|(key, _)| OrderKey::clone(key)) } else { None };
+        let dead_letters = dead.into_iter().map(|(key, order)| dead_letter(key, order)).collect();
+        DeadLetterPage { total, dead_letters, next_after }
+    }
+
+    /// A sealed order (pending, delayed, in flight or dead), for operators.
+    pub fn order_info(&self, key: &OrderKey) -> Option<OrderInfo> {
+        let order = self.orders.get(key)?;
+        let (place, worker) = match &order.state {
+            OrderState::Pending => (OrderPlace::Pending, order.holder.clone()),
+            OrderState::InFlight { worker } => (OrderPlace::InFlight, Some(worker.clone())),
+            OrderState::Dead { .. } => (OrderPlace::Dead, order.holder.clone()),
+        };
+        Some(OrderInfo {
+            producer: key.producer.clone(),
+            id: key.id.clone(),
+            place,
+            attempts: order.attempts,
+            items: order.count as usize,
+            bytes: order.bytes,
+            worker,
+            last_reason: order.dead_reason(),
+            first_seen_unix_ms: None,
+            dead_since_unix_ms: None,
+            retry_in_ms: None,
+        })
+    }
+
+    /// A sealed order's items: in RAM, or where the journal holds them.
+    pub fn order_items(&self, key: &OrderKey) -> Option<OrderItems> {
+        let order = self.orders.get(key)?;
+        match (&order.items, order.stored) {
+            (Some(items), _) => Some(OrderItems::InMemory(items.clone())),
+            (None, Some(at)) => Some(OrderItems::Journal(at)),
+            (None, None) => None,
+        }
+    }
+
+    /// Deletes dead letters (journaled as [`Event::Discarded`]): one
+    /// order, or all of them with `None`. Returns how many were deleted.
+    pub fn discard_dead(&mut self, which: Option<&OrderKey>, now_ms: Millis) -> usize {
+        self.now_ms = now_ms;
+        let mut keys: Vec<OrderKey> = match which {
+            Some(key) => vec![key.clone()],
+            None => self.orders.keys().map(|k| OrderKey::clone(k)).collect(),
+        };
+        keys.sort();
+        let mut discarded = 0;
+        for key in keys {
+            if self.orders.get(&key).is_some_and(|o| matches!(o.state, OrderState::Dead { .. })) {
+                self.record(Event::Discarded { key });
+                discarded += 1;
+            }
+        }
+        self.after_input();
+        discarded
     }
 
     /// Sends dead letters back to the queue with fresh attempts: one order,

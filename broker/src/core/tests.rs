@@ -254,6 +254,54 @@ fn a_nack_without_retry_dead_letters_at_once() {
     assert_eq!(core.status().dead_letters, 1);
 }
 
+fn nack_for_good(order: &str) -> ControlMsg {
+    let order = OrderKey::new("p", order);
+    ControlMsg::Nack(Nack {
+        worker: "w1".into(),
+        incarnation: 1,
+        order,
+        attempt: 1,
+        retry: false,
+        reason: "bad".into(),
+        delay_ms: None,
+        returned: false,
+    })
+}
+
+#[test]
+fn dead_letters_page_in_key_order_and_a_discard_is_remembered_like_an_ack() {
+    let mut core = core();
+    ready_worker(&mut core, "w1", 8, 0);
+    for id in ["c", "a", "b"] {
+        send_order(&mut core, id, 1);
+    }
+    for id in ["c", "a", "b"] {
+        core.handle_control(nack_for_good(id), 1);
+    }
+    let first = core.dead_letters_page(None, 2);
+    assert_eq!(first.total, 3);
+    let ids: Vec<&str> = first.dead_letters.iter().map(|d| d.id.as_str()).collect();
+    assert_eq!(ids, ["a", "b"]);
+    assert_eq!(first.dead_letters[0].last_worker.as_deref(), Some("w1"));
+    let next = first.next_after.expect("a second page");
+    let second = core.dead_letters_page(Some(&next), 2);
+    assert_eq!(second.dead_letters.len(), 1);
+    assert_eq!(second.next_after, None);
+    assert_eq!(core.order_info(&OrderKey::new("p", "a")).map(|i| i.place), Some(OrderPlace::Dead));
+
+    assert_eq!(core.discard_dead(Some(&OrderKey::new("p", "a")), 2), 1);
+    assert_eq!(core.discard_dead(Some(&OrderKey::new("p", "a")), 2), 0, "gone already");
+    assert_eq!(core.status().dead_letters, 2);
+    assert!(core.order_info(&OrderKey::new("p", "a")).is_none());
+    // A late resend of a deleted order is confirmed, not sealed again.
+    let sealed = core.counters().orders_sealed;
+    send_order(&mut core, "a", 1);
+    assert_eq!(core.counters().orders_sealed, sealed);
+    assert_eq!(core.discard_dead(None, 3), 2);
+    assert_eq!(core.status().dead_letters, 0);
+    assert_eq!(core.counters().orders_discarded, 3);
+}
+
 #[test]
 fn a_silent_worker_is_declared_dead_and_its_orders_move() {
     let mut core = core();
