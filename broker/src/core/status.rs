@@ -138,6 +138,15 @@ pub struct WorkerStatus {
     pub ready: bool,
     pub capacity: u32,
     pub in_flight: u32,
+    /// Orders the broker may still send it now.
+    #[serde(default)]
+    pub credits: u32,
+    #[serde(default)]
+    pub draining: bool,
+    /// Its handler cannot run, and why (the worker said so): it is sent
+    /// nothing until it recovers.
+    #[serde(default)]
+    pub broken: Option<String>,
 }
 
 /// A snapshot of the core for status output.
@@ -145,6 +154,10 @@ pub struct WorkerStatus {
 pub struct Status {
     pub partial_orders: usize,
     pub pending_orders: usize,
+    /// Pending orders waiting for their retry delay (counted in
+    /// `pending_orders` too).
+    #[serde(default)]
+    pub delayed_orders: usize,
     pub in_flight_orders: usize,
     pub dead_letters: usize,
     /// Item bytes of partial and live orders. This and the two byte counts
@@ -165,6 +178,7 @@ impl Core {
         Status {
             partial_orders: self.partials.len(),
             pending_orders: self.pending_len,
+            delayed_orders: 0,
             in_flight_orders: self.in_flight_len,
             dead_letters: self.dead_len,
             held_bytes: self.held_bytes,
@@ -178,6 +192,9 @@ impl Core {
                     ready: w.ready,
                     capacity: w.capacity,
                     in_flight: w.in_flight.len() as u32,
+                    credits: if w.ready && !w.draining { w.free_credits() } else { 0 },
+                    draining: w.draining,
+                    broken: None,
                 })
                 .collect(),
             counters: self.counters.clone(),
