@@ -181,7 +181,7 @@ fn silent_broker_makes_the_worker_ask_for_a_new_welcome() {
 fn drain_waits_for_running_orders_before_bye() {
     let broker = Broker::bind();
     let (shutdown, worker) =
-        start(&broker, Handler::Exec { command: "cat >/dev/null; sleep 0.3".into() }, 5000, PATIENT);
+        start(&broker, Handler::Exec { command: "cat >/dev/null; sleep 0.3".into(), timeout_ms: None }, 5000, PATIENT);
     broker.handshake();
     broker.dispatch("slow", &[b"{}"]);
     // Started once it is listed in flight; then ask for shutdown.
@@ -197,7 +197,8 @@ fn drain_waits_for_running_orders_before_bye() {
 #[test]
 fn drain_timeout_leaves_running_orders_to_the_broker() {
     let broker = Broker::bind();
-    let (shutdown, worker) = start(&broker, Handler::Exec { command: "sleep 2".into() }, 200, PATIENT);
+    let (shutdown, worker) =
+        start(&broker, Handler::Exec { command: "sleep 2".into(), timeout_ms: None }, 200, PATIENT);
     broker.handshake();
     broker.dispatch("stuck", &[b"{}"]);
     broker.wait_for(|m| matches!(m, ControlMsg::Heartbeat(hb) if !hb.in_flight.is_empty()).then_some(()));
