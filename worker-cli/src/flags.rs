@@ -238,3 +238,22 @@ fn relaxed_command() -> clap::Command {
         run.mut_group("handler", |group| group.required(false)).mut_arg("id", |id| id.required(false))
     })
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn handler_of(args: &[&str]) -> Handler {
+        let cli = Cli::try_parse_from(["orderly-worker", "run", "--id", "w1"].iter().chain(args)).expect("valid flags");
+        let Command::Run(run) = cli.command else { panic!("run") };
+        run.handler()
+    }
+
+    #[test]
+    fn handler_timeout_defaults_to_30_minutes_and_0_is_no_limit() {
+        let exec = |timeout_ms| Handler::Exec { command: "x".into(), timeout_ms };
+        assert_eq!(handler_of(&["--exec", "x"]), exec(Some(1_800_000)));
+        assert_eq!(handler_of(&["--exec", "x", "--handler-timeout-ms", "5000"]), exec(Some(5000)));
+        assert_eq!(handler_of(&["--exec", "x", "--handler-timeout-ms", "0"]), exec(None));
+    }
+}
