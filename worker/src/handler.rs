@@ -277,7 +277,8 @@ fn collect(reports: &Receiver<Report>, group: i32, timeout_ms: Option<u64>) -> F
     let mut finished = Finished::default();
     let mut signals = [libc::SIGTERM, libc::SIGKILL].into_iter();
     let grace = Duration::from_millis(KILL_GRACE_MS);
-    let mut deadline = timeout_ms.map(|ms| Instant::now() + Duration::from_millis(ms));
+    // A limit too far to represent is no limit.
+    let mut deadline = timeout_ms.and_then(|ms| Instant::now().checked_add(Duration::from_millis(ms)));
     while finished.status.is_none() || finished.stdout.is_none() || finished.stderr.is_none() {
         let report = match deadline {
             Some(deadline) => reports.recv_deadline(deadline),

@@ -287,11 +287,22 @@ fn exec_within_its_time_limit_is_not_disturbed() {
 }
 
 #[test]
+fn exec_within_a_limit_too_far_to_represent_runs() {
+    assert_eq!(exec_limited("exit 0", u64::MAX).run(&order("o", &[b"{}"])), Ok(()));
+}
+
+#[test]
 fn exec_leaving_a_process_behind_is_not_held_up_by_its_pipes() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let group = dir.path().join("group");
     // The background sleep keeps stdout and stderr open after sh exits.
+    let command = format!("echo $$ > '{}'; sleep 20 & exit 0", group.display());
     let started = Instant::now();
-    assert_eq!(exec("sleep 20 & exit 0".into()).run(&order("o", &[b"{}"])), Ok(()));
+    assert_eq!(exec(command).run(&order("o", &[b"{}"])), Ok(()));
     assert!(started.elapsed() < Duration::from_millis(KILL_GRACE_MS + 1500), "{:?}", started.elapsed());
+    let group: i32 = fs::read_to_string(&group).expect("group written").trim().parse().expect("a pid");
+    // SAFETY: killpg has no memory-safety preconditions. Cleans up the sleep.
+    unsafe { libc::killpg(group, libc::SIGKILL) };
 }
 
 #[test]
