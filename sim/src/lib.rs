@@ -927,7 +927,7 @@ impl Sim {
                     self.model.orders[o].refusal_sent = true;
                 }
             }
-            self.workers[i].finish(key, attempt, outcome);
+            self.workers[i].finish(key, attempt, outcome, now);
         }
         let drained = self.workers[i].is_drained();
         let mut out = self.workers[i].take_control();

@@ -157,12 +157,12 @@ impl SimWorker {
     }
 
     /// The handler's verdict on a run: `Err(retry)` for a failure.
-    pub fn finish(&mut self, order: OrderKey, attempt: u32, outcome: Result<(), bool>) {
+    pub fn finish(&mut self, order: OrderKey, attempt: u32, outcome: Result<(), bool>, now: Millis) {
         let outcome = outcome.map_err(|retry| match retry {
             true => Failure::retry("simulated failure"),
             false => Failure::permanent("simulated refusal"),
         });
-        self.core().handle_done(order, attempt, outcome);
+        self.core().handle_done(order, attempt, outcome, now);
     }
 
     pub fn start_drain(&mut self) -> bool {

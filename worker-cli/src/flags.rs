@@ -9,12 +9,14 @@ use orderly_cli::{merge_config_path, ConfigError};
 use orderly_common::ids::validate_peer_id;
 use orderly_common::limits::{self, WORKER_CONCURRENCY_MAX};
 use orderly_common::Endpoint;
-use orderly_worker::handler::Handler;
+use orderly_worker::handler::{Handler, HANDLER_TIMEOUT_MS_DEFAULT};
 use orderly_worker::io;
 use tracing_subscriber::EnvFilter;
 
-const EXAMPLES: &str = "\
-Examples:
+/// The examples closing both help pages (a macro: `concat!` takes literals).
+macro_rules! examples {
+    () => {
+        "Examples:
   # Run a script per order (the order arrives as JSON on stdin; exit 0 acknowledges):
   orderly-worker run --id w1 --fanout tcp://broker:5571 --control tcp://broker:5572 \\
       --concurrency 4 --exec './handle-order.sh'
@@ -26,7 +28,31 @@ Every flag can also come from the environment (ORDERLY_WORKER_<FLAG>) or a
 TOML file given with --config (keys are the flag names with '_' for '-').
 Precedence: flag > environment > config file > default.
 SIGTERM or SIGINT drains: no new orders, running ones finish, then exit 0;
-a second signal exits at once.";
+a second signal exits at once."
+    };
+}
+
+const EXAMPLES: &str = examples!();
+
+/// `run --help`: the exit codes of an --exec handler, then the examples.
+const RUN_AFTER_HELP: &str = concat!(
+    "\
+Exit codes of an --exec handler:
+  0        done: the order is acknowledged.
+  75       retry later (EX_TEMPFAIL): a failure, retried no sooner than N ms
+           if the last non-empty line of its stdout is `delay_ms=N`, else
+           after the broker's own backoff.
+  126, 127 the handler cannot run (not executable, not found), as is a
+           failure to start it: the order is returned unrun, the worker
+           turns broken (the broker sends it nothing; one error line in the
+           log), and tries again after 1 s, doubling up to 60 s.
+  other    failure: retried (on any worker), dead-lettered after the
+           broker's --max-attempts.
+A run past --handler-timeout-ms is killed and counts as a failure.
+
+",
+    examples!()
+);
 
 /// Receives complete orders from the orderly broker and processes them.
 #[derive(Parser, Debug)]
@@ -39,7 +65,7 @@ struct Cli {
 #[derive(Subcommand, Debug)]
 pub(crate) enum Command {
     /// Connect to the broker and process orders until stopped.
-    #[command(after_help = EXAMPLES)]
+    #[command(after_help = RUN_AFTER_HELP)]
     Run(Box<RunArgs>),
     /// Write a new CURVE key pair: PREFIX.key (secret, mode 0600) and
     /// PREFIX.pub (public: add it to the broker's authorized keys as
@@ -78,8 +104,9 @@ pub(crate) struct RunArgs {
 
     /// Handler: run `sh -c CMD` per order, the order as one JSON object on
     /// stdin and ORDERLY_ORDER_ID, ORDERLY_PRODUCER, ORDERLY_ATTEMPT and
-    /// ORDERLY_REDELIVERED in the environment. Exit 0 acknowledges; any
-    /// other exit is retried. Example: --exec 'jq . > /tmp/last.json'
+    /// ORDERLY_REDELIVERED in the environment. Exit 0 acknowledges; 75
+    /// retries later; 126/127 mean it cannot run (see "Exit codes" below).
+    /// Example: --exec 'jq . > /tmp/last.json'
     #[arg(long, env = "ORDERLY_WORKER_EXEC", value_name = "CMD")]
     exec: Option<String>,
 
@@ -94,6 +121,15 @@ pub(crate) struct RunArgs {
     /// Handler: acknowledge every order without doing anything (benchmarks).
     #[arg(long, env = "ORDERLY_WORKER_NOOP")]
     noop: bool,
+
+    /// Time limit of one --exec run, in milliseconds; 0 is no limit. Past
+    /// it the command's whole process group gets SIGTERM, then SIGKILL 2 s
+    /// later, and the order is failed (retried, in time dead-lettered).
+    /// Applies to --exec only: --sink and --noop cannot be interrupted.
+    /// Example: --handler-timeout-ms 60000
+    #[arg(long, env = "ORDERLY_WORKER_HANDLER_TIMEOUT_MS", value_name = "MS",
+          default_value_t = HANDLER_TIMEOUT_MS_DEFAULT)]
+    handler_timeout_ms: u64,
 
     /// Milliseconds between heartbeats to the broker; also how often the
     /// broker is expected to send its own.
@@ -149,7 +185,10 @@ fn parse_log_level(text: &str) -> Result<String, String> {
 impl RunArgs {
     fn handler(&self) -> Handler {
         match (&self.exec, &self.sink) {
-            (Some(command), _) => Handler::Exec { command: command.clone() },
+            (Some(command), _) => Handler::Exec {
+                command: command.clone(),
+                timeout_ms: (self.handler_timeout_ms > 0).then_some(self.handler_timeout_ms),
+            },
             (None, Some(dir)) => Handler::Sink { dir: dir.clone() },
             // clap's required group guarantees noop here.
             (None, None) => Handler::Noop,
@@ -198,4 +237,23 @@ fn relaxed_command() -> clap::Command {
     Cli::command().mut_subcommand("run", |run| {
         run.mut_group("handler", |group| group.required(false)).mut_arg("id", |id| id.required(false))
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn handler_of(args: &[&str]) -> Handler {
+        let cli = Cli::try_parse_from(["orderly-worker", "run", "--id", "w1"].iter().chain(args)).expect("valid flags");
+        let Command::Run(run) = cli.command else { panic!("run") };
+        run.handler()
+    }
+
+    #[test]
+    fn handler_timeout_defaults_to_30_minutes_and_0_is_no_limit() {
+        let exec = |timeout_ms| Handler::Exec { command: "x".into(), timeout_ms };
+        assert_eq!(handler_of(&["--exec", "x"]), exec(Some(1_800_000)));
+        assert_eq!(handler_of(&["--exec", "x", "--handler-timeout-ms", "5000"]), exec(Some(5000)));
+        assert_eq!(handler_of(&["--exec", "x", "--handler-timeout-ms", "0"]), exec(None));
+    }
 }

@@ -134,3 +134,29 @@ fn sigterm_drains_and_exits_zero() {
     };
     assert_eq!(status.code(), Some(0));
 }
+
+#[test]
+fn help_explains_the_handler_time_limit_and_exit_codes() {
+    worker().args(["run", "--help"]).assert().success().stdout(
+        predicate::str::contains("--handler-timeout-ms")
+            .and(predicate::str::contains("0 is no limit"))
+            .and(predicate::str::contains("ORDERLY_WORKER_HANDLER_TIMEOUT_MS"))
+            .and(predicate::str::contains("Exit codes of an --exec handler"))
+            .and(predicate::str::contains("delay_ms=N")),
+    );
+}
+
+#[test]
+fn handler_timeout_must_be_a_number_from_flag_env_or_file() {
+    worker().args(["run", "--id", "w1", "--noop", "--handler-timeout-ms", "soon"]).assert().code(2);
+    worker()
+        .args(["run", "--id", "w1", "--noop"])
+        .env("ORDERLY_WORKER_HANDLER_TIMEOUT_MS", "-1")
+        .assert()
+        .code(2)
+        .stderr(predicate::str::contains("-1"));
+    let dir = tempfile::tempdir().expect("temp dir");
+    let path = dir.path().join("worker.toml");
+    std::fs::write(&path, "id = \"w1\"\nnoop = true\nhandler_timeout_ms = \"soon\"\n").expect("write config");
+    worker().args(["run", "--config"]).arg(&path).assert().code(2).stderr(predicate::str::contains("soon"));
+}

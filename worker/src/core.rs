@@ -9,9 +9,17 @@
 //! clock, so tests drive it with a virtual clock.
 //!
 //! Capacity is enforced here, not trusted to the broker: an order that
-//! arrives while every slot is taken (or while draining) is not run. It
-//! stays out of the `in_flight` list of our heartbeats, which is how the
-//! broker can tell it was never taken.
+//! arrives while every slot is taken, while draining, or while the handler
+//! is broken is not run. It is handed straight back with a *returned* Nack
+//! (`returned: true`), which the broker requeues without spending an
+//! attempt, and it stays out of the `in_flight` list of our heartbeats.
+//!
+//! A handler that *cannot run* (a missing command, a spawn error; see
+//! [`Failure::cannot_run`]) makes the worker *broken*: its heartbeats carry
+//! the reason so the broker sends it nothing, its orders are returned, and
+//! after a backoff ([`PROBE_DELAY_MS_INITIAL`], doubling up to
+//! [`PROBE_DELAY_MS_MAX`]) it clears the flag to probe with the next order.
+//! A run that does start resets the backoff.
 
 use std::collections::{BTreeMap, VecDeque};
 
@@ -23,6 +31,12 @@ use orderly_common::OrderKey;
 
 /// The cores' one time type (see `orderly_common::time`).
 pub use orderly_common::time::Millis;
+
+/// How long a broken handler is left alone before the first probe.
+pub const PROBE_DELAY_MS_INITIAL: u64 = 1000;
+/// The probe delay doubles after each failed probe up to this.
+pub const PROBE_DELAY_MS_MAX: u64 = 60_000;
+const _: () = assert!(PROBE_DELAY_MS_INITIAL > 0 && PROBE_DELAY_MS_INITIAL <= PROBE_DELAY_MS_MAX);
 
 /// Settings of the core, already validated by the caller.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -63,22 +77,47 @@ pub struct Failure {
     /// succeed; the broker dead-letters it at once.
     pub retry: bool,
     pub reason: String,
+    /// Retry no sooner than this (the handler asked); `None`: the broker's
+    /// own backoff. Clamped to `limits::RETRY_DELAY_MS_MAX` in the Nack.
+    pub delay_ms: Option<u64>,
+    /// The handler could not run at all (command missing or not executable,
+    /// spawn error): the order was never processed, so it is returned
+    /// without spending an attempt and the worker turns broken.
+    pub cannot_run: bool,
 }
 
 impl Failure {
     pub fn retry(reason: impl Into<String>) -> Self {
-        Failure { retry: true, reason: reason.into() }
+        Failure { retry: true, reason: reason.into(), delay_ms: None, cannot_run: false }
     }
 
     pub fn permanent(reason: impl Into<String>) -> Self {
-        Failure { retry: false, reason: reason.into() }
+        Failure { retry: false, reason: reason.into(), delay_ms: None, cannot_run: false }
+    }
+
+    /// A retryable failure that asks for a delay before the next attempt.
+    pub fn retry_later(reason: impl Into<String>, delay_ms: Option<u64>) -> Self {
+        Failure { delay_ms, ..Failure::retry(reason) }
+    }
+
+    /// The handler could not run (see [`Failure::cannot_run`]).
+    pub fn cannot_run(reason: impl Into<String>) -> Self {
+        Failure { cannot_run: true, ..Failure::retry(reason) }
     }
 }
 
 impl std::fmt::Display for Failure {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        let kind = if self.retry { "retryable" } else { "permanent" };
-        write!(f, "{kind} failure: {}", self.reason)
+        let kind = match (self.cannot_run, self.retry) {
+            (true, _) => "handler cannot run",
+            (false, true) => "retryable failure",
+            (false, false) => "permanent failure",
+        };
+        write!(f, "{kind}: {}", self.reason)?;
+        match self.delay_ms {
+            Some(delay_ms) => write!(f, " (retry in {delay_ms} ms)"),
+            None => Ok(()),
+        }
     }
 }
 
@@ -89,6 +128,8 @@ pub enum Refusal {
     NoCapacity,
     /// The worker is shutting down.
     Draining,
+    /// The handler cannot run; the worker waits for its next probe.
+    Broken,
 }
 
 /// Something that happened that the IO loop should log.
@@ -96,8 +137,16 @@ pub enum Refusal {
 pub enum Event {
     /// The order is already running here; the copy was ignored.
     DuplicateDispatch { order: OrderKey, attempt: u32 },
-    /// The order was not run; the broker redelivers it.
+    /// The order was not run; it was returned to the broker.
     Refused { order: OrderKey, attempt: u32, why: Refusal },
+    /// The handler cannot run: the worker turned broken (from healthy, or
+    /// again after a probe, `probes_failed` > 0) and returns its orders
+    /// until a probe in `probe_in_ms`.
+    HandlerBroken { reason: String, probes_failed: u32, probe_in_ms: u64 },
+    /// The probe delay passed: the next order tries the handler again.
+    HandlerProbing,
+    /// A run started after the handler had been broken.
+    HandlerRecovered,
     /// The first broker heartbeat arrived.
     BrokerFound { incarnation: u64 },
     /// The broker restarted (new incarnation): we announced ourselves again.
@@ -117,8 +166,31 @@ pub struct Counters {
     pub orders_nacked: u64,
     pub duplicate_dispatches: u64,
     pub refused_dispatches: u64,
+    /// Orders handed back unrun because the handler could not run them.
+    pub orders_returned: u64,
+    /// Times the worker turned broken (first break and failed probes).
+    pub handler_breaks: u64,
     pub broker_restarts: u64,
     pub broker_losses: u64,
+}
+
+/// Whether the handler can run, and the probe backoff.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct Health {
+    /// Why the handler cannot run, while broken: sent in heartbeats.
+    broken: Option<String>,
+    /// When to clear `broken` and try again.
+    probe_due_ms: Option<Millis>,
+    /// Delay before the next probe if the handler breaks (again).
+    probe_delay_ms: u64,
+    /// Breaks since the last run that started: 0 is healthy.
+    breaks: u32,
+}
+
+impl Default for Health {
+    fn default() -> Self {
+        Health { broken: None, probe_due_ms: None, probe_delay_ms: PROBE_DELAY_MS_INITIAL, breaks: 0 }
+    }
 }
 
 /// The worker's state machine. See the module docs.
@@ -136,6 +208,7 @@ pub struct Core {
     broker_lost: bool,
     heartbeat_due_ms: Millis,
     draining: bool,
+    health: Health,
     control: VecDeque<ControlMsg>,
     jobs: VecDeque<Dispatch>,
     events: VecDeque<Event>,
@@ -156,6 +229,7 @@ impl Core {
             // Due at once: the first heartbeat is how the broker learns of us.
             heartbeat_due_ms: 0,
             draining: false,
+            health: Health::default(),
             control: VecDeque::new(),
             jobs: VecDeque::new(),
             events: VecDeque::new(),
@@ -201,7 +275,13 @@ impl Core {
             (Some(heard), false) => heard.saturating_add(self.config.broker_timeout_ms()),
             _ => Millis::MAX,
         };
-        self.heartbeat_due_ms.min(silence)
+        let probe = self.health.probe_due_ms.unwrap_or(Millis::MAX);
+        self.heartbeat_due_ms.min(silence).min(probe)
+    }
+
+    /// Why the handler cannot run, while the worker is broken.
+    pub fn broken(&self) -> Option<&str> {
+        self.health.broken.as_deref()
     }
 
     // ------------------------------------------------------------ fanout
@@ -244,6 +324,8 @@ impl Core {
         }
         let why = if self.draining {
             Refusal::Draining
+        } else if self.health.broken.is_some() {
+            Refusal::Broken
         } else if self.in_flight.len() >= self.config.capacity as usize {
             Refusal::NoCapacity
         } else {
@@ -253,7 +335,30 @@ impl Core {
             return;
         };
         self.counters.refused_dispatches += 1;
+        let reason = match why {
+            Refusal::NoCapacity => "refused: no free slot".to_owned(),
+            Refusal::Draining => "refused: the worker is shutting down".to_owned(),
+            Refusal::Broken => {
+                format!("refused: the handler cannot run: {}", self.health.broken.as_deref().unwrap_or(""))
+            }
+        };
+        self.queue_returned(order.clone(), attempt, &reason);
         self.events.push_back(Event::Refused { order, attempt, why });
+    }
+
+    /// Hands an order back unrun: the broker requeues it without spending
+    /// an attempt.
+    fn queue_returned(&mut self, order: OrderKey, attempt: u32, reason: &str) {
+        self.control.push_back(ControlMsg::Nack(Nack {
+            worker: self.config.worker.clone(),
+            incarnation: self.config.incarnation,
+            order,
+            attempt,
+            retry: true,
+            reason: truncate_on_char_boundary(reason, REASON_BYTES_MAX).to_owned(),
+            delay_ms: None,
+            returned: true,
+        }));
     }
 
     fn on_broker_heartbeat(&mut self, hb: BrokerHeartbeat, now_ms: Millis) {
@@ -273,18 +378,27 @@ impl Core {
     // ------------------------------------------------------------ results
 
     /// Reports the end of an order returned by [`Core::poll_job`]. Queues
-    /// the Ack or Nack.
-    pub fn handle_done(&mut self, order: OrderKey, attempt: u32, outcome: Result<(), Failure>) {
+    /// the Ack or Nack; a handler that could not run turns the worker
+    /// broken (see the module docs).
+    pub fn handle_done(&mut self, order: OrderKey, attempt: u32, outcome: Result<(), Failure>, now_ms: Millis) {
         // A redelivery that arrived while the order ran raised the attempt.
         let attempt = self.in_flight.remove(&order).map_or(attempt, |latest| latest.max(attempt));
         let worker = self.config.worker.clone();
         let incarnation = self.config.incarnation;
         let msg = match outcome {
             Ok(()) => {
+                self.handler_ran(now_ms);
                 self.counters.orders_acked += 1;
                 ControlMsg::Ack(Ack { worker, incarnation, order, attempt })
             }
+            Err(failure) if failure.cannot_run => {
+                self.counters.orders_returned += 1;
+                self.handler_broke(&failure.reason, now_ms);
+                self.queue_returned(order, attempt, &failure.reason);
+                return;
+            }
             Err(failure) => {
+                self.handler_ran(now_ms);
                 self.counters.orders_nacked += 1;
                 let reason = truncate_on_char_boundary(&failure.reason, REASON_BYTES_MAX).to_owned();
                 ControlMsg::Nack(Nack {
@@ -294,7 +408,7 @@ impl Core {
                     attempt,
                     retry: failure.retry,
                     reason,
-                    delay_ms: None,
+                    delay_ms: failure.delay_ms.map(|delay_ms| delay_ms.min(limits::RETRY_DELAY_MS_MAX)),
                     returned: false,
                 })
             }
@@ -302,10 +416,51 @@ impl Core {
         self.control.push_back(msg);
     }
 
+    /// A run started (whatever its outcome): the handler works, so the
+    /// backoff starts over and a broken flag goes.
+    fn handler_ran(&mut self, now_ms: Millis) {
+        if self.health.breaks == 0 {
+            return;
+        }
+        let was_broken = self.health.broken.is_some();
+        self.health = Health::default();
+        self.events.push_back(Event::HandlerRecovered);
+        if was_broken {
+            self.queue_heartbeat(now_ms);
+        }
+    }
+
+    fn handler_broke(&mut self, reason: &str, now_ms: Millis) {
+        if self.health.broken.is_some() {
+            return; // another order of the same break: already reported
+        }
+        let probe_in_ms = self.health.probe_delay_ms;
+        self.events.push_back(Event::HandlerBroken {
+            reason: reason.to_owned(),
+            probes_failed: self.health.breaks,
+            probe_in_ms,
+        });
+        self.counters.handler_breaks += 1;
+        self.health.breaks = self.health.breaks.saturating_add(1);
+        self.health.broken = Some(truncate_on_char_boundary(reason, REASON_BYTES_MAX).to_owned());
+        self.health.probe_due_ms = Some(now_ms.saturating_add(probe_in_ms));
+        self.health.probe_delay_ms = probe_in_ms.saturating_mul(2).min(PROBE_DELAY_MS_MAX);
+        // Tell the broker now, not at the next heartbeat: every dispatch
+        // until then is a round trip for nothing.
+        self.queue_heartbeat(now_ms);
+    }
+
     // ------------------------------------------------------------ time
 
     /// Advances time: our heartbeats and the broker's liveness.
     pub fn handle_timeout(&mut self, now_ms: Millis) {
+        if self.health.probe_due_ms.is_some_and(|due| now_ms >= due) {
+            // Unbroken heartbeat at once: the broker may dispatch again.
+            self.health.probe_due_ms = None;
+            self.health.broken = None;
+            self.events.push_back(Event::HandlerProbing);
+            self.queue_heartbeat(now_ms);
+        }
         if now_ms >= self.heartbeat_due_ms {
             self.queue_heartbeat(now_ms);
         }
@@ -330,7 +485,7 @@ impl Core {
             in_flight: self.in_flight.keys().take(HEARTBEAT_IN_FLIGHT_MAX).cloned().collect(),
             welcome: self.welcome,
             draining: self.draining,
-            broken: None,
+            broken: self.health.broken.clone(),
         };
         self.control.push_back(ControlMsg::Heartbeat(heartbeat));
     }

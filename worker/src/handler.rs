@@ -12,16 +12,29 @@
 //! (`retry = false`): no redelivery can fix it.
 //!
 //! Handlers run on pool threads, many at once: they must be `Sync`.
+//!
+//! An exec handler's exit code says what happened (see [`exec_outcome`]):
+//! 0 acknowledges; [`EXIT_RETRY_LATER`] (75, `EX_TEMPFAIL`) asks for a
+//! retry later, after `delay_ms=N` if that is the last non-empty line of
+//! its stdout; [`EXIT_NOT_EXECUTABLE`] and [`EXIT_NOT_FOUND`] (126, 127:
+//! the shell could not run the command) and spawn errors mean the handler
+//! cannot run at all ([`Failure::cannot_run`]); anything else is an
+//! ordinary retryable failure. Only exec handlers have a time limit: sink
+//! and noop run in-process and cannot be interrupted.
 
 use std::fs::{self, File, OpenOptions};
 use std::io::{self, Read, Write};
+use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
+use std::process::{Child, Command, ExitStatus, Stdio};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+use crossbeam_channel::{Receiver, RecvTimeoutError, Sender};
 
 use orderly_common::ids::file_safe;
-use orderly_common::limits::{FANOUT_FRAME_BYTES_MAX, PEER_ID_BYTES_MAX};
+use orderly_common::limits::{FANOUT_FRAME_BYTES_MAX, PEER_ID_BYTES_MAX, RETRY_DELAY_MS_MAX};
 use orderly_common::protocol::Dispatch;
 use serde_bytes::ByteBuf;
 use serde_json::value::RawValue;
@@ -31,6 +44,25 @@ use crate::core::Failure;
 
 /// Bytes of a failed command's stderr kept for the Nack reason.
 pub const STDERR_TAIL_BYTES_MAX: usize = 200;
+/// Bytes of a command's stdout kept: enough for its last line
+/// (`delay_ms=N`), and a chatty handler cannot use memory.
+pub const STDOUT_TAIL_BYTES_MAX: usize = 256;
+/// Default time limit of one exec handler run (30 minutes).
+pub const HANDLER_TIMEOUT_MS_DEFAULT: u64 = 30 * 60 * 1000;
+/// After SIGTERM, how long a timed-out handler's process group has to
+/// exit before SIGKILL; also how long a finished command's output pipes
+/// may stay open (held by processes it left behind) before we stop reading.
+pub const KILL_GRACE_MS: u64 = 2000;
+/// Exit code by which a handler asks to be retried later (`EX_TEMPFAIL`
+/// in sysexits.h).
+pub const EXIT_RETRY_LATER: i32 = 75;
+/// The shell's exit code for a command found but not executable.
+pub const EXIT_NOT_EXECUTABLE: i32 = 126;
+/// The shell's exit code for a command not found.
+pub const EXIT_NOT_FOUND: i32 = 127;
+/// Start of the last stdout line by which a handler that exits
+/// [`EXIT_RETRY_LATER`] gives its delay: `delay_ms=30000`.
+pub const DELAY_LINE_PREFIX: &str = "delay_ms=";
 /// Longest file name the sink writes (Linux `NAME_MAX`).
 pub const FILE_NAME_BYTES_MAX: usize = 255;
 /// Extension of the sink's order files.
@@ -53,12 +85,17 @@ const _: () = assert!(FANOUT_FRAME_BYTES_MAX <= u32::MAX as usize);
 // (`file_safe` of a valid producer id, which needs no escape) always fits.
 const _: () = assert!(HASHED_NAME_PREFIX_BYTES_MAX >= 128);
 const _: () = assert!(PEER_ID_BYTES_MAX <= FILE_NAME_BYTES_MAX);
+// The delay line fits in the kept stdout, with room for a trailing newline.
+const _: () = assert!(DELAY_LINE_PREFIX.len() + 20 + 2 <= STDOUT_TAIL_BYTES_MAX);
+const _: () = assert!(KILL_GRACE_MS > 0);
 
 /// How a worker processes an order.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Handler {
-    /// Run `sh -c <command>` with the order's JSON on stdin; exit 0 acks.
-    Exec { command: String },
+    /// Run `sh -c <command>` with the order's JSON on stdin, in a process
+    /// group of its own; exit 0 acks (see the module docs for the others).
+    /// Past `timeout_ms` (`None`: no limit) the whole group is killed.
+    Exec { command: String, timeout_ms: Option<u64> },
     /// Write the order's JSON to a file under `dir` and log the delivery
     /// (see [`sink_path`]; ids too long for a file name get a hashed one,
     /// [`sink_file_name`], never a failure).
@@ -71,7 +108,7 @@ impl Handler {
     /// Processes one order. `Ok` means it may be acknowledged.
     pub fn run(&self, order: &Dispatch) -> Result<(), Failure> {
         match self {
-            Handler::Exec { command } => exec(command, order, &order_json(order)?),
+            Handler::Exec { command, timeout_ms } => exec(command, *timeout_ms, order, order_json(order)?),
             Handler::Sink { dir } => sink(dir, order, &order_json(order)?),
             Handler::Noop => Ok(()),
         }
@@ -90,7 +127,8 @@ impl Handler {
     /// Short description for logs.
     pub fn describe(&self) -> String {
         match self {
-            Handler::Exec { command } => format!("exec {command:?}"),
+            Handler::Exec { command, timeout_ms: Some(ms) } => format!("exec {command:?} (time limit {ms} ms)"),
+            Handler::Exec { command, timeout_ms: None } => format!("exec {command:?} (no time limit)"),
             Handler::Sink { dir } => format!("sink {}", dir.display()),
             Handler::Noop => "noop".to_owned(),
         }
@@ -145,64 +183,189 @@ pub fn items_sha256(items: &[ByteBuf]) -> String {
 
 // ---------------------------------------------------------------- exec
 
-fn exec(command: &str, order: &Dispatch, json: &[u8]) -> Result<(), Failure> {
+fn exec(command: &str, timeout_ms: Option<u64>, order: &Dispatch, json: Vec<u8>) -> Result<(), Failure> {
     if order.order.id.contains('\0') {
         // An environment variable cannot hold NUL, and no retry changes that.
         return Err(Failure::permanent("order id contains a NUL byte; it cannot be passed in ORDERLY_ORDER_ID"));
     }
-    let mut child = Command::new("sh")
+    let child = Command::new("sh")
         .arg("-c")
         .arg(command)
         .env("ORDERLY_ORDER_ID", &order.order.id)
         .env("ORDERLY_PRODUCER", &order.order.producer)
         .env("ORDERLY_ATTEMPT", order.attempt.to_string())
         .env("ORDERLY_REDELIVERED", order.redelivered.to_string())
+        // Its own group: a time limit kills whatever the command started.
+        .process_group(0)
         .stdin(Stdio::piped())
-        .stdout(Stdio::null())
+        .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()
-        .map_err(|e| Failure::retry(format!("cannot start sh -c {command:?}: {e}")))?;
-    let stdin = child.stdin.take();
-    let stderr = child.stderr.take();
-    // Feed stdin from its own thread: a child that writes much stderr
-    // before reading stdin would otherwise deadlock with us.
-    let stderr_tail = std::thread::scope(|scope| {
-        scope.spawn(move || {
-            if let Some(mut stdin) = stdin {
-                // A child that exits without reading all of stdin closes the
-                // pipe (EPIPE): its exit status tells the outcome, not this.
-                let _ = stdin.write_all(json);
-            }
-        });
-        stderr.map(read_tail).unwrap_or_default()
+        .map_err(|e| Failure::cannot_run(format!("cannot start sh -c {command:?}: {e}")))?;
+    let finished = supervise(child, json, timeout_ms)?;
+    exec_outcome(command, &finished, timeout_ms)
+}
+
+/// What a supervised command left: its status (none if it could not be
+/// waited for), the tails of its output, and whether it ran out of time.
+#[derive(Debug, Default)]
+pub struct Finished {
+    pub status: Option<io::Result<ExitStatus>>,
+    pub stdout: Option<Vec<u8>>,
+    pub stderr: Option<Vec<u8>>,
+    pub timed_out: bool,
+}
+
+/// What a helper thread of [`supervise`] reports.
+enum Report {
+    Status(io::Result<ExitStatus>),
+    Stdout(Vec<u8>),
+    Stderr(Vec<u8>),
+}
+
+/// Feeds stdin, reads the output tails and waits for `child`, killing its
+/// process group past `timeout_ms`. The helper threads are detached, not
+/// scoped: a process that left the group (setsid) may hold a pipe open
+/// for ever, and its reader is then abandoned rather than waited for.
+fn supervise(mut child: Child, json: Vec<u8>, timeout_ms: Option<u64>) -> Result<Finished, Failure> {
+    // process_group(0): the group's id is the child's pid.
+    let group = i32::try_from(child.id()).expect("pids fit in pid_t");
+    let (tx, reports) = crossbeam_channel::bounded(3);
+    let (stdin, stdout, stderr) = (child.stdin.take(), child.stdout.take(), child.stderr.take());
+    let started = helper("handler-stdin", move || {
+        if let Some(mut stdin) = stdin {
+            // A child that exits without reading all of stdin closes the
+            // pipe (EPIPE): its exit status tells the outcome, not this.
+            let _ = stdin.write_all(&json);
+        }
+    })
+    .and_then(|()| helper_tail("handler-stdout", stdout, STDOUT_TAIL_BYTES_MAX, Report::Stdout, tx.clone()))
+    .and_then(|()| helper_tail("handler-stderr", stderr, STDERR_TAIL_BYTES_MAX, Report::Stderr, tx.clone()))
+    .and_then(|()| {
+        helper("handler-wait", move || {
+            let _ = tx.send(Report::Status(child.wait()));
+        })
     });
-    let status = child.wait().map_err(|e| Failure::retry(format!("cannot wait for the command: {e}")))?;
-    if status.success() {
-        return Ok(());
+    if let Err(e) = started {
+        signal_group(group, libc::SIGKILL);
+        return Err(Failure::retry(format!("cannot start a thread to supervise the command: {e}")));
     }
-    let tail = String::from_utf8_lossy(&stderr_tail);
-    let how = match status.code() {
-        Some(code) => format!("exit code {code}"),
-        None => format!("killed by {status}"),
+    Ok(collect(&reports, group, timeout_ms))
+}
+
+fn helper(name: &str, f: impl FnOnce() + Send + 'static) -> io::Result<()> {
+    std::thread::Builder::new().name(name.to_owned()).spawn(f).map(drop)
+}
+
+fn helper_tail<R: Read + Send + 'static>(
+    name: &str,
+    pipe: Option<R>,
+    max: usize,
+    report: fn(Vec<u8>) -> Report,
+    tx: Sender<Report>,
+) -> io::Result<()> {
+    helper(name, move || {
+        let tail = pipe.map(|pipe| read_tail(pipe, max)).unwrap_or_default();
+        let _ = tx.send(report(tail));
+    })
+}
+
+/// Gathers the reports of [`supervise`]'s threads. Past the time limit:
+/// SIGTERM to the group, SIGKILL [`KILL_GRACE_MS`] later, and another grace
+/// for the reports before going on without them.
+fn collect(reports: &Receiver<Report>, group: i32, timeout_ms: Option<u64>) -> Finished {
+    let mut finished = Finished::default();
+    let mut signals = [libc::SIGTERM, libc::SIGKILL].into_iter();
+    let grace = Duration::from_millis(KILL_GRACE_MS);
+    // A limit too far to represent is no limit.
+    let mut deadline = timeout_ms.and_then(|ms| Instant::now().checked_add(Duration::from_millis(ms)));
+    while finished.status.is_none() || finished.stdout.is_none() || finished.stderr.is_none() {
+        let report = match deadline {
+            Some(deadline) => reports.recv_deadline(deadline),
+            None => reports.recv().map_err(|_| RecvTimeoutError::Disconnected),
+        };
+        match report {
+            Ok(Report::Status(status)) => {
+                finished.status = Some(status);
+                // Its output is what it wrote by its exit; a process it left
+                // behind holding the pipes does not hold up the order.
+                let soon = Instant::now() + grace;
+                deadline = Some(deadline.map_or(soon, |d| d.min(soon)));
+            }
+            Ok(Report::Stdout(tail)) => finished.stdout = Some(tail),
+            Ok(Report::Stderr(tail)) => finished.stderr = Some(tail),
+            Err(RecvTimeoutError::Disconnected) => break,
+            Err(RecvTimeoutError::Timeout) if finished.status.is_some() => break,
+            Err(RecvTimeoutError::Timeout) => {
+                let Some(signal) = signals.next() else { break }; // unkillable: the waiter reaps it
+                finished.timed_out = true;
+                signal_group(group, signal);
+                deadline = Some(Instant::now() + grace);
+            }
+        }
+    }
+    finished
+}
+
+/// Sends `signal` to every process of `group`. Errors are ignored: ESRCH
+/// means the group is already gone, which is the goal.
+fn signal_group(group: i32, signal: i32) {
+    // SAFETY: killpg has no memory-safety preconditions.
+    let _ = unsafe { libc::killpg(group, signal) };
+}
+
+/// The outcome of an exec run, from how it finished (see the module docs).
+pub fn exec_outcome(command: &str, finished: &Finished, timeout_ms: Option<u64>) -> Result<(), Failure> {
+    let stderr = String::from_utf8_lossy(finished.stderr.as_deref().unwrap_or_default());
+    let with_stderr = |how: String| match stderr.trim() {
+        "" => how,
+        tail => format!("{how}: {tail}"),
     };
-    match tail.trim() {
-        "" => Err(Failure::retry(how)),
-        tail => Err(Failure::retry(format!("{how}: {tail}"))),
+    if finished.timed_out {
+        let limit_ms = timeout_ms.unwrap_or_default();
+        return Err(Failure::retry(format!("handler timed out after {limit_ms} ms (process group killed)")));
+    }
+    let status = match &finished.status {
+        Some(Ok(status)) => status,
+        Some(Err(e)) => return Err(Failure::retry(format!("cannot wait for the command: {e}"))),
+        None => return Err(Failure::retry("the command's exit status was lost")),
+    };
+    match status.code() {
+        Some(0) => Ok(()),
+        Some(code @ (EXIT_NOT_EXECUTABLE | EXIT_NOT_FOUND)) => {
+            let what = if code == EXIT_NOT_FOUND { "not found" } else { "not executable" };
+            Err(Failure::cannot_run(with_stderr(format!("exit code {code} (command {what}) from sh -c {command:?}"))))
+        }
+        Some(EXIT_RETRY_LATER) => {
+            let delay_ms = delay_from_stdout(finished.stdout.as_deref().unwrap_or_default());
+            Err(Failure::retry_later(with_stderr(format!("exit code {EXIT_RETRY_LATER} (retry later)")), delay_ms))
+        }
+        Some(code) => Err(Failure::retry(with_stderr(format!("exit code {code}")))),
+        None => Err(Failure::retry(with_stderr(format!("killed by {status}")))),
     }
 }
 
-/// Reads `reader` to its end, keeping only the last bytes: the child never
-/// blocks on a full pipe, and memory stays bounded.
-fn read_tail(mut reader: impl Read) -> Vec<u8> {
-    let mut tail = Vec::with_capacity(2 * STDERR_TAIL_BYTES_MAX);
+/// The delay a handler asked for: `delay_ms=N` as the last non-empty line
+/// of its stdout (N a u64), clamped to `RETRY_DELAY_MS_MAX`.
+pub fn delay_from_stdout(stdout_tail: &[u8]) -> Option<u64> {
+    let text = String::from_utf8_lossy(stdout_tail);
+    let line = text.lines().map(str::trim).rfind(|line| !line.is_empty())?;
+    let delay_ms: u64 = line.strip_prefix(DELAY_LINE_PREFIX)?.parse().ok()?;
+    Some(delay_ms.min(RETRY_DELAY_MS_MAX))
+}
+
+/// Reads `reader` to its end, keeping only the last `max` bytes: the child
+/// never blocks on a full pipe, and memory stays bounded.
+fn read_tail(mut reader: impl Read, max: usize) -> Vec<u8> {
+    let mut tail = Vec::with_capacity(2 * max);
     let mut buf = [0u8; 4096];
     loop {
         match reader.read(&mut buf) {
             Ok(0) => break,
             Ok(n) => {
                 tail.extend_from_slice(&buf[..n]);
-                if tail.len() > STDERR_TAIL_BYTES_MAX {
-                    tail.drain(..tail.len() - STDERR_TAIL_BYTES_MAX);
+                if tail.len() > max {
+                    tail.drain(..tail.len() - max);
                 }
             }
             Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,

@@ -27,7 +27,7 @@ use orderly_common::limits::{self, WORKER_CONCURRENCY_MAX};
 use orderly_common::protocol::{split_frames, ControlMsg, DecodeError, Dispatch, FanoutMsg};
 use orderly_common::text::Escaped;
 use orderly_common::{Endpoint, OrderKey};
-use tracing::{debug, info, warn};
+use tracing::{debug, error, info, warn};
 
 use crate::core::{pack_ack, Core, CoreConfig, Event, Failure, Millis, Refusal};
 use crate::handler::Handler;
@@ -393,7 +393,7 @@ impl Loop {
             }
         }
         while let Some(event) = self.core.poll_event() {
-            log_event(&event);
+            log_event(&event, &self.handler);
         }
         while let Some(msg) = self.core.poll_control() {
             self.outbox.push(msg);
@@ -404,11 +404,15 @@ impl Loop {
     fn finish_job(&mut self, done: Done) {
         match &done.outcome {
             Ok(()) => debug!(order = %done.order, attempt = done.attempt, "order done"),
+            // Reported once per break by the core's HandlerBroken event.
+            Err(failure) if failure.cannot_run => debug!(order = %done.order, attempt = done.attempt,
+                reason = %Escaped(&failure.reason), "handler cannot run; order returned"),
             // The reason holds the command's stderr: escaped like the id.
             Err(failure) => warn!(order = %done.order, attempt = done.attempt, retry = failure.retry,
                 reason = %Escaped(&failure.reason), "order failed"),
         }
-        self.core.handle_done(done.order, done.attempt, done.outcome);
+        let now_ms = self.now_ms();
+        self.core.handle_done(done.order, done.attempt, done.outcome, now_ms);
     }
 
     /// Sleeps until a message, a result or the next deadline, then takes
@@ -483,6 +487,8 @@ impl Loop {
             orders_failed = c.orders_nacked,
             in_flight = self.core.in_flight_len(),
             refused = c.refused_dispatches,
+            returned = c.orders_returned,
+            broken = self.core.broken().is_some(),
             duplicates = c.duplicate_dispatches,
             decode_errors = self.decode_errors,
             outbox = self.outbox.queue.len(),
@@ -523,17 +529,31 @@ impl Loop {
     }
 }
 
-fn log_event(event: &Event) {
+fn log_event(event: &Event, handler: &Handler) {
     match event {
         Event::DuplicateDispatch { order, attempt } => {
             debug!(%order, attempt, "ignored a dispatch of an order already running here");
         }
         Event::Refused { order, attempt, why: Refusal::NoCapacity } => {
-            warn!(%order, attempt, "refused a dispatch: no free capacity (the broker redelivers it)");
+            warn!(%order, attempt, "refused a dispatch: no free capacity (returned to the broker)");
         }
         Event::Refused { order, attempt, why: Refusal::Draining } => {
-            info!(%order, attempt, "refused a dispatch: shutting down (the broker redelivers it)");
+            info!(%order, attempt, "refused a dispatch: shutting down (returned to the broker)");
         }
+        Event::Refused { order, attempt, why: Refusal::Broken } => {
+            debug!(%order, attempt, "refused a dispatch: the handler cannot run (returned to the broker)");
+        }
+        Event::HandlerBroken { reason, probes_failed: 0, probe_in_ms } => {
+            // The one loud line of a break: what is wrong and what to fix.
+            error!(handler = %handler.describe(), reason = %Escaped(reason), probe_in_ms,
+                "THE HANDLER CANNOT RUN: fix the command (is it installed, on PATH, executable?); \
+                 this worker takes no orders and returns the ones it gets, and tries again with backoff");
+        }
+        Event::HandlerBroken { reason, probes_failed, probe_in_ms } => {
+            warn!(reason = %Escaped(reason), probes_failed, probe_in_ms, "handler still cannot run");
+        }
+        Event::HandlerProbing => info!("trying the handler again with the next order"),
+        Event::HandlerRecovered => info!(handler = %handler.describe(), "the handler runs again"),
         Event::BrokerFound { incarnation } => info!(incarnation, "broker found"),
         Event::BrokerRestarted { old, new } => warn!(old, new, "broker restarted; announcing this worker again"),
         Event::BrokerLost { silent_ms } => {

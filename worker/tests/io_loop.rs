@@ -181,7 +181,7 @@ fn silent_broker_makes_the_worker_ask_for_a_new_welcome() {
 fn drain_waits_for_running_orders_before_bye() {
     let broker = Broker::bind();
     let (shutdown, worker) =
-        start(&broker, Handler::Exec { command: "cat >/dev/null; sleep 0.3".into() }, 5000, PATIENT);
+        start(&broker, Handler::Exec { command: "cat >/dev/null; sleep 0.3".into(), timeout_ms: None }, 5000, PATIENT);
     broker.handshake();
     broker.dispatch("slow", &[b"{}"]);
     // Started once it is listed in flight; then ask for shutdown.
@@ -197,7 +197,8 @@ fn drain_waits_for_running_orders_before_bye() {
 #[test]
 fn drain_timeout_leaves_running_orders_to_the_broker() {
     let broker = Broker::bind();
-    let (shutdown, worker) = start(&broker, Handler::Exec { command: "sleep 2".into() }, 200, PATIENT);
+    let (shutdown, worker) =
+        start(&broker, Handler::Exec { command: "sleep 2".into(), timeout_ms: None }, 200, PATIENT);
     broker.handshake();
     broker.dispatch("stuck", &[b"{}"]);
     broker.wait_for(|m| matches!(m, ControlMsg::Heartbeat(hb) if !hb.in_flight.is_empty()).then_some(()));
@@ -205,4 +206,35 @@ fn drain_timeout_leaves_running_orders_to_the_broker() {
     broker.wait_for(is_bye);
     let exit = worker.join().expect("no panic").expect("clean exit");
     assert_eq!(exit, Exit::DrainTimedOut { abandoned: 1 });
+}
+
+fn returned_nack(id: &'static str) -> impl FnMut(&ControlMsg) -> Option<String> {
+    move |m| match m {
+        ControlMsg::Nack(n) if n.order.id == id && n.returned && n.retry => Some(n.reason.clone()),
+        _ => None,
+    }
+}
+
+#[test]
+fn a_missing_handler_returns_orders_turns_broken_and_probes_again() {
+    let broker = Broker::bind();
+    let handler = Handler::Exec { command: "/nonexistent/handler".into(), timeout_ms: Some(5000) };
+    let (shutdown, worker) = start(&broker, handler, 5000, PATIENT);
+    broker.handshake();
+    broker.dispatch("o1", &[b"{}"]);
+    let reason = broker.wait_for(returned_nack("o1"));
+    assert!(reason.contains("127"), "{reason}");
+    let broken_at = Instant::now();
+    broker.wait_for(|m| matches!(m, ControlMsg::Heartbeat(hb) if hb.broken.is_some()).then_some(()));
+    // While broken, a dispatch is returned unrun.
+    broker.dispatch("o2", &[b"{}"]);
+    let reason = broker.wait_for(returned_nack("o2"));
+    assert!(reason.contains("cannot run"), "{reason}");
+    // The probe: a heartbeat without `broken`, about a second later.
+    broker.wait_for(|m| matches!(m, ControlMsg::Heartbeat(hb) if hb.broken.is_none()).then_some(()));
+    let waited = broken_at.elapsed();
+    assert!(waited >= Duration::from_millis(800), "probed after {waited:?}");
+    shutdown.store(true, Ordering::Relaxed);
+    broker.wait_for(is_bye);
+    assert_eq!(worker.join().expect("no panic").expect("clean exit"), Exit::Drained);
 }

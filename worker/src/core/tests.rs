@@ -100,7 +100,7 @@ fn duplicate_with_a_later_attempt_is_answered_for_that_attempt() {
     core.handle_fanout(dispatch("o1", 1), 0);
     core.handle_fanout(dispatch("o1", 2), 0);
     assert_eq!(jobs(&mut core).len(), 1);
-    core.handle_done(OrderKey::new("p", "o1"), 1, Ok(()));
+    core.handle_done(OrderKey::new("p", "o1"), 1, Ok(()), 0);
     assert!(matches!(&controls(&mut core)[..], [ControlMsg::Ack(Ack { attempt: 2, .. })]));
 }
 
@@ -111,9 +111,9 @@ fn done_produces_ack_or_nack() {
         core.handle_fanout(dispatch(id, 1), 0);
     }
     assert_eq!(jobs(&mut core).len(), 3);
-    core.handle_done(OrderKey::new("p", "ok"), 1, Ok(()));
-    core.handle_done(OrderKey::new("p", "again"), 1, Err(Failure::retry("exit code 3")));
-    core.handle_done(OrderKey::new("p", "never"), 1, Err(Failure::permanent("bad item")));
+    core.handle_done(OrderKey::new("p", "ok"), 1, Ok(()), 0);
+    core.handle_done(OrderKey::new("p", "again"), 1, Err(Failure::retry("exit code 3")), 0);
+    core.handle_done(OrderKey::new("p", "never"), 1, Err(Failure::permanent("bad item")), 0);
     let out = controls(&mut core);
     assert_valid(&out);
     assert_eq!(
@@ -152,7 +152,7 @@ fn long_reasons_are_cut_on_a_char_boundary() {
     core.handle_fanout(dispatch("o", 1), 0);
     // 'é' is two bytes: an odd limit falls inside one.
     let reason = "é".repeat(REASON_BYTES_MAX);
-    core.handle_done(OrderKey::new("p", "o"), 1, Err(Failure::retry(reason)));
+    core.handle_done(OrderKey::new("p", "o"), 1, Err(Failure::retry(reason)), 0);
     let out = controls(&mut core);
     assert_valid(&out);
     let ControlMsg::Nack(nack) = &out[0] else { panic!("expected a nack: {out:?}") };
@@ -176,7 +176,7 @@ fn capacity_is_respected() {
         why: Refusal::NoCapacity
     }));
     // A freed slot takes the redelivery.
-    core.handle_done(OrderKey::new("p", "a"), 1, Ok(()));
+    core.handle_done(OrderKey::new("p", "a"), 1, Ok(()), 0);
     core.handle_fanout(dispatch("c", 2), 0);
     assert_eq!(jobs(&mut core), vec![OrderKey::new("p", "c")]);
 }
@@ -246,7 +246,7 @@ fn drain_refuses_new_orders_and_finishes_with_bye() {
     assert!(jobs(&mut core).is_empty());
     assert!(events(&mut core).iter().any(|e| matches!(e, Event::Refused { why: Refusal::Draining, .. })));
     assert!(!core.is_drained());
-    core.handle_done(OrderKey::new("p", "running"), 1, Ok(()));
+    core.handle_done(OrderKey::new("p", "running"), 1, Ok(()), 0);
     assert!(core.is_drained());
     assert_eq!(core.bye(), ControlMsg::Bye(Bye { worker: "w1".into(), incarnation: 7 }));
 }
@@ -270,9 +270,9 @@ fn acks_back_to_back_are_packed_into_one_message() {
     }
     jobs(&mut core);
     controls(&mut core);
-    core.handle_done(OrderKey::new("p", "a"), 1, Ok(()));
-    core.handle_done(OrderKey::new("p", "b"), 1, Err(Failure::retry("x")));
-    core.handle_done(OrderKey::new("p", "c"), 1, Ok(()));
+    core.handle_done(OrderKey::new("p", "a"), 1, Ok(()), 0);
+    core.handle_done(OrderKey::new("p", "b"), 1, Err(Failure::retry("x")), 0);
+    core.handle_done(OrderKey::new("p", "c"), 1, Ok(()), 0);
     core.handle_timeout(INTERVAL_MS);
     let mut queue = VecDeque::new();
     for msg in controls(&mut core) {
@@ -284,7 +284,7 @@ fn acks_back_to_back_are_packed_into_one_message() {
     assert_eq!(kinds, ["ack", "nack", "ack", "heartbeat"], "only acks back to back are packed");
     let mut queue = VecDeque::new();
     for id in ["a", "b", "c"] {
-        core.handle_done(OrderKey::new("p", id), 2, Ok(()));
+        core.handle_done(OrderKey::new("p", id), 2, Ok(()), 0);
     }
     for msg in controls(&mut core) {
         if let Some(msg) = pack_ack(&mut queue, msg) {
@@ -293,4 +293,172 @@ fn acks_back_to_back_are_packed_into_one_message() {
     }
     let [ControlMsg::Acks(acks)] = queue.make_contiguous() else { panic!("one acks message: {queue:?}") };
     assert_eq!(acks.acks.len(), 3);
+}
+
+fn nacks(msgs: &[ControlMsg]) -> Vec<&Nack> {
+    msgs.iter()
+        .filter_map(|m| match m {
+            ControlMsg::Nack(nack) => Some(nack),
+            _ => None,
+        })
+        .collect()
+}
+
+fn returned(id: &str, attempt: u32, reason: &str) -> Nack {
+    Nack {
+        worker: "w1".into(),
+        incarnation: 7,
+        order: OrderKey::new("p", id),
+        attempt,
+        retry: true,
+        reason: reason.into(),
+        delay_ms: None,
+        returned: true,
+    }
+}
+
+#[test]
+fn a_dispatch_without_a_free_slot_is_returned_at_once() {
+    let mut core = core(1);
+    core.handle_fanout(dispatch("a", 1), 0);
+    controls(&mut core);
+    core.handle_fanout(dispatch("b", 3), 0);
+    let out = controls(&mut core);
+    assert_valid(&out);
+    assert_eq!(out, vec![ControlMsg::Nack(returned("b", 3, "refused: no free slot"))]);
+    assert_eq!(core.in_flight_len(), 1, "the returned order is not held");
+}
+
+#[test]
+fn a_dispatch_while_draining_is_returned_at_once() {
+    let mut core = core(2);
+    core.start_drain();
+    core.handle_fanout(dispatch("late", 2), 0);
+    let out = controls(&mut core);
+    assert_eq!(out, vec![ControlMsg::Nack(returned("late", 2, "refused: the worker is shutting down"))]);
+    assert!(events(&mut core).contains(&Event::Refused {
+        order: OrderKey::new("p", "late"),
+        attempt: 2,
+        why: Refusal::Draining
+    }));
+}
+
+#[test]
+fn retry_later_carries_the_delay_clamped() {
+    let mut core = core(2);
+    core.handle_fanout(dispatch("soon", 1), 0);
+    core.handle_fanout(dispatch("huge", 1), 0);
+    controls(&mut core);
+    core.handle_done(OrderKey::new("p", "soon"), 1, Err(Failure::retry_later("exit code 75", Some(30_000))), 0);
+    core.handle_done(OrderKey::new("p", "huge"), 1, Err(Failure::retry_later("exit code 75", Some(u64::MAX))), 0);
+    let out = controls(&mut core);
+    assert_valid(&out);
+    let delays: Vec<_> = nacks(&out).iter().map(|n| (n.delay_ms, n.returned, n.retry)).collect();
+    assert_eq!(delays, [(Some(30_000), false, true), (Some(limits::RETRY_DELAY_MS_MAX), false, true)]);
+}
+
+/// Runs one order that cannot run at `now_ms`; returns what was sent.
+fn break_once(core: &mut Core, id: &str, now_ms: Millis) -> Vec<ControlMsg> {
+    core.handle_fanout(dispatch(id, 1), now_ms);
+    assert_eq!(jobs(core).len(), 1, "{id} runs");
+    core.handle_done(OrderKey::new("p", id), 1, Err(Failure::cannot_run("exit code 127")), now_ms);
+    controls(core)
+}
+
+#[test]
+fn a_handler_that_cannot_run_breaks_the_worker_until_a_probe() {
+    let mut core = core(2);
+    controls(&mut core);
+    let out = break_once(&mut core, "a", 100);
+    assert_valid(&out);
+    assert_eq!(nacks(&out), [&returned("a", 1, "exit code 127")], "returned, no attempt spent");
+    let hb = heartbeats(&out);
+    assert_eq!(hb.len(), 1, "the broker is told at once");
+    assert_eq!(hb[0].broken.as_deref(), Some("exit code 127"));
+    assert_eq!(core.broken(), Some("exit code 127"));
+    let broke =
+        Event::HandlerBroken { reason: "exit code 127".into(), probes_failed: 0, probe_in_ms: PROBE_DELAY_MS_INITIAL };
+    assert!(events(&mut core).contains(&broke));
+    // Dispatches that still arrive are returned unrun.
+    events(&mut core);
+    core.handle_fanout(dispatch("b", 1), 200);
+    assert!(jobs(&mut core).is_empty());
+    let out = controls(&mut core);
+    assert!(nacks(&out)[0].returned && nacks(&out)[0].reason.contains("cannot run"), "{out:?}");
+    assert!(matches!(&events(&mut core)[..], [Event::Refused { why: Refusal::Broken, .. }]));
+    // Every heartbeat says so until the probe.
+    assert_eq!(core.poll_timeout(), 100 + PROBE_DELAY_MS_INITIAL);
+    core.handle_timeout(100 + INTERVAL_MS - 1);
+    assert!(heartbeats(&controls(&mut core)).iter().all(|hb| hb.broken.is_some()));
+    core.handle_timeout(100 + PROBE_DELAY_MS_INITIAL);
+    let hb = controls(&mut core);
+    assert_eq!(heartbeats(&hb).len(), 1, "an unbroken heartbeat at once");
+    assert_eq!(heartbeats(&hb)[0].broken, None);
+    assert_eq!(events(&mut core), vec![Event::HandlerProbing]);
+    assert_eq!((core.counters().orders_returned, core.counters().orders_nacked), (1, 0));
+}
+
+#[test]
+fn failed_probes_double_the_delay_up_to_the_cap() {
+    let mut core = core(1);
+    let mut now_ms = 0;
+    let mut delays = Vec::new();
+    for n in 0..9 {
+        break_once(&mut core, &format!("o{n}"), now_ms);
+        let Some(Event::HandlerBroken { probe_in_ms, probes_failed, .. }) =
+            events(&mut core).into_iter().find(|e| matches!(e, Event::HandlerBroken { .. }))
+        else {
+            panic!("broken again");
+        };
+        assert_eq!(probes_failed, n);
+        delays.push(probe_in_ms);
+        now_ms = core.health.probe_due_ms.expect("broken");
+        core.handle_timeout(now_ms);
+        assert_eq!(core.broken(), None, "probing");
+    }
+    assert_eq!(delays, [1000, 2000, 4000, 8000, 16_000, 32_000, 60_000, 60_000, 60_000]);
+    assert_eq!(core.counters().handler_breaks, 9);
+}
+
+#[test]
+fn a_run_that_starts_resets_the_backoff() {
+    for outcome in [Ok(()), Err(Failure::retry("exit code 1"))] {
+        let mut core = core(1);
+        break_once(&mut core, "a", 0);
+        core.handle_timeout(PROBE_DELAY_MS_INITIAL);
+        break_once(&mut core, "b", PROBE_DELAY_MS_INITIAL);
+        let probe_ms = core.health.probe_due_ms.expect("broken");
+        assert_eq!(probe_ms, 3 * PROBE_DELAY_MS_INITIAL, "doubled");
+        core.handle_timeout(probe_ms);
+        core.handle_fanout(dispatch("c", 1), probe_ms);
+        jobs(&mut core);
+        core.handle_done(OrderKey::new("p", "c"), 1, outcome.clone(), probe_ms);
+        assert!(events(&mut core).contains(&Event::HandlerRecovered), "{outcome:?}");
+        // Broken again later: the first delay again, and a loud first line.
+        break_once(&mut core, "d", probe_ms + 10);
+        let broke = Event::HandlerBroken {
+            reason: "exit code 127".into(),
+            probes_failed: 0,
+            probe_in_ms: PROBE_DELAY_MS_INITIAL,
+        };
+        assert_eq!(events(&mut core), vec![broke], "{outcome:?}");
+    }
+}
+
+#[test]
+fn orders_running_when_the_handler_breaks_are_returned_and_reported_once() {
+    let mut core = core(3);
+    for id in ["a", "b", "c"] {
+        core.handle_fanout(dispatch(id, 1), 0);
+    }
+    jobs(&mut core);
+    controls(&mut core);
+    for id in ["a", "b", "c"] {
+        core.handle_done(OrderKey::new("p", id), 1, Err(Failure::cannot_run("exit code 126")), 5);
+    }
+    let out = controls(&mut core);
+    assert_eq!(nacks(&out).iter().filter(|n| n.returned).count(), 3);
+    let breaks = events(&mut core).into_iter().filter(|e| matches!(e, Event::HandlerBroken { .. })).count();
+    assert_eq!(breaks, 1, "one report per break, not per order");
+    assert_eq!(core.health.probe_due_ms, Some(5 + PROBE_DELAY_MS_INITIAL), "one backoff step, not three");
 }

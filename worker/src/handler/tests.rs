@@ -12,7 +12,7 @@ fn order(id: &str, items: &[&[u8]]) -> Dispatch {
 }
 
 fn exec(command: String) -> Handler {
-    Handler::Exec { command }
+    Handler::Exec { command, timeout_ms: None }
 }
 
 #[test]
@@ -226,4 +226,140 @@ fn sink_hashed_name_format_is_stable() {
     let expected =
         "a".to_owned() + &"%2F".repeat(61) + "~44fb227ed7c2bcd3e0034c7446479139423baa91b5204940d7ed6c8d2c022220.json";
     assert_eq!(sink_file_name(&id), expected);
+}
+
+fn exec_limited(command: &str, timeout_ms: u64) -> Handler {
+    Handler::Exec { command: command.into(), timeout_ms: Some(timeout_ms) }
+}
+
+/// True once `pid` is gone (or a zombie waiting for its reaper).
+fn is_dead(pid: &str) -> bool {
+    match fs::read_to_string(format!("/proc/{pid}/stat")) {
+        Err(_) => true,
+        // The state follows the parenthesised command name.
+        Ok(stat) => stat.rsplit(')').next().is_some_and(|rest| rest.trim_start().starts_with('Z')),
+    }
+}
+
+fn assert_all_die(pids_file: &Path) {
+    let pids = fs::read_to_string(pids_file).expect("the command wrote its pids");
+    let pids: Vec<&str> = pids.split_whitespace().collect();
+    assert_eq!(pids.len(), 2, "{pids:?}");
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while !pids.iter().all(|pid| is_dead(pid)) {
+        assert!(Instant::now() < deadline, "survivors among {pids:?}");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+#[test]
+fn exec_past_its_time_limit_has_its_whole_process_group_killed() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let pids = dir.path().join("pids");
+    // A grandchild in the background and the shell waiting in the foreground.
+    let command = format!("echo $$ > '{0}'; sleep 300 & echo $! >> '{0}'; sleep 300", pids.display());
+    let started = Instant::now();
+    let failure = exec_limited(&command, 500).run(&order("o", &[b"{}"])).expect_err("timed out");
+    let elapsed = started.elapsed();
+    assert!(failure.retry && !failure.cannot_run, "{failure}");
+    assert_eq!(failure.reason, "handler timed out after 500 ms (process group killed)");
+    assert!(elapsed >= Duration::from_millis(500), "{elapsed:?}");
+    assert!(elapsed < Duration::from_millis(500 + KILL_GRACE_MS), "SIGTERM was enough: {elapsed:?}");
+    assert_all_die(&pids);
+}
+
+#[test]
+fn exec_that_ignores_sigterm_is_killed_after_the_grace() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let pids = dir.path().join("pids");
+    // Ignored signals stay ignored across exec: both sleeps ignore SIGTERM.
+    let command = format!("trap '' TERM; echo $$ > '{0}'; sleep 300 & echo $! >> '{0}'; sleep 300", pids.display());
+    let started = Instant::now();
+    let failure = exec_limited(&command, 300).run(&order("o", &[b"{}"])).expect_err("timed out");
+    assert!(failure.reason.contains("timed out after 300 ms"), "{failure}");
+    assert!(started.elapsed() >= Duration::from_millis(300 + KILL_GRACE_MS));
+    assert_all_die(&pids);
+}
+
+#[test]
+fn exec_within_its_time_limit_is_not_disturbed() {
+    assert_eq!(exec_limited("sleep 0.2; cat > /dev/null", 5000).run(&order("o", &[b"{}"])), Ok(()));
+}
+
+#[test]
+fn exec_within_a_limit_too_far_to_represent_runs() {
+    assert_eq!(exec_limited("exit 0", u64::MAX).run(&order("o", &[b"{}"])), Ok(()));
+}
+
+#[test]
+fn exec_leaving_a_process_behind_is_not_held_up_by_its_pipes() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let group = dir.path().join("group");
+    // The background sleep keeps stdout and stderr open after sh exits.
+    let command = format!("echo $$ > '{}'; sleep 20 & exit 0", group.display());
+    let started = Instant::now();
+    assert_eq!(exec(command).run(&order("o", &[b"{}"])), Ok(()));
+    assert!(started.elapsed() < Duration::from_millis(KILL_GRACE_MS + 1500), "{:?}", started.elapsed());
+    let group: i32 = fs::read_to_string(&group).expect("group written").trim().parse().expect("a pid");
+    // SAFETY: killpg has no memory-safety preconditions. Cleans up the sleep.
+    unsafe { libc::killpg(group, libc::SIGKILL) };
+}
+
+#[test]
+fn exit_75_asks_for_a_retry_with_the_delay_from_the_last_stdout_line() {
+    let dispatch = order("o", &[b"{}"]);
+    let command = "head -c 100000 /dev/zero | tr '\\0' x; echo; echo delay_ms=30000; echo; exit 75";
+    let failure = exec(command.into()).run(&dispatch).expect_err("exit 75");
+    assert!(failure.retry && !failure.cannot_run, "{failure}");
+    assert_eq!(failure.delay_ms, Some(30_000));
+    assert!(failure.reason.starts_with("exit code 75"), "{failure}");
+    let failure = exec("echo 'busy' >&2; exit 75".into()).run(&dispatch).expect_err("exit 75");
+    assert_eq!((failure.retry, failure.delay_ms), (true, None), "no line: the broker's backoff");
+    assert_eq!(failure.reason, "exit code 75 (retry later): busy");
+    // The line counts only with exit 75.
+    let failure = exec("echo delay_ms=5; exit 1".into()).run(&dispatch).expect_err("exit 1");
+    assert_eq!(failure.delay_ms, None);
+}
+
+#[test]
+fn delay_line_must_be_last_and_a_number() {
+    assert_eq!(delay_from_stdout(b"delay_ms=7\n\n  \n"), Some(7));
+    assert_eq!(delay_from_stdout(b"delay_ms=7\nmore\n"), None);
+    assert_eq!(delay_from_stdout(b"delay_ms=-1\n"), None);
+    assert_eq!(delay_from_stdout(b"delay_ms=\n"), None);
+    assert_eq!(delay_from_stdout(b""), None);
+    assert_eq!(delay_from_stdout(b"delay_ms=99999999999999999\n"), Some(RETRY_DELAY_MS_MAX));
+}
+
+#[test]
+fn exit_127_means_the_handler_cannot_run() {
+    let failure = exec("/nonexistent/handler".into()).run(&order("o", &[b"{}"])).expect_err("exit 127");
+    assert!(failure.cannot_run && failure.retry, "{failure}");
+    assert!(failure.reason.contains("127") && failure.reason.contains("/nonexistent/handler"), "{failure}");
+}
+
+#[test]
+fn exit_126_means_the_handler_cannot_run() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let script = dir.path().join("handler.sh");
+    fs::write(&script, "#!/bin/sh\nexit 0\n").expect("write");
+    let failure = exec(format!("'{}'", script.display())).run(&order("o", &[b"{}"])).expect_err("not executable");
+    assert!(failure.cannot_run, "{failure}");
+    assert!(failure.reason.starts_with("exit code 126"), "{failure}");
+}
+
+#[test]
+fn a_spawn_error_means_the_handler_cannot_run() {
+    // A NUL byte cannot be passed in an argument: spawning fails.
+    let failure = exec("true\0".into()).run(&order("o", &[b"{}"])).expect_err("cannot spawn");
+    assert!(failure.cannot_run, "{failure}");
+    assert!(failure.reason.starts_with("cannot start sh -c"), "{failure}");
+}
+
+#[test]
+fn ordinary_failures_are_not_cannot_run() {
+    for command in ["exit 1", "exit 2", "exit 125", "exit 128", "kill -9 $$"] {
+        let failure = exec(command.into()).run(&order("o", &[b"{}"])).expect_err(command);
+        assert!(failure.retry && !failure.cannot_run && failure.delay_ms.is_none(), "{command}: {failure}");
+    }
 }
