@@ -238,12 +238,9 @@ impl Sim {
     /// proofs of the orders they copy.
     fn compact_journal(&mut self) -> Check {
         let (Some(core), Some(recorder)) = (self.core.as_mut(), self.recorder.as_mut()) else { return Ok(()) };
-        // The io loop's own compaction, but copying forward even while no
-        // reserve could be made (the loop skips copies then). Known gap:
-        // with the loop's rule, seed 1839 fails invariant 1 — an event the
-        // recorder stashed on a full disk is applied in the core but not
-        // yet journaled, so the model (folded from the journal) lags.
-        let result = compact(core, recorder, false);
+        // The io loop's own compaction, with its rule: no copies forward
+        // while the journal has no reserve.
+        let result = compact(core, recorder, recorder.log.journal.space() != SpaceState::Ok);
         let copies = std::mem::take(&mut recorder.log.appended);
         let copied = copies.len();
         for copy in copies {

@@ -50,6 +50,9 @@ pub struct SimWorker {
     pub jobs: BTreeMap<OrderKey, Job>,
     /// Stuck: runs nothing until then, but keeps heartbeating.
     pub stuck_until: Option<Millis>,
+    /// Until then the handler cannot run (a broken deployment): every job
+    /// that ends reports so, and the worker core returns its orders.
+    pub broken_until: Option<Millis>,
     /// Fanout that arrived while frozen.
     pub backlog: Vec<FanoutMsg>,
     /// Dispatches the cores of earlier processes refused.
@@ -66,6 +69,7 @@ impl SimWorker {
             core: None,
             jobs: BTreeMap::new(),
             stuck_until: None,
+            broken_until: None,
             backlog: Vec::new(),
             refused_before: 0,
         }
@@ -111,6 +115,7 @@ impl SimWorker {
         self.jobs.clear();
         self.backlog.clear();
         self.stuck_until = None;
+        self.broken_until = None;
     }
 
     /// When this worker next acts on its own.
@@ -157,11 +162,15 @@ impl SimWorker {
     }
 
     /// The handler's verdict on a run: `Err(retry)` for a failure.
-    pub fn finish(&mut self, order: OrderKey, attempt: u32, outcome: Result<(), bool>, now: Millis) {
-        let outcome = outcome.map_err(|retry| match retry {
-            true => Failure::retry("simulated failure"),
-            false => Failure::permanent("simulated refusal"),
-        });
+    pub fn finish(&mut self, order: OrderKey, attempt: u32, end: RunEnd, now: Millis) {
+        let outcome = match end {
+            _ if self.broken_until.is_some_and(|until| now < until) => {
+                Err(Failure::cannot_run("simulated: the handler's command is missing"))
+            }
+            RunEnd::Ack => Ok(()),
+            RunEnd::Retry { delay_ms } => Err(Failure::retry_later("simulated failure", delay_ms)),
+            RunEnd::Refuse => Err(Failure::permanent("simulated refusal")),
+        };
         self.core().handle_done(order, attempt, outcome, now);
     }
 
@@ -197,6 +206,18 @@ impl SimWorker {
 }
 
 /// How an order is handed to the producer core.
+/// How a handler's run of one order ends, as the application decides.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RunEnd {
+    Ack,
+    /// A retryable failure, maybe asking for a delay.
+    Retry {
+        delay_ms: Option<u64>,
+    },
+    /// A permanent failure (`retry = false`).
+    Refuse,
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Submit {
     /// Whole, with `submit`.
