@@ -40,6 +40,7 @@ fn run() -> anyhow::Result<ExitCode> {
         Command::Status(args) => commands::status(&args),
         Command::Keygen(args) => commands::keygen(&args.out),
         Command::Dlq(command) => commands::dlq(command),
+        Command::Orders(command) => commands::orders(command),
     }
 }
 
