@@ -24,7 +24,7 @@ fn main() -> ExitCode {
     match run() {
         Ok(code) => code,
         Err(error) => {
-            eprintln!("orderly-broker: error: {error:#}");
+            orderly_cli::eprintln_lossy!("orderly-broker: error: {error:#}");
             ExitCode::from(exit::of_error(error.as_ref()))
         }
     }
