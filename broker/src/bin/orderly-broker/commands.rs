@@ -17,8 +17,6 @@ use crate::flags::{AdminArgs, DlqCommand, DlqListArgs, JournalCommand, OrdersCom
 
 /// Characters of a reason `dlq list` prints at most (`--json` has it all).
 const LIST_REASON_CHARS_MAX: usize = 60;
-/// Characters the order column of `dlq list` is padded to at most.
-const LIST_ORDER_CHARS_MAX: usize = 40;
 
 pub fn journal(command: JournalCommand) -> anyhow::Result<ExitCode> {
     match command {
@@ -106,24 +104,18 @@ fn dlq_list(args: &DlqListArgs) -> anyhow::Result<ExitCode> {
     Ok(ExitCode::from(exit::OK))
 }
 
-/// The `dlq list` table: a header, one row a dead letter, then the count
-/// and, when more remain, the command for the next page. Everything from
-/// peers (ids, reasons, worker ids) is escaped.
+/// The `dlq list` table: one line a dead letter, tab-separated: the order,
+/// `attempts N` (the first two columns as before paging, for scripts),
+/// first seen, dead since, last worker, and last the reason (cut to fit);
+/// then the count and, when more remain, the command for the next page.
+/// Everything from peers (ids, reasons, worker ids) is escaped.
 fn dead_letter_table(page: &DeadLetterPage, limit: Option<usize>) -> String {
-    let keys: Vec<String> =
-        page.dead_letters.iter().map(|l| OrderKey::new(l.producer.as_str(), l.id.as_str()).to_string()).collect();
-    let width = keys.iter().map(|k| k.chars().count()).max().unwrap_or(0).clamp(5, LIST_ORDER_CHARS_MAX);
     let mut out = String::new();
-    if !page.dead_letters.is_empty() {
-        out += &format!(
-            "{:<width$}  {:>8}  {:<20}  {:<20}  {:<16}  LAST REASON\n",
-            "ORDER", "ATTEMPTS", "FIRST SEEN", "DEAD SINCE", "LAST WORKER"
-        );
-    }
-    for (letter, key) in page.dead_letters.iter().zip(&keys) {
+    for letter in &page.dead_letters {
+        let key = OrderKey::new(letter.producer.as_str(), letter.id.as_str());
         let worker = letter.last_worker.as_deref().map_or("-".to_owned(), |w| Escaped(w).to_string());
         out += &format!(
-            "{key:<width$}  {:>8}  {:<20}  {:<20}  {worker:<16}  {}\n",
+            "{key}\tattempts {}\tfirst seen {}\tdead since {}\tlast worker {worker}\t{}\n",
             letter.attempts,
             utc(letter.first_seen_unix_ms),
             utc(letter.dead_since_unix_ms),
@@ -300,13 +292,15 @@ mod tests {
         };
         let table = dead_letter_table(&page, Some(2));
         let lines: Vec<&str> = table.lines().collect();
-        assert!(lines[0].starts_with("ORDER ") && lines[0].ends_with("LAST REASON"), "{table}");
-        assert!(lines[1].starts_with("shop/o1 ") && lines[1].contains(" 5  2023-11-14T22:13:20Z  -  "), "{table}");
-        assert!(lines[1].ends_with("w1                exit 3"), "{table}");
-        assert!(lines[2].contains("bad\\x1b[2J") && !lines[2].contains('\x1b') && lines[2].ends_with('…'), "{table}");
-        assert!(lines[2].chars().count() < 200, "{table}");
-        assert_eq!(lines[3], "showing 2 of 3 dead letters");
-        assert_eq!(lines[4], "next page: orderly-broker dlq list --after 'shop/o 2' --limit 2");
+        assert_eq!(
+            lines[0],
+            "shop/o1\tattempts 5\tfirst seen 2023-11-14T22:13:20Z\tdead since -\tlast worker w1\texit 3"
+        );
+        assert!(lines[1].starts_with("shop/o 2\tattempts 5\t"), "{table}");
+        assert!(lines[1].contains("bad\\x1b[2J") && !lines[1].contains('\x1b') && lines[1].ends_with('…'), "{table}");
+        assert!(lines[1].chars().count() < 200, "{table}");
+        assert_eq!(lines[2], "showing 2 of 3 dead letters");
+        assert_eq!(lines[3], "next page: orderly-broker dlq list --after 'shop/o 2' --limit 2");
         let empty = DeadLetterPage { total: 0, dead_letters: vec![], next_after: None };
         assert_eq!(dead_letter_table(&empty, None), "showing 0 of 0 dead letters\n");
     }

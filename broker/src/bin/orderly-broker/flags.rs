@@ -95,10 +95,10 @@ impl AdminArgs {
 
 #[derive(Subcommand, Debug)]
 pub enum DlqCommand {
-    /// List dead letters in order of their key, a page at a time: order,
-    /// attempts, first seen, dead since (UTC), last worker, last reason
-    /// (cut to fit; `--json` has it whole), then how many there are and
-    /// the command for the next page.
+    /// List dead letters in order of their key, a page at a time: one
+    /// tab-separated line each (order, attempts, first seen and dead since
+    /// in UTC, last worker, last reason cut to fit: `--json` has it whole),
+    /// then how many there are and the command for the next page.
     #[command(after_help = ORDER_IDS)]
     List(DlqListArgs),
     /// Print a dead letter as its handler receives it: the one JSON line an
