@@ -45,13 +45,13 @@ pub mod exit {
 /// Sets up logging to stderr: `level` (a flag's value) unless `RUST_LOG`
 /// is set; colours only when stderr is a terminal, not in log files.
 ///
-/// A closed stderr never stops the process: standard descriptors that are
-/// closed are first pointed at /dev/null (see [`occupy_closed_standard_fds`]),
-/// log lines go through [`IgnoreErrors`] (a broken pipe loses the line, not
-/// the process), and tracing-subscriber's fallback of `eprintln!`ing its own
-/// write errors, which panics on a closed stderr, is turned off.
+/// A closed stderr never stops the process: log lines go through
+/// [`IgnoreErrors`] (a broken pipe loses the line, not the process), and
+/// tracing-subscriber's fallback of `eprintln!`ing its own write errors,
+/// which panics when stderr fails, is turned off. (A stderr closed at
+/// start, `2>&-`, is /dev/null by then: Rust's runtime reopens closed
+/// standard descriptors there, so fd 2 is never reused for a file.)
 pub fn init_logging(level: &str) {
-    occupy_closed_standard_fds();
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(level));
     let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr());
@@ -99,23 +99,6 @@ macro_rules! println_lossy {
         use ::std::io::Write as _;
         let _ = ::std::writeln!(::std::io::stdout(), $($arg)*);
     }};
-}
-
-/// Points closed standard descriptors (0, 1, 2) at /dev/null. A process
-/// started with `2>&-` would otherwise get fd 2 back from its next `open`
-/// (a journal segment, a socket) and write its log lines into it.
-/// `open` returns the lowest free descriptor, so /dev/null is opened until
-/// a descriptor above 2 comes back; those at or below 2 are kept open.
-pub fn occupy_closed_standard_fds() {
-    use std::os::fd::{AsRawFd, IntoRawFd};
-    for _ in 0..3 {
-        let Ok(null) = std::fs::File::options().read(true).write(true).open("/dev/null") else { return };
-        if null.as_raw_fd() > 2 {
-            return;
-        }
-        // Kept for the life of the process: it now is stdin, stdout or stderr.
-        let _ = null.into_raw_fd();
-    }
 }
 
 /// Reads the config file at `path` and merges it into `args` (see
