@@ -116,12 +116,12 @@ fn dead_letter_count(broker: &Broker) -> usize {
 /// Makes `count` dead letters (producer `shop`, orders `o0`..): a producer
 /// sends the orders, a worker nacks each without retry, `reason` given.
 fn make_dead_letters(broker: &Broker, count: usize, reason: &str) {
-    make_orders(broker, count, reason, true);
+    make_orders(broker, count, b"1", reason, true);
 }
 
-/// Sends `count` orders of one item (`1`); with `nack`, a worker then nacks
-/// each without retry, else they stay pending (no worker).
-fn make_orders(broker: &Broker, count: usize, reason: &str, nack: bool) {
+/// Sends `count` orders of one item; with `nack`, a worker then nacks each
+/// without retry, else they stay pending (no worker).
+fn make_orders(broker: &Broker, count: usize, item: &[u8], reason: &str, nack: bool) {
     let context = zmq::Context::new();
     let socket = |kind, endpoint: &str, topic: &[u8]| {
         let s = context.socket(kind).unwrap();
@@ -148,7 +148,7 @@ fn make_orders(broker: &Broker, count: usize, reason: &str, nack: bool) {
     for n in 0..count {
         let (producer, order) = ("shop".to_string(), format!("o{n}"));
         send(&intake, IntakeMsg::Begin(Begin { producer: producer.clone(), order: order.clone() }).encode());
-        let data = ByteBuf::from(b"1".to_vec());
+        let data = ByteBuf::from(item.to_vec());
         send(
             &intake,
             IntakeMsg::Item(Item { producer: producer.clone(), order: order.clone(), seq: 0, data }).encode(),
@@ -444,7 +444,7 @@ fn show_gives_the_handler_s_view_byte_for_byte() {
 fn orders_show_tells_where_a_pending_order_is() {
     let dir = tempfile::tempdir().unwrap();
     let broker = start_broker(dir.path(), false);
-    make_orders(&broker, 1, "", false);
+    make_orders(&broker, 1, b"1", "", false);
     let (status, body) = get(&broker, "/orders/show?id=shop%2Fo0", Some(TOKEN));
     assert_eq!(status, 200, "{body}");
     let view: serde_json::Value = serde_json::from_str(&body).unwrap();
@@ -498,4 +498,16 @@ fn deletes_are_journaled() {
     let broker = start_broker(dir.path(), false);
     assert_eq!(dead_letter_count(&broker), 0, "deleted dead letters came back");
     assert_eq!(get(&broker, "/orders/show?id=shop%2Fo1", Some(TOKEN)).0, 404);
+}
+
+#[test]
+fn show_names_an_item_that_is_not_json_instead_of_failing() {
+    let dir = tempfile::tempdir().unwrap();
+    let broker = start_broker(dir.path(), false);
+    make_orders(&broker, 1, b"\xff not json", "", false);
+    let shown = cli(&broker, &["orders", "show", "shop/o0"], true);
+    let text = String::from_utf8_lossy(&shown.stdout);
+    assert!(shown.status.success(), "{text}{}", String::from_utf8_lossy(&shown.stderr));
+    assert!(text.contains("place            pending"), "{text}");
+    assert!(text.contains("none: item 0 (10 bytes) is not JSON"), "{text}");
 }

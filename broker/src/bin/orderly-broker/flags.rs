@@ -43,8 +43,7 @@ pub enum Command {
     /// Show a running broker's workers (alive, credits, in flight) and its
     /// pending and partial orders, through its admin endpoint.
     Status(AdminArgs),
-    /// Work with a running broker's dead letters: list them, show one as
-    /// its handler saw it, send them back to the queue, or delete them.
+    /// List, show, retry or delete a running broker's dead letters.
     #[command(subcommand, after_help = ORDER_IDS)]
     Dlq(DlqCommand),
     /// Look at one order of a running broker, pending, in flight or dead.
@@ -95,14 +94,16 @@ impl AdminArgs {
 
 #[derive(Subcommand, Debug)]
 pub enum DlqCommand {
-    /// List dead letters in order of their key, a page at a time: one
-    /// tab-separated line each (order, attempts, first seen and dead since
+    /// List dead letters, a page at a time, with the total.
+    ///
+    /// In order of their key: one tab-separated line each (order, attempts, first seen and dead since
     /// in UTC, last worker, last reason cut to fit: `--json` has it whole),
     /// then how many there are and the command for the next page.
     #[command(after_help = ORDER_IDS)]
     List(DlqListArgs),
-    /// Print a dead letter as its handler receives it: the one JSON line an
-    /// exec handler reads on stdin, byte for byte (`--info` adds the
+    /// Print a dead letter as its handler receives it.
+    ///
+    /// The one JSON line an exec handler reads on stdin, byte for byte (`--info` adds the
     /// attempts, reason, worker and timestamps first). An order whose
     /// items are not JSON has no such line: its details are printed, and
     /// which item is not JSON.
@@ -128,8 +129,9 @@ pub enum DlqCommand {
         #[arg(long)]
         all: bool,
     },
-    /// Delete dead letters for good (journaled: they stay deleted across
-    /// restarts) and print how many. Exits 1 when the id given is not a
+    /// Delete dead letters for good and print how many.
+    ///
+    /// Journaled: they stay deleted across restarts. Exits 1 when the id given is not a
     /// dead letter; `--all` with none exits 0.
     #[command(group(clap::ArgGroup::new("which").required(true).args(["id", "all"])), after_help = ORDER_IDS)]
     Delete {
@@ -158,7 +160,9 @@ pub struct DlqListArgs {
 
 #[derive(Subcommand, Debug)]
 pub enum OrdersCommand {
-    /// Print what the broker knows of one sealed order (where it is:
+    /// Print one order's details and its handler's view.
+    ///
+    /// What the broker knows of one sealed order (where it is:
     /// pending, delayed, in flight or dead; attempts, worker, last reason,
     /// timestamps, when it is retried) and, last, the JSON line its
     /// handler receives (on its next attempt, for a pending order).
