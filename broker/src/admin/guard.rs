@@ -95,7 +95,10 @@ pub fn check(config: &AdminConfig, head: &Head) -> Result<Route, Refusal> {
         "/orders/show" => Query::Show { key: parse_id(query)?, dead_only: false },
         "/dlq/show" => Query::Show { key: parse_id(query)?, dead_only: true },
         "/dlq/retry" => Query::Retry(parse_which(query)?),
-        _ => Query::Delete(parse_which(query)?),
+        "/dlq/delete" => Query::Delete(parse_which(query)?),
+        // `access` admitted only the routes above; a route added to
+        // ROUTES without a line here is refused rather than misrouted.
+        path => return Err(refuse(404, format!("no route {path}"))),
     };
     Ok(Route::Loop(query))
 }
