@@ -1,6 +1,7 @@
 //! The admin endpoint through the real broker binary: Host and Origin
-//! checks, the bearer token, start-up refusals, and clients that are idle,
-//! slow or never read delaying no one.
+//! checks, the bearer token, start-up refusals, clients that are idle,
+//! slow or never read delaying no one, and the dead-letter routes (paging,
+//! show, delete) with the commands that use them.
 
 use std::io::{Read, Write};
 use std::net::TcpStream;
@@ -10,7 +11,9 @@ use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
 use orderly_common::ids::{producer_topic, worker_topic};
+use orderly_common::order_json::order_json;
 use orderly_common::protocol::{Begin, ControlMsg, FanoutMsg, Finish, Heartbeat, IntakeMsg, Item, Nack, ProducerHello};
+use orderly_common::OrderKey;
 use serde_bytes::ByteBuf;
 use support::{ep, free_port, BROKER};
 
@@ -75,19 +78,29 @@ fn start_broker(dir: &Path, bind_all: bool) -> Broker {
 /// token when given, and returns (status, body); status 0 when the
 /// connection failed or timed out.
 fn http(addr: &str, head: &str, token: Option<&str>) -> (u16, String) {
-    let Ok(mut stream) = TcpStream::connect(addr) else { return (0, String::new()) };
+    let (status, _, body) = http_with_head(addr, head, token);
+    (status, body)
+}
+
+/// As [`http`], with the response's head (status line and headers) too.
+fn http_with_head(addr: &str, head: &str, token: Option<&str>) -> (u16, String, String) {
+    let Ok(mut stream) = TcpStream::connect(addr) else { return (0, String::new(), String::new()) };
     stream.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
     let auth = token.map(|t| format!("Authorization: Bearer {t}\r\n")).unwrap_or_default();
     if write!(stream, "{head}{auth}Connection: close\r\n\r\n").is_err() {
-        return (0, String::new());
+        return (0, String::new(), String::new());
     }
     let mut response = String::new();
     if stream.read_to_string(&mut response).is_err() {
-        return (0, String::new());
+        return (0, String::new(), String::new());
     }
     let status = response.split_whitespace().nth(1).and_then(|s| s.parse().ok()).unwrap_or(0);
-    let body = response.split_once("\r\n\r\n").map(|(_, b)| b.to_owned()).unwrap_or_default();
-    (status, body)
+    let (head, body) = response.split_once("\r\n\r\n").unwrap_or((&response, ""));
+    (status, head.to_owned(), body.to_owned())
+}
+
+fn post(broker: &Broker, path: &str, token: Option<&str>) -> (u16, String) {
+    http(&broker.admin, &format!("POST {path} HTTP/1.1\r\nHost: {}\r\n", broker.admin), token)
 }
 
 fn get(broker: &Broker, path: &str, token: Option<&str>) -> (u16, String) {
@@ -103,6 +116,12 @@ fn dead_letter_count(broker: &Broker) -> usize {
 /// Makes `count` dead letters (producer `shop`, orders `o0`..): a producer
 /// sends the orders, a worker nacks each without retry, `reason` given.
 fn make_dead_letters(broker: &Broker, count: usize, reason: &str) {
+    make_orders(broker, count, b"1", reason, true);
+}
+
+/// Sends `count` orders of one item; with `nack`, a worker then nacks each
+/// without retry, else they stay pending (no worker).
+fn make_orders(broker: &Broker, count: usize, item: &[u8], reason: &str, nack: bool) {
     let context = zmq::Context::new();
     let socket = |kind, endpoint: &str, topic: &[u8]| {
         let s = context.socket(kind).unwrap();
@@ -129,12 +148,20 @@ fn make_dead_letters(broker: &Broker, count: usize, reason: &str) {
     for n in 0..count {
         let (producer, order) = ("shop".to_string(), format!("o{n}"));
         send(&intake, IntakeMsg::Begin(Begin { producer: producer.clone(), order: order.clone() }).encode());
-        let data = ByteBuf::from(b"1".to_vec());
+        let data = ByteBuf::from(item.to_vec());
         send(
             &intake,
             IntakeMsg::Item(Item { producer: producer.clone(), order: order.clone(), seq: 0, data }).encode(),
         );
         send(&intake, IntakeMsg::Finish(Finish { producer, order, count: 1 }).encode());
+    }
+    if !nack {
+        let sealed = || get(broker, "/status", None).1.contains(&format!("\"pending_orders\": {count}"));
+        while !sealed() {
+            assert!(Instant::now() < deadline, "the orders were not sealed");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        return;
     }
     let (control, w1) = (socket(zmq::PUSH, "control", b""), socket(zmq::SUB, "fanout", &worker_topic("w1")));
     let mut welcome = None;
@@ -332,4 +359,155 @@ fn a_token_file_others_can_read_is_refused() {
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert_eq!(output.status.code(), Some(1), "{stderr}");
     assert!(stderr.contains("admin token file") && stderr.contains("chmod 600"), "{stderr}");
+}
+
+/// The handler's view of `shop/ID` with one item `1`, as the worker renders it.
+fn rendering(id: &str, attempt: u32) -> Vec<u8> {
+    order_json(&OrderKey::new("shop", id), attempt, attempt > 1, &[b"1".as_slice()]).unwrap()
+}
+
+/// A header's value in a response head (names compared case-blind).
+fn header<'a>(head: &'a str, name: &str) -> Option<&'a str> {
+    head.lines().find_map(|line| {
+        let (n, value) = line.split_once(':')?;
+        n.eq_ignore_ascii_case(name).then(|| value.trim())
+    })
+}
+
+#[test]
+fn dead_letters_come_in_pages_with_the_total() {
+    let dir = tempfile::tempdir().unwrap();
+    let broker = start_broker(dir.path(), false);
+    make_dead_letters(&broker, 3, "poison");
+    let ask = |path: &str| http_with_head(&broker.admin, &format!("GET {path} HTTP/1.1\r\nHost: localhost\r\n"), None);
+    let (status, head, body) = ask("/dlq?limit=2");
+    assert_eq!(status, 200, "{body}");
+    let first: serde_json::Value = serde_json::from_str(&body).unwrap();
+    let ids: Vec<&str> = first.as_array().unwrap().iter().map(|l| l["id"].as_str().unwrap()).collect();
+    assert_eq!(ids, ["o0", "o1"]);
+    assert_eq!(header(&head, "x-orderly-total"), Some("3"), "{head}");
+    assert_eq!(header(&head, "x-orderly-next-after"), Some("shop%2Fo1"), "{head}");
+    let (_, head, body) = ask("/dlq?after=shop%2Fo1&limit=2");
+    let second: serde_json::Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(second.as_array().unwrap().len(), 1);
+    assert_eq!(second[0]["id"], "o2");
+    assert_eq!(header(&head, "x-orderly-total"), Some("3"), "{head}");
+    assert_eq!(header(&head, "x-orderly-next-after"), None, "the last page: {head}");
+    let (_, _, body) = ask("/dlq/page?limit=2");
+    let page: serde_json::Value = serde_json::from_str(&body).unwrap();
+    assert_eq!((page["total"].as_u64(), page["dead_letters"].as_array().unwrap().len()), (Some(3), 2));
+    assert_eq!(page["next_after"], serde_json::json!({ "producer": "shop", "id": "o1" }));
+    // The command pages the same way and says how to go on.
+    let list = cli(&broker, &["dlq", "list", "--limit", "2"], false);
+    let text = String::from_utf8_lossy(&list.stdout);
+    assert!(list.status.success(), "{text}");
+    assert!(text.contains("showing 2 of 3 dead letters"), "{text}");
+    assert!(text.contains("next page: orderly-broker dlq list --after shop/o1 --limit 2"), "{text}");
+    let rest = cli(&broker, &["dlq", "list", "--after", "shop/o1"], false);
+    let text = String::from_utf8_lossy(&rest.stdout);
+    assert!(text.contains("shop/o2") && text.contains("showing 1 of 3") && !text.contains("next page"), "{text}");
+}
+
+#[test]
+fn show_gives_the_handler_s_view_byte_for_byte() {
+    let dir = tempfile::tempdir().unwrap();
+    let broker = start_broker(dir.path(), false);
+    make_dead_letters(&broker, 1, "poison");
+    let (status, body) = get(&broker, "/dlq/show?id=shop%2Fo0", Some(TOKEN));
+    assert_eq!(status, 200, "{body}");
+    let view: serde_json::Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(view["order"]["place"], "dead");
+    assert_eq!(view["order"]["attempts"], 1);
+    assert!(view["order"]["last_reason"].as_str().unwrap().ends_with("poison"), "{body}");
+    let raw: orderly_broker::admin::OrderView = serde_json::from_str(&body).unwrap();
+    assert_eq!(raw.handler_view.unwrap().get().as_bytes(), rendering("o0", 1));
+    let shown = cli(&broker, &["dlq", "show", "shop/o0"], true);
+    assert!(shown.status.success(), "{}", String::from_utf8_lossy(&shown.stderr));
+    let mut expected = rendering("o0", 1);
+    expected.push(b'\n');
+    assert_eq!(String::from_utf8_lossy(&shown.stdout), String::from_utf8_lossy(&expected));
+    let info = cli(&broker, &["dlq", "show", "--info", "shop/o0"], true);
+    let text = String::from_utf8_lossy(&info.stdout);
+    assert!(
+        text.contains("last reason      worker w1 refused it: poison")
+            && text.ends_with(&*String::from_utf8_lossy(&expected)),
+        "{text}"
+    );
+    // Not a dead letter, or no such order: 404 and exit 1.
+    assert_eq!(get(&broker, "/dlq/show?id=shop%2Fnone", Some(TOKEN)).0, 404);
+    let missing = cli(&broker, &["dlq", "show", "shop/none"], true);
+    assert_eq!(missing.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&missing.stderr).contains("no order shop/none"));
+}
+
+#[test]
+fn orders_show_tells_where_a_pending_order_is() {
+    let dir = tempfile::tempdir().unwrap();
+    let broker = start_broker(dir.path(), false);
+    make_orders(&broker, 1, b"1", "", false);
+    let (status, body) = get(&broker, "/orders/show?id=shop%2Fo0", Some(TOKEN));
+    assert_eq!(status, 200, "{body}");
+    let view: serde_json::Value = serde_json::from_str(&body).unwrap();
+    assert_eq!((view["order"]["place"].as_str(), view["order"]["attempts"].as_u64()), (Some("pending"), Some(0)));
+    // Shown as its first dispatch will be.
+    let raw: orderly_broker::admin::OrderView = serde_json::from_str(&body).unwrap();
+    assert_eq!(raw.handler_view.unwrap().get().as_bytes(), rendering("o0", 1));
+    let (status, body) = get(&broker, "/dlq/show?id=shop%2Fo0", Some(TOKEN));
+    assert_eq!(status, 404);
+    assert!(body.contains("not a dead letter (it is pending)"), "{body}");
+    let shown = cli(&broker, &["orders", "show", "shop/o0"], true);
+    let text = String::from_utf8_lossy(&shown.stdout);
+    assert!(shown.status.success() && text.contains("place            pending"), "{text}");
+    assert!(text.ends_with(&format!("{}\n", String::from_utf8_lossy(&rendering("o0", 1)))), "{text}");
+}
+
+#[test]
+fn showing_and_deleting_need_the_token() {
+    let dir = tempfile::tempdir().unwrap();
+    let broker = start_broker(dir.path(), false);
+    make_dead_letters(&broker, 1, "poison");
+    for path in ["/dlq/show?id=shop%2Fo0", "/orders/show?id=shop%2Fo0"] {
+        let (status, body) = get(&broker, path, None);
+        assert_eq!(status, 401, "{path}");
+        assert!(!body.contains("items"), "{body}");
+        assert_eq!(get(&broker, path, Some("wrong-token-0123456789abcdef")).0, 401, "{path}");
+    }
+    assert_eq!(post(&broker, "/dlq/delete?all=1", None).0, 401);
+    assert_eq!(dead_letter_count(&broker), 1, "a delete without the token deleted");
+    let refused = cli(&broker, &["dlq", "delete", "--all"], false);
+    assert!(!refused.status.success() && String::from_utf8_lossy(&refused.stderr).contains("401"));
+}
+
+#[test]
+fn deletes_are_journaled() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut broker = start_broker(dir.path(), false);
+    make_dead_letters(&broker, 3, "poison");
+    assert_eq!(post(&broker, "/dlq/delete?id=shop%2Fo0", Some(TOKEN)), (200, "{\n  \"deleted\": 1\n}\n".into()));
+    let again = cli(&broker, &["dlq", "delete", "shop/o0"], true);
+    assert_eq!(again.status.code(), Some(1), "deleting what is gone fails");
+    assert!(String::from_utf8_lossy(&again.stderr).contains("no dead letter shop/o0"));
+    let all = cli(&broker, &["dlq", "delete", "--all"], true);
+    assert!(all.status.success() && String::from_utf8_lossy(&all.stdout).contains("2 dead letters deleted"));
+    let none = cli(&broker, &["dlq", "delete", "--all"], true);
+    assert!(none.status.success() && String::from_utf8_lossy(&none.stdout).contains("0 dead letters deleted"));
+    // A clean stop (SIGTERM) and a start on the same data directory.
+    let stopped = Command::new("kill").arg(broker.child.id().to_string()).status().unwrap();
+    assert!(stopped.success());
+    assert!(broker.child.wait().unwrap().success());
+    let broker = start_broker(dir.path(), false);
+    assert_eq!(dead_letter_count(&broker), 0, "deleted dead letters came back");
+    assert_eq!(get(&broker, "/orders/show?id=shop%2Fo1", Some(TOKEN)).0, 404);
+}
+
+#[test]
+fn show_names_an_item_that_is_not_json_instead_of_failing() {
+    let dir = tempfile::tempdir().unwrap();
+    let broker = start_broker(dir.path(), false);
+    make_orders(&broker, 1, b"\xff not json", "", false);
+    let shown = cli(&broker, &["orders", "show", "shop/o0"], true);
+    let text = String::from_utf8_lossy(&shown.stdout);
+    assert!(shown.status.success(), "{text}{}", String::from_utf8_lossy(&shown.stderr));
+    assert!(text.contains("place            pending"), "{text}");
+    assert!(text.contains("none: item 0 (10 bytes) is not JSON"), "{text}");
 }

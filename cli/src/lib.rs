@@ -44,11 +44,61 @@ pub mod exit {
 
 /// Sets up logging to stderr: `level` (a flag's value) unless `RUST_LOG`
 /// is set; colours only when stderr is a terminal, not in log files.
+///
+/// A closed stderr never stops the process: log lines go through
+/// [`IgnoreErrors`] (a broken pipe loses the line, not the process), and
+/// tracing-subscriber's fallback of `eprintln!`ing its own write errors,
+/// which panics when stderr fails, is turned off. (A stderr closed at
+/// start, `2>&-`, is /dev/null by then: Rust's runtime reopens closed
+/// standard descriptors there, so fd 2 is never reused for a file.)
 pub fn init_logging(level: &str) {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(level));
     let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr());
-    tracing_subscriber::fmt().with_env_filter(filter).with_ansi(ansi).with_writer(std::io::stderr).init();
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_ansi(ansi)
+        .with_writer(|| IgnoreErrors(std::io::stderr()))
+        .log_internal_errors(false)
+        .init();
+}
+
+/// A writer whose writes always succeed: errors (EBADF, EPIPE, ENOSPC) are
+/// dropped with the bytes. For diagnostics only, where losing a line is
+/// better than failing or, through `eprintln!`, panicking.
+#[derive(Debug)]
+pub struct IgnoreErrors<W>(pub W);
+
+impl<W: std::io::Write> std::io::Write for IgnoreErrors<W> {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        let _ = self.0.write_all(buf);
+        Ok(buf.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        let _ = self.0.flush();
+        Ok(())
+    }
+}
+
+/// Writes a line to stderr and ignores failure: `eprintln!` for paths that
+/// must outlive a closed stderr (progress lines, periodic stats).
+#[macro_export]
+macro_rules! eprintln_lossy {
+    ($($arg:tt)*) => {{
+        use ::std::io::Write as _;
+        let _ = ::std::writeln!(::std::io::stderr(), $($arg)*);
+    }};
+}
+
+/// Writes a line to stdout and ignores failure: `println!` for long-running
+/// paths (a closed or broken stdout must not panic them).
+#[macro_export]
+macro_rules! println_lossy {
+    ($($arg:tt)*) => {{
+        use ::std::io::Write as _;
+        let _ = ::std::writeln!(::std::io::stdout(), $($arg)*);
+    }};
 }
 
 /// Reads the config file at `path` and merges it into `args` (see
@@ -193,6 +243,43 @@ mod tests {
         use clap::CommandFactory;
         let err = merge_config_file(Cli::command(), os(&["x", "run"]), "run", "gamma = 1").unwrap_err();
         assert!(err.to_string().contains("\"gamma\""), "{err}");
+    }
+
+    /// A writer that fails like a closed or broken stderr.
+    struct Closed;
+
+    impl std::io::Write for Closed {
+        fn write(&mut self, _: &[u8]) -> std::io::Result<usize> {
+            Err(std::io::Error::from_raw_os_error(32)) // EPIPE
+        }
+
+        fn flush(&mut self) -> std::io::Result<()> {
+            Err(std::io::Error::from_raw_os_error(9)) // EBADF
+        }
+    }
+
+    #[test]
+    fn ignore_errors_swallows_write_failures() {
+        use std::io::Write;
+        let mut writer = IgnoreErrors(Closed);
+        assert_eq!(writer.write(b"a line\n").unwrap(), 7);
+        writer.write_all(b"another\n").unwrap();
+        writer.flush().unwrap();
+        writeln!(writer, "formatted {}", 1).unwrap();
+        let mut bytes = IgnoreErrors(Vec::new());
+        bytes.write_all(b"kept").unwrap();
+        assert_eq!(bytes.0, b"kept");
+    }
+
+    #[test]
+    fn a_subscriber_writing_to_a_closed_stderr_logs_on() {
+        let subscriber =
+            tracing_subscriber::fmt().with_writer(|| IgnoreErrors(Closed)).log_internal_errors(false).finish();
+        tracing::subscriber::with_default(subscriber, || {
+            for n in 0..3 {
+                tracing::info!(n, "a line nobody reads");
+            }
+        });
     }
 
     #[test]

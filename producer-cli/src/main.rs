@@ -34,7 +34,7 @@ fn main() -> ExitCode {
     match run() {
         Ok(code) => code,
         Err(error) => {
-            eprintln!("orderly-producer: error: {error:#}");
+            orderly_cli::eprintln_lossy!("orderly-producer: error: {error:#}");
             let code = match error.downcast_ref::<ProducerError>() {
                 Some(error) if error.is_timeout() => exit::TIMEOUT,
                 Some(ProducerError::Config(_)) => exit::USAGE,

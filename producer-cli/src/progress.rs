@@ -53,7 +53,8 @@ impl Progress {
                     return;
                 }
                 *last = Instant::now();
-                eprintln!(
+                // Lossy: a closed stderr must not panic a run mid-way.
+                orderly_cli::eprintln_lossy!(
                     "progress: {} sent, {} confirmed, {} rejected, {:.0} orders/s",
                     tally.sent,
                     tally.confirmed,
@@ -67,8 +68,8 @@ impl Progress {
     /// Prints a line on stderr without tearing the bar.
     pub(crate) fn println(&self, line: &str) {
         match self {
-            Progress::Bar(bar) => bar.suspend(|| eprintln!("{line}")),
-            Progress::Lines { .. } => eprintln!("{line}"),
+            Progress::Bar(bar) => bar.suspend(|| orderly_cli::eprintln_lossy!("{line}")),
+            Progress::Lines { .. } => orderly_cli::eprintln_lossy!("{line}"),
         }
     }
 

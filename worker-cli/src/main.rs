@@ -19,7 +19,7 @@ fn main() -> ExitCode {
     match run() {
         Ok(code) => code,
         Err(error) => {
-            eprintln!("error: {error:#}");
+            orderly_cli::eprintln_lossy!("error: {error:#}");
             ExitCode::from(exit::of_error(error.as_ref()))
         }
     }

@@ -6,8 +6,10 @@ use std::net::{SocketAddr, TcpStream};
 
 use serde::de::DeserializeOwned;
 
-use super::schema::{DeadLetters, RetryReport, StatusReport};
-use super::{percent_encode, AdminError, AdminToken, REPLY_TIMEOUT};
+use orderly_common::OrderKey;
+
+use super::schema::{DeadLetterPage, DeadLetters, DeleteReport, OrderView, RetryReport, StatusReport};
+use super::{order_ref, percent_encode, AdminError, AdminToken, REPLY_TIMEOUT};
 
 /// Bytes of one response read at most.
 const RESPONSE_BYTES_MAX: u64 = 64 * 1024 * 1024;
@@ -61,6 +63,33 @@ impl AdminClient {
         self.parse("a dead-letter list", &self.request("GET", "/dlq")?)
     }
 
+    /// `GET /dlq/page`: dead letters in key order after `after`, at most
+    /// `limit` (the endpoint's maximum when `None`), with the total.
+    pub fn dead_letters_page(
+        &self,
+        after: Option<&OrderKey>,
+        limit: Option<usize>,
+    ) -> Result<DeadLetterPage, AdminError> {
+        self.parse("a dead-letter page", &self.request("GET", &format!("/dlq/page{}", page_query(after, limit)))?)
+    }
+
+    /// `GET /orders/show` (any sealed order) or, with `dead_only`,
+    /// `GET /dlq/show`. An unknown order is [`AdminError::Status`] 404.
+    pub fn show(&self, key: &OrderKey, dead_only: bool) -> Result<OrderView, AdminError> {
+        let route = if dead_only { "/dlq/show" } else { "/orders/show" };
+        let path = format!("{route}?id={}", percent_encode(&order_ref(key)));
+        self.parse("an order", &self.request("GET", &path)?)
+    }
+
+    /// `POST /dlq/delete`: one dead letter or, with `None`, all of them.
+    pub fn delete(&self, which: Option<&OrderKey>) -> Result<DeleteReport, AdminError> {
+        let path = match which {
+            Some(key) => format!("/dlq/delete?id={}", percent_encode(&order_ref(key))),
+            None => "/dlq/delete?all=1".to_owned(),
+        };
+        self.parse("a delete report", &self.request("POST", &path)?)
+    }
+
     /// `POST /dlq/retry`: one order (`PRODUCER/ORDER-ID`, checked by the
     /// caller) or, with `None`, every dead letter.
     pub fn retry(&self, order: Option<&str>) -> Result<RetryReport, AdminError> {
@@ -69,6 +98,22 @@ impl AdminClient {
             None => "/dlq/retry?all=1".to_owned(),
         };
         self.parse("a retry report", &self.request("POST", &path)?)
+    }
+}
+
+/// `?after=…&limit=…` for the dead-letter routes (empty when neither).
+pub fn page_query(after: Option<&OrderKey>, limit: Option<usize>) -> String {
+    let mut params = Vec::new();
+    if let Some(after) = after {
+        params.push(format!("after={}", percent_encode(&order_ref(after))));
+    }
+    if let Some(limit) = limit {
+        params.push(format!("limit={limit}"));
+    }
+    if params.is_empty() {
+        String::new()
+    } else {
+        format!("?{}", params.join("&"))
     }
 }
 

@@ -10,13 +10,16 @@
 //!   (`http://` + the `Host`). Browsers send one on every cross-site POST
 //!   and on scripted reads; the admin serves no pages, so any web page's
 //!   request is refused, and `curl` or Prometheus (which send none) pass.
-//! - `POST` (it changes state) needs the bearer token, always; the reads
-//!   need it unless the endpoint is bound to loopback; `/healthz` and
-//!   `/readyz` never do.
+//! - `POST` (it changes state) and the `show` routes (they reveal what
+//!   orders hold) need the bearer token, always; the other reads need it
+//!   unless the endpoint is bound to loopback; `/healthz` and `/readyz`
+//!   never do.
 
 use std::net::{IpAddr, SocketAddr};
 
-use super::{parse_order_ref, percent_decode, AdminConfig, Query};
+use orderly_common::OrderKey;
+
+use super::{parse_order_ref, percent_decode, AdminConfig, Query, DLQ_LIST_MAX};
 
 /// A refused request: the HTTP status and a one-line reason.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -55,8 +58,24 @@ pub struct Head<'a> {
 enum Access {
     Probe,
     Read,
+    /// Shows what an order holds: the token, always, like a change.
+    Reveal,
     Change,
 }
+
+/// Every route and who may call it; the one table `access` reads.
+const ROUTES: &[(&str, &str, Access)] = &[
+    ("GET", "/healthz", Access::Probe),
+    ("GET", "/readyz", Access::Probe),
+    ("GET", "/status", Access::Read),
+    ("GET", "/dlq", Access::Read),
+    ("GET", "/dlq/page", Access::Read),
+    ("GET", "/metrics", Access::Read),
+    ("GET", "/orders/show", Access::Reveal),
+    ("GET", "/dlq/show", Access::Reveal),
+    ("POST", "/dlq/retry", Access::Change),
+    ("POST", "/dlq/delete", Access::Change),
+];
 
 /// Checks a request in order (Host, Origin, route, token) and returns what
 /// it asks for, or why it is refused.
@@ -65,14 +84,23 @@ pub fn check(config: &AdminConfig, head: &Head) -> Result<Route, Refusal> {
     check_origin(host, head.origin)?;
     let access = access(head.method, head.path)?;
     check_token(config, access, head.authorization)?;
-    match head.path {
-        "/healthz" => Ok(Route::Health),
-        "/readyz" => Ok(Route::Ready),
-        "/status" => Ok(Route::Loop(Query::Status)),
-        "/dlq" => Ok(Route::Loop(Query::DeadLetters)),
-        "/metrics" => Ok(Route::Loop(Query::Metrics)),
-        _ => parse_retry(head.query).map(Route::Loop),
-    }
+    let query = head.query;
+    let query = match head.path {
+        "/healthz" => return Ok(Route::Health),
+        "/readyz" => return Ok(Route::Ready),
+        "/status" => Query::Status,
+        "/metrics" => Query::Metrics,
+        "/dlq" => parse_page(query, false)?,
+        "/dlq/page" => parse_page(query, true)?,
+        "/orders/show" => Query::Show { key: parse_id(query)?, dead_only: false },
+        "/dlq/show" => Query::Show { key: parse_id(query)?, dead_only: true },
+        "/dlq/retry" => Query::Retry(parse_which(query)?),
+        "/dlq/delete" => Query::Delete(parse_which(query)?),
+        // `access` admitted only the routes above; a route added to
+        // ROUTES without a line here is refused rather than misrouted.
+        path => return Err(refuse(404, format!("no route {path}"))),
+    };
+    Ok(Route::Loop(query))
 }
 
 /// Returns the Host header's text when it names this endpoint.
@@ -113,25 +141,21 @@ fn check_origin(host: &str, origin: Option<&[u8]>) -> Result<(), Refusal> {
 }
 
 fn access(method: &str, path: &str) -> Result<Access, Refusal> {
-    match (method, path) {
-        ("GET", "/healthz" | "/readyz") => Ok(Access::Probe),
-        ("GET", "/status" | "/dlq" | "/metrics") => Ok(Access::Read),
-        ("POST", "/dlq/retry") => Ok(Access::Change),
-        (_, "/healthz" | "/readyz" | "/status" | "/dlq" | "/metrics" | "/dlq/retry") => {
-            Err(refuse(405, format!("{method} not allowed on {path}")))
-        }
-        _ => Err(refuse(
-            404,
-            format!("no route {path}; try /status, /dlq, /metrics, /healthz, /readyz or POST /dlq/retry"),
-        )),
+    if let Some((_, _, access)) = ROUTES.iter().find(|(m, p, _)| *m == method && *p == path) {
+        return Ok(*access);
     }
+    if ROUTES.iter().any(|(_, p, _)| *p == path) {
+        return Err(refuse(405, format!("{method} not allowed on {path}")));
+    }
+    let routes: Vec<String> = ROUTES.iter().map(|(m, p, _)| format!("{m} {p}")).collect();
+    Err(refuse(404, format!("no route {path}; try {}", routes.join(", "))))
 }
 
 fn check_token(config: &AdminConfig, access: Access, authorization: Option<&[u8]>) -> Result<(), Refusal> {
     let needed = match access {
         Access::Probe => false,
         Access::Read => !bound_to_loopback(config.addr),
-        Access::Change => true,
+        Access::Reveal | Access::Change => true,
     };
     if !needed {
         return Ok(());
@@ -151,26 +175,55 @@ pub fn bound_to_loopback(addr: SocketAddr) -> bool {
     addr.ip().is_loopback()
 }
 
-fn parse_retry(query: &str) -> Result<Query, Refusal> {
-    for pair in query.split('&') {
-        match pair.split_once('=') {
-            Some(("all", "1" | "true")) => return Ok(Query::Retry(None)),
-            Some(("id", value)) => {
-                let id = percent_decode(value).ok_or_else(|| refuse(400, "id is not valid percent-encoded UTF-8"))?;
-                let key = parse_order_ref(&id).map_err(|e| refuse(400, e.to_string()))?;
-                return Ok(Query::Retry(Some(key)));
-            }
-            _ => {}
-        }
+/// The decoded value of the first `name=` in a query string.
+fn param(query: &str, name: &str) -> Result<Option<String>, Refusal> {
+    let Some(value) = query.split('&').find_map(|pair| pair.split_once('=').filter(|(n, _)| *n == name)) else {
+        return Ok(None);
+    };
+    let decoded =
+        percent_decode(value.1).ok_or_else(|| refuse(400, format!("{name} is not valid percent-encoded UTF-8")))?;
+    Ok(Some(decoded))
+}
+
+fn order_key(text: &str) -> Result<OrderKey, Refusal> {
+    parse_order_ref(text).map_err(|e| refuse(400, e.to_string()))
+}
+
+/// `id=PRODUCER/ORDER`.
+fn parse_id(query: &str) -> Result<OrderKey, Refusal> {
+    let id = param(query, "id")?.ok_or_else(|| refuse(400, "give id=PRODUCER/ORDER (percent-encoded)"))?;
+    order_key(&id)
+}
+
+/// `id=PRODUCER/ORDER` (`Some`) or `all=1` (`None`).
+fn parse_which(query: &str) -> Result<Option<OrderKey>, Refusal> {
+    if matches!(param(query, "all")?.as_deref(), Some("1" | "true")) {
+        return Ok(None);
     }
-    Err(refuse(400, "give id=PRODUCER/ORDER or all=1"))
+    match param(query, "id")? {
+        Some(id) => order_key(&id).map(Some),
+        None => Err(refuse(400, "give id=PRODUCER/ORDER or all=1")),
+    }
+}
+
+/// `after=PRODUCER/ORDER` and `limit=N`, both optional; a limit above
+/// [`DLQ_LIST_MAX`] is taken as that (the headers say where to go on).
+fn parse_page(query: &str, page: bool) -> Result<Query, Refusal> {
+    let after = param(query, "after")?.map(|text| order_key(&text)).transpose()?;
+    let limit = match param(query, "limit")? {
+        None => DLQ_LIST_MAX,
+        Some(text) => match text.parse::<usize>() {
+            Ok(n) if n > 0 => n.min(DLQ_LIST_MAX),
+            _ => return Err(refuse(400, format!("limit {text:?} is not a positive whole number"))),
+        },
+    };
+    Ok(Query::DeadLetters { after, limit, page })
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
     use crate::admin::AdminToken;
-    use orderly_common::OrderKey;
 
     const TOKEN: &str = "0123456789abcdef-token";
 
@@ -202,8 +255,50 @@ mod tests {
         let Ok(Route::Loop(Query::Retry(Some(key)))) = check(&c, &post("/dlq/retry?id=shop%2Fo%2F1")) else { panic!() };
         assert_eq!(key, OrderKey::new("shop", "o/1"));
         assert_eq!(status(&c, &head("DELETE", "/dlq")), 405);
+        assert_eq!(status(&c, &head("GET", "/dlq/delete?all=1")), 405);
         assert_eq!(status(&c, &head("GET", "/nope")), 404);
         assert_eq!(status(&c, &post("/dlq/retry?id=%ZZ")), 400);
+        assert!(matches!(check(&c, &post("/dlq/delete?all=1")), Ok(Route::Loop(Query::Delete(None)))));
+        let Ok(Route::Loop(Query::Delete(Some(key)))) = check(&c, &post("/dlq/delete?id=shop%2Fo%2F1")) else {
+            panic!()
+        };
+        assert_eq!(key, OrderKey::new("shop", "o/1"));
+        assert_eq!(status(&c, &post("/dlq/delete")), 400);
+    }
+
+    #[test]
+    fn pages_and_shows_parse_their_queries() {
+        let c = config("127.0.0.1:5573", true);
+        let bearer = format!("Bearer {TOKEN}");
+        let Ok(Route::Loop(Query::DeadLetters { after: None, limit: DLQ_LIST_MAX, page: false })) =
+            check(&c, &head("GET", "/dlq"))
+        else {
+            panic!()
+        };
+        let Ok(Route::Loop(Query::DeadLetters { after: Some(after), limit: 2, page: true })) =
+            check(&c, &head("GET", "/dlq/page?limit=2&after=shop%2Fo1"))
+        else {
+            panic!()
+        };
+        assert_eq!(after, OrderKey::new("shop", "o1"));
+        let Ok(Route::Loop(Query::DeadLetters { limit, .. })) = check(&c, &head("GET", "/dlq?limit=99999999")) else {
+            panic!()
+        };
+        assert_eq!(limit, DLQ_LIST_MAX, "a larger limit is clamped");
+        for bad in ["/dlq?limit=0", "/dlq?limit=x", "/dlq?after=noslash", "/dlq/page?after=%ZZ"] {
+            assert_eq!(status(&c, &head("GET", bad)), 400, "{bad}");
+        }
+        let show = |target| Head { authorization: Some(bearer.as_bytes()), ..head("GET", target) };
+        let Ok(Route::Loop(Query::Show { key, dead_only: true })) = check(&c, &show("/dlq/show?id=shop%2Fa%2Fb"))
+        else {
+            panic!()
+        };
+        assert_eq!(key, OrderKey::new("shop", "a/b"));
+        assert!(matches!(
+            check(&c, &show("/orders/show?id=s%2F1")),
+            Ok(Route::Loop(Query::Show { dead_only: false, .. }))
+        ));
+        assert_eq!(status(&c, &show("/orders/show")), 400);
     }
 
     #[test]
@@ -248,5 +343,24 @@ mod tests {
         }
         let read = Head { authorization: Some(right.as_bytes()), ..head("GET", "/status") };
         assert_eq!(status(&open, &read), 200);
+    }
+
+    #[test]
+    fn showing_or_deleting_orders_needs_the_token_even_on_loopback() {
+        let right = format!("Bearer {TOKEN}");
+        let loopback = config("127.0.0.1:5573", true);
+        let without_token = config("127.0.0.1:5573", false);
+        for (method, path) in
+            [("GET", "/orders/show?id=s%2F1"), ("GET", "/dlq/show?id=s%2F1"), ("POST", "/dlq/delete?all=1")]
+        {
+            assert_eq!(status(&loopback, &head(method, path)), 401, "{path}");
+            let wrong = Head { authorization: Some(b"Bearer wrong-token-0123456"), ..head(method, path) };
+            assert_eq!(status(&loopback, &wrong), 401, "{path}");
+            let ok = Head { authorization: Some(right.as_bytes()), ..head(method, path) };
+            assert_eq!(status(&loopback, &ok), 200, "{path}");
+            assert_eq!(status(&without_token, &head(method, path)), 403, "{path}");
+        }
+        // Listing stays a read: open on loopback.
+        assert_eq!(status(&loopback, &head("GET", "/dlq/page?limit=1")), 200);
     }
 }

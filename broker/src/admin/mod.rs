@@ -9,10 +9,12 @@
 //! concurrently, each bounded in size and time, so a slow or hostile
 //! client delays neither the broker nor other admin clients.
 //!
-//! Routes: `GET /status`, `GET /dlq`, `POST /dlq/retry?id=PRODUCER/ORDER`,
-//! `POST /dlq/retry?all=1`, `GET /metrics` (Prometheus text), `GET
-//! /healthz` and `GET /readyz`. Who may call which: see `guard` and
-//! docs/SECURITY.md.
+//! Routes: `GET /status`, `GET /dlq?after=&limit=` (an array; the total in
+//! `X-Orderly-Total`), `GET /dlq/page?after=&limit=` (an object),
+//! `GET /orders/show?id=PRODUCER/ORDER`, `GET /dlq/show?id=`,
+//! `POST /dlq/retry?id=|all=1`, `POST /dlq/delete?id=|all=1`, `GET
+//! /metrics` (Prometheus text), `GET /healthz` and `GET /readyz`. Who may
+//! call which: see `guard` and docs/SECURITY.md.
 
 mod client;
 mod guard;
@@ -27,17 +29,25 @@ use std::time::Duration;
 use orderly_common::ids::IdError;
 use orderly_common::OrderKey;
 
-pub use self::client::{request, AdminClient};
+pub use self::client::{page_query, request, AdminClient};
 pub use self::guard::bound_to_loopback;
-pub use self::schema::{DeadLetters, IntakeClosedReport, RetryReport, StatusReport};
+pub use self::schema::{
+    DeadLetters, DeleteReport, IntakeClosedReport, NotJsonItem, OrderView, RetryReport, StatusReport,
+};
 pub use self::server::AdminServer;
 pub use self::token::{AdminToken, TOKEN_CHARS_MIN};
 
 /// Bytes of one request (request line and headers) at most. hyper's read
 /// buffer cannot be smaller than 8 KiB.
 pub const REQUEST_BYTES_MAX: usize = 8 * 1024;
-/// Dead letters one `/dlq` response lists at most.
+/// Dead letters one `/dlq` or `/dlq/page` response lists at most, and
+/// how many they list when no `limit` is given.
 pub const DLQ_LIST_MAX: usize = 10_000;
+/// `GET /dlq`'s header with the number of dead letters in all.
+pub const TOTAL_HEADER: &str = "x-orderly-total";
+/// `GET /dlq`'s header, present when more remain: the `after` value
+/// (percent-encoded `PRODUCER/ORDER`) that asks for the next page.
+pub const NEXT_AFTER_HEADER: &str = "x-orderly-next-after";
 /// How long the server waits for the IO loop to answer (and the client
 /// for a connection).
 const REPLY_TIMEOUT: Duration = Duration::from_secs(5);
@@ -66,13 +76,54 @@ impl AdminConfig {
 #[derive(Debug)]
 pub enum Query {
     Status,
-    DeadLetters,
+    /// Dead letters in key order after `after`, at most `limit`: a JSON
+    /// array with the paging in headers (`/dlq`) or a
+    /// [`crate::core::DeadLetterPage`] (`/dlq/page`, `page`).
+    DeadLetters {
+        after: Option<OrderKey>,
+        limit: usize,
+        page: bool,
+    },
     Retry(Option<OrderKey>),
+    /// One sealed order and its handler view ([`OrderView`]); with
+    /// `dead_only`, not found unless it is a dead letter.
+    Show {
+        key: OrderKey,
+        dead_only: bool,
+    },
+    /// Delete one dead letter, or all with `None` ([`DeleteReport`]).
+    Delete(Option<OrderKey>),
     Metrics,
 }
 
-/// The IO loop's answer: (HTTP status, content type, body).
-pub type Answer = (u16, &'static str, String);
+/// The IO loop's answer to one query.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Answer {
+    pub status: u16,
+    pub content_type: &'static str,
+    pub body: String,
+    /// Extra headers: a name from this module's constants and a value
+    /// of visible ASCII.
+    pub headers: Vec<(&'static str, String)>,
+}
+
+impl Answer {
+    /// 200 with `value` as pretty JSON.
+    pub fn json<T: serde::Serialize>(value: &T) -> Answer {
+        let body = serde_json::to_string_pretty(value).expect("admin responses serialize") + "\n";
+        Answer { status: 200, content_type: "application/json", body, headers: Vec::new() }
+    }
+
+    /// Plain text (a line; the newline is added).
+    pub fn text(status: u16, line: impl Into<String>) -> Answer {
+        Answer { status, content_type: "text/plain", body: line.into() + "\n", headers: Vec::new() }
+    }
+
+    pub fn with_header(mut self, name: &'static str, value: String) -> Answer {
+        self.headers.push((name, value));
+        self
+    }
+}
 
 /// A query and where to send the answer. The reply is a oneshot the
 /// server's async task awaits; the IO loop's `send` never blocks.
@@ -129,6 +180,12 @@ pub enum OrderRefError {
     /// error is part of the message rather than a source.
     #[error("{text:?}: {error}")]
     BadId { text: String, error: IdError },
+}
+
+/// `PRODUCER/ORDER-ID` as it is written in a query or on a command line,
+/// unescaped (for a terminal, print the key's `Display`, which escapes).
+pub fn order_ref(key: &OrderKey) -> String {
+    format!("{}/{}", key.producer, key.id)
 }
 
 /// Parses `PRODUCER/ORDER-ID` (the order id may itself contain `/`).

@@ -2,9 +2,13 @@
 //! and the `status` / `dlq` commands deserialize them, so a renamed field
 //! fails to parse (naming the field) instead of printing `?`.
 
+use orderly_common::order_json::order_json;
+use orderly_common::OrderKey;
 use serde::{Deserialize, Serialize};
+use serde_json::value::RawValue;
 
 use crate::core::{DeadLetter, Status};
+pub use crate::core::{DeadLetterPage, OrderInfo, OrderPlace};
 
 /// `GET /status`: the core's [`Status`] with the IO loop's counters, as one
 /// flat JSON object.
@@ -48,6 +52,59 @@ pub struct IntakeClosedReport {
 /// `GET /dlq`: the dead letters, oldest first, at most
 /// [`super::DLQ_LIST_MAX`] of them (a JSON array).
 pub type DeadLetters = Vec<DeadLetter>;
+
+/// `POST /dlq/delete`: how many dead letters were deleted.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DeleteReport {
+    pub deleted: u64,
+}
+
+/// `GET /orders/show` and `/dlq/show`: one order and what a handler
+/// receives for it.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct OrderView {
+    pub order: OrderInfo,
+    /// The JSON object a handler receives on stdin, byte for byte (kept
+    /// raw, so whitespace and number spelling inside items survive);
+    /// `null` when an item is not JSON (see `not_json`).
+    pub handler_view: Option<Box<RawValue>>,
+    /// The item that is not JSON: handlers fail such an order for good.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub not_json: Option<NotJsonItem>,
+}
+
+/// An item of an order that is not JSON.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct NotJsonItem {
+    /// Its position in the order, from 0.
+    pub item: usize,
+    pub bytes: usize,
+    /// What the JSON parser said.
+    pub error: String,
+}
+
+impl OrderView {
+    /// Renders `items` as a handler sees them: on the latest dispatch for
+    /// an order in flight or dead, on the next one for a pending order.
+    pub fn new<I: AsRef<[u8]>>(order: OrderInfo, items: &[I]) -> OrderView {
+        let attempt = match order.place {
+            OrderPlace::Pending | OrderPlace::Delayed => order.attempts.saturating_add(1),
+            OrderPlace::InFlight | OrderPlace::Dead => order.attempts.max(1),
+        };
+        let key = OrderKey::new(order.producer.as_str(), order.id.as_str());
+        match order_json(&key, attempt, attempt > 1, items) {
+            Ok(json) => {
+                let text = String::from_utf8(json).expect("validated JSON is UTF-8");
+                let raw = RawValue::from_string(text).expect("order_json renders JSON");
+                OrderView { order, handler_view: Some(raw), not_json: None }
+            }
+            Err(e) => {
+                let not_json = NotJsonItem { item: e.index, bytes: e.len, error: e.detail };
+                OrderView { order, handler_view: None, not_json: Some(not_json) }
+            }
+        }
+    }
+}
 
 /// `POST /dlq/retry`: how many dead letters went back to the queue.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -109,6 +166,44 @@ mod tests {
         assert_eq!(value["journal_segments"], 2);
         assert_eq!(value["intake_closed"]["reason"], "disk_full");
         assert!(text.starts_with("{\n  \"partial_orders\": 1,"), "{text}");
+    }
+
+    fn info(place: OrderPlace, attempts: u32) -> OrderInfo {
+        OrderInfo {
+            producer: "shop".into(),
+            id: "o/1".into(),
+            place,
+            attempts,
+            items: 2,
+            bytes: 10,
+            worker: Some("w1".into()),
+            last_reason: Some("exit 3".into()),
+            first_seen_unix_ms: None,
+            dead_since_unix_ms: None,
+            retry_in_ms: None,
+        }
+    }
+
+    #[test]
+    fn an_order_view_carries_the_handler_s_bytes_through_pretty_json() {
+        let items: [&[u8]; 2] = [b"{\"b\": 1,  \"a\":2.50}", b" 7 "];
+        let view = OrderView::new(info(OrderPlace::Dead, 3), &items);
+        let expected = order_json(&OrderKey::new("shop", "o/1"), 3, true, &items).unwrap();
+        let text = serde_json::to_string_pretty(&view).unwrap();
+        let back: OrderView = serde_json::from_str(&text).unwrap();
+        assert_eq!(back.handler_view.unwrap().get().as_bytes(), expected.as_slice());
+        assert!(!text.contains("not_json"), "{text}");
+        // A pending order is shown as its next dispatch will be.
+        let pending = OrderView::new(info(OrderPlace::Pending, 0), &items);
+        assert!(pending.handler_view.unwrap().get().contains("\"attempt\":1,\"redelivered\":false"));
+    }
+
+    #[test]
+    fn an_order_view_names_an_item_that_is_not_json() {
+        let view = OrderView::new(info(OrderPlace::Dead, 1), &[b"{}".as_slice(), b"\xff\xfe binary"]);
+        assert!(view.handler_view.is_none());
+        let not_json = view.not_json.unwrap();
+        assert_eq!((not_json.item, not_json.bytes), (1, 9));
     }
 
     #[test]

@@ -19,7 +19,7 @@ use bytes::Bytes;
 use crossbeam_channel::{bounded, Receiver, Sender, TrySendError};
 use http_body_util::Full;
 use hyper::body::Incoming;
-use hyper::header::{HeaderValue, AUTHORIZATION, CONTENT_TYPE, HOST, ORIGIN, WWW_AUTHENTICATE};
+use hyper::header::{HeaderName, HeaderValue, AUTHORIZATION, CONTENT_TYPE, HOST, ORIGIN, WWW_AUTHENTICATE};
 use hyper::{Request, Response};
 use hyper_util::rt::{TokioIo, TokioTimer};
 use tokio::sync::{oneshot, Semaphore};
@@ -163,7 +163,12 @@ async fn handle(config: &AdminConfig, requests: &Sender<AdminRequest>, request: 
         Ok(route) => route,
         Err(refusal) => {
             tracing::debug!(status = refusal.status, reason = refusal.message.trim_end(), "admin request refused");
-            let mut response = respond((refusal.status, "text/plain", refusal.message));
+            let mut response = respond(Answer {
+                status: refusal.status,
+                content_type: "text/plain",
+                body: refusal.message,
+                headers: vec![],
+            });
             if refusal.status == 401 {
                 response.headers_mut().insert(WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
             }
@@ -181,21 +186,21 @@ async fn handle(config: &AdminConfig, requests: &Sender<AdminRequest>, request: 
 /// open). The admin starts only after recovery, so an answer also means
 /// recovery is done. Asked through `/status`, so the loop needs no new query.
 async fn probe(requests: &Sender<AdminRequest>, ready: bool) -> Answer {
-    let (status, _, body) = ask(requests, Query::Status).await;
-    if status != 200 {
-        return (503, "text/plain", body);
+    let answer = ask(requests, Query::Status).await;
+    if answer.status != 200 {
+        return Answer { status: 503, ..answer };
     }
     if ready {
-        match serde_json::from_str::<StatusReport>(&body) {
+        match serde_json::from_str::<StatusReport>(&answer.body) {
             Ok(report) => {
                 if let Some(closed) = report.intake_closed {
-                    return (503, "text/plain", format!("intake closed ({}): {}\n", closed.reason, closed.detail));
+                    return Answer::text(503, format!("intake closed ({}): {}", closed.reason, closed.detail));
                 }
             }
-            Err(error) => return (500, "text/plain", format!("unreadable status: {error}\n")),
+            Err(error) => return Answer::text(500, format!("unreadable status: {error}")),
         }
     }
-    (200, "text/plain", "ok\n".into())
+    Answer::text(200, "ok")
 }
 
 /// Hands `query` to the IO loop and awaits its answer, without blocking the
@@ -214,17 +219,25 @@ async fn ask(requests: &Sender<AdminRequest>, query: Query) -> Answer {
         }
     });
     if !matches!(queued.await, Ok(true)) {
-        return (503, "text/plain", "broker busy\n".into());
+        return Answer::text(503, "broker busy");
     }
     match tokio::time::timeout(REPLY_TIMEOUT, answer).await {
         Ok(Ok(answer)) => answer,
-        _ => (503, "text/plain", "broker did not answer in time\n".into()),
+        _ => Answer::text(503, "broker did not answer in time"),
     }
 }
 
-fn respond((status, content_type, body): Answer) -> Response<Body> {
-    let mut response = Response::new(Full::new(Bytes::from(body)));
-    *response.status_mut() = hyper::StatusCode::from_u16(status).unwrap_or(hyper::StatusCode::INTERNAL_SERVER_ERROR);
-    response.headers_mut().insert(CONTENT_TYPE, HeaderValue::from_static(content_type));
+fn respond(answer: Answer) -> Response<Body> {
+    let mut response = Response::new(Full::new(Bytes::from(answer.body)));
+    *response.status_mut() =
+        hyper::StatusCode::from_u16(answer.status).unwrap_or(hyper::StatusCode::INTERNAL_SERVER_ERROR);
+    let headers = response.headers_mut();
+    headers.insert(CONTENT_TYPE, HeaderValue::from_static(answer.content_type));
+    for (name, value) in answer.headers {
+        // The loop's values are digits or percent-encoded: always valid.
+        if let Ok(value) = HeaderValue::from_str(&value) {
+            headers.insert(HeaderName::from_static(name), value);
+        }
+    }
     response
 }

@@ -13,7 +13,6 @@ use orderly_common::protocol::{split_frames, ControlMsg, DecodeError, IntakeMsg}
 use orderly_journal::Journal;
 use orderly_security::zap::ZapHandler;
 use orderly_security::Role;
-use serde::Serialize;
 use tracing::{info, warn};
 
 use super::backpressure::{Announcer, Closed, DiskMode};
@@ -22,9 +21,10 @@ use super::metrics::{prometheus_text, status_report, Stats};
 use super::recorder::{persist_then_publish, Recorder};
 use super::sockets::{recv, recv_subscription, Sockets, Subscription};
 use super::wall_clock_ms;
-use crate::admin::schema::RetryReport;
-use crate::admin::{AdminRequest, Query, DLQ_LIST_MAX};
-use crate::core::{Core, Counters, Millis};
+use crate::admin::schema::{DeleteReport, OrderView, RetryReport};
+use crate::admin::{order_ref, percent_encode, AdminRequest, Answer, Query, NEXT_AFTER_HEADER, TOTAL_HEADER};
+use crate::core::{Core, Counters, Millis, OrderItems, OrderPlace};
+use orderly_common::OrderKey;
 
 /// Decode errors of one socket are logged at most this often.
 const DECODE_ERROR_LOG_INTERVAL_MS: u64 = 1000;
@@ -244,24 +244,73 @@ impl Loop {
         }
     }
 
-    /// Answers admin queries. A retry's events are journaled in this same
-    /// turn, before anything is dispatched.
+    /// Answers admin queries. A retry's or a delete's events are journaled
+    /// in this same turn, before anything is dispatched.
     fn answer_admin(&mut self, now: Millis) {
-        let Some(requests) = &self.admin else { return };
+        // A clone of the receiver (a handle), so answering may borrow self.
+        let Some(requests) = self.admin.clone() else { return };
         while let Ok(request) = requests.try_recv() {
-            let answer = match request.query {
-                Query::Status => (200, "application/json", json(&status_report(self.core.status(), &self.stats()))),
-                Query::DeadLetters => (200, "application/json", json(&self.core.dead_letters(DLQ_LIST_MAX))),
-                Query::Retry(which) => {
-                    let revived = self.core.retry_dead(which.as_ref(), now) as u64;
-                    (200, "application/json", json(&RetryReport { revived }))
-                }
-                Query::Metrics => {
-                    (200, "text/plain; version=0.0.4", prometheus_text(&self.core.status(), &self.stats()))
-                }
-            };
+            let answer = self.answer(request.query, now);
             let _ = request.reply.send(answer);
         }
+    }
+
+    fn answer(&mut self, query: Query, now: Millis) -> Answer {
+        match query {
+            Query::Status => Answer::json(&status_report(self.core.status(), &self.stats())),
+            Query::DeadLetters { after, limit, page } => self.dead_letters(after.as_ref(), limit, page),
+            Query::Retry(which) => {
+                let revived = self.core.retry_dead(which.as_ref(), now) as u64;
+                Answer::json(&RetryReport { revived })
+            }
+            Query::Show { key, dead_only } => self.show(&key, dead_only),
+            Query::Delete(which) => {
+                let deleted = self.core.discard_dead(which.as_ref(), now) as u64;
+                Answer::json(&DeleteReport { deleted })
+            }
+            Query::Metrics => Answer {
+                status: 200,
+                content_type: "text/plain; version=0.0.4",
+                body: prometheus_text(&self.core.status(), &self.stats()),
+                headers: Vec::new(),
+            },
+        }
+    }
+
+    /// `/dlq` (an array, as before paging; the paging in headers) or
+    /// `/dlq/page` (the page object).
+    fn dead_letters(&self, after: Option<&OrderKey>, limit: usize, page: bool) -> Answer {
+        let found = self.core.dead_letters_page(after, limit);
+        if page {
+            return Answer::json(&found);
+        }
+        let answer = Answer::json(&found.dead_letters).with_header(TOTAL_HEADER, found.total.to_string());
+        match &found.next_after {
+            Some(next) => answer.with_header(NEXT_AFTER_HEADER, percent_encode(&order_ref(next))),
+            None => answer,
+        }
+    }
+
+    /// One order and its handler view; its items are read back from the
+    /// journal when only the journal holds them.
+    fn show(&mut self, key: &OrderKey, dead_only: bool) -> Answer {
+        let Some(info) = self.core.order_info(key) else {
+            return Answer::text(404, format!("no order {key}: not sealed yet, acknowledged, or deleted"));
+        };
+        if dead_only && info.place != OrderPlace::Dead {
+            let place = serde_json::to_value(info.place).unwrap_or_default();
+            let place = place.as_str().unwrap_or("live");
+            return Answer::text(404, format!("{key} is not a dead letter (it is {place}): see `orders show`"));
+        }
+        let items = match self.core.order_items(key) {
+            Some(OrderItems::InMemory(items)) => items,
+            Some(OrderItems::Journal(at)) => match self.recorder.read_items(at) {
+                Ok(items) => items,
+                Err(error) => return Answer::text(500, format!("cannot read {key} from the journal: {error}")),
+            },
+            None => return Answer::text(500, format!("the items of {key} are neither in memory nor in the journal")),
+        };
+        Answer::json(&OrderView::new(info, &items))
     }
 
     /// With CURVE, a message is taken only when the id it claims is the id
@@ -409,8 +458,4 @@ impl Loop {
 /// Why intake is closed, if it is: the disk first, then the core's bounds.
 fn intake_closed(core: &Core, disk: &DiskMode) -> Option<Closed> {
     disk.closed().or_else(|| if core.intake_open() { None } else { core.intake_closed() })
-}
-
-fn json<T: Serialize>(value: &T) -> String {
-    serde_json::to_string_pretty(value).expect("admin responses serialize") + "\n"
 }

@@ -1,15 +1,22 @@
 //! The subcommands other than `run`: each prints for a person (or, with
 //! `--json`, the admin endpoint's raw answer) and returns the exit code.
 
+use std::io::{IsTerminal, Write};
 use std::path::Path;
 use std::process::ExitCode;
+use std::time::{Duration, UNIX_EPOCH};
 
-use orderly_broker::admin::{self, StatusReport};
+use orderly_broker::admin::schema::{DeadLetterPage, OrderInfo, OrderView};
+use orderly_broker::admin::{self, order_ref, AdminClient, AdminError, StatusReport};
 use orderly_broker::ops;
 use orderly_cli::exit;
 use orderly_common::text::Escaped;
+use orderly_common::OrderKey;
 
-use crate::flags::{AdminArgs, DlqCommand, JournalCommand};
+use crate::flags::{AdminArgs, DlqCommand, DlqListArgs, JournalCommand, OrdersCommand};
+
+/// Characters of a reason `dlq list` prints at most (`--json` has it all).
+const LIST_REASON_CHARS_MAX: usize = 60;
 
 pub fn journal(command: JournalCommand) -> anyhow::Result<ExitCode> {
     match command {
@@ -72,24 +79,169 @@ fn print_status(report: &StatusReport) {
 pub fn dlq(command: DlqCommand) -> anyhow::Result<ExitCode> {
     match command {
         DlqCommand::List(args) => dlq_list(&args),
+        DlqCommand::Show { admin, id, info } => show(&admin, &id, true, info),
         DlqCommand::Retry { admin: args, id, all } => dlq_retry(&args, id.as_deref(), all),
+        DlqCommand::Delete { admin, id, all } => dlq_delete(&admin, id.as_deref(), all),
     }
 }
 
-fn dlq_list(args: &AdminArgs) -> anyhow::Result<ExitCode> {
-    let client = args.client()?;
-    if args.json {
-        print!("{}", client.request("GET", "/dlq")?);
+pub fn orders(command: OrdersCommand) -> anyhow::Result<ExitCode> {
+    match command {
+        OrdersCommand::Show { admin, id } => show(&admin, &id, false, true),
+    }
+}
+
+fn dlq_list(args: &DlqListArgs) -> anyhow::Result<ExitCode> {
+    let client = args.admin.client()?;
+    let after = args.after.as_deref().map(admin::parse_order_ref).transpose()?;
+    if args.admin.json {
+        // The array of `GET /dlq`, as before paging.
+        print!("{}", client.request("GET", &format!("/dlq{}", admin::page_query(after.as_ref(), args.limit)))?);
         return Ok(ExitCode::from(exit::OK));
     }
-    let letters = client.dead_letters()?;
-    for l in &letters {
-        // Ids and reasons are what peers sent: escaped, so an ESC or a
-        // newline in them cannot rewrite the terminal or forge a line.
-        let (producer, id, reason) = (Escaped(&l.producer), Escaped(&l.id), Escaped(&l.reason));
-        println!("{producer}/{id}\tattempts {}\t{reason}", l.attempts);
+    let page = client.dead_letters_page(after.as_ref(), args.limit)?;
+    print!("{}", dead_letter_table(&page, args.limit));
+    Ok(ExitCode::from(exit::OK))
+}
+
+/// The `dlq list` table: one line a dead letter, tab-separated: the order,
+/// `attempts N` (the first two columns as before paging, for scripts),
+/// first seen, dead since, last worker, and last the reason (cut to fit);
+/// then the count and, when more remain, the command for the next page.
+/// Everything from peers (ids, reasons, worker ids) is escaped.
+fn dead_letter_table(page: &DeadLetterPage, limit: Option<usize>) -> String {
+    let mut out = String::new();
+    for letter in &page.dead_letters {
+        let key = OrderKey::new(letter.producer.as_str(), letter.id.as_str());
+        let worker = letter.last_worker.as_deref().map_or("-".to_owned(), |w| Escaped(w).to_string());
+        out += &format!(
+            "{key}\tattempts {}\tfirst seen {}\tdead since {}\tlast worker {worker}\t{}\n",
+            letter.attempts,
+            utc(letter.first_seen_unix_ms),
+            utc(letter.dead_since_unix_ms),
+            truncate(&Escaped(&letter.reason).to_string(), LIST_REASON_CHARS_MAX),
+        );
     }
-    println!("{} dead letters", letters.len());
+    out += &format!("showing {} of {} dead letters\n", page.dead_letters.len(), page.total);
+    if let Some(next) = &page.next_after {
+        let limit = limit.map(|n| format!(" --limit {n}")).unwrap_or_default();
+        out += &format!("next page: orderly-broker dlq list --after {}{limit}\n", shell_word(&order_ref(next)));
+    }
+    out
+}
+
+/// A Unix-ms timestamp as RFC 3339 UTC to the second; `-` when unknown.
+fn utc(unix_ms: Option<u64>) -> String {
+    match unix_ms {
+        Some(ms) => humantime::format_rfc3339_seconds(UNIX_EPOCH + Duration::from_millis(ms)).to_string(),
+        None => "-".to_owned(),
+    }
+}
+
+/// `text` cut to `chars_max` characters, the cut marked with `…`.
+fn truncate(text: &str, chars_max: usize) -> String {
+    if text.chars().count() <= chars_max {
+        return text.to_owned();
+    }
+    text.chars().take(chars_max.saturating_sub(1)).chain(['…']).collect()
+}
+
+/// `text` as one shell word: as it is when it is plain, else single-quoted
+/// (and escaped, so nothing in it can rewrite the terminal).
+fn shell_word(text: &str) -> String {
+    let plain = |c: char| c.is_ascii_alphanumeric() || "/._-:@+=,%".contains(c);
+    if !text.is_empty() && text.chars().all(plain) {
+        return text.to_owned();
+    }
+    format!("'{}'", Escaped(&text.replace('\'', "'\\''")))
+}
+
+/// `dlq show` (`dead_only`) and `orders show`: the details (with `info`)
+/// and the handler's view, the one JSON line a handler reads.
+fn show(args: &AdminArgs, id: &str, dead_only: bool, info: bool) -> anyhow::Result<ExitCode> {
+    let key = admin::parse_order_ref(id)?;
+    let client = args.client()?;
+    if args.json {
+        let route = if dead_only { "/dlq/show" } else { "/orders/show" };
+        let path = format!("{route}?id={}", admin::percent_encode(id));
+        return not_found_fails(client.request("GET", &path).map(|body| print!("{body}")));
+    }
+    let view = match client.show(&key, dead_only) {
+        Ok(view) => view,
+        Err(error) => return not_found_fails(Err(error)),
+    };
+    if info || view.handler_view.is_none() {
+        print!("{}", order_details(&view.order));
+    }
+    print_handler_view(&view);
+    Ok(ExitCode::from(exit::OK))
+}
+
+/// A 404 (no such order, or not a dead letter) is the broker's one-line
+/// message and exit 1; other errors go up.
+fn not_found_fails(result: Result<(), AdminError>) -> anyhow::Result<ExitCode> {
+    match result {
+        Ok(()) => Ok(ExitCode::from(exit::OK)),
+        Err(AdminError::Status { status: 404, body, .. }) => {
+            eprintln!("{}", Escaped(&body));
+            Ok(ExitCode::from(exit::FAILURE))
+        }
+        Err(error) => Err(error.into()),
+    }
+}
+
+/// The JSON line, exactly as a handler reads it on stdin. On a terminal it
+/// is escaped (a JSON string may hold raw C1 or bidi characters); piped,
+/// it is the bytes themselves.
+fn print_handler_view(view: &OrderView) {
+    match (&view.handler_view, &view.not_json) {
+        (Some(json), _) if std::io::stdout().is_terminal() => println!("{}", Escaped(json.get())),
+        (Some(json), _) => {
+            let mut stdout = std::io::stdout().lock();
+            let _ = stdout.write_all(json.get().as_bytes()).and_then(|()| stdout.write_all(b"\n"));
+        }
+        (None, Some(bad)) => println!(
+            "handler view     none: item {} ({} bytes) is not JSON ({}); handlers fail this order for good",
+            bad.item,
+            bad.bytes,
+            Escaped(&bad.error)
+        ),
+        (None, None) => println!("handler view     none"),
+    }
+}
+
+/// One `label value` line a fact of the order.
+fn order_details(order: &OrderInfo) -> String {
+    let place = serde_json::to_value(order.place).ok().and_then(|v| v.as_str().map(str::to_owned));
+    let or_dash = |text: Option<&str>| text.map_or("-".to_owned(), |t| Escaped(t).to_string());
+    let retry_in = order.retry_in_ms.map(|ms| humantime::format_duration(Duration::from_millis(ms)).to_string());
+    let lines = [
+        ("order", OrderKey::new(order.producer.as_str(), order.id.as_str()).to_string()),
+        ("place", place.unwrap_or_else(|| "?".into()).replace('_', " ")),
+        ("attempts", order.attempts.to_string()),
+        ("items", format!("{} ({} bytes)", order.items, order.bytes)),
+        ("worker", or_dash(order.worker.as_deref())),
+        ("last reason", or_dash(order.last_reason.as_deref())),
+        ("first seen", utc(order.first_seen_unix_ms)),
+        ("dead since", utc(order.dead_since_unix_ms)),
+        ("retry in", retry_in.unwrap_or_else(|| "-".into())),
+    ];
+    lines.iter().map(|(label, value)| format!("{label:<16} {value}\n")).collect()
+}
+
+fn dlq_delete(args: &AdminArgs, id: Option<&str>, all: bool) -> anyhow::Result<ExitCode> {
+    let key = match (id, all) {
+        (_, true) => None,
+        (Some(id), false) => Some(admin::parse_order_ref(id)?),
+        (None, false) => unreachable!("clap requires an id or --all"),
+    };
+    let client: AdminClient = args.client()?;
+    let deleted = client.delete(key.as_ref())?.deleted;
+    println!("{deleted} dead letters deleted");
+    if let (0, Some(key)) = (deleted, &key) {
+        eprintln!("no dead letter {key} (see `orderly-broker dlq list`)");
+        return Ok(ExitCode::from(exit::FAILURE));
+    }
     Ok(ExitCode::from(exit::OK))
 }
 
@@ -109,4 +261,53 @@ fn dlq_retry(args: &AdminArgs, id: Option<&str>, all: bool) -> anyhow::Result<Ex
         return Ok(ExitCode::from(exit::FAILURE));
     }
     Ok(ExitCode::from(exit::OK))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use orderly_broker::core::DeadLetter;
+
+    fn letter(id: &str, reason: &str) -> DeadLetter {
+        DeadLetter {
+            producer: "shop".into(),
+            id: id.into(),
+            attempts: 5,
+            reason: reason.into(),
+            items: 1,
+            bytes: 3,
+            last_worker: Some("w1".into()),
+            first_seen_unix_ms: Some(1_700_000_000_123),
+            dead_since_unix_ms: None,
+        }
+    }
+
+    #[test]
+    fn the_table_shows_times_in_utc_escapes_and_cuts_reasons_and_says_where_to_go_on() {
+        let long = format!("bad\x1b[2J{}", "x".repeat(100));
+        let page = DeadLetterPage {
+            total: 3,
+            dead_letters: vec![letter("o1", "exit 3"), letter("o 2", &long)],
+            next_after: Some(OrderKey::new("shop", "o 2")),
+        };
+        let table = dead_letter_table(&page, Some(2));
+        let lines: Vec<&str> = table.lines().collect();
+        assert_eq!(
+            lines[0],
+            "shop/o1\tattempts 5\tfirst seen 2023-11-14T22:13:20Z\tdead since -\tlast worker w1\texit 3"
+        );
+        assert!(lines[1].starts_with("shop/o 2\tattempts 5\t"), "{table}");
+        assert!(lines[1].contains("bad\\x1b[2J") && !lines[1].contains('\x1b') && lines[1].ends_with('…'), "{table}");
+        assert!(lines[1].chars().count() < 200, "{table}");
+        assert_eq!(lines[2], "showing 2 of 3 dead letters");
+        assert_eq!(lines[3], "next page: orderly-broker dlq list --after 'shop/o 2' --limit 2");
+        let empty = DeadLetterPage { total: 0, dead_letters: vec![], next_after: None };
+        assert_eq!(dead_letter_table(&empty, None), "showing 0 of 0 dead letters\n");
+    }
+
+    #[test]
+    fn shell_words_are_quoted_only_when_needed() {
+        assert_eq!(shell_word("shop/o-1"), "shop/o-1");
+        assert_eq!(shell_word("shop/it's"), "'shop/it'\\''s'");
+    }
 }

@@ -43,14 +43,22 @@ pub enum Command {
     /// Show a running broker's workers (alive, credits, in flight) and its
     /// pending and partial orders, through its admin endpoint.
     Status(AdminArgs),
-    /// List dead-lettered orders of a running broker, or send them back to
-    /// the queue.
-    #[command(subcommand)]
+    /// List, show, retry or delete a running broker's dead letters.
+    #[command(subcommand, after_help = ORDER_IDS)]
     Dlq(DlqCommand),
+    /// Look at one order of a running broker, pending, in flight or dead.
+    #[command(subcommand, after_help = ORDER_IDS)]
+    Orders(OrdersCommand),
     /// Write a new CURVE key pair: PREFIX.key (secret, mode 0600) and
     /// PREFIX.pub (public, to give to clients).
     Keygen(KeygenArgs),
 }
+
+const ORDER_IDS: &str = "\
+An order is written PRODUCER/ID, as `dlq list` prints it: the producer's id,
+a slash, the order's id. An order id may itself contain '/': the text is
+split at the first '/' (shop-1/2024/06/o-42 is order \"2024/06/o-42\" of
+producer \"shop-1\"). Quote ids with spaces or shell characters.";
 
 #[derive(clap::Args, Debug)]
 pub struct KeygenArgs {
@@ -65,9 +73,9 @@ pub struct AdminArgs {
     #[arg(long, env = "ORDERLY_BROKER_ADMIN", value_name = "ADDR", default_value = "127.0.0.1:5573")]
     pub admin: String,
     /// File holding the admin token (as given to `run --admin-token`;
-    /// mode 0600). Needed for `dlq retry`, and for every command when the
-    /// broker's admin endpoint is beyond loopback. Commands added later
-    /// take it too.
+    /// mode 0600). Needed for `dlq show`, `dlq retry`, `dlq delete` and
+    /// `orders show`, and for every command when the broker's admin
+    /// endpoint is beyond loopback.
     #[arg(long, env = "ORDERLY_BROKER_ADMIN_TOKEN", value_name = "FILE")]
     pub admin_token: Option<PathBuf>,
     /// Print the raw JSON instead of a table.
@@ -86,10 +94,32 @@ impl AdminArgs {
 
 #[derive(Subcommand, Debug)]
 pub enum DlqCommand {
-    /// List dead letters: order, attempts, last failure reason.
-    List(AdminArgs),
+    /// List dead letters, a page at a time, with the total.
+    ///
+    /// In order of their key: one tab-separated line each (order, attempts, first seen and dead since
+    /// in UTC, last worker, last reason cut to fit: `--json` has it whole),
+    /// then how many there are and the command for the next page.
+    #[command(after_help = ORDER_IDS)]
+    List(DlqListArgs),
+    /// Print a dead letter as its handler receives it.
+    ///
+    /// The one JSON line an exec handler reads on stdin, byte for byte (`--info` adds the
+    /// attempts, reason, worker and timestamps first). An order whose
+    /// items are not JSON has no such line: its details are printed, and
+    /// which item is not JSON.
+    #[command(after_help = ORDER_IDS)]
+    Show {
+        #[command(flatten)]
+        admin: AdminArgs,
+        /// The dead letter, as PRODUCER/ID.
+        id: String,
+        /// Print its details too: attempts, last reason, last worker and
+        /// timestamps.
+        #[arg(long)]
+        info: bool,
+    },
     /// Send dead letters back to the queue with fresh attempts.
-    #[command(group(clap::ArgGroup::new("which").required(true).args(["id", "all"])))]
+    #[command(group(clap::ArgGroup::new("which").required(true).args(["id", "all"])), after_help = ORDER_IDS)]
     Retry {
         #[command(flatten)]
         admin: AdminArgs,
@@ -98,6 +128,50 @@ pub enum DlqCommand {
         /// Every dead letter.
         #[arg(long)]
         all: bool,
+    },
+    /// Delete dead letters for good and print how many.
+    ///
+    /// Journaled: they stay deleted across restarts. Exits 1 when the id given is not a
+    /// dead letter; `--all` with none exits 0.
+    #[command(group(clap::ArgGroup::new("which").required(true).args(["id", "all"])), after_help = ORDER_IDS)]
+    Delete {
+        #[command(flatten)]
+        admin: AdminArgs,
+        /// The dead letter, as PRODUCER/ID.
+        id: Option<String>,
+        /// Every dead letter.
+        #[arg(long)]
+        all: bool,
+    },
+}
+
+#[derive(clap::Args, Debug)]
+pub struct DlqListArgs {
+    #[command(flatten)]
+    pub admin: AdminArgs,
+    /// Start after this order (PRODUCER/ID): the last one of the previous
+    /// page, as the `next page:` line gives it.
+    #[arg(long, value_name = "PRODUCER/ID")]
+    pub after: Option<String>,
+    /// Dead letters on this page at most (the broker caps it at 10000).
+    #[arg(long, value_name = "N", value_parser = parse_positive)]
+    pub limit: Option<usize>,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum OrdersCommand {
+    /// Print one order's details and its handler's view.
+    ///
+    /// What the broker knows of one sealed order (where it is:
+    /// pending, delayed, in flight or dead; attempts, worker, last reason,
+    /// timestamps, when it is retried) and, last, the JSON line its
+    /// handler receives (on its next attempt, for a pending order).
+    #[command(after_help = ORDER_IDS)]
+    Show {
+        #[command(flatten)]
+        admin: AdminArgs,
+        /// The order, as PRODUCER/ID.
+        id: String,
     },
 }
 

@@ -24,7 +24,7 @@ fn main() -> ExitCode {
     match run() {
         Ok(code) => code,
         Err(error) => {
-            eprintln!("orderly-broker: error: {error:#}");
+            orderly_cli::eprintln_lossy!("orderly-broker: error: {error:#}");
             ExitCode::from(exit::of_error(error.as_ref()))
         }
     }
@@ -40,6 +40,7 @@ fn run() -> anyhow::Result<ExitCode> {
         Command::Status(args) => commands::status(&args),
         Command::Keygen(args) => commands::keygen(&args.out),
         Command::Dlq(command) => commands::dlq(command),
+        Command::Orders(command) => commands::orders(command),
     }
 }
 
