@@ -37,7 +37,6 @@ use orderly_common::ids::file_safe;
 use orderly_common::limits::{FANOUT_FRAME_BYTES_MAX, PEER_ID_BYTES_MAX, RETRY_DELAY_MS_MAX};
 use orderly_common::protocol::Dispatch;
 use serde_bytes::ByteBuf;
-use serde_json::value::RawValue;
 use sha2::{Digest, Sha256};
 
 use crate::core::Failure;
@@ -136,31 +135,11 @@ impl Handler {
 }
 
 /// Renders the order as the JSON object handlers receive (see the module
-/// docs). Fails for good if an item is not valid JSON.
+/// docs; the rendering is `orderly_common::order_json`, shared with the
+/// broker's `dlq show`). Fails for good if an item is not valid JSON.
 pub fn order_json(order: &Dispatch) -> Result<Vec<u8>, Failure> {
-    let items_len: usize = order.items.iter().map(|i| i.len() + 1).sum();
-    let mut out = Vec::with_capacity(items_len + 128);
-    // Strings through serde_json so quotes and control characters are escaped.
-    let producer = serde_json::Value::from(order.order.producer.as_str());
-    let id = serde_json::Value::from(order.order.id.as_str());
-    let head = format!(
-        "{{\"producer\":{producer},\"id\":{id},\"attempt\":{},\"redelivered\":{},\"items\":[",
-        order.attempt, order.redelivered
-    );
-    out.extend_from_slice(head.as_bytes());
-    for (index, item) in order.items.iter().enumerate() {
-        // Validate only: the original bytes are embedded, whitespace and
-        // all. JSON whitespace is valid inside an array, so this stays JSON.
-        if let Err(e) = serde_json::from_slice::<&RawValue>(item) {
-            return Err(Failure::permanent(format!("item {index} is not valid JSON: {e}")));
-        }
-        if index > 0 {
-            out.push(b',');
-        }
-        out.extend_from_slice(item);
-    }
-    out.extend_from_slice(b"]}");
-    Ok(out)
+    orderly_common::order_json::order_json(&order.order, order.attempt, order.redelivered, &order.items)
+        .map_err(|e| Failure::permanent(e.to_string()))
 }
 
 /// The checksum of an order's items written to `deliveries.log`.

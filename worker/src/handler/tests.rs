@@ -16,22 +16,6 @@ fn exec(command: String) -> Handler {
 }
 
 #[test]
-fn json_embeds_items_byte_for_byte() {
-    let items: &[&[u8]] = &[b"{\"b\": 1,  \"a\":2}", b" [1, 2.50] \n", b"\"tab\\t\""];
-    let json = order_json(&order("o\"1\n", items)).expect("valid items");
-    let text = String::from_utf8(json.clone()).expect("utf-8");
-    for item in items {
-        assert!(text.contains(std::str::from_utf8(item).expect("utf-8")), "{text}");
-    }
-    let value: serde_json::Value = serde_json::from_slice(&json).expect("the whole object is JSON");
-    assert_eq!(value["producer"], "p1");
-    assert_eq!(value["id"], "o\"1\n");
-    assert_eq!(value["attempt"], 2);
-    assert_eq!(value["redelivered"], true);
-    assert_eq!(value["items"][1][1], 2.5);
-}
-
-#[test]
 fn non_json_item_is_refused_for_good() {
     let failure = Handler::Noop.run(&order("o", &[b"{}", b"{}"])).err();
     assert_eq!(failure, None, "noop does not even look");
