@@ -10,6 +10,7 @@ use std::sync::Arc;
 use crossbeam_channel::Receiver;
 use orderly_common::limits::BATCH_LEN_MAX;
 use orderly_common::protocol::{split_frames, ControlMsg, DecodeError, IntakeMsg};
+use orderly_common::text::Escaped;
 use orderly_journal::Journal;
 use orderly_security::zap::ZapHandler;
 use orderly_security::Role;
@@ -102,6 +103,10 @@ pub(super) struct Loop {
     pub disk: DiskMode,
     /// Tells producers why intake is closed.
     pub announcer: Announcer,
+    /// Answers to admin requests that changed state (`dlq retry`,
+    /// `delete`): sent only once their records are fsynced, so an
+    /// operator is never told of a change a crash could undo.
+    pub admin_after_sync: Vec<(tokio::sync::oneshot::Sender<Answer>, Answer)>,
 }
 
 impl Loop {
@@ -147,6 +152,7 @@ impl Loop {
         }
         self.recorder.log.sync_lazy_due().map_err(journal_err("fsync"))?;
         if self.recorder.held().is_none() {
+            self.answer_after_sync()?;
             self.compact()?;
         }
         self.disk.update(&self.recorder.log.space(), self.recorder.held(), now);
@@ -250,9 +256,28 @@ impl Loop {
         // A clone of the receiver (a handle), so answering may borrow self.
         let Some(requests) = self.admin.clone() else { return };
         while let Ok(request) = requests.try_recv() {
+            let changes = matches!(request.query, Query::Retry(_) | Query::Delete(_));
             let answer = self.answer(request.query, now);
-            let _ = request.reply.send(answer);
+            if changes {
+                self.admin_after_sync.push((request.reply, answer));
+            } else {
+                let _ = request.reply.send(answer);
+            }
         }
+    }
+
+    /// Sends the answers that wait for their records (see
+    /// `admin_after_sync`), with an fsync of their own if the turn's
+    /// commit was a lazy one.
+    fn answer_after_sync(&mut self) -> Result<(), BrokerError> {
+        if self.admin_after_sync.is_empty() {
+            return Ok(());
+        }
+        self.recorder.log.sync().map_err(journal_err("fsync"))?;
+        for (reply, answer) in self.admin_after_sync.drain(..) {
+            let _ = reply.send(answer);
+        }
+        Ok(())
     }
 
     fn answer(&mut self, query: Query, now: Millis) -> Answer {
@@ -261,11 +286,15 @@ impl Loop {
             Query::DeadLetters { after, limit, page } => self.dead_letters(after.as_ref(), limit, page),
             Query::Retry(which) => {
                 let revived = self.core.retry_dead(which.as_ref(), now) as u64;
+                let which = which.as_ref().map_or_else(|| "all".to_owned(), |key| Escaped(&order_ref(key)).to_string());
+                info!(which = %which, revived, "dlq retry: dead letters back in the queue with fresh attempts");
                 Answer::json(&RetryReport { revived })
             }
             Query::Show { key, dead_only } => self.show(&key, dead_only),
             Query::Delete(which) => {
                 let deleted = self.core.discard_dead(which.as_ref(), now) as u64;
+                let which = which.as_ref().map_or_else(|| "all".to_owned(), |key| Escaped(&order_ref(key)).to_string());
+                info!(which = %which, deleted, "dlq delete: dead letters deleted");
                 Answer::json(&DeleteReport { deleted })
             }
             Query::Metrics => Answer {
