@@ -48,20 +48,29 @@ fn print_status(report: &StatusReport) {
         println!("  (none connected)");
     }
     for w in &status.workers {
-        let ready = if w.ready { "alive" } else { "joining" };
+        let state = match (w.ready, w.broken.is_some(), w.draining) {
+            (_, true, _) => "broken",
+            (_, _, true) => "draining",
+            (true, _, _) => "alive",
+            (false, _, _) => "joining",
+        };
         println!(
-            "  {:<24} {ready:<8} credits {:>4} free of {:>4}  in flight {}",
+            "  {:<24} {state:<8} credits {:>4} free of {:>4}  in flight {}",
             // Validated by the broker, but everything printed here passed
             // through the network: escape it all the same.
             Escaped(&w.id).to_string(),
-            w.capacity.saturating_sub(w.in_flight),
+            w.credits,
             w.capacity,
             w.in_flight
         );
+        if let Some(why) = &w.broken {
+            println!("  {:<24} its handler cannot run: {}", "", Escaped(why));
+        }
     }
     for (label, value) in [
         ("partial orders", status.partial_orders as u64),
         ("pending orders", status.pending_orders as u64),
+        ("  delayed", status.delayed_orders as u64),
         ("in-flight orders", status.in_flight_orders as u64),
         ("dead letters", status.dead_letters as u64),
         ("held bytes", status.held_bytes),
