@@ -117,7 +117,7 @@ mod tests {
             text.contains("\norderly_disk_full 0\n# TYPE orderly_intake_open gauge\norderly_intake_open 1\n"),
             "{text}"
         );
-        assert_eq!(text.lines().count(), 2 * 28);
+        assert_eq!(text.lines().count(), 2 * 32);
         let closed = IntakeClosed { reason: "disk_full", detail: "ENOSPC".into() };
         let full = Stats { disk_full: true, intake_closed: Some(closed), ..Stats::default() };
         let text = prometheus_text(&status, &full);
