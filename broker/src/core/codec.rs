@@ -59,7 +59,7 @@ mod tests {
         let events = [
             Event::Begun { key: key.clone(), at_ms: 5 },
             Event::ItemStored { key: key.clone(), seq: 1, data: ByteBuf::from(b"x".to_vec()) },
-            Event::Accepted { key: key.clone(), items: vec![ByteBuf::from(b"y".to_vec())] },
+            Event::Accepted { key: key.clone(), items: vec![ByteBuf::from(b"y".to_vec())], at_unix_ms: 9 },
             Event::Dispatched { key: key.clone(), worker: "w".into(), attempt: 2 },
             Event::Acked { key },
         ];

@@ -104,6 +104,7 @@ pub fn run(config: BrokerConfig, shutdown: Arc<AtomicBool>, reload: Arc<AtomicBo
         status_interval_ms: config.status_interval_ms,
         disk: backpressure::DiskMode::default(),
         announcer: backpressure::Announcer::new(config.core.heartbeat_interval_ms),
+        notice_log: event_loop::NoticeLog::default(),
     };
     while !shutdown.load(Ordering::Relaxed) {
         broker.turn()?;
