@@ -490,4 +490,27 @@ mod tests {
     fn the_flags_are_consistent() {
         Cli::command().debug_assert();
     }
+
+    fn run_args(extra: &[&str]) -> RunArgs {
+        let args = ["orderly-broker", "run"].iter().chain(extra);
+        match Cli::try_parse_from(args).unwrap().command {
+            Command::Run(run) => *run,
+            _ => unreachable!(),
+        }
+    }
+
+    #[test]
+    fn retry_settings_that_contradict_each_other_are_refused() {
+        assert_eq!(run_args(&[]).check_retry_settings(), Ok(()));
+        let error = run_args(&["--retry-delay-initial-ms", "5000", "--retry-delay-max-ms", "1000"])
+            .check_retry_settings()
+            .unwrap_err();
+        assert!(error.contains("--retry-delay-initial-ms 5000 is more than --retry-delay-max-ms 1000"), "{error}");
+        let error = run_args(&["--retry-delay-max-ms", "86400001"]).check_retry_settings().unwrap_err();
+        assert!(error.contains("one day"), "{error}");
+        let error =
+            run_args(&["--ack-timeout-ms", "5000", "--attempt-timeout-ms", "5000"]).check_retry_settings().unwrap_err();
+        assert!(error.contains("must be more than --ack-timeout-ms"), "{error}");
+        assert_eq!(run_args(&["--retry-delay-initial-ms", "0"]).check_retry_settings(), Ok(()));
+    }
 }
