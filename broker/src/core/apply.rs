@@ -122,6 +122,8 @@ impl Core {
         order.holder = Some(worker.to_owned());
         if let Some(w) = self.workers.get_mut(worker) {
             let held = Held { sent_ms: self.now_ms, deadline_ms: self.now_ms + self.config.ack_timeout_ms };
+            // A key it listed as held besides is counted once, as ours now.
+            w.foreign.remove(key);
             w.in_flight.insert(key.clone(), held);
         }
         self.counters.dispatches += 1;

@@ -1311,3 +1311,19 @@ fn notices_tell_of_joins_losses_and_dead_letters() {
         "{last:?}"
     );
 }
+
+#[test]
+fn an_order_a_worker_listed_as_held_besides_counts_once_when_dispatched_to_it() {
+    let mut core = core();
+    ready_worker(&mut core, "w1", 2, 0);
+    send_order(&mut core, "a", 1);
+    drain(&mut core);
+    core.handle_timeout(3_000); // lost track of w1; a requeued
+    core.handle_control(holding("w1", 2, None, &["a"]), 3_100);
+    let (_, out) = drain(&mut core);
+    core.handle_control(holding("w1", 2, Some(welcome_nonce(&out)), &["a"]), 3_100);
+    let (_, out) = drain(&mut core);
+    assert_eq!(dispatches(&out).len(), 1, "its second slot takes a again");
+    core.check_invariants();
+    assert_eq!(core.status().workers[0].credits, 1);
+}
