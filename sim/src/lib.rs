@@ -727,6 +727,12 @@ impl Sim {
         if !cfg!(debug_assertions) || self.steps.is_multiple_of(8) {
             core.check_invariants();
         }
+        if self.held {
+            // A commit held by a full disk: the core has applied events the
+            // journal (and so the model folded from it) does not have yet.
+            // Compared again once the commit goes through.
+            return Ok(());
+        }
         self.model.check_status(&core.status())?;
         let all = self.check_all || self.steps & (FULL_CHECK_EVERY - 1) == 0;
         if all {
