@@ -18,8 +18,15 @@
 //! messages: heartbeats, acks, nacks), `dispatch` (pending orders to
 //! workers, the payload cache), `timeouts` (time passing: liveness,
 //! deadlines, expiry, the dedup window), `recovery` (replay and restart),
-//! `status` (the operators' view, dead letters) and `invariants` (the
-//! derived counters re-checked against the tables).
+//! `status` (the operators' view, dead letters), `notice` (what the
+//! operator's log is told: workers joining, lost, broken; dead letters) and
+//! `invariants` (the derived counters re-checked against the tables).
+//!
+//! Redelivery (issue 15): an attempt is spent by a dispatch that failed
+//! (nack, deadline, attempt time cap, a lost worker), not by one the worker
+//! returned unrun or never received; a spent failure waits out a backoff
+//! (`delayed`) unless its worker died; an order is not handed straight
+//! back to the worker that dropped it while another has a free credit.
 
 mod apply;
 pub mod codec;
