@@ -148,7 +148,15 @@ mod tests {
     fn a_copy_moves_the_anchor() {
         let mut a = Anchors::default();
         a.observe(&Event::Begun { key: key("a"), at_ms: 0 }, 1);
-        let snapshot = crate::core::Snapshot::Sealed { items: vec![], attempts: 0, dead: None };
+        let snapshot = crate::core::Snapshot::Sealed {
+            items: vec![],
+            attempts: 0,
+            dead: None,
+            retry_in_ms: 0,
+            first_seen_unix_ms: 0,
+            dead_since_unix_ms: 0,
+            last_reason: None,
+        };
         a.observe(&Event::Restored { key: key("a"), snapshot }, 3);
         assert_eq!(a.plan(1, 50), Plan::Remove);
         assert_eq!(a.segment(3).live, 1);

@@ -92,6 +92,17 @@ pub const MAX_ATTEMPTS_DEFAULT: u32 = 5;
 pub const ACK_TIMEOUT_MS_DEFAULT: u64 = 30_000;
 /// Longest retry delay a `nack` may ask for; longer ones are clamped.
 pub const RETRY_DELAY_MS_MAX: u64 = 24 * 60 * 60 * 1000;
+/// Default delay before an order's second attempt after a failed first one;
+/// it doubles with each further failure (with jitter), up to the maximum.
+pub const RETRY_DELAY_INITIAL_MS_DEFAULT: u64 = 1000;
+/// Default longest delay between two attempts of one order.
+pub const RETRY_DELAY_MAX_MS_DEFAULT: u64 = 5 * 60 * 1000;
+/// Default longest time one attempt may be held, even while the worker's
+/// heartbeats list it: a hung handler does not hold its order for ever.
+pub const ATTEMPT_TIMEOUT_MS_DEFAULT: u64 = 60 * 60 * 1000;
+/// Default number of dead letters at which intake closes (each costs RAM
+/// and journal space until an operator retries or deletes it).
+pub const DEAD_LETTERS_MAX_DEFAULT: usize = 100_000;
 /// Default time the key of an acknowledged order is remembered, so that a
 /// resend is confirmed again rather than processed twice.
 pub const DEDUP_WINDOW_MS_DEFAULT: u64 = 10 * 60 * 1000;
@@ -123,3 +134,7 @@ const _: () = assert!(ORDER_ITEMS_MAX as u64 * ITEM_OVERHEAD_BYTES <= PAYLOAD_CA
 const _: () = assert!(ACKS_PER_MESSAGE_MAX <= HEARTBEAT_IN_FLIGHT_MAX);
 const _: () = assert!(PACKED_FRAME_BYTES_MAX <= ITEM_BYTES_MAX);
 const _: () = assert!(ACK_TIMEOUT_MS_DEFAULT > HEARTBEAT_INTERVAL_MS_DEFAULT * HEARTBEAT_LIVENESS_DEFAULT as u64);
+const _: () = assert!(RETRY_DELAY_INITIAL_MS_DEFAULT <= RETRY_DELAY_MAX_MS_DEFAULT);
+const _: () = assert!(RETRY_DELAY_MAX_MS_DEFAULT <= RETRY_DELAY_MS_MAX);
+const _: () = assert!(ATTEMPT_TIMEOUT_MS_DEFAULT > ACK_TIMEOUT_MS_DEFAULT);
+const _: () = assert!(DEAD_LETTERS_MAX_DEFAULT >= 1);

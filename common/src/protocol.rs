@@ -292,6 +292,9 @@ pub mod backpressure {
     pub const PARTIAL_ORDERS: &str = "partial_orders";
     /// Item bytes of partial orders are at `partial_bytes_max`.
     pub const PARTIAL_BYTES: &str = "partial_bytes";
+    /// Dead letters are at `dead_letters_max`: an operator must retry or
+    /// delete some (`orderly-broker dlq`).
+    pub const DEAD_LETTERS: &str = "dead_letters";
     /// Longest `reason` accepted.
     pub const REASON_KIND_BYTES_MAX: usize = 64;
 }

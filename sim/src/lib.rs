@@ -1374,7 +1374,7 @@ fn short_event(event: &Event) -> String {
     match event {
         Event::ItemStored { key, seq, .. } => format!("ItemStored {key} #{seq}"),
         Event::Restored { key, .. } => format!("Restored {key}"),
-        Event::Accepted { key, items } => format!("Accepted {key} ({} items)", items.len()),
+        Event::Accepted { key, items, .. } => format!("Accepted {key} ({} items)", items.len()),
         other => format!("{other:?}"),
     }
 }

@@ -53,8 +53,9 @@ pub struct OrderModel {
     pub partial_items: u32,
     pub sealed: bool,
     pub dropped: bool,
-    /// Dispatched events since it was sealed or last revived, across
-    /// broker restarts.
+    /// Attempts spent since it was sealed or last revived, across broker
+    /// restarts: Dispatched events less the refunded ones (`Requeued` with
+    /// `refunded`: returned unrun, or lost on the way).
     pub dispatches: u32,
     pub revivals: u32,
     pub in_flight_on: Option<String>,
@@ -292,7 +293,7 @@ impl Model {
                 self.held_bytes += charge(data.len() as u64, 1);
                 Ok(i)
             }
-            Event::Sealed { key, count } => {
+            Event::Sealed { key, count, .. } => {
                 let i = self.lookup(key)?;
                 let o = &mut self.orders[i];
                 ensure!(o.kind != Kind::Gap, "invariant 3: {key} was sent with a gap (item {:?}) but sealed", o.skip);
@@ -307,7 +308,7 @@ impl Model {
                 self.pending += 1;
                 Ok(i)
             }
-            Event::Accepted { key, items } => {
+            Event::Accepted { key, items, .. } => {
                 // A whole order in one record: Begun, every item and Sealed.
                 let i = self.lookup(key)?;
                 let o = &mut self.orders[i];
@@ -404,17 +405,21 @@ impl Model {
                 self.held_bytes -= charge(o.bytes, o.count);
                 Ok(i)
             }
-            Event::Requeued { key, reason } => {
+            Event::Requeued { key, reason, refunded, .. } => {
                 let i = self.lookup(key)?;
-                let o = &self.orders[i];
+                let o = &mut self.orders[i];
                 // Live, a requeue comes from in flight; after a restart a core
                 // could also requeue what it recovered as pending.
                 ensure!(o.live(), "{key}: requeued but not live ({reason})");
+                if *refunded {
+                    ensure!(o.dispatches > 0, "{key}: an attempt refunded before any dispatch ({reason})");
+                    o.dispatches -= 1;
+                }
                 self.leave_live(i);
                 self.pending += 1;
                 Ok(i)
             }
-            Event::DeadLettered { key, reason } => {
+            Event::DeadLettered { key, reason, .. } => {
                 let i = self.lookup(key)?;
                 let o = &self.orders[i];
                 ensure!(o.live(), "{key}: dead-lettered but not live ({reason})");
@@ -600,7 +605,7 @@ impl Model {
                 let bytes: u64 = items.iter().map(|(_, d)| d.len() as u64).sum();
                 ensure!(bytes == o.partial_bytes, "{key}: partial holds {bytes} bytes, the events {}", o.partial_bytes);
             }
-            Some(Event::Restored { snapshot: Snapshot::Sealed { items, attempts, dead }, .. }) => {
+            Some(Event::Restored { snapshot: Snapshot::Sealed { items, attempts, dead, .. }, .. }) => {
                 ensure!(o.sealed && !o.acked, "{key}: live in the core, but sealed {} acked {}", o.sealed, o.acked);
                 ensure!(dead.is_some() == o.dead, "{key}: dead in the core {:?}, in the events {}", dead, o.dead);
                 ensure!(

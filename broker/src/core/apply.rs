@@ -9,12 +9,16 @@ use std::sync::Arc;
 use orderly_common::OrderKey;
 use serde_bytes::ByteBuf;
 
-use super::{charge, Core, Event, Held, Millis, Order, OrderState, Partial, Shared, Snapshot};
+use super::{charge, Core, Event, Held, Millis, Notice, Order, OrderState, Partial, Shared, Snapshot};
 
 impl Core {
     /// Applies `event` and queues it to be recorded.
     pub(super) fn record(&mut self, event: Event) {
         self.apply(&event);
+        if let Event::DeadLettered { key, reason, .. } = &event {
+            let attempts = self.orders.get(key).map_or(0, |o| o.attempts);
+            self.notify(Notice::DeadLettered { key: key.clone(), attempts, reason: reason.clone() });
+        }
         self.events.push_back(event);
     }
 
@@ -26,8 +30,8 @@ impl Core {
             Event::Revived { key } => self.apply_revived(key),
             Event::Begun { key, at_ms } => self.apply_begun(key, *at_ms),
             Event::ItemStored { key, seq, data } => self.apply_item_stored(key, *seq, data),
-            Event::Sealed { key, count } => self.apply_sealed(key, *count),
-            Event::Accepted { key, items } => self.apply_accepted(key, items),
+            Event::Sealed { key, count, at_unix_ms } => self.apply_sealed(key, *count, *at_unix_ms),
+            Event::Accepted { key, items, at_unix_ms } => self.apply_accepted(key, items, *at_unix_ms),
             Event::Dropped { key, .. } => self.remove_partial(key),
             Event::Dispatched { key, worker, attempt } => self.apply_dispatched(key, worker, *attempt),
             Event::Acked { key } => self.apply_acked(key),
@@ -35,8 +39,10 @@ impl Core {
             Event::Forgotten { key } => {
                 self.recent.remove(key);
             }
-            Event::Requeued { key, .. } => self.apply_requeued(key),
-            Event::DeadLettered { key, reason } => self.apply_dead_lettered(key, reason),
+            Event::Requeued { key, reason, refunded, delay_ms } => {
+                self.apply_requeued(key, reason, *refunded, *delay_ms)
+            }
+            Event::DeadLettered { key, reason, at_unix_ms } => self.apply_dead_lettered(key, reason, *at_unix_ms),
         }
     }
 
@@ -47,6 +53,7 @@ impl Core {
         }
         order.state = OrderState::Pending;
         order.attempts = 0;
+        order.dead_since_unix_ms = 0;
         self.dead_len -= 1;
         self.enter_pending(key);
         let shared = self.shared(key);
@@ -72,7 +79,7 @@ impl Core {
         }
     }
 
-    fn apply_sealed(&mut self, key: &OrderKey, count: u32) {
+    fn apply_sealed(&mut self, key: &OrderKey, count: u32, at_unix_ms: u64) {
         let Some(partial) = self.partials.remove(key) else { return };
         assert_eq!(partial.items.len(), count as usize, "sealed with a gap: {key}");
         // Its bytes stay held: they move from the partial to the order.
@@ -80,19 +87,21 @@ impl Core {
         // No single record holds these items: they stay in RAM, also
         // through a replay, until `spill` writes a copy.
         let items = partial.items.into_values().collect();
-        let order = self.new_order(Some(items), partial.bytes, count, false);
+        let mut order = self.new_order(Some(items), partial.bytes, count, false);
+        order.first_seen_unix_ms = at_unix_ms;
         let shared = self.insert_order(key, order);
         self.pending.push_back(shared);
         self.enter_pending(key);
         self.counters.orders_sealed += 1;
     }
 
-    fn apply_accepted(&mut self, key: &OrderKey, items: &[ByteBuf]) {
+    fn apply_accepted(&mut self, key: &OrderKey, items: &[ByteBuf], at_unix_ms: u64) {
         self.remove_partial(key);
         if self.orders.contains_key(key) {
             return;
         }
-        let order = self.whole_order(items);
+        let mut order = self.whole_order(items);
+        order.first_seen_unix_ms = at_unix_ms;
         let shared = self.insert_order(key, order);
         self.pending.push_back(shared);
         self.enter_pending(key);
@@ -100,6 +109,9 @@ impl Core {
     }
 
     fn apply_dispatched(&mut self, key: &OrderKey, worker: &str, attempt: u32) {
+        // Live, only orders past their delay are dispatched; a replay meets
+        // the delay's end only as this dispatch.
+        self.undelay(key);
         let Some(order) = self.orders.get_mut(key) else { return };
         if order.state == OrderState::Pending {
             self.pending_len -= 1;
@@ -110,6 +122,8 @@ impl Core {
         order.holder = Some(worker.to_owned());
         if let Some(w) = self.workers.get_mut(worker) {
             let held = Held { sent_ms: self.now_ms, deadline_ms: self.now_ms + self.config.ack_timeout_ms };
+            // A key it listed as held besides is counted once, as ours now.
+            w.foreign.remove(key);
             w.in_flight.insert(key.clone(), held);
         }
         self.counters.dispatches += 1;
@@ -124,6 +138,7 @@ impl Core {
         // replay: the recovery's, so a window restarts in full after a
         // restart — never shorter).
         self.remember(key, self.now_ms);
+        self.undelay(key);
         let Some(order) = self.orders.remove(key) else { return };
         self.leave_state(key, &order.state);
         self.held_bytes -= order.charge();
@@ -134,6 +149,7 @@ impl Core {
     fn apply_discarded(&mut self, key: &OrderKey) {
         // Remembered as an ack is (see `apply_acked`), even when unknown.
         self.remember(key, self.now_ms);
+        self.undelay(key);
         let Some(order) = self.orders.remove(key) else { return };
         self.leave_state(key, &order.state);
         self.held_bytes -= order.charge();
@@ -141,18 +157,67 @@ impl Core {
         self.counters.orders_discarded += 1;
     }
 
-    fn apply_requeued(&mut self, key: &OrderKey) {
+    fn apply_requeued(&mut self, key: &OrderKey, reason: &str, refunded: bool, delay_ms: u64) {
         let Some(order) = self.orders.get_mut(key) else { return };
+        if matches!(order.state, OrderState::Pending | OrderState::Dead { .. }) {
+            return; // not in flight (a replay after a restart): nothing to take back
+        }
         let old = std::mem::replace(&mut order.state, OrderState::Pending);
+        if let OrderState::InFlight { worker } = &old {
+            order.avoid = Some(worker.clone());
+        }
+        if refunded {
+            order.attempts = order.attempts.saturating_sub(1);
+        }
+        order.last_reason = Some(reason.to_owned());
         self.leave_state(key, &old);
         self.enter_pending(key);
-        // Redeliveries go first: they are the oldest work.
         let shared = self.shared(key);
-        self.pending.push_front(shared);
+        if delay_ms > 0 {
+            let at = self.now_ms.saturating_add(delay_ms);
+            self.orders.get_mut(key).expect("known").retry_at_ms = Some(at);
+            self.delayed.insert((at, shared));
+        } else {
+            // Redeliveries go first: they are the oldest work.
+            self.pending.push_front(shared);
+        }
     }
 
-    fn apply_dead_lettered(&mut self, key: &OrderKey, reason: &str) {
+    /// Delayed orders whose delay ended go to the front of the queue, the
+    /// earliest first. Time passing, not an event: a replay restarts the
+    /// delays.
+    pub(super) fn release_due(&mut self) {
+        let mut due = Vec::new();
+        while let Some((at, _)) = self.delayed.first() {
+            if *at > self.now_ms {
+                break;
+            }
+            let (_, key) = self.delayed.pop_first().expect("first exists");
+            if let Some(order) = self.orders.get_mut(&key) {
+                order.retry_at_ms = None;
+            }
+            due.push(key);
+        }
+        for key in due.into_iter().rev() {
+            self.pending.push_front(key);
+        }
+    }
+
+    /// Ends `key`'s retry delay, if it has one (it leaves the delayed set).
+    fn undelay(&mut self, key: &OrderKey) {
+        let Some((shared, order)) = self.orders.get_key_value(key) else { return };
+        if let Some(at) = order.retry_at_ms {
+            let shared = Arc::clone(shared);
+            self.delayed.remove(&(at, shared));
+            self.orders.get_mut(key).expect("known").retry_at_ms = None;
+        }
+    }
+
+    fn apply_dead_lettered(&mut self, key: &OrderKey, reason: &str, at_unix_ms: u64) {
+        self.undelay(key);
         let Some(order) = self.orders.get_mut(key) else { return };
+        order.dead_since_unix_ms = at_unix_ms;
+        order.last_reason = Some(reason.to_owned());
         let old = std::mem::replace(&mut order.state, OrderState::Dead { reason: reason.to_owned() });
         self.leave_state(key, &old);
         self.dead_len += 1;
@@ -172,16 +237,35 @@ impl Core {
                 self.partial_bytes += partial.charge();
                 self.partials.insert(key.clone(), partial);
             }
-            Snapshot::Sealed { items, attempts, dead } => {
+            Snapshot::Sealed {
+                items,
+                attempts,
+                dead,
+                retry_in_ms,
+                first_seen_unix_ms,
+                dead_since_unix_ms,
+                last_reason,
+            } => {
                 let mut order = self.whole_order(items);
                 order.attempts = *attempts;
                 order.state = match dead {
                     Some(reason) => OrderState::Dead { reason: reason.clone() },
                     None => OrderState::Pending,
                 };
+                order.first_seen_unix_ms = *first_seen_unix_ms;
+                order.dead_since_unix_ms = *dead_since_unix_ms;
+                order.last_reason = last_reason.clone().or_else(|| dead.clone());
+                let delayed = dead.is_none() && *retry_in_ms > 0;
+                let at = self.now_ms.saturating_add(*retry_in_ms);
+                if delayed {
+                    order.retry_at_ms = Some(at);
+                }
                 let shared = self.insert_order(key, order);
                 if dead.is_some() {
                     self.dead_len += 1;
+                } else if delayed {
+                    self.enter_pending(key);
+                    self.delayed.insert((at, shared));
                 } else {
                     self.enter_pending(key);
                     self.pending.push_back(shared);
@@ -202,17 +286,28 @@ impl Core {
             let order = self.orders.get(key)?;
             // Without its items in RAM the copy is filled from the journal by
             // the caller (see `payload_ref`).
-            Snapshot::Sealed {
-                items: order.items.clone().unwrap_or_default(),
-                attempts: order.attempts,
-                dead: order.dead_reason(),
-            }
+            self.sealed_snapshot(order, order.items.clone().unwrap_or_default())
         };
         Some(Event::Restored { key: key.clone(), snapshot })
     }
 
+    /// A sealed order's copy with `items` (see [`Core::snapshot`]).
+    pub(super) fn sealed_snapshot(&self, order: &Order, items: Vec<ByteBuf>) -> Snapshot {
+        Snapshot::Sealed {
+            items,
+            attempts: order.attempts,
+            dead: order.dead_reason(),
+            // The wait left now; a replay restarts it from its own time.
+            retry_in_ms: order.retry_at_ms.map_or(0, |at| at.saturating_sub(self.now_ms).max(1)),
+            first_seen_unix_ms: order.first_seen_unix_ms,
+            dead_since_unix_ms: order.dead_since_unix_ms,
+            last_reason: order.last_reason.clone(),
+        }
+    }
+
     /// Forgets all there is about `key` (for [`Event::Restored`]).
     fn forget(&mut self, key: &OrderKey) {
+        self.undelay(key);
         self.remove_partial(key);
         if let Some(order) = self.orders.remove(key) {
             self.leave_state(key, &order.state);
@@ -297,7 +392,22 @@ impl Core {
             self.cached_bytes += charge(bytes, count as usize);
         }
         let state = OrderState::Pending;
-        Order { items, stored: None, spilling: false, whole, count, bytes, attempts: 0, state, holder: None }
+        Order {
+            items,
+            stored: None,
+            spilling: false,
+            whole,
+            count,
+            bytes,
+            attempts: 0,
+            state,
+            holder: None,
+            avoid: None,
+            retry_at_ms: None,
+            first_seen_unix_ms: 0,
+            dead_since_unix_ms: 0,
+            last_reason: None,
+        }
     }
 
     /// A new order whose whole payload `items` one record holds (`Accepted`,

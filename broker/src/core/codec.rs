@@ -59,7 +59,7 @@ mod tests {
         let events = [
             Event::Begun { key: key.clone(), at_ms: 5 },
             Event::ItemStored { key: key.clone(), seq: 1, data: ByteBuf::from(b"x".to_vec()) },
-            Event::Accepted { key: key.clone(), items: vec![ByteBuf::from(b"y".to_vec())] },
+            Event::Accepted { key: key.clone(), items: vec![ByteBuf::from(b"y".to_vec())], at_unix_ms: 9 },
             Event::Dispatched { key: key.clone(), worker: "w".into(), attempt: 2 },
             Event::Acked { key },
         ];
@@ -69,6 +69,77 @@ mod tests {
             let named = rmp_serde::to_vec_named(&event).unwrap();
             assert_eq!(decode_event(1, &named).unwrap(), event);
             assert!(encode_event(&event).len() < named.len());
+        }
+    }
+
+    /// The events' layout before 0.3, variant for variant (structs as
+    /// arrays: the new trailing fields are simply absent).
+    #[derive(serde::Serialize)]
+    #[allow(dead_code)]
+    enum OldEvent {
+        Begun { key: OrderKey, at_ms: u64 },
+        ItemStored { key: OrderKey, seq: u32, data: ByteBuf },
+        Sealed { key: OrderKey, count: u32 },
+        Accepted { key: OrderKey, items: Vec<ByteBuf> },
+        Dropped { key: OrderKey, reason: orderly_common::protocol::RejectReason },
+        Dispatched { key: OrderKey, worker: String, attempt: u32 },
+        Acked { key: OrderKey },
+        Requeued { key: OrderKey, reason: String },
+        DeadLettered { key: OrderKey, reason: String },
+        Restored { key: OrderKey, snapshot: OldSnapshot },
+    }
+
+    #[derive(serde::Serialize)]
+    #[allow(dead_code)]
+    enum OldSnapshot {
+        Partial { items: Vec<(u32, ByteBuf)> },
+        Sealed { items: Vec<ByteBuf>, attempts: u32, dead: Option<String> },
+    }
+
+    #[test]
+    fn records_without_the_new_trailing_fields_still_decode() {
+        use super::super::Snapshot;
+        let key = OrderKey::new("p", "o");
+        let items = vec![ByteBuf::from(b"y".to_vec())];
+        let old_and_new = [
+            (
+                OldEvent::Sealed { key: key.clone(), count: 1 },
+                Event::Sealed { key: key.clone(), count: 1, at_unix_ms: 0 },
+            ),
+            (
+                OldEvent::Accepted { key: key.clone(), items: items.clone() },
+                Event::Accepted { key: key.clone(), items: items.clone(), at_unix_ms: 0 },
+            ),
+            (
+                OldEvent::Requeued { key: key.clone(), reason: "r".into() },
+                Event::Requeued { key: key.clone(), reason: "r".into(), refunded: false, delay_ms: 0 },
+            ),
+            (
+                OldEvent::DeadLettered { key: key.clone(), reason: "r".into() },
+                Event::DeadLettered { key: key.clone(), reason: "r".into(), at_unix_ms: 0 },
+            ),
+            (
+                OldEvent::Restored {
+                    key: key.clone(),
+                    snapshot: OldSnapshot::Sealed { items: items.clone(), attempts: 2, dead: None },
+                },
+                Event::Restored {
+                    key: key.clone(),
+                    snapshot: Snapshot::Sealed {
+                        items,
+                        attempts: 2,
+                        dead: None,
+                        retry_in_ms: 0,
+                        first_seen_unix_ms: 0,
+                        dead_since_unix_ms: 0,
+                        last_reason: None,
+                    },
+                },
+            ),
+        ];
+        for (old, new) in old_and_new {
+            let body = rmp_serde::to_vec(&old).unwrap();
+            assert_eq!(decode_event(1, &body).unwrap(), new);
         }
     }
 

@@ -6,18 +6,23 @@ use orderly_common::ids::worker_topic;
 use orderly_common::protocol::encode_dispatch;
 use orderly_common::OrderKey;
 
-use super::{Core, Event, Fill, OrderState, Outbound, PayloadRef, Snapshot};
+use super::{Core, Event, Fill, OrderState, Outbound, PayloadRef};
 
 impl Core {
     /// Sends pending orders to ready workers with free credits, the worker
-    /// with the most free credits first (ties: lowest id, for determinism).
+    /// with the most free credits first (ties: lowest id, for determinism),
+    /// but not to the worker that last dropped the order while another
+    /// has a free credit.
     pub(super) fn pump(&mut self) {
+        self.release_due();
         while let Some(key) = self.pending.front() {
-            if !self.orders.get(key).is_some_and(|o| o.state == OrderState::Pending) {
-                self.pending.pop_front(); // stale: acked or dead while queued
+            let Some(order) =
+                self.orders.get(key).filter(|o| o.state == OrderState::Pending && o.retry_at_ms.is_none())
+            else {
+                self.pending.pop_front(); // stale: acked, dead or delayed since queued
                 continue;
-            }
-            let Some(worker) = self.choose_worker() else { break };
+            };
+            let Some(worker) = self.choose_worker(order.avoid.as_deref()) else { break };
             let key = OrderKey::clone(&self.pending.pop_front().expect("front exists"));
             let attempt = self.orders[&key].attempts + 1;
             self.record(Event::Dispatched { key: key.clone(), worker: worker.clone(), attempt });
@@ -33,15 +38,23 @@ impl Core {
         self.spill();
     }
 
-    fn choose_worker(&self) -> Option<String> {
+    /// The worker for an order that `avoid` last dropped: `avoid` only if
+    /// no other worker can take it.
+    fn choose_worker(&self, avoid: Option<&str>) -> Option<String> {
         let mut best: Option<(&String, u32)> = None;
+        let mut avoided = None;
         for (id, w) in &self.workers {
             let free = w.free_credits();
-            if w.ready && !w.draining && free > 0 && best.is_none_or(|(_, f)| free > f) {
+            if !w.takes_orders() || free == 0 {
+                continue;
+            }
+            if avoid == Some(id.as_str()) {
+                avoided = Some(id);
+            } else if best.is_none_or(|(_, f)| free > f) {
                 best = Some((id, free));
             }
         }
-        best.map(|(id, _)| id.clone())
+        best.map(|(id, _)| id).or(avoided).cloned()
     }
 
     /// Drops payloads from RAM, newest orders first, while the cache is
@@ -66,8 +79,9 @@ impl Core {
             if order.whole {
                 continue; // its record is being written this turn
             }
-            let snapshot =
-                Snapshot::Sealed { items: items.clone(), attempts: order.attempts, dead: order.dead_reason() };
+            let items = items.clone();
+            let order = &self.orders[&key];
+            let snapshot = self.sealed_snapshot(order, items);
             // Not applied: live, the copy changes nothing (as compaction's).
             self.events.push_back(Event::Restored { key: OrderKey::clone(&key), snapshot });
         }

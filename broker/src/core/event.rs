@@ -17,10 +17,22 @@ pub enum Event {
     ItemStored { key: OrderKey, seq: u32, data: ByteBuf },
     /// Finish arrived and every item 0..count is present: the order is
     /// complete and pending.
-    Sealed { key: OrderKey, count: u32 },
+    Sealed {
+        key: OrderKey,
+        count: u32,
+        /// When (Unix ms; 0 in journals older than 0.3).
+        #[serde(default)]
+        at_unix_ms: u64,
+    },
     /// A whole order arrived in one `items` message: complete and pending,
     /// with its items, in one record (no Begun/ItemStored before it).
-    Accepted { key: OrderKey, items: Vec<ByteBuf> },
+    Accepted {
+        key: OrderKey,
+        items: Vec<ByteBuf>,
+        /// When (Unix ms; 0 in journals older than 0.3).
+        #[serde(default)]
+        at_unix_ms: u64,
+    },
     /// A partial order was discarded and the producer told why.
     Dropped { key: OrderKey, reason: RejectReason },
     /// A pending order was sent to a worker.
@@ -28,9 +40,27 @@ pub enum Event {
     /// A worker acknowledged the order: it is done and forgotten.
     Acked { key: OrderKey },
     /// An in-flight order goes back to the queue.
-    Requeued { key: OrderKey, reason: String },
+    Requeued {
+        key: OrderKey,
+        reason: String,
+        /// The attempt did not count (the worker returned the order
+        /// unrun, or never received it): the next dispatch reuses its
+        /// number.
+        #[serde(default)]
+        refunded: bool,
+        /// The order waits this long before its next dispatch (retry
+        /// backoff); a replay restarts the wait in full from its own time.
+        #[serde(default)]
+        delay_ms: u64,
+    },
     /// An order failed `max_attempts` times (or was refused for good).
-    DeadLettered { key: OrderKey, reason: String },
+    DeadLettered {
+        key: OrderKey,
+        reason: String,
+        /// When (Unix ms; 0 in journals older than 0.3).
+        #[serde(default)]
+        at_unix_ms: u64,
+    },
     /// The whole state of one live order, written when compaction copies it
     /// out of an old journal segment. Replay replaces whatever it knew of
     /// the order with this; live, it changes nothing.
@@ -86,6 +116,18 @@ pub enum Snapshot {
         items: Vec<ByteBuf>,
         attempts: u32,
         dead: Option<String>,
+        /// Left of its retry delay when copied (0: none).
+        #[serde(default)]
+        retry_in_ms: u64,
+        /// Unix ms; 0 when unknown.
+        #[serde(default)]
+        first_seen_unix_ms: u64,
+        /// Unix ms; 0 when unknown or not dead.
+        #[serde(default)]
+        dead_since_unix_ms: u64,
+        /// The last failure's reason, if it failed before.
+        #[serde(default)]
+        last_reason: Option<String>,
     },
     /// Acknowledged at `at_ms`; remembered for the dedup window.
     Acked {

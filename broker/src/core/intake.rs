@@ -158,7 +158,8 @@ impl Core {
             let detail = format!("items reach {bytes} bytes; the limit is {bytes_max}");
             return self.reject(&key, RejectReason::TooLarge { detail });
         }
-        self.record(Event::Accepted { key: key.clone(), items });
+        let at_unix_ms = self.now_unix_ms();
+        self.record(Event::Accepted { key: key.clone(), items, at_unix_ms });
         self.confirm(&key);
     }
 
@@ -186,7 +187,8 @@ impl Core {
             self.drop_partial(key, RejectReason::Gap { missing });
             return;
         }
-        self.record(Event::Sealed { key: key.clone(), count });
+        let at_unix_ms = self.now_unix_ms();
+        self.record(Event::Sealed { key: key.clone(), count, at_unix_ms });
         self.confirm(&key);
     }
 

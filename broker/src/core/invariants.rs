@@ -17,7 +17,7 @@ use serde_bytes::ByteBuf;
 /// debug build.
 type HashSet<T> = std::collections::HashSet<T, foldhash::fast::RandomState>;
 
-use super::{Core, HashMap, Millis, Order, OrderState};
+use super::{Core, HashMap, Millis, Order, OrderState, FOREIGN_KEYS_PER_WORKER_MAX};
 
 /// Table entries (orders, partial orders, queued and remembered keys,
 /// items in RAM) up to which debug builds re-check every invariant after
@@ -104,6 +104,7 @@ impl Core {
         check_counter("live_by_producer", &self.live_by_producer, &totals.live_by_producer);
         totals.entries += self.check_workers();
         totals.entries += self.check_queues();
+        totals.entries += self.check_delayed();
         totals.entries += self.check_recent();
         totals.entries
     }
@@ -212,11 +213,27 @@ impl Core {
                     .is_some_and(|o| matches!(&o.state, OrderState::InFlight { worker } if worker == id));
                 assert!(on_it, "core invariant broken: worker {id} holds {key}, which is not in flight on it");
                 assert!(h.sent_ms <= h.deadline_ms, "core invariant broken: {key}'s deadline precedes its dispatch");
+                assert!(
+                    h.deadline_ms <= h.sent_ms + self.config.attempt_timeout_ms,
+                    "core invariant broken: {key}'s deadline is beyond the attempt time cap"
+                );
             }
-            held += worker.in_flight.len();
+            assert!(
+                worker.foreign.len() <= FOREIGN_KEYS_PER_WORKER_MAX,
+                "core invariant broken: worker {id} has {} foreign keys",
+                worker.foreign.len()
+            );
+            for key in &worker.foreign {
+                assert!(
+                    !worker.in_flight.contains_key(key),
+                    "core invariant broken: worker {id} counts {key} both as dispatched and as foreign"
+                );
+            }
+            held += worker.in_flight.len() + worker.foreign.len();
         }
         if !self.replaying {
-            check_counter("in_flight_len (held by workers)", self.in_flight_len, held);
+            let foreign: usize = self.workers.values().map(|w| w.foreign.len()).sum();
+            check_counter("in_flight_len (held by workers)", self.in_flight_len, held - foreign);
         }
         self.workers.len() + held
     }
@@ -228,7 +245,7 @@ impl Core {
         let pending: HashSet<&OrderKey> = self.pending.iter().map(|k| &**k).collect();
         let cached: HashSet<&OrderKey> = self.cached.iter().map(|k| &**k).collect();
         for (key, order) in &self.orders {
-            if order.state == OrderState::Pending {
+            if order.state == OrderState::Pending && order.retry_at_ms.is_none() {
                 assert!(pending.contains(&**key), "core invariant broken: pending {key} is not in the pending queue");
             }
             if order.items.is_some() && !order.spilling {
@@ -236,6 +253,21 @@ impl Core {
             }
         }
         self.pending.len() + self.cached.len()
+    }
+
+    /// The delayed set holds exactly the pending orders with a retry time,
+    /// at that time (`release_due` and `poll_timeout` read it).
+    fn check_delayed(&self) -> usize {
+        for (at, key) in &self.delayed {
+            let order = self.orders.get(key);
+            assert!(
+                order.is_some_and(|o| o.state == OrderState::Pending && o.retry_at_ms == Some(*at)),
+                "core invariant broken: delayed {key} ({at}) is not a pending order delayed until then"
+            );
+        }
+        let delayed = self.orders.values().filter(|o| o.retry_at_ms.is_some()).count();
+        check_counter("delayed (orders with a retry time)", self.delayed.len(), delayed);
+        self.delayed.len()
     }
 
     /// Every remembered key has its current pair in `recent_order`, so

@@ -18,8 +18,15 @@
 //! messages: heartbeats, acks, nacks), `dispatch` (pending orders to
 //! workers, the payload cache), `timeouts` (time passing: liveness,
 //! deadlines, expiry, the dedup window), `recovery` (replay and restart),
-//! `status` (the operators' view, dead letters) and `invariants` (the
-//! derived counters re-checked against the tables).
+//! `status` (the operators' view, dead letters), `notice` (what the
+//! operator's log is told: workers joining, lost, broken; dead letters) and
+//! `invariants` (the derived counters re-checked against the tables).
+//!
+//! Redelivery (issue 15): an attempt is spent by a dispatch that failed
+//! (nack, deadline, attempt time cap, a lost worker), not by one the worker
+//! returned unrun or never received; a spent failure waits out a backoff
+//! (`delayed`) unless its worker died; an order is not handed straight
+//! back to the worker that dropped it while another has a free credit.
 
 mod apply;
 pub mod codec;
@@ -27,12 +34,13 @@ mod dispatch;
 mod event;
 mod intake;
 mod invariants;
+mod notice;
 mod recovery;
 mod status;
 mod timeouts;
 mod workers;
 
-use std::collections::{BTreeMap, VecDeque};
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::sync::Arc;
 
 use orderly_common::limits::{self, ORDER_BYTES_MAX};
@@ -40,6 +48,7 @@ use orderly_common::OrderKey;
 use serde_bytes::ByteBuf;
 
 pub use event::{Event, Fill, Outbound, Snapshot};
+pub use notice::{LostWhy, Notice, NOTICES_QUEUED_MAX};
 pub use status::{Counters, DeadLetter, DeadLetterPage, OrderInfo, OrderItems, OrderPlace, Status, WorkerStatus};
 
 /// The cores' one time type (see `orderly_common::time`).
@@ -106,6 +115,21 @@ pub struct CoreConfig {
     /// orders' payloads are dropped from RAM (written to the journal first
     /// if no single record holds them) and read back to dispatch them.
     pub payload_cache_bytes: u64,
+    /// Delay after a failed first attempt; doubled after each further one
+    /// (with jitter), up to `retry_delay_max_ms`. 0: no backoff.
+    pub retry_delay_initial_ms: u64,
+    /// Longest backoff (at most `limits::RETRY_DELAY_MS_MAX`).
+    pub retry_delay_max_ms: u64,
+    /// Longest time one attempt may be held, even while the worker's
+    /// heartbeats list it (more than `ack_timeout_ms`).
+    pub attempt_timeout_ms: u64,
+    /// Dead letters at which intake closes (`dead_letters` backpressure).
+    pub dead_letters_max: usize,
+    /// Seeds the backoff's jitter (random in the broker, the simulation's
+    /// seed there, so runs repeat).
+    pub rand_seed: u64,
+    /// Unix ms at the caller's `Millis` 0: wall time is `epoch + now`.
+    pub epoch_unix_ms: u64,
 }
 
 impl CoreConfig {
@@ -128,6 +152,12 @@ impl CoreConfig {
             pending_orders_per_producer_max: limits::PENDING_ORDERS_PER_PRODUCER_MAX_DEFAULT,
             payload_cache_bytes: limits::PAYLOAD_CACHE_BYTES_DEFAULT,
             partial_bytes_max: limits::PARTIAL_BYTES_MAX_DEFAULT,
+            retry_delay_initial_ms: limits::RETRY_DELAY_INITIAL_MS_DEFAULT,
+            retry_delay_max_ms: limits::RETRY_DELAY_MAX_MS_DEFAULT,
+            attempt_timeout_ms: limits::ATTEMPT_TIMEOUT_MS_DEFAULT,
+            dead_letters_max: limits::DEAD_LETTERS_MAX_DEFAULT,
+            rand_seed: incarnation,
+            epoch_unix_ms: 0,
         }
     }
 
@@ -184,6 +214,17 @@ struct Order {
     /// (a late ack of a requeued order or a dead letter). `None` until the
     /// first dispatch, and after a restart that compacted it away.
     holder: Option<String>,
+    /// The worker that last returned, lost or failed it: not chosen again
+    /// while another has a free credit. Not recorded.
+    avoid: Option<String>,
+    /// Pending but waiting for its retry delay until then (in `delayed`,
+    /// not in `pending`).
+    retry_at_ms: Option<Millis>,
+    /// Unix ms; 0 when unknown (journals older than 0.3).
+    first_seen_unix_ms: u64,
+    dead_since_unix_ms: u64,
+    /// The last failure's (or requeue's) reason.
+    last_reason: Option<String>,
 }
 
 #[derive(Debug)]
@@ -192,6 +233,13 @@ struct Worker {
     capacity: u32,
     /// Orders dispatched to this worker.
     in_flight: BTreeMap<OrderKey, Held>,
+    /// Orders its latest heartbeat listed that were not dispatched to it
+    /// (held since before a broker restart, or since the broker took them
+    /// back): they occupy its slots all the same. At most
+    /// `FOREIGN_KEYS_PER_WORKER_MAX`.
+    foreign: BTreeSet<OrderKey>,
+    /// Its handler cannot run, and why: it is sent nothing.
+    broken: Option<String>,
     last_seen_ms: Millis,
     /// The worker is shutting down: dispatch nothing more to it.
     draining: bool,
@@ -233,10 +281,21 @@ impl Order {
 }
 
 impl Worker {
+    /// Slots not taken by orders dispatched to it nor by ones it says it
+    /// holds besides.
     fn free_credits(&self) -> u32 {
-        self.capacity.saturating_sub(self.in_flight.len() as u32)
+        self.capacity.saturating_sub((self.in_flight.len() + self.foreign.len()) as u32)
+    }
+
+    /// Orders may be sent to it now.
+    fn takes_orders(&self) -> bool {
+        self.ready && !self.draining && self.broken.is_none()
     }
 }
+
+/// Keys of orders a worker holds without the broker's dispatch that are
+/// counted against its credits: as many as a heartbeat may list.
+const FOREIGN_KEYS_PER_WORKER_MAX: usize = limits::HEARTBEAT_IN_FLIGHT_MAX;
 
 /// The broker's state machine. See the module docs.
 #[derive(Debug)]
@@ -253,6 +312,9 @@ pub struct Core {
     /// Dispatch queue; may hold stale keys (acked while pending), skipped.
     pending: VecDeque<Shared>,
     pending_len: usize,
+    /// Pending orders waiting for their retry delay, by when it ends
+    /// (counted in `pending_len` too).
+    delayed: BTreeSet<(Millis, Shared)>,
     in_flight_len: usize,
     /// `pending_len + in_flight_len` by producer (no zero entries), for
     /// `pending_orders_per_producer_max`.
@@ -281,6 +343,10 @@ pub struct Core {
     /// Order ids to confirm, by producer (see [`Core::confirm`]).
     confirms: BTreeMap<String, Vec<String>>,
     counters: Counters,
+    /// The backoff's jitter (see `rand_seed`).
+    rng: Rng,
+    notices: VecDeque<Notice>,
+    notices_omitted: u64,
     /// Inputs to handle before debug builds check the invariants again
     /// (see `invariants`).
     invariant_check_skip: u64,
@@ -290,8 +356,12 @@ impl Core {
     pub fn new(config: CoreConfig) -> Self {
         assert!(config.heartbeat_interval_ms > 0 && config.heartbeat_liveness > 0);
         assert!(config.max_attempts > 0);
+        assert!(config.retry_delay_initial_ms <= config.retry_delay_max_ms);
+        assert!(config.retry_delay_max_ms <= limits::RETRY_DELAY_MS_MAX);
+        assert!(config.attempt_timeout_ms > config.ack_timeout_ms);
         Core {
             nonce_next: config.incarnation | 1,
+            rng: Rng(config.rand_seed),
             config,
             partials: BTreeMap::new(),
             orders: HashMap::default(),
@@ -299,6 +369,7 @@ impl Core {
             recent_order: VecDeque::new(),
             pending: VecDeque::new(),
             pending_len: 0,
+            delayed: BTreeSet::new(),
             in_flight_len: 0,
             live_by_producer: HashMap::default(),
             dead_len: 0,
@@ -315,6 +386,8 @@ impl Core {
             outbound: VecDeque::new(),
             confirms: BTreeMap::new(),
             counters: Counters::default(),
+            notices: VecDeque::new(),
+            notices_omitted: 0,
             invariant_check_skip: 0,
         }
     }
@@ -342,7 +415,8 @@ impl Core {
         let timeout = self.config.worker_timeout_ms();
         let expiry = self.workers.values().map(|w| w.last_seen_ms + timeout).min();
         let deadline = self.workers.values().flat_map(|w| w.in_flight.values().map(|h| h.deadline_ms)).min();
-        [Some(self.heartbeat_due_ms), Some(self.partial_sweep_due_ms), expiry, deadline]
+        let retry = self.delayed.first().map(|(at, _)| *at);
+        [Some(self.heartbeat_due_ms), Some(self.partial_sweep_due_ms), expiry, deadline, retry]
             .into_iter()
             .flatten()
             .min()
@@ -353,7 +427,8 @@ impl Core {
     /// is reached: the IO loop stops reading intake until it is true again,
     /// so producers block at their high-water mark and nothing is dropped.
     pub fn intake_open(&self) -> bool {
-        self.partials.len() < self.config.partial_orders_max
+        self.dead_len < self.config.dead_letters_max
+            && self.partials.len() < self.config.partial_orders_max
             && self.pending_len + self.in_flight_len < self.config.pending_orders_max
             && self.held_bytes < self.config.pending_bytes_max
             && self.partial_bytes < self.config.partial_bytes_max
@@ -365,7 +440,16 @@ impl Core {
     pub fn intake_closed(&self) -> Option<IntakeClosed> {
         use orderly_common::protocol::backpressure;
         let c = &self.config;
-        let (reason, detail) = if self.partials.len() >= c.partial_orders_max {
+        let (reason, detail) = if self.dead_len >= c.dead_letters_max {
+            (
+                backpressure::DEAD_LETTERS,
+                format!(
+                    "{} dead letters (limit {}): inspect them with `orderly-broker dlq list`, then \
+                     `orderly-broker dlq retry` or `orderly-broker dlq delete` them",
+                    self.dead_len, c.dead_letters_max
+                ),
+            )
+        } else if self.partials.len() >= c.partial_orders_max {
             (
                 backpressure::PARTIAL_ORDERS,
                 format!("{} open partial orders (limit {})", self.partials.len(), c.partial_orders_max),
@@ -395,9 +479,38 @@ impl Core {
         !self.confirms.is_empty()
     }
 
+    /// Wall time (Unix ms) of the input being handled.
+    fn now_unix_ms(&self) -> u64 {
+        self.config.epoch_unix_ms.saturating_add(self.now_ms)
+    }
+
     /// Keys in the dedup window.
     pub fn remembered_keys(&self) -> usize {
         self.recent.len()
+    }
+}
+
+/// splitmix64: a small deterministic generator for the backoff's jitter
+/// (the simulation replays a seed exactly).
+#[derive(Debug)]
+struct Rng(u64);
+
+impl Rng {
+    fn next_u64(&mut self) -> u64 {
+        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
+        let mut z = self.0;
+        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+        z ^ (z >> 31)
+    }
+
+    /// Uniform in `lo..=hi` (`lo <= hi`).
+    fn between(&mut self, lo: u64, hi: u64) -> u64 {
+        let span = hi - lo;
+        if span == u64::MAX {
+            return self.next_u64();
+        }
+        lo + self.next_u64() % (span + 1)
     }
 }
 

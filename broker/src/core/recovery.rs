@@ -70,7 +70,8 @@ impl Core {
         exhausted.sort();
         for (key, attempts) in exhausted {
             let reason = format!("the broker restarted during its last attempt; gave up after {attempts} attempts");
-            self.record(Event::DeadLettered { key, reason });
+            let at_unix_ms = self.now_unix_ms();
+            self.record(Event::DeadLettered { key, reason, at_unix_ms });
         }
     }
 }

@@ -15,9 +15,14 @@ fn dead_letter(key: &OrderKey, order: &Order) -> DeadLetter {
         items: order.count as usize,
         bytes: order.bytes,
         last_worker: order.holder.clone(),
-        first_seen_unix_ms: None,
-        dead_since_unix_ms: None,
+        first_seen_unix_ms: known(order.first_seen_unix_ms),
+        dead_since_unix_ms: known(order.dead_since_unix_ms),
     }
+}
+
+/// A Unix time the journal may not know (0).
+fn known(unix_ms: u64) -> Option<u64> {
+    (unix_ms > 0).then_some(unix_ms)
 }
 
 /// Counters for logs and status.
@@ -52,6 +57,12 @@ pub struct Counters {
     /// Dead letters deleted by an operator (`dlq delete`).
     #[serde(default)]
     pub orders_discarded: u64,
+    /// Dispatches a worker returned unrun (no attempt spent).
+    #[serde(default)]
+    pub orders_returned: u64,
+    /// Attempts taken back at the attempt time cap.
+    #[serde(default)]
+    pub attempt_timeouts: u64,
 }
 
 /// A dead-lettered order, for operators.
@@ -178,7 +189,7 @@ impl Core {
         Status {
             partial_orders: self.partials.len(),
             pending_orders: self.pending_len,
-            delayed_orders: 0,
+            delayed_orders: self.delayed.len(),
             in_flight_orders: self.in_flight_len,
             dead_letters: self.dead_len,
             held_bytes: self.held_bytes,
@@ -192,9 +203,9 @@ impl Core {
                     ready: w.ready,
                     capacity: w.capacity,
                     in_flight: w.in_flight.len() as u32,
-                    credits: if w.ready && !w.draining { w.free_credits() } else { 0 },
+                    credits: if w.takes_orders() { w.free_credits() } else { 0 },
                     draining: w.draining,
-                    broken: None,
+                    broken: w.broken.clone(),
                 })
                 .collect(),
             counters: self.counters.clone(),
@@ -234,6 +245,7 @@ impl Core {
     pub fn order_info(&self, key: &OrderKey) -> Option<OrderInfo> {
         let order = self.orders.get(key)?;
         let (place, worker) = match &order.state {
+            OrderState::Pending if order.retry_at_ms.is_some() => (OrderPlace::Delayed, order.holder.clone()),
             OrderState::Pending => (OrderPlace::Pending, order.holder.clone()),
             OrderState::InFlight { worker } => (OrderPlace::InFlight, Some(worker.clone())),
             OrderState::Dead { .. } => (OrderPlace::Dead, order.holder.clone()),
@@ -246,10 +258,10 @@ impl Core {
             items: order.count as usize,
             bytes: order.bytes,
             worker,
-            last_reason: order.dead_reason(),
-            first_seen_unix_ms: None,
-            dead_since_unix_ms: None,
-            retry_in_ms: None,
+            last_reason: order.last_reason.clone().or_else(|| order.dead_reason()),
+            first_seen_unix_ms: known(order.first_seen_unix_ms),
+            dead_since_unix_ms: known(order.dead_since_unix_ms),
+            retry_in_ms: order.retry_at_ms.map(|at| at.saturating_sub(self.now_ms)),
         })
     }
 

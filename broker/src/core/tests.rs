@@ -88,7 +88,9 @@ fn aggregates_items_into_one_order_and_confirms() {
     let mut core = core();
     send_order(&mut core, "o1", 3);
     let (events, out) = drain(&mut core);
-    assert!(events.contains(&Event::Sealed { key: OrderKey::new("p", "o1"), count: 3 }));
+    assert!(events
+        .iter()
+        .any(|e| matches!(e, Event::Sealed { key, count: 3, .. } if *key == OrderKey::new("p", "o1"))));
     assert_eq!(out, vec![("p/p/".to_string(), FanoutMsg::Confirm(Confirm { order: "o1".into() }))]);
     assert_eq!(core.status().pending_orders, 1);
     // 9 payload bytes, and the per-item charge for each of the 3 items.
@@ -209,7 +211,7 @@ fn duplicate_acks_are_counted_and_harmless() {
 
 #[test]
 fn nacks_redeliver_then_dead_letter_after_max_attempts() {
-    let mut core = core();
+    let mut core = Core::new(CoreConfig { retry_delay_initial_ms: 0, ..CoreConfig::with_incarnation(42) });
     ready_worker(&mut core, "w1", 1, 0);
     send_order(&mut core, "o", 1);
     let key = OrderKey::new("p", "o");
@@ -443,7 +445,8 @@ fn a_dispatch_the_worker_does_not_list_is_requeued_after_a_grace() {
     core.handle_control(heartbeat("w1", 1, None), 4_600);
     let (events, out) = drain(&mut core);
     assert!(matches!(&events[0], Event::Requeued { reason, .. } if reason.contains("does not hold")));
-    assert_eq!(dispatches(&out), vec![("w/w1/".into(), OrderKey::new("p", "o"), 2)]);
+    // A lost dispatch spent no attempt: the next one is attempt 1 again.
+    assert_eq!(dispatches(&out), vec![("w/w1/".into(), OrderKey::new("p", "o"), 1)]);
 }
 
 #[test]
@@ -682,6 +685,7 @@ fn the_counters_agree_with_the_tables_through_a_realistic_run() {
         payload_cache_bytes: 10, // a few orders: the rest spill
         dedup_window_ms: 2_000,
         partial_age_max_ms: 1_500,
+        retry_delay_initial_ms: 0, // o1's second attempt follows at once
         ..CoreConfig::with_incarnation(7)
     };
     let mut core = Core::new(config.clone());
@@ -949,4 +953,377 @@ fn a_producer_at_its_pending_limit_is_rejected_others_are_not() {
     core.handle_intake(whole_from("a", "a3"), 3);
     let (_, out) = drain(&mut core);
     assert!(out.contains(&("p/a/".to_string(), FanoutMsg::Confirm(Confirm { order: "a3".into() }))), "{out:?}");
+}
+
+// ---------------------------------------------------------------- issue 15
+
+/// A heartbeat from a ready worker (incarnation 1) listing `holding`.
+fn holding(worker: &str, capacity: u32, welcome: Option<u64>, holding: &[&str]) -> ControlMsg {
+    ControlMsg::Heartbeat(Heartbeat {
+        worker: worker.into(),
+        incarnation: 1,
+        capacity,
+        in_flight: holding.iter().map(|o| OrderKey::new("p", *o)).collect(),
+        welcome,
+        draining: false,
+        broken: None,
+    })
+}
+
+fn returned(worker: &str, order: &str, attempt: u32) -> ControlMsg {
+    ControlMsg::Nack(Nack {
+        worker: worker.into(),
+        incarnation: 1,
+        order: OrderKey::new("p", order),
+        attempt,
+        retry: true,
+        reason: "no free slot".into(),
+        delay_ms: None,
+        returned: true,
+    })
+}
+
+fn failed(worker: &str, order: &str, attempt: u32, delay_ms: Option<u64>) -> ControlMsg {
+    ControlMsg::Nack(Nack {
+        worker: worker.into(),
+        incarnation: 1,
+        order: OrderKey::new("p", order),
+        attempt,
+        retry: true,
+        reason: "exit 1".into(),
+        delay_ms,
+        returned: false,
+    })
+}
+
+fn welcome_nonce(out: &[(String, FanoutMsg)]) -> u64 {
+    out.iter().find_map(|(_, m)| if let FanoutMsg::Welcome(w) = m { Some(w.nonce) } else { None }).expect("welcome")
+}
+
+fn notices(core: &mut Core) -> Vec<Notice> {
+    std::iter::from_fn(|| core.poll_notice()).collect()
+}
+
+fn requeue_delay(events: &[Event]) -> u64 {
+    events.iter().find_map(|e| if let Event::Requeued { delay_ms, .. } = e { Some(*delay_ms) } else { None }).unwrap()
+}
+
+/// Issue 15, item 1: a worker the broker lost track of (silent too long)
+/// comes back still running A with capacity 1: it gets nothing until A is
+/// acknowledged.
+#[test]
+fn a_worker_still_running_an_order_it_was_not_sent_gets_nothing_more() {
+    let mut core = core();
+    ready_worker(&mut core, "w1", 1, 0);
+    send_order(&mut core, "a", 1);
+    drain(&mut core);
+    core.handle_timeout(3_000); // silent for liveness: lost, A requeued
+    send_order(&mut core, "b", 1);
+    drain(&mut core);
+    core.handle_control(holding("w1", 1, None, &["a"]), 3_100);
+    let (_, out) = drain(&mut core);
+    core.handle_control(holding("w1", 1, Some(welcome_nonce(&out)), &["a"]), 3_100);
+    core.handle_control(holding("w1", 1, None, &["a"]), 4_000);
+    let (_, out) = drain(&mut core);
+    assert_eq!(dispatches(&out), vec![], "its one slot is taken by A");
+    assert_eq!(core.status().workers[0].credits, 0);
+    core.check_invariants();
+    // It finishes A (it held the latest dispatch): its slot is free again.
+    core.handle_control(ack_from("w1", "a"), 4_100);
+    let (_, out) = drain(&mut core);
+    assert_eq!(dispatches(&out), vec![("w/w1/".into(), OrderKey::new("p", "b"), 1)]);
+}
+
+#[test]
+fn a_listed_foreign_order_leaves_at_the_next_heartbeat_without_it() {
+    let mut core = core();
+    ready_worker(&mut core, "w1", 2, 0);
+    core.handle_control(holding("w1", 2, None, &["x"]), 1);
+    assert_eq!(core.status().workers[0].credits, 1);
+    core.check_invariants();
+    core.handle_control(holding("w1", 2, None, &[]), 2);
+    assert_eq!(core.status().workers[0].credits, 2);
+}
+
+#[test]
+fn a_returned_or_lost_dispatch_spends_no_attempt_and_never_dead_letters() {
+    let config = CoreConfig { max_attempts: 2, ..CoreConfig::with_incarnation(42) };
+    let mut core = Core::new(config.clone());
+    let mut journal = Vec::new();
+    ready_worker(&mut core, "w1", 1, 0);
+    send_order(&mut core, "o", 1);
+    for round in 0..5u64 {
+        let (events, out) = drain(&mut core);
+        journal.extend(events);
+        assert_eq!(dispatches(&out), vec![("w/w1/".into(), OrderKey::new("p", "o"), 1)], "round {round}");
+        core.handle_control(returned("w1", "o", 1), 10 + round);
+    }
+    // Lost on the way (never listed after the grace): no attempt either.
+    let (events, _) = drain(&mut core);
+    journal.extend(events);
+    core.handle_control(heartbeat("w1", 1, None), 5_000);
+    let (events, out) = drain(&mut core);
+    assert!(events
+        .iter()
+        .any(|e| matches!(e, Event::Requeued { refunded: true, reason, .. } if reason.contains("does not hold"))));
+    assert_eq!(dispatches(&out), vec![("w/w1/".into(), OrderKey::new("p", "o"), 1)]);
+    journal.extend(events);
+    assert_eq!((core.status().dead_letters, core.counters().orders_returned), (0, 5));
+    // The journal agrees: replayed, the order has spent its one dispatch.
+    let restarted = recover(CoreConfig { incarnation: 43, ..config }, &journal, 6_000);
+    assert_eq!(restarted.order_info(&OrderKey::new("p", "o")).unwrap().attempts, 1);
+}
+
+#[test]
+fn an_order_is_not_handed_straight_back_to_the_worker_that_dropped_it() {
+    let mut core = core();
+    ready_worker(&mut core, "w1", 2, 0);
+    ready_worker(&mut core, "w2", 1, 0);
+    send_order(&mut core, "o", 1);
+    let (_, out) = drain(&mut core);
+    assert_eq!(dispatches(&out)[0].0, "w/w1/"); // the most free credits
+    core.handle_control(returned("w1", "o", 1), 1);
+    let (_, out) = drain(&mut core);
+    // w1 still has the most free credits, but w2 can take it.
+    assert_eq!(dispatches(&out), vec![("w/w2/".into(), OrderKey::new("p", "o"), 1)]);
+}
+
+#[test]
+fn a_failed_attempt_waits_its_backoff_doubling_with_jitter() {
+    let config =
+        CoreConfig { retry_delay_initial_ms: 1_000, retry_delay_max_ms: 3_000, ..CoreConfig::with_incarnation(1) };
+    let mut core = Core::new(config.clone());
+    ready_worker(&mut core, "w1", 1, 0);
+    send_order(&mut core, "o", 1);
+    let key = OrderKey::new("p", "o");
+    let mut now = 0;
+    let mut delays = Vec::new();
+    for attempt in 1..=4u32 {
+        let (_, out) = drain(&mut core);
+        assert_eq!(dispatches(&out), vec![("w/w1/".into(), key.clone(), attempt)]);
+        now += 10;
+        core.handle_control(failed("w1", "o", attempt, None), now);
+        let (events, out) = drain(&mut core);
+        assert!(dispatches(&out).is_empty(), "attempt {attempt}: redelivered at once");
+        let delay = requeue_delay(&events);
+        let full = (1_000u64 << (attempt - 1)).min(3_000);
+        assert!((full / 2..=full).contains(&delay), "attempt {attempt}: delay {delay}, full {full}");
+        delays.push(delay);
+        assert_eq!(core.status().delayed_orders, 1);
+        let info = core.order_info(&key).unwrap();
+        assert_eq!((info.place, info.retry_in_ms), (OrderPlace::Delayed, Some(delay)));
+        assert!(info.last_reason.unwrap().contains("exit 1"));
+        assert!(core.poll_timeout() <= now + delay);
+        core.handle_timeout(now + delay - 1);
+        assert!(dispatches(&drain(&mut core).1).is_empty());
+        now += delay;
+        core.handle_control(holding("w1", 1, None, &[]), now); // keep w1 alive
+        core.handle_timeout(now);
+        core.check_invariants();
+    }
+    // The same seed draws the same jitter.
+    let mut again = Core::new(config);
+    ready_worker(&mut again, "w1", 1, 0);
+    send_order(&mut again, "o", 1);
+    drain(&mut again);
+    again.handle_control(failed("w1", "o", 1, None), 10);
+    assert_eq!(requeue_delay(&drain(&mut again).0), delays[0]);
+}
+
+#[test]
+fn a_nack_may_name_its_delay_clamped_and_a_dead_worker_s_orders_are_not_delayed() {
+    let mut core = core();
+    ready_worker(&mut core, "w1", 1, 0);
+    send_order(&mut core, "o", 1);
+    drain(&mut core);
+    core.handle_control(failed("w1", "o", 1, Some(30_000)), 5);
+    assert_eq!(requeue_delay(&drain(&mut core).0), 30_000);
+    core.handle_control(holding("w1", 1, None, &[]), 30_005);
+    core.handle_timeout(30_005);
+    drain(&mut core);
+    core.handle_control(failed("w1", "o", 2, Some(u64::MAX)), 30_006);
+    assert_eq!(requeue_delay(&drain(&mut core).0), limits::RETRY_DELAY_MS_MAX);
+    // Not the order's fault: a worker that said bye.
+    let mut core = Core::new(CoreConfig::with_incarnation(42));
+    ready_worker(&mut core, "w1", 1, 0);
+    ready_worker(&mut core, "w2", 1, 0);
+    send_order(&mut core, "o", 1);
+    drain(&mut core);
+    core.handle_control(ControlMsg::Bye(Bye { worker: "w1".into(), incarnation: 1 }), 1);
+    let (events, out) = drain(&mut core);
+    assert_eq!(requeue_delay(&events), 0);
+    assert_eq!(dispatches(&out), vec![("w/w2/".into(), OrderKey::new("p", "o"), 2)]);
+}
+
+#[test]
+fn due_orders_go_first_and_delays_survive_replay_and_compaction() {
+    let config = CoreConfig { retry_delay_initial_ms: 1_000, ..CoreConfig::with_incarnation(3) };
+    let mut core = Core::new(config.clone());
+    let mut journal = Vec::new();
+    ready_worker(&mut core, "w1", 1, 0);
+    for order in ["a", "b", "c"] {
+        send_order(&mut core, order, 1);
+    }
+    drain_recording(&mut core, &mut journal);
+    core.handle_control(failed("w1", "a", 1, None), 10); // a waits, b goes
+    let delay = requeue_delay(
+        &std::iter::from_fn(|| core.poll_event()).inspect(|e| journal.push(e.clone())).collect::<Vec<_>>(),
+    );
+    drain_recording(&mut core, &mut journal);
+    // The broker restarts while a waits: the wait restarts in full.
+    let restarted = recover(CoreConfig { incarnation: 4, ..config.clone() }, &journal, 100_000);
+    assert_eq!(restarted.status().delayed_orders, 1);
+    assert_eq!(restarted.order_info(&OrderKey::new("p", "a")).unwrap().retry_in_ms, Some(delay));
+    // Compaction copies what is left of the wait.
+    core.handle_control(holding("w1", 1, None, &["b"]), 10 + delay / 2);
+    let Some(Event::Restored { snapshot: Snapshot::Sealed { retry_in_ms, .. }, .. }) =
+        core.snapshot(&OrderKey::new("p", "a"))
+    else {
+        panic!("a sealed snapshot")
+    };
+    assert_eq!(retry_in_ms, delay - delay / 2);
+    // Due, a goes before c, which waited in the queue longer.
+    core.handle_timeout(10 + delay);
+    core.handle_control(holding("w1", 1, None, &["b"]), 10 + delay);
+    core.handle_control(ack_from("w1", "b"), 11 + delay);
+    let (_, out) = drain(&mut core);
+    assert_eq!(dispatches(&out), vec![("w/w1/".into(), OrderKey::new("p", "a"), 2)]);
+}
+
+#[test]
+fn an_attempt_held_past_the_time_cap_is_taken_back_even_while_listed() {
+    let config = CoreConfig { ack_timeout_ms: 1_000, attempt_timeout_ms: 5_000, ..CoreConfig::with_incarnation(1) };
+    let mut core = Core::new(config);
+    ready_worker(&mut core, "w1", 1, 0);
+    send_order(&mut core, "o", 1);
+    drain(&mut core);
+    for now in (500..5_000).step_by(500) {
+        core.handle_control(holding("w1", 1, None, &["o"]), now);
+        core.handle_timeout(now);
+        assert_eq!(core.status().in_flight_orders, 1, "at {now}");
+    }
+    core.handle_control(holding("w1", 1, None, &["o"]), 4_999);
+    assert!(core.poll_timeout() <= 5_000);
+    core.handle_timeout(5_000);
+    let (events, _) = drain(&mut core);
+    assert!(events
+        .iter()
+        .any(|e| matches!(e, Event::Requeued { reason, refunded: false, .. } if reason.contains("attempt time cap"))));
+    assert_eq!(core.counters().attempt_timeouts, 1);
+}
+
+#[test]
+fn a_broken_worker_gets_nothing_until_it_recovers() {
+    let mut core = core();
+    ready_worker(&mut core, "w1", 1, 0);
+    notices(&mut core);
+    let broken = |reason: Option<&str>| {
+        ControlMsg::Heartbeat(Heartbeat {
+            worker: "w1".into(),
+            incarnation: 1,
+            capacity: 1,
+            in_flight: vec![],
+            welcome: None,
+            draining: false,
+            broken: reason.map(str::to_owned),
+        })
+    };
+    core.handle_control(broken(Some("exec: no such file")), 1);
+    send_order(&mut core, "o", 1);
+    let (_, out) = drain(&mut core);
+    assert!(dispatches(&out).is_empty());
+    let w = &core.status().workers[0];
+    assert_eq!((w.broken.as_deref(), w.credits), (Some("exec: no such file"), 0));
+    core.handle_control(broken(None), 2);
+    let (_, out) = drain(&mut core);
+    assert_eq!(dispatches(&out).len(), 1);
+    assert_eq!(
+        notices(&mut core),
+        vec![
+            Notice::WorkerBroken { worker: "w1".into(), reason: "exec: no such file".into() },
+            Notice::WorkerRecovered { worker: "w1".into() },
+        ]
+    );
+}
+
+#[test]
+fn orders_keep_when_they_were_seen_and_died_and_their_last_failure() {
+    const EPOCH: u64 = 1_700_000_000_000;
+    let config = CoreConfig { epoch_unix_ms: EPOCH, ..CoreConfig::with_incarnation(1) };
+    let mut core = Core::new(config.clone());
+    let mut journal = Vec::new();
+    ready_worker(&mut core, "w1", 1, 0);
+    send_order(&mut core, "o", 1);
+    drain_recording(&mut core, &mut journal);
+    core.handle_control(failed("w1", "o", 1, Some(1)), 5);
+    core.handle_timeout(6);
+    drain_recording(&mut core, &mut journal);
+    let key = OrderKey::new("p", "o");
+    let info = core.order_info(&key).unwrap();
+    assert_eq!((info.first_seen_unix_ms, info.dead_since_unix_ms), (Some(EPOCH), None));
+    assert!(info.last_reason.unwrap().contains("exit 1"), "the last failure, while pending");
+    core.handle_control(nack_from("w1", "o", 2, false), 7);
+    drain_recording(&mut core, &mut journal);
+    let dead = &core.dead_letters(10)[0];
+    assert_eq!((dead.first_seen_unix_ms, dead.dead_since_unix_ms), (Some(EPOCH), Some(EPOCH + 7)));
+    let restarted = recover(CoreConfig { incarnation: 2, ..config }, &journal, 50);
+    assert_eq!(&restarted.dead_letters(10)[0], dead);
+}
+
+#[test]
+fn intake_closes_at_the_dead_letter_bound_and_says_what_to_do() {
+    let mut core = Core::new(CoreConfig { dead_letters_max: 2, ..CoreConfig::with_incarnation(1) });
+    ready_worker(&mut core, "w1", 2, 0);
+    for order in ["a", "b"] {
+        send_order(&mut core, order, 1);
+    }
+    drain(&mut core);
+    core.handle_control(nack_from("w1", "a", 1, false), 1);
+    assert!(core.intake_open());
+    core.handle_control(nack_from("w1", "b", 1, false), 1);
+    assert!(!core.intake_open());
+    let closed = core.intake_closed().unwrap();
+    assert_eq!(closed.reason, orderly_common::protocol::backpressure::DEAD_LETTERS);
+    assert!(closed.detail.contains("2 dead letters") && closed.detail.contains("dlq"), "{}", closed.detail);
+    core.check_invariants();
+    core.discard_dead(Some(&OrderKey::new("p", "a")), 2);
+    assert!(core.intake_open());
+}
+
+#[test]
+fn notices_tell_of_joins_losses_and_dead_letters() {
+    let mut core = core();
+    ready_worker(&mut core, "w1", 1, 0);
+    send_order(&mut core, "o", 1);
+    core.handle_timeout(3_000);
+    assert_eq!(
+        notices(&mut core),
+        vec![
+            Notice::WorkerJoined { worker: "w1".into(), capacity: 1 },
+            Notice::WorkerLost { worker: "w1".into(), why: LostWhy::Silence, requeued: 1 },
+        ]
+    );
+    ready_worker(&mut core, "w2", 1, 3_001);
+    core.handle_control(nack_from("w2", "o", 2, false), 3_002);
+    let last = notices(&mut core).pop().unwrap();
+    assert!(
+        matches!(&last, Notice::DeadLettered { key, attempts: 2, reason } if key.id == "o" && reason.contains("refused")),
+        "{last:?}"
+    );
+}
+
+#[test]
+fn an_order_a_worker_listed_as_held_besides_counts_once_when_dispatched_to_it() {
+    let mut core = core();
+    ready_worker(&mut core, "w1", 2, 0);
+    send_order(&mut core, "a", 1);
+    drain(&mut core);
+    core.handle_timeout(3_000); // lost track of w1; a requeued
+    core.handle_control(holding("w1", 2, None, &["a"]), 3_100);
+    let (_, out) = drain(&mut core);
+    core.handle_control(holding("w1", 2, Some(welcome_nonce(&out)), &["a"]), 3_100);
+    let (_, out) = drain(&mut core);
+    assert_eq!(dispatches(&out).len(), 1, "its second slot takes a again");
+    core.check_invariants();
+    assert_eq!(core.status().workers[0].credits, 1);
 }

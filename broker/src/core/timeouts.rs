@@ -5,7 +5,7 @@ use orderly_common::ids::BROADCAST_TOPIC;
 use orderly_common::protocol::{BrokerHeartbeat, FanoutMsg, RejectReason};
 use orderly_common::OrderKey;
 
-use super::{Core, Event, Millis, Outbound};
+use super::{Core, Event, LostWhy, Millis, Outbound};
 
 impl Core {
     /// Advances time: broker heartbeats, dead workers, expired partials.
@@ -42,23 +42,35 @@ impl Core {
             self.workers.iter().filter(|(_, w)| now_ms >= w.last_seen_ms + timeout).map(|(id, _)| id.clone()).collect();
         for id in dead {
             self.counters.workers_expired += 1;
-            self.remove_worker(&id, "worker missed its heartbeats");
+            self.remove_worker(&id, LostWhy::Silence);
         }
     }
 
-    /// In-flight orders past their ack deadline count as a failed attempt.
+    /// In-flight orders past their ack deadline, or held for the whole
+    /// attempt time cap (heartbeats extend the deadline up to it), count as
+    /// a failed attempt.
     fn expire_deadlines(&mut self, now_ms: Millis) {
-        let overdue: Vec<(OrderKey, String)> = self
+        let cap_ms = self.config.attempt_timeout_ms;
+        let overdue: Vec<(OrderKey, String, bool)> = self
             .workers
             .iter()
             .flat_map(|(id, w)| {
-                w.in_flight.iter().filter(|(_, h)| now_ms >= h.deadline_ms).map(move |(k, _)| (k.clone(), id.clone()))
+                w.in_flight
+                    .iter()
+                    .filter(|(_, h)| now_ms >= h.deadline_ms)
+                    .map(move |(k, h)| (k.clone(), id.clone(), now_ms >= h.sent_ms + cap_ms))
             })
             .collect();
-        for (key, worker) in overdue {
-            self.counters.ack_timeouts += 1;
-            let reason = format!("no ack from worker {worker} within {} ms", self.config.ack_timeout_ms);
-            self.fail(key, reason);
+        for (key, worker, capped) in overdue {
+            let reason = if capped {
+                self.counters.attempt_timeouts += 1;
+                format!("worker {worker} held it longer than the attempt time cap of {cap_ms} ms")
+            } else {
+                self.counters.ack_timeouts += 1;
+                format!("no ack from worker {worker} within {} ms", self.config.ack_timeout_ms)
+            };
+            let delay_ms = self.backoff_ms(&key);
+            self.fail(key, reason, delay_ms);
         }
     }
 

@@ -5,11 +5,11 @@
 use std::collections::{BTreeMap, BTreeSet};
 
 use orderly_common::ids::worker_topic;
-use orderly_common::limits::WORKERS_MAX;
+use orderly_common::limits::{RETRY_DELAY_MS_MAX, WORKERS_MAX};
 use orderly_common::protocol::{ControlMsg, FanoutMsg, Heartbeat, Nack, Welcome};
 use orderly_common::OrderKey;
 
-use super::{Core, Event, Millis, OrderState, Outbound, Worker};
+use super::{Core, Event, LostWhy, Millis, Notice, OrderState, Outbound, Worker, FOREIGN_KEYS_PER_WORKER_MAX};
 
 impl Core {
     /// Handles one decoded control message.
@@ -19,21 +19,24 @@ impl Core {
             ControlMsg::Heartbeat(hb) => self.on_heartbeat(hb, now_ms),
             ControlMsg::Ack(ack) => {
                 self.touch(&ack.worker, ack.incarnation, now_ms);
+                self.unlist(&ack.worker, &ack.order);
                 self.on_ack(&ack.worker, ack.order);
             }
             ControlMsg::Acks(acks) => {
                 self.touch(&acks.worker, acks.incarnation, now_ms);
                 for ack in acks.acks {
+                    self.unlist(&acks.worker, &ack.order);
                     self.on_ack(&acks.worker, ack.order);
                 }
             }
             ControlMsg::Nack(nack) => {
                 self.touch(&nack.worker, nack.incarnation, now_ms);
+                self.unlist(&nack.worker, &nack.order);
                 self.on_nack(nack);
             }
             ControlMsg::Bye(bye) => {
                 if self.workers.get(&bye.worker).is_some_and(|w| w.incarnation == bye.incarnation) {
-                    self.remove_worker(&bye.worker, "worker said bye");
+                    self.remove_worker(&bye.worker, LostWhy::Bye);
                 }
             }
         }
@@ -71,12 +74,28 @@ impl Core {
             order.attempts == nack.attempt && order.state == OrderState::InFlight { worker: nack.worker.clone() };
         if !current {
             self.counters.stale_nacks += 1;
+        } else if nack.returned {
+            self.counters.orders_returned += 1;
+            let reason = format!("worker {} returned it unrun: {}", nack.worker, nack.reason);
+            self.give_back(nack.order, reason);
         } else if !nack.retry {
             let reason = format!("worker {} refused it: {}", nack.worker, nack.reason);
-            self.record(Event::DeadLettered { key: nack.order, reason });
+            let at_unix_ms = self.now_unix_ms();
+            self.record(Event::DeadLettered { key: nack.order, reason, at_unix_ms });
         } else {
             let reason = format!("worker {} failed it: {}", nack.worker, nack.reason);
-            self.fail(nack.order, reason);
+            let delay_ms = match nack.delay_ms {
+                Some(asked) => asked.min(RETRY_DELAY_MS_MAX),
+                None => self.backoff_ms(&nack.order),
+            };
+            self.fail(nack.order, reason, delay_ms);
+        }
+    }
+
+    /// A worker acked or nacked `key`: it no longer holds it.
+    fn unlist(&mut self, worker: &str, key: &orderly_common::OrderKey) {
+        if let Some(w) = self.workers.get_mut(worker) {
+            w.foreign.remove(key);
         }
     }
 
@@ -84,19 +103,30 @@ impl Core {
         let known = self.workers.get(&hb.worker).map(|w| w.incarnation);
         if known.is_some_and(|inc| inc != hb.incarnation) {
             // Restarted under the same id: what the old process held is lost.
-            self.remove_worker(&hb.worker, "worker restarted");
+            self.remove_worker(&hb.worker, LostWhy::Restart);
         }
         if !self.workers.contains_key(&hb.worker) && !self.register_worker(&hb, now_ms) {
             return;
         }
+        self.note_broken(&hb);
         let worker = self.workers.get_mut(&hb.worker).expect("registered above");
         worker.last_seen_ms = now_ms;
         worker.capacity = hb.capacity;
         worker.draining = hb.draining;
+        // What it holds besides our dispatches fills its slots all the same.
+        worker.foreign = hb
+            .in_flight
+            .iter()
+            .filter(|key| !worker.in_flight.contains_key(*key))
+            .take(FOREIGN_KEYS_PER_WORKER_MAX)
+            .cloned()
+            .collect();
         if worker.ready {
             self.reconcile(&hb, now_ms);
         } else if hb.welcome == Some(worker.nonce) {
             worker.ready = true;
+            let notice = Notice::WorkerJoined { worker: hb.worker.clone(), capacity: hb.capacity };
+            self.notify(notice);
         } else {
             // Not echoed yet: the welcome may have gone out before the
             // subscription existed (slow joiner), so send it again.
@@ -117,6 +147,8 @@ impl Core {
             incarnation: hb.incarnation,
             capacity: hb.capacity,
             in_flight: BTreeMap::new(),
+            foreign: BTreeSet::new(),
+            broken: None,
             last_seen_ms: now_ms,
             draining: false,
             nonce,
@@ -143,16 +175,32 @@ impl Core {
             .map(|(key, _)| key.clone())
             .collect();
         let extended_ms = now_ms + self.config.ack_timeout_ms;
+        let cap_ms = self.config.attempt_timeout_ms;
         if let Some(worker) = self.workers.get_mut(&hb.worker) {
             for key in &hb.in_flight {
                 if let Some(h) = worker.in_flight.get_mut(key) {
-                    h.deadline_ms = h.deadline_ms.max(extended_ms);
+                    // Listed or not, an attempt ends at the time cap.
+                    h.deadline_ms = h.deadline_ms.max(extended_ms).min(h.sent_ms + cap_ms);
                 }
             }
         }
         for key in lost {
-            self.fail(key, format!("worker {} does not hold it (dispatch lost or refused)", hb.worker));
+            self.give_back(key, format!("worker {} does not hold it (dispatch lost or refused)", hb.worker));
         }
+    }
+
+    /// A heartbeat's `broken`: noticed when it changes.
+    fn note_broken(&mut self, hb: &Heartbeat) {
+        let Some(worker) = self.workers.get_mut(&hb.worker) else { return };
+        if worker.broken == hb.broken {
+            return;
+        }
+        worker.broken = hb.broken.clone();
+        let notice = match &hb.broken {
+            Some(reason) => Notice::WorkerBroken { worker: hb.worker.clone(), reason: reason.clone() },
+            None => Notice::WorkerRecovered { worker: hb.worker.clone() },
+        };
+        self.notify(notice);
     }
 
     fn touch(&mut self, worker: &str, incarnation: u64, now_ms: Millis) {
@@ -168,22 +216,49 @@ impl Core {
         self.nonce_next
     }
 
-    pub(super) fn remove_worker(&mut self, id: &str, why: &str) {
+    /// The worker is gone: its orders are requeued at once (an attempt
+    /// spent, but no delay: the worker failed, maybe not the order).
+    pub(super) fn remove_worker(&mut self, id: &str, why: LostWhy) {
         let Some(worker) = self.workers.remove(id) else { return };
+        let requeued = worker.in_flight.len();
         for key in worker.in_flight.into_keys() {
-            self.fail(key, format!("{why} ({id})"));
+            self.fail(key, format!("worker {} ({id})", why.as_str()), 0);
         }
+        self.notify(Notice::WorkerLost { worker: id.to_owned(), why, requeued });
     }
 
-    /// A delivery attempt failed: requeue, or dead-letter once attempts are
-    /// used up.
-    pub(super) fn fail(&mut self, key: OrderKey, reason: String) {
+    /// A delivery attempt failed: requeue after `delay_ms`, or dead-letter
+    /// once attempts are used up.
+    pub(super) fn fail(&mut self, key: OrderKey, reason: String, delay_ms: u64) {
         let attempts = self.orders.get(&key).map_or(0, |o| o.attempts);
         if attempts >= self.config.max_attempts {
             let reason = format!("{reason}; gave up after {attempts} attempts");
-            self.record(Event::DeadLettered { key, reason });
+            let at_unix_ms = self.now_unix_ms();
+            self.record(Event::DeadLettered { key, reason, at_unix_ms });
         } else {
-            self.record(Event::Requeued { key, reason });
+            self.record(Event::Requeued { key, reason, refunded: false, delay_ms });
         }
+    }
+
+    /// The worker never ran the current attempt (returned it, or never
+    /// received it): requeued at once, the attempt not spent, so refusals
+    /// and losses alone never dead-letter an order.
+    fn give_back(&mut self, key: OrderKey, reason: String) {
+        self.record(Event::Requeued { key, reason, refunded: true, delay_ms: 0 });
+    }
+
+    /// The backoff after `key`'s latest attempt failed:
+    /// `initial × 2^(attempts−1)`, at most `retry_delay_max_ms`, drawn
+    /// uniformly from its upper half (jitter, so failures do not return in
+    /// lockstep). 0 with `retry_delay_initial_ms` 0.
+    pub(super) fn backoff_ms(&mut self, key: &OrderKey) -> u64 {
+        let initial = self.config.retry_delay_initial_ms;
+        if initial == 0 {
+            return 0;
+        }
+        let attempts = self.orders.get(key).map_or(1, |o| o.attempts.max(1));
+        let factor = 1u64.checked_shl(attempts - 1).unwrap_or(u64::MAX);
+        let full = initial.saturating_mul(factor).min(self.config.retry_delay_max_ms);
+        self.rng.between(full / 2, full).max(1)
     }
 }

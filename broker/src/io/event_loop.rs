@@ -24,7 +24,7 @@ use super::sockets::{recv, recv_subscription, Sockets, Subscription};
 use super::wall_clock_ms;
 use crate::admin::schema::{DeleteReport, OrderView, RetryReport};
 use crate::admin::{order_ref, percent_encode, AdminRequest, Answer, Query, NEXT_AFTER_HEADER, TOTAL_HEADER};
-use crate::core::{Core, Counters, Millis, OrderItems, OrderPlace};
+use crate::core::{Core, Counters, Millis, Notice, OrderItems, OrderPlace};
 use orderly_common::OrderKey;
 
 /// Decode errors of one socket are logged at most this often.
@@ -33,6 +33,11 @@ const DECODE_ERROR_LOG_INTERVAL_MS: u64 = 1000;
 const IDENTITY_LOG_INTERVAL_MS: u64 = 1000;
 /// Refused subscriptions are logged at most this often.
 const SUBSCRIPTION_LOG_INTERVAL_MS: u64 = 1000;
+/// Dead-letter lines logged per `DEAD_LETTER_LOG_WINDOW_MS` at most; the
+/// rest are counted in one line (a broken deployment can dead-letter
+/// thousands of orders a second).
+const DEAD_LETTER_LINES_PER_WINDOW: u64 = 10;
+const DEAD_LETTER_LOG_WINDOW_MS: u64 = 1000;
 /// A turn waits at most this long, so a shutdown signal or an admin query
 /// is noticed within it.
 const TURN_WAIT_MS_MAX: u64 = 100;
@@ -107,6 +112,61 @@ pub(super) struct Loop {
     /// `delete`): sent only once their records are fsynced, so an
     /// operator is never told of a change a crash could undo.
     pub admin_after_sync: Vec<(tokio::sync::oneshot::Sender<Answer>, Answer)>,
+    /// What the notice lines have said (see `NoticeLog::log`).
+    pub notice_log: NoticeLog,
+}
+
+/// The state of the operator's event lines: the dead-letter rate limit and
+/// the intake state last logged.
+#[derive(Debug, Default)]
+pub(super) struct NoticeLog {
+    window_start_ms: Millis,
+    dead_lines: u64,
+    dead_unlogged: u64,
+    /// The backpressure reason last logged; `None`: intake open.
+    intake_reason: Option<&'static str>,
+}
+
+impl NoticeLog {
+    /// Logs the core's notices at info, and intake closing or opening.
+    /// Keys and reasons come from peers: escaped.
+    fn log(&mut self, core: &mut Core, closed: Option<super::backpressure::Closed>, now: Millis) {
+        use orderly_common::text::Escaped;
+        if now >= self.window_start_ms + DEAD_LETTER_LOG_WINDOW_MS {
+            if self.dead_unlogged > 0 {
+                info!(count = self.dead_unlogged, "and {} more dead letters", self.dead_unlogged);
+            }
+            (self.window_start_ms, self.dead_lines, self.dead_unlogged) = (now, 0, 0);
+        }
+        while let Some(notice) = core.poll_notice() {
+            match notice {
+                Notice::WorkerJoined { worker, capacity } => {
+                    info!(worker = %Escaped(&worker), capacity, "worker joined")
+                }
+                Notice::WorkerLost { worker, why, requeued } => {
+                    info!(worker = %Escaped(&worker), why = why.as_str(), requeued, "worker lost; its orders were requeued")
+                }
+                Notice::WorkerBroken { worker, reason } => {
+                    info!(worker = %Escaped(&worker), reason = %Escaped(&reason), "worker broken: it is sent nothing until it recovers")
+                }
+                Notice::WorkerRecovered { worker } => info!(worker = %Escaped(&worker), "worker recovered"),
+                Notice::DeadLettered { key, attempts, reason } if self.dead_lines < DEAD_LETTER_LINES_PER_WINDOW => {
+                    self.dead_lines += 1;
+                    info!(order = %Escaped(&key.to_string()), attempts, reason = %Escaped(&reason), "order dead-lettered");
+                }
+                Notice::DeadLettered { .. } => self.dead_unlogged += 1,
+                Notice::Omitted { count } => info!(count, "notices omitted (too many at once)"),
+            }
+        }
+        let reason = closed.as_ref().map(|c| c.reason);
+        if reason != self.intake_reason {
+            match &closed {
+                Some(c) => info!(reason = c.reason, detail = %Escaped(&c.detail), "intake closed"),
+                None => info!("intake open again"),
+            }
+            self.intake_reason = reason;
+        }
+    }
 }
 
 impl Loop {
@@ -156,6 +216,8 @@ impl Loop {
             self.compact()?;
         }
         self.disk.update(&self.recorder.log.space(), self.recorder.held(), now);
+        let closed = self.intake_closed();
+        self.notice_log.log(&mut self.core, closed, now);
         self.announce(now)?;
         if now >= self.status_due_ms {
             self.status_due_ms = now + self.status_interval_ms;

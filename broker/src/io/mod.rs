@@ -105,6 +105,7 @@ pub fn run(config: BrokerConfig, shutdown: Arc<AtomicBool>, reload: Arc<AtomicBo
         disk: backpressure::DiskMode::default(),
         announcer: backpressure::Announcer::new(config.core.heartbeat_interval_ms),
         admin_after_sync: Vec::new(),
+        notice_log: event_loop::NoticeLog::default(),
     };
     while !shutdown.load(Ordering::Relaxed) {
         broker.turn()?;

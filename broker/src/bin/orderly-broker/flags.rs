@@ -325,6 +325,34 @@ pub struct RunArgs {
           default_value_t = limits::ACK_TIMEOUT_MS_DEFAULT, value_parser = clap::value_parser!(u64).range(100..))]
     pub ack_timeout_ms: u64,
 
+    /// Milliseconds an order waits before its second attempt after a failed
+    /// first one (a retryable nack, an ack timeout, the attempt time cap);
+    /// doubled after each further failure, with jitter, up to
+    /// --retry-delay-max-ms. A nack's own delay_ms wins. 0: no backoff.
+    #[arg(long, env = "ORDERLY_BROKER_RETRY_DELAY_INITIAL_MS", value_name = "MS",
+          default_value_t = limits::RETRY_DELAY_INITIAL_MS_DEFAULT)]
+    pub retry_delay_initial_ms: u64,
+
+    /// Longest wait between two attempts of one order (at most 86400000,
+    /// one day).
+    #[arg(long, env = "ORDERLY_BROKER_RETRY_DELAY_MAX_MS", value_name = "MS",
+          default_value_t = limits::RETRY_DELAY_MAX_MS_DEFAULT)]
+    pub retry_delay_max_ms: u64,
+
+    /// Milliseconds one attempt may be held by a worker, even while its
+    /// heartbeats list the order: past it the order is taken back as a
+    /// failed attempt (a hung handler). Must exceed --ack-timeout-ms.
+    #[arg(long, env = "ORDERLY_BROKER_ATTEMPT_TIMEOUT_MS", value_name = "MS",
+          default_value_t = limits::ATTEMPT_TIMEOUT_MS_DEFAULT)]
+    pub attempt_timeout_ms: u64,
+
+    /// Dead letters at which the broker stops reading intake (backpressure
+    /// `dead_letters`) until an operator retries or deletes some
+    /// (`orderly-broker dlq`). Nothing is dropped.
+    #[arg(long, env = "ORDERLY_BROKER_DEAD_LETTERS_MAX", value_name = "N",
+          default_value_t = limits::DEAD_LETTERS_MAX_DEFAULT, value_parser = parse_positive)]
+    pub dead_letters_max: usize,
+
     /// Milliseconds the key (producer id, order id) of an acknowledged order
     /// is remembered: a resend within the window is confirmed again and not
     /// processed twice. Kept in the journal, so it survives restarts (and
@@ -390,7 +418,7 @@ pub fn parse_cli() -> anyhow::Result<Cli> {
     let cli = Cli::parse_from(&args);
     let Command::Run(run) = &cli.command else { return Ok(cli) };
     let Some(path) = &run.config else {
-        refuse_open_admin(run);
+        refuse_bad_usage(run);
         return Ok(cli);
     };
     // A missing file is exit 1 (not a ConfigError, so not usage): kept as
@@ -400,14 +428,18 @@ pub fn parse_cli() -> anyhow::Result<Cli> {
         .with_context(|| format!("config file {}", path.display()))?;
     let cli = Cli::parse_from(merged);
     if let Command::Run(run) = &cli.command {
-        refuse_open_admin(run);
+        refuse_bad_usage(run);
     }
     Ok(cli)
 }
 
-/// An admin endpoint beyond loopback without a token is bad usage: said as
-/// clap says it, exit 2, before anything starts.
-fn refuse_open_admin(run: &RunArgs) {
+/// An admin endpoint beyond loopback without a token, or retry settings
+/// that contradict each other, are bad usage: said as clap says it, exit 2,
+/// before anything starts.
+fn refuse_bad_usage(run: &RunArgs) {
+    if let Err(message) = run.check_retry_settings() {
+        Cli::command().error(clap::error::ErrorKind::ValueValidation, message).exit();
+    }
     let Some(addr) = run.admin.0 else { return };
     if run.admin_token.is_none() && !admin::bound_to_loopback(addr) {
         let message = admin::AdminError::OpenBeyondLoopback { addr }.to_string();
@@ -419,6 +451,7 @@ impl RunArgs {
     /// The one conversion from flags to the broker's settings: loads the
     /// CURVE secret key and draws this start's incarnation.
     pub fn into_config(self) -> anyhow::Result<BrokerConfig> {
+        self.check_retry_settings().map_err(anyhow::Error::msg)?;
         let curve = match (&self.curve_secret_key, &self.authorized_keys) {
             (Some(secret), Some(authorized)) => Some(CurveConfig {
                 keys: orderly_security::keys::load_secret(secret)?,
@@ -464,12 +497,42 @@ impl RunArgs {
                 pending_orders_per_producer_max: self
                     .pending_orders_per_producer_max
                     .unwrap_or(self.pending_orders_max),
+                retry_delay_initial_ms: self.retry_delay_initial_ms,
+                retry_delay_max_ms: self.retry_delay_max_ms,
+                attempt_timeout_ms: self.attempt_timeout_ms,
+                dead_letters_max: self.dead_letters_max,
+                rand_seed: rand::random(),
+                // The loop's clock is already Unix ms (`io::wall_clock_ms`).
+                epoch_unix_ms: 0,
             },
             admin,
             curve,
             allow_insecure: self.allow_insecure,
             status_interval_ms: self.status_interval_secs.max(1) * 1000,
         })
+    }
+}
+
+impl RunArgs {
+    /// The backoff and time-cap settings agree with each other.
+    fn check_retry_settings(&self) -> Result<(), String> {
+        let (initial, max) = (self.retry_delay_initial_ms, self.retry_delay_max_ms);
+        if max > limits::RETRY_DELAY_MS_MAX {
+            return Err(format!(
+                "--retry-delay-max-ms {max} is more than the longest retry delay, {} ms (one day)",
+                limits::RETRY_DELAY_MS_MAX
+            ));
+        }
+        if initial > max {
+            return Err(format!("--retry-delay-initial-ms {initial} is more than --retry-delay-max-ms {max}"));
+        }
+        if self.attempt_timeout_ms <= self.ack_timeout_ms {
+            return Err(format!(
+                "--attempt-timeout-ms {} must be more than --ack-timeout-ms {}",
+                self.attempt_timeout_ms, self.ack_timeout_ms
+            ));
+        }
+        Ok(())
     }
 }
 
@@ -500,5 +563,28 @@ mod tests {
     #[test]
     fn the_flags_are_consistent() {
         Cli::command().debug_assert();
+    }
+
+    fn run_args(extra: &[&str]) -> RunArgs {
+        let args = ["orderly-broker", "run"].iter().chain(extra);
+        match Cli::try_parse_from(args).unwrap().command {
+            Command::Run(run) => *run,
+            _ => unreachable!(),
+        }
+    }
+
+    #[test]
+    fn retry_settings_that_contradict_each_other_are_refused() {
+        assert_eq!(run_args(&[]).check_retry_settings(), Ok(()));
+        let error = run_args(&["--retry-delay-initial-ms", "5000", "--retry-delay-max-ms", "1000"])
+            .check_retry_settings()
+            .unwrap_err();
+        assert!(error.contains("--retry-delay-initial-ms 5000 is more than --retry-delay-max-ms 1000"), "{error}");
+        let error = run_args(&["--retry-delay-max-ms", "86400001"]).check_retry_settings().unwrap_err();
+        assert!(error.contains("one day"), "{error}");
+        let error =
+            run_args(&["--ack-timeout-ms", "5000", "--attempt-timeout-ms", "5000"]).check_retry_settings().unwrap_err();
+        assert!(error.contains("must be more than --ack-timeout-ms"), "{error}");
+        assert_eq!(run_args(&["--retry-delay-initial-ms", "0"]).check_retry_settings(), Ok(()));
     }
 }
