@@ -52,6 +52,7 @@ const COMMON_DEPENDENCIES: &[(&str, &str)] = &[
     ("thiserror", "error derive"),
     ("sha2", "hashing of in-memory bytes"),
     ("hex", "hex text of in-memory bytes"),
+    ("serde_json", "validating and rendering JSON in memory (the handler view of an order)"),
 ];
 
 /// Crates for command lines, terminals, process set-up and global
