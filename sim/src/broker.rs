@@ -180,11 +180,12 @@ impl Sim {
             // The loop's timer while the disk is full: try again.
             recorder.log.journal.retry_reserve();
         }
+        let fresh = !self.held;
         let turn = turn(core, recorder, &mut self.held);
         self.stats.dispatches_from_journal += recorder.payload_reads - reads_before;
         let appended = std::mem::take(&mut recorder.log.appended);
         for record in appended {
-            self.fold_live(record)?;
+            self.fold_live(record, fresh)?;
         }
         match turn {
             // Nothing is published; the loop's timers still run.
@@ -273,9 +274,10 @@ impl Sim {
 
     /// One record the running broker appended: folded into the model (the
     /// per-step invariants compare it with the core) and kept in the history.
-    fn fold_live(&mut self, record: Appended) -> Check {
+    fn fold_live(&mut self, record: Appended, fresh: bool) -> Check {
         let event = &record.event;
         log!(self, "event {} (seq {})", short_event(event), record.at.seq);
+        self.check_retry_delay(event, fresh)?;
         match event {
             Event::Requeued { reason, .. } => self.stats.count_requeue(reason),
             Event::Revived { .. } => self.stats.revivals += 1,
@@ -287,6 +289,39 @@ impl Sim {
         self.model.note_proof(&record);
         self.touched.push(i);
         self.history.push(History::Event(record));
+        Ok(())
+    }
+
+    /// Invariant 7: an order requeued with a retry delay is not dispatched
+    /// before the delay ends (a restart only makes it later: replay starts
+    /// it again in full). `fresh`: the record was made in this turn.
+    fn check_retry_delay(&mut self, event: &Event, fresh: bool) -> Check {
+        match event {
+            Event::Requeued { key, delay_ms, .. } if fresh && *delay_ms > 0 => {
+                self.not_before.insert(key.clone(), self.now + delay_ms);
+            }
+            // A new requeue, or the end of this life of the order.
+            Event::Requeued { key, .. }
+            | Event::Revived { key }
+            | Event::Sealed { key, .. }
+            | Event::Accepted { key, .. }
+            | Event::Acked { key }
+            | Event::DeadLettered { key, .. }
+            | Event::Discarded { key } => {
+                self.not_before.remove(key);
+            }
+            Event::Dispatched { key, .. } => {
+                if let Some(due) = self.not_before.remove(key) {
+                    if self.now < due {
+                        return Err(format!(
+                            "invariant 7: {key} dispatched at {} ms, before its retry delay ended at {due} ms",
+                            self.now
+                        ));
+                    }
+                }
+            }
+            _ => {}
+        }
         Ok(())
     }
 
@@ -458,6 +493,8 @@ impl Sim {
     /// history loses the rest, every replayed record must equal the one
     /// recorded under its seq, and the model is folded again from it.
     fn refold(&mut self, survived: u64, replayed: &[Appended]) -> Check {
+        // A lost Requeued takes its delay with it.
+        self.not_before.clear();
         let before = self.history.len();
         self.history.retain(|h| match h {
             History::Event(r) | History::Copy(r) => r.at.seq <= survived,

@@ -131,6 +131,9 @@ pub struct Params {
     /// Short on some seeds (then it expires now and then between two
     /// heartbeats that would have extended it).
     pub ack_timeout_ms: Option<u64>,
+    /// The cap on one attempt (`attempt_timeout_ms`), past the ack
+    /// timeout: stuck workers heartbeat their orders into it.
+    pub attempt_timeout_ms: Option<u64>,
     /// Small on some seeds: keys of acked orders are then forgotten within
     /// the run, and a resend after that is a new order.
     pub dedup: Option<(u64, usize)>,
@@ -189,6 +192,7 @@ impl Params {
             },
             disk: DiskFaults { segment_bytes: 0, power_cut: 0.0, bit_flip: 0.0 },
             nack_delay: 0.0,
+            attempt_timeout_ms: None,
         };
         // Drawn last, so the other parameters of a seed stay as they were
         // before the disk was simulated.
@@ -203,6 +207,9 @@ impl Params {
         // Drawn after the disk, for the same reason.
         params.chaos_weights[9] = if rng.chance(0.5) { rng.range(1, 3) } else { 0 };
         params.nack_delay = [0.0, 0.3, 1.0][rng.below(3) as usize];
+        if let (Some(ack_ms), true) = (params.ack_timeout_ms, rng.chance(0.5)) {
+            params.attempt_timeout_ms = Some(ack_ms + rng.range(500, 8_000));
+        }
         params
     }
 }
@@ -439,6 +446,10 @@ pub struct Sim {
     /// A commit failed with NoSpace: its records wait in the journal's
     /// batch, what the core wants published waits in the core.
     held: bool,
+    /// Orders requeued with a retry delay, and when it ends (invariant 7);
+    /// only for records appended in the turn that made them (a held turn's
+    /// records are appended later than the core applied them).
+    not_before: BTreeMap<OrderKey, Millis>,
     broker_incarnation: u64,
     restart_at: Millis,
     disk: SimStorage,
@@ -537,6 +548,7 @@ impl Sim {
             core: None,
             recorder: None,
             held: false,
+            not_before: BTreeMap::new(),
             broker_incarnation: 0,
             restart_at: 0,
             disk,
@@ -721,6 +733,9 @@ impl Sim {
         }
         if let Some(timeout) = self.params.ack_timeout_ms {
             config.ack_timeout_ms = timeout;
+        }
+        if let Some(cap) = self.params.attempt_timeout_ms {
+            config.attempt_timeout_ms = cap;
         }
         if let Some((window_ms, keys_max)) = self.params.dedup {
             config.dedup_window_ms = window_ms;

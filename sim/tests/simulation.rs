@@ -32,9 +32,13 @@
 //! - **Workers** (2–4): a process wraps a worker core (capacity 1–4, a new
 //!   incarnation per start) and feeds it fanout, timeouts and the ends of
 //!   the jobs it hands out; each job runs a random time (up to 4 s; some
-//!   seeds have ack timeouts of 1.2–6 s) and ends ok, or failed as its kind
-//!   says (normal orders also fail now and then). Acks queued back to back
-//!   go as one `acks` message, as the worker's io loop sends them.
+//!   seeds have ack timeouts of 1.2–6 s, and half of those an attempt cap
+//!   0.5–8 s past it) and ends ok, or failed as its kind says (normal
+//!   orders also fail now and then; on some seeds a failure asks for a
+//!   retry delay of up to 5 s, `nack.delay_ms`). Acks queued back to back
+//!   go as one `acks` message, as the worker's io loop sends them. The
+//!   worker core returns every dispatch it does not run (`nack.returned`:
+//!   full, draining, broken).
 //! - **The broker's disk** (`sim/src/broker.rs`): the real journal
 //!   (`Journal::open_on`, fsync `always`, segments of 4–64 KiB so rolls,
 //!   reserves and compaction happen in every run) on the simulated disk
@@ -64,7 +68,10 @@
 //!   (its core and work are lost; it may restart with a new core and
 //!   incarnation), frozen (no ticks, no deliveries; its fanout waits), stuck
 //!   (ticks and heartbeats, but its jobs do not end) or drained
-//!   (`start_drain`, then `bye` once drained, then a restart); an operator
+//!   (`start_drain`, then `bye` once drained, then a restart), or broken
+//!   for 0.5–10 s (its handler cannot run: every run that ends reports so,
+//!   the worker core returns the order, heartbeats `broken` and probes
+//!   again with backoff); an operator
 //!   revives dead letters (`retry_dead`, one or all).
 //! - After the fault phase the network calms down, the disk has room,
 //!   every worker comes back and the run must settle within 10 virtual
@@ -86,8 +93,11 @@
 //!    an abandoned one, as expired; a resend never starts a second order
 //!    while its key is remembered.
 //! 4. Attempts run 1, 2, 3... across restarts (from 1 again after a
-//!    revival), never past `max_attempts`; a dead letter not asked for by a
-//!    `retry = false` nack comes after exactly `max_attempts` dispatches.
+//!    revival), never past `max_attempts`; a dispatch returned unrun or
+//!    lost spends no attempt (its `Requeued` is `refunded`); a dead letter
+//!    not asked for by a `retry = false` nack comes after exactly
+//!    `max_attempts` spent attempts — so returns and refusals (full,
+//!    draining or broken workers) never dead-letter an order.
 //! 5. Liveness: after the faults every sealed order ends acked or dead,
 //!    poison orders dead after `max_attempts`, refused ones dead; every
 //!    Confirm a producer gets is for a sealed order, and every sealed order
@@ -107,6 +117,13 @@
 //!    unsynced Dropped whose Reject went out, leaves a correct order
 //!    refused (`UnknownOrder`/`Gap`) or a partial order waiting to expire
 //!    (`OrderModel::stream_cut`, counted as `streams_cut`).
+//!
+//! 7. Backoff: an order requeued with a retry delay is not dispatched
+//!    before the delay ends (a restart only makes it later).
+//!
+//! The model is compared with the core only while no turn is held by a
+//! full disk: a held turn's events are in the core but not yet in the
+//! journal the model is folded from.
 //!
 //! Running: `simulate_many_seeds` runs `SIM_SEEDS` seeds (default 2000 in
 //! release, about 50 s on 2 busy cores; 500 in a debug build; 10,000

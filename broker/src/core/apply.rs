@@ -159,8 +159,26 @@ impl Core {
 
     fn apply_requeued(&mut self, key: &OrderKey, reason: &str, refunded: bool, delay_ms: u64) {
         let Some(order) = self.orders.get_mut(key) else { return };
-        if matches!(order.state, OrderState::Pending | OrderState::Dead { .. }) {
-            return; // not in flight (a replay after a restart): nothing to take back
+        match order.state {
+            OrderState::Dead { .. } => return,
+            // Only in a replay: a `Restored` copy written while the order
+            // was in flight restores it pending, with the attempt counted.
+            // The refund and the delay still apply (a delayed order's key
+            // left in the queue is skipped as stale by `pump`).
+            OrderState::Pending => {
+                if refunded {
+                    order.attempts = order.attempts.saturating_sub(1);
+                }
+                order.last_reason = Some(reason.to_owned());
+                if delay_ms > 0 && order.retry_at_ms.is_none() {
+                    let at = self.now_ms.saturating_add(delay_ms);
+                    order.retry_at_ms = Some(at);
+                    let shared = self.shared(key);
+                    self.delayed.insert((at, shared));
+                }
+                return;
+            }
+            OrderState::InFlight { .. } => {}
         }
         let old = std::mem::replace(&mut order.state, OrderState::Pending);
         if let OrderState::InFlight { worker } = &old {

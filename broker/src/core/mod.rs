@@ -246,6 +246,11 @@ struct Worker {
     nonce: u64,
     /// The worker echoed our welcome: its subscription is live.
     ready: bool,
+    /// It returned an order unrun (full, draining, broken) since its last
+    /// heartbeat: it is sent nothing until the next heartbeat tells its
+    /// state, or a lone worker and the order would bounce between them
+    /// at wire speed.
+    returning: bool,
 }
 
 /// One order a worker holds.
@@ -289,7 +294,7 @@ impl Worker {
 
     /// Orders may be sent to it now.
     fn takes_orders(&self) -> bool {
-        self.ready && !self.draining && self.broken.is_none()
+        self.ready && !self.draining && self.broken.is_none() && !self.returning
     }
 }
 

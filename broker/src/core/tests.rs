@@ -1057,9 +1057,16 @@ fn a_returned_or_lost_dispatch_spends_no_attempt_and_never_dead_letters() {
         journal.extend(events);
         assert_eq!(dispatches(&out), vec![("w/w1/".into(), OrderKey::new("p", "o"), 1)], "round {round}");
         core.handle_control(returned("w1", "o", 1), 10 + round);
+        // Nothing more for w1 until its next heartbeat says how it is:
+        // a lone worker and the order do not bounce at wire speed.
+        let (events, out) = drain(&mut core);
+        journal.extend(events);
+        assert!(dispatches(&out).is_empty(), "round {round}: sent again before a heartbeat");
+        core.handle_control(heartbeat("w1", 1, None), 10 + round);
     }
     // Lost on the way (never listed after the grace): no attempt either.
-    let (events, _) = drain(&mut core);
+    let (events, out) = drain(&mut core);
+    assert_eq!(dispatches(&out).len(), 1);
     journal.extend(events);
     core.handle_control(heartbeat("w1", 1, None), 5_000);
     let (events, out) = drain(&mut core);

@@ -77,6 +77,9 @@ impl Core {
         } else if nack.returned {
             self.counters.orders_returned += 1;
             let reason = format!("worker {} returned it unrun: {}", nack.worker, nack.reason);
+            if let Some(w) = self.workers.get_mut(&nack.worker) {
+                w.returning = true;
+            }
             self.give_back(nack.order, reason);
         } else if !nack.retry {
             let reason = format!("worker {} refused it: {}", nack.worker, nack.reason);
@@ -113,6 +116,7 @@ impl Core {
         worker.last_seen_ms = now_ms;
         worker.capacity = hb.capacity;
         worker.draining = hb.draining;
+        worker.returning = false;
         // What it holds besides our dispatches fills its slots all the same.
         worker.foreign = hb
             .in_flight
@@ -153,6 +157,7 @@ impl Core {
             draining: false,
             nonce,
             ready: false,
+            returning: false,
         };
         self.workers.insert(hb.worker.clone(), worker);
         true
