@@ -16,9 +16,14 @@ started=$SECONDS
 wait_for 15 "a dead letter" status_cmp 'v["dead_letters"]' -eq 1
 took=$((SECONDS - started))
 [ "$took" -le 12 ] || fail "dead-lettered only after ${took}s; two 1 s attempts should take a few"
-"$BIN/orderly-broker" dlq list --admin "$ADMIN" | tee "$WORK/dlq.txt"
-grep -q "^shop/hangs/1	attempts 2	.*handler timed out after 1000 ms (process group killed)" "$WORK/dlq.txt" ||
-    fail "dlq list does not show 2 attempts ending in the timeout"
+"$BIN/orderly-broker" dlq list --admin "$ADMIN"
+"$BIN/orderly-broker" dlq list --admin "$ADMIN" --json >"$WORK/dlq.json"
+python3 - "$WORK/dlq.json" <<'PY' || fail "dlq list does not show 2 attempts ending in the timeout"
+import json, sys
+[letter] = json.load(open(sys.argv[1]))
+assert (letter["producer"], letter["id"], letter["attempts"]) == ("shop", "hangs/1", 2), letter
+assert "handler timed out after 1000 ms (process group killed)" in letter["reason"], letter
+PY
 [ "$(wc -l <"$WORK/groups")" -eq 2 ] || fail "expected 2 runs, got $(wc -l <"$WORK/groups")"
 
 # Live (non-zombie) processes in process group $1.
