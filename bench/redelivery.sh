@@ -17,7 +17,7 @@ python3 "$HELPERS/orders.py" "$ORDERS" 1 "$WORK/orders.jsonl" "$WORK/expected.js
 
 # 1. A mistyped --exec path (exit 127) in front of a backlog.
 start_broker
-start_worker mistyped --concurrency 4 --heartbeat-interval-ms 1000 --exec /usr/local/bin/handle-order-typo
+start_worker mistyped --concurrency 4 --exec /usr/local/bin/handle-order-typo
 "$BIN/orderly-producer" send --id shop --intake "$INTAKE" --fanout "$FANOUT" --file "$WORK/orders.jsonl" \
     --timeout 30 >"$WORK/producer.log" 2>&1 || fail "producer: $(tail -n 2 "$WORK/producer.log")"
 sleep 10
@@ -49,6 +49,7 @@ wait_for 60 "the failing order to be dead-lettered" status_cmp 'v["dead_letters"
 import json, sys
 [d] = json.load(sys.stdin)
 span = (d["dead_since_unix_ms"] - d["first_seen_unix_ms"]) / 1000
-print(f"a handler that always fails: {d[\"attempts\"]} attempts spread over {span:.1f} s before the dead letter"
+attempts = d["attempts"]
+print(f"a handler that always fails: {attempts} attempts spread over {span:.1f} s before the dead letter"
       " (backoff 1 s doubling, jitter [1/2, 1])")'
 grep " INFO .*order dead-lettered" "$WORK/broker.$BROKER_STARTS.log" | tail -n 1 | cut -c1-220
