@@ -133,28 +133,31 @@ impl Core {
     }
 
     fn apply_acked(&mut self, key: &OrderKey) {
-        // Remembered even when the order itself is unknown: on replay its
-        // earlier records may be compacted away. The time is the input's (at
-        // replay: the recovery's, so a window restarts in full after a
-        // restart — never shorter).
-        self.remember(key, self.now_ms);
-        self.undelay(key);
-        let Some(order) = self.orders.remove(key) else { return };
-        self.leave_state(key, &order.state);
-        self.held_bytes -= order.charge();
-        self.uncache(&order);
-        self.counters.orders_acked += 1;
+        if self.retire(key) {
+            self.counters.orders_acked += 1;
+        }
     }
 
     fn apply_discarded(&mut self, key: &OrderKey) {
-        // Remembered as an ack is (see `apply_acked`), even when unknown.
+        if self.retire(key) {
+            self.counters.orders_discarded += 1;
+        }
+    }
+
+    /// An order is done (acknowledged, or deleted by an operator): it
+    /// leaves, and its key is remembered for the dedup window — even when
+    /// the order itself is unknown: on replay its earlier records may be
+    /// compacted away. The time is the input's (at replay: the recovery's,
+    /// so a window restarts in full after a restart — never shorter).
+    /// False if the order was unknown.
+    fn retire(&mut self, key: &OrderKey) -> bool {
         self.remember(key, self.now_ms);
         self.undelay(key);
-        let Some(order) = self.orders.remove(key) else { return };
+        let Some(order) = self.orders.remove(key) else { return false };
         self.leave_state(key, &order.state);
         self.held_bytes -= order.charge();
         self.uncache(&order);
-        self.counters.orders_discarded += 1;
+        true
     }
 
     fn apply_requeued(&mut self, key: &OrderKey, reason: &str, refunded: bool, delay_ms: u64) {
