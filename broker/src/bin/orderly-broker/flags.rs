@@ -382,8 +382,9 @@ pub struct RunArgs {
     #[arg(long, env = "ORDERLY_BROKER_ALLOW_INSECURE")]
     pub allow_insecure: bool,
 
-    /// Admin HTTP endpoint (GET /status, /dlq, /metrics, /healthz,
-    /// /readyz; POST /dlq/retry). `off` disables it. Beyond loopback it
+    /// Admin HTTP endpoint (GET /status, /dlq, /dlq/page, /metrics,
+    /// /healthz, /readyz; with the token: GET /dlq/show, /orders/show,
+    /// POST /dlq/retry, /dlq/delete). `off` disables it. Beyond loopback it
     /// needs --admin-token.
     #[arg(long, env = "ORDERLY_BROKER_ADMIN", value_name = "ADDR", default_value = "127.0.0.1:5573",
           value_parser = parse_admin)]
