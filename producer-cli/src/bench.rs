@@ -87,7 +87,7 @@ fn report(tally: &mut Tally, items: u32, started: Instant, offered: &str, comple
         }
         lat[((lat.len() - 1) as f64 * p).round() as usize] as f64 / 1000.0
     };
-    println!(
+    orderly_cli::println_lossy!(
         "orders {} confirmed {} rejected {} in {:.3} s: {:.0} orders/s, {:.0} items/s; \
          confirm latency ms p50 {:.3} p99 {:.3} p999 {:.3}{offered}",
         tally.sent,

@@ -144,10 +144,10 @@ fn report(session: &Session, invalid: u64, complete: bool) -> anyhow::Result<Exi
     for (id, reason) in &tally.rejected {
         // The reason's detail is the broker's text, which may quote what a
         // peer sent: escaped (the id is quoted by `{:?}`).
-        eprintln!("rejected order {id:?}: {}", Escaped(reason));
+        orderly_cli::eprintln_lossy!("rejected order {id:?}: {}", Escaped(reason));
     }
     if tally.already_pending > 0 {
-        eprintln!(
+        orderly_cli::eprintln_lossy!(
             "{} input orders were not sent again: they were already awaiting an answer (recovered from the outbox, \
              or repeated in the input)",
             tally.already_pending
@@ -155,9 +155,9 @@ fn report(session: &Session, invalid: u64, complete: bool) -> anyhow::Result<Exi
     }
     let unanswered = session.producer.pending_ids();
     for id in unanswered.iter().take(UNANSWERED_LISTED_MAX) {
-        eprintln!("no answer for order {id:?}");
+        orderly_cli::eprintln_lossy!("no answer for order {id:?}");
     }
-    println!(
+    orderly_cli::println_lossy!(
         "sent {} orders: {} confirmed, {} rejected, {} invalid, {} unanswered in {:.2} s ({:.0} orders/s)",
         tally.sent,
         tally.confirmed,
@@ -173,7 +173,7 @@ fn report(session: &Session, invalid: u64, complete: bool) -> anyhow::Result<Exi
             None => "unanswered orders were not confirmed, send them again later".to_string(),
         };
         match session.producer.broker_backpressure() {
-            Some(said) => eprintln!(
+            Some(said) => orderly_cli::eprintln_lossy!(
                 "timed out: no answer from the broker for {:?} with {} orders unanswered — the broker is up but not \
                  taking orders (backpressure: {}: {}); it resumes by itself when that clears; {kept}",
                 session.timeout,
@@ -181,7 +181,7 @@ fn report(session: &Session, invalid: u64, complete: bool) -> anyhow::Result<Exi
                 Escaped(&said.reason),
                 Escaped(&said.detail)
             ),
-            None => eprintln!(
+            None => orderly_cli::eprintln_lossy!(
                 "timed out: no answer from the broker for {:?} with {} orders unanswered — backpressure (the broker \
                  is at one of its limits and not reading intake) or the broker is down; {kept}",
                 session.timeout,
