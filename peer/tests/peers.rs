@@ -3,12 +3,16 @@
 //! roles are refused, restarts reconnect, bad frames are counted, sends
 //! never block.
 
-use std::net::TcpListener;
+use std::io::{Read, Write};
+use std::net::{TcpListener, TcpStream};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, RwLock};
 use std::time::{Duration, Instant};
 
 use orderly_common::Endpoint;
-use orderly_peer::limits::{PEER_PAYLOAD_BYTES_MAX, PEER_QUEUE_MESSAGES_MAX, PEER_SOCKET_MESSAGE_BYTES_MAX};
+use orderly_peer::limits::{
+    PEER_HEARTBEAT_TIMEOUT_MS, PEER_PAYLOAD_BYTES_MAX, PEER_QUEUE_MESSAGES_MAX, PEER_SOCKET_MESSAGE_BYTES_MAX,
+};
 use orderly_peer::{core::frame, FrameError, MemberId, PeerAddress, PeerConfig, PeerError, Peers, SendError, Sent};
 use orderly_security::keys::{encode, KeyPair};
 use orderly_security::zap::ZapHandler;
@@ -88,7 +92,7 @@ struct Member {
 
 impl Member {
     fn zap_refused(&self) -> u64 {
-        self.zap.as_ref().unwrap().stats.refused.load(std::sync::atomic::Ordering::Relaxed)
+        self.zap.as_ref().unwrap().stats.refused.load(Ordering::Relaxed)
     }
 }
 
@@ -287,4 +291,88 @@ fn insecure_or_half_configured_groups_are_refused() {
     let mut keyless = curve.config(1);
     keyless.peers[1].public_key = None;
     assert!(matches!(Peers::start(&context, keyless, Some(&zap)), Err(PeerError::NoPublicKey(m)) if m == id(3)));
+}
+
+/// A TCP relay to a member that can go silent: it stops forwarding and
+/// accepting but keeps its connections open, as a peer whose host froze or
+/// lost its network looks (no FIN, no RST).
+struct Relay {
+    endpoint: Endpoint,
+    silent: Arc<AtomicBool>,
+    stop: Arc<AtomicBool>,
+}
+
+impl Relay {
+    fn start(target: &Endpoint) -> Relay {
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        listener.set_nonblocking(true).unwrap();
+        let endpoint = format!("tcp://{}", listener.local_addr().unwrap()).parse().unwrap();
+        let target = target.as_str().strip_prefix("tcp://").unwrap().to_owned();
+        let (silent, stop) = (Arc::new(AtomicBool::new(false)), Arc::new(AtomicBool::new(false)));
+        let (thread_silent, thread_stop) = (Arc::clone(&silent), Arc::clone(&stop));
+        std::thread::spawn(move || {
+            while !thread_stop.load(Ordering::Relaxed) {
+                let accepted = if thread_silent.load(Ordering::Relaxed) { None } else { listener.accept().ok() };
+                let Some((inbound, _)) = accepted else {
+                    std::thread::sleep(Duration::from_millis(10));
+                    continue;
+                };
+                let outbound = TcpStream::connect(&target).unwrap();
+                for (from, to) in [(inbound.try_clone().unwrap(), outbound.try_clone().unwrap()), (outbound, inbound)] {
+                    let (silent, stop) = (Arc::clone(&thread_silent), Arc::clone(&thread_stop));
+                    std::thread::spawn(move || pump(from, to, &silent, &stop));
+                }
+            }
+        });
+        Relay { endpoint, silent, stop }
+    }
+}
+
+impl Drop for Relay {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+    }
+}
+
+fn pump(mut from: TcpStream, mut to: TcpStream, silent: &AtomicBool, stop: &AtomicBool) {
+    from.set_read_timeout(Some(Duration::from_millis(10))).unwrap();
+    from.set_nonblocking(false).unwrap();
+    let mut buffer = [0u8; 64 * 1024];
+    while !stop.load(Ordering::Relaxed) {
+        if silent.load(Ordering::Relaxed) {
+            std::thread::sleep(Duration::from_millis(10));
+            continue;
+        }
+        match from.read(&mut buffer) {
+            Ok(0) => return,
+            Ok(n) => {
+                if to.write_all(&buffer[..n]).is_err() {
+                    return;
+                }
+            }
+            Err(e) if matches!(e.kind(), std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut) => {}
+            Err(_) => return,
+        }
+    }
+}
+
+#[test]
+fn a_silent_peer_is_noticed_by_heartbeats() {
+    let mut group = Group::new(true);
+    let mut member_2 = group.start(2);
+    let relay = Relay::start(&group.endpoints[1]);
+    group.endpoints[1] = relay.endpoint.clone();
+    let mut member_1 = group.start(1);
+    assert_eq!(deliver(&mut member_1, &mut member_2, b"through the relay"), id(1));
+    relay.silent.store(true, Ordering::Relaxed);
+    let went_silent = Instant::now();
+    // TCP alone would keep queueing for minutes (these few small messages
+    // fit its buffers); the heartbeat timeout drops the connection, and
+    // with no connection sends are dropped.
+    let limit = Duration::from_millis(PEER_HEARTBEAT_TIMEOUT_MS as u64 + 1500);
+    while member_1.peers.send(id(2), b"are you there").unwrap() == Sent::Queued {
+        assert!(went_silent.elapsed() < limit, "still queueing to a silent peer after {limit:?}");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    assert!(went_silent.elapsed() >= Duration::from_millis(PEER_HEARTBEAT_TIMEOUT_MS as u64 / 2));
 }
