@@ -4,7 +4,11 @@
 //! # public key (Z85)                         role      id
 //! rq:rM>}U?@Lns47E1%kR.o@n%FcmmsL/@{H8]yf7   producer  shop-1
 //! Yne@$w-vo<fVvi]a<NY6T1ed:M$fCG*[IaLV{hID   worker    w1
+//! E%Jxj8C0bq.bQm6*0?Q$3l}xFU9SSZ0Rbo5ZeBo[   broker    2
 //! ```
+//!
+//! A `broker` key belongs to another member of a broker group; its id is
+//! that member's id (a number from 1, as raft numbers members).
 
 use std::collections::HashMap;
 use std::path::Path;
@@ -23,6 +27,9 @@ pub enum Role {
     Producer,
     /// May push to control and subscribe to its orders.
     Worker,
+    /// Another member of the broker group: may connect to the peer socket
+    /// only. Its id is the member id.
+    Broker,
 }
 
 impl Role {
@@ -30,6 +37,7 @@ impl Role {
         match self {
             Role::Producer => 1,
             Role::Worker => 2,
+            Role::Broker => 4,
         }
     }
 
@@ -38,6 +46,7 @@ impl Role {
         match name {
             "producer" => Some(Role::Producer),
             "worker" => Some(Role::Worker),
+            "broker" => Some(Role::Broker),
             _ => None,
         }
     }
@@ -46,6 +55,7 @@ impl Role {
         match self {
             Role::Producer => "producer",
             Role::Worker => "worker",
+            Role::Broker => "broker",
         }
     }
 }
@@ -87,13 +97,16 @@ impl AuthorizedKeys {
             }
             let fields: Vec<&str> = line.split_whitespace().collect();
             let [key, role, id] = fields[..] else {
-                return Err(bad("expected `PUBLIC-KEY ROLE ID` (role: producer or worker)".into()));
+                return Err(bad("expected `PUBLIC-KEY ROLE ID` (role: producer, worker or broker)".into()));
             };
             let key = decode(key).ok_or_else(|| bad(format!("{key:?} is not a Z85 public key (40 characters)")))?;
             let Some(role) = Role::from_name(role) else {
-                return Err(bad(format!("role {role:?} is neither producer nor worker")));
+                return Err(bad(format!("role {role:?} is not producer, worker or broker")));
             };
             validate_peer_id("id", id).map_err(|e| bad(e.to_string()))?;
+            if role == Role::Broker && broker_member_id(id).is_none() {
+                return Err(bad(format!("a broker's id is its member id, a number from 1; {id:?} is not")));
+            }
             if keys.by_key.insert(key, (role, id.to_owned())).is_some() {
                 return Err(bad("this key is listed twice".into()));
             }
@@ -123,6 +136,13 @@ impl AuthorizedKeys {
     }
 }
 
+/// The member id of a broker key's id text: a number from 1 (raft's 0
+/// means "no member"), in plain decimal so each member has one spelling.
+pub fn broker_member_id(id: &str) -> Option<u64> {
+    let number: u64 = id.parse().ok()?;
+    (number > 0 && number.to_string() == id).then_some(number)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -139,5 +159,17 @@ mod tests {
         assert!(err.starts_with("ak line 1:"), "{err}");
         let err = AuthorizedKeys::parse(&format!("{} admin x\n", encode(&a.public)), "ak").unwrap_err().to_string();
         assert!(err.contains("admin"), "{err}");
+    }
+
+    #[test]
+    fn broker_keys_carry_a_member_id() {
+        let a = KeyPair::generate().unwrap();
+        let keys = AuthorizedKeys::parse(&format!("{} broker 2\n", encode(&a.public)), "ak").unwrap();
+        assert_eq!(keys.lookup(&a.public), Some(&(Role::Broker, "2".to_string())));
+        for bad in ["0", "02", "b2", "-1", "18446744073709551616"] {
+            let err = AuthorizedKeys::parse(&format!("{} broker {bad}\n", encode(&a.public)), "ak").unwrap_err();
+            assert!(err.to_string().contains("member id"), "{bad}: {err}");
+        }
+        assert_eq!(broker_member_id("18446744073709551615"), Some(u64::MAX));
     }
 }

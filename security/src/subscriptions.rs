@@ -18,6 +18,8 @@ pub fn may_subscribe(role: Role, id: &str, topic: &[u8]) -> bool {
     let own = match role {
         Role::Worker => worker_topic(id),
         Role::Producer => producer_topic(id),
+        // Broker keys never reach the fanout (ZAP refuses them there).
+        Role::Broker => return false,
     };
     topic == own.as_slice()
 }

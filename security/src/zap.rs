@@ -3,7 +3,9 @@
 //!
 //! The broker sets a ZAP domain per socket; a key is admitted when it is in
 //! the authorized-keys file and its role fits the socket: `intake` takes
-//! producers, `control` takes workers, `fanout` takes both. The reply's
+//! producers, `control` takes workers, `fanout` takes both, and `peer` (the
+//! broker-to-broker socket of a group) takes only broker keys, whose
+//! User-Id there is the member id. The reply's
 //! User-Id, which libzmq attaches to every message from that connection,
 //! names the key: on intake and control its id (the broker checks that a
 //! message's claimed producer or worker id is the key's); on fanout, which
@@ -24,6 +26,8 @@ pub const ZAP_ENDPOINT: &str = "inproc://zeromq.zap.01";
 pub const DOMAIN_INTAKE: &str = "intake";
 pub const DOMAIN_CONTROL: &str = "control";
 pub const DOMAIN_FANOUT: &str = "fanout";
+/// The peer socket of a broker group member (`orderly-peer`).
+pub const DOMAIN_PEER: &str = "peer";
 
 /// Separates role and id in a fanout User-Id; ids never contain it.
 const FANOUT_USER_ID_SEPARATOR: char = ':';
@@ -119,21 +123,7 @@ fn decide(request: &[Vec<u8>], keys: &SharedKeys, stats: &ZapStats) -> Vec<Vec<u
     let keys = keys.read().unwrap_or_else(|poisoned| poisoned.into_inner());
     let decision = match keys.lookup(key) {
         None => Err("unknown key".to_string()),
-        Some((role, id)) => {
-            let fits = match domain.as_str() {
-                DOMAIN_INTAKE => *role == Role::Producer,
-                DOMAIN_CONTROL => *role == Role::Worker,
-                DOMAIN_FANOUT => true,
-                _ => false,
-            };
-            if !fits {
-                Err(format!("a {} key may not connect to {domain}", role.name()))
-            } else if domain == DOMAIN_FANOUT {
-                Ok(fanout_user_id(*role, id))
-            } else {
-                Ok(id.clone())
-            }
-        }
+        Some((role, id)) => user_id(*role, id, &domain),
     };
     let key_text: Option<[u8; 32]> = key.as_slice().try_into().ok();
     let key_text = key_text.map(|k| encode(&k)).unwrap_or_else(|| "?".into());
@@ -151,9 +141,56 @@ fn decide(request: &[Vec<u8>], keys: &SharedKeys, stats: &ZapStats) -> Vec<Vec<u
     }
 }
 
+/// The User-Id a key bound to `role` and `id` gets on the socket of
+/// `domain`, or why it may not connect there.
+fn user_id(role: Role, id: &str, domain: &str) -> Result<String, String> {
+    let fits = match domain {
+        DOMAIN_INTAKE => role == Role::Producer,
+        DOMAIN_CONTROL => role == Role::Worker,
+        DOMAIN_FANOUT => matches!(role, Role::Producer | Role::Worker),
+        DOMAIN_PEER => role == Role::Broker,
+        _ => false,
+    };
+    if !fits {
+        Err(format!("a {} key may not connect to {domain}", role.name()))
+    } else if domain == DOMAIN_FANOUT {
+        Ok(fanout_user_id(role, id))
+    } else {
+        Ok(id.to_owned())
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn each_role_is_admitted_only_on_its_sockets() {
+        let all = [DOMAIN_INTAKE, DOMAIN_CONTROL, DOMAIN_FANOUT, DOMAIN_PEER, "other"];
+        let admitted = |role: Role| all.iter().copied().filter(|d| user_id(role, "2", d).is_ok()).collect::<Vec<_>>();
+        assert_eq!(admitted(Role::Producer), [DOMAIN_INTAKE, DOMAIN_FANOUT]);
+        assert_eq!(admitted(Role::Worker), [DOMAIN_CONTROL, DOMAIN_FANOUT]);
+        assert_eq!(admitted(Role::Broker), [DOMAIN_PEER]);
+        assert_eq!(user_id(Role::Broker, "2", DOMAIN_PEER), Ok("2".to_string()));
+    }
+
+    #[test]
+    fn a_request_on_the_peer_domain_is_decided_by_the_keys_role() {
+        let (broker, worker) = (crate::KeyPair::generate().unwrap(), crate::KeyPair::generate().unwrap());
+        let text = format!("{} broker 2\n{} worker 2\n", encode(&broker.public), encode(&worker.public));
+        let keys: SharedKeys = Arc::new(RwLock::new(AuthorizedKeys::parse(&text, "ak").unwrap()));
+        let stats = ZapStats::default();
+        let request = |key: &[u8; 32], domain: &str| {
+            let head = ["1.0", "7", domain, "127.0.0.1", "", "CURVE"].map(|f| f.as_bytes().to_vec());
+            decide(&[head.to_vec(), vec![key.to_vec()]].concat(), &keys, &stats)
+        };
+        let reply = request(&broker.public, DOMAIN_PEER);
+        assert_eq!((reply[2].as_slice(), reply[4].as_slice()), (&b"200"[..], &b"2"[..]));
+        assert_eq!(request(&worker.public, DOMAIN_PEER)[2], b"400");
+        assert_eq!(request(&broker.public, DOMAIN_FANOUT)[2], b"400");
+        assert_eq!(request(&broker.public, DOMAIN_INTAKE)[2], b"400");
+        assert_eq!((stats.admitted.load(Ordering::Relaxed), stats.refused.load(Ordering::Relaxed)), (1, 3));
+    }
 
     #[test]
     fn fanout_user_ids_round_trip() {

@@ -69,7 +69,7 @@ fn workspace_root() -> PathBuf {
 fn sans_io_files(root: &Path) -> Vec<PathBuf> {
     let mut files = Vec::new();
     rust_files(&root.join("common/src"), &mut files);
-    for role in ["broker", "worker", "producer"] {
+    for role in ["broker", "worker", "producer", "peer"] {
         let single = root.join(role).join("src/core.rs");
         if single.exists() {
             files.push(single);
@@ -117,7 +117,7 @@ fn sans_io_code_does_no_io_and_reads_no_clock() {
     let root = workspace_root();
     let files = sans_io_files(&root);
     assert!(files.len() >= 8, "found only {files:?}: did the cores move? update sans_io_files");
-    for role in ["broker", "worker", "producer"] {
+    for role in ["broker", "worker", "producer", "peer"] {
         let prefix = root.join(role).join("src/core");
         assert!(
             files.iter().any(|f| f.starts_with(&prefix) || f.starts_with(root.join(role).join("src/core.rs"))),
@@ -177,7 +177,7 @@ fn common_depends_only_on_crates_without_io() {
 #[test]
 fn libraries_carry_no_cli_crates() {
     let root = workspace_root();
-    for package in ["producer", "worker", "common", "journal", "security"] {
+    for package in ["producer", "worker", "common", "journal", "security", "peer"] {
         let deps = normal_dependencies(&root, package);
         let cli: Vec<&&str> = CLI_CRATES.iter().filter(|name| deps.contains_key(**name)).collect();
         assert!(
