@@ -95,10 +95,10 @@ impl JournalStorage {
             return Ok(());
         }
         for entry in entries {
-            self.journal.append(&encode(TAG_ENTRY, entry))?;
+            self.append(&encode(TAG_ENTRY, entry))?;
         }
         if let Some(hard_state) = hard_state {
-            self.journal.append(&encode(TAG_HARD_STATE, hard_state))?;
+            self.append(&encode(TAG_HARD_STATE, hard_state))?;
         }
         self.commit_durably()?;
         let mut memory = self.memory.wl();
@@ -108,6 +108,24 @@ impl JournalStorage {
         }
         if let Some(hard_state) = hard_state {
             memory.set_hardstate(hard_state.clone());
+        }
+        Ok(())
+    }
+
+    /// Buffers one record; a batch the journal cannot take whole (it
+    /// would pass the end of the segment's preallocated space) is committed
+    /// in parts. A crash between parts keeps a prefix of the entries: none
+    /// was acknowledged yet, and any old suffix it replaced was not
+    /// committed (it conflicts with the leader's log).
+    fn append(&mut self, body: &[u8]) -> Result<(), StorageError> {
+        match self.journal.append(body) {
+            Err(JournalError::BatchFull { .. }) if self.journal.pending_records() > 0 => {
+                self.commit_durably()?;
+                self.journal.append(body)?;
+            }
+            result => {
+                result?;
+            }
         }
         Ok(())
     }
@@ -288,5 +306,23 @@ mod tests {
             assert_eq!(log(&reopened), expected, "seed {seed}");
             assert_eq!(reopened.hard_state(), hard_state, "seed {seed}");
         }
+    }
+
+    /// One persist larger than the room left in a segment's preallocated
+    /// space is committed in parts and still replays whole.
+    #[test]
+    fn a_persist_larger_than_a_segment_replays_whole() {
+        let sim = SimStorage::new(7);
+        let disk: Arc<dyn orderly_journal::Storage> = Arc::new(sim.clone());
+        let small = Options { segment_bytes_target: 16 * 1024, ..Options::default() };
+        let mut storage = open(&disk, Path::new("/raft"), small.clone());
+        let payload = "x".repeat(1000);
+        let entries: Vec<Entry> = (1..=100).map(|index| entry(index, 1, &payload)).collect();
+        storage.persist(&entries, None).expect("persist in parts");
+        let expected = log(&storage);
+        assert_eq!(expected.len(), 100);
+        drop(storage);
+        sim.power_cut();
+        assert_eq!(log(&open(&disk, Path::new("/raft"), small)), expected);
     }
 }
