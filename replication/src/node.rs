@@ -1,0 +1,275 @@
+//! [`Node`]: one member's Raft state machine, sans-IO. The caller feeds it
+//! ticks ([`Node::tick`]), messages from the other members
+//! ([`Node::step`]) and proposals ([`Node::propose`]), then calls
+//! [`Node::handle_ready`], which persists what raft-rs wants persisted
+//! (fsynced, see `storage`) and returns what the caller must do: messages
+//! to send, committed entries to apply, a change of leader. It reads no
+//! clock (time is the caller's ticks) and draws no randomness that matters
+//! (see [`NodeConfig::election_ticks`]).
+
+use raft::eraftpb::{EntryType, Message};
+use raft::{Config, RawNode, StateRole};
+
+use crate::storage::{JournalStorage, StorageError};
+
+/// Ticks between a leader's heartbeats.
+pub const HEARTBEAT_TICKS: usize = 2;
+/// Fewest ticks a follower waits for a leader before standing (raft's
+/// election timeout); ten heartbeats, so a few lost ones do not depose a
+/// leader.
+pub const ELECTION_TICKS_MIN: usize = 10 * HEARTBEAT_TICKS;
+/// Largest payload of one proposal (one batch of broker journal events):
+/// it must fit one journal record with the entry's framing.
+pub const PROPOSAL_BYTES_MAX: usize = 4 * 1024 * 1024;
+/// What an entry record adds to its payload (tag, index, term, type,
+/// protobuf framing), generously.
+const ENTRY_OVERHEAD_BYTES_MAX: usize = 64;
+/// Largest total of entries in one append message to a follower.
+pub const MESSAGE_BYTES_MAX: u64 = 8 * 1024 * 1024;
+/// Append messages in flight to one follower before the leader waits for
+/// acknowledgements.
+pub const INFLIGHT_MESSAGES_MAX: usize = 256;
+/// Proposed but uncommitted payload bytes a leader holds before it drops
+/// new proposals (backpressure while a majority is unreachable).
+pub const UNCOMMITTED_BYTES_MAX: u64 = 256 * 1024 * 1024;
+
+const _: () = assert!(ELECTION_TICKS_MIN > 2 * HEARTBEAT_TICKS);
+const _: () = assert!(PROPOSAL_BYTES_MAX + ENTRY_OVERHEAD_BYTES_MAX <= orderly_journal::RECORD_BYTES_MAX as usize);
+const _: () = assert!(PROPOSAL_BYTES_MAX as u64 <= MESSAGE_BYTES_MAX);
+const _: () = assert!(MESSAGE_BYTES_MAX <= UNCOMMITTED_BYTES_MAX);
+
+/// How one member runs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct NodeConfig {
+    /// This member's id (from the group file), at least 1.
+    pub id: u64,
+    /// This member's election timeout in ticks, at least
+    /// [`ELECTION_TICKS_MIN`]. raft-rs draws each timeout with `rand` from
+    /// `[min_election_tick, max_election_tick)`; the node makes that range
+    /// one value wide (`election_ticks..election_ticks + 1`), so the draw
+    /// is always `election_ticks` and a run is reproducible. The caller
+    /// gives each member a different value (e.g. `ELECTION_TICKS_MIN` plus
+    /// a seed- or id-derived offset) so that members rarely stand at once.
+    pub election_ticks: usize,
+    /// The last index the caller has applied (0: apply from the start);
+    /// committed entries above it are handed out again after a restart.
+    pub applied: u64,
+}
+
+/// An entry committed by the group, to apply in order.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Applied {
+    pub index: u64,
+    pub term: u64,
+    /// The proposal; empty for the entry a new leader appends to commit its
+    /// term (nothing to apply, but the index advances).
+    pub data: Vec<u8>,
+}
+
+/// Who leads, as this member last saw it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Leadership {
+    /// `None`: no leader known (an election is on).
+    pub leader_id: Option<u64>,
+    pub term: u64,
+}
+
+/// What the caller must do after [`Node::handle_ready`].
+#[derive(Debug, Default)]
+pub struct Output {
+    /// Messages to send, each to `message.to` (a member id); order matters
+    /// per destination only, and any may be lost.
+    pub messages: Vec<Message>,
+    /// Entries committed by the group, in index order.
+    pub applied: Vec<Applied>,
+    /// Set when the leader or the term changed since the last output.
+    pub leadership: Option<Leadership>,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum NodeError {
+    #[error("raft configuration refused: {0}")]
+    Config(#[source] raft::Error),
+    #[error(transparent)]
+    Storage(#[from] StorageError),
+}
+
+/// Why a proposal was not taken.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ProposeError {
+    #[error("this member is not the leader (leader: {leader_hint:?}); propose to the leader")]
+    NotLeader { leader_hint: Option<u64> },
+    #[error("a proposal of {bytes} bytes is over the limit of {max} bytes; split the batch")]
+    TooLarge { bytes: usize, max: usize },
+    #[error("the leader dropped the proposal (too much uncommitted, or handing over leadership); retry later")]
+    Dropped,
+}
+
+/// One member's Raft node (see the module docs).
+pub struct Node {
+    raw: RawNode<JournalStorage>,
+    reported: Leadership,
+}
+
+impl Node {
+    /// A node on its (opened, replayed) storage.
+    pub fn new(config: NodeConfig, storage: JournalStorage) -> Result<Node, NodeError> {
+        let raft_config = Config {
+            id: config.id,
+            election_tick: config.election_ticks,
+            heartbeat_tick: HEARTBEAT_TICKS,
+            // A range of one value: see `NodeConfig::election_ticks`.
+            min_election_tick: config.election_ticks,
+            max_election_tick: config.election_ticks + 1,
+            applied: config.applied,
+            max_size_per_msg: MESSAGE_BYTES_MAX,
+            max_inflight_msgs: INFLIGHT_MESSAGES_MAX,
+            max_uncommitted_size: UNCOMMITTED_BYTES_MAX,
+            // A leader that cannot hear a majority steps down; a member
+            // that was cut off asks before it stands, so on rejoining it
+            // does not depose a working leader with a higher term.
+            check_quorum: true,
+            pre_vote: true,
+            ..Config::default()
+        };
+        raft_config.validate().map_err(NodeError::Config)?;
+        let raw = RawNode::new(&raft_config, storage, &logger()).map_err(NodeError::Config)?;
+        let reported = Leadership { leader_id: None, term: 0 };
+        Ok(Node { raw, reported })
+    }
+
+    pub fn id(&self) -> u64 {
+        self.raw.raft.id
+    }
+
+    /// One unit of the caller's clock.
+    pub fn tick(&mut self) {
+        self.raw.tick();
+    }
+
+    /// A message from another member. Stale or misaddressed messages are
+    /// ignored (the network may deliver anything late or twice).
+    pub fn step(&mut self, message: Message) {
+        if let Err(error) = self.raw.step(message) {
+            tracing::debug!(id = self.id(), %error, "raft: message ignored");
+        }
+    }
+
+    /// Proposes `data` for the log; it is committed when it comes back from
+    /// [`Node::handle_ready`] in `applied` (it may never be, if leadership
+    /// is lost first).
+    pub fn propose(&mut self, data: Vec<u8>) -> Result<(), ProposeError> {
+        if data.len() > PROPOSAL_BYTES_MAX {
+            return Err(ProposeError::TooLarge { bytes: data.len(), max: PROPOSAL_BYTES_MAX });
+        }
+        if !self.is_leader() {
+            return Err(ProposeError::NotLeader { leader_hint: self.leader_id() });
+        }
+        self.raw.propose(Vec::new(), data).map_err(|_| ProposeError::Dropped)
+    }
+
+    pub fn is_leader(&self) -> bool {
+        self.raw.raft.state == StateRole::Leader
+    }
+
+    pub fn leader_id(&self) -> Option<u64> {
+        Some(self.raw.raft.leader_id).filter(|&id| id != raft::INVALID_ID)
+    }
+
+    pub fn term(&self) -> u64 {
+        self.raw.raft.term
+    }
+
+    pub fn commit_index(&self) -> u64 {
+        self.raw.raft.raft_log.committed
+    }
+
+    pub fn storage(&self) -> &JournalStorage {
+        self.raw.store()
+    }
+
+    /// Gives the storage back (a member shutting down or crashing).
+    pub fn into_storage(self) -> JournalStorage {
+        let Node { raw, .. } = self;
+        raw.raft.r.raft_log.store
+    }
+
+    /// Persists what raft-rs produced (entries and hard state, one fsync)
+    /// and only then returns it: messages, committed entries, leadership.
+    /// After an error the node must not be used again.
+    pub fn handle_ready(&mut self) -> Result<Output, NodeError> {
+        let mut output = Output::default();
+        if self.raw.has_ready() {
+            let mut ready = self.raw.ready();
+            assert!(ready.snapshot().is_empty(), "snapshots are not sent: the log is never compacted yet");
+            self.raw.mut_store().persist(ready.entries(), ready.hs())?;
+            output.messages.extend(ready.take_messages());
+            output.messages.extend(ready.take_persisted_messages());
+            let committed = ready.take_committed_entries();
+            let mut light = self.raw.advance(ready);
+            if let Some(commit) = light.commit_index() {
+                let hard_state = raft::eraftpb::HardState { commit, ..self.raw.store().hard_state() };
+                self.raw.mut_store().persist(&[], Some(&hard_state))?;
+            }
+            output.messages.extend(light.take_messages());
+            for entry in committed.into_iter().chain(light.take_committed_entries()) {
+                assert_eq!(entry.get_entry_type(), EntryType::EntryNormal, "membership changes are not proposed yet");
+                output.applied.push(Applied { index: entry.index, term: entry.term, data: entry.data.to_vec() });
+            }
+            self.raw.advance_apply();
+        }
+        let now = Leadership { leader_id: self.leader_id(), term: self.term() };
+        if now != self.reported {
+            self.reported = now;
+            output.leadership = Some(now);
+        }
+        Ok(output)
+    }
+}
+
+/// raft-rs logs through slog: its records go to `tracing` (debug and
+/// below stay cheap when not enabled).
+fn logger() -> slog::Logger {
+    slog::Logger::root(TracingDrain, slog::o!())
+}
+
+struct TracingDrain;
+
+impl slog::Drain for TracingDrain {
+    type Ok = ();
+    type Err = slog::Never;
+
+    fn log(&self, record: &slog::Record<'_>, values: &slog::OwnedKVList) -> Result<(), slog::Never> {
+        let enabled = match record.level() {
+            slog::Level::Critical | slog::Level::Error => tracing::enabled!(tracing::Level::ERROR),
+            slog::Level::Warning => tracing::enabled!(tracing::Level::WARN),
+            slog::Level::Info => tracing::enabled!(tracing::Level::INFO),
+            slog::Level::Debug | slog::Level::Trace => tracing::enabled!(tracing::Level::DEBUG),
+        };
+        if !enabled {
+            return Ok(());
+        }
+        let mut text = record.msg().to_string();
+        let mut serializer = KeyValues(&mut text);
+        let _ = slog::KV::serialize(&record.kv(), record, &mut serializer);
+        let _ = slog::KV::serialize(values, record, &mut serializer);
+        match record.level() {
+            slog::Level::Critical | slog::Level::Error => tracing::error!("raft: {text}"),
+            slog::Level::Warning => tracing::warn!("raft: {text}"),
+            slog::Level::Info => tracing::info!("raft: {text}"),
+            slog::Level::Debug | slog::Level::Trace => tracing::debug!("raft: {text}"),
+        }
+        Ok(())
+    }
+}
+
+/// Appends ` key=value` for each slog key-value.
+struct KeyValues<'a>(&'a mut String);
+
+impl slog::Serializer for KeyValues<'_> {
+    fn emit_arguments(&mut self, key: slog::Key, value: &std::fmt::Arguments<'_>) -> slog::Result {
+        use std::fmt::Write as _;
+        let _ = write!(self.0, " {key}={value}");
+        Ok(())
+    }
+}
