@@ -182,6 +182,9 @@ impl Sim {
         }
         let fresh = !self.held;
         let turn = turn(core, recorder, &mut self.held);
+        // As the io loop does after its turn (`DiskMode::full`).
+        let disk_full = self.held || recorder.log.journal.space() != SpaceState::Ok;
+        core.set_disk_paused(disk_full, self.now);
         self.stats.dispatches_from_journal += recorder.payload_reads - reads_before;
         let appended = std::mem::take(&mut recorder.log.appended);
         for record in appended {

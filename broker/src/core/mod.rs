@@ -355,6 +355,9 @@ pub struct Core {
     /// Inputs to handle before debug builds check the invariants again
     /// (see `invariants`).
     invariant_check_skip: u64,
+    /// Since when the IO loop has not read intake because the journal's
+    /// disk is full (see [`Core::set_disk_paused`]).
+    disk_paused_since: Option<Millis>,
 }
 
 impl Core {
@@ -394,6 +397,7 @@ impl Core {
             notices: VecDeque::new(),
             notices_omitted: 0,
             invariant_check_skip: 0,
+            disk_paused_since: None,
         }
     }
 

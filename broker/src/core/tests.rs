@@ -366,6 +366,27 @@ fn partial_orders_expire() {
 }
 
 #[test]
+fn partial_orders_do_not_age_while_a_full_disk_stops_intake() {
+    // Heartbeat interval 1 s: the partial sweep runs at most once a second.
+    let mut core = Core::new(CoreConfig { partial_age_max_ms: 3_000, ..CoreConfig::with_incarnation(1) });
+    core.handle_intake(begin("o"), 0);
+    core.handle_timeout(1_000);
+    core.set_disk_paused(true, 1_000);
+    // Paused for 9 s: far past the age limit, but its producer is blocked
+    // by the broker's own unread queue.
+    core.handle_timeout(5_000);
+    core.handle_timeout(10_000);
+    assert_eq!(core.status().partial_orders, 1);
+    core.set_disk_paused(false, 10_000);
+    // It keeps the two seconds it had left ...
+    core.handle_timeout(11_000);
+    assert_eq!(core.status().partial_orders, 1);
+    // ... and expires after them.
+    core.handle_timeout(12_500);
+    assert_eq!(core.status().partial_orders, 0);
+}
+
+#[test]
 fn intake_closes_at_a_bound() {
     let mut core = Core::new(CoreConfig { pending_orders_max: 2, ..CoreConfig::with_incarnation(1) });
     send_order(&mut core, "a", 1);

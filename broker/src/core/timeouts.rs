@@ -78,6 +78,9 @@ impl Core {
     /// their producers told): a producer that never finishes cannot hold
     /// a partial slot for ever.
     fn expire_partials(&mut self, now_ms: Millis) {
+        if self.disk_paused_since.is_some() {
+            return; // their producers are blocked by us (see `set_disk_paused`)
+        }
         let age_max = self.config.partial_age_max_ms;
         let expired: Vec<(OrderKey, u64)> = self
             .partials
@@ -104,6 +107,30 @@ impl Core {
             if current {
                 self.record(Event::Forgotten { key });
             }
+        }
+    }
+}
+
+impl Core {
+    /// The IO loop tells whether it is not reading intake because the
+    /// journal's disk is full. Partial orders do not age meanwhile: their
+    /// remaining items wait unread in the broker's own queue, so expiring
+    /// them would blame producers for the broker's disk. When reading
+    /// resumes, every partial's age is shifted by the pause. Only the disk:
+    /// a pause by the core's own bounds (say, `partial_orders_max`) must
+    /// still let partial orders expire, or slots held by producers that
+    /// never finish would never free.
+    pub fn set_disk_paused(&mut self, paused: bool, now_ms: Millis) {
+        match (self.disk_paused_since, paused) {
+            (None, true) => self.disk_paused_since = Some(now_ms),
+            (Some(since), false) => {
+                self.disk_paused_since = None;
+                let paused_ms = now_ms.saturating_sub(since);
+                for partial in self.partials.values_mut() {
+                    partial.began_ms = partial.began_ms.saturating_add(paused_ms).min(now_ms);
+                }
+            }
+            _ => {}
         }
     }
 }

@@ -216,6 +216,7 @@ impl Loop {
             self.compact()?;
         }
         self.disk.update(&self.recorder.log.space(), self.recorder.held(), now);
+        self.core.set_disk_paused(self.disk.full().is_some(), now);
         let closed = self.intake_closed();
         self.notice_log.log(&mut self.core, closed, now);
         self.announce(now)?;
