@@ -18,7 +18,7 @@ fn dispatch(id: &str, attempt: u32) -> FanoutMsg {
 }
 
 fn broker_heartbeat(incarnation: u64) -> FanoutMsg {
-    FanoutMsg::Heartbeat(BrokerHeartbeat { incarnation, interval_ms: INTERVAL_MS })
+    FanoutMsg::Heartbeat(BrokerHeartbeat { incarnation, interval_ms: INTERVAL_MS, member: None, leader: None, term: 0 })
 }
 
 fn controls(core: &mut Core) -> Vec<ControlMsg> {
