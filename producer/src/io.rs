@@ -8,6 +8,13 @@
 //! is tried again shortly, so backpressure shows up as a full outbox
 //! ([`ProducerError::Backpressure`] after the send timeout), never as a
 //! call that blocks for ever.
+//!
+//! With a group of brokers ([`ProducerConfig::members`]) the SUB connects
+//! to every member's fanout (answers may come from any of them; heartbeats
+//! say who leads) and the PUSH to the leader's intake alone: a PUSH
+//! connected to several endpoints would spread orders round-robin over
+//! them. When the core reports a new leader, the PUSH disconnects from
+//! the old intake and connects to the new one.
 
 use std::collections::{HashMap, HashSet, VecDeque};
 use std::path::Path;
@@ -91,6 +98,9 @@ pub struct Producer {
     _context: zmq::Context,
     config: ProducerConfig,
     topic: Vec<u8>,
+    /// The intake endpoint the PUSH is connected to (in a group: the
+    /// leader's, `None` before one is announced).
+    intake: Option<String>,
     core: Core,
     disk: Option<DiskOutbox>,
     /// Answers not yet collected, oldest first.
@@ -132,14 +142,20 @@ impl Producer {
         };
         let context = zmq::Context::new();
         let (push, sub) = open_sockets(&context, &config)?;
+        let core_config = CoreConfig {
+            producer: config.producer.clone(),
+            nonce: rand::random(),
+            pack_items: config.pack_items,
+            hello_interval_ms: millis(HELLO_INTERVAL),
+            outbox: config.outbox_config(),
+        };
+        let (core, intake) = match &config.members {
+            Some(members) => (Core::in_group(core_config, members), None),
+            None => (Core::new(core_config), Some(config.intake.to_string())),
+        };
         let mut producer = Producer {
-            core: Core::new(CoreConfig {
-                producer: config.producer.clone(),
-                nonce: rand::random(),
-                pack_items: config.pack_items,
-                hello_interval_ms: millis(HELLO_INTERVAL),
-                outbox: config.outbox_config(),
-            }),
+            core,
+            intake,
             topic: producer_topic(&config.producer),
             push,
             sub,
@@ -175,8 +191,11 @@ impl Producer {
                     socket.set_linger(0).map_err(zmq_error("setting LINGER"))?;
                 }
                 let no_broker = ProducerError::NoBroker {
-                    intake: self.config.intake.to_string(),
-                    fanout: self.config.fanout.to_string(),
+                    intake: self.intake.clone().unwrap_or_else(|| "none: no member announced a leader".into()),
+                    fanout: match &self.config.members {
+                        Some(members) => members.iter().map(|m| m.fanout.as_str()).collect::<Vec<_>>().join(", "),
+                        None => self.config.fanout.to_string(),
+                    },
                     waited: self.config.handshake_timeout,
                 };
                 return Err(self.explained(no_broker, "for its welcome"));
@@ -537,12 +556,32 @@ impl Producer {
     /// Handles one fanout message; returns how many of our orders it answered.
     fn handle_fanout(&mut self, msg: FanoutMsg) -> Result<usize, ProducerError> {
         self.core.handle_fanout(msg, self.now());
+        if let Some(leader) = self.core.poll_leader() {
+            self.follow(leader)?;
+        }
         let mut answered = 0;
         while let Some(answer) = self.core.poll_answer() {
             self.answer(answer)?;
             answered += 1;
         }
         Ok(answered)
+    }
+
+    /// Points the PUSH at the new leader's intake alone.
+    fn follow(&mut self, leader: u64) -> Result<(), ProducerError> {
+        let members = self.config.members.as_ref().expect("only a group core announces leaders");
+        let member = members.get(leader).expect("the core follows members only");
+        let endpoint = member.intake.as_str();
+        if self.intake.as_deref() == Some(endpoint) {
+            return Ok(());
+        }
+        if let Some(old) = self.intake.take() {
+            self.push.disconnect(&old).map_err(zmq_error("disconnecting from the old leader's intake"))?;
+        }
+        self.push.connect(endpoint).map_err(zmq_error("connecting to the leader's intake"))?;
+        tracing::info!(leader, intake = endpoint, "following the group's new leader");
+        self.intake = Some(endpoint.to_owned());
+        Ok(())
     }
 
     fn answer(&mut self, answered: Answered) -> Result<(), ProducerError> {
@@ -726,8 +765,18 @@ fn open_sockets(context: &zmq::Context, config: &ProducerConfig) -> Result<(zmq:
             curve.apply(socket).map_err(zmq_error("setting the CURVE keys"))?;
         }
     }
-    push.connect(config.intake.as_str()).map_err(zmq_error("connecting to intake"))?;
-    sub.connect(config.fanout.as_str()).map_err(zmq_error("connecting to fanout"))?;
+    match &config.members {
+        // The intake waits for the leader's announcement (`Producer::follow`).
+        Some(members) => {
+            for member in members.iter() {
+                sub.connect(member.fanout.as_str()).map_err(zmq_error("connecting to a member's fanout"))?;
+            }
+        }
+        None => {
+            push.connect(config.intake.as_str()).map_err(zmq_error("connecting to intake"))?;
+            sub.connect(config.fanout.as_str()).map_err(zmq_error("connecting to fanout"))?;
+        }
+    }
     Ok((push, sub))
 }
 
