@@ -457,6 +457,13 @@ impl Producer {
         Ok(())
     }
 
+    /// In a group of brokers: the member we send orders to (the leader
+    /// last announced); `None` for a single broker or before any
+    /// announcement.
+    pub fn leader(&self) -> Option<u64> {
+        self.core.leader()
+    }
+
     /// The broker's latest `backpressure` announcement, if it made one
     /// lately: why it is not reading intake (and so not answering).
     pub fn broker_backpressure(&self) -> Option<&Backpressure> {
