@@ -13,8 +13,10 @@
 //! to every member's fanout (answers may come from any of them; heartbeats
 //! say who leads) and the PUSH to the leader's intake alone: a PUSH
 //! connected to several endpoints would spread orders round-robin over
-//! them. When the core reports a new leader, the PUSH disconnects from
-//! the old intake and connects to the new one.
+//! them. When the core reports a new leader, a new PUSH connects to its
+//! intake and the old one is closed, dropping what it still held (the
+//! core sends all of it again): a PUSH merely disconnected may still hand
+//! a message to the old connection while it is torn down.
 
 use std::collections::{HashMap, HashSet, VecDeque};
 use std::path::Path;
@@ -95,7 +97,7 @@ pub struct Producer {
     // Field order matters: sockets drop (and linger) before the context.
     push: zmq::Socket,
     sub: zmq::Socket,
-    _context: zmq::Context,
+    context: zmq::Context,
     config: ProducerConfig,
     topic: Vec<u8>,
     /// The intake endpoint the PUSH is connected to (in a group: the
@@ -159,7 +161,7 @@ impl Producer {
             topic: producer_topic(&config.producer),
             push,
             sub,
-            _context: context,
+            context,
             config,
             disk,
             answers: VecDeque::new(),
@@ -582,10 +584,11 @@ impl Producer {
         if self.intake.as_deref() == Some(endpoint) {
             return Ok(());
         }
-        if let Some(old) = self.intake.take() {
-            self.push.disconnect(&old).map_err(zmq_error("disconnecting from the old leader's intake"))?;
-        }
-        self.push.connect(endpoint).map_err(zmq_error("connecting to the leader's intake"))?;
+        let push = open_push(&self.context, &self.config)?;
+        push.connect(endpoint).map_err(zmq_error("connecting to the leader's intake"))?;
+        let old = std::mem::replace(&mut self.push, push);
+        old.set_linger(0).map_err(zmq_error("setting LINGER"))?;
+        drop(old);
         tracing::info!(leader, intake = endpoint, "following the group's new leader");
         self.intake = Some(endpoint.to_owned());
         Ok(())
@@ -746,12 +749,32 @@ impl Drop for OrderStream<'_> {
     }
 }
 
-fn open_sockets(context: &zmq::Context, config: &ProducerConfig) -> Result<(zmq::Socket, zmq::Socket), ProducerError> {
+/// The intake PUSH with its options, not connected yet.
+fn open_push(context: &zmq::Context, config: &ProducerConfig) -> Result<zmq::Socket, ProducerError> {
     let push = context.socket(zmq::PUSH).map_err(zmq_error("creating the intake socket"))?;
     push.set_sndhwm(SOCKET_HWM_DEFAULT).map_err(zmq_error("setting SNDHWM"))?;
     // Queue only to completed connections: with no broker connected a send
     // is refused at once, and the order waits in the outbox instead.
     push.set_immediate(true).map_err(zmq_error("setting IMMEDIATE"))?;
+    configure(&push, config)?;
+    Ok(push)
+}
+
+/// LINGER, reconnect intervals and CURVE keys, as every socket gets them.
+fn configure(socket: &zmq::Socket, config: &ProducerConfig) -> Result<(), ProducerError> {
+    // LINGER bounds how long dropping the producer may wait for messages
+    // still queued (the default is for ever).
+    socket.set_linger(SOCKET_LINGER_MS).map_err(zmq_error("setting LINGER"))?;
+    socket.set_reconnect_ivl(RECONNECT_INTERVAL_MS).map_err(zmq_error("setting RECONNECT_IVL"))?;
+    socket.set_reconnect_ivl_max(RECONNECT_INTERVAL_MAX_MS).map_err(zmq_error("setting RECONNECT_IVL_MAX"))?;
+    if let Some(curve) = &config.curve {
+        curve.apply(socket).map_err(zmq_error("setting the CURVE keys"))?;
+    }
+    Ok(())
+}
+
+fn open_sockets(context: &zmq::Context, config: &ProducerConfig) -> Result<(zmq::Socket, zmq::Socket), ProducerError> {
+    let push = open_push(context, config)?;
     let sub = context.socket(zmq::SUB).map_err(zmq_error("creating the fanout socket"))?;
     sub.set_rcvhwm(SOCKET_HWM_DEFAULT).map_err(zmq_error("setting RCVHWM"))?;
     let frame_max = i64::try_from(FANOUT_FRAME_BYTES_MAX).expect("frame limits fit in i64");
@@ -760,18 +783,7 @@ fn open_sockets(context: &zmq::Context, config: &ProducerConfig) -> Result<(zmq:
     // The broadcast topic too: `backpressure` says why intake goes
     // unanswered (its heartbeats come along, once per interval, ignored).
     sub.set_subscribe(BROADCAST_TOPIC).map_err(zmq_error("subscribing"))?;
-    for socket in [&push, &sub] {
-        // LINGER bounds how long dropping the producer may wait for
-        // messages still queued (the default is for ever).
-        socket.set_linger(SOCKET_LINGER_MS).map_err(zmq_error("setting LINGER"))?;
-        socket.set_reconnect_ivl(RECONNECT_INTERVAL_MS).map_err(zmq_error("setting RECONNECT_IVL"))?;
-        socket.set_reconnect_ivl_max(RECONNECT_INTERVAL_MAX_MS).map_err(zmq_error("setting RECONNECT_IVL_MAX"))?;
-    }
-    if let Some(curve) = &config.curve {
-        for socket in [&push, &sub] {
-            curve.apply(socket).map_err(zmq_error("setting the CURVE keys"))?;
-        }
-    }
+    configure(&sub, config)?;
     match &config.members {
         // The intake waits for the leader's announcement (`Producer::follow`).
         Some(members) => {

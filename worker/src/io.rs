@@ -13,8 +13,10 @@
 //!
 //! With a group of brokers ([`run_group`]) the SUB connects to every
 //! member's fanout and the PUSH to the leader's control socket alone (a
-//! PUSH connected to several would spread heartbeats and acks over them);
-//! when the core reports a new leader, the PUSH moves to it.
+//! PUSH connected to several would spread heartbeats and acks over them).
+//! When the core reports a new leader, a new PUSH connects to it and the
+//! old one is closed: a PUSH merely disconnected may still hand a message
+//! to the old connection while it is torn down.
 
 use std::collections::VecDeque;
 use std::io::{Read, Write};
@@ -151,7 +153,7 @@ struct Sockets {
     // Declared before the context so they close first.
     sub: zmq::Socket,
     push: zmq::Socket,
-    _context: zmq::Context,
+    context: zmq::Context,
 }
 
 fn open_sockets(config: &Config, members: Option<&Members>) -> Result<Sockets, IoError> {
@@ -172,19 +174,28 @@ fn open_sockets(config: &Config, members: Option<&Members>) -> Result<Sockets, I
     for fanout in fanouts {
         sub.connect(fanout.as_str()).map_err(zmq_error(format!("cannot connect to fanout {fanout}")))?;
     }
-    let push = context.socket(zmq::PUSH).map_err(zmq_error("cannot create the control PUSH socket"))?;
-    configure(&push, "control")?;
-    if let Some(curve) = &config.curve {
-        curve.apply(&push).map_err(zmq_error("cannot set the CURVE keys on the control socket"))?;
-    }
-    // Without IMMEDIATE a PUSH queues messages for a broker not connected.
-    push.set_immediate(true).map_err(zmq_error("cannot set IMMEDIATE"))?;
+    let push = open_push(&context, config.curve.as_ref())?;
     // In a group the PUSH waits for a leader's announcement (`Loop::follow`).
     if members.is_none() {
         push.connect(config.control.as_str())
             .map_err(zmq_error(format!("cannot connect to control {}", config.control)))?;
     }
-    Ok(Sockets { sub, push, _context: context })
+    Ok(Sockets { sub, push, context })
+}
+
+/// The control PUSH with its options, not connected yet.
+fn open_push(
+    context: &zmq::Context,
+    curve: Option<&orderly_security::keys::CurveClient>,
+) -> Result<zmq::Socket, IoError> {
+    let push = context.socket(zmq::PUSH).map_err(zmq_error("cannot create the control PUSH socket"))?;
+    configure(&push, "control")?;
+    if let Some(curve) = curve {
+        curve.apply(&push).map_err(zmq_error("cannot set the CURVE keys on the control socket"))?;
+    }
+    // Without IMMEDIATE a PUSH queues messages for a broker not connected.
+    push.set_immediate(true).map_err(zmq_error("cannot set IMMEDIATE"))?;
+    Ok(push)
 }
 
 /// Options every socket gets, set explicitly rather than trusting defaults
@@ -354,6 +365,8 @@ struct Loop {
     /// connected to (the leader's).
     members: Option<Members>,
     control: Option<String>,
+    /// For the control sockets opened when the leader changes.
+    curve: Option<orderly_security::keys::CurveClient>,
 }
 
 impl Loop {
@@ -390,6 +403,7 @@ impl Loop {
             decode_warn: RateLimit::default(),
             members,
             control: None,
+            curve: config.curve,
         })
     }
 
@@ -507,19 +521,20 @@ impl Loop {
         Ok(())
     }
 
-    /// Points the PUSH at the new leader's control socket alone. Messages
-    /// still queued for the old one are dropped with its connection: the
-    /// core queued a fresh heartbeat, and a lost ack is a redelivery.
+    /// Points control messages at the new leader alone, on a new PUSH.
+    /// Messages the old one still held are dropped with it: the core
+    /// queued a fresh heartbeat, and a lost ack is a redelivery.
     fn follow(&mut self, leader: u64) -> Result<(), IoError> {
         let members = self.members.as_ref().expect("only a group core announces leaders");
         let endpoint = members.get(leader).expect("the core follows members only").control.as_str().to_owned();
         if self.control.as_deref() == Some(endpoint.as_str()) {
             return Ok(());
         }
-        if let Some(old) = self.control.take() {
-            self.sockets.push.disconnect(&old).map_err(zmq_error(format!("cannot disconnect from control {old}")))?;
-        }
-        self.sockets.push.connect(&endpoint).map_err(zmq_error(format!("cannot connect to control {endpoint}")))?;
+        let push = open_push(&self.sockets.context, self.curve.as_ref())?;
+        push.connect(&endpoint).map_err(zmq_error(format!("cannot connect to control {endpoint}")))?;
+        let old = std::mem::replace(&mut self.sockets.push, push);
+        old.set_linger(0).map_err(zmq_error("cannot set LINGER on the old control socket"))?;
+        drop(old);
         self.control = Some(endpoint);
         Ok(())
     }
