@@ -6,6 +6,7 @@
 pub mod endpoint;
 pub mod ids;
 pub mod limits;
+pub mod members;
 pub mod order_json;
 pub mod protocol;
 pub mod text;

@@ -253,11 +253,27 @@ pub struct Reject {
 }
 
 /// Broker → everyone (`b/`): the broker is alive.
+///
+/// In a group of brokers (Raft) every member sends them, and they carry
+/// who leads: clients follow the announcement with the highest `term`
+/// (see `orderly_common::members::Leadership`). A single broker sends
+/// `member: None, leader: None, term: 0`; the three fields are
+/// `#[serde(default)]`, so heartbeats of older brokers decode the same.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct BrokerHeartbeat {
     /// Random per broker start: workers re-announce themselves on change.
     pub incarnation: u64,
     pub interval_ms: u64,
+    /// The sending member's id in a group; `None` for a single broker.
+    #[serde(default)]
+    pub member: Option<u64>,
+    /// The leader this member knows in `term`, if any (itself when it
+    /// leads).
+    #[serde(default)]
+    pub leader: Option<u64>,
+    /// The member's Raft term; 0 for a single broker.
+    #[serde(default)]
+    pub term: u64,
 }
 
 /// Broker → everyone (`b/`): the broker is not reading intake, and why.

@@ -6,6 +6,7 @@ use std::time::Duration;
 
 use orderly_common::ids::validate_peer_id;
 use orderly_common::limits::ORDER_BYTES_MAX;
+use orderly_common::members::Members;
 use orderly_common::Endpoint;
 
 use crate::core::{millis, OutboxConfig};
@@ -28,6 +29,11 @@ pub struct ProducerConfig {
     pub intake: Endpoint,
     /// The broker's fanout endpoint (SUB connects there, topic `p/<id>/`).
     pub fanout: Endpoint,
+    /// A group of brokers instead of one ([`ProducerConfig::with_members`]):
+    /// the SUB connects to every member's fanout, and orders go to the
+    /// intake of the member the heartbeats announce as leader, following
+    /// it when it changes. `intake` and `fanout` are then unused.
+    pub members: Option<Members>,
     /// How long `connect` waits for the broker's Welcome.
     pub handshake_timeout: Duration,
     /// How long sending waits for room in a full outbox before it fails
@@ -69,6 +75,7 @@ impl ProducerConfig {
             producer: producer.into(),
             intake,
             fanout,
+            members: None,
             handshake_timeout: HANDSHAKE_TIMEOUT_DEFAULT,
             send_timeout: SEND_TIMEOUT_DEFAULT,
             confirm_timeout: CONFIRM_TIMEOUT_DEFAULT,
@@ -80,6 +87,13 @@ impl ProducerConfig {
             pack_items: true,
             curve: None,
         }
+    }
+
+    /// Like [`ProducerConfig::new`], for a group of brokers; `intake` and
+    /// `fanout` are the first member's (unused).
+    pub fn with_members(producer: impl Into<String>, members: Members) -> Self {
+        let first = members.iter().next().expect("a group has a member").clone();
+        ProducerConfig { members: Some(members), ..ProducerConfig::new(producer, first.intake, first.fanout) }
     }
 
     /// Checks the fields and how they relate; `Producer::connect` calls it.

@@ -17,6 +17,18 @@
 //! - [`Core::poll_answer`]: orders the broker confirmed or rejected; they
 //!   have left the outbox.
 //! - [`Core::poll_timeout`]: when to call [`Core::handle_timeout`].
+//! - [`Core::poll_leader`]: in a group ([`Core::in_group`]), the member
+//!   whose intake to send to from now on.
+//!
+//! In a group of brokers only the leader takes intake. The core follows the
+//! members' heartbeats ([`Leadership`]) and sends nothing before a leader
+//! is announced. On a new leader it restarts the handshake with a new
+//! nonce (a Welcome then proves our subscription to *that* member's
+//! fanout, and a late Welcome of the old leader is not taken for it) and
+//! makes every unconfirmed order due at once: the old leader may have lost
+//! what it had not committed, and waiting for the confirm timeout would
+//! make failover as slow as that timer. Confirms are taken from any
+//! member: a member confirms only what a majority stored.
 //!
 //! Durability stays with the caller and needs no output of its own: a
 //! `Sent` record is committed *before* an order is handed to the core
@@ -33,6 +45,7 @@ mod outbox;
 use std::collections::{HashSet, VecDeque};
 
 use orderly_common::limits::PACKED_FRAME_BYTES_MAX;
+use orderly_common::members::{Leadership, Members};
 use orderly_common::protocol::{
     encode_items, pack_runs, Backpressure, Begin, FanoutMsg, Finish, IntakeMsg, Item, ProducerHello, RejectReason,
 };
@@ -104,6 +117,13 @@ pub struct Core {
     answers: VecDeque<Answered>,
     /// The broker's latest `backpressure` announcement and when it came.
     backpressure: Option<(Backpressure, Millis)>,
+    /// In a group: who leads. `None` for a single broker.
+    leadership: Option<Leadership>,
+    /// A new leader the io layer has not been told of yet.
+    leader_changed: Option<u64>,
+    /// The nonce of the current handshake: the config's, plus one per
+    /// leader change.
+    nonce: u64,
 }
 
 impl Core {
@@ -111,6 +131,7 @@ impl Core {
     /// is the Hello.
     pub fn new(config: CoreConfig) -> Self {
         assert!(config.hello_interval_ms > 0);
+        let nonce = config.nonce;
         Core {
             outbox: Outbox::new(config.outbox),
             config,
@@ -125,7 +146,26 @@ impl Core {
             transmitted: VecDeque::new(),
             answers: VecDeque::new(),
             backpressure: None,
+            leadership: None,
+            leader_changed: None,
+            nonce,
         }
+    }
+
+    /// A core for a group of brokers: it waits for a leader to be
+    /// announced and follows it (see the module docs).
+    pub fn in_group(config: CoreConfig, members: &Members) -> Self {
+        Core { leadership: Some(Leadership::new(members)), ..Core::new(config) }
+    }
+
+    /// In a group, the leader we send to, once one is announced.
+    pub fn leader(&self) -> Option<u64> {
+        self.leadership.as_ref().and_then(Leadership::leader)
+    }
+
+    /// False only in a group with no leader announced yet: nothing goes out.
+    fn has_broker(&self) -> bool {
+        self.leadership.as_ref().is_none_or(|leadership| leadership.leader().is_some())
     }
 
     /// The settings it was made with.
@@ -164,7 +204,7 @@ impl Core {
     pub fn handle_fanout(&mut self, msg: FanoutMsg, now_ms: Millis) {
         self.advance(now_ms);
         match msg {
-            FanoutMsg::Welcome(welcome) => self.welcomed |= welcome.nonce == self.config.nonce,
+            FanoutMsg::Welcome(welcome) => self.welcomed |= welcome.nonce == self.nonce,
             FanoutMsg::Confirm(confirm) => self.answer(&confirm.order, Ok(())),
             FanoutMsg::Confirms(confirms) => {
                 for order in &confirms.orders {
@@ -173,9 +213,35 @@ impl Core {
             }
             FanoutMsg::Reject(reject) => self.answer(&reject.order, Err(reject.reason)),
             FanoutMsg::Backpressure(message) => self.backpressure = Some((message, self.now_ms)),
-            // Dispatches and heartbeats are for workers.
-            FanoutMsg::Dispatch(_) | FanoutMsg::Heartbeat(_) => {}
+            FanoutMsg::Heartbeat(heartbeat) => {
+                let changed = self.leadership.as_mut().and_then(|leadership| leadership.observe(&heartbeat));
+                if let Some((leader, _term)) = changed {
+                    self.follow(leader);
+                }
+            }
+            // Dispatches are for workers.
+            FanoutMsg::Dispatch(_) => {}
         }
+    }
+
+    /// A new leader: handshake again, and everything unconfirmed is due at
+    /// once (see the module docs).
+    fn follow(&mut self, leader: u64) {
+        self.leader_changed = Some(leader);
+        self.welcomed = false;
+        self.nonce = self.nonce.wrapping_add(1);
+        self.hello_due_ms = self.now_ms;
+        // The io layer connects a new socket: an old refusal says nothing.
+        self.blocked_until_ms = None;
+        // The rest of a message half sent would reach the new leader
+        // without its start; the whole order goes again instead.
+        self.sending.clear();
+        self.sending_source = None;
+        // Streams stop going out live: their earlier messages went to the
+        // old leader, so each goes whole at its Finish.
+        self.live.clear();
+        self.live_streams.clear();
+        self.outbox.all_due(self.now_ms);
     }
 
     fn answer(&mut self, id: &str, verdict: Result<(), RejectReason>) {
@@ -200,7 +266,7 @@ impl Core {
     pub fn begin_stream(&mut self, id: String, now_ms: Millis) {
         self.advance(now_ms);
         self.outbox.begin_stream(id.clone());
-        if self.welcomed && !self.blocked() {
+        if self.welcomed && !self.blocked() && self.has_broker() {
             let begin = IntakeMsg::Begin(Begin { producer: self.config.producer.clone(), order: id.clone() });
             self.live.push_back((Source::Live { id: id.clone(), finish: false }, begin.encode()));
             self.live_streams.insert(id);
@@ -277,15 +343,16 @@ impl Core {
     }
 
     fn prepare_next(&mut self) {
+        if !self.has_broker() {
+            return;
+        }
         if let Some((source, body)) = self.live.pop_front() {
             self.sending.push_back(body);
             self.sending_source = Some(source);
         } else if !self.welcomed {
             if self.now_ms >= self.hello_due_ms {
-                let hello = IntakeMsg::Hello(ProducerHello {
-                    producer: self.config.producer.clone(),
-                    nonce: self.config.nonce,
-                });
+                let hello =
+                    IntakeMsg::Hello(ProducerHello { producer: self.config.producer.clone(), nonce: self.nonce });
                 self.sending.push_back(hello.encode());
                 self.sending_source = Some(Source::Hello);
             }
@@ -354,6 +421,13 @@ impl Core {
 
     // ------------------------------------------------------------ outputs
 
+    /// In a group: the member that leads now, once per change. The caller
+    /// sends intake to it alone from now on (a PUSH connected to several
+    /// members would spread orders over them).
+    pub fn poll_leader(&mut self) -> Option<u64> {
+        self.leader_changed.take()
+    }
+
     /// Next order whose whole transmission went out.
     pub fn poll_transmitted(&mut self) -> Option<Transmitted> {
         self.transmitted.pop_front()
@@ -369,6 +443,10 @@ impl Core {
     pub fn poll_timeout(&self) -> Millis {
         if !self.sending.is_empty() || !self.live.is_empty() {
             return self.now_ms.max(self.blocked_until_ms.unwrap_or(0));
+        }
+        if !self.has_broker() {
+            // Nothing to do until a heartbeat announces a leader.
+            return Millis::MAX;
         }
         let due = if self.welcomed { self.outbox.next_deadline() } else { Some(self.hello_due_ms) };
         due.map_or(Millis::MAX, |at| at.max(self.blocked_until_ms.unwrap_or(0)))

@@ -8,6 +8,15 @@
 //! is tried again shortly, so backpressure shows up as a full outbox
 //! ([`ProducerError::Backpressure`] after the send timeout), never as a
 //! call that blocks for ever.
+//!
+//! With a group of brokers ([`ProducerConfig::members`]) the SUB connects
+//! to every member's fanout (answers may come from any of them; heartbeats
+//! say who leads) and the PUSH to the leader's intake alone: a PUSH
+//! connected to several endpoints would spread orders round-robin over
+//! them. When the core reports a new leader, a new PUSH connects to its
+//! intake and the old one is closed, dropping what it still held (the
+//! core sends all of it again): a PUSH merely disconnected may still hand
+//! a message to the old connection while it is torn down.
 
 use std::collections::{HashMap, HashSet, VecDeque};
 use std::path::Path;
@@ -88,9 +97,12 @@ pub struct Producer {
     // Field order matters: sockets drop (and linger) before the context.
     push: zmq::Socket,
     sub: zmq::Socket,
-    _context: zmq::Context,
+    context: zmq::Context,
     config: ProducerConfig,
     topic: Vec<u8>,
+    /// The intake endpoint the PUSH is connected to (in a group: the
+    /// leader's, `None` before one is announced).
+    intake: Option<String>,
     core: Core,
     disk: Option<DiskOutbox>,
     /// Answers not yet collected, oldest first.
@@ -132,18 +144,24 @@ impl Producer {
         };
         let context = zmq::Context::new();
         let (push, sub) = open_sockets(&context, &config)?;
+        let core_config = CoreConfig {
+            producer: config.producer.clone(),
+            nonce: rand::random(),
+            pack_items: config.pack_items,
+            hello_interval_ms: millis(HELLO_INTERVAL),
+            outbox: config.outbox_config(),
+        };
+        let (core, intake) = match &config.members {
+            Some(members) => (Core::in_group(core_config, members), None),
+            None => (Core::new(core_config), Some(config.intake.to_string())),
+        };
         let mut producer = Producer {
-            core: Core::new(CoreConfig {
-                producer: config.producer.clone(),
-                nonce: rand::random(),
-                pack_items: config.pack_items,
-                hello_interval_ms: millis(HELLO_INTERVAL),
-                outbox: config.outbox_config(),
-            }),
+            core,
+            intake,
             topic: producer_topic(&config.producer),
             push,
             sub,
-            _context: context,
+            context,
             config,
             disk,
             answers: VecDeque::new(),
@@ -175,8 +193,11 @@ impl Producer {
                     socket.set_linger(0).map_err(zmq_error("setting LINGER"))?;
                 }
                 let no_broker = ProducerError::NoBroker {
-                    intake: self.config.intake.to_string(),
-                    fanout: self.config.fanout.to_string(),
+                    intake: self.intake.clone().unwrap_or_else(|| "none: no member announced a leader".into()),
+                    fanout: match &self.config.members {
+                        Some(members) => members.iter().map(|m| m.fanout.as_str()).collect::<Vec<_>>().join(", "),
+                        None => self.config.fanout.to_string(),
+                    },
                     waited: self.config.handshake_timeout,
                 };
                 return Err(self.explained(no_broker, "for its welcome"));
@@ -438,6 +459,13 @@ impl Producer {
         Ok(())
     }
 
+    /// In a group of brokers: the member we send orders to (the leader
+    /// last announced); `None` for a single broker or before any
+    /// announcement.
+    pub fn leader(&self) -> Option<u64> {
+        self.core.leader()
+    }
+
     /// The broker's latest `backpressure` announcement, if it made one
     /// lately: why it is not reading intake (and so not answering).
     pub fn broker_backpressure(&self) -> Option<&Backpressure> {
@@ -537,12 +565,33 @@ impl Producer {
     /// Handles one fanout message; returns how many of our orders it answered.
     fn handle_fanout(&mut self, msg: FanoutMsg) -> Result<usize, ProducerError> {
         self.core.handle_fanout(msg, self.now());
+        if let Some(leader) = self.core.poll_leader() {
+            self.follow(leader)?;
+        }
         let mut answered = 0;
         while let Some(answer) = self.core.poll_answer() {
             self.answer(answer)?;
             answered += 1;
         }
         Ok(answered)
+    }
+
+    /// Points the PUSH at the new leader's intake alone.
+    fn follow(&mut self, leader: u64) -> Result<(), ProducerError> {
+        let members = self.config.members.as_ref().expect("only a group core announces leaders");
+        let member = members.get(leader).expect("the core follows members only");
+        let endpoint = member.intake.as_str();
+        if self.intake.as_deref() == Some(endpoint) {
+            return Ok(());
+        }
+        let push = open_push(&self.context, &self.config)?;
+        push.connect(endpoint).map_err(zmq_error("connecting to the leader's intake"))?;
+        let old = std::mem::replace(&mut self.push, push);
+        old.set_linger(0).map_err(zmq_error("setting LINGER"))?;
+        drop(old);
+        tracing::info!(leader, intake = endpoint, "following the group's new leader");
+        self.intake = Some(endpoint.to_owned());
+        Ok(())
     }
 
     fn answer(&mut self, answered: Answered) -> Result<(), ProducerError> {
@@ -700,12 +749,32 @@ impl Drop for OrderStream<'_> {
     }
 }
 
-fn open_sockets(context: &zmq::Context, config: &ProducerConfig) -> Result<(zmq::Socket, zmq::Socket), ProducerError> {
+/// The intake PUSH with its options, not connected yet.
+fn open_push(context: &zmq::Context, config: &ProducerConfig) -> Result<zmq::Socket, ProducerError> {
     let push = context.socket(zmq::PUSH).map_err(zmq_error("creating the intake socket"))?;
     push.set_sndhwm(SOCKET_HWM_DEFAULT).map_err(zmq_error("setting SNDHWM"))?;
     // Queue only to completed connections: with no broker connected a send
     // is refused at once, and the order waits in the outbox instead.
     push.set_immediate(true).map_err(zmq_error("setting IMMEDIATE"))?;
+    configure(&push, config)?;
+    Ok(push)
+}
+
+/// LINGER, reconnect intervals and CURVE keys, as every socket gets them.
+fn configure(socket: &zmq::Socket, config: &ProducerConfig) -> Result<(), ProducerError> {
+    // LINGER bounds how long dropping the producer may wait for messages
+    // still queued (the default is for ever).
+    socket.set_linger(SOCKET_LINGER_MS).map_err(zmq_error("setting LINGER"))?;
+    socket.set_reconnect_ivl(RECONNECT_INTERVAL_MS).map_err(zmq_error("setting RECONNECT_IVL"))?;
+    socket.set_reconnect_ivl_max(RECONNECT_INTERVAL_MAX_MS).map_err(zmq_error("setting RECONNECT_IVL_MAX"))?;
+    if let Some(curve) = &config.curve {
+        curve.apply(socket).map_err(zmq_error("setting the CURVE keys"))?;
+    }
+    Ok(())
+}
+
+fn open_sockets(context: &zmq::Context, config: &ProducerConfig) -> Result<(zmq::Socket, zmq::Socket), ProducerError> {
+    let push = open_push(context, config)?;
     let sub = context.socket(zmq::SUB).map_err(zmq_error("creating the fanout socket"))?;
     sub.set_rcvhwm(SOCKET_HWM_DEFAULT).map_err(zmq_error("setting RCVHWM"))?;
     let frame_max = i64::try_from(FANOUT_FRAME_BYTES_MAX).expect("frame limits fit in i64");
@@ -714,20 +783,19 @@ fn open_sockets(context: &zmq::Context, config: &ProducerConfig) -> Result<(zmq:
     // The broadcast topic too: `backpressure` says why intake goes
     // unanswered (its heartbeats come along, once per interval, ignored).
     sub.set_subscribe(BROADCAST_TOPIC).map_err(zmq_error("subscribing"))?;
-    for socket in [&push, &sub] {
-        // LINGER bounds how long dropping the producer may wait for
-        // messages still queued (the default is for ever).
-        socket.set_linger(SOCKET_LINGER_MS).map_err(zmq_error("setting LINGER"))?;
-        socket.set_reconnect_ivl(RECONNECT_INTERVAL_MS).map_err(zmq_error("setting RECONNECT_IVL"))?;
-        socket.set_reconnect_ivl_max(RECONNECT_INTERVAL_MAX_MS).map_err(zmq_error("setting RECONNECT_IVL_MAX"))?;
-    }
-    if let Some(curve) = &config.curve {
-        for socket in [&push, &sub] {
-            curve.apply(socket).map_err(zmq_error("setting the CURVE keys"))?;
+    configure(&sub, config)?;
+    match &config.members {
+        // The intake waits for the leader's announcement (`Producer::follow`).
+        Some(members) => {
+            for member in members.iter() {
+                sub.connect(member.fanout.as_str()).map_err(zmq_error("connecting to a member's fanout"))?;
+            }
+        }
+        None => {
+            push.connect(config.intake.as_str()).map_err(zmq_error("connecting to intake"))?;
+            sub.connect(config.fanout.as_str()).map_err(zmq_error("connecting to fanout"))?;
         }
     }
-    push.connect(config.intake.as_str()).map_err(zmq_error("connecting to intake"))?;
-    sub.connect(config.fanout.as_str()).map_err(zmq_error("connecting to fanout"))?;
     Ok((push, sub))
 }
 

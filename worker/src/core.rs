@@ -20,10 +20,19 @@
 //! after a backoff ([`PROBE_DELAY_MS_INITIAL`], doubling up to
 //! [`PROBE_DELAY_MS_MAX`]) it clears the flag to probe with the next order.
 //! A run that does start resets the backoff.
+//!
+//! In a group of brokers ([`Core::in_group`]) only the leader takes
+//! control messages. The core follows the members' heartbeats
+//! ([`Leadership`]); on a new leader it drops its welcome and heartbeats at
+//! once ([`Core::poll_leader`] tells the caller where to send), so the new
+//! leader welcomes us without waiting for a timer. Dispatches of a deposed
+//! leader may still arrive: they run (delivery is at least once), and
+//! their acks go to the current leader, which may refuse them.
 
 use std::collections::{BTreeMap, VecDeque};
 
 use orderly_common::limits::{self, ACKS_PER_MESSAGE_MAX, HEARTBEAT_IN_FLIGHT_MAX, REASON_BYTES_MAX};
+use orderly_common::members::{Leadership, Members};
 use orderly_common::protocol::{
     Ack, Acked, Acks, BrokerHeartbeat, Bye, ControlMsg, Dispatch, FanoutMsg, Heartbeat, Nack,
 };
@@ -156,6 +165,8 @@ pub enum Event {
     BrokerLost { silent_ms: u64 },
     /// The broker is heard again after [`Event::BrokerLost`].
     BrokerBack,
+    /// In a group: a new leader was announced; we announced ourselves to it.
+    LeaderChanged { leader: u64, term: u64 },
 }
 
 /// Counters for logs and status.
@@ -172,6 +183,8 @@ pub struct Counters {
     pub handler_breaks: u64,
     pub broker_restarts: u64,
     pub broker_losses: u64,
+    /// In a group: new leaders followed.
+    pub leader_changes: u64,
 }
 
 /// Whether the handler can run, and the probe backoff.
@@ -213,6 +226,10 @@ pub struct Core {
     jobs: VecDeque<Dispatch>,
     events: VecDeque<Event>,
     counters: Counters,
+    /// In a group: who leads. `None` for a single broker.
+    leadership: Option<Leadership>,
+    /// A new leader the io layer has not been told of yet.
+    leader_changed: Option<u64>,
 }
 
 impl Core {
@@ -234,7 +251,26 @@ impl Core {
             jobs: VecDeque::new(),
             events: VecDeque::new(),
             counters: Counters::default(),
+            leadership: None,
+            leader_changed: None,
         }
+    }
+
+    /// A core for a group of brokers: it follows the leader the members'
+    /// heartbeats announce (see the module docs).
+    pub fn in_group(config: CoreConfig, members: &Members) -> Self {
+        Core { leadership: Some(Leadership::new(members)), ..Core::new(config) }
+    }
+
+    /// In a group, the leader we send control messages to, once announced.
+    pub fn leader(&self) -> Option<u64> {
+        self.leadership.as_ref().and_then(Leadership::leader)
+    }
+
+    /// In a group: the member that leads now, once per change. The caller
+    /// sends control messages to it alone from now on.
+    pub fn poll_leader(&mut self) -> Option<u64> {
+        self.leader_changed.take()
     }
 
     pub fn config(&self) -> &CoreConfig {
@@ -362,6 +398,17 @@ impl Core {
     }
 
     fn on_broker_heartbeat(&mut self, hb: BrokerHeartbeat, now_ms: Millis) {
+        if let Some(leadership) = &mut self.leadership {
+            if let Some((leader, term)) = leadership.observe(&hb) {
+                self.follow(leader, term, &hb, now_ms);
+                return;
+            }
+            // Only the leader's restarts matter: the other members do not
+            // take our messages.
+            if hb.member.is_none() || hb.member != leadership.leader() {
+                return;
+            }
+        }
         match self.broker_incarnation.replace(hb.incarnation) {
             None => self.events.push_back(Event::BrokerFound { incarnation: hb.incarnation }),
             Some(old) if old != hb.incarnation => {
@@ -373,6 +420,18 @@ impl Core {
             }
             Some(_) => {}
         }
+    }
+
+    /// A new leader: it does not know our welcome; announce ourselves to it
+    /// at once.
+    fn follow(&mut self, leader: u64, term: u64, hb: &BrokerHeartbeat, now_ms: Millis) {
+        self.leader_changed = Some(leader);
+        self.welcome = None;
+        // Its incarnation, once a heartbeat of its own says it.
+        self.broker_incarnation = (hb.member == Some(leader)).then_some(hb.incarnation);
+        self.counters.leader_changes += 1;
+        self.events.push_back(Event::LeaderChanged { leader, term });
+        self.queue_heartbeat(now_ms);
     }
 
     // ------------------------------------------------------------ results

@@ -10,6 +10,13 @@
 //! Control messages wait in a bounded outbox while the PUSH cannot take them
 //! (no broker connected: `ZMQ_IMMEDIATE` refuses to queue for connections
 //! that do not exist), so the loop never blocks on a send.
+//!
+//! With a group of brokers ([`run_group`]) the SUB connects to every
+//! member's fanout and the PUSH to the leader's control socket alone (a
+//! PUSH connected to several would spread heartbeats and acks over them).
+//! When the core reports a new leader, a new PUSH connects to it and the
+//! old one is closed: a PUSH merely disconnected may still hand a message
+//! to the old connection while it is torn down.
 
 use std::collections::VecDeque;
 use std::io::{Read, Write};
@@ -24,6 +31,7 @@ use std::time::Instant;
 use crossbeam_channel::{Receiver, Sender};
 use orderly_common::ids::{worker_topic, BROADCAST_TOPIC};
 use orderly_common::limits::{self, WORKER_CONCURRENCY_MAX};
+use orderly_common::members::Members;
 use orderly_common::protocol::{split_frames, ControlMsg, DecodeError, Dispatch, FanoutMsg};
 use orderly_common::text::Escaped;
 use orderly_common::{Endpoint, OrderKey};
@@ -114,7 +122,26 @@ pub fn run(config: Config, shutdown: &AtomicBool) -> Result<Exit, IoError> {
         concurrency = config.concurrency,
         "worker starting"
     );
-    let mut worker = Loop::new(config)?;
+    let mut worker = Loop::new(config, None)?;
+    let exit = worker.run_until_done(shutdown)?;
+    worker.finish(exit)?;
+    Ok(exit)
+}
+
+/// Like [`run`], against a group of brokers: `config.fanout` and
+/// `config.control` are unused; every member's fanout is subscribed, and
+/// control messages go to the member the heartbeats announce as leader.
+pub fn run_group(config: Config, members: Members, shutdown: &AtomicBool) -> Result<Exit, IoError> {
+    let fanouts: Vec<&str> = members.iter().map(|member| member.fanout.as_str()).collect();
+    info!(
+        worker = %config.worker,
+        incarnation = config.incarnation,
+        fanouts = %fanouts.join(", "),
+        handler = %config.handler.describe(),
+        concurrency = config.concurrency,
+        "worker starting (group of brokers)"
+    );
+    let mut worker = Loop::new(config, Some(members))?;
     let exit = worker.run_until_done(shutdown)?;
     worker.finish(exit)?;
     Ok(exit)
@@ -126,10 +153,10 @@ struct Sockets {
     // Declared before the context so they close first.
     sub: zmq::Socket,
     push: zmq::Socket,
-    _context: zmq::Context,
+    context: zmq::Context,
 }
 
-fn open_sockets(config: &Config) -> Result<Sockets, IoError> {
+fn open_sockets(config: &Config, members: Option<&Members>) -> Result<Sockets, IoError> {
     let context = zmq::Context::new();
     let sub = context.socket(zmq::SUB).map_err(zmq_error("cannot create the fanout SUB socket"))?;
     configure(&sub, "fanout")?;
@@ -140,17 +167,35 @@ fn open_sockets(config: &Config) -> Result<Sockets, IoError> {
     for topic in [worker_topic(&config.worker), BROADCAST_TOPIC.to_vec()] {
         sub.set_subscribe(&topic).map_err(zmq_error("cannot subscribe"))?;
     }
-    sub.connect(config.fanout.as_str()).map_err(zmq_error(format!("cannot connect to fanout {}", config.fanout)))?;
+    let fanouts: Vec<&Endpoint> = match members {
+        Some(members) => members.iter().map(|member| &member.fanout).collect(),
+        None => vec![&config.fanout],
+    };
+    for fanout in fanouts {
+        sub.connect(fanout.as_str()).map_err(zmq_error(format!("cannot connect to fanout {fanout}")))?;
+    }
+    let push = open_push(&context, config.curve.as_ref())?;
+    // In a group the PUSH waits for a leader's announcement (`Loop::follow`).
+    if members.is_none() {
+        push.connect(config.control.as_str())
+            .map_err(zmq_error(format!("cannot connect to control {}", config.control)))?;
+    }
+    Ok(Sockets { sub, push, context })
+}
+
+/// The control PUSH with its options, not connected yet.
+fn open_push(
+    context: &zmq::Context,
+    curve: Option<&orderly_security::keys::CurveClient>,
+) -> Result<zmq::Socket, IoError> {
     let push = context.socket(zmq::PUSH).map_err(zmq_error("cannot create the control PUSH socket"))?;
     configure(&push, "control")?;
-    if let Some(curve) = &config.curve {
+    if let Some(curve) = curve {
         curve.apply(&push).map_err(zmq_error("cannot set the CURVE keys on the control socket"))?;
     }
     // Without IMMEDIATE a PUSH queues messages for a broker not connected.
     push.set_immediate(true).map_err(zmq_error("cannot set IMMEDIATE"))?;
-    push.connect(config.control.as_str())
-        .map_err(zmq_error(format!("cannot connect to control {}", config.control)))?;
-    Ok(Sockets { sub, push, _context: context })
+    Ok(push)
 }
 
 /// Options every socket gets, set explicitly rather than trusting defaults
@@ -316,23 +361,33 @@ struct Loop {
     stats_due_ms: Millis,
     decode_errors: u64,
     decode_warn: RateLimit,
+    /// In a group: the members, and the control endpoint the PUSH is
+    /// connected to (the leader's).
+    members: Option<Members>,
+    control: Option<String>,
+    /// For the control sockets opened when the leader changes.
+    curve: Option<orderly_security::keys::CurveClient>,
 }
 
 impl Loop {
-    fn new(config: Config) -> Result<Loop, IoError> {
-        let sockets = open_sockets(&config)?;
+    fn new(config: Config, members: Option<Members>) -> Result<Loop, IoError> {
+        let sockets = open_sockets(&config, members.as_ref())?;
         let handler = Arc::new(config.handler);
         let pool = match *handler {
             Handler::Noop => None,
             _ => Some(Pool::start(config.concurrency, Arc::clone(&handler))?),
         };
-        let core = Core::new(CoreConfig {
+        let core_config = CoreConfig {
             worker: config.worker.clone(),
             incarnation: config.incarnation,
             capacity: config.concurrency,
             heartbeat_interval_ms: config.heartbeat_interval_ms,
             heartbeat_liveness: config.heartbeat_liveness,
-        });
+        };
+        let core = match &members {
+            Some(members) => Core::in_group(core_config, members),
+            None => Core::new(core_config),
+        };
         Ok(Loop {
             core,
             sockets,
@@ -346,6 +401,9 @@ impl Loop {
             stats_due_ms: STATS_INTERVAL_MS,
             decode_errors: 0,
             decode_warn: RateLimit::default(),
+            members,
+            control: None,
+            curve: config.curve,
         })
     }
 
@@ -451,10 +509,33 @@ impl Loop {
             };
             let now_ms = self.now_ms();
             match split_frames(&frames).and_then(|(_, body)| FanoutMsg::decode(body)) {
-                Ok(msg) => self.core.handle_fanout(msg, now_ms),
+                Ok(msg) => {
+                    self.core.handle_fanout(msg, now_ms);
+                    if let Some(leader) = self.core.poll_leader() {
+                        self.follow(leader)?;
+                    }
+                }
                 Err(error) => self.decode_failed(&error, now_ms),
             }
         }
+        Ok(())
+    }
+
+    /// Points control messages at the new leader alone, on a new PUSH.
+    /// Messages the old one still held are dropped with it: the core
+    /// queued a fresh heartbeat, and a lost ack is a redelivery.
+    fn follow(&mut self, leader: u64) -> Result<(), IoError> {
+        let members = self.members.as_ref().expect("only a group core announces leaders");
+        let endpoint = members.get(leader).expect("the core follows members only").control.as_str().to_owned();
+        if self.control.as_deref() == Some(endpoint.as_str()) {
+            return Ok(());
+        }
+        let push = open_push(&self.sockets.context, self.curve.as_ref())?;
+        push.connect(&endpoint).map_err(zmq_error(format!("cannot connect to control {endpoint}")))?;
+        let old = std::mem::replace(&mut self.sockets.push, push);
+        old.set_linger(0).map_err(zmq_error("cannot set LINGER on the old control socket"))?;
+        drop(old);
+        self.control = Some(endpoint);
         Ok(())
     }
 
@@ -560,5 +641,8 @@ fn log_event(event: &Event, handler: &Handler) {
             warn!(silent_ms, "broker silent; waiting for it to come back (ZeroMQ reconnects)");
         }
         Event::BrokerBack => info!("broker is back"),
+        Event::LeaderChanged { leader, term } => {
+            info!(leader, term, "the group has a new leader; announcing this worker to it");
+        }
     }
 }

@@ -153,7 +153,9 @@ fn broker_restart_makes_the_worker_announce_itself_again() {
     let broker = Broker::bind();
     let (shutdown, worker) = start(&broker, Handler::Noop, 5000, PATIENT);
     broker.handshake();
-    let heartbeat = |incarnation| FanoutMsg::Heartbeat(BrokerHeartbeat { incarnation, interval_ms: 50 });
+    let heartbeat = |incarnation| {
+        FanoutMsg::Heartbeat(BrokerHeartbeat { incarnation, interval_ms: 50, member: None, leader: None, term: 0 })
+    };
     broker.publish(b"b/", &heartbeat(1));
     broker.publish(b"b/", &heartbeat(2));
     // The new broker's nonce is unknown: the worker drops the old one.

@@ -60,7 +60,20 @@ fn fanout_round_trips() {
         FanoutMsg::Confirm(Confirm { order: "o1".into() }),
         FanoutMsg::Reject(Reject { order: "o1".into(), reason: RejectReason::Gap { missing: 4 } }),
         FanoutMsg::Reject(Reject { order: "o1".into(), reason: RejectReason::UnknownOrder }),
-        FanoutMsg::Heartbeat(BrokerHeartbeat { incarnation: 5, interval_ms: 1000 }),
+        FanoutMsg::Heartbeat(BrokerHeartbeat {
+            incarnation: 5,
+            interval_ms: 1000,
+            member: None,
+            leader: None,
+            term: 0,
+        }),
+        FanoutMsg::Heartbeat(BrokerHeartbeat {
+            incarnation: 5,
+            interval_ms: 1000,
+            member: Some(2),
+            leader: Some(3),
+            term: 7,
+        }),
         FanoutMsg::Backpressure(Backpressure {
             reason: backpressure::DISK_FULL.into(),
             detail: "no space left on device".into(),
@@ -319,4 +332,17 @@ fn backpressure_tolerates_unknown_fields_and_reasons() {
     ));
     // Not a message of the other sockets.
     assert!(matches!(IntakeMsg::decode(&bytes), Err(DecodeError::UnknownKind(..))));
+}
+
+#[test]
+fn a_heartbeat_without_group_fields_is_a_single_brokers() {
+    // What brokers before groups send: no member, leader or term.
+    #[derive(Serialize)]
+    struct OldHeartbeat {
+        incarnation: u64,
+        interval_ms: u64,
+    }
+    let bytes = encode_as("heartbeat", &OldHeartbeat { incarnation: 9, interval_ms: 250 });
+    let expected = BrokerHeartbeat { incarnation: 9, interval_ms: 250, member: None, leader: None, term: 0 };
+    assert_eq!(FanoutMsg::decode(&bytes).unwrap(), FanoutMsg::Heartbeat(expected));
 }

@@ -255,6 +255,17 @@ impl Outbox {
         reschedule(&mut self.schedule, id, entry, next_at);
     }
 
+    /// Every complete order is due at `now` (a new leader took over: what
+    /// the old one did not confirm may be lost with it). Streams still
+    /// being streamed are not: they go whole at their Finish.
+    pub fn all_due(&mut self, now: Millis) {
+        for (id, entry) in &mut self.entries {
+            if matches!(entry.phase, Phase::Complete { .. }) {
+                reschedule(&mut self.schedule, id, entry, now);
+            }
+        }
+    }
+
     /// The socket would not take the order (high-water mark, or no broker
     /// connected): try again shortly. Not an attempt — it may have gone out
     /// in part, which is harmless, since the retry sends it all again.

@@ -165,3 +165,122 @@ fn the_latest_backpressure_announcement_is_kept_while_fresh() {
     core.handle_timeout(3 * SECOND + BACKPRESSURE_FRESH_INTERVALS * SECOND);
     assert_eq!(core.backpressure(), None, "the announcements stopped: intake is open again");
 }
+
+// ------------------------------------------------------------ groups
+
+fn members() -> orderly_common::members::Members {
+    use orderly_common::members::{Member, Members};
+    let endpoint = |port: u16| format!("tcp://127.0.0.1:{port}").parse().unwrap();
+    Members::new(
+        (1..=3).map(|id| Member { id, intake: endpoint(1), fanout: endpoint(2), control: endpoint(3) }).collect(),
+    )
+    .unwrap()
+}
+
+fn announce(member: u64, leader: u64, term: u64) -> FanoutMsg {
+    use orderly_common::protocol::BrokerHeartbeat;
+    FanoutMsg::Heartbeat(BrokerHeartbeat {
+        incarnation: member,
+        interval_ms: 100,
+        member: Some(member),
+        leader: Some(leader),
+        term,
+    })
+}
+
+fn hello_nonce(msgs: &[IntakeMsg]) -> u64 {
+    match msgs {
+        [IntakeMsg::Hello(hello)] => hello.nonce,
+        other => panic!("one hello expected: {other:?}"),
+    }
+}
+
+/// A group core that follows member 1 (term 1) and was welcomed by it.
+fn led_by_member_1() -> (Core, u64) {
+    let mut core = Core::in_group(core(false).config().clone(), &members());
+    core.handle_fanout(announce(1, 1, 1), 0);
+    assert_eq!(core.poll_leader(), Some(1));
+    let nonce = hello_nonce(&drain(&mut core));
+    core.handle_fanout(FanoutMsg::Welcome(Welcome { nonce }), 0);
+    assert!(core.welcomed());
+    (core, nonce)
+}
+
+#[test]
+fn in_a_group_nothing_goes_out_before_a_leader_is_announced() {
+    let mut core = Core::in_group(core(false).config().clone(), &members());
+    core.submit("a".into(), vec![], 0);
+    assert!(drain(&mut core).is_empty(), "not even a hello");
+    assert_eq!(core.poll_timeout(), Millis::MAX);
+    core.handle_fanout(announce(2, 3, 4), 10); // a follower names the leader
+    assert_eq!((core.poll_leader(), core.leader()), (Some(3), Some(3)));
+    assert_eq!(core.poll_leader(), None, "told once");
+    assert_eq!(kinds(&drain(&mut core)), ["hello"]);
+}
+
+#[test]
+fn a_new_leader_gets_a_new_handshake_and_every_unconfirmed_order_at_once() {
+    let (mut core, first_nonce) = led_by_member_1();
+    core.submit("a".into(), vec![b"x".to_vec()], 10);
+    core.submit("b".into(), vec![], 10);
+    assert_eq!(kinds(&drain(&mut core)), ["begin", "item", "finish", "begin", "finish"]);
+    core.handle_fanout(announce(2, 2, 2), 100);
+    assert_eq!(core.poll_leader(), Some(2));
+    assert!(!core.welcomed());
+    let nonce = hello_nonce(&drain(&mut core));
+    assert_ne!(nonce, first_nonce, "a new handshake");
+    // The old leader's late welcome does not prove the new subscription.
+    core.handle_fanout(FanoutMsg::Welcome(Welcome { nonce: first_nonce }), 110);
+    assert!(!core.welcomed() && drain(&mut core).is_empty());
+    core.handle_fanout(FanoutMsg::Welcome(Welcome { nonce }), 120);
+    // At 120 ms, far before the 5 s confirm timeout.
+    assert_eq!(kinds(&drain(&mut core)), ["begin", "item", "finish", "begin", "finish"]);
+    let attempts: Vec<u32> = std::iter::from_fn(|| core.poll_transmitted()).map(|t| t.attempt).collect();
+    assert_eq!(attempts, [1, 1, 2, 2]);
+}
+
+#[test]
+fn older_terms_are_ignored_and_the_deposed_leaders_confirms_still_count() {
+    let (mut core, _) = led_by_member_1();
+    core.submit("a".into(), vec![], 0);
+    core.submit("b".into(), vec![], 0);
+    drain(&mut core);
+    core.handle_fanout(announce(2, 2, 5), 10);
+    assert_eq!(core.poll_leader(), Some(2));
+    core.handle_fanout(announce(1, 1, 4), 20); // the deposed leader, still talking
+    assert_eq!((core.poll_leader(), core.leader()), (None, Some(2)));
+    // It committed "a" before it lost its majority: the confirm is good.
+    core.handle_fanout(FanoutMsg::Confirm(Confirm { order: "a".into() }), 30);
+    assert_eq!(core.poll_answer().map(|answer| answer.id), Some("a".into()));
+    let nonce = hello_nonce(&drain(&mut core));
+    core.handle_fanout(FanoutMsg::Welcome(Welcome { nonce }), 40);
+    assert_eq!(kinds(&drain(&mut core)), ["begin", "finish"], "only b is resent");
+}
+
+#[test]
+fn a_half_sent_order_and_a_live_stream_go_whole_to_the_new_leader() {
+    let (mut core, _) = led_by_member_1();
+    core.submit("a".into(), vec![b"x".to_vec()], 0);
+    core.poll_transmit().expect("a's Begin");
+    core.handle_sent();
+    core.begin_stream("s".into(), 0);
+    core.push_item("s", b"y".to_vec(), 0);
+    core.handle_fanout(announce(3, 3, 2), 10);
+    let nonce = hello_nonce(&drain(&mut core));
+    core.handle_fanout(FanoutMsg::Welcome(Welcome { nonce }), 20);
+    assert_eq!(kinds(&drain(&mut core)), ["begin", "item", "finish"], "a whole; s waits for its Finish");
+    core.push_item("s", b"z".to_vec(), 30);
+    assert!(drain(&mut core).is_empty(), "s is no longer live");
+    core.finish_stream("s", 40);
+    assert_eq!(kinds(&drain(&mut core)), ["begin", "item", "item", "finish"]);
+}
+
+#[test]
+fn a_single_broker_core_ignores_group_announcements() {
+    let mut core = welcomed(false);
+    core.submit("a".into(), vec![], 0);
+    drain(&mut core);
+    core.handle_fanout(announce(1, 1, 1), 10);
+    assert_eq!(core.poll_leader(), None);
+    assert!(core.welcomed() && drain(&mut core).is_empty());
+}

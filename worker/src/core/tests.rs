@@ -18,7 +18,7 @@ fn dispatch(id: &str, attempt: u32) -> FanoutMsg {
 }
 
 fn broker_heartbeat(incarnation: u64) -> FanoutMsg {
-    FanoutMsg::Heartbeat(BrokerHeartbeat { incarnation, interval_ms: INTERVAL_MS })
+    FanoutMsg::Heartbeat(BrokerHeartbeat { incarnation, interval_ms: INTERVAL_MS, member: None, leader: None, term: 0 })
 }
 
 fn controls(core: &mut Core) -> Vec<ControlMsg> {
@@ -461,4 +461,94 @@ fn orders_running_when_the_handler_breaks_are_returned_and_reported_once() {
     let breaks = events(&mut core).into_iter().filter(|e| matches!(e, Event::HandlerBroken { .. })).count();
     assert_eq!(breaks, 1, "one report per break, not per order");
     assert_eq!(core.health.probe_due_ms, Some(5 + PROBE_DELAY_MS_INITIAL), "one backoff step, not three");
+}
+
+// ------------------------------------------------------------ groups
+
+fn group_core() -> Core {
+    use orderly_common::members::{Member, Members};
+    let endpoint = |port: u16| format!("tcp://127.0.0.1:{port}").parse().unwrap();
+    let members = (1..=3).map(|id| Member { id, intake: endpoint(1), fanout: endpoint(2), control: endpoint(3) });
+    Core::in_group(CoreConfig::new("w1", 7, 2), &Members::new(members.collect()).unwrap())
+}
+
+/// A heartbeat of `member` (incarnation 100 + id) naming `leader` in `term`.
+fn announce(member: u64, leader: u64, term: u64) -> FanoutMsg {
+    FanoutMsg::Heartbeat(BrokerHeartbeat {
+        incarnation: 100 + member,
+        interval_ms: INTERVAL_MS,
+        member: Some(member),
+        leader: Some(leader),
+        term,
+    })
+}
+
+/// A group core following member 1 (term 1), welcomed by it.
+fn welcomed_by_member_1() -> Core {
+    let mut core = group_core();
+    core.handle_timeout(0);
+    core.handle_fanout(announce(1, 1, 1), 10);
+    assert_eq!(core.poll_leader(), Some(1));
+    core.handle_fanout(FanoutMsg::Welcome(Welcome { nonce: 5 }), 20);
+    controls(&mut core);
+    events(&mut core);
+    core
+}
+
+#[test]
+fn a_new_leader_is_announced_to_at_once_without_the_old_welcome() {
+    let mut core = welcomed_by_member_1();
+    assert_eq!(core.welcome(), Some(5));
+    // Well before the next heartbeat is due (at 1020 ms).
+    core.handle_fanout(announce(3, 2, 2), 30); // a follower names the new leader
+    assert_eq!((core.poll_leader(), core.leader()), (Some(2), Some(2)));
+    let out = controls(&mut core);
+    assert_eq!(heartbeats(&out).len(), 1, "a heartbeat at once: {out:?}");
+    assert_eq!(heartbeats(&out)[0].welcome, None, "the new leader welcomes us anew");
+    assert_eq!(events(&mut core), [Event::LeaderChanged { leader: 2, term: 2 }]);
+    assert_eq!(core.counters().leader_changes, 2);
+    core.handle_fanout(FanoutMsg::Welcome(Welcome { nonce: 6 }), 40);
+    assert_eq!(heartbeats(&controls(&mut core))[0].welcome, Some(6));
+}
+
+#[test]
+fn the_deposed_leader_and_the_followers_heartbeats_change_nothing() {
+    let mut core = welcomed_by_member_1();
+    core.handle_fanout(announce(2, 2, 2), 30);
+    core.poll_leader();
+    core.handle_fanout(FanoutMsg::Welcome(Welcome { nonce: 6 }), 40);
+    controls(&mut core);
+    events(&mut core);
+    // The old leader in its old term, and followers with incarnations of
+    // their own: no leader change, no "broker restarted".
+    core.handle_fanout(announce(1, 1, 1), 50);
+    core.handle_fanout(announce(3, 2, 2), 60);
+    core.handle_fanout(announce(2, 2, 2), 70);
+    assert_eq!(core.poll_leader(), None);
+    assert_eq!(core.welcome(), Some(6));
+    assert!(controls(&mut core).is_empty());
+    assert!(events(&mut core).is_empty());
+    // The leader itself restarting (same term) is still a restart.
+    let restarted = FanoutMsg::Heartbeat(BrokerHeartbeat {
+        incarnation: 999,
+        interval_ms: INTERVAL_MS,
+        member: Some(2),
+        leader: Some(2),
+        term: 2,
+    });
+    core.handle_fanout(restarted, 80);
+    assert_eq!(core.welcome(), None);
+    assert_eq!(core.counters().broker_restarts, 1);
+}
+
+#[test]
+fn a_deposed_leaders_dispatch_runs_and_its_ack_goes_out() {
+    let mut core = welcomed_by_member_1();
+    core.handle_fanout(announce(2, 2, 2), 30);
+    controls(&mut core);
+    // Member 1 dispatched before it learned it was deposed.
+    core.handle_fanout(dispatch("late", 1), 40);
+    assert_eq!(jobs(&mut core), [OrderKey::new("p", "late")]);
+    core.handle_done(OrderKey::new("p", "late"), 1, Ok(()), 50);
+    assert!(controls(&mut core).iter().any(|m| matches!(m, ControlMsg::Ack(ack) if ack.order.id == "late")));
 }
