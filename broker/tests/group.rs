@@ -152,6 +152,28 @@ fn send_and_confirm(context: &zmq::Context, dir: &Path, member: &Member, order: 
     false
 }
 
+/// True when `member`'s fanout carries a heartbeat of its own naming
+/// itself leader in `term` within `wait` (a quiet leader still announces
+/// itself: its heartbeats are not stuck behind an entry that never comes).
+fn hears_leader_heartbeat(context: &zmq::Context, dir: &Path, member: &Member, term: u64, wait: Duration) -> bool {
+    let sub = context.socket(zmq::SUB).unwrap();
+    sub.connect(&ep(dir, &format!("fanout-{}", member.id))).unwrap();
+    sub.set_subscribe(orderly_common::ids::BROADCAST_TOPIC).unwrap();
+    let deadline = Instant::now() + wait;
+    while Instant::now() < deadline {
+        if sub.poll(zmq::POLLIN, 100).unwrap() == 0 {
+            continue;
+        }
+        let frames = sub.recv_multipart(0).unwrap();
+        if let Ok(FanoutMsg::Heartbeat(hb)) = FanoutMsg::decode(&frames[1]) {
+            if hb.member == Some(member.id) && hb.leader == Some(member.id) && hb.term == term {
+                return true;
+            }
+        }
+    }
+    false
+}
+
 fn pending_orders(member: &Member) -> Option<u64> {
     member.status()?.get("pending_orders")?.as_u64()
 }
@@ -165,6 +187,7 @@ fn three_members_elect_confirm_with_a_majority_and_fail_over() {
     }
     let context = zmq::Context::new();
     let (leader, term) = wait_leader(&members, &[0, 1, 2], 0).expect("a leader within the election wait");
+    assert!(hears_leader_heartbeat(&context, dir.path(), &members[leader], term, Duration::from_secs(3)));
     assert!(send_and_confirm(&context, dir.path(), &members[leader], "o-1", CONFIRM_WAIT), "o-1 confirmed");
 
     // One follower down: a majority remains, confirms go on.

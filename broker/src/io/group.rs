@@ -346,8 +346,10 @@ impl Loop {
         }
         if !output.applied.is_empty() {
             self.apply_committed(output.applied)?;
-            self.publish_released()?;
         }
+        // Every turn: a turn that proposed nothing (heartbeats, a repeated
+        // confirm) holds its messages at an index that may be applied already.
+        self.publish_released()?;
         self.sync_role(now)
     }
 
