@@ -216,6 +216,94 @@ fn three_members_elect_confirm_with_a_majority_and_fail_over() {
     );
 }
 
+/// The members as the client libraries take them.
+fn client_members(dir: &Path, members: &[Member]) -> orderly_common::members::Members {
+    let list = members
+        .iter()
+        .map(|m| orderly_common::members::Member {
+            id: m.id,
+            intake: m.intake.parse().unwrap(),
+            fanout: ep(dir, &format!("fanout-{}", m.id)).parse().unwrap(),
+            control: ep(dir, &format!("control-{}", m.id)).parse().unwrap(),
+        })
+        .collect();
+    orderly_common::members::Members::new(list).unwrap()
+}
+
+/// Sends `ids` with the real producer library; every one must be confirmed
+/// within `wait` (the library resends to a new leader by itself).
+fn send_all(producer: &mut orderly_producer::Producer, ids: &[String], wait: Duration) {
+    let mut receipts = Vec::new();
+    for id in ids {
+        let order = orderly_producer::Order::new(id.clone(), vec![format!("{{\"id\":\"{id}\"}}").into_bytes()]);
+        receipts.push((id, producer.send(order).expect("the outbox takes the order")));
+    }
+    for (id, receipt) in receipts {
+        let outcome = receipt.wait(producer, wait).unwrap_or_else(|e| panic!("{id}: {e}"));
+        assert!(outcome.is_confirmed(), "{id}: {outcome:?}");
+    }
+}
+
+#[test]
+fn real_clients_follow_a_new_leader_after_a_kill_and_nothing_confirmed_is_lost() {
+    use std::sync::atomic::{AtomicBool, Ordering};
+    use std::sync::Arc;
+
+    let dir = tempfile::tempdir().unwrap();
+    let (group, mut members) = write_group(dir.path());
+    for member in &mut members {
+        member.start(dir.path(), &group);
+    }
+    let (leader, term) = wait_leader(&members, &[0, 1, 2], 0).expect("a leader within the election wait");
+    let client_members = client_members(dir.path(), &members);
+    let sink = dir.path().join("sink");
+    std::fs::create_dir_all(&sink).unwrap(); // the worker CLI does this (`Handler::check`)
+    let first = client_members.iter().next().unwrap().clone();
+    let config = orderly_worker::io::Config {
+        worker: "w1".into(),
+        incarnation: 7,
+        fanout: first.fanout,
+        control: first.control,
+        concurrency: 2,
+        handler: orderly_worker::handler::Handler::Sink { dir: sink.clone() },
+        heartbeat_interval_ms: 200,
+        heartbeat_liveness: 5,
+        drain_timeout_ms: 1000,
+        curve: None,
+    };
+    let shutdown = Arc::new(AtomicBool::new(false));
+    let (flag, worker_members) = (Arc::clone(&shutdown), client_members.clone());
+    let worker = std::thread::spawn(move || orderly_worker::io::run_group(config, worker_members, &flag));
+    let mut config = orderly_producer::ProducerConfig::with_members("p", client_members);
+    config.confirm_timeout = Duration::from_secs(1);
+    config.resend_backoff_max = Duration::from_secs(2);
+    let mut producer = orderly_producer::Producer::connect(config).expect("the producer finds the leader");
+
+    let before: Vec<String> = (0..20).map(|n| format!("before-{n}")).collect();
+    send_all(&mut producer, &before, CONFIRM_WAIT);
+    members[leader].kill();
+    let killed = Instant::now();
+    let after: Vec<String> = (0..20).map(|n| format!("after-{n}")).collect();
+    send_all(&mut producer, &after, Duration::from_secs(30));
+    eprintln!("real clients: 20 orders sent after kill -9 confirmed {:?} after it", killed.elapsed());
+    let survivors: Vec<usize> = (0..3).filter(|&i| i != leader).collect();
+    assert!(wait_leader(&members, &survivors, term).is_some(), "a new leader");
+
+    // Every confirmed order reaches the worker's sink (at least once).
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let missing = |ids: &[String]| -> Vec<String> {
+        ids.iter().filter(|id| !orderly_worker::handler::sink_path(&sink, "p", id).exists()).cloned().collect()
+    };
+    let mut left: Vec<String> = missing(&before).into_iter().chain(missing(&after)).collect();
+    while !left.is_empty() && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(200));
+        left = missing(&left);
+    }
+    assert!(left.is_empty(), "confirmed but never delivered: {left:?}");
+    shutdown.store(true, Ordering::Relaxed);
+    let _ = worker.join();
+}
+
 #[test]
 fn a_group_member_refuses_an_fsync_policy_other_than_always() {
     let dir = tempfile::tempdir().unwrap();
