@@ -86,7 +86,10 @@ pub fn inspect(data_dir: &Path) -> anyhow::Result<ExitCode> {
     let mut records = 0u64;
     let outcome = orderly_journal::read_records(&dir, RECORD_BYTES_MAX, |seq, _segment, body| {
         records += 1;
-        core.apply(&decode_event(seq, body)?);
+        // A group member's applied-index markers are not events.
+        if crate::io::decode_applied_marker(body).is_none() {
+            core.apply(&decode_event(seq, body)?);
+        }
         Ok::<(), EventDecodeError>(())
     })
     .map_err(|e| match e {

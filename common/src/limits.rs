@@ -13,6 +13,10 @@ pub const ITEM_BYTES_MAX: usize = 1024 * 1024;
 pub const ORDER_ITEMS_MAX: u32 = 100_000;
 /// Sum of item payload bytes in one order.
 pub const ORDER_BYTES_MAX: usize = 16 * 1024 * 1024;
+/// Item bytes of one order in a broker group (`--group`): a whole order's
+/// record must fit one Raft entry (4 MiB, `replication::node`) with its
+/// items' framing, so a group caps `--order-bytes-max` here.
+pub const GROUP_ORDER_BYTES_MAX: usize = 3 * 1024 * 1024;
 /// Bytes in a failure reason (NACK, reject, dead letter).
 pub const REASON_BYTES_MAX: usize = 1024;
 /// Order keys a worker may list as in flight in one heartbeat.
@@ -121,6 +125,7 @@ pub const SOCKET_LINGER_MS: i32 = 2000;
 const _: () = assert!(INTAKE_FRAME_BYTES_MAX > ITEM_BYTES_MAX + ORDER_ID_BYTES_MAX + PEER_ID_BYTES_MAX);
 const _: () = assert!(FANOUT_FRAME_BYTES_MAX > ORDER_BYTES_MAX);
 const _: () = assert!(ITEM_BYTES_MAX <= ORDER_BYTES_MAX);
+const _: () = assert!(GROUP_ORDER_BYTES_MAX <= ORDER_BYTES_MAX);
 const _: () = assert!(FANOUT_FRAME_BYTES_MAX < i32::MAX as usize);
 const _: () = assert!(CONTROL_FRAME_BYTES_MAX < FANOUT_FRAME_BYTES_MAX);
 const _: () = assert!(WORKER_CONCURRENCY_MAX as usize <= HEARTBEAT_IN_FLIGHT_MAX);

@@ -180,6 +180,12 @@ impl Node {
         self.raw.raft.term
     }
 
+    /// The index of the last entry in this member's log (persisted or
+    /// not): after a leader's [`Node::propose`], the proposal's index.
+    pub fn last_index(&self) -> u64 {
+        self.raw.raft.raft_log.last_index()
+    }
+
     pub fn commit_index(&self) -> u64 {
         self.raw.raft.raft_log.committed
     }

@@ -38,6 +38,28 @@ pub struct StatusReport {
     /// `null` while it is open.
     #[serde(default)]
     pub intake_closed: Option<IntakeClosedReport>,
+    /// A group member's view of the group; absent for a single broker.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub group: Option<GroupReport>,
+}
+
+/// A group member's part of `/status`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct GroupReport {
+    pub member: u64,
+    /// The leader this member knows, if any.
+    pub leader: Option<u64>,
+    pub term: u64,
+    /// `leader` (serving), `catching_up` (elected, applying the log
+    /// before serving) or `follower`.
+    pub role: String,
+    /// The last Raft index applied to this member's journal.
+    pub applied: u64,
+    pub commit: u64,
+    /// Intake and control messages a non-serving member read and dropped.
+    pub dropped_messages: u64,
+    /// Peer messages whose claimed sender was not the transport's.
+    pub peer_refused: u64,
 }
 
 /// Why the broker is not reading intake: what producers are told in
@@ -152,6 +174,7 @@ mod tests {
             zap_admitted: 16,
             disk_full: true,
             intake_closed: Some(IntakeClosedReport { reason: "disk_full".into(), detail: "ENOSPC".into() }),
+            group: None,
         }
     }
 

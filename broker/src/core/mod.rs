@@ -48,6 +48,7 @@ use orderly_common::OrderKey;
 use serde_bytes::ByteBuf;
 
 pub use event::{Event, Fill, Outbound, Snapshot};
+// `GroupView` is defined below, next to `Core`.
 pub use notice::{LostWhy, Notice, NOTICES_QUEUED_MAX};
 pub use status::{Counters, DeadLetter, DeadLetterPage, OrderInfo, OrderItems, OrderPlace, Status, WorkerStatus};
 
@@ -358,6 +359,17 @@ pub struct Core {
     /// Since when the IO loop has not read intake because the journal's
     /// disk is full (see [`Core::set_disk_paused`]).
     disk_paused_since: Option<Millis>,
+    /// What the heartbeats say of the group (see [`Core::set_group_view`]).
+    group_view: GroupView,
+}
+
+/// A group member's view of the group, announced in its heartbeats;
+/// the default (a single broker) is `None`, `None`, 0.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct GroupView {
+    pub member: Option<u64>,
+    pub leader: Option<u64>,
+    pub term: u64,
 }
 
 impl Core {
@@ -398,11 +410,22 @@ impl Core {
             notices_omitted: 0,
             invariant_check_skip: 0,
             disk_paused_since: None,
+            group_view: GroupView::default(),
         }
     }
 
     pub fn config(&self) -> &CoreConfig {
         &self.config
+    }
+
+    /// Sets what heartbeats announce of the group (the IO loop of a group
+    /// member calls it on every change of leader or term).
+    pub fn set_group_view(&mut self, view: GroupView) {
+        self.group_view = view;
+    }
+
+    pub fn group_view(&self) -> GroupView {
+        self.group_view
     }
 
     /// Next state change to record, in the order they happened.

@@ -30,9 +30,9 @@ impl Core {
         let body = FanoutMsg::Heartbeat(BrokerHeartbeat {
             incarnation: self.config.incarnation,
             interval_ms: self.config.heartbeat_interval_ms,
-            member: None,
-            leader: None,
-            term: 0,
+            member: self.group_view.member,
+            leader: self.group_view.leader,
+            term: self.group_view.term,
         })
         .encode();
         self.outbound.push_back(Outbound::new(BROADCAST_TOPIC.to_vec(), body));

@@ -29,6 +29,23 @@ pub struct BrokerConfig {
     pub curve: Option<CurveConfig>,
     /// Allow plaintext on endpoints reachable from other machines.
     pub allow_insecure: bool,
+    /// Run as one member of a replicated group (`--group`); `None`: a
+    /// single broker.
+    pub group: Option<GroupSettings>,
+}
+
+/// `--group FILE --node-id ID`: the group and which member this is. The
+/// member's endpoints (intake, fanout, control, admin) are the ones above,
+/// taken from the group file.
+#[derive(Debug, Clone)]
+pub struct GroupSettings {
+    pub group: orderly_replication::Group,
+    pub node_id: u64,
+}
+
+/// The Raft log's directory inside a group member's data directory.
+pub fn raft_dir(data_dir: &Path) -> PathBuf {
+    data_dir.join("raft")
 }
 
 /// The broker's CURVE server key and the clients it admits.

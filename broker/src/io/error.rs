@@ -53,6 +53,14 @@ pub enum BrokerError {
     Authorized(#[from] orderly_security::authorized::AuthorizedError),
     #[error(transparent)]
     BadRecord(#[from] EventDecodeError),
+    #[error("raft: {0}")]
+    Raft(#[from] orderly_replication::NodeError),
+    #[error("raft storage: {0}")]
+    RaftStorage(#[from] orderly_replication::StorageError),
+    #[error("peer transport: {0}")]
+    Peer(#[from] orderly_peer::PeerError),
+    #[error("group: {0}")]
+    Group(String),
 }
 
 impl BrokerError {

@@ -114,6 +114,8 @@ pub(super) struct Loop {
     pub admin_after_sync: Vec<(tokio::sync::oneshot::Sender<Answer>, Answer)>,
     /// What the notice lines have said (see `NoticeLog::log`).
     pub notice_log: NoticeLog,
+    /// A group member's Raft node, peers and role; `None`: a single broker.
+    pub group: Option<super::group::GroupState>,
 }
 
 /// The state of the operator's event lines: the dead-letter rate limit and
@@ -130,7 +132,7 @@ pub(super) struct NoticeLog {
 impl NoticeLog {
     /// Logs the core's notices at info, and intake closing or opening.
     /// Keys and reasons come from peers: escaped.
-    fn log(&mut self, core: &mut Core, closed: Option<super::backpressure::Closed>, now: Millis) {
+    pub(super) fn log(&mut self, core: &mut Core, closed: Option<super::backpressure::Closed>, now: Millis) {
         use orderly_common::text::Escaped;
         if now >= self.window_start_ms + DEAD_LETTER_LOG_WINDOW_MS {
             if self.dead_unlogged > 0 {
@@ -170,7 +172,7 @@ impl NoticeLog {
 }
 
 impl Loop {
-    fn now_ms(&self) -> Millis {
+    pub(super) fn now_ms(&self) -> Millis {
         wall_clock_ms()
     }
 
@@ -179,6 +181,9 @@ impl Loop {
     /// core takes no input (see `backpressure`): only admin queries and,
     /// every retry interval, the held commit again.
     pub(super) fn turn(&mut self) -> Result<(), BrokerError> {
+        if self.group.is_some() {
+            return self.group_turn();
+        }
         self.wait()?;
         let now = self.now_ms();
         let held = self.recorder.held().is_some();
@@ -228,19 +233,19 @@ impl Loop {
     }
 
     /// Intake is read only while the core has room and the disk has space.
-    fn intake_open(&self) -> bool {
+    pub(super) fn intake_open(&self) -> bool {
         self.disk.full().is_none() && self.core.intake_open()
     }
 
     /// Why intake is closed, if it is: the disk first, then the core's bounds.
-    fn intake_closed(&self) -> Option<Closed> {
+    pub(super) fn intake_closed(&self) -> Option<Closed> {
         intake_closed(&self.core, &self.disk)
     }
 
     /// Tells producers (on `b/`) why intake is closed, once per heartbeat
     /// interval. Straight to the socket: it promises nothing, so it need not
     /// wait for a commit (it goes out even while one is held).
-    fn announce(&mut self, now: Millis) -> Result<(), BrokerError> {
+    pub(super) fn announce(&mut self, now: Millis) -> Result<(), BrokerError> {
         let (core, disk) = (&self.core, &self.disk);
         let Some(body) = self.announcer.poll(now, || intake_closed(core, disk)) else { return Ok(()) };
         let topic = orderly_common::ids::BROADCAST_TOPIC;
@@ -274,7 +279,7 @@ impl Loop {
         }
     }
 
-    fn log_status(&self) {
+    pub(super) fn log_status(&self) {
         let status = self.core.status();
         info!(
             partial = status.partial_orders,
@@ -310,16 +315,22 @@ impl Loop {
             zap_admitted: zap(|z| z.stats.admitted.load(Ordering::Relaxed)),
             disk_full: self.disk.full().is_some(),
             intake_closed: self.intake_closed(),
+            group: self.group_report(),
         }
     }
 
     /// Answers admin queries. A retry's or a delete's events are journaled
     /// in this same turn, before anything is dispatched.
-    fn answer_admin(&mut self, now: Millis) {
+    pub(super) fn answer_admin(&mut self, now: Millis) {
         // A clone of the receiver (a handle), so answering may borrow self.
         let Some(requests) = self.admin.clone() else { return };
         while let Ok(request) = requests.try_recv() {
             let changes = matches!(request.query, Query::Retry(_) | Query::Delete(_));
+            if changes && self.group.as_ref().is_some_and(|g| g.role != super::group::Role::Leader) {
+                let answer = Answer::text(503, "this member is not the group's leader: ask the leader".to_owned());
+                let _ = request.reply.send(answer);
+                continue;
+            }
             let answer = self.answer(request.query, now);
             if changes {
                 self.admin_after_sync.push((request.reply, answer));
@@ -432,7 +443,7 @@ impl Loop {
     /// XPUB) a subscription takes effect only if it is the sending key's
     /// own topic or the broadcast, exactly; others are counted and logged.
     /// Without CURVE libzmq has applied them already: they are only read.
-    fn drain_subscriptions(&mut self, now: Millis) -> Result<(), BrokerError> {
+    pub(super) fn drain_subscriptions(&mut self, now: Millis) -> Result<(), BrokerError> {
         let curve = self.authorized.is_some();
         for _ in 0..BATCH_LEN_MAX {
             let Some((subscription, user)) = recv_subscription(&self.sockets.fanout, curve)? else { break };
@@ -493,7 +504,7 @@ impl Loop {
         }
     }
 
-    fn drain_control(&mut self, now: Millis) -> Result<(), BrokerError> {
+    pub(super) fn drain_control(&mut self, now: Millis) -> Result<(), BrokerError> {
         for _ in 0..BATCH_LEN_MAX {
             let Some((frames, user)) = recv(&self.sockets.control, self.authorized.is_some())? else { break };
             match split_frames(&frames).and_then(|(_, body)| ControlMsg::decode(body)) {
@@ -507,7 +518,7 @@ impl Loop {
         Ok(())
     }
 
-    fn drain_intake(&mut self, now: Millis) -> Result<(), BrokerError> {
+    pub(super) fn drain_intake(&mut self, now: Millis) -> Result<(), BrokerError> {
         for _ in 0..BATCH_LEN_MAX {
             // Re-checked per message: a bound reached mid-batch stops reading,
             // leaving the rest queued in ZeroMQ (backpressure, not loss).

@@ -26,6 +26,8 @@ pub(super) struct Stats {
     pub disk_full: bool,
     /// Why intake is closed, if it is (the disk or a bound of the core).
     pub intake_closed: Option<IntakeClosed>,
+    /// A group member's view (see `group`).
+    pub group: Option<crate::admin::schema::GroupReport>,
 }
 
 /// `GET /status`.
@@ -48,6 +50,7 @@ pub(super) fn status_report(status: Status, stats: &Stats) -> StatusReport {
             .intake_closed
             .as_ref()
             .map(|closed| IntakeClosedReport { reason: closed.reason.to_string(), detail: closed.detail.clone() }),
+        group: stats.group.clone(),
     }
 }
 

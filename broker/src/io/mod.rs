@@ -16,6 +16,7 @@ mod backpressure;
 mod config;
 mod error;
 mod event_loop;
+mod group;
 mod metrics;
 mod recorder;
 mod recover;
@@ -29,11 +30,12 @@ use crossbeam_channel::Receiver;
 use orderly_security::zap::{SharedKeys, ZapHandler};
 use tracing::{info, warn};
 
-pub use self::config::{journal_dir, BrokerConfig, CurveConfig};
+pub use self::config::{journal_dir, raft_dir, BrokerConfig, CurveConfig, GroupSettings};
 pub use self::error::BrokerError;
 pub use self::event_loop::Summary;
+pub use self::group::{decode_batch, encode_batches, RAFT_TICK_MS};
 pub use self::recorder::{compact, persist_then_publish, EventLog, Persisted, Recorder, SegmentedLog};
-pub use self::recover::{recover, replay};
+pub use self::recover::{applied_marker, decode_applied_marker, recover, recover_applied, replay, replay_applied};
 /// The journal's record codec, here too for the loop's outside users.
 pub use crate::core::codec::{decode_event, encode_event, EventDecodeError};
 
@@ -65,9 +67,11 @@ pub fn run(config: BrokerConfig, shutdown: Arc<AtomicBool>, reload: Arc<AtomicBo
     std::fs::create_dir_all(&config.data_dir)
         .map_err(|source| BrokerError::DataDir { path: config.data_dir.clone(), source })?;
     let started = Instant::now();
-    let (journal, mut core, anchors) =
-        recover(&config.data_dir, config.journal.clone(), config.core.clone(), wall_clock_ms())?;
-    core.finish_recovery(wall_clock_ms());
+    let (journal, mut core, anchors, applied) =
+        recover_applied(&config.data_dir, config.journal.clone(), config.core.clone(), wall_clock_ms())?;
+    if config.group.is_none() {
+        core.finish_recovery(wall_clock_ms());
+    } // A group member ends recovery when it is elected (see `group`).
     let status = core.status();
     info!(
         records = journal.next_seq() - 1, segments = journal.segments().len(),
@@ -80,6 +84,10 @@ pub fn run(config: BrokerConfig, shutdown: Arc<AtomicBool>, reload: Arc<AtomicBo
     // The ZAP handler must be bound before a CURVE socket accepts anyone.
     let (authorized, zap) = start_curve(&context, &config)?;
     let sockets = sockets::bind_sockets(&context, &config)?;
+    let group = match &config.group {
+        Some(settings) => Some(group::start(&context, &config, settings, applied, zap.as_ref())?),
+        None => None,
+    };
     info!(
         intake = %config.intake, fanout = %config.fanout, control = %config.control,
         data_dir = %config.data_dir.display(), incarnation = config.core.incarnation,
@@ -106,6 +114,7 @@ pub fn run(config: BrokerConfig, shutdown: Arc<AtomicBool>, reload: Arc<AtomicBo
         announcer: backpressure::Announcer::new(config.core.heartbeat_interval_ms),
         admin_after_sync: Vec::new(),
         notice_log: event_loop::NoticeLog::default(),
+        group,
     };
     while !shutdown.load(Ordering::Relaxed) {
         broker.turn()?;

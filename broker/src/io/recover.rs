@@ -22,14 +22,49 @@ pub fn recover(
     core_config: CoreConfig,
     now_ms: Millis,
 ) -> Result<(Journal, Core, Anchors), BrokerError> {
+    recover_applied(data_dir, options, core_config, now_ms).map(|(journal, core, anchors, _)| (journal, core, anchors))
+}
+
+/// [`recover`], and the Raft index the journal holds up to (a group
+/// member's last applied-index marker; 0 without one).
+pub fn recover_applied(
+    data_dir: &Path,
+    options: orderly_journal::Options,
+    core_config: CoreConfig,
+    now_ms: Millis,
+) -> Result<(Journal, Core, Anchors, u64), BrokerError> {
     let (journal, recovery) =
         Journal::open(&journal_dir(data_dir), options).map_err(|e| BrokerError::from_open(data_dir, e))?;
-    let (core, anchors) = replay(&journal, core_config, now_ms, |_, _, _| {})?;
+    let (core, anchors, applied) = replay_applied(&journal, core_config, now_ms, |_, _, _| {})?;
     if let Some(torn) = &recovery.truncated {
         warn!(file = %torn.file.display(), offset = torn.offset, dropped_bytes = torn.dropped_bytes,
               reason = %torn.reason, "journal: cut off a torn tail (a write the crash interrupted; it was never confirmed)");
     }
-    Ok((journal, core, anchors))
+    Ok((journal, core, anchors, applied))
+}
+
+/// First byte of a group member's applied-index marker record (see
+/// [`applied_marker`]): 0xc1 is the one byte MessagePack never uses, so no
+/// event body starts with it.
+const APPLIED_MARKER_TAG: u8 = 0xc1;
+
+/// The body of a marker record: "the Raft entries up to `index` are in
+/// this journal". A group member appends one after each committed batch's
+/// events, in the same commit, so the journal says itself how far it got
+/// (a restart passes it to raft as `applied`). A single broker never
+/// writes one.
+pub fn applied_marker(index: u64) -> Vec<u8> {
+    let mut body = vec![APPLIED_MARKER_TAG];
+    body.extend_from_slice(&index.to_be_bytes());
+    body
+}
+
+/// The index of a marker record, or `None` for an event record.
+pub fn decode_applied_marker(body: &[u8]) -> Option<u64> {
+    match body {
+        [APPLIED_MARKER_TAG, rest @ ..] => rest.try_into().ok().map(u64::from_be_bytes),
+        _ => None,
+    }
 }
 
 /// Replays an open journal into a fresh core and the compaction anchors;
@@ -40,8 +75,19 @@ pub fn replay(
     journal: &Journal,
     core_config: CoreConfig,
     now_ms: Millis,
-    mut observe: impl FnMut(RecordAt, usize, &Event),
+    observe: impl FnMut(RecordAt, usize, &Event),
 ) -> Result<(Core, Anchors), BrokerError> {
+    replay_applied(journal, core_config, now_ms, observe).map(|(core, anchors, _)| (core, anchors))
+}
+
+/// [`replay`], and the last applied-index marker's index (0 if none).
+pub fn replay_applied(
+    journal: &Journal,
+    core_config: CoreConfig,
+    now_ms: Millis,
+    mut observe: impl FnMut(RecordAt, usize, &Event),
+) -> Result<(Core, Anchors, u64), BrokerError> {
+    let mut applied = 0;
     let mut core = Core::new(core_config);
     core.start_replay(now_ms);
     let mut anchors = Anchors::default();
@@ -53,6 +99,10 @@ pub fn replay(
     anchors.reserve(records);
     journal
         .replay_located(|at, body| {
+            if let Some(index) = decode_applied_marker(body) {
+                applied = index;
+                return Ok(());
+            }
             let event = decode_event(at.seq, body)?;
             core.apply(&event);
             if let Some(key) = event.payload_key() {
@@ -66,5 +116,5 @@ pub fn replay(
             orderly_journal::ReplayError::Journal(source) => BrokerError::Journal { during: "replay", source },
             orderly_journal::ReplayError::Callback { error, .. } => error,
         })?;
-    Ok((core, anchors))
+    Ok((core, anchors, applied))
 }

@@ -407,6 +407,19 @@ pub struct RunArgs {
     #[arg(long, env = "ORDERLY_BROKER_STATUS_INTERVAL_SECS", value_name = "SECS", default_value_t = 10)]
     pub status_interval_secs: u64,
 
+    /// Run as one member of a replicated group of brokers: the TOML group
+    /// file lists every member ([[member]] with id, intake, fanout,
+    /// control, peer, admin). This member's endpoints come from the file
+    /// (--intake, --fanout, --control and --admin are ignored). Needs
+    /// --node-id and --fsync always.
+    #[arg(long, env = "ORDERLY_BROKER_GROUP", value_name = "FILE", requires = "node_id")]
+    pub group: Option<PathBuf>,
+
+    /// This member's id in the --group file.
+    #[arg(long, env = "ORDERLY_BROKER_NODE_ID", value_name = "ID", requires = "group",
+          value_parser = clap::value_parser!(u64).range(1..))]
+    pub node_id: Option<u64>,
+
     /// Log filter: error, warn, info, debug or trace (RUST_LOG wins).
     #[arg(long, env = "ORDERLY_BROKER_LOG_LEVEL", value_name = "LEVEL", default_value = "info")]
     pub log_level: String,
@@ -441,6 +454,13 @@ fn refuse_bad_usage(run: &RunArgs) {
     if let Err(message) = run.check_retry_settings() {
         Cli::command().error(clap::error::ErrorKind::ValueValidation, message).exit();
     }
+    if run.group.is_some() && run.fsync != orderly_journal::FsyncPolicy::Always {
+        let message = format!(
+            "--fsync {} with --group: a group member fsyncs every entry before it acknowledges it, so only --fsync always is allowed",
+            run.fsync
+        );
+        Cli::command().error(clap::error::ErrorKind::ArgumentConflict, message).exit();
+    }
     let Some(addr) = run.admin.0 else { return };
     if run.admin_token.is_none() && !admin::bound_to_loopback(addr) {
         let message = admin::AdminError::OpenBeyondLoopback { addr }.to_string();
@@ -468,10 +488,28 @@ impl RunArgs {
             }),
             None => None,
         };
+        let (mut intake, mut fanout, mut control, mut admin, mut order_bytes_max) =
+            (self.intake, self.fanout, self.control, admin, self.order_bytes_max);
+        let group = match (&self.group, self.node_id) {
+            (Some(path), Some(node_id)) => {
+                let group = orderly_replication::Group::load(path)?;
+                let me = group.member(node_id).with_context(|| {
+                    format!("--node-id {node_id} is not a member of the group file {}", path.display())
+                })?;
+                (intake, fanout, control) = (me.intake.clone(), me.fanout.clone(), me.control.clone());
+                let addr = me.admin.parse().with_context(|| format!("member {node_id}'s admin {:?}", me.admin))?;
+                admin = Some(AdminConfig { addr, token: admin.and_then(|a| a.token), host_names: Vec::new() });
+                // A whole order must fit one Raft entry.
+                order_bytes_max = order_bytes_max.min(limits::GROUP_ORDER_BYTES_MAX as u64);
+                Some(orderly_broker::io::GroupSettings { group, node_id })
+            }
+            _ => None,
+        };
         Ok(BrokerConfig {
-            intake: self.intake,
-            fanout: self.fanout,
-            control: self.control,
+            group,
+            intake,
+            fanout,
+            control,
             data_dir: self.data_dir,
             journal: orderly_journal::Options {
                 fsync: self.fsync,
@@ -492,7 +530,7 @@ impl RunArgs {
                 ack_timeout_ms: self.ack_timeout_ms,
                 dedup_window_ms: self.dedup_window_ms,
                 dedup_keys_max: self.dedup_keys_max,
-                order_bytes_max: self.order_bytes_max,
+                order_bytes_max,
                 order_items_max: self.order_items_max,
                 partial_orders_per_producer_max: self.partial_orders_per_producer_max,
                 pending_orders_per_producer_max: self
