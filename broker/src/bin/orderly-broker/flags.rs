@@ -411,7 +411,9 @@ pub struct RunArgs {
     /// file lists every member ([[member]] with id, intake, fanout,
     /// control, peer, admin). This member's endpoints come from the file
     /// (--intake, --fanout, --control and --admin are ignored). Needs
-    /// --node-id and --fsync always.
+    /// --node-id and --fsync always. Preview (issue 16, see
+    /// docs/REPLICATION.md): a member's journals are not compacted yet, and
+    /// a full disk stops it.
     #[arg(long, env = "ORDERLY_BROKER_GROUP", value_name = "FILE", requires = "node_id")]
     pub group: Option<PathBuf>,
 
