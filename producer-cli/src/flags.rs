@@ -11,6 +11,7 @@ use clap::{CommandFactory, Parser, Subcommand};
 use orderly_cli::merge_config_file;
 use orderly_common::ids::validate_peer_id;
 use orderly_common::limits::{ITEM_BYTES_MAX, ORDER_ITEMS_MAX};
+use orderly_common::members::{Member, Members};
 use orderly_common::Endpoint;
 use orderly_producer::limits::RESEND_BACKOFF_MAX_DEFAULT;
 use orderly_producer::ProducerConfig;
@@ -38,6 +39,7 @@ Examples:
   orderly-producer send --id shop-1 --file orders.jsonl --confirmed-log confirmed.txt
   orderly-producer send --id shop-1 --file orders.jsonl --outbox /var/lib/shop-1/outbox
   orderly-producer bench --id bench-1 --orders 10000 --items 10 --item-bytes 100
+  orderly-producer send --id shop-1 --group /etc/orderly/group.toml --file orders.jsonl
 
 Exit codes: 0 every order confirmed; 1 runtime failure; 2 bad usage;
 3 some orders rejected or invalid; 4 timed out waiting for the broker.
@@ -83,6 +85,16 @@ struct Common {
     #[arg(long, env = "ORDERLY_PRODUCER_ID", value_name = "ID", default_value = "producer",
           value_parser = parse_peer_id)]
     id: String,
+
+    /// A group of brokers instead of one broker: the TOML group file the
+    /// brokers run with (`orderly-broker run --group FILE`), one
+    /// [[member]] table per broker with id, intake, fanout, control, peer
+    /// and admin. Every member's fanout is subscribed; orders go to the
+    /// leader its heartbeats announce, and unconfirmed ones are resent to
+    /// a new leader at once. In place of --intake and --fanout. Preview
+    /// (issue 16): see docs/REPLICATION.md.
+    #[arg(long, env = "ORDERLY_PRODUCER_GROUP", value_name = "FILE", conflicts_with_all = ["intake", "fanout"])]
+    group: Option<PathBuf>,
 
     /// The broker's intake endpoint (we PUSH items there).
     #[arg(long, env = "ORDERLY_PRODUCER_INTAKE", value_name = "EP", default_value = "tcp://127.0.0.1:5570")]
@@ -277,7 +289,10 @@ impl Common {
     fn producer_config(&self) -> anyhow::Result<ProducerConfig> {
         let timeout = Duration::from_secs_f64(self.timeout);
         let confirm_timeout = Duration::from_secs_f64(self.confirm_timeout);
-        let mut config = ProducerConfig::new(self.id.clone(), self.intake.clone(), self.fanout.clone());
+        let mut config = match &self.group {
+            Some(path) => ProducerConfig::with_members(self.id.clone(), load_members(path)?),
+            None => ProducerConfig::new(self.id.clone(), self.intake.clone(), self.fanout.clone()),
+        };
         config.handshake_timeout = timeout;
         config.send_timeout = timeout;
         config.confirm_timeout = confirm_timeout;
@@ -289,5 +304,98 @@ impl Common {
             config.curve = Some(orderly_security::keys::CurveClient::load(secret, public)?);
         }
         Ok(config)
+    }
+}
+
+/// The brokers of a group file as the library sees them: the endpoints
+/// clients use (peer and admin are the members' own business). A bad file
+/// is a [`orderly_replication::group::GroupError`], which `main` reports as
+/// bad usage.
+fn load_members(path: &std::path::Path) -> anyhow::Result<Members> {
+    let group = orderly_replication::Group::load(path)?;
+    let members = group.members().iter().map(|member| Member {
+        id: member.id,
+        intake: member.intake.clone(),
+        fanout: member.fanout.clone(),
+        control: member.control.clone(),
+    });
+    Members::new(members.collect()).with_context(|| format!("group file {}", path.display()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A group of three on loopback (the ports are never bound here).
+    const GROUP: &str = r#"
+[[member]]
+id = 1
+intake = "tcp://127.0.0.1:41001"
+fanout = "tcp://127.0.0.1:41002"
+control = "tcp://127.0.0.1:41003"
+peer = "tcp://127.0.0.1:41004"
+admin = "127.0.0.1:41005"
+[[member]]
+id = 2
+intake = "tcp://127.0.0.1:42001"
+fanout = "tcp://127.0.0.1:42002"
+control = "tcp://127.0.0.1:42003"
+peer = "tcp://127.0.0.1:42004"
+admin = "127.0.0.1:42005"
+[[member]]
+id = 3
+intake = "tcp://127.0.0.1:43001"
+fanout = "tcp://127.0.0.1:43002"
+control = "tcp://127.0.0.1:43003"
+peer = "tcp://127.0.0.1:43004"
+admin = "127.0.0.1:43005"
+"#;
+
+    fn try_common(args: &[&str]) -> Result<Common, clap::Error> {
+        let cli = Cli::try_parse_from(["orderly-producer", "send"].iter().chain(args))?;
+        let Command::Send(send) = cli.command else { panic!("send") };
+        Ok(send.common)
+    }
+
+    fn group_file(text: &str) -> (tempfile::TempDir, String) {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let path = dir.path().join("group.toml");
+        std::fs::write(&path, text).expect("write group file");
+        (dir, path.to_str().expect("utf-8 path").to_owned())
+    }
+
+    #[test]
+    fn group_conflicts_with_intake_and_fanout() {
+        for other in [["--intake", "tcp://127.0.0.1:1"], ["--fanout", "tcp://127.0.0.1:1"]] {
+            let args = ["--group", "g.toml", other[0], other[1]];
+            let error = try_common(&args).expect_err("conflict");
+            assert_eq!(error.kind(), clap::error::ErrorKind::ArgumentConflict, "{args:?}");
+        }
+        // The defaults of --intake and --fanout are no conflict.
+        assert!(try_common(&["--group", "g.toml"]).is_ok());
+    }
+
+    #[test]
+    fn group_file_gives_every_member_to_the_library() {
+        let (_dir, path) = group_file(GROUP);
+        let config = try_common(&["--group", &path]).expect("valid flags").producer_config().expect("valid group");
+        let members = config.members.expect("group mode");
+        let ids: Vec<u64> = members.iter().map(|member| member.id).collect();
+        assert_eq!(ids, [1, 2, 3]);
+        let second = members.get(2).expect("member 2");
+        assert_eq!(second.intake.as_str(), "tcp://127.0.0.1:42001");
+        assert_eq!(second.fanout.as_str(), "tcp://127.0.0.1:42002");
+        assert_eq!(second.control.as_str(), "tcp://127.0.0.1:42003");
+        // Without --group: one broker, no members.
+        assert!(try_common(&[]).expect("defaults").producer_config().expect("valid").members.is_none());
+    }
+
+    #[test]
+    fn bad_group_file_is_a_group_error_naming_the_file() {
+        let (_dir, path) = group_file(&GROUP.replace("id = 3", "id = 2"));
+        let error = try_common(&["--group", &path]).expect("valid flags").producer_config().expect_err("bad group");
+        assert!(error.chain().any(|cause| cause.is::<orderly_replication::GroupError>()), "{error:#}");
+        let text = format!("{error:#}");
+        assert!(text.contains(&path) && text.contains("both have id 2"), "{text}");
     }
 }

@@ -38,11 +38,17 @@ fn main() -> ExitCode {
             let code = match error.downcast_ref::<ProducerError>() {
                 Some(error) if error.is_timeout() => exit::TIMEOUT,
                 Some(ProducerError::Config(_)) => exit::USAGE,
+                _ if is_group_error(&error) => exit::USAGE,
                 _ => exit::of_error(error.as_ref()),
             };
             ExitCode::from(code)
         }
     }
+}
+
+/// A --group file that cannot be used is bad usage, as a bad flag is.
+fn is_group_error(error: &anyhow::Error) -> bool {
+    error.chain().any(|cause| cause.is::<orderly_replication::group::GroupError>())
 }
 
 fn run() -> anyhow::Result<ExitCode> {

@@ -178,3 +178,55 @@ fn two_runs_cannot_share_an_outbox() {
     first.wait().unwrap();
     second.code(1).stderr(predicate::str::contains("two producers cannot share an outbox"));
 }
+
+// ------------------------------------------------------------ --group
+
+#[test]
+fn group_help_points_to_the_replication_docs() {
+    producer().args(["send", "--help"]).assert().success().stdout(predicate::str::contains("docs/REPLICATION.md"));
+    producer().args(["bench", "--help"]).assert().success().stdout(predicate::str::contains("--group <FILE>"));
+}
+
+#[test]
+fn group_conflicts_with_intake_from_flag_environment_or_config_file() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let group = dir.path().join("group.toml");
+    producer().args(["send", "--group"]).arg(&group).args(["--intake", "tcp://127.0.0.1:1"]).assert().code(2);
+    producer()
+        .args(["send", "--group"])
+        .arg(&group)
+        .env("ORDERLY_PRODUCER_FANOUT", "tcp://127.0.0.1:1")
+        .assert()
+        .code(2)
+        .stderr(predicate::str::contains("cannot be used with"));
+    let config = dir.path().join("producer.toml");
+    std::fs::write(&config, format!("group = {:?}\nintake = \"tcp://127.0.0.1:1\"\n", group)).expect("write config");
+    producer()
+        .args(["send", "--config"])
+        .arg(&config)
+        .assert()
+        .code(2)
+        .stderr(predicate::str::contains("cannot be used with"));
+}
+
+#[test]
+fn bad_group_file_is_a_usage_error_with_the_parsers_message() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let group = dir.path().join("group.toml");
+    std::fs::write(&group, "[[member]]\nid = 0\n").expect("write group");
+    producer()
+        .args(["send", "--group"])
+        .arg(&group)
+        .write_stdin("")
+        .assert()
+        .code(2)
+        .stderr(predicate::str::contains("group file").and(predicate::str::contains("is not a valid group file")));
+    // Missing: the read error, also bad usage.
+    producer()
+        .args(["send", "--group"])
+        .arg(dir.path().join("absent.toml"))
+        .write_stdin("")
+        .assert()
+        .code(2)
+        .stderr(predicate::str::contains("check the path given to --group"));
+}

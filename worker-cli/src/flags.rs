@@ -4,10 +4,12 @@
 use std::ffi::OsString;
 use std::path::PathBuf;
 
+use anyhow::Context;
 use clap::{ArgGroup, Args, CommandFactory, Parser, Subcommand};
 use orderly_cli::{merge_config_path, ConfigError};
 use orderly_common::ids::validate_peer_id;
 use orderly_common::limits::{self, WORKER_CONCURRENCY_MAX};
+use orderly_common::members::{Member, Members};
 use orderly_common::Endpoint;
 use orderly_worker::handler::{Handler, HANDLER_TIMEOUT_MS_DEFAULT};
 use orderly_worker::io;
@@ -23,6 +25,9 @@ macro_rules! examples {
 
   # Write every order to a directory:
   orderly-worker run --id w2 --sink /var/lib/orderly/out
+
+  # Follow the leader of a group of brokers (docs/REPLICATION.md):
+  orderly-worker run --id w3 --group /etc/orderly/group.toml --sink /var/lib/orderly/out
 
 Every flag can also come from the environment (ORDERLY_WORKER_<FLAG>) or a
 TOML file given with --config (keys are the flag names with '_' for '-').
@@ -85,6 +90,16 @@ pub(crate) struct RunArgs {
     /// Example: --id w1
     #[arg(long, env = "ORDERLY_WORKER_ID", value_name = "ID", value_parser = parse_worker_id)]
     id: String,
+
+    /// A group of brokers instead of one broker: the TOML group file the
+    /// brokers run with (`orderly-broker run --group FILE`), one
+    /// [[member]] table per broker with id, intake, fanout, control, peer
+    /// and admin. Every member's fanout is subscribed; heartbeats and acks
+    /// go to the leader the members announce, and a new leader is greeted
+    /// at once. In place of --fanout and --control. Preview (issue 16): see
+    /// docs/REPLICATION.md. Example: --group /etc/orderly/group.toml
+    #[arg(long, env = "ORDERLY_WORKER_GROUP", value_name = "FILE", conflicts_with_all = ["fanout", "control"])]
+    group: Option<PathBuf>,
 
     /// The broker's fanout endpoint (its PUB socket), where orders arrive.
     /// Example: --fanout tcp://broker.example:5571
@@ -195,6 +210,22 @@ impl RunArgs {
         }
     }
 
+    /// The brokers of the --group file, if given, as the library sees them
+    /// (peer and admin are the members' own business). A bad file is a
+    /// [`orderly_replication::GroupError`], which `main` reports as bad usage.
+    pub(crate) fn group_members(&self) -> anyhow::Result<Option<Members>> {
+        let Some(path) = &self.group else { return Ok(None) };
+        let group = orderly_replication::Group::load(path)?;
+        let members = group.members().iter().map(|member| Member {
+            id: member.id,
+            intake: member.intake.clone(),
+            fanout: member.fanout.clone(),
+            control: member.control.clone(),
+        });
+        let members = Members::new(members.collect()).with_context(|| format!("group file {}", path.display()))?;
+        Ok(Some(members))
+    }
+
     /// The validated configuration of [`io::run`]; loads the CURVE keys.
     pub(crate) fn into_config(self) -> anyhow::Result<io::Config> {
         let curve = match (&self.curve_secret_key, &self.broker_public_key) {
@@ -255,5 +286,81 @@ mod tests {
         assert_eq!(handler_of(&["--exec", "x"]), exec(Some(1_800_000)));
         assert_eq!(handler_of(&["--exec", "x", "--handler-timeout-ms", "5000"]), exec(Some(5000)));
         assert_eq!(handler_of(&["--exec", "x", "--handler-timeout-ms", "0"]), exec(None));
+    }
+}
+
+#[cfg(test)]
+mod group_tests {
+    use super::*;
+
+    /// A group of three on loopback (the ports are never bound here).
+    const GROUP: &str = r#"
+[[member]]
+id = 1
+intake = "tcp://127.0.0.1:41001"
+fanout = "tcp://127.0.0.1:41002"
+control = "tcp://127.0.0.1:41003"
+peer = "tcp://127.0.0.1:41004"
+admin = "127.0.0.1:41005"
+[[member]]
+id = 2
+intake = "tcp://127.0.0.1:42001"
+fanout = "tcp://127.0.0.1:42002"
+control = "tcp://127.0.0.1:42003"
+peer = "tcp://127.0.0.1:42004"
+admin = "127.0.0.1:42005"
+[[member]]
+id = 3
+intake = "tcp://127.0.0.1:43001"
+fanout = "tcp://127.0.0.1:43002"
+control = "tcp://127.0.0.1:43003"
+peer = "tcp://127.0.0.1:43004"
+admin = "127.0.0.1:43005"
+"#;
+
+    fn try_run(args: &[&str]) -> Result<Box<RunArgs>, clap::Error> {
+        let cli = Cli::try_parse_from(["orderly-worker", "run", "--id", "w1", "--noop"].iter().chain(args))?;
+        let Command::Run(run) = cli.command else { panic!("run") };
+        Ok(run)
+    }
+
+    fn group_file(text: &str) -> (tempfile::TempDir, String) {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let path = dir.path().join("group.toml");
+        std::fs::write(&path, text).expect("write group file");
+        (dir, path.to_str().expect("utf-8 path").to_owned())
+    }
+
+    #[test]
+    fn group_conflicts_with_fanout_and_control() {
+        for other in [["--fanout", "tcp://127.0.0.1:1"], ["--control", "tcp://127.0.0.1:1"]] {
+            let args = ["--group", "g.toml", other[0], other[1]];
+            let error = try_run(&args).expect_err("conflict");
+            assert_eq!(error.kind(), clap::error::ErrorKind::ArgumentConflict, "{args:?}");
+        }
+        // The defaults of --fanout and --control are no conflict.
+        assert!(try_run(&["--group", "g.toml"]).is_ok());
+    }
+
+    #[test]
+    fn group_file_gives_every_member_to_the_library() {
+        let (_dir, path) = group_file(GROUP);
+        let members = try_run(&["--group", &path]).expect("valid flags").group_members().expect("valid group");
+        let members = members.expect("group mode");
+        let ids: Vec<u64> = members.iter().map(|member| member.id).collect();
+        assert_eq!(ids, [1, 2, 3]);
+        let third = members.get(3).expect("member 3");
+        assert_eq!(third.intake.as_str(), "tcp://127.0.0.1:43001");
+        assert_eq!(third.fanout.as_str(), "tcp://127.0.0.1:43002");
+        assert_eq!(third.control.as_str(), "tcp://127.0.0.1:43003");
+        assert!(try_run(&[]).expect("defaults").group_members().expect("no file").is_none());
+    }
+
+    #[test]
+    fn bad_group_file_is_a_group_error_naming_the_file() {
+        let (_dir, path) = group_file(&GROUP.replace("[[member]]\nid = 3", "[[membr]]\nid = 3"));
+        let error = try_run(&["--group", &path]).expect("valid flags").group_members().expect_err("bad group");
+        assert!(error.chain().any(|cause| cause.is::<orderly_replication::GroupError>()), "{error:#}");
+        assert!(format!("{error:#}").contains(&path), "{error:#}");
     }
 }

@@ -20,7 +20,9 @@ fn main() -> ExitCode {
         Ok(code) => code,
         Err(error) => {
             orderly_cli::eprintln_lossy!("error: {error:#}");
-            ExitCode::from(exit::of_error(error.as_ref()))
+            // A --group file that cannot be used is bad usage, as a bad flag is.
+            let group_error = error.chain().any(|cause| cause.is::<orderly_replication::GroupError>());
+            ExitCode::from(if group_error { exit::USAGE } else { exit::of_error(error.as_ref()) })
         }
     }
 }
@@ -34,10 +36,14 @@ fn run() -> anyhow::Result<ExitCode> {
         }
     };
     orderly_cli::init_logging(&args.log_level);
+    let members = args.group_members()?;
     let config = args.into_config()?;
     config.handler.prepare().with_context(|| format!("cannot prepare the handler ({})", config.handler.describe()))?;
     let shutdown = register_signals()?;
-    let exit = io::run(config, &shutdown)?;
+    let exit = match members {
+        Some(members) => io::run_group(config, members, &shutdown)?,
+        None => io::run(config, &shutdown)?,
+    };
     Ok(ExitCode::from(match exit {
         Exit::Drained => exit::OK,
         Exit::DrainTimedOut { .. } => exit::TIMEOUT,

@@ -160,3 +160,52 @@ fn handler_timeout_must_be_a_number_from_flag_env_or_file() {
     std::fs::write(&path, "id = \"w1\"\nnoop = true\nhandler_timeout_ms = \"soon\"\n").expect("write config");
     worker().args(["run", "--config"]).arg(&path).assert().code(2).stderr(predicate::str::contains("soon"));
 }
+
+#[test]
+fn group_help_points_to_the_replication_docs() {
+    worker().args(["run", "--help"]).assert().success().stdout(predicate::str::contains("docs/REPLICATION.md"));
+}
+
+#[test]
+fn group_conflicts_with_fanout_from_flag_environment_or_config_file() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let group = dir.path().join("group.toml");
+    worker()
+        .args(["run", "--id", "w1", "--noop", "--group"])
+        .arg(&group)
+        .args(["--control", "tcp://127.0.0.1:1"])
+        .assert()
+        .code(2);
+    worker()
+        .args(["run", "--id", "w1", "--noop", "--group"])
+        .arg(&group)
+        .env("ORDERLY_WORKER_FANOUT", "tcp://127.0.0.1:1")
+        .assert()
+        .code(2)
+        .stderr(predicate::str::contains("cannot be used with"));
+    let config = dir.path().join("worker.toml");
+    std::fs::write(
+        &config,
+        format!("id = \"w1\"\nnoop = true\ngroup = {:?}\ncontrol = \"tcp://127.0.0.1:1\"\n", group),
+    )
+    .expect("write config");
+    worker()
+        .args(["run", "--config"])
+        .arg(&config)
+        .assert()
+        .code(2)
+        .stderr(predicate::str::contains("cannot be used with"));
+}
+
+#[test]
+fn bad_group_file_is_a_usage_error_with_the_parsers_message() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let group = dir.path().join("group.toml");
+    std::fs::write(&group, "[[member]]\nid = 0\n").expect("write group");
+    worker()
+        .args(["run", "--id", "w1", "--noop", "--group"])
+        .arg(&group)
+        .assert()
+        .code(2)
+        .stderr(predicate::str::contains("group file").and(predicate::str::contains("is not a valid group file")));
+}
