@@ -79,6 +79,10 @@ PRODUCER=$LAST_PID
 confirmed() { cat "$WORK/confirmed.txt" 2>/dev/null | wc -l; }
 wait_for 30 "$KILL_AFTER confirmed orders" '[ "$(confirmed)" -ge "$KILL_AFTER" ]'
 find_leader 1 2 3 || fail "no leader before the kill"
+"$BIN/orderly-broker" group status --group "$GROUP" >"$WORK/group-before.txt" ||
+    fail "group status before the kill: $(cat "$WORK/group-before.txt")"
+[ "$(grep -c ' leader ' "$WORK/group-before.txt")" -ge 1 ] && grep -q "^member $LEADER  *leader " "$WORK/group-before.txt" ||
+    fail "group status does not show member $LEADER leading: $(cat "$WORK/group-before.txt")"
 before=$(confirmed)
 OLD_PID=${MEMBER_PIDS[$((LEADER - 1))]}
 kill -KILL "$OLD_PID"
@@ -103,6 +107,13 @@ done
 survivors=()
 for id in 1 2 3; do [ "$id" = "$OLD_LEADER" ] || survivors+=("$id"); done
 wait_for 30 "a new leader" find_leader "${survivors[@]}"
+# group status: the new leader leads, the old one is unreachable, a majority
+# answers (exit 0).
+wait_for 10 "group status to show the new leader" \
+    '"$BIN/orderly-broker" group status --group "$GROUP" >"$WORK/group-after.txt"'
+cat "$WORK/group-after.txt"
+grep -q "^member $LEADER  *leader " "$WORK/group-after.txt" && grep -q "^member $OLD_LEADER  *unreachable " "$WORK/group-after.txt" ||
+    fail "group status after the kill: $(cat "$WORK/group-after.txt")"
 if [ -n "$resumed_at" ]; then
     echo "confirms resumed $(python3 -c "print(f'{$resumed_at - $killed_at:.2f}')") s after the kill (new leader: member $LEADER)"
 else

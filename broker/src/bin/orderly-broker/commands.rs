@@ -13,7 +13,7 @@ use orderly_cli::exit;
 use orderly_common::text::Escaped;
 use orderly_common::OrderKey;
 
-use crate::flags::{AdminArgs, DlqCommand, DlqListArgs, JournalCommand, OrdersCommand};
+use crate::flags::{AdminArgs, DlqCommand, DlqListArgs, GroupCommand, GroupStatusArgs, JournalCommand, OrdersCommand};
 
 /// Characters of a reason `dlq list` prints at most (`--json` has it all).
 const LIST_REASON_CHARS_MAX: usize = 60;
@@ -318,5 +318,89 @@ mod tests {
     fn shell_words_are_quoted_only_when_needed() {
         assert_eq!(shell_word("shop/o-1"), "shop/o-1");
         assert_eq!(shell_word("shop/it's"), "'shop/it'\\''s'");
+    }
+}
+
+pub fn group(command: GroupCommand) -> anyhow::Result<ExitCode> {
+    match command {
+        GroupCommand::Status(args) => group_status(&args),
+    }
+}
+
+/// One member as `group status` saw it.
+#[derive(serde::Serialize)]
+struct MemberView {
+    member: u64,
+    admin: String,
+    /// `leader`, `catching_up`, `follower` or `unreachable`.
+    role: String,
+    leader: Option<u64>,
+    term: Option<u64>,
+    commit: Option<u64>,
+    applied: Option<u64>,
+    /// Why it could not be asked, when unreachable.
+    error: Option<String>,
+}
+
+fn group_status(args: &GroupStatusArgs) -> anyhow::Result<ExitCode> {
+    let group = orderly_replication::Group::load(&args.group)?;
+    let token = args.admin_token.as_deref().map(admin::AdminToken::load).transpose()?;
+    let views: Vec<MemberView> = group
+        .members()
+        .iter()
+        .map(|member| {
+            let client = AdminClient { addr: member.admin.clone(), token: token.clone() };
+            member_view(member.id, &member.admin, client.status())
+        })
+        .collect();
+    if args.json {
+        orderly_cli::println_lossy!("{}", serde_json::to_string_pretty(&views)?);
+    } else {
+        for v in &views {
+            let num = |n: Option<u64>| n.map_or_else(|| "-".to_owned(), |n| n.to_string());
+            orderly_cli::println_lossy!(
+                "member {:<3} {:<12} leader {:<3} term {:<6} commit {:<8} applied {:<8} admin {}{}",
+                v.member,
+                v.role,
+                num(v.leader),
+                num(v.term),
+                num(v.commit),
+                num(v.applied),
+                v.admin,
+                v.error.as_ref().map_or_else(String::new, |e| format!(" ({})", Escaped(e)))
+            );
+        }
+    }
+    let leaders = views.iter().filter(|v| v.role == "leader").count();
+    let answering = views.iter().filter(|v| v.role != "unreachable").count();
+    Ok(ExitCode::from(if leaders == 1 && answering * 2 > views.len() { exit::OK } else { exit::FAILURE }))
+}
+
+fn member_view(id: u64, admin: &str, status: Result<StatusReport, AdminError>) -> MemberView {
+    let unreachable = |error: String| MemberView {
+        member: id,
+        admin: admin.to_owned(),
+        role: "unreachable".to_owned(),
+        leader: None,
+        term: None,
+        commit: None,
+        applied: None,
+        error: Some(error),
+    };
+    match status {
+        Err(error) => unreachable(format!("{error:#}")),
+        Ok(report) => match report.group {
+            None => unreachable("it answers as a single broker, not a group member".to_owned()),
+            Some(g) => MemberView {
+                member: id,
+                admin: admin.to_owned(),
+                role: g.role,
+                leader: g.leader,
+                term: Some(g.term),
+                commit: Some(g.commit),
+                applied: Some(g.applied),
+                error: None,
+            },
+        },
     }
 }

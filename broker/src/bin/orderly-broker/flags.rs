@@ -52,6 +52,33 @@ pub enum Command {
     /// Write a new CURVE key pair: PREFIX.key (secret, mode 0600) and
     /// PREFIX.pub (public, to give to clients).
     Keygen(KeygenArgs),
+    /// Look at a group of brokers (`run --group`, a preview: see
+    /// docs/REPLICATION.md).
+    #[command(subcommand)]
+    Group(GroupCommand),
+}
+
+#[derive(Subcommand, Debug)]
+pub enum GroupCommand {
+    /// One line per member, asked through its admin endpoint: its role
+    /// (leader, catching_up, follower, or unreachable), the leader it
+    /// knows, its Raft term, commit and applied indexes. Exits 0 when one
+    /// member leads and a majority answers, 1 otherwise.
+    Status(GroupStatusArgs),
+}
+
+#[derive(clap::Args, Debug)]
+pub struct GroupStatusArgs {
+    /// The group file the members run with (`run --group`).
+    #[arg(long, env = "ORDERLY_BROKER_GROUP", value_name = "FILE")]
+    pub group: PathBuf,
+    /// File holding the admin token, if the members' admin endpoints need
+    /// one (beyond loopback).
+    #[arg(long, env = "ORDERLY_BROKER_ADMIN_TOKEN", value_name = "FILE")]
+    pub admin_token: Option<PathBuf>,
+    /// Print JSON (one object per member) instead of a table.
+    #[arg(long)]
+    pub json: bool,
 }
 
 const ORDER_IDS: &str = "\

@@ -41,6 +41,7 @@ fn run() -> anyhow::Result<ExitCode> {
         Command::Keygen(args) => commands::keygen(&args.out),
         Command::Dlq(command) => commands::dlq(command),
         Command::Orders(command) => commands::orders(command),
+        Command::Group(command) => commands::group(command),
     }
 }
 
