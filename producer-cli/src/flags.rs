@@ -11,7 +11,7 @@ use clap::{CommandFactory, Parser, Subcommand};
 use orderly_cli::merge_config_file;
 use orderly_common::ids::validate_peer_id;
 use orderly_common::limits::{ITEM_BYTES_MAX, ORDER_ITEMS_MAX};
-use orderly_common::members::{Member, Members};
+use orderly_common::members::Members;
 use orderly_common::Endpoint;
 use orderly_producer::limits::RESEND_BACKOFF_MAX_DEFAULT;
 use orderly_producer::ProducerConfig;
@@ -313,13 +313,7 @@ impl Common {
 /// bad usage.
 fn load_members(path: &std::path::Path) -> anyhow::Result<Members> {
     let group = orderly_replication::Group::load(path)?;
-    let members = group.members().iter().map(|member| Member {
-        id: member.id,
-        intake: member.intake.clone(),
-        fanout: member.fanout.clone(),
-        control: member.control.clone(),
-    });
-    Members::new(members.collect()).with_context(|| format!("group file {}", path.display()))
+    group.client_members().with_context(|| format!("group file {}", path.display()))
 }
 
 #[cfg(test)]

@@ -151,6 +151,18 @@ impl Group {
     pub fn ids(&self) -> Vec<u64> {
         self.members.iter().map(|member| member.id).collect()
     }
+
+    /// The members as producers and workers see them: the endpoints
+    /// clients use (peer and admin are the members' own business).
+    pub fn client_members(&self) -> Result<orderly_common::members::Members, orderly_common::members::MembersError> {
+        let members = self.members.iter().map(|member| orderly_common::members::Member {
+            id: member.id,
+            intake: member.intake.clone(),
+            fanout: member.fanout.clone(),
+            control: member.control.clone(),
+        });
+        orderly_common::members::Members::new(members.collect())
+    }
 }
 
 impl Member {

@@ -9,7 +9,7 @@ use clap::{ArgGroup, Args, CommandFactory, Parser, Subcommand};
 use orderly_cli::{merge_config_path, ConfigError};
 use orderly_common::ids::validate_peer_id;
 use orderly_common::limits::{self, WORKER_CONCURRENCY_MAX};
-use orderly_common::members::{Member, Members};
+use orderly_common::members::Members;
 use orderly_common::Endpoint;
 use orderly_worker::handler::{Handler, HANDLER_TIMEOUT_MS_DEFAULT};
 use orderly_worker::io;
@@ -216,13 +216,7 @@ impl RunArgs {
     pub(crate) fn group_members(&self) -> anyhow::Result<Option<Members>> {
         let Some(path) = &self.group else { return Ok(None) };
         let group = orderly_replication::Group::load(path)?;
-        let members = group.members().iter().map(|member| Member {
-            id: member.id,
-            intake: member.intake.clone(),
-            fanout: member.fanout.clone(),
-            control: member.control.clone(),
-        });
-        let members = Members::new(members.collect()).with_context(|| format!("group file {}", path.display()))?;
+        let members = group.client_members().with_context(|| format!("group file {}", path.display()))?;
         Ok(Some(members))
     }
 
