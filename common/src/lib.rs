@@ -9,6 +9,7 @@ pub mod limits;
 pub mod members;
 pub mod order_json;
 pub mod protocol;
+pub mod rng;
 pub mod text;
 pub mod time;
 

@@ -40,16 +40,12 @@ const RETRY_STEPS: u64 = 10;
 const DELAY_STEPS_MAX: u64 = 3;
 const JOURNAL_DIR: &str = "/raft";
 
-/// splitmix64: small, seedable, good enough to choose faults.
-struct Rng(u64);
+/// Seeded SplitMix64, good enough to choose faults.
+struct Rng(orderly_common::rng::SplitMix64);
 
 impl Rng {
     fn next(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-        z ^ (z >> 31)
+        self.0.next_u64()
     }
 
     fn below(&mut self, n: u64) -> u64 {
@@ -153,7 +149,7 @@ fn start(member: &mut Member, storage: JournalStorage) {
 
 impl Sim {
     fn new(seed: u64) -> Sim {
-        let mut rng = Rng(seed);
+        let mut rng = Rng(orderly_common::rng::SplitMix64::new(seed));
         let size = if seed % 5 == 4 { 5 } else { 3 };
         let voters: Vec<u64> = (1..=size).collect();
         let mut members = Vec::new();

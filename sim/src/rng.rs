@@ -3,23 +3,19 @@
 //! run forever.
 
 pub struct Rng {
-    state: u64,
+    state: orderly_common::rng::SplitMix64,
 }
 
 impl Rng {
     pub fn new(seed: u64) -> Self {
         // Mix the seed once so that seeds 0, 1, 2... start far apart.
-        let mut rng = Rng { state: seed ^ 0x6A09_E667_F3BC_C908 };
+        let mut rng = Rng { state: orderly_common::rng::SplitMix64::new(seed ^ 0x6A09_E667_F3BC_C908) };
         rng.next_u64();
         rng
     }
 
     pub fn next_u64(&mut self) -> u64 {
-        self.state = self.state.wrapping_add(0x9E37_79B9_7F4A_7C15);
-        let mut z = self.state;
-        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-        z ^ (z >> 31)
+        self.state.next_u64()
     }
 
     /// Uniform in `0..n` (`n > 0`).

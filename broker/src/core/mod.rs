@@ -381,7 +381,7 @@ impl Core {
         assert!(config.attempt_timeout_ms > config.ack_timeout_ms);
         Core {
             nonce_next: config.incarnation | 1,
-            rng: Rng(config.rand_seed),
+            rng: Rng(orderly_common::rng::SplitMix64::new(config.rand_seed)),
             config,
             partials: BTreeMap::new(),
             orders: HashMap::default(),
@@ -522,27 +522,19 @@ impl Core {
     }
 }
 
-/// splitmix64: a small deterministic generator for the backoff's jitter
-/// (the simulation replays a seed exactly).
+/// The backoff's jitter: a seeded SplitMix64 (the simulation replays a
+/// seed exactly).
 #[derive(Debug)]
-struct Rng(u64);
+struct Rng(orderly_common::rng::SplitMix64);
 
 impl Rng {
-    fn next_u64(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-        z ^ (z >> 31)
-    }
-
     /// Uniform in `lo..=hi` (`lo <= hi`).
     fn between(&mut self, lo: u64, hi: u64) -> u64 {
         let span = hi - lo;
         if span == u64::MAX {
-            return self.next_u64();
+            return self.0.next_u64();
         }
-        lo + self.next_u64() % (span + 1)
+        lo + self.0.next_u64() % (span + 1)
     }
 }
 
