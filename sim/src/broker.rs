@@ -87,6 +87,10 @@ impl SegmentedLog for SimLog {
     fn remove_oldest_segment(&mut self, segment_id: u64) -> Result<orderly_journal::SegmentInfo, JournalError> {
         self.journal.remove_oldest_segment(segment_id)
     }
+
+    fn journal(&self) -> &Journal {
+        &self.journal
+    }
 }
 
 /// The virtual time `now` as an `Instant`, far ahead of the wall clock:

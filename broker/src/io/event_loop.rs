@@ -326,7 +326,7 @@ impl Loop {
         let Some(requests) = self.admin.clone() else { return };
         while let Ok(request) = requests.try_recv() {
             let changes = matches!(request.query, Query::Retry(_) | Query::Delete(_));
-            if changes && self.group.as_ref().is_some_and(|g| g.role != super::group::Role::Leader) {
+            if changes && self.group.as_ref().is_some_and(|g| !g.member.serves()) {
                 let answer = Answer::text(503, "this member is not the group's leader: ask the leader".to_owned());
                 let _ = request.reply.send(answer);
                 continue;

@@ -17,6 +17,7 @@ mod config;
 mod error;
 mod event_loop;
 mod group;
+mod member;
 mod metrics;
 mod recorder;
 mod recover;
@@ -33,7 +34,7 @@ use tracing::{info, warn};
 pub use self::config::{journal_dir, raft_dir, BrokerConfig, CurveConfig, GroupSettings};
 pub use self::error::BrokerError;
 pub use self::event_loop::Summary;
-pub use self::group::{decode_batch, encode_batches, RAFT_TICK_MS};
+pub use self::member::{decode_batch, encode_batches, Member, PeerRefused, Ready, Role, RAFT_TICK_MS};
 pub use self::recorder::{compact, persist_then_publish, EventLog, Persisted, Recorder, SegmentedLog};
 pub use self::recover::{applied_marker, decode_applied_marker, recover, recover_applied, replay, replay_applied};
 /// The journal's record codec, here too for the loop's outside users.

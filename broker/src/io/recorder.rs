@@ -36,6 +36,8 @@ pub trait SegmentedLog: EventLog {
     fn sync(&mut self) -> Result<bool, JournalError>;
     /// Removes the oldest segment (see [`Journal::remove_oldest_segment`]).
     fn remove_oldest_segment(&mut self, segment_id: u64) -> Result<orderly_journal::SegmentInfo, JournalError>;
+    /// The journal itself, to replay (a group member rebuilding its core).
+    fn journal(&self) -> &Journal;
 }
 
 impl EventLog for Journal {
@@ -67,6 +69,10 @@ impl SegmentedLog for Journal {
 
     fn remove_oldest_segment(&mut self, segment_id: u64) -> Result<orderly_journal::SegmentInfo, JournalError> {
         Journal::remove_oldest_segment(self, segment_id)
+    }
+
+    fn journal(&self) -> &Journal {
+        self
     }
 }
 

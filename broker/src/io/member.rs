@@ -1,0 +1,436 @@
+//! [`Member`]: the part of a group member's turn that does no IO — the
+//! Raft node, the member's role, the leader's held messages — over the
+//! core and the recorder the io loop (or the simulation) hands it. The io
+//! loop (`group.rs`) moves bytes: peer messages in and out, client input,
+//! publishing what a turn released. The simulation (`orderly-sim`) drives
+//! the same `Member` on a simulated disk and network.
+//!
+//! - The **leader** runs the core as a single broker does; each turn's
+//!   events become one Raft entry (a batch, split when large) and the
+//!   turn's outbound messages are held until that entry is applied. Then
+//!   the events go to its own journal and the messages out.
+//! - A **follower** applies each committed batch to its core
+//!   (`Core::apply`) and its journal.
+//! - Every member appends, after each committed batch's events, a marker
+//!   record with the Raft index, in the same commit (see
+//!   `recover::applied_marker`): a restart replays the journal and tells
+//!   raft how far it got.
+//! - Leadership lost: held messages are dropped and the core is rebuilt
+//!   from the journal (committed events only). Leadership won: the member
+//!   first applies every entry its log held when it was elected, then ends
+//!   recovery (`finish_recovery`: in-flight orders pending, no worker
+//!   known) and serves.
+
+use std::collections::VecDeque;
+
+use orderly_common::protocol::encode_dispatch;
+use orderly_replication::node::PROPOSAL_BYTES_MAX;
+use orderly_replication::{Applied, Message, Node, ProposeError};
+use protobuf::Message as _;
+use serde_bytes::ByteBuf;
+use tracing::{info, warn};
+
+use super::error::BrokerError;
+use super::recorder::{Recorder, SegmentedLog};
+use super::recover::{applied_marker, replay_applied};
+use crate::admin::schema::GroupReport;
+use crate::core::codec::{decode_event, encode_event};
+use crate::core::{Core, CoreConfig, GroupView, Millis, Outbound};
+
+/// One Raft tick: heartbeats every `HEARTBEAT_TICKS` (200 ms), elections
+/// after `ELECTION_TICKS_MIN` or more (2 s and up).
+pub const RAFT_TICK_MS: u64 = 100;
+/// What a batch adds around its event bodies (array and bin headers),
+/// generously per event.
+const BATCH_OVERHEAD_PER_EVENT: usize = 8;
+const _: () = assert!(orderly_replication::node::ELECTION_TICKS_MIN as u64 * RAFT_TICK_MS >= 2000);
+// A whole order's record fits one entry with its items' framing.
+const _: () = assert!(
+    orderly_common::limits::GROUP_ORDER_BYTES_MAX + orderly_common::limits::ORDER_ITEMS_MAX as usize * 5 + 4096
+        <= PROPOSAL_BYTES_MAX
+);
+
+/// What this member does now.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Role {
+    Follower,
+    /// Elected; applying the entries its log held at election (up to
+    /// `to`) before it serves.
+    CatchingUp {
+        to: u64,
+    },
+    Leader,
+}
+
+impl Role {
+    pub fn name(self) -> &'static str {
+        match self {
+            Role::Leader => "leader",
+            Role::CatchingUp { .. } => "catching_up",
+            Role::Follower => "follower",
+        }
+    }
+}
+
+/// A leader turn's messages, published once entry `index` is applied.
+/// `A`: the io's answers to admin requests that changed state.
+struct Held<A> {
+    index: u64,
+    outbound: Vec<Outbound>,
+    answers: Vec<A>,
+}
+
+/// What [`Member::handle_ready`] hands the io to do, in this order.
+pub struct Ready<A> {
+    /// Raft messages, each to `message.to`; any may be lost.
+    pub messages: Vec<Message>,
+    /// The leader's messages released this turn (their entry is applied),
+    /// dispatch payloads filled in: publish them in order.
+    pub publish: Vec<Outbound>,
+    /// Admin answers released with them.
+    pub answers: Vec<A>,
+}
+
+/// Why a peer message was not stepped into the node.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum PeerRefused {
+    #[error("a raft message from member {sender} claims to be from member {claimed}")]
+    OtherSender { sender: u64, claimed: u64 },
+    #[error("an undecodable raft message from member {sender}: {reason}")]
+    Undecodable { sender: u64, reason: String },
+}
+
+/// One group member's state beside the core (see the module docs).
+pub struct Member<A> {
+    node: Node,
+    role: Role,
+    /// The last index applied to the core and the journal.
+    applied: u64,
+    next_tick_ms: Millis,
+    held: VecDeque<Held<A>>,
+    core_config: CoreConfig,
+    dropped_messages: u64,
+    peer_refused: u64,
+}
+
+impl<A> Member<A> {
+    /// A member around `node`, whose event journal holds entries up to
+    /// `applied` (its last marker); it starts as a follower.
+    pub fn new(node: Node, applied: u64, core_config: CoreConfig) -> Self {
+        Member {
+            node,
+            role: Role::Follower,
+            applied,
+            next_tick_ms: 0,
+            held: VecDeque::new(),
+            core_config,
+            dropped_messages: 0,
+            peer_refused: 0,
+        }
+    }
+
+    pub fn role(&self) -> Role {
+        self.role
+    }
+
+    /// Serving: the leader, caught up; the only role that reads intake and
+    /// control and runs the core's timeouts.
+    pub fn serves(&self) -> bool {
+        self.role == Role::Leader
+    }
+
+    pub fn applied(&self) -> u64 {
+        self.applied
+    }
+
+    pub fn node(&self) -> &Node {
+        &self.node
+    }
+
+    /// Gives the node back (a member shutting down or crashing).
+    pub fn into_node(self) -> Node {
+        self.node
+    }
+
+    /// When the next Raft tick is due.
+    pub fn next_tick_ms(&self) -> Millis {
+        self.next_tick_ms
+    }
+
+    /// Ticks the node if a tick is due at `now`.
+    pub fn tick(&mut self, now: Millis) {
+        if now >= self.next_tick_ms {
+            self.next_tick_ms = now + RAFT_TICK_MS;
+            self.node.tick();
+        }
+    }
+
+    /// Client messages a non-serving member read and dropped.
+    pub fn count_dropped(&mut self, messages: u64) {
+        self.dropped_messages += messages;
+    }
+
+    /// Steps a peer message into the node; `sender` is the member the
+    /// transport authenticated, and a message claiming another is refused.
+    pub fn step(&mut self, sender: u64, payload: &[u8]) -> Result<(), PeerRefused> {
+        let refused = match Message::parse_from_bytes(payload) {
+            Ok(message) if message.from == sender => {
+                self.node.step(message);
+                return Ok(());
+            }
+            Ok(message) => PeerRefused::OtherSender { sender, claimed: message.from },
+            Err(error) => PeerRefused::Undecodable { sender, reason: error.to_string() },
+        };
+        self.peer_refused += 1;
+        Err(refused)
+    }
+
+    /// The leader's end of a turn: the turn's events become entries; its
+    /// messages (and `answers`) wait for the last entry of the log to be
+    /// applied. A refused proposal rebuilds the core (it applied what the
+    /// log will not hold).
+    pub fn propose_turn<L: SegmentedLog>(
+        &mut self,
+        core: &mut Core,
+        recorder: &mut Recorder<L>,
+        answers: Vec<A>,
+        now: Millis,
+    ) -> Result<(), BrokerError> {
+        let mut bodies = Vec::new();
+        while let Some(event) = core.poll_event() {
+            bodies.push(encode_event(&event));
+        }
+        for batch in encode_batches(bodies) {
+            match self.node.propose(batch) {
+                Ok(()) => {}
+                Err(error @ ProposeError::TooLarge { .. }) => return Err(BrokerError::Group(error.to_string())),
+                Err(error) => {
+                    warn!(%error, "proposal refused; rebuilding the core from the journal");
+                    return self.step_down(core, recorder, now);
+                }
+            }
+        }
+        let index = self.node.last_index();
+        let mut outbound = Vec::new();
+        while let Some(out) = core.poll_outbound() {
+            outbound.push(out);
+        }
+        if !outbound.is_empty() || !answers.is_empty() {
+            self.held.push_back(Held { index, outbound, answers });
+        }
+        Ok(())
+    }
+
+    /// Persists what raft produced, applies what it committed, releases
+    /// what that allows, and follows a change of role.
+    pub fn handle_ready<L: SegmentedLog>(
+        &mut self,
+        core: &mut Core,
+        recorder: &mut Recorder<L>,
+        now: Millis,
+    ) -> Result<Ready<A>, BrokerError> {
+        let output = self.node.handle_ready()?;
+        if !output.applied.is_empty() {
+            self.apply_committed(core, recorder, output.applied)?;
+        }
+        // Every turn: a turn that proposed nothing (heartbeats, a repeated
+        // confirm) holds its messages at an index that may be applied already.
+        let (publish, answers) = self.release(recorder)?;
+        self.sync_role(core, recorder, now)?;
+        Ok(Ready { messages: output.messages, publish, answers })
+    }
+
+    /// Appends each committed batch's events (and its marker) to the
+    /// journal, applying them to the core first unless this member made
+    /// them as the leader; one durable commit for all.
+    fn apply_committed<L: SegmentedLog>(
+        &mut self,
+        core: &mut Core,
+        recorder: &mut Recorder<L>,
+        applied: Vec<Applied>,
+    ) -> Result<(), BrokerError> {
+        let own = self.role == Role::Leader;
+        let mut last = None;
+        for entry in applied {
+            for (n, body) in decode_batch(&entry.data)?.into_iter().enumerate() {
+                let event = decode_event(n as u64, &body)?;
+                if !own {
+                    core.apply(&event);
+                }
+                if !recorder.record(core, &event)? {
+                    return Err(BrokerError::Group("the journal's disk is full".into()));
+                }
+            }
+            recorder.log.append(&applied_marker(entry.index)).map_err(super::error::journal_err("append"))?;
+            last = Some(entry.index);
+        }
+        if !own {
+            // A follower's core is in replay mode: it makes no events, but
+            // drop any to be sure nothing accumulates.
+            while core.poll_event().is_some() {}
+        }
+        if let Some(index) = last {
+            if !recorder.commit()? {
+                return Err(BrokerError::Group("the journal's disk is full".into()));
+            }
+            self.applied = index;
+        }
+        Ok(())
+    }
+
+    /// The held messages whose entry is applied (committed by a majority
+    /// and in this member's journal), payloads read back.
+    fn release<L: SegmentedLog>(&mut self, recorder: &mut Recorder<L>) -> Result<(Vec<Outbound>, Vec<A>), BrokerError> {
+        let mut publish = Vec::new();
+        let mut answers = Vec::new();
+        while self.held.front().is_some_and(|held| held.index <= self.applied) {
+            let held = self.held.pop_front().expect("checked above");
+            for mut out in held.outbound {
+                if let Some(fill) = out.fill.take() {
+                    let items = recorder.read_items(fill.from)?;
+                    out.body = encode_dispatch(&fill.key, fill.attempt, fill.attempt > 1, &items);
+                }
+                publish.push(out);
+            }
+            answers.extend(held.answers);
+        }
+        Ok((publish, answers))
+    }
+
+    /// Follows raft's role: a new leader catches up, then serves; a lost
+    /// leadership drops what it held and rebuilds the core.
+    fn sync_role<L: SegmentedLog>(
+        &mut self,
+        core: &mut Core,
+        recorder: &mut Recorder<L>,
+        now: Millis,
+    ) -> Result<(), BrokerError> {
+        let leads = self.node.is_leader();
+        let view = self.view();
+        match self.role {
+            Role::Leader | Role::CatchingUp { .. } if !leads => {
+                info!(term = view.term, leader = ?view.leader, "no longer the leader");
+                self.step_down(core, recorder, now)?;
+            }
+            Role::Follower if leads => {
+                let to = self.node.last_index();
+                info!(term = view.term, catch_up_to = to, "elected leader; applying the log before serving");
+                self.role = Role::CatchingUp { to };
+            }
+            _ => {}
+        }
+        if let Role::CatchingUp { to } = self.role {
+            if self.applied >= to {
+                self.role = Role::Leader;
+                core.finish_recovery(now);
+                let status = core.status();
+                info!(term = view.term, applied = to, pending = status.pending_orders, "leading: serving intake");
+            }
+        }
+        if core.group_view() != view {
+            core.set_group_view(view);
+        }
+        Ok(())
+    }
+
+    /// Back to follower: what the core made since the last commit is
+    /// forgotten (it is not in the journal) and nothing held goes out.
+    fn step_down<L: SegmentedLog>(
+        &mut self,
+        core: &mut Core,
+        recorder: &mut Recorder<L>,
+        now: Millis,
+    ) -> Result<(), BrokerError> {
+        self.role = Role::Follower;
+        let dropped: usize = self.held.drain(..).map(|held| held.outbound.len()).sum();
+        let view = core.group_view();
+        let (rebuilt, anchors, applied) =
+            replay_applied(recorder.log.journal(), self.core_config.clone(), now, |_, _, _| {})?;
+        debug_assert_eq!(applied, self.applied);
+        *core = rebuilt;
+        core.set_group_view(view);
+        recorder.anchors = anchors;
+        info!(dropped_messages = dropped, applied, "rebuilt the core from the journal");
+        Ok(())
+    }
+
+    /// Who this member is and who it thinks leads, for heartbeats.
+    pub fn view(&self) -> GroupView {
+        GroupView { member: Some(self.node.id()), leader: self.node.leader_id(), term: self.node.term() }
+    }
+
+    /// The group's part of `/status`; `transport_refused`: peer messages
+    /// the transport refused on its own.
+    pub fn report(&self, transport_refused: u64) -> GroupReport {
+        GroupReport {
+            member: self.node.id(),
+            leader: self.node.leader_id(),
+            term: self.node.term(),
+            role: self.role.name().to_owned(),
+            applied: self.applied,
+            commit: self.node.commit_index(),
+            dropped_messages: self.dropped_messages,
+            peer_refused: self.peer_refused + transport_refused,
+        }
+    }
+}
+
+/// The events of one leader turn as batches of at most
+/// `PROPOSAL_BYTES_MAX` bytes (a MessagePack array of event bodies).
+pub fn encode_batches(bodies: Vec<Vec<u8>>) -> Vec<Vec<u8>> {
+    let mut batches = Vec::new();
+    let mut current: Vec<ByteBuf> = Vec::new();
+    let mut bytes = 0;
+    for body in bodies {
+        let size = body.len() + BATCH_OVERHEAD_PER_EVENT;
+        if !current.is_empty() && bytes + size > PROPOSAL_BYTES_MAX {
+            batches.push(encode_batch(&std::mem::take(&mut current)));
+            bytes = 0;
+        }
+        bytes += size;
+        current.push(ByteBuf::from(body));
+    }
+    if !current.is_empty() {
+        batches.push(encode_batch(&current));
+    }
+    batches
+}
+
+fn encode_batch(bodies: &[ByteBuf]) -> Vec<u8> {
+    rmp_serde::to_vec(bodies).expect("encoding into memory cannot fail")
+}
+
+/// The event bodies of a committed entry (none for a leader's empty one).
+pub fn decode_batch(data: &[u8]) -> Result<Vec<ByteBuf>, BrokerError> {
+    if data.is_empty() {
+        return Ok(Vec::new());
+    }
+    rmp_serde::from_slice(data).map_err(|e| BrokerError::Group(format!("a committed entry is not an event batch: {e}")))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::recover::decode_applied_marker;
+    use super::*;
+
+    #[test]
+    fn a_huge_turn_is_split_into_bounded_batches_that_decode_in_order() {
+        let bodies: Vec<Vec<u8>> = (0..10u8).map(|n| vec![n; PROPOSAL_BYTES_MAX / 4]).collect();
+        let batches = encode_batches(bodies.clone());
+        assert!(batches.len() >= 3, "{} batches", batches.len());
+        assert!(batches.iter().all(|b| b.len() <= PROPOSAL_BYTES_MAX));
+        let decoded: Vec<Vec<u8>> =
+            batches.iter().flat_map(|b| decode_batch(b).unwrap()).map(|b| b.into_vec()).collect();
+        assert_eq!(decoded, bodies);
+        assert!(decode_batch(&[]).unwrap().is_empty());
+    }
+
+    #[test]
+    fn markers_are_never_events() {
+        let marker = applied_marker(42);
+        assert_eq!(decode_applied_marker(&marker), Some(42));
+        assert!(decode_event(1, &marker).is_err());
+        let event = crate::core::Event::Acked { key: orderly_common::OrderKey::new("p", "o") };
+        assert_eq!(decode_applied_marker(&encode_event(&event)), None);
+    }
+}
