@@ -5,8 +5,8 @@
 # (deploy/netns-cluster.sh, prefix $ORDERLY_NETNS_PREFIX, unique per run),
 # runs the broker (or a group of three on hosts broker, b2 and b3: see
 # "a broker group of three" below), three workers and two producers on
-# their own hosts, and ends with check_all: an independent check of the producers' confirmed logs
-# against the workers' sinks. A trap removes processes, faults, namespaces
+# their own hosts, and ends with check_all: an independent check of the
+# producers' confirmed logs against the workers' sinks. A trap removes processes, faults, namespaces
 # and the work directory on success, failure or interrupt.
 #
 # Environment:
