@@ -6,8 +6,9 @@
 # runs the broker (or a group of three on hosts broker, b2 and b3: see
 # "a broker group of three" below), three workers and two producers on
 # their own hosts, and ends with check_all: an independent check of the
-# producers' confirmed logs against the workers' sinks. A trap removes processes, faults, namespaces
-# and the work directory on success, failure or interrupt.
+# producers' confirmed logs against the workers' sinks. A trap removes
+# processes, faults, namespaces and the work directory on success, failure
+# or interrupt.
 #
 # Environment:
 #   ORDERLY_BIN_DIR         the binaries (default target/debug)
