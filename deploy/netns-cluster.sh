@@ -2,7 +2,7 @@
 # Separate network hosts on one machine, for trying orderly across a real
 # network and for the cluster tests (tests/netns/).
 #
-#   deploy/netns-cluster.sh up                 # create the hosts, print their addresses
+#   deploy/netns-cluster.sh up [--brokers 3]   # create the hosts, print their addresses
 #   deploy/netns-cluster.sh exec HOST CMD...   # run CMD on HOST (in its namespace)
 #   deploy/netns-cluster.sh addr HOST          # HOST's address
 #   deploy/netns-cluster.sh ns HOST            # HOST's namespace name
@@ -18,14 +18,20 @@
 # and host namespaces), so the cluster cannot reach the real network and two
 # clusters never share a link name.
 #
+# With `up --brokers 3` (or ORDERLY_NETNS_BROKERS=3) two more broker hosts,
+# b2 and b3, join the switch: the hosts of a broker group of three
+# (docs/REPLICATION.md), "broker" being the first. Without it nothing
+# changes. The other commands find b2 and b3 when they exist.
+#
 # Environment:
 #   ORDERLY_NETNS_PREFIX  namespace names are PREFIX-HOST (default "orderly");
 #                         use a unique prefix per run to run clusters side by side
 #   ORDERLY_NETNS_SUBNET  first three octets (default 198.18.0: the benchmarking
 #                         range of RFC 2544, never routed on the Internet)
+#   ORDERLY_NETNS_BROKERS broker hosts `up` creates: 1 (default) or 3
 #
 # Addresses: switch .1 (on br0, for `exec switch ping`), broker .10,
-# w1 .21, w2 .22, w3 .23, p1 .31, p2 .32.
+# b2 .11, b3 .12 (with --brokers 3), w1 .21, w2 .22, w3 .23, p1 .31, p2 .32.
 #
 # Needs root and iproute2 (`ip netns`). `down` terminates every process
 # still running in the cluster's namespaces (by PID, TERM then KILL): they
@@ -35,6 +41,9 @@ set -euo pipefail
 PREFIX=${ORDERLY_NETNS_PREFIX:-orderly}
 SUBNET=${ORDERLY_NETNS_SUBNET:-198.18.0}
 HOSTS=(broker w1 w2 w3 p1 p2)
+# Broker hosts beyond the first, created only by `up --brokers 3`.
+EXTRA_BROKERS=(b2 b3)
+ALL_HOSTS=(broker "${EXTRA_BROKERS[@]}" "${HOSTS[@]:1}")
 
 usage() {
     sed -n '2,12p' "$0" | sed 's/^# \{0,1\}//' >&2
@@ -51,12 +60,14 @@ host_octet() {
     case $1 in
         switch) echo 1 ;;
         broker) echo 10 ;;
+        b2) echo 11 ;;
+        b3) echo 12 ;;
         w1) echo 21 ;;
         w2) echo 22 ;;
         w3) echo 23 ;;
         p1) echo 31 ;;
         p2) echo 32 ;;
-        *) die "unknown host '$1' (hosts: switch ${HOSTS[*]})" ;;
+        *) die "unknown host '$1' (hosts: switch ${ALL_HOSTS[*]})" ;;
     esac
 }
 
@@ -102,9 +113,21 @@ quiet_sysctls() {
 }
 
 up() {
-    local sw host ns
+    local sw host ns brokers=${ORDERLY_NETNS_BROKERS:-1} hosts
+    while [ $# -gt 0 ]; do
+        case $1 in
+            --brokers) [ $# -ge 2 ] || usage; brokers=$2; shift 2 ;;
+            --brokers=*) brokers=${1#--brokers=}; shift ;;
+            *) usage ;;
+        esac
+    done
+    case $brokers in
+        1) hosts=("${HOSTS[@]}") ;;
+        3) hosts=("${ALL_HOSTS[@]}") ;;
+        *) die "--brokers must be 1 or 3 (a group has 3 members), not '$brokers'" ;;
+    esac
     sw=$(ns_of switch)
-    for host in switch "${HOSTS[@]}"; do
+    for host in switch "${ALL_HOSTS[@]}"; do
         ! ns_exists "$(ns_of "$host")" || die "namespace $(ns_of "$host") exists already (run: ORDERLY_NETNS_PREFIX=$PREFIX $0 down)"
     done
     # Half-built clusters are removed on any failure below.
@@ -116,7 +139,7 @@ up() {
     ip -n "$sw" link add br0 type bridge
     ip -n "$sw" addr add "$(addr_of switch)/24" dev br0
     ip -n "$sw" link set br0 up
-    for host in "${HOSTS[@]}"; do
+    for host in "${hosts[@]}"; do
         ns=$(ns_of "$host")
         ip netns add "$ns"
         quiet_sysctls "$ns"
@@ -142,7 +165,7 @@ undo_failed_up() {
 status() {
     local host ns
     printf '%-7s %-15s %s\n' HOST ADDRESS NAMESPACE
-    for host in switch "${HOSTS[@]}"; do
+    for host in switch "${ALL_HOSTS[@]}"; do
         ns=$(ns_of "$host")
         ns_exists "$ns" || continue
         printf '%-7s %-15s %s\n' "$host" "$(addr_of "$host")" "$ns"
@@ -167,7 +190,7 @@ stop_processes() {
 
 down() {
     local host ns
-    for host in "${HOSTS[@]}" switch; do
+    for host in "${ALL_HOSTS[@]}" switch; do
         ns=$(ns_of "$host")
         ns_exists "$ns" || continue
         stop_processes "$ns"
@@ -181,7 +204,7 @@ cmd=${1:-}
 [ -n "$cmd" ] || usage
 shift
 case $cmd in
-    up) check_prereqs; up ;;
+    up) check_prereqs; up "$@" ;;
     down) check_prereqs; down ;;
     status) status ;;
     addr) [ $# -eq 1 ] || usage; addr_of "$1" ;;

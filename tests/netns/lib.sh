@@ -3,10 +3,12 @@
 #
 # Each scenario gets its own cluster of network namespaces
 # (deploy/netns-cluster.sh, prefix $ORDERLY_NETNS_PREFIX, unique per run),
-# runs the broker, three workers and two producers on their own hosts, and
-# ends with check_all: an independent check of the producers' confirmed logs
-# against the workers' sinks. A trap removes processes, faults, namespaces
-# and the work directory on success, failure or interrupt.
+# runs the broker (or a group of three on hosts broker, b2 and b3: see
+# "a broker group of three" below), three workers and two producers on
+# their own hosts, and ends with check_all: an independent check of the
+# producers' confirmed logs against the workers' sinks. A trap removes
+# processes, faults, namespaces and the work directory on success, failure
+# or interrupt.
 #
 # Environment:
 #   ORDERLY_BIN_DIR         the binaries (default target/debug)
@@ -86,6 +88,14 @@ CONTROL="tcp://$BROKER_IP:5572"
 ADMIN="127.0.0.1:5573" # loopback of the broker's host
 WORKERS=(w1 w2 w3)
 PRODUCERS=(p1 p2)
+# Where the clients find the broker: the single broker's endpoints, or
+# `--group FILE` (group_cluster_up).
+PRODUCER_ENDPOINTS=(--intake "$INTAKE" --fanout "$FANOUT")
+WORKER_ENDPOINTS=(--fanout "$FANOUT" --control "$CONTROL")
+# Where status_json asks: the host, ADMIN, and flags (the admin token).
+STATUS_HOST=broker
+ADMIN_FLAGS=()
+GROUP_FILE=""
 
 fail() {
     echo "FAIL $SCENARIO: $*" >&2
@@ -208,7 +218,7 @@ start_worker() {
     local id=$1
     shift
     client_security "$id"
-    start "$id" "$id" "$BIN/orderly-worker" run --id "$id" --fanout "$FANOUT" --control "$CONTROL" \
+    start "$id" "$id" "$BIN/orderly-worker" run --id "$id" "${WORKER_ENDPOINTS[@]}" \
         --concurrency 4 --sink "$SINKS/$id" "${CLIENT_FLAGS[@]}" "$@"
     WORKER_PID[$id]=$LAST_PID
 }
@@ -247,7 +257,7 @@ json.dump(expected, open(sys.argv[1], "w", encoding="utf-8"), ensure_ascii=False
 PY
     SENT=$((SENT + count))
     client_security "$id"
-    on "$id" timeout 120 "$BIN/orderly-producer" send --id "$id" --intake "$INTAKE" --fanout "$FANOUT" \
+    on "$id" timeout 120 "$BIN/orderly-producer" send --id "$id" "${PRODUCER_ENDPOINTS[@]}" \
         --file "$WORK/$id.more.jsonl" --confirmed-log "$WORK/$id.confirmed" --timeout 60 "${CLIENT_FLAGS[@]}" \
         >"$WORK/$id.more.log" 2>&1 || code=$?
     [ "$code" = 0 ] || fail "producer $id (more orders) exited $code: $(tail -n 3 "$WORK/$id.more.log")"
@@ -291,7 +301,7 @@ with open(sys.argv[2]) as src, open(sys.argv[3], "w") as out:
 ' "$INPUT_RATE" "$WORK/$id.jsonl" "$input" &
             PIDS+=("$!")
         fi
-        start "$id" "$id" "$BIN/orderly-producer" send --id "$id" --intake "$INTAKE" --fanout "$FANOUT" \
+        start "$id" "$id" "$BIN/orderly-producer" send --id "$id" "${PRODUCER_ENDPOINTS[@]}" \
             --file "$input" --confirmed-log "$WORK/$id.confirmed" "${CLIENT_FLAGS[@]}" "$@"
         PRODUCER_PID[$id]=$LAST_PID
     done
@@ -328,8 +338,20 @@ confirmed_at_least() {
 
 # ---- the broker's view (admin endpoint, on the broker's host) --------------
 
+# status_json: /status of the broker, or of a group's leader (found again
+# when the one last seen no longer leads).
 status_json() {
-    on broker "$BIN/orderly-broker" status --admin "$ADMIN" --json
+    if [ -z "$GROUP_FILE" ]; then
+        on "$STATUS_HOST" "$BIN/orderly-broker" status --admin "$ADMIN" "${ADMIN_FLAGS[@]}" --json
+        return
+    fi
+    local out
+    if [ -n "${LEADER:-}" ] && out=$(member_status_json "$LEADER" 2>/dev/null) && is_leader_json <<<"$out"; then
+        echo "$out"
+        return
+    fi
+    find_leader "${GROUP_IDS[@]}" || return 1
+    member_status_json "$LEADER"
 }
 
 # status_field EXPR: a value from /status (a python expression on v).
@@ -450,7 +472,302 @@ check_all() {
     dead=$(status_field 'v["dead_letters"]')
     if [ "$dead" -gt 0 ]; then
         say "WARNING: $dead dead letters, although every confirmed order was processed (their acks came too late):"
-        on broker "$BIN/orderly-broker" dlq list --admin "$ADMIN" | sed 's/^/    /'
+        on "$STATUS_HOST" "$BIN/orderly-broker" dlq list --admin "$ADMIN" "${ADMIN_FLAGS[@]}" | sed 's/^/    /'
     fi
-    echo "RESULT $SCENARIO: orders $confirmed confirmed of $SENT sent, duplicates $dups, dead letters $dead, run time $((SECONDS - STARTED_AT)) s"
+    echo "RESULT $SCENARIO: orders $confirmed confirmed of $SENT sent, duplicates $dups, dead letters $dead, run time $((SECONDS - STARTED_AT)) s${RESULT_EXTRA:-}"
+}
+
+# ---- a broker group of three (docs/REPLICATION.md) ---------------------------
+#
+# Member N runs on host GROUP_HOSTS[N-1] (broker, b2, b3: `netns-cluster.sh
+# up --brokers 3`), with its Raft log and journal in $WORK/data-N, on the
+# ports the single broker uses (peer 5574), its admin endpoint on its
+# address (port 5573, so `group status` reaches it from any host) behind a
+# token. The producers and workers take `--group FILE` and follow the
+# leader; status_json and check_all ask whoever leads.
+#
+# Security: CURVE clients cannot follow a group yet. A producer or worker
+# takes one --broker-public-key and uses it towards every member, while
+# each member needs a key of its own (its `KEY broker N` line in
+# authorized_keys names its peer identity; a key listed twice is refused).
+# So in auto mode the group scenarios run the orders in plaintext
+# (--allow-insecure) and say so, and group_curve_peer_check runs a group
+# with CURVE on every socket, peer traffic included, for election,
+# replication and failover on its own. ORDERLY_NETNS_SECURITY=curve makes
+# a group scenario fail with that reason.
+
+GROUP_HOSTS=(broker b2 b3)
+GROUP_IDS=(1 2 3)
+declare -A MEMBER_PID=() MEMBER_STARTS=()
+LEADER=""
+
+member_host() { echo "${GROUP_HOSTS[$(($1 - 1))]}"; }
+member_ip() { "$CLUSTER" addr "$(member_host "$1")"; }
+
+# write_group_file FILE: the group of three on the broker hosts.
+write_group_file() {
+    local id ip
+    : >"$1"
+    for id in "${GROUP_IDS[@]}"; do
+        ip=$(member_ip "$id")
+        cat >>"$1" <<TOML
+[[member]]
+id = $id
+intake = "tcp://$ip:5570"
+fanout = "tcp://$ip:5571"
+control = "tcp://$ip:5572"
+peer = "tcp://$ip:5574"
+admin = "$ip:5573"
+TOML
+    done
+}
+
+# group_cluster_up: the cluster with three broker hosts, the group file,
+# the admin token and the clients' flags (see above for security).
+group_cluster_up() {
+    "$CLUSTER" up --brokers 3 >"$WORK/cluster.txt" || fail "cannot create the cluster"
+    case ${ORDERLY_NETNS_SECURITY:-auto} in
+        auto | insecure) SECURITY=insecure ;;
+        curve) fail "CURVE clients cannot follow a broker group yet (one --broker-public-key for all members, each member needs its own key); run with ORDERLY_NETNS_SECURITY=auto" ;;
+        *) fail "ORDERLY_NETNS_SECURITY must be auto, curve or insecure" ;;
+    esac
+    BROKER_SECURITY=(--allow-insecure)
+    declare -gA CLIENT_SECURITY=()
+    GROUP_FILE="$WORK/group.toml"
+    write_group_file "$GROUP_FILE"
+    (umask 077 && head -c 32 /dev/urandom | base64 >"$WORK/admin-token")
+    ADMIN_FLAGS=(--admin-token "$WORK/admin-token")
+    PRODUCER_ENDPOINTS=(--group "$GROUP_FILE")
+    WORKER_ENDPOINTS=(--group "$GROUP_FILE")
+    say "cluster $ORDERLY_NETNS_PREFIX up (members 1-3 on ${GROUP_HOSTS[*]}, workers ${WORKERS[*]}, producers ${PRODUCERS[*]}), security: plaintext orders (CURVE clients cannot follow a group yet)"
+}
+
+# start_member N [FLAGS...]: member N on its host ($WORK/member-N.K.log for
+# its K-th start), data in $WORK/data-N.
+start_member() {
+    local id=$1
+    shift
+    MEMBER_STARTS[$id]=$((${MEMBER_STARTS[$id]:-0} + 1))
+    start "$(member_host "$id")" "member-$id.${MEMBER_STARTS[$id]}" "$BIN/orderly-broker" run \
+        --group "$GROUP_FILE" --node-id "$id" --data-dir "${MEMBER_DATA_ROOT:-$WORK}/data-$id" \
+        --status-interval-secs 5 "${ADMIN_FLAGS[@]}" "${BROKER_SECURITY[@]}" "$@"
+    MEMBER_PID[$id]=$LAST_PID
+}
+
+member_log() { echo "$WORK/member-$1.${MEMBER_STARTS[$1]}.log"; }
+
+# start_group: the three members; waits for a leader.
+start_group() {
+    local id
+    for id in "${GROUP_IDS[@]}"; do start_member "$id"; done
+    wait_leader 30 || fail "no leader: $(for id in "${GROUP_IDS[@]}"; do tail -n 2 "$(member_log "$id")"; done)"
+    say "group up: member $LEADER leads"
+}
+
+# member_status_json N: member N's /status, asked on its own host (so it
+# answers even while its host is cut off).
+member_status_json() {
+    on "$(member_host "$1")" "$BIN/orderly-broker" status --admin "$(member_ip "$1"):5573" "${ADMIN_FLAGS[@]}" --json
+}
+
+is_leader_json() {
+    python3 -c 'import json,sys; sys.exit(0 if json.load(sys.stdin)["group"]["role"] == "leader" else 1)'
+}
+
+# member_field N EXPR: a value from member N's /status (python on v).
+member_field() {
+    member_status_json "$1" 2>/dev/null | python3 -c "import json,sys; v=json.load(sys.stdin); print($2)" 2>/dev/null
+}
+
+# member_role N: leader, catching_up or follower (fails if N does not answer).
+member_role() { member_field "$1" 'v["group"]["role"]'; }
+
+# member_follows N L: member N is a follower that knows L as its leader.
+member_follows() {
+    [ "$(member_field "$1" 'v["group"]["role"] + " " + str(v["group"]["leader"])')" = "follower $2" ]
+}
+
+# find_leader [IDS...]: sets LEADER (and where status_json asks) to the
+# member among IDS (default all) that says it leads; fails while none does.
+find_leader() {
+    local id
+    [ $# -gt 0 ] || set -- "${GROUP_IDS[@]}"
+    for id in "$@"; do
+        if [ "$(member_field "$id" 'v["group"]["role"]')" = leader ]; then
+            LEADER=$id
+            STATUS_HOST=$(member_host "$id")
+            ADMIN="$(member_ip "$id"):5573"
+            return 0
+        fi
+    done
+    return 1
+}
+
+# wait_leader SECONDS [IDS...]
+wait_leader() {
+    local seconds=$1
+    shift
+    wait_for "$seconds" "a leader among members ${*:-${GROUP_IDS[*]}}" find_leader "$@"
+}
+
+# group_status: `orderly-broker group status` from a client host (p1),
+# to $WORK/group-status.txt; its exit status (0: one leader, a majority
+# answering).
+group_status() {
+    on p1 "$BIN/orderly-broker" group status --group "$GROUP_FILE" "${ADMIN_FLAGS[@]}" >"$WORK/group-status.txt" 2>&1
+}
+
+# caught_up N INDEX: member N answers as a follower with applied >= INDEX.
+caught_up() {
+    local applied
+    applied=$(member_field "$1" 'v["group"]["applied"]') || return 1
+    [ -n "$applied" ] && [ "$applied" -ge "$2" ]
+}
+
+# wait_caught_up SECONDS N: member N has applied what the leader had
+# committed when asked (while orders flow the leader moves on; this is
+# "not behind by more than the time it took").
+wait_caught_up() {
+    local commit
+    find_leader || wait_leader 30 || return 1
+    commit=$(member_field "$LEADER" 'v["group"]["commit"]') || return 1
+    wait_for "$1" "member $2 to apply up to index $commit" caught_up "$2" "$commit"
+}
+
+# stop_member N: SIGTERM, waits for the exit (any status: counted by
+# the caller if it matters).
+stop_member() {
+    local pid=${MEMBER_PID[$1]}
+    kill -TERM "$pid" 2>/dev/null || true
+    wait_for 30 "member $1 to exit" eval "! kill -0 $pid 2>/dev/null" || fail "member $1 did not stop on SIGTERM"
+    MEMBER_EXIT=0
+    wait "$pid" 2>/dev/null || MEMBER_EXIT=$?
+}
+
+# kill_member N: kill -9.
+kill_member() {
+    kill -KILL "${MEMBER_PID[$1]}"
+    { wait "${MEMBER_PID[$1]}" || true; } 2>/dev/null
+}
+
+now() { date +%s.%N; }
+
+# FAILOVER_TARGET_SECS: what docs/REPLICATION.md promises (election time,
+# default heartbeats); FAILOVER_BUG_SECS: above this the scenario fails
+# (a generous bound: the machine is shared, the build is debug).
+FAILOVER_TARGET_SECS=3
+FAILOVER_BUG_SECS=10
+
+# confirms_resume T0: waits (at most 30 s) for the producers' confirms to
+# resume after the leader is lost at T0 (seconds since the epoch) and sets
+# FAILOVER_SECS to the time from T0 to the first confirm that follows a
+# stall of at least 0.5 s; "" when none came. Method: the confirmed logs'
+# sizes, polled every 20 ms; a confirm already on its way at T0 may land
+# just after it, so the failover is the end of the stall, not the first
+# growth. Every confirm after the stall comes from a new leader: the old
+# one is dead (kill -9) or cut off (it can neither commit nor send).
+confirms_resume() {
+    FAILOVER_SECS=$(python3 - "$1" "$WORK" <<'PY'
+import glob, os, sys, time
+t0, work = float(sys.argv[1]), sys.argv[2]
+STALL_MIN, POLL, BOUND = 0.5, 0.02, 30.0
+def size():
+    return sum(os.stat(f).st_size for f in glob.glob(os.path.join(work, "*.confirmed")))
+last, last_at = size(), t0
+while time.time() < t0 + BOUND:
+    time.sleep(POLL)
+    now, current = time.time(), size()
+    if current > last:
+        if now - last_at >= STALL_MIN:
+            print(f"{now - t0:.2f}")
+            break
+        last, last_at = current, now
+PY
+)
+}
+
+# failover_verdict WHAT: prints the failover time against the target and
+# fails above FAILOVER_BUG_SECS or when the confirms never resumed.
+failover_verdict() {
+    [ -n "$FAILOVER_SECS" ] || fail "$1: confirms did not resume within 30 s"
+    local met
+    met=$(python3 -c "print('met' if $FAILOVER_SECS <= $FAILOVER_TARGET_SECS else 'MISSED')")
+    say "FAILOVER $1: ${FAILOVER_SECS} s from leader lost to the first confirm from the new leader (member $LEADER); target <= ${FAILOVER_TARGET_SECS} s: $met; bug bound ${FAILOVER_BUG_SECS} s"
+    python3 -c "import sys; sys.exit(0 if $FAILOVER_SECS <= $FAILOVER_BUG_SECS else 1)" ||
+        fail "$1: failover took ${FAILOVER_SECS} s, above the bug bound of ${FAILOVER_BUG_SECS} s"
+    RESULT_EXTRA+=", failover ($1) ${FAILOVER_SECS} s (target ${FAILOVER_TARGET_SECS} s: $met)"
+}
+
+# group_final_check: every member answers, one leads, and all have applied
+# the same index (nothing left to replicate once the orders are done).
+group_final_check() {
+    wait_for 30 "group status to exit 0 with every member answering" \
+        eval 'group_status && ! grep -q unreachable "$WORK/group-status.txt"' ||
+        fail "group status: $(cat "$WORK/group-status.txt")"
+    wait_for 30 "every member to apply the same index" same_applied ||
+        fail "members differ: $(cat "$WORK/group-status.txt")"
+    sed 's/^/    /' "$WORK/group-status.txt"
+}
+
+same_applied() {
+    group_status || return 1
+    [ "$(awk '{for (i = 1; i < NF; i++) if ($i == "applied") print $(i + 1)}' "$WORK/group-status.txt" | sort -u | wc -l)" = 1 ]
+}
+
+# group_curve_peer_check: the group with CURVE on every socket, peer
+# traffic included (each member its own key pair, `KEY broker N` in
+# authorized_keys), before the scenario's own group starts: a leader is
+# elected over CURVE, producer p1 sends 200 orders to the leader alone
+# (its key as --broker-public-key; a --group client cannot take three
+# keys), every order is confirmed (a majority fsynced it: replicated over
+# CURVE), both followers apply up to the leader's commit, no peer message
+# is refused, and after kill -9 of the leader the two others elect a new
+# one. Data in $WORK/curve; every member is stopped at the end.
+group_curve_peer_check() {
+    local keys="$WORK/curve-keys" id saved_security=("${BROKER_SECURITY[@]}") commit old killed_at leader_at
+    mkdir -m 700 "$keys"
+    : >"$keys/authorized_keys"
+    for id in "${GROUP_IDS[@]}"; do
+        "$BIN/orderly-broker" keygen --out "$keys/broker-$id" >/dev/null
+        echo "$(cat "$keys/broker-$id.pub") broker $id" >>"$keys/authorized_keys"
+    done
+    "$BIN/orderly-producer" keygen --out "$keys/p1" >/dev/null
+    echo "$(cat "$keys/p1.pub") producer curve-check" >>"$keys/authorized_keys"
+    mkdir "$WORK/curve"
+    BROKER_SECURITY=()
+    for id in "${GROUP_IDS[@]}"; do
+        MEMBER_DATA_ROOT="$WORK/curve" start_member "$id" \
+            --curve-secret-key "$keys/broker-$id.key" --authorized-keys "$keys/authorized_keys"
+    done
+    BROKER_SECURITY=("${saved_security[@]}")
+    wait_leader 30 || fail "CURVE peer check: no leader elected over CURVE"
+    python3 "$HELPERS/orders.py" 200 10 "$WORK/curve.jsonl" "$WORK/curve.expected.json" curve-check
+    local ip
+    ip=$(member_ip "$LEADER")
+    on p1 timeout 60 "$BIN/orderly-producer" send --id curve-check --intake "tcp://$ip:5570" --fanout "tcp://$ip:5571" \
+        --file "$WORK/curve.jsonl" --confirmed-log "$WORK/curve.confirmed-orders" --timeout 30 \
+        --curve-secret-key "$keys/p1.key" --broker-public-key "$keys/broker-$LEADER.pub" >"$WORK/curve-producer.log" 2>&1 ||
+        fail "CURVE peer check: the producer did not have its orders confirmed by leader $LEADER: $(tail -n 3 "$WORK/curve-producer.log")"
+    [ "$(sort -u "$WORK/curve.confirmed-orders" | wc -l)" = 200 ] || fail "CURVE peer check: not all 200 orders confirmed"
+    commit=$(member_field "$LEADER" 'v["group"]["commit"]')
+    for id in "${GROUP_IDS[@]}"; do
+        [ "$id" = "$LEADER" ] && continue
+        wait_for 20 "member $id to apply up to $commit over CURVE" caught_up "$id" "$commit" ||
+            fail "CURVE peer check: member $id did not catch up"
+    done
+    for id in "${GROUP_IDS[@]}"; do
+        [ "$(member_field "$id" 'v["group"]["peer_refused"]')" = 0 ] ||
+            fail "CURVE peer check: member $id refused peer messages: $(member_status_json "$id" | python3 -c 'import json,sys; print(json.load(sys.stdin)["group"])')"
+    done
+    old=$LEADER
+    kill_member "$old"
+    killed_at=$(now)
+    local others=()
+    for id in "${GROUP_IDS[@]}"; do [ "$id" = "$old" ] || others+=("$id"); done
+    wait_for 30 "a new leader over CURVE" find_leader "${others[@]}" || fail "CURVE peer check: no new leader after kill -9 of $old"
+    leader_at=$(now)
+    say "CURVE peer check: leader $old elected over CURVE, 200 orders confirmed and replicated (commit $commit on all three), killed; member $LEADER leads $(python3 -c "print(f'{$leader_at - $killed_at:.1f}')") s later (polled)"
+    for id in "${others[@]}"; do stop_member "$id"; done
+    LEADER=""
+    STATUS_HOST=broker
 }

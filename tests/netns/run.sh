@@ -4,6 +4,11 @@
 # name prefix and a time limit, removes what a scenario left behind, prints
 # each scenario's result line, and ends with "N passed, N failed".
 #
+# Scenarios 01-06 run one broker; 07-10 a broker group of three on hosts
+# broker, b2 and b3 (`netns-cluster.sh up --brokers 3`): leader killed,
+# leader's host partitioned, a follower's disk wiped, a rolling restart.
+# Their RESULT lines add the failover time measured against its target.
+#
 # Needs root and `ip netns`; without them it says why, counts every
 # scenario as skipped and exits 0. A scenario whose tool (nft, tc) is
 # missing after tests/netns/setup.sh is skipped the same way.
