@@ -52,6 +52,23 @@ wait_log() {
     done
 }
 
+# exit_code SECONDS PID: sets EXIT_CODE to PID's exit status once it exits,
+# or to "still running after SECONDS s" (then it is killed). Not in $(...):
+# a subshell cannot wait for this shell's children.
+exit_code() {
+    local deadline=$((SECONDS + $1))
+    while kill -0 "$2" 2>/dev/null; do
+        if [ "$SECONDS" -ge "$deadline" ]; then
+            kill -KILL "$2" 2>/dev/null || true
+            EXIT_CODE="still running after $1 s"
+            return
+        fi
+        sleep 0.1
+    done
+    EXIT_CODE=0
+    wait "$2" || EXIT_CODE=$?
+}
+
 # ---- 1. TOML files, run for real ----------------------------------------------
 check_configs() {
     local k="$T/keys"
@@ -185,14 +202,12 @@ check_group() {
         bad "group: the order confirmed to the producer never reached the handler: $(tail -n 2 "$g/worker.log")"
     fi
     kill -TERM "$worker" "${members[@]}"
-    code=0
-    wait "$worker" || code=$?
-    [ "$code" = 0 ] || bad "group: worker exited $code on SIGTERM"
+    exit_code 40 "$worker"
+    [ "$EXIT_CODE" = 0 ] || bad "group: worker exited $EXIT_CODE on SIGTERM"
     local failed_members=()
     for id in 1 2 3; do
-        code=0
-        wait "${members[$((id - 1))]}" || code=$?
-        [ "$code" = 0 ] || failed_members+=("member $id: $code")
+        exit_code 30 "${members[$((id - 1))]}"
+        [ "$EXIT_CODE" = 0 ] || failed_members+=("member $id: $EXIT_CODE")
     done
     if [ ${#failed_members[@]} = 0 ]; then ok "group members exited 0 on SIGTERM"; else bad "group: ${failed_members[*]}"; fi
 }
