@@ -7,7 +7,15 @@
 #   bench/run.sh [--orders N] [--items K] [--item-bytes S] [--workers W]
 #                [--producers P] [--fsync always|interval:MS|never] [--runs R]
 #                [--rate L] [--rate-orders M] [--framing both|per-item|packed]
-#                [--concurrency C]
+#                [--concurrency C] [--group 1|3|5]
+#
+# --group G: with 3 or 5, every run is made twice, on a single broker and
+# then on a group of G brokers on this machine (`orderly-broker run --group`,
+# docs/REPLICATION.md; free ports, a data directory each), same workload;
+# the table's first column says which. Producers and workers take the group
+# file (`--group FILE`) and follow the leader; the acked count is polled from
+# the leader's admin endpoint. A group fsyncs every entry, so --fsync must be
+# `always`. 1 (the default): the single broker only.
 #
 # --concurrency: each noop worker's concurrency, i.e. its credits (default
 # 1024, the most a worker may advertise): the orders in flight per worker.
@@ -26,14 +34,21 @@
 # orders/s end to end = all orders acknowledged (broker's count) divided by
 # the time from the first producer start to the last POSACK the broker
 # recorded (polled every 50 ms through the admin endpoint, so it is a
-# slight underestimate). Confirm latency percentiles are the producers'
+# slight underestimate); it includes the producers' start (connecting and,
+# in a group, learning the leader from the members' heartbeats), which
+# weighs on short runs. producer orders/s leaves that out: the sum of the
+# producers' own rates, from their session being up to their last
+# confirm. Confirm latency percentiles are the producers'
 # (Finish sent → Confirm received), from the first producer: at full load,
 # and at L orders/s in the last column (which says how many orders were
-# acked if some were lost). The other columns are the full-load run's.
+# acked if some were lost). The other columns are the full-load run's; for
+# a group: peak RSS and journal figures are the leader's (journal B/order
+# adds its Raft log, DATA_DIR/raft, to its event journal; commits are the
+# event journal's), CPU is all members' together.
 set -euo pipefail
 ROOT="$(cd "$(dirname "$0")/.." && pwd)"
 ORDERS=100000 ITEMS=10 ITEM_BYTES=100 WORKERS=1 PRODUCERS=1 FSYNC=always RUNS=1 RATE=1000 RATE_ORDERS=10000
-FRAMING=both CONCURRENCY=1024
+FRAMING=both CONCURRENCY=1024 GROUP=1
 while [ $# -gt 0 ]; do
     case "$1" in
         --orders) ORDERS=$2 ;;
@@ -47,7 +62,8 @@ while [ $# -gt 0 ]; do
         --rate-orders) RATE_ORDERS=$2 ;;
         --framing) FRAMING=$2 ;;
         --concurrency) CONCURRENCY=$2 ;;
-        -h|--help) sed -n 2,32p "$0"; exit 0 ;;
+        --group) GROUP=$2 ;;
+        -h|--help) sed -n '2,/^[^#]/{/^#/p}' "$0"; exit 0 ;;
         *) echo "bench: unknown flag $1 (see --help)" >&2; exit 2 ;;
     esac
     shift 2
@@ -57,6 +73,15 @@ case "$FRAMING" in
     per-item|packed) FRAMINGS=$FRAMING ;;
     *) echo "bench: --framing is both, per-item or packed, not $FRAMING" >&2; exit 2 ;;
 esac
+case "$GROUP" in
+    1) SETUPS="single" ;;
+    3|5) SETUPS="single group" ;;
+    *) echo "bench: --group is 1, 3 or 5 (the sizes a group file accepts), not $GROUP" >&2; exit 2 ;;
+esac
+if [ "$GROUP" != 1 ] && [ "$FSYNC" != always ]; then
+    echo "bench: --group $GROUP needs --fsync always (a group member fsyncs every entry)" >&2
+    exit 2
+fi
 # Pacing is on when RATE is a number above 0 (the producer refuses a bad one).
 PACED=$(python3 -c 'import sys; print(int(float(sys.argv[1]) > 0))' "$RATE")
 cd "$ROOT"
@@ -64,83 +89,176 @@ scripts/setup.sh
 cargo build --release --quiet --bins
 BIN="$ROOT/target/release"
 port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
+# A group elects a leader in a few seconds (docs/REPLICATION.md); far longer
+# is a broken run.
+LEADER_WAIT_S=30
 
-# one_run ORDERS RATE OUT FRAMING: one run of the setup, every producer
-# sending ORDERS orders (at RATE/PRODUCERS orders/s each if RATE is above 0)
-# with FRAMING; writes its figures as JSON to OUT. Fails if an order was lost.
+# acked_of ADMIN: the orders_acked counter of the broker at ADMIN (nothing
+# if it does not answer). A small binary and a grep, not a Python start: on
+# two cores a heavier poll would itself slow the run.
+acked_of() {
+    "$BIN/orderly-broker" status --admin "$1" --json 2>/dev/null | grep -o '"orders_acked": [0-9]*' |
+        grep -o '[0-9]*$' || true
+}
+
+# leader_of ADMIN...: the admin address of the member serving as leader
+# (role `leader` in its /status), or nothing.
+leader_of() {
+    local admin
+    for admin in "$@"; do
+        if "$BIN/orderly-broker" status --admin "$admin" --json 2>/dev/null | grep -q '"role": *"leader"'; then
+            echo "$admin"
+            return
+        fi
+    done
+}
+
+# The current run's processes and directory, stopped and removed when the
+# run ends and when the script does (also on SIGINT or SIGTERM: background
+# jobs of a script ignore SIGINT, so they are killed by their PIDs).
+RUN_PIDS=() RUN_WORK=
+# Brokers and workers stop at once on SIGTERM; an interrupted producer waits
+# for confirms that will not come, so what still runs after this is killed.
+STOP_GRACE_S=5
+stop_run() {
+    local pid deadline=$((SECONDS + STOP_GRACE_S))
+    [ ${#RUN_PIDS[@]} -eq 0 ] || kill "${RUN_PIDS[@]}" 2>/dev/null || true
+    for pid in "${RUN_PIDS[@]}"; do
+        while kill -0 "$pid" 2>/dev/null && [ "$SECONDS" -lt "$deadline" ]; do sleep 0.1; done
+        kill -KILL "$pid" 2>/dev/null || true
+    done
+    [ ${#RUN_PIDS[@]} -eq 0 ] || wait "${RUN_PIDS[@]}" 2>/dev/null || true
+    [ -z "$RUN_WORK" ] || rm -rf "$RUN_WORK"
+    RUN_PIDS=() RUN_WORK=
+}
+
+# one_run SETUP ORDERS RATE OUT FRAMING: one run on SETUP (single: one
+# broker; group: GROUP members), every producer sending ORDERS orders (at
+# RATE/PRODUCERS orders/s each if RATE is above 0) with FRAMING; writes its
+# figures as JSON to OUT. Fails if an order was lost.
 one_run() {
-    local orders=$1 rate=$2 out=$3 framing=$4 per_producer framing_flag=()
+    local setup=$1 orders=$2 rate=$3 out=$4 framing=$5 per_producer framing_flag=()
     [ "$framing" = packed ] || framing_flag=(--one-frame-per-item)
-    local work pids=() intake fanout control admin broker started
+    local brokers=() admins=() admin id producer_flags worker_flags
     per_producer=$(python3 -c 'import sys; print(float(sys.argv[1]) / int(sys.argv[2]))' "$rate" "$PRODUCERS")
-    work="$(mktemp -d "${TMPDIR:-/tmp}/orderly-bench.XXXXXX")"
-    intake="tcp://127.0.0.1:$(port)" fanout="tcp://127.0.0.1:$(port)" control="tcp://127.0.0.1:$(port)"
-    admin="127.0.0.1:$(port)"
-    "$BIN/orderly-broker" run --data-dir "$work/data" --fsync "$FSYNC" --intake "$intake" --fanout "$fanout" \
-        --control "$control" --admin "$admin" --log-level warn 2>"$work/broker.log" &
-    broker=$!
-    pids+=("$broker")
-    trap 'kill "${pids[@]}" 2>/dev/null || true; rm -rf "$work"' RETURN
-    until "$BIN/orderly-broker" status --admin "$admin" --json >/dev/null 2>&1; do sleep 0.05; done
+    RUN_PIDS=()
+    RUN_WORK="$(mktemp -d "${TMPDIR:-/tmp}/orderly-bench.XXXXXX")"
+    local work=$RUN_WORK
+    trap 'stop_run; trap - RETURN' RETURN
+    if [ "$setup" = single ]; then
+        local intake="tcp://127.0.0.1:$(port)" fanout="tcp://127.0.0.1:$(port)" control="tcp://127.0.0.1:$(port)"
+        admin="127.0.0.1:$(port)"
+        admins=("$admin")
+        "$BIN/orderly-broker" run --data-dir "$work/data" --fsync "$FSYNC" --intake "$intake" --fanout "$fanout" \
+            --control "$control" --admin "$admin" --log-level warn 2>"$work/broker.log" &
+        RUN_PIDS+=("$!") brokers+=("$!")
+        until "$BIN/orderly-broker" status --admin "$admin" --json >/dev/null 2>&1; do sleep 0.05; done
+        producer_flags=(--intake "$intake" --fanout "$fanout") worker_flags=(--fanout "$fanout" --control "$control")
+    else
+        local file="$work/group.toml"
+        for id in $(seq 1 "$GROUP"); do
+            admins+=("127.0.0.1:$(port)")
+            printf '[[member]]\nid = %s\nintake = "tcp://127.0.0.1:%s"\nfanout = "tcp://127.0.0.1:%s"\n' \
+                "$id" "$(port)" "$(port)" >>"$file"
+            printf 'control = "tcp://127.0.0.1:%s"\npeer = "tcp://127.0.0.1:%s"\nadmin = "%s"\n' \
+                "$(port)" "$(port)" "${admins[$((id - 1))]}" >>"$file"
+        done
+        for id in $(seq 1 "$GROUP"); do
+            "$BIN/orderly-broker" run --group "$file" --node-id "$id" --data-dir "$work/data$id" --log-level warn \
+                2>"$work/broker$id.log" &
+            RUN_PIDS+=("$!") brokers+=("$!")
+        done
+        local leader_deadline=$((SECONDS + LEADER_WAIT_S))
+        admin=
+        while [ -z "$admin" ]; do
+            [ "$SECONDS" -lt "$leader_deadline" ] || { echo "bench: no leader within ${LEADER_WAIT_S} s" >&2; return 1; }
+            sleep 0.2
+            admin=$(leader_of "${admins[@]}")
+        done
+        producer_flags=(--group "$file") worker_flags=(--group "$file")
+    fi
+    local nbrokers=${#brokers[@]}
     for w in $(seq 1 "$WORKERS"); do
-        "$BIN/orderly-worker" run --id "bench-w$w" --fanout "$fanout" --control "$control" --concurrency "$CONCURRENCY" \
+        "$BIN/orderly-worker" run --id "bench-w$w" "${worker_flags[@]}" --concurrency "$CONCURRENCY" \
             --noop --log-level warn 2>"$work/worker$w.log" &
-        pids+=("$!")
+        RUN_PIDS+=("$!")
     done
     sleep 1.5 # workers welcomed
     local total=$((orders * PRODUCERS)) t0 t1 acked
     t0=$(date +%s.%N)
     local deadline=$((SECONDS + 600))
     for p in $(seq 1 "$PRODUCERS"); do
-        "$BIN/orderly-producer" bench --id "bench-p$p" --intake "$intake" --fanout "$fanout" --orders "$orders" \
+        "$BIN/orderly-producer" bench --id "bench-p$p" "${producer_flags[@]}" --orders "$orders" \
             --items "$ITEMS" --item-bytes "$ITEM_BYTES" --rate "$per_producer" --timeout 60 "${framing_flag[@]}" \
             >"$work/producer$p.out" 2>&1 &
-        pids+=("$!")
+        RUN_PIDS+=("$!")
     done
-    # The poll is a small binary and a grep, not a Python start: on two cores
-    # a heavier poll would itself slow the run. A fixed-load run is timed by
-    # its producers, so it polls only every half second.
+    # A fixed-load run is timed by its producers, so it polls only every
+    # half second.
     local poll_s=0.05
     [ "$rate" = 0 ] || poll_s=0.5
     while :; do
-        acked=$("$BIN/orderly-broker" status --admin "$admin" --json | grep -o '"orders_acked": [0-9]*' | grep -o '[0-9]*$')
+        acked=$(acked_of "$admin")
+        # A group's leader may change mid-run (it should not here): follow it.
+        if [ -z "$acked" ] && [ "$setup" = group ]; then admin=$(leader_of "${admins[@]}"); fi
         [ "${acked:-0}" -ge "$total" ] && break
         [ "$SECONDS" -lt "$deadline" ] || break
         sleep "$poll_s"
     done
     t1=$(date +%s.%N)
-    wait "${pids[@]:$((WORKERS + 1))}" || true
-    local status rss cpu_ticks hz
+    wait "${RUN_PIDS[@]:$((nbrokers + WORKERS))}" || true
+    [ -n "$admin" ] || admin=$(leader_of "${admins[@]}")
+    local status rss cpu_ticks=0 hz leader_pid=${brokers[0]} raft_bytes=0 i
     status=$("$BIN/orderly-broker" status --admin "$admin" --json)
-    rss=$(awk '/VmHWM/ {print $2}' "/proc/$broker/status")
+    for i in "${!admins[@]}"; do
+        [ "${admins[$i]}" = "$admin" ] || continue
+        leader_pid=${brokers[$i]}
+        [ "$setup" = group ] || continue
+        # The Raft log's bytes as `journal verify` counts them (the segments
+        # are preallocated: their size on disk says nothing); it reads
+        # DIR/journal, so a link points it at the Raft log.
+        mkdir -p "$work/raft-view"
+        ln -sfn "$work/data$((i + 1))/raft" "$work/raft-view/journal"
+        raft_bytes=$("$BIN/orderly-broker" journal verify --data-dir "$work/raft-view" |
+            awk '$1 == "segment" { bytes += $3 } END { print bytes + 0 }')
+    done
+    rss=$(awk '/VmHWM/ {print $2}' "/proc/$leader_pid/status")
     hz=$(getconf CLK_TCK)
-    cpu_ticks=$(awk '{print $14 + $15}' "/proc/$broker/stat")
-    python3 - "$status" "$t0" "$t1" "$total" "$rss" "$cpu_ticks" "$hz" "$work/producer1.out" >"$out" <<'PY'
+    for i in "${brokers[@]}"; do cpu_ticks=$((cpu_ticks + $(awk '{print $14 + $15}' "/proc/$i/stat"))); done
+    python3 - "$status" "$t0" "$t1" "$total" "$rss" "$cpu_ticks" "$hz" "$raft_bytes" "$work"/producer*.out >"$out" <<'PY'
 import json, re, sys
-status, t0, t1, total, rss, ticks, hz, out = sys.argv[1:]
+status, t0, t1, total, rss, ticks, hz, raft_bytes = sys.argv[1:9]
+outs = [open(path).read() for path in sys.argv[9:]]
 v = json.loads(status)
 acked = v["counters"]["orders_acked"]
-lat = re.search(r"p50 ([\d.]+) p99 ([\d.]+) p999 ([\d.]+)", open(out).read())
+lat = re.search(r"p50 ([\d.]+) p99 ([\d.]+) p999 ([\d.]+)", outs[0])
+# Each producer's own rate, from its session being up (connected; in a
+# group, the leader found) to its last confirm.
+rates = [re.search(r" s: ([\d.]+) orders/s", out) for out in outs]
 json.dump({
     "acked": acked, "total": int(total), "elapsed": float(t1) - float(t0),
+    "producer_rate": sum(float(r.group(1)) for r in rates) if all(rates) else None,
     "latency": list(lat.groups()) if lat else ["-", "-", "-"], "rss_kib": int(rss),
-    "cpu_s": int(ticks) / int(hz), "journal_bytes": v["journal_bytes_written"],
+    "cpu_s": int(ticks) / int(hz), "journal_bytes": v["journal_bytes_written"] + int(raft_bytes),
     "commits": v.get("journal_commits", 0), "commit_s": v.get("journal_commit_seconds", 0.0),
 }, sys.stdout)
 sys.exit(0 if acked >= int(total) else 1)
 PY
 }
 
-# row FRAMING FULL [FIXED]: the table row of a full-load run's figures (and of the
-# fixed-load run's confirm latency).
+# row SETUP FRAMING FULL [FIXED]: the table row of a full-load run's figures
+# (and of the fixed-load run's confirm latency).
 row() {
-    python3 - "$ITEMS" "$@" <<'PY'
+    python3 - "$ITEMS" "$GROUP" "$@" <<'PY'
 import json, sys
-items, framing, full = int(sys.argv[1]), sys.argv[2], json.load(open(sys.argv[3]))
-fixed = json.load(open(sys.argv[4])) if len(sys.argv) > 4 else None
+items, group, setup, framing = int(sys.argv[1]), sys.argv[2], sys.argv[3], sys.argv[4]
+full = json.load(open(sys.argv[5]))
+fixed = json.load(open(sys.argv[6])) if len(sys.argv) > 6 else None
 acked, elapsed = full["acked"], full["elapsed"]
 cells = [
-    framing, f"{acked}/{full['total']}", f"{acked / elapsed:,.0f}", f"{acked * items / elapsed:,.0f}",
+    "single broker" if setup == "single" else f"group of {group}",
+    framing, f"{acked}/{full['total']}", f"{acked / elapsed:,.0f}",
+    "-" if full["producer_rate"] is None else f"{full['producer_rate']:,.0f}", f"{acked * items / elapsed:,.0f}",
     " / ".join(full["latency"]), f"{full['rss_kib'] / 1024:.0f} MiB",
     f"{full['cpu_s'] * 1e6 / max(acked, 1):.1f}", f"{full['journal_bytes'] / max(acked, 1):.0f}",
     f"{full['commits']:,} × {full['commit_s'] * 1000 / max(full['commits'], 1):.2f}",
@@ -156,27 +274,31 @@ PY
 
 RATE_LABEL=$(python3 -c 'import sys; print(f"{float(sys.argv[1]):,g}")' "$RATE")
 echo "orderly bench: $ORDERS orders × $PRODUCERS producers, $ITEMS items × $ITEM_BYTES B, $WORKERS noop workers, fsync $FSYNC"
+[ "$GROUP" = 1 ] || echo "a single broker, then a group of $GROUP brokers on this machine (loopback), same workload"
 [ "$PACED" -eq 0 ] || echo "fixed load: $RATE_ORDERS orders × $PRODUCERS producers at $RATE_LABEL orders/s in all"
 echo
-header="| framing | acked | orders/s | items/s | confirm ms p50 / p99 / p999 | broker peak RSS | broker CPU µs/order"
-header+=" | journal B/order | commits × mean ms |"
-rule="|---|---|---|---|---|---|---|---|---|"
+header="| brokers | framing | acked | orders/s | producer orders/s | items/s | confirm ms p50 / p99 / p999 | broker peak RSS"
+header+=" | broker CPU µs/order | journal B/order | commits × mean ms |"
+rule="|---|---|---|---|---|---|---|---|---|---|---|"
 [ "$PACED" -eq 0 ] || { header+=" confirm ms at $RATE_LABEL/s p50 / p99 / p999 |"; rule+="---|"; }
 echo "$header"
 echo "$rule"
 results="$(mktemp -d "${TMPDIR:-/tmp}/orderly-bench-results.XXXXXX")"
-trap 'rm -rf "$results"' EXIT
+trap 'stop_run; rm -rf "$results"' EXIT
+trap 'exit 130' INT TERM
 lost=0
 for framing in $FRAMINGS; do
     for _ in $(seq 1 "$RUNS"); do
-        rm -f "$results"/*.json
-        one_run "$ORDERS" 0 "$results/full.json" "$framing" || lost=1
-        if [ "$PACED" -eq 1 ]; then
-            one_run "$RATE_ORDERS" "$RATE" "$results/fixed.json" "$framing" || lost=1
-            row "$framing" "$results/full.json" "$results/fixed.json"
-        else
-            row "$framing" "$results/full.json"
-        fi
+        for setup in $SETUPS; do
+            rm -f "$results"/*.json
+            one_run "$setup" "$ORDERS" 0 "$results/full.json" "$framing" || lost=1
+            if [ "$PACED" -eq 1 ]; then
+                one_run "$setup" "$RATE_ORDERS" "$RATE" "$results/fixed.json" "$framing" || lost=1
+                row "$setup" "$framing" "$results/full.json" "$results/fixed.json"
+            else
+                row "$setup" "$framing" "$results/full.json"
+            fi
+        done
     done
 done
 [ "$lost" -eq 0 ] || { echo "bench: orders were lost" >&2; exit 1; }

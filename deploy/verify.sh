@@ -5,11 +5,19 @@
 #      CURVE keys in a temp directory replace hosts and key paths, through
 #      ORDERLY_* variables, which win over the files) and one order goes
 #      through;
-#   2. the systemd units pass `systemd-analyze verify` (in a throwaway root,
+#   2. the systemd units (the member template too) pass `systemd-analyze verify` (in a throwaway root,
 #      so no systemd needs to be running), with no warning at all, and set
 #      a memory limit;
+#   2b. a group of three runs on group.toml and broker-member.toml (the
+#      addresses moved to loopback ports, the member's id and data directory
+#      set as orderly-broker-member@.service sets them), elects a leader
+#      (`group status`), and one order goes through from a producer to a
+#      worker in their group form (worker.toml and producer.toml with
+#      `group` instead of their broker endpoints and CURVE keys);
 #   3. compose.yaml parses, names a broker and three workers, and limits
-#      the broker's memory;
+#      the broker's memory; compose-group.yaml parses, names three members
+#      whose ids and addresses are group-compose.toml's, a worker and a
+#      producer on that group file, and limits memory;
 #   4. netns-cluster.sh parses.
 # Docker itself is not run (it may be absent). Prints what it skipped; exits
 # non-zero if a check fails.
@@ -42,6 +50,23 @@ wait_log() {
         [ -z "${4:-}" ] || kill -0 "$4" 2>/dev/null || return 1
         sleep 0.1
     done
+}
+
+# exit_code SECONDS PID: sets EXIT_CODE to PID's exit status once it exits,
+# or to "still running after SECONDS s" (then it is killed). Not in $(...):
+# a subshell cannot wait for this shell's children.
+exit_code() {
+    local deadline=$((SECONDS + $1))
+    while kill -0 "$2" 2>/dev/null; do
+        if [ "$SECONDS" -ge "$deadline" ]; then
+            kill -KILL "$2" 2>/dev/null || true
+            EXIT_CODE="still running after $1 s"
+            return
+        fi
+        sleep 0.1
+    done
+    EXIT_CODE=0
+    wait "$2" || EXIT_CODE=$?
 }
 
 # ---- 1. TOML files, run for real ----------------------------------------------
@@ -104,11 +129,94 @@ check_configs() {
     if [ "$code" = 0 ]; then ok "broker exited 0 on SIGTERM"; else bad "broker exited $code on SIGTERM"; fi
 }
 
+# ---- 2b. a group of three on group.toml and broker-member.toml -------------------
+# loopback_group IN OUT: IN with every member address moved to a free
+# loopback port (the hosts in the example are not this machine's).
+loopback_group() {
+    python3 - "$1" "$2" <<'PY'
+import re, socket, sys
+text = open(sys.argv[1]).read()
+socks = []
+def free(match):
+    s = socket.socket()
+    s.bind(("127.0.0.1", 0))
+    socks.append(s)  # held until all are drawn: every port distinct
+    return f"127.0.0.1:{s.getsockname()[1]}"
+out, n = re.subn(r"\b\d+\.\d+\.\d+\.\d+:\d+\b", free, text)
+assert n == 15, f"expected 3 members x 5 addresses, found {n}"
+open(sys.argv[2], "w").write(out)
+PY
+}
+
+check_group() {
+    local g="$T/group" id code
+    mkdir -p "$g"
+    loopback_group "$DEPLOY/group.toml" "$g/group.toml" || { bad "group.toml: not 3 members of 5 addresses"; return; }
+    (umask 077 && head -c 32 /dev/urandom | base64 >"$g/admin.token")
+    local members=()
+    for id in 1 2 3; do
+        # As orderly-broker-member@.service sets them.
+        ORDERLY_BROKER_NODE_ID=$id ORDERLY_BROKER_GROUP="$g/group.toml" ORDERLY_BROKER_DATA_DIR="$g/member-$id" \
+            ORDERLY_BROKER_ADMIN_TOKEN="$g/admin.token" \
+            "$BIN/orderly-broker" run --config "$DEPLOY/broker-member.toml" >"$g/member$id.log" 2>&1 &
+        members+=("$!")
+        PIDS+=("$!")
+    done
+    local deadline=$((SECONDS + 30))
+    until "$BIN/orderly-broker" group status --group "$g/group.toml" --admin-token "$g/admin.token" \
+        >"$g/status.txt" 2>&1; do
+        for id in 1 2 3; do
+            if ! kill -0 "${members[$((id - 1))]}" 2>/dev/null; then
+                bad "group.toml + broker-member.toml: member $id exited: $(grep -m1 -i error "$g/member$id.log")"
+                return
+            fi
+        done
+        if [ "$SECONDS" -ge "$deadline" ]; then
+            bad "group.toml + broker-member.toml: no leader within 30 s: $(tail -n 3 "$g/status.txt") $(tail -n 2 "$g/member1.log")"
+            return
+        fi
+        sleep 0.5
+    done
+    ok "group.toml + broker-member.toml: three members run on them and elect a leader (group status)"
+
+    # The documented edit for a group: `group` instead of the broker
+    # endpoints, no CURVE keys.
+    sed -e 's/^\(fanout\|control\) =/# &/' -e 's/^# group = /group = /' "$DEPLOY/worker.toml" >"$g/worker.toml"
+    sed -e 's/^\(intake\|fanout\|curve_secret_key\|broker_public_key\) =/# &/' -e 's/^# group = /group = /' \
+        "$DEPLOY/producer.toml" >"$g/producer.toml"
+    ORDERLY_WORKER_GROUP="$g/group.toml" ORDERLY_WORKER_EXEC="cat > $g/handled.json" \
+        "$BIN/orderly-worker" run --config "$g/worker.toml" >"$g/worker.log" 2>&1 &
+    local worker=$!
+    PIDS+=("$worker")
+    code=0
+    echo '{"id": "verify-group-1", "items": [{"sku": "A1", "qty": 2}]}' |
+        ORDERLY_PRODUCER_GROUP="$g/group.toml" ORDERLY_PRODUCER_TIMEOUT=30 \
+            timeout 60 "$BIN/orderly-producer" send --config "$g/producer.toml" >"$g/producer.log" 2>&1 || code=$?
+    if [ "$code" != 0 ]; then
+        bad "producer.toml (group form): producer exited $code: $(tail -n 2 "$g/producer.log")"
+        return
+    fi
+    if wait_log 20 "$g/handled.json" '"verify-group-1"'; then
+        ok "worker.toml, producer.toml with group = ...: an order confirmed by the group reached the worker's handler"
+    else
+        bad "group: the order confirmed to the producer never reached the handler: $(tail -n 2 "$g/worker.log")"
+    fi
+    kill -TERM "$worker" "${members[@]}"
+    exit_code 40 "$worker"
+    [ "$EXIT_CODE" = 0 ] || bad "group: worker exited $EXIT_CODE on SIGTERM"
+    local failed_members=()
+    for id in 1 2 3; do
+        exit_code 30 "${members[$((id - 1))]}"
+        [ "$EXIT_CODE" = 0 ] || failed_members+=("member $id: $EXIT_CODE")
+    done
+    if [ ${#failed_members[@]} = 0 ]; then ok "group members exited 0 on SIGTERM"; else bad "group: ${failed_members[*]}"; fi
+}
+
 # ---- 2. systemd units -----------------------------------------------------------
 check_units() {
     # The answer to a multipart flood (docs/SECURITY.md) is a memory limit.
     local unit
-    for unit in orderly-broker.service orderly-worker@.service; do
+    for unit in orderly-broker.service orderly-broker-member@.service orderly-worker@.service; do
         if grep -q '^MemoryMax=' "$DEPLOY/$unit" && grep -q '^MemorySwapMax=0$' "$DEPLOY/$unit"; then
             ok "$unit: MemoryMax= and MemorySwapMax=0 set"
         else
@@ -126,23 +234,28 @@ check_units() {
     cp -r /lib/systemd/system "$r/usr/lib/systemd/"
     cp "$(type -P kill)" "$r/usr/bin/kill"
     cp "$BIN/orderly-broker" "$BIN/orderly-worker" "$r/usr/local/bin/"
-    cp "$DEPLOY/orderly-broker.service" "$DEPLOY/orderly-worker@.service" "$r/etc/systemd/system/"
+    cp -r "$DEPLOY/orderly-broker.service" "$DEPLOY/orderly-broker-member@.service" "$DEPLOY/orderly-worker@.service" \
+        "$DEPLOY/orderly-worker@.service.d" "$r/etc/systemd/system/"
     if out=$(cd "$r/etc/systemd/system" && systemd-analyze verify --root="$r" --man=no \
-        orderly-broker.service orderly-worker@w1.service 2>&1) && [ -z "$out" ]; then
-        ok "systemd units: systemd-analyze verify, no warnings"
+        orderly-broker.service orderly-broker-member@1.service orderly-worker@w1.service 2>&1) && [ -z "$out" ]; then
+        ok "systemd units (and the worker's group drop-in): systemd-analyze verify, no warnings"
     else
         bad "systemd units: $out"
     fi
 }
 
-# ---- 3. compose.yaml ------------------------------------------------------------
+# ---- 3. compose.yaml, compose-group.yaml -----------------------------------------
 check_compose() {
     if docker compose version >/dev/null 2>&1; then
-        if docker compose -f "$DEPLOY/compose.yaml" config --quiet; then ok "compose.yaml: docker compose config"; else bad "compose.yaml: docker compose config"; fi
+        local file
+        for file in compose.yaml compose-group.yaml; do
+            if docker compose -f "$DEPLOY/$file" config --quiet; then ok "$file: docker compose config"; else bad "$file: docker compose config"; fi
+        done
+        check_compose_group_file
         return
     fi
     if ! python3 -c 'import yaml' 2>/dev/null; then
-        skip "compose.yaml: neither docker compose nor python3-yaml is installed"
+        skip "compose.yaml, compose-group.yaml: neither docker compose nor python3-yaml is installed"
         return
     fi
     if python3 - "$DEPLOY/compose.yaml" <<'PY'; then
@@ -165,6 +278,58 @@ PY
     else
         bad "compose.yaml"
     fi
+    if python3 - "$DEPLOY/compose-group.yaml" "$DEPLOY/group-compose.toml" <<'PY'; then
+import ipaddress, sys, tomllib, yaml
+doc = yaml.safe_load(open(sys.argv[1]))
+group = tomllib.load(open(sys.argv[2], "rb"))
+services = doc["services"]
+members = {m["id"]: m for m in group["member"]}
+assert sorted(members) == [1, 2, 3], sorted(members)
+subnet = ipaddress.ip_network(doc["networks"]["group"]["ipam"]["config"][0]["subnet"])
+GROUP_MOUNT = "./group-compose.toml:/etc/orderly/group.toml:ro"
+for id, member in members.items():
+    service = services[f"broker{id}"]
+    env = service["environment"]
+    assert env["ORDERLY_BROKER_NODE_ID"] == str(id), id
+    assert env["ORDERLY_BROKER_GROUP"] == "/etc/orderly/group.toml", id
+    assert env["ORDERLY_BROKER_ADMIN_TOKEN"], id
+    address = service["networks"]["group"]["ipv4_address"]
+    assert ipaddress.ip_address(address) in subnet, (id, address)
+    # The member binds its group-file addresses: they must be its own.
+    for key in ("intake", "fanout", "control", "peer", "admin"):
+        assert member[key].split("//")[-1].rsplit(":", 1)[0] == address, (id, key, member[key], address)
+    assert member["admin"] in service["healthcheck"]["test"], (id, service["healthcheck"]["test"])
+    assert GROUP_MOUNT in service["volumes"], id
+for name, env_key in (("w1", "ORDERLY_WORKER_GROUP"), ("producer", "ORDERLY_PRODUCER_GROUP")):
+    service = services[name]
+    assert service["environment"][env_key] == "/etc/orderly/group.toml", name
+    assert GROUP_MOUNT in service["volumes"], name
+    assert {f"broker{id}" for id in members} <= set(service["depends_on"]), name
+for name in ("broker1", "broker2", "broker3", "w1"):
+    service = services[name]
+    assert service.get("mem_limit") and service.get("memswap_limit") == service["mem_limit"], name
+for name, service in services.items():
+    for volume in service.get("volumes", []):
+        source = volume.split(":")[0]
+        assert source.startswith("./") or source in doc["volumes"], (name, volume)
+PY
+        ok "compose-group.yaml: parses; members broker1-3 at group-compose.toml's ids and addresses, w1 and producer on the group file, memory limits (docker compose not installed: not run)"
+    else
+        bad "compose-group.yaml"
+    fi
+    check_compose_group_file
+}
+
+# group-compose.toml is a group file the binaries accept (its members are
+# not reachable from here: they are unreachable, not refused).
+check_compose_group_file() {
+    local out code=0
+    out=$(timeout 60 "$BIN/orderly-broker" group status --group "$DEPLOY/group-compose.toml" 2>&1) || code=$?
+    if [ "$code" = 1 ] && [ "$(grep -c ' unreachable' <<<"$out")" = 3 ]; then
+        ok "group-compose.toml: a valid group file (group status: 3 members, unreachable from here)"
+    else
+        bad "group-compose.toml: group status exited $code: $out"
+    fi
 }
 
 # ---- 4. netns-cluster.sh --------------------------------------------------------
@@ -176,6 +341,7 @@ for bin in orderly-broker orderly-worker orderly-producer; do
     [ -x "$BIN/$bin" ] || { echo "verify: $BIN/$bin missing; build first (cargo build --bins)" >&2; exit 1; }
 done
 check_configs
+check_group
 check_units
 check_compose
 check_scripts
