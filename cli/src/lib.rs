@@ -136,6 +136,9 @@ pub enum ConfigError {
     UnknownKey { key: String, command: String },
     #[error("config file key {key:?} has a value of the wrong type: {detail}")]
     BadValue { key: String, detail: String },
+    /// Settings that do not go together (what, and what to do).
+    #[error("{0}")]
+    Usage(String),
 }
 
 /// Returns `args` with settings from `file_text` (TOML, one key per flag,

@@ -28,6 +28,10 @@ pub struct Member {
     pub fanout: Endpoint,
     /// Workers PUSH heartbeats and acks here while this member leads.
     pub control: Endpoint,
+    /// The member's own CURVE public key (40 Z85 characters, or a file
+    /// holding them) for clients with CURVE; `None`: the client's one
+    /// broker key. Checked when a client connects.
+    pub public_key: Option<String>,
 }
 
 /// Why a list of members was refused.
@@ -150,7 +154,7 @@ mod tests {
 
     fn member(id: u64) -> Member {
         let endpoint = |port: u16| format!("tcp://127.0.0.1:{port}").parse().unwrap();
-        Member { id, intake: endpoint(5000), fanout: endpoint(5001), control: endpoint(5002) }
+        Member { id, intake: endpoint(5000), fanout: endpoint(5001), control: endpoint(5002), public_key: None }
     }
 
     fn three() -> Members {

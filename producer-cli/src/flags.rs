@@ -71,11 +71,13 @@ struct Common {
 
     /// This producer's CURVE key pair (from `orderly-producer keygen`);
     /// turns on CURVE towards a broker that requires it.
-    #[arg(long, env = "ORDERLY_PRODUCER_CURVE_SECRET_KEY", value_name = "FILE", requires = "broker_public_key")]
+    #[arg(long, env = "ORDERLY_PRODUCER_CURVE_SECRET_KEY", value_name = "FILE")]
     curve_secret_key: Option<PathBuf>,
 
     /// The broker's CURVE public key: 40 Z85 characters, or a file holding
-    /// them (the broker's PREFIX.pub).
+    /// them (the broker's PREFIX.pub). With --group, each member's
+    /// `public_key` in the group file wins; this key is for members
+    /// without one (not needed when every member has one).
     #[arg(long, env = "ORDERLY_PRODUCER_BROKER_PUBLIC_KEY", value_name = "KEY|FILE", requires = "curve_secret_key")]
     broker_public_key: Option<String>,
 
@@ -300,8 +302,20 @@ impl Common {
         config.outbox_orders_max = self.window as usize;
         config.outbox_dir = self.outbox.clone();
         config.pack_items = !self.one_frame_per_item;
-        if let (Some(secret), Some(public)) = (&self.curve_secret_key, &self.broker_public_key) {
-            config.curve = Some(orderly_security::keys::CurveClient::load(secret, public)?);
+        if let Some(secret) = &self.curve_secret_key {
+            let members: Vec<(u64, Option<&str>)> =
+                config.members.iter().flat_map(|m| m.iter()).map(|m| (m.id, m.public_key.as_deref())).collect();
+            let broker_key = self.broker_public_key.as_deref();
+            config.curve =
+                Some(orderly_security::keys::CurveClient::load_for(secret, broker_key, &members).map_err(|error| {
+                    match error {
+                        // Bad usage (exit 2), as clap's own checks are.
+                        orderly_security::keys::KeyError::NoBrokerKey { .. } => {
+                            anyhow::Error::new(orderly_cli::ConfigError::Usage(error.to_string()))
+                        }
+                        error => error.into(),
+                    }
+                })?);
         }
         Ok(config)
     }

@@ -585,6 +585,9 @@ impl Producer {
             return Ok(());
         }
         let push = open_push(&self.context, &self.config)?;
+        if let Some(curve) = &self.config.curve {
+            member_curve(curve, member)?.apply(&push).map_err(zmq_error("setting the leader's CURVE key"))?;
+        }
         push.connect(endpoint).map_err(zmq_error("connecting to the leader's intake"))?;
         let old = std::mem::replace(&mut self.push, push);
         old.set_linger(0).map_err(zmq_error("setting LINGER"))?;
@@ -760,6 +763,17 @@ fn open_push(context: &zmq::Context, config: &ProducerConfig) -> Result<zmq::Soc
     Ok(push)
 }
 
+/// The CURVE client towards one group member: its own key from the group
+/// file, or the configured broker key.
+fn member_curve(
+    curve: &orderly_security::keys::CurveClient,
+    member: &orderly_common::members::Member,
+) -> Result<orderly_security::keys::CurveClient, ProducerError> {
+    curve
+        .for_member(member.public_key.as_deref())
+        .map_err(|error| ProducerError::Config(format!("member {}'s public_key in the group file: {error}", member.id)))
+}
+
 /// LINGER, reconnect intervals and CURVE keys, as every socket gets them.
 fn configure(socket: &zmq::Socket, config: &ProducerConfig) -> Result<(), ProducerError> {
     // LINGER bounds how long dropping the producer may wait for messages
@@ -788,6 +802,9 @@ fn open_sockets(context: &zmq::Context, config: &ProducerConfig) -> Result<(zmq:
         // The intake waits for the leader's announcement (`Producer::follow`).
         Some(members) => {
             for member in members.iter() {
+                if let Some(curve) = &config.curve {
+                    member_curve(curve, member)?.apply(&sub).map_err(zmq_error("setting a member's CURVE key"))?;
+                }
                 sub.connect(member.fanout.as_str()).map_err(zmq_error("connecting to a member's fanout"))?;
             }
         }

@@ -89,7 +89,7 @@ fn with_no_leader_announced_connect_fails_after_its_handshake_timeout() {
             sockets.push(socket);
         }
         let [intake, fanout, control] = endpoints.try_into().unwrap();
-        members.push(orderly_common::members::Member { id, intake, fanout, control });
+        members.push(orderly_common::members::Member { id, intake, fanout, control, public_key: None });
     }
     let members = orderly_common::members::Members::new(members).unwrap();
     let mut config = ProducerConfig::with_members("p-1", members);

@@ -44,6 +44,11 @@ pub struct Member {
     pub peer: Endpoint,
     /// `HOST:PORT`, as `--admin` takes it.
     pub admin: String,
+    /// The member's CURVE public key (40 Z85 characters, or a file holding
+    /// them), for clients with CURVE: each member has its own key (the one
+    /// its `broker` line in authorized_keys holds), so a client needs
+    /// every member's. `None`: clients use their `--broker-public-key`.
+    pub public_key: Option<String>,
 }
 
 /// Every member, in the order of the file.
@@ -96,6 +101,8 @@ struct RawMember {
     control: String,
     peer: String,
     admin: String,
+    #[serde(default)]
+    public_key: Option<String>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -160,6 +167,7 @@ impl Group {
             intake: member.intake.clone(),
             fanout: member.fanout.clone(),
             control: member.control.clone(),
+            public_key: member.public_key.clone(),
         });
         orderly_common::members::Members::new(members.collect())
     }
@@ -181,6 +189,7 @@ impl Member {
             control: endpoint("control", &raw.control)?,
             peer: endpoint("peer", &raw.peer)?,
             admin: raw.admin,
+            public_key: raw.public_key,
         })
     }
 

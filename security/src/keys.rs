@@ -16,6 +16,15 @@ pub const KEY_Z85_CHARS: usize = 40;
 /// Key files larger than this are not key files.
 const KEY_FILE_BYTES_MAX: u64 = 4096;
 
+fn no_broker_key(member: Option<u64>) -> String {
+    match member {
+        Some(id) => format!(
+            "--curve-secret-key needs the brokers' public keys: give --broker-public-key, or a public_key for every member in the group file (member {id} has none)"
+        ),
+        None => "--curve-secret-key needs --broker-public-key (the broker's PREFIX.pub or its 40 Z85 characters)".to_owned(),
+    }
+}
+
 /// Problems with key files or key text.
 #[derive(Debug, thiserror::Error)]
 pub enum KeyError {
@@ -33,6 +42,8 @@ pub enum KeyError {
     Exists { path: PathBuf },
     #[error("libzmq could not generate a key pair: {0}")]
     Generate(zmq::Error),
+    #[error("{}", no_broker_key(*.member))]
+    NoBrokerKey { member: Option<u64> },
 }
 
 /// A CURVE key pair, in binary.
@@ -209,7 +220,45 @@ impl CurveClient {
         Ok(CurveClient { keys: load_secret(secret_file)?, server_public: load_public(server_public)? })
     }
 
-    /// Makes `socket` a CURVE client of the broker; call before connect.
+    /// Loads the client keys towards one broker or a group: `broker_public`
+    /// is `--broker-public-key`; `members` (a group's, with each member's
+    /// `public_key` from the group file) may stand in for it when every
+    /// member has a key of its own.
+    /// A missing key is [`KeyError::NoBrokerKey`] (bad usage, for a CLI).
+    pub fn load_for(
+        secret_file: &Path,
+        broker_public: Option<&str>,
+        members: &[(u64, Option<&str>)],
+    ) -> Result<CurveClient, KeyError> {
+        let keys = load_secret(secret_file)?;
+        let server_public = match broker_public {
+            Some(text) => load_public(text)?,
+            None => {
+                if let Some((member, _)) = members.iter().find(|(_, key)| key.is_none()) {
+                    return Err(KeyError::NoBrokerKey { member: Some(*member) });
+                }
+                // Never used: every member has its own (`for_member`).
+                let first = members.first().and_then(|(_, key)| *key).ok_or(KeyError::NoBrokerKey { member: None })?;
+                load_public(first)?
+            }
+        };
+        Ok(CurveClient { keys, server_public })
+    }
+
+    /// The same client towards a group member with a key of its own
+    /// (`public_key` in the group file: a Z85 key or a file); without one,
+    /// towards this client's broker key.
+    pub fn for_member(&self, public_key: Option<&str>) -> Result<CurveClient, KeyError> {
+        let server_public = match public_key {
+            Some(text) => load_public(text)?,
+            None => self.server_public,
+        };
+        Ok(CurveClient { keys: self.keys.clone(), server_public })
+    }
+
+    /// Makes `socket` a CURVE client of the broker; call before connect
+    /// (libzmq takes the keys at connect: a socket connected to several
+    /// brokers may change the server key between connects).
     pub fn apply(&self, socket: &zmq::Socket) -> Result<(), zmq::Error> {
         socket.set_curve_serverkey(&self.server_public)?;
         socket.set_curve_publickey(&self.keys.public)?;

@@ -4,11 +4,9 @@
 # --group workers work. The new leader keeps confirming; every confirmed
 # order reaches the sinks (check_all), duplicates are counted.
 #
-# First, group_curve_peer_check (lib.sh): the same hosts run a group with
-# CURVE on every socket, peer traffic included (election, 200 orders
-# confirmed and replicated, failover after kill -9), since --group clients
-# cannot speak CURVE to a group yet; the orders of the scenario itself go
-# in plaintext.
+# CURVE on every socket (lib.sh, group_cluster_up): between the members
+# (each its own key, `broker N` in authorized_keys) and from the clients,
+# which connect to each member with its `public_key` from the group file.
 #
 # Failover time: from the kill to the first confirm after the stall it
 # causes, measured on the producers' confirmed logs polled every 20 ms
@@ -22,7 +20,6 @@ make_orders "${ORDERS:-5000}"
 # 250 orders/s per producer: 20 s of sending, so the kill lands mid-stream.
 INPUT_RATE=${INPUT_RATE:-250}
 group_cluster_up
-group_curve_peer_check
 start_group
 start_workers
 start_producers --timeout 60

@@ -7,8 +7,7 @@
 # follower of the new leader and applies what it missed. Every confirmed
 # order reaches the sinks (check_all), duplicates are counted.
 #
-# Orders in plaintext: --group clients cannot speak CURVE to a group yet
-# (lib.sh; 07 runs the CURVE peer check).
+# CURVE on every socket, members' own keys in the group file (lib.sh).
 #
 # Failover time: from the cut to the first confirm after the stall it
 # causes, measured on the producers' confirmed logs polled every 20 ms

@@ -2,32 +2,30 @@
 # A follower of a broker group of three loses its disk while two --group
 # producers send: it is stopped (SIGTERM), its whole data directory
 # (Raft log and journal) is deleted, and it starts again empty. It must
-# catch up from the leader (no snapshots yet: the leader still holds its
-# whole log) until its applied index reaches what the leader had
-# committed, while the group keeps confirming. Then the leader is killed
-# (-9): the wiped member and the other follower are all that is left, so
-# every later commit needs the wiped member's log. Every confirmed order
-# reaches the sinks (check_all), duplicates are counted; the failover after
-# the kill is printed (as in 07; fails only above 10 s).
+# catch up from the leader (from the log, or from a snapshot when the
+# log no longer reaches back) until its applied index reaches what the
+# leader had committed, while the group keeps confirming. Then the leader
+# is killed (-9): the wiped member and the other follower are all that is
+# left, so every later commit needs the wiped member's log. Every
+# confirmed order reaches the sinks (check_all), duplicates are counted;
+# the failover after the kill is printed (as in 07; fails only above
+# 10 s).
 #
 # WIPE_RESTART (default "now"): when the wiped member starts again.
-#   now                  at once, under the leader that knew it: the case
-#                        above. Today the restarted member panics in
-#                        raft-rs ("to_commit N is out of range [last_index
-#                        0]": the leader still holds the follower's match
-#                        index and its heartbeat commits up to it); the
-#                        scenario then still checks that the other two
-#                        confirm everything and nothing confirmed is lost,
-#                        and fails at the end naming the bug.
+#   now                  at once, under the leader that knew it: its
+#                        heartbeats commit only what the member holds
+#                        (replication/node.rs, `Node::step`; before that the
+#                        member panicked in raft-rs: "to_commit N is out of
+#                        range [last_index 0]") and its probe sends the log
+#                        again.
 #   after-leader-change  the leader is killed while the wiped member is
 #                        down (one member of three left: no confirms), then
 #                        the wiped member starts empty; a new leader, which
-#                        never knew its old log, brings it up from index 1,
-#                        and confirms resume only once it holds the log.
-#                        Its stall is printed as the failover.
+#                        never knew its old log, brings it up, and confirms
+#                        resume only once it holds the log. Its stall is
+#                        printed as the failover.
 #
-# Orders in plaintext: --group clients cannot speak CURVE to a group yet
-# (lib.sh; 07 runs the CURVE peer check).
+# CURVE on every socket, members' own keys in the group file (lib.sh).
 # shellcheck source-path=SCRIPTDIR source=lib.sh
 source "$(dirname "$0")/lib.sh"
 

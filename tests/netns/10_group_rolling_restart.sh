@@ -8,8 +8,7 @@
 # confirms is printed, not judged: 07 and 08 judge failovers). Every
 # confirmed order reaches the sinks (check_all), duplicates are counted.
 #
-# Orders in plaintext: --group clients cannot speak CURVE to a group yet
-# (lib.sh; 07 runs the CURVE peer check).
+# CURVE on every socket, members' own keys in the group file (lib.sh).
 # shellcheck source-path=SCRIPTDIR source=lib.sh
 source "$(dirname "$0")/lib.sh"
 

@@ -486,15 +486,11 @@ check_all() {
 # token. The producers and workers take `--group FILE` and follow the
 # leader; status_json and check_all ask whoever leads.
 #
-# Security: CURVE clients cannot follow a group yet. A producer or worker
-# takes one --broker-public-key and uses it towards every member, while
-# each member needs a key of its own (its `KEY broker N` line in
-# authorized_keys names its peer identity; a key listed twice is refused).
-# So in auto mode the group scenarios run the orders in plaintext
-# (--allow-insecure) and say so, and group_curve_peer_check runs a group
-# with CURVE on every socket, peer traffic included, for election,
-# replication and failover on its own. ORDERLY_NETNS_SECURITY=curve makes
-# a group scenario fail with that reason.
+# Security: CURVE on every socket, peer traffic included (auto or curve;
+# insecure: plaintext with --allow-insecure). Each member has a key of its
+# own: its `KEY broker N` line in authorized_keys names its peer identity,
+# and the group file's `public_key` for it is what producers and workers
+# connect to it with (they take no --broker-public-key).
 
 GROUP_HOSTS=(broker b2 b3)
 GROUP_IDS=(1 2 3)
@@ -504,7 +500,8 @@ LEADER=""
 member_host() { echo "${GROUP_HOSTS[$(($1 - 1))]}"; }
 member_ip() { "$CLUSTER" addr "$(member_host "$1")"; }
 
-# write_group_file FILE: the group of three on the broker hosts.
+# write_group_file FILE: the group of three on the broker hosts (with
+# CURVE, each member's public key file).
 write_group_file() {
     local id ip
     : >"$1"
@@ -519,6 +516,30 @@ control = "tcp://$ip:5572"
 peer = "tcp://$ip:5574"
 admin = "$ip:5573"
 TOML
+        if [ "$SECURITY" = curve ]; then echo "public_key = \"$WORK/keys/broker-$id.pub\"" >>"$1"; fi
+    done
+}
+
+# make_group_keys: a key pair per member and per client; authorized_keys
+# admits the members as `broker N` and the clients by role and id.
+make_group_keys() {
+    local keys="$WORK/keys" id
+    mkdir -m 700 "$keys"
+    : >"$keys/authorized_keys"
+    for id in "${GROUP_IDS[@]}"; do
+        "$BIN/orderly-broker" keygen --out "$keys/broker-$id" >/dev/null
+        echo "$(cat "$keys/broker-$id.pub") broker $id" >>"$keys/authorized_keys"
+        MEMBER_SECURITY[$id]="--curve-secret-key $keys/broker-$id.key --authorized-keys $keys/authorized_keys"
+    done
+    for id in "${WORKERS[@]}"; do
+        "$BIN/orderly-worker" keygen --out "$keys/$id" >/dev/null
+        echo "$(cat "$keys/$id.pub") worker $id" >>"$keys/authorized_keys"
+        CLIENT_SECURITY[$id]="--curve-secret-key $keys/$id.key"
+    done
+    for id in "${PRODUCERS[@]}"; do
+        "$BIN/orderly-producer" keygen --out "$keys/$id" >/dev/null
+        echo "$(cat "$keys/$id.pub") producer $id" >>"$keys/authorized_keys"
+        CLIENT_SECURITY[$id]="--curve-secret-key $keys/$id.key"
     done
 }
 
@@ -526,31 +547,35 @@ TOML
 # the admin token and the clients' flags (see above for security).
 group_cluster_up() {
     "$CLUSTER" up --brokers 3 >"$WORK/cluster.txt" || fail "cannot create the cluster"
-    case ${ORDERLY_NETNS_SECURITY:-auto} in
-        auto | insecure) SECURITY=insecure ;;
-        curve) fail "CURVE clients cannot follow a broker group yet (one --broker-public-key for all members, each member needs its own key); run with ORDERLY_NETNS_SECURITY=auto" ;;
-        *) fail "ORDERLY_NETNS_SECURITY must be auto, curve or insecure" ;;
-    esac
-    BROKER_SECURITY=(--allow-insecure)
-    declare -gA CLIENT_SECURITY=()
+    SECURITY=$(security_mode)
+    BROKER_SECURITY=()
+    declare -gA CLIENT_SECURITY=() MEMBER_SECURITY=()
+    if [ "$SECURITY" = curve ]; then
+        make_group_keys
+    else
+        BROKER_SECURITY=(--allow-insecure)
+    fi
     GROUP_FILE="$WORK/group.toml"
     write_group_file "$GROUP_FILE"
     (umask 077 && head -c 32 /dev/urandom | base64 >"$WORK/admin-token")
     ADMIN_FLAGS=(--admin-token "$WORK/admin-token")
     PRODUCER_ENDPOINTS=(--group "$GROUP_FILE")
     WORKER_ENDPOINTS=(--group "$GROUP_FILE")
-    say "cluster $ORDERLY_NETNS_PREFIX up (members 1-3 on ${GROUP_HOSTS[*]}, workers ${WORKERS[*]}, producers ${PRODUCERS[*]}), security: plaintext orders (CURVE clients cannot follow a group yet)"
+    say "cluster $ORDERLY_NETNS_PREFIX up (members 1-3 on ${GROUP_HOSTS[*]}, workers ${WORKERS[*]}, producers ${PRODUCERS[*]}), security: $SECURITY"
 }
 
 # start_member N [FLAGS...]: member N on its host ($WORK/member-N.K.log for
 # its K-th start), data in $WORK/data-N.
 start_member() {
-    local id=$1
+    local id=$1 member_security
     shift
+    # Word-split on purpose, as client_security does.
+    # shellcheck disable=SC2206
+    member_security=(${MEMBER_SECURITY[$id]:-})
     MEMBER_STARTS[$id]=$((${MEMBER_STARTS[$id]:-0} + 1))
     start "$(member_host "$id")" "member-$id.${MEMBER_STARTS[$id]}" "$BIN/orderly-broker" run \
         --group "$GROUP_FILE" --node-id "$id" --data-dir "${MEMBER_DATA_ROOT:-$WORK}/data-$id" \
-        --status-interval-secs 5 "${ADMIN_FLAGS[@]}" "${BROKER_SECURITY[@]}" "$@"
+        --status-interval-secs 5 "${ADMIN_FLAGS[@]}" "${BROKER_SECURITY[@]}" "${member_security[@]}" "$@"
     MEMBER_PID[$id]=$LAST_PID
 }
 
@@ -714,60 +739,3 @@ same_applied() {
     [ "$(awk '{for (i = 1; i < NF; i++) if ($i == "applied") print $(i + 1)}' "$WORK/group-status.txt" | sort -u | wc -l)" = 1 ]
 }
 
-# group_curve_peer_check: the group with CURVE on every socket, peer
-# traffic included (each member its own key pair, `KEY broker N` in
-# authorized_keys), before the scenario's own group starts: a leader is
-# elected over CURVE, producer p1 sends 200 orders to the leader alone
-# (its key as --broker-public-key; a --group client cannot take three
-# keys), every order is confirmed (a majority fsynced it: replicated over
-# CURVE), both followers apply up to the leader's commit, no peer message
-# is refused, and after kill -9 of the leader the two others elect a new
-# one. Data in $WORK/curve; every member is stopped at the end.
-group_curve_peer_check() {
-    local keys="$WORK/curve-keys" id saved_security=("${BROKER_SECURITY[@]}") commit old killed_at leader_at
-    mkdir -m 700 "$keys"
-    : >"$keys/authorized_keys"
-    for id in "${GROUP_IDS[@]}"; do
-        "$BIN/orderly-broker" keygen --out "$keys/broker-$id" >/dev/null
-        echo "$(cat "$keys/broker-$id.pub") broker $id" >>"$keys/authorized_keys"
-    done
-    "$BIN/orderly-producer" keygen --out "$keys/p1" >/dev/null
-    echo "$(cat "$keys/p1.pub") producer curve-check" >>"$keys/authorized_keys"
-    mkdir "$WORK/curve"
-    BROKER_SECURITY=()
-    for id in "${GROUP_IDS[@]}"; do
-        MEMBER_DATA_ROOT="$WORK/curve" start_member "$id" \
-            --curve-secret-key "$keys/broker-$id.key" --authorized-keys "$keys/authorized_keys"
-    done
-    BROKER_SECURITY=("${saved_security[@]}")
-    wait_leader 30 || fail "CURVE peer check: no leader elected over CURVE"
-    python3 "$HELPERS/orders.py" 200 10 "$WORK/curve.jsonl" "$WORK/curve.expected.json" curve-check
-    local ip
-    ip=$(member_ip "$LEADER")
-    on p1 timeout 60 "$BIN/orderly-producer" send --id curve-check --intake "tcp://$ip:5570" --fanout "tcp://$ip:5571" \
-        --file "$WORK/curve.jsonl" --confirmed-log "$WORK/curve.confirmed-orders" --timeout 30 \
-        --curve-secret-key "$keys/p1.key" --broker-public-key "$keys/broker-$LEADER.pub" >"$WORK/curve-producer.log" 2>&1 ||
-        fail "CURVE peer check: the producer did not have its orders confirmed by leader $LEADER: $(tail -n 3 "$WORK/curve-producer.log")"
-    [ "$(sort -u "$WORK/curve.confirmed-orders" | wc -l)" = 200 ] || fail "CURVE peer check: not all 200 orders confirmed"
-    commit=$(member_field "$LEADER" 'v["group"]["commit"]')
-    for id in "${GROUP_IDS[@]}"; do
-        [ "$id" = "$LEADER" ] && continue
-        wait_for 20 "member $id to apply up to $commit over CURVE" caught_up "$id" "$commit" ||
-            fail "CURVE peer check: member $id did not catch up"
-    done
-    for id in "${GROUP_IDS[@]}"; do
-        [ "$(member_field "$id" 'v["group"]["peer_refused"]')" = 0 ] ||
-            fail "CURVE peer check: member $id refused peer messages: $(member_status_json "$id" | python3 -c 'import json,sys; print(json.load(sys.stdin)["group"])')"
-    done
-    old=$LEADER
-    kill_member "$old"
-    killed_at=$(now)
-    local others=()
-    for id in "${GROUP_IDS[@]}"; do [ "$id" = "$old" ] || others+=("$id"); done
-    wait_for 30 "a new leader over CURVE" find_leader "${others[@]}" || fail "CURVE peer check: no new leader after kill -9 of $old"
-    leader_at=$(now)
-    say "CURVE peer check: leader $old elected over CURVE, 200 orders confirmed and replicated (commit $commit on all three), killed; member $LEADER leads $(python3 -c "print(f'{$leader_at - $killed_at:.1f}')") s later (polled)"
-    for id in "${others[@]}"; do stop_member "$id"; done
-    LEADER=""
-    STATUS_HOST=broker
-}

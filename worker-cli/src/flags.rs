@@ -180,11 +180,13 @@ pub(crate) struct RunArgs {
 
     /// This worker's CURVE key pair (from `orderly-worker keygen`); turns
     /// on CURVE towards a broker that requires it.
-    #[arg(long, env = "ORDERLY_WORKER_CURVE_SECRET_KEY", value_name = "FILE", requires = "broker_public_key")]
+    #[arg(long, env = "ORDERLY_WORKER_CURVE_SECRET_KEY", value_name = "FILE")]
     curve_secret_key: Option<PathBuf>,
 
     /// The broker's CURVE public key: 40 Z85 characters, or a file holding
-    /// them (the broker's PREFIX.pub).
+    /// them (the broker's PREFIX.pub). With --group, each member's
+    /// `public_key` in the group file wins; this key is for members
+    /// without one (not needed when every member has one).
     #[arg(long, env = "ORDERLY_WORKER_BROKER_PUBLIC_KEY", value_name = "KEY|FILE", requires = "curve_secret_key")]
     broker_public_key: Option<String>,
 }
@@ -221,10 +223,25 @@ impl RunArgs {
     }
 
     /// The validated configuration of [`io::run`]; loads the CURVE keys.
-    pub(crate) fn into_config(self) -> anyhow::Result<io::Config> {
-        let curve = match (&self.curve_secret_key, &self.broker_public_key) {
-            (Some(secret), Some(public)) => Some(orderly_security::keys::CurveClient::load(secret, public)?),
-            _ => None,
+    /// `members`: the --group file's ([`RunArgs::group_members`]), whose
+    /// members' own keys may stand in for --broker-public-key.
+    pub(crate) fn into_config(self, members: Option<&Members>) -> anyhow::Result<io::Config> {
+        let curve = match &self.curve_secret_key {
+            Some(secret) => {
+                let members: Vec<(u64, Option<&str>)> =
+                    members.iter().flat_map(|m| m.iter()).map(|m| (m.id, m.public_key.as_deref())).collect();
+                let broker_key = self.broker_public_key.as_deref();
+                Some(orderly_security::keys::CurveClient::load_for(secret, broker_key, &members).map_err(|error| {
+                    match error {
+                        // Bad usage (exit 2), as clap's own checks are.
+                        orderly_security::keys::KeyError::NoBrokerKey { .. } => {
+                            anyhow::Error::new(orderly_cli::ConfigError::Usage(error.to_string()))
+                        }
+                        error => error.into(),
+                    }
+                })?)
+            }
+            None => None,
         };
         Ok(io::Config {
             curve,

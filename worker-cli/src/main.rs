@@ -37,7 +37,7 @@ fn run() -> anyhow::Result<ExitCode> {
     };
     orderly_cli::init_logging(&args.log_level);
     let members = args.group_members()?;
-    let config = args.into_config()?;
+    let config = args.into_config(members.as_ref())?;
     config.handler.prepare().with_context(|| format!("cannot prepare the handler ({})", config.handler.describe()))?;
     let shutdown = register_signals()?;
     let exit = match members {

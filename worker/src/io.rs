@@ -100,6 +100,21 @@ pub enum IoError {
         #[source]
         source: std::io::Error,
     },
+    #[error("member {member}'s public_key in the group file")]
+    MemberKey {
+        member: u64,
+        #[source]
+        source: orderly_security::keys::KeyError,
+    },
+}
+
+/// The CURVE client towards one group member: its own key from the group
+/// file, or the configured broker key.
+fn member_curve(
+    curve: &orderly_security::keys::CurveClient,
+    member: &orderly_common::members::Member,
+) -> Result<orderly_security::keys::CurveClient, IoError> {
+    curve.for_member(member.public_key.as_deref()).map_err(|source| IoError::MemberKey { member: member.id, source })
 }
 
 fn zmq_error(what: impl Into<String>) -> impl FnOnce(zmq::Error) -> IoError {
@@ -167,12 +182,22 @@ fn open_sockets(config: &Config, members: Option<&Members>) -> Result<Sockets, I
     for topic in [worker_topic(&config.worker), BROADCAST_TOPIC.to_vec()] {
         sub.set_subscribe(&topic).map_err(zmq_error("cannot subscribe"))?;
     }
-    let fanouts: Vec<&Endpoint> = match members {
-        Some(members) => members.iter().map(|member| &member.fanout).collect(),
-        None => vec![&config.fanout],
-    };
-    for fanout in fanouts {
-        sub.connect(fanout.as_str()).map_err(zmq_error(format!("cannot connect to fanout {fanout}")))?;
+    match members {
+        Some(members) => {
+            for member in members.iter() {
+                if let Some(curve) = &config.curve {
+                    member_curve(curve, member)?
+                        .apply(&sub)
+                        .map_err(zmq_error("cannot set a member's CURVE key on the fanout socket"))?;
+                }
+                let fanout = &member.fanout;
+                sub.connect(fanout.as_str()).map_err(zmq_error(format!("cannot connect to fanout {fanout}")))?;
+            }
+        }
+        None => {
+            let fanout = &config.fanout;
+            sub.connect(fanout.as_str()).map_err(zmq_error(format!("cannot connect to fanout {fanout}")))?;
+        }
     }
     let push = open_push(&context, config.curve.as_ref())?;
     // In a group the PUSH waits for a leader's announcement (`Loop::follow`).
@@ -526,11 +551,13 @@ impl Loop {
     /// queued a fresh heartbeat, and a lost ack is a redelivery.
     fn follow(&mut self, leader: u64) -> Result<(), IoError> {
         let members = self.members.as_ref().expect("only a group core announces leaders");
-        let endpoint = members.get(leader).expect("the core follows members only").control.as_str().to_owned();
+        let member = members.get(leader).expect("the core follows members only");
+        let endpoint = member.control.as_str().to_owned();
         if self.control.as_deref() == Some(endpoint.as_str()) {
             return Ok(());
         }
-        let push = open_push(&self.sockets.context, self.curve.as_ref())?;
+        let curve = self.curve.as_ref().map(|curve| member_curve(curve, member)).transpose()?;
+        let push = open_push(&self.sockets.context, curve.as_ref())?;
         push.connect(&endpoint).map_err(zmq_error(format!("cannot connect to control {endpoint}")))?;
         let old = std::mem::replace(&mut self.sockets.push, push);
         old.set_linger(0).map_err(zmq_error("cannot set LINGER on the old control socket"))?;
