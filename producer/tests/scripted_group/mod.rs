@@ -135,7 +135,9 @@ fn run_member(id: u64, state: &Mutex<State>, stop: &AtomicBool, ready: &std::syn
     let (fanout, fanout_ep) = bind(&context, zmq::XPUB);
     let (intake, intake_ep) = bind(&context, zmq::PULL);
     let (control, control_ep) = bind(&context, zmq::PULL);
-    ready.send(Member { id, intake: intake_ep, fanout: fanout_ep, control: control_ep }).expect("test waits");
+    ready
+        .send(Member { id, intake: intake_ep, fanout: fanout_ep, control: control_ep, public_key: None })
+        .expect("test waits");
     let publish = |topic: &[u8], msg: FanoutMsg| {
         let _ = fanout.send_multipart([topic, msg.encode().as_slice()], zmq::DONTWAIT);
     };
