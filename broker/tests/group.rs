@@ -225,6 +225,7 @@ fn client_members(dir: &Path, members: &[Member]) -> orderly_common::members::Me
             intake: m.intake.parse().unwrap(),
             fanout: ep(dir, &format!("fanout-{}", m.id)).parse().unwrap(),
             control: ep(dir, &format!("control-{}", m.id)).parse().unwrap(),
+            public_key: None,
         })
         .collect();
     orderly_common::members::Members::new(list).unwrap()

@@ -172,7 +172,9 @@ fn members() -> orderly_common::members::Members {
     use orderly_common::members::{Member, Members};
     let endpoint = |port: u16| format!("tcp://127.0.0.1:{port}").parse().unwrap();
     Members::new(
-        (1..=3).map(|id| Member { id, intake: endpoint(1), fanout: endpoint(2), control: endpoint(3) }).collect(),
+        (1..=3)
+            .map(|id| Member { id, intake: endpoint(1), fanout: endpoint(2), control: endpoint(3), public_key: None })
+            .collect(),
     )
     .unwrap()
 }

@@ -468,7 +468,13 @@ fn orders_running_when_the_handler_breaks_are_returned_and_reported_once() {
 fn group_core() -> Core {
     use orderly_common::members::{Member, Members};
     let endpoint = |port: u16| format!("tcp://127.0.0.1:{port}").parse().unwrap();
-    let members = (1..=3).map(|id| Member { id, intake: endpoint(1), fanout: endpoint(2), control: endpoint(3) });
+    let members = (1..=3).map(|id| Member {
+        id,
+        intake: endpoint(1),
+        fanout: endpoint(2),
+        control: endpoint(3),
+        public_key: None,
+    });
     Core::in_group(CoreConfig::new("w1", 7, 2), &Members::new(members.collect()).unwrap())
 }
 
