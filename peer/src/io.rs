@@ -97,6 +97,10 @@ pub struct Peers {
     router: zmq::Socket,
     /// One per peer, in the table's order.
     dealers: Vec<zmq::Socket>,
+    /// Kept to connect peers added at run time.
+    context: zmq::Context,
+    keys: Option<KeyPair>,
+    allow_insecure: bool,
     curve: bool,
     stats: PeerStats,
 }
@@ -126,7 +130,45 @@ impl Peers {
         for peer in &config.peers {
             dealers.push(connect_dealer(context, peer, config.curve.as_ref())?);
         }
-        Ok(Peers { table, router, dealers, curve: config.curve.is_some(), stats: PeerStats::default() })
+        Ok(Peers {
+            table,
+            router,
+            dealers,
+            context: context.clone(),
+            curve: config.curve.is_some(),
+            keys: config.curve,
+            allow_insecure: config.allow_insecure,
+            stats: PeerStats::default(),
+        })
+    }
+
+    /// Connects to a member added to the group while this one runs (with
+    /// the same checks as at start: a public key with CURVE, a local
+    /// endpoint without it unless insecure is allowed).
+    pub fn add_peer(&mut self, peer: PeerAddress) -> Result<(), PeerError> {
+        match (&self.keys, &peer.public_key) {
+            (Some(_), None) => return Err(PeerError::NoPublicKey(peer.id)),
+            (None, _) if !self.allow_insecure && !peer.endpoint.is_local() => {
+                return Err(PeerError::Insecure { endpoint: peer.endpoint.to_string() })
+            }
+            _ => {}
+        }
+        let dealer = connect_dealer(&self.context, &peer, self.keys.as_ref())?;
+        let index = self.table.add(peer.id)?;
+        debug_assert_eq!(index, self.dealers.len());
+        self.dealers.push(dealer);
+        Ok(())
+    }
+
+    /// Disconnects from a member removed from the group; its frames are
+    /// refused from now on. False when it was not a peer.
+    pub fn remove_peer(&mut self, id: MemberId) -> bool {
+        match self.table.remove(id) {
+            // Dropping the DEALER closes it (linger 0: nothing waits).
+            Some(index) => drop(self.dealers.remove(index)),
+            None => return false,
+        }
+        true
     }
 
     pub fn me(&self) -> MemberId {
