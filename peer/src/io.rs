@@ -12,7 +12,7 @@ use crate::core::members::{MemberId, MemberTable, Refused, TableError};
 use crate::limits::{
     PEER_HANDSHAKE_TIMEOUT_MS, PEER_HEARTBEAT_INTERVAL_MS, PEER_HEARTBEAT_TIMEOUT_MS, PEER_LINGER_MS,
     PEER_QUEUE_MESSAGES_MAX, PEER_RECONNECT_INTERVAL_MAX_MS, PEER_RECONNECT_INTERVAL_MS, PEER_SOCKET_MESSAGE_BYTES_MAX,
-    RECV_SKIPPED_MAX,
+    RECV_SKIPPED_MAX, REMOVED_PEER_LINGER_MS,
 };
 
 /// Another member: where its peer socket listens and, with CURVE, its
@@ -163,11 +163,15 @@ impl Peers {
     /// Disconnects from a member removed from the group; its frames are
     /// refused from now on. False when it was not a peer.
     pub fn remove_peer(&mut self, id: MemberId) -> bool {
-        match self.table.remove(id) {
-            // Dropping the DEALER closes it (linger 0: nothing waits).
-            Some(index) => drop(self.dealers.remove(index)),
-            None => return false,
+        let Some(index) = self.table.remove(id) else { return false };
+        let dealer = self.dealers.remove(index);
+        // The last messages to it (the commit of its own removal, so it
+        // learns it is out) still go: libzmq flushes them in the
+        // background after the close, for a bounded time.
+        if let Err(error) = dealer.set_linger(REMOVED_PEER_LINGER_MS) {
+            tracing::debug!(%error, "peer DEALER: setting LINGER before closing it");
         }
+        drop(dealer);
         true
     }
 
