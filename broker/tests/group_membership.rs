@@ -5,7 +5,8 @@
 //! the original three (`group remove`: it learns it is out and exits), then
 //! loses its leader to kill -9. Every confirmed order reaches the worker;
 //! the joiner's applied index reaches the leader's commit. Also: what the
-//! commands refuse, with their exit codes.
+//! commands refuse (an unknown member, a member that is not in the group,
+//! a new member started without --join), with their exit codes.
 
 mod support;
 
@@ -205,6 +206,20 @@ fn add_a_fourth_remove_an_original_then_lose_the_leader_and_every_confirmed_orde
         "{}",
         show(&not_member)
     );
+
+    // Started without --join, the fourth took the file's members as its
+    // voters: `group add` refuses it.
+    members[3].start(dir, &four, &[]);
+    let deadline = Instant::now() + ELECTION_WAIT;
+    while members[3].group_status().is_none() {
+        assert!(Instant::now() < deadline, "member 4 answers");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let no_join = group_command(dir, &["add", "--node-id", "4"], &four);
+    assert_eq!(no_join.status.code(), Some(3), "{}", show(&no_join));
+    assert!(String::from_utf8_lossy(&no_join.stderr).contains("without --join"), "{}", show(&no_join));
+    members[3].kill();
+    std::fs::remove_dir_all(dir.join("data-4")).unwrap();
 
     // The fourth joins: started with --join, added through the leader.
     members[3].start(dir, &four, &["--join"]);

@@ -49,6 +49,10 @@ pub fn add(args: &GroupChangeArgs) -> anyhow::Result<ExitCode> {
         percent_encode(&record.admin)
     );
     let token = args.admin_token.as_deref().map(admin::AdminToken::load).transpose()?;
+    if let Some(reason) = started_without_join(&group, member, token.as_ref()) {
+        eprintln!("{reason}");
+        return Ok(ExitCode::from(exit::REJECTED));
+    }
     let deadline = Instant::now() + Duration::from_secs(args.timeout_secs);
     match ask_leader(&group, id, token.as_ref(), &path, deadline) {
         Asked::Done(report) => println!(
@@ -112,6 +116,28 @@ pub fn remove(args: &GroupChangeArgs) -> anyhow::Result<ExitCode> {
             Ok(ExitCode::from(exit::TIMEOUT))
         }
     }
+}
+
+/// A new member started without `--join` on an empty data directory
+/// took the group file's members as its voters: added, it would not agree
+/// with the group's configuration. Refused while the leader does not count
+/// it yet (a member that does not answer is not checked).
+fn started_without_join(
+    group: &Group,
+    member: &orderly_replication::Member,
+    token: Option<&admin::AdminToken>,
+) -> Option<String> {
+    let client = AdminClient { addr: member.admin.clone(), token: token.cloned() };
+    let own = client.status().ok()?.group?;
+    let (_, leader) = find_leader(group, member.id, token)?;
+    let known = leader.voters.contains(&member.id) || leader.learners.contains(&member.id);
+    (!known && !own.voters.is_empty()).then(|| {
+        format!(
+            "member {} runs with its own configuration (voters {:?}): it was started without --join. Stop it, \
+             empty its data directory, start it with `run --join`, then add it",
+            member.id, own.voters
+        )
+    })
 }
 
 fn refused(status: u16, reason: &str) -> ExitCode {
