@@ -64,10 +64,14 @@ pub(super) fn start(
         )));
     }
     let me = settings.group.member(id).ok_or_else(|| BrokerError::Group(format!("no member {id} in the group")))?;
-    // Peers: the configuration's members (a joiner's: the file's, to hear
-    // the leader), each at the address the log gave it or the file's.
-    let ids: Vec<u64> =
-        if configured { conf.voters.iter().chain(&conf.learners).copied().collect() } else { settings.group.ids() };
+    // Peers: the configuration's members and the file's (a member behind
+    // on the log must hear a leader added after the point it has reached;
+    // a joiner has no configuration yet), each at the address the log gave
+    // it or the file's.
+    let mut ids: Vec<u64> = conf.voters.iter().chain(&conf.learners).copied().collect();
+    ids.extend(settings.group.ids());
+    ids.sort_unstable();
+    ids.dedup();
     let roster = node.roster();
     let mut peers = Vec::new();
     for peer_id in ids.into_iter().filter(|&p| p != id) {
