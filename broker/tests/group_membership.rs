@@ -295,3 +295,44 @@ fn add_a_fourth_remove_an_original_then_lose_the_leader_and_every_confirmed_orde
     shutdown.store(true, Ordering::Relaxed);
     let _ = worker.join();
 }
+
+/// Removing the leader: it hands leadership over, `group remove` asks the
+/// new leader, the old one exits, and the two left go on confirming.
+#[test]
+fn removing_the_leader_hands_over_first() {
+    let dir = tempfile::tempdir().unwrap();
+    let dir = dir.path();
+    let token = dir.join("admin.token");
+    std::fs::write(&token, TOKEN).unwrap();
+    std::fs::set_permissions(&token, std::os::unix::fs::PermissionsExt::from_mode(0o600)).unwrap();
+    let mut members: Vec<Member> =
+        (1..=3).map(|id| Member { id, admin: format!("127.0.0.1:{}", free_port()), child: None }).collect();
+    let group = write_file(dir, "group.toml", &members.iter().collect::<Vec<_>>());
+    for member in &mut members {
+        member.start(dir, &group, &[]);
+    }
+    let leader = wait_leader(&members, &[0, 1, 2]).expect("a leader");
+    let leader_id = members[leader].id.to_string();
+    let started = Instant::now();
+    let remove = group_command(dir, &["remove", "--node-id", &leader_id, "--timeout-secs", "30"], &group);
+    assert_eq!(remove.status.code(), Some(0), "{}", show(&remove));
+    eprintln!("removing the leader took {:?} (handover included)", started.elapsed());
+    let deadline = Instant::now() + REMOVED_EXIT_WAIT;
+    while members[leader].child.as_mut().unwrap().try_wait().unwrap().is_none() {
+        assert!(Instant::now() < deadline, "the removed leader still runs");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    members[leader].child = None;
+    let rest: Vec<usize> = (0..3).filter(|&i| i != leader).collect();
+    let new_leader = wait_leader(&members, &rest).expect("a leader of the two left");
+    let status = members[new_leader].group_status().unwrap();
+    assert_eq!(status["voters"].as_array().unwrap().len(), 2, "{status}");
+    // With the other one down, removing the leader would leave a single
+    // dead voter: refused (no live majority), exit 3.
+    let other = rest.into_iter().find(|&i| i != new_leader).unwrap();
+    members[other].kill();
+    std::thread::sleep(Duration::from_millis(500));
+    let alone = members[new_leader].id.to_string();
+    let refused = group_command(dir, &["remove", "--node-id", &alone, "--timeout-secs", "5"], &group);
+    assert_eq!(refused.status.code(), Some(3), "{}", show(&refused));
+}
