@@ -15,6 +15,11 @@
 //!   record with the Raft index, in the same commit (see
 //!   `recover::applied_marker`): a restart replays the journal and tells
 //!   raft how far it got.
+//! - A committed membership change (`orderly_replication::membership`)
+//!   carries no events: its marker alone; it is handed to the io in
+//!   [`Ready::membership`] (connect to an added member, drop a removed
+//!   one, stop when this member is the one removed). The serving leader
+//!   promotes a learner once it has caught up.
 //! - Leadership lost: held messages are dropped and the core is rebuilt
 //!   from the journal (committed events only). Leadership won: the member
 //!   first applies every entry its log held when it was elected, then ends
