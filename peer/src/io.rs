@@ -12,7 +12,7 @@ use crate::core::members::{MemberId, MemberTable, Refused, TableError};
 use crate::limits::{
     PEER_HANDSHAKE_TIMEOUT_MS, PEER_HEARTBEAT_INTERVAL_MS, PEER_HEARTBEAT_TIMEOUT_MS, PEER_LINGER_MS,
     PEER_QUEUE_MESSAGES_MAX, PEER_RECONNECT_INTERVAL_MAX_MS, PEER_RECONNECT_INTERVAL_MS, PEER_SOCKET_MESSAGE_BYTES_MAX,
-    RECV_SKIPPED_MAX,
+    RECV_SKIPPED_MAX, REMOVED_PEER_LINGER_MS,
 };
 
 /// Another member: where its peer socket listens and, with CURVE, its
@@ -97,6 +97,10 @@ pub struct Peers {
     router: zmq::Socket,
     /// One per peer, in the table's order.
     dealers: Vec<zmq::Socket>,
+    /// Kept to connect peers added at run time.
+    context: zmq::Context,
+    keys: Option<KeyPair>,
+    allow_insecure: bool,
     curve: bool,
     stats: PeerStats,
 }
@@ -126,7 +130,49 @@ impl Peers {
         for peer in &config.peers {
             dealers.push(connect_dealer(context, peer, config.curve.as_ref())?);
         }
-        Ok(Peers { table, router, dealers, curve: config.curve.is_some(), stats: PeerStats::default() })
+        Ok(Peers {
+            table,
+            router,
+            dealers,
+            context: context.clone(),
+            curve: config.curve.is_some(),
+            keys: config.curve,
+            allow_insecure: config.allow_insecure,
+            stats: PeerStats::default(),
+        })
+    }
+
+    /// Connects to a member added to the group while this one runs (with
+    /// the same checks as at start: a public key with CURVE, a local
+    /// endpoint without it unless insecure is allowed).
+    pub fn add_peer(&mut self, peer: PeerAddress) -> Result<(), PeerError> {
+        match (&self.keys, &peer.public_key) {
+            (Some(_), None) => return Err(PeerError::NoPublicKey(peer.id)),
+            (None, _) if !self.allow_insecure && !peer.endpoint.is_local() => {
+                return Err(PeerError::Insecure { endpoint: peer.endpoint.to_string() })
+            }
+            _ => {}
+        }
+        let dealer = connect_dealer(&self.context, &peer, self.keys.as_ref())?;
+        let index = self.table.add(peer.id)?;
+        debug_assert_eq!(index, self.dealers.len());
+        self.dealers.push(dealer);
+        Ok(())
+    }
+
+    /// Disconnects from a member removed from the group; its frames are
+    /// refused from now on. False when it was not a peer.
+    pub fn remove_peer(&mut self, id: MemberId) -> bool {
+        let Some(index) = self.table.remove(id) else { return false };
+        let dealer = self.dealers.remove(index);
+        // The last messages to it (the commit of its own removal, so it
+        // learns it is out) still go: libzmq flushes them in the
+        // background after the close, for a bounded time.
+        if let Err(error) = dealer.set_linger(REMOVED_PEER_LINGER_MS) {
+            tracing::debug!(%error, "peer DEALER: setting LINGER before closing it");
+        }
+        drop(dealer);
+        true
     }
 
     pub fn me(&self) -> MemberId {

@@ -58,6 +58,10 @@ pub const PEER_HANDSHAKE_TIMEOUT_MS: i32 = 2000;
 /// Nothing waits on close: a raft message not yet sent when a member stops
 /// is worthless (raft retransmits), and a stopping member must not hang.
 pub const PEER_LINGER_MS: i32 = 0;
+/// A removed member's connection is closed with this linger: what was
+/// queued to it (the commit of its removal) is still sent, and a stopping
+/// member waits at most this long for it.
+pub const REMOVED_PEER_LINGER_MS: i32 = 1000;
 
 /// The failover target: a dead peer is noticed and a restarted one
 /// reached again well within it.

@@ -376,3 +376,35 @@ fn a_silent_peer_is_noticed_by_heartbeats() {
     }
     assert!(went_silent.elapsed() >= Duration::from_millis(PEER_HEARTBEAT_TIMEOUT_MS as u64 / 2));
 }
+
+/// A member removed at run time is refused both ways; added back (as a
+/// member added to the group would be) it is reached and heard again.
+fn remove_then_add_a_peer(curve: bool) {
+    let group = Group::new(curve);
+    let (mut one, mut three) = (group.start(1), group.start(3));
+    assert_eq!(deliver(&mut three, &mut one, b"before"), id(3));
+    assert!(one.peers.remove_peer(id(3)));
+    assert!(!one.peers.remove_peer(id(3)));
+    assert!(matches!(one.peers.send(id(3), b"x"), Err(orderly_peer::SendError::NotAPeer(_))));
+    let deadline = Instant::now() + QUIET;
+    while Instant::now() < deadline {
+        three.peers.send(id(1), b"removed").unwrap();
+        assert_eq!(one.peers.recv(Duration::from_millis(50)).unwrap(), None, "a removed member is refused");
+    }
+    assert!(one.peers.stats().unknown_sender > 0);
+    let address = group.config(1).peers.into_iter().find(|p| p.id == id(3)).unwrap();
+    one.peers.add_peer(address).unwrap();
+    assert_eq!(one.peers.peers(), &[id(2), id(3)]);
+    assert_eq!(deliver(&mut three, &mut one, b"added again"), id(3));
+    assert_eq!(deliver(&mut one, &mut three, b"and back"), id(1));
+}
+
+#[test]
+fn a_peer_removed_then_added_at_run_time() {
+    remove_then_add_a_peer(false);
+}
+
+#[test]
+fn a_peer_removed_then_added_at_run_time_with_curve() {
+    remove_then_add_a_peer(true);
+}

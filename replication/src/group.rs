@@ -11,10 +11,12 @@
 //! admin = "10.0.0.1:8080"              # HOST:PORT, as --admin takes it
 //! ```
 //!
-//! A group has 3 or 5 members (a majority survives the loss of 1 or 2); a
-//! group of 1 is accepted for tests and development — it replicates
-//! nothing and survives nothing, but runs the same code. Even sizes are
-//! refused: 4 members survive no more losses than 3 and need more votes.
+//! A group runs with 3 or 5 members (a majority survives the loss of 1 or
+//! 2); a group of 1 is accepted for tests and development — it replicates
+//! nothing and survives nothing, but runs the same code. While a member is
+//! added or replaced the file lists one more (4 or 6: see `membership`);
+//! the voters are then raft's configuration, not the file. More than
+//! [`crate::membership::MEMBERS_MAX`] are refused.
 
 use std::collections::BTreeMap;
 use std::fmt;
@@ -23,12 +25,16 @@ use std::path::{Path, PathBuf};
 use orderly_common::endpoint::{Endpoint, EndpointError};
 use serde::Deserialize;
 
-/// The group sizes accepted (see the module docs).
+/// The group sizes a group runs with (see the module docs).
 pub const GROUP_SIZES: &[usize] = &[1, 3, 5];
 /// The largest group: Raft's every commit waits for a majority, so more
 /// members only slow it down; 5 survives two losses.
 pub const GROUP_MEMBERS_MAX: usize = 5;
 const _: () = assert!(GROUP_SIZES[GROUP_SIZES.len() - 1] == GROUP_MEMBERS_MAX);
+/// A group file lists at most this many: a group of 5 and a member being
+/// added to it.
+pub const GROUP_FILE_MEMBERS_MAX: usize = crate::membership::MEMBERS_MAX;
+const _: () = assert!(GROUP_FILE_MEMBERS_MAX == GROUP_MEMBERS_MAX + 1);
 
 /// What a group file names `text` given to [`Group::parse`] in errors.
 const PARSED_TEXT_NAME: &str = "(group text)";
@@ -72,7 +78,7 @@ pub enum GroupErrorKind {
     Read(#[source] std::io::Error),
     #[error("is not a valid group file: {0}(each member is a [[member]] table with id, intake, fanout, control, peer and admin)")]
     Syntax(String),
-    #[error("has {count} members; a group has 3 or 5 (1 for tests): add or remove [[member]] tables")]
+    #[error("has {count} members; a group has 3 or 5 (1 for tests), one more while a member is added: add or remove [[member]] tables")]
     Size { count: usize },
     #[error("member #{position} has id 0; ids are whole numbers from 1 up")]
     ZeroId { position: usize },
@@ -126,7 +132,7 @@ impl Group {
 
     fn parse_kind(text: &str) -> Result<Group, GroupErrorKind> {
         let raw: RawGroup = toml::from_str(text).map_err(|error| GroupErrorKind::Syntax(error.to_string()))?;
-        if !GROUP_SIZES.contains(&raw.member.len()) {
+        if raw.member.is_empty() || raw.member.len() > GROUP_FILE_MEMBERS_MAX {
             return Err(GroupErrorKind::Size { count: raw.member.len() });
         }
         let mut members = Vec::with_capacity(raw.member.len());
@@ -174,6 +180,19 @@ impl Group {
 }
 
 impl Member {
+    /// A member carried by the log (see `membership`), checked as if read
+    /// from a group file.
+    pub(crate) fn from_record(record: &crate::membership::MemberRecord) -> Result<Member, GroupErrorKind> {
+        Member::validate(RawMember {
+            id: record.id,
+            intake: record.intake.clone(),
+            fanout: record.fanout.clone(),
+            control: record.control.clone(),
+            peer: record.peer.clone(),
+            admin: record.admin.clone(),
+        })
+    }
+
     fn validate(raw: RawMember) -> Result<Member, GroupErrorKind> {
         let id = raw.id;
         let endpoint = |key: &'static str, text: &str| {
@@ -269,10 +288,10 @@ mod tests {
     }
 
     #[test]
-    fn even_sizes_empty_and_more_than_five_are_refused() {
-        for ids in [&[1, 2][..], &[1, 2, 3, 4], &[1, 2, 3, 4, 5, 6]] {
-            assert!(matches!(kind(&group(ids)), GroupErrorKind::Size { count } if count == ids.len()));
-        }
+    fn one_more_while_adding_is_accepted_but_empty_and_more_than_six_are_refused() {
+        assert_eq!(Group::parse(&group(&[1, 2, 3, 4])).expect("adding a 4th").ids(), vec![1, 2, 3, 4]);
+        assert_eq!(Group::parse(&group(&[1, 2, 3, 4, 5, 6])).expect("adding a 6th").ids().len(), 6);
+        assert!(matches!(kind(&group(&[1, 2, 3, 4, 5, 6, 7])), GroupErrorKind::Size { count: 7 }));
         assert!(matches!(kind("member = []"), GroupErrorKind::Size { count: 0 }));
     }
 
@@ -335,7 +354,7 @@ mod tests {
         assert!(error.to_string().contains("group.toml"), "{error}");
         std::fs::write(&path, group(&[1, 2, 3])).expect("write");
         assert_eq!(Group::load(&path).expect("valid").ids(), vec![1, 2, 3]);
-        std::fs::write(&path, group(&[1, 2])).expect("write");
-        assert!(Group::load(&path).expect_err("size").to_string().contains("group.toml: has 2 members"));
+        std::fs::write(&path, "member = []").expect("write");
+        assert!(Group::load(&path).expect_err("size").to_string().contains("group.toml: has 0 members"));
     }
 }

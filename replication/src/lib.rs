@@ -6,14 +6,18 @@
 //! - [`storage`]: raft-rs's `Storage` on an `orderly_journal::Journal`;
 //!   every append and hard-state change is fsynced before raft-rs hears it
 //!   is persisted.
+//! - [`membership`]: adding and removing members through Raft, one change
+//!   at a time.
 //! - [`node`]: [`Node`], the sans-IO wrapper of raft-rs's `RawNode`: feed it
 //!   ticks and messages, drain what to send and what to apply.
 
 pub mod group;
+pub mod membership;
 pub mod node;
 pub mod storage;
 
 pub use group::{Group, GroupError, GroupErrorKind, Member};
+pub use membership::{Change, ChangeError, ChangeRequest, MemberRecord, Roster};
 pub use node::{Applied, Node, NodeConfig, NodeError, Output, ProposeError};
 pub use raft::eraftpb::Message;
 pub use storage::{JournalStorage, StorageError};

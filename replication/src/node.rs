@@ -62,8 +62,11 @@ pub struct Applied {
     pub index: u64,
     pub term: u64,
     /// The proposal; empty for the entry a new leader appends to commit its
-    /// term (nothing to apply, but the index advances).
+    /// term and for a membership change (nothing to apply, but the index
+    /// advances).
     pub data: Vec<u8>,
+    /// A membership change, already applied to raft and the storage.
+    pub change: Option<crate::membership::Change>,
 }
 
 /// Who leads, as this member last saw it.
@@ -92,6 +95,8 @@ pub enum NodeError {
     Config(#[source] raft::Error),
     #[error(transparent)]
     Storage(#[from] StorageError),
+    #[error("the membership change at index {index} cannot be applied: {reason}")]
+    Membership { index: u64, reason: String },
 }
 
 /// Why a proposal was not taken.
@@ -107,7 +112,7 @@ pub enum ProposeError {
 
 /// One member's Raft node (see the module docs).
 pub struct Node {
-    raw: RawNode<JournalStorage>,
+    pub(crate) raw: RawNode<JournalStorage>,
     reported: Leadership,
 }
 
@@ -234,8 +239,17 @@ impl Node {
             }
             output.messages.extend(light.take_messages());
             for entry in committed.into_iter().chain(light.take_committed_entries()) {
-                assert_eq!(entry.get_entry_type(), EntryType::EntryNormal, "membership changes are not proposed yet");
-                output.applied.push(Applied { index: entry.index, term: entry.term, data: entry.data.to_vec() });
+                let (data, change) = match entry.get_entry_type() {
+                    EntryType::EntryNormal => (entry.data.to_vec(), None),
+                    EntryType::EntryConfChange => (Vec::new(), Some(self.apply_conf_entry(&entry)?)),
+                    EntryType::EntryConfChangeV2 => {
+                        return Err(NodeError::Membership {
+                            index: entry.index,
+                            reason: "ConfChangeV2 is never proposed".into(),
+                        })
+                    }
+                };
+                output.applied.push(Applied { index: entry.index, term: entry.term, data, change });
             }
             self.raw.advance_apply();
         }

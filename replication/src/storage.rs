@@ -34,9 +34,14 @@ use raft::eraftpb::{ConfState, Entry, HardState, Snapshot};
 use raft::storage::MemStorage;
 use raft::{GetEntriesContext, RaftState};
 
+use crate::membership::Roster;
+
 const TAG_ENTRY: u8 = 1;
 const TAG_HARD_STATE: u8 = 2;
 const TAG_CONF_STATE: u8 = 3;
+/// The [`Roster`] (JSON), written with each conf state since membership
+/// changes exist (see `membership`).
+const TAG_ROSTER: u8 = 4;
 
 /// Why the Raft storage failed; after any of these the member stops.
 #[derive(Debug, thiserror::Error)]
@@ -53,6 +58,7 @@ pub enum StorageError {
 pub struct JournalStorage {
     journal: Journal,
     memory: MemStorage,
+    roster: Roster,
 }
 
 impl std::fmt::Debug for JournalStorage {
@@ -66,8 +72,10 @@ impl std::fmt::Debug for JournalStorage {
 impl JournalStorage {
     /// Opens (or creates) the journal in `dir` on `disk`, replays it into
     /// memory, and on a new journal records `voters` as the configuration
-    /// (every member of a new group starts from the same one). The fsync
-    /// policy of `options` is replaced by `always` (see the module docs).
+    /// (every member of a new group starts from the same one; a member
+    /// joining an existing group starts from none, see `membership`). The
+    /// fsync policy of `options` is replaced by `always` (see the module
+    /// docs).
     pub fn open(
         disk: Arc<dyn orderly_journal::Storage>,
         dir: &Path,
@@ -77,13 +85,16 @@ impl JournalStorage {
         let options = Options { fsync: FsyncPolicy::Always, ..options };
         let (journal, recovery) = Journal::open_on(disk, dir, options)?;
         let memory = MemStorage::new();
-        replay(&journal, &memory)?;
-        let mut storage = JournalStorage { journal, memory };
-        if storage.conf_state().voters.is_empty() {
+        let replayed = replay(&journal, &memory)?;
+        let roster = replayed.roster.clone().unwrap_or_else(|| Roster {
+            initial_voters: replayed.first_voters.clone().unwrap_or_default(),
+            added: Vec::new(),
+        });
+        let mut storage = JournalStorage { journal, memory, roster };
+        if replayed.first_voters.is_none() {
             let conf_state = ConfState { voters: voters.to_vec(), ..ConfState::default() };
-            storage.journal.append(&encode(TAG_CONF_STATE, &conf_state))?;
-            storage.commit_durably()?;
-            storage.memory.wl().set_conf_state(conf_state);
+            let roster = Roster { initial_voters: voters.to_vec(), added: Vec::new() };
+            storage.set_membership(conf_state, &roster)?;
         }
         Ok((storage, recovery))
     }
@@ -136,6 +147,24 @@ impl JournalStorage {
         Ok(())
     }
 
+    /// Records a new configuration and roster (a conf change applied),
+    /// fsynced before raft-rs reads it.
+    pub fn set_membership(&mut self, conf_state: ConfState, roster: &Roster) -> Result<(), StorageError> {
+        self.append(&encode(TAG_CONF_STATE, &conf_state))?;
+        let mut body = vec![TAG_ROSTER];
+        serde_json::to_writer(&mut body, roster).expect("rosters encode");
+        self.append(&body)?;
+        self.commit_durably()?;
+        self.memory.wl().set_conf_state(conf_state);
+        self.roster = roster.clone();
+        Ok(())
+    }
+
+    /// The initial voters and the addresses learned from the log.
+    pub fn roster(&self) -> Roster {
+        self.roster.clone()
+    }
+
     pub fn hard_state(&self) -> HardState {
         self.memory.rl().hard_state().clone()
     }
@@ -170,9 +199,20 @@ fn encode(tag: u8, message: &impl protobuf::Message) -> Vec<u8> {
     body
 }
 
+/// What replay found besides what it put in memory.
+#[derive(Default)]
+struct Replayed {
+    /// The voters of the first conf state record (`None`: a new journal).
+    first_voters: Option<Vec<u64>>,
+    /// The last roster record (journals from before membership changes
+    /// have none).
+    roster: Option<Roster>,
+}
+
 /// Rebuilds the log, the hard state and the conf state from the records.
-fn replay(journal: &Journal, memory: &MemStorage) -> Result<(), StorageError> {
+fn replay(journal: &Journal, memory: &MemStorage) -> Result<Replayed, StorageError> {
     let dir = journal.dir().display().to_string();
+    let mut replayed = Replayed::default();
     let result = journal.replay(|seq, _segment, body| {
         let record_error = |reason: String| StorageError::Record { dir: dir.clone(), seq, reason };
         let (&tag, message) = body.split_first().ok_or_else(|| record_error("empty".to_string()))?;
@@ -187,7 +227,15 @@ fn replay(journal: &Journal, memory: &MemStorage) -> Result<(), StorageError> {
                 memory.wl().append(&[entry]).expect("checked: within the log");
             }
             TAG_HARD_STATE => memory.wl().set_hardstate(HardState::parse_from_bytes(message).map_err(decode_error)?),
-            TAG_CONF_STATE => memory.wl().set_conf_state(ConfState::parse_from_bytes(message).map_err(decode_error)?),
+            TAG_CONF_STATE => {
+                let conf_state = ConfState::parse_from_bytes(message).map_err(decode_error)?;
+                replayed.first_voters.get_or_insert_with(|| conf_state.voters.clone());
+                memory.wl().set_conf_state(conf_state);
+            }
+            TAG_ROSTER => {
+                let roster = serde_json::from_slice(message).map_err(|e| record_error(e.to_string()))?;
+                replayed.roster = Some(roster);
+            }
             _ => return Err(record_error(format!("unknown tag {tag}"))),
         }
         Ok(())
@@ -195,7 +243,8 @@ fn replay(journal: &Journal, memory: &MemStorage) -> Result<(), StorageError> {
     result.map_err(|error| match error {
         ReplayError::Journal(error) => StorageError::Journal(error),
         ReplayError::Callback { error, .. } => error,
-    })
+    })?;
+    Ok(replayed)
 }
 
 impl raft::Storage for JournalStorage {
@@ -306,6 +355,51 @@ mod tests {
             assert_eq!(log(&reopened), expected, "seed {seed}");
             assert_eq!(reopened.hard_state(), hard_state, "seed {seed}");
         }
+    }
+
+    /// A membership change's configuration and roster replay (the last
+    /// wins); a journal opened to join keeps its empty configuration when
+    /// reopened with voters, and one from before rosters existed takes its
+    /// first configuration as the initial voters.
+    #[test]
+    fn membership_records_replay_and_a_joiner_never_takes_the_file_s_voters() {
+        let sim = SimStorage::new(3);
+        let disk: Arc<dyn orderly_journal::Storage> = Arc::new(sim.clone());
+        let mut storage = open(&disk, Path::new("/a"), Options::default());
+        assert_eq!(storage.roster(), Roster { initial_voters: vec![1, 2, 3], added: vec![] });
+        let four = crate::membership::MemberRecord {
+            id: 4,
+            intake: "tcp://127.0.0.1:1".into(),
+            fanout: "tcp://127.0.0.1:2".into(),
+            control: "tcp://127.0.0.1:3".into(),
+            peer: "tcp://127.0.0.1:4".into(),
+            admin: "127.0.0.1:5".into(),
+        };
+        let roster = Roster { initial_voters: vec![1, 2, 3], added: vec![four] };
+        storage
+            .set_membership(ConfState { voters: vec![1, 2, 3], learners: vec![4], ..ConfState::default() }, &roster)
+            .unwrap();
+        storage.set_membership(ConfState { voters: vec![1, 3, 4], ..ConfState::default() }, &roster).unwrap();
+        drop(storage);
+        sim.power_cut();
+        let reopened = open(&disk, Path::new("/a"), Options::default());
+        assert_eq!((reopened.conf_state().voters, reopened.roster()), (vec![1, 3, 4], roster));
+
+        let joiner = JournalStorage::open(disk.clone(), Path::new("/b"), Options::default(), &[]).unwrap().0;
+        assert!(joiner.conf_state().voters.is_empty());
+        drop(joiner);
+        let reopened = open(&disk, Path::new("/b"), Options::default());
+        assert!(reopened.conf_state().voters.is_empty(), "a joiner never bootstraps from the file");
+        assert!(reopened.roster().initial_voters.is_empty());
+
+        // A journal from before rosters: a conf state record alone.
+        let mut journal = Journal::open_on(disk.clone(), Path::new("/d"), Options::default()).unwrap().0;
+        journal.append(&encode(TAG_CONF_STATE, &ConfState { voters: vec![5, 6, 7], ..ConfState::default() })).unwrap();
+        journal.commit().unwrap();
+        drop(journal);
+        let legacy = open(&disk, Path::new("/d"), Options::default());
+        assert_eq!(legacy.roster(), Roster { initial_voters: vec![5, 6, 7], added: vec![] });
+        assert_eq!(legacy.conf_state().voters, vec![5, 6, 7]);
     }
 
     /// One persist larger than the room left in a segment's preallocated

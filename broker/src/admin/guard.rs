@@ -75,6 +75,8 @@ const ROUTES: &[(&str, &str, Access)] = &[
     ("GET", "/dlq/show", Access::Reveal),
     ("POST", "/dlq/retry", Access::Change),
     ("POST", "/dlq/delete", Access::Change),
+    ("POST", "/group/add", Access::Change),
+    ("POST", "/group/remove", Access::Change),
 ];
 
 /// Checks a request in order (Host, Origin, route, token) and returns what
@@ -96,6 +98,8 @@ pub fn check(config: &AdminConfig, head: &Head) -> Result<Route, Refusal> {
         "/dlq/show" => Query::Show { key: parse_id(query)?, dead_only: true },
         "/dlq/retry" => Query::Retry(parse_which(query)?),
         "/dlq/delete" => Query::Delete(parse_which(query)?),
+        "/group/add" => Query::GroupAdd(parse_member(query)?),
+        "/group/remove" => Query::GroupRemove(parse_member_id(query)?),
         // `access` admitted only the routes above; a route added to
         // ROUTES without a line here is refused rather than misrouted.
         path => return Err(refuse(404, format!("no route {path}"))),
@@ -187,6 +191,33 @@ fn param(query: &str, name: &str) -> Result<Option<String>, Refusal> {
 
 fn order_key(text: &str) -> Result<OrderKey, Refusal> {
     parse_order_ref(text).map_err(|e| refuse(400, e.to_string()))
+}
+
+/// `id=N`, a group member's id (at least 1).
+fn parse_member_id(query: &str) -> Result<u64, Refusal> {
+    let id = param(query, "id")?.ok_or_else(|| refuse(400, "give id=N, the member's id"))?;
+    id.parse::<u64>()
+        .ok()
+        .filter(|&id| id > 0)
+        .ok_or_else(|| refuse(400, format!("id {id:?} is not a member id (1 and up)")))
+}
+
+/// A member's id and endpoints, as its group file table has them.
+fn parse_member(query: &str) -> Result<orderly_replication::MemberRecord, Refusal> {
+    let key = |name: &str| {
+        param(query, name)?
+            .ok_or_else(|| refuse(400, format!("give {name}= (the member's {name}, as in the group file)")))
+    };
+    let record = orderly_replication::MemberRecord {
+        id: parse_member_id(query)?,
+        intake: key("intake")?,
+        fanout: key("fanout")?,
+        control: key("control")?,
+        peer: key("peer")?,
+        admin: key("admin")?,
+    };
+    record.member().map_err(|e| refuse(400, format!("member {}: {e}", record.id)))?;
+    Ok(record)
 }
 
 /// `id=PRODUCER/ORDER`.

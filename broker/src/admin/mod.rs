@@ -13,7 +13,9 @@
 //! `X-Orderly-Total`), `GET /dlq/page?after=&limit=` (an object),
 //! `GET /orders/show?id=PRODUCER/ORDER`, `GET /dlq/show?id=`,
 //! `POST /dlq/retry?id=|all=1`, `POST /dlq/delete?id=|all=1`, `GET
-//! /metrics` (Prometheus text), `GET /healthz` and `GET /readyz`. Who may
+//! /metrics` (Prometheus text), `GET /healthz` and `GET /readyz`; in a
+//! group, `POST /group/add?id=&intake=&fanout=&control=&peer=&admin=` and
+//! `POST /group/remove?id=` (the leader changes the members). Who may
 //! call which: see `guard` and docs/SECURITY.md.
 
 mod client;
@@ -94,6 +96,19 @@ pub enum Query {
     /// Delete one dead letter, or all with `None` ([`DeleteReport`]).
     Delete(Option<OrderKey>),
     Metrics,
+    /// A group's leader: add this member (`POST /group/add`,
+    /// [`schema::MembershipReport`]).
+    GroupAdd(orderly_replication::MemberRecord),
+    /// A group's leader: remove member N (`POST /group/remove?id=N`).
+    GroupRemove(u64),
+}
+
+impl Query {
+    /// Whether answering changes state (the leader's business in a group;
+    /// the answer waits for the change to be recorded).
+    pub fn changes(&self) -> bool {
+        matches!(self, Query::Retry(_) | Query::Delete(_) | Query::GroupAdd(_) | Query::GroupRemove(_))
+    }
 }
 
 /// The IO loop's answer to one query.

@@ -60,6 +60,23 @@ pub struct GroupReport {
     pub dropped_messages: u64,
     /// Peer messages whose claimed sender was not the transport's.
     pub peer_refused: u64,
+    /// The voting members, as this member's configuration has them.
+    #[serde(default)]
+    pub voters: Vec<u64>,
+    /// Members receiving the log without a vote (added, catching up).
+    #[serde(default)]
+    pub learners: Vec<u64>,
+}
+
+/// What `POST /group/add` and `/group/remove` answer once the change is
+/// applied on the leader.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct MembershipReport {
+    /// The Raft index of the change's entry.
+    pub index: u64,
+    /// `add_learner` or `remove`.
+    pub change: String,
+    pub member: u64,
 }
 
 /// Why the broker is not reading intake: what producers are told in

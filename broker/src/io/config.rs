@@ -41,6 +41,9 @@ pub struct BrokerConfig {
 pub struct GroupSettings {
     pub group: orderly_replication::Group,
     pub node_id: u64,
+    /// `--join`: a new member of a running group; on a new data directory
+    /// it starts with no voters and waits for the leader's log.
+    pub join: bool,
 }
 
 /// The Raft log's directory inside a group member's data directory.

@@ -325,7 +325,7 @@ impl Loop {
         // A clone of the receiver (a handle), so answering may borrow self.
         let Some(requests) = self.admin.clone() else { return };
         while let Ok(request) = requests.try_recv() {
-            let changes = matches!(request.query, Query::Retry(_) | Query::Delete(_));
+            let changes = request.query.changes();
             if changes && self.group.as_ref().is_some_and(|g| !g.member.serves()) {
                 let answer = Answer::text(503, "this member is not the group's leader: ask the leader".to_owned());
                 let _ = request.reply.send(answer);
@@ -371,6 +371,7 @@ impl Loop {
                 info!(which = %which, deleted, "dlq delete: dead letters deleted");
                 Answer::json(&DeleteReport { deleted })
             }
+            Query::GroupAdd(_) | Query::GroupRemove(_) => self.answer_membership(query),
             Query::Metrics => Answer {
                 status: 200,
                 content_type: "text/plain; version=0.0.4",

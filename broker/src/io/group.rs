@@ -11,7 +11,7 @@ use orderly_common::limits::BATCH_LEN_MAX;
 use orderly_common::protocol::{BrokerHeartbeat, FanoutMsg};
 use orderly_peer::{MemberId, PeerAddress, PeerConfig, Peers};
 use orderly_replication::node::ELECTION_TICKS_MIN;
-use orderly_replication::{JournalStorage, Node, NodeConfig};
+use orderly_replication::{Change, ChangeError, ChangeRequest, JournalStorage, Node, NodeConfig};
 use protobuf::Message as _;
 use tracing::{info, warn};
 
@@ -19,8 +19,8 @@ use super::config::{raft_dir, BrokerConfig, GroupSettings};
 use super::error::{zmq_err, BrokerError};
 use super::event_loop::Loop;
 use super::member::{Member, RAFT_TICK_MS};
-use crate::admin::schema::GroupReport;
-use crate::admin::Answer;
+use crate::admin::schema::{GroupReport, MembershipReport};
+use crate::admin::{Answer, Query};
 use crate::core::Millis;
 
 /// An admin answer released with the turn that made it.
@@ -31,10 +31,14 @@ pub(super) struct GroupState {
     pub(super) member: Member<HeldAnswer>,
     peers: Peers,
     heartbeat_due_ms: Millis,
+    /// Set when this member applied its own removal: the loop stops.
+    removed_at: Option<Millis>,
 }
 
 /// Opens the Raft log, starts the node and the peer transport. `applied`:
-/// the index the event journal holds up to.
+/// the index the event journal holds up to. A member started with
+/// `--join` on a new data directory starts with no voters (it never
+/// stands) and learns the group from the log the leader sends it.
 pub(super) fn start(
     context: &zmq::Context,
     config: &BrokerConfig,
@@ -44,33 +48,78 @@ pub(super) fn start(
 ) -> Result<GroupState, BrokerError> {
     let id = settings.node_id;
     let disk: Arc<dyn orderly_journal::Storage> = Arc::new(orderly_journal::OsStorage);
-    let (storage, _) =
-        JournalStorage::open(disk, &raft_dir(&config.data_dir), config.journal.clone(), &settings.group.ids())?;
+    let voters = if settings.join { Vec::new() } else { settings.group.ids() };
+    let (storage, _) = JournalStorage::open(disk, &raft_dir(&config.data_dir), config.journal.clone(), &voters)?;
     // Members stand at different times (ids differ), so they rarely split
     // a vote; the node's draw is deterministic (see `NodeConfig`).
     let election_ticks = ELECTION_TICKS_MIN + 2 * id as usize;
     let node = Node::new(NodeConfig { id, election_ticks, applied }, storage)?;
+    let conf = node.conf_state();
+    let configured = !(conf.voters.is_empty() && conf.learners.is_empty());
+    if configured && !conf.voters.contains(&id) && !conf.learners.contains(&id) {
+        return Err(BrokerError::Group(format!(
+            "member {id} was removed from the group (its members are now {:?}): it does not start. To add it \
+             again, empty its data directory and run it with --join, then `orderly-broker group add`",
+            conf.voters
+        )));
+    }
     let me = settings.group.member(id).ok_or_else(|| BrokerError::Group(format!("no member {id} in the group")))?;
-    let curve = config.curve.as_ref();
+    // Peers: the configuration's members and the file's (a member behind
+    // on the log must hear a leader added after the point it has reached;
+    // a joiner has no configuration yet), each at the address the log gave
+    // it or the file's.
+    let mut ids: Vec<u64> = conf.voters.iter().chain(&conf.learners).copied().collect();
+    ids.extend(settings.group.ids());
+    ids.sort_unstable();
+    ids.dedup();
+    let roster = node.roster();
     let mut peers = Vec::new();
-    for member in settings.group.members().iter().filter(|m| m.id != id) {
-        let public_key = match curve {
-            Some(curve) => Some(broker_key(&curve.authorized_keys, member.id)?),
-            None => None,
+    for peer_id in ids.into_iter().filter(|&p| p != id) {
+        let endpoint = match (roster.address(peer_id), settings.group.member(peer_id)) {
+            (Some(record), _) => record.peer.parse().map_err(|e| BrokerError::Group(format!("member {peer_id}'s peer endpoint from the log: {e}")))?,
+            (None, Some(member)) => member.peer.clone(),
+            (None, None) => {
+                return Err(BrokerError::Group(format!(
+                    "member {peer_id} is in the group's configuration but neither in the log's additions nor in the group file: add its [[member]] table to the file"
+                )))
+            }
         };
-        let id = MemberId::new(member.id).expect("group ids are at least 1");
-        peers.push(PeerAddress { id, endpoint: member.peer.clone(), public_key });
+        let authorized_keys = config.curve.as_ref().map(|c| c.authorized_keys.as_path());
+        peers.push(peer_address(authorized_keys, peer_id, endpoint)?);
     }
     let peer_config = PeerConfig {
         me: MemberId::new(id).expect("group ids are at least 1"),
         bind: me.peer.clone(),
         peers,
-        curve: curve.map(|c| c.keys.clone()),
+        curve: config.curve.as_ref().map(|c| c.keys.clone()),
         allow_insecure: config.allow_insecure,
     };
     let peers = Peers::start(context, peer_config, zap)?;
-    info!(member = id, peer = %me.peer, applied, election_ms = election_ticks as u64 * RAFT_TICK_MS, "group member started");
-    Ok(GroupState { member: Member::new(node, applied, config.core.clone()), peers, heartbeat_due_ms: 0 })
+    info!(member = id, peer = %me.peer, applied, election_ms = election_ticks as u64 * RAFT_TICK_MS,
+          voters = ?conf.voters, learners = ?conf.learners, join = settings.join, "group member started");
+    if !configured {
+        info!(member = id, "joining: no configuration yet; waiting for the leader to send the log (`orderly-broker group add --node-id {id}`)");
+    }
+    Ok(GroupState {
+        member: Member::new(node, applied, config.core.clone()),
+        peers,
+        heartbeat_due_ms: 0,
+        removed_at: None,
+    })
+}
+
+/// Where member `id`'s peer socket is and, with CURVE, its key.
+fn peer_address(
+    authorized_keys: Option<&std::path::Path>,
+    id: u64,
+    endpoint: orderly_common::Endpoint,
+) -> Result<PeerAddress, BrokerError> {
+    let public_key = match authorized_keys {
+        Some(path) => Some(broker_key(path, id)?),
+        None => None,
+    };
+    let id = MemberId::new(id).ok_or_else(|| BrokerError::Group("member id 0".into()))?;
+    Ok(PeerAddress { id, endpoint, public_key })
 }
 
 /// The public key of member `id`'s `broker` line in authorized_keys.
@@ -115,6 +164,7 @@ impl Loop {
         if serves {
             let answers = std::mem::take(&mut self.admin_after_sync);
             group.member.propose_turn(&mut self.core, &mut self.recorder, answers, now)?;
+            group.member.promote_caught_up_learner();
         }
         self.handle_ready(now)?;
         self.recorder.log.sync_lazy_due().map_err(super::error::journal_err("fsync"))?;
@@ -209,7 +259,81 @@ impl Loop {
         for (reply, answer) in ready.answers {
             let _ = reply.send(answer);
         }
+        for change in ready.membership {
+            self.follow_membership(change, now)?;
+        }
         Ok(())
+    }
+
+    /// Connects to a member the log added, disconnects from one it
+    /// removed; this member's own removal stops it.
+    fn follow_membership(&mut self, change: Change, now: Millis) -> Result<(), BrokerError> {
+        let me = self.group().member.node().id();
+        match change {
+            Change::AddLearner(record) if record.id != me => {
+                let endpoint = record.peer.parse().map_err(|e| {
+                    BrokerError::Group(format!("member {}'s peer endpoint from the log: {e}", record.id))
+                })?;
+                let address = peer_address(self.authorized_path.as_deref(), record.id, endpoint)?;
+                let group = self.group();
+                if group.peers.peers().contains(&address.id) {
+                    return Ok(()); // A joiner knew it from the file.
+                }
+                info!(member = record.id, peer = %record.peer, "member added: connecting to it");
+                group.peers.add_peer(address)?;
+            }
+            Change::Remove(id) if id == me => {
+                tracing::error!(member = me, applied = self.group().member.applied(),
+                    "this member was removed from the group: it stops serving and exits; remove its [[member]] table from the group file");
+                self.group().removed_at = Some(now);
+            }
+            Change::Remove(id) => {
+                if let Some(peer) = MemberId::new(id) {
+                    if self.group().peers.remove_peer(peer) {
+                        info!(member = id, "member removed: disconnected from it");
+                    }
+                }
+            }
+            Change::AddLearner(_) | Change::Promote(_) => {}
+        }
+        Ok(())
+    }
+
+    /// Whether this member was removed from the group (the loop stops).
+    pub(super) fn removed_from_group(&self) -> bool {
+        self.group.as_ref().is_some_and(|g| g.removed_at.is_some())
+    }
+
+    /// `POST /group/add` and `/group/remove` on the leader: proposes the
+    /// change; the answer is held until its entry is applied.
+    pub(super) fn answer_membership(&mut self, query: Query) -> Answer {
+        let Some(group) = self.group.as_mut() else {
+            return Answer::text(404, "this broker is not a group member (run --group)");
+        };
+        let (request, change, member) = match query {
+            Query::GroupAdd(record) => {
+                let id = record.id;
+                (ChangeRequest::Add(record), "add_learner", id)
+            }
+            Query::GroupRemove(id) => (ChangeRequest::Remove(id), "remove", id),
+            _ => unreachable!("only membership queries come here"),
+        };
+        match group.member.propose_change(request) {
+            Ok(index) => {
+                info!(member, change, index, "membership change proposed");
+                Answer::json(&MembershipReport { index, change: change.to_owned(), member })
+            }
+            Err(error) => {
+                let status = match &error {
+                    ChangeError::NotLeader { .. } | ChangeError::LeaderHandedOver { .. } | ChangeError::Dropped => 503,
+                    ChangeError::InProgress | ChangeError::AlreadyMember(_) => 409,
+                    ChangeError::Unknown(_) => 404,
+                    ChangeError::LastMember(_) | ChangeError::NoMajority { .. } | ChangeError::TooMany => 422,
+                };
+                warn!(%error, "membership change refused");
+                Answer::text(status, error.to_string())
+            }
+        }
     }
 
     /// Followers announce the leader they know on `b/` (the leader's core

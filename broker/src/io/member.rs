@@ -15,6 +15,11 @@
 //!   record with the Raft index, in the same commit (see
 //!   `recover::applied_marker`): a restart replays the journal and tells
 //!   raft how far it got.
+//! - A committed membership change (`orderly_replication::membership`)
+//!   carries no events: its marker alone; it is handed to the io in
+//!   [`Ready::membership`] (connect to an added member, drop a removed
+//!   one, stop when this member is the one removed). The serving leader
+//!   promotes a learner once it has caught up.
 //! - Leadership lost: held messages are dropped and the core is rebuilt
 //!   from the journal (committed events only). Leadership won: the member
 //!   first applies every entry its log held when it was elected, then ends
@@ -25,7 +30,7 @@ use std::collections::VecDeque;
 
 use orderly_common::protocol::encode_dispatch;
 use orderly_replication::node::PROPOSAL_BYTES_MAX;
-use orderly_replication::{Applied, Message, Node, ProposeError};
+use orderly_replication::{Applied, Change, ChangeError, ChangeRequest, Message, Node, ProposeError};
 use protobuf::Message as _;
 use serde_bytes::ByteBuf;
 use tracing::{info, warn};
@@ -89,6 +94,9 @@ pub struct Ready<A> {
     pub publish: Vec<Outbound>,
     /// Admin answers released with them.
     pub answers: Vec<A>,
+    /// Membership changes applied this turn, in order: the io connects to
+    /// added members and drops removed ones (see `membership`).
+    pub membership: Vec<Change>,
 }
 
 /// Why a peer message was not stepped into the node.
@@ -111,6 +119,8 @@ pub struct Member<A> {
     core_config: CoreConfig,
     dropped_messages: u64,
     peer_refused: u64,
+    /// Membership changes applied since the last `Ready`.
+    changes: Vec<Change>,
 }
 
 impl<A> Member<A> {
@@ -126,6 +136,7 @@ impl<A> Member<A> {
             core_config,
             dropped_messages: 0,
             peer_refused: 0,
+            changes: Vec::new(),
         }
     }
 
@@ -237,7 +248,8 @@ impl<A> Member<A> {
         // confirm) holds its messages at an index that may be applied already.
         let (publish, answers) = self.release(recorder)?;
         self.sync_role(core, recorder, now)?;
-        Ok(Ready { messages: output.messages, publish, answers })
+        let membership = std::mem::take(&mut self.changes);
+        Ok(Ready { messages: output.messages, publish, answers, membership })
     }
 
     /// Appends each committed batch's events (and its marker) to the
@@ -261,8 +273,10 @@ impl<A> Member<A> {
                     return Err(BrokerError::Group("the journal's disk is full".into()));
                 }
             }
+            // A membership change has no events: its marker alone.
             recorder.log.append(&applied_marker(entry.index)).map_err(super::error::journal_err("append"))?;
             last = Some(entry.index);
+            self.changes.extend(entry.change);
         }
         if !own {
             // A follower's core is in replay mode: it makes no events, but
@@ -354,6 +368,23 @@ impl<A> Member<A> {
         Ok(())
     }
 
+    /// Asks the group to change its members (the serving leader only; see
+    /// `orderly_replication::membership`): the index of the change's entry.
+    pub fn propose_change(&mut self, request: ChangeRequest) -> Result<u64, ChangeError> {
+        if !self.serves() {
+            return Err(ChangeError::NotLeader { leader_hint: self.node.leader_id() });
+        }
+        self.node.propose_change(request)
+    }
+
+    /// The serving leader promotes a learner that has caught up.
+    pub fn promote_caught_up_learner(&mut self) -> Option<u64> {
+        if !self.serves() {
+            return None;
+        }
+        self.node.promote_caught_up_learner()
+    }
+
     /// Who this member is and who it thinks leads, for heartbeats.
     pub fn view(&self) -> GroupView {
         GroupView { member: Some(self.node.id()), leader: self.node.leader_id(), term: self.node.term() }
@@ -362,6 +393,7 @@ impl<A> Member<A> {
     /// The group's part of `/status`; `transport_refused`: peer messages
     /// the transport refused on its own.
     pub fn report(&self, transport_refused: u64) -> GroupReport {
+        let conf = self.node.conf_state();
         GroupReport {
             member: self.node.id(),
             leader: self.node.leader_id(),
@@ -371,8 +403,15 @@ impl<A> Member<A> {
             commit: self.node.commit_index(),
             dropped_messages: self.dropped_messages,
             peer_refused: self.peer_refused + transport_refused,
+            voters: sorted(conf.voters),
+            learners: sorted(conf.learners),
         }
     }
+}
+
+fn sorted(mut ids: Vec<u64>) -> Vec<u64> {
+    ids.sort_unstable();
+    ids
 }
 
 /// The events of one leader turn as batches of at most

@@ -117,7 +117,7 @@ pub fn run(config: BrokerConfig, shutdown: Arc<AtomicBool>, reload: Arc<AtomicBo
         notice_log: event_loop::NoticeLog::default(),
         group,
     };
-    while !shutdown.load(Ordering::Relaxed) {
+    while !shutdown.load(Ordering::Relaxed) && !broker.removed_from_group() {
         broker.turn()?;
     }
     seal(&mut broker.recorder.log)?;

@@ -99,6 +99,31 @@ impl MemberTable {
         self.me
     }
 
+    /// Adds peer `id` at the end (a member added to the group); its index
+    /// is the new last one.
+    pub fn add(&mut self, id: MemberId) -> Result<usize, TableError> {
+        if id == self.me {
+            return Err(TableError::SelfAsPeer(id));
+        }
+        if self.peers.contains(&id) {
+            return Err(TableError::Duplicate(id));
+        }
+        if self.peers.len() + 2 > GROUP_MEMBERS_MAX {
+            return Err(TableError::TooMany(self.peers.len() + 2));
+        }
+        self.peers.push(id);
+        Ok(self.peers.len() - 1)
+    }
+
+    /// Removes peer `id` (a member removed from the group): its frames are
+    /// refused from now on. The index it had, if it was a peer; the peers
+    /// after it move down by one.
+    pub fn remove(&mut self, id: MemberId) -> Option<usize> {
+        let index = self.index_of(id)?;
+        self.peers.remove(index);
+        Some(index)
+    }
+
     pub fn peers(&self) -> &[MemberId] {
         &self.peers
     }
@@ -168,6 +193,26 @@ mod tests {
         let from_me = frame::encode(id(1), b"").unwrap();
         assert_eq!(table.accept(&from_me, Some("1")), Err(Refused::UnknownSender(id(1))));
         assert_eq!(table.accept(b"\x09garbage!", Some("2")), Err(Refused::Malformed(FrameError::Version(9))));
+    }
+
+    #[test]
+    fn peers_added_and_removed_at_run_time_are_accepted_then_refused() {
+        let mut table = MemberTable::new(id(1), &[id(2), id(3)], false).unwrap();
+        let from_4 = frame::encode(id(4), b"x").unwrap();
+        assert_eq!(table.accept(&from_4, None), Err(Refused::UnknownSender(id(4))));
+        assert_eq!(table.add(id(4)), Ok(2));
+        assert_eq!(table.accept(&from_4, None), Ok((id(4), &b"x"[..])));
+        assert_eq!(table.add(id(4)), Err(TableError::Duplicate(id(4))));
+        assert_eq!(table.add(id(1)), Err(TableError::SelfAsPeer(id(1))));
+        assert_eq!(table.remove(id(2)), Some(0));
+        assert_eq!(table.remove(id(2)), None);
+        assert_eq!(table.peers(), &[id(3), id(4)]);
+        let from_2 = frame::encode(id(2), b"x").unwrap();
+        assert_eq!(table.accept(&from_2, None), Err(Refused::UnknownSender(id(2))));
+        for n in 5..=GROUP_MEMBERS_MAX as u64 + 1 {
+            table.add(id(n)).unwrap();
+        }
+        assert_eq!(table.add(id(99)), Err(TableError::TooMany(GROUP_MEMBERS_MAX + 1)));
     }
 
     #[test]

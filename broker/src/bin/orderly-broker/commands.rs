@@ -324,6 +324,8 @@ mod tests {
 pub fn group(command: GroupCommand) -> anyhow::Result<ExitCode> {
     match command {
         GroupCommand::Status(args) => group_status(&args),
+        GroupCommand::Add(args) => crate::membership::add(&args),
+        GroupCommand::Remove(args) => crate::membership::remove(&args),
     }
 }
 
@@ -340,6 +342,9 @@ struct MemberView {
     applied: Option<u64>,
     /// Why it could not be asked, when unreachable.
     error: Option<String>,
+    /// The voters and learners in its configuration.
+    voters: Option<Vec<u64>>,
+    learners: Option<Vec<u64>>,
 }
 
 fn group_status(args: &GroupStatusArgs) -> anyhow::Result<ExitCode> {
@@ -371,6 +376,15 @@ fn group_status(args: &GroupStatusArgs) -> anyhow::Result<ExitCode> {
             );
         }
     }
+    // The configuration as the leader has it (the file may list a member
+    // being added, or one removed but not yet taken out of the file).
+    if let Some(leader) = views.iter().find(|v| v.role == "leader").filter(|_| !args.json) {
+        let ids = |ids: &Option<Vec<u64>>| match ids.as_deref() {
+            Some([]) | None => "-".to_owned(),
+            Some(ids) => ids.iter().map(u64::to_string).collect::<Vec<_>>().join(" "),
+        };
+        orderly_cli::println_lossy!("voters {}  learners {}", ids(&leader.voters), ids(&leader.learners));
+    }
     let leaders = views.iter().filter(|v| v.role == "leader").count();
     let answering = views.iter().filter(|v| v.role != "unreachable").count();
     Ok(ExitCode::from(if leaders == 1 && answering * 2 > views.len() { exit::OK } else { exit::FAILURE }))
@@ -386,6 +400,8 @@ fn member_view(id: u64, admin: &str, status: Result<StatusReport, AdminError>) -
         commit: None,
         applied: None,
         error: Some(error),
+        voters: None,
+        learners: None,
     };
     match status {
         Err(error) => unreachable(format!("{error:#}")),
@@ -400,6 +416,8 @@ fn member_view(id: u64, admin: &str, status: Result<StatusReport, AdminError>) -
                 commit: Some(g.commit),
                 applied: Some(g.applied),
                 error: None,
+                voters: Some(g.voters),
+                learners: Some(g.learners),
             },
         },
     }

@@ -52,8 +52,8 @@ pub enum Command {
     /// Write a new CURVE key pair: PREFIX.key (secret, mode 0600) and
     /// PREFIX.pub (public, to give to clients).
     Keygen(KeygenArgs),
-    /// Look at a group of brokers (`run --group`, a preview: see
-    /// docs/REPLICATION.md).
+    /// Look at or change a group of brokers (`run --group`, a preview:
+    /// see docs/REPLICATION.md).
     #[command(subcommand)]
     Group(GroupCommand),
 }
@@ -65,6 +65,40 @@ pub enum GroupCommand {
     /// knows, its Raft term, commit and applied indexes. Exits 0 when one
     /// member leads and a majority answers, 1 otherwise.
     Status(GroupStatusArgs),
+    /// Add member ID to the running group. FILE must already list it (its
+    /// [[member]] table); start it first with `run --join`. Asks the
+    /// leader (found through the members' admin endpoints) to add it as a
+    /// learner, then waits until the leader promotes it to voter once it
+    /// has caught up. Exit codes: 0 added; 1 no leader reachable or the
+    /// request failed; 2 usage (ID not in FILE); 3 the group refused (a
+    /// change in progress, already a member, too many members); 4 it did
+    /// not become a voter within --timeout-secs (it stays a learner and is
+    /// promoted when it catches up: see `group status`).
+    Add(GroupChangeArgs),
+    /// Remove member ID from the running group (it may be down). The
+    /// leader refuses when the members left would not have a live
+    /// majority, or ID is the last one; when ID leads, it hands leadership
+    /// over first and the command asks the new leader. Exit codes: 0
+    /// removed; 1 no leader reachable or the request failed; 3 the group
+    /// refused (unknown member, in progress, no majority left); 4 no
+    /// answer within --timeout-secs.
+    Remove(GroupChangeArgs),
+}
+
+#[derive(clap::Args, Debug)]
+pub struct GroupChangeArgs {
+    /// The group file (for `add`, listing the new member too).
+    #[arg(long, env = "ORDERLY_BROKER_GROUP", value_name = "FILE")]
+    pub group: PathBuf,
+    /// The member to add or remove.
+    #[arg(long, value_name = "ID", value_parser = clap::value_parser!(u64).range(1..))]
+    pub node_id: u64,
+    /// File holding the admin token: changing the members always needs it.
+    #[arg(long, env = "ORDERLY_BROKER_ADMIN_TOKEN", value_name = "FILE")]
+    pub admin_token: Option<PathBuf>,
+    /// How long to wait for a leader and for the change to complete.
+    #[arg(long, value_name = "SECS", default_value_t = 60)]
+    pub timeout_secs: u64,
 }
 
 #[derive(clap::Args, Debug)]
@@ -449,6 +483,14 @@ pub struct RunArgs {
           value_parser = clap::value_parser!(u64).range(1..))]
     pub node_id: Option<u64>,
 
+    /// Join a running group as a new member: on an empty data directory
+    /// this member starts with no voters (it never stands for election)
+    /// and waits for the leader to send it the log, once `orderly-broker
+    /// group add --node-id ID` has asked the leader to add it. Harmless on
+    /// later restarts (the configuration is then in its data directory).
+    #[arg(long, env = "ORDERLY_BROKER_JOIN", requires = "group")]
+    pub join: bool,
+
     /// Log filter: error, warn, info, debug or trace (RUST_LOG wins).
     #[arg(long, env = "ORDERLY_BROKER_LOG_LEVEL", value_name = "LEVEL", default_value = "info")]
     pub log_level: String,
@@ -530,7 +572,7 @@ impl RunArgs {
                 admin = Some(AdminConfig { addr, token: admin.and_then(|a| a.token), host_names: Vec::new() });
                 // A whole order must fit one Raft entry.
                 order_bytes_max = order_bytes_max.min(limits::GROUP_ORDER_BYTES_MAX as u64);
-                Some(orderly_broker::io::GroupSettings { group, node_id })
+                Some(orderly_broker::io::GroupSettings { group, node_id, join: self.join })
             }
             _ => None,
         };

@@ -4,6 +4,7 @@
 
 mod commands;
 mod flags;
+mod membership;
 
 use std::process::ExitCode;
 use std::sync::atomic::AtomicBool;
