@@ -190,6 +190,7 @@ impl Member {
             control: record.control.clone(),
             peer: record.peer.clone(),
             admin: record.admin.clone(),
+            public_key: record.public_key.clone(),
         })
     }
 

@@ -44,6 +44,10 @@ pub struct MemberRecord {
     pub control: String,
     pub peer: String,
     pub admin: String,
+    /// The member's CURVE public key for clients (`public_key` in the
+    /// group file); absent in records written before it existed.
+    #[serde(default)]
+    pub public_key: Option<String>,
 }
 
 impl MemberRecord {
@@ -55,6 +59,7 @@ impl MemberRecord {
             control: member.control.to_string(),
             peer: member.peer.to_string(),
             admin: member.admin.clone(),
+            public_key: member.public_key.clone(),
         }
     }
 

@@ -374,6 +374,7 @@ mod tests {
             control: "tcp://127.0.0.1:3".into(),
             peer: "tcp://127.0.0.1:4".into(),
             admin: "127.0.0.1:5".into(),
+            public_key: None,
         };
         let roster = Roster { initial_voters: vec![1, 2, 3], added: vec![four] };
         storage

@@ -37,6 +37,7 @@ fn record(id: u64) -> MemberRecord {
         control: port(2),
         peer: port(3),
         admin: format!("127.0.0.1:{}", 6000 + id * 10 + 4),
+        public_key: None,
     }
 }
 

@@ -215,6 +215,7 @@ fn parse_member(query: &str) -> Result<orderly_replication::MemberRecord, Refusa
         control: key("control")?,
         peer: key("peer")?,
         admin: key("admin")?,
+        public_key: param(query, "public_key")?,
     };
     record.member().map_err(|e| refuse(400, format!("member {}: {e}", record.id)))?;
     Ok(record)

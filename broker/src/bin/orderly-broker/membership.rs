@@ -40,7 +40,7 @@ pub fn add(args: &GroupChangeArgs) -> anyhow::Result<ExitCode> {
         return Ok(ExitCode::from(exit::USAGE));
     };
     let record = MemberRecord::of(member);
-    let path = format!(
+    let mut path = format!(
         "/group/add?id={id}&intake={}&fanout={}&control={}&peer={}&admin={}",
         percent_encode(&record.intake),
         percent_encode(&record.fanout),
@@ -48,6 +48,9 @@ pub fn add(args: &GroupChangeArgs) -> anyhow::Result<ExitCode> {
         percent_encode(&record.peer),
         percent_encode(&record.admin)
     );
+    if let Some(key) = &record.public_key {
+        path.push_str(&format!("&public_key={}", percent_encode(key)));
+    }
     let token = args.admin_token.as_deref().map(admin::AdminToken::load).transpose()?;
     if let Some(reason) = started_without_join(&group, member, token.as_ref()) {
         eprintln!("{reason}");
