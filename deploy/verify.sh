@@ -21,7 +21,10 @@
 #   3. compose.yaml parses, names a broker and three workers, and limits
 #      the broker's memory; compose-group.yaml parses, names three members
 #      whose ids and addresses are group-compose.toml's, a worker and a
-#      producer on that group file, and limits memory;
+#      producer on that group file, and limits memory; its keys service,
+#      run here on a temp directory, makes every key the services name and
+#      an authorized_keys whose `broker N` lines match group-compose.toml's
+#      public_key of each member;
 #   4. netns-cluster.sh parses.
 # Docker itself is not run (it may be absent). Prints what it skipped; exits
 # non-zero if a check fails. ORDERLY_VERIFY_KEEP=1 keeps its temp directory
@@ -321,6 +324,7 @@ check_compose() {
             if docker compose -f "$DEPLOY/$file" config --quiet; then ok "$file: docker compose config"; else bad "$file: docker compose config"; fi
         done
         check_compose_group_file
+        check_compose_group_keys
         return
     fi
     if ! python3 -c 'import yaml' 2>/dev/null; then
@@ -387,6 +391,7 @@ PY
         bad "compose-group.yaml"
     fi
     check_compose_group_file
+    check_compose_group_keys
 }
 
 # group-compose.toml is a group file the binaries accept (its members are
@@ -398,6 +403,56 @@ check_compose_group_file() {
         ok "group-compose.toml: a valid group file (group status: 3 members, unreachable from here)"
     else
         bad "group-compose.toml: group status exited $code: $out"
+    fi
+}
+
+# compose-group.yaml's keys service, run here on a temp directory (the
+# binaries from $BIN): the keys every service names exist, authorized_keys
+# admits each member as `broker N` with the key group-compose.toml gives
+# clients for it, and the worker and producer by their ids.
+check_compose_group_keys() {
+    if ! python3 -c 'import yaml' 2>/dev/null; then
+        skip "compose-group.yaml keys service: python3-yaml not installed"
+        return
+    fi
+    local k="$T/compose-keys"
+    mkdir -m 700 "$k"
+    if PATH="$BIN:$PATH" python3 - "$DEPLOY/compose-group.yaml" "$DEPLOY/group-compose.toml" "$k" \
+        >"$T/compose-keys.out" 2>&1 <<'PY'; then
+import os, subprocess, sys, tomllib, yaml
+doc = yaml.safe_load(open(sys.argv[1]))
+group = tomllib.load(open(sys.argv[2], "rb"))
+keys = sys.argv[3]
+KEYS = "/etc/orderly/keys"
+services = doc["services"]
+script = services["keys"]["command"][0].replace("$$", "$").replace(KEYS, keys)
+for run in (1, 2):  # the second start keeps the keys
+    subprocess.run(["sh", "-ec", script], check=True, capture_output=True)
+    if run == 1:
+        first = {name: open(os.path.join(keys, name)).read() for name in os.listdir(keys)}
+assert all(open(os.path.join(keys, name)).read() == text for name, text in first.items()), "a second start changed keys"
+local = lambda path: os.path.join(keys, path.removeprefix(KEYS + "/"))
+lines = {tuple(line.split()[1:]): line.split()[0] for line in open(os.path.join(keys, "authorized_keys"))}
+for member in group["member"]:
+    id = member["id"]
+    env = services[f"broker{id}"]["environment"]
+    assert "ORDERLY_BROKER_ALLOW_INSECURE" not in env, id
+    secret = env["ORDERLY_BROKER_CURVE_SECRET_KEY"]
+    public = member["public_key"]
+    assert secret.removesuffix(".key") == public.removesuffix(".pub"), (id, secret, public)
+    assert os.path.exists(local(secret)) and os.path.exists(local(env["ORDERLY_BROKER_AUTHORIZED_KEYS"])), id
+    assert lines.get(("broker", str(id))) == open(local(public)).read().strip(), (id, "no matching broker line")
+    assert f"keys:{KEYS}:ro" in services[f"broker{id}"]["volumes"], id
+for name, prefix, role in (("w1", "ORDERLY_WORKER", "worker"), ("producer", "ORDERLY_PRODUCER", "producer")):
+    env = services[name]["environment"]
+    secret = env[f"{prefix}_CURVE_SECRET_KEY"]
+    public = local(secret).removesuffix(".key") + ".pub"
+    assert lines.get((role, env[f"{prefix}_ID"])) == open(public).read().strip(), (name, "no matching line")
+    assert f"keys:{KEYS}:ro" in services[name]["volumes"], name
+PY
+        ok "compose-group.yaml: its keys service (run here) makes a key per member and client, authorized_keys with \`broker N\` lines matching group-compose.toml's public_key, and keeps the keys on a second start"
+    else
+        bad "compose-group.yaml keys service: $(tail -n 3 "$T/compose-keys.out")"
     fi
 }
 
