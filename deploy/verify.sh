@@ -8,19 +8,27 @@
 #   2. the systemd units (the member template too) pass `systemd-analyze verify` (in a throwaway root,
 #      so no systemd needs to be running), with no warning at all, and set
 #      a memory limit;
-#   2b. a group of three runs on group.toml and broker-member.toml (the
-#      addresses moved to loopback ports, the member's id and data directory
-#      set as orderly-broker-member@.service sets them), elects a leader
-#      (`group status`), and one order goes through from a producer to a
-#      worker in their group form (worker.toml and producer.toml with
-#      `group` instead of their broker endpoints and CURVE keys);
+#   2b. a group of three runs on group.toml and broker-member.toml with
+#      CURVE (the addresses moved to loopback ports, /etc/orderly to a temp
+#      directory holding the key layout of docs/DEPLOY.md: a key pair per
+#      member, authorized_keys with `broker N` lines; each member's
+#      environment read from orderly-broker-member@.service), elects a
+#      leader (`group status`), and one order goes through from a producer
+#      to a worker in their group form (worker.toml and producer.toml with
+#      `group` instead of their broker endpoints and broker_public_key; the
+#      worker's environment from orderly-worker@.service and its group
+#      drop-in);
 #   3. compose.yaml parses, names a broker and three workers, and limits
 #      the broker's memory; compose-group.yaml parses, names three members
 #      whose ids and addresses are group-compose.toml's, a worker and a
-#      producer on that group file, and limits memory;
+#      producer on that group file, and limits memory; its keys service,
+#      run here on a temp directory, makes every key the services name and
+#      an authorized_keys whose `broker N` lines match group-compose.toml's
+#      public_key of each member;
 #   4. netns-cluster.sh parses.
 # Docker itself is not run (it may be absent). Prints what it skipped; exits
-# non-zero if a check fails.
+# non-zero if a check fails. ORDERLY_VERIFY_KEEP=1 keeps its temp directory
+# (logs, the relocated files and keys) for a look after a failure.
 set -euo pipefail
 ROOT="$(cd "$(dirname "$0")/.." && pwd)"
 DEPLOY="$ROOT/deploy"
@@ -31,7 +39,7 @@ PIDS=()
 cleanup() {
     disown -a 2>/dev/null || true
     for pid in "${PIDS[@]}"; do kill -KILL "$pid" 2>/dev/null || true; done
-    rm -rf "$T"
+    [ -n "${ORDERLY_VERIFY_KEEP:-}" ] || rm -rf "$T"
 }
 trap cleanup EXIT
 failed=0
@@ -130,12 +138,13 @@ check_configs() {
 }
 
 # ---- 2b. a group of three on group.toml and broker-member.toml -------------------
-# loopback_group IN OUT: IN with every member address moved to a free
-# loopback port (the hosts in the example are not this machine's).
+# loopback_group IN OUT ETC: IN with every member address moved to a free
+# loopback port (the hosts in the example are not this machine's) and
+# /etc/orderly moved to ETC.
 loopback_group() {
-    python3 - "$1" "$2" <<'PY'
+    python3 - "$1" "$2" "$3" <<'PY'
 import re, socket, sys
-text = open(sys.argv[1]).read()
+text = open(sys.argv[1]).read().replace("/etc/orderly/", sys.argv[3] + "/")
 socks = []
 def free(match):
     s = socket.socket()
@@ -148,22 +157,72 @@ open(sys.argv[2], "w").write(out)
 PY
 }
 
-check_group() {
-    local g="$T/group" id code
-    mkdir -p "$g"
-    loopback_group "$DEPLOY/group.toml" "$g/group.toml" || { bad "group.toml: not 3 members of 5 addresses"; return; }
-    (umask 077 && head -c 32 /dev/urandom | base64 >"$g/admin.token")
-    local members=()
+# unit_env UNIT INSTANCE ETC STATE [DROP-IN...]: the variables the unit
+# instance (with its drop-ins) sets, one NAME=VALUE a line, with %i, %S and
+# /etc/orderly moved as for a host whose /etc/orderly is ETC and whose
+# state directory is STATE. EnvironmentFile= (optional) is left out.
+unit_env() {
+    python3 - "$@" <<'PY'
+import sys
+unit, instance, etc, state, *dropins = sys.argv[1:]
+env = {}
+for path in [unit, *dropins]:
+    for line in open(path):
+        line = line.strip()
+        if line.startswith("Environment="):
+            for word in line.split("=", 1)[1].split():
+                name, value = word.split("=", 1)
+                env[name] = value
+        elif line.startswith("UnsetEnvironment="):
+            for name in line.split("=", 1)[1].split():
+                env.pop(name, None)
+for name, value in env.items():
+    value = value.replace("%i", instance).replace("%S", state).replace("/etc/orderly/", etc + "/")
+    print(f"{name}={value}")
+PY
+}
+
+# group_keys ETC: the key layout of docs/DEPLOY.md, "A group of brokers", in
+# ETC/keys: a key pair per member (broker-N), the worker's (worker-w1, as
+# orderly-worker@w1 names it) and the producer's (shop-1, producer.toml's),
+# authorized_keys with `broker N` lines and the clients', the admin token.
+group_keys() {
+    local k="$1/keys" id
+    mkdir -p -m 700 "$k"
     for id in 1 2 3; do
-        # As orderly-broker-member@.service sets them.
-        ORDERLY_BROKER_NODE_ID=$id ORDERLY_BROKER_GROUP="$g/group.toml" ORDERLY_BROKER_DATA_DIR="$g/member-$id" \
-            ORDERLY_BROKER_ADMIN_TOKEN="$g/admin.token" \
-            "$BIN/orderly-broker" run --config "$DEPLOY/broker-member.toml" >"$g/member$id.log" 2>&1 &
+        "$BIN/orderly-broker" keygen --out "$k/broker-$id" >/dev/null
+        echo "$(cat "$k/broker-$id.pub") broker $id"
+    done >"$k/authorized_keys"
+    "$BIN/orderly-worker" keygen --out "$k/worker-w1" >/dev/null
+    "$BIN/orderly-producer" keygen --out "$k/shop-1" >/dev/null
+    {
+        echo "$(cat "$k/worker-w1.pub") worker w1"
+        echo "$(cat "$k/shop-1.pub") producer shop-1"
+    } >>"$k/authorized_keys"
+    (umask 077 && head -c 32 /dev/urandom | base64 >"$k/admin.token")
+}
+
+check_group() {
+    local g="$T/group" id code line
+    local etc="$g/etc" state="$g/state"
+    mkdir -p "$etc" "$state"
+    loopback_group "$DEPLOY/group.toml" "$etc/group.toml" "$etc" || { bad "group.toml: not 3 members of 5 addresses"; return; }
+    group_keys "$etc"
+    sed "s|/etc/orderly/|$etc/|g" "$DEPLOY/broker-member.toml" >"$etc/broker-member.toml"
+    local members=() member_env
+    for id in 1 2 3; do
+        # As orderly-broker-member@ID.service runs it: the unit's
+        # environment, the config file (/etc/orderly moved).
+        member_env=()
+        while IFS= read -r line; do member_env+=("$line"); done \
+            < <(unit_env "$DEPLOY/orderly-broker-member@.service" "$id" "$etc" "$state")
+        mkdir -p "$state/orderly-member/$id"
+        env "${member_env[@]}" "$BIN/orderly-broker" run --config "$etc/broker-member.toml" >"$g/member$id.log" 2>&1 &
         members+=("$!")
         PIDS+=("$!")
     done
     local deadline=$((SECONDS + 30))
-    until "$BIN/orderly-broker" group status --group "$g/group.toml" --admin-token "$g/admin.token" \
+    until "$BIN/orderly-broker" group status --group "$etc/group.toml" --admin-token "$etc/keys/admin.token" \
         >"$g/status.txt" 2>&1; do
         for id in 1 2 3; do
             if ! kill -0 "${members[$((id - 1))]}" 2>/dev/null; then
@@ -177,27 +236,40 @@ check_group() {
         fi
         sleep 0.5
     done
-    ok "group.toml + broker-member.toml: three members run on them and elect a leader (group status)"
+    local plain=()
+    for id in 1 2 3; do
+        grep -q "CURVE on" "$g/member$id.log" || plain+=("$id")
+    done
+    if [ ${#plain[@]} != 0 ]; then
+        bad "group: member(s) ${plain[*]} run without CURVE"
+        return
+    fi
+    ok "group.toml + broker-member.toml + orderly-broker-member@.service: three members run on them with CURVE (a key pair each) and elect a leader (group status)"
 
     # The documented edit for a group: `group` instead of the broker
-    # endpoints, no CURVE keys.
-    sed -e 's/^\(fanout\|control\) =/# &/' -e 's/^# group = /group = /' "$DEPLOY/worker.toml" >"$g/worker.toml"
-    sed -e 's/^\(intake\|fanout\|curve_secret_key\|broker_public_key\) =/# &/' -e 's/^# group = /group = /' \
-        "$DEPLOY/producer.toml" >"$g/producer.toml"
-    ORDERLY_WORKER_GROUP="$g/group.toml" ORDERLY_WORKER_EXEC="cat > $g/handled.json" \
-        "$BIN/orderly-worker" run --config "$g/worker.toml" >"$g/worker.log" 2>&1 &
+    # endpoints, no broker_public_key (the members' keys are in the group
+    # file); the worker runs as orderly-worker@w1 with the group drop-in.
+    sed -e 's/^\(fanout\|control\) =/# &/' -e 's/^# group = /group = /' -e "s|/etc/orderly/|$etc/|g" \
+        "$DEPLOY/worker.toml" >"$etc/worker.toml"
+    sed -e 's/^\(intake\|fanout\|broker_public_key\) =/# &/' -e 's/^# group = /group = /' -e "s|/etc/orderly/|$etc/|g" \
+        "$DEPLOY/producer.toml" >"$etc/producer.toml"
+    local worker_env=()
+    while IFS= read -r line; do worker_env+=("$line"); done \
+        < <(unit_env "$DEPLOY/orderly-worker@.service" w1 "$etc" "$state" "$DEPLOY/orderly-worker@.service.d/group.conf")
+    env "${worker_env[@]}" ORDERLY_WORKER_EXEC="cat > $g/handled.json" \
+        "$BIN/orderly-worker" run --config "$etc/worker.toml" >"$g/worker.log" 2>&1 &
     local worker=$!
     PIDS+=("$worker")
     code=0
     echo '{"id": "verify-group-1", "items": [{"sku": "A1", "qty": 2}]}' |
-        ORDERLY_PRODUCER_GROUP="$g/group.toml" ORDERLY_PRODUCER_TIMEOUT=30 \
-            timeout 60 "$BIN/orderly-producer" send --config "$g/producer.toml" >"$g/producer.log" 2>&1 || code=$?
+        ORDERLY_PRODUCER_TIMEOUT=30 \
+            timeout 60 "$BIN/orderly-producer" send --config "$etc/producer.toml" >"$g/producer.log" 2>&1 || code=$?
     if [ "$code" != 0 ]; then
         bad "producer.toml (group form): producer exited $code: $(tail -n 2 "$g/producer.log")"
         return
     fi
     if wait_log 20 "$g/handled.json" '"verify-group-1"'; then
-        ok "worker.toml, producer.toml with group = ...: an order confirmed by the group reached the worker's handler"
+        ok "worker.toml (+ group.conf), producer.toml with group = ... and CURVE: an order confirmed by the group reached the worker's handler"
     else
         bad "group: the order confirmed to the producer never reached the handler: $(tail -n 2 "$g/worker.log")"
     fi
@@ -252,6 +324,7 @@ check_compose() {
             if docker compose -f "$DEPLOY/$file" config --quiet; then ok "$file: docker compose config"; else bad "$file: docker compose config"; fi
         done
         check_compose_group_file
+        check_compose_group_keys
         return
     fi
     if ! python3 -c 'import yaml' 2>/dev/null; then
@@ -318,6 +391,7 @@ PY
         bad "compose-group.yaml"
     fi
     check_compose_group_file
+    check_compose_group_keys
 }
 
 # group-compose.toml is a group file the binaries accept (its members are
@@ -329,6 +403,56 @@ check_compose_group_file() {
         ok "group-compose.toml: a valid group file (group status: 3 members, unreachable from here)"
     else
         bad "group-compose.toml: group status exited $code: $out"
+    fi
+}
+
+# compose-group.yaml's keys service, run here on a temp directory (the
+# binaries from $BIN): the keys every service names exist, authorized_keys
+# admits each member as `broker N` with the key group-compose.toml gives
+# clients for it, and the worker and producer by their ids.
+check_compose_group_keys() {
+    if ! python3 -c 'import yaml' 2>/dev/null; then
+        skip "compose-group.yaml keys service: python3-yaml not installed"
+        return
+    fi
+    local k="$T/compose-keys"
+    mkdir -m 700 "$k"
+    if PATH="$BIN:$PATH" python3 - "$DEPLOY/compose-group.yaml" "$DEPLOY/group-compose.toml" "$k" \
+        >"$T/compose-keys.out" 2>&1 <<'PY'; then
+import os, subprocess, sys, tomllib, yaml
+doc = yaml.safe_load(open(sys.argv[1]))
+group = tomllib.load(open(sys.argv[2], "rb"))
+keys = sys.argv[3]
+KEYS = "/etc/orderly/keys"
+services = doc["services"]
+script = services["keys"]["command"][0].replace("$$", "$").replace(KEYS, keys)
+for run in (1, 2):  # the second start keeps the keys
+    subprocess.run(["sh", "-ec", script], check=True, capture_output=True)
+    if run == 1:
+        first = {name: open(os.path.join(keys, name)).read() for name in os.listdir(keys)}
+assert all(open(os.path.join(keys, name)).read() == text for name, text in first.items()), "a second start changed keys"
+local = lambda path: os.path.join(keys, path.removeprefix(KEYS + "/"))
+lines = {tuple(line.split()[1:]): line.split()[0] for line in open(os.path.join(keys, "authorized_keys"))}
+for member in group["member"]:
+    id = member["id"]
+    env = services[f"broker{id}"]["environment"]
+    assert "ORDERLY_BROKER_ALLOW_INSECURE" not in env, id
+    secret = env["ORDERLY_BROKER_CURVE_SECRET_KEY"]
+    public = member["public_key"]
+    assert secret.removesuffix(".key") == public.removesuffix(".pub"), (id, secret, public)
+    assert os.path.exists(local(secret)) and os.path.exists(local(env["ORDERLY_BROKER_AUTHORIZED_KEYS"])), id
+    assert lines.get(("broker", str(id))) == open(local(public)).read().strip(), (id, "no matching broker line")
+    assert f"keys:{KEYS}:ro" in services[f"broker{id}"]["volumes"], id
+for name, prefix, role in (("w1", "ORDERLY_WORKER", "worker"), ("producer", "ORDERLY_PRODUCER", "producer")):
+    env = services[name]["environment"]
+    secret = env[f"{prefix}_CURVE_SECRET_KEY"]
+    public = local(secret).removesuffix(".key") + ".pub"
+    assert lines.get((role, env[f"{prefix}_ID"])) == open(public).read().strip(), (name, "no matching line")
+    assert f"keys:{KEYS}:ro" in services[name]["volumes"], name
+PY
+        ok "compose-group.yaml: its keys service (run here) makes a key per member and client, authorized_keys with \`broker N\` lines matching group-compose.toml's public_key, and keeps the keys on a second start"
+    else
+        bad "compose-group.yaml keys service: $(tail -n 3 "$T/compose-keys.out")"
     fi
 }
 
