@@ -151,7 +151,9 @@ pub fn merge_config_file(
     file_text: &str,
 ) -> Result<Vec<OsString>, ConfigError> {
     let table: toml::Table = file_text.parse().map_err(|e: toml::de::Error| ConfigError::Toml(e.to_string()))?;
-    let mut command = command;
+    // Flags and environment alone may lack what the file completes (a
+    // `requires` met by a file key): those checks wait for the final parse.
+    let mut command = command.ignore_errors(true);
     let matches = command.try_get_matches_from_mut(args.clone()).map_err(|e| ConfigError::Toml(e.to_string()))?;
     let (sub_command, sub_matches) = match (command.find_subcommand(subcommand), matches.subcommand_matches(subcommand))
     {
@@ -224,6 +226,10 @@ mod tests {
             beta_count: u32,
             #[arg(long)]
             flag: bool,
+            #[arg(long, env = "ORDERLY_TEST_KEY_FROM_ENV", requires = "peer")]
+            key: Option<String>,
+            #[arg(long, requires = "key")]
+            peer: Option<String>,
         },
     }
 
@@ -237,8 +243,22 @@ mod tests {
         let args = os(&["x", "run", "--alpha", "cli"]);
         let merged =
             merge_config_file(Cli::command(), args, "run", "alpha = 'file'\nbeta_count = 7\nflag = true").unwrap();
-        let Cmd::Run { alpha, beta_count, flag } = Cli::try_parse_from(merged).unwrap().command;
+        let Cmd::Run { alpha, beta_count, flag, .. } = Cli::try_parse_from(merged).unwrap().command;
         assert_eq!((alpha.as_str(), beta_count, flag), ("cli", 7, true));
+    }
+
+    /// A flag (or variable) whose `requires` only the file meets: the
+    /// systemd member unit sets its secret key, the file its authorized keys.
+    #[test]
+    fn the_file_may_meet_a_flags_requirement() {
+        use clap::CommandFactory;
+        let args = os(&["x", "run", "--key", "k"]);
+        let merged = merge_config_file(Cli::command(), args, "run", "peer = 'p'").unwrap();
+        let Cmd::Run { key, peer, .. } = Cli::try_parse_from(merged).unwrap().command;
+        assert_eq!((key.as_deref(), peer.as_deref()), (Some("k"), Some("p")));
+        // Unmet by the file too: the final parse still refuses it.
+        let merged = merge_config_file(Cli::command(), os(&["x", "run", "--key", "k"]), "run", "alpha = 'f'").unwrap();
+        assert!(Cli::try_parse_from(merged).is_err());
     }
 
     #[test]

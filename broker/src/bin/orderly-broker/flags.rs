@@ -500,12 +500,20 @@ pub struct RunArgs {
 /// fill in what neither a flag nor the environment gave.
 pub fn parse_cli() -> anyhow::Result<Cli> {
     let args: Vec<OsString> = std::env::args_os().collect();
-    let cli = Cli::parse_from(&args);
-    let Command::Run(run) = &cli.command else { return Ok(cli) };
-    let Some(path) = &run.config else {
-        refuse_bad_usage(run);
+    // Where the file is, from a parse that does not yet check what the
+    // file may complete (a `requires` met by a file key: the member unit
+    // sets the secret key, the file the authorized keys).
+    let config = Cli::command().ignore_errors(true).try_get_matches_from(&args).ok().and_then(|matches| {
+        matches.subcommand_matches("run").and_then(|run| run.get_one::<PathBuf>("config").cloned())
+    });
+    let Some(path) = config else {
+        let cli = Cli::parse_from(&args);
+        if let Command::Run(run) = &cli.command {
+            refuse_bad_usage(run);
+        }
         return Ok(cli);
     };
+    let path = &path;
     // A missing file is exit 1 (not a ConfigError, so not usage): kept as
     // is for now, tracked as a known bug.
     let text = std::fs::read_to_string(path).with_context(|| format!("cannot read config file {}", path.display()))?;
