@@ -576,6 +576,20 @@ impl RunArgs {
                     format!("--node-id {node_id} is not a member of the group file {}", path.display())
                 })?;
                 (intake, fanout, control) = (me.intake.clone(), me.fanout.clone(), me.control.clone());
+                if let (Some(curve), Some(listed)) = (&curve, &me.public_key) {
+                    // Clients connect to this member with the file's key: a
+                    // member started with another key would admit nobody.
+                    let listed = orderly_security::keys::load_public(listed)
+                        .with_context(|| format!("member {node_id}'s public_key in {}", path.display()))?;
+                    if listed != curve.keys.public {
+                        return Err(orderly_cli::ConfigError::Usage(format!(
+                            "member {node_id}'s public_key in {} is not the public key of --curve-secret-key ({}): clients could not connect; give the member its own key, or fix the file",
+                            path.display(),
+                            orderly_security::keys::encode(&curve.keys.public)
+                        ))
+                        .into());
+                    }
+                }
                 let addr = me.admin.parse().with_context(|| format!("member {node_id}'s admin {:?}", me.admin))?;
                 admin = Some(AdminConfig { addr, token: admin.and_then(|a| a.token), host_names: Vec::new() });
                 // A whole order must fit one Raft entry.
