@@ -61,7 +61,10 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Mutex;
 use std::time::Instant;
 
-use orderly_sim::group::{GroupSim, GroupStats};
+use orderly_sim::group::{GroupOutcome, GroupSim, GroupStats, SPLIT_ENTRY};
+
+/// Failures listed by their first line after a many-seed run.
+const FAILURES_LISTED: usize = 200;
 
 fn env_u64(name: &str) -> Option<u64> {
     let value = std::env::var(name).ok()?;
@@ -113,6 +116,7 @@ fn group_simulate_many_seeds() {
     let next = AtomicU64::new(start);
     let failures: Mutex<Vec<(u64, String)>> = Mutex::new(Vec::new());
     let totals = Mutex::new(GroupStats::default());
+    let splits: Mutex<Vec<(u64, String)>> = Mutex::new(Vec::new());
     let threads = std::thread::available_parallelism().map_or(2, |n| n.get());
     std::thread::scope(|scope| {
         for _ in 0..threads {
@@ -122,7 +126,12 @@ fn group_simulate_many_seeds() {
                     break;
                 }
                 match run_seed(seed, false) {
-                    Ok(sim) => totals.lock().unwrap().absorb(&sim.stats),
+                    Ok(sim) => {
+                        if let GroupOutcome::SplitEntry(finding) = &sim.outcome {
+                            splits.lock().unwrap().push((seed, finding.clone()));
+                        }
+                        totals.lock().unwrap().absorb(&sim.stats)
+                    }
                     Err(report) => failures.lock().unwrap().push((seed, report)),
                 }
             });
@@ -137,10 +146,18 @@ fn group_simulate_many_seeds() {
         failures.len(),
         totals.into_inner().unwrap()
     );
+    let mut splits = splits.into_inner().unwrap();
+    if !splits.is_empty() {
+        splits.sort();
+        eprintln!("runs ended by the known finding ({}): {SPLIT_ENTRY}", splits.len());
+        for (seed, finding) in &splits {
+            eprintln!("  seed {seed}: {finding}");
+        }
+    }
     if let Some((seed, report)) = failures.first() {
         let seeds: Vec<u64> = failures.iter().map(|(s, _)| *s).collect();
         eprintln!("failing seeds ({}): {seeds:?}", seeds.len());
-        for (_, report) in failures.iter().take(20) {
+        for (_, report) in failures.iter().take(FAILURES_LISTED) {
             eprintln!("  {}", report.lines().next().unwrap_or_default());
         }
         eprintln!("first failure:\n{report}");
