@@ -93,7 +93,7 @@ impl SimLog {
             Err(JournalError::BatchFull { .. })
                 if !super::group::STRICT_MARKERS.load(std::sync::atomic::Ordering::Relaxed) =>
             {
-                super::group::MARKER_BATCH_FULL.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                super::group::MARKER_BATCH_FULL.with(|count| count.set(count.get() + 1));
                 self.commit()?;
                 self.journal.append_located(body)
             }

@@ -10,7 +10,7 @@
 
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::path::Path;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -37,8 +37,11 @@ use crate::{NetFaults, CALM};
 /// `Member` does (the member stops); clear (the default): `SimLog` commits
 /// and appends again, as the proposed fix would (see `SimLog::append_marker`).
 pub static STRICT_MARKERS: AtomicBool = AtomicBool::new(false);
-/// Marker appends that met `BatchFull` (over all runs in this process).
-pub static MARKER_BATCH_FULL: AtomicU64 = AtomicU64::new(0);
+thread_local! {
+    /// Marker appends that met `BatchFull` on this thread (a run stays on
+    /// its thread, so a run's own count is the difference).
+    pub static MARKER_BATCH_FULL: std::cell::Cell<u64> = const { std::cell::Cell::new(0) };
+}
 
 /// The known finding a run may end with (see `GroupOutcome::SplitEntry`).
 pub const SPLIT_ENTRY: &str = "an entry's events and its marker were committed apart (a BatchFull between them) and \
@@ -62,6 +65,9 @@ const TRACE_LINES: usize = 60;
 /// Steps between `Core::check_invariants` of every member in a debug build
 /// (one check costs about as much as tens of steps); every step in release.
 const CORE_CHECK_EVERY_DEBUG: u64 = 16;
+/// Steps between reading back every member's event journal (invariants
+/// 2 and 4 during the run; also at every restart and at the end).
+const JOURNAL_CHECK_EVERY: u64 = 1024;
 /// Fsyncs ahead a power cut inside a call is armed at most: a few turns of
 /// a member (each applied batch fsyncs the raft journal and the event
 /// journal).
@@ -204,6 +210,8 @@ pub struct GroupStats {
     pub committed_index: u64,
     /// Runs ended by the known finding `SPLIT_ENTRY`.
     pub split_entries: u32,
+    /// Marker appends that met `BatchFull` (see `SimLog::append_marker`).
+    pub marker_batch_full: u64,
     pub disk: SimCounters,
 }
 
@@ -235,6 +243,7 @@ impl GroupStats {
         self.resends += o.resends;
         self.committed_index = self.committed_index.max(o.committed_index);
         self.split_entries += o.split_entries;
+        self.marker_batch_full += o.marker_batch_full;
         let (d, e) = (&mut self.disk, &o.disk);
         d.power_cuts += e.power_cuts;
         d.writes_lost += e.writes_lost;
@@ -440,7 +449,7 @@ impl GroupSim {
             trace_hash: 0xcbf2_9ce4_8422_2325,
             verbose: false,
             stats: GroupStats::default(),
-            marker_splits_seen: 0,
+            marker_splits_seen: MARKER_BATCH_FULL.with(std::cell::Cell::get),
             params,
         }
     }
@@ -688,9 +697,9 @@ impl GroupSim {
                 .map_err(|source| BrokerError::Journal { during: "fsync", source })?;
             Ok(ready)
         })();
-        let marker_splits = MARKER_BATCH_FULL.load(Ordering::Relaxed);
+        let marker_splits = MARKER_BATCH_FULL.with(std::cell::Cell::get);
         if marker_splits != self.marker_splits_seen {
-            // Only meaningful when one seed runs alone (a process-wide count).
+            self.stats.marker_batch_full += marker_splits.wrapping_sub(self.marker_splits_seen);
             self.marker_splits_seen = marker_splits;
             glog!(self, "member {}: a marker met BatchFull; committed before it", self.slots[m].id);
         }
@@ -1158,9 +1167,14 @@ impl GroupSim {
 
     // ------------------------------------------------------------ invariants
 
-    /// After every step: invariant 3 is checked as views change; the
-    /// cores' own bookkeeping here.
+    /// After every step: invariant 3 is checked as views change; here the
+    /// journals now and then, and the cores' own bookkeeping.
     fn check_step(&mut self) -> Check {
+        if self.steps.is_multiple_of(JOURNAL_CHECK_EVERY) {
+            for m in 0..self.slots.len() {
+                self.check_journal(m, false)?;
+            }
+        }
         if cfg!(debug_assertions) && !self.steps.is_multiple_of(CORE_CHECK_EVERY_DEBUG) {
             return Ok(());
         }
