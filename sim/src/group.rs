@@ -1053,6 +1053,7 @@ impl GroupSim {
             let key = OrderKey::new(self.producers[producer].id.clone(), order);
             let &i = self.by_key.get(&key).ok_or_else(|| format!("member {from} answered unknown order {key}"))?;
             if confirmed {
+                self.check_confirm(from, &key)?;
                 self.orders[i].confirmed = true;
             } else {
                 self.orders[i].rejected = true;
@@ -1067,6 +1068,19 @@ impl GroupSim {
             glog!(self, "p{producer} follows member {leader}");
         }
         self.producer_transmit(producer)
+    }
+
+    /// Invariant 1 on the way: a member confirms only what it applied
+    /// (committed by a majority, in its journal), so if it still runs its
+    /// core knows the order as sealed or done, never as partial or unknown.
+    fn check_confirm(&self, from: u64, key: &OrderKey) -> Check {
+        let Some(run) = &self.slots[self.slot_of(from)].running else { return Ok(()) };
+        match run.core.snapshot(key) {
+            Some(Event::Restored { snapshot: Snapshot::Partial { .. }, .. }) | None => {
+                Err(format!("invariant 1: member {from} confirmed {key}, which its core does not hold as sealed"))
+            }
+            Some(_) => Ok(()),
+        }
     }
 
     // ------------------------------------------------------------ faults

@@ -37,7 +37,8 @@
 //!    confirmed is acked in the committed history or held (pending or
 //!    dead-lettered) by the leader's core with the same items, byte for
 //!    byte; on the way, every dispatch any member sends carries its
-//!    order's items exactly.
+//!    order's items exactly, and a member that confirms an order (and
+//!    still runs) holds it as sealed or done, never partial or unknown.
 //! 2. **None sealed twice**: no member's event journal (the committed
 //!    history it applied) seals an order key twice (Sealed or Accepted)
 //!    without a Forgotten between them.
