@@ -44,9 +44,12 @@ thread_local! {
 }
 
 /// The known finding a run may end with (see `GroupOutcome::SplitEntry`).
-pub const SPLIT_ENTRY: &str = "an entry's events and its marker were committed apart (a BatchFull between them) and \
-    the power failed in between: the restart applies the events, raft hands the entry out again, and they are \
-    applied twice (the runs that go on find an order sealed twice, or journals that disagree)";
+pub const SPLIT_ENTRY: &str = "an entry's events are durable without its applied-index marker: either they were \
+    committed apart (a BatchFull between them: Recorder::append commits mid-entry, and so does the simulation's \
+    stand-in for a marker append that meets BatchFull) and the power failed in between, or the power failed during \
+    the entry's one commit and the journal kept whole frames of the torn write's prefix (a commit is not atomic, \
+    only each frame is); the restart applies the events, raft hands the entry out again, and they are applied twice \
+    (runs that go on find an order sealed twice, or journals that disagree)";
 
 /// Members of the simulated group (ids 1..=3).
 pub const GROUP_SIZE: usize = 3;
@@ -328,9 +331,7 @@ pub enum GroupOutcome {
     Running,
     Settled,
     /// A restarted member's journal holds events after its last
-    /// applied-index marker (an entry's events and its marker were split
-    /// over two commits and the power failed between them): the known
-    /// finding of `SPLIT_ENTRY`. The run ends there unless
+    /// applied-index marker: the known finding `SPLIT_ENTRY`. The run ends there unless
     /// `STRICT_MARKERS` is set (then it fails).
     SplitEntry(String),
 }
