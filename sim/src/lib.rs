@@ -501,6 +501,8 @@ macro_rules! log {
 }
 
 pub mod broker;
+pub mod crash_point;
+pub mod group;
 
 impl Sim {
     pub fn new(seed: u64) -> Self {

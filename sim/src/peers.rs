@@ -57,6 +57,9 @@ pub struct SimWorker {
     pub backlog: Vec<FanoutMsg>,
     /// Dispatches the cores of earlier processes refused.
     refused_before: u64,
+    /// In a group of brokers: the members whose heartbeats its core
+    /// follows (see `orderly_worker::core::Core::in_group`).
+    pub members: Option<orderly_common::members::Members>,
 }
 
 impl SimWorker {
@@ -72,6 +75,7 @@ impl SimWorker {
             broken_until: None,
             backlog: Vec::new(),
             refused_before: 0,
+            members: None,
         }
     }
 
@@ -81,6 +85,12 @@ impl SimWorker {
 
     pub fn incarnation(&self) -> u64 {
         self.core.as_ref().map_or(0, |core| core.config().incarnation)
+    }
+
+    /// In a group: the member its core sends control to (`None` until a
+    /// leader is announced, and for a single broker).
+    pub fn leader(&self) -> Option<u64> {
+        self.core.as_ref().and_then(worker::Core::leader)
     }
 
     pub fn capacity(&self) -> u32 {
@@ -102,7 +112,10 @@ impl SimWorker {
             heartbeat_liveness: HEARTBEAT_LIVENESS,
             ..worker::CoreConfig::new(self.id.clone(), rng.next_u64(), rng.range(1, 4) as u32)
         };
-        let mut core = worker::Core::new(config);
+        let mut core = match &self.members {
+            Some(members) => worker::Core::in_group(config, members),
+            None => worker::Core::new(config),
+        };
         core.handle_timeout(now); // the first heartbeat is how the broker learns of us
         self.core = Some(core);
     }
