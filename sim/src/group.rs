@@ -1427,7 +1427,13 @@ fn client_members() -> Members {
     let members = (1..=GROUP_SIZE as u64)
         .map(|id| {
             let base = 5000 + 10 * id as u32;
-            ClientMember { id, intake: endpoint(base), fanout: endpoint(base + 1), control: endpoint(base + 2) }
+            ClientMember {
+                id,
+                intake: endpoint(base),
+                fanout: endpoint(base + 1),
+                control: endpoint(base + 2),
+                public_key: None,
+            }
         })
         .collect();
     Members::new(members).expect("three members")
