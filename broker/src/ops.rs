@@ -87,7 +87,7 @@ pub fn inspect(data_dir: &Path) -> anyhow::Result<ExitCode> {
     let outcome = orderly_journal::read_records(&dir, RECORD_BYTES_MAX, |seq, _segment, body| {
         records += 1;
         // A group member's applied-index markers are not events.
-        if crate::io::decode_applied_marker(body).is_none() {
+        if !crate::io::is_marker(body) {
             core.apply(&decode_event(seq, body)?);
         }
         Ok::<(), EventDecodeError>(())

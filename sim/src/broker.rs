@@ -57,8 +57,8 @@ impl EventLog for SimLog {
     fn append(&mut self, body: &[u8]) -> Result<RecordAt, JournalError> {
         // A group member's applied-index marker is no event (the group
         // simulation reads markers back from the journal itself).
-        if orderly_broker::io::decode_applied_marker(body).is_some() {
-            return self.append_marker(body);
+        if orderly_broker::io::is_marker(body) {
+            return self.journal.append_located(body);
         }
         let at = self.journal.append_located(body)?;
         let event = decode_event(at.seq, body).expect("the broker's own records decode");
@@ -77,28 +77,6 @@ impl EventLog for SimLog {
 
     fn read_at(&mut self, at: RecordAt) -> Result<Vec<u8>, JournalError> {
         self.journal.read_at(at)
-    }
-}
-
-impl SimLog {
-    /// A marker's append. `Member::apply_committed` appends it without
-    /// handling `BatchFull` (as `Recorder::append` does for events: commit
-    /// what is buffered, append again), so a marker that is the record to
-    /// cross the end of a segment's preallocated room stops the member.
-    /// Unless `group::STRICT_MARKERS` is set, the simulation does here what
-    /// that fix would do, so the runs go on past it (see the report of the
-    /// group simulation).
-    fn append_marker(&mut self, body: &[u8]) -> Result<RecordAt, JournalError> {
-        match self.journal.append_located(body) {
-            Err(JournalError::BatchFull { .. })
-                if !super::group::STRICT_MARKERS.load(std::sync::atomic::Ordering::Relaxed) =>
-            {
-                super::group::MARKER_BATCH_FULL.with(|count| count.set(count.get() + 1));
-                self.commit()?;
-                self.journal.append_located(body)
-            }
-            other => other,
-        }
     }
 }
 

@@ -10,12 +10,13 @@
 
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::path::Path;
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Instant;
 
 use orderly_broker::core::{Core, CoreConfig, Event, Millis, Outbound, Snapshot};
-use orderly_broker::io::{decode_applied_marker, decode_event, replay_applied, BrokerError, Member, Recorder};
+use orderly_broker::io::{
+    decode_applied_marker, decode_event, fence, is_marker, replay_member, BrokerError, Member, Recorder, ReplayedMember,
+};
 use orderly_common::members::{Member as ClientMember, Members};
 use orderly_common::protocol::{BrokerHeartbeat, ControlMsg, FanoutMsg, IntakeMsg};
 use orderly_common::OrderKey;
@@ -32,24 +33,6 @@ use crate::model::item_data;
 use crate::peers::{Life, RunEnd, SimProducer, SimWorker, HEARTBEAT_INTERVAL_MS, HEARTBEAT_LIVENESS};
 use crate::rng::Rng;
 use crate::{NetFaults, CALM};
-
-/// Set: a group member's marker append meets `BatchFull` as the real
-/// `Member` does (the member stops); clear (the default): `SimLog` commits
-/// and appends again, as the proposed fix would (see `SimLog::append_marker`).
-pub static STRICT_MARKERS: AtomicBool = AtomicBool::new(false);
-thread_local! {
-    /// Marker appends that met `BatchFull` on this thread (a run stays on
-    /// its thread, so a run's own count is the difference).
-    pub static MARKER_BATCH_FULL: std::cell::Cell<u64> = const { std::cell::Cell::new(0) };
-}
-
-/// The known finding a run may end with (see `GroupOutcome::SplitEntry`).
-pub const SPLIT_ENTRY: &str = "an entry's events are durable without its applied-index marker: either they were \
-    committed apart (a BatchFull between them: Recorder::append commits mid-entry, and so does the simulation's \
-    stand-in for a marker append that meets BatchFull) and the power failed in between, or the power failed during \
-    the entry's one commit and the journal kept whole frames of the torn write's prefix (a commit is not atomic, \
-    only each frame is); the restart applies the events, raft hands the entry out again, and they are applied twice \
-    (runs that go on find an order sealed twice, or journals that disagree)";
 
 /// Members of the simulated group (ids 1..=3).
 pub const GROUP_SIZE: usize = 3;
@@ -211,10 +194,10 @@ pub struct GroupStats {
     pub resends: u32,
     /// The last committed raft index.
     pub committed_index: u64,
-    /// Runs ended by the known finding `SPLIT_ENTRY`.
-    pub split_entries: u32,
-    /// Marker appends that met `BatchFull` (see `SimLog::append_marker`).
-    pub marker_batch_full: u64,
+    /// Restarts that fenced off an interrupted apply's events
+    /// (`io::fence_marker`): a crash between an entry's events and its
+    /// marker.
+    pub fences: u32,
     pub disk: SimCounters,
 }
 
@@ -245,8 +228,7 @@ impl GroupStats {
         self.dispatches_checked += o.dispatches_checked;
         self.resends += o.resends;
         self.committed_index = self.committed_index.max(o.committed_index);
-        self.split_entries += o.split_entries;
-        self.marker_batch_full += o.marker_batch_full;
+        self.fences += o.fences;
         let (d, e) = (&mut self.disk, &o.disk);
         d.power_cuts += e.power_cuts;
         d.writes_lost += e.writes_lost;
@@ -330,10 +312,6 @@ struct Order {
 pub enum GroupOutcome {
     Running,
     Settled,
-    /// A restarted member's journal holds events after its last
-    /// applied-index marker: the known finding `SPLIT_ENTRY`. The run ends there unless
-    /// `STRICT_MARKERS` is set (then it fails).
-    SplitEntry(String),
 }
 
 type Check = Result<(), String>;
@@ -373,7 +351,6 @@ pub struct GroupSim {
     trace_hash: u64,
     pub verbose: bool,
     pub stats: GroupStats,
-    marker_splits_seen: u64,
 }
 
 /// Formats first (the arguments may borrow the simulation), then logs.
@@ -450,7 +427,6 @@ impl GroupSim {
             trace_hash: 0xcbf2_9ce4_8422_2325,
             verbose: false,
             stats: GroupStats::default(),
-            marker_splits_seen: MARKER_BATCH_FULL.with(std::cell::Cell::get),
             params,
         }
     }
@@ -616,7 +592,7 @@ impl GroupSim {
     }
 
     /// Starts member `m` from its own disk, as `io::run` does: the event
-    /// journal replayed (`replay_applied`: the core, and the index its last
+    /// journal replayed (`replay_member`: the core, and the index its last
     /// marker names), the raft journal opened, the node told how far the
     /// event journal got. It starts as a follower; its core stays in
     /// recovery until it is elected.
@@ -630,8 +606,17 @@ impl GroupSim {
         let options = journal_options(self.params.segment_bytes);
         let (journal, recovery) = Journal::open_on(Arc::clone(&disk), Path::new(JOURNAL_DIR), options.clone())
             .map_err(|e| format!("member {id}: the event journal refused to open: {e:#}"))?;
-        let (core, anchors, applied) = replay_applied(&journal, config.clone(), self.now, |_, _, _| {})
-            .map_err(|e| format!("member {id}: the event journal does not replay: {e:#}"))?;
+        let ReplayedMember { core, anchors, applied, leftovers } =
+            replay_member(&journal, config.clone(), self.now, |_, _, _| {})
+                .map_err(|e| format!("member {id}: the event journal does not replay: {e:#}"))?;
+        let mut log = SimLog { journal, clock: virtual_instant(self.clock_base, self.now), appended: Vec::new() };
+        if leftovers > 0 {
+            // As `io::recover_member`: the leftovers of an apply a crash
+            // interrupted are fenced off before anything else is written.
+            fence(&mut log).map_err(|e| format!("member {id}: fencing off leftovers: {e:#}"))?;
+            self.stats.fences += 1;
+            glog!(self, "member {id}: fenced off {leftovers} events of an interrupted apply (applied {applied})");
+        }
         let ids: Vec<u64> = (1..=GROUP_SIZE as u64).collect();
         let (storage, raft_recovery) = JournalStorage::open(disk, Path::new(RAFT_DIR), options, &ids)
             .map_err(|e| format!("member {id}: the raft journal refused to open: {e:#}"))?;
@@ -649,7 +634,6 @@ impl GroupSim {
             .map_err(|e| format!("member {id}: the node refused to start: {e:#}"))?;
         let torn = usize::from(recovery.truncated.is_some()) + usize::from(raft_recovery.truncated.is_some());
         self.stats.torn_tails_cut += torn as u32;
-        let log = SimLog { journal, clock: virtual_instant(self.clock_base, self.now), appended: Vec::new() };
         let recorder = Recorder::new(log, anchors);
         let member = Member::new(node, applied, config);
         let pending = core.status().pending_orders;
@@ -662,14 +646,7 @@ impl GroupSim {
             "member {id}: starts, incarnation {incarnation:#x}, applied {applied}, raft log to {raft_last} \
              (commit {raft_commit}), {pending} pending, torn tails cut {torn}"
         );
-        let strict = STRICT_MARKERS.load(Ordering::Relaxed);
-        if self.check_journal(m, !strict)? {
-            self.stats.split_entries += 1;
-            let finding = format!("member {id} restarted with events after its last marker (applied {applied})");
-            glog!(self, "FINDING {finding}: {SPLIT_ENTRY}");
-            self.outcome = GroupOutcome::SplitEntry(finding);
-            return Ok(());
-        }
+        self.check_journal(m)?;
         self.turn(m)
     }
 
@@ -698,12 +675,6 @@ impl GroupSim {
                 .map_err(|source| BrokerError::Journal { during: "fsync", source })?;
             Ok(ready)
         })();
-        let marker_splits = MARKER_BATCH_FULL.with(std::cell::Cell::get);
-        if marker_splits != self.marker_splits_seen {
-            self.stats.marker_batch_full += marker_splits.wrapping_sub(self.marker_splits_seen);
-            self.marker_splits_seen = marker_splits;
-            glog!(self, "member {}: a marker met BatchFull; committed before it", self.slots[m].id);
-        }
         let Some(run) = self.slots[m].running.as_mut() else { return Ok(()) };
         let ready = match result {
             Ok(ready) => ready,
@@ -1187,7 +1158,7 @@ impl GroupSim {
     fn check_step(&mut self) -> Check {
         if self.steps.is_multiple_of(JOURNAL_CHECK_EVERY) {
             for m in 0..self.slots.len() {
-                self.check_journal(m, false)?;
+                self.check_journal(m)?;
             }
         }
         if cfg!(debug_assertions) && !self.steps.is_multiple_of(CORE_CHECK_EVERY_DEBUG) {
@@ -1205,11 +1176,13 @@ impl GroupSim {
     /// applied entries (the events between two markers) equal every other
     /// member's for the same index, each index once and in order, and no
     /// order is sealed twice in it.
-    fn check_journal(&mut self, m: usize, split_ok: bool) -> Result<bool, String> {
+    fn check_journal(&mut self, m: usize) -> Check {
         let id = self.slots[m].id;
-        let Some(run) = &self.slots[m].running else { return Ok(false) };
+        let Some(run) = &self.slots[m].running else { return Ok(()) };
         let mut entries: Vec<(u64, Vec<Vec<u8>>)> = Vec::new();
-        let mut bodies = Vec::new();
+        // Records since the last marker: applied at the next marker,
+        // dropped by a fence (as `io::replay_member` does).
+        let mut bodies: Vec<Vec<u8>> = Vec::new();
         let mut sealed: BTreeSet<OrderKey> = BTreeSet::new();
         let mut twice = None;
         run.recorder
@@ -1217,39 +1190,45 @@ impl GroupSim {
             .journal
             .replay_located(|at, body| {
                 if let Some(index) = decode_applied_marker(body) {
+                    for body in &bodies {
+                        match decode_event(at.seq, body).map_err(|e| format!("record before {}: {e}", at.seq))? {
+                            Event::Sealed { key, .. } | Event::Accepted { key, .. }
+                                if !sealed.insert(key.clone()) && twice.is_none() =>
+                            {
+                                twice = Some((key, at.seq));
+                            }
+                            // Past the dedup window a key may be sealed
+                            // again: a new order (not within these runs'
+                            // few minutes).
+                            Event::Forgotten { key } => {
+                                sealed.remove(&key);
+                            }
+                            _ => {}
+                        }
+                    }
                     entries.push((index, std::mem::take(&mut bodies)));
                     return Ok(());
                 }
-                match decode_event(at.seq, body).map_err(|e| format!("record {}: {e}", at.seq))? {
-                    Event::Sealed { key, .. } | Event::Accepted { key, .. }
-                        if !sealed.insert(key.clone()) && twice.is_none() =>
-                    {
-                        twice = Some((key, at.seq));
-                    }
-                    // Past the dedup window a key may be sealed again: a new
-                    // order (not within these runs' few minutes).
-                    Event::Forgotten { key } => {
-                        sealed.remove(&key);
-                    }
-                    _ => {}
+                if is_marker(body) {
+                    bodies.clear(); // a fence
+                    return Ok(());
                 }
                 bodies.push(body.to_vec());
                 Ok::<(), String>(())
             })
             .map_err(|e| format!("member {id}: reading its event journal back: {e:?}"))?;
-        let split = !bodies.is_empty();
         if let Some((key, seq)) = twice {
-            return Err(format!("invariant 2: member {id}'s journal seals {key} twice (again at seq {seq})"));
+            return Err(format!("invariant 2: member {id}'s journal seals {key} twice (marker at seq {seq})"));
         }
-        if !bodies.is_empty() && !split_ok {
+        if !bodies.is_empty() {
             let events: Vec<String> = bodies
                 .iter()
                 .map(|b| decode_event(0, b).map_or_else(|e| e.to_string(), |e| format!("{e:?}")))
                 .collect();
             let last = entries.last().map(|(index, _)| *index);
             return Err(format!(
-                "member {id}: its journal holds {} event records after its last marker (index {last:?}): {events:?}; \
-                 a restart applies them, then raft hands their entry out again",
+                "member {id}: its running journal holds {} event records after its last marker (index {last:?}), \
+                 not fenced: {events:?}",
                 bodies.len()
             ));
         }
@@ -1274,7 +1253,7 @@ impl GroupSim {
                 }
             }
         }
-        Ok(split)
+        Ok(())
     }
 
     fn leader_slot(&self) -> Option<usize> {
@@ -1309,7 +1288,7 @@ impl GroupSim {
     /// The end: invariants 1, 2 and 4 on every member, 3 throughout.
     fn finish(&mut self) -> Check {
         for m in 0..self.slots.len() {
-            self.check_journal(m, false)?;
+            self.check_journal(m)?;
             self.slots[m].running.as_ref().expect("settled").core.check_invariants();
         }
         let l = self.leader_slot().expect("settled");

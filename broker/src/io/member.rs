@@ -274,7 +274,9 @@ impl<A> Member<A> {
                 }
             }
             // A membership change has no events: its marker alone.
-            recorder.log.append(&applied_marker(entry.index)).map_err(super::error::journal_err("append"))?;
+            if !recorder.append_marker(&applied_marker(entry.index))? {
+                return Err(BrokerError::Group("the journal's disk is full".into()));
+            }
             last = Some(entry.index);
             self.changes.extend(entry.change);
         }
@@ -464,6 +466,40 @@ mod tests {
         assert!(decode_batch(&[]).unwrap().is_empty());
     }
 
+    /// An entry's events apply at its marker; leftovers of an apply a crash
+    /// interrupted (no marker after them) are fenced off at start, so the
+    /// entry raft hands out again applies once.
+    #[test]
+    fn leftovers_after_the_last_marker_are_fenced_off_not_applied_twice() {
+        use super::super::recover::{fence, replay_member};
+        use orderly_journal::{Journal, Options};
+        let dir = tempfile::tempdir().unwrap();
+        let event = |id: &str| encode_event(&crate::core::Event::Acked { key: orderly_common::OrderKey::new("p", id) });
+        let (mut journal, _) = Journal::open(dir.path(), Options::default()).unwrap();
+        for body in [event("a"), applied_marker(1), event("b")] {
+            journal.append(&body).unwrap();
+        }
+        journal.commit().unwrap();
+        drop(journal);
+        let count = |journal: &Journal| {
+            let mut seen = Vec::new();
+            let replayed = replay_member(journal, CoreConfig::with_incarnation(1), 0, |_, _, e| seen.push(e.clone()))
+                .expect("replays");
+            (seen.len(), replayed.applied, replayed.leftovers)
+        };
+        let (mut journal, _) = Journal::open(dir.path(), Options::default()).unwrap();
+        assert_eq!(count(&journal), (1, 1, 1), "b waits for a marker that never came");
+        fence(&mut journal).unwrap();
+        // Raft hands entry 2 out again: b, then its marker.
+        for body in [event("b"), applied_marker(2)] {
+            journal.append(&body).unwrap();
+        }
+        journal.commit().unwrap();
+        drop(journal);
+        let (journal, _) = Journal::open(dir.path(), Options::default()).unwrap();
+        assert_eq!(count(&journal), (2, 2, 0), "a and b, each once");
+    }
+
     #[test]
     fn markers_are_never_events() {
         let marker = applied_marker(42);
@@ -471,5 +507,8 @@ mod tests {
         assert!(decode_event(1, &marker).is_err());
         let event = crate::core::Event::Acked { key: orderly_common::OrderKey::new("p", "o") };
         assert_eq!(decode_applied_marker(&encode_event(&event)), None);
+        let fence = super::super::recover::fence_marker();
+        assert!(super::super::recover::is_marker(&fence) && decode_applied_marker(&fence).is_none());
+        assert!(decode_event(1, &fence).is_err());
     }
 }

@@ -36,7 +36,10 @@ pub use self::error::BrokerError;
 pub use self::event_loop::Summary;
 pub use self::member::{decode_batch, encode_batches, Member, PeerRefused, Ready, Role, RAFT_TICK_MS};
 pub use self::recorder::{compact, persist_then_publish, EventLog, Persisted, Recorder, SegmentedLog};
-pub use self::recover::{applied_marker, decode_applied_marker, recover, recover_applied, replay, replay_applied};
+pub use self::recover::{
+    applied_marker, decode_applied_marker, fence, fence_marker, is_marker, recover, recover_member, replay,
+    replay_applied, replay_member, ReplayedMember,
+};
 /// The journal's record codec, here too for the loop's outside users.
 pub use crate::core::codec::{decode_event, encode_event, EventDecodeError};
 
@@ -68,11 +71,16 @@ pub fn run(config: BrokerConfig, shutdown: Arc<AtomicBool>, reload: Arc<AtomicBo
     std::fs::create_dir_all(&config.data_dir)
         .map_err(|source| BrokerError::DataDir { path: config.data_dir.clone(), source })?;
     let started = Instant::now();
-    let (journal, mut core, anchors, applied) =
-        recover_applied(&config.data_dir, config.journal.clone(), config.core.clone(), wall_clock_ms())?;
-    if config.group.is_none() {
-        core.finish_recovery(wall_clock_ms());
-    } // A group member ends recovery when it is elected (see `group`).
+    let (journal, core, anchors, applied) = match &config.group {
+        // A group member ends recovery when it is elected (see `member`).
+        Some(_) => recover_member(&config.data_dir, config.journal.clone(), config.core.clone(), wall_clock_ms())?,
+        None => {
+            let (journal, mut core, anchors) =
+                recover(&config.data_dir, config.journal.clone(), config.core.clone(), wall_clock_ms())?;
+            core.finish_recovery(wall_clock_ms());
+            (journal, core, anchors, 0)
+        }
+    };
     let status = core.status();
     info!(
         records = journal.next_seq() - 1, segments = journal.segments().len(),

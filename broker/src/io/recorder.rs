@@ -143,6 +143,24 @@ impl<L: EventLog> Recorder<L> {
         Ok(Some(at))
     }
 
+    /// Appends a group member's marker (see `recover::applied_marker`),
+    /// committing what is buffered first when the batch is full, as for
+    /// events. False: the disk is full and nothing was appended.
+    pub fn append_marker(&mut self, body: &[u8]) -> Result<bool, BrokerError> {
+        match self.log.append(body) {
+            Err(JournalError::BatchFull { .. }) => {
+                if !self.commit()? {
+                    return Ok(false);
+                }
+                self.log.append(body).map_err(journal_err("append"))?;
+            }
+            other => {
+                other.map_err(journal_err("append"))?;
+            }
+        }
+        Ok(true)
+    }
+
     /// Appends `event` and, when its record holds an order's whole payload,
     /// tells the core where: every append of the loop goes through here, so
     /// no payload record goes unreported. False: the disk is full and

@@ -22,25 +22,50 @@ pub fn recover(
     core_config: CoreConfig,
     now_ms: Millis,
 ) -> Result<(Journal, Core, Anchors), BrokerError> {
-    recover_applied(data_dir, options, core_config, now_ms).map(|(journal, core, anchors, _)| (journal, core, anchors))
+    let (journal, recovery) =
+        Journal::open(&journal_dir(data_dir), options).map_err(|e| BrokerError::from_open(data_dir, e))?;
+    let (core, anchors) = replay(&journal, core_config, now_ms, |_, _, _| {})?;
+    warn_torn(&recovery);
+    Ok((journal, core, anchors))
 }
 
-/// [`recover`], and the Raft index the journal holds up to (a group
-/// member's last applied-index marker; 0 without one).
-pub fn recover_applied(
+/// A group member's start: opens the journal, replays it as a member
+/// does ([`replay_member`]) and, when the replay found an interrupted
+/// apply's leftovers, fences them off (durably) before anything else is
+/// written. Returns the applied index for raft.
+pub fn recover_member(
     data_dir: &Path,
     options: orderly_journal::Options,
     core_config: CoreConfig,
     now_ms: Millis,
 ) -> Result<(Journal, Core, Anchors, u64), BrokerError> {
-    let (journal, recovery) =
+    let (mut journal, recovery) =
         Journal::open(&journal_dir(data_dir), options).map_err(|e| BrokerError::from_open(data_dir, e))?;
-    let (core, anchors, applied) = replay_applied(&journal, core_config, now_ms, |_, _, _| {})?;
+    warn_torn(&recovery);
+    let replayed = replay_member(&journal, core_config, now_ms, |_, _, _| {})?;
+    if replayed.leftovers > 0 {
+        fence(&mut journal)?;
+        warn!(
+            events = replayed.leftovers,
+            applied = replayed.applied,
+            "journal: fenced off the events of an apply a crash interrupted (raft hands their entry out again)"
+        );
+    }
+    Ok((journal, replayed.core, replayed.anchors, replayed.applied))
+}
+
+/// Appends a fence and commits it with fsync.
+pub fn fence<L: super::recorder::EventLog>(log: &mut L) -> Result<(), BrokerError> {
+    log.append(&fence_marker()).map_err(super::error::journal_err("append"))?;
+    log.commit().map_err(super::error::journal_err("commit"))?;
+    Ok(())
+}
+
+fn warn_torn(recovery: &orderly_journal::Recovery) {
     if let Some(torn) = &recovery.truncated {
         warn!(file = %torn.file.display(), offset = torn.offset, dropped_bytes = torn.dropped_bytes,
               reason = %torn.reason, "journal: cut off a torn tail (a write the crash interrupted; it was never confirmed)");
     }
-    Ok((journal, core, anchors, applied))
 }
 
 /// First byte of a group member's applied-index marker record (see
@@ -59,12 +84,46 @@ pub fn applied_marker(index: u64) -> Vec<u8> {
     body
 }
 
-/// The index of a marker record, or `None` for an event record.
+/// The index of an applied-index marker, or `None` for any other record.
 pub fn decode_applied_marker(body: &[u8]) -> Option<u64> {
     match body {
         [APPLIED_MARKER_TAG, rest @ ..] => rest.try_into().ok().map(u64::from_be_bytes),
         _ => None,
     }
+}
+
+/// The body of a fence record: "the events since the last marker are the
+/// leftovers of an apply a crash interrupted: not applied". A commit is
+/// atomic per record only (a power cut may keep a prefix of its records),
+/// and a huge entry is committed in parts, so a group member may come back
+/// with some of an entry's events durable and no marker after them; raft
+/// hands it the entry again, and without the fence a later replay would
+/// apply those events twice. Written (and fsynced) at start, before
+/// anything else, when the replay found such leftovers.
+pub fn fence_marker() -> Vec<u8> {
+    vec![APPLIED_MARKER_TAG, FENCE_KIND]
+}
+
+/// Second byte of a fence (a marker is 9 bytes, a fence 2).
+const FENCE_KIND: u8 = b'F';
+
+/// A group member's bookkeeping record (first byte 0xc1): never an event.
+pub fn is_marker(body: &[u8]) -> bool {
+    body.first() == Some(&APPLIED_MARKER_TAG)
+}
+
+fn is_fence(body: &[u8]) -> bool {
+    body == [APPLIED_MARKER_TAG, FENCE_KIND]
+}
+
+/// What a group member's replay found ([`replay_member`]).
+pub struct ReplayedMember {
+    pub core: Core,
+    pub anchors: Anchors,
+    /// The last applied-index marker's index (0 if none).
+    pub applied: u64,
+    /// Events after the last marker, not applied (see [`fence_marker`]).
+    pub leftovers: usize,
 }
 
 /// Replays an open journal into a fresh core and the compaction anchors;
@@ -77,7 +136,8 @@ pub fn replay(
     now_ms: Millis,
     observe: impl FnMut(RecordAt, usize, &Event),
 ) -> Result<(Core, Anchors), BrokerError> {
-    replay_applied(journal, core_config, now_ms, observe).map(|(core, anchors, _)| (core, anchors))
+    let mut observe = observe;
+    replay_journal(journal, core_config, now_ms, false, &mut observe).map(|r| (r.core, r.anchors))
 }
 
 /// [`replay`], and the last applied-index marker's index (0 if none).
@@ -85,9 +145,35 @@ pub fn replay_applied(
     journal: &Journal,
     core_config: CoreConfig,
     now_ms: Millis,
-    mut observe: impl FnMut(RecordAt, usize, &Event),
+    observe: impl FnMut(RecordAt, usize, &Event),
 ) -> Result<(Core, Anchors, u64), BrokerError> {
+    replay_member(journal, core_config, now_ms, observe).map(|r| (r.core, r.anchors, r.applied))
+}
+
+/// A group member's replay: an entry's events are applied at the marker
+/// that follows them, never before; a fence drops the events since the
+/// last marker, and so does the journal's end (see [`fence_marker`]).
+/// Compaction's copies are followed by a marker too, so they apply.
+pub fn replay_member(
+    journal: &Journal,
+    core_config: CoreConfig,
+    now_ms: Millis,
+    mut observe: impl FnMut(RecordAt, usize, &Event),
+) -> Result<ReplayedMember, BrokerError> {
+    replay_journal(journal, core_config, now_ms, true, &mut observe)
+}
+
+/// Replays `journal`; `held`: a group member's (events wait for their
+/// marker), else a single broker's (every event applies as read).
+fn replay_journal(
+    journal: &Journal,
+    core_config: CoreConfig,
+    now_ms: Millis,
+    held: bool,
+    observe: &mut dyn FnMut(RecordAt, usize, &Event),
+) -> Result<ReplayedMember, BrokerError> {
     let mut applied = 0;
+    let mut waiting: Vec<(RecordAt, usize, Event)> = Vec::new();
     let mut core = Core::new(core_config);
     core.start_replay(now_ms);
     let mut anchors = Anchors::default();
@@ -97,24 +183,38 @@ pub fn replay_applied(
     let records = usize::try_from(records).unwrap_or(usize::MAX).min(REPLAY_RESERVE_MAX);
     core.reserve(records);
     anchors.reserve(records);
+    let mut apply = |core: &mut Core, anchors: &mut Anchors, at: RecordAt, len: usize, event: &Event| {
+        core.apply(event);
+        if let Some(key) = event.payload_key() {
+            core.payload_stored(key, at);
+        }
+        anchors.observe(event, at.segment);
+        observe(at, len, event);
+    };
     journal
         .replay_located(|at, body| {
             if let Some(index) = decode_applied_marker(body) {
+                for (at, len, event) in waiting.drain(..) {
+                    apply(&mut core, &mut anchors, at, len, &event);
+                }
                 applied = index;
                 return Ok(());
             }
-            let event = decode_event(at.seq, body)?;
-            core.apply(&event);
-            if let Some(key) = event.payload_key() {
-                core.payload_stored(key, at);
+            if is_fence(body) {
+                waiting.clear();
+                return Ok(());
             }
-            anchors.observe(&event, at.segment);
-            observe(at, body.len(), &event);
+            let event = decode_event(at.seq, body)?;
+            if held {
+                waiting.push((at, body.len(), event));
+            } else {
+                apply(&mut core, &mut anchors, at, body.len(), &event);
+            }
             Ok::<(), BrokerError>(())
         })
         .map_err(|e| match e {
             orderly_journal::ReplayError::Journal(source) => BrokerError::Journal { during: "replay", source },
             orderly_journal::ReplayError::Callback { error, .. } => error,
         })?;
-    Ok((core, anchors, applied))
+    Ok(ReplayedMember { core, anchors, applied, leftovers: waiting.len() })
 }
