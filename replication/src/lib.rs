@@ -15,5 +15,5 @@ pub mod storage;
 
 pub use group::{Group, GroupError, GroupErrorKind, Member};
 pub use node::{Applied, Node, NodeConfig, NodeError, Output, ProposeError};
-pub use raft::eraftpb::Message;
+pub use raft::eraftpb::{Message, MessageType, SnapshotMetadata};
 pub use storage::{JournalStorage, StorageError};

@@ -7,7 +7,7 @@
 //! clock (time is the caller's ticks) and draws no randomness that matters
 //! (see [`NodeConfig::election_ticks`]).
 
-use raft::eraftpb::{EntryType, Message};
+use raft::eraftpb::{EntryType, Message, MessageType};
 use raft::{Config, RawNode, StateRole};
 
 use crate::storage::{JournalStorage, StorageError};
@@ -154,7 +154,17 @@ impl Node {
 
     /// A message from another member. Stale or misaddressed messages are
     /// ignored (the network may deliver anything late or twice).
-    pub fn step(&mut self, message: Message) {
+    pub fn step(&mut self, mut message: Message) {
+        // A heartbeat's commit is the leader's `matched` for this member,
+        // which raft-rs trusts to be in the log (it panics otherwise). A
+        // member that lost its disk and rejoined empty has less than the
+        // leader remembers: commit no further than the log goes. The
+        // leader's next append is then refused and it falls back to the
+        // member's real end (or a snapshot). Otherwise `matched` is true
+        // and this changes nothing.
+        if message.get_msg_type() == MessageType::MsgHeartbeat {
+            message.commit = message.commit.min(self.last_index());
+        }
         if let Err(error) = self.raw.step(message) {
             tracing::debug!(id = self.id(), %error, "raft: message ignored");
         }

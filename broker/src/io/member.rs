@@ -21,6 +21,9 @@
 //!   recovery (`finish_recovery`: in-flight orders pending, no worker
 //!   known) and serves.
 
+mod compaction;
+mod install;
+
 use std::collections::VecDeque;
 
 use orderly_common::protocol::encode_dispatch;
@@ -111,7 +114,12 @@ pub struct Member<A> {
     core_config: CoreConfig,
     dropped_messages: u64,
     peer_refused: u64,
+    barrier: compaction::Barrier,
+    /// A snapshot raft installed; the io swaps the journal next.
+    install: Option<install::Pending>,
 }
+
+pub use compaction::{COMPACTION_BARRIER_MS_MAX, RAFT_LOG_COMPACT_STEP, RAFT_LOG_RETAIN_ENTRIES};
 
 impl<A> Member<A> {
     /// A member around `node`, whose event journal holds entries up to
@@ -126,6 +134,8 @@ impl<A> Member<A> {
             core_config,
             dropped_messages: 0,
             peer_refused: 0,
+            barrier: compaction::Barrier::default(),
+            install: None,
         }
     }
 
@@ -230,6 +240,12 @@ impl<A> Member<A> {
         now: Millis,
     ) -> Result<Ready<A>, BrokerError> {
         let output = self.node.handle_ready()?;
+        if let Some(meta) = output.snapshot {
+            // Only a follower is sent a snapshot: nothing held, nothing to
+            // publish; the rest waits for the io's journal swap.
+            self.install = Some(install::Pending { index: meta.index, term: meta.term, applied: output.applied });
+            return Ok(Ready { messages: output.messages, publish: Vec::new(), answers: Vec::new() });
+        }
         if !output.applied.is_empty() {
             self.apply_committed(core, recorder, output.applied)?;
         }
@@ -261,7 +277,7 @@ impl<A> Member<A> {
                     return Err(BrokerError::Group("the journal's disk is full".into()));
                 }
             }
-            recorder.log.append(&applied_marker(entry.index)).map_err(super::error::journal_err("append"))?;
+            append_marker(recorder, entry.index)?;
             last = Some(entry.index);
         }
         if !own {
@@ -373,6 +389,24 @@ impl<A> Member<A> {
             peer_refused: self.peer_refused + transport_refused,
         }
     }
+}
+
+/// Appends an applied-index marker; a batch the journal cannot take whole
+/// (near a segment's end) is committed first, as `Recorder::record` does.
+fn append_marker<L: SegmentedLog>(recorder: &mut Recorder<L>, index: u64) -> Result<(), BrokerError> {
+    let marker = applied_marker(index);
+    match recorder.log.append(&marker) {
+        Err(orderly_journal::JournalError::BatchFull { .. }) => {
+            if !recorder.commit()? {
+                return Err(BrokerError::Group("the journal's disk is full".into()));
+            }
+            recorder.log.append(&marker).map_err(super::error::journal_err("append"))?;
+        }
+        other => {
+            other.map_err(super::error::journal_err("append"))?;
+        }
+    }
+    Ok(())
 }
 
 /// The events of one leader turn as batches of at most
