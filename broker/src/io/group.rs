@@ -41,7 +41,7 @@ pub(super) struct GroupState {
 /// of a snapshot being installed (see `snapshot`), which needs the index
 /// raft's journal recorded.
 pub(super) fn recover_snapshot(config: &BrokerConfig, settings: &GroupSettings) -> Result<(), BrokerError> {
-    super::snapshot::recover_staged(&config.data_dir, || {
+    super::snapshot::recover_staged(&config.data_dir, &config.journal, || {
         let disk: Arc<dyn orderly_journal::Storage> = Arc::new(orderly_journal::OsStorage);
         let (storage, _) =
             JournalStorage::open(disk, &raft_dir(&config.data_dir), config.journal.clone(), &settings.group.ids())?;

@@ -331,6 +331,7 @@ fn send_some(out: &mut Outgoing, peers: &mut Peers, now: Millis) -> Result<Optio
 /// index raft's journal has recorded a snapshot at (or compacted to).
 pub fn recover_staged(
     data_dir: &Path,
+    options: &orderly_journal::Options,
     raft_snapshot_index: impl FnOnce() -> Result<u64, BrokerError>,
 ) -> Result<(), BrokerError> {
     remove_dir_if_any(&data_dir.join(STAGING))?;
@@ -338,7 +339,7 @@ pub fn recover_staged(
     let journal = journal_dir(data_dir);
     let old = data_dir.join(OLD_JOURNAL);
     if ready.is_dir() {
-        let staged = staged_index(&ready)?;
+        let staged = staged_index(&ready, options)?;
         let raft = raft_snapshot_index()?;
         if staged > 0 && staged == raft {
             info!(index = staged, "completing the swap of a snapshot raft installed before a crash");
@@ -358,8 +359,8 @@ pub fn recover_staged(
 }
 
 /// The last applied marker of a staged journal (0: none).
-fn staged_index(dir: &Path) -> Result<u64, BrokerError> {
-    let (journal, _) = orderly_journal::Journal::open(dir, orderly_journal::Options::default())
+fn staged_index(dir: &Path, options: &orderly_journal::Options) -> Result<u64, BrokerError> {
+    let (journal, _) = orderly_journal::Journal::open(dir, options.clone())
         .map_err(|source| BrokerError::Journal { during: "opening a staged snapshot", source })?;
     let mut index = 0;
     journal
@@ -389,4 +390,105 @@ fn fsync_dir(dir: &Path) -> Result<(), BrokerError> {
 
 fn io_error(during: &str, path: &Path, error: std::io::Error) -> BrokerError {
     BrokerError::Group(format!("snapshot: {during} {}: {error}", path.display()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::io::recover::applied_marker;
+
+    fn options() -> orderly_journal::Options {
+        orderly_journal::Options { segment_bytes_target: 64 * 1024, ..orderly_journal::Options::default() }
+    }
+
+    /// A journal in `dir` of a few segments whose last marker is `index`.
+    fn journal_at(dir: &Path, index: u64, filler: u8) {
+        let (mut journal, _) = orderly_journal::Journal::open(dir, options()).unwrap();
+        for _ in 0..100 {
+            journal.append(&[filler; 1000]).unwrap();
+            journal.commit().unwrap();
+        }
+        journal.append(&applied_marker(index)).unwrap();
+        journal.commit().unwrap();
+        journal.close().unwrap();
+    }
+
+    fn chunk(stream: u64, seq: u64, file: &str, offset: u64, data: &[u8], done: Option<&Message>) -> Vec<u8> {
+        let done = done.map(|m| ByteBuf::from(m.write_to_bytes().unwrap()));
+        let chunk = Chunk { stream, seq, file: file.into(), offset, data: ByteBuf::from(data.to_vec()), done };
+        rmp_serde::to_vec(&chunk).unwrap()
+    }
+
+    #[test]
+    fn chunks_are_staged_in_order_and_a_gap_abandons_the_stream() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut snapshots = Snapshots::new(dir.path(), 1);
+        let mut message = Message::default();
+        message.from = 2;
+        message.mut_snapshot().mut_metadata().index = 9;
+        // A gap: chunk 1 without chunk 0 of a new stream is ignored; 0 then 2 abandons.
+        assert!(snapshots.receive(2, &chunk(5, 1, "a.seg", 0, b"x", None), 0).unwrap().is_none());
+        assert!(!dir.path().join(STAGING).exists());
+        assert!(snapshots.receive(2, &chunk(5, 0, "a.seg", 0, b"x", None), 0).unwrap().is_none());
+        assert!(dir.path().join(STAGING).join("a.seg").exists());
+        assert!(snapshots.receive(2, &chunk(5, 2, "a.seg", 1, b"y", None), 0).unwrap().is_none());
+        assert!(!dir.path().join(STAGING).exists(), "the stream is abandoned");
+        // A whole stream: two files, the second in two chunks.
+        let body = [
+            chunk(6, 0, "1.seg", 0, b"first", None),
+            chunk(6, 1, "2.seg", 0, b"sec", None),
+            chunk(6, 2, "2.seg", 3, b"ond", None),
+            chunk(6, 3, "", 0, b"", Some(&message)),
+        ];
+        let mut stepped = None;
+        for (n, body) in body.iter().enumerate() {
+            stepped = snapshots.receive(2, body, n as u64).unwrap();
+        }
+        assert_eq!(stepped.map(|m| m.get_snapshot().get_metadata().index), Some(9));
+        let ready = dir.path().join(READY);
+        assert_eq!(std::fs::read(ready.join("1.seg")).unwrap(), b"first");
+        assert_eq!(std::fs::read(ready.join("2.seg")).unwrap(), b"second");
+        assert!(!dir.path().join(STAGING).exists());
+        // A file name that leaves the staging directory stops the member.
+        snapshots.receive(2, &chunk(7, 0, "", 0, b"", None), 0).unwrap();
+        assert!(snapshots.receive(2, &chunk(7, 1, "../evil", 0, b"x", None), 0).is_err());
+    }
+
+    /// Every state a crash can leave during staging and the swap, and what
+    /// a restart makes of it.
+    #[test]
+    fn a_restart_finishes_or_drops_a_swap_whatever_step_the_crash_hit() {
+        let cases: [(&str, bool, bool, bool, u64, bool); 6] = [
+            // (case, journal, ready, old, raft index, expect the staged journal)
+            ("staged, raft did not install", true, true, false, 3, false),
+            ("raft installed, swap not begun", true, true, false, 7, true),
+            ("between the renames", false, true, true, 7, true),
+            ("swapped, old not removed", true, false, true, 7, false),
+            ("nothing staged", true, false, false, 7, false),
+            ("staging only", true, false, false, 7, false),
+        ];
+        for (case, journal, ready, old, raft, staged) in cases {
+            let dir = tempfile::tempdir().unwrap();
+            let data = dir.path();
+            if journal {
+                journal_at(&journal_dir(data), 3, b'j');
+            }
+            if ready {
+                journal_at(&data.join(READY), 7, b's');
+            }
+            if old {
+                journal_at(&data.join(OLD_JOURNAL), 3, b'o');
+            }
+            if case == "staging only" {
+                std::fs::create_dir_all(data.join(STAGING)).unwrap();
+            }
+            recover_staged(data, &options(), || Ok(raft)).unwrap();
+            // The journal's last marker tells which one it is.
+            let index = staged_index(&journal_dir(data), &options()).unwrap();
+            assert_eq!(index, if staged { 7 } else { 3 }, "{case}");
+            for gone in [STAGING, READY, OLD_JOURNAL] {
+                assert!(!data.join(gone).exists(), "{case}: {gone} left");
+            }
+        }
+    }
 }
