@@ -423,8 +423,7 @@ mod tests {
     fn chunks_are_staged_in_order_and_a_gap_abandons_the_stream() {
         let dir = tempfile::tempdir().unwrap();
         let mut snapshots = Snapshots::new(dir.path(), 1);
-        let mut message = Message::default();
-        message.from = 2;
+        let mut message = Message { from: 2, ..Message::default() };
         message.mut_snapshot().mut_metadata().index = 9;
         // A gap: chunk 1 without chunk 0 of a new stream is ignored; 0 then 2 abandons.
         assert!(snapshots.receive(2, &chunk(5, 1, "a.seg", 0, b"x", None), 0).unwrap().is_none());
