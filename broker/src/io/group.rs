@@ -237,9 +237,17 @@ impl Loop {
             let Some(to) = MemberId::new(message.to) else { continue };
             if message.get_msg_type() == MessageType::MsgSnapshot {
                 // Streamed outside raft's message: see `snapshot`.
-                let Some((index, term)) = group.member.snapshot_point() else { continue };
+                let Some((index, term)) = group.member.snapshot_point() else {
+                    group.member.report_snapshot(message.to, false);
+                    continue;
+                };
                 let view = View { segments: self.recorder.log.segments(), index, term };
-                group.snapshots.start(message, view, now)?;
+                let to = message.to;
+                if let Err(error) = group.snapshots.start(message, view, now) {
+                    // raft sends another later.
+                    warn!(to, %error, "snapshot not started");
+                    group.member.report_snapshot(to, false);
+                }
                 continue;
             }
             let bytes =
