@@ -119,7 +119,8 @@ impl Loop {
         self.group().member.tick(now);
         let serves = self.group().member.serves();
         let group = self.group.as_mut().expect("a group member's loop");
-        let barrier = serves && group.member.compaction_barrier(&self.recorder, now);
+        let disk_full = self.disk.full().is_some();
+        let barrier = serves && group.member.compaction_barrier(&self.recorder, disk_full, now);
         if barrier {
             // Client input waits in its queues: see `compaction_barrier`.
         } else if serves {

@@ -58,8 +58,14 @@ impl<A> Member<A> {
     /// know the order: a confirmed order lost. So a leader compacts only
     /// when nothing is in flight; under steady load it never is, hence
     /// this brief pause (bounded by [`COMPACTION_BARRIER_MS_MAX`]).
-    pub fn compaction_barrier<L: SegmentedLog>(&mut self, recorder: &Recorder<L>, now: Millis) -> bool {
-        if self.role != Role::Leader || !needs_compaction(recorder) || self.core_is_committed() {
+    /// `disk_full`: only removals count then (nothing is copied).
+    pub fn compaction_barrier<L: SegmentedLog>(
+        &mut self,
+        recorder: &Recorder<L>,
+        disk_full: bool,
+        now: Millis,
+    ) -> bool {
+        if self.role != Role::Leader || !needs_compaction(recorder, disk_full) || self.core_is_committed() {
             self.barrier.since = None;
             return false;
         }
@@ -93,7 +99,7 @@ impl<A> Member<A> {
         disk_full: bool,
     ) -> Result<u32, BrokerError> {
         let mut removed = 0;
-        if self.core_is_committed() && needs_compaction(recorder) {
+        if self.core_is_committed() && needs_compaction(recorder, disk_full) {
             self.barrier.since = None;
             removed = compact(core, recorder, disk_full)?;
             if removed > 0 {
@@ -114,13 +120,14 @@ impl<A> Member<A> {
 }
 
 /// Whether compaction would do something now: the oldest segment (not the
-/// active one) is resolved or sparse enough to copy forward (see
-/// `Anchors::plan`, which this mirrors without listing keys).
-fn needs_compaction<L: SegmentedLog>(recorder: &Recorder<L>) -> bool {
+/// active one) is resolved or (unless the disk is full) sparse enough to
+/// copy forward (see `Anchors::plan`, which this mirrors without listing
+/// keys).
+fn needs_compaction<L: SegmentedLog>(recorder: &Recorder<L>, disk_full: bool) -> bool {
     let segments = recorder.log.segments();
     if segments.len() < 2 {
         return false;
     }
     let oldest = recorder.anchors.segment(segments[0].id);
-    oldest.live == 0 || oldest.live * 100 <= oldest.anchored * COMPACTION_LIVE_PERCENT_MAX
+    oldest.live == 0 || (!disk_full && oldest.live * 100 <= oldest.anchored * COMPACTION_LIVE_PERCENT_MAX)
 }
