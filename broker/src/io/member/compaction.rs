@@ -131,3 +131,84 @@ fn needs_compaction<L: SegmentedLog>(recorder: &Recorder<L>, disk_full: bool) ->
     let oldest = recorder.anchors.segment(segments[0].id);
     oldest.live == 0 || (!disk_full && oldest.live * 100 <= oldest.anchored * COMPACTION_LIVE_PERCENT_MAX)
 }
+
+#[cfg(test)]
+mod tests {
+    use std::path::Path;
+    use std::sync::Arc;
+
+    use orderly_common::protocol::{IntakeMsg, Items};
+    use orderly_journal::{Journal, Options, SimStorage};
+    use orderly_replication::node::ELECTION_TICKS_MIN;
+    use orderly_replication::{JournalStorage, Node, NodeConfig};
+    use serde_bytes::ByteBuf;
+
+    use super::*;
+    use crate::core::CoreConfig;
+    use crate::io::recover::replay_applied;
+
+    fn options() -> Options {
+        Options { segment_bytes_target: 16 * 1024, ..Options::default() }
+    }
+
+    /// An order with a gap: its `Begun` is anchored, its `Dropped`
+    /// resolves it, so the segments it fills become removable.
+    fn gapped_order(core: &mut Core, id: &str) {
+        let item = |first, data: Vec<ByteBuf>, begin, finish| {
+            IntakeMsg::Items(Items { producer: "p".into(), order: id.into(), begin, first, data, finish })
+        };
+        core.handle_intake(item(0, vec![ByteBuf::from(vec![b'x'; 1000])], true, None), 1);
+        core.handle_intake(item(2, vec![ByteBuf::from(vec![b'y'; 10])], false, Some(3)), 1);
+    }
+
+    /// A group of one: the leader's proposals commit within its own
+    /// `handle_ready`, so between `propose_turn` and it the core is ahead
+    /// of the group, exactly as a leader of three between commits.
+    #[test]
+    fn a_leader_compacts_only_when_nothing_is_in_flight_and_its_marker_survives() {
+        let sim = SimStorage::new(16);
+        let disk: Arc<dyn orderly_journal::Storage> = Arc::new(sim.clone());
+        let (storage, _) = JournalStorage::open(disk.clone(), Path::new("/raft"), options(), &[1]).unwrap();
+        let node = Node::new(NodeConfig { id: 1, election_ticks: ELECTION_TICKS_MIN, applied: 0 }, storage).unwrap();
+        let (journal, _) = Journal::open_on(disk, Path::new("/journal"), options()).unwrap();
+        let config = CoreConfig::with_incarnation(1);
+        let (mut core, anchors, _) = replay_applied(&journal, config.clone(), 0, |_, _, _| {}).unwrap();
+        let mut recorder = Recorder::new(journal, anchors);
+        let mut member: Member<()> = Member::new(node, 0, config.clone());
+        let mut now = 0;
+        while !member.serves() {
+            now += RAFT_TICK_MS_FOR_TESTS;
+            assert!(now < 60_000, "a group of one elects itself");
+            member.tick(now);
+            member.handle_ready(&mut core, &mut recorder, now).unwrap();
+        }
+        let (mut barriers, mut removed) = (0, 0);
+        for n in 0..300 {
+            gapped_order(&mut core, &format!("o{n}"));
+            member.propose_turn(&mut core, &mut recorder, Vec::new(), now).unwrap();
+            // In flight: the leader must neither compact nor go on reading.
+            let segments = recorder.log.segments().len();
+            let needed = needs_compaction(&recorder, false);
+            assert_eq!(member.compaction_barrier(&recorder, false, now), needed, "order {n}");
+            assert_eq!(member.compact(&mut core, &mut recorder, false).unwrap(), 0, "order {n}");
+            assert_eq!(recorder.log.segments().len(), segments, "order {n}: nothing removed in flight");
+            member.handle_ready(&mut core, &mut recorder, now).unwrap();
+            if needed {
+                // Committed (the barrier's point): now it compacts.
+                barriers += 1;
+                assert!(!member.compaction_barrier(&recorder, false, now), "order {n}: committed, no barrier");
+                removed += member.compact(&mut core, &mut recorder, false).unwrap();
+                assert!(!needs_compaction(&recorder, false), "order {n}: compacted as far as it goes");
+                assert!(!member.holds_barrier());
+            }
+        }
+        assert!(barriers > 0 && removed > 0, "barriers {barriers}, removed {removed}");
+        assert!(recorder.log.segments().len() <= 3, "{} segments left", recorder.log.segments().len());
+        // A rebuild (a step-down, a restart) finds how far the journal got.
+        let (_, _, applied) = replay_applied(recorder.log.journal(), config, now, |_, _, _| {}).unwrap();
+        assert_eq!(applied, member.applied());
+        assert!(applied >= 300);
+    }
+
+    const RAFT_TICK_MS_FOR_TESTS: Millis = crate::io::member::RAFT_TICK_MS;
+}
