@@ -240,6 +240,16 @@ impl<A> Member<A> {
         now: Millis,
     ) -> Result<Ready<A>, BrokerError> {
         let output = self.node.handle_ready()?;
+        if self.role != Role::Follower && !self.node.is_leader() {
+            // Deposed by what this ready brought: step down *before*
+            // applying it. The committed entries (or a snapshot) may be
+            // another leader's at the indexes this member's held messages
+            // wait for: released, they would confirm what was never
+            // committed; and its core must apply them as a follower does.
+            let view = self.view();
+            info!(term = view.term, leader = ?view.leader, "no longer the leader");
+            self.step_down(core, recorder, now)?;
+        }
         if let Some(meta) = output.snapshot {
             // Only a follower is sent a snapshot: nothing held, nothing to
             // publish; the rest waits for the io's journal swap.
