@@ -453,6 +453,22 @@ mod tests {
         assert!(snapshots.receive(2, &chunk(7, 1, "../evil", 0, b"x", None), 0).is_err());
     }
 
+    #[test]
+    fn a_staging_that_stalls_is_dropped_and_the_next_stream_starts_afresh() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut snapshots = Snapshots::new(dir.path(), 1);
+        snapshots.receive(2, &chunk(5, 0, "1.seg", 0, b"old", None), 0).unwrap();
+        snapshots.expire(SNAPSHOT_STALL_MS).unwrap();
+        assert!(dir.path().join(STAGING).join("1.seg").exists(), "not stalled yet");
+        snapshots.expire(SNAPSHOT_STALL_MS + 1).unwrap();
+        assert!(!dir.path().join(STAGING).exists(), "stalled: dropped");
+        // The rest of the old stream is ignored; a new one (seq 0) stages.
+        assert!(snapshots.receive(2, &chunk(5, 1, "1.seg", 3, b"x", None), 0).unwrap().is_none());
+        assert!(!dir.path().join(STAGING).exists());
+        snapshots.receive(2, &chunk(6, 0, "1.seg", 0, b"new", None), 0).unwrap();
+        assert_eq!(std::fs::read(dir.path().join(STAGING).join("1.seg")).unwrap(), b"new");
+    }
+
     /// Every state a crash can leave during staging and the swap, and what
     /// a restart makes of it.
     #[test]
