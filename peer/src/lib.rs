@@ -33,6 +33,7 @@
 //! that decides who a frame is from); [`io`] is the thin socket part.
 
 pub mod core;
+pub mod envelope;
 pub mod io;
 pub mod limits;
 

@@ -1,11 +1,11 @@
 //! The replication core of a broker group (issue 16): the group file, the
 //! Raft log of one member on the journal, and a sans-IO Raft node on tikv's
-//! raft-rs. Not wired into the broker yet.
+//! raft-rs (the broker's `io::member` drives it).
 //!
 //! - [`group`]: the group file (`[[member]]` tables), validated.
 //! - [`storage`]: raft-rs's `Storage` on an `orderly_journal::Journal`;
 //!   every append and hard-state change is fsynced before raft-rs hears it
-//!   is persisted.
+//!   is persisted; the log is compacted and snapshots installed as records.
 //! - [`membership`]: adding and removing members through Raft, one change
 //!   at a time.
 //! - [`node`]: [`Node`], the sans-IO wrapper of raft-rs's `RawNode`: feed it
@@ -19,5 +19,5 @@ pub mod storage;
 pub use group::{Group, GroupError, GroupErrorKind, Member};
 pub use membership::{Change, ChangeError, ChangeRequest, MemberRecord, Roster};
 pub use node::{Applied, Node, NodeConfig, NodeError, Output, ProposeError};
-pub use raft::eraftpb::Message;
+pub use raft::eraftpb::{Message, MessageType, SnapshotMetadata};
 pub use storage::{JournalStorage, StorageError};

@@ -87,6 +87,11 @@ pub struct Output {
     pub applied: Vec<Applied>,
     /// Set when the leader or the term changed since the last output.
     pub leadership: Option<Leadership>,
+    /// A snapshot from the leader this member installed (its log now
+    /// starts after `index`, durably): the caller replaces its state with
+    /// the one the snapshot's data (sent outside raft) describes *before*
+    /// applying `applied`, which follow it.
+    pub snapshot: Option<raft::eraftpb::SnapshotMetadata>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -210,6 +215,20 @@ impl Node {
         self.raw.raft.raft_log.committed
     }
 
+    /// Drops the log up to `to`, which the caller has applied durably (see
+    /// `JournalStorage::compact`); returns the raft-journal segments removed.
+    pub fn compact(&mut self, to: u64) -> Result<u32, NodeError> {
+        Ok(self.raw.mut_store().compact(to)?)
+    }
+
+    /// The leader's word on a snapshot it sent to member `to` (the data
+    /// goes outside raft): `delivered` resumes replication after it, false
+    /// makes raft send another later.
+    pub fn report_snapshot(&mut self, to: u64, delivered: bool) {
+        let status = if delivered { raft::SnapshotStatus::Finish } else { raft::SnapshotStatus::Failure };
+        self.raw.report_snapshot(to, status);
+    }
+
     pub fn storage(&self) -> &JournalStorage {
         self.raw.store()
     }
@@ -227,7 +246,12 @@ impl Node {
         let mut output = Output::default();
         if self.raw.has_ready() {
             let mut ready = self.raw.ready();
-            assert!(ready.snapshot().is_empty(), "snapshots are not sent: the log is never compacted yet");
+            if !ready.snapshot().is_empty() {
+                // Durable before the entries that follow it, before any
+                // message: see `JournalStorage::apply_snapshot`.
+                self.raw.mut_store().apply_snapshot(ready.snapshot())?;
+                output.snapshot = Some(ready.snapshot().get_metadata().clone());
+            }
             self.raw.mut_store().persist(ready.entries(), ready.hs())?;
             output.messages.extend(ready.take_messages());
             output.messages.extend(ready.take_persisted_messages());

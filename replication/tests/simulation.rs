@@ -13,6 +13,14 @@
 //! faults stop: a leader within `ELECTION_STEPS_MAX`, and every node has
 //! applied everything committed within `CATCH_UP_STEPS_MAX`.
 //!
+//! Compaction is on: each node compacts its log to `RETAIN_ENTRIES` below
+//! what it applied, so a node that was down or cut off for long is sent a
+//! snapshot: the leader's applied state travels beside the `MsgSnapshot`
+//! (as the broker streams its journal beside it), rewritten to the
+//! leader's applied index, and replaces the node's state when raft
+//! installs it. A node's applied state is durable (the broker's event
+//! journal), so a restart resumes after it.
+//!
 //! `SIM_SEEDS=N` runs N seeds (default `SEEDS_DEFAULT`); `SIM_SEED=S` runs
 //! seed S alone (to reproduce a failure).
 
@@ -23,7 +31,7 @@ use std::time::Instant;
 
 use orderly_journal::{FsyncPolicy, Options, SimStorage};
 use orderly_replication::node::{Applied, ELECTION_TICKS_MIN};
-use orderly_replication::{JournalStorage, Message, Node, NodeConfig};
+use orderly_replication::{JournalStorage, Message, MessageType, Node, NodeConfig};
 
 const SEEDS_DEFAULT: u64 = 500;
 /// Steps (one tick each) with faults.
@@ -39,6 +47,11 @@ const RETRY_STEPS: u64 = 10;
 /// Steps a message may spend in the network (reordering comes from this).
 const DELAY_STEPS_MAX: u64 = 3;
 const JOURNAL_DIR: &str = "/raft";
+/// Entries a node keeps below what it applied (the broker keeps
+/// `RAFT_LOG_RETAIN_ENTRIES`; small here so that snapshots happen).
+const RETAIN_ENTRIES: u64 = 16;
+/// ... compacted in steps of this many.
+const COMPACT_STEP: u64 = 8;
 
 /// Seeded SplitMix64, good enough to choose faults.
 struct Rng(orderly_common::rng::SplitMix64);
@@ -71,8 +84,10 @@ struct Member {
     disk: SimStorage,
     election_ticks: usize,
     slot: Option<Slot>,
-    /// Applied by this incarnation, from index 1 (a restart applies again).
+    /// Applied, from index 1; durable (a restart resumes after it).
     applied: Vec<Applied>,
+    /// Applied states that came with snapshots, by the snapshot's index.
+    staged: BTreeMap<u64, Vec<Applied>>,
 }
 
 impl Member {
@@ -97,6 +112,8 @@ struct InFlight {
     from: u64,
     to: u64,
     message: Message,
+    /// With a `MsgSnapshot`: the sender's applied state it describes.
+    state: Option<Vec<Applied>>,
 }
 
 #[derive(Default, Debug)]
@@ -106,6 +123,8 @@ struct Stats {
     power_cuts: u64,
     partitions: u64,
     elections: usize,
+    compactions: u64,
+    snapshots: u64,
     /// FNV-1a of every committed (payload, index, term): equal runs agree.
     digest: u64,
 }
@@ -142,9 +161,10 @@ fn open_storage(disk: &SimStorage, voters: &[u64]) -> JournalStorage {
 }
 
 fn start(member: &mut Member, storage: JournalStorage) {
-    let config = NodeConfig { id: member.id, election_ticks: member.election_ticks, applied: 0 };
+    let applied = member.applied.len() as u64;
+    let config = NodeConfig { id: member.id, election_ticks: member.election_ticks, applied };
     member.slot = Some(Slot::Up(Box::new(Node::new(config, storage).expect("node starts"))));
-    member.applied.clear();
+    member.staged.clear();
 }
 
 impl Sim {
@@ -157,7 +177,8 @@ impl Sim {
             // Each member its own timeout, drawn from the seed.
             let election_ticks = ELECTION_TICKS_MIN + rng.below(ELECTION_TICKS_MIN as u64) as usize;
             let disk = SimStorage::new(rng.next());
-            let mut member = Member { id, disk, election_ticks, slot: None, applied: Vec::new() };
+            let mut member =
+                Member { id, disk, election_ticks, slot: None, applied: Vec::new(), staged: BTreeMap::new() };
             let storage = open_storage(&member.disk, &voters);
             start(&mut member, storage);
             members.push(member);
@@ -218,9 +239,14 @@ impl Sim {
             if self.blocked.contains(&(flight.from, flight.to)) {
                 continue;
             }
-            if let Some(node) = self.members[flight.to as usize - 1].node() {
-                node.step(flight.message);
+            let member = &mut self.members[flight.to as usize - 1];
+            if member.node().is_none() {
+                continue;
             }
+            if let Some(state) = flight.state {
+                member.staged.insert(state.len() as u64, state);
+            }
+            member.node().expect("checked").step(flight.message);
         }
     }
 
@@ -251,6 +277,17 @@ impl Sim {
         let Some(node) = member.node() else { return };
         let output = node.handle_ready().expect("simulated disk without faults: persist works");
         let is_leader = node.is_leader();
+        if let Some(meta) = &output.snapshot {
+            let state = member.staged.remove(&meta.index).expect("a snapshot raft installs came with its state");
+            assert!(state.len() as u64 > member.applied.len() as u64, "node {} installs an older snapshot", member.id);
+            for applied in &state {
+                let seen = self.applied_anywhere.entry(applied.index).or_insert((applied.term, applied.data.clone()));
+                assert_eq!(seen, &(applied.term, applied.data.clone()), "a snapshot disagrees at {}", applied.index);
+            }
+            member.applied = state;
+            member.staged.clear();
+            self.stats.snapshots += 1;
+        }
         for applied in output.applied {
             let expected_index = member.applied.len() as u64 + 1;
             assert_eq!(applied.index, expected_index, "node {} applies out of order", member.id);
@@ -268,13 +305,41 @@ impl Sim {
             }
             member.applied.push(applied);
         }
+        let applied = member.applied.len() as u64;
+        let state = member.applied.clone();
         let from = member.id;
-        for message in output.messages {
-            self.send(from, message);
+        let node = member.node().expect("up");
+        let to = applied.saturating_sub(RETAIN_ENTRIES);
+        if to >= node.storage().snapshot_index() + COMPACT_STEP {
+            node.compact(to).expect("simulated disk without faults: compaction works");
+            self.stats.compactions += 1;
+        }
+        let mut outgoing = Vec::new();
+        let mut snapshots = Vec::new();
+        for mut message in output.messages {
+            if message.get_msg_type() == MessageType::MsgSnapshot {
+                // As the broker does: the snapshot describes the sender's
+                // applied state, which travels beside the message.
+                let Some(term) = node.storage().term_of(applied) else { continue };
+                let meta = message.mut_snapshot().mut_metadata();
+                meta.index = applied;
+                meta.term = term;
+                snapshots.push(message.to);
+                outgoing.push((message, Some(state.clone())));
+                continue;
+            }
+            outgoing.push((message, None));
+        }
+        for to in snapshots {
+            // Sent (maybe lost: raft then sends another).
+            node.report_snapshot(to, true);
+        }
+        for (message, state) in outgoing {
+            self.send_with(from, message, state);
         }
     }
 
-    fn send(&mut self, from: u64, message: Message) {
+    fn send_with(&mut self, from: u64, message: Message, state: Option<Vec<Applied>>) {
         let to = message.to;
         if self.blocked.contains(&(from, to)) || (self.faults && self.rng.chance(50)) {
             return;
@@ -283,7 +348,8 @@ impl Sim {
         for _ in 0..copies {
             let deliver_at = self.now + 1 + self.rng.below(DELAY_STEPS_MAX + 1);
             self.sent += 1;
-            self.in_flight.push(InFlight { deliver_at, order: self.sent, from, to, message: message.clone() });
+            let (message, state) = (message.clone(), state.clone());
+            self.in_flight.push(InFlight { deliver_at, order: self.sent, from, to, message, state });
         }
     }
 
@@ -355,7 +421,6 @@ impl Sim {
         drop(node.into_storage());
         let storage = Box::new(open_storage(&member.disk, &self.voters));
         member.slot = Some(Slot::Down { storage, restart_at });
-        member.applied.clear();
         self.check_committed_on_majority(if power_cut { "power cut" } else { "crash" });
     }
 
@@ -376,8 +441,11 @@ impl Sim {
     fn check_committed_on_majority(&self, after: &str) {
         let majority = self.majority();
         for (payload, &(index, term)) in &self.committed {
-            let holders =
-                self.members.iter().filter(|m| m.storage().entry(index).is_some_and(|e| e.term == term)).count();
+            // Compacted away counts: the node applied it durably first.
+            let holds = |m: &Member| {
+                m.storage().entry(index).is_some_and(|e| e.term == term) || index <= m.storage().snapshot_index()
+            };
+            let holders = self.members.iter().filter(|m| holds(m)).count();
             assert!(holders >= majority, "after {after}: proposal {payload} (index {index}) on {holders} nodes only");
         }
     }
@@ -486,6 +554,8 @@ fn raft_group_survives_partitions_loss_crashes_and_power_cuts() {
         total.power_cuts += stats.power_cuts;
         total.partitions += stats.partitions;
         total.elections += stats.elections;
+        total.compactions += stats.compactions;
+        total.snapshots += stats.snapshots;
         total.digest ^= stats.digest.rotate_left(seed as u32 % 64);
     }
     eprintln!("{} seeds in {:.1?}: {total:?}", seeds.len(), started.elapsed());
@@ -493,6 +563,7 @@ fn raft_group_survives_partitions_loss_crashes_and_power_cuts() {
     if seeds.len() >= 50 {
         assert!(total.crashes > 0 && total.power_cuts > 0 && total.partitions > 0, "{total:?}");
         assert!(total.committed as u64 > seeds.len() as u64 * 20, "{total:?}");
+        assert!(total.compactions > 0 && total.snapshots > 0, "compaction and snapshots happened: {total:?}");
     }
 }
 

@@ -9,8 +9,10 @@ use std::sync::Arc;
 
 use orderly_common::limits::BATCH_LEN_MAX;
 use orderly_common::protocol::{BrokerHeartbeat, FanoutMsg};
+use orderly_peer::envelope::{Kind, Payload};
 use orderly_peer::{MemberId, PeerAddress, PeerConfig, Peers};
 use orderly_replication::node::ELECTION_TICKS_MIN;
+use orderly_replication::MessageType;
 use orderly_replication::{Change, ChangeError, ChangeRequest, JournalStorage, Node, NodeConfig};
 use protobuf::Message as _;
 use tracing::{info, warn};
@@ -19,6 +21,7 @@ use super::config::{raft_dir, BrokerConfig, GroupSettings};
 use super::error::{zmq_err, BrokerError};
 use super::event_loop::Loop;
 use super::member::{Member, RAFT_TICK_MS};
+use super::snapshot::{Snapshots, View};
 use crate::admin::schema::{GroupReport, MembershipReport};
 use crate::admin::{Answer, Query};
 use crate::core::Millis;
@@ -33,6 +36,29 @@ pub(super) struct GroupState {
     heartbeat_due_ms: Millis,
     /// Set when this member applied its own removal: the loop stops.
     removed_at: Option<Millis>,
+    snapshots: Snapshots,
+}
+
+/// Before the event journal is opened: finishes or drops what a crash left
+/// of a snapshot being installed (see `snapshot`), which needs the index
+/// raft's journal recorded.
+pub(super) fn recover_snapshot(config: &BrokerConfig, settings: &GroupSettings) -> Result<(), BrokerError> {
+    super::snapshot::recover_staged(&config.data_dir, &config.journal, || {
+        let disk: Arc<dyn orderly_journal::Storage> = Arc::new(orderly_journal::OsStorage);
+        let (storage, _) =
+            JournalStorage::open(disk, &raft_dir(&config.data_dir), config.journal.clone(), &voters(settings))?;
+        Ok(storage.snapshot_index())
+    })
+}
+
+/// The configuration a new raft journal starts from: the group file's
+/// members, or none for a member joining an existing group (`--join`).
+fn voters(settings: &GroupSettings) -> Vec<u64> {
+    if settings.join {
+        Vec::new()
+    } else {
+        settings.group.ids()
+    }
 }
 
 /// Opens the Raft log, starts the node and the peer transport. `applied`:
@@ -48,8 +74,8 @@ pub(super) fn start(
 ) -> Result<GroupState, BrokerError> {
     let id = settings.node_id;
     let disk: Arc<dyn orderly_journal::Storage> = Arc::new(orderly_journal::OsStorage);
-    let voters = if settings.join { Vec::new() } else { settings.group.ids() };
-    let (storage, _) = JournalStorage::open(disk, &raft_dir(&config.data_dir), config.journal.clone(), &voters)?;
+    let (storage, _) =
+        JournalStorage::open(disk, &raft_dir(&config.data_dir), config.journal.clone(), &voters(settings))?;
     // Members stand at different times (ids differ), so they rarely split
     // a vote; the node's draw is deterministic (see `NodeConfig`).
     let election_ticks = ELECTION_TICKS_MIN + 2 * id as usize;
@@ -105,6 +131,7 @@ pub(super) fn start(
         peers,
         heartbeat_due_ms: 0,
         removed_at: None,
+        snapshots: Snapshots::new(&config.data_dir, id),
     })
 }
 
@@ -150,7 +177,12 @@ impl Loop {
         self.recv_peers()?;
         self.group().member.tick(now);
         let serves = self.group().member.serves();
-        if serves {
+        let group = self.group.as_mut().expect("a group member's loop");
+        let disk_full = self.disk.full().is_some();
+        let barrier = serves && group.member.compaction_barrier(&self.recorder, disk_full, now);
+        if barrier {
+            // Client input waits in its queues: see `compaction_barrier`.
+        } else if serves {
             self.drain_control(now)?;
             self.drain_intake(now)?;
             if now >= self.core.poll_timeout() {
@@ -167,6 +199,7 @@ impl Loop {
             group.member.promote_caught_up_learner();
         }
         self.handle_ready(now)?;
+        self.after_ready(now)?;
         self.recorder.log.sync_lazy_due().map_err(super::error::journal_err("fsync"))?;
         let closed = self.intake_closed();
         self.notice_log.log(&mut self.core, closed, now);
@@ -194,11 +227,12 @@ impl Loop {
             due = due.min(self.core.poll_timeout());
         }
         let wait_ms = due.saturating_sub(now).min(RAFT_TICK_MS) as i64;
-        let intake = if serves && self.intake_open() { zmq::POLLIN } else { zmq::PollEvents::empty() };
+        let barrier = group.member.holds_barrier();
+        let intake = if serves && self.intake_open() && !barrier { zmq::POLLIN } else { zmq::PollEvents::empty() };
         let mut items = [
             self.sockets.fanout.as_poll_item(zmq::POLLIN),
             // Followers read (and drop) what clients send too.
-            self.sockets.control.as_poll_item(zmq::POLLIN),
+            self.sockets.control.as_poll_item(if serves && barrier { zmq::PollEvents::empty() } else { zmq::POLLIN }),
             self.sockets.intake.as_poll_item(if serves { intake } else { zmq::POLLIN }),
             group.peers.router().as_poll_item(zmq::POLLIN),
         ];
@@ -211,10 +245,28 @@ impl Loop {
     /// Steps every waiting peer message into the node (a message whose
     /// `from` is not the member the transport authenticated is dropped).
     fn recv_peers(&mut self) -> Result<(), BrokerError> {
+        let now = self.now_ms();
         let group = self.group();
         for _ in 0..BATCH_LEN_MAX {
             let Some((from, payload)) = group.peers.try_recv()? else { break };
-            if let Err(refused) = group.member.step(from.get(), &payload) {
+            let raft = match orderly_peer::envelope::unwrap(&payload) {
+                Payload::Raft(raft) => raft,
+                Payload::Frame(Kind::SnapshotChunk, body) => {
+                    // The leader's last chunk carries its raft message.
+                    let Some(message) = group.snapshots.receive(from.get(), body, now)? else { continue };
+                    if message.from != from.get() {
+                        warn!(from = from.get(), "a snapshot stream's message claims another sender; dropped");
+                        continue;
+                    }
+                    group.member.step_message(message);
+                    continue;
+                }
+                Payload::Unknown(kind) => {
+                    warn!(from = from.get(), kind, "a peer frame of an unknown kind; dropped");
+                    continue;
+                }
+            };
+            if let Err(refused) = group.member.step(from.get(), raft) {
                 warn!(%refused, "dropped a raft message");
             }
         }
@@ -244,6 +296,21 @@ impl Loop {
         let ready = group.member.handle_ready(&mut self.core, &mut self.recorder, now)?;
         for message in ready.messages {
             let Some(to) = MemberId::new(message.to) else { continue };
+            if message.get_msg_type() == MessageType::MsgSnapshot {
+                // Streamed outside raft's message: see `snapshot`.
+                let Some((index, term)) = group.member.snapshot_point() else {
+                    group.member.report_snapshot(message.to, false);
+                    continue;
+                };
+                let view = View { segments: self.recorder.log.segments(), index, term };
+                let to = message.to;
+                if let Err(error) = group.snapshots.start(message, view, now) {
+                    // raft sends another later.
+                    warn!(to, %error, "snapshot not started");
+                    group.member.report_snapshot(to, false);
+                }
+                continue;
+            }
             let bytes =
                 message.write_to_bytes().map_err(|e| BrokerError::Group(format!("encoding a raft message: {e}")))?;
             if let Err(error) = group.peers.send(to, &bytes) {
@@ -334,6 +401,30 @@ impl Loop {
                 Answer::text(status, error.to_string())
             }
         }
+    }
+
+    /// After the turn's ready: a snapshot raft installed replaces the event
+    /// journal; both journals are compacted; snapshot streams move on.
+    fn after_ready(&mut self, now: Millis) -> Result<(), BrokerError> {
+        let group = self.group.as_mut().expect("a group member's loop");
+        if group.member.installing().is_some() {
+            let options = self.recorder.log.options().clone();
+            // The old journal stays open until the new one is: renaming and
+            // removing its directory does not disturb open files.
+            let journal_dir = group.snapshots.swap_in()?;
+            let (journal, _) = orderly_journal::Journal::open(&journal_dir, options)
+                .map_err(|source| BrokerError::Journal { during: "opening an installed snapshot", source })?;
+            drop(std::mem::replace(&mut self.recorder.log, journal));
+            let group = self.group.as_mut().expect("a group member's loop");
+            group.member.snapshot_installed(&mut self.core, &mut self.recorder, now)?;
+        }
+        let disk_full = self.disk.full().is_some();
+        let group = self.group.as_mut().expect("a group member's loop");
+        group.member.compact(&mut self.core, &mut self.recorder, disk_full)?;
+        let GroupState { member, peers, snapshots, .. } = group;
+        snapshots.pump(peers, now, |to, delivered| member.report_snapshot(to, delivered));
+        snapshots.expire(now)?;
+        Ok(())
     }
 
     /// Followers announce the leader they know on `b/` (the leader's core

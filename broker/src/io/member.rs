@@ -26,6 +26,9 @@
 //!   recovery (`finish_recovery`: in-flight orders pending, no worker
 //!   known) and serves.
 
+mod compaction;
+mod install;
+
 use std::collections::VecDeque;
 
 use orderly_common::protocol::encode_dispatch;
@@ -121,7 +124,12 @@ pub struct Member<A> {
     peer_refused: u64,
     /// Membership changes applied since the last `Ready`.
     changes: Vec<Change>,
+    barrier: compaction::Barrier,
+    /// A snapshot raft installed; the io swaps the journal next.
+    install: Option<install::Pending>,
 }
+
+pub use compaction::{COMPACTION_BARRIER_MS_MAX, RAFT_LOG_COMPACT_STEP, RAFT_LOG_RETAIN_ENTRIES};
 
 impl<A> Member<A> {
     /// A member around `node`, whose event journal holds entries up to
@@ -137,6 +145,8 @@ impl<A> Member<A> {
             dropped_messages: 0,
             peer_refused: 0,
             changes: Vec::new(),
+            barrier: compaction::Barrier::default(),
+            install: None,
         }
     }
 
@@ -241,6 +251,27 @@ impl<A> Member<A> {
         now: Millis,
     ) -> Result<Ready<A>, BrokerError> {
         let output = self.node.handle_ready()?;
+        if self.role != Role::Follower && !self.node.is_leader() {
+            // Deposed by what this ready brought: step down *before*
+            // applying it. The committed entries (or a snapshot) may be
+            // another leader's at the indexes this member's held messages
+            // wait for: released, they would confirm what was never
+            // committed; and its core must apply them as a follower does.
+            let view = self.view();
+            info!(term = view.term, leader = ?view.leader, "no longer the leader");
+            self.step_down(core, recorder, now)?;
+        }
+        if let Some(meta) = output.snapshot {
+            // Only a follower is sent a snapshot: nothing held, nothing to
+            // publish; the rest waits for the io's journal swap.
+            self.install = Some(install::Pending { index: meta.index, term: meta.term, applied: output.applied });
+            return Ok(Ready {
+                messages: output.messages,
+                publish: Vec::new(),
+                answers: Vec::new(),
+                membership: Vec::new(),
+            });
+        }
         if !output.applied.is_empty() {
             self.apply_committed(core, recorder, output.applied)?;
         }
@@ -274,9 +305,7 @@ impl<A> Member<A> {
                 }
             }
             // A membership change has no events: its marker alone.
-            if !recorder.append_marker(&applied_marker(entry.index))? {
-                return Err(BrokerError::Group("the journal's disk is full".into()));
-            }
+            append_marker(recorder, entry.index)?;
             last = Some(entry.index);
             self.changes.extend(entry.change);
         }
@@ -414,6 +443,15 @@ impl<A> Member<A> {
 fn sorted(mut ids: Vec<u64>) -> Vec<u64> {
     ids.sort_unstable();
     ids
+}
+
+/// Appends an applied-index marker (a batch the journal cannot take whole
+/// is committed first, see `Recorder::append_marker`).
+fn append_marker<L: SegmentedLog>(recorder: &mut Recorder<L>, index: u64) -> Result<(), BrokerError> {
+    if !recorder.append_marker(&applied_marker(index))? {
+        return Err(BrokerError::Group("the journal's disk is full".into()));
+    }
+    Ok(())
 }
 
 /// The events of one leader turn as batches of at most

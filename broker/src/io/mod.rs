@@ -21,6 +21,7 @@ mod member;
 mod metrics;
 mod recorder;
 mod recover;
+mod snapshot;
 mod sockets;
 
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -34,12 +35,16 @@ use tracing::{info, warn};
 pub use self::config::{journal_dir, raft_dir, BrokerConfig, CurveConfig, GroupSettings};
 pub use self::error::BrokerError;
 pub use self::event_loop::Summary;
-pub use self::member::{decode_batch, encode_batches, Member, PeerRefused, Ready, Role, RAFT_TICK_MS};
+pub use self::member::{
+    decode_batch, encode_batches, Member, PeerRefused, Ready, Role, COMPACTION_BARRIER_MS_MAX, RAFT_LOG_COMPACT_STEP,
+    RAFT_LOG_RETAIN_ENTRIES, RAFT_TICK_MS,
+};
 pub use self::recorder::{compact, persist_then_publish, EventLog, Persisted, Recorder, SegmentedLog};
 pub use self::recover::{
     applied_marker, decode_applied_marker, fence, fence_marker, is_marker, recover, recover_member, replay,
     replay_applied, replay_member, ReplayedMember,
 };
+pub use self::snapshot::{SNAPSHOT_CHUNKS_PER_TURN, SNAPSHOT_CHUNK_BYTES, SNAPSHOT_STALL_MS};
 /// The journal's record codec, here too for the loop's outside users.
 pub use crate::core::codec::{decode_event, encode_event, EventDecodeError};
 
@@ -71,6 +76,9 @@ pub fn run(config: BrokerConfig, shutdown: Arc<AtomicBool>, reload: Arc<AtomicBo
     std::fs::create_dir_all(&config.data_dir)
         .map_err(|source| BrokerError::DataDir { path: config.data_dir.clone(), source })?;
     let started = Instant::now();
+    if let Some(settings) = &config.group {
+        group::recover_snapshot(&config, settings)?;
+    }
     let (journal, core, anchors, applied) = match &config.group {
         // A group member ends recovery when it is elected (see `member`).
         Some(_) => recover_member(&config.data_dir, config.journal.clone(), config.core.clone(), wall_clock_ms())?,

@@ -104,6 +104,11 @@ pub struct Recorder<L> {
     /// An event taken from the core but not appended (the commit that had
     /// to make room for it found the disk full): it goes first next time.
     stashed: Option<Event>,
+    /// A group member's applied marker, appended after compaction's
+    /// copies in their commit: a member's replay applies events only at a
+    /// marker (`recover::replay_member`), so copies without one would be
+    /// dropped once the segment they replace is gone.
+    pub copies_marker: Option<Vec<u8>>,
 }
 
 impl<L: EventLog> Recorder<L> {
@@ -118,6 +123,7 @@ impl<L: EventLog> Recorder<L> {
             payload_reads: 0,
             held: None,
             stashed: None,
+            copies_marker: None,
         }
     }
 
@@ -308,6 +314,11 @@ fn copy_forward<L: SegmentedLog>(
             *items = recorder.read_items(from)?;
         }
         if !recorder.record(core, &event)? {
+            return Ok(false);
+        }
+    }
+    if let Some(marker) = recorder.copies_marker.clone() {
+        if !recorder.append_marker(&marker)? {
             return Ok(false);
         }
     }

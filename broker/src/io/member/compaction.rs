@@ -1,0 +1,221 @@
+//! Compaction of a group member's two journals (see docs/REPLICATION.md,
+//! "Compaction and catch-up"):
+//!
+//! - its **event journal**, locally, with the single broker's copy-forward
+//!   [`compact`], but only while its core describes *committed* state;
+//! - its **Raft log**, up to what the event journal holds durably, less
+//!   [`RAFT_LOG_RETAIN_ENTRIES`].
+
+use super::{Member, Role};
+use crate::core::{Core, Millis};
+use crate::io::error::BrokerError;
+use crate::io::recorder::{compact, Recorder, SegmentedLog};
+use crate::io::COMPACTION_LIVE_PERCENT_MAX;
+
+/// Applied entries the Raft log keeps below the applied index: a follower
+/// that lags by fewer (a restart, a short partition: a few hundred leader
+/// turns, a second or more at full load) catches up from the log, entry by
+/// entry, instead of being sent a whole snapshot. Each entry is one turn,
+/// up to `PROPOSAL_BYTES_MAX`, usually a few KiB.
+pub const RAFT_LOG_RETAIN_ENTRIES: u64 = 512;
+/// The Raft log is compacted in steps of this many entries: each step
+/// costs an fsync of the Raft journal, so not every turn.
+pub const RAFT_LOG_COMPACT_STEP: u64 = 128;
+/// Longest a leader stops reading intake and control to let its
+/// proposals commit so it can compact (the compaction barrier); then it
+/// serves again for as long before it tries again. A barrier normally
+/// lasts one commit round trip; it is only this long while a majority is
+/// unreachable (then nothing could be confirmed anyway).
+pub const COMPACTION_BARRIER_MS_MAX: Millis = 500;
+
+/// The compaction barrier of a leader (see [`Member::compaction_barrier`]).
+#[derive(Debug, Default, Clone, Copy)]
+pub(super) struct Barrier {
+    /// Since when the leader has not read intake, if it is holding.
+    since: Option<Millis>,
+    /// No new barrier before this (one lasted too long).
+    not_before: Millis,
+}
+
+impl<A> Member<A> {
+    /// Whether this member's core is the committed state: a follower's
+    /// always is (it applies only committed batches); a leader's is when
+    /// nothing it made is waiting for commit.
+    fn core_is_committed(&self) -> bool {
+        match self.role {
+            Role::Follower | Role::CatchingUp { .. } => true,
+            Role::Leader => self.applied == self.node.last_index() && self.held.is_empty(),
+        }
+    }
+
+    /// True while the leader should not read intake and control this turn
+    /// (the compaction barrier). Why: copy-forward writes the core's view
+    /// of each live order into the event journal, and a leader's core is
+    /// speculative, ahead of the group by the proposals not yet committed.
+    /// If an uncommitted `Acked` made an order look resolved, compaction
+    /// could remove the segment holding that live order's payload; after a
+    /// step-down (the proposal never committed) the rebuilt core would not
+    /// know the order: a confirmed order lost. So a leader compacts only
+    /// when nothing is in flight; under steady load it never is, hence
+    /// this brief pause (bounded by [`COMPACTION_BARRIER_MS_MAX`]).
+    /// `disk_full`: only removals count then (nothing is copied).
+    pub fn compaction_barrier<L: SegmentedLog>(
+        &mut self,
+        recorder: &Recorder<L>,
+        disk_full: bool,
+        now: Millis,
+    ) -> bool {
+        if self.role != Role::Leader || !needs_compaction(recorder, disk_full) || self.core_is_committed() {
+            self.barrier.since = None;
+            return false;
+        }
+        if now < self.barrier.not_before {
+            return false;
+        }
+        let since = *self.barrier.since.get_or_insert(now);
+        if now.saturating_sub(since) > COMPACTION_BARRIER_MS_MAX {
+            tracing::warn!(held_ms = now - since, "compaction barrier: proposals do not commit; serving again");
+            self.barrier = Barrier { since: None, not_before: now + COMPACTION_BARRIER_MS_MAX };
+            return false;
+        }
+        true
+    }
+
+    /// Whether a compaction barrier is on (the io's poll leaves intake and
+    /// control alone meanwhile).
+    pub fn holds_barrier(&self) -> bool {
+        self.barrier.since.is_some()
+    }
+
+    /// The end of a turn: compacts the event journal when the core is the
+    /// committed state (then a fresh applied marker, so the newest marker
+    /// is never in a removed segment), then the Raft log up to what the
+    /// event journal holds durably. Returns the event-journal segments
+    /// removed.
+    pub fn compact<L: SegmentedLog>(
+        &mut self,
+        core: &mut Core,
+        recorder: &mut Recorder<L>,
+        disk_full: bool,
+    ) -> Result<u32, BrokerError> {
+        let mut removed = 0;
+        if self.core_is_committed() && needs_compaction(recorder, disk_full) {
+            self.barrier.since = None;
+            // A replay applies events only at a marker and takes the last
+            // marker's index as applied: a marker must be in the journal
+            // after every record a removal keeps relying on. One now (the
+            // segment to go may hold the last one), and one after the
+            // copies, in their commit (`Recorder::copies_marker`), both
+            // durable before any segment goes.
+            super::append_marker(recorder, self.applied)?;
+            if !recorder.commit()? {
+                return Err(BrokerError::Group("the journal's disk is full".into()));
+            }
+            recorder.copies_marker = Some(super::applied_marker(self.applied));
+            let result = compact(core, recorder, disk_full);
+            recorder.copies_marker = None;
+            removed = result?;
+        }
+        // Everything applied is committed (fsynced) in the event journal.
+        let to = self.applied.saturating_sub(RAFT_LOG_RETAIN_ENTRIES).min(self.node.storage().hard_state().commit);
+        if to >= self.node.storage().snapshot_index() + RAFT_LOG_COMPACT_STEP {
+            let segments = self.node.compact(to)?;
+            tracing::debug!(to, segments, "raft log compacted");
+        }
+        Ok(removed)
+    }
+}
+
+/// Whether compaction would do something now: the oldest segment (not the
+/// active one) is resolved or (unless the disk is full) sparse enough to
+/// copy forward (see `Anchors::plan`, which this mirrors without listing
+/// keys).
+fn needs_compaction<L: SegmentedLog>(recorder: &Recorder<L>, disk_full: bool) -> bool {
+    let segments = recorder.log.segments();
+    if segments.len() < 2 {
+        return false;
+    }
+    let oldest = recorder.anchors.segment(segments[0].id);
+    oldest.live == 0 || (!disk_full && oldest.live * 100 <= oldest.anchored * COMPACTION_LIVE_PERCENT_MAX)
+}
+
+#[cfg(test)]
+mod tests {
+    use std::path::Path;
+    use std::sync::Arc;
+
+    use orderly_common::protocol::{IntakeMsg, Items};
+    use orderly_journal::{Journal, Options, SimStorage};
+    use orderly_replication::node::ELECTION_TICKS_MIN;
+    use orderly_replication::{JournalStorage, Node, NodeConfig};
+    use serde_bytes::ByteBuf;
+
+    use super::*;
+    use crate::core::CoreConfig;
+    use crate::io::recover::replay_applied;
+
+    fn options() -> Options {
+        Options { segment_bytes_target: 16 * 1024, ..Options::default() }
+    }
+
+    /// An order with a gap: its `Begun` is anchored, its `Dropped`
+    /// resolves it, so the segments it fills become removable.
+    fn gapped_order(core: &mut Core, id: &str) {
+        let item = |first, data: Vec<ByteBuf>, begin, finish| {
+            IntakeMsg::Items(Items { producer: "p".into(), order: id.into(), begin, first, data, finish })
+        };
+        core.handle_intake(item(0, vec![ByteBuf::from(vec![b'x'; 1000])], true, None), 1);
+        core.handle_intake(item(2, vec![ByteBuf::from(vec![b'y'; 10])], false, Some(3)), 1);
+    }
+
+    /// A group of one: the leader's proposals commit within its own
+    /// `handle_ready`, so between `propose_turn` and it the core is ahead
+    /// of the group, exactly as a leader of three between commits.
+    #[test]
+    fn a_leader_compacts_only_when_nothing_is_in_flight_and_its_marker_survives() {
+        let sim = SimStorage::new(16);
+        let disk: Arc<dyn orderly_journal::Storage> = Arc::new(sim.clone());
+        let (storage, _) = JournalStorage::open(disk.clone(), Path::new("/raft"), options(), &[1]).unwrap();
+        let node = Node::new(NodeConfig { id: 1, election_ticks: ELECTION_TICKS_MIN, applied: 0 }, storage).unwrap();
+        let (journal, _) = Journal::open_on(disk, Path::new("/journal"), options()).unwrap();
+        let config = CoreConfig::with_incarnation(1);
+        let (mut core, anchors, _) = replay_applied(&journal, config.clone(), 0, |_, _, _| {}).unwrap();
+        let mut recorder = Recorder::new(journal, anchors);
+        let mut member: Member<()> = Member::new(node, 0, config.clone());
+        let mut now = 0;
+        while !member.serves() {
+            now += RAFT_TICK_MS_FOR_TESTS;
+            assert!(now < 60_000, "a group of one elects itself");
+            member.tick(now);
+            member.handle_ready(&mut core, &mut recorder, now).unwrap();
+        }
+        let (mut barriers, mut removed) = (0, 0);
+        for n in 0..300 {
+            gapped_order(&mut core, &format!("o{n}"));
+            member.propose_turn(&mut core, &mut recorder, Vec::new(), now).unwrap();
+            // In flight: the leader must neither compact nor go on reading.
+            let segments = recorder.log.segments().len();
+            let needed = needs_compaction(&recorder, false);
+            assert_eq!(member.compaction_barrier(&recorder, false, now), needed, "order {n}");
+            assert_eq!(member.compact(&mut core, &mut recorder, false).unwrap(), 0, "order {n}");
+            assert_eq!(recorder.log.segments().len(), segments, "order {n}: nothing removed in flight");
+            member.handle_ready(&mut core, &mut recorder, now).unwrap();
+            if needed {
+                // Committed (the barrier's point): now it compacts.
+                barriers += 1;
+                assert!(!member.compaction_barrier(&recorder, false, now), "order {n}: committed, no barrier");
+                removed += member.compact(&mut core, &mut recorder, false).unwrap();
+                assert!(!needs_compaction(&recorder, false), "order {n}: compacted as far as it goes");
+                assert!(!member.holds_barrier());
+            }
+        }
+        assert!(barriers > 0 && removed > 0, "barriers {barriers}, removed {removed}");
+        assert!(recorder.log.segments().len() <= 3, "{} segments left", recorder.log.segments().len());
+        // A rebuild (a step-down, a restart) finds how far the journal got.
+        let (_, _, applied) = replay_applied(recorder.log.journal(), config, now, |_, _, _| {}).unwrap();
+        assert_eq!(applied, member.applied());
+        assert!(applied >= 300);
+    }
+
+    const RAFT_TICK_MS_FOR_TESTS: Millis = crate::io::member::RAFT_TICK_MS;
+}
