@@ -34,6 +34,12 @@ use crate::peers::{Life, RunEnd, SimProducer, SimWorker, HEARTBEAT_INTERVAL_MS, 
 use crate::rng::Rng;
 use crate::{NetFaults, CALM};
 
+thread_local! {
+    /// Event-journal segments compaction removed on this thread (a run
+    /// stays on its thread, so a run's own count is the difference).
+    pub static COMPACTIONS: std::cell::Cell<u64> = const { std::cell::Cell::new(0) };
+}
+
 /// Members of the simulated group (ids 1..=3).
 pub const GROUP_SIZE: usize = 3;
 /// Where a member keeps its raft journal on its disk (beside `JOURNAL_DIR`,
@@ -198,6 +204,8 @@ pub struct GroupStats {
     /// (`io::fence_marker`): a crash between an entry's events and its
     /// marker.
     pub fences: u32,
+    /// Event-journal segments removed by compaction.
+    pub segments_compacted: u64,
     pub disk: SimCounters,
 }
 
@@ -229,6 +237,7 @@ impl GroupStats {
         self.resends += o.resends;
         self.committed_index = self.committed_index.max(o.committed_index);
         self.fences += o.fences;
+        self.segments_compacted += o.segments_compacted;
         let (d, e) = (&mut self.disk, &o.disk);
         d.power_cuts += e.power_cuts;
         d.writes_lost += e.writes_lost;
@@ -248,6 +257,15 @@ struct Running {
     member: Member<()>,
     /// The io loop's follower heartbeat timer.
     heartbeat_due: Millis,
+    /// Client input the serving member has not read yet: it waits in its
+    /// sockets' queues while a compaction barrier holds (in order).
+    input: VecDeque<ClientInput>,
+}
+
+/// A message from a client, as the intake or control socket queues it.
+enum ClientInput {
+    Intake(IntakeMsg),
+    Control(ControlMsg),
 }
 
 /// One member's machine: its disk, and its process while it runs.
@@ -351,6 +369,7 @@ pub struct GroupSim {
     trace_hash: u64,
     pub verbose: bool,
     pub stats: GroupStats,
+    compactions_seen: u64,
 }
 
 /// Formats first (the arguments may borrow the simulation), then logs.
@@ -423,6 +442,7 @@ impl GroupSim {
             leaders: BTreeMap::new(),
             committed: BTreeMap::new(),
             outcome: GroupOutcome::Running,
+            compactions_seen: COMPACTIONS.with(std::cell::Cell::get),
             trace: VecDeque::new(),
             trace_hash: 0xcbf2_9ce4_8422_2325,
             verbose: false,
@@ -493,10 +513,12 @@ impl GroupSim {
             match &slot.running {
                 Some(run) => {
                     let mut due = run.member.next_tick_ms();
-                    if run.member.serves() {
-                        due = due.min(run.core.poll_timeout());
-                    } else {
+                    // As `Loop::group_wait`: no timeouts while a compaction
+                    // barrier holds (its turns would not run them).
+                    if !run.member.serves() {
                         due = due.min(run.heartbeat_due);
+                    } else if !run.member.holds_barrier() {
+                        due = due.min(run.core.poll_timeout());
                     }
                     candidates.push((due, Action::Member(m)));
                 }
@@ -640,7 +662,8 @@ impl GroupSim {
         if self.now > 0 {
             self.stats.restarts += 1;
         }
-        self.slots[m].running = Some(Running { core, recorder, member, heartbeat_due: self.now });
+        self.slots[m].running =
+            Some(Running { core, recorder, member, heartbeat_due: self.now, input: VecDeque::new() });
         glog!(
             self,
             "member {id}: starts, incarnation {incarnation:#x}, applied {applied}, raft log to {raft_last} \
@@ -661,13 +684,32 @@ impl GroupSim {
         run.recorder.log.clock = clock;
         run.member.tick(now);
         let result = (|| -> Result<_, BrokerError> {
-            if run.member.serves() {
+            let serves = run.member.serves();
+            // `Loop::group_turn`: while a compaction barrier holds, client
+            // input waits in its queues and the core's timeouts wait.
+            let barrier = serves && run.member.compaction_barrier(&run.recorder, false, now);
+            if serves && !barrier {
+                while let Some(input) = run.input.pop_front() {
+                    match input {
+                        ClientInput::Intake(msg) => run.core.handle_intake(msg, now),
+                        ClientInput::Control(msg) => run.core.handle_control(msg, now),
+                    }
+                }
                 if now >= run.core.poll_timeout() {
                     run.core.handle_timeout(now);
                 }
+            } else if !serves {
+                run.member.count_dropped(run.input.len() as u64);
+                run.input.clear();
+            }
+            if serves {
                 run.member.propose_turn(&mut run.core, &mut run.recorder, Vec::new(), now)?;
             }
             let ready = run.member.handle_ready(&mut run.core, &mut run.recorder, now)?;
+            // `Loop::after_ready`: both journals compacted (the event
+            // journal by a leader only when its core is the committed state).
+            let removed = run.member.compact(&mut run.core, &mut run.recorder, false)?;
+            COMPACTIONS.with(|count| count.set(count.get() + u64::from(removed)));
             run.recorder
                 .log
                 .journal
@@ -675,6 +717,9 @@ impl GroupSim {
                 .map_err(|source| BrokerError::Journal { during: "fsync", source })?;
             Ok(ready)
         })();
+        let compactions = COMPACTIONS.with(std::cell::Cell::get);
+        self.stats.segments_compacted += compactions.wrapping_sub(self.compactions_seen);
+        self.compactions_seen = compactions;
         let Some(run) = self.slots[m].running.as_mut() else { return Ok(()) };
         let ready = match result {
             Ok(ready) => ready,
@@ -869,9 +914,10 @@ impl GroupSim {
                 let msg = ControlMsg::decode(&body).map_err(|e| format!("control from w{worker} undecodable: {e}"))?;
                 let m = self.slot_of(to);
                 let now = self.now;
+                let _ = now;
                 let Some(run) = self.slots[m].running.as_mut() else { return Ok(()) };
                 if run.member.serves() {
-                    run.core.handle_control(msg, now);
+                    run.input.push_back(ClientInput::Control(msg));
                 } else {
                     run.member.count_dropped(1);
                 }
@@ -899,9 +945,10 @@ impl GroupSim {
         }
         let m = self.slot_of(to);
         let now = self.now;
+        let _ = now;
         let Some(run) = self.slots[m].running.as_mut() else { return Ok(()) };
         if run.member.serves() {
-            run.core.handle_intake(msg, now);
+            run.input.push_back(ClientInput::Intake(msg));
         } else {
             run.member.count_dropped(1);
         }
@@ -1232,10 +1279,29 @@ impl GroupSim {
                 bodies.len()
             ));
         }
+        // Compaction removed the journal's first segments: the first group
+        // of events may be the tail of an entry whose head went with them.
+        let compacted = run.recorder.log.journal.segments().first().is_some_and(|s| s.id > 1);
         let mut last = 0;
-        for (index, bodies) in entries {
-            if index <= last {
+        for (n, (index, bodies)) in entries.into_iter().enumerate() {
+            if n == 0 && compacted {
+                last = index;
+                continue;
+            }
+            if index < last {
                 return Err(format!("member {id}: its journal applies index {index} after {last}"));
+            }
+            if index == last {
+                // A marker again at the same index: compaction's (before a
+                // removal, and after its copies), which are this member's
+                // own and hold nothing but copies of live orders.
+                for body in &bodies {
+                    let event = decode_event(0, body).map_err(|e| format!("member {id}: {e}"))?;
+                    if !matches!(event, Event::Restored { .. }) {
+                        return Err(format!("member {id}: index {index} applied twice, with {event:?}"));
+                    }
+                }
+                continue;
             }
             last = index;
             match self.committed.get(&index) {
@@ -1319,10 +1385,10 @@ impl GroupSim {
             }
             match snapshot {
                 // Acked, its key still in the dedup window: acked in the
-                // committed history too.
-                Some(Event::Restored { snapshot: Snapshot::Acked { .. }, .. }) if acked.contains(&o.key) => {
-                    self.stats.orders_acked += 1
-                }
+                // committed history (the settled leader's core holds only
+                // what was committed; its Acked record itself may have been
+                // compacted away since the journals were last read).
+                Some(Event::Restored { snapshot: Snapshot::Acked { .. }, .. }) => self.stats.orders_acked += 1,
                 Some(event) => {
                     let expected: Vec<ByteBuf> = (0..o.count).map(|s| item_data(&o.key, s)).collect();
                     match event.payload() {

@@ -222,12 +222,14 @@ impl Loop {
         let now = self.now_ms();
         let group = self.group.as_ref().expect("a group member's loop");
         let serves = group.member.serves();
+        let barrier = group.member.holds_barrier();
         let mut due = group.member.next_tick_ms();
-        if serves {
+        // During a compaction barrier the core's timeouts wait too: a due
+        // one would not wake the loop, only spin it.
+        if serves && !barrier {
             due = due.min(self.core.poll_timeout());
         }
         let wait_ms = due.saturating_sub(now).min(RAFT_TICK_MS) as i64;
-        let barrier = group.member.holds_barrier();
         let intake = if serves && self.intake_open() && !barrier { zmq::POLLIN } else { zmq::PollEvents::empty() };
         let mut items = [
             self.sockets.fanout.as_poll_item(zmq::POLLIN),
