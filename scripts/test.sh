@@ -17,5 +17,9 @@ fi
 # A short fuzzing run of the wire decoder and the journal reader.
 scripts/fuzz.sh "${ORDERLY_FUZZ_SECONDS:-20}"
 ORDERLY_BIN_DIR="$ROOT/target/debug" tests/run.sh
+# The benchmark's script, single broker beside a group of three, as a
+# smoke run on the debug binaries: it fails if an order is lost (the
+# figures come from `bench/run.sh --group 3` on a release build).
+ORDERLY_BIN_DIR="$ROOT/target/debug" bench/run.sh --group 3 --orders 2000 --rate-orders 500 --runs 1 --framing packed
 deploy/verify.sh
 ORDERLY_BIN_DIR="$ROOT/target/debug" tests/netns/run.sh
