@@ -9,6 +9,9 @@
 #                [--rate L] [--rate-orders M] [--framing both|per-item|packed]
 #                [--concurrency C] [--group 1|3|5]
 #
+# ORDERLY_BIN_DIR=DIR: use the binaries in DIR instead of building a
+# release (the test command's smoke run; debug figures mean nothing).
+#
 # --group G: with 3 or 5, every run is made twice, on a single broker and
 # then on a group of G brokers on this machine (`orderly-broker run --group`,
 # docs/REPLICATION.md; free ports, a data directory each), same workload;
