@@ -93,8 +93,9 @@ struct Common {
     /// [[member]] table per broker with id, intake, fanout, control, peer
     /// and admin. Every member's fanout is subscribed; orders go to the
     /// leader its heartbeats announce, and unconfirmed ones are resent to
-    /// a new leader at once. In place of --intake and --fanout. Preview
-    /// (issue 16): see docs/REPLICATION.md.
+    /// a new leader at once. In place of --intake and --fanout. With
+    /// CURVE, each member's `public_key` from the file is used (see
+    /// docs/REPLICATION.md).
     #[arg(long, env = "ORDERLY_PRODUCER_GROUP", value_name = "FILE", conflicts_with_all = ["intake", "fanout"])]
     group: Option<PathBuf>,
 

@@ -96,8 +96,9 @@ pub(crate) struct RunArgs {
     /// [[member]] table per broker with id, intake, fanout, control, peer
     /// and admin. Every member's fanout is subscribed; heartbeats and acks
     /// go to the leader the members announce, and a new leader is greeted
-    /// at once. In place of --fanout and --control. Preview (issue 16): see
-    /// docs/REPLICATION.md. Example: --group /etc/orderly/group.toml
+    /// at once. In place of --fanout and --control. With CURVE, each
+    /// member's `public_key` from the file is used (see
+    /// docs/REPLICATION.md). Example: --group /etc/orderly/group.toml
     #[arg(long, env = "ORDERLY_WORKER_GROUP", value_name = "FILE", conflicts_with_all = ["fanout", "control"])]
     group: Option<PathBuf>,
 

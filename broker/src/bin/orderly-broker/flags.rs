@@ -52,8 +52,8 @@ pub enum Command {
     /// Write a new CURVE key pair: PREFIX.key (secret, mode 0600) and
     /// PREFIX.pub (public, to give to clients).
     Keygen(KeygenArgs),
-    /// Look at or change a group of brokers (`run --group`, a preview:
-    /// see docs/REPLICATION.md).
+    /// Look at or change a group of brokers (`run --group`; see
+    /// docs/REPLICATION.md).
     #[command(subcommand)]
     Group(GroupCommand),
 }
@@ -472,9 +472,10 @@ pub struct RunArgs {
     /// file lists every member ([[member]] with id, intake, fanout,
     /// control, peer, admin). This member's endpoints come from the file
     /// (--intake, --fanout, --control and --admin are ignored). Needs
-    /// --node-id and --fsync always. Preview (issue 16, see
-    /// docs/REPLICATION.md): a member's journals are not compacted yet, and
-    /// a full disk stops it.
+    /// --node-id and --fsync always. With CURVE, the member's own key
+    /// pair, and `public_key` in its table for clients. A confirm means a
+    /// majority fsynced the order; a full disk stops the member (the
+    /// others go on). See docs/REPLICATION.md.
     #[arg(long, env = "ORDERLY_BROKER_GROUP", value_name = "FILE", requires = "node_id")]
     pub group: Option<PathBuf>,
 
