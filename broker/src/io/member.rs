@@ -124,12 +124,16 @@ pub struct Member<A> {
     peer_refused: u64,
     /// Membership changes applied since the last `Ready`.
     changes: Vec<Change>,
+    /// Applied entries the Raft log holds, with their sizes.
+    retained: compaction::Retained,
     barrier: compaction::Barrier,
     /// A snapshot raft installed; the io swaps the journal next.
     install: Option<install::Pending>,
 }
 
-pub use compaction::{COMPACTION_BARRIER_MS_MAX, RAFT_LOG_COMPACT_STEP, RAFT_LOG_RETAIN_ENTRIES};
+pub use compaction::{
+    COMPACTION_BARRIER_MS_MAX, RAFT_LOG_COMPACT_STEP, RAFT_LOG_RETAIN_BYTES, RAFT_LOG_RETAIN_ENTRIES,
+};
 
 impl<A> Member<A> {
     /// A member around `node`, whose event journal holds entries up to
@@ -146,6 +150,7 @@ impl<A> Member<A> {
             peer_refused: 0,
             changes: Vec::new(),
             barrier: compaction::Barrier::default(),
+            retained: compaction::Retained::default(),
             install: None,
         }
     }
@@ -307,6 +312,7 @@ impl<A> Member<A> {
             // A membership change has no events: its marker alone.
             append_marker(recorder, entry.index)?;
             last = Some(entry.index);
+            self.retained.push(entry.index, entry.data.len() as u64);
             self.changes.extend(entry.change);
         }
         if !own {

@@ -37,7 +37,7 @@ pub use self::error::BrokerError;
 pub use self::event_loop::Summary;
 pub use self::member::{
     decode_batch, encode_batches, Member, PeerRefused, Ready, Role, COMPACTION_BARRIER_MS_MAX, RAFT_LOG_COMPACT_STEP,
-    RAFT_LOG_RETAIN_ENTRIES, RAFT_TICK_MS,
+    RAFT_LOG_RETAIN_BYTES, RAFT_LOG_RETAIN_ENTRIES, RAFT_TICK_MS,
 };
 pub use self::recorder::{compact, persist_then_publish, EventLog, Persisted, Recorder, SegmentedLog};
 pub use self::recover::{

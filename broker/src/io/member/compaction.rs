@@ -18,6 +18,13 @@ use crate::io::COMPACTION_LIVE_PERCENT_MAX;
 /// entry, instead of being sent a whole snapshot. Each entry is one turn,
 /// up to `PROPOSAL_BYTES_MAX`, usually a few KiB.
 pub const RAFT_LOG_RETAIN_ENTRIES: u64 = 512;
+/// ... and at most this many bytes of them: the log is held in memory
+/// (raft-rs's `MemStorage`), and under full load a turn's entry is
+/// hundreds of KiB (measured: a group leader at 277 MiB RSS with 512
+/// entries retained, a single broker at 72 MiB). Past it the log is
+/// compacted down to half of it at once (one fsync, not one per turn).
+pub const RAFT_LOG_RETAIN_BYTES: u64 = 32 * 1024 * 1024;
+const _: () = assert!(RAFT_LOG_RETAIN_BYTES >= 2 * orderly_replication::node::PROPOSAL_BYTES_MAX as u64);
 /// The Raft log is compacted in steps of this many entries: each step
 /// costs an fsync of the Raft journal, so not every turn.
 pub const RAFT_LOG_COMPACT_STEP: u64 = 128;
@@ -27,6 +34,26 @@ pub const RAFT_LOG_COMPACT_STEP: u64 = 128;
 /// lasts one commit round trip; it is only this long while a majority is
 /// unreachable (then nothing could be confirmed anyway).
 pub const COMPACTION_BARRIER_MS_MAX: Millis = 500;
+
+/// The applied entries the Raft log still holds, oldest first, with their
+/// sizes (those applied since this process started: a restart's log is
+/// bounded by count until then).
+#[derive(Debug, Default)]
+pub(super) struct Retained {
+    entries: std::collections::VecDeque<(u64, u64)>,
+    bytes: u64,
+}
+
+impl Retained {
+    pub(super) fn push(&mut self, index: u64, bytes: u64) {
+        self.entries.push_back((index, bytes));
+        self.bytes += bytes;
+    }
+
+    pub(super) fn clear(&mut self) {
+        *self = Retained::default();
+    }
+}
 
 /// The compaction barrier of a leader (see [`Member::compaction_barrier`]).
 #[derive(Debug, Default, Clone, Copy)]
@@ -117,8 +144,20 @@ impl<A> Member<A> {
             removed = result?;
         }
         // Everything applied is committed (fsynced) in the event journal.
-        let to = self.applied.saturating_sub(RAFT_LOG_RETAIN_ENTRIES).min(self.node.storage().hard_state().commit);
-        if to >= self.node.storage().snapshot_index() + RAFT_LOG_COMPACT_STEP {
+        let mut to = self.applied.saturating_sub(RAFT_LOG_RETAIN_ENTRIES);
+        let over_bytes = self.retained.bytes > RAFT_LOG_RETAIN_BYTES;
+        while let Some(&(index, bytes)) = self.retained.entries.front() {
+            let keep = index > to && !(over_bytes && self.retained.bytes > RAFT_LOG_RETAIN_BYTES / 2);
+            if keep {
+                break;
+            }
+            to = to.max(index);
+            self.retained.bytes -= bytes;
+            self.retained.entries.pop_front();
+        }
+        let to = to.min(self.node.storage().hard_state().commit);
+        let snapshot_index = self.node.storage().snapshot_index();
+        if to >= snapshot_index + RAFT_LOG_COMPACT_STEP || (over_bytes && to > snapshot_index) {
             let segments = self.node.compact(to)?;
             tracing::debug!(to, segments, "raft log compacted");
         }
@@ -215,6 +254,50 @@ mod tests {
         let (_, _, applied) = replay_applied(recorder.log.journal(), config, now, |_, _, _| {}).unwrap();
         assert_eq!(applied, member.applied());
         assert!(applied >= 300);
+    }
+
+    /// Large turns: the Raft log is held to `RAFT_LOG_RETAIN_BYTES`, far
+    /// fewer than `RAFT_LOG_RETAIN_ENTRIES` entries.
+    #[test]
+    fn the_raft_log_is_bounded_in_bytes_as_well_as_entries() {
+        let sim = SimStorage::new(17);
+        let disk: Arc<dyn orderly_journal::Storage> = Arc::new(sim.clone());
+        let options = Options { segment_bytes_target: 8 * 1024 * 1024, ..Options::default() };
+        let (storage, _) = JournalStorage::open(disk.clone(), Path::new("/raft"), options.clone(), &[1]).unwrap();
+        let node = Node::new(NodeConfig { id: 1, election_ticks: ELECTION_TICKS_MIN, applied: 0 }, storage).unwrap();
+        let (journal, _) = Journal::open_on(disk, Path::new("/journal"), options).unwrap();
+        let config = CoreConfig::with_incarnation(1);
+        let (mut core, anchors, _) = replay_applied(&journal, config.clone(), 0, |_, _, _| {}).unwrap();
+        let mut recorder = Recorder::new(journal, anchors);
+        let mut member: Member<()> = Member::new(node, 0, config);
+        let mut now = 0;
+        while !member.serves() {
+            now += RAFT_TICK_MS_FOR_TESTS;
+            member.tick(now);
+            member.handle_ready(&mut core, &mut recorder, now).unwrap();
+        }
+        let turns = 100u64; // 100 turns of about 1 MiB: far under 512 entries, far over 32 MiB
+        for n in 0..turns {
+            let data = vec![ByteBuf::from(vec![b'x'; 1024 * 1024])];
+            let order = format!("o{n}");
+            let msg = IntakeMsg::Items(Items {
+                producer: "p".into(),
+                order: order.clone(),
+                begin: true,
+                first: 0,
+                data,
+                finish: Some(1),
+            });
+            core.handle_intake(msg, now);
+            member.propose_turn(&mut core, &mut recorder, Vec::new(), now).unwrap();
+            member.handle_ready(&mut core, &mut recorder, now).unwrap();
+            member.compact(&mut core, &mut recorder, false).unwrap();
+            let storage = member.node().storage();
+            let held = storage.last_index() - storage.snapshot_index();
+            assert!(held <= 40, "turn {n}: {held} entries of ~1 MiB held in the Raft log");
+        }
+        assert!(member.node().storage().snapshot_index() > 0, "compacted by bytes");
+        assert!(member.applied() >= turns);
     }
 
     const RAFT_TICK_MS_FOR_TESTS: Millis = crate::io::member::RAFT_TICK_MS;

@@ -51,6 +51,7 @@ impl<A> Member<A> {
         core.set_group_view(view);
         recorder.anchors = anchors;
         self.applied = applied;
+        self.retained.clear();
         tracing::info!(index = pending.index, term = pending.term, "snapshot installed: core rebuilt from it");
         if !pending.applied.is_empty() {
             self.apply_committed(core, recorder, pending.applied)?;
