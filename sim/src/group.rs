@@ -579,8 +579,8 @@ impl GroupSim {
                 self.deliver(packet)?;
             }
             Action::Intake => {
-                let (_, (producer, to, msg)) = self.intake.pop_first().expect("scheduled");
-                self.deliver_intake(producer, to, msg)?;
+                let (_, (_, to, msg)) = self.intake.pop_first().expect("scheduled");
+                self.deliver_intake(to, msg)?;
             }
             Action::Worker(i) => self.worker_acts(i),
             Action::Producer(i) => self.producer_acts(i)?,
@@ -912,16 +912,7 @@ impl GroupSim {
             }
             Packet::Control { worker, to, body } => {
                 let msg = ControlMsg::decode(&body).map_err(|e| format!("control from w{worker} undecodable: {e}"))?;
-                let m = self.slot_of(to);
-                let now = self.now;
-                let _ = now;
-                let Some(run) = self.slots[m].running.as_mut() else { return Ok(()) };
-                if run.member.serves() {
-                    run.input.push_back(ClientInput::Control(msg));
-                } else {
-                    run.member.count_dropped(1);
-                }
-                self.turn(m)
+                self.client_input(to, ClientInput::Control(msg))
             }
             Packet::ToWorker { from, worker, generation, msg } => {
                 let w = &self.workers[worker];
@@ -938,21 +929,25 @@ impl GroupSim {
         }
     }
 
-    fn deliver_intake(&mut self, producer: usize, to: u64, msg: IntakeMsg) -> Check {
+    fn deliver_intake(&mut self, to: u64, msg: IntakeMsg) -> Check {
         if self.cut_off(0, to) {
             self.stats.packets_cut_by_partition += 1;
             return Ok(());
         }
+        self.client_input(to, ClientInput::Intake(msg))
+    }
+
+    /// A client message reaching member `to`: queued for the serving
+    /// member's next turn (its socket's queue), dropped and counted by one
+    /// that does not serve, as `Loop::drop_client_input` does.
+    fn client_input(&mut self, to: u64, input: ClientInput) -> Check {
         let m = self.slot_of(to);
-        let now = self.now;
-        let _ = now;
         let Some(run) = self.slots[m].running.as_mut() else { return Ok(()) };
         if run.member.serves() {
-            run.input.push_back(ClientInput::Intake(msg));
+            run.input.push_back(input);
         } else {
             run.member.count_dropped(1);
         }
-        let _ = producer;
         self.turn(m)
     }
 
