@@ -8,3 +8,4 @@
 pub mod core;
 pub mod handler;
 pub mod io;
+pub mod serve;

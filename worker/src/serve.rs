@@ -1,0 +1,713 @@
+//! Serve mode: persistent handler processes fed orders as JSON lines
+//! (`orderly-worker run --serve CMD --serve-processes N`; the contract is
+//! in docs/PROTOCOL.md, "Handler processes").
+//!
+//! The worker starts `sh -c CMD` N times, each in a process group of its
+//! own, and writes one order per line to a process's stdin (the order
+//! object of [`crate::handler`]); the process answers one line per order
+//! on stdout, in any order, naming the order:
+//! `{"producer":"p1","id":"o-7","result":"ack"}` or
+//! `{"producer":"p1","id":"o-7","result":"nack","retry":true,"delay_ms":5000,"reason":"db down"}`.
+//!
+//! Threads, per process: a writer (takes every queued line at once, so a
+//! burst costs one `write`), a reader (large reads, every complete line of
+//! a read answered with one wake-up of the loop) and a supervisor (time
+//! limits, exits, restarts). The loop thread only queues lines: no pool
+//! thread and no hop between the order and its process.
+//!
+//! Line parsing ([`parse_answer`], [`split_lines`]) is pure and tested on
+//! its own; the rest is the process plumbing around it.
+
+use std::borrow::Cow;
+use std::collections::HashMap;
+use std::io::{self, Read, Write};
+use std::os::unix::process::CommandExt;
+use std::process::{Child, ChildStdin, ChildStdout, Command, ExitStatus, Stdio};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use orderly_common::limits::RETRY_DELAY_MS_MAX;
+use orderly_common::order_json::write_order_json;
+use orderly_common::protocol::Dispatch;
+use orderly_common::text::Escaped;
+use orderly_common::OrderKey;
+use serde::Deserialize;
+use tracing::{info, warn};
+
+use crate::core::Failure;
+use crate::handler::{
+    signal_group, Completion, Done, Handler, Runner, EXIT_NOT_EXECUTABLE, EXIT_NOT_FOUND, KILL_GRACE_MS,
+};
+
+/// Handler processes started when `--serve-processes` is not given.
+pub const SERVE_PROCESSES_DEFAULT: u32 = 1;
+/// Most handler processes one worker starts: each costs three threads and
+/// a process; more concurrency comes from each process holding many orders.
+pub const SERVE_PROCESSES_MAX: u32 = 64;
+/// Longest answer line a handler may write; past it the process is
+/// presumed broken and restarted (its orders nacked, retry).
+pub const SERVE_LINE_BYTES_MAX: usize = 1 << 20;
+/// First delay before restarting a process that died; it doubles while the
+/// process keeps dying within [`QUICK_EXIT_MS`] of its start without
+/// answering, up to [`RESTART_DELAY_MS_MAX`].
+pub const RESTART_DELAY_MS_INITIAL: u64 = 100;
+/// Longest delay between restarts of a process that keeps dying.
+pub const RESTART_DELAY_MS_MAX: u64 = 10_000;
+/// A process that dies sooner than this after its start, without having
+/// answered an order, doubles the restart delay.
+pub const QUICK_EXIT_MS: u64 = 1000;
+/// At most one warning about bad answer lines per process per this.
+pub const BAD_LINE_WARN_INTERVAL_MS: u64 = 1000;
+/// The reason of a nack that gives none.
+pub const NACK_REASON_DEFAULT: &str = "the handler nacked the order";
+/// Bytes read from a process's stdout at once.
+const READ_CHUNK_BYTES: usize = 64 * 1024;
+/// How often a supervisor with nothing to time looks at its process anyway.
+const SUPERVISE_INTERVAL_MS: u64 = 1000;
+/// How long a process that closed its stdout has to exit by itself before
+/// it is signalled (it normally exits at the same time).
+const EXIT_WAIT_MS: u64 = 200;
+/// Polling interval while waiting for a process to exit.
+const EXIT_POLL_MS: u64 = 10;
+
+const _: () = assert!(SERVE_PROCESSES_DEFAULT >= 1 && SERVE_PROCESSES_DEFAULT <= SERVE_PROCESSES_MAX);
+const _: () = assert!(RESTART_DELAY_MS_INITIAL > 0 && RESTART_DELAY_MS_INITIAL <= RESTART_DELAY_MS_MAX);
+const _: () = assert!(READ_CHUNK_BYTES <= SERVE_LINE_BYTES_MAX);
+
+/// The serve handler: `processes` copies of `sh -c <command>` fed orders
+/// as JSON lines. `timeout_ms` is the time limit of one order (`None`: no
+/// limit); `worker` is passed to the processes as `ORDERLY_WORKER`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Serve {
+    pub command: String,
+    pub processes: u32,
+    pub timeout_ms: Option<u64>,
+    pub worker: String,
+}
+
+impl Handler for Serve {
+    /// Serve runs orders through its runner ([`Handler::start_runner`]),
+    /// which the worker's io loop starts; there is no one-off call.
+    fn handle(&self, _order: &Dispatch) -> Result<(), Failure> {
+        Err(Failure::cannot_run("a serve handler runs under the worker's io loop (Handler::start_runner) only"))
+    }
+
+    fn describe(&self) -> String {
+        let limit = match self.timeout_ms {
+            Some(ms) => format!("time limit {ms} ms per order"),
+            None => "no time limit".to_owned(),
+        };
+        format!("serve {:?} ({} processes, {limit})", self.command, self.processes)
+    }
+
+    fn start_runner(&self, completion: Completion) -> Option<io::Result<Box<dyn Runner>>> {
+        Some(ServeRunner::start(self.clone(), completion).map(|runner| Box::new(runner) as Box<dyn Runner>))
+    }
+}
+
+// ---------------------------------------------------------------- lines
+
+/// A handler's answer: which order, and how it ended.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Answer {
+    pub order: OrderKey,
+    pub outcome: Result<(), Failure>,
+}
+
+/// Why an answer line was ignored.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum BadLine {
+    #[error("not a JSON answer object: {0}")]
+    Invalid(String),
+    #[error("\"result\" is {0:?}; expected \"ack\" or \"nack\"")]
+    UnknownResult(String),
+}
+
+/// The fields of an answer line; others are ignored.
+#[derive(Deserialize)]
+struct Line<'a> {
+    #[serde(borrow)]
+    producer: Cow<'a, str>,
+    #[serde(borrow)]
+    id: Cow<'a, str>,
+    #[serde(borrow)]
+    result: Cow<'a, str>,
+    #[serde(default)]
+    retry: Option<bool>,
+    #[serde(default)]
+    delay_ms: Option<u64>,
+    #[serde(default)]
+    reason: Option<String>,
+}
+
+/// Parses one answer line (without its `\n`; a trailing `\r` is allowed).
+pub fn parse_answer(line: &[u8]) -> Result<Answer, BadLine> {
+    let line = line.strip_suffix(b"\r").unwrap_or(line);
+    let parsed: Line<'_> = serde_json::from_slice(line).map_err(|e| BadLine::Invalid(e.to_string()))?;
+    let order = OrderKey::new(parsed.producer.into_owned(), parsed.id.into_owned());
+    let outcome = match &*parsed.result {
+        "ack" => Ok(()),
+        "nack" => {
+            // The core cuts the reason to REASON_BYTES_MAX.
+            let reason = parsed.reason.unwrap_or_else(|| NACK_REASON_DEFAULT.to_owned());
+            Err(match parsed.retry {
+                Some(false) => Failure::permanent(reason),
+                Some(true) | None => {
+                    Failure::retry_later(reason, parsed.delay_ms.map(|ms| ms.min(RETRY_DELAY_MS_MAX)))
+                }
+            })
+        }
+        other => return Err(BadLine::UnknownResult(other.to_owned())),
+    };
+    Ok(Answer { order, outcome })
+}
+
+/// The complete lines at the start of `buf` (without their `\n`), and how
+/// many bytes they span. Fails if a line, complete or not, is longer than
+/// `max` bytes.
+pub fn split_lines(buf: &[u8], max: usize) -> Result<(Vec<&[u8]>, usize), usize> {
+    let mut lines = Vec::new();
+    let mut start = 0;
+    while let Some(len) = buf[start..].iter().position(|&b| b == b'\n') {
+        if len > max {
+            return Err(len);
+        }
+        lines.push(&buf[start..start + len]);
+        start += len + 1;
+    }
+    match buf.len() - start {
+        rest if rest > max => Err(rest),
+        _ => Ok((lines, start)),
+    }
+}
+
+/// Appends the order's line: its JSON object with every raw CR and LF made
+/// a space, then `\n`. Inside valid JSON a raw CR or LF can only be
+/// whitespace between tokens (strings escape them), so the meaning is kept
+/// and the line stays one line.
+pub fn write_order_line(out: &mut Vec<u8>, order: &Dispatch) {
+    let start = out.len();
+    write_order_json(out, &order.order, order.attempt, order.redelivered, &order.items);
+    for byte in &mut out[start..] {
+        if matches!(*byte, b'\n' | b'\r') {
+            *byte = b' ';
+        }
+    }
+    out.push(b'\n');
+}
+
+// ---------------------------------------------------------------- runner
+
+/// An order a process holds.
+struct Held {
+    attempt: u32,
+    deadline: Option<Instant>,
+}
+
+/// What one process slot shares between the loop thread and its threads.
+struct Slot {
+    index: u32,
+    state: Mutex<SlotState>,
+    /// Wakes the writer: lines to write, a new generation, or closing.
+    write_cv: Condvar,
+    /// Wakes the supervisor: the process ended, a first order, stopping.
+    supervise_cv: Condvar,
+}
+
+#[derive(Default)]
+struct SlotState {
+    held: HashMap<OrderKey, Held>,
+    /// Lines for the process of `generation`, not yet taken by its writer.
+    pending: Vec<u8>,
+    /// Numbers the processes of this slot: the one running, or the next to
+    /// run. Raised when a process is given up, so its threads stand down.
+    generation: u64,
+    /// The reader of `generation` saw the process go: why.
+    ended: Option<String>,
+    /// The process of `generation` answered an order.
+    answered: bool,
+    /// The worker is exiting: close stdin and stop.
+    stopping: bool,
+    last_warn: Option<Instant>,
+    warnings_suppressed: u64,
+}
+
+impl Slot {
+    fn lock(&self) -> MutexGuard<'_, SlotState> {
+        // A poisoned lock means a thread of ours panicked mid-update; the
+        // state is maps and buffers that stay consistent, so go on.
+        self.state.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+}
+
+/// The runner the io loop hands orders to.
+struct ServeRunner {
+    slots: Vec<Arc<Slot>>,
+    supervisors: Vec<JoinHandle<()>>,
+    timeout: Option<Duration>,
+    /// The loop thread's render buffer, reused.
+    scratch: Vec<u8>,
+}
+
+impl ServeRunner {
+    fn start(serve: Serve, completion: Completion) -> io::Result<ServeRunner> {
+        let serve = Arc::new(serve);
+        let mut slots = Vec::new();
+        let mut supervisors = Vec::new();
+        for index in 0..serve.processes.clamp(1, SERVE_PROCESSES_MAX) {
+            let slot = Arc::new(Slot {
+                index,
+                state: Mutex::new(SlotState::default()),
+                write_cv: Condvar::new(),
+                supervise_cv: Condvar::new(),
+            });
+            let supervisor = Supervisor {
+                serve: Arc::clone(&serve),
+                slot: Arc::clone(&slot),
+                completion: completion.clone(),
+                process: None,
+                restart_delay_ms: RESTART_DELAY_MS_INITIAL,
+                restart_at: Some(Instant::now()),
+                waiting_for_order: false,
+            };
+            let thread = std::thread::Builder::new()
+                .name(format!("serve-{index}"))
+                .spawn(move || supervisor.run())?;
+            slots.push(slot);
+            supervisors.push(thread);
+        }
+        info!(command = %Escaped(&serve.command), processes = slots.len(), "serve: starting handler processes");
+        Ok(ServeRunner { slots, supervisors, timeout: serve.timeout_ms.map(Duration::from_millis), scratch: Vec::new() })
+    }
+}
+
+impl Runner for ServeRunner {
+    fn submit(&mut self, order: Dispatch) {
+        self.scratch.clear();
+        write_order_line(&mut self.scratch, &order);
+        // The slot holding the fewest orders; ties: the lowest number.
+        let slot = self.slots.iter().min_by_key(|slot| slot.lock().held.len()).expect("at least one slot");
+        let deadline = self.timeout.and_then(|timeout| Instant::now().checked_add(timeout));
+        let mut state = slot.lock();
+        let first = state.held.is_empty();
+        let idle_writer = state.pending.is_empty();
+        state.held.insert(order.order, Held { attempt: order.attempt, deadline });
+        state.pending.extend_from_slice(&self.scratch);
+        drop(state);
+        // A writer busy writing finds the line when it looks again; only an
+        // idle one waits on the condvar (a notify costs a syscall).
+        if idle_writer {
+            slot.write_cv.notify_one();
+        }
+        // The supervisor times the earliest deadline; orders after the
+        // first come later. It also restarts a broken process on an order.
+        if first {
+            slot.supervise_cv.notify_one();
+        }
+    }
+
+    fn stop(self: Box<Self>) {
+        for slot in &self.slots {
+            slot.lock().stopping = true;
+            slot.write_cv.notify_all();
+            slot.supervise_cv.notify_all();
+        }
+        for supervisor in self.supervisors {
+            let _ = supervisor.join(); // a panic was logged by the panic hook
+        }
+    }
+}
+
+/// One running process of a slot.
+struct Process {
+    child: Child,
+    group: i32,
+    started: Instant,
+}
+
+/// The thread that starts, times, reaps and restarts one slot's process.
+struct Supervisor {
+    serve: Arc<Serve>,
+    slot: Arc<Slot>,
+    completion: Completion,
+    process: Option<Process>,
+    restart_delay_ms: u64,
+    /// When to start the next process (none running).
+    restart_at: Option<Instant>,
+    /// The process cannot run: start again only for an order (the core's
+    /// probe), not on a timer.
+    waiting_for_order: bool,
+}
+
+impl Supervisor {
+    fn run(mut self) {
+        let slot = Arc::clone(&self.slot);
+        loop {
+            let mut state = slot.lock();
+            if state.stopping {
+                drop(state);
+                self.shut_down();
+                return;
+            }
+            let now = Instant::now();
+            let overdue = |held: &Held| held.deadline.is_some_and(|deadline| deadline <= now);
+            if state.held.values().any(overdue) {
+                self.time_out(state, now);
+                continue;
+            }
+            if self.process.is_some() {
+                if let Some(why) = state.ended.take() {
+                    drop(state);
+                    self.process_ended(&why);
+                    continue;
+                }
+            } else if self.waiting_for_order && !state.held.is_empty() {
+                self.waiting_for_order = false;
+                self.restart_at = Some(now);
+            }
+            if self.restart_at.is_some_and(|at| at <= now) {
+                drop(state);
+                self.start_process();
+                continue;
+            }
+            let wake = [
+                Some(now + Duration::from_millis(SUPERVISE_INTERVAL_MS)),
+                self.restart_at,
+                state.held.values().filter_map(|held| held.deadline).min(),
+            ];
+            let wake = wake.into_iter().flatten().min().expect("one is always set");
+            let wait = wake.saturating_duration_since(now);
+            drop(slot.supervise_cv.wait_timeout(state, wait));
+        }
+    }
+
+    /// Starts `sh -c CMD` for the slot's current generation, with its
+    /// writer and reader.
+    fn start_process(&mut self) {
+        self.restart_at = None;
+        let index = self.slot.index;
+        let spawned = Command::new("sh")
+            .arg("-c")
+            .arg(&self.serve.command)
+            .env("ORDERLY_SERVE", "1")
+            .env("ORDERLY_WORKER", &self.serve.worker)
+            .env("ORDERLY_SERVE_PROCESS", index.to_string())
+            // Its own group: a time limit kills whatever the command started.
+            .process_group(0)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn();
+        let mut child = match spawned {
+            Ok(child) => child,
+            Err(e) => {
+                let reason = format!("cannot start serve process {index} (sh -c {:?}): {e}", self.serve.command);
+                self.cannot_run(&reason);
+                return;
+            }
+        };
+        let group = i32::try_from(child.id()).expect("pids fit in pid_t");
+        let (stdin, stdout) = (child.stdin.take().expect("piped"), child.stdout.take().expect("piped"));
+        let generation = {
+            let mut state = self.slot.lock();
+            state.ended = None;
+            state.answered = false;
+            state.generation
+        };
+        let started = self.spawn_io(generation, stdin, stdout);
+        self.process = Some(Process { child, group, started: Instant::now() });
+        if let Err(e) = started {
+            warn!(process = index, error = %e, "serve: cannot start a thread for a handler process; restarting it");
+            self.slot.lock().ended = Some(format!("could not be served (no thread: {e})"));
+        }
+    }
+
+    fn spawn_io(&self, generation: u64, stdin: ChildStdin, stdout: ChildStdout) -> io::Result<()> {
+        let index = self.slot.index;
+        let slot = Arc::clone(&self.slot);
+        std::thread::Builder::new()
+            .name(format!("serve-{index}-write"))
+            .spawn(move || write_lines(&slot, generation, stdin))?;
+        let slot = Arc::clone(&self.slot);
+        let completion = self.completion.clone();
+        // Detached: a process the handler left behind may hold the pipe
+        // open; the reader then stands down at its next line or never ends,
+        // holding nothing but a buffer.
+        std::thread::Builder::new()
+            .name(format!("serve-{index}-read"))
+            .spawn(move || read_answers(&slot, generation, stdout, &completion))?;
+        Ok(())
+    }
+
+    /// Fails overdue orders; a process holding one is presumed hung and
+    /// restarted, and its other orders are failed too (retry).
+    fn time_out(&mut self, mut state: MutexGuard<'_, SlotState>, now: Instant) {
+        let overdue = |held: &Held| held.deadline.is_some_and(|deadline| deadline <= now);
+        let limit_ms = self.serve.timeout_ms.unwrap_or_default();
+        if self.process.is_none() {
+            // Not written to any process yet: nothing to kill.
+            let expired: Vec<OrderKey> =
+                state.held.iter().filter(|(_, held)| overdue(held)).map(|(key, _)| key.clone()).collect();
+            let dones: Vec<Done> = expired
+                .into_iter()
+                .filter_map(|key| state.held.remove_entry(&key))
+                .map(|(order, held)| Done {
+                    order,
+                    attempt: held.attempt,
+                    outcome: Err(Failure::retry(format!(
+                        "handler timed out after {limit_ms} ms (its process was not running)"
+                    ))),
+                })
+                .collect();
+            drop(state);
+            self.completion.finish_all(dones);
+            return;
+        }
+        let index = self.slot.index;
+        let answered = state.answered;
+        let held = give_up(&mut state);
+        drop(state);
+        let dones = held.into_iter().map(|(order, held)| {
+            let reason = if overdue(&held) {
+                format!("handler timed out after {limit_ms} ms (process restarted)")
+            } else {
+                format!("serve process {index} was restarted: another order it held timed out")
+            };
+            Done { order, attempt: held.attempt, outcome: Err(Failure::retry(reason)) }
+        });
+        self.completion.finish_all(dones);
+        warn!(process = index, limit_ms, "serve: an order ran past the time limit; restarting its process");
+        let status = self.reap(true, answered);
+        self.schedule_restart(&status);
+    }
+
+    /// The reader saw the process go: reap it, fail its orders, restart.
+    fn process_ended(&mut self, why: &str) {
+        let index = self.slot.index;
+        let answered = self.slot.lock().answered;
+        let status = self.reap(false, answered);
+        let held = give_up(&mut self.slot.lock());
+        let code = status.as_ref().and_then(|(status, _, _)| status.code());
+        if let (false, Some(code @ (EXIT_NOT_EXECUTABLE | EXIT_NOT_FOUND))) = (answered, code) {
+            let what = if code == EXIT_NOT_FOUND { "not found" } else { "not executable" };
+            let reason = format!(
+                "serve process {index} exited with code {code} (command {what}) before answering: sh -c {:?}",
+                self.serve.command
+            );
+            self.fail_held(held, &Failure::cannot_run(reason.clone()));
+            self.cannot_run_logged(&reason);
+            return;
+        }
+        let status_text = describe_status(status.as_ref());
+        let reason = format!("serve process {index} {why} ({status_text}) while holding the order; restarted");
+        if !held.is_empty() || !self.slot.lock().stopping {
+            warn!(process = index, status = %status_text, orders = held.len(), "serve: handler process {why}; restarting it");
+        }
+        self.fail_held(held, &Failure::retry(reason));
+        self.schedule_restart(&status);
+    }
+
+    /// The process cannot run: fail what the slot holds with `cannot_run`
+    /// (the core turns broken and probes later) and wait for an order.
+    fn cannot_run(&mut self, reason: &str) {
+        let held = give_up(&mut self.slot.lock());
+        self.fail_held(held, &Failure::cannot_run(reason));
+        self.cannot_run_logged(reason);
+    }
+
+    fn cannot_run_logged(&mut self, reason: &str) {
+        warn!(process = self.slot.index, reason = %Escaped(reason), "serve: the handler cannot run; trying again with the next order");
+        self.waiting_for_order = true;
+        self.restart_at = None;
+    }
+
+    fn fail_held(&self, held: HashMap<OrderKey, Held>, failure: &Failure) {
+        let dones = held.into_iter().map(|(order, held)| Done {
+            order,
+            attempt: held.attempt,
+            outcome: Err(failure.clone()),
+        });
+        self.completion.finish_all(dones);
+    }
+
+    /// Backoff: 100 ms, doubling while the process keeps dying within
+    /// [`QUICK_EXIT_MS`] of its start without answering.
+    fn schedule_restart(&mut self, lived: &Option<(ExitStatus, Duration, bool)>) {
+        let quick = lived.as_ref().is_some_and(|(_, lived, answered)| {
+            !answered && *lived < Duration::from_millis(QUICK_EXIT_MS)
+        });
+        if !quick {
+            self.restart_delay_ms = RESTART_DELAY_MS_INITIAL;
+        }
+        self.restart_at = Some(Instant::now() + Duration::from_millis(self.restart_delay_ms));
+        self.restart_delay_ms = (self.restart_delay_ms * 2).min(RESTART_DELAY_MS_MAX);
+    }
+
+    /// Waits for the process to exit, signalling its group if it does not
+    /// (`kill`: at once), and returns its status, how long it lived, and
+    /// whether it answered an order.
+    fn reap(&mut self, kill: bool, answered: bool) -> Option<(ExitStatus, Duration, bool)> {
+        let mut process = self.process.take()?;
+        let first_wait = if kill { Duration::ZERO } else { Duration::from_millis(EXIT_WAIT_MS) };
+        let status = wait_for_exit(&mut process, first_wait);
+        Some((status?, process.started.elapsed(), answered))
+    }
+
+    /// Closes stdin (the writer does, after the queued lines), waits
+    /// [`KILL_GRACE_MS`] for an exit, then SIGTERM, then SIGKILL.
+    fn shut_down(&mut self) {
+        let Some(mut process) = self.process.take() else { return };
+        let _ = wait_for_exit(&mut process, Duration::from_millis(KILL_GRACE_MS));
+    }
+}
+
+/// The slot gives up its process's orders: the next process starts clean,
+/// and the old process's threads stand down (new generation).
+fn give_up(state: &mut SlotState) -> HashMap<OrderKey, Held> {
+    state.generation += 1;
+    state.pending.clear();
+    state.ended = None;
+    state.answered = false;
+    std::mem::take(&mut state.held)
+}
+
+/// Waits `grace` for the process to exit, then SIGTERM to its group,
+/// [`KILL_GRACE_MS`], SIGKILL. None if its status cannot be had.
+fn wait_for_exit(process: &mut Process, grace: Duration) -> Option<ExitStatus> {
+    let signals = [None, Some(libc::SIGTERM), Some(libc::SIGKILL)];
+    let graces = [grace, Duration::from_millis(KILL_GRACE_MS), Duration::from_millis(KILL_GRACE_MS)];
+    for (signal, grace) in signals.into_iter().zip(graces) {
+        if let Some(signal) = signal {
+            signal_group(process.group, signal);
+        }
+        let deadline = Instant::now() + grace;
+        loop {
+            match process.child.try_wait() {
+                Ok(Some(status)) => return Some(status),
+                Ok(None) if Instant::now() < deadline => std::thread::sleep(Duration::from_millis(EXIT_POLL_MS)),
+                Ok(None) => break,
+                Err(_) => return None,
+            }
+        }
+    }
+    // Not even SIGKILL: leave it (a process in uninterruptible sleep).
+    None
+}
+
+fn describe_status(status: Option<&(ExitStatus, Duration, bool)>) -> String {
+    match status.map(|(status, _, _)| status) {
+        Some(status) => match status.code() {
+            Some(code) => format!("exit code {code}"),
+            None => format!("{status}"),
+        },
+        None => "exit status unknown".to_owned(),
+    }
+}
+
+/// The writer of one process: takes every queued line at once and writes
+/// them with one call; closes stdin when the worker stops.
+fn write_lines(slot: &Slot, generation: u64, mut stdin: ChildStdin) {
+    let mut batch = Vec::new();
+    loop {
+        {
+            let mut state = slot.lock();
+            loop {
+                if state.generation != generation {
+                    return;
+                }
+                if !state.pending.is_empty() {
+                    std::mem::swap(&mut state.pending, &mut batch);
+                    break;
+                }
+                if state.stopping {
+                    return; // drops stdin: EOF tells the process to exit
+                }
+                state = slot.write_cv.wait(state).unwrap_or_else(|poisoned| poisoned.into_inner());
+            }
+        }
+        // A process gone closes the pipe (EPIPE): its reader reports that.
+        if stdin.write_all(&batch).is_err() {
+            return;
+        }
+        batch.clear();
+    }
+}
+
+/// The reader of one process: answers the orders its lines name; reports
+/// the end of the stream (or a line past [`SERVE_LINE_BYTES_MAX`]).
+fn read_answers(slot: &Slot, generation: u64, mut stdout: ChildStdout, completion: &Completion) {
+    let mut buf: Vec<u8> = Vec::with_capacity(2 * READ_CHUNK_BYTES);
+    let mut chunk = vec![0u8; READ_CHUNK_BYTES];
+    let why = loop {
+        let n = match stdout.read(&mut chunk) {
+            Ok(0) => break "closed its stdout".to_owned(),
+            Ok(n) => n,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+            Err(e) => break format!("could not be read ({e})"),
+        };
+        buf.extend_from_slice(&chunk[..n]);
+        let (lines, consumed) = match split_lines(&buf, SERVE_LINE_BYTES_MAX) {
+            Ok(split) => split,
+            Err(_) => break format!("wrote a line longer than {SERVE_LINE_BYTES_MAX} bytes (a protocol error)"),
+        };
+        let answers: Vec<(usize, Result<Answer, BadLine>)> = lines
+            .iter()
+            .enumerate()
+            .filter(|(_, line)| !line.is_empty())
+            .map(|(n, line)| (n, parse_answer(line)))
+            .collect();
+        let mut dones = Vec::with_capacity(answers.len());
+        {
+            let mut state = slot.lock();
+            if state.generation != generation {
+                return; // given up: its orders were failed already
+            }
+            for (n, answer) in answers {
+                match answer {
+                    Ok(answer) => match state.held.remove(&answer.order) {
+                        Some(held) => {
+                            state.answered = true;
+                            dones.push(Done { order: answer.order, attempt: held.attempt, outcome: answer.outcome });
+                        }
+                        None => {
+                            let text = format!("names order {} which this process does not hold", answer.order);
+                            bad_line(slot.index, &mut state, lines[n], &text);
+                        }
+                    },
+                    Err(error) => bad_line(slot.index, &mut state, lines[n], &error.to_string()),
+                }
+            }
+        }
+        completion.finish_all(dones);
+        buf.drain(..consumed);
+    };
+    let mut state = slot.lock();
+    if state.generation == generation && state.ended.is_none() {
+        state.ended = Some(why);
+        drop(state);
+        slot.supervise_cv.notify_all();
+    }
+}
+
+/// Bytes of a bad line quoted in its warning.
+const BAD_LINE_QUOTE_BYTES_MAX: usize = 200;
+
+/// Logs an ignored answer line, at most once per
+/// [`BAD_LINE_WARN_INTERVAL_MS`] per process.
+fn bad_line(index: u32, state: &mut SlotState, line: &[u8], error: &str) {
+    let now = Instant::now();
+    let interval = Duration::from_millis(BAD_LINE_WARN_INTERVAL_MS);
+    if state.last_warn.is_some_and(|last| now < last + interval) {
+        state.warnings_suppressed += 1;
+        return;
+    }
+    state.last_warn = Some(now);
+    let suppressed = std::mem::take(&mut state.warnings_suppressed);
+    let quoted = String::from_utf8_lossy(&line[..line.len().min(BAD_LINE_QUOTE_BYTES_MAX)]);
+    warn!(process = index, line = %Escaped(&quoted), error = %Escaped(error), suppressed,
+        "serve: ignored a line from the handler (answers are JSON lines naming an order it holds)");
+}
+
+#[cfg(test)]
+mod tests;
