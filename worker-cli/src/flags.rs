@@ -165,12 +165,11 @@ pub(crate) struct RunArgs {
     #[arg(long, env = "ORDERLY_WORKER_SERVE", value_name = "CMD")]
     serve: Option<String>,
 
-    /// How many --serve processes to run (1 to 64); each order goes to the
-    /// one holding the fewest. Example: --serve-processes 4
-    #[arg(long, env = "ORDERLY_WORKER_SERVE_PROCESSES", value_name = "N", default_value_t = SERVE_PROCESSES_DEFAULT,
-          requires = "serve",
+    /// How many --serve processes to run (1 to 64; default 1); each order
+    /// goes to the one holding the fewest. Example: --serve-processes 4
+    #[arg(long, env = "ORDERLY_WORKER_SERVE_PROCESSES", value_name = "N",
           value_parser = clap::value_parser!(u32).range(1..=i64::from(SERVE_PROCESSES_MAX)))]
-    serve_processes: u32,
+    serve_processes: Option<u32>,
 
     /// Time limit of one order under --exec or --serve, in milliseconds; 0
     /// is no limit. Past it the command's whole process group gets SIGTERM,
@@ -264,12 +263,26 @@ impl RunArgs {
             (None, Some(dir), _) => HandlerSpec::Sink(Sink { dir: dir.clone() }),
             (None, None, Some(command)) => HandlerSpec::Serve(Serve {
                 command: command.clone(),
-                processes: self.serve_processes,
+                processes: self.serve_processes.unwrap_or(SERVE_PROCESSES_DEFAULT),
                 timeout_ms,
                 worker: self.id.clone(),
             }),
             // clap's required group guarantees noop here.
             (None, None, None) => HandlerSpec::Noop,
+        }
+    }
+
+    /// --serve-processes means nothing without --serve: say so rather than
+    /// ignore it (checked here: it may come from the config file or the
+    /// environment, where clap's `requires` does not look).
+    fn check_serve(&self) -> Result<(), ConfigError> {
+        match (self.serve_processes, &self.serve) {
+            (Some(_), None) => Err(ConfigError::Usage(
+                "--serve-processes (or ORDERLY_WORKER_SERVE_PROCESSES, or serve_processes in the config file) \
+                 is given without --serve: add --serve CMD or drop it"
+                    .to_owned(),
+            )),
+            _ => Ok(()),
         }
     }
 
@@ -287,6 +300,7 @@ impl RunArgs {
     /// `members`: the --group file's ([`RunArgs::group_members`]), whose
     /// members' own keys may stand in for --broker-public-key.
     pub(crate) fn into_config(self, members: Option<&Members>) -> anyhow::Result<io::Config> {
+        self.check_serve()?;
         let curve = match &self.curve_secret_key {
             Some(secret) => {
                 let members: Vec<(u64, Option<&str>)> =
@@ -373,8 +387,11 @@ mod tests {
         }
         let error = parse(&["--serve", "py", "--exec", "x"]).expect_err("two handlers");
         assert_eq!(error.kind(), clap::error::ErrorKind::ArgumentConflict);
-        let error = parse(&["--noop", "--serve-processes", "2"]).expect_err("processes without serve");
-        assert_eq!(error.kind(), clap::error::ErrorKind::MissingRequiredArgument);
+        let Command::Run(run) = parse(&["--noop", "--serve-processes", "2"]).expect("parses").command else {
+            panic!("run")
+        };
+        let error = run.into_config(None).expect_err("processes without serve");
+        assert!(error.to_string().contains("without --serve"), "{error}");
     }
 }
 

@@ -240,3 +240,27 @@ fn a_missing_handler_returns_orders_turns_broken_and_probes_again() {
     broker.wait_for(is_bye);
     assert_eq!(worker.join().expect("no panic").expect("clean exit"), Exit::Drained);
 }
+
+#[test]
+fn a_serve_command_that_does_not_exist_turns_the_worker_broken() {
+    let broker = Broker::bind();
+    let serve = orderly_worker::serve::Serve {
+        command: "/nonexistent/handler".into(),
+        processes: 1,
+        timeout_ms: Some(5000),
+        worker: "w1".into(),
+    };
+    let (shutdown, worker) = start(&broker, Arc::new(serve), 5000, PATIENT);
+    broker.handshake();
+    broker.dispatch("o1", &[b"{}"]);
+    let reason = broker.wait_for(returned_nack("o1"));
+    assert!(reason.contains("127") && reason.contains("not found"), "{reason}");
+    broker.wait_for(|m| matches!(m, ControlMsg::Heartbeat(hb) if hb.broken.is_some()).then_some(()));
+    // While broken, a dispatch is returned unrun.
+    broker.dispatch("o2", &[b"{}"]);
+    let reason = broker.wait_for(returned_nack("o2"));
+    assert!(reason.contains("cannot run"), "{reason}");
+    shutdown.store(true, Ordering::Relaxed);
+    broker.wait_for(is_bye);
+    assert_eq!(worker.join().expect("no panic").expect("clean exit"), Exit::Drained);
+}
