@@ -380,7 +380,10 @@ mod tests {
             HandlerSpec::Serve(Serve { command: "py".into(), processes, timeout_ms, worker: "w1".into() })
         };
         assert_eq!(handler_of(&["--serve", "py"]), serve(1, Some(1_800_000)));
-        assert_eq!(handler_of(&["--serve", "py", "--serve-processes", "64", "--handler-timeout-ms", "5"]), serve(64, Some(5)));
+        assert_eq!(
+            handler_of(&["--serve", "py", "--serve-processes", "64", "--handler-timeout-ms", "5"]),
+            serve(64, Some(5))
+        );
         let parse = |args: &[&str]| Cli::try_parse_from(["orderly-worker", "run", "--id", "w1"].iter().chain(args));
         for bad in [["--serve", "py", "--serve-processes", "0"], ["--serve", "py", "--serve-processes", "65"]] {
             assert_eq!(parse(&bad).expect_err("out of range").kind(), clap::error::ErrorKind::ValueValidation);

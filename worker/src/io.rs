@@ -3,9 +3,11 @@
 //! One thread owns both sockets (ZeroMQ sockets are not thread-safe): a SUB
 //! on the broker's fanout (our topic and the broadcast topic) and a PUSH to
 //! its control socket. It polls the SUB and a wake-up socket, feeds
-//! [`Core`], hands jobs to a pool of `concurrency` threads over a channel and
-//! sends what the core queues. Pool threads return results on another
-//! channel and write one byte to the wake-up socket so the poll returns.
+//! [`Core`], hands jobs to a pool of `concurrency` threads over a channel
+//! (or runs them inline for [`Handler::inline`] handlers, or gives them to
+//! the handler's own [`Runner`]: serve) and sends what the core queues.
+//! Results come back on a channel ([`Completion`]) with one byte on the
+//! wake-up socket per burst, so the poll returns.
 //!
 //! Control messages wait in a bounded outbox while the PUSH cannot take them
 //! (no broker connected: `ZMQ_IMMEDIATE` refuses to queue for connections
@@ -336,7 +338,8 @@ fn pool_thread(handler: &dyn Handler, jobs: &Receiver<Dispatch>, completion: &Co
 /// Runs the handler; a panic becomes a retryable failure instead of a
 /// thread lost with its order stuck in flight.
 fn run_guarded(handler: &dyn Handler, job: &Dispatch) -> Result<(), Failure> {
-    catch_unwind(AssertUnwindSafe(|| handler.handle(job))).unwrap_or_else(|_| Err(Failure::retry("the handler panicked")))
+    catch_unwind(AssertUnwindSafe(|| handler.handle(job)))
+        .unwrap_or_else(|_| Err(Failure::retry("the handler panicked")))
 }
 
 /// Where the loop's orders run.
@@ -397,7 +400,8 @@ impl Loop {
     fn new(config: Config, members: Option<Members>) -> Result<Loop, IoError> {
         let sockets = open_sockets(&config, members.as_ref())?;
         let handler = config.handler;
-        let (completion, completions) = completion_channel().map_err(os_error("cannot create the wake-up socket pair"))?;
+        let (completion, completions) =
+            completion_channel().map_err(os_error("cannot create the wake-up socket pair"))?;
         let execution = if handler.inline() {
             Execution::Inline
         } else if let Some(runner) = handler.start_runner(completion.clone()) {

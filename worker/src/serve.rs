@@ -153,9 +153,7 @@ pub fn parse_answer(line: &[u8]) -> Result<Answer, BadLine> {
             let reason = parsed.reason.unwrap_or_else(|| NACK_REASON_DEFAULT.to_owned());
             Err(match parsed.retry {
                 Some(false) => Failure::permanent(reason),
-                Some(true) | None => {
-                    Failure::retry_later(reason, parsed.delay_ms.map(|ms| ms.min(RETRY_DELAY_MS_MAX)))
-                }
+                Some(true) | None => Failure::retry_later(reason, parsed.delay_ms.map(|ms| ms.min(RETRY_DELAY_MS_MAX))),
             })
         }
         other => return Err(BadLine::UnknownResult(other.to_owned())),
@@ -271,14 +269,17 @@ impl ServeRunner {
                 restart_at: Some(Instant::now()),
                 waiting_for_order: false,
             };
-            let thread = std::thread::Builder::new()
-                .name(format!("serve-{index}"))
-                .spawn(move || supervisor.run())?;
+            let thread = std::thread::Builder::new().name(format!("serve-{index}")).spawn(move || supervisor.run())?;
             slots.push(slot);
             supervisors.push(thread);
         }
         info!(command = %Escaped(&serve.command), processes = slots.len(), "serve: starting handler processes");
-        Ok(ServeRunner { slots, supervisors, timeout: serve.timeout_ms.map(Duration::from_millis), scratch: Vec::new() })
+        Ok(ServeRunner {
+            slots,
+            supervisors,
+            timeout: serve.timeout_ms.map(Duration::from_millis),
+            scratch: Vec::new(),
+        })
     }
 }
 
@@ -523,20 +524,17 @@ impl Supervisor {
     }
 
     fn fail_held(&self, held: HashMap<OrderKey, Held>, failure: &Failure) {
-        let dones = held.into_iter().map(|(order, held)| Done {
-            order,
-            attempt: held.attempt,
-            outcome: Err(failure.clone()),
-        });
+        let dones =
+            held.into_iter().map(|(order, held)| Done { order, attempt: held.attempt, outcome: Err(failure.clone()) });
         self.completion.finish_all(dones);
     }
 
     /// Backoff: 100 ms, doubling while the process keeps dying within
     /// [`QUICK_EXIT_MS`] of its start without answering.
     fn schedule_restart(&mut self, lived: &Option<(ExitStatus, Duration, bool)>) {
-        let quick = lived.as_ref().is_some_and(|(_, lived, answered)| {
-            !answered && *lived < Duration::from_millis(QUICK_EXIT_MS)
-        });
+        let quick = lived
+            .as_ref()
+            .is_some_and(|(_, lived, answered)| !answered && *lived < Duration::from_millis(QUICK_EXIT_MS));
         if !quick {
             self.restart_delay_ms = RESTART_DELAY_MS_INITIAL;
         }

@@ -116,10 +116,8 @@ impl Broker {
     fn send(&self, orders: Vec<(&str, Vec<Vec<u8>>)>) {
         let config = ProducerConfig::new("p1", self.endpoint("intake"), self.endpoint("fanout"));
         let mut producer = Producer::connect(config).expect("producer connects");
-        let receipts: Vec<_> = orders
-            .into_iter()
-            .map(|(id, items)| producer.send(Order::new(id, items)).expect("order sent"))
-            .collect();
+        let receipts: Vec<_> =
+            orders.into_iter().map(|(id, items)| producer.send(Order::new(id, items)).expect("order sent")).collect();
         for receipt in receipts {
             let outcome = receipt.wait(&mut producer, WAIT).expect("an answer");
             assert!(matches!(outcome, Outcome::Confirmed), "{outcome:?}");

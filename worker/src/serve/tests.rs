@@ -9,7 +9,8 @@ fn an_ack_names_its_order() {
     let answer = parse_answer(br#"{"producer":"p1","id":"o-7","result":"ack"}"#).expect("valid");
     assert_eq!(answer, Answer { order: key("o-7"), outcome: Ok(()) });
     // A trailing CR (a handler writing CRLF) and unknown fields are fine.
-    let answer = parse_answer(b"{\"id\":\"o\",\"producer\":\"p1\",\"result\":\"ack\",\"took_ms\":3,\"x\":{}}\r").expect("valid");
+    let answer =
+        parse_answer(b"{\"id\":\"o\",\"producer\":\"p1\",\"result\":\"ack\",\"took_ms\":3,\"x\":{}}\r").expect("valid");
     assert_eq!(answer.outcome, Ok(()));
 }
 
@@ -38,7 +39,10 @@ fn bad_lines_say_what_is_wrong() {
     assert!(bad(br#"{"producer":"p1","id":"o"}"#).contains("missing field `result`"));
     assert!(bad(br#"{"producer":"p1","id":7,"result":"ack"}"#).contains("invalid type"));
     assert!(bad(br#"{"producer":"p1","id":"o","result":"nack","delay_ms":-1}"#).contains("invalid value"));
-    assert_eq!(bad(br#"{"producer":"p1","id":"o","result":"done"}"#), "\"result\" is \"done\"; expected \"ack\" or \"nack\"");
+    assert_eq!(
+        bad(br#"{"producer":"p1","id":"o","result":"done"}"#),
+        "\"result\" is \"done\"; expected \"ack\" or \"nack\""
+    );
     assert!(bad(b"[1,2]").starts_with("not a JSON answer object"));
     assert!(bad(b"\xff\xfe").starts_with("not a JSON answer object"));
 }
@@ -61,7 +65,10 @@ fn an_order_line_is_one_line_with_the_same_meaning() {
         order: key("o\n1"),
         attempt: 1,
         redelivered: false,
-        items: vec![serde_bytes::ByteBuf::from(b"{\"a\":\r\n [1,\n2]}\n".to_vec()), serde_bytes::ByteBuf::from(vec![0xff, b'\n'])],
+        items: vec![
+            serde_bytes::ByteBuf::from(b"{\"a\":\r\n [1,\n2]}\n".to_vec()),
+            serde_bytes::ByteBuf::from(vec![0xff, b'\n']),
+        ],
     };
     let mut out = b"before\n".to_vec();
     write_order_line(&mut out, &order);
