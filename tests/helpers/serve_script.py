@@ -12,6 +12,7 @@ What it does with an order depends on the start of its id:
   hold-N-...  holds the order until N hold orders are held, then acks them all.
   stray-...   first prints a non-JSON line, an answer naming an order it does
               not hold and a line without "result", then acks.
+  long-...    attempt 1: writes a line over 1 MiB (a protocol error); later: acks.
   binary-...  acks.
 Every order it gets is logged to LOG_FILE as one JSON line:
   {"process": ORDERLY_SERVE_PROCESS, "pid": ..., "id": ..., "attempt": ...,
@@ -71,6 +72,9 @@ def handle(order):
             for o in held:
                 answer(o, "ack")
             held.clear()
+    elif oid.startswith("long-") and first:
+        sys.stdout.write("x" * ((1 << 20) + 10) + "\n")
+        sys.stdout.flush()
     elif oid.startswith("stray-"):
         sys.stdout.write("hello from a stray print()\n")
         answer({"producer": order["producer"], "id": "not-held-here"}, "ack")

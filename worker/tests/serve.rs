@@ -333,3 +333,15 @@ fn one_process_holds_several_orders_at_once() {
     assert_eq!(worker.log().len(), 3);
     worker.stop();
 }
+
+#[test]
+fn a_line_over_the_limit_restarts_the_process_and_the_order_is_redelivered() {
+    let broker = Broker::start();
+    let worker = Worker::start(&broker, 1, 2, None);
+    broker.send(vec![("long-1", vec![json_item("{}")])]);
+    broker.wait_acked(1);
+    let entries = worker.entries("long-1");
+    assert_eq!(entries.len(), 2, "{entries:?}");
+    assert_ne!(pid_of(&entries[0]), pid_of(&entries[1]), "a new process answered");
+    worker.stop();
+}
