@@ -298,8 +298,10 @@ impl Runner for ServeRunner {
         drop(state);
         // A writer busy writing finds the line when it looks again; only an
         // idle one waits on the condvar (a notify costs a syscall).
+        // All: the writer of a process just given up may still be waiting
+        // beside the new one, and must not take the wake-up.
         if idle_writer {
-            slot.write_cv.notify_one();
+            slot.write_cv.notify_all();
         }
         // The supervisor times the earliest deadline; orders after the
         // first come later. It also restarts a broken process on an order.
@@ -469,6 +471,7 @@ impl Supervisor {
         let answered = state.answered;
         let held = give_up(&mut state);
         drop(state);
+        self.slot.write_cv.notify_all();
         let dones = held.into_iter().map(|(order, held)| {
             let reason = if overdue(&held) {
                 format!("handler timed out after {limit_ms} ms (process restarted)")
@@ -489,6 +492,7 @@ impl Supervisor {
         let answered = self.slot.lock().answered;
         let status = self.reap(false, answered);
         let held = give_up(&mut self.slot.lock());
+        self.slot.write_cv.notify_all();
         let code = status.as_ref().and_then(|(status, _, _)| status.code());
         if let (false, Some(code @ (EXIT_NOT_EXECUTABLE | EXIT_NOT_FOUND))) = (answered, code) {
             let what = if code == EXIT_NOT_FOUND { "not found" } else { "not executable" };
@@ -513,6 +517,7 @@ impl Supervisor {
     /// (the core turns broken and probes later) and wait for an order.
     fn cannot_run(&mut self, reason: &str) {
         let held = give_up(&mut self.slot.lock());
+        self.slot.write_cv.notify_all();
         self.fail_held(held, &Failure::cannot_run(reason));
         self.cannot_run_logged(reason);
     }
@@ -561,7 +566,8 @@ impl Supervisor {
 }
 
 /// The slot gives up its process's orders: the next process starts clean,
-/// and the old process's threads stand down (new generation).
+/// and the old process's threads stand down (new generation; the caller
+/// wakes the old writer with [`Slot::write_cv`] so it sees that).
 fn give_up(state: &mut SlotState) -> HashMap<OrderKey, Held> {
     state.generation += 1;
     state.pending.clear();
