@@ -159,7 +159,7 @@ pub(crate) struct RunArgs {
 
     /// Handler: keep `sh -c CMD` running (--serve-processes copies) and feed
     /// it orders as JSON lines on stdin; it answers one JSON line per order
-    /// on stdout (see "Serve" below and docs/PROTOCOL.md). Its environment
+    /// on stdout (see "A --serve handler" below, and docs/PROTOCOL.md). Its environment
     /// has ORDERLY_SERVE=1, ORDERLY_WORKER and ORDERLY_SERVE_PROCESS (0..N-1).
     /// Example: --serve 'python3 handler.py'
     #[arg(long, env = "ORDERLY_WORKER_SERVE", value_name = "CMD")]
@@ -395,6 +395,19 @@ mod tests {
         };
         let error = run.into_config(None).expect_err("processes without serve");
         assert!(error.to_string().contains("without --serve"), "{error}");
+    }
+
+    #[test]
+    fn serve_comes_from_the_config_file_too() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let path = dir.path().join("worker.toml");
+        std::fs::write(&path, "serve = \"python3 h.py\"\nserve_processes = 3\n").expect("write config");
+        let args: Vec<OsString> = ["orderly-worker", "run", "--id", "w1"].iter().map(OsString::from).collect();
+        let merged = merge_config_path(relaxed_command(), args, "run", &path).expect("valid config");
+        let Command::Run(run) = Cli::parse_from(merged).command else { panic!("run") };
+        let expected =
+            Serve { command: "python3 h.py".into(), processes: 3, timeout_ms: Some(1_800_000), worker: "w1".into() };
+        assert_eq!(run.handler(), HandlerSpec::Serve(expected));
     }
 }
 
