@@ -248,6 +248,10 @@ pub trait Runner: Send {
     /// Must not block for long: the loop thread calls it.
     fn submit(&mut self, order: Dispatch);
 
+    /// Called after a burst of [`Runner::submit`]s: a chance to pass them
+    /// on in one go (serve writes each process's lines with one `write`).
+    fn flush(&mut self) {}
+
     /// Stops the runner's workers, in bounded time (the worker is exiting;
     /// orders not reported yet are left to the broker to redeliver).
     fn stop(self: Box<Self>);

@@ -484,6 +484,9 @@ impl Loop {
                 }
             }
         }
+        if let Execution::Runner(runner) = &mut self.execution {
+            runner.flush();
+        }
         while let Some(event) = self.core.poll_event() {
             log_event(&event, &*self.handler);
         }

@@ -216,8 +216,14 @@ struct Slot {
 #[derive(Default)]
 struct SlotState {
     held: HashMap<OrderKey, Held>,
-    /// Lines for the process of `generation`, not yet taken by its writer.
+    /// Lines for the process of `generation`, not yet written.
     pending: Vec<u8>,
+    /// The running process's stdin (non-blocking), while it runs: the loop
+    /// thread writes to it directly ([`Runner::flush`]); the writer thread
+    /// only finishes what a full pipe refused.
+    stdin: Option<Arc<ChildStdin>>,
+    /// The writer thread is writing (the loop must not interleave).
+    writing: bool,
     /// Numbers the processes of this slot: the one running, or the next to
     /// run. Raised when a process is given up, so its threads stand down.
     generation: u64,
@@ -292,21 +298,39 @@ impl Runner for ServeRunner {
         let deadline = self.timeout.and_then(|timeout| Instant::now().checked_add(timeout));
         let mut state = slot.lock();
         let first = state.held.is_empty();
-        let idle_writer = state.pending.is_empty();
         state.held.insert(order.order, Held { attempt: order.attempt, deadline });
         state.pending.extend_from_slice(&self.scratch);
         drop(state);
-        // A writer busy writing finds the line when it looks again; only an
-        // idle one waits on the condvar (a notify costs a syscall).
-        // All: the writer of a process just given up may still be waiting
-        // beside the new one, and must not take the wake-up.
-        if idle_writer {
-            slot.write_cv.notify_all();
-        }
         // The supervisor times the earliest deadline; orders after the
         // first come later. It also restarts a broken process on an order.
         if first {
             slot.supervise_cv.notify_one();
+        }
+    }
+
+    /// Writes each slot's queued lines with one non-blocking `write` from
+    /// the loop thread: no thread hop between an order and its process.
+    /// What a full pipe refuses is left to the slot's writer thread.
+    fn flush(&mut self) {
+        for slot in &self.slots {
+            let mut state = slot.lock();
+            if state.pending.is_empty() || state.writing {
+                continue; // a busy writer takes the rest when it is done
+            }
+            let Some(stdin) = state.stdin.clone() else { continue }; // written when it starts
+            let written = match (&*stdin).write(&state.pending) {
+                Ok(n) => n,
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock || e.kind() == io::ErrorKind::Interrupted => 0,
+                // The process is gone: its reader reports that.
+                Err(_) => continue,
+            };
+            state.pending.drain(..written);
+            if !state.pending.is_empty() {
+                drop(state);
+                // All: the writer of a process just given up may still be
+                // waiting beside the new one, and must not take the wake-up.
+                slot.write_cv.notify_all();
+            }
         }
     }
 
@@ -412,12 +436,19 @@ impl Supervisor {
         };
         let group = i32::try_from(child.id()).expect("pids fit in pid_t");
         let (stdin, stdout) = (child.stdin.take().expect("piped"), child.stdout.take().expect("piped"));
+        let stdin = Arc::new(stdin);
+        if let Err(e) = set_nonblocking(&*stdin) {
+            warn!(process = index, error = %e, "serve: cannot make a handler's stdin non-blocking; restarting it");
+        }
         let generation = {
             let mut state = self.slot.lock();
             state.ended = None;
             state.answered = false;
+            state.stdin = Some(Arc::clone(&stdin));
             state.generation
         };
+        // Lines queued while no process ran.
+        self.slot.write_cv.notify_all();
         let started = self.spawn_io(generation, stdin, stdout);
         self.process = Some(Process { child, group, started: Instant::now() });
         if let Err(e) = started {
@@ -426,7 +457,7 @@ impl Supervisor {
         }
     }
 
-    fn spawn_io(&self, generation: u64, stdin: ChildStdin, stdout: ChildStdout) -> io::Result<()> {
+    fn spawn_io(&self, generation: u64, stdin: Arc<ChildStdin>, stdout: ChildStdout) -> io::Result<()> {
         let index = self.slot.index;
         let slot = Arc::clone(&self.slot);
         std::thread::Builder::new()
@@ -571,6 +602,7 @@ impl Supervisor {
 fn give_up(state: &mut SlotState) -> HashMap<OrderKey, Held> {
     state.generation += 1;
     state.pending.clear();
+    state.stdin = None;
     state.ended = None;
     state.answered = false;
     std::mem::take(&mut state.held)
@@ -609,33 +641,78 @@ fn describe_status(status: Option<&(ExitStatus, Duration, bool)>) -> String {
     }
 }
 
-/// The writer of one process: takes every queued line at once and writes
-/// them with one call; closes stdin when the worker stops.
-fn write_lines(slot: &Slot, generation: u64, mut stdin: ChildStdin) {
+/// The writer thread of one process: writes what the loop's non-blocking
+/// write left (a full pipe), waiting for the pipe with `poll`; closes stdin
+/// when the worker stops.
+fn write_lines(slot: &Slot, generation: u64, stdin: Arc<ChildStdin>) {
     let mut batch = Vec::new();
     loop {
         {
             let mut state = slot.lock();
+            state.writing = false;
             loop {
                 if state.generation != generation {
                     return;
                 }
                 if !state.pending.is_empty() {
                     std::mem::swap(&mut state.pending, &mut batch);
+                    state.writing = true;
                     break;
                 }
                 if state.stopping {
-                    return; // drops stdin: EOF tells the process to exit
+                    // Dropping both handles closes stdin: EOF tells the
+                    // process to exit.
+                    state.stdin = None;
+                    return;
                 }
                 state = slot.write_cv.wait(state).unwrap_or_else(|poisoned| poisoned.into_inner());
             }
         }
         // A process gone closes the pipe (EPIPE): its reader reports that.
-        if stdin.write_all(&batch).is_err() {
+        if write_all_nonblocking(&stdin, &batch).is_err() {
+            slot.lock().writing = false;
             return;
         }
         batch.clear();
     }
+}
+
+/// How long the writer waits for a full pipe before looking at its slot
+/// again (a process given up meanwhile).
+const WRITE_POLL_MS: i32 = 100;
+
+/// Writes all of `bytes` to a non-blocking pipe, waiting with `poll` while
+/// it is full.
+fn write_all_nonblocking(stdin: &ChildStdin, mut bytes: &[u8]) -> io::Result<()> {
+    use std::os::fd::AsRawFd;
+    while !bytes.is_empty() {
+        match (&*stdin).write(bytes) {
+            Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
+            Ok(n) => bytes = &bytes[n..],
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                let mut fd = libc::pollfd { fd: stdin.as_raw_fd(), events: libc::POLLOUT, revents: 0 };
+                // SAFETY: one valid pollfd, for the duration of the call.
+                let _ = unsafe { libc::poll(&mut fd, 1, WRITE_POLL_MS) };
+            }
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(())
+}
+
+/// Sets O_NONBLOCK on our end of a pipe (the child's end is another open
+/// file description and stays blocking).
+fn set_nonblocking(stdin: &ChildStdin) -> io::Result<()> {
+    use std::os::fd::AsRawFd;
+    let fd = stdin.as_raw_fd();
+    // SAFETY: fcntl on a descriptor we own, with integer arguments.
+    let flags = unsafe { libc::fcntl(fd, libc::F_GETFL) };
+    // SAFETY: as above.
+    if flags < 0 || unsafe { libc::fcntl(fd, libc::F_SETFL, flags | libc::O_NONBLOCK) } < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(())
 }
 
 /// The reader of one process: answers the orders its lines name; reports
