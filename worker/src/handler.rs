@@ -252,6 +252,17 @@ pub trait Runner: Send {
     /// on in one go (serve writes each process's lines with one `write`).
     fn flush(&mut self) {}
 
+    /// File descriptors the loop should poll for readability on the
+    /// runner's behalf (serve: its processes' stdouts), appended to `fds`.
+    fn poll_fds(&mut self, _fds: &mut Vec<std::os::fd::RawFd>) {}
+
+    /// After each poll: `ready[i]` says whether the i-th descriptor of the
+    /// last [`Runner::poll_fds`] is readable. Returns the orders finished.
+    /// Must not block: the loop thread calls it.
+    fn on_readable(&mut self, _ready: &[bool]) -> Vec<Done> {
+        Vec::new()
+    }
+
     /// Stops the runner's workers, in bounded time (the worker is exiting;
     /// orders not reported yet are left to the broker to redeliver).
     fn stop(self: Box<Self>);

@@ -382,6 +382,8 @@ struct Loop {
     execution: Execution,
     /// Results of the pool threads or the runner.
     completions: Completions,
+    /// The runner's descriptors of the current poll.
+    runner_fds: Vec<std::os::fd::RawFd>,
     start: Instant,
     drain_timeout_ms: u64,
     drain_deadline_ms: Option<Millis>,
@@ -428,6 +430,7 @@ impl Loop {
             handler,
             execution,
             completions,
+            runner_fds: Vec::new(),
             start: Instant::now(),
             drain_timeout_ms: config.drain_timeout_ms,
             drain_deadline_ms: None,
@@ -523,17 +526,34 @@ impl Loop {
         if !matches!(self.execution, Execution::Inline) {
             items.push(zmq::PollItem::from_fd(self.completions.wake_fd(), zmq::POLLIN));
         }
+        // A runner's own descriptors (serve: handler stdouts), read here so
+        // an answer reaches the loop without a thread hop.
+        self.runner_fds.clear();
+        if let Execution::Runner(runner) = &mut self.execution {
+            runner.poll_fds(&mut self.runner_fds);
+        }
+        let first_runner_item = items.len();
+        items.extend(self.runner_fds.iter().map(|&fd| zmq::PollItem::from_fd(fd, zmq::POLLIN)));
         match zmq::poll(&mut items, timeout_ms) {
             Ok(_) => {}
             Err(zmq::Error::EINTR) => return Ok(()), // a signal: the loop checks the flag
             Err(e) => return Err(zmq_error("cannot poll the sockets")(e)),
         }
         let fanout_ready = items[0].is_readable();
+        let runner_ready: Vec<bool> =
+            items[first_runner_item..].iter().map(|item| item.is_readable() || item.is_error()).collect();
         drop(items);
         if fanout_ready {
             self.read_fanout()?;
         }
         self.collect_results();
+        if let Execution::Runner(runner) = &mut self.execution {
+            if runner_ready.contains(&true) {
+                for done in runner.on_readable(&runner_ready) {
+                    self.finish_job(done);
+                }
+            }
+        }
         Ok(())
     }
 

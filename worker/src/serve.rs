@@ -224,6 +224,9 @@ struct SlotState {
     stdin: Option<Arc<ChildStdin>>,
     /// The writer thread is writing (the loop must not interleave).
     writing: bool,
+    /// The stdout of the process just started, for the loop thread to take
+    /// ([`Runner::poll_fds`]), with its generation.
+    new_stdout: Option<(u64, ChildStdout)>,
     /// Numbers the processes of this slot: the one running, or the next to
     /// run. Raised when a process is given up, so its threads stand down.
     generation: u64,
@@ -252,6 +255,20 @@ struct ServeRunner {
     timeout: Option<Duration>,
     /// The loop thread's render buffer, reused.
     scratch: Vec<u8>,
+    /// Per slot, the reader of its running process's stdout (loop thread).
+    readers: Vec<Option<Reader>>,
+    /// Which reader each descriptor of the last `poll_fds` belongs to.
+    polled: Vec<usize>,
+    /// The loop thread's read buffer, reused.
+    chunk: Vec<u8>,
+}
+
+/// The loop thread's end of one process's stdout (non-blocking).
+struct Reader {
+    generation: u64,
+    stdout: ChildStdout,
+    /// Bytes of an unfinished line.
+    buf: Vec<u8>,
 }
 
 impl ServeRunner {
@@ -280,11 +297,15 @@ impl ServeRunner {
             supervisors.push(thread);
         }
         info!(command = %Escaped(&serve.command), processes = slots.len(), "serve: starting handler processes");
+        let readers = slots.iter().map(|_| None).collect();
         Ok(ServeRunner {
             slots,
             supervisors,
             timeout: serve.timeout_ms.map(Duration::from_millis),
             scratch: Vec::new(),
+            readers,
+            polled: Vec::new(),
+            chunk: vec![0u8; READ_CHUNK_BYTES],
         })
     }
 }
@@ -332,6 +353,45 @@ impl Runner for ServeRunner {
                 slot.write_cv.notify_all();
             }
         }
+    }
+
+    fn poll_fds(&mut self, fds: &mut Vec<std::os::fd::RawFd>) {
+        use std::os::fd::AsRawFd;
+        self.polled.clear();
+        for (index, slot) in self.slots.iter().enumerate() {
+            let mut state = slot.lock();
+            if let Some((generation, stdout)) = state.new_stdout.take() {
+                self.readers[index] = Some(Reader { generation, stdout, buf: Vec::new() });
+            }
+            // A process given up: its stdout is no longer read.
+            if self.readers[index].as_ref().is_some_and(|reader| reader.generation != state.generation) {
+                self.readers[index] = None;
+            }
+            drop(state);
+            if let Some(reader) = &self.readers[index] {
+                fds.push(reader.stdout.as_raw_fd());
+                self.polled.push(index);
+            }
+        }
+    }
+
+    fn on_readable(&mut self, ready: &[bool]) -> Vec<Done> {
+        let mut dones = Vec::new();
+        for (&index, _) in self.polled.iter().zip(ready).filter(|(_, ready)| **ready) {
+            let slot = &self.slots[index];
+            let Some(reader) = &mut self.readers[index] else { continue };
+            if let Err(why) = read_answers(slot, reader, &mut self.chunk, &mut dones) {
+                let generation = reader.generation;
+                self.readers[index] = None;
+                let mut state = slot.lock();
+                if state.generation == generation && state.ended.is_none() {
+                    state.ended = Some(why);
+                    drop(state);
+                    slot.supervise_cv.notify_all();
+                }
+            }
+        }
+        dones
     }
 
     fn stop(self: Box<Self>) {
@@ -463,14 +523,8 @@ impl Supervisor {
         std::thread::Builder::new()
             .name(format!("serve-{index}-write"))
             .spawn(move || write_lines(&slot, generation, stdin))?;
-        let slot = Arc::clone(&self.slot);
-        let completion = self.completion.clone();
-        // Detached: a process the handler left behind may hold the pipe
-        // open; the reader then stands down at its next line or never ends,
-        // holding nothing but a buffer.
-        std::thread::Builder::new()
-            .name(format!("serve-{index}-read"))
-            .spawn(move || read_answers(&slot, generation, stdout, &completion))?;
+        set_nonblocking(&stdout)?;
+        self.slot.lock().new_stdout = Some((generation, stdout));
         Ok(())
     }
 
@@ -603,6 +657,7 @@ fn give_up(state: &mut SlotState) -> HashMap<OrderKey, Held> {
     state.generation += 1;
     state.pending.clear();
     state.stdin = None;
+    state.new_stdout = None;
     state.ended = None;
     state.answered = false;
     std::mem::take(&mut state.held)
@@ -703,9 +758,8 @@ fn write_all_nonblocking(stdin: &ChildStdin, mut bytes: &[u8]) -> io::Result<()>
 
 /// Sets O_NONBLOCK on our end of a pipe (the child's end is another open
 /// file description and stays blocking).
-fn set_nonblocking(stdin: &ChildStdin) -> io::Result<()> {
-    use std::os::fd::AsRawFd;
-    let fd = stdin.as_raw_fd();
+fn set_nonblocking(pipe: &impl std::os::fd::AsRawFd) -> io::Result<()> {
+    let fd = pipe.as_raw_fd();
     // SAFETY: fcntl on a descriptor we own, with integer arguments.
     let flags = unsafe { libc::fcntl(fd, libc::F_GETFL) };
     // SAFETY: as above.
@@ -715,60 +769,57 @@ fn set_nonblocking(stdin: &ChildStdin) -> io::Result<()> {
     Ok(())
 }
 
-/// The reader of one process: answers the orders its lines name; reports
-/// the end of the stream (or a line past [`SERVE_LINE_BYTES_MAX`]).
-fn read_answers(slot: &Slot, generation: u64, mut stdout: ChildStdout, completion: &Completion) {
-    let mut buf: Vec<u8> = Vec::with_capacity(2 * READ_CHUNK_BYTES);
-    let mut chunk = vec![0u8; READ_CHUNK_BYTES];
-    let why = loop {
-        let n = match stdout.read(&mut chunk) {
-            Ok(0) => break "closed its stdout".to_owned(),
+/// Most bytes read from one process per poll, so one chatty handler does
+/// not starve the loop.
+const READ_BYTES_PER_POLL_MAX: usize = 4 * READ_CHUNK_BYTES;
+
+/// Reads what one process wrote (non-blocking, on the loop thread) and
+/// answers the orders its lines name, adding them to `dones`. `Err` says
+/// why the process is finished: its stdout closed, or a line past
+/// [`SERVE_LINE_BYTES_MAX`].
+fn read_answers(slot: &Slot, reader: &mut Reader, chunk: &mut [u8], dones: &mut Vec<Done>) -> Result<(), String> {
+    let mut read = 0;
+    while read < READ_BYTES_PER_POLL_MAX {
+        let n = match reader.stdout.read(chunk) {
+            Ok(0) => return Err("closed its stdout".to_owned()),
             Ok(n) => n,
             Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-            Err(e) => break format!("could not be read ({e})"),
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
+            Err(e) => return Err(format!("could not be read ({e})")),
         };
-        buf.extend_from_slice(&chunk[..n]);
-        let (lines, consumed) = match split_lines(&buf, SERVE_LINE_BYTES_MAX) {
-            Ok(split) => split,
-            Err(_) => break format!("wrote a line longer than {SERVE_LINE_BYTES_MAX} bytes (a protocol error)"),
-        };
+        read += n;
+        reader.buf.extend_from_slice(&chunk[..n]);
+        let (lines, consumed) = split_lines(&reader.buf, SERVE_LINE_BYTES_MAX)
+            .map_err(|_| format!("wrote a line longer than {SERVE_LINE_BYTES_MAX} bytes (a protocol error)"))?;
         let answers: Vec<(usize, Result<Answer, BadLine>)> = lines
             .iter()
             .enumerate()
             .filter(|(_, line)| !line.is_empty())
             .map(|(n, line)| (n, parse_answer(line)))
             .collect();
-        let mut dones = Vec::with_capacity(answers.len());
-        {
-            let mut state = slot.lock();
-            if state.generation != generation {
-                return; // given up: its orders were failed already
-            }
-            for (n, answer) in answers {
-                match answer {
-                    Ok(answer) => match state.held.remove(&answer.order) {
-                        Some(held) => {
-                            state.answered = true;
-                            dones.push(Done { order: answer.order, attempt: held.attempt, outcome: answer.outcome });
-                        }
-                        None => {
-                            let text = format!("names order {} which this process does not hold", answer.order);
-                            bad_line(slot.index, &mut state, lines[n], &text);
-                        }
-                    },
-                    Err(error) => bad_line(slot.index, &mut state, lines[n], &error.to_string()),
-                }
+        let mut state = slot.lock();
+        if state.generation != reader.generation {
+            return Ok(()); // given up: its orders were failed already
+        }
+        for (n, answer) in answers {
+            match answer {
+                Ok(answer) => match state.held.remove(&answer.order) {
+                    Some(held) => {
+                        state.answered = true;
+                        dones.push(Done { order: answer.order, attempt: held.attempt, outcome: answer.outcome });
+                    }
+                    None => {
+                        let text = format!("names order {} which this process does not hold", answer.order);
+                        bad_line(slot.index, &mut state, lines[n], &text);
+                    }
+                },
+                Err(error) => bad_line(slot.index, &mut state, lines[n], &error.to_string()),
             }
         }
-        completion.finish_all(dones);
-        buf.drain(..consumed);
-    };
-    let mut state = slot.lock();
-    if state.generation == generation && state.ended.is_none() {
-        state.ended = Some(why);
         drop(state);
-        slot.supervise_cv.notify_all();
+        reader.buf.drain(..consumed);
     }
+    Ok(())
 }
 
 /// Bytes of a bad line quoted in its warning.
