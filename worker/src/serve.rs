@@ -9,11 +9,13 @@
 //! `{"producer":"p1","id":"o-7","result":"ack"}` or
 //! `{"producer":"p1","id":"o-7","result":"nack","retry":true,"delay_ms":5000,"reason":"db down"}`.
 //!
-//! Threads, per process: a writer (takes every queued line at once, so a
-//! burst costs one `write`), a reader (large reads, every complete line of
-//! a read answered with one wake-up of the loop) and a supervisor (time
-//! limits, exits, restarts). The loop thread only queues lines: no pool
-//! thread and no hop between the order and its process.
+//! The hot path stays on the io loop's thread: after a burst of orders it
+//! writes each process's queued lines with one non-blocking `write`
+//! ([`Runner::flush`]), and it polls the processes' stdouts with its
+//! sockets and reads their answers itself ([`Runner::poll_fds`]), so an
+//! order makes no thread hop on its way out or back. Per process, a writer
+//! thread only finishes what a full pipe refused, and a supervisor thread
+//! starts, times (per-order limit), reaps and restarts the process.
 //!
 //! Line parsing ([`parse_answer`], [`split_lines`]) is pure and tested on
 //! its own; the rest is the process plumbing around it.
@@ -42,8 +44,9 @@ use crate::handler::{
 
 /// Handler processes started when `--serve-processes` is not given.
 pub const SERVE_PROCESSES_DEFAULT: u32 = 1;
-/// Most handler processes one worker starts: each costs three threads and
-/// a process; more concurrency comes from each process holding many orders.
+/// Most handler processes one worker starts: each costs two threads, a
+/// process and a polled pipe; more concurrency comes from each process
+/// holding many orders.
 pub const SERVE_PROCESSES_MAX: u32 = 64;
 /// Longest answer line a handler may write; past it the process is
 /// presumed broken and restarted (its orders nacked, retry).
