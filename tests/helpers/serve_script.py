@@ -27,6 +27,7 @@ import time
 
 LOG = sys.argv[1]
 PROCESS = os.environ.get("ORDERLY_SERVE_PROCESS", "?")
+PARENT = os.getppid()
 held = []
 
 
@@ -63,8 +64,11 @@ def handle(order):
     elif oid.startswith("die-") and first:
         os._exit(3)
     elif oid.startswith("hang-") and first:
-        while True:
-            time.sleep(60)
+        # Hung, until killed; but not orphaned for ever should the test
+        # process die first (then it is re-parented).
+        while os.getppid() == PARENT:
+            time.sleep(0.2)
+        os._exit(1)
     elif oid.startswith("hold-"):
         want = int(oid.split("-")[1])
         held.append(order)
