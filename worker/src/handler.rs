@@ -217,8 +217,9 @@ impl Completion {
             }
             any = true;
         }
-        // Results are sent before the flag is read: the loop clears the
-        // flag before taking results, so none is left unseen.
+        // Results are sent before the flag is read, and the loop clears the
+        // flag before taking results (see `Completions::take`), so a result
+        // is either taken or followed by a byte.
         if any && !self.wake.pending.swap(true, Ordering::SeqCst) {
             // WouldBlock means wake-ups are already pending: nothing lost.
             let _ = (&self.wake.write).write(&[1]);
@@ -233,10 +234,15 @@ impl Completions {
     }
 
     /// Takes every result reported so far.
+    ///
+    /// Order matters: drain the socket, then clear the flag, then take. A
+    /// reporter that sets the flag after it was cleared writes a byte after
+    /// the drain, so a set flag always means a byte waits in the socket
+    /// (or its result was taken here): no result waits without a wake-up.
     pub fn take(&self) -> Vec<Done> {
-        self.wake.pending.store(false, Ordering::SeqCst);
         let mut buf = [0u8; 256];
         while matches!((&self.wake_read).read(&mut buf), Ok(n) if n > 0) {}
+        self.wake.pending.store(false, Ordering::SeqCst);
         self.results.try_iter().collect()
     }
 }

@@ -540,13 +540,19 @@ impl Loop {
             Err(e) => return Err(zmq_error("cannot poll the sockets")(e)),
         }
         let fanout_ready = items[0].is_readable();
+        // Index 2 is the wake-up socket whenever results can come back.
+        let results_ready = items.get(2).is_some_and(|item| first_runner_item > 2 && item.is_readable());
         let runner_ready: Vec<bool> =
             items[first_runner_item..].iter().map(|item| item.is_readable() || item.is_error()).collect();
         drop(items);
         if fanout_ready {
             self.read_fanout()?;
         }
-        self.collect_results();
+        // No wake-up byte, no result: a result is sent before its byte
+        // (see `Completion::finish_all`), so none is missed.
+        if results_ready {
+            self.collect_results();
+        }
         if let Execution::Runner(runner) = &mut self.execution {
             if runner_ready.contains(&true) {
                 for done in runner.on_readable(&runner_ready) {

@@ -362,3 +362,35 @@ fn ordinary_failures_are_not_cannot_run() {
         assert!(failure.retry && !failure.cannot_run && failure.delay_ms.is_none(), "{command}: {failure}");
     }
 }
+
+#[test]
+fn every_result_comes_with_a_wake_up() {
+    // Reporters on several threads; the consumer takes results only when
+    // the wake-up socket is readable, as the io loop does. A result left
+    // without a byte would stall the poll until its timeout.
+    let (completion, completions) = completion_channel().expect("channel");
+    const THREADS: usize = 4;
+    const EACH: usize = 5000;
+    let reporters: Vec<_> = (0..THREADS)
+        .map(|t| {
+            let completion = completion.clone();
+            std::thread::spawn(move || {
+                for n in 0..EACH {
+                    let order = OrderKey::new("p", format!("{t}-{n}"));
+                    completion.finish(Done { order, attempt: 1, outcome: Ok(()) });
+                }
+            })
+        })
+        .collect();
+    let mut taken = 0;
+    while taken < THREADS * EACH {
+        let mut fd = libc::pollfd { fd: completions.wake_fd(), events: libc::POLLIN, revents: 0 };
+        // SAFETY: one valid pollfd for the duration of the call.
+        let ready = unsafe { libc::poll(&mut fd, 1, 2000) };
+        assert!(ready > 0, "no wake-up with {} results outstanding", THREADS * EACH - taken);
+        taken += completions.take().len();
+    }
+    for reporter in reporters {
+        reporter.join().expect("no panic");
+    }
+}
