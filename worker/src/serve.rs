@@ -101,7 +101,11 @@ impl Handler for Serve {
             Some(ms) => format!("time limit {ms} ms per order"),
             None => "no time limit".to_owned(),
         };
-        format!("serve {:?} ({} processes, {limit})", self.command, self.processes)
+        let processes = match self.processes {
+            1 => "1 process".to_owned(),
+            n => format!("{n} processes"),
+        };
+        format!("serve {:?} ({processes}, {limit})", self.command)
     }
 
     fn start_runner(&self, completion: Completion) -> Option<io::Result<Box<dyn Runner>>> {
