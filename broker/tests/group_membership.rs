@@ -180,7 +180,7 @@ fn add_a_fourth_remove_an_original_then_lose_the_leader_and_every_confirmed_orde
         fanout: first.fanout,
         control: first.control,
         concurrency: 2,
-        handler: orderly_worker::handler::Handler::Sink { dir: sink.clone() },
+        handler: std::sync::Arc::new(orderly_worker::handler::Sink { dir: sink.clone() }),
         heartbeat_interval_ms: 200,
         heartbeat_liveness: 5,
         drain_timeout_ms: 1000,

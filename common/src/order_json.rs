@@ -1,58 +1,109 @@
 //! The JSON object a handler receives for one order (on an exec handler's
-//! stdin, in a sink's file), defined once: the worker renders dispatches
-//! with it and `orderly-broker dlq show` renders stored orders with it, so
-//! what an operator sees is byte for byte what a handler got.
+//! stdin, as a serve handler's line, in a sink's file), defined once: the
+//! worker renders dispatches with it and `orderly-broker dlq show` renders
+//! stored orders with it, so what an operator sees is byte for byte what a
+//! handler got.
 //!
 //! `{"producer":"…","id":"…","attempt":N,"redelivered":B,"items":[…]}`:
-//! each item is embedded as the producer sent it (it must be JSON itself).
+//! each item that is JSON text is embedded as the producer sent it, byte
+//! for byte. An item that is not (any bytes, invalid UTF-8 included) is
+//! written as `{"base64":"<standard base64, padded>"}` in its place, and
+//! the object then ends with `"base64_items":[i,…]`, the positions of the
+//! items so written, ascending. The field is absent when every item is
+//! JSON, so such orders render exactly as before it existed.
 
 use serde_json::value::RawValue;
 
 use crate::OrderKey;
 
-/// An item that is not JSON, so the order has no handler view.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("item {index} is not valid JSON: {detail}")]
-pub struct NotJson {
-    /// The item's position in the order, from 0.
-    pub index: usize,
-    /// The item's length in bytes.
-    pub len: usize,
-    /// What the JSON parser said.
-    pub detail: String,
+/// Name of the trailing field listing the base64-wrapped items.
+pub const BASE64_ITEMS_FIELD: &str = "base64_items";
+
+/// Renders an order as handlers receive it (see the module docs). Never
+/// fails: an item that is not JSON is wrapped in base64.
+pub fn order_json<I: AsRef<[u8]>>(key: &OrderKey, attempt: u32, redelivered: bool, items: &[I]) -> Vec<u8> {
+    // Base64 makes 4 bytes of 3; the wrapper adds 14.
+    let items_len: usize = items.iter().map(|i| i.as_ref().len() * 4 / 3 + 16).sum();
+    let mut out = Vec::with_capacity(items_len + 128);
+    write_order_json(&mut out, key, attempt, redelivered, items);
+    out
 }
 
-/// Renders an order as handlers receive it. Fails, naming the item, if an
-/// item is not valid JSON.
-pub fn order_json<I: AsRef<[u8]>>(
+/// [`order_json`] appended to `out` (a serve handler's line buffer), so a
+/// caller that batches orders allocates nothing per order.
+pub fn write_order_json<I: AsRef<[u8]>>(
+    out: &mut Vec<u8>,
     key: &OrderKey,
     attempt: u32,
     redelivered: bool,
     items: &[I],
-) -> Result<Vec<u8>, NotJson> {
-    let items_len: usize = items.iter().map(|i| i.as_ref().len() + 1).sum();
-    let mut out = Vec::with_capacity(items_len + 128);
-    // Strings through serde_json so quotes and control characters are escaped.
-    let producer = serde_json::Value::from(key.producer.as_str());
-    let id = serde_json::Value::from(key.id.as_str());
-    let head = format!(
-        "{{\"producer\":{producer},\"id\":{id},\"attempt\":{attempt},\"redelivered\":{redelivered},\"items\":["
-    );
-    out.extend_from_slice(head.as_bytes());
+) {
+    out.extend_from_slice(b"{\"producer\":");
+    write_json_string(out, &key.producer);
+    out.extend_from_slice(b",\"id\":");
+    write_json_string(out, &key.id);
+    out.extend_from_slice(format!(",\"attempt\":{attempt},\"redelivered\":{redelivered},\"items\":[").as_bytes());
+    let mut wrapped: Vec<usize> = Vec::new();
     for (index, item) in items.iter().enumerate() {
         let item = item.as_ref();
-        // Validate only: the original bytes are embedded, whitespace and
-        // all. JSON whitespace is valid inside an array, so this stays JSON.
-        if let Err(e) = serde_json::from_slice::<&RawValue>(item) {
-            return Err(NotJson { index, len: item.len(), detail: e.to_string() });
-        }
         if index > 0 {
             out.push(b',');
         }
-        out.extend_from_slice(item);
+        // Validate only: the original bytes are embedded, whitespace and
+        // all. JSON whitespace is valid inside an array, so this stays JSON.
+        if serde_json::from_slice::<&RawValue>(item).is_ok() {
+            out.extend_from_slice(item);
+        } else {
+            out.extend_from_slice(b"{\"base64\":\"");
+            base64_encode_into(out, item);
+            out.extend_from_slice(b"\"}");
+            wrapped.push(index);
+        }
     }
-    out.extend_from_slice(b"]}");
-    Ok(out)
+    out.push(b']');
+    if !wrapped.is_empty() {
+        out.extend_from_slice(format!(",\"{BASE64_ITEMS_FIELD}\":[").as_bytes());
+        for (n, index) in wrapped.iter().enumerate() {
+            if n > 0 {
+                out.push(b',');
+            }
+            out.extend_from_slice(index.to_string().as_bytes());
+        }
+        out.push(b']');
+    }
+    out.push(b'}');
+}
+
+/// A JSON string through serde_json, so quotes and control characters are
+/// escaped exactly as before.
+fn write_json_string(out: &mut Vec<u8>, text: &str) {
+    serde_json::to_writer(&mut *out, text).expect("writing a string to a Vec cannot fail");
+}
+
+/// The standard base64 alphabet (RFC 4648 §4).
+const BASE64_ALPHABET: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+
+/// Appends the standard base64 of `bytes`, with `=` padding (RFC 4648 §4).
+/// Written here rather than taken from a crate: `common` keeps its short
+/// list of IO-free dependencies, and the encoder is a dozen lines.
+pub fn base64_encode_into(out: &mut Vec<u8>, bytes: &[u8]) {
+    let symbol = |sextet: u32| BASE64_ALPHABET[(sextet & 63) as usize];
+    let mut chunks = bytes.chunks_exact(3);
+    for chunk in &mut chunks {
+        let n = u32::from(chunk[0]) << 16 | u32::from(chunk[1]) << 8 | u32::from(chunk[2]);
+        out.extend_from_slice(&[symbol(n >> 18), symbol(n >> 12), symbol(n >> 6), symbol(n)]);
+    }
+    match *chunks.remainder() {
+        [a] => {
+            let n = u32::from(a) << 16;
+            out.extend_from_slice(&[symbol(n >> 18), symbol(n >> 12), b'=', b'=']);
+        }
+        [a, b] => {
+            let n = u32::from(a) << 16 | u32::from(b) << 8;
+            out.extend_from_slice(&[symbol(n >> 18), symbol(n >> 12), symbol(n >> 6), b'=']);
+        }
+        _ => {}
+    }
 }
 
 #[cfg(test)]
@@ -62,11 +113,12 @@ mod tests {
     #[test]
     fn json_embeds_items_byte_for_byte() {
         let items: &[&[u8]] = &[b"{\"b\": 1,  \"a\":2}", b" [1, 2.50] \n", b"\"tab\\t\""];
-        let json = order_json(&OrderKey::new("p1", "o\"1\n"), 2, true, items).expect("valid items");
+        let json = order_json(&OrderKey::new("p1", "o\"1\n"), 2, true, items);
         let text = String::from_utf8(json.clone()).expect("utf-8");
         for item in items {
             assert!(text.contains(std::str::from_utf8(item).expect("utf-8")), "{text}");
         }
+        assert!(!text.contains(BASE64_ITEMS_FIELD), "{text}");
         let value: serde_json::Value = serde_json::from_slice(&json).expect("the whole object is JSON");
         assert_eq!(value["producer"], "p1");
         assert_eq!(value["id"], "o\"1\n");
@@ -77,17 +129,51 @@ mod tests {
 
     #[test]
     fn exact_bytes_for_a_plain_order() {
-        let json = order_json(&OrderKey::new("shop", "o/1"), 1, false, &[b"{\"n\":1}".as_slice(), b"2"]).unwrap();
+        let json = order_json(&OrderKey::new("shop", "o/1"), 1, false, &[b"{\"n\":1}".as_slice(), b"2"]);
         assert_eq!(json, br#"{"producer":"shop","id":"o/1","attempt":1,"redelivered":false,"items":[{"n":1},2]}"#);
         let empty: &[&[u8]] = &[];
-        let json = order_json(&OrderKey::new("shop", "e"), 1, false, empty).unwrap();
+        let json = order_json(&OrderKey::new("shop", "e"), 1, false, empty);
         assert!(json.ends_with(b"\"items\":[]}"));
     }
 
     #[test]
-    fn a_non_json_item_is_named_with_its_length() {
-        let error = order_json(&OrderKey::new("p1", "o"), 1, false, &[b"{}".as_slice(), b"{not json"]).unwrap_err();
-        assert_eq!((error.index, error.len), (1, 9));
-        assert!(error.to_string().starts_with("item 1 is not valid JSON: "), "{error}");
+    fn a_non_json_item_is_wrapped_in_base64_and_listed() {
+        let items: &[&[u8]] = &[b"{}", b"\xff\x00\x01", b"{not json", b"{\"base64\":\"AAAA\"}", b""];
+        let json = order_json(&OrderKey::new("p1", "o"), 1, false, items);
+        let expected = concat!(
+            r#"{"producer":"p1","id":"o","attempt":1,"redelivered":false,"#,
+            r#""items":[{},{"base64":"/wAB"},{"base64":"e25vdCBqc29u"},{"base64":"AAAA"},{"base64":""}],"#,
+            r#""base64_items":[1,2,4]}"#
+        );
+        assert_eq!(String::from_utf8(json.clone()).expect("utf-8"), expected);
+        // An item that really is `{"base64":…}` is not listed: index 3 stays JSON.
+        let value: serde_json::Value = serde_json::from_slice(&json).expect("JSON");
+        assert_eq!(value[BASE64_ITEMS_FIELD], serde_json::json!([1, 2, 4]));
+    }
+
+    #[test]
+    fn base64_matches_the_rfc_4648_vectors() {
+        let vectors: &[(&[u8], &str)] = &[
+            (b"", ""),
+            (b"f", "Zg=="),
+            (b"fo", "Zm8="),
+            (b"foo", "Zm9v"),
+            (b"foob", "Zm9vYg=="),
+            (b"fooba", "Zm9vYmE="),
+            (b"foobar", "Zm9vYmFy"),
+            (b"\xfb\xff\xbf", "+/+/"),
+        ];
+        for (bytes, text) in vectors {
+            let mut out = Vec::new();
+            base64_encode_into(&mut out, bytes);
+            assert_eq!(out, text.as_bytes(), "{bytes:?}");
+        }
+    }
+
+    #[test]
+    fn write_appends_to_what_is_there() {
+        let mut out = b"x".to_vec();
+        write_order_json(&mut out, &OrderKey::new("p", "i"), 1, false, &[b"1"]);
+        assert_eq!(out[1..], order_json(&OrderKey::new("p", "i"), 1, false, &[b"1"])[..]);
     }
 }

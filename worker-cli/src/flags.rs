@@ -11,8 +11,11 @@ use orderly_common::ids::validate_peer_id;
 use orderly_common::limits::{self, WORKER_CONCURRENCY_MAX};
 use orderly_common::members::Members;
 use orderly_common::Endpoint;
-use orderly_worker::handler::{Handler, HANDLER_TIMEOUT_MS_DEFAULT};
+use std::sync::Arc;
+
+use orderly_worker::handler::{timeout_from_ms, Exec, Handler, Noop, Sink, HANDLER_TIMEOUT_MS_DEFAULT};
 use orderly_worker::io;
+use orderly_worker::serve::{Serve, SERVE_PROCESSES_DEFAULT, SERVE_PROCESSES_MAX};
 use tracing_subscriber::EnvFilter;
 
 /// The examples closing both help pages (a macro: `concat!` takes literals).
@@ -22,6 +25,9 @@ macro_rules! examples {
   # Run a script per order (the order arrives as JSON on stdin; exit 0 acknowledges):
   orderly-worker run --id w1 --fanout tcp://broker:5571 --control tcp://broker:5572 \\
       --concurrency 4 --exec './handle-order.sh'
+
+  # Keep 2 Python processes running, fed orders as JSON lines (docs/PROTOCOL.md):
+  orderly-worker run --id w1 --concurrency 16 --serve 'python3 handler.py' --serve-processes 2
 
   # Write every order to a directory:
   orderly-worker run --id w2 --sink /var/lib/orderly/out
@@ -55,6 +61,19 @@ Exit codes of an --exec handler:
            broker's --max-attempts.
 A run past --handler-timeout-ms is killed and counts as a failure.
 
+A --serve handler (docs/PROTOCOL.md, \"Handler processes\") keeps running and
+talks JSON lines: the worker writes one order per line to its stdin (the
+same object --exec reads; non-JSON items as {\"base64\": ...}, listed in
+\"base64_items\"), up to --concurrency at once over all processes; the
+handler answers one line per order, in any order:
+  {\"producer\":\"p1\",\"id\":\"o-7\",\"result\":\"ack\"}
+  {\"producer\":\"p1\",\"id\":\"o-7\",\"result\":\"nack\",\"retry\":true,\"delay_ms\":5000,\"reason\":\"db down\"}
+Other stdout lines are ignored (with a warning); logs go to stderr. A
+process that exits has its orders retried and is restarted (backoff 100 ms
+doubling to 10 s); exit 126/127 before any answer means it cannot run (as
+above). An order past --handler-timeout-ms is retried and its process
+restarted. On shutdown stdin is closed: exit on EOF (SIGTERM after 2 s).
+
 ",
     examples!()
 );
@@ -83,7 +102,7 @@ pub(crate) enum Command {
 }
 
 #[derive(Args, Debug)]
-#[command(group(ArgGroup::new("handler").required(true).multiple(false).args(["exec", "sink", "noop"])))]
+#[command(group(ArgGroup::new("handler").required(true).multiple(false).args(["exec", "sink", "noop", "serve"])))]
 pub(crate) struct RunArgs {
     /// This worker's id: 1 to 64 of letters, digits, '.', '_' and '-'. Unique
     /// among the broker's workers; the broker routes orders to it by id.
@@ -138,10 +157,25 @@ pub(crate) struct RunArgs {
     #[arg(long, env = "ORDERLY_WORKER_NOOP")]
     noop: bool,
 
-    /// Time limit of one --exec run, in milliseconds; 0 is no limit. Past
-    /// it the command's whole process group gets SIGTERM, then SIGKILL 2 s
-    /// later, and the order is failed (retried, in time dead-lettered).
-    /// Applies to --exec only: --sink and --noop cannot be interrupted.
+    /// Handler: keep `sh -c CMD` running (--serve-processes copies) and feed
+    /// it orders as JSON lines on stdin; it answers one JSON line per order
+    /// on stdout (see "A --serve handler" below, and docs/PROTOCOL.md). Its environment
+    /// has ORDERLY_SERVE=1, ORDERLY_WORKER and ORDERLY_SERVE_PROCESS (0..N-1).
+    /// Example: --serve 'python3 handler.py'
+    #[arg(long, env = "ORDERLY_WORKER_SERVE", value_name = "CMD")]
+    serve: Option<String>,
+
+    /// How many --serve processes to run (1 to 64; default 1); each order
+    /// goes to the one holding the fewest. Example: --serve-processes 4
+    #[arg(long, env = "ORDERLY_WORKER_SERVE_PROCESSES", value_name = "N",
+          value_parser = clap::value_parser!(u32).range(1..=i64::from(SERVE_PROCESSES_MAX)))]
+    serve_processes: Option<u32>,
+
+    /// Time limit of one order under --exec or --serve, in milliseconds; 0
+    /// is no limit. Past it the command's whole process group gets SIGTERM,
+    /// then SIGKILL 2 s later, and the order is failed (retried, in time
+    /// dead-lettered); a --serve process is then restarted, its other
+    /// orders retried. --sink and --noop cannot be interrupted.
     /// Example: --handler-timeout-ms 60000
     #[arg(long, env = "ORDERLY_WORKER_HANDLER_TIMEOUT_MS", value_name = "MS",
           default_value_t = HANDLER_TIMEOUT_MS_DEFAULT)]
@@ -200,16 +234,55 @@ fn parse_log_level(text: &str) -> Result<String, String> {
     EnvFilter::try_new(text).map(|_| text.to_owned()).map_err(|e| e.to_string())
 }
 
+/// The handler the flags describe, before it is built (comparable, for
+/// the flag tests).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum HandlerSpec {
+    Exec(Exec),
+    Sink(Sink),
+    Noop,
+    Serve(Serve),
+}
+
+impl HandlerSpec {
+    pub(crate) fn build(self) -> Arc<dyn Handler> {
+        match self {
+            HandlerSpec::Exec(exec) => Arc::new(exec),
+            HandlerSpec::Sink(sink) => Arc::new(sink),
+            HandlerSpec::Noop => Arc::new(Noop),
+            HandlerSpec::Serve(serve) => Arc::new(serve),
+        }
+    }
+}
+
 impl RunArgs {
-    fn handler(&self) -> Handler {
-        match (&self.exec, &self.sink) {
-            (Some(command), _) => Handler::Exec {
+    fn handler(&self) -> HandlerSpec {
+        let timeout_ms = timeout_from_ms(self.handler_timeout_ms);
+        match (&self.exec, &self.sink, &self.serve) {
+            (Some(command), _, _) => HandlerSpec::Exec(Exec { command: command.clone(), timeout_ms }),
+            (None, Some(dir), _) => HandlerSpec::Sink(Sink { dir: dir.clone() }),
+            (None, None, Some(command)) => HandlerSpec::Serve(Serve {
                 command: command.clone(),
-                timeout_ms: (self.handler_timeout_ms > 0).then_some(self.handler_timeout_ms),
-            },
-            (None, Some(dir)) => Handler::Sink { dir: dir.clone() },
+                processes: self.serve_processes.unwrap_or(SERVE_PROCESSES_DEFAULT),
+                timeout_ms,
+                worker: self.id.clone(),
+            }),
             // clap's required group guarantees noop here.
-            (None, None) => Handler::Noop,
+            (None, None, None) => HandlerSpec::Noop,
+        }
+    }
+
+    /// --serve-processes means nothing without --serve: say so rather than
+    /// ignore it (checked here: it may come from the config file or the
+    /// environment, where clap's `requires` does not look).
+    fn check_serve(&self) -> Result<(), ConfigError> {
+        match (self.serve_processes, &self.serve) {
+            (Some(_), None) => Err(ConfigError::Usage(
+                "--serve-processes (or ORDERLY_WORKER_SERVE_PROCESSES, or serve_processes in the config file) \
+                 is given without --serve: add --serve CMD or drop it"
+                    .to_owned(),
+            )),
+            _ => Ok(()),
         }
     }
 
@@ -227,6 +300,7 @@ impl RunArgs {
     /// `members`: the --group file's ([`RunArgs::group_members`]), whose
     /// members' own keys may stand in for --broker-public-key.
     pub(crate) fn into_config(self, members: Option<&Members>) -> anyhow::Result<io::Config> {
+        self.check_serve()?;
         let curve = match &self.curve_secret_key {
             Some(secret) => {
                 let members: Vec<(u64, Option<&str>)> =
@@ -246,7 +320,7 @@ impl RunArgs {
         };
         Ok(io::Config {
             curve,
-            handler: self.handler(),
+            handler: self.handler().build(),
             worker: self.id,
             incarnation: rand::random(),
             fanout: self.fanout,
@@ -286,7 +360,7 @@ fn relaxed_command() -> clap::Command {
 mod tests {
     use super::*;
 
-    fn handler_of(args: &[&str]) -> Handler {
+    fn handler_of(args: &[&str]) -> HandlerSpec {
         let cli = Cli::try_parse_from(["orderly-worker", "run", "--id", "w1"].iter().chain(args)).expect("valid flags");
         let Command::Run(run) = cli.command else { panic!("run") };
         run.handler()
@@ -294,10 +368,46 @@ mod tests {
 
     #[test]
     fn handler_timeout_defaults_to_30_minutes_and_0_is_no_limit() {
-        let exec = |timeout_ms| Handler::Exec { command: "x".into(), timeout_ms };
+        let exec = |timeout_ms| HandlerSpec::Exec(Exec { command: "x".into(), timeout_ms });
         assert_eq!(handler_of(&["--exec", "x"]), exec(Some(1_800_000)));
         assert_eq!(handler_of(&["--exec", "x", "--handler-timeout-ms", "5000"]), exec(Some(5000)));
         assert_eq!(handler_of(&["--exec", "x", "--handler-timeout-ms", "0"]), exec(None));
+    }
+
+    #[test]
+    fn serve_takes_processes_and_the_time_limit() {
+        let serve = |processes, timeout_ms| {
+            HandlerSpec::Serve(Serve { command: "py".into(), processes, timeout_ms, worker: "w1".into() })
+        };
+        assert_eq!(handler_of(&["--serve", "py"]), serve(1, Some(1_800_000)));
+        assert_eq!(
+            handler_of(&["--serve", "py", "--serve-processes", "64", "--handler-timeout-ms", "5"]),
+            serve(64, Some(5))
+        );
+        let parse = |args: &[&str]| Cli::try_parse_from(["orderly-worker", "run", "--id", "w1"].iter().chain(args));
+        for bad in [["--serve", "py", "--serve-processes", "0"], ["--serve", "py", "--serve-processes", "65"]] {
+            assert_eq!(parse(&bad).expect_err("out of range").kind(), clap::error::ErrorKind::ValueValidation);
+        }
+        let error = parse(&["--serve", "py", "--exec", "x"]).expect_err("two handlers");
+        assert_eq!(error.kind(), clap::error::ErrorKind::ArgumentConflict);
+        let Command::Run(run) = parse(&["--noop", "--serve-processes", "2"]).expect("parses").command else {
+            panic!("run")
+        };
+        let error = run.into_config(None).expect_err("processes without serve");
+        assert!(error.to_string().contains("without --serve"), "{error}");
+    }
+
+    #[test]
+    fn serve_comes_from_the_config_file_too() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let path = dir.path().join("worker.toml");
+        std::fs::write(&path, "serve = \"python3 h.py\"\nserve_processes = 3\n").expect("write config");
+        let args: Vec<OsString> = ["orderly-worker", "run", "--id", "w1"].iter().map(OsString::from).collect();
+        let merged = merge_config_path(relaxed_command(), args, "run", &path).expect("valid config");
+        let Command::Run(run) = Cli::parse_from(merged).command else { panic!("run") };
+        let expected =
+            Serve { command: "python3 h.py".into(), processes: 3, timeout_ms: Some(1_800_000), worker: "w1".into() };
+        assert_eq!(run.handler(), HandlerSpec::Serve(expected));
     }
 }
 

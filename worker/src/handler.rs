@@ -1,17 +1,37 @@
-//! What a worker does with one order.
+//! What a worker does with one order: the [`Handler`] trait and its
+//! implementations [`Exec`], [`Sink`], [`Noop`] and [`Serve`](crate::serve::Serve).
 //!
-//! Every handler sees the order as one JSON object:
+//! Every handler process (exec, serve) and the sink see the order as one
+//! JSON object (`orderly_common::order_json`):
 //!
 //! ```json
 //! {"producer": "p1", "id": "order-7", "attempt": 1, "redelivered": false, "items": [ ... ]}
 //! ```
 //!
-//! Each element of `items` is the producer's JSON text for that item,
-//! embedded byte for byte (whitespace included), so a handler sees exactly
-//! what was sent. An item that is not valid JSON fails the order for good
-//! (`retry = false`): no redelivery can fix it.
+//! Each element of `items` that is JSON text is the producer's text for
+//! that item, embedded byte for byte (whitespace included), so a handler
+//! sees exactly what was sent. An item that is not JSON (any bytes) is
+//! written as `{"base64":"…"}` in its place and the object ends with
+//! `"base64_items":[i,…]` listing such positions; the field is absent when
+//! every item is JSON.
 //!
-//! Handlers run on pool threads, many at once: they must be `Sync`.
+//! Handlers run on pool threads, many at once: they must be `Send + Sync`.
+//! A closure is a handler:
+//!
+//! ```
+//! use orderly_worker::core::Failure;
+//! use orderly_worker::handler::Handler;
+//! use orderly_common::protocol::Dispatch;
+//!
+//! let handler = |order: &Dispatch| -> Result<(), Failure> {
+//!     match order.items.len() {
+//!         0 => Err(Failure::permanent("an order without items")),
+//!         _ => Ok(()),
+//!     }
+//! };
+//! let boxed: std::sync::Arc<dyn Handler> = std::sync::Arc::new(handler);
+//! # let _ = boxed;
+//! ```
 //!
 //! An exec handler's exit code says what happened (see [`exec_outcome`]):
 //! 0 acknowledges; [`EXIT_RETRY_LATER`] (75, `EX_TEMPFAIL`) asks for a
@@ -19,16 +39,18 @@
 //! its stdout; [`EXIT_NOT_EXECUTABLE`] and [`EXIT_NOT_FOUND`] (126, 127:
 //! the shell could not run the command) and spawn errors mean the handler
 //! cannot run at all ([`Failure::cannot_run`]); anything else is an
-//! ordinary retryable failure. Only exec handlers have a time limit: sink
-//! and noop run in-process and cannot be interrupted.
+//! ordinary retryable failure. Exec and serve handlers have a time limit:
+//! sink, noop and closures run in-process and cannot be interrupted.
 
 use std::fs::{self, File, OpenOptions};
 use std::io::{self, Read, Write};
+use std::os::fd::AsRawFd;
+use std::os::unix::net::UnixStream;
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Stdio};
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::Mutex;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use crossbeam_channel::{Receiver, RecvTimeoutError, Sender};
@@ -36,6 +58,7 @@ use crossbeam_channel::{Receiver, RecvTimeoutError, Sender};
 use orderly_common::ids::file_safe;
 use orderly_common::limits::{FANOUT_FRAME_BYTES_MAX, PEER_ID_BYTES_MAX, RETRY_DELAY_MS_MAX};
 use orderly_common::protocol::Dispatch;
+use orderly_common::OrderKey;
 use serde_bytes::ByteBuf;
 use sha2::{Digest, Sha256};
 
@@ -89,57 +112,242 @@ const _: () = assert!(DELAY_LINE_PREFIX.len() + 20 + 2 <= STDOUT_TAIL_BYTES_MAX)
 const _: () = assert!(KILL_GRACE_MS > 0);
 
 /// How a worker processes an order.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Handler {
-    /// Run `sh -c <command>` with the order's JSON on stdin, in a process
-    /// group of its own; exit 0 acks (see the module docs for the others).
-    /// Past `timeout_ms` (`None`: no limit) the whole group is killed.
-    Exec { command: String, timeout_ms: Option<u64> },
-    /// Write the order's JSON to a file under `dir` and log the delivery
-    /// (see [`sink_path`]; ids too long for a file name get a hashed one,
-    /// [`sink_file_name`], never a failure).
-    Sink { dir: PathBuf },
-    /// Acknowledge without doing anything (benchmarks, tests).
-    Noop,
-}
-
-impl Handler {
-    /// Processes one order. `Ok` means it may be acknowledged.
-    pub fn run(&self, order: &Dispatch) -> Result<(), Failure> {
-        match self {
-            Handler::Exec { command, timeout_ms } => exec(command, *timeout_ms, order, order_json(order)?),
-            Handler::Sink { dir } => sink(dir, order, &order_json(order)?),
-            Handler::Noop => Ok(()),
-        }
-    }
+///
+/// The io loop calls [`Handler::handle`] on one of `concurrency` pool
+/// threads, so a slow handler holds only its own order; a panic is caught
+/// and nacks the order (retry).
+pub trait Handler: Send + Sync {
+    /// Processes one order. `Ok` acknowledges it; a [`Failure`] nacks it
+    /// (retry, retry later, permanent) or says the handler cannot run.
+    fn handle(&self, order: &Dispatch) -> Result<(), Failure>;
 
     /// Checks what can be checked before the first order, so a
-    /// misconfigured worker fails at startup instead of failing every order:
-    /// creates the sink directory.
-    pub fn prepare(&self) -> io::Result<()> {
-        match self {
-            Handler::Sink { dir } => fs::create_dir_all(dir),
-            Handler::Exec { .. } | Handler::Noop => Ok(()),
-        }
+    /// misconfigured worker fails at startup instead of failing every order.
+    fn prepare(&self) -> io::Result<()> {
+        Ok(())
     }
 
     /// Short description for logs.
-    pub fn describe(&self) -> String {
-        match self {
-            Handler::Exec { command, timeout_ms: Some(ms) } => format!("exec {command:?} (time limit {ms} ms)"),
-            Handler::Exec { command, timeout_ms: None } => format!("exec {command:?} (no time limit)"),
-            Handler::Sink { dir } => format!("sink {}", dir.display()),
-            Handler::Noop => "noop".to_owned(),
+    fn describe(&self) -> String {
+        "a custom handler".to_owned()
+    }
+
+    /// True for a handler that returns at once and never blocks (noop): the
+    /// loop then calls it on its own thread, which saves two thread hops
+    /// and a wake-up per order. A handler that may block must say false, or
+    /// it stalls heartbeats and intake.
+    fn inline(&self) -> bool {
+        false
+    }
+
+    /// For a handler that runs orders asynchronously on workers of its own
+    /// (serve: handler processes fed over pipes): starts them and returns
+    /// the [`Runner`] the loop then hands every order to, in place of the
+    /// pool threads and [`Handler::handle`]. `None` (the default): the pool.
+    fn start_runner(&self, _completion: Completion) -> Option<io::Result<Box<dyn Runner>>> {
+        None
+    }
+}
+
+/// Any `Fn(&Dispatch) -> Result<(), Failure>` is a handler.
+impl<F> Handler for F
+where
+    F: Fn(&Dispatch) -> Result<(), Failure> + Send + Sync,
+{
+    fn handle(&self, order: &Dispatch) -> Result<(), Failure> {
+        self(order)
+    }
+}
+
+/// The end of one order, reported to the io loop.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Done {
+    pub order: OrderKey,
+    pub attempt: u32,
+    pub outcome: Result<(), Failure>,
+}
+
+/// Where the ends of orders go: the io loop's results channel, plus a
+/// wake-up of its poll. Cheap to clone; any thread may report.
+#[derive(Debug, Clone)]
+pub struct Completion {
+    results: Sender<Done>,
+    wake: Arc<Wake>,
+}
+
+/// The loop's wake-up: one byte on a socket pair, written only when no
+/// wake-up is pending, so a burst of results costs one syscall.
+#[derive(Debug)]
+struct Wake {
+    write: UnixStream,
+    pending: AtomicBool,
+}
+
+/// The loop's end of a [`Completion`].
+#[derive(Debug)]
+pub struct Completions {
+    results: Receiver<Done>,
+    wake: Arc<Wake>,
+    wake_read: UnixStream,
+}
+
+/// A channel of [`Done`]s with a wake-up socket the loop can poll.
+pub fn completion_channel() -> io::Result<(Completion, Completions)> {
+    let (wake_read, write) = UnixStream::pair()?;
+    for end in [&wake_read, &write] {
+        end.set_nonblocking(true)?;
+    }
+    let wake = Arc::new(Wake { write, pending: AtomicBool::new(false) });
+    let (results, receiver) = crossbeam_channel::unbounded();
+    Ok((Completion { results, wake: Arc::clone(&wake) }, Completions { results: receiver, wake, wake_read }))
+}
+
+impl Completion {
+    /// Reports the end of one order.
+    pub fn finish(&self, done: Done) {
+        self.finish_all(std::iter::once(done));
+    }
+
+    /// Reports the ends of several orders with one wake-up.
+    pub fn finish_all(&self, dones: impl IntoIterator<Item = Done>) {
+        let mut any = false;
+        for done in dones {
+            if self.results.send(done).is_err() {
+                return; // the loop is gone
+            }
+            any = true;
         }
+        // Results are sent before the flag is read, and the loop clears the
+        // flag before taking results (see `Completions::take`), so a result
+        // is either taken or followed by a byte.
+        if any && !self.wake.pending.swap(true, Ordering::SeqCst) {
+            // WouldBlock means wake-ups are already pending: nothing lost.
+            let _ = (&self.wake.write).write(&[1]);
+        }
+    }
+}
+
+impl Completions {
+    /// The socket to poll for readability.
+    pub fn wake_fd(&self) -> std::os::fd::RawFd {
+        self.wake_read.as_raw_fd()
+    }
+
+    /// Takes every result reported so far.
+    ///
+    /// Order matters: drain the socket, then clear the flag, then take. A
+    /// reporter that sets the flag after it was cleared writes a byte after
+    /// the drain, so a set flag always means a byte waits in the socket
+    /// (or its result was taken here): no result waits without a wake-up.
+    pub fn take(&self) -> Vec<Done> {
+        let mut buf = [0u8; 256];
+        while matches!((&self.wake_read).read(&mut buf), Ok(n) if n > 0) {}
+        self.wake.pending.store(false, Ordering::SeqCst);
+        self.results.try_iter().collect()
+    }
+}
+
+/// Runs orders for a handler that has workers of its own (see
+/// [`Handler::start_runner`]). Called from the loop thread only.
+pub trait Runner: Send {
+    /// Starts an order; its end is reported through the [`Completion`].
+    /// Must not block for long: the loop thread calls it.
+    fn submit(&mut self, order: Dispatch);
+
+    /// Called after a burst of [`Runner::submit`]s: a chance to pass them
+    /// on in one go (serve writes each process's lines with one `write`).
+    fn flush(&mut self) {}
+
+    /// File descriptors the loop should poll for readability on the
+    /// runner's behalf (serve: its processes' stdouts), appended to `fds`.
+    fn poll_fds(&mut self, _fds: &mut Vec<std::os::fd::RawFd>) {}
+
+    /// After each poll: `ready[i]` says whether the i-th descriptor of the
+    /// last [`Runner::poll_fds`] is readable. Returns the orders finished.
+    /// Must not block: the loop thread calls it.
+    fn on_readable(&mut self, _ready: &[bool]) -> Vec<Done> {
+        Vec::new()
+    }
+
+    /// Stops the runner's workers, in bounded time (the worker is exiting;
+    /// orders not reported yet are left to the broker to redeliver).
+    fn stop(self: Box<Self>);
+}
+
+/// The time limit of exec and serve handlers: `None` is no limit.
+pub fn timeout_from_ms(timeout_ms: u64) -> Option<u64> {
+    (timeout_ms > 0).then_some(timeout_ms)
+}
+
+/// Run `sh -c <command>` with the order's JSON on stdin, in a process group
+/// of its own; exit 0 acks (see the module docs for the others). Past
+/// `timeout_ms` (`None`: no limit) the whole group is killed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Exec {
+    pub command: String,
+    pub timeout_ms: Option<u64>,
+}
+
+impl Handler for Exec {
+    fn handle(&self, order: &Dispatch) -> Result<(), Failure> {
+        exec(&self.command, self.timeout_ms, order, order_json(order))
+    }
+
+    fn describe(&self) -> String {
+        match self.timeout_ms {
+            Some(ms) => format!("exec {:?} (time limit {ms} ms)", self.command),
+            None => format!("exec {:?} (no time limit)", self.command),
+        }
+    }
+}
+
+/// Write the order's JSON to a file under `dir` and log the delivery (see
+/// [`sink_path`]; ids too long for a file name get a hashed one,
+/// [`sink_file_name`], never a failure).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Sink {
+    pub dir: PathBuf,
+}
+
+impl Handler for Sink {
+    fn handle(&self, order: &Dispatch) -> Result<(), Failure> {
+        sink(&self.dir, order, &order_json(order))
+    }
+
+    /// Creates the sink directory.
+    fn prepare(&self) -> io::Result<()> {
+        fs::create_dir_all(&self.dir)
+    }
+
+    fn describe(&self) -> String {
+        format!("sink {}", self.dir.display())
+    }
+}
+
+/// Acknowledge without doing anything (benchmarks, tests).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Noop;
+
+impl Handler for Noop {
+    fn handle(&self, _order: &Dispatch) -> Result<(), Failure> {
+        Ok(())
+    }
+
+    fn describe(&self) -> String {
+        "noop".to_owned()
+    }
+
+    /// Returns at once: no thread needed.
+    fn inline(&self) -> bool {
+        true
     }
 }
 
 /// Renders the order as the JSON object handlers receive (see the module
 /// docs; the rendering is `orderly_common::order_json`, shared with the
-/// broker's `dlq show`). Fails for good if an item is not valid JSON.
-pub fn order_json(order: &Dispatch) -> Result<Vec<u8>, Failure> {
+/// broker's `dlq show`).
+pub fn order_json(order: &Dispatch) -> Vec<u8> {
     orderly_common::order_json::order_json(&order.order, order.attempt, order.redelivered, &order.items)
-        .map_err(|e| Failure::permanent(e.to_string()))
 }
 
 /// The checksum of an order's items written to `deliveries.log`.
@@ -288,7 +496,7 @@ fn collect(reports: &Receiver<Report>, group: i32, timeout_ms: Option<u64>) -> F
 
 /// Sends `signal` to every process of `group`. Errors are ignored: ESRCH
 /// means the group is already gone, which is the goal.
-fn signal_group(group: i32, signal: i32) {
+pub(crate) fn signal_group(group: i32, signal: i32) {
     // SAFETY: killpg has no memory-safety preconditions.
     let _ = unsafe { libc::killpg(group, signal) };
 }

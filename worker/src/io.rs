@@ -3,9 +3,11 @@
 //! One thread owns both sockets (ZeroMQ sockets are not thread-safe): a SUB
 //! on the broker's fanout (our topic and the broadcast topic) and a PUSH to
 //! its control socket. It polls the SUB and a wake-up socket, feeds
-//! [`Core`], hands jobs to a pool of `concurrency` threads over a channel and
-//! sends what the core queues. Pool threads return results on another
-//! channel and write one byte to the wake-up socket so the poll returns.
+//! [`Core`], hands jobs to a pool of `concurrency` threads over a channel
+//! (or runs them inline for [`Handler::inline`] handlers, or gives them to
+//! the handler's own [`Runner`]: serve) and sends what the core queues.
+//! Results come back on a channel ([`Completion`]) with one byte on the
+//! wake-up socket per burst, so the poll returns.
 //!
 //! Control messages wait in a bounded outbox while the PUSH cannot take them
 //! (no broker connected: `ZMQ_IMMEDIATE` refuses to queue for connections
@@ -19,9 +21,6 @@
 //! to the old connection while it is torn down.
 
 use std::collections::VecDeque;
-use std::io::{Read, Write};
-use std::os::fd::AsRawFd;
-use std::os::unix::net::UnixStream;
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
@@ -34,11 +33,11 @@ use orderly_common::limits::{self, WORKER_CONCURRENCY_MAX};
 use orderly_common::members::Members;
 use orderly_common::protocol::{split_frames, ControlMsg, DecodeError, Dispatch, FanoutMsg};
 use orderly_common::text::Escaped;
-use orderly_common::{Endpoint, OrderKey};
+use orderly_common::Endpoint;
 use tracing::{debug, error, info, warn};
 
 use crate::core::{pack_ack, Core, CoreConfig, Event, Failure, Millis, Refusal};
-use crate::handler::Handler;
+use crate::handler::{completion_channel, Completion, Completions, Done, Handler, Runner};
 
 /// Longest wait in one poll, so signals and stats are never late by more.
 const POLL_TIMEOUT_MS_MAX: u64 = 1000;
@@ -58,7 +57,7 @@ const DECODE_WARN_INTERVAL_MS: u64 = 1000;
 const BYE_WAIT_MS: u64 = limits::SOCKET_LINGER_MS as u64;
 
 /// Everything the loop needs, validated by the caller.
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct Config {
     pub worker: String,
     /// Random per process start.
@@ -66,13 +65,31 @@ pub struct Config {
     pub fanout: Endpoint,
     pub control: Endpoint,
     pub concurrency: u32,
-    pub handler: Handler,
+    /// What to do with each order (see [`Handler`]; a closure will do).
+    pub handler: Arc<dyn Handler>,
     pub heartbeat_interval_ms: u64,
     pub heartbeat_liveness: u32,
     /// How long a shutdown waits for running orders.
     pub drain_timeout_ms: u64,
     /// CURVE client keys; `None` is plaintext.
     pub curve: Option<orderly_security::keys::CurveClient>,
+}
+
+impl std::fmt::Debug for Config {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Config")
+            .field("worker", &self.worker)
+            .field("incarnation", &self.incarnation)
+            .field("fanout", &self.fanout)
+            .field("control", &self.control)
+            .field("concurrency", &self.concurrency)
+            .field("handler", &self.handler.describe())
+            .field("heartbeat_interval_ms", &self.heartbeat_interval_ms)
+            .field("heartbeat_liveness", &self.heartbeat_liveness)
+            .field("drain_timeout_ms", &self.drain_timeout_ms)
+            .field("curve", &self.curve.is_some())
+            .finish()
+    }
 }
 
 /// How the loop ended.
@@ -278,47 +295,25 @@ impl Outbox {
 
 // ---------------------------------------------------------------- pool
 
-/// The end of one job, sent back by a pool thread.
-struct Done {
-    order: OrderKey,
-    attempt: u32,
-    outcome: Result<(), Failure>,
-}
-
 struct Pool {
     jobs: Sender<Dispatch>,
-    results: Receiver<Done>,
-    wake_read: UnixStream,
     threads: Vec<JoinHandle<()>>,
 }
 
 impl Pool {
-    fn start(size: u32, handler: Arc<Handler>) -> Result<Pool, IoError> {
-        let (wake_read, wake_write) = UnixStream::pair().map_err(os_error("cannot create the wake-up socket pair"))?;
-        for end in [&wake_read, &wake_write] {
-            end.set_nonblocking(true).map_err(os_error("cannot make the wake-up socket non-blocking"))?;
-        }
-        let wake_write = Arc::new(wake_write);
+    fn start(size: u32, handler: &Arc<dyn Handler>, completion: &Completion) -> Result<Pool, IoError> {
         // The core never holds more than `size` jobs, so sends never block.
         let (jobs, job_rx) = crossbeam_channel::bounded::<Dispatch>(size as usize);
-        let (result_tx, results) = crossbeam_channel::unbounded();
         let mut threads = Vec::with_capacity(size as usize);
         for n in 0..size {
-            let (handler, job_rx, result_tx, wake) =
-                (Arc::clone(&handler), job_rx.clone(), result_tx.clone(), Arc::clone(&wake_write));
+            let (handler, job_rx, completion) = (Arc::clone(handler), job_rx.clone(), completion.clone());
             let thread = std::thread::Builder::new()
                 .name(format!("handler-{n}"))
-                .spawn(move || pool_thread(&handler, &job_rx, &result_tx, &wake))
+                .spawn(move || pool_thread(&*handler, &job_rx, &completion))
                 .map_err(os_error("cannot start a handler thread"))?;
             threads.push(thread);
         }
-        Ok(Pool { jobs, results, wake_read, threads })
-    }
-
-    /// Empties the wake-up socket; the bytes carry no meaning.
-    fn drain_wake(&self) {
-        let mut buf = [0u8; 256];
-        while matches!((&self.wake_read).read(&mut buf), Ok(n) if n > 0) {}
+        Ok(Pool { jobs, threads })
     }
 
     /// Stops the threads; waits for them only if none is busy, so a stuck
@@ -333,22 +328,28 @@ impl Pool {
     }
 }
 
-fn pool_thread(handler: &Handler, jobs: &Receiver<Dispatch>, results: &Sender<Done>, wake: &UnixStream) {
+fn pool_thread(handler: &dyn Handler, jobs: &Receiver<Dispatch>, completion: &Completion) {
     for job in jobs.iter() {
         let outcome = run_guarded(handler, &job);
-        let done = Done { order: job.order, attempt: job.attempt, outcome };
-        if results.send(done).is_err() {
-            return; // the loop is gone
-        }
-        // WouldBlock means wake-ups are already pending: nothing lost.
-        let _ = (&*wake).write(&[1]);
+        completion.finish(Done { order: job.order, attempt: job.attempt, outcome });
     }
 }
 
 /// Runs the handler; a panic becomes a retryable failure instead of a
 /// thread lost with its order stuck in flight.
-fn run_guarded(handler: &Handler, job: &Dispatch) -> Result<(), Failure> {
-    catch_unwind(AssertUnwindSafe(|| handler.run(job))).unwrap_or_else(|_| Err(Failure::retry("the handler panicked")))
+fn run_guarded(handler: &dyn Handler, job: &Dispatch) -> Result<(), Failure> {
+    catch_unwind(AssertUnwindSafe(|| handler.handle(job)))
+        .unwrap_or_else(|_| Err(Failure::retry("the handler panicked")))
+}
+
+/// Where the loop's orders run.
+enum Execution {
+    /// On the loop thread ([`Handler::inline`]: noop).
+    Inline,
+    /// On `concurrency` pool threads.
+    Pool(Pool),
+    /// On the handler's own runner ([`Handler::start_runner`]: serve).
+    Runner(Box<dyn Runner>),
 }
 
 // ---------------------------------------------------------------- loop
@@ -377,9 +378,12 @@ struct Loop {
     sockets: Sockets,
     topic: Vec<u8>,
     outbox: Outbox,
-    handler: Arc<Handler>,
-    /// None: the handler runs inline (noop needs no threads).
-    pool: Option<Pool>,
+    handler: Arc<dyn Handler>,
+    execution: Execution,
+    /// Results of the pool threads or the runner.
+    completions: Completions,
+    /// The runner's descriptors of the current poll.
+    runner_fds: Vec<std::os::fd::RawFd>,
     start: Instant,
     drain_timeout_ms: u64,
     drain_deadline_ms: Option<Millis>,
@@ -397,10 +401,15 @@ struct Loop {
 impl Loop {
     fn new(config: Config, members: Option<Members>) -> Result<Loop, IoError> {
         let sockets = open_sockets(&config, members.as_ref())?;
-        let handler = Arc::new(config.handler);
-        let pool = match *handler {
-            Handler::Noop => None,
-            _ => Some(Pool::start(config.concurrency, Arc::clone(&handler))?),
+        let handler = config.handler;
+        let (completion, completions) =
+            completion_channel().map_err(os_error("cannot create the wake-up socket pair"))?;
+        let execution = if handler.inline() {
+            Execution::Inline
+        } else if let Some(runner) = handler.start_runner(completion.clone()) {
+            Execution::Runner(runner.map_err(os_error("cannot start the handler's runner"))?)
+        } else {
+            Execution::Pool(Pool::start(config.concurrency, &handler, &completion)?)
         };
         let core_config = CoreConfig {
             worker: config.worker.clone(),
@@ -419,7 +428,9 @@ impl Loop {
             topic: worker_topic(&config.worker),
             outbox: Outbox::default(),
             handler,
-            pool,
+            execution,
+            completions,
+            runner_fds: Vec::new(),
             start: Instant::now(),
             drain_timeout_ms: config.drain_timeout_ms,
             drain_deadline_ms: None,
@@ -461,22 +472,26 @@ impl Loop {
     fn pump(&mut self) -> Result<(), IoError> {
         while let Some(job) = self.core.poll_job() {
             debug!(order = %job.order, attempt = job.attempt, items = job.items.len(), "order started");
-            match &self.pool {
+            match &mut self.execution {
                 // Cannot block: the channel holds `capacity` jobs and the
                 // core never has more in flight.
-                Some(pool) => {
+                Execution::Pool(pool) => {
                     if pool.jobs.send(job).is_err() {
                         unreachable!("pool threads live as long as the loop");
                     }
                 }
-                None => {
-                    let outcome = run_guarded(&self.handler, &job);
+                Execution::Runner(runner) => runner.submit(job),
+                Execution::Inline => {
+                    let outcome = run_guarded(&*self.handler, &job);
                     self.finish_job(Done { order: job.order, attempt: job.attempt, outcome });
                 }
             }
         }
+        if let Execution::Runner(runner) = &mut self.execution {
+            runner.flush();
+        }
         while let Some(event) = self.core.poll_event() {
-            log_event(&event, &self.handler);
+            log_event(&event, &*self.handler);
         }
         while let Some(msg) = self.core.poll_control() {
             self.outbox.push(msg);
@@ -508,20 +523,43 @@ impl Loop {
         let timeout_ms = due_ms.saturating_sub(now_ms).min(POLL_TIMEOUT_MS_MAX) as i64;
         let want_send = if self.outbox.queue.is_empty() { zmq::PollEvents::empty() } else { zmq::POLLOUT };
         let mut items = vec![self.sockets.sub.as_poll_item(zmq::POLLIN), self.sockets.push.as_poll_item(want_send)];
-        if let Some(pool) = &self.pool {
-            items.push(zmq::PollItem::from_fd(pool.wake_read.as_raw_fd(), zmq::POLLIN));
+        if !matches!(self.execution, Execution::Inline) {
+            items.push(zmq::PollItem::from_fd(self.completions.wake_fd(), zmq::POLLIN));
         }
+        // A runner's own descriptors (serve: handler stdouts), read here so
+        // an answer reaches the loop without a thread hop.
+        self.runner_fds.clear();
+        if let Execution::Runner(runner) = &mut self.execution {
+            runner.poll_fds(&mut self.runner_fds);
+        }
+        let first_runner_item = items.len();
+        items.extend(self.runner_fds.iter().map(|&fd| zmq::PollItem::from_fd(fd, zmq::POLLIN)));
         match zmq::poll(&mut items, timeout_ms) {
             Ok(_) => {}
             Err(zmq::Error::EINTR) => return Ok(()), // a signal: the loop checks the flag
             Err(e) => return Err(zmq_error("cannot poll the sockets")(e)),
         }
         let fanout_ready = items[0].is_readable();
+        // Index 2 is the wake-up socket whenever results can come back.
+        let results_ready = items.get(2).is_some_and(|item| first_runner_item > 2 && item.is_readable());
+        let runner_ready: Vec<bool> =
+            items[first_runner_item..].iter().map(|item| item.is_readable() || item.is_error()).collect();
         drop(items);
         if fanout_ready {
             self.read_fanout()?;
         }
-        self.collect_results();
+        // No wake-up byte, no result: a result is sent before its byte
+        // (see `Completion::finish_all`), so none is missed.
+        if results_ready {
+            self.collect_results();
+        }
+        if let Execution::Runner(runner) = &mut self.execution {
+            if runner_ready.contains(&true) {
+                for done in runner.on_readable(&runner_ready) {
+                    self.finish_job(done);
+                }
+            }
+        }
         Ok(())
     }
 
@@ -576,10 +614,10 @@ impl Loop {
     }
 
     fn collect_results(&mut self) {
-        let Some(pool) = &self.pool else { return };
-        pool.drain_wake();
-        let done: Vec<Done> = pool.results.try_iter().collect();
-        for done in done {
+        if matches!(self.execution, Execution::Inline) {
+            return;
+        }
+        for done in self.completions.take() {
             self.finish_job(done);
         }
     }
@@ -630,14 +668,16 @@ impl Loop {
                 let _ = socket.set_linger(0); // best effort: exiting anyway
             }
         }
-        if let Some(pool) = self.pool.take() {
-            pool.stop(exit == Exit::Drained);
+        match std::mem::replace(&mut self.execution, Execution::Inline) {
+            Execution::Pool(pool) => pool.stop(exit == Exit::Drained),
+            Execution::Runner(runner) => runner.stop(),
+            Execution::Inline => {}
         }
         Ok(())
     }
 }
 
-fn log_event(event: &Event, handler: &Handler) {
+fn log_event(event: &Event, handler: &dyn Handler) {
     match event {
         Event::DuplicateDispatch { order, attempt } => {
             debug!(%order, attempt, "ignored a dispatch of an order already running here");

@@ -11,7 +11,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use orderly_worker::handler::Handler;
+use orderly_worker::handler::Noop;
 use orderly_worker::io::{self, Config, Exit};
 use scripted_group::{worker_nonce, Group, Received};
 
@@ -29,7 +29,7 @@ fn a_workers_heartbeats_move_to_a_new_leader_at_once_and_it_is_welcomed_there() 
         fanout: first.fanout,
         control: first.control,
         concurrency: 1,
-        handler: Handler::Noop,
+        handler: Arc::new(Noop),
         heartbeat_interval_ms: HEARTBEAT_INTERVAL_MS,
         heartbeat_liveness: 3,
         drain_timeout_ms: 1000,

@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 
 use orderly_common::protocol::{BrokerHeartbeat, ControlMsg, Dispatch, FanoutMsg, Welcome};
 use orderly_common::{Endpoint, OrderKey};
-use orderly_worker::handler::{items_sha256, Handler};
+use orderly_worker::handler::{items_sha256, Exec, Handler, Noop, Sink};
 use orderly_worker::io::{self, Config, Exit, IoError};
 use serde_bytes::ByteBuf;
 
@@ -103,7 +103,7 @@ const PATIENT: u32 = 1000;
 
 fn start(
     broker: &Broker,
-    handler: Handler,
+    handler: Arc<dyn Handler>,
     drain_timeout_ms: u64,
     heartbeat_liveness: u32,
 ) -> (Arc<AtomicBool>, JoinHandle<Result<Exit, IoError>>) {
@@ -132,7 +132,7 @@ fn is_bye(msg: &ControlMsg) -> Option<()> {
 fn handshake_dispatch_ack_and_drain() {
     let dir = tempfile::tempdir().expect("temp dir");
     let broker = Broker::bind();
-    let (shutdown, worker) = start(&broker, Handler::Sink { dir: dir.path().to_path_buf() }, 5000, PATIENT);
+    let (shutdown, worker) = start(&broker, Arc::new(Sink { dir: dir.path().to_path_buf() }), 5000, PATIENT);
     broker.handshake();
     // Garbage and wrongly framed messages are dropped, not fatal.
     broker.fanout.send_multipart([b"w/w1/".as_slice(), b"\xc1garbage"], 0).expect("publish");
@@ -151,7 +151,7 @@ fn handshake_dispatch_ack_and_drain() {
 #[test]
 fn broker_restart_makes_the_worker_announce_itself_again() {
     let broker = Broker::bind();
-    let (shutdown, worker) = start(&broker, Handler::Noop, 5000, PATIENT);
+    let (shutdown, worker) = start(&broker, Arc::new(Noop), 5000, PATIENT);
     broker.handshake();
     let heartbeat = |incarnation| {
         FanoutMsg::Heartbeat(BrokerHeartbeat { incarnation, interval_ms: 50, member: None, leader: None, term: 0 })
@@ -168,7 +168,7 @@ fn broker_restart_makes_the_worker_announce_itself_again() {
 #[test]
 fn silent_broker_makes_the_worker_ask_for_a_new_welcome() {
     let broker = Broker::bind();
-    let (shutdown, worker) = start(&broker, Handler::Noop, 5000, 3);
+    let (shutdown, worker) = start(&broker, Arc::new(Noop), 5000, 3);
     broker.handshake();
     // No broker traffic for 3 intervals of 50 ms: the welcome is dropped.
     let started = Instant::now();
@@ -183,7 +183,7 @@ fn silent_broker_makes_the_worker_ask_for_a_new_welcome() {
 fn drain_waits_for_running_orders_before_bye() {
     let broker = Broker::bind();
     let (shutdown, worker) =
-        start(&broker, Handler::Exec { command: "cat >/dev/null; sleep 0.3".into(), timeout_ms: None }, 5000, PATIENT);
+        start(&broker, Arc::new(Exec { command: "cat >/dev/null; sleep 0.3".into(), timeout_ms: None }), 5000, PATIENT);
     broker.handshake();
     broker.dispatch("slow", &[b"{}"]);
     // Started once it is listed in flight; then ask for shutdown.
@@ -200,7 +200,7 @@ fn drain_waits_for_running_orders_before_bye() {
 fn drain_timeout_leaves_running_orders_to_the_broker() {
     let broker = Broker::bind();
     let (shutdown, worker) =
-        start(&broker, Handler::Exec { command: "sleep 2".into(), timeout_ms: None }, 200, PATIENT);
+        start(&broker, Arc::new(Exec { command: "sleep 2".into(), timeout_ms: None }), 200, PATIENT);
     broker.handshake();
     broker.dispatch("stuck", &[b"{}"]);
     broker.wait_for(|m| matches!(m, ControlMsg::Heartbeat(hb) if !hb.in_flight.is_empty()).then_some(()));
@@ -220,7 +220,7 @@ fn returned_nack(id: &'static str) -> impl FnMut(&ControlMsg) -> Option<String> 
 #[test]
 fn a_missing_handler_returns_orders_turns_broken_and_probes_again() {
     let broker = Broker::bind();
-    let handler = Handler::Exec { command: "/nonexistent/handler".into(), timeout_ms: Some(5000) };
+    let handler = Arc::new(Exec { command: "/nonexistent/handler".into(), timeout_ms: Some(5000) });
     let (shutdown, worker) = start(&broker, handler, 5000, PATIENT);
     broker.handshake();
     broker.dispatch("o1", &[b"{}"]);
@@ -236,6 +236,30 @@ fn a_missing_handler_returns_orders_turns_broken_and_probes_again() {
     broker.wait_for(|m| matches!(m, ControlMsg::Heartbeat(hb) if hb.broken.is_none()).then_some(()));
     let waited = broken_at.elapsed();
     assert!(waited >= Duration::from_millis(800), "probed after {waited:?}");
+    shutdown.store(true, Ordering::Relaxed);
+    broker.wait_for(is_bye);
+    assert_eq!(worker.join().expect("no panic").expect("clean exit"), Exit::Drained);
+}
+
+#[test]
+fn a_serve_command_that_does_not_exist_turns_the_worker_broken() {
+    let broker = Broker::bind();
+    let serve = orderly_worker::serve::Serve {
+        command: "/nonexistent/handler".into(),
+        processes: 1,
+        timeout_ms: Some(5000),
+        worker: "w1".into(),
+    };
+    let (shutdown, worker) = start(&broker, Arc::new(serve), 5000, PATIENT);
+    broker.handshake();
+    broker.dispatch("o1", &[b"{}"]);
+    let reason = broker.wait_for(returned_nack("o1"));
+    assert!(reason.contains("127") && reason.contains("not found"), "{reason}");
+    broker.wait_for(|m| matches!(m, ControlMsg::Heartbeat(hb) if hb.broken.is_some()).then_some(()));
+    // While broken, a dispatch is returned unrun.
+    broker.dispatch("o2", &[b"{}"]);
+    let reason = broker.wait_for(returned_nack("o2"));
+    assert!(reason.contains("cannot run"), "{reason}");
     shutdown.store(true, Ordering::Relaxed);
     broker.wait_for(is_bye);
     assert_eq!(worker.join().expect("no panic").expect("clean exit"), Exit::Drained);

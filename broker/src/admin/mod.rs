@@ -33,9 +33,7 @@ use orderly_common::OrderKey;
 
 pub use self::client::{page_query, request, AdminClient};
 pub use self::guard::bound_to_loopback;
-pub use self::schema::{
-    DeadLetters, DeleteReport, IntakeClosedReport, NotJsonItem, OrderView, RetryReport, StatusReport,
-};
+pub use self::schema::{DeadLetters, DeleteReport, IntakeClosedReport, OrderView, RetryReport, StatusReport};
 pub use self::server::AdminServer;
 pub use self::token::{AdminToken, TOKEN_CHARS_MIN};
 

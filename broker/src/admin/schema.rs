@@ -103,23 +103,11 @@ pub struct DeleteReport {
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct OrderView {
     pub order: OrderInfo,
-    /// The JSON object a handler receives on stdin, byte for byte (kept
-    /// raw, so whitespace and number spelling inside items survive);
-    /// `null` when an item is not JSON (see `not_json`).
+    /// The JSON object a handler receives, byte for byte (kept raw, so
+    /// whitespace and number spelling inside items survive). Items that
+    /// are not JSON are in it as base64 (`common/src/order_json.rs`). An
+    /// `Option` so older brokers' `null` still reads.
     pub handler_view: Option<Box<RawValue>>,
-    /// The item that is not JSON: handlers fail such an order for good.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub not_json: Option<NotJsonItem>,
-}
-
-/// An item of an order that is not JSON.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct NotJsonItem {
-    /// Its position in the order, from 0.
-    pub item: usize,
-    pub bytes: usize,
-    /// What the JSON parser said.
-    pub error: String,
 }
 
 impl OrderView {
@@ -131,17 +119,10 @@ impl OrderView {
             OrderPlace::InFlight | OrderPlace::Dead => order.attempts.max(1),
         };
         let key = OrderKey::new(order.producer.as_str(), order.id.as_str());
-        match order_json(&key, attempt, attempt > 1, items) {
-            Ok(json) => {
-                let text = String::from_utf8(json).expect("validated JSON is UTF-8");
-                let raw = RawValue::from_string(text).expect("order_json renders JSON");
-                OrderView { order, handler_view: Some(raw), not_json: None }
-            }
-            Err(e) => {
-                let not_json = NotJsonItem { item: e.index, bytes: e.len, error: e.detail };
-                OrderView { order, handler_view: None, not_json: Some(not_json) }
-            }
-        }
+        let json = order_json(&key, attempt, attempt > 1, items);
+        let text = String::from_utf8(json).expect("order_json renders UTF-8");
+        let raw = RawValue::from_string(text).expect("order_json renders JSON");
+        OrderView { order, handler_view: Some(raw) }
     }
 }
 
@@ -228,22 +209,21 @@ mod tests {
     fn an_order_view_carries_the_handler_s_bytes_through_pretty_json() {
         let items: [&[u8]; 2] = [b"{\"b\": 1,  \"a\":2.50}", b" 7 "];
         let view = OrderView::new(info(OrderPlace::Dead, 3), &items);
-        let expected = order_json(&OrderKey::new("shop", "o/1"), 3, true, &items).unwrap();
+        let expected = order_json(&OrderKey::new("shop", "o/1"), 3, true, &items);
         let text = serde_json::to_string_pretty(&view).unwrap();
         let back: OrderView = serde_json::from_str(&text).unwrap();
         assert_eq!(back.handler_view.unwrap().get().as_bytes(), expected.as_slice());
-        assert!(!text.contains("not_json"), "{text}");
+        assert!(!text.contains("base64"), "{text}");
         // A pending order is shown as its next dispatch will be.
         let pending = OrderView::new(info(OrderPlace::Pending, 0), &items);
         assert!(pending.handler_view.unwrap().get().contains("\"attempt\":1,\"redelivered\":false"));
     }
 
     #[test]
-    fn an_order_view_names_an_item_that_is_not_json() {
-        let view = OrderView::new(info(OrderPlace::Dead, 1), &[b"{}".as_slice(), b"\xff\xfe binary"]);
-        assert!(view.handler_view.is_none());
-        let not_json = view.not_json.unwrap();
-        assert_eq!((not_json.item, not_json.bytes), (1, 9));
+    fn an_order_view_shows_an_item_that_is_not_json_in_base64() {
+        let view = OrderView::new(info(OrderPlace::Dead, 1), &[b"{}".as_slice(), b"\xff\x00\x01"]);
+        let text = view.handler_view.unwrap().get().to_owned();
+        assert!(text.ends_with(r#""items":[{},{"base64":"/wAB"}],"base64_items":[1]}"#), "{text}");
     }
 
     #[test]

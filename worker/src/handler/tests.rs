@@ -11,19 +11,34 @@ fn order(id: &str, items: &[&[u8]]) -> Dispatch {
     }
 }
 
-fn exec(command: String) -> Handler {
-    Handler::Exec { command, timeout_ms: None }
+fn exec(command: String) -> Exec {
+    Exec { command, timeout_ms: None }
 }
 
 #[test]
-fn non_json_item_is_refused_for_good() {
-    let failure = Handler::Noop.run(&order("o", &[b"{}", b"{}"])).err();
-    assert_eq!(failure, None, "noop does not even look");
-    for handler in [exec("true".into()), Handler::Sink { dir: std::env::temp_dir() }] {
-        let failure = handler.run(&order("o", &[b"{}", b"{not json"])).expect_err("refused");
-        assert!(!failure.retry);
-        assert!(failure.reason.starts_with("item 1 is not valid JSON: "), "{}", failure.reason);
-    }
+fn non_json_item_reaches_exec_and_sink_in_base64() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let dispatch = order("o", &[b"{}", b"\xff\x00\x01"]);
+    let out = dir.path().join("stdin.json");
+    exec(format!("cat > '{}'", out.display())).handle(&dispatch).expect("acked");
+    let expected = br#""items":[{},{"base64":"/wAB"}],"base64_items":[1]}"#;
+    assert!(fs::read(&out).expect("stdin copied").ends_with(expected));
+    let sink = Sink { dir: dir.path().join("sink") };
+    sink.prepare().expect("sink dir");
+    sink.handle(&dispatch).expect("acked");
+    assert!(fs::read(dir.path().join("sink/p1/o.json")).expect("written").ends_with(expected));
+}
+
+#[test]
+fn closures_are_handlers() {
+    let handler: Box<dyn Handler> = Box::new(|order: &Dispatch| match order.attempt {
+        1 => Ok(()),
+        n => Err(Failure::permanent(format!("attempt {n}"))),
+    });
+    assert_eq!(handler.handle(&order("o", &[])), Err(Failure::permanent("attempt 2")));
+    assert_eq!(handler.describe(), "a custom handler");
+    assert!(!handler.inline());
+    assert!(Noop.inline());
 }
 
 #[test]
@@ -40,16 +55,16 @@ fn items_sha256_frames_each_item_with_its_length() {
 #[test]
 fn sink_writes_the_file_and_the_log_line() {
     let dir = tempfile::tempdir().expect("temp dir");
-    let handler = Handler::Sink { dir: dir.path().to_path_buf() };
+    let handler = Sink { dir: dir.path().to_path_buf() };
     let dispatch = order("a/b\tc", &[b"{\"x\":1}", b"2"]);
-    handler.run(&dispatch).expect("sink ok");
+    handler.handle(&dispatch).expect("sink ok");
     let path = dir.path().join("p1").join("a%2Fb%09c.json");
     let written = fs::read(&path).expect("order file exists");
-    assert_eq!(written, order_json(&dispatch).expect("json"));
+    assert_eq!(written, order_json(&dispatch));
     let log = fs::read_to_string(dir.path().join(DELIVERIES_LOG)).expect("log exists");
     assert_eq!(log, format!("p1\ta%2Fb%09c\t2\t{}\n", items_sha256(&dispatch.items)));
     // A redelivery rewrites the file and logs a second line.
-    handler.run(&dispatch).expect("sink ok again");
+    handler.handle(&dispatch).expect("sink ok again");
     let log = fs::read_to_string(dir.path().join(DELIVERIES_LOG)).expect("log exists");
     assert_eq!(log.lines().count(), 2);
     let leftovers: Vec<_> = fs::read_dir(dir.path().join("p1"))
@@ -63,13 +78,13 @@ fn sink_writes_the_file_and_the_log_line() {
 #[test]
 fn sink_appends_whole_lines_from_many_threads() {
     let dir = tempfile::tempdir().expect("temp dir");
-    let handler = Handler::Sink { dir: dir.path().to_path_buf() };
+    let handler = Sink { dir: dir.path().to_path_buf() };
     std::thread::scope(|scope| {
         for t in 0..8 {
             let handler = &handler;
             scope.spawn(move || {
                 for n in 0..10 {
-                    handler.run(&order(&format!("{t}-{n}"), &[b"{}"])).expect("sink ok");
+                    handler.handle(&order(&format!("{t}-{n}"), &[b"{}"])).expect("sink ok");
                 }
             });
         }
@@ -91,18 +106,18 @@ fn sink_names_that_fit_are_unchanged() {
 #[test]
 fn sink_writes_ids_too_long_for_a_file_name_under_a_hashed_name() {
     let dir = tempfile::tempdir().expect("temp dir");
-    let handler = Handler::Sink { dir: dir.path().to_path_buf() };
+    let handler = Sink { dir: dir.path().to_path_buf() };
     let id = "/é".repeat(ORDER_ID_BYTES_MAX / 3) + &"a".repeat(ORDER_ID_BYTES_MAX % 3);
     assert_eq!(id.len(), ORDER_ID_BYTES_MAX);
     let dispatch = order(&id, &[b"{\"x\":1}"]);
-    assert_eq!(handler.run(&dispatch), Ok(()), "acked");
+    assert_eq!(handler.handle(&dispatch), Ok(()), "acked");
     let name = sink_file_name(&id);
     assert!(name.len() <= FILE_NAME_BYTES_MAX, "{name}");
     let digest = hex::encode(Sha256::digest(id.as_bytes()));
     assert!(name.ends_with(&format!("~{digest}.json")), "{name}");
     assert!(file_safe(&id).starts_with(name.split('~').next().expect("prefix")));
     let written = fs::read(dir.path().join("p1").join(&name)).expect("order file exists");
-    assert_eq!(written, order_json(&dispatch).expect("json"));
+    assert_eq!(written, order_json(&dispatch));
     // The log line still names the order exactly.
     let log = fs::read_to_string(dir.path().join(DELIVERIES_LOG)).expect("log exists");
     assert_eq!(log, format!("p1\t{}\t2\t{}\n", file_safe(&id), items_sha256(&dispatch.items)));
@@ -111,11 +126,11 @@ fn sink_writes_ids_too_long_for_a_file_name_under_a_hashed_name() {
 #[test]
 fn sink_hashed_names_differ_for_ids_sharing_a_prefix() {
     let dir = tempfile::tempdir().expect("temp dir");
-    let handler = Handler::Sink { dir: dir.path().to_path_buf() };
+    let handler = Sink { dir: dir.path().to_path_buf() };
     let (a, b) = ("y".repeat(ORDER_ID_BYTES_MAX - 1) + "1", "y".repeat(ORDER_ID_BYTES_MAX - 1) + "2");
     assert_ne!(sink_file_name(&a), sink_file_name(&b));
     for id in [&a, &b] {
-        handler.run(&order(id, &[id.len().to_string().as_bytes()])).expect("sink ok");
+        handler.handle(&order(id, &[id.len().to_string().as_bytes()])).expect("sink ok");
     }
     let files = fs::read_dir(dir.path().join("p1")).expect("producer dir").count();
     assert_eq!(files, 2);
@@ -138,19 +153,19 @@ fn sink_io_errors_are_retryable() {
     let dir = tempfile::tempdir().expect("temp dir");
     let not_a_dir = dir.path().join("file");
     fs::write(&not_a_dir, b"x").expect("write");
-    let failure = Handler::Sink { dir: not_a_dir }.run(&order("o", &[b"{}"])).expect_err("cannot write");
+    let failure = Sink { dir: not_a_dir }.handle(&order("o", &[b"{}"])).expect_err("cannot write");
     assert!(failure.retry, "{failure}");
 }
 
 #[test]
 fn exec_exit_zero_acks() {
-    assert_eq!(exec("exit 0".into()).run(&order("o", &[b"{}"])), Ok(()));
+    assert_eq!(exec("exit 0".into()).handle(&order("o", &[b"{}"])), Ok(()));
 }
 
 #[test]
 fn exec_nonzero_exit_is_retryable_with_stderr_tail() {
     let command = "echo starting >&2; head -c 1000 /dev/zero | tr '\\0' x >&2; echo ' it broke' >&2; exit 3";
-    let failure = exec(command.into()).run(&order("o", &[b"{}"])).expect_err("exit 3");
+    let failure = exec(command.into()).handle(&order("o", &[b"{}"])).expect_err("exit 3");
     assert!(failure.retry);
     assert!(failure.reason.starts_with("exit code 3: "), "{}", failure.reason);
     assert!(failure.reason.ends_with("it broke"), "{}", failure.reason);
@@ -170,8 +185,8 @@ fn exec_gets_the_json_on_stdin_and_the_env() {
         env.display()
     );
     let dispatch = order("o-1", &[b"{\"k\": \"v\"}"]);
-    exec(command).run(&dispatch).expect("command ok");
-    assert_eq!(fs::read(&out).expect("stdin copied"), order_json(&dispatch).expect("json"));
+    exec(command).handle(&dispatch).expect("command ok");
+    assert_eq!(fs::read(&out).expect("stdin copied"), order_json(&dispatch));
     assert_eq!(fs::read_to_string(&env).expect("env written"), "o-1|p1|2|true");
 }
 
@@ -179,14 +194,14 @@ fn exec_gets_the_json_on_stdin_and_the_env() {
 fn exec_that_ignores_a_large_stdin_does_not_hang() {
     let big = format!("\"{}\"", "x".repeat(1 << 20));
     let dispatch = order("o", &[big.as_bytes()]);
-    assert_eq!(exec("exit 0".into()).run(&dispatch), Ok(()));
-    let failure = exec("exit 9".into()).run(&dispatch).expect_err("exit 9");
+    assert_eq!(exec("exit 0".into()).handle(&dispatch), Ok(()));
+    let failure = exec("exit 9".into()).handle(&dispatch).expect_err("exit 9");
     assert_eq!(failure.reason, "exit code 9");
 }
 
 #[test]
 fn exec_killed_by_a_signal_is_retryable() {
-    let failure = exec("kill -9 $$".into()).run(&order("o", &[b"{}"])).expect_err("killed");
+    let failure = exec("kill -9 $$".into()).handle(&order("o", &[b"{}"])).expect_err("killed");
     assert!(failure.retry);
     assert!(failure.reason.contains("signal"), "{}", failure.reason);
 }
@@ -195,11 +210,11 @@ fn exec_killed_by_a_signal_is_retryable() {
 fn prepare_creates_the_sink_directory() {
     let dir = tempfile::tempdir().expect("temp dir");
     let sink = dir.path().join("a").join("b");
-    Handler::Sink { dir: sink.clone() }.prepare().expect("created");
+    Sink { dir: sink.clone() }.prepare().expect("created");
     assert!(sink.is_dir());
     let file = dir.path().join("file");
     fs::write(&file, b"x").expect("write");
-    assert!(Handler::Sink { dir: file.join("sub") }.prepare().is_err());
+    assert!(Sink { dir: file.join("sub") }.prepare().is_err());
 }
 
 /// Pins the documented format; `tests/helpers/check_sinks.py` computes the
@@ -212,8 +227,8 @@ fn sink_hashed_name_format_is_stable() {
     assert_eq!(sink_file_name(&id), expected);
 }
 
-fn exec_limited(command: &str, timeout_ms: u64) -> Handler {
-    Handler::Exec { command: command.into(), timeout_ms: Some(timeout_ms) }
+fn exec_limited(command: &str, timeout_ms: u64) -> Exec {
+    Exec { command: command.into(), timeout_ms: Some(timeout_ms) }
 }
 
 /// True once `pid` is gone (or a zombie waiting for its reaper).
@@ -243,7 +258,7 @@ fn exec_past_its_time_limit_has_its_whole_process_group_killed() {
     // A grandchild in the background and the shell waiting in the foreground.
     let command = format!("echo $$ > '{0}'; sleep 300 & echo $! >> '{0}'; sleep 300", pids.display());
     let started = Instant::now();
-    let failure = exec_limited(&command, 500).run(&order("o", &[b"{}"])).expect_err("timed out");
+    let failure = exec_limited(&command, 500).handle(&order("o", &[b"{}"])).expect_err("timed out");
     let elapsed = started.elapsed();
     assert!(failure.retry && !failure.cannot_run, "{failure}");
     assert_eq!(failure.reason, "handler timed out after 500 ms (process group killed)");
@@ -259,7 +274,7 @@ fn exec_that_ignores_sigterm_is_killed_after_the_grace() {
     // Ignored signals stay ignored across exec: both sleeps ignore SIGTERM.
     let command = format!("trap '' TERM; echo $$ > '{0}'; sleep 300 & echo $! >> '{0}'; sleep 300", pids.display());
     let started = Instant::now();
-    let failure = exec_limited(&command, 300).run(&order("o", &[b"{}"])).expect_err("timed out");
+    let failure = exec_limited(&command, 300).handle(&order("o", &[b"{}"])).expect_err("timed out");
     assert!(failure.reason.contains("timed out after 300 ms"), "{failure}");
     assert!(started.elapsed() >= Duration::from_millis(300 + KILL_GRACE_MS));
     assert_all_die(&pids);
@@ -267,12 +282,12 @@ fn exec_that_ignores_sigterm_is_killed_after_the_grace() {
 
 #[test]
 fn exec_within_its_time_limit_is_not_disturbed() {
-    assert_eq!(exec_limited("sleep 0.2; cat > /dev/null", 5000).run(&order("o", &[b"{}"])), Ok(()));
+    assert_eq!(exec_limited("sleep 0.2; cat > /dev/null", 5000).handle(&order("o", &[b"{}"])), Ok(()));
 }
 
 #[test]
 fn exec_within_a_limit_too_far_to_represent_runs() {
-    assert_eq!(exec_limited("exit 0", u64::MAX).run(&order("o", &[b"{}"])), Ok(()));
+    assert_eq!(exec_limited("exit 0", u64::MAX).handle(&order("o", &[b"{}"])), Ok(()));
 }
 
 #[test]
@@ -282,7 +297,7 @@ fn exec_leaving_a_process_behind_is_not_held_up_by_its_pipes() {
     // The background sleep keeps stdout and stderr open after sh exits.
     let command = format!("echo $$ > '{}'; sleep 20 & exit 0", group.display());
     let started = Instant::now();
-    assert_eq!(exec(command).run(&order("o", &[b"{}"])), Ok(()));
+    assert_eq!(exec(command).handle(&order("o", &[b"{}"])), Ok(()));
     assert!(started.elapsed() < Duration::from_millis(KILL_GRACE_MS + 1500), "{:?}", started.elapsed());
     let group: i32 = fs::read_to_string(&group).expect("group written").trim().parse().expect("a pid");
     // SAFETY: killpg has no memory-safety preconditions. Cleans up the sleep.
@@ -293,15 +308,15 @@ fn exec_leaving_a_process_behind_is_not_held_up_by_its_pipes() {
 fn exit_75_asks_for_a_retry_with_the_delay_from_the_last_stdout_line() {
     let dispatch = order("o", &[b"{}"]);
     let command = "head -c 100000 /dev/zero | tr '\\0' x; echo; echo delay_ms=30000; echo; exit 75";
-    let failure = exec(command.into()).run(&dispatch).expect_err("exit 75");
+    let failure = exec(command.into()).handle(&dispatch).expect_err("exit 75");
     assert!(failure.retry && !failure.cannot_run, "{failure}");
     assert_eq!(failure.delay_ms, Some(30_000));
     assert!(failure.reason.starts_with("exit code 75"), "{failure}");
-    let failure = exec("echo 'busy' >&2; exit 75".into()).run(&dispatch).expect_err("exit 75");
+    let failure = exec("echo 'busy' >&2; exit 75".into()).handle(&dispatch).expect_err("exit 75");
     assert_eq!((failure.retry, failure.delay_ms), (true, None), "no line: the broker's backoff");
     assert_eq!(failure.reason, "exit code 75 (retry later): busy");
     // The line counts only with exit 75.
-    let failure = exec("echo delay_ms=5; exit 1".into()).run(&dispatch).expect_err("exit 1");
+    let failure = exec("echo delay_ms=5; exit 1".into()).handle(&dispatch).expect_err("exit 1");
     assert_eq!(failure.delay_ms, None);
 }
 
@@ -317,7 +332,7 @@ fn delay_line_must_be_last_and_a_number() {
 
 #[test]
 fn exit_127_means_the_handler_cannot_run() {
-    let failure = exec("/nonexistent/handler".into()).run(&order("o", &[b"{}"])).expect_err("exit 127");
+    let failure = exec("/nonexistent/handler".into()).handle(&order("o", &[b"{}"])).expect_err("exit 127");
     assert!(failure.cannot_run && failure.retry, "{failure}");
     assert!(failure.reason.contains("127") && failure.reason.contains("/nonexistent/handler"), "{failure}");
 }
@@ -327,7 +342,7 @@ fn exit_126_means_the_handler_cannot_run() {
     let dir = tempfile::tempdir().expect("temp dir");
     let script = dir.path().join("handler.sh");
     fs::write(&script, "#!/bin/sh\nexit 0\n").expect("write");
-    let failure = exec(format!("'{}'", script.display())).run(&order("o", &[b"{}"])).expect_err("not executable");
+    let failure = exec(format!("'{}'", script.display())).handle(&order("o", &[b"{}"])).expect_err("not executable");
     assert!(failure.cannot_run, "{failure}");
     assert!(failure.reason.starts_with("exit code 126"), "{failure}");
 }
@@ -335,7 +350,7 @@ fn exit_126_means_the_handler_cannot_run() {
 #[test]
 fn a_spawn_error_means_the_handler_cannot_run() {
     // A NUL byte cannot be passed in an argument: spawning fails.
-    let failure = exec("true\0".into()).run(&order("o", &[b"{}"])).expect_err("cannot spawn");
+    let failure = exec("true\0".into()).handle(&order("o", &[b"{}"])).expect_err("cannot spawn");
     assert!(failure.cannot_run, "{failure}");
     assert!(failure.reason.starts_with("cannot start sh -c"), "{failure}");
 }
@@ -343,7 +358,39 @@ fn a_spawn_error_means_the_handler_cannot_run() {
 #[test]
 fn ordinary_failures_are_not_cannot_run() {
     for command in ["exit 1", "exit 2", "exit 125", "exit 128", "kill -9 $$"] {
-        let failure = exec(command.into()).run(&order("o", &[b"{}"])).expect_err(command);
+        let failure = exec(command.into()).handle(&order("o", &[b"{}"])).expect_err(command);
         assert!(failure.retry && !failure.cannot_run && failure.delay_ms.is_none(), "{command}: {failure}");
+    }
+}
+
+#[test]
+fn every_result_comes_with_a_wake_up() {
+    // Reporters on several threads; the consumer takes results only when
+    // the wake-up socket is readable, as the io loop does. A result left
+    // without a byte would stall the poll until its timeout.
+    let (completion, completions) = completion_channel().expect("channel");
+    const THREADS: usize = 4;
+    const EACH: usize = 5000;
+    let reporters: Vec<_> = (0..THREADS)
+        .map(|t| {
+            let completion = completion.clone();
+            std::thread::spawn(move || {
+                for n in 0..EACH {
+                    let order = OrderKey::new("p", format!("{t}-{n}"));
+                    completion.finish(Done { order, attempt: 1, outcome: Ok(()) });
+                }
+            })
+        })
+        .collect();
+    let mut taken = 0;
+    while taken < THREADS * EACH {
+        let mut fd = libc::pollfd { fd: completions.wake_fd(), events: libc::POLLIN, revents: 0 };
+        // SAFETY: one valid pollfd for the duration of the call.
+        let ready = unsafe { libc::poll(&mut fd, 1, 2000) };
+        assert!(ready > 0, "no wake-up with {} results outstanding", THREADS * EACH - taken);
+        taken += completions.take().len();
+    }
+    for reporter in reporters {
+        reporter.join().expect("no panic");
     }
 }

@@ -165,9 +165,8 @@ pub enum DlqCommand {
     /// Print a dead letter as its handler receives it.
     ///
     /// The one JSON line an exec handler reads on stdin, byte for byte (`--info` adds the
-    /// attempts, reason, worker and timestamps first). An order whose
-    /// items are not JSON has no such line: its details are printed, and
-    /// which item is not JSON.
+    /// attempts, reason, worker and timestamps first). Items that are not
+    /// JSON are in it as `{"base64":"…"}`, listed in `base64_items`.
     #[command(after_help = ORDER_IDS)]
     Show {
         #[command(flatten)]
