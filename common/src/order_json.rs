@@ -80,30 +80,17 @@ fn write_json_string(out: &mut Vec<u8>, text: &str) {
     serde_json::to_writer(&mut *out, text).expect("writing a string to a Vec cannot fail");
 }
 
-/// The standard base64 alphabet (RFC 4648 §4).
-const BASE64_ALPHABET: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
-
-/// Appends the standard base64 of `bytes`, with `=` padding (RFC 4648 §4).
-/// Written here rather than taken from a crate: `common` keeps its short
-/// list of IO-free dependencies, and the encoder is a dozen lines.
+/// Appends the standard base64 of `bytes`, with `=` padding (RFC 4648 §4),
+/// by the `base64` crate (IO-free, on common's allowlist).
 pub fn base64_encode_into(out: &mut Vec<u8>, bytes: &[u8]) {
-    let symbol = |sextet: u32| BASE64_ALPHABET[(sextet & 63) as usize];
-    let mut chunks = bytes.chunks_exact(3);
-    for chunk in &mut chunks {
-        let n = u32::from(chunk[0]) << 16 | u32::from(chunk[1]) << 8 | u32::from(chunk[2]);
-        out.extend_from_slice(&[symbol(n >> 18), symbol(n >> 12), symbol(n >> 6), symbol(n)]);
-    }
-    match *chunks.remainder() {
-        [a] => {
-            let n = u32::from(a) << 16;
-            out.extend_from_slice(&[symbol(n >> 18), symbol(n >> 12), b'=', b'=']);
-        }
-        [a, b] => {
-            let n = u32::from(a) << 16 | u32::from(b) << 8;
-            out.extend_from_slice(&[symbol(n >> 18), symbol(n >> 12), symbol(n >> 6), b'=']);
-        }
-        _ => {}
-    }
+    use base64::Engine as _;
+    let start = out.len();
+    let len = base64::encoded_len(bytes.len(), true).expect("an item's base64 length fits in usize");
+    out.resize(start + len, 0);
+    let written = base64::engine::general_purpose::STANDARD
+        .encode_slice(bytes, &mut out[start..])
+        .expect("the buffer was sized by encoded_len");
+    debug_assert_eq!(written, len);
 }
 
 #[cfg(test)]

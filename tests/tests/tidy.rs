@@ -52,6 +52,7 @@ const COMMON_DEPENDENCIES: &[(&str, &str)] = &[
     ("thiserror", "error derive"),
     ("sha2", "hashing of in-memory bytes"),
     ("hex", "hex text of in-memory bytes"),
+    ("base64", "base64 text of in-memory bytes (non-JSON items in the handler view)"),
     ("serde_json", "validating and rendering JSON in memory (the handler view of an order)"),
 ];
 
