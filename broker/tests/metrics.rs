@@ -275,3 +275,89 @@ fn readyz_names_the_check_that_fails_and_healthz_stays_up() {
     }
     drop(worker);
 }
+
+/// A group file of three members in `dir`: their admin addresses, by id.
+fn write_group(dir: &Path) -> (PathBuf, Vec<String>) {
+    let mut text = String::new();
+    let mut admins = Vec::new();
+    for id in 1..=3u64 {
+        let admin = format!("127.0.0.1:{}", free_port());
+        text.push_str(&format!(
+            "[[member]]\nid = {id}\nintake = \"{}\"\nfanout = \"{}\"\ncontrol = \"{}\"\npeer = \"{}\"\nadmin = \"{admin}\"\n\n",
+            ep(dir, &format!("intake-{id}")),
+            ep(dir, &format!("fanout-{id}")),
+            ep(dir, &format!("control-{id}")),
+            ep(dir, &format!("peer-{id}")),
+        ));
+        admins.push(admin);
+    }
+    let path = dir.join("group.toml");
+    std::fs::write(&path, text).unwrap();
+    (path, admins)
+}
+
+/// Member `id` of the group in `group`, killed on drop.
+fn start_member(dir: &Path, group: &Path, id: u64, admin: &str) -> Broker {
+    let child = Command::new(BROKER)
+        .args(["run", "--group"])
+        .arg(group)
+        .args(["--node-id", &id.to_string(), "--heartbeat-interval-ms", "100", "--data-dir"])
+        .arg(dir.join(format!("data-{id}")))
+        .stdout(Stdio::null())
+        .stderr(if std::env::var_os("SHOW_BROKER").is_some() { Stdio::inherit() } else { Stdio::null() })
+        .spawn()
+        .unwrap();
+    let member = Broker { child, dir: dir.to_path_buf(), admin: admin.to_owned() };
+    let deadline = Instant::now() + START_WAIT;
+    while get(&member, "/healthz").0 != 200 {
+        assert!(Instant::now() < deadline, "member {id} did not start");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    member
+}
+
+/// Polls `/readyz` until its status is `want`; the last answer.
+fn wait_readyz(broker: &Broker, want: u16) -> (u16, String) {
+    let deadline = Instant::now() + ORDERS_WAIT;
+    loop {
+        let (status, body) = get(broker, "/readyz");
+        if status == want || Instant::now() >= deadline {
+            return (status, body);
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+#[test]
+fn a_member_without_a_majority_is_not_ready_and_a_group_s_scrape_passes_promtool() {
+    let dir = tempfile::tempdir().unwrap();
+    let (group, admins) = write_group(dir.path());
+    let first = start_member(dir.path(), &group, 1, &admins[0]);
+    // Alone of three, it can elect no one.
+    std::thread::sleep(Duration::from_secs(1));
+    let (status, body) = get(&first, "/readyz");
+    assert_eq!(status, 503, "{body}");
+    let answer: serde_json::Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(answer["check"], "group", "{body}");
+    assert_eq!(get(&first, "/healthz").0, 200, "alive while not ready");
+
+    // A second member makes a majority: both are ready, leader and follower.
+    let second = start_member(dir.path(), &group, 2, &admins[1]);
+    for member in [&first, &second] {
+        let (status, body) = wait_readyz(member, 200);
+        assert_eq!(status, 200, "{body}");
+    }
+    for member in [&first, &second] {
+        let text = get(member, "/metrics").1;
+        let (ok, said) = promtool_check(&text);
+        assert!(ok, "promtool check metrics failed:\n{said}\n--- the scrape:\n{text}");
+        let roles: f64 = ["leader", "follower"]
+            .iter()
+            .filter_map(|role| sample(&text, &format!("orderly_group_role{{role=\"{role}\"}}")))
+            .sum();
+        assert_eq!(roles, 1.0, "one role each:\n{text}");
+        assert!(sample(&text, "orderly_group_term").is_some_and(|term| term >= 1.0), "{text}");
+        assert!(sample(&text, "orderly_group_commit_index").is_some(), "{text}");
+        assert!(sample(&text, "orderly_group_applied_index").is_some(), "{text}");
+    }
+}

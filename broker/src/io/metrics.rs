@@ -74,7 +74,9 @@ pub const READY_APPLIED_LAG_MAX: u64 = 32;
 /// `GET /readyz`: the first check that fails (a short name and a detail
 /// for people), or `None` when ready: the journal takes commits, the disk
 /// is not full, intake is open and, in a group, this member leads or is a
-/// follower within [`READY_APPLIED_LAG_MAX`] of the commit index.
+/// follower that knows a leader and has applied within
+/// [`READY_APPLIED_LAG_MAX`] of the commit index (a member cut off from a
+/// majority knows no leader: its clients could not be served).
 pub(super) fn readiness(journal_held: Option<&str>, stats: &Stats) -> Option<(&'static str, String)> {
     if let Some(why) = journal_held {
         return Some(("journal", format!("a commit waits for disk space: {why}")));
@@ -88,6 +90,9 @@ pub(super) fn readiness(journal_held: Option<&str>, stats: &Stats) -> Option<(&'
     let group = stats.group.as_ref()?;
     match group.role.as_str() {
         "leader" => None,
+        "follower" if group.leader.is_none() => {
+            Some(("group", format!("follower {} knows no leader (no majority reachable?)", group.member)))
+        }
         "follower" if group.commit.saturating_sub(group.applied) <= READY_APPLIED_LAG_MAX => None,
         "follower" => Some((
             "group",
@@ -552,6 +557,9 @@ mod tests {
         assert_eq!(readiness(None, &behind).map(|(check, _)| check), Some("group"));
         behind.group.as_mut().unwrap().role = "catching_up".into();
         assert!(readiness(None, &behind).unwrap().1.contains("catching_up"));
+        let mut alone = stats.clone();
+        alone.group.as_mut().unwrap().leader = None;
+        assert!(readiness(None, &alone).unwrap().1.contains("knows no leader"));
     }
 
     #[test]
