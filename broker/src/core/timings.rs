@@ -8,8 +8,8 @@ use super::Millis;
 
 /// Upper bounds of the latency histograms' buckets, in microseconds: from
 /// 100 µs (a lazy commit) to 60 s (a handler near its ack timeout), about
-/// ×2.5 apart. Times the core measures have millisecond resolution, so
-/// the buckets below 1 ms fill only from the loop's own measurements.
+/// ×2.5 apart. Times the core measures have millisecond resolution: one
+/// under 1 ms reads 0 and lands in the first bucket.
 pub const LATENCY_BUCKETS_US: [u64; 18] = [
     100, 250, 500, 1_000, 2_500, 5_000, 10_000, 25_000, 50_000, 100_000, 250_000, 500_000, 1_000_000, 2_500_000,
     5_000_000, 10_000_000, 30_000_000, 60_000_000,

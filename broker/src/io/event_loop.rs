@@ -417,15 +417,14 @@ impl Loop {
         })
     }
 
-    /// `GET /readyz`: 200, or 503 naming the check that failed (JSON).
+    /// `GET /readyz`: 200 `ok` (as `/healthz`: what probes and scripts
+    /// already read), or 503 with JSON naming the check that failed.
     fn readiness(&self) -> Answer {
-        let failed = readiness(self.recorder.held(), &self.stats());
-        let body = match &failed {
-            None => serde_json::json!({ "ready": true }),
-            Some((check, detail)) => serde_json::json!({ "ready": false, "check": check, "detail": detail }),
+        let Some((check, detail)) = readiness(self.recorder.held(), &self.stats()) else {
+            return Answer::text(200, "ok");
         };
-        let status = if failed.is_some() { 503 } else { 200 };
-        Answer { status, content_type: "application/json", body: body.to_string() + "\n", headers: Vec::new() }
+        let body = serde_json::json!({ "ready": false, "check": check, "detail": detail }).to_string() + "\n";
+        Answer { status: 503, content_type: "application/json", body, headers: Vec::new() }
     }
 
     /// `/dlq` (an array, as before paging; the paging in headers) or
