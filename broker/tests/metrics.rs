@@ -232,7 +232,14 @@ fn a_scrape_after_orders_flowed_passes_promtool_and_counts_them() {
         .lines()
         .any(|l| l.starts_with(&format!("orderly_build_info{{version=\"{version}\"")) && l.ends_with(" 1")));
     assert!(sample(&text, "process_resident_memory_bytes").is_some_and(|rss| rss > 0.0), "{text}");
+
+    // A worker that leaves (its Bye) disappears from the scrape.
     drop(worker);
+    let deadline = Instant::now() + ORDERS_WAIT;
+    while get(&broker, "/metrics").1.contains("worker=\"w1\"") {
+        assert!(Instant::now() < deadline, "w1 left but is still scraped");
+        std::thread::sleep(Duration::from_millis(50));
+    }
 }
 
 #[test]
