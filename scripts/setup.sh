@@ -12,6 +12,7 @@ dpkg -s libzmq3-dev >/dev/null 2>&1 || missing+=(libzmq3-dev)
 command -v pkg-config >/dev/null 2>&1 || missing+=(pkg-config)
 command -v python3 >/dev/null 2>&1 || missing+=(python3)
 command -v timeout >/dev/null 2>&1 || missing+=(coreutils)
+command -v promtool >/dev/null 2>&1 || missing+=(prometheus) # promtool: broker/tests/metrics.rs
 for need in "$@"; do
     command -v "${need%%=*}" >/dev/null 2>&1 || missing+=("${need#*=}")
 done

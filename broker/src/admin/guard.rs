@@ -37,7 +37,8 @@ fn refuse(status: u16, message: impl Into<String>) -> Refusal {
 pub enum Route {
     /// `/healthz`: 200 when the IO loop answers.
     Health,
-    /// `/readyz`: 200 when the loop answers and intake is open.
+    /// `/readyz`: 200 when the loop says it is ready (journal, disk,
+    /// intake, group role; see `io::metrics::readiness`), else 503.
     Ready,
     /// A query for the IO loop.
     Loop(Query),

@@ -94,6 +94,9 @@ pub enum Query {
     /// Delete one dead letter, or all with `None` ([`DeleteReport`]).
     Delete(Option<OrderKey>),
     Metrics,
+    /// `/readyz`: 200 or 503 with the check that failed (see
+    /// `io::metrics::readiness`).
+    Ready,
     /// A group's leader: add this member (`POST /group/add`,
     /// [`schema::MembershipReport`]).
     GroupAdd(orderly_replication::MemberRecord),

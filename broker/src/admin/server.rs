@@ -25,7 +25,6 @@ use hyper_util::rt::{TokioIo, TokioTimer};
 use tokio::sync::{oneshot, Semaphore};
 
 use super::guard::{self, Head, Route};
-use super::schema::StatusReport;
 use super::{AdminConfig, AdminError, AdminRequest, Answer, Query, REPLY_TIMEOUT, REQUEST_BYTES_MAX};
 
 /// How long a connection may take to send its request head.
@@ -177,28 +176,18 @@ async fn handle(config: &AdminConfig, requests: &Sender<AdminRequest>, request: 
     };
     respond(match route {
         Route::Loop(query) => ask(requests, query).await,
-        Route::Health => probe(requests, false).await,
-        Route::Ready => probe(requests, true).await,
+        Route::Health => health(requests).await,
+        Route::Ready => ask(requests, Query::Ready).await,
     })
 }
 
-/// `/healthz` (the IO loop answers) and `/readyz` (it answers and intake is
-/// open). The admin starts only after recovery, so an answer also means
-/// recovery is done. Asked through `/status`, so the loop needs no new query.
-async fn probe(requests: &Sender<AdminRequest>, ready: bool) -> Answer {
+/// `/healthz`: 200 when the IO loop answers (the admin starts only after
+/// recovery, so an answer also means recovery is done). `/readyz` is the
+/// loop's own answer ([`Query::Ready`]): it knows the journal's state.
+async fn health(requests: &Sender<AdminRequest>) -> Answer {
     let answer = ask(requests, Query::Status).await;
     if answer.status != 200 {
         return Answer { status: 503, ..answer };
-    }
-    if ready {
-        match serde_json::from_str::<StatusReport>(&answer.body) {
-            Ok(report) => {
-                if let Some(closed) = report.intake_closed {
-                    return Answer::text(503, format!("intake closed ({}): {}", closed.reason, closed.detail));
-                }
-            }
-            Err(error) => return Answer::text(500, format!("unreadable status: {error}")),
-        }
     }
     Answer::text(200, "ok")
 }

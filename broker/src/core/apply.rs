@@ -54,6 +54,7 @@ impl Core {
         order.state = OrderState::Pending;
         order.attempts = 0;
         order.dead_since_unix_ms = 0;
+        order.queued_ms = self.now_ms;
         self.dead_len -= 1;
         self.enter_pending(key);
         let shared = self.shared(key);
@@ -191,6 +192,7 @@ impl Core {
             order.attempts = order.attempts.saturating_sub(1);
         }
         order.last_reason = Some(reason.to_owned());
+        order.queued_ms = self.now_ms.saturating_add(delay_ms);
         self.leave_state(key, &old);
         self.enter_pending(key);
         let shared = self.shared(key);
@@ -213,9 +215,11 @@ impl Core {
             if *at > self.now_ms {
                 break;
             }
-            let (_, key) = self.delayed.pop_first().expect("first exists");
+            let (at, key) = self.delayed.pop_first().expect("first exists");
             if let Some(order) = self.orders.get_mut(&key) {
                 order.retry_at_ms = None;
+                // Its queue wait starts when the delay ends.
+                order.queued_ms = at;
             }
             due.push(key);
         }
@@ -427,6 +431,7 @@ impl Core {
             retry_at_ms: None,
             first_seen_unix_ms: 0,
             dead_since_unix_ms: 0,
+            queued_ms: self.now_ms,
             last_reason: None,
         }
     }

@@ -23,6 +23,7 @@ impl Core {
                 continue;
             };
             let Some(worker) = self.choose_worker(order.avoid.as_deref()) else { break };
+            self.timings.queue_wait.observe_ms(self.now_ms.saturating_sub(order.queued_ms));
             let key = OrderKey::clone(&self.pending.pop_front().expect("front exists"));
             let attempt = self.orders[&key].attempts + 1;
             self.record(Event::Dispatched { key: key.clone(), worker: worker.clone(), attempt });

@@ -8,7 +8,7 @@ use orderly_common::protocol::{Confirm, Confirms, FanoutMsg, IntakeMsg, Items, R
 use orderly_common::OrderKey;
 use serde_bytes::ByteBuf;
 
-use super::{Core, Event, Millis, Outbound};
+use super::{ConfirmTiming, Core, Event, Millis, Outbound};
 
 impl Core {
     /// Handles one decoded intake message.
@@ -201,11 +201,14 @@ impl Core {
     /// one producer's confirms of a turn go out as one message.
     fn confirm(&mut self, key: &OrderKey) {
         self.confirms.entry(key.producer.clone()).or_default().push(key.id.clone());
+        let timing = self.confirms_timing.get_or_insert(ConfirmTiming { read_ms: self.now_ms, orders: 0 });
+        timing.orders += 1;
     }
 
     /// Moves the waiting confirms to the outbound queue: a `confirm` for a
     /// single order, `confirms` for several.
     pub(super) fn flush_confirms(&mut self) {
+        self.confirm_timing = self.confirms_timing.take();
         for (producer, mut ids) in std::mem::take(&mut self.confirms) {
             let topic = producer_topic(&producer);
             while !ids.is_empty() {

@@ -18,7 +18,8 @@
 //! messages: heartbeats, acks, nacks), `dispatch` (pending orders to
 //! workers, the payload cache), `timeouts` (time passing: liveness,
 //! deadlines, expiry, the dedup window), `recovery` (replay and restart),
-//! `status` (the operators' view, dead letters), `notice` (what the
+//! `status` (the operators' view, dead letters), `timings` (queue wait
+//! and handler duration, for `/metrics`), `notice` (what the
 //! operator's log is told: workers joining, lost, broken; dead letters) and
 //! `invariants` (the derived counters re-checked against the tables).
 //!
@@ -38,6 +39,7 @@ mod notice;
 mod recovery;
 mod status;
 mod timeouts;
+mod timings;
 mod workers;
 
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
@@ -50,7 +52,10 @@ use serde_bytes::ByteBuf;
 pub use event::{Event, Fill, Outbound, Snapshot};
 // `GroupView` is defined below, next to `Core`.
 pub use notice::{LostWhy, Notice, NOTICES_QUEUED_MAX};
-pub use status::{Counters, DeadLetter, DeadLetterPage, OrderInfo, OrderItems, OrderPlace, Status, WorkerStatus};
+pub use status::{
+    Counters, DeadLetter, DeadLetterPage, OrderInfo, OrderItems, OrderPlace, Status, WorkerMetrics, WorkerStatus,
+};
+pub use timings::{ConfirmTiming, Histogram, Timings, LATENCY_BUCKETS_US};
 
 /// The cores' one time type (see `orderly_common::time`).
 pub use orderly_common::time::Millis;
@@ -224,6 +229,9 @@ struct Order {
     /// Unix ms; 0 when unknown (journals older than 0.3).
     first_seen_unix_ms: u64,
     dead_since_unix_ms: u64,
+    /// Since when it waits for a worker (sealed, requeued, past its retry
+    /// delay, revived): the start of its queue wait. Not recorded.
+    queued_ms: Millis,
     /// The last failure's (or requeue's) reason.
     last_reason: Option<String>,
 }
@@ -361,6 +369,13 @@ pub struct Core {
     disk_paused_since: Option<Millis>,
     /// What the heartbeats say of the group (see [`Core::set_group_view`]).
     group_view: GroupView,
+    /// Queue wait and handler duration (see `timings`).
+    timings: Timings,
+    /// The confirms waiting in `confirms`, for the loop's latency
+    /// histogram; moved to `confirm_timing` when they are flushed.
+    confirms_timing: Option<ConfirmTiming>,
+    /// The latest flushed confirms' timing (see [`Core::take_confirm_timing`]).
+    confirm_timing: Option<ConfirmTiming>,
 }
 
 /// A group member's view of the group, announced in its heartbeats;
@@ -411,6 +426,9 @@ impl Core {
             invariant_check_skip: 0,
             disk_paused_since: None,
             group_view: GroupView::default(),
+            timings: Timings::default(),
+            confirms_timing: None,
+            confirm_timing: None,
         }
     }
 
@@ -504,6 +522,18 @@ impl Core {
             return None;
         };
         Some(IntakeClosed { reason, detail })
+    }
+
+    /// Queue wait and handler duration so far.
+    pub fn timings(&self) -> &Timings {
+        &self.timings
+    }
+
+    /// The confirms the latest [`Core::poll_outbound`] released: how many
+    /// orders and when their input was read. The loop takes it after
+    /// publishing them; untaken, the next flush replaces it.
+    pub fn take_confirm_timing(&mut self) -> Option<ConfirmTiming> {
+        self.confirm_timing.take()
     }
 
     /// Confirms wait for this turn's commit: it must be durable.

@@ -160,6 +160,20 @@ pub struct WorkerStatus {
     pub broken: Option<String>,
 }
 
+/// One worker's numbers for `/metrics` (beyond `/status`'s keys).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct WorkerMetrics {
+    pub id: String,
+    /// Orders dispatched to it, not yet acknowledged.
+    pub in_flight: u32,
+    /// Its capacity less the orders it holds (ours and those its
+    /// heartbeat lists besides), whether or not it takes orders now.
+    pub credits: u32,
+    /// When its latest message arrived.
+    pub last_seen_ms: Millis,
+    pub broken: bool,
+}
+
 /// A snapshot of the core for status output.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Status {
@@ -210,6 +224,32 @@ impl Core {
                 .collect(),
             counters: self.counters.clone(),
         }
+    }
+
+    /// Every worker's numbers for `/metrics`, by id.
+    pub fn worker_metrics(&self) -> Vec<WorkerMetrics> {
+        self.workers
+            .iter()
+            .map(|(id, w)| WorkerMetrics {
+                id: id.clone(),
+                in_flight: w.in_flight.len() as u32,
+                credits: w.free_credits(),
+                last_seen_ms: w.last_seen_ms,
+                broken: w.broken.is_some(),
+            })
+            .collect()
+    }
+
+    /// When the oldest sealed, unacknowledged order (pending, delayed or in
+    /// flight; not dead) was sealed, in Unix ms; `None` when there is none
+    /// or no such order's time is known (journals older than 0.3). A scan
+    /// of the live orders: for a scrape, not for every turn.
+    pub fn oldest_live_sealed_unix_ms(&self) -> Option<u64> {
+        self.orders
+            .values()
+            .filter(|o| !matches!(o.state, OrderState::Dead { .. }) && o.first_seen_unix_ms > 0)
+            .map(|o| o.first_seen_unix_ms)
+            .min()
     }
 
     pub fn counters(&self) -> &Counters {

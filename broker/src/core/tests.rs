@@ -210,6 +210,38 @@ fn duplicate_acks_are_counted_and_harmless() {
 }
 
 #[test]
+fn the_core_times_queue_wait_and_handlers_and_the_confirms_it_releases() {
+    let mut core = core();
+    send_order(&mut core, "o", 1); // sealed at 0, no worker yet
+    drain(&mut core);
+    let confirms = core.take_confirm_timing().expect("the confirm's timing, released with it");
+    assert_eq!((confirms.read_ms, confirms.orders), (0, 1));
+    assert_eq!(core.take_confirm_timing(), None, "taken once");
+    ready_worker(&mut core, "w1", 1, 40); // dispatched at 40: waited 40 ms
+    let key = OrderKey::new("p", "o");
+    let nack = Nack {
+        worker: "w1".into(),
+        incarnation: 1,
+        order: key.clone(),
+        attempt: 1,
+        retry: true,
+        reason: "busy".into(),
+        delay_ms: Some(500),
+        returned: false,
+    };
+    core.handle_control(ControlMsg::Nack(nack), 140); // delayed until 640
+    core.handle_timeout(700); // its wait starts when the delay ends: 60 ms
+    let ack = ControlMsg::Ack(Ack { worker: "w1".into(), incarnation: 1, order: key, attempt: 2 });
+    core.handle_control(ack.clone(), 1_700); // the handler took 1 s
+    core.handle_control(ack, 1_800); // a duplicate: not timed
+    let timings = core.timings();
+    assert_eq!(timings.queue_wait.count(), 2);
+    assert_eq!(timings.queue_wait.sum_us(), 100_000);
+    assert_eq!(timings.handler.count(), 1, "a nack ends no handler timing; the duplicate ack is not timed");
+    assert_eq!(timings.handler.sum_us(), 1_000_000);
+}
+
+#[test]
 fn nacks_redeliver_then_dead_letter_after_max_attempts() {
     let mut core = Core::new(CoreConfig { retry_delay_initial_ms: 0, ..CoreConfig::with_incarnation(42) });
     ready_worker(&mut core, "w1", 1, 0);

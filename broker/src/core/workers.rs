@@ -52,7 +52,13 @@ impl Core {
     /// key could delete any order.
     fn on_ack(&mut self, worker: &str, key: OrderKey) {
         match self.orders.get(&key) {
-            Some(order) if order.held_by(worker) => self.record(Event::Acked { key }),
+            Some(order) if order.held_by(worker) => {
+                // Timed only when this dispatch is current (not a late ack).
+                if let Some(held) = self.workers.get(worker).and_then(|w| w.in_flight.get(&key)) {
+                    self.timings.handler.observe_ms(self.now_ms.saturating_sub(held.sent_ms));
+                }
+                self.record(Event::Acked { key })
+            }
             Some(_) => self.counters.acks_refused += 1,
             None => self.counters.duplicate_acks += 1,
         }

@@ -18,13 +18,13 @@ use tracing::{info, warn};
 
 use super::backpressure::{Announcer, Closed, DiskMode};
 use super::error::{journal_err, zmq_err, BrokerError};
-use super::metrics::{prometheus_text, status_report, Stats};
-use super::recorder::{persist_then_publish, Recorder};
+use super::metrics::{readiness, status_report, Metrics, Scrape, Stats};
+use super::recorder::{persist_then_publish, Persisted, Recorder};
 use super::sockets::{recv, recv_subscription, Sockets, Subscription};
 use super::wall_clock_ms;
 use crate::admin::schema::{DeleteReport, OrderView, RetryReport};
 use crate::admin::{order_ref, percent_encode, AdminRequest, Answer, Query, NEXT_AFTER_HEADER, TOTAL_HEADER};
-use crate::core::{Core, Counters, Millis, Notice, OrderItems, OrderPlace};
+use crate::core::{ConfirmTiming, Core, Counters, Histogram, Millis, Notice, OrderItems, OrderPlace};
 use orderly_common::OrderKey;
 
 /// Decode errors of one socket are logged at most this often.
@@ -116,6 +116,10 @@ pub(super) struct Loop {
     pub notice_log: NoticeLog,
     /// A group member's Raft node, peers and role; `None`: a single broker.
     pub group: Option<super::group::GroupState>,
+    /// Finish (or `items`) read until its confirm published (`/metrics`).
+    pub confirm_latency: Histogram,
+    /// What `/metrics` renders with (see `metrics`).
+    pub metrics: Metrics,
 }
 
 /// The state of the operator's event lines: the dead-letter rate limit and
@@ -209,11 +213,16 @@ impl Loop {
         }
         if !held || retry {
             let fanout = &self.sockets.fanout;
-            persist_then_publish(&mut self.core, &mut self.recorder, |out| {
+            let persisted = persist_then_publish(&mut self.core, &mut self.recorder, |out| {
                 // XPUB, like PUB, never blocks; at the high-water mark it drops, which the
                 // protocol tolerates (welcomes repeat, orders are redelivered).
                 fanout.send_multipart([out.topic.as_slice(), out.body.as_slice()], 0).map_err(zmq_err("publishing"))
             })?;
+            if persisted == Persisted::Published {
+                if let Some(confirms) = self.core.take_confirm_timing() {
+                    self.observe_confirms(confirms);
+                }
+            }
         }
         self.recorder.log.sync_lazy_due().map_err(journal_err("fsync"))?;
         if self.recorder.held().is_none() {
@@ -230,6 +239,16 @@ impl Loop {
             self.log_status();
         }
         Ok(())
+    }
+
+    /// Confirms just published: their latency since their input was read,
+    /// in µs against the core's whole milliseconds (so at most 1 ms over,
+    /// never under). The clock is read once a turn that confirmed anything.
+    pub(super) fn observe_confirms(&mut self, confirms: ConfirmTiming) {
+        let now_us =
+            std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_micros() as u64);
+        let latency_us = now_us.saturating_sub(confirms.read_ms.saturating_mul(1000));
+        self.confirm_latency.observe_us_times(latency_us, confirms.orders);
     }
 
     /// Intake is read only while the core has room and the disk has space.
@@ -375,10 +394,37 @@ impl Loop {
             Query::Metrics => Answer {
                 status: 200,
                 content_type: "text/plain; version=0.0.4",
-                body: prometheus_text(&self.core.status(), &self.stats()),
+                body: self.prometheus_text(),
                 headers: Vec::new(),
             },
+            Query::Ready => self.readiness(),
         }
+    }
+
+    /// `GET /metrics` (see `metrics`).
+    fn prometheus_text(&self) -> String {
+        let (status, stats) = (self.core.status(), self.stats());
+        let workers = self.core.worker_metrics();
+        self.metrics.render(&Scrape {
+            status: &status,
+            stats: &stats,
+            workers: &workers,
+            timings: self.core.timings(),
+            confirm_latency: &self.confirm_latency,
+            journal_commit: &self.recorder.commit_seconds,
+            oldest_live_sealed_unix_ms: self.core.oldest_live_sealed_unix_ms(),
+            now_ms: self.now_ms(),
+        })
+    }
+
+    /// `GET /readyz`: 200 `ok` (as `/healthz`: what probes and scripts
+    /// already read), or 503 with JSON naming the check that failed.
+    fn readiness(&self) -> Answer {
+        let Some((check, detail)) = readiness(self.recorder.held(), &self.stats()) else {
+            return Answer::text(200, "ok");
+        };
+        let body = serde_json::json!({ "ready": false, "check": check, "detail": detail }).to_string() + "\n";
+        Answer { status: 503, content_type: "application/json", body, headers: Vec::new() }
     }
 
     /// `/dlq` (an array, as before paging; the paging in headers) or

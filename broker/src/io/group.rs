@@ -325,6 +325,9 @@ impl Loop {
                 .send_multipart([out.topic.as_slice(), out.body.as_slice()], 0)
                 .map_err(zmq_err("publishing"))?;
         }
+        for confirms in ready.confirms {
+            self.observe_confirms(confirms);
+        }
         for (reply, answer) in ready.answers {
             let _ = reply.send(answer);
         }

@@ -43,7 +43,7 @@ use super::recorder::{Recorder, SegmentedLog};
 use super::recover::{applied_marker, replay_applied};
 use crate::admin::schema::GroupReport;
 use crate::core::codec::{decode_event, encode_event};
-use crate::core::{Core, CoreConfig, GroupView, Millis, Outbound};
+use crate::core::{ConfirmTiming, Core, CoreConfig, GroupView, Millis, Outbound};
 
 /// One Raft tick: heartbeats every `HEARTBEAT_TICKS` (200 ms), elections
 /// after `ELECTION_TICKS_MIN` or more (2 s and up).
@@ -86,7 +86,12 @@ struct Held<A> {
     index: u64,
     outbound: Vec<Outbound>,
     answers: Vec<A>,
+    /// The confirms among `outbound` (confirm latency, `/metrics`).
+    confirms: Option<ConfirmTiming>,
 }
+
+/// What [`Member::release`] lets go: messages, answers, confirm timings.
+type Released<A> = (Vec<Outbound>, Vec<A>, Vec<ConfirmTiming>);
 
 /// What [`Member::handle_ready`] hands the io to do, in this order.
 pub struct Ready<A> {
@@ -97,6 +102,8 @@ pub struct Ready<A> {
     pub publish: Vec<Outbound>,
     /// Admin answers released with them.
     pub answers: Vec<A>,
+    /// The confirms among `publish`: how many orders, read when.
+    pub confirms: Vec<ConfirmTiming>,
     /// Membership changes applied this turn, in order: the io connects to
     /// added members and drops removed ones (see `membership`).
     pub membership: Vec<Change>,
@@ -241,8 +248,9 @@ impl<A> Member<A> {
         while let Some(out) = core.poll_outbound() {
             outbound.push(out);
         }
+        let confirms = core.take_confirm_timing();
         if !outbound.is_empty() || !answers.is_empty() {
-            self.held.push_back(Held { index, outbound, answers });
+            self.held.push_back(Held { index, outbound, answers, confirms });
         }
         Ok(())
     }
@@ -274,6 +282,7 @@ impl<A> Member<A> {
                 messages: output.messages,
                 publish: Vec::new(),
                 answers: Vec::new(),
+                confirms: Vec::new(),
                 membership: Vec::new(),
             });
         }
@@ -282,10 +291,10 @@ impl<A> Member<A> {
         }
         // Every turn: a turn that proposed nothing (heartbeats, a repeated
         // confirm) holds its messages at an index that may be applied already.
-        let (publish, answers) = self.release(recorder)?;
+        let (publish, answers, confirms) = self.release(recorder)?;
         self.sync_role(core, recorder, now)?;
         let membership = std::mem::take(&mut self.changes);
-        Ok(Ready { messages: output.messages, publish, answers, membership })
+        Ok(Ready { messages: output.messages, publish, answers, confirms, membership })
     }
 
     /// Appends each committed batch's events (and its marker) to the
@@ -331,9 +340,10 @@ impl<A> Member<A> {
 
     /// The held messages whose entry is applied (committed by a majority
     /// and in this member's journal), payloads read back.
-    fn release<L: SegmentedLog>(&mut self, recorder: &mut Recorder<L>) -> Result<(Vec<Outbound>, Vec<A>), BrokerError> {
+    fn release<L: SegmentedLog>(&mut self, recorder: &mut Recorder<L>) -> Result<Released<A>, BrokerError> {
         let mut publish = Vec::new();
         let mut answers = Vec::new();
+        let mut confirms = Vec::new();
         while self.held.front().is_some_and(|held| held.index <= self.applied) {
             let held = self.held.pop_front().expect("checked above");
             for mut out in held.outbound {
@@ -344,8 +354,9 @@ impl<A> Member<A> {
                 publish.push(out);
             }
             answers.extend(held.answers);
+            confirms.extend(held.confirms);
         }
-        Ok((publish, answers))
+        Ok((publish, answers, confirms))
     }
 
     /// Follows raft's role: a new leader catches up, then serves; a lost

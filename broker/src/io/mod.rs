@@ -132,6 +132,8 @@ pub fn run(config: BrokerConfig, shutdown: Arc<AtomicBool>, reload: Arc<AtomicBo
         admin_after_sync: Vec::new(),
         notice_log: event_loop::NoticeLog::default(),
         group,
+        confirm_latency: crate::core::Histogram::default(),
+        metrics: metrics::Metrics::new(config.group.is_some()),
     };
     while !shutdown.load(Ordering::Relaxed) && !broker.removed_from_group() {
         broker.turn()?;

@@ -13,7 +13,7 @@ use super::error::{journal_err, BrokerError};
 use super::COMPACTION_LIVE_PERCENT_MAX;
 use crate::compaction::{Anchors, Plan};
 use crate::core::codec::{decode_payload, encode_event};
-use crate::core::{Core, Event};
+use crate::core::{Core, Event, Histogram};
 
 /// Where events go: the journal, or a double in tests.
 pub trait EventLog {
@@ -96,6 +96,8 @@ pub struct Recorder<L> {
     pub bytes_written: u64,
     pub commits: u64,
     pub commit_time: Duration,
+    /// Each commit's time, write and fsync included (`/metrics`).
+    pub commit_seconds: Histogram,
     pub payload_reads: u64,
     /// A commit the disk refused (the error, for people): its records are
     /// still buffered in the log, and must be committed before anything
@@ -120,6 +122,7 @@ impl<L: EventLog> Recorder<L> {
             bytes_written: 0,
             commits: 0,
             commit_time: Duration::ZERO,
+            commit_seconds: Histogram::default(),
             payload_reads: 0,
             held: None,
             stashed: None,
@@ -207,7 +210,9 @@ impl<L: EventLog> Recorder<L> {
         self.held = None;
         self.bytes_written += info.bytes;
         self.commits += 1;
-        self.commit_time += started.elapsed();
+        let elapsed = started.elapsed();
+        self.commit_time += elapsed;
+        self.commit_seconds.observe_us(elapsed.as_micros() as u64);
         Ok(true)
     }
 }

@@ -1,0 +1,370 @@
+//! `/metrics`, `/healthz` and `/readyz` through the real broker binary, with
+//! the real producer and worker libraries on its sockets: the scrape passes
+//! `promtool check metrics` (Debian's `prometheus` package, installed by
+//! scripts/setup.sh), its histograms count what flowed, and `/readyz`
+//! names the check that fails.
+
+use std::io::{Read, Write};
+use std::net::TcpStream;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use support::{ep, free_port, BROKER};
+
+mod support;
+
+/// How long the broker may take to answer its admin endpoint.
+const START_WAIT: Duration = Duration::from_secs(20);
+/// How long orders may take to be confirmed, or acknowledged.
+const ORDERS_WAIT: Duration = Duration::from_secs(30);
+/// How long promtool may take on one scrape.
+const PROMTOOL_WAIT: Duration = Duration::from_secs(20);
+
+/// A broker on ipc endpoints in `dir`, killed on drop.
+struct Broker {
+    child: Child,
+    dir: PathBuf,
+    admin: String,
+}
+
+impl Drop for Broker {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn start_broker(dir: &Path, extra: &[&str]) -> Broker {
+    let admin = format!("127.0.0.1:{}", free_port());
+    let child = Command::new(BROKER)
+        .args(["run", "--data-dir"])
+        .arg(dir.join("data"))
+        .args(["--intake", &ep(dir, "intake"), "--fanout", &ep(dir, "fanout"), "--control", &ep(dir, "control")])
+        .args(["--admin", &admin, "--heartbeat-interval-ms", "200"])
+        .args(extra)
+        .env_remove("ORDERLY_BROKER_ADMIN_TOKEN")
+        .stdout(Stdio::null())
+        .stderr(if std::env::var_os("SHOW_BROKER").is_some() { Stdio::inherit() } else { Stdio::null() })
+        .spawn()
+        .unwrap();
+    let broker = Broker { child, dir: dir.to_path_buf(), admin };
+    let deadline = Instant::now() + START_WAIT;
+    while get(&broker, "/healthz").0 != 200 {
+        assert!(Instant::now() < deadline, "the broker did not start");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    broker
+}
+
+/// `GET path`: (status, head, body); status 0 if the connection failed.
+fn get_with_head(broker: &Broker, path: &str) -> (u16, String, String) {
+    let Ok(mut stream) = TcpStream::connect(&broker.admin) else { return (0, String::new(), String::new()) };
+    stream.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    let request = format!("GET {path} HTTP/1.1\r\nHost: {}\r\nConnection: close\r\n\r\n", broker.admin);
+    let mut response = String::new();
+    if stream.write_all(request.as_bytes()).is_err() || stream.read_to_string(&mut response).is_err() {
+        return (0, String::new(), String::new());
+    }
+    let status = response.split_whitespace().nth(1).and_then(|s| s.parse().ok()).unwrap_or(0);
+    let (head, body) = response.split_once("\r\n\r\n").unwrap_or((&response, ""));
+    (status, head.to_owned(), body.to_owned())
+}
+
+fn get(broker: &Broker, path: &str) -> (u16, String) {
+    let (status, _, body) = get_with_head(broker, path);
+    (status, body)
+}
+
+/// One of `/status`'s counters.
+fn counter(broker: &Broker, key: &str) -> u64 {
+    let (status, body) = get(broker, "/status");
+    assert_eq!(status, 200, "{body}");
+    let value: serde_json::Value = serde_json::from_str(&body).unwrap();
+    value["counters"][key].as_u64().unwrap_or_else(|| panic!("{key}: {body}"))
+}
+
+/// A worker thread (the real library) with a sink handler; stopped by the
+/// returned flag.
+struct Worker {
+    shutdown: Arc<AtomicBool>,
+    thread: Option<JoinHandle<Result<orderly_worker::io::Exit, orderly_worker::io::IoError>>>,
+}
+
+impl Worker {
+    fn start(broker: &Broker, id: &str) -> Worker {
+        let sink = broker.dir.join(format!("sink-{id}"));
+        std::fs::create_dir_all(&sink).unwrap(); // the worker CLI does this (`Handler::check`)
+        let config = orderly_worker::io::Config {
+            worker: id.into(),
+            incarnation: 7,
+            fanout: ep(&broker.dir, "fanout").parse().unwrap(),
+            control: ep(&broker.dir, "control").parse().unwrap(),
+            concurrency: 4,
+            handler: orderly_worker::handler::Handler::Sink { dir: sink },
+            heartbeat_interval_ms: 200,
+            heartbeat_liveness: 5,
+            drain_timeout_ms: 1000,
+            curve: None,
+        };
+        let shutdown = Arc::new(AtomicBool::new(false));
+        let flag = Arc::clone(&shutdown);
+        let thread = std::thread::spawn(move || orderly_worker::io::run(config, &flag));
+        Worker { shutdown, thread: Some(thread) }
+    }
+}
+
+impl Drop for Worker {
+    /// Stops the worker (its drain is bounded by `drain_timeout_ms`).
+    fn drop(&mut self) {
+        self.shutdown.store(true, Ordering::Relaxed);
+        if let Some(thread) = self.thread.take() {
+            let _ = thread.join();
+        }
+    }
+}
+
+/// Sends `count` orders `prefix-N` of one JSON item with the real producer
+/// library; every one must be confirmed.
+fn send_orders(broker: &Broker, prefix: &str, count: usize) {
+    let config = orderly_producer::ProducerConfig::new(
+        "shop",
+        ep(&broker.dir, "intake").parse().unwrap(),
+        ep(&broker.dir, "fanout").parse().unwrap(),
+    );
+    let mut producer = orderly_producer::Producer::connect(config).expect("the producer connects");
+    let mut receipts = Vec::new();
+    for n in 0..count {
+        let id = format!("{prefix}-{n}");
+        let order = orderly_producer::Order::new(id.clone(), vec![format!("{{\"n\":{n}}}").into_bytes()]);
+        receipts.push((id, producer.send(order).expect("the outbox takes the order")));
+    }
+    for (id, receipt) in receipts {
+        let outcome = receipt.wait(&mut producer, ORDERS_WAIT).unwrap_or_else(|e| panic!("{id}: {e}"));
+        assert!(outcome.is_confirmed(), "{id}: {outcome:?}");
+    }
+}
+
+/// `promtool check metrics` on `text`: its exit status and what it said.
+/// Without promtool the test fails, naming the setup script.
+fn promtool_check(text: &str) -> (bool, String) {
+    let spawned = Command::new("promtool")
+        .args(["check", "metrics"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn();
+    let mut child = match spawned {
+        Ok(child) => child,
+        Err(error) if error.kind() == std::io::ErrorKind::NotFound => panic!(
+            "promtool is not installed: run scripts/setup.sh (it installs Debian's `prometheus` package, \
+             which ships promtool), then rerun this test"
+        ),
+        Err(error) => panic!("cannot run promtool: {error}"),
+    };
+    child.stdin.take().unwrap().write_all(text.as_bytes()).unwrap();
+    let deadline = Instant::now() + PROMTOOL_WAIT;
+    let status = loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            break status;
+        }
+        if Instant::now() >= deadline {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!("promtool took more than {PROMTOOL_WAIT:?}");
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    let mut said = String::new();
+    child.stdout.take().unwrap().read_to_string(&mut said).unwrap();
+    child.stderr.take().unwrap().read_to_string(&mut said).unwrap();
+    (status.success(), said)
+}
+
+/// The value of the sample line `series` (name and labels, exactly).
+fn sample(text: &str, series: &str) -> Option<f64> {
+    text.lines().find_map(|line| line.strip_prefix(series)?.strip_prefix(' ')?.parse().ok())
+}
+
+#[test]
+fn a_scrape_after_orders_flowed_passes_promtool_and_counts_them() {
+    let dir = tempfile::tempdir().unwrap();
+    let broker = start_broker(dir.path(), &[]);
+    let worker = Worker::start(&broker, "w1");
+    send_orders(&broker, "o", 20);
+    let deadline = Instant::now() + ORDERS_WAIT;
+    while counter(&broker, "orders_acked") < 20 {
+        assert!(Instant::now() < deadline, "the worker did not acknowledge the orders");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+
+    let (status, head, text) = get_with_head(&broker, "/metrics");
+    assert_eq!(status, 200, "{text}");
+    assert!(head.to_ascii_lowercase().contains("content-type: text/plain; version=0.0.4"), "{head}");
+    let (ok, said) = promtool_check(&text);
+    assert!(ok, "promtool check metrics failed:\n{said}\n--- the scrape:\n{text}");
+
+    for histogram in [
+        "orderly_confirm_latency_seconds",
+        "orderly_queue_wait_seconds",
+        "orderly_handler_duration_seconds",
+        "orderly_journal_commit_seconds",
+    ] {
+        let count = sample(&text, &format!("{histogram}_count")).unwrap_or_else(|| panic!("{histogram}:\n{text}"));
+        assert!(count > 0.0, "{histogram} counted nothing:\n{text}");
+        let inf = sample(&text, &format!("{histogram}_bucket{{le=\"+Inf\"}}")).unwrap();
+        assert_eq!(inf, count, "{histogram}");
+    }
+    assert_eq!(sample(&text, "orderly_confirm_latency_seconds_count"), Some(20.0), "{text}");
+    assert_eq!(sample(&text, "orderly_handler_duration_seconds_count"), Some(20.0), "{text}");
+    assert_eq!(sample(&text, "orderly_orders_acked_total"), Some(20.0), "{text}");
+    assert_eq!(sample(&text, "orderly_worker_in_flight{worker=\"w1\"}"), Some(0.0), "{text}");
+    assert_eq!(sample(&text, "orderly_worker_credits{worker=\"w1\"}"), Some(4.0), "{text}");
+    assert_eq!(sample(&text, "orderly_worker_broken{worker=\"w1\"}"), Some(0.0), "{text}");
+    let heartbeat_age = sample(&text, "orderly_worker_heartbeat_age_seconds{worker=\"w1\"}").unwrap();
+    assert!((0.0..5.0).contains(&heartbeat_age), "{text}");
+    assert_eq!(sample(&text, "orderly_oldest_pending_age_seconds"), Some(0.0), "nothing is pending:\n{text}");
+    let version = env!("CARGO_PKG_VERSION");
+    assert!(text
+        .lines()
+        .any(|l| l.starts_with(&format!("orderly_build_info{{version=\"{version}\"")) && l.ends_with(" 1")));
+    assert!(sample(&text, "process_resident_memory_bytes").is_some_and(|rss| rss > 0.0), "{text}");
+
+    // A worker that leaves (its Bye) disappears from the scrape.
+    drop(worker);
+    let deadline = Instant::now() + ORDERS_WAIT;
+    while get(&broker, "/metrics").1.contains("worker=\"w1\"") {
+        assert!(Instant::now() < deadline, "w1 left but is still scraped");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+#[test]
+fn readyz_names_the_check_that_fails_and_healthz_stays_up() {
+    let dir = tempfile::tempdir().unwrap();
+    let broker = start_broker(dir.path(), &["--pending-orders-max", "1"]);
+    assert_eq!(get(&broker, "/readyz"), (200, "ok\n".to_owned()));
+
+    // One order and no worker: the pending bound closes intake.
+    send_orders(&broker, "held", 1);
+    let deadline = Instant::now() + ORDERS_WAIT;
+    let (status, body) = loop {
+        let (status, body) = get(&broker, "/readyz");
+        if status != 200 || Instant::now() >= deadline {
+            break (status, body);
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    assert_eq!(status, 503, "{body}");
+    let answer: serde_json::Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(answer["ready"], false, "{body}");
+    assert_eq!(answer["check"], "intake", "{body}");
+    assert!(answer["detail"].as_str().unwrap().contains("pending_orders"), "{body}");
+    assert_eq!(get(&broker, "/healthz"), (200, "ok\n".to_owned()), "alive while not ready");
+    let metrics = get(&broker, "/metrics").1;
+    assert_eq!(sample(&metrics, "orderly_intake_open"), Some(0.0), "{metrics}");
+    // The held order ages.
+    let deadline = Instant::now() + ORDERS_WAIT;
+    while sample(&get(&broker, "/metrics").1, "orderly_oldest_pending_age_seconds").unwrap() < 0.05 {
+        assert!(Instant::now() < deadline, "the oldest pending order does not age");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+
+    // A worker takes the order: ready again.
+    let worker = Worker::start(&broker, "w1");
+    let deadline = Instant::now() + ORDERS_WAIT;
+    while get(&broker, "/readyz").0 != 200 {
+        assert!(Instant::now() < deadline, "not ready again: {}", get(&broker, "/readyz").1);
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    drop(worker);
+}
+
+/// A group file of three members in `dir`: their admin addresses, by id.
+fn write_group(dir: &Path) -> (PathBuf, Vec<String>) {
+    let mut text = String::new();
+    let mut admins = Vec::new();
+    for id in 1..=3u64 {
+        let admin = format!("127.0.0.1:{}", free_port());
+        text.push_str(&format!(
+            "[[member]]\nid = {id}\nintake = \"{}\"\nfanout = \"{}\"\ncontrol = \"{}\"\npeer = \"{}\"\nadmin = \"{admin}\"\n\n",
+            ep(dir, &format!("intake-{id}")),
+            ep(dir, &format!("fanout-{id}")),
+            ep(dir, &format!("control-{id}")),
+            ep(dir, &format!("peer-{id}")),
+        ));
+        admins.push(admin);
+    }
+    let path = dir.join("group.toml");
+    std::fs::write(&path, text).unwrap();
+    (path, admins)
+}
+
+/// Member `id` of the group in `group`, killed on drop.
+fn start_member(dir: &Path, group: &Path, id: u64, admin: &str) -> Broker {
+    let child = Command::new(BROKER)
+        .args(["run", "--group"])
+        .arg(group)
+        .args(["--node-id", &id.to_string(), "--heartbeat-interval-ms", "100", "--data-dir"])
+        .arg(dir.join(format!("data-{id}")))
+        .stdout(Stdio::null())
+        .stderr(if std::env::var_os("SHOW_BROKER").is_some() { Stdio::inherit() } else { Stdio::null() })
+        .spawn()
+        .unwrap();
+    let member = Broker { child, dir: dir.to_path_buf(), admin: admin.to_owned() };
+    let deadline = Instant::now() + START_WAIT;
+    while get(&member, "/healthz").0 != 200 {
+        assert!(Instant::now() < deadline, "member {id} did not start");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    member
+}
+
+/// Polls `/readyz` until its status is `want`; the last answer.
+fn wait_readyz(broker: &Broker, want: u16) -> (u16, String) {
+    let deadline = Instant::now() + ORDERS_WAIT;
+    loop {
+        let (status, body) = get(broker, "/readyz");
+        if status == want || Instant::now() >= deadline {
+            return (status, body);
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+#[test]
+fn a_member_without_a_majority_is_not_ready_and_a_group_s_scrape_passes_promtool() {
+    let dir = tempfile::tempdir().unwrap();
+    let (group, admins) = write_group(dir.path());
+    let first = start_member(dir.path(), &group, 1, &admins[0]);
+    // Alone of three, it can elect no one.
+    std::thread::sleep(Duration::from_secs(1));
+    let (status, body) = get(&first, "/readyz");
+    assert_eq!(status, 503, "{body}");
+    let answer: serde_json::Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(answer["check"], "group", "{body}");
+    assert_eq!(get(&first, "/healthz").0, 200, "alive while not ready");
+
+    // A second member makes a majority: both are ready, leader and follower.
+    let second = start_member(dir.path(), &group, 2, &admins[1]);
+    for member in [&first, &second] {
+        let (status, body) = wait_readyz(member, 200);
+        assert_eq!(status, 200, "{body}");
+    }
+    for member in [&first, &second] {
+        let text = get(member, "/metrics").1;
+        let (ok, said) = promtool_check(&text);
+        assert!(ok, "promtool check metrics failed:\n{said}\n--- the scrape:\n{text}");
+        let roles: f64 = ["leader", "follower"]
+            .iter()
+            .filter_map(|role| sample(&text, &format!("orderly_group_role{{role=\"{role}\"}}")))
+            .sum();
+        assert_eq!(roles, 1.0, "one role each:\n{text}");
+        assert!(sample(&text, "orderly_group_term").is_some_and(|term| term >= 1.0), "{text}");
+        assert!(sample(&text, "orderly_group_commit_index").is_some(), "{text}");
+        assert!(sample(&text, "orderly_group_applied_index").is_some(), "{text}");
+    }
+}
