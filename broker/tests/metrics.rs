@@ -97,14 +97,14 @@ struct Worker {
 impl Worker {
     fn start(broker: &Broker, id: &str) -> Worker {
         let sink = broker.dir.join(format!("sink-{id}"));
-        std::fs::create_dir_all(&sink).unwrap(); // the worker CLI does this (`Handler::check`)
+        std::fs::create_dir_all(&sink).unwrap(); // the worker CLI does this (`Handler::prepare`)
         let config = orderly_worker::io::Config {
             worker: id.into(),
             incarnation: 7,
             fanout: ep(&broker.dir, "fanout").parse().unwrap(),
             control: ep(&broker.dir, "control").parse().unwrap(),
             concurrency: 4,
-            handler: orderly_worker::handler::Handler::Sink { dir: sink },
+            handler: Arc::new(orderly_worker::handler::Sink { dir: sink }),
             heartbeat_interval_ms: 200,
             heartbeat_liveness: 5,
             drain_timeout_ms: 1000,
