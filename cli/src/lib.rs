@@ -14,6 +14,13 @@ use std::ffi::OsString;
 use clap::parser::ValueSource;
 use clap::{ArgAction, ArgMatches, Command};
 
+mod logging;
+pub mod systemd;
+mod units;
+
+pub use logging::{filter as log_filter, init_logging, init_logging_with, parse_log_level, LogFormat, LEVELS};
+pub use units::{DurationArg, SizeArg, TimeUnit};
+
 /// Exit codes, chosen so scripts can tell failures apart.
 pub mod exit {
     /// Work done.
@@ -40,27 +47,6 @@ pub mod exit {
         }
         FAILURE
     }
-}
-
-/// Sets up logging to stderr: `level` (a flag's value) unless `RUST_LOG`
-/// is set; colours only when stderr is a terminal, not in log files.
-///
-/// A closed stderr never stops the process: log lines go through
-/// [`IgnoreErrors`] (a broken pipe loses the line, not the process), and
-/// tracing-subscriber's fallback of `eprintln!`ing its own write errors,
-/// which panics when stderr fails, is turned off. (A stderr closed at
-/// start, `2>&-`, is /dev/null by then: Rust's runtime reopens closed
-/// standard descriptors there, so fd 2 is never reused for a file.)
-pub fn init_logging(level: &str) {
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(level));
-    let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr());
-    tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_ansi(ansi)
-        .with_writer(|| IgnoreErrors(std::io::stderr()))
-        .log_internal_errors(false)
-        .init();
 }
 
 /// A writer whose writes always succeed: errors (EBADF, EPIPE, ENOSPC) are
@@ -118,13 +104,13 @@ pub fn merge_config_path(
 /// A config file that cannot be used.
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
-    #[error("cannot read config file {path}")]
+    #[error("cannot read config file {path} (given with --config or the *_CONFIG variable): check the path")]
     Read {
         path: String,
         #[source]
         source: std::io::Error,
     },
-    #[error("config file {path}")]
+    #[error("{path}")]
     InFile {
         path: String,
         #[source]
@@ -134,7 +120,7 @@ pub enum ConfigError {
     Toml(String),
     #[error("config file key {key:?} is not a setting of `{command}`; see `--help` for the flags (write them with '_' for '-')")]
     UnknownKey { key: String, command: String },
-    #[error("config file key {key:?} has a value of the wrong type: {detail}")]
+    #[error("key {key:?}: {detail}")]
     BadValue { key: String, detail: String },
     /// Settings that do not go together (what, and what to do).
     #[error("{0}")]
@@ -167,13 +153,93 @@ pub fn merge_config_file(
             .get_arguments()
             .find(|a| a.get_id().as_str() == id && a.get_long().is_some())
             .ok_or_else(|| ConfigError::UnknownKey { key: key.clone(), command: subcommand.to_owned() })?;
-        if given_explicitly(&sub_matches, &id) {
+        if given_explicitly(&sub_matches, &id) || chosen_otherwise(&sub_command, &sub_matches, &id) {
             continue;
         }
         let long = format!("--{}", arg.get_long().unwrap_or_default());
-        append_value(&mut out, &key, &long, arg.get_action(), &value)?;
+        let mut values = Vec::new();
+        append_value(&mut values, &key, &long, arg.get_action(), &value)?;
+        check_values(arg, &key, &value, &values)?;
+        out.extend(values);
     }
     Ok(out)
+}
+
+/// Whether the command line (or environment) chose another member of an
+/// exclusive group `id` is in (the worker's handler: `--noop` against the
+/// file's `exec`): the command line's choice wins over the file's.
+fn chosen_otherwise(command: &Command, matches: &ArgMatches, id: &str) -> bool {
+    command.get_groups().filter(|group| !(*group).clone().is_multiple()).any(|group| {
+        let members: Vec<&str> = group.get_args().map(|a| a.as_str()).collect();
+        members.contains(&id) && members.iter().any(|other| *other != id && given_explicitly(matches, other))
+    })
+}
+
+/// Runs the flag's own parser over each value the file gives it, so a bad
+/// value is reported against the file and key rather than as a flag the
+/// user never typed.
+fn check_values(arg: &clap::Arg, key: &str, value: &toml::Value, appended: &[OsString]) -> Result<(), ConfigError> {
+    if !arg.get_action().takes_values() {
+        return Ok(());
+    }
+    let found = match value {
+        toml::Value::String(s) => format!("found a string {s:?}"),
+        toml::Value::Integer(i) => format!("found an integer {i}"),
+        toml::Value::Float(f) => format!("found a float {f}"),
+        toml::Value::Boolean(b) => format!("found a boolean {b}"),
+        toml::Value::Array(_) => "found an array".to_owned(),
+        other => format!("found a {}", other.type_str()),
+    };
+    // Every other item is the `--flag` itself.
+    for item in appended.iter().skip(1).step_by(2) {
+        let values: Vec<OsString> = match arg.get_value_delimiter() {
+            Some(delimiter) => item.to_string_lossy().split(delimiter).map(OsString::from).collect(),
+            None => vec![item.clone()],
+        };
+        for single in values {
+            // The flag alone, with its parser (clap's `parse_ref` is private).
+            let check = Command::new("check").arg(
+                clap::Arg::new("value")
+                    .long("value")
+                    .value_parser(arg.get_value_parser().clone())
+                    .action(ArgAction::Set)
+                    .allow_hyphen_values(true),
+            );
+            if let Err(error) = check.try_get_matches_from([OsString::from("check"), "--value".into(), single]) {
+                let example = arg
+                    .get_default_values()
+                    .first()
+                    .map(|d| format!("; e.g. {key} = {}", toml_example(&d.to_string_lossy())))
+                    .unwrap_or_default();
+                return Err(ConfigError::BadValue {
+                    key: key.to_owned(),
+                    detail: format!("{found}: {}{example}", reason_of(&error)),
+                });
+            }
+        }
+    }
+    Ok(())
+}
+
+/// A default value as it would be written in TOML.
+fn toml_example(text: &str) -> String {
+    if text.parse::<i64>().is_ok() || text.parse::<f64>().is_ok() || text == "true" || text == "false" {
+        text.to_owned()
+    } else {
+        format!("{text:?}")
+    }
+}
+
+/// The reason in a clap value error, without its `error:` prefix, the
+/// flag it names (the file has keys, not flags) and the usage lines.
+fn reason_of(error: &clap::Error) -> String {
+    let text = error.to_string();
+    let line = text.lines().next().unwrap_or_default();
+    let line = line.strip_prefix("error: ").unwrap_or(line);
+    match line.strip_prefix("invalid value ").and_then(|rest| rest.split_once(" for ")) {
+        Some((_, rest)) => rest.split_once(": ").map_or(rest, |(_, reason)| reason).to_owned(),
+        None => line.to_owned(),
+    }
 }
 
 fn given_explicitly(matches: &ArgMatches, id: &str) -> bool {
@@ -219,7 +285,14 @@ mod tests {
 
     #[derive(Subcommand, Debug)]
     enum Cmd {
+        #[command(group(clap::ArgGroup::new("handler").multiple(false).args(["exec", "noop"])))]
         Run {
+            #[arg(long)]
+            exec: Option<String>,
+            #[arg(long)]
+            noop: bool,
+            #[arg(long, default_value_t = 1000, value_parser = DurationArg::ms().range(10..=60_000))]
+            heartbeat_interval_ms: u64,
             #[arg(long, default_value = "a")]
             alpha: String,
             #[arg(long, env = "ORDERLY_TEST_BETA_UNSET_VAR", default_value_t = 1)]
@@ -259,6 +332,47 @@ mod tests {
         // Unmet by the file too: the final parse still refuses it.
         let merged = merge_config_file(Cli::command(), os(&["x", "run", "--key", "k"]), "run", "alpha = 'f'").unwrap();
         assert!(Cli::try_parse_from(merged).is_err());
+    }
+
+    /// The file's handler gives way to the command line's; two handlers on
+    /// the command line stay an error.
+    #[test]
+    fn the_command_lines_choice_in_a_group_wins_over_the_files() {
+        use clap::CommandFactory;
+        let merged = merge_config_file(Cli::command(), os(&["x", "run", "--noop"]), "run", "exec = 'x'").unwrap();
+        let Cmd::Run { exec, noop, .. } = Cli::try_parse_from(merged).unwrap().command;
+        assert_eq!((exec, noop), (None, true));
+        let merged = merge_config_file(Cli::command(), os(&["x", "run"]), "run", "exec = 'x'").unwrap();
+        let Cmd::Run { exec, .. } = Cli::try_parse_from(merged).unwrap().command;
+        assert_eq!(exec.as_deref(), Some("x"));
+        assert!(Cli::try_parse_from(["x", "run", "--noop", "--exec", "y"]).is_err());
+    }
+
+    #[test]
+    fn a_bad_value_names_the_key_and_what_was_found() {
+        use clap::CommandFactory;
+        let err =
+            merge_config_file(Cli::command(), os(&["x", "run"]), "run", "heartbeat_interval_ms = 'soon'").unwrap_err();
+        let text = err.to_string();
+        assert!(text.contains("key \"heartbeat_interval_ms\": found a string \"soon\""), "{text}");
+        assert!(text.contains("not a duration") && text.contains("e.g. heartbeat_interval_ms = 1000"), "{text}");
+        let err = merge_config_file(Cli::command(), os(&["x", "run"]), "run", "beta_count = 1.5").unwrap_err();
+        assert!(err.to_string().contains("key \"beta_count\": found a float 1.5"), "{err}");
+        // Human forms and bare numbers from the file.
+        for (text, ms) in [("heartbeat_interval_ms = '2s'", 2000), ("heartbeat_interval_ms = 250", 250)] {
+            let merged = merge_config_file(Cli::command(), os(&["x", "run"]), "run", text).unwrap();
+            let Cmd::Run { heartbeat_interval_ms, .. } = Cli::try_parse_from(merged).unwrap().command;
+            assert_eq!(heartbeat_interval_ms, ms, "{text}");
+        }
+    }
+
+    #[test]
+    fn a_missing_file_is_named_and_bad_usage() {
+        use clap::CommandFactory;
+        let path = std::path::Path::new("/nonexistent/orderly/broker.toml");
+        let err = merge_config_path(Cli::command(), os(&["x", "run"]), "run", path).unwrap_err();
+        assert!(err.to_string().contains("/nonexistent/orderly/broker.toml"), "{err}");
+        assert_eq!(exit::of_error(&err), exit::USAGE);
     }
 
     #[test]
