@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use anyhow::Context;
 use clap::{CommandFactory, Parser, Subcommand};
-use orderly_cli::merge_config_file;
+use orderly_cli::{merge_config_path, parse_log_level, LogFormat};
 use orderly_common::ids::validate_peer_id;
 use orderly_common::limits::{ITEM_BYTES_MAX, ORDER_ITEMS_MAX};
 use orderly_common::members::Members;
@@ -109,13 +109,15 @@ struct Common {
 
     /// Seconds to wait for the broker: to answer the handshake, to make
     /// room in a full window (backpressure), and for the next answer.
+    /// A bare number is seconds (fractions allowed); `1m`, `500ms` work too.
     #[arg(long, env = "ORDERLY_PRODUCER_TIMEOUT", value_name = "SECONDS", default_value_t = 30.0,
           value_parser = parse_seconds)]
     timeout: f64,
 
     /// Seconds an order may wait for its answer before it is sent again
     /// (safe: the broker never processes an order twice); the wait doubles
-    /// with each resend, up to 60 s.
+    /// with each resend, up to 60 s. A bare number is seconds; `1m`,
+    /// `500ms` work too.
     #[arg(long, env = "ORDERLY_PRODUCER_CONFIRM_TIMEOUT", value_name = "SECONDS", default_value_t = 5.0,
           value_parser = parse_seconds)]
     confirm_timeout: f64,
@@ -144,9 +146,16 @@ struct Common {
     #[arg(long, env = "ORDERLY_PRODUCER_ONE_FRAME_PER_ITEM")]
     one_frame_per_item: bool,
 
-    /// Log filter: error, warn, info, debug or trace (RUST_LOG wins).
-    #[arg(long, env = "ORDERLY_PRODUCER_LOG_LEVEL", value_name = "LEVEL", default_value = "warn")]
+    /// Log filter: error, warn, info, debug, trace or off, or directives
+    /// such as `warn,orderly_producer=debug`. RUST_LOG, when set, wins.
+    #[arg(long, env = "ORDERLY_PRODUCER_LOG_LEVEL", value_name = "LEVEL", default_value = "warn",
+          value_parser = parse_log_level)]
     log_level: String,
+
+    /// Log lines as `text` or `json` (one object per line: timestamp,
+    /// level, target, fields).
+    #[arg(long, env = "ORDERLY_PRODUCER_LOG_FORMAT", value_name = "FORMAT", value_enum, default_value_t = LogFormat::Text)]
+    log_format: LogFormat,
 }
 
 #[derive(clap::Args, Debug)]
@@ -198,10 +207,19 @@ fn parse_peer_id(text: &str) -> Result<String, String> {
     Ok(text.to_owned())
 }
 
+/// Seconds: a bare number (fractions allowed, as before) or a duration
+/// with its unit (`30s`, `1m30s`, `500ms`).
 fn parse_seconds(text: &str) -> Result<f64, String> {
-    match text.parse::<f64>() {
-        Ok(seconds) if (SECONDS_MIN..=SECONDS_MAX).contains(&seconds) => Ok(seconds),
-        _ => Err(format!("{text:?} is not a number of seconds from 0.001 up")),
+    let seconds = match text.trim().parse::<f64>() {
+        Ok(seconds) => seconds,
+        Err(_) => humantime::parse_duration(text.trim()).map(|d| d.as_secs_f64()).map_err(|error| {
+            format!("{text:?} is not a duration ({error}): give a number of seconds (2.5) or a duration like \"30s\", \"1m30s\", \"500ms\"")
+        })?,
+    };
+    if (SECONDS_MIN..=SECONDS_MAX).contains(&seconds) {
+        Ok(seconds)
+    } else {
+        Err(format!("{text:?} is not a number of seconds from 0.001 up to {SECONDS_MAX:e}"))
     }
 }
 
@@ -224,9 +242,8 @@ pub(crate) fn parse() -> anyhow::Result<Command> {
         Command::Keygen { .. } => return Ok(cli.command),
     };
     let Some(path) = &common.config else { return Ok(cli.command) };
-    let text = std::fs::read_to_string(path).with_context(|| format!("cannot read config file {}", path.display()))?;
-    let merged = merge_config_file(Cli::command(), args, name, &text)
-        .with_context(|| format!("config file {}", path.display()))?;
+    // A missing or bad file is a ConfigError: exit 2, naming the file.
+    let merged = merge_config_path(Cli::command(), args, name, path)?;
     Ok(Cli::parse_from(merged).command)
 }
 
@@ -256,8 +273,8 @@ pub(crate) struct BenchSettings {
 }
 
 impl SendArgs {
-    pub(crate) fn log_level(&self) -> &str {
-        &self.common.log_level
+    pub(crate) fn log(&self) -> (&str, LogFormat) {
+        (&self.common.log_level, self.common.log_format)
     }
 
     /// The validated settings; loads the CURVE keys.
@@ -267,8 +284,8 @@ impl SendArgs {
 }
 
 impl BenchArgs {
-    pub(crate) fn log_level(&self) -> &str {
-        &self.common.log_level
+    pub(crate) fn log(&self) -> (&str, LogFormat) {
+        (&self.common.log_level, self.common.log_format)
     }
 
     /// The validated settings; loads the CURVE keys.

@@ -54,11 +54,11 @@ fn is_group_error(error: &anyhow::Error) -> bool {
 fn run() -> anyhow::Result<ExitCode> {
     match flags::parse()? {
         Command::Send(args) => {
-            let stop = start(args.log_level())?;
+            let stop = start(args.log())?;
             send::run(args.into_settings()?, &stop)
         }
         Command::Bench(args) => {
-            let stop = start(args.log_level())?;
+            let stop = start(args.log())?;
             bench::run(args.into_settings()?, &stop)
         }
         Command::Keygen { out } => {
@@ -70,8 +70,8 @@ fn run() -> anyhow::Result<ExitCode> {
 
 /// Logging, and the flag SIGTERM and SIGINT raise: a run sends no more
 /// orders and waits for the answers to those sent.
-fn start(log_level: &str) -> anyhow::Result<Arc<AtomicBool>> {
-    orderly_cli::init_logging(log_level);
+fn start((log_level, log_format): (&str, orderly_cli::LogFormat)) -> anyhow::Result<Arc<AtomicBool>> {
+    orderly_cli::init_logging(log_level, log_format)?;
     let stop = Arc::new(AtomicBool::new(false));
     for signal in [signal_hook::consts::SIGTERM, signal_hook::consts::SIGINT] {
         signal_hook::flag::register(signal, Arc::clone(&stop)).context("cannot install signal handlers")?;

@@ -6,7 +6,7 @@ use std::path::PathBuf;
 
 use anyhow::Context;
 use clap::{ArgGroup, Args, CommandFactory, Parser, Subcommand};
-use orderly_cli::{merge_config_path, ConfigError};
+use orderly_cli::{merge_config_path, parse_log_level, ConfigError, DurationArg, LogFormat};
 use orderly_common::ids::validate_peer_id;
 use orderly_common::limits::{self, WORKER_CONCURRENCY_MAX};
 use orderly_common::members::Members;
@@ -16,7 +16,6 @@ use std::sync::Arc;
 use orderly_worker::handler::{timeout_from_ms, Exec, Handler, Noop, Sink, HANDLER_TIMEOUT_MS_DEFAULT};
 use orderly_worker::io;
 use orderly_worker::serve::{Serve, SERVE_PROCESSES_DEFAULT, SERVE_PROCESSES_MAX};
-use tracing_subscriber::EnvFilter;
 
 /// The examples closing both help pages (a macro: `concat!` takes literals).
 macro_rules! examples {
@@ -178,14 +177,15 @@ pub(crate) struct RunArgs {
     /// orders retried. --sink and --noop cannot be interrupted.
     /// Example: --handler-timeout-ms 60000
     #[arg(long, env = "ORDERLY_WORKER_HANDLER_TIMEOUT_MS", value_name = "MS",
-          default_value_t = HANDLER_TIMEOUT_MS_DEFAULT)]
+          default_value_t = HANDLER_TIMEOUT_MS_DEFAULT,
+          value_parser = DurationArg::ms())]
     handler_timeout_ms: u64,
 
     /// Milliseconds between heartbeats to the broker; also how often the
     /// broker is expected to send its own.
     #[arg(long, env = "ORDERLY_WORKER_HEARTBEAT_INTERVAL_MS", value_name = "MS",
           default_value_t = limits::HEARTBEAT_INTERVAL_MS_DEFAULT,
-          value_parser = clap::value_parser!(u64).range(1..=3_600_000))]
+          value_parser = DurationArg::ms().range(1..=3_600_000))]
     heartbeat_interval_ms: u64,
 
     /// Broker heartbeats missed before the broker is presumed lost and this
@@ -198,14 +198,19 @@ pub(crate) struct RunArgs {
     /// Seconds a shutdown waits for running orders before leaving them to
     /// the broker to redeliver (exit code 4). 0 leaves at once.
     #[arg(long, env = "ORDERLY_WORKER_DRAIN_TIMEOUT_SECS", value_name = "SECS", default_value_t = 30,
-          value_parser = clap::value_parser!(u64).range(0..=86_400))]
+          value_parser = DurationArg::secs().range(0..=86_400))]
     drain_timeout_secs: u64,
 
-    /// Log filter: error, warn, info, debug, trace, or a tracing directive
-    /// such as `orderly_worker=debug`. RUST_LOG, when set, wins.
+    /// Log filter: error, warn, info, debug, trace or off, or directives
+    /// such as `info,orderly_worker=debug`. RUST_LOG, when set, wins.
     #[arg(long, env = "ORDERLY_WORKER_LOG_LEVEL", value_name = "FILTER", default_value = "info",
           value_parser = parse_log_level)]
     pub(crate) log_level: String,
+
+    /// Log lines as `text` or `json` (one object per line: timestamp,
+    /// level, target, fields).
+    #[arg(long, env = "ORDERLY_WORKER_LOG_FORMAT", value_name = "FORMAT", value_enum, default_value_t = LogFormat::Text)]
+    pub(crate) log_format: LogFormat,
 
     /// TOML file with settings, one key per flag (`concurrency = 4`,
     /// `sink = "/data/out"`). Flags and environment variables win over it.
@@ -228,10 +233,6 @@ pub(crate) struct RunArgs {
 
 fn parse_worker_id(text: &str) -> Result<String, String> {
     validate_peer_id("worker id", text).map(|()| text.to_owned()).map_err(|e| e.to_string())
-}
-
-fn parse_log_level(text: &str) -> Result<String, String> {
-    EnvFilter::try_new(text).map(|_| text.to_owned()).map_err(|e| e.to_string())
 }
 
 /// The handler the flags describe, before it is built (comparable, for

@@ -35,20 +35,39 @@ fn run() -> anyhow::Result<ExitCode> {
             return Ok(ExitCode::from(exit::OK));
         }
     };
-    orderly_cli::init_logging(&args.log_level);
+    let notifier = orderly_cli::systemd::Notifier::layer(&["orderly_worker"], READY_MESSAGES, STATUS_MESSAGES);
+    orderly_cli::init_logging_with(&args.log_level, args.log_format, Some(notifier))?;
     let members = args.group_members()?;
     let config = args.into_config(members.as_ref())?;
     config.handler.prepare().with_context(|| format!("cannot prepare the handler ({})", config.handler.describe()))?;
     let shutdown = register_signals()?;
+    // The worker library has no hook into its loop: the pings say the
+    // process is alive (a hung handler is the library's attempt timeout's).
+    orderly_cli::systemd::spawn_watchdog(|| true).context("cannot start the watchdog thread")?;
     let exit = match members {
         Some(members) => io::run_group(config, members, &shutdown)?,
         None => io::run(config, &shutdown)?,
     };
+    orderly_cli::systemd::stopping();
     Ok(ExitCode::from(match exit {
         Exit::Drained => exit::OK,
         Exit::DrainTimedOut { .. } => exit::TIMEOUT,
     }))
 }
+
+/// The log messages (`orderly_worker::io`) that mean the worker is
+/// connected: a broker answered, or a group's leader is known. systemd
+/// gets READY=1 on the first one.
+const READY_MESSAGES: &[&str] = &["broker found", "the group has a new leader; announcing this worker to it"];
+
+/// Later state changes worth a STATUS= line in `systemctl status`.
+const STATUS_MESSAGES: &[&str] = &[
+    "broker silent; waiting for it to come back (ZeroMQ reconnects)",
+    "broker is back",
+    "broker restarted; announcing this worker again",
+    "the handler runs again",
+    "shutdown requested; finishing running orders",
+];
 
 /// Sets a flag on SIGTERM or SIGINT; a second signal exits at once (code 1)
 /// for an operator who does not want to wait for the drain. (The process's

@@ -10,7 +10,7 @@ use clap::{CommandFactory, Parser, Subcommand};
 use orderly_broker::admin::{self, AdminClient, AdminConfig, AdminToken};
 use orderly_broker::core::CoreConfig;
 use orderly_broker::io::{BrokerConfig, CurveConfig};
-use orderly_cli::merge_config_file;
+use orderly_cli::{merge_config_path, parse_log_level, DurationArg, LogFormat, SizeArg};
 use orderly_common::limits;
 use orderly_common::Endpoint;
 
@@ -97,7 +97,8 @@ pub struct GroupChangeArgs {
     #[arg(long, env = "ORDERLY_BROKER_ADMIN_TOKEN", value_name = "FILE")]
     pub admin_token: Option<PathBuf>,
     /// How long to wait for a leader and for the change to complete.
-    #[arg(long, value_name = "SECS", default_value_t = 60)]
+    #[arg(long, value_name = "SECS", default_value_t = 60,
+          value_parser = DurationArg::secs())]
     pub timeout_secs: u64,
 }
 
@@ -279,7 +280,7 @@ pub struct RunArgs {
     /// removes whole segments, so smaller segments free disk sooner.
     #[arg(long, env = "ORDERLY_BROKER_JOURNAL_SEGMENT_BYTES", value_name = "BYTES",
           default_value_t = orderly_journal::SEGMENT_BYTES_TARGET_DEFAULT,
-          value_parser = clap::value_parser!(u64).range(4096..))]
+          value_parser = SizeArg::bytes().range(4096..=u64::MAX))]
     pub journal_segment_bytes: u64,
 
     /// Where producers PUSH items (broker binds PULL). Use tcp://*:5570 to
@@ -298,7 +299,7 @@ pub struct RunArgs {
 
     /// Milliseconds between heartbeats, both directions.
     #[arg(long, env = "ORDERLY_BROKER_HEARTBEAT_INTERVAL_MS", value_name = "MS",
-          default_value_t = limits::HEARTBEAT_INTERVAL_MS_DEFAULT, value_parser = clap::value_parser!(u64).range(10..=60_000))]
+          default_value_t = limits::HEARTBEAT_INTERVAL_MS_DEFAULT, value_parser = DurationArg::ms().range(10..=60_000))]
     pub heartbeat_interval_ms: u64,
 
     /// Heartbeats a worker may miss before it is declared dead and its
@@ -327,7 +328,7 @@ pub struct RunArgs {
     /// (too_large). At most 16 MiB.
     #[arg(long, env = "ORDERLY_BROKER_ORDER_BYTES_MAX", value_name = "BYTES",
           default_value_t = limits::ORDER_BYTES_MAX as u64,
-          value_parser = clap::value_parser!(u64).range(1..=limits::ORDER_BYTES_MAX as u64))]
+          value_parser = SizeArg::bytes().range(1..=limits::ORDER_BYTES_MAX as u64))]
     pub order_bytes_max: u64,
 
     /// Items one order may carry; more is rejected (too_large). At most 100,000.
@@ -355,13 +356,15 @@ pub struct RunArgs {
     /// Item bytes of partial and pending orders at which the broker stops
     /// reading intake (the journal holds them; RAM only the cache below).
     #[arg(long, env = "ORDERLY_BROKER_PENDING_BYTES_MAX", value_name = "BYTES",
-          default_value_t = limits::PENDING_BYTES_MAX_DEFAULT)]
+          default_value_t = limits::PENDING_BYTES_MAX_DEFAULT,
+          value_parser = SizeArg::bytes())]
     pub pending_bytes_max: u64,
 
     /// Item bytes of partial orders (held in RAM until their Finish) at
     /// which the broker stops reading intake.
     #[arg(long, env = "ORDERLY_BROKER_PARTIAL_BYTES_MAX", value_name = "BYTES",
-          default_value_t = limits::PARTIAL_BYTES_MAX_DEFAULT)]
+          default_value_t = limits::PARTIAL_BYTES_MAX_DEFAULT,
+          value_parser = SizeArg::bytes())]
     pub partial_bytes_max: u64,
 
     /// Item bytes of sealed orders kept in RAM for dispatch. Beyond it the
@@ -369,20 +372,22 @@ pub struct RunArgs {
     /// journal when they are dispatched, so a large backlog costs disk, not
     /// memory.
     #[arg(long, env = "ORDERLY_BROKER_PAYLOAD_CACHE_BYTES", value_name = "BYTES",
-          default_value_t = limits::PAYLOAD_CACHE_BYTES_DEFAULT)]
+          default_value_t = limits::PAYLOAD_CACHE_BYTES_DEFAULT,
+          value_parser = SizeArg::bytes())]
     pub payload_cache_bytes: u64,
 
     /// Milliseconds a partial order may wait for its Finish before it is
     /// rejected as expired.
     #[arg(long, env = "ORDERLY_BROKER_PARTIAL_AGE_MAX_MS", value_name = "MS",
-          default_value_t = limits::PARTIAL_AGE_MAX_MS_DEFAULT)]
+          default_value_t = limits::PARTIAL_AGE_MAX_MS_DEFAULT,
+          value_parser = DurationArg::ms())]
     pub partial_age_max_ms: u64,
 
     /// Milliseconds an order may stay with a worker without an ack before it
     /// is redelivered. A worker extends it by listing the order in its
     /// heartbeats (so long-running handlers are fine while it is alive).
     #[arg(long, env = "ORDERLY_BROKER_ACK_TIMEOUT_MS", value_name = "MS",
-          default_value_t = limits::ACK_TIMEOUT_MS_DEFAULT, value_parser = clap::value_parser!(u64).range(100..))]
+          default_value_t = limits::ACK_TIMEOUT_MS_DEFAULT, value_parser = DurationArg::ms().range(100..=u64::MAX))]
     pub ack_timeout_ms: u64,
 
     /// Milliseconds an order waits before its second attempt after a failed
@@ -390,20 +395,23 @@ pub struct RunArgs {
     /// doubled after each further failure, with jitter, up to
     /// --retry-delay-max-ms. A nack's own delay_ms wins. 0: no backoff.
     #[arg(long, env = "ORDERLY_BROKER_RETRY_DELAY_INITIAL_MS", value_name = "MS",
-          default_value_t = limits::RETRY_DELAY_INITIAL_MS_DEFAULT)]
+          default_value_t = limits::RETRY_DELAY_INITIAL_MS_DEFAULT,
+          value_parser = DurationArg::ms())]
     pub retry_delay_initial_ms: u64,
 
     /// Longest wait between two attempts of one order (at most 86400000,
     /// one day).
     #[arg(long, env = "ORDERLY_BROKER_RETRY_DELAY_MAX_MS", value_name = "MS",
-          default_value_t = limits::RETRY_DELAY_MAX_MS_DEFAULT)]
+          default_value_t = limits::RETRY_DELAY_MAX_MS_DEFAULT,
+          value_parser = DurationArg::ms())]
     pub retry_delay_max_ms: u64,
 
     /// Milliseconds one attempt may be held by a worker, even while its
     /// heartbeats list the order: past it the order is taken back as a
     /// failed attempt (a hung handler). Must exceed --ack-timeout-ms.
     #[arg(long, env = "ORDERLY_BROKER_ATTEMPT_TIMEOUT_MS", value_name = "MS",
-          default_value_t = limits::ATTEMPT_TIMEOUT_MS_DEFAULT)]
+          default_value_t = limits::ATTEMPT_TIMEOUT_MS_DEFAULT,
+          value_parser = DurationArg::ms())]
     pub attempt_timeout_ms: u64,
 
     /// Dead letters at which the broker stops reading intake (backpressure
@@ -418,7 +426,8 @@ pub struct RunArgs {
     /// processed twice. Kept in the journal, so it survives restarts (and
     /// restarts in full after one).
     #[arg(long, env = "ORDERLY_BROKER_DEDUP_WINDOW_MS", value_name = "MS",
-          default_value_t = limits::DEDUP_WINDOW_MS_DEFAULT)]
+          default_value_t = limits::DEDUP_WINDOW_MS_DEFAULT,
+          value_parser = DurationArg::ms())]
     pub dedup_window_ms: u64,
 
     /// Keys remembered at most (about 100 bytes of memory each); past it the
@@ -464,7 +473,8 @@ pub struct RunArgs {
     pub admin_host: Vec<String>,
 
     /// Seconds between status lines in the log.
-    #[arg(long, env = "ORDERLY_BROKER_STATUS_INTERVAL_SECS", value_name = "SECS", default_value_t = 10)]
+    #[arg(long, env = "ORDERLY_BROKER_STATUS_INTERVAL_SECS", value_name = "SECS", default_value_t = 10,
+          value_parser = DurationArg::secs())]
     pub status_interval_secs: u64,
 
     /// Run as one member of a replicated group of brokers: the TOML group
@@ -491,9 +501,16 @@ pub struct RunArgs {
     #[arg(long, env = "ORDERLY_BROKER_JOIN", requires = "group")]
     pub join: bool,
 
-    /// Log filter: error, warn, info, debug or trace (RUST_LOG wins).
-    #[arg(long, env = "ORDERLY_BROKER_LOG_LEVEL", value_name = "LEVEL", default_value = "info")]
+    /// Log filter: error, warn, info, debug, trace or off, or directives
+    /// such as `info,orderly_broker=debug`. RUST_LOG, when set, wins.
+    #[arg(long, env = "ORDERLY_BROKER_LOG_LEVEL", value_name = "LEVEL", default_value = "info",
+          value_parser = parse_log_level)]
     pub log_level: String,
+
+    /// Log lines as `text` or `json` (one object per line: timestamp,
+    /// level, target, fields).
+    #[arg(long, env = "ORDERLY_BROKER_LOG_FORMAT", value_name = "FORMAT", value_enum, default_value_t = LogFormat::Text)]
+    pub log_format: LogFormat,
 }
 
 /// Parses the command line; for `run --config FILE`, the file's settings
@@ -513,12 +530,8 @@ pub fn parse_cli() -> anyhow::Result<Cli> {
         }
         return Ok(cli);
     };
-    let path = &path;
-    // A missing file is exit 1 (not a ConfigError, so not usage): kept as
-    // is for now, tracked as a known bug.
-    let text = std::fs::read_to_string(path).with_context(|| format!("cannot read config file {}", path.display()))?;
-    let merged = merge_config_file(Cli::command(), args, "run", &text)
-        .with_context(|| format!("config file {}", path.display()))?;
+    // A missing or bad file is a ConfigError: exit 2, naming the file.
+    let merged = merge_config_path(Cli::command(), args, "run", &path)?;
     let cli = Cli::parse_from(merged);
     if let Command::Run(run) = &cli.command {
         refuse_bad_usage(run);
