@@ -259,8 +259,12 @@ fn unit_files_verify() {
         // complaint is expected; anything else is a mistake in the unit.
         let problems: Vec<&str> = stderr
             .lines()
-            .filter(|l| !l.contains("/usr/local/bin/") && !l.contains("Command ") && !l.trim().is_empty())
+            .filter(|l| !(l.contains("/usr/local/bin/") && l.contains("is not executable")) && !l.trim().is_empty())
             .collect();
         assert!(problems.is_empty(), "{unit}: {problems:?}");
+        let text = std::fs::read_to_string(deploy.join(unit)).unwrap();
+        for line in ["Type=notify", "NotifyAccess=main", "WatchdogSec=30"] {
+            assert!(text.lines().any(|l| l == line), "{unit} lacks {line}");
+        }
     }
 }

@@ -373,6 +373,7 @@ mod tests {
         assert_eq!(handler_of(&["--exec", "x"]), exec(Some(1_800_000)));
         assert_eq!(handler_of(&["--exec", "x", "--handler-timeout-ms", "5000"]), exec(Some(5000)));
         assert_eq!(handler_of(&["--exec", "x", "--handler-timeout-ms", "0"]), exec(None));
+        assert_eq!(handler_of(&["--exec", "x", "--handler-timeout-ms", "1m30s"]), exec(Some(90_000)));
     }
 
     #[test]
