@@ -122,8 +122,7 @@ fn json_logs_noop_over_the_files_exec_and_human_durations() {
     assert_eq!(status.code(), Some(0), "{stderr}");
     assert!(!stderr.trim().is_empty(), "no log lines");
     for line in stderr.lines() {
-        let object: serde_json::Value =
-            serde_json::from_str(line).unwrap_or_else(|e| panic!("not JSON ({e}): {line}"));
+        let object: serde_json::Value = serde_json::from_str(line).unwrap_or_else(|e| panic!("not JSON ({e}): {line}"));
         for key in ["timestamp", "level", "target", "fields"] {
             assert!(object.get(key).is_some(), "no {key:?} in {line}");
         }
@@ -133,11 +132,9 @@ fn json_logs_noop_over_the_files_exec_and_human_durations() {
 
 #[test]
 fn bad_durations_are_named_with_an_example() {
-    worker()
-        .args(["run", "--id", "w1", "--noop", "--drain-timeout-secs", "500ms"])
-        .assert()
-        .code(2)
-        .stderr(predicate::str::contains("--drain-timeout-secs").and(predicate::str::contains("whole number of seconds")));
+    worker().args(["run", "--id", "w1", "--noop", "--drain-timeout-secs", "500ms"]).assert().code(2).stderr(
+        predicate::str::contains("--drain-timeout-secs").and(predicate::str::contains("whole number of seconds")),
+    );
     worker()
         .args(["run", "--id", "w1", "--noop", "--heartbeat-interval-ms", "later"])
         .assert()
