@@ -209,7 +209,7 @@ fn check_values(arg: &clap::Arg, key: &str, value: &toml::Value, appended: &[OsS
                 let example = arg
                     .get_default_values()
                     .first()
-                    .map(|d| format!("; e.g. {key} = {}", toml_example(&d.to_string_lossy())))
+                    .map(|d| format!(" (the default: {key} = {})", toml_example(&d.to_string_lossy())))
                     .unwrap_or_default();
                 return Err(ConfigError::BadValue {
                     key: key.to_owned(),
@@ -355,7 +355,10 @@ mod tests {
             merge_config_file(Cli::command(), os(&["x", "run"]), "run", "heartbeat_interval_ms = 'soon'").unwrap_err();
         let text = err.to_string();
         assert!(text.contains("key \"heartbeat_interval_ms\": found a string \"soon\""), "{text}");
-        assert!(text.contains("not a duration") && text.contains("e.g. heartbeat_interval_ms = 1000"), "{text}");
+        assert!(
+            text.contains("not a duration") && text.contains("the default: heartbeat_interval_ms = 1000"),
+            "{text}"
+        );
         let err = merge_config_file(Cli::command(), os(&["x", "run"]), "run", "beta_count = 1.5").unwrap_err();
         assert!(err.to_string().contains("key \"beta_count\": found a float 1.5"), "{err}");
         // Human forms and bare numbers from the file.

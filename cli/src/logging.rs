@@ -61,8 +61,9 @@ fn is_level(word: &str) -> bool {
 /// else `level`. An invalid `RUST_LOG` is bad usage too, named as such.
 pub fn filter(level: &str) -> Result<EnvFilter, ConfigError> {
     let (text, from) = match std::env::var("RUST_LOG") {
-        Ok(value) => (value, "RUST_LOG"),
-        Err(std::env::VarError::NotPresent) => (level.to_owned(), "--log-level"),
+        // An empty RUST_LOG (`RUST_LOG=` in a unit or shell) counts as unset.
+        Ok(value) if !value.trim().is_empty() => (value, "RUST_LOG"),
+        Ok(_) | Err(std::env::VarError::NotPresent) => (level.to_owned(), "--log-level"),
         Err(std::env::VarError::NotUnicode(_)) => {
             return Err(ConfigError::Usage("RUST_LOG is not UTF-8: unset it or give a level".to_owned()))
         }

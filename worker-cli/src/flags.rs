@@ -37,6 +37,8 @@ macro_rules! examples {
 Every flag can also come from the environment (ORDERLY_WORKER_<FLAG>) or a
 TOML file given with --config (keys are the flag names with '_' for '-').
 Precedence: flag > environment > config file > default.
+Durations (--*-ms, --*-secs) take a number in the flag's unit or a value
+with its own: 30s, 1m30s, 500ms.
 SIGTERM or SIGINT drains: no new orders, running ones finish, then exit 0;
 a second signal exits at once."
     };

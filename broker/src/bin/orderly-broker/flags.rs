@@ -31,7 +31,11 @@ Example (all on one machine):
 
 Every flag can also come from an ORDERLY_BROKER_* environment variable or a
 TOML file given with --config (keys are flag names with '_' for '-');
-flags win over the environment, which wins over the file.";
+flags win over the environment, which wins over the file.
+
+Durations (--*-ms, --*-secs) take a number in the flag's unit or a value
+with its own: 30s, 1m30s, 500ms. Sizes (--*-bytes*) take bytes or 8GiB,
+512MiB (binary: KiB MiB GiB TiB) or 64KB (decimal: KB MB GB TB).";
 
 #[derive(Subcommand, Debug)]
 pub enum Command {
