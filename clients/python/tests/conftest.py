@@ -14,6 +14,9 @@ import sys
 import time
 import urllib.request
 
+import threading
+
+import orderly
 import pytest
 
 REPO = os.path.abspath(os.path.join(os.path.dirname(__file__), "..", "..", ".."))
@@ -169,3 +172,30 @@ def sink_deliveries(sink_dir) -> dict:
 
 
 PYTHON = sys.executable
+
+
+@pytest.fixture
+def python_worker_on():
+    """start(broker, handler, worker_id="pw1", **options): a Python Worker
+    running in a thread; stopped (and checked to stop) at the test's end."""
+    started = []
+
+    def start(broker, handler, worker_id="pw1", **kwargs):
+        kwargs.setdefault("heartbeat_interval", 0.2)
+        worker = orderly.Worker(worker_id, broker.fanout, broker.control, handler=handler, **kwargs)
+        thread = threading.Thread(target=worker.run, daemon=True)
+        thread.start()
+        started.append((worker, thread))
+        return worker
+
+    yield start
+    for worker, thread in started:
+        worker.stop()
+        thread.join(timeout=10)
+        assert not thread.is_alive(), "the worker did not stop within 10 s"
+
+
+@pytest.fixture
+def python_worker(broker, python_worker_on):
+    """start(handler, **options): a Python Worker on `broker`."""
+    return lambda handler, **kwargs: python_worker_on(broker, handler, **kwargs)

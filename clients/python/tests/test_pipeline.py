@@ -30,30 +30,6 @@ class Collecting:
             return {(o.producer, o.id): o for o in self.orders}
 
 
-def run_worker(worker: orderly.Worker) -> threading.Thread:
-    thread = threading.Thread(target=worker.run, daemon=True)
-    thread.start()
-    return thread
-
-
-@pytest.fixture
-def python_worker(broker):
-    """Starts a Python Worker on `broker`; stops it (bounded) afterwards."""
-    started = []
-
-    def start(handler, worker_id="pw1", **kwargs):
-        kwargs.setdefault("heartbeat_interval", 0.2)
-        worker = orderly.Worker(worker_id, broker.fanout, broker.control, handler=handler, **kwargs)
-        started.append((worker, run_worker(worker)))
-        return worker
-
-    yield start
-    for worker, thread in started:
-        worker.stop()
-        thread.join(timeout=10)
-        assert not thread.is_alive(), "the worker did not stop within 10 s"
-
-
 def sample_items(n: int) -> list:
     return [json.dumps({"n": n, "i": i, "text": "ünïcode ✓"}, ensure_ascii=False).encode() for i in range(3)]
 

@@ -245,7 +245,10 @@ class _Loop:
                 if pool is None or not pool.results:
                     poller.poll(timeout * 1000)
                 w._waker.clear()
-                now = time.monotonic()
+                waited = time.monotonic()
+                self.counters["turns"] += 1
+                self.counters["wait_us"] += int((waited - now) * 1e6)
+                now = waited
                 jobs = self._read_fanout(now)
                 if jobs:
                     if pool is None:
@@ -267,6 +270,8 @@ class _Loop:
                 ):
                     break
             self._say_bye()
+            if os.environ.get("ORDERLY_WORKER_STATS"):
+                print(f"orderly worker {w.worker_id}: {dict(self.counters)}", file=sys.stderr)
         finally:
             if pool is not None:
                 pool.stop()
@@ -277,6 +282,7 @@ class _Loop:
     def _read_fanout(self, now: float) -> list:
         jobs = []
         sub = self.sub
+        decode, heard = proto.decode_fanout, False
         for _ in range(FANOUT_BATCH_LEN_MAX):
             try:
                 frames = sub.recv_multipart(zmq.NOBLOCK)
@@ -286,11 +292,13 @@ class _Loop:
                 self._decode_warning(f"a fanout message of {len(frames)} frames")
                 continue
             try:
-                kind, body = proto.decode_fanout(frames[1])
+                kind, body = decode(frames[1])
             except DecodeError as e:
                 self._decode_warning(str(e))
                 continue
-            self._heard(now)
+            if not heard:
+                heard = True
+                self._heard(now)
             if kind == "dispatch":
                 order = self._on_dispatch(body)
                 if order is not None:
