@@ -437,6 +437,7 @@ class _Loop:
         entry.receipt._settle(error)
 
     def _on_heartbeat(self, hb: dict, now: float) -> None:
+        self.p.counters["heartbeats"] += 1
         if self.leadership is not None:
             changed = self.leadership.observe(hb)
             if changed is not None:
