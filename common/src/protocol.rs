@@ -5,7 +5,9 @@
 //! Maps with named fields (never positional arrays) let a newer peer add
 //! fields that an older one ignores. Decoding never panics: every malformed,
 //! truncated, oversized, unknown or out-of-place input is a [`DecodeError`].
-//! `docs/PROTOCOL.md` describes every message and field.
+//! `docs/PROTOCOL.md` is the normative specification of every message and
+//! field; `docs/protocol-vectors.json` (checked by `tests/vectors.rs`) pins
+//! the bytes.
 
 use std::marker::PhantomData;
 
