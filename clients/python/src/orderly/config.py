@@ -17,6 +17,7 @@ import tomllib
 from dataclasses import dataclass
 
 import zmq
+from zmq.utils import z85
 
 from .errors import ConfigError
 
@@ -35,7 +36,7 @@ def _z85_key(text: str) -> bytes | None:
     if len(text) != KEY_Z85_CHARS:
         return None
     try:
-        key = zmq.utils.z85.decode(text)
+        key = z85.decode(text)
     except Exception:
         return None
     return key if len(key) == 32 else None
@@ -103,7 +104,7 @@ class Curve:
         self.server_public = None if server_public_key is None else load_public_key(server_public_key)
 
     def __repr__(self) -> str:  # never print the secret key
-        return f"Curve(public={zmq.utils.z85.encode(self.public).decode()})"
+        return f"Curve(public={z85.encode(self.public).decode()})"
 
     def for_member(self, member: "Member | None") -> bytes:
         """The server key to use towards `member` (None: a single broker)."""
