@@ -2,9 +2,11 @@
 workload (a broker on free loopback ports, `orderly-producer bench`).
 
     python bench/worker_bench.py --bin /tmp/orderly-rel --orders 30000 --runs 3 \
-        --workers rust-noop,python,python-inline [--concurrency 16] [--preload]
+        --workers rust-noop,python,python-inline,serve [--concurrency 16] [--preload]
 
-For each run: a fresh broker, the worker, then the producer; the time is
+`python` is the Worker with its pool of `concurrency` handler threads,
+`python-inline` with inline=True, `serve` a Rust worker with --serve
+examples/serve_ack.py. For each run: a fresh broker, the worker, then the producer; the time is
 from the producer's start until the broker's /status counts every order
 acked. With --preload the orders are queued first (no worker) and the time
 runs from the worker's start: the worker's own speed, not the producer's.
@@ -48,7 +50,7 @@ def worker_command(kind: str, bin_dir: str, fanout: str, control: str, concurren
     if kind == "rust-noop":
         return [f"{bin_dir}/orderly-worker", "run", *common, "--noop", "--log-level", "warn"]
     if kind == "python":
-        return [sys.executable, f"{EXAMPLES}/worker_noop.py", *common]
+        return [sys.executable, f"{EXAMPLES}/worker_noop.py", *common, "--threads"]
     if kind == "python-inline":
         return [sys.executable, f"{EXAMPLES}/worker_noop.py", *common, "--inline"]
     if kind == "serve":

@@ -16,11 +16,15 @@ def main() -> None:
     parser.add_argument("--control", help="the broker's control endpoint")
     parser.add_argument("--group", help="a broker group file instead of --fanout/--control")
     parser.add_argument("--concurrency", type=int, default=1)
-    parser.add_argument("--inline", action="store_true", help="run the handler in the socket thread")
+    # The handler is trivial, so by default it runs in the socket thread
+    # (inline=True, the fastest); --threads runs it in the pool of
+    # `concurrency` threads, as a handler that blocks must.
+    parser.add_argument("--threads", action="store_true", help="run the handler in a pool of --concurrency threads")
+    parser.add_argument("--inline", action="store_true", help="(the default) run the handler in the socket thread")
     args = parser.parse_args()
     worker = orderly.Worker(
         args.id, args.fanout, args.control, handler=lambda order: None, concurrency=args.concurrency,
-        group=args.group, inline=args.inline,
+        group=args.group, inline=not args.threads,
     )
     worker.run()
 

@@ -96,9 +96,10 @@ def test_rust_producer_to_python_worker(broker, procs, tmp_path, python_worker):
     wait_for("every order acked", lambda: broker.acked() >= len(expected), timeout=10)
 
 
-def test_rust_bench_to_python_worker(broker, procs, python_worker):
+@pytest.mark.parametrize("inline", [False, True])
+def test_rust_bench_to_python_worker(broker, procs, python_worker, inline):
     handler = Collecting()
-    python_worker(handler, concurrency=16)
+    python_worker(handler, concurrency=16, inline=inline)
     bench = procs.start("bench", [
         binary("orderly-producer"), "bench", "--id", "bench", "--intake", broker.intake, "--fanout", broker.fanout,
         "--orders", "500", "--items", "3", "--item-bytes", "50", "--timeout", "30",

@@ -28,8 +28,13 @@ from ._sockets import SOCKET_LINGER_MS, Waker, open_push, open_sub
 from .config import Leadership, load_group
 from .errors import WORKER_CONCURRENCY_MAX, ConfigError, DecodeError, check_peer_id
 
+NOBLOCK = zmq.NOBLOCK
+
 #: Fanout messages read in one loop turn before timers get a turn.
 FANOUT_BATCH_LEN_MAX = 1024
+#: Inline handlers run in slices of this many orders, each slice's acks
+#: sent before the next is read (see _Loop.run).
+INLINE_SLICE_LEN = 4
 #: Control messages held while the broker is unreachable; past it the
 #: oldest is dropped (a lost ack only means a redelivery).
 CONTROL_OUTBOX_LEN_MAX = 4 * WORKER_CONCURRENCY_MAX
@@ -249,11 +254,20 @@ class _Loop:
                 self.counters["turns"] += 1
                 self.counters["wait_us"] += int((waited - now) * 1e6)
                 now = waited
-                jobs = self._read_fanout(now)
-                if jobs:
-                    if pool is None:
-                        self._run_inline(jobs)
-                    else:
+                if pool is None:
+                    # Small slices, each answered at once: the broker gets
+                    # credits back (and dispatches more) while we run the rest.
+                    while True:
+                        jobs = self._read_fanout(now, INLINE_SLICE_LEN)
+                        if jobs:
+                            self._run_inline(jobs)
+                            self._flush_acks()
+                            self._send_control()
+                        if self.read_len < INLINE_SLICE_LEN:
+                            break
+                else:
+                    jobs = self._read_fanout(now, FANOUT_BATCH_LEN_MAX)
+                    if jobs:
                         pool.submit(jobs)
                 if pool is not None:
                     self._take_results(pool.results)
@@ -279,20 +293,34 @@ class _Loop:
             if self.push is not None:
                 self.push.close(linger=SOCKET_LINGER_MS)
 
-    def _read_fanout(self, now: float) -> list:
+    def _read_fanout(self, now: float, limit: int) -> list:
         jobs = []
         sub = self.sub
         decode, heard = proto.decode_fanout, False
-        for _ in range(FANOUT_BATCH_LEN_MAX):
+        self.read_len = 0
+        for _ in range(limit):
+            # Frames without copying, for their `more` flag: cheaper than
+            # recv_multipart's RCVMORE look-ups (the hot path of a worker).
             try:
-                frames = sub.recv_multipart(zmq.NOBLOCK)
+                topic = sub.recv(NOBLOCK, copy=False)
             except zmq.Again:
                 break
-            if len(frames) != 2 or len(frames[0]) > proto.TOPIC_BYTES_MAX:
-                self._decode_warning(f"a fanout message of {len(frames)} frames")
+            self.read_len += 1
+            if not topic.more:
+                self._decode_warning("a fanout message of 1 frame; expected 2 (topic, body)")
+                continue
+            frame = sub.recv(0, copy=False)  # the rest of a message is there at once
+            if frame.more:
+                while sub.recv(0, copy=False).more:
+                    pass
+                self._decode_warning("a fanout message of more than 2 frames; expected 2 (topic, body)")
+                continue
+            topic = topic.bytes
+            if len(topic) > proto.TOPIC_BYTES_MAX:
+                self._decode_warning(f"a topic of {len(topic)} bytes")
                 continue
             try:
-                kind, body = decode(frames[1])
+                kind, body = decode(frame.bytes)
             except DecodeError as e:
                 self._decode_warning(str(e))
                 continue
@@ -305,7 +333,7 @@ class _Loop:
                     jobs.append(order)
             elif kind == "heartbeat":
                 self._on_broker_heartbeat(body, now)
-            elif kind == "welcome" and frames[0] == self.topic:
+            elif kind == "welcome" and topic == self.topic:
                 self.welcome = body["nonce"]
                 self._heartbeat(now)  # echo at once: nothing is dispatched before
             # confirm/confirms/reject are producers'; backpressure does not
@@ -368,12 +396,12 @@ class _Loop:
 
     def _run_inline(self, jobs: list) -> None:
         handler = self.w.handler
-        self._take_results([(order, outcome_of(handler, order)) for order in jobs])
+        self._take_results(collections.deque([(order, outcome_of(handler, order)) for order in jobs]))
 
-    def _take_results(self, results) -> None:
+    def _take_results(self, results: collections.deque) -> None:
         in_flight, acks = self.in_flight, self.acks
         while results:
-            order, outcome = results.popleft() if isinstance(results, collections.deque) else results.pop(0)
+            order, outcome = results.popleft()
             key = (order.producer, order.id)
             attempt = max(in_flight.pop(key, order.attempt), order.attempt)
             if outcome is None:
