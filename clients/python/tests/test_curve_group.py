@@ -119,7 +119,7 @@ def test_group_of_one(procs, tmp_path):
 
 def test_group_of_three_survives_a_leader_kill(procs, tmp_path):
     group, members, admins, probe, leader = start_group(procs, tmp_path, 3)
-    first = wait_for("a leader", leader, timeout=30)
+    first = wait_for("a leader", leader, timeout=60)
     got = set()
     worker = orderly.Worker("gw", handler=lambda order: got.add(order.id), group=group, heartbeat_interval=0.2,
                             concurrency=4)
@@ -131,7 +131,7 @@ def test_group_of_three_survives_a_leader_kill(procs, tmp_path):
                 producer.send(f"a{n}", [b"1"]).wait(timeout=15)
             members[first].kill()
             members[first].wait(timeout=10)
-            second = wait_for("a new leader", lambda: (l := leader()) not in (None, first) and l, timeout=30)
+            second = wait_for("a new leader", lambda: (l := leader()) not in (None, first) and l, timeout=60)
             # confirm_timeout is 30 s: these are confirmed in time only
             # because the producer follows the new leader at once.
             receipts = [producer.send(f"b{n}", [b"2"]) for n in range(20)]

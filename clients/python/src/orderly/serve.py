@@ -55,8 +55,29 @@ def parse_order_line(line: str) -> Order:
         return _parse_loose(line)
 
 
+class _LineOrder(Order):
+    """An Order whose items are cut out of its line only when first read:
+    a handler that never looks at them costs no item parsing."""
+
+    __slots__ = ("_line", "_at", "_items")
+
+    def __init__(self, producer, order_id, attempt, redelivered, line, at):
+        self.producer, self.id, self.attempt, self.redelivered = producer, order_id, attempt, redelivered
+        self._line, self._at, self._items = line, at, None
+
+    @property
+    def items(self) -> list:
+        if self._items is None:
+            try:
+                self._items = _parse_items(self._line, self._at)
+            except (ValueError, IndexError, KeyError, TypeError):
+                self._items = _parse_loose(self._line).items
+            self._line = None
+        return self._items
+
+
 def _parse_exact(line: str) -> Order:
-    """The worker's exact rendering; items cut out byte for byte."""
+    """The worker's exact rendering: the key fields now, items on demand."""
     at = _expect(line, 0, '{"producer":')
     producer, at = _raw_decode(line, at)
     at = _expect(line, at, ',"id":')
@@ -66,8 +87,17 @@ def _parse_exact(line: str) -> Order:
     at = _expect(line, at, ',"redelivered":')
     redelivered, at = _raw_decode(line, at)
     at = _expect(line, at, ',"items":[')
+    if type(producer) is not str or type(order_id) is not str or type(attempt) is not int:
+        raise ValueError("bad field types")
+    if type(redelivered) is not bool:
+        raise ValueError("bad field types")
+    return _LineOrder(producer, order_id, attempt, redelivered, line, at)
+
+
+def _parse_items(line: str, at: int) -> list:
+    """The items after `"items":[` at `at`, each item's text byte for byte."""
     raw_items, values = [], []
-    if line[_skip_ws(line, at)] == "]" and not raw_items:
+    if line[_skip_ws(line, at)] == "]":
         at = _skip_ws(line, at) + 1
     else:
         while True:
@@ -87,12 +117,10 @@ def _parse_exact(line: str) -> Order:
     if line.startswith(',"base64_items":', at):
         base64_items, at = _raw_decode(line, at + len(',"base64_items":'))
     _expect(line, at, "}")
-    if type(producer) is not str or type(order_id) is not str or type(attempt) is not int:
-        raise ValueError("bad field types")
     items = [raw.encode() for raw in raw_items]
     for index in base64_items:
         items[index] = base64.b64decode(values[index]["base64"], validate=True)
-    return Order(producer, order_id, attempt, bool(redelivered), items)
+    return items
 
 
 def _parse_loose(line: str) -> Order:
