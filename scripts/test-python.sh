@@ -9,7 +9,10 @@
 # first with `cargo build`). Bounded by TIMEOUT_SECS (default 600).
 set -euo pipefail
 ROOT="$(cd "$(dirname "$0")/.." && pwd)"
-export ORDERLY_BIN_DIR="${ORDERLY_BIN_DIR:-$ROOT/target/debug}"
+ORDERLY_BIN_DIR="${ORDERLY_BIN_DIR:-$ROOT/target/debug}"
+# Absolute: pytest runs in clients/python.
+ORDERLY_BIN_DIR="$(cd "$ORDERLY_BIN_DIR" && pwd)" || { echo "test-python: no directory $ORDERLY_BIN_DIR" >&2; exit 1; }
+export ORDERLY_BIN_DIR
 TIMEOUT_SECS=${TIMEOUT_SECS:-600}
 
 PY="$("$ROOT/scripts/python-env.sh")"
