@@ -171,6 +171,15 @@ def serve(handler, *, threads: int = 0, stdin_fd: int = 0, stdout_fd: int = 1) -
     """
     if threads:
         return _serve_pool(handler, threads, stdin_fd, stdout_fd)
+    for batch in _order_batches(stdin_fd):
+        out = [answer_line(order, outcome_of(handler, order)) for order in batch]
+        if out:
+            _write_all(stdout_fd, b"".join(out))
+
+
+def _order_batches(stdin_fd: int):
+    """Yields the orders of each chunk read from stdin (a list per chunk, so
+    their answers can go out in one write), the last line at EOF too."""
     pending = b""
     while True:
         chunk = os.read(stdin_fd, READ_CHUNK_BYTES)
@@ -183,17 +192,11 @@ def serve(handler, *, threads: int = 0, stdin_fd: int = 0, stdout_fd: int = 1) -
             _check_line_length(pending)
             continue
         pending = data[cut + 1 :]
-        out = []
-        for raw in data[:cut].split(b"\n"):
-            order = _order_of(raw)
-            if order is not None:
-                out.append(answer_line(order, outcome_of(handler, order)))
-        if out:
-            _write_all(stdout_fd, b"".join(out))
-    if pending.strip():
-        order = _order_of(pending)
-        if order is not None:
-            _write_all(stdout_fd, answer_line(order, outcome_of(handler, order)))
+        orders = (_order_of(raw) for raw in data[:cut].split(b"\n"))
+        yield [order for order in orders if order is not None]
+    order = _order_of(pending)
+    if order is not None:
+        yield [order]
 
 
 def _check_line_length(pending: bytes) -> None:
@@ -233,25 +236,9 @@ def _serve_pool(handler, threads: int, stdin_fd: int, stdout_fd: int) -> None:
     pool = [threading.Thread(target=run, daemon=True) for _ in range(threads)]
     for thread in pool:
         thread.start()
-    pending = b""
-    while True:
-        chunk = os.read(stdin_fd, READ_CHUNK_BYTES)
-        if not chunk:
-            break
-        data = pending + chunk if pending else chunk
-        cut = data.rfind(b"\n")
-        if cut < 0:
-            pending = data
-            _check_line_length(pending)
-            continue
-        pending = data[cut + 1 :]
-        for raw in data[:cut].split(b"\n"):
-            order = _order_of(raw)
-            if order is not None:
-                jobs.put(order)
-    order = _order_of(pending)
-    if order is not None:
-        jobs.put(order)
+    for batch in _order_batches(stdin_fd):
+        for order in batch:
+            jobs.put(order)
     for _ in pool:
         jobs.put(None)
     for thread in pool:
