@@ -68,25 +68,8 @@ fi
 case " $HANDLERS " in
     *" serve "*|*" python"*) PY="$(scripts/python-env.sh)" ;;
 esac
-port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
-acked_of() {
-    "$BIN/orderly-broker" status --admin "$1" --json 2>/dev/null | grep -o '"orders_acked": [0-9]*' |
-        grep -o '[0-9]*$' || true
-}
-
-RUN_PIDS=() RUN_WORK=
-STOP_GRACE_S=5
-stop_run() {
-    local pid deadline=$((SECONDS + STOP_GRACE_S))
-    [ ${#RUN_PIDS[@]} -eq 0 ] || kill "${RUN_PIDS[@]}" 2>/dev/null || true
-    for pid in "${RUN_PIDS[@]}"; do
-        while kill -0 "$pid" 2>/dev/null && [ "$SECONDS" -lt "$deadline" ]; do sleep 0.1; done
-        kill -KILL "$pid" 2>/dev/null || true
-    done
-    [ ${#RUN_PIDS[@]} -eq 0 ] || wait "${RUN_PIDS[@]}" 2>/dev/null || true
-    [ -z "$RUN_WORK" ] || rm -rf "$RUN_WORK"
-    RUN_PIDS=() RUN_WORK=
-}
+# shellcheck source=bench/lib.sh
+. "$ROOT/bench/lib.sh"
 trap stop_run EXIT
 trap 'exit 130' INT TERM
 
