@@ -8,14 +8,17 @@
 #
 #   bench/handlers.sh [--orders N] [--items K] [--item-bytes S] [--runs R]
 #                     [--concurrency C] [--framing packed|per-item]
-#                     [--handlers "noop serve python exec"]
+#                     [--handlers "noop serve python-inline python exec"]
 #
-# Handlers (default: noop serve python):
+# Handlers (default: noop serve python-inline python):
 #   noop    orderly-worker run --noop (acknowledges in the loop thread)
 #   serve   orderly-worker run --serve 'PY clients/python/examples/serve_ack.py'
 #           (one persistent Python process, JSON lines; orderly.serve)
-#   python  the Python worker library: clients/python/examples/worker_noop.py
-#           (orderly.Worker, a handler that returns at once)
+#   python-inline  the Python worker library, orderly.Worker(inline=True):
+#           clients/python/examples/worker_noop.py, a handler that returns at
+#           once, run in the socket thread (for handlers of microseconds)
+#   python  the same with the handler in a pool of --concurrency threads
+#           (worker_noop.py --threads; the default for handlers that block)
 #   exec    orderly-worker run --exec 'cat >/dev/null' (a process per order;
 #           runs min(N, 2000) orders: it is two orders of magnitude slower)
 #
@@ -26,7 +29,7 @@
 # the venv that scripts/python-env.sh makes (target/python-venv).
 set -euo pipefail
 ROOT="$(cd "$(dirname "$0")/.." && pwd)"
-ORDERS=50000 ITEMS=10 ITEM_BYTES=100 RUNS=3 CONCURRENCY=16 FRAMING=packed HANDLERS="noop serve python"
+ORDERS=50000 ITEMS=10 ITEM_BYTES=100 RUNS=3 CONCURRENCY=16 FRAMING=packed HANDLERS="noop serve python-inline python"
 # exec starts a process per order: a few thousand are enough for its rate.
 EXEC_ORDERS_MAX=2000
 while [ $# -gt 0 ]; do
@@ -50,8 +53,8 @@ case "$FRAMING" in
 esac
 for handler in $HANDLERS; do
     case "$handler" in
-        noop|serve|python|exec) ;;
-        *) echo "bench: a handler is noop, serve, python or exec, not $handler" >&2; exit 2 ;;
+        noop|serve|python-inline|python|exec) ;;
+        *) echo "bench: a handler is noop, serve, python-inline, python or exec, not $handler" >&2; exit 2 ;;
     esac
 done
 cd "$ROOT"
@@ -63,27 +66,10 @@ else
     BIN="$ROOT/target/release"
 fi
 case " $HANDLERS " in
-    *" serve "*|*" python "*) PY="$(scripts/python-env.sh)" ;;
+    *" serve "*|*" python"*) PY="$(scripts/python-env.sh)" ;;
 esac
-port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
-acked_of() {
-    "$BIN/orderly-broker" status --admin "$1" --json 2>/dev/null | grep -o '"orders_acked": [0-9]*' |
-        grep -o '[0-9]*$' || true
-}
-
-RUN_PIDS=() RUN_WORK=
-STOP_GRACE_S=5
-stop_run() {
-    local pid deadline=$((SECONDS + STOP_GRACE_S))
-    [ ${#RUN_PIDS[@]} -eq 0 ] || kill "${RUN_PIDS[@]}" 2>/dev/null || true
-    for pid in "${RUN_PIDS[@]}"; do
-        while kill -0 "$pid" 2>/dev/null && [ "$SECONDS" -lt "$deadline" ]; do sleep 0.1; done
-        kill -KILL "$pid" 2>/dev/null || true
-    done
-    [ ${#RUN_PIDS[@]} -eq 0 ] || wait "${RUN_PIDS[@]}" 2>/dev/null || true
-    [ -z "$RUN_WORK" ] || rm -rf "$RUN_WORK"
-    RUN_PIDS=() RUN_WORK=
-}
+# shellcheck source=bench/lib.sh
+. "$ROOT/bench/lib.sh"
 trap stop_run EXIT
 trap 'exit 130' INT TERM
 
@@ -104,8 +90,9 @@ one_run() {
         noop) worker=("${rust_worker[@]}" --noop) ;;
         serve) worker=("${rust_worker[@]}" --serve "$PY $ROOT/clients/python/examples/serve_ack.py") ;;
         exec) worker=("${rust_worker[@]}" --exec 'cat >/dev/null') ;;
-        python) worker=("$PY" "$ROOT/clients/python/examples/worker_noop.py" --id bench-w --fanout "$fanout"
-            --control "$control" --concurrency "$CONCURRENCY") ;;
+        python-inline|python) worker=("$PY" "$ROOT/clients/python/examples/worker_noop.py" --id bench-w
+            --fanout "$fanout" --control "$control" --concurrency "$CONCURRENCY")
+            [ "$handler" = python-inline ] || worker+=(--threads) ;;
     esac
     "${worker[@]}" 2>"$work/worker.log" &
     RUN_PIDS+=("$!")

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Installs what orderly needs to build and test, where it is missing:
 # libzmq3-dev (the system libzmq, built with libsodium: CURVE), pkg-config,
-# python3 (test helpers). As root it uses apt-get; otherwise it prints the
+# python3 (test helpers), python3-venv (the Python client's tests). As root it uses apt-get; otherwise it prints the
 # exact command to run and stops.
 #
 #   scripts/setup.sh [COMMAND=PACKAGE ...]   also needs COMMAND, from PACKAGE
@@ -11,6 +11,9 @@ missing=()
 dpkg -s libzmq3-dev >/dev/null 2>&1 || missing+=(libzmq3-dev)
 command -v pkg-config >/dev/null 2>&1 || missing+=(pkg-config)
 command -v python3 >/dev/null 2>&1 || missing+=(python3)
+# `python3 -m venv` (scripts/test-python.sh) needs ensurepip, which Debian
+# ships apart from python3.
+python3 -c 'import ensurepip, venv' >/dev/null 2>&1 || missing+=(python3-venv)
 command -v timeout >/dev/null 2>&1 || missing+=(coreutils)
 command -v promtool >/dev/null 2>&1 || missing+=(prometheus) # promtool: broker/tests/metrics.rs
 for need in "$@"; do

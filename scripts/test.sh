@@ -16,6 +16,9 @@ else
 fi
 # A short fuzzing run of the wire decoder and the journal reader.
 scripts/fuzz.sh "${ORDERLY_FUZZ_SECONDS:-20}"
+# The Python client against the debug binaries (its own venv in
+# target/python-venv), the protocol vectors included.
+ORDERLY_BIN_DIR="$ROOT/target/debug" scripts/test-python.sh
 ORDERLY_BIN_DIR="$ROOT/target/debug" tests/run.sh
 # The benchmark's script, single broker beside a group of three, as a
 # smoke run on the debug binaries: it fails if an order is lost (the

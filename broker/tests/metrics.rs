@@ -7,58 +7,20 @@
 use std::io::{Read, Write};
 use std::net::TcpStream;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
-use support::{ep, free_port, BROKER};
+use support::{ep, free_port, start_broker, wait_started, Broker, BROKER};
 
 mod support;
 
-/// How long the broker may take to answer its admin endpoint.
-const START_WAIT: Duration = Duration::from_secs(20);
 /// How long orders may take to be confirmed, or acknowledged.
 const ORDERS_WAIT: Duration = Duration::from_secs(30);
 /// How long promtool may take on one scrape.
 const PROMTOOL_WAIT: Duration = Duration::from_secs(20);
-
-/// A broker on ipc endpoints in `dir`, killed on drop.
-struct Broker {
-    child: Child,
-    dir: PathBuf,
-    admin: String,
-}
-
-impl Drop for Broker {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-fn start_broker(dir: &Path, extra: &[&str]) -> Broker {
-    let admin = format!("127.0.0.1:{}", free_port());
-    let child = Command::new(BROKER)
-        .args(["run", "--data-dir"])
-        .arg(dir.join("data"))
-        .args(["--intake", &ep(dir, "intake"), "--fanout", &ep(dir, "fanout"), "--control", &ep(dir, "control")])
-        .args(["--admin", &admin, "--heartbeat-interval-ms", "200"])
-        .args(extra)
-        .env_remove("ORDERLY_BROKER_ADMIN_TOKEN")
-        .stdout(Stdio::null())
-        .stderr(if std::env::var_os("SHOW_BROKER").is_some() { Stdio::inherit() } else { Stdio::null() })
-        .spawn()
-        .unwrap();
-    let broker = Broker { child, dir: dir.to_path_buf(), admin };
-    let deadline = Instant::now() + START_WAIT;
-    while get(&broker, "/healthz").0 != 200 {
-        assert!(Instant::now() < deadline, "the broker did not start");
-        std::thread::sleep(Duration::from_millis(50));
-    }
-    broker
-}
 
 /// `GET path`: (status, head, body); status 0 if the connection failed.
 fn get_with_head(broker: &Broker, path: &str) -> (u16, String, String) {
@@ -314,12 +276,8 @@ fn start_member(dir: &Path, group: &Path, id: u64, admin: &str) -> Broker {
         .stderr(if std::env::var_os("SHOW_BROKER").is_some() { Stdio::inherit() } else { Stdio::null() })
         .spawn()
         .unwrap();
-    let member = Broker { child, dir: dir.to_path_buf(), admin: admin.to_owned() };
-    let deadline = Instant::now() + START_WAIT;
-    while get(&member, "/healthz").0 != 200 {
-        assert!(Instant::now() < deadline, "member {id} did not start");
-        std::thread::sleep(Duration::from_millis(50));
-    }
+    let member = Broker { child, dir: dir.to_path_buf(), admin: admin.to_owned(), public: [0; 32] };
+    wait_started(&member);
     member
 }
 

@@ -21,7 +21,8 @@ pub struct Broker {
     pub dir: PathBuf,
     /// The admin endpoint, `127.0.0.1:PORT`.
     pub admin: String,
-    /// The broker's CURVE public key (what clients set as the server key).
+    /// The broker's CURVE public key (what clients set as the server key);
+    /// all zero without CURVE.
     pub public: [u8; 32],
 }
 
@@ -47,6 +48,12 @@ pub fn authorized_line(key: &KeyPair, role: &str, id: &str) -> String {
     format!("{} {role} {id}\n", encode(&key.public))
 }
 
+/// A broker without CURVE: heartbeats every 200 ms, `extra` flags last.
+/// Returns once its admin endpoint answers. `SHOW_BROKER=1` shows its log.
+pub fn start_broker(dir: &Path, extra: &[&str]) -> Broker {
+    spawn(dir, &[], extra, [0; 32])
+}
+
 /// A broker with CURVE on: secret key `server`, admitting the lines of
 /// `authorized`, heartbeats every 200 ms, `extra` flags last. Returns once
 /// its admin endpoint answers (after recovery, with every socket bound).
@@ -54,24 +61,38 @@ pub fn authorized_line(key: &KeyPair, role: &str, id: &str) -> String {
 pub fn start_curve_broker(dir: &Path, server: &KeyPair, authorized: &str, extra: &[&str]) -> Broker {
     let (secret, _) = write_pair(server, &dir.join("broker")).unwrap();
     std::fs::write(dir.join("authorized"), authorized).unwrap();
+    let authorized = dir.join("authorized");
+    let curve = ["--curve-secret-key", secret.to_str().unwrap(), "--authorized-keys", authorized.to_str().unwrap()];
+    spawn(dir, &curve, extra, server.public)
+}
+
+/// Starts a broker on ipc endpoints in `dir` with `flags` then `extra`,
+/// and waits for its admin endpoint.
+fn spawn(dir: &Path, flags: &[&str], extra: &[&str], public: [u8; 32]) -> Broker {
     let admin = format!("127.0.0.1:{}", free_port());
     let child = Command::new(BROKER)
         .args(["run", "--data-dir"])
         .arg(dir.join("data"))
         .args(["--intake", &ep(dir, "intake"), "--fanout", &ep(dir, "fanout"), "--control", &ep(dir, "control")])
         .args(["--admin", &admin, "--heartbeat-interval-ms", "200"])
-        .arg("--curve-secret-key")
-        .arg(&secret)
-        .arg("--authorized-keys")
-        .arg(dir.join("authorized"))
+        .args(flags)
         .args(extra)
+        .env_remove("ORDERLY_BROKER_ADMIN_TOKEN")
+        .stdout(Stdio::null())
         .stderr(if std::env::var_os("SHOW_BROKER").is_some() { Stdio::inherit() } else { Stdio::null() })
         .spawn()
         .unwrap();
+    // Built before the wait, so a broker that never answers is killed on drop.
+    let broker = Broker { child, dir: dir.to_path_buf(), admin, public };
+    wait_started(&broker);
+    broker
+}
+
+/// Waits until the broker's admin endpoint answers.
+pub fn wait_started(broker: &Broker) {
     let deadline = Instant::now() + START_WAIT;
-    while orderly_broker::admin::request(&admin, "GET", "/status").is_err() {
+    while orderly_broker::admin::request(&broker.admin, "GET", "/status").is_err() {
         assert!(Instant::now() < deadline, "broker did not start");
         std::thread::sleep(Duration::from_millis(50));
     }
-    Broker { child, dir: dir.to_path_buf(), admin, public: server.public }
 }
