@@ -35,7 +35,7 @@ pids=()
 cleanup() {
     local status=$?
     if [ $status -ne 0 ]; then
-        for name in broker worker; do
+        for name in broker worker open-broker; do
             echo "--- the end of the $name's log" >&2
             tail -n 30 "$dir/$name.log" >&2 || true
         done
@@ -52,7 +52,15 @@ trap cleanup EXIT
 
 ep() { echo "ipc://$dir/$1"; }
 # A port free on loopback now (the broker binds it a moment later).
-port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
+free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'; }
+wait_healthy() {
+    local deadline=$((SECONDS + 30))
+    until curl -fsS "http://$1/healthz" >/dev/null 2>&1; do
+        [ $SECONDS -lt $deadline ] || { echo "browser test: the broker at $1 did not start" >&2; exit 1; }
+        sleep 0.1
+    done
+}
+port=$(free_port)
 admin="127.0.0.1:$port"
 token="browser-test-token-$RANDOM$RANDOM$RANDOM"
 (umask 077 && echo "$token" >"$dir/admin.token")
@@ -73,11 +81,7 @@ handler="test -e '$dir/heal' && exit 0; case \"\$ORDERLY_ORDER_ID\" in bad*|'<'*
     >"$dir/worker.log" 2>&1 &
 pids+=("$!")
 
-deadline=$((SECONDS + 30))
-until curl -fsS "http://$admin/healthz" >/dev/null 2>&1; do
-    [ $SECONDS -lt $deadline ] || { echo "browser test: the broker did not start" >&2; exit 1; }
-    sleep 0.1
-done
+wait_healthy "$admin"
 
 printf '%s\n' \
     '{"id": "good-1", "items": [{"sku": "A1", "qty": 2}]}' \
@@ -88,8 +92,27 @@ printf '%s\n' \
     '{"id": "<img src=x onerror=alert(2)>", "items": [{"note": "another"}]}' |
     timeout 60 "$bin/orderly-producer" send --id shop --intake "$(ep intake)" --fanout "$(ep fanout)" --timeout 30
 
+# A steady trickle (20 orders/s) while the browser looks, so the rates
+# it computes are above zero. Bounded: it ends by itself after 4 minutes.
+for n in $(seq 1 4800); do
+    echo "{\"id\": \"flow-$n\", \"items\": [{\"n\": $n}]}"
+    sleep 0.05
+done 2>/dev/null | "$bin/orderly-producer" send --id flow --intake "$(ep intake)" --fanout "$(ep fanout)" \
+    >"$dir/flow.log" 2>&1 &
+pids+=("$!")
+
+# A second broker whose admin listens beyond loopback: there the page's
+# own reads need the token too.
+open_port=$(free_port)
+"$bin/orderly-broker" run --data-dir "$dir/open-data" \
+    --intake "$(ep open-intake)" --fanout "$(ep open-fanout)" --control "$(ep open-control)" \
+    --admin "0.0.0.0:$open_port" --admin-token "$dir/admin.token" --fsync never \
+    >"$dir/open-broker.log" 2>&1 &
+pids+=("$!")
+wait_healthy "127.0.0.1:$open_port"
+
 cd "$here"
-ADMIN="$admin" TOKEN="$token" HEAL_FILE="$dir/heal" BROKER_PID="$broker_pid" \
+ADMIN_OPEN="127.0.0.1:$open_port" ADMIN="$admin" TOKEN="$token" HEAL_FILE="$dir/heal" BROKER_PID="$broker_pid" \
     SCREENSHOT="$root/docs/dashboard.png" EXPECTED_DEAD=4 \
     timeout -k 5 "$browser_timeout_secs" node dashboard.mjs
 echo "browser test: ok (screenshot in docs/dashboard.png)"

@@ -20,8 +20,11 @@ const $ = (id) => document.getElementById(id);
 let token = sessionStorage.getItem(TOKEN_KEY) || "";
 /** Whether the broker accepted the token (null: not checked yet). */
 let tokenAccepted = null;
-/** The previous /status counters and when they came, for the rates. */
-let previous = null;
+/** Polls a rate spans at most: one second's delta alone jitters with the poll's timing. */
+const RATE_WINDOW_SAMPLES = 5;
+
+/** The latest /status counters and when they came ({at, acked, sealed}), oldest first, for the rates. */
+let samples = [];
 /** What the dead-letter table shows now, so it is rebuilt only when that changes. */
 let deadSignature = "";
 let lastAnswerAt = null;
@@ -77,6 +80,15 @@ function formatAge(seconds) {
   const hours = Math.floor(minutes / 60);
   if (hours < 48) return hours + "h " + (minutes % 60) + "m";
   return Math.floor(hours / 24) + "d " + (hours % 24) + "h";
+}
+
+/** A moment as HH:MM:SS today, else as YYYY-MM-DD HH:MM (local time). */
+function formatMoment(unixMs) {
+  const date = new Date(unixMs);
+  const pad = (n) => String(n).padStart(2, "0");
+  const time = pad(date.getHours()) + ":" + pad(date.getMinutes());
+  if (date.toDateString() === new Date().toDateString()) return time + ":" + pad(date.getSeconds());
+  return date.getFullYear() + "-" + pad(date.getMonth() + 1) + "-" + pad(date.getDate()) + " " + time;
 }
 
 function formatRate(perSecond) {
@@ -146,13 +158,17 @@ function counter(status, name) {
 function renderOverview(status, metrics, now) {
   const acked = counter(status, "orders_acked");
   const sealed = counter(status, "orders_sealed");
-  let rates = { acked: null, sealed: null };
   // A counter that went down is a restarted broker: start again from it.
-  if (previous && acked >= previous.acked && sealed >= previous.sealed && now > previous.at) {
-    const seconds = (now - previous.at) / 1000;
-    rates = { acked: (acked - previous.acked) / seconds, sealed: (sealed - previous.sealed) / seconds };
+  const latest = samples[samples.length - 1];
+  if (latest && (acked < latest.acked || sealed < latest.sealed)) samples = [];
+  samples.push({ at: now, acked, sealed });
+  if (samples.length > RATE_WINDOW_SAMPLES) samples.shift();
+  let rates = { acked: null, sealed: null };
+  const first = samples[0];
+  if (samples.length > 1 && now > first.at) {
+    const seconds = (now - first.at) / 1000;
+    rates = { acked: (acked - first.acked) / seconds, sealed: (sealed - first.sealed) / seconds };
   }
-  previous = { at: now, acked, sealed };
   setValue("acked-rate", formatRate(rates.acked));
   setValue("sealed-rate", formatRate(rates.sealed));
   setValue("pending", String(status.pending_orders));
@@ -234,7 +250,7 @@ function renderDeadLetters(page) {
     const ref = letter.producer + "/" + letter.id;
     const row = document.createElement("tr");
     row.dataset.order = ref;
-    const since = letter.dead_since_unix_ms ? new Date(letter.dead_since_unix_ms).toLocaleString() : "–";
+    const since = letter.dead_since_unix_ms ? formatMoment(letter.dead_since_unix_ms) : "–";
     const actions = document.createElement("td");
     actions.className = "actions";
     actions.append(
