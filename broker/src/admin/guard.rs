@@ -394,6 +394,22 @@ mod tests {
     }
 
     #[test]
+    fn the_dashboard_s_files_need_no_token_and_unknown_ones_are_404() {
+        let open = config("0.0.0.0:5573", true);
+        for path in ["/", "/dashboard", "/dashboard/app.js", "/dashboard/style.css"] {
+            let Ok(Route::Asset(asset)) = check(&open, &head("GET", path)) else { panic!("{path}") };
+            assert!(!asset.body.is_empty(), "{path}");
+        }
+        for path in ["/dashboard/nope.js", "/dashboard/", "/index.html"] {
+            assert_eq!(status(&open, &head("GET", path)), 404, "{path}");
+        }
+        assert_eq!(status(&open, &head("POST", "/")), 405);
+        // Host and Origin are checked before the route, for the page too.
+        assert_eq!(status(&open, &Head { host: Some(b"evil.example"), ..head("GET", "/") }), 403);
+        assert_eq!(status(&open, &Head { origin: Some(b"http://evil.example"), ..head("GET", "/") }), 403);
+    }
+
+    #[test]
     fn showing_or_deleting_orders_needs_the_token_even_on_loopback() {
         let right = format!("Bearer {TOKEN}");
         let loopback = config("127.0.0.1:5573", true);
