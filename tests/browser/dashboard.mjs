@@ -163,6 +163,11 @@ try {
   await open.click("#token-save");
   await open.locator("#connection", { hasText: /^connected$/ }).waitFor();
   await open.locator("#pending", { hasText: "0" }).waitFor();
+  // A group of one: this member leads.
+  await open.locator("#group-section").waitFor();
+  const member = await open.locator("#group tbody tr td").allTextContents();
+  expect(member[0] === "1" && member[1] === "1" && member[3] === "leader" && member[6] === "1",
+    `group row: ${JSON.stringify(member)}`);
   await open.close();
 
   // The broker stops: the page says so.

@@ -7,6 +7,7 @@
 # screenshot to docs/dashboard.png.
 #
 #   tests/browser/run.sh          (needs chromium, node, npm: scripts/setup.sh)
+#   ORDERLY_BIN_DIR=target/debug tests/browser/run.sh   with binaries built already
 #
 # On failure it prints the end of the broker's and the worker's logs.
 set -euo pipefail
@@ -27,8 +28,13 @@ if [ ! -d "$here/node_modules/playwright-core" ]; then
     (cd "$here" && timeout 300 npm ci --no-audit --no-fund --loglevel=error)
 fi
 
-(cd "$root" && cargo build -q -p orderly-broker -p orderly-worker-cli -p orderly-producer-cli)
-bin="$root/target/debug"
+# The debug binaries: ORDERLY_BIN_DIR's (as tests/run.sh takes them), or built here.
+if [ -n "${ORDERLY_BIN_DIR:-}" ]; then
+    bin=$(cd "$ORDERLY_BIN_DIR" && pwd)
+else
+    (cd "$root" && cargo build -q -p orderly-broker -p orderly-worker-cli -p orderly-producer-cli)
+    bin="$root/target/debug"
+fi
 
 dir=$(mktemp -d)
 pids=()
@@ -101,12 +107,20 @@ done 2>/dev/null | "$bin/orderly-producer" send --id flow --intake "$(ep intake)
     >"$dir/flow.log" 2>&1 &
 pids+=("$!")
 
-# A second broker whose admin listens beyond loopback: there the page's
-# own reads need the token too.
+# A second broker, a group of one, whose admin listens beyond loopback:
+# there the page's own reads need the token too, and it has a group.
 open_port=$(free_port)
-"$bin/orderly-broker" run --data-dir "$dir/open-data" \
-    --intake "$(ep open-intake)" --fanout "$(ep open-fanout)" --control "$(ep open-control)" \
-    --admin "0.0.0.0:$open_port" --admin-token "$dir/admin.token" --fsync never \
+cat >"$dir/group.toml" <<TOML
+[[member]]
+id = 1
+intake = "$(ep open-intake)"
+fanout = "$(ep open-fanout)"
+control = "$(ep open-control)"
+peer = "$(ep open-peer)"
+admin = "0.0.0.0:$open_port"
+TOML
+"$bin/orderly-broker" run --group "$dir/group.toml" --node-id 1 --data-dir "$dir/open-data" \
+    --admin-token "$dir/admin.token" \
     >"$dir/open-broker.log" 2>&1 &
 pids+=("$!")
 wait_healthy "127.0.0.1:$open_port"
