@@ -104,7 +104,7 @@ for n in $(seq 1 4800); do
     echo "{\"id\": \"flow-$n\", \"items\": [{\"n\": $n}]}"
     sleep 0.05
 done 2>/dev/null | "$bin/orderly-producer" send --id flow --intake "$(ep intake)" --fanout "$(ep fanout)" \
-    >"$dir/flow.log" 2>&1 &
+    --timeout 3 >"$dir/flow.log" 2>&1 & # --timeout: it quits soon after the test stops the broker
 pids+=("$!")
 
 # A second broker, a group of one, whose admin listens beyond loopback:

@@ -20,6 +20,8 @@ const $ = (id) => document.getElementById(id);
 let token = sessionStorage.getItem(TOKEN_KEY) || "";
 /** Whether the broker accepted the token (null: not checked yet). */
 let tokenAccepted = null;
+/** The broker runs without --admin-token: no token can unlock the actions. */
+let brokerHasNoToken = false;
 /** Polls a rate spans at most: one second's delta alone jitters with the poll's timing. */
 const RATE_WINDOW_SAMPLES = 5;
 
@@ -232,6 +234,7 @@ function renderGroup(group) {
 
 /** Why the dead-letter buttons are disabled, or "" when they are not. */
 function actionsBlocked() {
+  if (brokerHasNoToken) return "This broker runs without --admin-token, so show, retry and delete are off.";
   if (!token) return "Enter the admin token above to show, retry or delete dead letters.";
   if (tokenAccepted === false) return "The broker refused this admin token: enter the right one above.";
   return "";
@@ -310,17 +313,16 @@ async function change(what, ref) {
 }
 
 async function checkToken() {
-  if (!token) {
+  try {
+    const answer = await call("GET", TOKEN_PROBE_PATH);
+    // 404: the order is unknown, so the token passed; 401: none or wrong; 403: the broker has no token at all.
+    brokerHasNoToken = answer.status === 403;
+    if (!token) tokenAccepted = null;
+    else if (answer.status === 404 || answer.status === 200) tokenAccepted = true;
+    else if (answer.status === 401 || answer.status === 403) tokenAccepted = false;
+    else tokenAccepted = null;
+  } catch (_) {
     tokenAccepted = null;
-  } else {
-    try {
-      const answer = await call("GET", TOKEN_PROBE_PATH);
-      // 404: the order is unknown, so the token passed; 401: wrong; 403: the broker has no token at all.
-      tokenAccepted = answer.status === 404 || answer.status === 200 ? true : answer.status === 401 || answer.status === 403 ? false : null;
-      if (answer.status === 403) showProblem("The broker has no admin token (start it with --admin-token FILE): " + answer.text.trim());
-    } catch (_) {
-      tokenAccepted = null;
-    }
   }
   const state = !token ? "no token" : tokenAccepted === true ? "token accepted" : tokenAccepted === false ? "token refused" : "token not checked";
   $("token-state").textContent = state;
