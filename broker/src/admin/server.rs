@@ -5,7 +5,7 @@
 //! (well kept, fuzzed), it reads headers with a timeout and a size bound,
 //! and under tokio each connection is a task, so idle, slow or non-reading
 //! clients cost a task each and block no one. tiny_http has no read or
-//! write timeouts; axum would add routing we do not need (six routes, see
+//! write timeouts; axum would add routing we do not need (one table, see
 //! `guard`) for more to compile. One current-thread runtime keeps the
 //! threads design: this thread never touches broker state; it sends an
 //! [`AdminRequest`] over the channel and awaits the IO loop's answer.
