@@ -16,6 +16,9 @@ command -v python3 >/dev/null 2>&1 || missing+=(python3)
 python3 -c 'import ensurepip, venv' >/dev/null 2>&1 || missing+=(python3-venv)
 command -v timeout >/dev/null 2>&1 || missing+=(coreutils)
 command -v promtool >/dev/null 2>&1 || missing+=(prometheus) # promtool: broker/tests/metrics.rs
+command -v chromium >/dev/null 2>&1 || missing+=(chromium) # tests/browser/run.sh (the dashboard)
+command -v node >/dev/null 2>&1 || missing+=(nodejs) # tests/browser/run.sh drives chromium
+command -v npm >/dev/null 2>&1 || missing+=(npm) # tests/browser/run.sh installs playwright-core
 for need in "$@"; do
     command -v "${need%%=*}" >/dev/null 2>&1 || missing+=("${need#*=}")
 done

@@ -8,17 +8,21 @@
 //!   in `Host`, so it is refused even though the connection is local.
 //! - An `Origin`, when sent, must be this endpoint's own
 //!   (`http://` + the `Host`). Browsers send one on every cross-site POST
-//!   and on scripted reads; the admin serves no pages, so any web page's
-//!   request is refused, and `curl` or Prometheus (which send none) pass.
+//!   and on scripted reads; the only page allowed is the endpoint's own
+//!   dashboard, any other web page's request is refused, and `curl` or
+//!   Prometheus (which send none) pass.
 //! - `POST` (it changes state) and the `show` routes (they reveal what
 //!   orders hold) need the bearer token, always; the other reads need it
 //!   unless the endpoint is bound to loopback; `/healthz` and `/readyz`
-//!   never do.
+//!   never do, nor do the dashboard's files (`/`, `/dashboard/…`): they
+//!   hold no data, and a browser cannot send a token when it opens a
+//!   page. The page's own requests then follow the rules above.
 
 use std::net::{IpAddr, SocketAddr};
 
 use orderly_common::OrderKey;
 
+use super::dashboard::{self, Asset};
 use super::{parse_order_ref, percent_decode, AdminConfig, Query, DLQ_LIST_MAX};
 
 /// A refused request: the HTTP status and a one-line reason.
@@ -40,6 +44,8 @@ pub enum Route {
     /// `/readyz`: 200 when the loop says it is ready (journal, disk,
     /// intake, group role; see `io::metrics::readiness`), else 503.
     Ready,
+    /// One of the dashboard's embedded files.
+    Asset(&'static Asset),
     /// A query for the IO loop.
     Loop(Query),
 }
@@ -58,6 +64,8 @@ pub struct Head<'a> {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Access {
     Probe,
+    /// The dashboard's static files: no data, no token.
+    Page,
     Read,
     /// Shows what an order holds: the token, always, like a change.
     Reveal,
@@ -68,6 +76,10 @@ enum Access {
 const ROUTES: &[(&str, &str, Access)] = &[
     ("GET", "/healthz", Access::Probe),
     ("GET", "/readyz", Access::Probe),
+    ("GET", "/", Access::Page),
+    ("GET", "/dashboard", Access::Page),
+    ("GET", "/dashboard/app.js", Access::Page),
+    ("GET", "/dashboard/style.css", Access::Page),
     ("GET", "/status", Access::Read),
     ("GET", "/dlq", Access::Read),
     ("GET", "/dlq/page", Access::Read),
@@ -91,6 +103,9 @@ pub fn check(config: &AdminConfig, head: &Head) -> Result<Route, Refusal> {
     let query = match head.path {
         "/healthz" => return Ok(Route::Health),
         "/readyz" => return Ok(Route::Ready),
+        path if access == Access::Page => {
+            return dashboard::asset(path).map(Route::Asset).ok_or_else(|| refuse(404, format!("no file {path}")));
+        }
         "/status" => Query::Status,
         "/metrics" => Query::Metrics,
         "/dlq" => parse_page(query, false)?,
@@ -158,7 +173,7 @@ fn access(method: &str, path: &str) -> Result<Access, Refusal> {
 
 fn check_token(config: &AdminConfig, access: Access, authorization: Option<&[u8]>) -> Result<(), Refusal> {
     let needed = match access {
-        Access::Probe => false,
+        Access::Probe | Access::Page => false,
         Access::Read => !bound_to_loopback(config.addr),
         Access::Reveal | Access::Change => true,
     };
@@ -376,6 +391,22 @@ mod tests {
         }
         let read = Head { authorization: Some(right.as_bytes()), ..head("GET", "/status") };
         assert_eq!(status(&open, &read), 200);
+    }
+
+    #[test]
+    fn the_dashboard_s_files_need_no_token_and_unknown_ones_are_404() {
+        let open = config("0.0.0.0:5573", true);
+        for path in ["/", "/dashboard", "/dashboard/app.js", "/dashboard/style.css"] {
+            let Ok(Route::Asset(asset)) = check(&open, &head("GET", path)) else { panic!("{path}") };
+            assert!(!asset.body.is_empty(), "{path}");
+        }
+        for path in ["/dashboard/nope.js", "/dashboard/", "/index.html"] {
+            assert_eq!(status(&open, &head("GET", path)), 404, "{path}");
+        }
+        assert_eq!(status(&open, &head("POST", "/")), 405);
+        // Host and Origin are checked before the route, for the page too.
+        assert_eq!(status(&open, &Head { host: Some(b"evil.example"), ..head("GET", "/") }), 403);
+        assert_eq!(status(&open, &Head { origin: Some(b"http://evil.example"), ..head("GET", "/") }), 403);
     }
 
     #[test]

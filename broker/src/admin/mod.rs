@@ -15,10 +15,13 @@
 //! `POST /dlq/retry?id=|all=1`, `POST /dlq/delete?id=|all=1`, `GET
 //! /metrics` (Prometheus text), `GET /healthz` and `GET /readyz`; in a
 //! group, `POST /group/add?id=&intake=&fanout=&control=&peer=&admin=` and
-//! `POST /group/remove?id=` (the leader changes the members). Who may
-//! call which: see `guard` and docs/SECURITY.md.
+//! `POST /group/remove?id=` (the leader changes the members); the
+//! dashboard at `GET /` and `/dashboard` with its files under
+//! `/dashboard/` (`dashboard`). Who may call which: see `guard` and
+//! docs/SECURITY.md.
 
 mod client;
+mod dashboard;
 mod guard;
 pub mod schema;
 mod server;

@@ -5,7 +5,7 @@
 //! (well kept, fuzzed), it reads headers with a timeout and a size bound,
 //! and under tokio each connection is a task, so idle, slow or non-reading
 //! clients cost a task each and block no one. tiny_http has no read or
-//! write timeouts; axum would add routing we do not need (six routes, see
+//! write timeouts; axum would add routing we do not need (one table, see
 //! `guard`) for more to compile. One current-thread runtime keeps the
 //! threads design: this thread never touches broker state; it sends an
 //! [`AdminRequest`] over the channel and awaits the IO loop's answer.
@@ -24,6 +24,7 @@ use hyper::{Request, Response};
 use hyper_util::rt::{TokioIo, TokioTimer};
 use tokio::sync::{oneshot, Semaphore};
 
+use super::dashboard::{self, Asset};
 use super::guard::{self, Head, Route};
 use super::{AdminConfig, AdminError, AdminRequest, Answer, Query, REPLY_TIMEOUT, REQUEST_BYTES_MAX};
 
@@ -178,7 +179,14 @@ async fn handle(config: &AdminConfig, requests: &Sender<AdminRequest>, request: 
         Route::Loop(query) => ask(requests, query).await,
         Route::Health => health(requests).await,
         Route::Ready => ask(requests, Query::Ready).await,
+        Route::Asset(asset) => page(asset),
     })
+}
+
+/// A dashboard file, with the headers that confine what the page may do.
+fn page(asset: &Asset) -> Answer {
+    let headers = dashboard::ASSET_HEADERS.iter().map(|&(name, value)| (name, value.to_owned())).collect();
+    Answer { status: 200, content_type: asset.content_type, body: asset.body.to_owned(), headers }
 }
 
 /// `/healthz`: 200 when the IO loop answers (the admin starts only after
