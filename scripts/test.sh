@@ -1,6 +1,8 @@
 #!/usr/bin/env bash
 # Runs every test: formatting, lints, unit and process tests (nextest when
-# installed, cargo test otherwise), then the shell-scripted scenarios.
+# installed, cargo test otherwise), the Python client's tests, the
+# shell-scripted scenarios, the dashboard in a headless browser, benchmark
+# smoke runs, the deployment check and the network-namespace cluster suite.
 set -euo pipefail
 ROOT="$(cd "$(dirname "$0")/.." && pwd)"
 cd "$ROOT"
@@ -20,9 +22,13 @@ scripts/fuzz.sh "${ORDERLY_FUZZ_SECONDS:-20}"
 # target/python-venv), the protocol vectors included.
 ORDERLY_BIN_DIR="$ROOT/target/debug" scripts/test-python.sh
 ORDERLY_BIN_DIR="$ROOT/target/debug" tests/run.sh
+# The broker's dashboard in Debian's chromium (playwright-core).
+ORDERLY_BIN_DIR="$ROOT/target/debug" tests/browser/run.sh
 # The benchmark's script, single broker beside a group of three, as a
 # smoke run on the debug binaries: it fails if an order is lost (the
 # figures come from `bench/run.sh --group 3` on a release build).
 ORDERLY_BIN_DIR="$ROOT/target/debug" bench/run.sh --group 3 --orders 2000 --rate-orders 500 --runs 1 --framing packed
+# The handler benchmark's script likewise (noop, serve, the Python worker).
+ORDERLY_BIN_DIR="$ROOT/target/debug" bench/handlers.sh --orders 300 --runs 1
 deploy/verify.sh
 ORDERLY_BIN_DIR="$ROOT/target/debug" tests/netns/run.sh
