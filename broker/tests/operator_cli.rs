@@ -193,7 +193,7 @@ fn version_is_the_workspaces() {
 }
 
 /// Under systemd (`Type=notify`): READY=1 once the broker listens, then
-/// WATCHDOG=1 at half of WATCHDOG_USEC while its loop answers /healthz.
+/// WATCHDOG=1 at half of WATCHDOG_USEC while its loop turns (the hooks).
 /// NOTIFY_SOCKET is a datagram socket this test binds; WATCHDOG_PID must
 /// be the broker's own, so a shell sets it to its PID and execs.
 #[test]

@@ -1,22 +1,18 @@
 //! systemd's service notifications (`Type=notify`): READY=1 when the
-//! service is ready, STATUS= lines at state changes, and WATCHDOG=1 at half
-//! of `WATCHDOG_USEC`. All of it is a no-op without `NOTIFY_SOCKET` (not
-//! under systemd), so the binaries call it unconditionally.
+//! service is ready, STATUS= lines at state changes, and WATCHDOG=1 while
+//! the service's loop turns. All of it is a no-op without `NOTIFY_SOCKET`
+//! (not under systemd), so the binaries call it unconditionally.
 //!
-//! Readiness is read from the library's own log events (the libraries do
-//! not know about systemd): [`Notifier`] is a tracing layer that sends
-//! READY=1 on the first event whose message is one of its `ready`
-//! messages, e.g. the broker's "broker listening", logged once the journal
-//! is recovered, the admin endpoint is up and the sockets are bound.
+//! The libraries know nothing of systemd: their io loops take hooks
+//! (`orderly_broker::io::Hooks`, `orderly_worker::io::Hooks`) whose
+//! `on_ready` the binaries point at [`ready`], `on_status` at [`status`]
+//! and `on_turn` at [`Watchdog::turned`]. So READY=1 follows the loop's
+//! own state, not a log line, and the watchdog pings stop when the loop
+//! hangs, not only when the process dies.
 
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use sd_notify::NotifyState;
-use tracing::field::{Field, Visit};
-use tracing_subscriber::filter::Targets;
-use tracing_subscriber::layer::Context;
-use tracing_subscriber::{Layer, Registry};
 
 /// Sends `READY=1` and a STATUS line; failures are ignored (systemd then
 /// times the start out, which says more than a log line could).
@@ -47,69 +43,55 @@ pub fn watchdog_interval() -> Option<Duration> {
     sd_notify::watchdog_enabled(false, &mut usec).then(|| Duration::from_micros(usec / 2))
 }
 
-/// Sends WATCHDOG=1 every [`watchdog_interval`] from a thread, while
-/// `alive()` says the main loop still turns (it may block up to the
-/// interval). No thread without a watchdog.
-pub fn spawn_watchdog(alive: impl Fn() -> bool + Send + 'static) -> std::io::Result<()> {
-    let Some(interval) = watchdog_interval() else { return Ok(()) };
-    std::thread::Builder::new().name("watchdog".into()).spawn(move || loop {
-        let started = std::time::Instant::now();
-        if alive() {
+/// WATCHDOG=1 from a loop's turn hook, at most once per
+/// [`watchdog_interval`]; nothing without a watchdog. The hook is called
+/// only while the loop turns, so a hung loop stops the pings and systemd
+/// restarts the service.
+#[derive(Debug)]
+pub struct Watchdog {
+    interval: Option<Duration>,
+    last: Option<Instant>,
+}
+
+impl Watchdog {
+    /// From the environment systemd set (`WATCHDOG_USEC`, `WATCHDOG_PID`).
+    pub fn from_env() -> Watchdog {
+        Watchdog { interval: watchdog_interval(), last: None }
+    }
+
+    /// Whether systemd asked for pings.
+    pub fn enabled(&self) -> bool {
+        self.interval.is_some()
+    }
+
+    /// The loop turned: ping if the interval has passed since the last one.
+    pub fn turned(&mut self) {
+        let Some(interval) = self.interval else { return };
+        if self.last.is_none_or(|last| last.elapsed() >= interval) {
             watchdog();
-        }
-        std::thread::sleep(interval.saturating_sub(started.elapsed()));
-    })?;
-    Ok(())
-}
-
-/// A tracing layer that turns the libraries' log events into READY=1 and
-/// STATUS= lines (see the module's documentation).
-pub struct Notifier {
-    /// Messages that mean "ready" (the first one seen sends READY=1).
-    ready: &'static [&'static str],
-    /// Messages worth a STATUS line when they occur later.
-    status: &'static [&'static str],
-    sent: AtomicBool,
-}
-
-impl Notifier {
-    /// A notifier for events of `targets` (module prefixes, at INFO and
-    /// above, whatever `--log-level` says) into a boxed layer.
-    pub fn layer(
-        targets: &[&'static str],
-        ready: &'static [&'static str],
-        status: &'static [&'static str],
-    ) -> Box<dyn Layer<Registry> + Send + Sync> {
-        let filter = Targets::new().with_targets(targets.iter().map(|t| (*t, tracing::Level::INFO)));
-        Notifier { ready, status, sent: AtomicBool::new(false) }.with_filter(filter).boxed()
-    }
-}
-
-impl<S: tracing::Subscriber> Layer<S> for Notifier {
-    fn on_event(&self, event: &tracing::Event<'_>, _: Context<'_, S>) {
-        let mut message = Message(String::new());
-        event.record(&mut message);
-        let message = message.0;
-        if self.ready.contains(&message.as_str()) && !self.sent.swap(true, Ordering::Relaxed) {
-            ready(&message);
-        } else if self.status.contains(&message.as_str()) || self.ready.contains(&message.as_str()) {
-            status(&message);
+            self.last = Some(Instant::now());
         }
     }
 }
 
-struct Message(String);
+#[cfg(test)]
+mod tests {
+    use super::*;
 
-impl Visit for Message {
-    fn record_str(&mut self, field: &Field, value: &str) {
-        if field.name() == "message" {
-            self.0 = value.to_owned();
-        }
+    #[test]
+    fn a_watchdog_without_an_interval_does_nothing() {
+        let mut dog = Watchdog { interval: None, last: None };
+        dog.turned();
+        assert!(!dog.enabled());
+        assert!(dog.last.is_none());
     }
 
-    fn record_debug(&mut self, field: &Field, value: &dyn std::fmt::Debug) {
-        if field.name() == "message" {
-            self.0 = format!("{value:?}");
-        }
+    #[test]
+    fn a_watchdog_pings_at_most_once_per_interval() {
+        let mut dog = Watchdog { interval: Some(Duration::from_secs(3600)), last: None };
+        dog.turned();
+        let first = dog.last.expect("pinged");
+        dog.turned();
+        assert_eq!(dog.last, Some(first), "a second ping inside the interval");
     }
 }

@@ -31,6 +31,9 @@ macro_rules! examples {
   # Write every order to a directory:
   orderly-worker run --id w2 --sink /var/lib/orderly/out
 
+  # Prometheus metrics and /healthz on loopback (see docs/DEPLOY.md, Monitoring):
+  orderly-worker run --id w4 --sink /var/lib/orderly/out --metrics 127.0.0.1:9571
+
   # Follow the leader of a group of brokers (docs/REPLICATION.md):
   orderly-worker run --id w3 --group /etc/orderly/group.toml --sink /var/lib/orderly/out
 
@@ -213,6 +216,13 @@ pub(crate) struct RunArgs {
     /// level, target, fields).
     #[arg(long, env = "ORDERLY_WORKER_LOG_FORMAT", value_name = "FORMAT", value_enum, default_value_t = LogFormat::Text)]
     pub(crate) log_format: LogFormat,
+
+    /// Serve Prometheus metrics (`GET /metrics`, text format 0.0.4) and
+    /// `GET /healthz` on HOST:PORT; off unless given. Keep it on loopback
+    /// or a monitoring network: it has no authentication.
+    /// Example: --metrics 127.0.0.1:9571
+    #[arg(long, env = "ORDERLY_WORKER_METRICS", value_name = "HOST:PORT")]
+    pub(crate) metrics: Option<std::net::SocketAddr>,
 
     /// TOML file with settings, one key per flag (`concurrency = 4`,
     /// `sink = "/data/out"`). Flags and environment variables win over it.

@@ -7,8 +7,10 @@ mod flags;
 use std::process::ExitCode;
 
 use anyhow::Context;
-use orderly_cli::exit;
+use orderly_cli::{exit, systemd};
 use orderly_worker::io::{self, Exit};
+use orderly_worker::metrics::{Metrics, MetricsServer};
+use std::sync::Arc;
 
 /// mimalloc: the hot paths allocate many small buffers (frames, keys); glibc's
 /// malloc spent a fifth of the broker's time consolidating them.
@@ -35,39 +37,48 @@ fn run() -> anyhow::Result<ExitCode> {
             return Ok(ExitCode::from(exit::OK));
         }
     };
-    let notifier = orderly_cli::systemd::Notifier::layer(&["orderly_worker"], READY_MESSAGES, STATUS_MESSAGES);
-    orderly_cli::init_logging_with(&args.log_level, args.log_format, Some(notifier))?;
+    orderly_cli::init_logging(&args.log_level, args.log_format)?;
     let members = args.group_members()?;
+    let metrics_addr = args.metrics;
     let config = args.into_config(members.as_ref())?;
     config.handler.prepare().with_context(|| format!("cannot prepare the handler ({})", config.handler.describe()))?;
     let shutdown = register_signals()?;
-    // The worker library has no hook into its loop: the pings say the
-    // process is alive (a hung handler is the library's attempt timeout's).
-    orderly_cli::systemd::spawn_watchdog(|| true).context("cannot start the watchdog thread")?;
+    let (hooks, _metrics_server) = hooks(&config.worker, metrics_addr)?;
     let exit = match members {
-        Some(members) => io::run_group(config, members, &shutdown)?,
-        None => io::run(config, &shutdown)?,
+        Some(members) => io::run_group_with(config, members, &shutdown, hooks)?,
+        None => io::run_with(config, &shutdown, hooks)?,
     };
-    orderly_cli::systemd::stopping();
+    systemd::stopping();
     Ok(ExitCode::from(match exit {
         Exit::Drained => exit::OK,
         Exit::DrainTimedOut { .. } => exit::TIMEOUT,
     }))
 }
 
-/// The log messages (`orderly_worker::io`) that mean the worker is
-/// connected: a broker answered, or a group's leader is known. systemd
-/// gets READY=1 on the first one.
-const READY_MESSAGES: &[&str] = &["broker found", "the group has a new leader; announcing this worker to it"];
-
-/// Later state changes worth a STATUS= line in `systemctl status`.
-const STATUS_MESSAGES: &[&str] = &[
-    "broker silent; waiting for it to come back (ZeroMQ reconnects)",
-    "broker is back",
-    "broker restarted; announcing this worker again",
-    "the handler runs again",
-    "shutdown requested; finishing running orders",
-];
+/// The loop's hooks: systemd's READY=1, STATUS= and WATCHDOG=1 (the
+/// watchdog pings only while the loop turns), and `/metrics` when
+/// `--metrics` is given (its server lives as long as the returned handle).
+fn hooks(
+    worker: &str,
+    metrics_addr: Option<std::net::SocketAddr>,
+) -> anyhow::Result<(io::Hooks, Option<MetricsServer>)> {
+    let mut watchdog = systemd::Watchdog::from_env();
+    let (metrics, server) = match metrics_addr {
+        Some(addr) => {
+            let metrics = Arc::new(Metrics::new(worker));
+            let server = MetricsServer::start(addr, Arc::clone(&metrics))?;
+            (Some(metrics), Some(server))
+        }
+        None => (None, None),
+    };
+    let hooks = io::Hooks {
+        on_ready: Some(Box::new(systemd::ready)),
+        on_turn: watchdog.enabled().then(|| Box::new(move || watchdog.turned()) as Box<dyn FnMut()>),
+        on_status: Some(Box::new(systemd::status)),
+        metrics,
+    };
+    Ok((hooks, server))
+}
 
 /// Sets a flag on SIGTERM or SIGINT; a second signal exits at once (code 1)
 /// for an operator who does not want to wait for the drain. (The process's

@@ -20,7 +20,7 @@
 //! old one is closed: a PUSH merely disconnected may still hand a message
 //! to the old connection while it is torn down.
 
-use std::collections::VecDeque;
+use std::collections::{BTreeMap, VecDeque};
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
@@ -38,6 +38,8 @@ use tracing::{debug, error, info, warn};
 
 use crate::core::{pack_ack, Core, CoreConfig, Event, Failure, Millis, Refusal};
 use crate::handler::{completion_channel, Completion, Completions, Done, Handler, Runner};
+use crate::metrics::{advance, Metrics};
+use orderly_common::OrderKey;
 
 /// Longest wait in one poll, so signals and stats are never late by more.
 const POLL_TIMEOUT_MS_MAX: u64 = 1000;
@@ -55,6 +57,43 @@ const STATS_INTERVAL_MS: u64 = 10_000;
 const DECODE_WARN_INTERVAL_MS: u64 = 1000;
 /// How long the final Bye (and acks before it) may wait for the socket.
 const BYE_WAIT_MS: u64 = limits::SOCKET_LINGER_MS as u64;
+/// [`Hooks::on_turn`] is called at most this often (and the metrics are
+/// refreshed as often): a watchdog needs a sign of life, not every turn.
+pub const TURN_HOOK_INTERVAL_MS: u64 = 250;
+
+const _: () = assert!(TURN_HOOK_INTERVAL_MS <= POLL_TIMEOUT_MS_MAX);
+
+/// What the loop tells the program around it, for a service manager and
+/// for monitoring; all optional ([`Hooks::default`] is none). The
+/// callbacks run on the loop's thread: keep them short.
+#[derive(Default)]
+pub struct Hooks {
+    /// Called once, when the worker has found its broker (its first
+    /// message) or, in a group, learnt the leader; with a short line
+    /// saying which. systemd's READY=1.
+    pub on_ready: Option<Box<dyn FnOnce(&str)>>,
+    /// Called from the loop at most once per [`TURN_HOOK_INTERVAL_MS`]
+    /// while it turns (it turns at least once a second): a hung loop stops
+    /// calling it. systemd's WATCHDOG=1.
+    pub on_turn: Option<Box<dyn FnMut()>>,
+    /// Later state changes worth a status line (broker lost, back,
+    /// restarted; handler broken or running again; draining).
+    pub on_status: Option<Box<dyn FnMut(&str)>>,
+    /// Numbers for `/metrics` (see [`crate::metrics`]), kept up to date by
+    /// the loop.
+    pub metrics: Option<Arc<Metrics>>,
+}
+
+impl std::fmt::Debug for Hooks {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Hooks")
+            .field("on_ready", &self.on_ready.is_some())
+            .field("on_turn", &self.on_turn.is_some())
+            .field("on_status", &self.on_status.is_some())
+            .field("metrics", &self.metrics.is_some())
+            .finish()
+    }
+}
 
 /// Everything the loop needs, validated by the caller.
 #[derive(Clone)]
@@ -145,6 +184,11 @@ fn os_error(what: &'static str) -> impl FnOnce(std::io::Error) -> IoError {
 
 /// Runs the worker until `shutdown` is set and the drain ends.
 pub fn run(config: Config, shutdown: &AtomicBool) -> Result<Exit, IoError> {
+    run_with(config, shutdown, Hooks::default())
+}
+
+/// [`run`] with [`Hooks`] (readiness, liveness, status, metrics).
+pub fn run_with(config: Config, shutdown: &AtomicBool, hooks: Hooks) -> Result<Exit, IoError> {
     info!(
         worker = %config.worker,
         incarnation = config.incarnation,
@@ -154,7 +198,7 @@ pub fn run(config: Config, shutdown: &AtomicBool) -> Result<Exit, IoError> {
         concurrency = config.concurrency,
         "worker starting"
     );
-    let mut worker = Loop::new(config, None)?;
+    let mut worker = Loop::new(config, None, hooks)?;
     let exit = worker.run_until_done(shutdown)?;
     worker.finish(exit)?;
     Ok(exit)
@@ -164,6 +208,11 @@ pub fn run(config: Config, shutdown: &AtomicBool) -> Result<Exit, IoError> {
 /// `config.control` are unused; every member's fanout is subscribed, and
 /// control messages go to the member the heartbeats announce as leader.
 pub fn run_group(config: Config, members: Members, shutdown: &AtomicBool) -> Result<Exit, IoError> {
+    run_group_with(config, members, shutdown, Hooks::default())
+}
+
+/// [`run_group`] with [`Hooks`].
+pub fn run_group_with(config: Config, members: Members, shutdown: &AtomicBool, hooks: Hooks) -> Result<Exit, IoError> {
     let fanouts: Vec<&str> = members.iter().map(|member| member.fanout.as_str()).collect();
     info!(
         worker = %config.worker,
@@ -173,7 +222,7 @@ pub fn run_group(config: Config, members: Members, shutdown: &AtomicBool) -> Res
         concurrency = config.concurrency,
         "worker starting (group of brokers)"
     );
-    let mut worker = Loop::new(config, Some(members))?;
+    let mut worker = Loop::new(config, Some(members), hooks)?;
     let exit = worker.run_until_done(shutdown)?;
     worker.finish(exit)?;
     Ok(exit)
@@ -396,10 +445,16 @@ struct Loop {
     control: Option<String>,
     /// For the control sockets opened when the leader changes.
     curve: Option<orderly_security::keys::CurveClient>,
+    hooks: Hooks,
+    turn_hook_due_ms: Millis,
+    /// When the latest fanout message arrived (`/metrics`).
+    broker_heard_ms: Option<Millis>,
+    /// With metrics: when each running order started (at most `capacity`).
+    started: BTreeMap<(OrderKey, u32), Instant>,
 }
 
 impl Loop {
-    fn new(config: Config, members: Option<Members>) -> Result<Loop, IoError> {
+    fn new(config: Config, members: Option<Members>, hooks: Hooks) -> Result<Loop, IoError> {
         let sockets = open_sockets(&config, members.as_ref())?;
         let handler = config.handler;
         let (completion, completions) =
@@ -440,6 +495,10 @@ impl Loop {
             members,
             control: None,
             curve: config.curve,
+            hooks,
+            turn_hook_due_ms: 0,
+            broker_heard_ms: None,
+            started: BTreeMap::new(),
         })
     }
 
@@ -453,6 +512,7 @@ impl Loop {
             if shutdown.load(Ordering::Relaxed) && !self.core.is_draining() {
                 info!(in_flight = self.core.in_flight_len(), "shutdown requested; finishing running orders");
                 self.core.start_drain();
+                self.status("shutdown requested; finishing running orders");
                 self.drain_deadline_ms = Some(now_ms.saturating_add(self.drain_timeout_ms));
             }
             self.core.handle_timeout(now_ms);
@@ -464,6 +524,7 @@ impl Loop {
                 return Ok(Exit::DrainTimedOut { abandoned: self.core.in_flight_len() });
             }
             self.log_stats(now_ms);
+            self.turned(now_ms);
             self.wait_and_read(now_ms)?;
         }
     }
@@ -472,6 +533,9 @@ impl Loop {
     fn pump(&mut self) -> Result<(), IoError> {
         while let Some(job) = self.core.poll_job() {
             debug!(order = %job.order, attempt = job.attempt, items = job.items.len(), "order started");
+            if self.hooks.metrics.is_some() {
+                self.started.insert((job.order.clone(), job.attempt), Instant::now());
+            }
             match &mut self.execution {
                 // Cannot block: the channel holds `capacity` jobs and the
                 // core never has more in flight.
@@ -492,6 +556,7 @@ impl Loop {
         }
         while let Some(event) = self.core.poll_event() {
             log_event(&event, &*self.handler);
+            self.tell_hooks(&event);
         }
         while let Some(msg) = self.core.poll_control() {
             self.outbox.push(msg);
@@ -508,6 +573,11 @@ impl Loop {
             // The reason holds the command's stderr: escaped like the id.
             Err(failure) => warn!(order = %done.order, attempt = done.attempt, retry = failure.retry,
                 reason = %Escaped(&failure.reason), "order failed"),
+        }
+        if let Some(started) = self.started.remove(&(done.order.clone(), done.attempt)) {
+            if let Some(metrics) = &self.hooks.metrics {
+                metrics.handler_duration.observe(started.elapsed().as_secs_f64());
+            }
         }
         let now_ms = self.now_ms();
         self.core.handle_done(done.order, done.attempt, done.outcome, now_ms);
@@ -573,6 +643,7 @@ impl Loop {
             let now_ms = self.now_ms();
             match split_frames(&frames).and_then(|(_, body)| FanoutMsg::decode(body)) {
                 Ok(msg) => {
+                    self.broker_heard_ms = Some(now_ms);
                     self.core.handle_fanout(msg, now_ms);
                     if let Some(leader) = self.core.poll_leader() {
                         self.follow(leader)?;
@@ -620,6 +691,67 @@ impl Loop {
         for done in self.completions.take() {
             self.finish_job(done);
         }
+    }
+
+    /// Readiness and status for the hooks, from the core's events.
+    fn tell_hooks(&mut self, event: &Event) {
+        let ready = match event {
+            Event::BrokerFound { .. } => Some("broker found"),
+            Event::LeaderChanged { .. } => Some("the group's leader found"),
+            _ => None,
+        };
+        if let Some(ready) = ready {
+            if let Some(on_ready) = self.hooks.on_ready.take() {
+                on_ready(ready);
+                return;
+            }
+        }
+        let status = match event {
+            Event::BrokerLost { .. } => "broker silent; waiting for it to come back",
+            Event::BrokerBack => "broker is back",
+            Event::BrokerRestarted { .. } => "broker restarted; announcing this worker again",
+            Event::LeaderChanged { .. } => "the group has a new leader",
+            Event::HandlerBroken { probes_failed: 0, .. } => "the handler cannot run: see the log",
+            Event::HandlerRecovered => "the handler runs again",
+            _ => return,
+        };
+        self.status(status);
+    }
+
+    fn status(&mut self, status: &str) {
+        if let Some(on_status) = &mut self.hooks.on_status {
+            on_status(status);
+        }
+    }
+
+    /// At most once per [`TURN_HOOK_INTERVAL_MS`]: the turn hook, and the
+    /// metrics refreshed.
+    fn turned(&mut self, now_ms: Millis) {
+        if now_ms < self.turn_hook_due_ms {
+            return;
+        }
+        self.turn_hook_due_ms = now_ms.saturating_add(TURN_HOOK_INTERVAL_MS);
+        if let Some(on_turn) = &mut self.hooks.on_turn {
+            on_turn();
+        }
+        self.refresh_metrics(now_ms);
+    }
+
+    fn refresh_metrics(&self, now_ms: Millis) {
+        let Some(metrics) = &self.hooks.metrics else { return };
+        let c = self.core.counters();
+        advance(&metrics.orders_done, c.orders_acked);
+        advance(&metrics.orders_failed, c.orders_nacked);
+        advance(&metrics.orders_returned, c.orders_returned);
+        advance(&metrics.orders_refused, c.refused_dispatches);
+        advance(&metrics.decode_errors, self.decode_errors);
+        metrics.running.set(self.core.in_flight_len() as i64);
+        metrics.capacity.set(i64::from(self.core.config().capacity));
+        metrics.broken.set(i64::from(self.core.broken().is_some()));
+        metrics.welcomed.set(i64::from(self.core.welcome().is_some()));
+        let silent_ms = now_ms.saturating_sub(self.broker_heard_ms.unwrap_or(0));
+        metrics.broker_silence.set(silent_ms as f64 / 1000.0);
+        metrics.turned();
     }
 
     fn log_stats(&mut self, now_ms: Millis) {

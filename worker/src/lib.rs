@@ -45,4 +45,5 @@
 pub mod core;
 pub mod handler;
 pub mod io;
+pub mod metrics;
 pub mod serve;

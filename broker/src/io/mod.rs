@@ -66,8 +66,48 @@ pub fn wall_clock_ms() -> Millis {
     std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_millis() as Millis)
 }
 
+/// [`Hooks::on_turn`] is called at most this often: a watchdog needs a
+/// sign of life, not every turn (a turn waits at most 100 ms).
+pub const TURN_HOOK_INTERVAL_MS: u64 = 100;
+
+/// What the loop tells the program around it, for a service manager
+/// (systemd's READY=1, WATCHDOG=1 and STATUS= in the binary); all optional.
+/// The callbacks run on the loop's thread: keep them short.
+#[derive(Default)]
+pub struct Hooks {
+    /// Called once, when the journal is recovered, the admin endpoint is
+    /// up and the sockets are bound ("broker listening").
+    pub on_ready: Option<Box<dyn FnOnce(&str)>>,
+    /// Called between turns, at most once per [`TURN_HOOK_INTERVAL_MS`],
+    /// so only while the loop turns: a hung loop stops calling it.
+    pub on_turn: Option<Box<dyn FnMut()>>,
+    /// Later state changes worth a status line: intake closed (and why),
+    /// open again.
+    pub on_status: Option<Box<dyn FnMut(&str)>>,
+}
+
+impl std::fmt::Debug for Hooks {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Hooks")
+            .field("on_ready", &self.on_ready.is_some())
+            .field("on_turn", &self.on_turn.is_some())
+            .field("on_status", &self.on_status.is_some())
+            .finish()
+    }
+}
+
 /// Runs the broker until `shutdown` is set (by SIGTERM or SIGINT).
 pub fn run(config: BrokerConfig, shutdown: Arc<AtomicBool>, reload: Arc<AtomicBool>) -> Result<Summary, BrokerError> {
+    run_with(config, shutdown, reload, Hooks::default())
+}
+
+/// [`run`] with [`Hooks`] (readiness, liveness and status).
+pub fn run_with(
+    config: BrokerConfig,
+    shutdown: Arc<AtomicBool>,
+    reload: Arc<AtomicBool>,
+    mut hooks: Hooks,
+) -> Result<Summary, BrokerError> {
     if config.curve.is_none() && !config.allow_insecure {
         if let Some(open) = [&config.intake, &config.fanout, &config.control].into_iter().find(|e| !e.is_local()) {
             return Err(BrokerError::Insecure { endpoint: open.to_string() });
@@ -110,6 +150,9 @@ pub fn run(config: BrokerConfig, shutdown: Arc<AtomicBool>, reload: Arc<AtomicBo
         data_dir = %config.data_dir.display(), incarnation = config.core.incarnation,
         "broker listening"
     );
+    if let Some(on_ready) = hooks.on_ready.take() {
+        on_ready("broker listening");
+    }
     let mut broker = Loop {
         core,
         recorder: Recorder::new(journal, anchors),
@@ -135,8 +178,14 @@ pub fn run(config: BrokerConfig, shutdown: Arc<AtomicBool>, reload: Arc<AtomicBo
         confirm_latency: crate::core::Histogram::default(),
         metrics: metrics::Metrics::new(config.group.is_some()),
     };
+    let mut turn_hook_due = Instant::now();
+    let mut intake_reason = None;
     while !shutdown.load(Ordering::Relaxed) && !broker.removed_from_group() {
         broker.turn()?;
+        if Instant::now() >= turn_hook_due {
+            turn_hook_due = Instant::now() + std::time::Duration::from_millis(TURN_HOOK_INTERVAL_MS);
+            turn_hooks(&broker, &mut hooks, &mut intake_reason);
+        }
     }
     seal(&mut broker.recorder.log)?;
     drop(admin_server);
@@ -144,6 +193,23 @@ pub fn run(config: BrokerConfig, shutdown: Arc<AtomicBool>, reload: Arc<AtomicBo
     let summary = broker.summary();
     info!(status = ?broker.core.status(), "broker stopped");
     Ok(summary)
+}
+
+/// The turn hook, and a status line when intake closes or opens again
+/// (`reason`: why it was closed at the last call).
+fn turn_hooks(broker: &Loop, hooks: &mut Hooks, reason: &mut Option<&'static str>) {
+    if let Some(on_turn) = &mut hooks.on_turn {
+        on_turn();
+    }
+    let Some(on_status) = &mut hooks.on_status else { return };
+    let closed = broker.intake_closed();
+    if closed.as_ref().map(|c| c.reason) != *reason {
+        *reason = closed.as_ref().map(|c| c.reason);
+        match closed {
+            Some(closed) => on_status(&format!("intake closed ({}): {}", closed.reason, closed.detail)),
+            None => on_status("intake open again"),
+        }
+    }
 }
 
 /// At a clean stop: everything written is fsynced and a marker says so

@@ -48,8 +48,7 @@ fn run() -> anyhow::Result<ExitCode> {
 
 /// `run`: until SIGTERM or SIGINT; SIGHUP re-reads the authorized keys.
 fn run_broker(args: RunArgs) -> anyhow::Result<ExitCode> {
-    let notifier = systemd::Notifier::layer(&["orderly_broker"], READY_MESSAGES, STATUS_MESSAGES);
-    orderly_cli::init_logging_with(&args.log_level, args.log_format, Some(notifier))?;
+    init_logging(&args.log_level, args.log_format)?;
     let shutdown = Arc::new(AtomicBool::new(false));
     for signal in [signal_hook::consts::SIGTERM, signal_hook::consts::SIGINT] {
         signal_hook::flag::register(signal, Arc::clone(&shutdown)).context("cannot install signal handlers")?;
@@ -58,8 +57,7 @@ fn run_broker(args: RunArgs) -> anyhow::Result<ExitCode> {
     signal_hook::flag::register(signal_hook::consts::SIGHUP, Arc::clone(&reload))
         .context("cannot install the SIGHUP handler")?;
     let config = args.into_config()?;
-    start_watchdog(config.admin.as_ref().map(|admin| admin.addr))?;
-    let summary = io::run(config, shutdown, reload)?;
+    let summary = io::run_with(config, shutdown, reload, hooks())?;
     systemd::stopping();
     tracing::info!(
         sealed = summary.counters.orders_sealed,
@@ -73,39 +71,16 @@ fn run_broker(args: RunArgs) -> anyhow::Result<ExitCode> {
     Ok(ExitCode::from(exit::OK))
 }
 
-/// The log messages (`orderly_broker::io`) that mean the broker is ready:
-/// logged once the journal is recovered, the admin endpoint is up and the
-/// sockets are bound. systemd gets READY=1 on the first one.
-const READY_MESSAGES: &[&str] = &["broker listening"];
-
-/// Later state changes worth a STATUS= line in `systemctl status`.
-const STATUS_MESSAGES: &[&str] = &["intake closed", "intake open again"];
-
-/// WATCHDOG=1 at half of systemd's WatchdogSec, while the broker's loop
-/// answers `/healthz` (which the loop itself answers: a hung loop stops
-/// the pings and systemd restarts the broker). With `--admin off` or an
-/// ephemeral admin port there is nothing to ask: the pings then only say
-/// the process is alive, and a warning says so.
-fn start_watchdog(admin: Option<std::net::SocketAddr>) -> anyhow::Result<()> {
-    if systemd::watchdog_interval().is_none() {
-        return Ok(());
+/// systemd's notifications from the loop's hooks: READY=1 once the broker
+/// listens (journal recovered, admin endpoint up, sockets bound), STATUS=
+/// when intake closes or opens again, and WATCHDOG=1 at half of
+/// WatchdogSec while the loop turns (a hung loop stops the pings and
+/// systemd restarts the broker).
+fn hooks() -> io::Hooks {
+    let mut watchdog = systemd::Watchdog::from_env();
+    io::Hooks {
+        on_ready: Some(Box::new(systemd::ready)),
+        on_turn: watchdog.enabled().then(|| Box::new(move || watchdog.turned()) as Box<dyn FnMut()>),
+        on_status: Some(Box::new(systemd::status)),
     }
-    let probe = admin.filter(|addr| addr.port() != 0).map(|mut addr| {
-        // A wildcard bind is reached on loopback.
-        if addr.ip().is_unspecified() {
-            addr.set_ip(match addr {
-                std::net::SocketAddr::V4(_) => std::net::Ipv4Addr::LOCALHOST.into(),
-                std::net::SocketAddr::V6(_) => std::net::Ipv6Addr::LOCALHOST.into(),
-            });
-        }
-        addr.to_string()
-    });
-    if probe.is_none() {
-        tracing::warn!("systemd watchdog on but no admin endpoint to ask: the pings only say the process is alive");
-    }
-    systemd::spawn_watchdog(move || match &probe {
-        Some(addr) => orderly_broker::admin::request(addr, "GET", "/healthz").is_ok(),
-        None => true,
-    })
-    .context("cannot start the watchdog thread")
 }
