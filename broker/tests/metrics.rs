@@ -4,6 +4,7 @@
 //! scripts/setup.sh), its histograms count what flowed, and `/readyz`
 //! names the check that fails.
 
+use std::collections::BTreeSet;
 use std::io::{Read, Write};
 use std::net::TcpStream;
 use std::path::{Path, PathBuf};
@@ -113,8 +114,15 @@ fn send_orders(broker: &Broker, prefix: &str, count: usize) {
 /// `promtool check metrics` on `text`: its exit status and what it said.
 /// Without promtool the test fails, naming the setup script.
 fn promtool_check(text: &str) -> (bool, String) {
+    promtool(&["check", "metrics"], Some(text))
+}
+
+/// `promtool ARGS` (in deploy/, with `input` on its stdin), bounded by
+/// [`PROMTOOL_WAIT`]: its exit status and what it said.
+fn promtool(args: &[&str], input: Option<&str>) -> (bool, String) {
     let spawned = Command::new("promtool")
-        .args(["check", "metrics"])
+        .args(args)
+        .current_dir(deploy_dir())
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
@@ -127,7 +135,12 @@ fn promtool_check(text: &str) -> (bool, String) {
         ),
         Err(error) => panic!("cannot run promtool: {error}"),
     };
-    child.stdin.take().unwrap().write_all(text.as_bytes()).unwrap();
+    // Dropped (closed) after the write: promtool reads to the end.
+    let mut stdin = child.stdin.take().unwrap();
+    if let Some(input) = input {
+        stdin.write_all(input.as_bytes()).unwrap();
+    }
+    drop(stdin);
     let deadline = Instant::now() + PROMTOOL_WAIT;
     let status = loop {
         if let Some(status) = child.try_wait().unwrap() {
@@ -136,7 +149,7 @@ fn promtool_check(text: &str) -> (bool, String) {
         if Instant::now() >= deadline {
             let _ = child.kill();
             let _ = child.wait();
-            panic!("promtool took more than {PROMTOOL_WAIT:?}");
+            panic!("promtool {args:?} took more than {PROMTOOL_WAIT:?}");
         }
         std::thread::sleep(Duration::from_millis(20));
     };
@@ -144,6 +157,50 @@ fn promtool_check(text: &str) -> (bool, String) {
     child.stdout.take().unwrap().read_to_string(&mut said).unwrap();
     child.stderr.take().unwrap().read_to_string(&mut said).unwrap();
     (status.success(), said)
+}
+
+/// The repository's deploy/ directory (the dashboard and the rules).
+fn deploy_dir() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../deploy")
+}
+
+/// The monitoring files whose `orderly_*` names must exist in a scrape.
+const MONITORING_FILES: [&str; 3] = ["grafana-dashboard.json", "prometheus-alerts.yml", "prometheus-alerts.test.yml"];
+
+/// Every `orderly_*` metric name in the monitoring files (the text of the
+/// dashboard's queries and the rules' expressions), with the file it is in.
+fn monitoring_names() -> BTreeSet<(String, &'static str)> {
+    let mut names = BTreeSet::new();
+    for file in MONITORING_FILES {
+        let text = std::fs::read_to_string(deploy_dir().join(file)).unwrap_or_else(|e| panic!("{file}: {e}"));
+        for (at, _) in text.match_indices("orderly_") {
+            let name: String =
+                text[at..].chars().take_while(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || *c == '_').collect();
+            // "orderly_*" in a comment is no name.
+            if name != "orderly_" {
+                names.insert((name, file));
+            }
+        }
+    }
+    names
+}
+
+/// The families a scrape declares (`# TYPE NAME KIND`).
+fn families(scrape: &str) -> BTreeSet<&str> {
+    scrape.lines().filter_map(|line| line.strip_prefix("# TYPE ")?.split(' ').next()).collect()
+}
+
+/// The names of `names` that no family of `scrape` serves (a histogram's
+/// `_bucket`, `_sum` and `_count` are its family's).
+fn unserved<'a>(names: impl Iterator<Item = &'a (String, &'static str)>, scrape: &str) -> Vec<String> {
+    let families = families(scrape);
+    let served = |name: &str| {
+        families.contains(name)
+            || ["_bucket", "_sum", "_count"]
+                .iter()
+                .any(|suffix| name.strip_suffix(suffix).is_some_and(|family| families.contains(family)))
+    };
+    names.filter(|(name, _)| !served(name)).map(|(name, file)| format!("{name} (in deploy/{file})")).collect()
 }
 
 /// The value of the sample line `series` (name and labels, exactly).
@@ -324,5 +381,65 @@ fn a_member_without_a_majority_is_not_ready_and_a_group_s_scrape_passes_promtool
         assert!(sample(&text, "orderly_group_term").is_some_and(|term| term >= 1.0), "{text}");
         assert!(sample(&text, "orderly_group_commit_index").is_some(), "{text}");
         assert!(sample(&text, "orderly_group_applied_index").is_some(), "{text}");
+        // The dashboard's and the rules' group families are served.
+        let names = monitoring_names();
+        let missing = unserved(names.iter().filter(|(name, _)| name.starts_with("orderly_group_")), &text);
+        assert!(missing.is_empty(), "names no group member serves: {missing:?}\n--- the scrape:\n{text}");
     }
+}
+
+/// deploy/prometheus-alerts.yml is valid, and its unit tests
+/// (deploy/prometheus-alerts.test.yml: the no-worker, oldest-pending,
+/// dead-letter, disk-full, broker-down and leaderless alerts on synthetic
+/// series) pass.
+#[test]
+fn alert_rules_pass_promtool_and_their_unit_tests() {
+    let (ok, said) = promtool(&["check", "rules", "prometheus-alerts.yml"], None);
+    assert!(ok, "promtool check rules deploy/prometheus-alerts.yml failed:\n{said}");
+    let (ok, said) = promtool(&["test", "rules", "prometheus-alerts.test.yml"], None);
+    assert!(ok, "promtool test rules deploy/prometheus-alerts.test.yml failed:\n{said}");
+    let tests = std::fs::read_to_string(deploy_dir().join("prometheus-alerts.test.yml")).unwrap();
+    for alert in ["OrderlyNoWorkerReady", "OrderlyOldestPendingOrderOld"] {
+        assert!(tests.contains(&format!("alertname: {alert}")), "no unit test of {alert}");
+    }
+}
+
+/// The Grafana dashboard parses, takes its data source as an input, and
+/// it and the alert rules name only families a real broker (with a worker,
+/// so the per-worker families exist) serves: a renamed metric fails here.
+/// The group families are checked by the group test above.
+#[test]
+fn dashboard_and_alert_rules_name_only_families_a_broker_serves() {
+    let text = std::fs::read_to_string(deploy_dir().join("grafana-dashboard.json")).unwrap();
+    let dashboard: serde_json::Value = serde_json::from_str(&text).expect("deploy/grafana-dashboard.json parses");
+    assert!(
+        dashboard["schemaVersion"].as_u64().is_some_and(|v| v >= 36),
+        "schemaVersion: {}",
+        dashboard["schemaVersion"]
+    );
+    assert_eq!(dashboard["__inputs"][0]["name"], "DS_PROMETHEUS");
+    let panels = dashboard["panels"].as_array().expect("panels");
+    let queries: Vec<&serde_json::Value> = panels.iter().filter_map(|p| p["targets"].as_array()).flatten().collect();
+    assert!(queries.len() >= 20, "{} queries", queries.len());
+    for query in &queries {
+        assert_eq!(query["datasource"]["uid"], "${DS_PROMETHEUS}", "{query}");
+        assert!(query["expr"].as_str().is_some_and(|e| e.contains("orderly_")), "{query}");
+    }
+
+    let dir = tempfile::tempdir().unwrap();
+    let broker = start_broker(dir.path(), &[]);
+    let _worker = Worker::start(&broker, "w1");
+    let deadline = Instant::now() + ORDERS_WAIT;
+    let scrape = loop {
+        let (status, scrape) = get(&broker, "/metrics");
+        if status == 200 && scrape.contains("\norderly_worker_in_flight{worker=\"w1\"}") {
+            break scrape;
+        }
+        assert!(Instant::now() < deadline, "no per-worker series within {ORDERS_WAIT:?}:\n{scrape}");
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    let names = monitoring_names();
+    assert!(names.len() >= 20, "too few names found: {names:?}");
+    let missing = unserved(names.iter().filter(|(name, _)| !name.starts_with("orderly_group_")), &scrape);
+    assert!(missing.is_empty(), "names the broker does not serve: {missing:?}\n--- the scrape:\n{scrape}");
 }

@@ -426,6 +426,33 @@ mod tests {
 }
 
 #[cfg(test)]
+mod metrics_tests {
+    use super::*;
+
+    #[test]
+    fn metrics_is_off_by_default_and_comes_from_flag_file_or_environment() {
+        let parse = |args: &[&str]| {
+            let cli = Cli::try_parse_from(["orderly-worker", "run", "--id", "w1", "--noop"].iter().chain(args));
+            let Command::Run(run) = cli.expect("valid flags").command else { panic!("run") };
+            run.metrics
+        };
+        assert_eq!(parse(&[]), None);
+        assert_eq!(parse(&["--metrics", "127.0.0.1:9571"]), Some("127.0.0.1:9571".parse().unwrap()));
+        let dir = tempfile::tempdir().expect("temp dir");
+        let path = dir.path().join("worker.toml");
+        std::fs::write(&path, "metrics = \"127.0.0.1:9572\"\n").expect("write config");
+        let args: Vec<OsString> =
+            ["orderly-worker", "run", "--id", "w1", "--noop"].iter().map(OsString::from).collect();
+        let merged = merge_config_path(relaxed_command(), args, "run", &path).expect("valid config");
+        let Command::Run(run) = Cli::parse_from(merged).command else { panic!("run") };
+        assert_eq!(run.metrics, Some("127.0.0.1:9572".parse().unwrap()));
+        let error = Cli::try_parse_from(["orderly-worker", "run", "--id", "w1", "--noop", "--metrics", "localhost"])
+            .expect_err("no port");
+        assert_eq!(error.kind(), clap::error::ErrorKind::ValueValidation);
+    }
+}
+
+#[cfg(test)]
 mod group_tests {
     use super::*;
 
