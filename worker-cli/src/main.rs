@@ -73,7 +73,7 @@ fn hooks(
     };
     let hooks = io::Hooks {
         on_ready: Some(Box::new(systemd::ready)),
-        on_turn: watchdog.enabled().then(|| Box::new(move || watchdog.turned()) as Box<dyn FnMut()>),
+        on_turn: watchdog.enabled().then(|| Box::new(move || watchdog.turned()) as io::TurnHook),
         on_status: Some(Box::new(systemd::status)),
         metrics,
     };

@@ -63,6 +63,13 @@ pub const TURN_HOOK_INTERVAL_MS: u64 = 250;
 
 const _: () = assert!(TURN_HOOK_INTERVAL_MS <= POLL_TIMEOUT_MS_MAX);
 
+/// [`Hooks::on_ready`]: called once, with a short line saying what is ready.
+pub type ReadyHook = Box<dyn FnOnce(&str)>;
+/// [`Hooks::on_turn`]: a sign of life from the loop.
+pub type TurnHook = Box<dyn FnMut()>;
+/// [`Hooks::on_status`]: a state change, as a short line.
+pub type StatusHook = Box<dyn FnMut(&str)>;
+
 /// What the loop tells the program around it, for a service manager and
 /// for monitoring; all optional ([`Hooks::default`] is none). The
 /// callbacks run on the loop's thread: keep them short.
@@ -71,14 +78,14 @@ pub struct Hooks {
     /// Called once, when the worker has found its broker (its first
     /// message) or, in a group, learnt the leader; with a short line
     /// saying which. systemd's READY=1.
-    pub on_ready: Option<Box<dyn FnOnce(&str)>>,
+    pub on_ready: Option<ReadyHook>,
     /// Called from the loop at most once per [`TURN_HOOK_INTERVAL_MS`]
     /// while it turns (it turns at least once a second): a hung loop stops
     /// calling it. systemd's WATCHDOG=1.
-    pub on_turn: Option<Box<dyn FnMut()>>,
+    pub on_turn: Option<TurnHook>,
     /// Later state changes worth a status line (broker lost, back,
     /// restarted; handler broken or running again; draining).
-    pub on_status: Option<Box<dyn FnMut(&str)>>,
+    pub on_status: Option<StatusHook>,
     /// Numbers for `/metrics` (see [`crate::metrics`]), kept up to date by
     /// the loop.
     pub metrics: Option<Arc<Metrics>>,

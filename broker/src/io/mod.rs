@@ -70,6 +70,13 @@ pub fn wall_clock_ms() -> Millis {
 /// sign of life, not every turn (a turn waits at most 100 ms).
 pub const TURN_HOOK_INTERVAL_MS: u64 = 100;
 
+/// [`Hooks::on_ready`]: called once, with a short line saying what is ready.
+pub type ReadyHook = Box<dyn FnOnce(&str)>;
+/// [`Hooks::on_turn`]: a sign of life from the loop.
+pub type TurnHook = Box<dyn FnMut()>;
+/// [`Hooks::on_status`]: a state change, as a short line.
+pub type StatusHook = Box<dyn FnMut(&str)>;
+
 /// What the loop tells the program around it, for a service manager
 /// (systemd's READY=1, WATCHDOG=1 and STATUS= in the binary); all optional.
 /// The callbacks run on the loop's thread: keep them short.
@@ -77,13 +84,13 @@ pub const TURN_HOOK_INTERVAL_MS: u64 = 100;
 pub struct Hooks {
     /// Called once, when the journal is recovered, the admin endpoint is
     /// up and the sockets are bound ("broker listening").
-    pub on_ready: Option<Box<dyn FnOnce(&str)>>,
+    pub on_ready: Option<ReadyHook>,
     /// Called between turns, at most once per [`TURN_HOOK_INTERVAL_MS`],
     /// so only while the loop turns: a hung loop stops calling it.
-    pub on_turn: Option<Box<dyn FnMut()>>,
+    pub on_turn: Option<TurnHook>,
     /// Later state changes worth a status line: intake closed (and why),
     /// open again.
-    pub on_status: Option<Box<dyn FnMut(&str)>>,
+    pub on_status: Option<StatusHook>,
 }
 
 impl std::fmt::Debug for Hooks {

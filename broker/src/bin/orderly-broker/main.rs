@@ -80,7 +80,7 @@ fn hooks() -> io::Hooks {
     let mut watchdog = systemd::Watchdog::from_env();
     io::Hooks {
         on_ready: Some(Box::new(systemd::ready)),
-        on_turn: watchdog.enabled().then(|| Box::new(move || watchdog.turned()) as Box<dyn FnMut()>),
+        on_turn: watchdog.enabled().then(|| Box::new(move || watchdog.turned()) as io::TurnHook),
         on_status: Some(Box::new(systemd::status)),
     }
 }
