@@ -456,7 +456,8 @@ struct Loop {
     turn_hook_due_ms: Millis,
     /// When the latest fanout message arrived (`/metrics`).
     broker_heard_ms: Option<Millis>,
-    /// With metrics: when each running order started (at most `capacity`).
+    /// With metrics: when each running order started (for the handler
+    /// duration histogram).
     started: BTreeMap<(OrderKey, u32), Instant>,
 }
 
@@ -540,7 +541,9 @@ impl Loop {
     fn pump(&mut self) -> Result<(), IoError> {
         while let Some(job) = self.core.poll_job() {
             debug!(order = %job.order, attempt = job.attempt, items = job.items.len(), "order started");
-            if self.hooks.metrics.is_some() {
+            // Bounded: the core runs at most `capacity` orders at once; an
+            // entry a lost result left behind cannot make it grow past it.
+            if self.hooks.metrics.is_some() && self.started.len() < WORKER_CONCURRENCY_MAX as usize {
                 self.started.insert((job.order.clone(), job.attempt), Instant::now());
             }
             match &mut self.execution {
