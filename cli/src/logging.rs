@@ -73,7 +73,7 @@ pub fn filter(level: &str) -> Result<EnvFilter, ConfigError> {
 }
 
 /// Sets up logging to stderr in `format` under `level` (unless `RUST_LOG`
-/// is set), plus `extra` (e.g. [`crate::systemd::Notifier`]), which sees
+/// is set), plus `extra` (a tracing layer of the caller's), which sees
 /// events under its own filter. Colours only when stderr is a terminal.
 ///
 /// A closed stderr never stops the process: log lines go through
