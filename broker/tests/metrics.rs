@@ -386,6 +386,22 @@ fn a_member_without_a_majority_is_not_ready_and_a_group_s_scrape_passes_promtool
         let missing = unserved(names.iter().filter(|(name, _)| name.starts_with("orderly_group_")), &text);
         assert!(missing.is_empty(), "names no group member serves: {missing:?}\n--- the scrape:\n{text}");
     }
+    // The leader's /status lists every member's progress (the dashboard's
+    // members table): three voters, two of them up; a follower lists none.
+    let reports: Vec<serde_json::Value> = [&first, &second]
+        .iter()
+        .map(|member| serde_json::from_str::<serde_json::Value>(&get(member, "/status").1).unwrap()["group"].clone())
+        .collect();
+    let leader = reports.iter().find(|group| group["role"] == "leader").expect("one member leads");
+    let members = leader["members"].as_array().expect("the leader lists its members");
+    let ids: Vec<u64> = members.iter().map(|member| member["id"].as_u64().unwrap()).collect();
+    assert_eq!(ids, [1, 2, 3], "{leader}");
+    let leading = members.iter().filter(|member| member["role"] == "leader").count();
+    assert_eq!(leading, 1, "{leader}");
+    let third = &members[2];
+    assert_eq!((third["role"].as_str(), third["active"].as_bool()), (Some("voter"), Some(false)), "{leader}");
+    let follower = reports.iter().find(|group| group["role"] == "follower").expect("one member follows");
+    assert_eq!(follower["members"], serde_json::json!([]), "{follower}");
 }
 
 /// deploy/prometheus-alerts.yml is valid, and its unit tests

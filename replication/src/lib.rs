@@ -18,6 +18,6 @@ pub mod storage;
 
 pub use group::{Group, GroupError, GroupErrorKind, Member};
 pub use membership::{Change, ChangeError, ChangeRequest, MemberRecord, Roster};
-pub use node::{Applied, Node, NodeConfig, NodeError, Output, ProposeError};
+pub use node::{Applied, Node, NodeConfig, NodeError, Output, PeerProgress, ProposeError};
 pub use raft::eraftpb::{Message, MessageType, SnapshotMetadata};
 pub use storage::{JournalStorage, StorageError};

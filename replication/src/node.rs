@@ -115,6 +115,20 @@ pub enum ProposeError {
     Dropped,
 }
 
+/// What a leader knows of one member's log.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PeerProgress {
+    pub id: u64,
+    /// The highest index known to be in that member's log.
+    pub matched: u64,
+    /// How the leader sends to it: `probe` (finding where the logs
+    /// agree), `replicate` (streaming entries) or `snapshot`.
+    pub state: &'static str,
+    /// Heard from within the last election timeout (always true for the
+    /// leader itself).
+    pub active: bool,
+}
+
 /// One member's Raft node (see the module docs).
 pub struct Node {
     pub(crate) raw: RawNode<JournalStorage>,
@@ -213,6 +227,32 @@ impl Node {
 
     pub fn commit_index(&self) -> u64 {
         self.raw.raft.raft_log.committed
+    }
+
+    /// On the leader, what it knows of every member's log (raft-rs's
+    /// progress tracker), by id; empty on a follower, which tracks none.
+    pub fn progress(&self) -> Vec<PeerProgress> {
+        if !self.is_leader() {
+            return Vec::new();
+        }
+        let mut peers: Vec<PeerProgress> = self
+            .raw
+            .raft
+            .prs()
+            .iter()
+            .map(|(&id, progress)| PeerProgress {
+                id,
+                matched: progress.matched,
+                state: match progress.state {
+                    raft::ProgressState::Probe => "probe",
+                    raft::ProgressState::Replicate => "replicate",
+                    raft::ProgressState::Snapshot => "snapshot",
+                },
+                active: id == self.id() || progress.recent_active,
+            })
+            .collect();
+        peers.sort_unstable_by_key(|peer| peer.id);
+        peers
     }
 
     /// Drops the log up to `to`, which the caller has applied durably (see

@@ -168,6 +168,11 @@ try {
   const member = await open.locator("#group tbody tr td").allTextContents();
   expect(member[0] === "1" && member[1] === "1" && member[3] === "leader" && member[6] === "1",
     `group row: ${JSON.stringify(member)}`);
+  // The leader's table of every member's progress: itself, leading, active.
+  await open.locator("#group-members tbody tr").first().waitFor();
+  const progress = await open.locator("#group-members tbody tr td").allTextContents();
+  expect(progress[0] === "1" && progress[1] === "leader" && progress[3] === "0" && progress[5] === "yes",
+    `members row: ${JSON.stringify(progress)}`);
   await open.close();
 
   // The broker stops: the page says so.

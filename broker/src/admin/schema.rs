@@ -66,6 +66,24 @@ pub struct GroupReport {
     /// Members receiving the log without a vote (added, catching up).
     #[serde(default)]
     pub learners: Vec<u64>,
+    /// On the leader, every member's replication progress (empty on a
+    /// follower, which does not track it). Since 0.3.
+    #[serde(default)]
+    pub members: Vec<MemberProgress>,
+}
+
+/// A leader's view of one member's log, in [`GroupReport::members`].
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct MemberProgress {
+    pub id: u64,
+    /// `leader`, `voter` or `learner`.
+    pub role: String,
+    /// The highest Raft index known to be in its log.
+    pub matched: u64,
+    /// `probe`, `replicate` or `snapshot`: how the leader sends to it.
+    pub state: String,
+    /// Heard from within the last election timeout.
+    pub active: bool,
 }
 
 /// What `POST /group/add` and `/group/remove` answer once the change is

@@ -41,7 +41,7 @@ use tracing::{info, warn};
 use super::error::BrokerError;
 use super::recorder::{Recorder, SegmentedLog};
 use super::recover::{applied_marker, replay_applied};
-use crate::admin::schema::GroupReport;
+use crate::admin::schema::{GroupReport, MemberProgress};
 use crate::core::codec::{decode_event, encode_event};
 use crate::core::{ConfirmTiming, Core, CoreConfig, GroupView, Millis, Outbound};
 
@@ -442,6 +442,26 @@ impl<A> Member<A> {
     /// the transport refused on its own.
     pub fn report(&self, transport_refused: u64) -> GroupReport {
         let conf = self.node.conf_state();
+        let leader = self.node.leader_id();
+        let members = self
+            .node
+            .progress()
+            .into_iter()
+            .map(|peer| MemberProgress {
+                id: peer.id,
+                role: if Some(peer.id) == leader {
+                    "leader"
+                } else if conf.learners.contains(&peer.id) {
+                    "learner"
+                } else {
+                    "voter"
+                }
+                .to_owned(),
+                matched: peer.matched,
+                state: peer.state.to_owned(),
+                active: peer.active,
+            })
+            .collect();
         GroupReport {
             member: self.node.id(),
             leader: self.node.leader_id(),
@@ -453,6 +473,7 @@ impl<A> Member<A> {
             peer_refused: self.peer_refused + transport_refused,
             voters: sorted(conf.voters),
             learners: sorted(conf.learners),
+            members,
         }
     }
 }

@@ -540,6 +540,7 @@ mod tests {
             peer_refused: 0,
             voters: vec![1, 2, 3],
             learners: vec![],
+            members: vec![],
         };
         let stats = Stats { group: Some(report), ..Stats::default() };
         let (timings, histogram) = (Timings::default(), Histogram::default());

@@ -230,6 +230,24 @@ function renderGroup(group) {
     cell((group.learners || []).join(", ") || "–"),
   );
   $("group").querySelector("tbody").replaceChildren(row);
+  // Only a leader tracks every member's log; a follower's page says so.
+  const members = group.members || [];
+  const memberRows = members.map((member) => {
+    const tr = document.createElement("tr");
+    const lag = Math.max(0, group.commit - member.matched);
+    tr.append(
+      cell(member.id),
+      cell(member.role, member.role === "leader" ? "ok" : ""),
+      cell(member.matched, "num"),
+      cell(lag, lag > 0 ? "num warn" : "num"),
+      cell(member.state),
+      cell(member.active ? "yes" : "no", member.active ? "ok" : "bad"),
+    );
+    return tr;
+  });
+  $("group-members").querySelector("tbody").replaceChildren(...memberRows);
+  $("group-members").hidden = members.length === 0;
+  $("group-members-note").hidden = members.length > 0;
 }
 
 /** Why the dead-letter buttons are disabled, or "" when they are not. */
