@@ -36,6 +36,10 @@ fn every_committed_row_is_delivered_and_no_rolled_back_one_across_a_kill_9() {
 
     let (mut committed, mut rolled_back) = (BTreeSet::new(), BTreeSet::new());
     for t in 0..TRANSACTIONS {
+        let pause = t == TRANSACTIONS / 2;
+        if pause {
+            broker.pause();
+        }
         let transaction = app.transaction().unwrap();
         let ids: Vec<String> =
             (0..ROWS_PER_TRANSACTION).map(|i| format!("o-{}", t * ROWS_PER_TRANSACTION + i)).collect();
@@ -55,10 +59,15 @@ fn every_committed_row_is_delivered_and_no_rolled_back_one_across_a_kill_9() {
             transaction.commit().unwrap();
             committed.extend(ids);
         }
-        if t == TRANSACTIONS / 2 {
-            // Mid-run, with rows claimed and unconfirmed: the next relay
-            // takes them once their lease runs out.
+        if pause {
+            // Mid-run, with rows claimed and unconfirmed (the broker is
+            // stopped): the next relay takes them once their lease runs out.
+            let claimed = "SELECT COUNT(*) FROM orderly_outbox WHERE state = 'pending' AND claimed_by IS NOT NULL";
+            wait_for("rows claimed while the broker is stopped", Duration::from_secs(10), || {
+                app.query_row(claimed, [], |r| r.get::<_, i64>(0)).unwrap() > 0
+            });
             relay.kill();
+            broker.resume();
             relay = start_relay(&broker, &url, &[]);
         }
         std::thread::sleep(Duration::from_millis(5));
@@ -75,6 +84,7 @@ fn every_committed_row_is_delivered_and_no_rolled_back_one_across_a_kill_9() {
     assert_eq!(delivered, committed, "the worker got exactly the committed orders");
     assert!(delivered.is_disjoint(&rolled_back));
     let claimed_twice = count("SELECT COUNT(*) FROM orderly_outbox WHERE attempts > 1");
+    assert!(claimed_twice > 0, "the restarted relay claimed again the rows the killed one left unconfirmed");
     eprintln!(
         "{} committed rows confirmed in {:.2} s ({:.0} rows/s, writer paced); {claimed_twice} claimed more than once",
         committed.len(),

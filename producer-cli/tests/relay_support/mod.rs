@@ -46,7 +46,26 @@ pub struct Broker {
     pub intake: String,
     pub fanout: String,
     pub control: String,
-    _process: Guard,
+    process: Guard,
+}
+
+impl Broker {
+    /// SIGSTOP: the broker takes nothing and confirms nothing until
+    /// [`Broker::resume`], so what a relay sends stays unconfirmed.
+    pub fn pause(&self) {
+        signal(self.process.0.id(), "STOP");
+    }
+
+    /// SIGCONT after [`Broker::pause`].
+    pub fn resume(&self) {
+        signal(self.process.0.id(), "CONT");
+    }
+}
+
+/// Sends a signal to a process this test started, by its PID.
+fn signal(pid: u32, name: &str) {
+    let status = Command::new("kill").arg(format!("-{name}")).arg(pid.to_string()).status().expect("run kill");
+    assert!(status.success(), "kill -{name} {pid} failed");
 }
 
 /// A broker with its journal in `dir`; ready when the relay's handshake
@@ -58,9 +77,10 @@ pub fn start_broker(dir: &Path) -> Broker {
         .arg(dir)
         .args(["--intake", &intake, "--fanout", &fanout, "--control", &control])
         .stdout(Stdio::null())
+        .stderr(Stdio::null())
         .spawn()
         .expect("start the broker");
-    Broker { intake, fanout, control, _process: Guard(child) }
+    Broker { intake, fanout, control, process: Guard(child) }
 }
 
 /// A worker writing each order to `sink/<producer>/<order id>.json`.
@@ -69,6 +89,7 @@ pub fn start_worker(broker: &Broker, sink: &Path) -> Guard {
         .args(["run", "--id", "w1", "--fanout", &broker.fanout, "--control", &broker.control, "--sink"])
         .arg(sink)
         .stdout(Stdio::null())
+        .stderr(Stdio::null())
         .spawn()
         .expect("start the worker");
     Guard(child)
@@ -83,6 +104,7 @@ pub fn start_relay(broker: &Broker, database: &str, extra: &[&str]) -> Guard {
         .args(extra)
         .env_remove("RUST_LOG")
         .stdout(Stdio::null())
+        .stderr(Stdio::null())
         .spawn()
         .expect("start the relay");
     Guard(child)
