@@ -31,7 +31,7 @@ fn every_committed_row_is_delivered_and_no_rolled_back_one_across_a_kill_9() {
     let broker = start_broker(&dir.path().join("broker"));
     let sink = dir.path().join("sink");
     let _worker = start_worker(&broker, &sink);
-    let mut relay = start_relay(&broker, &url, &[]);
+    let mut relay = start_relay(&broker, &url, "0.05");
     let started = Instant::now();
 
     let (mut committed, mut rolled_back) = (BTreeSet::new(), BTreeSet::new());
@@ -68,7 +68,7 @@ fn every_committed_row_is_delivered_and_no_rolled_back_one_across_a_kill_9() {
             });
             relay.kill();
             broker.resume();
-            relay = start_relay(&broker, &url, &[]);
+            relay = start_relay(&broker, &url, "0.05");
         }
         std::thread::sleep(Duration::from_millis(5));
     }

@@ -95,16 +95,24 @@ pub fn start_worker(broker: &Broker, sink: &Path) -> Guard {
     Guard(child)
 }
 
-/// `orderly-producer relay` on `database`, with a short lease so a killed
+/// `orderly-producer relay` on `database`, looking at the table every
+/// `poll_interval` seconds when idle, with a short lease so a killed
 /// relay's rows come back within a second.
-pub fn start_relay(broker: &Broker, database: &str, extra: &[&str]) -> Guard {
+pub fn start_relay(broker: &Broker, database: &str, poll_interval: &str) -> Guard {
     let child = Command::new(assert_cmd::cargo::cargo_bin("orderly-producer"))
         .args(["relay", "--id", "shop-1", "--intake", &broker.intake, "--fanout", &broker.fanout])
-        .args(["--database", database, "--poll-interval", "0.05", "--claim-lease", "1", "--confirm-timeout", "1"])
-        .args(extra)
+        .args([
+            "--database",
+            database,
+            "--poll-interval",
+            poll_interval,
+            "--claim-lease",
+            "1",
+            "--confirm-timeout",
+            "1",
+        ])
         .env_remove("RUST_LOG")
         .stdout(Stdio::null())
-        .stderr(Stdio::null())
         .spawn()
         .expect("start the relay");
     Guard(child)
@@ -134,4 +142,93 @@ pub fn wait_for(what: &str, timeout: Duration, mut check: impl FnMut() -> bool) 
 pub fn delivered(sink: &Path) -> BTreeSet<String> {
     let Ok(entries) = std::fs::read_dir(sink.join("shop-1")) else { return BTreeSet::new() };
     entries.filter_map(|entry| entry.ok()?.file_name().to_str()?.strip_suffix(".json").map(str::to_owned)).collect()
+}
+
+/// A private PostgreSQL (Debian's `postgresql` package): `initdb` on a
+/// fresh directory and `pg_ctl start` on a free port, as the `postgres`
+/// user when the test runs as root (PostgreSQL refuses root); stopped
+/// (`pg_ctl stop -m immediate`) on drop, even when the test fails.
+pub struct Postgres {
+    /// `postgres://postgres@127.0.0.1:PORT/postgres`
+    pub url: String,
+    data: PathBuf,
+    _dir: tempfile::TempDir,
+}
+
+/// The PostgreSQL server programs: on PATH, or Debian's versioned
+/// directory.
+fn pg_bin(name: &str) -> PathBuf {
+    if let Ok(output) = Command::new("sh").args(["-c", &format!("command -v {name}")]).output() {
+        let path = String::from_utf8_lossy(&output.stdout).trim().to_owned();
+        if output.status.success() && !path.is_empty() {
+            return PathBuf::from(path);
+        }
+    }
+    let found = std::fs::read_dir("/usr/lib/postgresql")
+        .ok()
+        .and_then(|versions| versions.filter_map(|v| Some(v.ok()?.path().join("bin").join(name))).find(|p| p.exists()));
+    found.unwrap_or_else(|| {
+        panic!("{name} not found: install PostgreSQL (apt-get install -y postgresql, as scripts/setup.sh does)")
+    })
+}
+
+/// Runs a PostgreSQL program as `postgres` when we are root.
+fn as_postgres(program: &Path) -> Command {
+    if is_root() {
+        let mut command = Command::new("runuser");
+        command.args(["-u", "postgres", "--"]).arg(program);
+        command
+    } else {
+        Command::new(program)
+    }
+}
+
+impl Postgres {
+    pub fn start() -> Postgres {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let data = dir.path().join("data");
+        std::fs::create_dir(&data).unwrap();
+        // The postgres user must reach and own its directories.
+        let chown = Command::new("chown").args(["-R", "postgres:postgres"]).arg(dir.path()).status();
+        assert!(chown.is_ok_and(|s| s.success()) || !is_root(), "cannot chown the PostgreSQL directory to postgres");
+        let status = as_postgres(&pg_bin("initdb"))
+            .args(["-A", "trust", "-U", "postgres", "--no-sync", "-D"])
+            .arg(&data)
+            .stdout(Stdio::null())
+            .status()
+            .expect("run initdb");
+        assert!(status.success(), "initdb failed");
+        let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+        let options = format!(
+            "-p {port} -k {} -c listen_addresses=127.0.0.1 -c fsync=off -c synchronous_commit=off",
+            dir.path().display()
+        );
+        let status = as_postgres(&pg_bin("pg_ctl"))
+            .args(["-w", "-t", "30", "-o", &options, "-l"])
+            .arg(dir.path().join("server.log"))
+            .arg("-D")
+            .arg(&data)
+            .arg("start")
+            .stdout(Stdio::null())
+            .status()
+            .expect("run pg_ctl start");
+        let postgres = Postgres { url: format!("postgres://postgres@127.0.0.1:{port}/postgres"), data, _dir: dir };
+        assert!(status.success(), "pg_ctl start failed (see server.log in the test's directory)");
+        postgres
+    }
+}
+
+fn is_root() -> bool {
+    Command::new("id").arg("-u").output().map(|o| o.stdout.starts_with(b"0\n")).unwrap_or(false)
+}
+
+impl Drop for Postgres {
+    fn drop(&mut self) {
+        let _ = as_postgres(&pg_bin("pg_ctl"))
+            .args(["-m", "immediate", "-D"])
+            .arg(&self.data)
+            .arg("stop")
+            .stdout(Stdio::null())
+            .status();
+    }
 }
