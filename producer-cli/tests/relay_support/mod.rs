@@ -14,6 +14,11 @@ use std::time::{Duration, Instant};
 pub struct Guard(pub Child);
 
 impl Guard {
+    /// The process id (a relay's `claimed_by` is `ID:PID`).
+    pub fn pid(&self) -> u32 {
+        self.0.id()
+    }
+
     /// kill -9, and wait for it to be gone.
     pub fn kill(&mut self) {
         let _ = self.0.kill();
