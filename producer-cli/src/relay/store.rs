@@ -61,7 +61,9 @@ pub(crate) fn validate_table(name: &str) -> Result<String, String> {
 }
 
 /// The application writes `order_id` and `items`; every other column is
-/// the relay's. Times are Unix milliseconds (SQLite has no time type).
+/// the relay's. Times are Unix milliseconds (SQLite has no time type),
+/// computed with `julianday`: the application's SQLite may predate
+/// `unixepoch('subsec')` (3.42; Debian 12 ships 3.40), where it is NULL.
 fn sqlite_schema(table: &str) -> String {
     format!(
         "-- The orderly outbox (SQLite). Applications write only:\n\
@@ -71,7 +73,7 @@ fn sqlite_schema(table: &str) -> String {
          \x20   id INTEGER PRIMARY KEY AUTOINCREMENT,\n\
          \x20   order_id TEXT NOT NULL,\n\
          \x20   items TEXT NOT NULL CHECK (json_valid(items) AND json_type(items) = 'array'),\n\
-         \x20   created_at INTEGER NOT NULL DEFAULT (CAST(unixepoch('subsec') * 1000 AS INTEGER)),\n\
+         \x20   created_at INTEGER NOT NULL DEFAULT (CAST((julianday('now') - 2440587.5) * 86400000 AS INTEGER)),\n\
          \x20   state TEXT NOT NULL DEFAULT 'pending' CHECK (state IN ('pending', 'confirmed', 'rejected')),\n\
          \x20   claimed_by TEXT,\n\
          \x20   claimed_until INTEGER,\n\
