@@ -31,6 +31,9 @@ use crate::session::IDLE_POLL;
 /// Rows taken by one claim, at most: one short transaction, and the rest
 /// of the window stays for the next claim.
 const CLAIM_ROWS_MAX: usize = 256;
+/// Waited past a lease's end before claiming: clocks (the relay's, the
+/// database's) differ by a little.
+const LEASE_END_MARGIN: Duration = Duration::from_millis(20);
 /// How often the lag (oldest pending row's age) is logged.
 const LAG_LOG_INTERVAL: Duration = Duration::from_secs(10);
 
@@ -101,7 +104,13 @@ pub(crate) fn run(settings: RelaySettings, stop: &AtomicBool) -> anyhow::Result<
         let claimed = claim_and_send(&mut *store, &mut core, &mut producer, &settings, &mut tally)?;
         if claimed == 0 && core.in_flight() == 0 {
             producer.poll(Duration::ZERO)?;
-            store.wait(settings.poll_interval)?;
+            // Nothing of ours in flight, so a claimed pending row is another
+            // relay's: look again when its lease runs out, in case it died.
+            let wait = match store.lease_end()? {
+                Some(lease_end) => settings.poll_interval.min(lease_end + LEASE_END_MARGIN),
+                None => settings.poll_interval,
+            };
+            store.wait(wait)?;
         } else {
             producer.poll(if claimed > 0 { Duration::ZERO } else { IDLE_POLL })?;
         }

@@ -103,6 +103,16 @@ impl Store for PostgresStore {
         Ok(seconds.map(|s| Duration::from_secs_f64(s.max(0.0))))
     }
 
+    fn lease_end(&mut self) -> anyhow::Result<Option<Duration>> {
+        let sql = format!(
+            "SELECT EXTRACT(EPOCH FROM (MIN(claimed_until) - clock_timestamp()))::float8 FROM {} \
+             WHERE state = 'pending'",
+            self.table
+        );
+        let seconds: Option<f64> = self.client.query_one(&sql, &[]).context("cannot read the claims' leases")?.get(0);
+        Ok(seconds.map(|s| Duration::from_secs_f64(s.max(0.0))))
+    }
+
     fn wait(&mut self, timeout: Duration) -> anyhow::Result<()> {
         let mut notifications = self.client.notifications();
         // One notification is enough to look; drop the rest, they say the same.

@@ -107,6 +107,13 @@ impl Store for SqliteStore {
         Ok(oldest.map(|created| Duration::from_millis(u64::try_from(now_ms() - created).unwrap_or(0))))
     }
 
+    fn lease_end(&mut self) -> anyhow::Result<Option<Duration>> {
+        let sql = format!("SELECT MIN(claimed_until) FROM {} WHERE state = 'pending'", self.table);
+        let until: Option<i64> =
+            self.connection.query_row(&sql, [], |r| r.get(0)).context("cannot read the claims' leases")?;
+        Ok(until.map(|until| Duration::from_millis(u64::try_from(until - now_ms()).unwrap_or(0))))
+    }
+
     fn wait(&mut self, timeout: Duration) -> anyhow::Result<()> {
         // SQLite cannot tell another process's commit: poll.
         std::thread::sleep(timeout);

@@ -126,6 +126,10 @@ pub(crate) trait Store {
     fn mark(&mut self, marks: &Marks) -> anyhow::Result<()>;
     /// Age of the oldest pending row (the relay's lag); `None` when none.
     fn lag(&mut self) -> anyhow::Result<Option<Duration>>;
+    /// Until the first claim on a pending row runs out (zero if one has):
+    /// an idle relay looks again then, to take over a dead relay's rows.
+    /// `None` when no pending row is claimed.
+    fn lease_end(&mut self) -> anyhow::Result<Option<Duration>>;
     /// Waits up to `timeout` for new rows (a notification where the
     /// database has them, a plain sleep otherwise).
     fn wait(&mut self, timeout: Duration) -> anyhow::Result<()>;
