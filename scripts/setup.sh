@@ -16,6 +16,7 @@ command -v python3 >/dev/null 2>&1 || missing+=(python3)
 python3 -c 'import ensurepip, venv' >/dev/null 2>&1 || missing+=(python3-venv)
 command -v timeout >/dev/null 2>&1 || missing+=(coreutils)
 command -v promtool >/dev/null 2>&1 || missing+=(prometheus) # promtool: broker/tests/metrics.rs
+dpkg -s postgresql >/dev/null 2>&1 || missing+=(postgresql) # initdb, pg_ctl: producer-cli/tests/relay_postgres.rs
 command -v chromium >/dev/null 2>&1 || missing+=(chromium) # tests/browser/run.sh (the dashboard)
 command -v node >/dev/null 2>&1 || missing+=(nodejs) # tests/browser/run.sh drives chromium
 command -v npm >/dev/null 2>&1 || missing+=(npm) # tests/browser/run.sh installs playwright-core

@@ -16,6 +16,9 @@ use orderly_common::Endpoint;
 use orderly_producer::limits::RESEND_BACKOFF_MAX_DEFAULT;
 use orderly_producer::ProducerConfig;
 
+use crate::relay::store::{validate_table, Database};
+use crate::relay::RelaySettings;
+
 /// Bounds of a duration flag, in seconds (a NaN or infinity is refused too).
 const SECONDS_MIN: f64 = 0.001;
 pub(crate) const SECONDS_MAX: f64 = 1e9;
@@ -53,6 +56,10 @@ pub(crate) enum Command {
     /// Generate N orders of K items of S bytes and report throughput and
     /// confirm latency.
     Bench(BenchArgs),
+    /// Relay a transactional outbox table to the broker: rows the
+    /// application INSERTed as (order_id, items) in its own transactions
+    /// are sent as orders and marked confirmed once the broker confirms.
+    Relay(RelayArgs),
     /// Write a new CURVE key pair: PREFIX.key (secret, mode 0600) and
     /// PREFIX.pub (public: add it to the broker's authorized keys as
     /// `PUBLIC-KEY producer ID`).
@@ -202,6 +209,85 @@ pub(crate) struct BenchArgs {
     rate: f64,
 }
 
+#[derive(clap::Args, Debug)]
+pub(crate) struct RelayArgs {
+    #[command(flatten)]
+    common: Common,
+
+    /// The database holding the outbox table: sqlite:PATH or
+    /// postgres://USER@HOST:PORT/DBNAME (with --print-schema: picks the
+    /// dialect, PostgreSQL when absent).
+    #[arg(long, env = "ORDERLY_PRODUCER_DATABASE", value_name = "URL")]
+    database: Option<String>,
+
+    /// The outbox table ([a-z_][a-z0-9_]*).
+    #[arg(long, env = "ORDERLY_PRODUCER_TABLE", value_name = "NAME", default_value = "orderly_outbox")]
+    table: String,
+
+    /// Print the SQL that creates the outbox table (in the dialect of
+    /// --database) and exit; needs no other flag.
+    #[arg(long)]
+    print_schema: bool,
+
+    /// Seconds between looks at the table when nothing is in flight
+    /// (PostgreSQL also wakes on each commit through LISTEN/NOTIFY).
+    #[arg(long, env = "ORDERLY_PRODUCER_POLL_INTERVAL", value_name = "SECONDS", default_value_t = 1.0,
+          value_parser = parse_seconds)]
+    poll_interval: f64,
+
+    /// Seconds a claimed row is kept from other relays; a row still
+    /// unconfirmed after that (its relay died) is claimed and sent again.
+    #[arg(long, env = "ORDERLY_PRODUCER_CLAIM_LEASE", value_name = "SECONDS", default_value_t = 60.0,
+          value_parser = parse_seconds)]
+    claim_lease: f64,
+}
+
+/// What `relay` was asked to do.
+pub(crate) enum RelayCommand {
+    PrintSchema {
+        database: Database,
+        table: String,
+    },
+    /// Boxed: the settings are large, the other variant small.
+    Run(Box<RelaySettings>),
+}
+
+impl RelayArgs {
+    pub(crate) fn log(&self) -> (&str, LogFormat) {
+        (&self.common.log_level, self.common.log_format)
+    }
+
+    /// The validated settings; a bad --database or --table is bad usage.
+    pub(crate) fn into_command(self) -> anyhow::Result<RelayCommand> {
+        let usage = |text: String| anyhow::Error::new(orderly_cli::ConfigError::Usage(text));
+        let table = validate_table(&self.table).map_err(|e| usage(format!("--table: {e}")))?;
+        let database = match &self.database {
+            Some(url) => Some(Database::parse(url).map_err(|e| usage(format!("--database: {e}")))?),
+            None => None,
+        };
+        if self.print_schema {
+            let database = database.unwrap_or(Database::Postgres(String::new()));
+            return Ok(RelayCommand::PrintSchema { database, table });
+        }
+        let Some(database) = database else {
+            return Err(usage(
+                "relay needs --database URL (sqlite:PATH or postgres://...): the table the application writes".into(),
+            ));
+        };
+        if self.common.outbox.is_some() {
+            return Err(usage("relay takes no --outbox: the database table is its outbox".into()));
+        }
+        Ok(RelayCommand::Run(Box::new(RelaySettings {
+            producer: self.common.producer_config()?,
+            database,
+            table,
+            poll_interval: Duration::from_secs_f64(self.poll_interval),
+            claim_lease: Duration::from_secs_f64(self.claim_lease),
+            answer_timeout: Duration::from_secs_f64(self.common.timeout),
+        })))
+    }
+}
+
 fn parse_peer_id(text: &str) -> Result<String, String> {
     validate_peer_id("producer id", text).map_err(|e| e.to_string())?;
     Ok(text.to_owned())
@@ -239,6 +325,7 @@ pub(crate) fn parse() -> anyhow::Result<Command> {
     let (name, common) = match &cli.command {
         Command::Send(a) => ("send", &a.common),
         Command::Bench(a) => ("bench", &a.common),
+        Command::Relay(a) => ("relay", &a.common),
         Command::Keygen { .. } => return Ok(cli.command),
     };
     let Some(path) = &common.config else { return Ok(cli.command) };

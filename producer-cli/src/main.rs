@@ -1,5 +1,5 @@
 //! `orderly-producer`: the command line over the `orderly_producer`
-//! library — `send`, `bench`, `keygen`.
+//! library — `send`, `bench`, `relay`, `keygen`.
 //!
 //! This binary has a package of its own (`orderly-producer-cli`) rather
 //! than a cargo feature of the library: features are unified across a
@@ -13,6 +13,7 @@
 mod bench;
 mod flags;
 mod progress;
+mod relay;
 mod send;
 mod session;
 
@@ -60,6 +61,18 @@ fn run() -> anyhow::Result<ExitCode> {
         Command::Bench(args) => {
             let stop = start(args.log())?;
             bench::run(args.into_settings()?, &stop)
+        }
+        Command::Relay(args) => {
+            let (level, format) = args.log();
+            let level = level.to_owned();
+            match args.into_command()? {
+                // Prints and exits: no logging, no signals.
+                flags::RelayCommand::PrintSchema { database, table } => Ok(relay::print_schema(&database, &table)),
+                flags::RelayCommand::Run(settings) => {
+                    let stop = start((&level, format))?;
+                    relay::run(*settings, &stop)
+                }
+            }
         }
         Command::Keygen { out } => {
             print!("{}", orderly_security::keys::keygen(&out)?);

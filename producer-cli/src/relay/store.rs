@@ -1,0 +1,169 @@
+//! The outbox table: where it lives (`--database`), its schema in each
+//! dialect, and what the relay asks of it ([`Store`]).
+
+use std::time::Duration;
+
+use super::core::{Marks, Row};
+
+/// Longest table name: PostgreSQL's identifier limit (63 bytes).
+const TABLE_NAME_BYTES_MAX: usize = 63;
+
+/// The database a `--database` URL names.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum Database {
+    /// `sqlite:PATH` (or `sqlite://PATH`): a file on this host.
+    Sqlite(String),
+    /// `postgres://…` or `postgresql://…`: handed to the driver as given.
+    Postgres(String),
+}
+
+impl Database {
+    /// Parses `--database`; the error says which forms are understood.
+    pub(crate) fn parse(url: &str) -> Result<Database, String> {
+        if let Some(path) = url.strip_prefix("sqlite://").or_else(|| url.strip_prefix("sqlite:")) {
+            if path.is_empty() {
+                return Err(format!("{url:?} names no file: write sqlite:/var/lib/shop/app.db"));
+            }
+            return Ok(Database::Sqlite(path.to_owned()));
+        }
+        if url.starts_with("postgres://") || url.starts_with("postgresql://") {
+            return Ok(Database::Postgres(url.to_owned()));
+        }
+        Err(format!(
+            "{url:?} is not a database URL this relay knows: write sqlite:PATH or postgres://USER@HOST:PORT/DBNAME"
+        ))
+    }
+
+    /// The SQL that creates the outbox table (and, for PostgreSQL, the
+    /// trigger that wakes relays), in this database's dialect.
+    pub(crate) fn schema(&self, table: &str) -> String {
+        match self {
+            Database::Sqlite(_) => sqlite_schema(table),
+            Database::Postgres(_) => postgres_schema(table),
+        }
+    }
+}
+
+/// `--table`: interpolated into SQL, so only a plain identifier is taken.
+pub(crate) fn validate_table(name: &str) -> Result<String, String> {
+    let mut chars = name.chars();
+    let first_ok = chars.next().is_some_and(|c| c.is_ascii_lowercase() || c == '_');
+    if !first_ok
+        || name.len() > TABLE_NAME_BYTES_MAX
+        || !name.chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_')
+    {
+        return Err(format!(
+            "{name:?} is not a table name the relay takes: 1 to {TABLE_NAME_BYTES_MAX} of a-z, 0-9 and _, not \
+             starting with a digit (e.g. orderly_outbox)"
+        ));
+    }
+    Ok(name.to_owned())
+}
+
+/// The application writes `order_id` and `items`; every other column is
+/// the relay's. Times are Unix milliseconds (SQLite has no time type),
+/// computed with `julianday`: the application's SQLite may predate
+/// `unixepoch('subsec')` (3.42; Debian 12 ships 3.40), where it is NULL.
+fn sqlite_schema(table: &str) -> String {
+    format!(
+        "-- The orderly outbox (SQLite). Applications write only:\n\
+         --   INSERT INTO {table} (order_id, items) VALUES ('order-1', '[{{\"sku\": \"A1\"}}]');\n\
+         -- in the same transaction as their own change. The other columns belong to `orderly-producer relay`.\n\
+         CREATE TABLE IF NOT EXISTS {table} (\n\
+         \x20   id INTEGER PRIMARY KEY AUTOINCREMENT,\n\
+         \x20   order_id TEXT NOT NULL,\n\
+         \x20   items TEXT NOT NULL CHECK (json_valid(items) AND json_type(items) = 'array'),\n\
+         \x20   created_at INTEGER NOT NULL DEFAULT (CAST((julianday('now') - 2440587.5) * 86400000 AS INTEGER)),\n\
+         \x20   state TEXT NOT NULL DEFAULT 'pending' CHECK (state IN ('pending', 'confirmed', 'rejected')),\n\
+         \x20   claimed_by TEXT,\n\
+         \x20   claimed_until INTEGER,\n\
+         \x20   attempts INTEGER NOT NULL DEFAULT 0,\n\
+         \x20   confirmed_at INTEGER,\n\
+         \x20   error TEXT\n\
+         );\n\
+         CREATE INDEX IF NOT EXISTS {table}_pending ON {table} (id) WHERE state = 'pending';\n"
+    )
+}
+
+/// As [`sqlite_schema`], plus a statement trigger that NOTIFYs channel
+/// `{table}` so relays wake on commit instead of at their next poll.
+fn postgres_schema(table: &str) -> String {
+    format!(
+        "-- The orderly outbox (PostgreSQL). Applications write only:\n\
+         --   INSERT INTO {table} (order_id, items) VALUES ('order-1', '[{{\"sku\": \"A1\"}}]');\n\
+         -- in the same transaction as their own change. The other columns belong to `orderly-producer relay`.\n\
+         CREATE TABLE IF NOT EXISTS {table} (\n\
+         \x20   id bigserial PRIMARY KEY,\n\
+         \x20   order_id text NOT NULL,\n\
+         \x20   items jsonb NOT NULL CHECK (jsonb_typeof(items) = 'array'),\n\
+         \x20   created_at timestamptz NOT NULL DEFAULT clock_timestamp(),\n\
+         \x20   state text NOT NULL DEFAULT 'pending' CHECK (state IN ('pending', 'confirmed', 'rejected')),\n\
+         \x20   claimed_by text,\n\
+         \x20   claimed_until timestamptz,\n\
+         \x20   attempts integer NOT NULL DEFAULT 0,\n\
+         \x20   confirmed_at timestamptz,\n\
+         \x20   error text\n\
+         );\n\
+         CREATE INDEX IF NOT EXISTS {table}_pending ON {table} (id) WHERE state = 'pending';\n\
+         CREATE OR REPLACE FUNCTION {table}_notify() RETURNS trigger LANGUAGE plpgsql AS $$\n\
+         BEGIN\n\
+         \x20   PERFORM pg_notify('{table}', '');\n\
+         \x20   RETURN NULL;\n\
+         END\n\
+         $$;\n\
+         CREATE OR REPLACE TRIGGER {table}_notify AFTER INSERT ON {table}\n\
+         \x20   FOR EACH STATEMENT EXECUTE FUNCTION {table}_notify();\n"
+    )
+}
+
+/// What the relay needs from an outbox table. Every call is one short
+/// transaction: nothing is held open between calls.
+pub(crate) trait Store {
+    /// Claims up to `limit` pending rows, oldest first, whose claim is
+    /// free or has run out, for `lease`.
+    fn claim(&mut self, limit: usize, lease: Duration) -> anyhow::Result<Vec<Row>>;
+    /// Writes what answers and bad rows decided.
+    fn mark(&mut self, marks: &Marks) -> anyhow::Result<()>;
+    /// Age of the oldest pending row (the relay's lag); `None` when none.
+    fn lag(&mut self) -> anyhow::Result<Option<Duration>>;
+    /// Until the first claim on a pending row runs out (zero if one has):
+    /// an idle relay looks again then, to take over a dead relay's rows.
+    /// `None` when no pending row is claimed.
+    fn lease_end(&mut self) -> anyhow::Result<Option<Duration>>;
+    /// Waits up to `timeout` for new rows (a notification where the
+    /// database has them, a plain sleep otherwise).
+    fn wait(&mut self, timeout: Duration) -> anyhow::Result<()>;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn urls_name_the_database_or_say_what_is_understood() {
+        assert_eq!(Database::parse("sqlite:/tmp/a.db"), Ok(Database::Sqlite("/tmp/a.db".into())));
+        assert_eq!(Database::parse("sqlite:///tmp/a.db"), Ok(Database::Sqlite("/tmp/a.db".into())));
+        assert!(matches!(Database::parse("postgres://u@h/db"), Ok(Database::Postgres(_))));
+        let error = Database::parse("mysql://h/db").unwrap_err();
+        assert!(error.contains("sqlite:PATH") && error.contains("postgres://"), "{error}");
+        assert!(Database::parse("sqlite:").unwrap_err().contains("names no file"));
+    }
+
+    #[test]
+    fn table_names_are_plain_identifiers() {
+        assert!(validate_table("orderly_outbox").is_ok());
+        for bad in ["", "1abc", "a-b", "a; DROP TABLE x", "Outbox", &"a".repeat(64)] {
+            assert!(validate_table(bad).is_err(), "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn each_dialect_has_the_application_columns() {
+        for database in [Database::Sqlite("x".into()), Database::Postgres("postgres://x".into())] {
+            let sql = database.schema("t_out");
+            assert!(sql.contains("CREATE TABLE IF NOT EXISTS t_out") && sql.contains("order_id"), "{sql}");
+        }
+        assert!(Database::Postgres(String::new()).schema("t").contains("items jsonb"));
+        assert!(Database::Postgres(String::new()).schema("t").contains("pg_notify('t'"));
+    }
+}

@@ -1,0 +1,239 @@
+//! What the relay tests share: a real broker and worker on free loopback
+//! ports, relays as child processes, and waiting with a deadline. Every
+//! process is killed (by its own handle, so by PID) when its guard drops,
+//! even when the test fails.
+
+#![allow(dead_code)]
+
+use std::collections::BTreeSet;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+/// A child process killed (SIGKILL) and reaped on drop.
+pub struct Guard(pub Child);
+
+impl Guard {
+    /// The process id (a relay's `claimed_by` is `ID:PID`).
+    pub fn pid(&self) -> u32 {
+        self.0.id()
+    }
+
+    /// kill -9, and wait for it to be gone.
+    pub fn kill(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+impl Drop for Guard {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+/// A loopback endpoint on a port free a moment ago.
+pub fn free_endpoint() -> String {
+    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    format!("tcp://127.0.0.1:{port}")
+}
+
+/// A binary of the workspace, next to this package's (the broker and the
+/// worker are other packages: build them first).
+pub fn workspace_bin(name: &str) -> PathBuf {
+    let producer = assert_cmd::cargo::cargo_bin("orderly-producer");
+    let path = producer.parent().unwrap().join(name);
+    assert!(path.exists(), "{} is missing: run `cargo build -p {name}` first", path.display());
+    path
+}
+
+pub struct Broker {
+    pub intake: String,
+    pub fanout: String,
+    pub control: String,
+    process: Guard,
+}
+
+impl Broker {
+    /// SIGSTOP: the broker takes nothing and confirms nothing until
+    /// [`Broker::resume`], so what a relay sends stays unconfirmed.
+    pub fn pause(&self) {
+        signal(self.process.0.id(), "STOP");
+    }
+
+    /// SIGCONT after [`Broker::pause`].
+    pub fn resume(&self) {
+        signal(self.process.0.id(), "CONT");
+    }
+}
+
+/// Sends a signal to a process this test started, by its PID.
+fn signal(pid: u32, name: &str) {
+    let status = Command::new("kill").arg(format!("-{name}")).arg(pid.to_string()).status().expect("run kill");
+    assert!(status.success(), "kill -{name} {pid} failed");
+}
+
+/// A broker with its journal in `dir`; ready when the relay's handshake
+/// is answered (the producer library waits for it).
+pub fn start_broker(dir: &Path) -> Broker {
+    let (intake, fanout, control) = (free_endpoint(), free_endpoint(), free_endpoint());
+    let child = Command::new(workspace_bin("orderly-broker"))
+        .args(["run", "--admin", "off", "--data-dir"])
+        .arg(dir)
+        .args(["--intake", &intake, "--fanout", &fanout, "--control", &control])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("start the broker");
+    Broker { intake, fanout, control, process: Guard(child) }
+}
+
+/// A worker writing each order to `sink/<producer>/<order id>.json`.
+pub fn start_worker(broker: &Broker, sink: &Path) -> Guard {
+    let child = Command::new(workspace_bin("orderly-worker"))
+        .args(["run", "--id", "w1", "--fanout", &broker.fanout, "--control", &broker.control, "--sink"])
+        .arg(sink)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("start the worker");
+    Guard(child)
+}
+
+/// `orderly-producer relay` on `database`, looking at the table every
+/// `poll_interval` seconds when idle, with a short lease so a killed
+/// relay's rows come back within a second.
+pub fn start_relay(broker: &Broker, database: &str, poll_interval: &str) -> Guard {
+    let child = Command::new(assert_cmd::cargo::cargo_bin("orderly-producer"))
+        .args(["relay", "--id", "shop-1", "--intake", &broker.intake, "--fanout", &broker.fanout])
+        .args([
+            "--database",
+            database,
+            "--poll-interval",
+            poll_interval,
+            "--claim-lease",
+            "1",
+            "--confirm-timeout",
+            "1",
+        ])
+        .env_remove("RUST_LOG")
+        .stdout(Stdio::null())
+        .spawn()
+        .expect("start the relay");
+    Guard(child)
+}
+
+/// The relay's `--print-schema` for `database`.
+pub fn schema(database: &str) -> String {
+    let output = Command::new(assert_cmd::cargo::cargo_bin("orderly-producer"))
+        .args(["relay", "--print-schema", "--database", database])
+        .output()
+        .expect("run --print-schema");
+    assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
+    String::from_utf8(output.stdout).unwrap()
+}
+
+/// Polls `check` every 50 ms until it holds; panics with `what` at the
+/// deadline.
+pub fn wait_for(what: &str, timeout: Duration, mut check: impl FnMut() -> bool) {
+    let deadline = Instant::now() + timeout;
+    while !check() {
+        assert!(Instant::now() < deadline, "timed out after {timeout:?} waiting for {what}");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// Order ids the worker wrote to the sink for producer `shop-1`.
+pub fn delivered(sink: &Path) -> BTreeSet<String> {
+    let Ok(entries) = std::fs::read_dir(sink.join("shop-1")) else { return BTreeSet::new() };
+    entries.filter_map(|entry| entry.ok()?.file_name().to_str()?.strip_suffix(".json").map(str::to_owned)).collect()
+}
+
+/// A private PostgreSQL (Debian's `postgresql` package): `initdb` on a
+/// fresh directory and `pg_ctl start` on a free port, as the `postgres`
+/// user when the test runs as root (PostgreSQL refuses root); stopped
+/// (`pg_ctl stop -m immediate`) on drop, even when the test fails.
+pub struct Postgres {
+    /// `postgres://postgres@127.0.0.1:PORT/postgres`
+    pub url: String,
+    data: PathBuf,
+    _dir: tempfile::TempDir,
+}
+
+/// The PostgreSQL server programs: on PATH, or Debian's versioned
+/// directory.
+fn pg_bin(name: &str) -> PathBuf {
+    if let Ok(output) = Command::new("sh").args(["-c", &format!("command -v {name}")]).output() {
+        let path = String::from_utf8_lossy(&output.stdout).trim().to_owned();
+        if output.status.success() && !path.is_empty() {
+            return PathBuf::from(path);
+        }
+    }
+    let found = std::fs::read_dir("/usr/lib/postgresql")
+        .ok()
+        .and_then(|versions| versions.filter_map(|v| Some(v.ok()?.path().join("bin").join(name))).find(|p| p.exists()));
+    found.unwrap_or_else(|| {
+        panic!("{name} not found: install PostgreSQL (apt-get install -y postgresql, as scripts/setup.sh does)")
+    })
+}
+
+/// Runs a PostgreSQL program as `postgres` when we are root.
+fn as_postgres(program: &Path) -> Command {
+    if is_root() {
+        let mut command = Command::new("runuser");
+        command.args(["-u", "postgres", "--"]).arg(program);
+        command
+    } else {
+        Command::new(program)
+    }
+}
+
+impl Postgres {
+    pub fn start() -> Postgres {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let data = dir.path().join("data");
+        std::fs::create_dir(&data).unwrap();
+        // The postgres user must reach and own its directories.
+        let chown = Command::new("chown").args(["-R", "postgres:postgres"]).arg(dir.path()).status();
+        assert!(chown.is_ok_and(|s| s.success()) || !is_root(), "cannot chown the PostgreSQL directory to postgres");
+        let status = as_postgres(&pg_bin("initdb"))
+            .args(["-A", "trust", "-U", "postgres", "--no-sync", "-D"])
+            .arg(&data)
+            .stdout(Stdio::null())
+            .status()
+            .expect("run initdb");
+        assert!(status.success(), "initdb failed");
+        let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+        let options = format!(
+            "-p {port} -k {} -c listen_addresses=127.0.0.1 -c fsync=off -c synchronous_commit=off",
+            dir.path().display()
+        );
+        let status = as_postgres(&pg_bin("pg_ctl"))
+            .args(["-w", "-t", "30", "-o", &options, "-l"])
+            .arg(dir.path().join("server.log"))
+            .arg("-D")
+            .arg(&data)
+            .arg("start")
+            .stdout(Stdio::null())
+            .status()
+            .expect("run pg_ctl start");
+        let postgres = Postgres { url: format!("postgres://postgres@127.0.0.1:{port}/postgres"), data, _dir: dir };
+        assert!(status.success(), "pg_ctl start failed (see server.log in the test's directory)");
+        postgres
+    }
+}
+
+fn is_root() -> bool {
+    Command::new("id").arg("-u").output().map(|o| o.stdout.starts_with(b"0\n")).unwrap_or(false)
+}
+
+impl Drop for Postgres {
+    fn drop(&mut self) {
+        let _ = as_postgres(&pg_bin("pg_ctl"))
+            .args(["-m", "immediate", "-D"])
+            .arg(&self.data)
+            .arg("stop")
+            .stdout(Stdio::null())
+            .status();
+    }
+}
