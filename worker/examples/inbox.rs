@@ -43,14 +43,14 @@ const BUSINESS_SCHEMA: &str = "\
 CREATE TABLE IF NOT EXISTS applied (
     producer text NOT NULL,
     order_id text NOT NULL,
-    items integer NOT NULL,
-    times integer NOT NULL,
+    items bigint NOT NULL,
+    times bigint NOT NULL,
     PRIMARY KEY (producer, order_id)
 );
 CREATE TABLE IF NOT EXISTS deliveries (
     producer text NOT NULL,
     order_id text NOT NULL,
-    attempt integer NOT NULL
+    attempt bigint NOT NULL
 );
 ";
 const COUNT_DELIVERY: &str = "INSERT INTO deliveries (producer, order_id, attempt) VALUES ($1, $2, $3)";
@@ -141,7 +141,10 @@ impl Handler for Apply {
         };
         // A failed transaction rolls back on drop; the connection is
         // dropped too, so a broken one is not reused.
-        self.apply(&mut connection, order)?;
+        if let Err(failure) = self.apply(&mut connection, order) {
+            eprintln!("inbox example: order {}: {} (retried)", order.order.id, failure.reason);
+            return Err(failure);
+        }
         self.idle.lock().expect("no panics while held").push(connection);
         std::thread::sleep(self.linger);
         Ok(())
