@@ -6,7 +6,11 @@ from __future__ import annotations
 
 import importlib.util
 import os
+import pathlib
+import shutil
 import sqlite3
+import subprocess
+import tempfile
 import threading
 
 import orderly
@@ -91,3 +95,78 @@ def test_redelivered_orders_are_applied_once(broker, python_worker, tmp_path):
     assert count("SELECT COUNT(*) FROM applied WHERE times <> 1") == 0, "an order was applied twice"
     assert count("SELECT COUNT(*) FROM orderly_inbox") == orders
     assert count("SELECT COUNT(*) FROM deliveries") == orders + orders // 4, "the redeliveries reached the handler"
+
+
+def _pg_bin(name: str) -> str:
+    found = shutil.which(name)
+    if found:
+        return found
+    for version in sorted(os.listdir("/usr/lib/postgresql"), reverse=True) if os.path.isdir("/usr/lib/postgresql") else []:
+        path = f"/usr/lib/postgresql/{version}/bin/{name}"
+        if os.access(path, os.X_OK):
+            return path
+    pytest.fail(f"{name} not found: install PostgreSQL (apt-get install -y postgresql, as scripts/setup.sh does)")
+
+
+def _as_postgres(args: list) -> list:
+    # PostgreSQL refuses to run as root (CI runs as root).
+    return ["runuser", "-u", "postgres", "--", *args] if os.geteuid() == 0 else args
+
+
+@pytest.fixture
+def postgres_url():
+    """A private PostgreSQL (initdb + pg_ctl on a free port), stopped and
+    removed at the end. In /tmp, not pytest's tmp_path: the postgres user
+    must reach it (pytest's base directory is root's alone)."""
+    from conftest import free_port
+
+    base = pathlib.Path(tempfile.mkdtemp(prefix="orderly-pg-"))
+    data = base / "data"
+    data.mkdir()
+    if os.geteuid() == 0:
+        subprocess.run(["chown", "-R", "postgres:postgres", str(base)], check=True)
+    port = free_port()
+    options = f"-p {port} -k {base} -c listen_addresses=127.0.0.1 -c fsync=off"
+    pg_ctl = _pg_bin("pg_ctl")
+    try:
+        subprocess.run(
+            _as_postgres([_pg_bin("initdb"), "-A", "trust", "-U", "postgres", "--no-sync", "-D", str(data)]),
+            check=True, stdout=subprocess.DEVNULL, timeout=120,
+        )
+        subprocess.run(
+            _as_postgres([pg_ctl, "-w", "-t", "30", "-o", options, "-l", str(base / "server.log"), "-D", str(data),
+                          "start"]),
+            check=True, stdout=subprocess.DEVNULL, timeout=60,
+        )
+        yield f"postgresql://postgres@127.0.0.1:{port}/postgres"
+    finally:
+        subprocess.run(_as_postgres([pg_ctl, "-m", "immediate", "-D", str(data), "stop"]), stdout=subprocess.DEVNULL, timeout=60)
+        shutil.rmtree(base, ignore_errors=True)
+
+
+def test_postgres_claims_and_a_concurrent_duplicate_waits(postgres_url):
+    psycopg = pytest.importorskip("psycopg")
+    inbox = Inbox()
+    with psycopg.connect(postgres_url, autocommit=True) as db:
+        db.execute(inbox.schema("postgres"))
+    with psycopg.connect(postgres_url) as first, psycopg.connect(postgres_url) as second:
+        cur = first.cursor()
+        assert inbox.claim(cur, ("shop", "o-1")) is True, "psycopg's %s parameters are chosen from the cursor"
+        assert inbox.claim(cur, ("shop", "o-1")) is False
+        # The same order in a second transaction while the first is open:
+        # the insert waits for the first transaction, then sees its commit.
+        answer = []
+        other = threading.Thread(target=lambda: answer.append(inbox.claim(second.cursor(), ("shop", "o-1"))))
+        other.start()
+        other.join(timeout=0.5)
+        assert other.is_alive(), "the second claim must wait for the first transaction"
+        first.commit()
+        other.join(timeout=10)
+        assert answer == [False]
+        second.commit()
+        # A rolled-back claim is forgotten.
+        assert inbox.once(cur, ("shop", "o-2"), lambda c: 1) == (True, 1)
+        first.rollback()
+        assert inbox.once(cur, ("shop", "o-2"), lambda c: 2) == (True, 2)
+        first.commit()
+        assert cur.execute("SELECT COUNT(*) FROM orderly_inbox").fetchone()[0] == 2
