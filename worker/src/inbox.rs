@@ -25,7 +25,7 @@
 //! ```
 //!
 //! A handler (PostgreSQL; SQLite is the same with `rusqlite` and
-//! [`Inbox::once_sqlite`]):
+//! `Inbox::once_sqlite`):
 //!
 //! ```no_run
 //! # #[cfg(feature = "inbox-postgres")]
@@ -217,7 +217,7 @@ impl Inbox {
         work(tx).map(Some)
     }
 
-    /// [`Inbox::claim_postgres`] for SQLite: true the first time, false
+    /// `Inbox::claim_postgres` for SQLite: true the first time, false
     /// for a duplicate.
     #[cfg(feature = "inbox-sqlite")]
     pub fn claim_sqlite(&self, tx: &rusqlite::Transaction<'_>, order: &OrderKey) -> Result<bool, InboxError> {
@@ -225,7 +225,7 @@ impl Inbox {
         Ok(inserted == 1)
     }
 
-    /// [`Inbox::once_postgres`] for SQLite.
+    /// `Inbox::once_postgres` for SQLite.
     #[cfg(feature = "inbox-sqlite")]
     pub fn once_sqlite<T, E: From<InboxError>>(
         &self,
