@@ -11,6 +11,8 @@ scripts/setup.sh
 cargo fmt --all -- --check
 cargo clippy --workspace --all-targets --quiet -- -D warnings
 cargo build --workspace --bins --quiet
+# The inbox example is the handler process of producer-cli's exactly-once tests.
+cargo build -p orderly-worker --examples --features inbox-sqlite,inbox-postgres --quiet
 if cargo nextest --version >/dev/null 2>&1; then
     cargo nextest run --workspace --no-fail-fast
 else

@@ -44,6 +44,7 @@
 
 pub mod core;
 pub mod handler;
+pub mod inbox;
 pub mod io;
 pub mod metrics;
 pub mod serve;

@@ -65,10 +65,15 @@ impl Broker {
     pub fn resume(&self) {
         signal(self.process.0.id(), "CONT");
     }
+
+    /// kill -9 (restart it with [`start_broker_on`] and its endpoints).
+    pub fn kill(&mut self) {
+        self.process.kill();
+    }
 }
 
 /// Sends a signal to a process this test started, by its PID.
-fn signal(pid: u32, name: &str) {
+pub fn signal(pid: u32, name: &str) {
     let status = Command::new("kill").arg(format!("-{name}")).arg(pid.to_string()).status().expect("run kill");
     assert!(status.success(), "kill -{name} {pid} failed");
 }
@@ -76,7 +81,12 @@ fn signal(pid: u32, name: &str) {
 /// A broker with its journal in `dir`; ready when the relay's handshake
 /// is answered (the producer library waits for it).
 pub fn start_broker(dir: &Path) -> Broker {
-    let (intake, fanout, control) = (free_endpoint(), free_endpoint(), free_endpoint());
+    start_broker_on(dir, free_endpoint(), free_endpoint(), free_endpoint())
+}
+
+/// A broker on these endpoints: [`start_broker`], or a restart after
+/// [`Broker::kill`] on the same data dir and ports.
+pub fn start_broker_on(dir: &Path, intake: String, fanout: String, control: String) -> Broker {
     let child = Command::new(workspace_bin("orderly-broker"))
         .args(["run", "--admin", "off", "--data-dir"])
         .arg(dir)
@@ -104,6 +114,11 @@ pub fn start_worker(broker: &Broker, sink: &Path) -> Guard {
 /// `poll_interval` seconds when idle, with a short lease so a killed
 /// relay's rows come back within a second.
 pub fn start_relay(broker: &Broker, database: &str, poll_interval: &str) -> Guard {
+    start_relay_to(broker, database, poll_interval, Stdio::null())
+}
+
+/// [`start_relay`] with its stdout (the closing tally) sent to `stdout`.
+pub fn start_relay_to(broker: &Broker, database: &str, poll_interval: &str, stdout: Stdio) -> Guard {
     let child = Command::new(assert_cmd::cargo::cargo_bin("orderly-producer"))
         .args(["relay", "--id", "shop-1", "--intake", &broker.intake, "--fanout", &broker.fanout])
         .args([
@@ -117,7 +132,7 @@ pub fn start_relay(broker: &Broker, database: &str, poll_interval: &str) -> Guar
             "1",
         ])
         .env_remove("RUST_LOG")
-        .stdout(Stdio::null())
+        .stdout(stdout)
         .spawn()
         .expect("start the relay");
     Guard(child)

@@ -3,6 +3,8 @@
 - :class:`Producer` sends orders to a broker and reports which it confirmed.
 - :class:`Worker` runs a handler for every order a broker dispatches.
 - :func:`serve` is the handler side of ``orderly-worker run --serve CMD``.
+- :class:`Inbox` (``orderly.inbox``) makes a handler's database change
+  happen once per order, although an order may be delivered twice.
 - :class:`Curve` holds CURVE keys; ``group="group.toml"`` follows a broker
   group's leader.
 """
@@ -18,6 +20,7 @@ from .errors import (
     ProtocolError,
     Rejected,
 )
+from .inbox import Inbox
 from .producer import Producer, Receipt
 from .serve import serve
 from .worker import Worker
@@ -31,6 +34,7 @@ __all__ = [
     "Curve",
     "DecodeError",
     "Fatal",
+    "Inbox",
     "Member",
     "Order",
     "OrderlyError",
