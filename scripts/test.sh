@@ -9,14 +9,17 @@ cd "$ROOT"
 
 scripts/setup.sh
 cargo fmt --all -- --check
-cargo clippy --workspace --all-targets --quiet -- -D warnings
+# The worker library's optional inbox (its tests and example) is linted and
+# tested too: the features are named here, off by default in the library.
+INBOX_FEATURES=orderly-worker/inbox-sqlite,orderly-worker/inbox-postgres
+cargo clippy --workspace --all-targets --features "$INBOX_FEATURES" --quiet -- -D warnings
 cargo build --workspace --bins --quiet
 # The inbox example is the handler process of producer-cli's exactly-once tests.
 cargo build -p orderly-worker --examples --features inbox-sqlite,inbox-postgres --quiet
 if cargo nextest --version >/dev/null 2>&1; then
-    cargo nextest run --workspace --no-fail-fast
+    cargo nextest run --workspace --features "$INBOX_FEATURES" --no-fail-fast
 else
-    cargo test --workspace --no-fail-fast
+    cargo test --workspace --features "$INBOX_FEATURES" --no-fail-fast
 fi
 # A short fuzzing run of the wire decoder and the journal reader.
 scripts/fuzz.sh "${ORDERLY_FUZZ_SECONDS:-20}"
