@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use anyhow::Context;
 use clap::{CommandFactory, Parser, Subcommand};
-use orderly_cli::{merge_config_path, parse_log_level, LogFormat};
+use orderly_cli::{merge_config_path, parse_log_level, DurationArg, LogFormat};
 use orderly_common::ids::validate_peer_id;
 use orderly_common::limits::{ITEM_BYTES_MAX, ORDER_ITEMS_MAX};
 use orderly_common::members::Members;
@@ -22,6 +22,9 @@ use crate::relay::RelaySettings;
 /// Bounds of a duration flag, in seconds (a NaN or infinity is refused too).
 const SECONDS_MIN: f64 = 0.001;
 pub(crate) const SECONDS_MAX: f64 = 1e9;
+/// Longest `relay --retention`: ten years, far past any need, and well
+/// inside what the databases' interval arithmetic takes.
+const RETENTION_SECS_MAX: u64 = 10 * 365 * 24 * 3600;
 /// Bounds of `bench --rate`, in orders per second (0 is allowed too: no pacing).
 const RATE_MIN: f64 = 0.001;
 const RATE_MAX: f64 = 1e9;
@@ -240,6 +243,29 @@ pub(crate) struct RelayArgs {
     #[arg(long, env = "ORDERLY_PRODUCER_CLAIM_LEASE", value_name = "SECONDS", default_value_t = 60.0,
           value_parser = parse_seconds)]
     claim_lease: f64,
+
+    /// How long confirmed rows stay in the table: older ones are deleted
+    /// (or moved to --archive-table) in batches, looked for every 10 s (or
+    /// every half retention, when shorter). The default
+    /// keeps a day to answer "was order X sent, and when?" while the
+    /// table stays small. `0` removes rows as soon as they are confirmed.
+    /// Rejected rows are never removed: they wait for the operator (see
+    /// their `error` column; set `state = 'pending'` to send one again).
+    /// A bare number is seconds; `24h`, `7days`, `30m` work too.
+    #[arg(long, env = "ORDERLY_PRODUCER_RETENTION", value_name = "DURATION", default_value = "24h",
+          value_parser = DurationArg::secs().range(0..=RETENTION_SECS_MAX))]
+    retention: u64,
+
+    /// Move confirmed rows past --retention into this table (same columns;
+    /// --print-schema prints it too) instead of deleting them: copy and
+    /// delete in one transaction.
+    #[arg(long, env = "ORDERLY_PRODUCER_ARCHIVE_TABLE", value_name = "NAME")]
+    archive_table: Option<String>,
+
+    /// Serve Prometheus metrics on HOST:PORT (GET /metrics): lag, rows
+    /// claimed, resent, confirmed, rejected, in flight, retired.
+    #[arg(long, env = "ORDERLY_PRODUCER_METRICS", value_name = "HOST:PORT")]
+    metrics: Option<std::net::SocketAddr>,
 }
 
 /// What `relay` was asked to do.
@@ -247,6 +273,7 @@ pub(crate) enum RelayCommand {
     PrintSchema {
         database: Database,
         table: String,
+        archive: Option<String>,
     },
     /// Boxed: the settings are large, the other variant small.
     Run(Box<RelaySettings>),
@@ -265,9 +292,21 @@ impl RelayArgs {
             Some(url) => Some(Database::parse(url).map_err(|e| usage(format!("--database: {e}")))?),
             None => None,
         };
+        let archive = match &self.archive_table {
+            Some(name) => {
+                let name = validate_table(name).map_err(|e| usage(format!("--archive-table: {e}")))?;
+                if name == table {
+                    return Err(usage(format!(
+                        "--archive-table {name} is the outbox table itself: name another table, e.g. {table}_archive"
+                    )));
+                }
+                Some(name)
+            }
+            None => None,
+        };
         if self.print_schema {
             let database = database.unwrap_or(Database::Postgres(String::new()));
-            return Ok(RelayCommand::PrintSchema { database, table });
+            return Ok(RelayCommand::PrintSchema { database, table, archive });
         }
         let Some(database) = database else {
             return Err(usage(
@@ -284,6 +323,9 @@ impl RelayArgs {
             poll_interval: Duration::from_secs_f64(self.poll_interval),
             claim_lease: Duration::from_secs_f64(self.claim_lease),
             answer_timeout: Duration::from_secs_f64(self.common.timeout),
+            retention: Duration::from_secs(self.retention),
+            archive_table: archive,
+            metrics: self.metrics,
         })))
     }
 }
