@@ -144,7 +144,10 @@ pub(crate) fn run(settings: RelaySettings, stop: &AtomicBool) -> anyhow::Result<
     let mut core = RelayCore::new(window);
     let mut tally = Tally::default();
     let now = Instant::now();
-    let mut chores = Chores { lag_logged: now, lag_read: now, renewed: now, retired: now - RETENTION_INTERVAL };
+    // The first look for old rows at once (checked: an Instant cannot go
+    // before the clock's start, e.g. just after boot).
+    let retired = now.checked_sub(RETENTION_INTERVAL).unwrap_or(now);
+    let mut chores = Chores { lag_logged: now, lag_read: now, renewed: now, retired };
     tracing::info!(table = %settings.table, window, "relay started");
     while !stop.load(Ordering::Relaxed) {
         let claimed = claim_and_send(&mut *store, &mut core, &mut producer, &settings, &mut tally)?;
