@@ -14,6 +14,8 @@ use std::ffi::OsString;
 use clap::parser::ValueSource;
 use clap::{ArgAction, ArgMatches, Command};
 
+#[cfg(feature = "http")]
+pub mod http;
 mod logging;
 pub mod systemd;
 mod units;

@@ -7,8 +7,8 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use anyhow::Context;
-use clap::{CommandFactory, Parser, Subcommand};
-use orderly_cli::{merge_config_path, parse_log_level, LogFormat};
+use clap::{CommandFactory, FromArgMatches, Parser, Subcommand};
+use orderly_cli::{merge_config_path, parse_log_level, DurationArg, LogFormat};
 use orderly_common::ids::validate_peer_id;
 use orderly_common::limits::{ITEM_BYTES_MAX, ORDER_ITEMS_MAX};
 use orderly_common::members::Members;
@@ -22,6 +22,9 @@ use crate::relay::RelaySettings;
 /// Bounds of a duration flag, in seconds (a NaN or infinity is refused too).
 const SECONDS_MIN: f64 = 0.001;
 pub(crate) const SECONDS_MAX: f64 = 1e9;
+/// Longest `relay --retention`: ten years, far past any need, and well
+/// inside what the databases' interval arithmetic takes.
+const RETENTION_SECS_MAX: u64 = 10 * 365 * 24 * 3600;
 /// Bounds of `bench --rate`, in orders per second (0 is allowed too: no pacing).
 const RATE_MIN: f64 = 0.001;
 const RATE_MAX: f64 = 1e9;
@@ -49,6 +52,37 @@ Exit codes: 0 every order confirmed; 1 runtime failure; 2 bad usage;
 Every flag can also come from an ORDERLY_PRODUCER_* environment variable or
 a TOML file given with --config (flags > environment > file > defaults).";
 
+/// What `relay --help` teaches after the flags.
+const RELAY_GUIDE: &str = "\
+The application writes one row per order, in the same transaction as its own change:
+
+  INSERT INTO orderly_outbox (order_id, items) VALUES ('order-1', '[{\"sku\": \"A1\", \"qty\": 2}]');
+
+  order_id  unique per --id (the broker deduplicates by it; up to 256 bytes)
+  items     a JSON array, one element per item
+
+Create the table with --print-schema. The relay claims committed rows (FOR UPDATE SKIP LOCKED on
+PostgreSQL: several relays may share a table, with one --id), sends each as an order and marks it
+confirmed only once the broker confirms. A relay killed at any point sends its unconfirmed rows
+again after --claim-lease, and the broker's dedup window makes that harmless. Rows in flight have
+their claims renewed, so a slow broker does not cause resends.
+
+--database URL forms:
+  sqlite:PATH  (or sqlite://PATH)                      a SQLite file on this host
+  postgres://USER[:PASSWORD]@HOST[:PORT]/DBNAME          (or postgresql://)
+  postgresql:///DBNAME?user=USER&host=/run/postgresql    through the local socket
+
+Examples:
+  orderly-producer relay --print-schema --database sqlite:/var/lib/shop/app.db | sqlite3 /var/lib/shop/app.db
+  orderly-producer relay --print-schema --archive-table orderly_outbox_archive | psql postgres://shop@db/shop
+  orderly-producer relay --id shop-1 --intake tcp://broker:5570 --fanout tcp://broker:5571 \\
+      --database postgres://shop@db/shop --metrics 127.0.0.1:9464
+  orderly-producer relay --id shop-1 --group /etc/orderly/group.toml --database sqlite:/var/lib/shop/app.db \\
+      --retention 7days --archive-table orderly_outbox_archive
+
+Runs until SIGTERM or SIGINT (exit 0, after waiting up to --timeout for answers); 1 on a runtime
+failure (database or broker lost); 2 on bad usage.";
+
 #[derive(Subcommand, Debug)]
 pub(crate) enum Command {
     /// Send orders read as JSON lines: {"id": "...", "items": [<any JSON>, ...]}.
@@ -59,6 +93,7 @@ pub(crate) enum Command {
     /// Relay a transactional outbox table to the broker: rows the
     /// application INSERTed as (order_id, items) in its own transactions
     /// are sent as orders and marked confirmed once the broker confirms.
+    #[command(after_long_help = RELAY_GUIDE, after_help = "Run `orderly-producer relay --help` for the INSERT to write, the URL forms and examples.")]
     Relay(RelayArgs),
     /// Write a new CURVE key pair: PREFIX.key (secret, mode 0600) and
     /// PREFIX.pub (public: add it to the broker's authorized keys as
@@ -211,9 +246,6 @@ pub(crate) struct BenchArgs {
 
 #[derive(clap::Args, Debug)]
 pub(crate) struct RelayArgs {
-    #[command(flatten)]
-    common: Common,
-
     /// The database holding the outbox table: sqlite:PATH or
     /// postgres://USER@HOST:PORT/DBNAME (with --print-schema: picks the
     /// dialect, PostgreSQL when absent).
@@ -240,6 +272,33 @@ pub(crate) struct RelayArgs {
     #[arg(long, env = "ORDERLY_PRODUCER_CLAIM_LEASE", value_name = "SECONDS", default_value_t = 60.0,
           value_parser = parse_seconds)]
     claim_lease: f64,
+
+    /// How long confirmed rows stay in the table: older ones are deleted
+    /// (or moved to --archive-table) in batches, looked for every 10 s (or
+    /// every half retention, when shorter). The default
+    /// keeps a day to answer "was order X sent, and when?" while the
+    /// table stays small. `0` removes rows as soon as they are confirmed.
+    /// Rejected rows are never removed: they wait for the operator (see
+    /// their `error` column; set `state = 'pending'` to send one again).
+    /// A bare number is seconds; `24h`, `7days`, `30m` work too.
+    #[arg(long, env = "ORDERLY_PRODUCER_RETENTION", value_name = "DURATION", default_value = "24h",
+          value_parser = DurationArg::secs().range(0..=RETENTION_SECS_MAX))]
+    retention: u64,
+
+    /// Move confirmed rows past --retention into this table (same columns;
+    /// --print-schema prints it too) instead of deleting them: copy and
+    /// delete in one transaction.
+    #[arg(long, env = "ORDERLY_PRODUCER_ARCHIVE_TABLE", value_name = "NAME")]
+    archive_table: Option<String>,
+
+    /// Serve Prometheus metrics on HOST:PORT (GET /metrics): lag, rows
+    /// claimed, resent, confirmed, rejected, in flight, retired.
+    #[arg(long, env = "ORDERLY_PRODUCER_METRICS", value_name = "HOST:PORT")]
+    metrics: Option<std::net::SocketAddr>,
+
+    /// Last, so `relay --help` shows the relay's own flags first.
+    #[command(flatten)]
+    common: Common,
 }
 
 /// What `relay` was asked to do.
@@ -247,6 +306,7 @@ pub(crate) enum RelayCommand {
     PrintSchema {
         database: Database,
         table: String,
+        archive: Option<String>,
     },
     /// Boxed: the settings are large, the other variant small.
     Run(Box<RelaySettings>),
@@ -265,9 +325,21 @@ impl RelayArgs {
             Some(url) => Some(Database::parse(url).map_err(|e| usage(format!("--database: {e}")))?),
             None => None,
         };
+        let archive = match &self.archive_table {
+            Some(name) => {
+                let name = validate_table(name).map_err(|e| usage(format!("--archive-table: {e}")))?;
+                if name == table {
+                    return Err(usage(format!(
+                        "--archive-table {name} is the outbox table itself: name another table, e.g. {table}_archive"
+                    )));
+                }
+                Some(name)
+            }
+            None => None,
+        };
         if self.print_schema {
             let database = database.unwrap_or(Database::Postgres(String::new()));
-            return Ok(RelayCommand::PrintSchema { database, table });
+            return Ok(RelayCommand::PrintSchema { database, table, archive });
         }
         let Some(database) = database else {
             return Err(usage(
@@ -284,6 +356,9 @@ impl RelayArgs {
             poll_interval: Duration::from_secs_f64(self.poll_interval),
             claim_lease: Duration::from_secs_f64(self.claim_lease),
             answer_timeout: Duration::from_secs_f64(self.common.timeout),
+            retention: Duration::from_secs(self.retention),
+            archive_table: archive,
+            metrics: self.metrics,
         })))
     }
 }
@@ -321,7 +396,7 @@ fn parse_rate(text: &str) -> Result<f64, String> {
 /// error (code 2).
 pub(crate) fn parse() -> anyhow::Result<Command> {
     let args: Vec<OsString> = std::env::args_os().collect();
-    let cli = Cli::parse_from(&args);
+    let cli = parse_from(&args);
     let (name, common) = match &cli.command {
         Command::Send(a) => ("send", &a.common),
         Command::Bench(a) => ("bench", &a.common),
@@ -330,8 +405,42 @@ pub(crate) fn parse() -> anyhow::Result<Command> {
     };
     let Some(path) = &common.config else { return Ok(cli.command) };
     // A missing or bad file is a ConfigError: exit 2, naming the file.
-    let merged = merge_config_path(Cli::command(), args, name, path)?;
-    Ok(Cli::parse_from(merged).command)
+    let merged = merge_config_path(command(), args, name, path)?;
+    Ok(parse_from(&merged).command)
+}
+
+/// The command line, with `relay`'s help told for the relay: the shared
+/// flags that mean something else there say so, and `--outbox` (refused:
+/// the table is the relay's outbox) is hidden but still named in its error.
+fn command() -> clap::Command {
+    Cli::command().mut_subcommand("relay", |relay| {
+        relay
+            .mut_arg("outbox", |arg| arg.hide(true))
+            .mut_arg("id", |arg| {
+                arg.help(
+                    "The relay's producer id ([A-Za-z0-9._-], up to 64 bytes): the broker deduplicates by id and \
+                     order_id. Every relay on one table runs with the same --id, kept across restarts, so a row two \
+                     of them (or a restarted one) sent is processed once",
+                )
+            })
+            .mut_arg("window", |arg| {
+                arg.help("Rows sent but not yet answered, at most (each claim takes up to 256 rows)")
+            })
+            .mut_arg("timeout", |arg| {
+                arg.help(
+                    "Seconds to wait for the broker's handshake and for room in a full window; at SIGTERM or \
+                     SIGINT, how long to wait for answers to what was sent. A bare number is seconds; `1m`, \
+                     `500ms` work too",
+                )
+            })
+    })
+}
+
+/// [`Cli::parse_from`] over [`command`]: a bad flag exits with clap's
+/// usage error (code 2).
+fn parse_from(args: &[OsString]) -> Cli {
+    let matches = command().get_matches_from(args);
+    Cli::from_arg_matches(&matches).unwrap_or_else(|error| error.exit())
 }
 
 /// What `send` and `bench` share: the library's configuration and how long

@@ -67,7 +67,9 @@ fn run() -> anyhow::Result<ExitCode> {
             let level = level.to_owned();
             match args.into_command()? {
                 // Prints and exits: no logging, no signals.
-                flags::RelayCommand::PrintSchema { database, table } => Ok(relay::print_schema(&database, &table)),
+                flags::RelayCommand::PrintSchema { database, table, archive } => {
+                    Ok(relay::print_schema(&database, &table, archive.as_deref()))
+                }
                 flags::RelayCommand::Run(settings) => {
                     let stop = start((&level, format))?;
                     relay::run(*settings, &stop)

@@ -230,3 +230,54 @@ fn bad_group_file_is_a_usage_error_with_the_parsers_message() {
         .code(2)
         .stderr(predicate::str::contains("check the path given to --group"));
 }
+
+/// `relay --help` teaches the relay: the INSERT, the URL forms, examples,
+/// its own flags and the shared ones told for the relay; `--outbox` (which
+/// the relay refuses) is not offered, though still named in its error.
+#[test]
+fn relay_help_teaches_the_relay() {
+    let output = producer().args(["relay", "--help"]).output().unwrap();
+    assert!(output.status.success());
+    let help = String::from_utf8(output.stdout).unwrap();
+    for wanted in [
+        "INSERT INTO orderly_outbox (order_id, items) VALUES",
+        "sqlite:PATH",
+        "postgres://USER",
+        "Examples:",
+        "--retention <DURATION>",
+        "--archive-table <NAME>",
+        "--metrics <HOST:PORT>",
+        "Every relay on one table runs with the same --id",
+        "[default: 24h]",
+    ] {
+        assert!(help.contains(wanted), "{wanted:?} missing from relay --help:\n{help}");
+    }
+    assert!(!help.contains("--outbox <DIR>") && !help.contains("--confirmed-log"), "{help}");
+    // The database's flags come before the broker's.
+    assert!(help.find("--database").unwrap() < help.find("--intake").unwrap(), "{help}");
+    producer().args(["send", "--help"]).assert().success().stdout(predicate::str::contains("--outbox <DIR>"));
+    producer()
+        .args(["relay", "--database", "sqlite:x.db", "--outbox", "d"])
+        .assert()
+        .code(2)
+        .stderr(predicate::str::contains("relay takes no --outbox"));
+}
+
+#[test]
+fn relay_retention_and_archive_are_checked() {
+    producer()
+        .args(["relay", "--database", "sqlite:x.db", "--retention", "soon"])
+        .assert()
+        .code(2)
+        .stderr(predicate::str::contains("\"soon\" is not a duration"));
+    producer()
+        .args(["relay", "--print-schema", "--archive-table", "orderly_outbox"])
+        .assert()
+        .code(2)
+        .stderr(predicate::str::contains("is the outbox table itself"));
+    producer()
+        .args(["relay", "--print-schema", "--database", "sqlite:x.db", "--archive-table", "old_rows"])
+        .assert()
+        .success()
+        .stdout(predicate::str::contains("CREATE TABLE IF NOT EXISTS old_rows"));
+}

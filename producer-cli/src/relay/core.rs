@@ -10,13 +10,15 @@ use orderly_common::limits::{ITEM_BYTES_MAX, ORDER_BYTES_MAX, ORDER_ITEMS_MAX};
 use orderly_producer::{Order, Outcome, RejectReason};
 use serde_json::value::RawValue;
 
-/// One outbox row as claimed: its key, the application's order id and the
-/// items column as JSON text (an array, one element per item).
+/// One outbox row as claimed: its key, the application's order id, the
+/// items column as JSON text (an array, one element per item) and how many
+/// times it was claimed, this claim included (above 1: a resend).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) struct Row {
     pub(crate) id: i64,
     pub(crate) order_id: String,
     pub(crate) items: String,
+    pub(crate) attempts: u32,
 }
 
 /// What the store must write after rows were claimed or answered.
@@ -62,6 +64,14 @@ impl RelayCore {
     /// Rows sent and not yet answered.
     pub(crate) fn in_flight(&self) -> usize {
         self.rows.len()
+    }
+
+    /// The keys of the rows in flight (their claims are renewed while they
+    /// wait for an answer).
+    pub(crate) fn rows_in_flight(&self) -> Vec<i64> {
+        let mut ids: Vec<i64> = self.rows.iter().copied().collect();
+        ids.sort_unstable();
+        ids
     }
 
     /// Takes claimed rows: the orders to send now, and bad rows as
@@ -155,7 +165,7 @@ mod tests {
     use orderly_producer::RejectError;
 
     fn row(id: i64, order_id: &str, items: &str) -> Row {
-        Row { id, order_id: order_id.into(), items: items.into() }
+        Row { id, order_id: order_id.into(), items: items.into(), attempts: 1 }
     }
 
     #[test]

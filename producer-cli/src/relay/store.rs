@@ -35,13 +35,56 @@ impl Database {
     }
 
     /// The SQL that creates the outbox table (and, for PostgreSQL, the
-    /// trigger that wakes relays), in this database's dialect.
-    pub(crate) fn schema(&self, table: &str) -> String {
-        match self {
-            Database::Sqlite(_) => sqlite_schema(table),
-            Database::Postgres(_) => postgres_schema(table),
+    /// trigger that wakes relays), and the archive table when one is given,
+    /// in this database's dialect.
+    pub(crate) fn schema(&self, table: &str, archive: Option<&str>) -> String {
+        let (mut sql, types) = match self {
+            Database::Sqlite(_) => (sqlite_schema(table), ArchiveTypes::SQLITE),
+            Database::Postgres(_) => (postgres_schema(table), ArchiveTypes::POSTGRES),
+        };
+        if let Some(archive) = archive {
+            sql.push_str(&archive_schema(table, archive, &types));
         }
+        sql
     }
+}
+
+/// Every column of the outbox, in one order: what `--archive-table` copies.
+pub(crate) const COLUMNS: &str =
+    "id, order_id, items, created_at, state, claimed_by, claimed_until, attempts, confirmed_at, error";
+
+/// Column types of the archive table, per dialect.
+struct ArchiveTypes {
+    id: &'static str,
+    text: &'static str,
+    items: &'static str,
+    time: &'static str,
+}
+
+impl ArchiveTypes {
+    const SQLITE: ArchiveTypes = ArchiveTypes { id: "INTEGER", text: "TEXT", items: "TEXT", time: "INTEGER" };
+    const POSTGRES: ArchiveTypes = ArchiveTypes { id: "bigint", text: "text", items: "jsonb", time: "timestamptz" };
+}
+
+/// The archive: the outbox's columns (same names, order and meaning), no
+/// defaults, checks or trigger; nothing reads it but the operator.
+fn archive_schema(table: &str, archive: &str, types: &ArchiveTypes) -> String {
+    let ArchiveTypes { id, text, items, time } = types;
+    format!(
+        "-- Confirmed rows of {table} older than --retention are moved here (--archive-table {archive}).\n\
+         CREATE TABLE IF NOT EXISTS {archive} (\n\
+         \x20   id {id} PRIMARY KEY,\n\
+         \x20   order_id {text} NOT NULL,\n\
+         \x20   items {items} NOT NULL,\n\
+         \x20   created_at {time} NOT NULL,\n\
+         \x20   state {text} NOT NULL,\n\
+         \x20   claimed_by {text},\n\
+         \x20   claimed_until {time},\n\
+         \x20   attempts integer NOT NULL,\n\
+         \x20   confirmed_at {time},\n\
+         \x20   error {text}\n\
+         );\n"
+    )
 }
 
 /// `--table`: interpolated into SQL, so only a plain identifier is taken.
@@ -81,7 +124,8 @@ fn sqlite_schema(table: &str) -> String {
          \x20   confirmed_at INTEGER,\n\
          \x20   error TEXT\n\
          );\n\
-         CREATE INDEX IF NOT EXISTS {table}_pending ON {table} (id) WHERE state = 'pending';\n"
+         CREATE INDEX IF NOT EXISTS {table}_pending ON {table} (id) WHERE state = 'pending';\n\
+         CREATE INDEX IF NOT EXISTS {table}_confirmed ON {table} (confirmed_at) WHERE state = 'confirmed';\n"
     )
 }
 
@@ -105,6 +149,7 @@ fn postgres_schema(table: &str) -> String {
          \x20   error text\n\
          );\n\
          CREATE INDEX IF NOT EXISTS {table}_pending ON {table} (id) WHERE state = 'pending';\n\
+         CREATE INDEX IF NOT EXISTS {table}_confirmed ON {table} (confirmed_at) WHERE state = 'confirmed';\n\
          CREATE OR REPLACE FUNCTION {table}_notify() RETURNS trigger LANGUAGE plpgsql AS $$\n\
          BEGIN\n\
          \x20   PERFORM pg_notify('{table}', '');\n\
@@ -124,6 +169,14 @@ pub(crate) trait Store {
     fn claim(&mut self, limit: usize, lease: Duration) -> anyhow::Result<Vec<Row>>;
     /// Writes what answers and bad rows decided.
     fn mark(&mut self, marks: &Marks) -> anyhow::Result<()>;
+    /// Extends to `lease` from now the claims of these rows, where this
+    /// relay still holds them (pending, claimed by it): rows waiting for a
+    /// slow broker are not claimed and resent by a twin relay.
+    fn renew(&mut self, ids: &[i64], lease: Duration) -> anyhow::Result<()>;
+    /// Deletes up to `limit` rows confirmed more than `age` ago, oldest
+    /// first, or moves them into `archive` (copy and delete in one
+    /// transaction). Returns the rows removed.
+    fn retire(&mut self, age: Duration, archive: Option<&str>, limit: usize) -> anyhow::Result<usize>;
     /// Age of the oldest pending row (the relay's lag); `None` when none.
     fn lag(&mut self) -> anyhow::Result<Option<Duration>>;
     /// Until the first claim on a pending row runs out (zero if one has):
@@ -160,10 +213,21 @@ mod tests {
     #[test]
     fn each_dialect_has_the_application_columns() {
         for database in [Database::Sqlite("x".into()), Database::Postgres("postgres://x".into())] {
-            let sql = database.schema("t_out");
+            let sql = database.schema("t_out", None);
             assert!(sql.contains("CREATE TABLE IF NOT EXISTS t_out") && sql.contains("order_id"), "{sql}");
         }
-        assert!(Database::Postgres(String::new()).schema("t").contains("items jsonb"));
-        assert!(Database::Postgres(String::new()).schema("t").contains("pg_notify('t'"));
+        assert!(Database::Postgres(String::new()).schema("t", None).contains("items jsonb"));
+        assert!(Database::Postgres(String::new()).schema("t", None).contains("pg_notify('t'"));
+        for database in [Database::Sqlite("x".into()), Database::Postgres("postgres://x".into())] {
+            let sql = database.schema("t_out", Some("t_old"));
+            assert!(
+                sql.contains("CREATE TABLE IF NOT EXISTS t_old") && !database.schema("t_out", None).contains("t_old")
+            );
+            // Every outbox column is in the archive, so INSERT … SELECT COLUMNS fits.
+            let archive = &sql[sql.find("TABLE IF NOT EXISTS t_old").unwrap()..];
+            for column in COLUMNS.split(", ") {
+                assert!(archive.contains(&format!("\n    {column} ")), "{column} missing from {archive}");
+            }
+        }
     }
 }

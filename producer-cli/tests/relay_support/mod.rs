@@ -252,3 +252,81 @@ impl Drop for Postgres {
             .status();
     }
 }
+
+/// `orderly-producer relay` as [`start_relay`] (polling every 50 ms), with
+/// `extra` flags after the usual ones (e.g. `--table`, `--retention`).
+pub fn start_relay_with(broker: &Broker, database: &str, extra: &[&str]) -> Guard {
+    let child = Command::new(assert_cmd::cargo::cargo_bin("orderly-producer"))
+        .args(["relay", "--id", "shop-1", "--intake", &broker.intake, "--fanout", &broker.fanout])
+        .args(["--database", database, "--poll-interval", "0.05", "--claim-lease", "1", "--confirm-timeout", "1"])
+        .args(extra)
+        .env_remove("RUST_LOG")
+        .stdout(Stdio::null())
+        .spawn()
+        .expect("start the relay");
+    Guard(child)
+}
+
+/// The relay's `--print-schema` for `database` with `extra` flags
+/// (`--table`, `--archive-table`).
+pub fn schema_with(database: &str, extra: &[&str]) -> String {
+    let output = Command::new(assert_cmd::cargo::cargo_bin("orderly-producer"))
+        .args(["relay", "--print-schema", "--database", database])
+        .args(extra)
+        .output()
+        .expect("run --print-schema");
+    assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
+    String::from_utf8(output.stdout).unwrap()
+}
+
+/// A free loopback `HOST:PORT` (for `--metrics`).
+pub fn free_addr() -> String {
+    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    format!("127.0.0.1:{port}")
+}
+
+/// `GET /metrics` from `addr`: the body, or `None` while nothing answers.
+pub fn scrape(addr: &str) -> Option<String> {
+    use std::io::{Read, Write};
+    let mut stream = std::net::TcpStream::connect(addr).ok()?;
+    stream.set_read_timeout(Some(Duration::from_secs(5))).ok()?;
+    stream.write_all(format!("GET /metrics HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n").as_bytes()).ok()?;
+    let mut response = String::new();
+    stream.read_to_string(&mut response).ok()?;
+    if !response.starts_with("HTTP/1.1 200") {
+        return None;
+    }
+    Some(response.split_once("\r\n\r\n")?.1.to_owned())
+}
+
+/// The value of the sample `name` (no labels) in a scrape.
+pub fn sample(text: &str, name: &str) -> Option<f64> {
+    text.lines().find_map(|line| line.strip_prefix(name)?.strip_prefix(' ')?.trim().parse().ok())
+}
+
+/// `promtool check metrics` on `text`, bounded to 20 s: `None` when
+/// promtool is not installed (Debian's `prometheus` package), else whether
+/// it passed and what it said.
+pub fn promtool_check(text: &str) -> Option<(bool, String)> {
+    use std::io::Write;
+    let mut child = Command::new("promtool")
+        .args(["check", "metrics"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .ok()?;
+    child.stdin.take().unwrap().write_all(text.as_bytes()).unwrap();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while child.try_wait().unwrap().is_none() {
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!("promtool check metrics took over 20 s");
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let output = child.wait_with_output().unwrap();
+    let said = format!("{}{}", String::from_utf8_lossy(&output.stdout), String::from_utf8_lossy(&output.stderr));
+    Some((output.status.success(), said))
+}
