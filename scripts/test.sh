@@ -35,5 +35,8 @@ ORDERLY_BIN_DIR="$ROOT/target/debug" tests/browser/run.sh
 ORDERLY_BIN_DIR="$ROOT/target/debug" bench/run.sh --group 3 --orders 2000 --rate-orders 500 --runs 1 --framing packed
 # The handler benchmark's script likewise (noop, serve, the Python worker).
 ORDERLY_BIN_DIR="$ROOT/target/debug" bench/handlers.sh --orders 300 --runs 1
+# The outbox relay's benchmark script (a private PostgreSQL, a backlog and a
+# paced writer) as a smoke run; figures come from `bench/relay.sh` in release.
+ORDERLY_BIN_DIR="$ROOT/target/debug" bench/relay.sh --smoke
 deploy/verify.sh
 ORDERLY_BIN_DIR="$ROOT/target/debug" tests/netns/run.sh
