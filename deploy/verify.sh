@@ -1,10 +1,11 @@
 #!/usr/bin/env bash
 # Checks the files in deploy/ without deploying anything:
-#   1. the three example TOML files are accepted by the binaries: a broker,
+#   1. the example TOML files are accepted by the binaries: a broker,
 #      a worker and a producer run on them (ipc:// endpoints and throwaway
 #      CURVE keys in a temp directory replace hosts and key paths, through
 #      ORDERLY_* variables, which win over the files) and one order goes
-#      through;
+#      through; relay.toml likewise runs the outbox relay (its database
+#      swapped for a SQLite file) and one outbox row reaches the handler;
 #   2. the systemd units (the member template too) pass `systemd-analyze verify` (in a throwaway root,
 #      so no systemd needs to be running), with no warning at all, and set
 #      a memory limit;
@@ -84,10 +85,12 @@ check_configs() {
     "$BIN/orderly-broker" keygen --out "$k/broker" >/dev/null
     "$BIN/orderly-worker" keygen --out "$k/worker" >/dev/null
     "$BIN/orderly-producer" keygen --out "$k/producer" >/dev/null
+    "$BIN/orderly-producer" keygen --out "$k/relay" >/dev/null
     # The ids are the ones in worker.toml and producer.toml.
     {
         echo "$(cat "$k/worker.pub") worker worker-1"
         echo "$(cat "$k/producer.pub") producer shop-1"
+        echo "$(cat "$k/relay.pub") producer shop-outbox"
     } >"$k/authorized_keys"
     local ep="ipc://$T"
 
@@ -127,6 +130,36 @@ check_configs() {
         ok "producer.toml: producer runs on it; its order reached the worker's handler"
     else
         bad "the order confirmed to the producer never reached the handler"
+    fi
+
+    # relay.toml: the outbox relay on it, its database swapped for SQLite
+    # (the file's is a PostgreSQL URL): a row committed to the outbox
+    # reaches the handler, and SIGTERM ends the relay with exit 0.
+    local db="$T/app.db" metrics_port
+    metrics_port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
+    "$BIN/orderly-producer" relay --config "$DEPLOY/relay.toml" --database "sqlite:$db" --print-schema |
+        python3 -c '
+import sqlite3, sys
+db = sqlite3.connect(sys.argv[1])
+db.executescript(sys.stdin.read())
+db.execute("INSERT INTO orderly_outbox (order_id, items) VALUES (?, ?)", ("verify-relay-1", "[{\"sku\": \"B7\"}]"))
+db.commit()' "$db"
+    ORDERLY_PRODUCER_INTAKE="$ep/intake" ORDERLY_PRODUCER_FANOUT="$ep/fanout" ORDERLY_PRODUCER_DATABASE="sqlite:$db" \
+        ORDERLY_PRODUCER_METRICS="127.0.0.1:$metrics_port" \
+        ORDERLY_PRODUCER_CURVE_SECRET_KEY="$k/relay.key" ORDERLY_PRODUCER_BROKER_PUBLIC_KEY="$k/broker.pub" \
+        "$BIN/orderly-producer" relay --config "$DEPLOY/relay.toml" >"$T/relay.log" 2>&1 &
+    local relay=$!
+    PIDS+=("$relay")
+    if ! wait_log 30 "$T/handled.json" '"verify-relay-1"' "$relay"; then
+        bad "relay.toml: the outbox row never reached the handler: $(tail -n 2 "$T/relay.log")"
+        return
+    fi
+    kill -TERM "$relay"
+    exit_code 40 "$relay"
+    if [ "$EXIT_CODE" = 0 ]; then
+        ok "relay.toml: the relay runs on it (CURVE); an outbox row reached the worker's handler; SIGTERM exits 0"
+    else
+        bad "relay.toml: the relay exited $EXIT_CODE after SIGTERM: $(tail -n 2 "$T/relay.log")"
     fi
     kill -TERM "$worker" "$broker"
     code=0
@@ -288,7 +321,7 @@ check_group() {
 check_units() {
     # The answer to a multipart flood (docs/SECURITY.md) is a memory limit.
     local unit
-    for unit in orderly-broker.service orderly-broker-member@.service orderly-worker@.service; do
+    for unit in orderly-broker.service orderly-broker-member@.service orderly-worker@.service orderly-relay@.service; do
         if grep -q '^MemoryMax=' "$DEPLOY/$unit" && grep -q '^MemorySwapMax=0$' "$DEPLOY/$unit"; then
             ok "$unit: MemoryMax= and MemorySwapMax=0 set"
         else
@@ -305,11 +338,11 @@ check_units() {
     # The unit search path and the programs the units name, as on a real host.
     cp -r /lib/systemd/system "$r/usr/lib/systemd/"
     cp "$(type -P kill)" "$r/usr/bin/kill"
-    cp "$BIN/orderly-broker" "$BIN/orderly-worker" "$r/usr/local/bin/"
+    cp "$BIN/orderly-broker" "$BIN/orderly-worker" "$BIN/orderly-producer" "$r/usr/local/bin/"
     cp -r "$DEPLOY/orderly-broker.service" "$DEPLOY/orderly-broker-member@.service" "$DEPLOY/orderly-worker@.service" \
-        "$DEPLOY/orderly-worker@.service.d" "$r/etc/systemd/system/"
+        "$DEPLOY/orderly-worker@.service.d" "$DEPLOY/orderly-relay@.service" "$r/etc/systemd/system/"
     if out=$(cd "$r/etc/systemd/system" && systemd-analyze verify --root="$r" --man=no \
-        orderly-broker.service orderly-broker-member@1.service orderly-worker@w1.service 2>&1) && [ -z "$out" ]; then
+        orderly-broker.service orderly-broker-member@1.service orderly-worker@w1.service orderly-relay@shop.service 2>&1) && [ -z "$out" ]; then
         ok "systemd units (and the worker's group drop-in): systemd-analyze verify, no warnings"
     else
         bad "systemd units: $out"
