@@ -14,8 +14,6 @@ use std::ffi::OsString;
 use clap::parser::ValueSource;
 use clap::{ArgAction, ArgMatches, Command};
 
-#[cfg(feature = "http")]
-pub mod http;
 mod logging;
 pub mod systemd;
 mod units;

@@ -9,8 +9,8 @@
 //! - `common` depends only on crates that do no IO (an allowlist: a new
 //!   dependency is a decision, written down here with its reason).
 //! - The libraries users put in their Cargo.toml (`orderly-producer`,
-//!   `orderly-worker`, and below them `common`, `journal`, `security`)
-//!   carry no CLI crate.
+//!   `orderly-worker`, and below them `common`, `journal`, `security`,
+//!   `http`) carry no CLI crate.
 //!
 //! The checks read source text, so they are fast and need no build; a
 //! comment may mention a forbidden name (lines are checked without their
@@ -178,7 +178,7 @@ fn common_depends_only_on_crates_without_io() {
 #[test]
 fn libraries_carry_no_cli_crates() {
     let root = workspace_root();
-    for package in ["producer", "worker", "common", "journal", "security", "peer"] {
+    for package in ["producer", "worker", "common", "journal", "security", "peer", "http"] {
         let deps = normal_dependencies(&root, package);
         let cli: Vec<&&str> = CLI_CRATES.iter().filter(|name| deps.contains_key(**name)).collect();
         assert!(

@@ -9,33 +9,18 @@
 //! per-worker families (`orderly_worker_in_flight{worker}`, ...), so both
 //! can be scraped into one Prometheus without one name meaning two things.
 //!
-//! HTTP: hyper's HTTP/1 server on a current-thread tokio runtime, as the
-//! broker's admin endpoint (broker/src/admin/server.rs): bounded
-//! connections, a header timeout, no keep-alive, a whole-connection cap.
+//! HTTP: [`orderly_http::HttpServer`] (hyper on a current-thread tokio
+//! runtime: bounded connections, a header timeout, no keep-alive, a
+//! whole-connection cap); this module only says what each path answers.
 
-use std::net::{SocketAddr, TcpListener};
+use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
-use std::thread::JoinHandle;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
-use bytes::Bytes;
-use http_body_util::Full;
-use hyper::header::{HeaderValue, CONTENT_TYPE};
-use hyper::{Request, Response};
-use hyper_util::rt::{TokioIo, TokioTimer};
+use orderly_http::{Answer, HttpServer, Route, PROMETHEUS_TEXT};
 use prometheus::{Encoder, Gauge, Histogram, HistogramOpts, IntCounter, IntGauge, Opts, Registry, TextEncoder};
-use tokio::sync::{oneshot, Semaphore};
 
-/// Connections served at once; more wait in the listen queue. A scrape is
-/// one short request, so a few are plenty.
-const CONNECTIONS_MAX: usize = 16;
-/// How long a connection may take to send its request head.
-const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(2);
-/// A connection's whole life: one request, answered and written.
-const CONNECTION_DURATION_MAX: Duration = Duration::from_secs(10);
-/// Request head bytes read at most (hyper's smallest buffer is 8 KiB).
-const REQUEST_BYTES_MAX: usize = 8192;
 /// `/healthz` answers 503 once the io loop has not turned for this long:
 /// the loop turns at least once a second (its longest poll), so this is a
 /// hung loop, not an idle one.
@@ -47,14 +32,9 @@ const HANDLER_BUCKETS_SECONDS: [f64; 16] =
 
 const _: () = assert!(LOOP_STALL_MS_MAX >= 5 * crate::io::TURN_HOOK_INTERVAL_MS);
 
-/// A failure to start the metrics endpoint.
-#[derive(Debug, thiserror::Error)]
-#[error("cannot serve worker metrics on {addr}: is the address right and the port free?")]
-pub struct MetricsError {
-    pub addr: SocketAddr,
-    #[source]
-    pub source: std::io::Error,
-}
+/// A failure to start the metrics endpoint ("cannot serve worker metrics
+/// on ADDR: ...").
+pub type MetricsError = orderly_http::HttpError;
 
 /// The worker's metric families and the registry that encodes them.
 pub struct Metrics {
@@ -188,95 +168,68 @@ pub(crate) fn advance(counter: &IntCounter, total: u64) {
 
 /// The running metrics endpoint; stops when dropped.
 pub struct MetricsServer {
+    /// Where it listens (the port chosen when port 0 was asked for).
     pub addr: SocketAddr,
-    stop: Option<oneshot::Sender<()>>,
-    thread: Option<JoinHandle<()>>,
+    _server: HttpServer,
 }
 
 impl MetricsServer {
     /// Binds `addr` and serves `GET /metrics` and `GET /healthz` from a
     /// thread of its own until dropped.
     pub fn start(addr: SocketAddr, metrics: Arc<Metrics>) -> Result<MetricsServer, MetricsError> {
-        let error = |addr| move |source| MetricsError { addr, source };
-        let listener = TcpListener::bind(addr).map_err(error(addr))?;
-        let addr = listener.local_addr().map_err(error(addr))?;
-        listener.set_nonblocking(true).map_err(error(addr))?;
-        let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().map_err(error(addr))?;
-        let (stop, stopped) = oneshot::channel();
-        let thread = std::thread::Builder::new()
-            .name("metrics".into())
-            .spawn(move || runtime.block_on(serve(listener, metrics, stopped)))
-            .map_err(error(addr))?;
-        tracing::info!(%addr, "metrics endpoint listening (GET /metrics, /healthz)");
-        Ok(MetricsServer { addr, stop: Some(stop), thread: Some(thread) })
+        let route: Arc<Route> = Arc::new(move |path: &str| answer(&metrics, path));
+        let server = HttpServer::start(addr, "worker metrics", route)?;
+        tracing::info!(addr = %server.addr, "metrics endpoint listening (GET /metrics, /healthz)");
+        Ok(MetricsServer { addr: server.addr, _server: server })
     }
 }
 
-impl Drop for MetricsServer {
-    fn drop(&mut self) {
-        drop(self.stop.take());
-        if let Some(thread) = self.thread.take() {
-            let _ = thread.join();
-        }
+/// What `GET path` answers.
+fn answer(metrics: &Metrics, path: &str) -> Answer {
+    match path {
+        "/metrics" => Answer::ok(PROMETHEUS_TEXT, metrics.encode()),
+        "/healthz" if metrics.loop_alive() => Answer::ok("text/plain", "ok\n".to_owned()),
+        "/healthz" => Answer {
+            status: 503,
+            content_type: "text/plain",
+            body: format!("the worker's loop has not turned for over {LOOP_STALL_MS_MAX} ms\n"),
+        },
+        path => Answer::not_found(path, "GET /metrics or GET /healthz"),
     }
 }
 
-/// Serves until `stopped` fires; the runtime, dropped with the thread,
-/// cancels every connection task.
-async fn serve(listener: TcpListener, metrics: Arc<Metrics>, stopped: oneshot::Receiver<()>) {
-    match tokio::net::TcpListener::from_std(listener) {
-        Ok(listener) => drop(tokio::spawn(accept_loop(listener, metrics))),
-        Err(error) => tracing::error!(%error, "metrics endpoint: cannot register the listener"),
-    }
-    let _ = stopped.await;
-}
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
 
-/// Accepts while a connection slot is free; each connection is a task.
-async fn accept_loop(listener: tokio::net::TcpListener, metrics: Arc<Metrics>) {
-    let slots = Arc::new(Semaphore::new(CONNECTIONS_MAX));
-    loop {
-        let slot = Arc::clone(&slots).acquire_owned().await.expect("the semaphore is never closed");
-        let stream = match listener.accept().await {
-            Ok((stream, _peer)) => stream,
-            Err(error) => {
-                // E.g. out of file descriptors: wait rather than spin.
-                tracing::warn!(%error, "metrics endpoint: accept failed");
-                tokio::time::sleep(Duration::from_millis(200)).await;
-                continue;
-            }
-        };
-        let metrics = Arc::clone(&metrics);
-        tokio::spawn(async move {
-            let service = hyper::service::service_fn(move |request| {
-                let metrics = Arc::clone(&metrics);
-                async move { Ok::<_, std::convert::Infallible>(answer(&metrics, &request)) }
-            });
-            let connection = hyper::server::conn::http1::Builder::new()
-                .timer(TokioTimer::new())
-                .header_read_timeout(HEADER_READ_TIMEOUT)
-                .max_buf_size(REQUEST_BYTES_MAX)
-                .keep_alive(false)
-                .serve_connection(TokioIo::new(stream), service);
-            if let Ok(Err(error)) = tokio::time::timeout(CONNECTION_DURATION_MAX, connection).await {
-                tracing::debug!(%error, "metrics connection failed");
-            }
-            drop(slot);
-        });
-    }
-}
+    use super::*;
 
-fn answer<B>(metrics: &Metrics, request: &Request<B>) -> Response<Full<Bytes>> {
-    let (status, content_type, body) = match (request.method().as_str(), request.uri().path()) {
-        ("GET" | "HEAD", "/metrics") => (200, "text/plain; version=0.0.4; charset=utf-8", metrics.encode()),
-        ("GET" | "HEAD", "/healthz") if metrics.loop_alive() => (200, "text/plain", "ok\n".to_owned()),
-        ("GET" | "HEAD", "/healthz") => {
-            (503, "text/plain", format!("the worker's loop has not turned for over {LOOP_STALL_MS_MAX} ms\n"))
-        }
-        ("GET" | "HEAD", path) => (404, "text/plain", format!("no {path} here: try GET /metrics or GET /healthz\n")),
-        (method, _) => (405, "text/plain", format!("{method} is not served here: only GET /metrics and /healthz\n")),
-    };
-    let mut response = Response::new(Full::new(Bytes::from(body)));
-    *response.status_mut() = hyper::StatusCode::from_u16(status).expect("a valid status");
-    response.headers_mut().insert(CONTENT_TYPE, HeaderValue::from_static(content_type));
-    response
+    #[test]
+    fn answers_metrics_healthz_and_names_the_paths_it_serves() {
+        let metrics = Metrics::new("w1");
+        let scrape = answer(&metrics, "/metrics");
+        assert_eq!((scrape.status, scrape.content_type), (200, PROMETHEUS_TEXT));
+        assert!(scrape.body.contains("# TYPE orderly_worker_capacity gauge"), "{}", scrape.body);
+        let health = answer(&metrics, "/healthz");
+        assert_eq!((health.status, health.content_type, health.body.as_str()), (200, "text/plain", "ok\n"));
+        let missing = answer(&metrics, "/nowhere");
+        assert_eq!(
+            (missing.status, missing.body.as_str()),
+            (404, "no /nowhere here: try GET /metrics or GET /healthz\n")
+        );
+    }
+
+    #[test]
+    fn healthz_is_503_once_the_loop_stalls() {
+        let mut metrics = Metrics::new("w1");
+        // Born long ago and never turned since: a hung loop.
+        metrics.born = Instant::now()
+            .checked_sub(Duration::from_millis(LOOP_STALL_MS_MAX + 1_000))
+            .expect("the clock is past its origin");
+        let health = answer(&metrics, "/healthz");
+        assert_eq!(health.status, 503, "{}", health.body);
+        assert!(health.body.contains("has not turned for over 10000 ms"), "{}", health.body);
+        metrics.turned();
+        assert_eq!(answer(&metrics, "/healthz").status, 200);
+    }
 }

@@ -1,12 +1,12 @@
 //! The relay's `/metrics` (Prometheus text format 0.0.4, the `prometheus`
 //! crate, as the broker's and the worker's), served by
-//! [`orderly_cli::http::HttpServer`]. The loop writes the numbers; the
+//! [`orderly_http::HttpServer`]. The loop writes the numbers; the
 //! server thread only encodes them. Families are named `orderly_relay_*`.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
 
-use orderly_cli::http::{Answer, HttpServer, Route, PROMETHEUS_TEXT};
+use orderly_http::{Answer, HttpServer, Route, PROMETHEUS_TEXT};
 use prometheus::{Encoder, Gauge, IntCounter, IntGauge, Opts, Registry, TextEncoder};
 
 use super::Tally;
@@ -116,7 +116,7 @@ fn advance(counter: &IntCounter, total: u64) {
 }
 
 /// Serves `GET /metrics` on `addr` until the returned server is dropped.
-pub(crate) fn serve(addr: SocketAddr, metrics: Arc<Metrics>) -> Result<HttpServer, orderly_cli::http::HttpError> {
+pub(crate) fn serve(addr: SocketAddr, metrics: Arc<Metrics>) -> Result<HttpServer, orderly_http::HttpError> {
     let route: Arc<Route> = Arc::new(move |path: &str| match path {
         "/metrics" => Answer::ok(PROMETHEUS_TEXT, metrics.encode()),
         path => Answer::not_found(path, "GET /metrics"),

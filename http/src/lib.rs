@@ -1,10 +1,13 @@
 //! A small read-only HTTP/1 endpoint (`GET`/`HEAD` only) on a thread of its
-//! own, for `/metrics` and the like: hyper's server on a current-thread
-//! tokio runtime, with bounded connections, a header timeout, no
-//! keep-alive and a whole-connection cap, as the broker's admin endpoint and
-//! the worker's metrics (which predate it; today only `orderly-producer
-//! relay` serves through this one). What to answer is the caller's
-//! [`Route`]; this module only carries requests to it.
+//! own, for `/metrics`, `/healthz` and the like: hyper's server on a
+//! current-thread tokio runtime, with bounded connections, a header
+//! timeout, no keep-alive and a whole-connection cap. The worker's
+//! `--metrics` and `orderly-producer relay --metrics` serve through it.
+//! What to answer is the caller's [`Route`]; this crate only carries
+//! requests to it and answers other methods with 405.
+//!
+//! A crate of its own (not part of `orderly-cli`) because the worker
+//! library serves through it and must carry no CLI crate.
 
 use std::net::{SocketAddr, TcpListener};
 use std::sync::Arc;
@@ -72,7 +75,8 @@ pub struct HttpServer {
 
 impl HttpServer {
     /// Binds `addr` and answers requests with `route` from a thread named
-    /// `what` until dropped.
+    /// `what` until dropped; `what` also names the endpoint in errors and
+    /// logs ("worker metrics": "cannot serve worker metrics on ...").
     pub fn start(addr: SocketAddr, what: &'static str, route: Arc<Route>) -> Result<HttpServer, HttpError> {
         let error = |addr| move |source| HttpError { what, addr, source };
         let listener = TcpListener::bind(addr).map_err(error(addr))?;
@@ -82,7 +86,7 @@ impl HttpServer {
         let (stop, stopped) = oneshot::channel();
         let thread = std::thread::Builder::new()
             .name(what.into())
-            .spawn(move || runtime.block_on(serve(listener, route, stopped)))
+            .spawn(move || runtime.block_on(serve(listener, what, route, stopped)))
             .map_err(error(addr))?;
         Ok(HttpServer { addr, stop: Some(stop), thread: Some(thread) })
     }
@@ -99,16 +103,16 @@ impl Drop for HttpServer {
 
 /// Serves until `stopped` fires; the runtime, dropped with the thread,
 /// cancels every connection task.
-async fn serve(listener: TcpListener, route: Arc<Route>, stopped: oneshot::Receiver<()>) {
+async fn serve(listener: TcpListener, what: &'static str, route: Arc<Route>, stopped: oneshot::Receiver<()>) {
     match tokio::net::TcpListener::from_std(listener) {
-        Ok(listener) => drop(tokio::spawn(accept_loop(listener, route))),
-        Err(error) => tracing::error!(%error, "http endpoint: cannot register the listener"),
+        Ok(listener) => drop(tokio::spawn(accept_loop(listener, what, route))),
+        Err(error) => tracing::error!(%error, endpoint = what, "http endpoint: cannot register the listener"),
     }
     let _ = stopped.await;
 }
 
 /// Accepts while a connection slot is free; each connection is a task.
-async fn accept_loop(listener: tokio::net::TcpListener, route: Arc<Route>) {
+async fn accept_loop(listener: tokio::net::TcpListener, what: &'static str, route: Arc<Route>) {
     let slots = Arc::new(Semaphore::new(CONNECTIONS_MAX));
     loop {
         let slot = Arc::clone(&slots).acquire_owned().await.expect("the semaphore is never closed");
@@ -116,7 +120,7 @@ async fn accept_loop(listener: tokio::net::TcpListener, route: Arc<Route>) {
             Ok((stream, _peer)) => stream,
             Err(error) => {
                 // E.g. out of file descriptors: wait rather than spin.
-                tracing::warn!(%error, "http endpoint: accept failed");
+                tracing::warn!(%error, endpoint = what, "http endpoint: accept failed");
                 tokio::time::sleep(Duration::from_millis(200)).await;
                 continue;
             }
@@ -134,7 +138,7 @@ async fn accept_loop(listener: tokio::net::TcpListener, route: Arc<Route>) {
                 .keep_alive(false)
                 .serve_connection(TokioIo::new(stream), service);
             if let Ok(Err(error)) = tokio::time::timeout(CONNECTION_DURATION_MAX, connection).await {
-                tracing::debug!(%error, "http connection failed");
+                tracing::debug!(%error, endpoint = what, "http connection failed");
             }
             drop(slot);
         });
@@ -182,6 +186,8 @@ mod tests {
         assert!(ok.starts_with("HTTP/1.1 200") && ok.contains("version=0.0.4") && ok.ends_with("up 1\n"), "{ok}");
         let missing = get(server.addr, "GET /nope HTTP/1.1\r\nHost: x\r\n\r\n");
         assert!(missing.starts_with("HTTP/1.1 404") && missing.contains("try GET /metrics"), "{missing}");
+        let head = get(server.addr, "HEAD /metrics HTTP/1.1\r\nHost: x\r\n\r\n");
+        assert!(head.starts_with("HTTP/1.1 200") && head.ends_with("\r\n\r\n"), "a HEAD answer has no body: {head}");
         let post = get(server.addr, "POST /metrics HTTP/1.1\r\nHost: x\r\nContent-Length: 0\r\n\r\n");
         assert!(post.starts_with("HTTP/1.1 405"), "{post}");
         let taken = HttpServer::start(server.addr, "test-http", Arc::new(|p: &str| Answer::not_found(p, "")));
