@@ -4,12 +4,11 @@
 //! through here, so they cannot disagree.
 
 use std::collections::BTreeMap;
-use std::sync::Arc;
 
 use orderly_common::OrderKey;
 use serde_bytes::ByteBuf;
 
-use super::{charge, Core, Event, Held, Millis, Notice, Order, OrderState, Partial, Shared, Snapshot};
+use super::{charge, Core, Handle, Event, Held, Millis, Notice, Order, OrderState, Partial, Snapshot};
 
 impl Core {
     /// Applies `event` and queues it to be recorded.
@@ -57,8 +56,8 @@ impl Core {
         order.queued_ms = self.now_ms;
         self.dead_len -= 1;
         self.enter_pending(key);
-        let shared = self.shared(key);
-        self.pending.push_back(shared);
+        let handle = self.handle(key);
+        self.pending.push_back(handle);
         self.counters.orders_revived += 1;
     }
 
@@ -90,8 +89,8 @@ impl Core {
         let items = partial.items.into_values().collect();
         let mut order = self.new_order(Some(items), partial.bytes, count, false);
         order.first_seen_unix_ms = at_unix_ms;
-        let shared = self.insert_order(key, order);
-        self.pending.push_back(shared);
+        let handle = self.insert_order(key, order);
+        self.pending.push_back(handle);
         self.enter_pending(key);
         self.counters.orders_sealed += 1;
     }
@@ -103,8 +102,8 @@ impl Core {
         }
         let mut order = self.whole_order(items);
         order.first_seen_unix_ms = at_unix_ms;
-        let shared = self.insert_order(key, order);
-        self.pending.push_back(shared);
+        let handle = self.insert_order(key, order);
+        self.pending.push_back(handle);
         self.enter_pending(key);
         self.counters.orders_sealed += 1;
     }
@@ -177,8 +176,7 @@ impl Core {
                 if delay_ms > 0 && order.retry_at_ms.is_none() {
                     let at = self.now_ms.saturating_add(delay_ms);
                     order.retry_at_ms = Some(at);
-                    let shared = self.shared(key);
-                    self.delayed.insert((at, shared));
+                    self.delayed.insert((at, key.clone()));
                 }
                 return;
             }
@@ -195,14 +193,14 @@ impl Core {
         order.queued_ms = self.now_ms.saturating_add(delay_ms);
         self.leave_state(key, &old);
         self.enter_pending(key);
-        let shared = self.shared(key);
         if delay_ms > 0 {
             let at = self.now_ms.saturating_add(delay_ms);
             self.orders.get_mut(key).expect("known").retry_at_ms = Some(at);
-            self.delayed.insert((at, shared));
+            self.delayed.insert((at, key.clone()));
         } else {
             // Redeliveries go first: they are the oldest work.
-            self.pending.push_front(shared);
+            let handle = self.handle(key);
+            self.pending.push_front(handle);
         }
     }
 
@@ -221,7 +219,9 @@ impl Core {
                 // Its queue wait starts when the delay ends.
                 order.queued_ms = at;
             }
-            due.push(key);
+            if let Some(handle) = self.orders.handle(&key) {
+                due.push(handle);
+            }
         }
         for key in due.into_iter().rev() {
             self.pending.push_front(key);
@@ -230,11 +230,9 @@ impl Core {
 
     /// Ends `key`'s retry delay, if it has one (it leaves the delayed set).
     fn undelay(&mut self, key: &OrderKey) {
-        let Some((shared, order)) = self.orders.get_key_value(key) else { return };
-        if let Some(at) = order.retry_at_ms {
-            let shared = Arc::clone(shared);
-            self.delayed.remove(&(at, shared));
-            self.orders.get_mut(key).expect("known").retry_at_ms = None;
+        let Some(order) = self.orders.get_mut(key) else { return };
+        if let Some(at) = order.retry_at_ms.take() {
+            self.delayed.remove(&(at, key.clone()));
         }
     }
 
@@ -285,15 +283,15 @@ impl Core {
                 if delayed {
                     order.retry_at_ms = Some(at);
                 }
-                let shared = self.insert_order(key, order);
+                let handle = self.insert_order(key, order);
                 if dead.is_some() {
                     self.dead_len += 1;
                 } else if delayed {
                     self.enter_pending(key);
-                    self.delayed.insert((at, shared));
+                    self.delayed.insert((at, key.clone()));
                 } else {
                     self.enter_pending(key);
-                    self.pending.push_back(shared);
+                    self.pending.push_back(handle);
                 }
             }
         }
@@ -388,19 +386,19 @@ impl Core {
         }
     }
 
-    /// Adds a sealed order; its key is shared with the queues.
-    fn insert_order(&mut self, key: &OrderKey, order: Order) -> Shared {
-        let shared = Arc::new(key.clone());
-        if order.items.is_some() {
-            self.cached.push_back(Arc::clone(&shared));
+    /// Adds a sealed order; the queues hold its handle.
+    fn insert_order(&mut self, key: &OrderKey, order: Order) -> Handle {
+        let cached = order.items.is_some();
+        let handle = self.orders.insert(key, order);
+        if cached {
+            self.cached.push_back(handle);
         }
-        self.orders.insert(Arc::clone(&shared), order);
-        shared
+        handle
     }
 
-    /// The shared key of a known order.
-    fn shared(&self, key: &OrderKey) -> Shared {
-        Arc::clone(self.orders.get_key_value(key).expect("the order is known").0)
+    /// The handle of a known order.
+    fn handle(&self, key: &OrderKey) -> Handle {
+        self.orders.handle(key).expect("the order is known")
     }
 
     /// An order leaves: its items leave the cache.

@@ -38,13 +38,12 @@ mod invariants;
 mod notice;
 mod recovery;
 mod status;
+mod table;
 mod timeouts;
 mod timings;
 mod workers;
 
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
-use std::sync::Arc;
-
 use orderly_common::limits::{self, ORDER_BYTES_MAX};
 use orderly_common::OrderKey;
 use serde_bytes::ByteBuf;
@@ -65,8 +64,7 @@ pub use orderly_common::time::Millis;
 /// the seed stays random.
 pub type HashMap<K, V> = std::collections::HashMap<K, V, foldhash::fast::RandomState>;
 
-/// An order key shared by the order table and its queues.
-type Shared = Arc<OrderKey>;
+use table::{Handle, Table};
 
 /// Where the journal holds a sealed order's whole payload: the record of
 /// its `Accepted` or of its latest `Restored` copy.
@@ -316,19 +314,19 @@ const FOREIGN_KEYS_PER_WORKER_MAX: usize = limits::HEARTBEAT_IN_FLIGHT_MAX;
 pub struct Core {
     config: CoreConfig,
     partials: BTreeMap<OrderKey, Partial>,
-    /// Sealed orders. The key is shared (`Arc`) with the queues below, so
-    /// a pending order costs one copy of its key, not three.
-    orders: HashMap<Shared, Order>,
+    /// Sealed orders, each key stored once (see `table`); the queues below
+    /// hold their handles.
+    orders: Table<Order>,
     /// Keys of acknowledged orders still in the dedup window, with when.
     recent: HashMap<OrderKey, Millis>,
     /// `recent` in acknowledgement order, for expiry; may hold stale pairs.
     recent_order: VecDeque<(Millis, OrderKey)>,
     /// Dispatch queue; may hold stale keys (acked while pending), skipped.
-    pending: VecDeque<Shared>,
+    pending: VecDeque<Handle>,
     pending_len: usize,
     /// Pending orders waiting for their retry delay, by when it ends
     /// (counted in `pending_len` too).
-    delayed: BTreeSet<(Millis, Shared)>,
+    delayed: BTreeSet<(Millis, OrderKey)>,
     in_flight_len: usize,
     /// `pending_len + in_flight_len` by producer (no zero entries), for
     /// `pending_orders_per_producer_max`.
@@ -343,7 +341,7 @@ pub struct Core {
     partial_bytes: u64,
     /// Sealed orders whose items are in RAM, oldest first; may hold stale
     /// keys. The newest leave RAM first: they are dispatched last.
-    cached: VecDeque<Shared>,
+    cached: VecDeque<Handle>,
     /// Replaying the journal: payloads stay on disk.
     replaying: bool,
     workers: BTreeMap<String, Worker>,
@@ -399,7 +397,7 @@ impl Core {
             rng: Rng(orderly_common::rng::SplitMix64::new(config.rand_seed)),
             config,
             partials: BTreeMap::new(),
-            orders: HashMap::default(),
+            orders: Table::default(),
             recent: HashMap::default(),
             recent_order: VecDeque::new(),
             pending: VecDeque::new(),

@@ -265,19 +265,19 @@ impl Core {
     /// `None`), at most `limit`, with the total and where the next page
     /// starts.
     pub fn dead_letters_page(&self, after: Option<&OrderKey>, limit: usize) -> DeadLetterPage {
-        let mut dead: Vec<(&OrderKey, &Order)> = self
+        let mut dead: Vec<(OrderKey, &Order)> = self
             .orders
             .iter()
             .filter(|(_, order)| matches!(order.state, OrderState::Dead { .. }))
-            .map(|(key, order)| (&**key, order))
+            .map(|(key, order)| (key.to_key(), order))
             .collect();
         let total = dead.len();
-        dead.retain(|(key, _)| after.is_none_or(|after| *key > after));
-        dead.sort_unstable_by(|a, b| a.0.cmp(b.0));
+        dead.retain(|(key, _)| after.is_none_or(|after| key > after));
+        dead.sort_unstable_by(|a, b| a.0.cmp(&b.0));
         let more = dead.len() > limit;
         dead.truncate(limit);
-        let next_after = if more { dead.last().map(|(key, _)| OrderKey::clone(key)) } else { None };
-        let dead_letters = dead.into_iter().map(|(key, order)| dead_letter(key, order)).collect();
+        let next_after = if more { dead.last().map(|(key, _)| key.clone()) } else { None };
+        let dead_letters = dead.into_iter().map(|(key, order)| dead_letter(&key, order)).collect();
         DeadLetterPage { total, dead_letters, next_after }
     }
 
@@ -321,7 +321,7 @@ impl Core {
         self.now_ms = now_ms;
         let mut keys: Vec<OrderKey> = match which {
             Some(key) => vec![key.clone()],
-            None => self.orders.keys().map(|k| OrderKey::clone(k)).collect(),
+            None => self.orders.keys().collect(),
         };
         keys.sort();
         let mut discarded = 0;
@@ -342,7 +342,7 @@ impl Core {
         let keys: Vec<OrderKey> = match which {
             Some(key) => vec![key.clone()],
             None => {
-                let mut keys: Vec<OrderKey> = self.orders.keys().map(|k| OrderKey::clone(k)).collect();
+                let mut keys: Vec<OrderKey> = self.orders.keys().collect();
                 keys.sort();
                 keys
             }
