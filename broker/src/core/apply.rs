@@ -8,7 +8,7 @@ use std::collections::BTreeMap;
 use orderly_common::OrderKey;
 use serde_bytes::ByteBuf;
 
-use super::{charge, Core, Handle, Event, Held, Millis, Notice, Order, OrderState, Partial, Snapshot};
+use super::{charge, Core, Event, Handle, Held, Millis, Notice, Order, OrderState, Partial, Snapshot};
 
 impl Core {
     /// Applies `event` and queues it to be recorded.
@@ -52,7 +52,9 @@ impl Core {
         }
         order.state = OrderState::Pending;
         order.attempts = 0;
-        order.dead_since_unix_ms = 0;
+        if let Some(history) = order.history.as_mut() {
+            history.dead_since_unix_ms = 0;
+        }
         order.queued_ms = self.now_ms;
         self.dead_len -= 1;
         self.enter_pending(key);
@@ -119,7 +121,7 @@ impl Core {
         }
         order.attempts = attempt;
         order.state = OrderState::InFlight { worker: worker.to_owned() };
-        order.holder = Some(worker.to_owned());
+        order.history_mut().holder = Some(worker.to_owned());
         if let Some(w) = self.workers.get_mut(worker) {
             let held = Held { sent_ms: self.now_ms, deadline_ms: self.now_ms + self.config.ack_timeout_ms };
             // A key it listed as held besides is counted once, as ours now.
@@ -172,7 +174,7 @@ impl Core {
                 if refunded {
                     order.attempts = order.attempts.saturating_sub(1);
                 }
-                order.last_reason = Some(reason.to_owned());
+                order.history_mut().last_reason = Some(reason.to_owned());
                 if delay_ms > 0 && order.retry_at_ms.is_none() {
                     let at = self.now_ms.saturating_add(delay_ms);
                     order.retry_at_ms = Some(at);
@@ -184,12 +186,12 @@ impl Core {
         }
         let old = std::mem::replace(&mut order.state, OrderState::Pending);
         if let OrderState::InFlight { worker } = &old {
-            order.avoid = Some(worker.clone());
+            order.history_mut().avoid = Some(worker.clone());
         }
         if refunded {
             order.attempts = order.attempts.saturating_sub(1);
         }
-        order.last_reason = Some(reason.to_owned());
+        order.history_mut().last_reason = Some(reason.to_owned());
         order.queued_ms = self.now_ms.saturating_add(delay_ms);
         self.leave_state(key, &old);
         self.enter_pending(key);
@@ -239,8 +241,9 @@ impl Core {
     fn apply_dead_lettered(&mut self, key: &OrderKey, reason: &str, at_unix_ms: u64) {
         self.undelay(key);
         let Some(order) = self.orders.get_mut(key) else { return };
-        order.dead_since_unix_ms = at_unix_ms;
-        order.last_reason = Some(reason.to_owned());
+        let history = order.history_mut();
+        history.dead_since_unix_ms = at_unix_ms;
+        history.last_reason = Some(reason.to_owned());
         let old = std::mem::replace(&mut order.state, OrderState::Dead { reason: reason.to_owned() });
         self.leave_state(key, &old);
         self.dead_len += 1;
@@ -276,8 +279,12 @@ impl Core {
                     None => OrderState::Pending,
                 };
                 order.first_seen_unix_ms = *first_seen_unix_ms;
-                order.dead_since_unix_ms = *dead_since_unix_ms;
-                order.last_reason = last_reason.clone().or_else(|| dead.clone());
+                let last_reason = last_reason.clone().or_else(|| dead.clone());
+                if *dead_since_unix_ms != 0 || last_reason.is_some() {
+                    let history = order.history_mut();
+                    history.dead_since_unix_ms = *dead_since_unix_ms;
+                    history.last_reason = last_reason;
+                }
                 let delayed = dead.is_none() && *retry_in_ms > 0;
                 let at = self.now_ms.saturating_add(*retry_in_ms);
                 if delayed {
@@ -323,8 +330,8 @@ impl Core {
             // The wait left now; a replay restarts it from its own time.
             retry_in_ms: order.retry_at_ms.map_or(0, |at| at.saturating_sub(self.now_ms).max(1)),
             first_seen_unix_ms: order.first_seen_unix_ms,
-            dead_since_unix_ms: order.dead_since_unix_ms,
-            last_reason: order.last_reason.clone(),
+            dead_since_unix_ms: order.dead_since_unix_ms(),
+            last_reason: order.last_reason().map(str::to_owned),
         }
     }
 
@@ -424,13 +431,10 @@ impl Core {
             bytes,
             attempts: 0,
             state,
-            holder: None,
-            avoid: None,
+            history: None,
             retry_at_ms: None,
             first_seen_unix_ms: 0,
-            dead_since_unix_ms: 0,
             queued_ms: self.now_ms,
-            last_reason: None,
         }
     }
 

@@ -22,7 +22,7 @@ impl Core {
                 self.pending.pop_front(); // stale: acked, dead or delayed since queued
                 continue;
             };
-            let Some(worker) = self.choose_worker(order.avoid.as_deref()) else { break };
+            let Some(worker) = self.choose_worker(order.avoid()) else { break };
             self.timings.queue_wait.observe_ms(self.now_ms.saturating_sub(order.queued_ms));
             self.pending.pop_front();
             let key = self.orders.key(handle).expect("a live handle").to_key();

@@ -247,7 +247,10 @@ impl Core {
         let cached: HashSet<Handle> = self.cached.iter().copied().collect();
         for (handle, key, order) in self.orders.iter_handles() {
             if order.state == OrderState::Pending && order.retry_at_ms.is_none() {
-                assert!(pending.contains(&handle), "core invariant broken: pending {key:?} is not in the pending queue");
+                assert!(
+                    pending.contains(&handle),
+                    "core invariant broken: pending {key:?} is not in the pending queue"
+                );
             }
             if order.items.is_some() && !order.spilling {
                 assert!(cached.contains(&handle), "core invariant broken: cached {key:?} is not in the cache queue");

@@ -38,15 +38,15 @@ mod invariants;
 mod notice;
 mod recovery;
 mod status;
-mod table;
+pub(crate) mod table;
 mod timeouts;
 mod timings;
 mod workers;
 
-use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use orderly_common::limits::{self, ORDER_BYTES_MAX};
 use orderly_common::OrderKey;
 use serde_bytes::ByteBuf;
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
 
 pub use event::{Event, Fill, Outbound, Snapshot};
 // `GroupView` is defined below, next to `Core`.
@@ -213,6 +213,22 @@ struct Order {
     /// Deliveries so far; the next dispatch is attempt `attempts + 1`.
     attempts: u32,
     state: OrderState,
+    /// What only dispatched or failed orders have, boxed: most of a
+    /// backlog never was, and pays 8 bytes for it instead of 80.
+    history: Option<Box<History>>,
+    /// Pending but waiting for its retry delay until then (in `delayed`,
+    /// not in `pending`).
+    retry_at_ms: Option<Millis>,
+    /// Unix ms; 0 when unknown (journals older than 0.3).
+    first_seen_unix_ms: u64,
+    /// Since when it waits for a worker (sealed, requeued, past its retry
+    /// delay, revived): the start of its queue wait. Not recorded.
+    queued_ms: Millis,
+}
+
+/// An order's past, once it has one (see `Order::history`).
+#[derive(Debug, Default)]
+struct History {
     /// The worker of the latest dispatch (in flight, or taken back since):
     /// the only one whose ack or nack counts once no dispatch is current
     /// (a late ack of a requeued order or a dead letter). `None` until the
@@ -221,17 +237,10 @@ struct Order {
     /// The worker that last returned, lost or failed it: not chosen again
     /// while another has a free credit. Not recorded.
     avoid: Option<String>,
-    /// Pending but waiting for its retry delay until then (in `delayed`,
-    /// not in `pending`).
-    retry_at_ms: Option<Millis>,
-    /// Unix ms; 0 when unknown (journals older than 0.3).
-    first_seen_unix_ms: u64,
-    dead_since_unix_ms: u64,
-    /// Since when it waits for a worker (sealed, requeued, past its retry
-    /// delay, revived): the start of its queue wait. Not recorded.
-    queued_ms: Millis,
     /// The last failure's (or requeue's) reason.
     last_reason: Option<String>,
+    /// Unix ms; 0 when not dead (or unknown).
+    dead_since_unix_ms: u64,
 }
 
 #[derive(Debug)]
@@ -270,6 +279,27 @@ struct Held {
 }
 
 impl Order {
+    /// Its history, made on first use.
+    fn history_mut(&mut self) -> &mut History {
+        self.history.get_or_insert_default()
+    }
+
+    fn holder(&self) -> Option<&str> {
+        self.history.as_ref().and_then(|h| h.holder.as_deref())
+    }
+
+    fn avoid(&self) -> Option<&str> {
+        self.history.as_ref().and_then(|h| h.avoid.as_deref())
+    }
+
+    fn last_reason(&self) -> Option<&str> {
+        self.history.as_ref().and_then(|h| h.last_reason.as_deref())
+    }
+
+    fn dead_since_unix_ms(&self) -> u64 {
+        self.history.as_ref().map_or(0, |h| h.dead_since_unix_ms)
+    }
+
     /// Why the order is a dead letter, if it is one.
     fn dead_reason(&self) -> Option<String> {
         match &self.state {
@@ -287,7 +317,7 @@ impl Order {
     fn held_by(&self, worker: &str) -> bool {
         match &self.state {
             OrderState::InFlight { worker: holder } => holder == worker,
-            OrderState::Pending | OrderState::Dead { .. } => self.holder.as_deref() == Some(worker),
+            OrderState::Pending | OrderState::Dead { .. } => self.holder() == Some(worker),
         }
     }
 }

@@ -14,9 +14,9 @@ fn dead_letter(key: &OrderKey, order: &Order) -> DeadLetter {
         reason: order.dead_reason().unwrap_or_default(),
         items: order.count as usize,
         bytes: order.bytes,
-        last_worker: order.holder.clone(),
+        last_worker: order.holder().map(str::to_owned),
         first_seen_unix_ms: known(order.first_seen_unix_ms),
-        dead_since_unix_ms: known(order.dead_since_unix_ms),
+        dead_since_unix_ms: known(order.dead_since_unix_ms()),
     }
 }
 
@@ -285,10 +285,12 @@ impl Core {
     pub fn order_info(&self, key: &OrderKey) -> Option<OrderInfo> {
         let order = self.orders.get(key)?;
         let (place, worker) = match &order.state {
-            OrderState::Pending if order.retry_at_ms.is_some() => (OrderPlace::Delayed, order.holder.clone()),
-            OrderState::Pending => (OrderPlace::Pending, order.holder.clone()),
+            OrderState::Pending if order.retry_at_ms.is_some() => {
+                (OrderPlace::Delayed, order.holder().map(str::to_owned))
+            }
+            OrderState::Pending => (OrderPlace::Pending, order.holder().map(str::to_owned)),
             OrderState::InFlight { worker } => (OrderPlace::InFlight, Some(worker.clone())),
-            OrderState::Dead { .. } => (OrderPlace::Dead, order.holder.clone()),
+            OrderState::Dead { .. } => (OrderPlace::Dead, order.holder().map(str::to_owned)),
         };
         Some(OrderInfo {
             producer: key.producer.clone(),
@@ -298,9 +300,9 @@ impl Core {
             items: order.count as usize,
             bytes: order.bytes,
             worker,
-            last_reason: order.last_reason.clone().or_else(|| order.dead_reason()),
+            last_reason: order.last_reason().map(str::to_owned).or_else(|| order.dead_reason()),
             first_seen_unix_ms: known(order.first_seen_unix_ms),
-            dead_since_unix_ms: known(order.dead_since_unix_ms),
+            dead_since_unix_ms: known(order.dead_since_unix_ms()),
             retry_in_ms: order.retry_at_ms.map(|at| at.saturating_sub(self.now_ms)),
         })
     }

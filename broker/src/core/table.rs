@@ -19,18 +19,18 @@ use super::HashMap;
 
 /// Where an order is in the table. Stale once the order leaves.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub(super) struct Handle {
+pub(crate) struct Handle {
     slot: u32,
     generation: u32,
 }
 
 /// Slots in the table at most: a slot is a `u32`, and `u32::MAX` stays
 /// free so that a count of slots fits one too.
-pub(super) const SLOTS_MAX: usize = u32::MAX as usize - 1;
+pub(crate) const SLOTS_MAX: usize = u32::MAX as usize - 1;
 
 /// An order's key, borrowed from the table.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
-pub(super) struct KeyRef<'a> {
+pub(crate) struct KeyRef<'a> {
     // Field order as in `OrderKey`, so that both sort alike.
     pub producer: &'a str,
     pub id: &'a str,
@@ -62,7 +62,7 @@ struct Producer {
 
 /// The table. See the module docs.
 #[derive(Debug)]
-pub(super) struct Table<T> {
+pub(crate) struct Table<T> {
     entries: Vec<Entry<T>>,
     /// Free slots, reused last freed first.
     free: Vec<u32>,
@@ -317,11 +317,11 @@ mod tests {
         let mut rng = orderly_common::rng::SplitMix64::new(7);
         for i in 0..20_000u64 {
             let k = key(&format!("p{}", rng.next_u64() % 5), &(rng.next_u64() % 3_000).to_string());
-            if rng.next_u64() % 3 == 0 {
+            if rng.next_u64().is_multiple_of(3) {
                 assert_eq!(t.remove(&k), model.remove(&k), "remove {k}");
-            } else if !model.contains_key(&k) {
+            } else if let std::collections::hash_map::Entry::Vacant(entry) = model.entry(k.clone()) {
                 t.insert(&k, i);
-                model.insert(k, i);
+                entry.insert(i);
             }
         }
         assert_eq!(t.len(), model.len());
