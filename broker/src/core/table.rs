@@ -2,8 +2,9 @@
 //! found by key through a hash table of slots, each key stored once.
 //!
 //! A million pending orders must fit in a few dozen MiB (issue 20), so:
-//! - the entries sit densely in one `Vec` (no per-order allocation but the
-//!   order id's own; empty hash buckets hold 4 bytes, not a whole entry);
+//! - the entries sit densely in fixed chunks (no per-order allocation but
+//!   the order id's own; empty hash buckets hold 4 bytes, not a whole
+//!   entry; growing copies nothing, so the peak is not 1.5 times the need);
 //! - the key is stored once, in its entry: the producer id interned (a
 //!   `u32`, its name kept once per producer), the order id boxed;
 //! - the queues hold a [`Handle`] (slot and generation, 8 bytes): a handle
@@ -63,7 +64,7 @@ struct Producer {
 /// The table. See the module docs.
 #[derive(Debug)]
 pub(crate) struct Table<T> {
-    entries: Vec<Entry<T>>,
+    entries: Chunks<Entry<T>>,
     /// Free slots, reused last freed first.
     free: Vec<u32>,
     /// Slots of the used entries, by the hash of their key.
@@ -77,7 +78,7 @@ pub(crate) struct Table<T> {
 impl<T> Default for Table<T> {
     fn default() -> Self {
         Table {
-            entries: Vec::new(),
+            entries: Chunks::default(),
             free: Vec::new(),
             index: HashTable::new(),
             hasher: foldhash::fast::RandomState::default(),
@@ -85,6 +86,63 @@ impl<T> Default for Table<T> {
             free_producers: Vec::new(),
             producer_slots: HashMap::default(),
         }
+    }
+}
+
+/// Entries a chunk holds: 2^14, a few MiB at most per chunk.
+const CHUNK_SHIFT: u32 = 14;
+const CHUNK_LEN: usize = 1 << CHUNK_SHIFT;
+
+/// A `Vec` in fixed chunks: growing never copies (a doubling `Vec` holds
+/// its old and new buffers at once).
+#[derive(Debug)]
+struct Chunks<E> {
+    chunks: Vec<Vec<E>>,
+    len: usize,
+}
+
+impl<E> Default for Chunks<E> {
+    fn default() -> Self {
+        Chunks { chunks: Vec::new(), len: 0 }
+    }
+}
+
+impl<E> Chunks<E> {
+    fn len(&self) -> usize {
+        self.len
+    }
+
+    fn push(&mut self, e: E) {
+        if self.len.is_multiple_of(CHUNK_LEN) {
+            self.chunks.push(Vec::with_capacity(CHUNK_LEN));
+        }
+        self.chunks.last_mut().expect("a chunk with room").push(e);
+        self.len += 1;
+    }
+
+    fn get(&self, i: usize) -> Option<&E> {
+        self.chunks.get(i >> CHUNK_SHIFT).and_then(|c| c.get(i & (CHUNK_LEN - 1)))
+    }
+
+    fn get_mut(&mut self, i: usize) -> Option<&mut E> {
+        self.chunks.get_mut(i >> CHUNK_SHIFT).and_then(|c| c.get_mut(i & (CHUNK_LEN - 1)))
+    }
+
+    fn iter(&self) -> impl Iterator<Item = &E> {
+        self.chunks.iter().flatten()
+    }
+}
+
+impl<E> std::ops::Index<usize> for Chunks<E> {
+    type Output = E;
+    fn index(&self, i: usize) -> &E {
+        &self.chunks[i >> CHUNK_SHIFT][i & (CHUNK_LEN - 1)]
+    }
+}
+
+impl<E> std::ops::IndexMut<usize> for Chunks<E> {
+    fn index_mut(&mut self, i: usize) -> &mut E {
+        &mut self.chunks[i >> CHUNK_SHIFT][i & (CHUNK_LEN - 1)]
     }
 }
 
@@ -101,7 +159,6 @@ impl<T> Table<T> {
     /// Makes room for `orders` more orders at once.
     pub fn reserve(&mut self, orders: usize) {
         let orders = orders.min(SLOTS_MAX - self.len());
-        self.entries.reserve(orders.saturating_sub(self.free.len()));
         let (entries, producers) = (&self.entries, &self.producers);
         let hasher = &self.hasher;
         self.index.reserve(orders, |&slot| {
