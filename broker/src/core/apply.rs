@@ -175,9 +175,9 @@ impl Core {
                     order.attempts = order.attempts.saturating_sub(1);
                 }
                 order.history_mut().last_reason = Some(reason.to_owned());
-                if delay_ms > 0 && order.retry_at_ms.is_none() {
+                if delay_ms > 0 && order.retry_at_ms().is_none() {
                     let at = self.now_ms.saturating_add(delay_ms);
-                    order.retry_at_ms = Some(at);
+                    order.set_retry_at(Some(at));
                     self.delayed.insert((at, key.clone()));
                 }
                 return;
@@ -197,7 +197,7 @@ impl Core {
         self.enter_pending(key);
         if delay_ms > 0 {
             let at = self.now_ms.saturating_add(delay_ms);
-            self.orders.get_mut(key).expect("known").retry_at_ms = Some(at);
+            self.orders.get_mut(key).expect("known").set_retry_at(Some(at));
             self.delayed.insert((at, key.clone()));
         } else {
             // Redeliveries go first: they are the oldest work.
@@ -217,7 +217,7 @@ impl Core {
             }
             let (at, key) = self.delayed.pop_first().expect("first exists");
             if let Some(order) = self.orders.get_mut(&key) {
-                order.retry_at_ms = None;
+                order.set_retry_at(None);
                 // Its queue wait starts when the delay ends.
                 order.queued_ms = at;
             }
@@ -233,7 +233,8 @@ impl Core {
     /// Ends `key`'s retry delay, if it has one (it leaves the delayed set).
     fn undelay(&mut self, key: &OrderKey) {
         let Some(order) = self.orders.get_mut(key) else { return };
-        if let Some(at) = order.retry_at_ms.take() {
+        if let Some(at) = order.retry_at_ms() {
+            order.set_retry_at(None);
             self.delayed.remove(&(at, key.clone()));
         }
     }
@@ -288,7 +289,7 @@ impl Core {
                 let delayed = dead.is_none() && *retry_in_ms > 0;
                 let at = self.now_ms.saturating_add(*retry_in_ms);
                 if delayed {
-                    order.retry_at_ms = Some(at);
+                    order.set_retry_at(Some(at));
                 }
                 let handle = self.insert_order(key, order);
                 if dead.is_some() {
@@ -328,7 +329,7 @@ impl Core {
             attempts: order.attempts,
             dead: order.dead_reason(),
             // The wait left now; a replay restarts it from its own time.
-            retry_in_ms: order.retry_at_ms.map_or(0, |at| at.saturating_sub(self.now_ms).max(1)),
+            retry_in_ms: order.retry_at_ms().map_or(0, |at| at.saturating_sub(self.now_ms).max(1)),
             first_seen_unix_ms: order.first_seen_unix_ms,
             dead_since_unix_ms: order.dead_since_unix_ms(),
             last_reason: order.last_reason().map(str::to_owned),
@@ -432,7 +433,6 @@ impl Core {
             attempts: 0,
             state,
             history: None,
-            retry_at_ms: None,
             first_seen_unix_ms: 0,
             queued_ms: self.now_ms,
         }

@@ -17,7 +17,7 @@ impl Core {
         self.release_due();
         while let Some(&handle) = self.pending.front() {
             let Some(order) =
-                self.orders.by_handle(handle).filter(|o| o.state == OrderState::Pending && o.retry_at_ms.is_none())
+                self.orders.by_handle(handle).filter(|o| o.state == OrderState::Pending && o.retry_at_ms().is_none())
             else {
                 self.pending.pop_front(); // stale: acked, dead or delayed since queued
                 continue;

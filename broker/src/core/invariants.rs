@@ -246,7 +246,7 @@ impl Core {
         let pending: HashSet<Handle> = self.pending.iter().copied().collect();
         let cached: HashSet<Handle> = self.cached.iter().copied().collect();
         for (handle, key, order) in self.orders.iter_handles() {
-            if order.state == OrderState::Pending && order.retry_at_ms.is_none() {
+            if order.state == OrderState::Pending && order.retry_at_ms().is_none() {
                 assert!(
                     pending.contains(&handle),
                     "core invariant broken: pending {key:?} is not in the pending queue"
@@ -265,11 +265,11 @@ impl Core {
         for (at, key) in &self.delayed {
             let order = self.orders.get(key);
             assert!(
-                order.is_some_and(|o| o.state == OrderState::Pending && o.retry_at_ms == Some(*at)),
+                order.is_some_and(|o| o.state == OrderState::Pending && o.retry_at_ms() == Some(*at)),
                 "core invariant broken: delayed {key} ({at}) is not a pending order delayed until then"
             );
         }
-        let delayed = self.orders.values().filter(|o| o.retry_at_ms.is_some()).count();
+        let delayed = self.orders.values().filter(|o| o.retry_at_ms().is_some()).count();
         check_counter("delayed (orders with a retry time)", self.delayed.len(), delayed);
         self.delayed.len()
     }

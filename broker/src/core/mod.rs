@@ -216,9 +216,6 @@ struct Order {
     /// What only dispatched or failed orders have, boxed: most of a
     /// backlog never was, and pays 8 bytes for it instead of 80.
     history: Option<Box<History>>,
-    /// Pending but waiting for its retry delay until then (in `delayed`,
-    /// not in `pending`).
-    retry_at_ms: Option<Millis>,
     /// Unix ms; 0 when unknown (journals older than 0.3).
     first_seen_unix_ms: u64,
     /// Since when it waits for a worker (sealed, requeued, past its retry
@@ -241,6 +238,9 @@ struct History {
     last_reason: Option<String>,
     /// Unix ms; 0 when not dead (or unknown).
     dead_since_unix_ms: u64,
+    /// Pending but waiting for its retry delay until then (in `delayed`,
+    /// not in `pending`). Only a failed or restored order waits.
+    retry_at_ms: Option<Millis>,
 }
 
 #[derive(Debug)]
@@ -294,6 +294,19 @@ impl Order {
 
     fn last_reason(&self) -> Option<&str> {
         self.history.as_ref().and_then(|h| h.last_reason.as_deref())
+    }
+
+    fn retry_at_ms(&self) -> Option<Millis> {
+        self.history.as_ref().and_then(|h| h.retry_at_ms)
+    }
+
+    /// Sets or clears its retry time (clearing makes no history).
+    fn set_retry_at(&mut self, at: Option<Millis>) {
+        match (at, self.history.as_mut()) {
+            (None, None) => {}
+            (at, Some(history)) => history.retry_at_ms = at,
+            (at, None) => self.history_mut().retry_at_ms = at,
+        }
     }
 
     fn dead_since_unix_ms(&self) -> u64 {

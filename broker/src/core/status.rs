@@ -285,7 +285,7 @@ impl Core {
     pub fn order_info(&self, key: &OrderKey) -> Option<OrderInfo> {
         let order = self.orders.get(key)?;
         let (place, worker) = match &order.state {
-            OrderState::Pending if order.retry_at_ms.is_some() => {
+            OrderState::Pending if order.retry_at_ms().is_some() => {
                 (OrderPlace::Delayed, order.holder().map(str::to_owned))
             }
             OrderState::Pending => (OrderPlace::Pending, order.holder().map(str::to_owned)),
@@ -303,7 +303,7 @@ impl Core {
             last_reason: order.last_reason().map(str::to_owned).or_else(|| order.dead_reason()),
             first_seen_unix_ms: known(order.first_seen_unix_ms),
             dead_since_unix_ms: known(order.dead_since_unix_ms()),
-            retry_in_ms: order.retry_at_ms.map(|at| at.saturating_sub(self.now_ms)),
+            retry_in_ms: order.retry_at_ms().map(|at| at.saturating_sub(self.now_ms)),
         })
     }
 
