@@ -18,7 +18,9 @@
 //! messages: heartbeats, acks, nacks), `dispatch` (pending orders to
 //! workers, the payload cache), `timeouts` (time passing: liveness,
 //! deadlines, expiry, the dedup window), `recovery` (replay and restart),
-//! `status` (the operators' view, dead letters), `timings` (queue wait
+//! `status` (the operators' view, dead letters), `table` (the sealed
+//! orders' slab: `u32` slots, each key stored once, handles for the
+//! queues), `timings` (queue wait
 //! and handler duration, for `/metrics`), `notice` (what the
 //! operator's log is told: workers joining, lost, broken; dead letters) and
 //! `invariants` (the derived counters re-checked against the tables).
