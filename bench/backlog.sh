@@ -9,6 +9,8 @@
 #   restart: first dispatch (ms from exec to the broker's first dispatch) |
 #   all N processed after the restart (s)
 #
+# then the restarted broker's peak RSS and both peaks per pending order.
+#
 #   bench/backlog.sh [--orders N] [--items K] [--item-bytes S] [--fsync P]
 #                    [--payload-cache-bytes B]
 #
@@ -23,7 +25,7 @@ while [ $# -gt 0 ]; do
         --item-bytes) ITEM_BYTES=$2 ;;
         --fsync) FSYNC=$2 ;;
         --payload-cache-bytes) CACHE=$2 ;;
-        -h|--help) sed -n 2,16p "$0"; exit 0 ;;
+        -h|--help) sed -n 2,18p "$0"; exit 0 ;;
         *) echo "backlog: unknown flag $1 (see --help)" >&2; exit 2 ;;
     esac
     shift 2
@@ -69,6 +71,8 @@ r0=$(date +%s.%N)
 broker
 until [ "$(counter dispatches)" -gt 0 ]; do sleep 0.01; done
 r1=$(date +%s.%N)
+# Peak RSS of the restarted broker by its first dispatch: the replayed index.
+rss_restart=$(awk '/VmHWM/ {print $2}' "/proc/$BROKER/status")
 deadline=$((SECONDS + 600))
 until [ "$(counter orders_acked)" -ge "$ORDERS" ] || [ "$SECONDS" -ge "$deadline" ]; do sleep 0.1; done
 r2=$(date +%s.%N)
@@ -76,10 +80,15 @@ acked=$(counter orders_acked)
 replay_ms=$(grep -o 'journal recovered.*' "$work/broker.log" | grep -o 'elapsed_ms=[0-9]*' | cut -d= -f2 || echo '?')
 echo "| pending orders | broker peak RSS holding them | intake orders/s | replay ms | first dispatch ms after exec | all processed after restart s |"
 echo "|---|---|---|---|---|---|"
-python3 - "$sealed" "$rss" "$t0" "$t1" "$replay_ms" "$r0" "$r1" "$r2" <<'PY'
+python3 - "$sealed" "$rss" "$t0" "$t1" "$replay_ms" "$r0" "$r1" "$r2" "$rss_restart" <<'PY'
 import sys
-sealed, rss, t0, t1, replay, r0, r1, r2 = sys.argv[1:]
+sealed, rss, t0, t1, replay, r0, r1, r2, rss_restart = sys.argv[1:]
 print(f"| {int(sealed):,} | {int(rss) / 1024:.0f} MiB | {int(sealed) / (float(t1) - float(t0)):,.0f} | {replay} "
       f"| {(float(r1) - float(r0)) * 1000:,.0f} | {float(r2) - float(r0):.1f} |")
+# Whole-process bytes (index, payload cache, buffers, binary) over orders:
+# an upper bound on the index's cost per pending order.
+print(f"\nrestarted broker's peak RSS by its first dispatch: {int(rss_restart) / 1024:.0f} MiB; "
+      f"peak RSS per pending order: {int(rss) * 1024 / max(int(sealed), 1):.0f} B holding them, "
+      f"{int(rss_restart) * 1024 / max(int(sealed), 1):.0f} B after the restart")
 PY
 [ "$acked" -ge "$ORDERS" ] || { echo "backlog: only $acked of $ORDERS orders processed after the restart" >&2; exit 1; }

@@ -12,9 +12,9 @@
 
 use std::collections::BTreeMap;
 
-use crate::core::HashMap;
-
 use orderly_common::OrderKey;
+
+use crate::core::table::Table;
 
 use crate::core::Event;
 
@@ -41,7 +41,9 @@ pub enum Plan {
 /// The anchor index. See the module docs.
 #[derive(Debug, Default)]
 pub struct Anchors {
-    by_key: HashMap<OrderKey, u64>,
+    /// Each anchored order's segment. One per live order, so in the
+    /// core's compact table (each key stored once, no per-entry node).
+    by_key: Table<u64>,
     segments: BTreeMap<u64, SegmentLive>,
 }
 
@@ -50,26 +52,26 @@ impl Anchors {
     pub fn observe(&mut self, event: &Event, segment: u64) {
         match event {
             Event::Begun { key, .. } | Event::Restored { key, .. } | Event::Accepted { key, .. } => {
-                self.resolve(key);
-                self.by_key.insert(key.clone(), segment);
-                let entry = self.segments.entry(segment).or_default();
-                entry.live += 1;
-                entry.anchored += 1;
+                self.anchor(key, segment);
             }
             // An acknowledged order stays live where its Acked record is,
             // until its key leaves the dedup window (Forgotten).
             Event::Acked { key } | Event::Discarded { key } => {
-                self.resolve(key);
-                self.by_key.insert(key.clone(), segment);
-                let entry = self.segments.entry(segment).or_default();
-                entry.live += 1;
-                entry.anchored += 1;
+                self.anchor(key, segment);
             }
             Event::Dropped { key, .. } | Event::Forgotten { key } => self.resolve(key),
             _ => {
                 self.segments.entry(segment).or_default();
             }
         }
+    }
+
+    fn anchor(&mut self, key: &OrderKey, segment: u64) {
+        self.resolve(key);
+        self.by_key.insert(key, segment);
+        let entry = self.segments.entry(segment).or_default();
+        entry.live += 1;
+        entry.anchored += 1;
     }
 
     fn resolve(&mut self, key: &OrderKey) {
@@ -93,7 +95,7 @@ impl Anchors {
             Plan::Remove
         } else if s.live * 100 <= s.anchored * live_ratio_max_percent {
             let mut keys: Vec<OrderKey> =
-                self.by_key.iter().filter(|(_, &seg)| seg == segment).map(|(k, _)| k.clone()).collect();
+                self.by_key.iter().filter(|(_, &seg)| seg == segment).map(|(k, _)| k.to_key()).collect();
             keys.sort();
             Plan::CopyForward(keys)
         } else {

@@ -4,12 +4,11 @@
 //! through here, so they cannot disagree.
 
 use std::collections::BTreeMap;
-use std::sync::Arc;
 
 use orderly_common::OrderKey;
 use serde_bytes::ByteBuf;
 
-use super::{charge, Core, Event, Held, Millis, Notice, Order, OrderState, Partial, Shared, Snapshot};
+use super::{charge, Core, Event, Handle, Held, Millis, Notice, Order, OrderState, Partial, Snapshot};
 
 impl Core {
     /// Applies `event` and queues it to be recorded.
@@ -53,12 +52,14 @@ impl Core {
         }
         order.state = OrderState::Pending;
         order.attempts = 0;
-        order.dead_since_unix_ms = 0;
+        if let Some(history) = order.history.as_mut() {
+            history.dead_since_unix_ms = 0;
+        }
         order.queued_ms = self.now_ms;
         self.dead_len -= 1;
         self.enter_pending(key);
-        let shared = self.shared(key);
-        self.pending.push_back(shared);
+        let handle = self.handle(key);
+        self.pending.push_back(handle);
         self.counters.orders_revived += 1;
     }
 
@@ -90,8 +91,8 @@ impl Core {
         let items = partial.items.into_values().collect();
         let mut order = self.new_order(Some(items), partial.bytes, count, false);
         order.first_seen_unix_ms = at_unix_ms;
-        let shared = self.insert_order(key, order);
-        self.pending.push_back(shared);
+        let handle = self.insert_order(key, order);
+        self.pending.push_back(handle);
         self.enter_pending(key);
         self.counters.orders_sealed += 1;
     }
@@ -103,8 +104,8 @@ impl Core {
         }
         let mut order = self.whole_order(items);
         order.first_seen_unix_ms = at_unix_ms;
-        let shared = self.insert_order(key, order);
-        self.pending.push_back(shared);
+        let handle = self.insert_order(key, order);
+        self.pending.push_back(handle);
         self.enter_pending(key);
         self.counters.orders_sealed += 1;
     }
@@ -120,7 +121,7 @@ impl Core {
         }
         order.attempts = attempt;
         order.state = OrderState::InFlight { worker: worker.to_owned() };
-        order.holder = Some(worker.to_owned());
+        order.history_mut().holder = Some(worker.to_owned());
         if let Some(w) = self.workers.get_mut(worker) {
             let held = Held { sent_ms: self.now_ms, deadline_ms: self.now_ms + self.config.ack_timeout_ms };
             // A key it listed as held besides is counted once, as ours now.
@@ -173,12 +174,11 @@ impl Core {
                 if refunded {
                     order.attempts = order.attempts.saturating_sub(1);
                 }
-                order.last_reason = Some(reason.to_owned());
-                if delay_ms > 0 && order.retry_at_ms.is_none() {
+                order.history_mut().last_reason = Some(reason.to_owned());
+                if delay_ms > 0 && order.retry_at_ms().is_none() {
                     let at = self.now_ms.saturating_add(delay_ms);
-                    order.retry_at_ms = Some(at);
-                    let shared = self.shared(key);
-                    self.delayed.insert((at, shared));
+                    order.set_retry_at(Some(at));
+                    self.delayed.insert((at, key.clone()));
                 }
                 return;
             }
@@ -186,23 +186,23 @@ impl Core {
         }
         let old = std::mem::replace(&mut order.state, OrderState::Pending);
         if let OrderState::InFlight { worker } = &old {
-            order.avoid = Some(worker.clone());
+            order.history_mut().avoid = Some(worker.clone());
         }
         if refunded {
             order.attempts = order.attempts.saturating_sub(1);
         }
-        order.last_reason = Some(reason.to_owned());
+        order.history_mut().last_reason = Some(reason.to_owned());
         order.queued_ms = self.now_ms.saturating_add(delay_ms);
         self.leave_state(key, &old);
         self.enter_pending(key);
-        let shared = self.shared(key);
         if delay_ms > 0 {
             let at = self.now_ms.saturating_add(delay_ms);
-            self.orders.get_mut(key).expect("known").retry_at_ms = Some(at);
-            self.delayed.insert((at, shared));
+            self.orders.get_mut(key).expect("known").set_retry_at(Some(at));
+            self.delayed.insert((at, key.clone()));
         } else {
             // Redeliveries go first: they are the oldest work.
-            self.pending.push_front(shared);
+            let handle = self.handle(key);
+            self.pending.push_front(handle);
         }
     }
 
@@ -217,11 +217,13 @@ impl Core {
             }
             let (at, key) = self.delayed.pop_first().expect("first exists");
             if let Some(order) = self.orders.get_mut(&key) {
-                order.retry_at_ms = None;
+                order.set_retry_at(None);
                 // Its queue wait starts when the delay ends.
                 order.queued_ms = at;
             }
-            due.push(key);
+            if let Some(handle) = self.orders.handle(&key) {
+                due.push(handle);
+            }
         }
         for key in due.into_iter().rev() {
             self.pending.push_front(key);
@@ -230,19 +232,19 @@ impl Core {
 
     /// Ends `key`'s retry delay, if it has one (it leaves the delayed set).
     fn undelay(&mut self, key: &OrderKey) {
-        let Some((shared, order)) = self.orders.get_key_value(key) else { return };
-        if let Some(at) = order.retry_at_ms {
-            let shared = Arc::clone(shared);
-            self.delayed.remove(&(at, shared));
-            self.orders.get_mut(key).expect("known").retry_at_ms = None;
+        let Some(order) = self.orders.get_mut(key) else { return };
+        if let Some(at) = order.retry_at_ms() {
+            order.set_retry_at(None);
+            self.delayed.remove(&(at, key.clone()));
         }
     }
 
     fn apply_dead_lettered(&mut self, key: &OrderKey, reason: &str, at_unix_ms: u64) {
         self.undelay(key);
         let Some(order) = self.orders.get_mut(key) else { return };
-        order.dead_since_unix_ms = at_unix_ms;
-        order.last_reason = Some(reason.to_owned());
+        let history = order.history_mut();
+        history.dead_since_unix_ms = at_unix_ms;
+        history.last_reason = Some(reason.to_owned());
         let old = std::mem::replace(&mut order.state, OrderState::Dead { reason: reason.to_owned() });
         self.leave_state(key, &old);
         self.dead_len += 1;
@@ -278,22 +280,26 @@ impl Core {
                     None => OrderState::Pending,
                 };
                 order.first_seen_unix_ms = *first_seen_unix_ms;
-                order.dead_since_unix_ms = *dead_since_unix_ms;
-                order.last_reason = last_reason.clone().or_else(|| dead.clone());
+                let last_reason = last_reason.clone().or_else(|| dead.clone());
+                if *dead_since_unix_ms != 0 || last_reason.is_some() {
+                    let history = order.history_mut();
+                    history.dead_since_unix_ms = *dead_since_unix_ms;
+                    history.last_reason = last_reason;
+                }
                 let delayed = dead.is_none() && *retry_in_ms > 0;
                 let at = self.now_ms.saturating_add(*retry_in_ms);
                 if delayed {
-                    order.retry_at_ms = Some(at);
+                    order.set_retry_at(Some(at));
                 }
-                let shared = self.insert_order(key, order);
+                let handle = self.insert_order(key, order);
                 if dead.is_some() {
                     self.dead_len += 1;
                 } else if delayed {
                     self.enter_pending(key);
-                    self.delayed.insert((at, shared));
+                    self.delayed.insert((at, key.clone()));
                 } else {
                     self.enter_pending(key);
-                    self.pending.push_back(shared);
+                    self.pending.push_back(handle);
                 }
             }
         }
@@ -323,10 +329,10 @@ impl Core {
             attempts: order.attempts,
             dead: order.dead_reason(),
             // The wait left now; a replay restarts it from its own time.
-            retry_in_ms: order.retry_at_ms.map_or(0, |at| at.saturating_sub(self.now_ms).max(1)),
+            retry_in_ms: order.retry_at_ms().map_or(0, |at| at.saturating_sub(self.now_ms).max(1)),
             first_seen_unix_ms: order.first_seen_unix_ms,
-            dead_since_unix_ms: order.dead_since_unix_ms,
-            last_reason: order.last_reason.clone(),
+            dead_since_unix_ms: order.dead_since_unix_ms(),
+            last_reason: order.last_reason().map(str::to_owned),
         }
     }
 
@@ -388,19 +394,19 @@ impl Core {
         }
     }
 
-    /// Adds a sealed order; its key is shared with the queues.
-    fn insert_order(&mut self, key: &OrderKey, order: Order) -> Shared {
-        let shared = Arc::new(key.clone());
-        if order.items.is_some() {
-            self.cached.push_back(Arc::clone(&shared));
+    /// Adds a sealed order; the queues hold its handle.
+    fn insert_order(&mut self, key: &OrderKey, order: Order) -> Handle {
+        let cached = order.items.is_some();
+        let handle = self.orders.insert(key, order);
+        if cached {
+            self.cached.push_back(handle);
         }
-        self.orders.insert(Arc::clone(&shared), order);
-        shared
+        handle
     }
 
-    /// The shared key of a known order.
-    fn shared(&self, key: &OrderKey) -> Shared {
-        Arc::clone(self.orders.get_key_value(key).expect("the order is known").0)
+    /// The handle of a known order.
+    fn handle(&self, key: &OrderKey) -> Handle {
+        self.orders.handle(key).expect("the order is known")
     }
 
     /// An order leaves: its items leave the cache.
@@ -426,13 +432,9 @@ impl Core {
             bytes,
             attempts: 0,
             state,
-            holder: None,
-            avoid: None,
-            retry_at_ms: None,
+            history: None,
             first_seen_unix_ms: 0,
-            dead_since_unix_ms: 0,
             queued_ms: self.now_ms,
-            last_reason: None,
         }
     }
 

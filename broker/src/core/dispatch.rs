@@ -15,19 +15,20 @@ impl Core {
     /// has a free credit.
     pub(super) fn pump(&mut self) {
         self.release_due();
-        while let Some(key) = self.pending.front() {
+        while let Some(&handle) = self.pending.front() {
             let Some(order) =
-                self.orders.get(key).filter(|o| o.state == OrderState::Pending && o.retry_at_ms.is_none())
+                self.orders.by_handle(handle).filter(|o| o.state == OrderState::Pending && o.retry_at_ms().is_none())
             else {
                 self.pending.pop_front(); // stale: acked, dead or delayed since queued
                 continue;
             };
-            let Some(worker) = self.choose_worker(order.avoid.as_deref()) else { break };
+            let Some(worker) = self.choose_worker(order.avoid()) else { break };
             self.timings.queue_wait.observe_ms(self.now_ms.saturating_sub(order.queued_ms));
-            let key = OrderKey::clone(&self.pending.pop_front().expect("front exists"));
-            let attempt = self.orders[&key].attempts + 1;
+            self.pending.pop_front();
+            let key = self.orders.key(handle).expect("a live handle").to_key();
+            let attempt = order.attempts + 1;
             self.record(Event::Dispatched { key: key.clone(), worker: worker.clone(), attempt });
-            let order = &self.orders[&key];
+            let order = self.orders.by_handle(handle).expect("dispatched, not removed");
             let topic = worker_topic(&worker);
             let out = match (&order.items, order.stored) {
                 (Some(items), _) => Outbound::new(topic, encode_dispatch(&key, attempt, attempt > 1, items)),
@@ -65,8 +66,8 @@ impl Core {
     fn spill(&mut self) {
         self.drop_stale_cached();
         while self.cached_bytes > self.config.payload_cache_bytes {
-            let Some(key) = self.cached.pop_back() else { break };
-            let Some(order) = self.orders.get_mut(&key) else { continue };
+            let Some(handle) = self.cached.pop_back() else { break };
+            let Some(order) = self.orders.by_handle_mut(handle) else { continue };
             let Some(items) = &order.items else { continue };
             if order.spilling {
                 continue;
@@ -80,11 +81,12 @@ impl Core {
             if order.whole {
                 continue; // its record is being written this turn
             }
-            let items = items.clone();
-            let order = &self.orders[&key];
+            let items = items.to_vec();
+            let order = self.orders.by_handle(handle).expect("spilling, not removed");
             let snapshot = self.sealed_snapshot(order, items);
+            let key = self.orders.key(handle).expect("spilling, not removed").to_key();
             // Not applied: live, the copy changes nothing (as compaction's).
-            self.events.push_back(Event::Restored { key: OrderKey::clone(&key), snapshot });
+            self.events.push_back(Event::Restored { key, snapshot });
         }
     }
 
@@ -92,8 +94,8 @@ impl Core {
     /// front (the oldest go first): drop them, so the queue stays as long
     /// as the cache holds orders.
     fn drop_stale_cached(&mut self) {
-        while let Some(key) = self.cached.front() {
-            if self.orders.get(key).is_some_and(|o| o.items.is_some()) {
+        while let Some(&handle) = self.cached.front() {
+            if self.orders.by_handle(handle).is_some_and(|o| o.items.is_some()) {
                 break;
             }
             self.cached.pop_front();

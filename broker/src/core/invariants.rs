@@ -17,7 +17,7 @@ use serde_bytes::ByteBuf;
 /// debug build.
 type HashSet<T> = std::collections::HashSet<T, foldhash::fast::RandomState>;
 
-use super::{Core, HashMap, Millis, Order, OrderState, FOREIGN_KEYS_PER_WORKER_MAX};
+use super::{Core, Handle, HashMap, Millis, Order, OrderState, FOREIGN_KEYS_PER_WORKER_MAX};
 
 /// Table entries (orders, partial orders, queued and remembered keys,
 /// items in RAM) up to which debug builds re-check every invariant after
@@ -127,7 +127,8 @@ impl Core {
     }
 
     fn check_orders(&self, totals: &mut Totals) {
-        for (key, order) in &self.orders {
+        for (key, order) in self.orders.iter() {
+            let key = &key.to_key();
             match &order.state {
                 OrderState::Pending => totals.pending += 1,
                 OrderState::InFlight { .. } => totals.in_flight += 1,
@@ -140,12 +141,12 @@ impl Core {
             if order.items.is_some() && !order.spilling {
                 totals.cached_bytes += order.charge();
             }
-            assert!(!self.recent.contains_key(&**key), "core invariant broken: {key} is both sealed and acknowledged");
+            assert!(!self.recent.contains_key(key), "core invariant broken: {key} is both sealed and acknowledged");
             self.check_payload(key, order);
             if !self.replaying {
                 self.check_order_live(key, order);
             }
-            totals.entries += 1 + order.items.as_ref().map_or(0, Vec::len);
+            totals.entries += 1 + order.items.as_ref().map_or(0, |items| items.len());
         }
     }
 
@@ -242,14 +243,17 @@ impl Core {
     /// order is in `pending`, every order counted in the cache in `cached`
     /// (`spill` finds what to drop there).
     fn check_queues(&self) -> usize {
-        let pending: HashSet<&OrderKey> = self.pending.iter().map(|k| &**k).collect();
-        let cached: HashSet<&OrderKey> = self.cached.iter().map(|k| &**k).collect();
-        for (key, order) in &self.orders {
-            if order.state == OrderState::Pending && order.retry_at_ms.is_none() {
-                assert!(pending.contains(&**key), "core invariant broken: pending {key} is not in the pending queue");
+        let pending: HashSet<Handle> = self.pending.iter().copied().collect();
+        let cached: HashSet<Handle> = self.cached.iter().copied().collect();
+        for (handle, key, order) in self.orders.iter_handles() {
+            if order.state == OrderState::Pending && order.retry_at_ms().is_none() {
+                assert!(
+                    pending.contains(&handle),
+                    "core invariant broken: pending {key:?} is not in the pending queue"
+                );
             }
             if order.items.is_some() && !order.spilling {
-                assert!(cached.contains(&**key), "core invariant broken: cached {key} is not in the cache queue");
+                assert!(cached.contains(&handle), "core invariant broken: cached {key:?} is not in the cache queue");
             }
         }
         self.pending.len() + self.cached.len()
@@ -261,11 +265,11 @@ impl Core {
         for (at, key) in &self.delayed {
             let order = self.orders.get(key);
             assert!(
-                order.is_some_and(|o| o.state == OrderState::Pending && o.retry_at_ms == Some(*at)),
+                order.is_some_and(|o| o.state == OrderState::Pending && o.retry_at_ms() == Some(*at)),
                 "core invariant broken: delayed {key} ({at}) is not a pending order delayed until then"
             );
         }
-        let delayed = self.orders.values().filter(|o| o.retry_at_ms.is_some()).count();
+        let delayed = self.orders.values().filter(|o| o.retry_at_ms().is_some()).count();
         check_counter("delayed (orders with a retry time)", self.delayed.len(), delayed);
         self.delayed.len()
     }

@@ -18,7 +18,9 @@
 //! messages: heartbeats, acks, nacks), `dispatch` (pending orders to
 //! workers, the payload cache), `timeouts` (time passing: liveness,
 //! deadlines, expiry, the dedup window), `recovery` (replay and restart),
-//! `status` (the operators' view, dead letters), `timings` (queue wait
+//! `status` (the operators' view, dead letters), `table` (the sealed
+//! orders' slab: `u32` slots, each key stored once, handles for the
+//! queues), `timings` (queue wait
 //! and handler duration, for `/metrics`), `notice` (what the
 //! operator's log is told: workers joining, lost, broken; dead letters) and
 //! `invariants` (the derived counters re-checked against the tables).
@@ -38,16 +40,15 @@ mod invariants;
 mod notice;
 mod recovery;
 mod status;
+pub(crate) mod table;
 mod timeouts;
 mod timings;
 mod workers;
 
-use std::collections::{BTreeMap, BTreeSet, VecDeque};
-use std::sync::Arc;
-
 use orderly_common::limits::{self, ORDER_BYTES_MAX};
 use orderly_common::OrderKey;
 use serde_bytes::ByteBuf;
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
 
 pub use event::{Event, Fill, Outbound, Snapshot};
 // `GroupView` is defined below, next to `Core`.
@@ -65,8 +66,7 @@ pub use orderly_common::time::Millis;
 /// the seed stays random.
 pub type HashMap<K, V> = std::collections::HashMap<K, V, foldhash::fast::RandomState>;
 
-/// An order key shared by the order table and its queues.
-type Shared = Arc<OrderKey>;
+use table::{Handle, Table};
 
 /// Where the journal holds a sealed order's whole payload: the record of
 /// its `Accepted` or of its latest `Restored` copy.
@@ -215,6 +215,19 @@ struct Order {
     /// Deliveries so far; the next dispatch is attempt `attempts + 1`.
     attempts: u32,
     state: OrderState,
+    /// What only dispatched or failed orders have, boxed: most of a
+    /// backlog never was, and pays 8 bytes for it instead of 80.
+    history: Option<Box<History>>,
+    /// Unix ms; 0 when unknown (journals older than 0.3).
+    first_seen_unix_ms: u64,
+    /// Since when it waits for a worker (sealed, requeued, past its retry
+    /// delay, revived): the start of its queue wait. Not recorded.
+    queued_ms: Millis,
+}
+
+/// An order's past, once it has one (see `Order::history`).
+#[derive(Debug, Default)]
+struct History {
     /// The worker of the latest dispatch (in flight, or taken back since):
     /// the only one whose ack or nack counts once no dispatch is current
     /// (a late ack of a requeued order or a dead letter). `None` until the
@@ -223,17 +236,13 @@ struct Order {
     /// The worker that last returned, lost or failed it: not chosen again
     /// while another has a free credit. Not recorded.
     avoid: Option<String>,
-    /// Pending but waiting for its retry delay until then (in `delayed`,
-    /// not in `pending`).
-    retry_at_ms: Option<Millis>,
-    /// Unix ms; 0 when unknown (journals older than 0.3).
-    first_seen_unix_ms: u64,
-    dead_since_unix_ms: u64,
-    /// Since when it waits for a worker (sealed, requeued, past its retry
-    /// delay, revived): the start of its queue wait. Not recorded.
-    queued_ms: Millis,
     /// The last failure's (or requeue's) reason.
     last_reason: Option<String>,
+    /// Unix ms; 0 when not dead (or unknown).
+    dead_since_unix_ms: u64,
+    /// Pending but waiting for its retry delay until then (in `delayed`,
+    /// not in `pending`). Only a failed or restored order waits.
+    retry_at_ms: Option<Millis>,
 }
 
 #[derive(Debug)]
@@ -272,6 +281,40 @@ struct Held {
 }
 
 impl Order {
+    /// Its history, made on first use.
+    fn history_mut(&mut self) -> &mut History {
+        self.history.get_or_insert_default()
+    }
+
+    fn holder(&self) -> Option<&str> {
+        self.history.as_ref().and_then(|h| h.holder.as_deref())
+    }
+
+    fn avoid(&self) -> Option<&str> {
+        self.history.as_ref().and_then(|h| h.avoid.as_deref())
+    }
+
+    fn last_reason(&self) -> Option<&str> {
+        self.history.as_ref().and_then(|h| h.last_reason.as_deref())
+    }
+
+    fn retry_at_ms(&self) -> Option<Millis> {
+        self.history.as_ref().and_then(|h| h.retry_at_ms)
+    }
+
+    /// Sets or clears its retry time (clearing makes no history).
+    fn set_retry_at(&mut self, at: Option<Millis>) {
+        match (at, self.history.as_mut()) {
+            (None, None) => {}
+            (at, Some(history)) => history.retry_at_ms = at,
+            (at, None) => self.history_mut().retry_at_ms = at,
+        }
+    }
+
+    fn dead_since_unix_ms(&self) -> u64 {
+        self.history.as_ref().map_or(0, |h| h.dead_since_unix_ms)
+    }
+
     /// Why the order is a dead letter, if it is one.
     fn dead_reason(&self) -> Option<String> {
         match &self.state {
@@ -289,7 +332,7 @@ impl Order {
     fn held_by(&self, worker: &str) -> bool {
         match &self.state {
             OrderState::InFlight { worker: holder } => holder == worker,
-            OrderState::Pending | OrderState::Dead { .. } => self.holder.as_deref() == Some(worker),
+            OrderState::Pending | OrderState::Dead { .. } => self.holder() == Some(worker),
         }
     }
 }
@@ -316,19 +359,19 @@ const FOREIGN_KEYS_PER_WORKER_MAX: usize = limits::HEARTBEAT_IN_FLIGHT_MAX;
 pub struct Core {
     config: CoreConfig,
     partials: BTreeMap<OrderKey, Partial>,
-    /// Sealed orders. The key is shared (`Arc`) with the queues below, so
-    /// a pending order costs one copy of its key, not three.
-    orders: HashMap<Shared, Order>,
+    /// Sealed orders, each key stored once (see `table`); the queues below
+    /// hold their handles.
+    orders: Table<Order>,
     /// Keys of acknowledged orders still in the dedup window, with when.
     recent: HashMap<OrderKey, Millis>,
     /// `recent` in acknowledgement order, for expiry; may hold stale pairs.
     recent_order: VecDeque<(Millis, OrderKey)>,
     /// Dispatch queue; may hold stale keys (acked while pending), skipped.
-    pending: VecDeque<Shared>,
+    pending: VecDeque<Handle>,
     pending_len: usize,
     /// Pending orders waiting for their retry delay, by when it ends
     /// (counted in `pending_len` too).
-    delayed: BTreeSet<(Millis, Shared)>,
+    delayed: BTreeSet<(Millis, OrderKey)>,
     in_flight_len: usize,
     /// `pending_len + in_flight_len` by producer (no zero entries), for
     /// `pending_orders_per_producer_max`.
@@ -343,7 +386,7 @@ pub struct Core {
     partial_bytes: u64,
     /// Sealed orders whose items are in RAM, oldest first; may hold stale
     /// keys. The newest leave RAM first: they are dispatched last.
-    cached: VecDeque<Shared>,
+    cached: VecDeque<Handle>,
     /// Replaying the journal: payloads stay on disk.
     replaying: bool,
     workers: BTreeMap<String, Worker>,
@@ -399,7 +442,7 @@ impl Core {
             rng: Rng(orderly_common::rng::SplitMix64::new(config.rand_seed)),
             config,
             partials: BTreeMap::new(),
-            orders: HashMap::default(),
+            orders: Table::default(),
             recent: HashMap::default(),
             recent_order: VecDeque::new(),
             pending: VecDeque::new(),

@@ -3,7 +3,7 @@
 
 use orderly_common::OrderKey;
 
-use super::{Core, Event, Millis, OrderState, Shared};
+use super::{Core, Event, Millis, OrderState};
 
 impl Core {
     /// Makes room for `orders` sealed orders at once (before a replay, so
@@ -38,20 +38,20 @@ impl Core {
     /// In flight at the crash: pending again, first in line. Not an event
     /// (worker liveness is not recorded), so the counters move here.
     fn requeue_in_flight(&mut self) {
-        let mut in_flight: Vec<&Shared> = self
+        let mut in_flight: Vec<OrderKey> = self
             .orders
             .iter()
             .filter(|(_, o)| matches!(o.state, OrderState::InFlight { .. }))
-            .map(|(k, _)| k)
+            .map(|(k, _)| k.to_key())
             .collect();
-        in_flight.sort(); // HashMap order is random; keep recovery deterministic
-        let keys: Vec<Shared> = in_flight.into_iter().cloned().collect();
-        for key in keys.into_iter().rev() {
+        in_flight.sort(); // table order depends on history; keep recovery deterministic
+        for key in in_flight.into_iter().rev() {
             if let Some(order) = self.orders.get_mut(&key) {
                 order.state = OrderState::Pending;
                 self.in_flight_len -= 1;
                 self.pending_len += 1;
-                self.pending.push_front(key);
+                let handle = self.orders.handle(&key).expect("just found");
+                self.pending.push_front(handle);
             }
         }
     }
@@ -65,7 +65,7 @@ impl Core {
             .orders
             .iter()
             .filter(|(_, o)| o.state == OrderState::Pending && o.attempts >= max)
-            .map(|(k, o)| (OrderKey::clone(k), o.attempts))
+            .map(|(k, o)| (k.to_key(), o.attempts))
             .collect();
         exhausted.sort();
         for (key, attempts) in exhausted {

@@ -14,9 +14,9 @@ fn dead_letter(key: &OrderKey, order: &Order) -> DeadLetter {
         reason: order.dead_reason().unwrap_or_default(),
         items: order.count as usize,
         bytes: order.bytes,
-        last_worker: order.holder.clone(),
+        last_worker: order.holder().map(str::to_owned),
         first_seen_unix_ms: known(order.first_seen_unix_ms),
-        dead_since_unix_ms: known(order.dead_since_unix_ms),
+        dead_since_unix_ms: known(order.dead_since_unix_ms()),
     }
 }
 
@@ -265,19 +265,19 @@ impl Core {
     /// `None`), at most `limit`, with the total and where the next page
     /// starts.
     pub fn dead_letters_page(&self, after: Option<&OrderKey>, limit: usize) -> DeadLetterPage {
-        let mut dead: Vec<(&OrderKey, &Order)> = self
+        let mut dead: Vec<(OrderKey, &Order)> = self
             .orders
             .iter()
             .filter(|(_, order)| matches!(order.state, OrderState::Dead { .. }))
-            .map(|(key, order)| (&**key, order))
+            .map(|(key, order)| (key.to_key(), order))
             .collect();
         let total = dead.len();
-        dead.retain(|(key, _)| after.is_none_or(|after| *key > after));
-        dead.sort_unstable_by(|a, b| a.0.cmp(b.0));
+        dead.retain(|(key, _)| after.is_none_or(|after| key > after));
+        dead.sort_unstable_by(|a, b| a.0.cmp(&b.0));
         let more = dead.len() > limit;
         dead.truncate(limit);
-        let next_after = if more { dead.last().map(|(key, _)| OrderKey::clone(key)) } else { None };
-        let dead_letters = dead.into_iter().map(|(key, order)| dead_letter(key, order)).collect();
+        let next_after = if more { dead.last().map(|(key, _)| key.clone()) } else { None };
+        let dead_letters = dead.into_iter().map(|(key, order)| dead_letter(&key, order)).collect();
         DeadLetterPage { total, dead_letters, next_after }
     }
 
@@ -285,10 +285,12 @@ impl Core {
     pub fn order_info(&self, key: &OrderKey) -> Option<OrderInfo> {
         let order = self.orders.get(key)?;
         let (place, worker) = match &order.state {
-            OrderState::Pending if order.retry_at_ms.is_some() => (OrderPlace::Delayed, order.holder.clone()),
-            OrderState::Pending => (OrderPlace::Pending, order.holder.clone()),
+            OrderState::Pending if order.retry_at_ms().is_some() => {
+                (OrderPlace::Delayed, order.holder().map(str::to_owned))
+            }
+            OrderState::Pending => (OrderPlace::Pending, order.holder().map(str::to_owned)),
             OrderState::InFlight { worker } => (OrderPlace::InFlight, Some(worker.clone())),
-            OrderState::Dead { .. } => (OrderPlace::Dead, order.holder.clone()),
+            OrderState::Dead { .. } => (OrderPlace::Dead, order.holder().map(str::to_owned)),
         };
         Some(OrderInfo {
             producer: key.producer.clone(),
@@ -298,10 +300,10 @@ impl Core {
             items: order.count as usize,
             bytes: order.bytes,
             worker,
-            last_reason: order.last_reason.clone().or_else(|| order.dead_reason()),
+            last_reason: order.last_reason().map(str::to_owned).or_else(|| order.dead_reason()),
             first_seen_unix_ms: known(order.first_seen_unix_ms),
-            dead_since_unix_ms: known(order.dead_since_unix_ms),
-            retry_in_ms: order.retry_at_ms.map(|at| at.saturating_sub(self.now_ms)),
+            dead_since_unix_ms: known(order.dead_since_unix_ms()),
+            retry_in_ms: order.retry_at_ms().map(|at| at.saturating_sub(self.now_ms)),
         })
     }
 
@@ -321,7 +323,7 @@ impl Core {
         self.now_ms = now_ms;
         let mut keys: Vec<OrderKey> = match which {
             Some(key) => vec![key.clone()],
-            None => self.orders.keys().map(|k| OrderKey::clone(k)).collect(),
+            None => self.orders.keys().collect(),
         };
         keys.sort();
         let mut discarded = 0;
@@ -342,7 +344,7 @@ impl Core {
         let keys: Vec<OrderKey> = match which {
             Some(key) => vec![key.clone()],
             None => {
-                let mut keys: Vec<OrderKey> = self.orders.keys().map(|k| OrderKey::clone(k)).collect();
+                let mut keys: Vec<OrderKey> = self.orders.keys().collect();
                 keys.sort();
                 keys
             }

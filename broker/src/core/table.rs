@@ -1,0 +1,390 @@
+//! The sealed-order table: a slab of entries addressed by a `u32` slot,
+//! found by key through a hash table of slots, each key stored once.
+//!
+//! A million pending orders must fit in a few dozen MiB (issue 20), so:
+//! - the entries sit densely in fixed chunks (no per-order allocation but
+//!   the order id's own; empty hash buckets hold 4 bytes, not a whole
+//!   entry; growing copies nothing, so the peak is not 1.5 times the need);
+//! - the key is stored once, in its entry: the producer id interned (a
+//!   `u32`, its name kept once per producer), the order id boxed;
+//! - the queues hold a [`Handle`] (slot and generation, 8 bytes): a handle
+//!   left in a queue after its order left is *stale* and finds nothing,
+//!   even once the slot holds another order.
+
+use std::hash::BuildHasher;
+
+use hashbrown::HashTable;
+use orderly_common::OrderKey;
+
+use super::HashMap;
+
+/// Where an order is in the table. Stale once the order leaves.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub(crate) struct Handle {
+    slot: u32,
+    generation: u32,
+}
+
+/// Slots in the table at most: a slot is a `u32`, and `u32::MAX` stays
+/// free so that a count of slots fits one too.
+pub(crate) const SLOTS_MAX: usize = u32::MAX as usize - 1;
+
+/// An order's key, borrowed from the table.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub(crate) struct KeyRef<'a> {
+    // Field order as in `OrderKey`, so that both sort alike.
+    pub producer: &'a str,
+    pub id: &'a str,
+}
+
+impl KeyRef<'_> {
+    pub fn to_key(self) -> OrderKey {
+        OrderKey::new(self.producer, self.id)
+    }
+}
+
+#[derive(Debug)]
+struct Entry<T> {
+    id: Box<str>,
+    producer: u32,
+    /// Bumped when the slot is freed, so old handles go stale.
+    generation: u32,
+    /// `None` while the slot is free.
+    value: Option<T>,
+}
+
+/// A producer id and how many entries use it (freed at zero, so ids of
+/// producers long gone do not pile up).
+#[derive(Debug)]
+struct Producer {
+    name: Box<str>,
+    entries: u32,
+}
+
+/// The table. See the module docs.
+#[derive(Debug)]
+pub(crate) struct Table<T> {
+    entries: Chunks<Entry<T>>,
+    /// Free slots, reused last freed first.
+    free: Vec<u32>,
+    /// Slots of the used entries, by the hash of their key.
+    index: HashTable<u32>,
+    hasher: foldhash::fast::RandomState,
+    producers: Vec<Producer>,
+    free_producers: Vec<u32>,
+    producer_slots: HashMap<Box<str>, u32>,
+}
+
+impl<T> Default for Table<T> {
+    fn default() -> Self {
+        Table {
+            entries: Chunks::default(),
+            free: Vec::new(),
+            index: HashTable::new(),
+            hasher: foldhash::fast::RandomState::default(),
+            producers: Vec::new(),
+            free_producers: Vec::new(),
+            producer_slots: HashMap::default(),
+        }
+    }
+}
+
+/// Entries a chunk holds: 2^14, a few MiB at most per chunk.
+const CHUNK_SHIFT: u32 = 14;
+const CHUNK_LEN: usize = 1 << CHUNK_SHIFT;
+
+/// A `Vec` in fixed chunks: growing never copies (a doubling `Vec` holds
+/// its old and new buffers at once).
+#[derive(Debug)]
+struct Chunks<E> {
+    chunks: Vec<Vec<E>>,
+    len: usize,
+}
+
+impl<E> Default for Chunks<E> {
+    fn default() -> Self {
+        Chunks { chunks: Vec::new(), len: 0 }
+    }
+}
+
+impl<E> Chunks<E> {
+    fn len(&self) -> usize {
+        self.len
+    }
+
+    fn push(&mut self, e: E) {
+        if self.len.is_multiple_of(CHUNK_LEN) {
+            self.chunks.push(Vec::with_capacity(CHUNK_LEN));
+        }
+        self.chunks.last_mut().expect("a chunk with room").push(e);
+        self.len += 1;
+    }
+
+    fn get(&self, i: usize) -> Option<&E> {
+        self.chunks.get(i >> CHUNK_SHIFT).and_then(|c| c.get(i & (CHUNK_LEN - 1)))
+    }
+
+    fn get_mut(&mut self, i: usize) -> Option<&mut E> {
+        self.chunks.get_mut(i >> CHUNK_SHIFT).and_then(|c| c.get_mut(i & (CHUNK_LEN - 1)))
+    }
+
+    fn iter(&self) -> impl Iterator<Item = &E> {
+        self.chunks.iter().flatten()
+    }
+}
+
+impl<E> std::ops::Index<usize> for Chunks<E> {
+    type Output = E;
+    fn index(&self, i: usize) -> &E {
+        &self.chunks[i >> CHUNK_SHIFT][i & (CHUNK_LEN - 1)]
+    }
+}
+
+impl<E> std::ops::IndexMut<usize> for Chunks<E> {
+    fn index_mut(&mut self, i: usize) -> &mut E {
+        &mut self.chunks[i >> CHUNK_SHIFT][i & (CHUNK_LEN - 1)]
+    }
+}
+
+fn hash_key(hasher: &foldhash::fast::RandomState, producer: &str, id: &str) -> u64 {
+    hasher.hash_one((producer, id))
+}
+
+impl<T> Table<T> {
+    /// Orders in the table.
+    pub fn len(&self) -> usize {
+        self.index.len()
+    }
+
+    /// Makes room for `orders` more orders at once.
+    pub fn reserve(&mut self, orders: usize) {
+        let orders = orders.min(SLOTS_MAX - self.len());
+        let (entries, producers) = (&self.entries, &self.producers);
+        let hasher = &self.hasher;
+        self.index.reserve(orders, |&slot| {
+            let e = &entries[slot as usize];
+            hash_key(hasher, &producers[e.producer as usize].name, &e.id)
+        });
+    }
+
+    fn find(&self, key: &OrderKey) -> Option<u32> {
+        let hash = hash_key(&self.hasher, &key.producer, &key.id);
+        let (entries, producers) = (&self.entries, &self.producers);
+        self.index
+            .find(hash, |&slot| {
+                let e = &entries[slot as usize];
+                *e.id == *key.id && *producers[e.producer as usize].name == *key.producer
+            })
+            .copied()
+    }
+
+    pub fn contains_key(&self, key: &OrderKey) -> bool {
+        self.find(key).is_some()
+    }
+
+    pub fn get(&self, key: &OrderKey) -> Option<&T> {
+        let slot = self.find(key)?;
+        self.entries[slot as usize].value.as_ref()
+    }
+
+    pub fn get_mut(&mut self, key: &OrderKey) -> Option<&mut T> {
+        let slot = self.find(key)?;
+        self.entries[slot as usize].value.as_mut()
+    }
+
+    /// The handle of a known order.
+    pub fn handle(&self, key: &OrderKey) -> Option<Handle> {
+        let slot = self.find(key)?;
+        Some(Handle { slot, generation: self.entries[slot as usize].generation })
+    }
+
+    fn entry(&self, handle: Handle) -> Option<&Entry<T>> {
+        self.entries.get(handle.slot as usize).filter(|e| e.generation == handle.generation && e.value.is_some())
+    }
+
+    /// The order `handle` names, unless it left.
+    pub fn by_handle(&self, handle: Handle) -> Option<&T> {
+        self.entry(handle).and_then(|e| e.value.as_ref())
+    }
+
+    pub fn by_handle_mut(&mut self, handle: Handle) -> Option<&mut T> {
+        self.entries
+            .get_mut(handle.slot as usize)
+            .filter(|e| e.generation == handle.generation)
+            .and_then(|e| e.value.as_mut())
+    }
+
+    /// The key of the order `handle` names, unless it left.
+    pub fn key(&self, handle: Handle) -> Option<KeyRef<'_>> {
+        self.entry(handle).map(|e| self.key_ref(e))
+    }
+
+    fn key_ref<'a>(&'a self, e: &'a Entry<T>) -> KeyRef<'a> {
+        KeyRef { producer: &self.producers[e.producer as usize].name, id: &e.id }
+    }
+
+    /// Adds an order that is not in the table yet.
+    pub fn insert(&mut self, key: &OrderKey, value: T) -> Handle {
+        assert!(!self.contains_key(key), "order table: {key} is already in it");
+        assert!(self.len() < SLOTS_MAX, "order table: more than {SLOTS_MAX} orders");
+        let producer = self.intern(&key.producer);
+        let id: Box<str> = key.id.as_str().into();
+        let slot = match self.free.pop() {
+            Some(slot) => {
+                let e = &mut self.entries[slot as usize];
+                (e.id, e.producer, e.value) = (id, producer, Some(value));
+                slot
+            }
+            None => {
+                self.entries.push(Entry { id, producer, generation: 0, value: Some(value) });
+                (self.entries.len() - 1) as u32
+            }
+        };
+        let hash = hash_key(&self.hasher, &key.producer, &key.id);
+        let (entries, producers, hasher) = (&self.entries, &self.producers, &self.hasher);
+        self.index.insert_unique(hash, slot, |&s| {
+            let e = &entries[s as usize];
+            hash_key(hasher, &producers[e.producer as usize].name, &e.id)
+        });
+        Handle { slot, generation: self.entries[slot as usize].generation }
+    }
+
+    /// Takes an order out; its handles go stale.
+    pub fn remove(&mut self, key: &OrderKey) -> Option<T> {
+        let hash = hash_key(&self.hasher, &key.producer, &key.id);
+        let (entries, producers) = (&self.entries, &self.producers);
+        let found = self.index.find_entry(hash, |&slot| {
+            let e = &entries[slot as usize];
+            *e.id == *key.id && *producers[e.producer as usize].name == *key.producer
+        });
+        let (slot, _) = found.ok()?.remove();
+        let e = &mut self.entries[slot as usize];
+        let value = e.value.take();
+        e.id = Box::default();
+        e.generation = e.generation.wrapping_add(1);
+        let producer = e.producer;
+        self.release(producer);
+        self.free.push(slot);
+        value
+    }
+
+    /// Every order with its key, in no particular order.
+    pub fn iter(&self) -> impl Iterator<Item = (KeyRef<'_>, &T)> {
+        self.entries.iter().filter_map(|e| e.value.as_ref().map(|v| (self.key_ref(e), v)))
+    }
+
+    /// Every order with its handle and key, in no particular order.
+    pub fn iter_handles(&self) -> impl Iterator<Item = (Handle, KeyRef<'_>, &T)> {
+        self.entries.iter().enumerate().filter_map(|(slot, e)| {
+            let handle = Handle { slot: slot as u32, generation: e.generation };
+            e.value.as_ref().map(|v| (handle, self.key_ref(e), v))
+        })
+    }
+
+    pub fn values(&self) -> impl Iterator<Item = &T> {
+        self.entries.iter().filter_map(|e| e.value.as_ref())
+    }
+
+    /// Every key, owned, in no particular order.
+    pub fn keys(&self) -> impl Iterator<Item = OrderKey> + '_ {
+        self.iter().map(|(k, _)| k.to_key())
+    }
+
+    fn intern(&mut self, producer: &str) -> u32 {
+        let slot = match self.producer_slots.get(producer) {
+            Some(&slot) => slot,
+            None => {
+                let p = Producer { name: producer.into(), entries: 0 };
+                let slot = match self.free_producers.pop() {
+                    Some(slot) => {
+                        self.producers[slot as usize] = p;
+                        slot
+                    }
+                    None => {
+                        self.producers.push(p);
+                        (self.producers.len() - 1) as u32
+                    }
+                };
+                self.producer_slots.insert(producer.into(), slot);
+                slot
+            }
+        };
+        self.producers[slot as usize].entries += 1;
+        slot
+    }
+
+    fn release(&mut self, producer: u32) {
+        let p = &mut self.producers[producer as usize];
+        p.entries -= 1;
+        if p.entries == 0 {
+            self.producer_slots.remove(&p.name);
+            p.name = Box::default();
+            self.free_producers.push(producer);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn key(producer: &str, id: &str) -> OrderKey {
+        OrderKey::new(producer, id)
+    }
+
+    #[test]
+    fn finds_what_it_holds_and_not_what_left() {
+        let mut t = Table::default();
+        let a = t.insert(&key("p", "a"), 1);
+        let b = t.insert(&key("q", "a"), 2);
+        assert_eq!((t.get(&key("p", "a")), t.get(&key("q", "a")), t.len()), (Some(&1), Some(&2), 2));
+        assert_eq!(t.key(a).map(KeyRef::to_key), Some(key("p", "a")));
+        assert_eq!(t.remove(&key("p", "a")), Some(1));
+        assert_eq!((t.get(&key("p", "a")), t.by_handle(a), t.key(a)), (None, None, None));
+        // The freed slot is reused; the old handle stays stale.
+        let c = t.insert(&key("p", "c"), 3);
+        assert_eq!(c.slot, a.slot);
+        assert_eq!((t.by_handle(a), t.by_handle(c), t.by_handle(b)), (None, Some(&3), Some(&2)));
+        assert_eq!(t.handle(&key("p", "c")), Some(c));
+        assert_eq!(t.remove(&key("p", "a")), None);
+    }
+
+    #[test]
+    fn producer_ids_are_kept_once_and_freed_with_their_last_order() {
+        let mut t = Table::default();
+        for i in 0..100 {
+            t.insert(&key("p", &i.to_string()), i);
+        }
+        assert_eq!(t.producers.len(), 1);
+        for i in 0..100 {
+            assert_eq!(t.remove(&key("p", &i.to_string())), Some(i));
+        }
+        assert!(t.producer_slots.is_empty());
+        t.insert(&key("r", "x"), 0);
+        assert_eq!((t.producers.len(), t.producers[0].name.as_ref()), (1, "r"));
+        let mut keys: Vec<OrderKey> = t.keys().collect();
+        keys.sort();
+        assert_eq!(keys, vec![key("r", "x")]);
+    }
+
+    #[test]
+    fn agrees_with_a_hash_map_through_growth_and_churn() {
+        let mut t = Table::default();
+        let mut model = std::collections::HashMap::new();
+        let mut rng = orderly_common::rng::SplitMix64::new(7);
+        for i in 0..20_000u64 {
+            let k = key(&format!("p{}", rng.next_u64() % 5), &(rng.next_u64() % 3_000).to_string());
+            if rng.next_u64().is_multiple_of(3) {
+                assert_eq!(t.remove(&k), model.remove(&k), "remove {k}");
+            } else if let std::collections::hash_map::Entry::Vacant(entry) = model.entry(k.clone()) {
+                t.insert(&k, i);
+                entry.insert(i);
+            }
+        }
+        assert_eq!(t.len(), model.len());
+        for (k, v) in &model {
+            assert_eq!(t.get(k), Some(v));
+        }
+        assert_eq!(t.iter().count(), model.len());
+    }
+}
