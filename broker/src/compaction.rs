@@ -65,6 +65,15 @@ impl Anchors {
                 entry.live += 1;
                 entry.anchored += 1;
             }
+            Event::AcceptedBatch { orders, .. } => {
+                for order in orders {
+                    self.resolve(&order.key);
+                    self.by_key.insert(order.key.clone(), segment);
+                }
+                let entry = self.segments.entry(segment).or_default();
+                entry.live += orders.len() as u64;
+                entry.anchored += orders.len() as u64;
+            }
             Event::Dropped { key, .. } | Event::Forgotten { key } => self.resolve(key),
             _ => {
                 self.segments.entry(segment).or_default();
