@@ -388,6 +388,7 @@ impl Stats {
         self.dispatches_refused_by_workers += o.dispatches_refused_by_workers;
         self.dispatches_from_journal += o.dispatches_from_journal;
         self.spills += o.spills;
+        self.order_batches += o.order_batches;
         self.segments_removed += o.segments_removed;
         self.power_cuts += o.power_cuts;
         self.records_lost += o.records_lost;
