@@ -142,7 +142,7 @@ impl Core {
     /// A whole order at once: the checks of Begin, Item and Finish together.
     fn on_whole(&mut self, key: OrderKey, items: Vec<ByteBuf>) {
         let at_unix_ms = self.now_unix_ms();
-        if let Some(items) = self.admit_whole(&key, items) {
+        if let Some(items) = self.admit_whole(&key, items, true) {
             self.record(Event::Accepted { key: key.clone(), items, at_unix_ms });
             self.confirm(&key);
         }
@@ -150,8 +150,9 @@ impl Core {
 
     /// Whether a whole order is taken: a resend of one held or remembered
     /// is confirmed again, one past a bound rejected; `Some(items)`: it is
-    /// new and within bounds, to record.
-    fn admit_whole(&mut self, key: &OrderKey, items: Vec<ByteBuf>) -> Option<Vec<ByteBuf>> {
+    /// new and within bounds, to record. `producer_bound`: check the
+    /// producer's pending bound (a batch checks it once, when read).
+    fn admit_whole(&mut self, key: &OrderKey, items: Vec<ByteBuf>, producer_bound: bool) -> Option<Vec<ByteBuf>> {
         if self.orders.contains_key(key) || self.recent.contains_key(key) {
             if self.recent.contains_key(key) {
                 self.touch_recent(key);
@@ -160,7 +161,7 @@ impl Core {
             self.confirm(key); // a resent order: confirm again
             return None;
         }
-        if self.producer_at_limit(key) {
+        if producer_bound && self.producer_at_limit(key) {
             return None;
         }
         let items_max = self.config.order_items_max;
@@ -183,8 +184,16 @@ impl Core {
     /// alone (its own confirm or reject, in the order given), and the new
     /// ones go into ONE journal record, so a batch costs one append. Each
     /// is applied at once, so a repeated id later in the batch is a resend.
+    ///
+    /// Bounds on pending orders are checked when a message is read, as for
+    /// one order per message: a batch read below the producer's bound is
+    /// taken whole (so it may pass the bound by at most one batch,
+    /// `ORDERS_PER_MESSAGE_MAX`), and intake then closes before the next
+    /// message — backpressure, not a reject of the batch's tail.
     fn on_orders(&mut self, m: Orders, now_ms: Millis) {
         let at_unix_ms = self.now_unix_ms();
+        let live = self.live_by_producer.get(&m.producer).copied().unwrap_or(0);
+        let producer_bound = live >= self.config.pending_orders_per_producer_max;
         let mut accepted = Vec::with_capacity(m.orders.len());
         for WholeOrder { order, data } in m.orders {
             let key = OrderKey::new(m.producer.clone(), order);
@@ -196,7 +205,7 @@ impl Core {
                 self.on_items(items, now_ms);
                 continue;
             }
-            if let Some(items) = self.admit_whole(&key, data) {
+            if let Some(items) = self.admit_whole(&key, data, producer_bound) {
                 self.apply_accepted(&key, &items, at_unix_ms);
                 self.confirm(&key);
                 accepted.push(AcceptedOrder { key, items });

@@ -1,7 +1,7 @@
 //! `orders` messages (issue 20): several whole orders, one record, one
 //! confirm message; each order keeps its own confirm or reject.
 
-use orderly_common::protocol::{Begin, Confirms, Item};
+use orderly_common::protocol::{Begin, Confirm, Confirms, Item};
 
 use super::*;
 use crate::core::CoreConfig;
@@ -105,4 +105,25 @@ fn producers_are_told_that_batches_are_taken() {
     let out = published(&mut core);
     let [FanoutMsg::Welcome(welcome)] = out.as_slice() else { panic!("{out:?}") };
     assert_eq!((welcome.nonce, welcome.orders_max), (9, limits::ORDERS_PER_MESSAGE_MAX as u32));
+}
+
+#[test]
+fn a_batch_read_below_the_producer_s_bound_is_taken_whole_and_intake_closes() {
+    let config =
+        CoreConfig { pending_orders_max: 2, pending_orders_per_producer_max: 2, ..CoreConfig::with_incarnation(1) };
+    let mut core = Core::new(config);
+    core.handle_intake(batch(&[("a", 1), ("b", 1), ("c", 1)]), 0);
+    let recorded = events(&mut core);
+    let [event @ Event::AcceptedBatch { .. }] = recorded.as_slice() else { panic!("one batch: {recorded:?}") };
+    assert_eq!(keys(event), ["a", "b", "c"], "past the bound by less than one batch");
+    assert!(!core.intake_open(), "the global bound closes intake: backpressure, not rejects");
+    published(&mut core);
+    // Read at the bound, a batch's new orders are refused one by one.
+    core.handle_intake(batch(&[("d", 1), ("a", 1)]), 1);
+    let out = published(&mut core);
+    assert!(
+        matches!(&out[0], FanoutMsg::Reject(r) if r.order == "d" && matches!(r.reason, RejectReason::LimitReached { .. })),
+        "{out:?}"
+    );
+    assert_eq!(out[1], FanoutMsg::Confirm(Confirm { order: "a".into() }), "a resend is still confirmed");
 }
