@@ -59,6 +59,15 @@ impl Anchors {
             Event::Acked { key } | Event::Discarded { key } => {
                 self.anchor(key, segment);
             }
+            Event::AcceptedBatch { orders, .. } => {
+                for order in orders {
+                    self.resolve(&order.key);
+                    self.by_key.insert(order.key.clone(), segment);
+                }
+                let entry = self.segments.entry(segment).or_default();
+                entry.live += orders.len() as u64;
+                entry.anchored += orders.len() as u64;
+            }
             Event::Dropped { key, .. } | Event::Forgotten { key } => self.resolve(key),
             _ => {
                 self.segments.entry(segment).or_default();

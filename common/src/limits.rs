@@ -28,6 +28,9 @@ pub const CONFIRMS_PER_MESSAGE_MAX: usize = 1024;
 /// Item payload bytes a producer packs into one `items` frame; with the
 /// per-item msgpack framing it stays under the intake frame limit.
 pub const PACKED_FRAME_BYTES_MAX: usize = 256 * 1024;
+/// Whole orders in one `orders` intake message (issue 20): as many as one
+/// `confirms` message can answer, so a batch is confirmed in one message.
+pub const ORDERS_PER_MESSAGE_MAX: usize = 1024;
 /// Concurrency (credits) one worker may advertise.
 pub const WORKER_CONCURRENCY_MAX: u32 = 1024;
 /// Workers the broker tracks at once.
@@ -138,6 +141,11 @@ const _: () = assert!(ORDER_ITEMS_MAX as u64 * ITEM_OVERHEAD_BYTES * 8 <= PARTIA
 const _: () = assert!(ORDER_ITEMS_MAX as u64 * ITEM_OVERHEAD_BYTES <= PAYLOAD_CACHE_BYTES_DEFAULT);
 const _: () = assert!(ACKS_PER_MESSAGE_MAX <= HEARTBEAT_IN_FLIGHT_MAX);
 const _: () = assert!(PACKED_FRAME_BYTES_MAX <= ITEM_BYTES_MAX);
+const _: () = assert!(ORDERS_PER_MESSAGE_MAX <= CONFIRMS_PER_MESSAGE_MAX);
+// A batch of orders (ids and framing included) under the packing budget
+// stays under the intake frame limit.
+const _: () =
+    assert!(PACKED_FRAME_BYTES_MAX + ORDERS_PER_MESSAGE_MAX * (ORDER_ID_BYTES_MAX + 16) < INTAKE_FRAME_BYTES_MAX);
 const _: () = assert!(ACK_TIMEOUT_MS_DEFAULT > HEARTBEAT_INTERVAL_MS_DEFAULT * HEARTBEAT_LIVENESS_DEFAULT as u64);
 const _: () = assert!(RETRY_DELAY_INITIAL_MS_DEFAULT <= RETRY_DELAY_MAX_MS_DEFAULT);
 const _: () = assert!(RETRY_DELAY_MAX_MS_DEFAULT <= RETRY_DELAY_MS_MAX);

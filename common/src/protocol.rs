@@ -18,7 +18,8 @@ use serde_bytes::ByteBuf;
 use crate::ids::{validate_order_id, validate_peer_id, IdError, OrderKey};
 use crate::limits::{
     ACKS_PER_MESSAGE_MAX, CONTROL_FRAME_BYTES_MAX, FANOUT_FRAME_BYTES_MAX, HEARTBEAT_IN_FLIGHT_MAX,
-    INTAKE_FRAME_BYTES_MAX, ITEM_BYTES_MAX, ORDER_ITEMS_MAX, REASON_BYTES_MAX, TOPIC_BYTES_MAX, WORKER_CONCURRENCY_MAX,
+    INTAKE_FRAME_BYTES_MAX, ITEM_BYTES_MAX, ORDERS_PER_MESSAGE_MAX, ORDER_ITEMS_MAX, REASON_BYTES_MAX, TOPIC_BYTES_MAX,
+    WORKER_CONCURRENCY_MAX,
 };
 
 /// The protocol version this build speaks.
@@ -103,6 +104,26 @@ pub struct Items {
     pub data: Vec<ByteBuf>,
     #[serde(default)]
     pub finish: Option<u32>,
+}
+
+/// Producer → broker: several whole orders in one frame (since 0.4, issue
+/// 20). Each entry stands for an [`Items`] message carrying that whole
+/// order (`begin`, `first` 0, `finish` = its number of items), in the
+/// order given, with the same meaning and its own confirm or reject. Sent
+/// only to a broker whose [`Welcome::orders_max`] is not 0: an older
+/// broker refuses the kind (`UnknownKind`) without telling the sender.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Orders {
+    pub producer: String,
+    /// 1..=`ORDERS_PER_MESSAGE_MAX` whole orders.
+    pub orders: Vec<WholeOrder>,
+}
+
+/// One whole order inside [`Orders`]: its id and all its items, from 0.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct WholeOrder {
+    pub order: String,
+    pub data: Vec<ByteBuf>,
 }
 
 /// Producer → broker: an order is complete with `count` items.
@@ -190,9 +211,14 @@ pub struct Bye {
 }
 
 /// Broker → worker or producer: its subscription is live.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Welcome {
     pub nonce: u64,
+    /// To a producer: the broker takes [`Orders`] messages of at most this
+    /// many orders; 0 (what brokers before 0.4 mean by leaving it out): it
+    /// does not, send [`Items`]. Workers get 0 and ignore it. Since 0.4.
+    #[serde(default)]
+    pub orders_max: u32,
 }
 
 /// Broker → worker: one complete order to process.
@@ -324,6 +350,7 @@ pub enum IntakeMsg {
     Begin(Begin),
     Item(Item),
     Items(Items),
+    Orders(Orders),
     Finish(Finish),
 }
 
@@ -372,6 +399,7 @@ impl IntakeMsg {
             IntakeMsg::Begin(_) => "begin",
             IntakeMsg::Item(_) => "item",
             IntakeMsg::Items(_) => "items",
+            IntakeMsg::Orders(_) => "orders",
             IntakeMsg::Finish(_) => "finish",
         }
     }
@@ -382,6 +410,7 @@ impl IntakeMsg {
             IntakeMsg::Begin(m) => &m.producer,
             IntakeMsg::Item(m) => &m.producer,
             IntakeMsg::Items(m) => &m.producer,
+            IntakeMsg::Orders(m) => &m.producer,
             IntakeMsg::Finish(m) => &m.producer,
         }
     }
@@ -392,6 +421,7 @@ impl IntakeMsg {
             IntakeMsg::Begin(m) => encode_as(self.kind(), m),
             IntakeMsg::Item(m) => encode_as(self.kind(), m),
             IntakeMsg::Items(m) => encode_as(self.kind(), m),
+            IntakeMsg::Orders(m) => encode_as(self.kind(), m),
             IntakeMsg::Finish(m) => encode_as(self.kind(), m),
         }
     }
@@ -432,6 +462,17 @@ impl IntakeMsg {
                 }
                 Ok(())
             }
+            IntakeMsg::Orders(m) => {
+                if m.orders.is_empty() || m.orders.len() > ORDERS_PER_MESSAGE_MAX {
+                    let len = m.orders.len();
+                    return invalid("orders", format!("{len} orders; it must be 1..={ORDERS_PER_MESSAGE_MAX}"));
+                }
+                for order in &m.orders {
+                    validate_order_id(&order.order)?;
+                    validate_whole_items(&order.data)?;
+                }
+                Ok(())
+            }
             IntakeMsg::Finish(m) => {
                 validate_order_id(&m.order)?;
                 if m.count > ORDER_ITEMS_MAX {
@@ -441,6 +482,17 @@ impl IntakeMsg {
             }
         }
     }
+}
+
+/// The items of one whole order: how many, and each one's size.
+fn validate_whole_items(data: &[ByteBuf]) -> Result<(), DecodeError> {
+    if data.len() > ORDER_ITEMS_MAX as usize {
+        return invalid("items", format!("{} items; the limit is {ORDER_ITEMS_MAX} per order", data.len()));
+    }
+    if let Some(big) = data.iter().find(|d| d.len() > ITEM_BYTES_MAX) {
+        return invalid("item data", format!("{} bytes; the limit is {ITEM_BYTES_MAX}", big.len()));
+    }
+    Ok(())
 }
 
 impl ControlMsg {
@@ -602,6 +654,29 @@ pub fn encode_items<D: AsRef<[u8]>>(
     encode_as("items", &ItemsRef { producer, order, begin, first, data, finish })
 }
 
+/// Encodes an `orders` message from borrowed orders (see [`Orders`]):
+/// `(order id, items)` pairs, each a whole order.
+pub fn encode_orders<D: AsRef<[u8]>>(producer: &str, orders: &[(&str, &[D])]) -> Vec<u8> {
+    #[derive(Serialize)]
+    struct WholeRef<'a> {
+        order: &'a str,
+        data: Vec<&'a serde_bytes::Bytes>,
+    }
+    #[derive(Serialize)]
+    struct OrdersRef<'a> {
+        producer: &'a str,
+        orders: Vec<WholeRef<'a>>,
+    }
+    let orders = orders
+        .iter()
+        .map(|(order, items)| WholeRef {
+            order,
+            data: items.iter().map(|d| serde_bytes::Bytes::new(d.as_ref())).collect(),
+        })
+        .collect();
+    encode_as("orders", &OrdersRef { producer, orders })
+}
+
 /// Splits an order's items into the runs that [`encode_items`] frames
 /// carry: each run's payload (plus 5 bytes of framing per item) at most
 /// `budget` bytes, an item larger than that alone in its run. Returns the
@@ -664,7 +739,7 @@ macro_rules! family {
 }
 
 family!(IntakeMsg, "intake", {
-    "hello" => Hello, "begin" => Begin, "item" => Item, "items" => Items, "finish" => Finish,
+    "hello" => Hello, "begin" => Begin, "item" => Item, "items" => Items, "orders" => Orders, "finish" => Finish,
 });
 family!(ControlMsg, "control", {
     "heartbeat" => Heartbeat, "ack" => Ack, "acks" => Acks, "nack" => Nack, "bye" => Bye,

@@ -18,12 +18,13 @@ use std::path::PathBuf;
 
 use orderly_common::ids::{producer_topic, worker_topic, BROADCAST_TOPIC};
 use orderly_common::limits::{
-    ORDER_ID_BYTES_MAX, ORDER_ITEMS_MAX, PEER_ID_BYTES_MAX, REASON_BYTES_MAX, WORKER_CONCURRENCY_MAX,
+    ORDERS_PER_MESSAGE_MAX, ORDER_ID_BYTES_MAX, ORDER_ITEMS_MAX, PEER_ID_BYTES_MAX, REASON_BYTES_MAX,
+    WORKER_CONCURRENCY_MAX,
 };
 use orderly_common::protocol::{
-    backpressure, encode_dispatch, encode_items, Ack, Acked, Acks, Backpressure, Begin, BrokerHeartbeat, Bye, Confirm,
-    Confirms, ControlMsg, DecodeError, Dispatch, FanoutMsg, Finish, Heartbeat, IntakeMsg, Item, Items, Nack,
-    ProducerHello, Reject, RejectReason, Welcome,
+    backpressure, encode_dispatch, encode_items, encode_orders, Ack, Acked, Acks, Backpressure, Begin, BrokerHeartbeat,
+    Bye, Confirm, Confirms, ControlMsg, DecodeError, Dispatch, FanoutMsg, Finish, Heartbeat, IntakeMsg, Item, Items,
+    Nack, Orders, ProducerHello, Reject, RejectReason, Welcome, WholeOrder,
 };
 use orderly_common::OrderKey;
 use serde::de::{self, Deserialize, Deserializer, MapAccess, SeqAccess, Visitor};
@@ -344,6 +345,18 @@ fn intake_vectors(b: &mut Builder) {
         ]),
     );
     b.other_encoder("intake items, begin and finish absent", "intake", t, older_items);
+    let orders = |orders: &[(&str, &[&[u8]])]| {
+        let message = IntakeMsg::Orders(Orders {
+            producer: P.into(),
+            orders: orders.iter().map(|(id, data)| WholeOrder { order: (*id).into(), data: bufs(data) }).collect(),
+        })
+        .encode();
+        assert_eq!(message, encode_orders(P, orders), "both encoders agree");
+        message
+    };
+    let two: &[(&str, &[&[u8]])] = &[("o-3", &[b"{\"a\":1}", BINARY_ITEM]), ("o-4", &[b"{\"b\":2}"])];
+    b.canonical("intake orders, two whole orders", "intake", t, orders(two));
+    b.canonical("intake orders, one order without items", "intake", t, orders(&[("o-5", &[])]));
     let finish = IntakeMsg::Finish(Finish { producer: P.into(), order: "o-1".into(), count: 3 }).encode();
     b.canonical("intake finish", "intake", t, finish);
     let newer_finish = map(vec![
@@ -428,9 +441,13 @@ fn control_vectors(b: &mut Builder) {
 fn fanout_vectors(b: &mut Builder) {
     let (tw, tp, tb) = (worker_topic(W), producer_topic(P), BROADCAST_TOPIC);
     let (tw, tp) = (tw.as_slice(), tp.as_slice());
-    let welcome = |nonce| FanoutMsg::Welcome(Welcome { nonce }).encode();
+    let welcome = |nonce| FanoutMsg::Welcome(Welcome { nonce, orders_max: 0 }).encode();
     b.canonical("fanout welcome, to a worker, u64::MAX", "fanout", tw, welcome(u64::MAX));
-    b.canonical("fanout welcome, to a producer", "fanout", tp, welcome(42));
+    b.canonical("fanout welcome, to a producer of a broker before 0.4 (orders_max 0)", "fanout", tp, welcome(42));
+    let batching = FanoutMsg::Welcome(Welcome { nonce: 42, orders_max: ORDERS_PER_MESSAGE_MAX as u32 }).encode();
+    b.canonical("fanout welcome, to a producer, orders batches taken", "fanout", tp, batching);
+    let older_welcome = envelope("welcome", map(vec![("nonce", Mp::Uint(42))]));
+    b.other_encoder("fanout welcome, orders_max absent (a broker before 0.4)", "fanout", tp, older_welcome);
     let dispatch = |attempt: u32, items: &[&[u8]]| {
         let d = Dispatch { order: order("o-1"), attempt, redelivered: attempt > 1, items: bufs(items) };
         let message = FanoutMsg::Dispatch(d.clone()).encode();
@@ -550,6 +567,18 @@ fn error_vectors(b: &mut Builder) {
     b.error("error: an item seq past the order's limit", "intake", tp, seq.encode(), "Invalid");
     let count = IntakeMsg::Finish(Finish { producer: P.into(), order: "o-1".into(), count: ORDER_ITEMS_MAX + 1 });
     b.error("error: a finish count past the limit", "intake", tp, count.encode(), "Invalid");
+    let no_orders = IntakeMsg::Orders(Orders { producer: P.into(), orders: vec![] });
+    b.error("error: an orders message without orders", "intake", tp, no_orders.encode(), "Invalid");
+    let bad_id = |order: &str| {
+        IntakeMsg::Orders(Orders {
+            producer: P.into(),
+            orders: vec![
+                WholeOrder { order: "o-1".into(), data: vec![] },
+                WholeOrder { order: order.into(), data: vec![] },
+            ],
+        })
+    };
+    b.error("error: an orders message with an empty order id", "intake", tp, bad_id("").encode(), "Invalid");
     for capacity in [0, WORKER_CONCURRENCY_MAX + 1] {
         let hb = ControlMsg::Heartbeat(Heartbeat { capacity, ..heartbeat(None, vec![]) }).encode();
         b.error(&format!("error: heartbeat capacity {capacity}"), "control", tw, hb, "Invalid");
@@ -661,6 +690,7 @@ fn every_kind() -> BTreeSet<(String, String)> {
             | IntakeMsg::Begin(_)
             | IntakeMsg::Item(_)
             | IntakeMsg::Items(_)
+            | IntakeMsg::Orders(_)
             | IntakeMsg::Finish(_) => m.kind(),
         }
     }
@@ -679,6 +709,7 @@ fn every_kind() -> BTreeSet<(String, String)> {
         IntakeMsg::Begin(Begin { producer: p(), order: o() }),
         IntakeMsg::Item(Item { producer: p(), order: o(), seq: 0, data: ByteBuf::new() }),
         IntakeMsg::Items(Items { producer: p(), order: o(), begin: false, first: 0, data: vec![], finish: None }),
+        IntakeMsg::Orders(Orders { producer: p(), orders: vec![] }),
         IntakeMsg::Finish(Finish { producer: p(), order: o(), count: 0 }),
     ];
     let control_all = [
@@ -698,7 +729,7 @@ fn every_kind() -> BTreeSet<(String, String)> {
         RejectReason::Malformed { detail: String::new() },
     ];
     let mut fanout_all = vec![
-        FanoutMsg::Welcome(Welcome { nonce: 0 }),
+        FanoutMsg::Welcome(Welcome { nonce: 0, orders_max: 0 }),
         FanoutMsg::Dispatch(Dispatch { order: order("o"), attempt: 1, redelivered: false, items: vec![] }),
         FanoutMsg::Confirm(Confirm { order: o() }),
         FanoutMsg::Confirms(Confirms { orders: vec![] }),

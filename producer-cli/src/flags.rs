@@ -188,6 +188,21 @@ struct Common {
     #[arg(long, env = "ORDERLY_PRODUCER_ONE_FRAME_PER_ITEM")]
     one_frame_per_item: bool,
 
+    /// Bytes of one batch of whole orders (an `orders` message: items, ids
+    /// and framing), sent when the broker takes batches (0.4 and later);
+    /// an order larger goes alone. 0 sends every order on its own. At most
+    /// 262144 (the default).
+    #[arg(long, env = "ORDERLY_PRODUCER_BATCH_BYTES", value_name = "BYTES",
+          default_value_t = orderly_producer::limits::BATCH_BYTES_MAX)]
+    batch_bytes: usize,
+
+    /// Milliseconds a batch that is not full may wait for more orders
+    /// while orders keep coming (Kafka's linger.ms); a lone order after a
+    /// quiet spell goes at once. 0 (the default): batch what is at hand.
+    /// At most 100.
+    #[arg(long, env = "ORDERLY_PRODUCER_LINGER_MS", value_name = "MS", default_value_t = 0)]
+    linger_ms: u64,
+
     /// Log filter: error, warn, info, debug, trace or off, or directives
     /// such as `warn,orderly_producer=debug`. RUST_LOG, when set, wins.
     #[arg(long, env = "ORDERLY_PRODUCER_LOG_LEVEL", value_name = "LEVEL", default_value = "warn",
@@ -516,6 +531,22 @@ impl Common {
         config.outbox_orders_max = self.window as usize;
         config.outbox_dir = self.outbox.clone();
         config.pack_items = !self.one_frame_per_item;
+        config.batch_bytes_max = self.batch_bytes;
+        config.linger = Duration::from_millis(self.linger_ms);
+        // Checked here, so a bad flag is a usage error naming the flag.
+        if self.batch_bytes > orderly_producer::limits::BATCH_BYTES_MAX {
+            let max = orderly_producer::limits::BATCH_BYTES_MAX;
+            let reason = format!(
+                "--batch-bytes {} is above {max}; use at most {max}, or 0 to send orders one by one",
+                self.batch_bytes
+            );
+            return Err(anyhow::Error::new(orderly_cli::ConfigError::Usage(reason)));
+        }
+        if config.linger > orderly_producer::limits::BATCH_LINGER_MAX {
+            let reason =
+                format!("--linger-ms {} is above 100; lingering adds to every confirm's latency", self.linger_ms);
+            return Err(anyhow::Error::new(orderly_cli::ConfigError::Usage(reason)));
+        }
         if let Some(secret) = &self.curve_secret_key {
             let members: Vec<(u64, Option<&str>)> =
                 config.members.iter().flat_map(|m| m.iter()).map(|m| (m.id, m.public_key.as_deref())).collect();

@@ -12,9 +12,9 @@ use orderly_common::Endpoint;
 use crate::core::{millis, OutboxConfig};
 use crate::error::ProducerError;
 use crate::limits::{
-    ANSWERS_KEPT_MAX_DEFAULT, CONFIRM_TIMEOUT_DEFAULT, HANDSHAKE_TIMEOUT_DEFAULT, OUTBOX_BYTES_MAX_DEFAULT,
-    OUTBOX_DISK_FACTOR_MAX, OUTBOX_ORDERS_MAX_DEFAULT, OUTBOX_SEGMENT_BYTES_TARGET, RESEND_BACKOFF_MAX_DEFAULT,
-    SEND_TIMEOUT_DEFAULT, TRANSMIT_RETRY_DELAY,
+    ANSWERS_KEPT_MAX_DEFAULT, BATCH_BYTES_MAX, BATCH_LINGER_DEFAULT, BATCH_LINGER_MAX, CONFIRM_TIMEOUT_DEFAULT,
+    HANDSHAKE_TIMEOUT_DEFAULT, OUTBOX_BYTES_MAX_DEFAULT, OUTBOX_DISK_FACTOR_MAX, OUTBOX_ORDERS_MAX_DEFAULT,
+    OUTBOX_SEGMENT_BYTES_TARGET, RESEND_BACKOFF_MAX_DEFAULT, SEND_TIMEOUT_DEFAULT, TRANSMIT_RETRY_DELAY,
 };
 
 /// Where and who to connect as, and the producer's timeouts and bounds.
@@ -64,6 +64,17 @@ pub struct ProducerConfig {
     /// ([`Producer::begin`](crate::Producer::begin)) always send items one
     /// by one, as they come.
     pub pack_items: bool,
+    /// With `pack_items`, several whole orders due together go in one
+    /// `orders` message of at most this many bytes (items, ids and
+    /// framing), when the broker announced it takes them (0.4 and later;
+    /// older brokers get `items` frames). An order larger goes alone. 0:
+    /// never batch. At most [`BATCH_BYTES_MAX`] (the default).
+    pub batch_bytes_max: usize,
+    /// How long a batch that is not full may wait for more orders while
+    /// orders keep coming (Kafka's `linger.ms`); a lone order after a quiet
+    /// spell goes at once. Default 0: batch only what is at hand. At most
+    /// [`BATCH_LINGER_MAX`].
+    pub linger: Duration,
 }
 
 impl ProducerConfig {
@@ -85,6 +96,8 @@ impl ProducerConfig {
             outbox_dir: None,
             answers_kept_max: ANSWERS_KEPT_MAX_DEFAULT,
             pack_items: true,
+            batch_bytes_max: BATCH_BYTES_MAX,
+            linger: BATCH_LINGER_DEFAULT,
             curve: None,
         }
     }
@@ -117,6 +130,15 @@ impl ProducerConfig {
         }
         if self.outbox_orders_max == 0 || self.outbox_bytes_max == 0 || self.answers_kept_max == 0 {
             return invalid("outbox_orders_max, outbox_bytes_max and answers_kept_max must be positive".to_string());
+        }
+        if self.batch_bytes_max > BATCH_BYTES_MAX {
+            return invalid(format!(
+                "batch_bytes_max is {}; it must be at most {BATCH_BYTES_MAX} (0 turns batching off)",
+                self.batch_bytes_max
+            ));
+        }
+        if self.linger > BATCH_LINGER_MAX {
+            return invalid(format!("linger is {:?}; it must be at most {BATCH_LINGER_MAX:?}", self.linger));
         }
         Ok(())
     }
@@ -167,5 +189,9 @@ mod tests {
         assert!(backoff.validate().unwrap_err().to_string().contains("resend_backoff_max"));
         let empty = ProducerConfig { outbox_orders_max: 0, ..config() };
         assert!(empty.validate().is_err());
+        let batch = ProducerConfig { batch_bytes_max: BATCH_BYTES_MAX + 1, ..config() };
+        assert!(batch.validate().unwrap_err().to_string().contains("batch_bytes_max"));
+        let linger = ProducerConfig { linger: Duration::from_secs(1), ..config() };
+        assert!(linger.validate().unwrap_err().to_string().contains("linger"));
     }
 }

@@ -3,7 +3,8 @@
 //!
 //! [`Core`] holds the hello/welcome handshake and the [`Outbox`] of orders
 //! awaiting the broker's answer, and encodes orders into intake messages
-//! (one frame per item, or packed `items` frames). It touches no socket,
+//! (one frame per item, packed `items` frames, or several whole orders in
+//! one `orders` message when the broker's Welcome says it takes them). It touches no socket,
 //! file or clock: callers feed it inputs with the current time
 //! ([`Core::handle_fanout`], [`Core::handle_timeout`], [`Core::submit`] and
 //! the stream calls) and drain what it wants done:
@@ -44,10 +45,11 @@ mod outbox;
 
 use std::collections::{HashSet, VecDeque};
 
-use orderly_common::limits::PACKED_FRAME_BYTES_MAX;
+use orderly_common::limits::{ORDERS_PER_MESSAGE_MAX, PACKED_FRAME_BYTES_MAX};
 use orderly_common::members::{Leadership, Members};
 use orderly_common::protocol::{
-    encode_items, pack_runs, Backpressure, Begin, FanoutMsg, Finish, IntakeMsg, Item, ProducerHello, RejectReason,
+    encode_items, encode_orders, pack_runs, Backpressure, Begin, FanoutMsg, Finish, IntakeMsg, Item, ProducerHello,
+    RejectReason,
 };
 pub use orderly_common::time::Millis;
 
@@ -67,6 +69,13 @@ pub struct CoreConfig {
     /// Whole orders go as packed `items` frames instead of one message per
     /// item.
     pub pack_items: bool,
+    /// With `pack_items`, whole orders due together go in `orders`
+    /// messages of at most this many bytes (0: never), if the broker takes
+    /// them.
+    pub batch_bytes_max: usize,
+    /// While orders keep coming, a batch that is not full waits this long
+    /// for more (0: never waits).
+    pub linger_ms: Millis,
     /// The Hello is repeated this often until the Welcome arrives.
     pub hello_interval_ms: Millis,
     /// Resends and bounds of the outbox.
@@ -88,6 +97,8 @@ enum Source {
     Hello,
     /// Part of a whole order; the last frame completes a transmission.
     Order(String),
+    /// Several whole orders in one `orders` message.
+    Batch(Vec<String>),
     /// A message of a stream sent as it comes; `finish` ends the stream.
     Live {
         id: String,
@@ -124,6 +135,11 @@ pub struct Core {
     /// The nonce of the current handshake: the config's, plus one per
     /// leader change.
     nonce: u64,
+    /// Orders per `orders` message the broker of this handshake takes (its
+    /// Welcome's `orders_max`); 0: it takes none (older than 0.4).
+    orders_max: usize,
+    /// When the last transmission of orders went out (for the linger).
+    orders_sent_ms: Option<Millis>,
 }
 
 impl Core {
@@ -149,6 +165,8 @@ impl Core {
             leadership: None,
             leader_changed: None,
             nonce,
+            orders_max: 0,
+            orders_sent_ms: None,
         }
     }
 
@@ -204,7 +222,12 @@ impl Core {
     pub fn handle_fanout(&mut self, msg: FanoutMsg, now_ms: Millis) {
         self.advance(now_ms);
         match msg {
-            FanoutMsg::Welcome(welcome) => self.welcomed |= welcome.nonce == self.nonce,
+            FanoutMsg::Welcome(welcome) => {
+                if welcome.nonce == self.nonce {
+                    self.welcomed = true;
+                    self.orders_max = (welcome.orders_max as usize).min(ORDERS_PER_MESSAGE_MAX);
+                }
+            }
             FanoutMsg::Confirm(confirm) => self.answer(&confirm.order, Ok(())),
             FanoutMsg::Confirms(confirms) => {
                 for order in &confirms.orders {
@@ -229,6 +252,8 @@ impl Core {
     fn follow(&mut self, leader: u64) {
         self.leader_changed = Some(leader);
         self.welcomed = false;
+        // The new leader's Welcome says whether it takes batches.
+        self.orders_max = 0;
         self.nonce = self.nonce.wrapping_add(1);
         self.hello_due_ms = self.now_ms;
         // The io layer connects a new socket: an old refusal says nothing.
@@ -357,10 +382,93 @@ impl Core {
                 self.sending_source = Some(Source::Hello);
             }
         } else if let Some(id) = self.outbox.next_due(self.now_ms).map(str::to_owned) {
+            if self.lingering() {
+                return;
+            }
+            if let Some(batch) = self.due_batch() {
+                let orders: Vec<(&str, &[Vec<u8>])> = batch
+                    .iter()
+                    .map(|id| (id.as_str(), self.outbox.items(id).expect("a due order is in the outbox")))
+                    .collect();
+                self.sending.push_back(encode_orders(&self.config.producer, &orders));
+                self.sending_source = Some(Source::Batch(batch));
+                return;
+            }
             let items = self.outbox.items(&id).expect("a due order is in the outbox");
             self.sending = encode_order(&self.config.producer, &id, items, self.config.pack_items);
             self.sending_source = Some(Source::Order(id));
         }
+    }
+
+    /// Whether batches may go to this broker.
+    fn batching(&self) -> bool {
+        self.config.pack_items && self.config.batch_bytes_max > 0 && self.orders_max >= 2
+    }
+
+    /// The due orders that go together in one `orders` message: from the
+    /// earliest due, as many as fit the byte and count bounds. `None` when
+    /// fewer than two do (a lone order goes as `items`, as to any broker),
+    /// or the earliest is too large for a batch.
+    fn due_batch(&self) -> Option<Vec<String>> {
+        if !self.batching() {
+            return None;
+        }
+        let budget = self.config.batch_bytes_max;
+        let mut batch = Vec::new();
+        let mut used = 0;
+        for id in self.outbox.due(self.now_ms).take(self.orders_max) {
+            let cost = self.batch_cost(id);
+            if used + cost > budget {
+                break;
+            }
+            used += cost;
+            batch.push(id.to_owned());
+        }
+        (batch.len() >= 2).then_some(batch)
+    }
+
+    /// Bytes an order takes in a batch: its items, each item's framing, its
+    /// id and the entry's own framing.
+    fn batch_cost(&self, id: &str) -> usize {
+        let items = self.outbox.items(id).unwrap_or_default();
+        items.iter().map(|item| item.len() + ITEM_FRAMING_BYTES).sum::<usize>() + id.len() + ORDER_FRAMING_BYTES
+    }
+
+    /// When a batch that is not full waits for more orders: while orders
+    /// keep coming (the last went out within a linger) and the earliest due
+    /// has not waited a linger yet.
+    fn linger_until(&self) -> Option<Millis> {
+        let linger = self.config.linger_ms;
+        if linger == 0 || !self.batching() || !self.welcomed || !self.sending.is_empty() {
+            return None;
+        }
+        let sent = self.orders_sent_ms?;
+        let first_due = self.outbox.next_deadline()?;
+        if self.now_ms >= sent.saturating_add(linger) && first_due > sent {
+            return None; // a quiet spell: the first order goes at once
+        }
+        let until = first_due.max(sent).saturating_add(linger);
+        if self.now_ms >= until || self.batch_is_full() {
+            return None;
+        }
+        Some(until)
+    }
+
+    fn lingering(&self) -> bool {
+        self.linger_until().is_some()
+    }
+
+    /// Whether the orders due fill a batch (by count or by bytes).
+    fn batch_is_full(&self) -> bool {
+        let budget = self.config.batch_bytes_max;
+        let mut used = 0;
+        for (n, id) in self.outbox.due(self.now_ms).enumerate() {
+            used += self.batch_cost(id);
+            if n + 1 >= self.orders_max || used > budget {
+                return true;
+            }
+        }
+        false
     }
 
     /// The message offered by [`Core::poll_transmit`] went out.
@@ -372,7 +480,16 @@ impl Core {
         let now = self.now_ms;
         match self.sending_source.take().expect("a message offered has a source") {
             Source::Hello => self.hello_due_ms = now.saturating_add(self.config.hello_interval_ms),
-            Source::Order(id) => self.transmission_done(id, now),
+            Source::Order(id) => {
+                self.orders_sent_ms = Some(now);
+                self.transmission_done(id, now);
+            }
+            Source::Batch(ids) => {
+                self.orders_sent_ms = Some(now);
+                for id in ids {
+                    self.transmission_done(id, now);
+                }
+            }
             Source::Live { id, finish } => {
                 if finish && self.live_streams.remove(&id) {
                     self.transmission_done(id, now);
@@ -404,6 +521,7 @@ impl Core {
                 return;
             }
             Some(Source::Order(id)) => self.outbox.transmit_blocked(&id, now),
+            Some(Source::Batch(ids)) => ids.iter().for_each(|id| self.outbox.transmit_blocked(id, now)),
             Some(Source::Live { id, .. }) => self.stop_live(&id),
         }
         self.blocked_until_ms = Some(now.saturating_add(self.config.outbox.transmit_retry_ms));
@@ -448,7 +566,11 @@ impl Core {
             // Nothing to do until a heartbeat announces a leader.
             return Millis::MAX;
         }
-        let due = if self.welcomed { self.outbox.next_deadline() } else { Some(self.hello_due_ms) };
+        let due = if self.welcomed {
+            self.linger_until().or_else(|| self.outbox.next_deadline())
+        } else {
+            Some(self.hello_due_ms)
+        };
         due.map_or(Millis::MAX, |at| at.max(self.blocked_until_ms.unwrap_or(0)))
     }
 
@@ -467,6 +589,13 @@ impl Core {
         self.outbox.unexpected_answers()
     }
 }
+
+/// MessagePack framing of one item in an `orders` message, at most (a bin
+/// header).
+const ITEM_FRAMING_BYTES: usize = 5;
+/// MessagePack framing of one order's entry in an `orders` message, at most
+/// (its map, two keys, the id's and the array's headers).
+const ORDER_FRAMING_BYTES: usize = 24;
 
 /// The messages of one whole order: Begin, items from seq 0, Finish — or,
 /// with `pack`, `items` frames of consecutive items, the first beginning

@@ -148,6 +148,8 @@ impl Producer {
             producer: config.producer.clone(),
             nonce: rand::random(),
             pack_items: config.pack_items,
+            batch_bytes_max: config.batch_bytes_max,
+            linger_ms: millis(config.linger),
             hello_interval_ms: millis(HELLO_INTERVAL),
             outbox: config.outbox_config(),
         };

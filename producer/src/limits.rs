@@ -7,7 +7,7 @@
 
 use std::time::Duration;
 
-use orderly_common::limits::ORDER_BYTES_MAX;
+use orderly_common::limits::{ORDER_BYTES_MAX, PACKED_FRAME_BYTES_MAX};
 
 /// Default time an order may wait for its Confirm or Reject before it is
 /// sent again (Begin, every item, Finish). Long enough that a busy broker's
@@ -40,6 +40,22 @@ pub const ANSWERS_KEPT_MAX_DEFAULT: usize = 100_000;
 
 /// Orders in one `send_batch` (one journal commit, so one fsync).
 pub const SEND_BATCH_ORDERS_MAX: usize = 4096;
+
+/// Default bound on the bytes of one batch of whole orders (an `orders`
+/// message): their items plus framing and ids, as Kafka's `batch.size`.
+/// Also the most a batch may hold (it keeps the frame under the broker's
+/// intake limit).
+pub const BATCH_BYTES_MAX: usize = PACKED_FRAME_BYTES_MAX;
+
+/// Default linger (Kafka's `linger.ms`): 0, so orders go as soon as they
+/// are at hand — every order due at once (a `send_batch`, resends) still
+/// goes in one message. Above 0, while orders keep coming (the previous
+/// batch left less than a linger ago) a batch that is not full waits up to
+/// this long for more; a lone order after a quiet spell goes at once.
+pub const BATCH_LINGER_DEFAULT: Duration = Duration::ZERO;
+
+/// Longest linger accepted: lingering adds to every confirm's latency.
+pub const BATCH_LINGER_MAX: Duration = Duration::from_millis(100);
 
 /// The Hello is repeated this often until the Welcome arrives: one sent
 /// before our subscription reached the broker gets a Welcome we never see.

@@ -37,6 +37,24 @@ impl Appended {
     pub fn path(&self) -> PathBuf {
         segment_path(self.at.segment)
     }
+
+    /// The record as the model folds it: a batch of whole orders
+    /// (`AcceptedBatch`) is one `Accepted` per order, all at this record
+    /// (one proof each: the batch is durable when its record is); any
+    /// other record is itself.
+    pub fn per_order(&self) -> Vec<Appended> {
+        match &self.event {
+            Event::AcceptedBatch { orders, at_unix_ms } => orders
+                .iter()
+                .map(|o| Appended {
+                    at: self.at,
+                    frame_bytes: self.frame_bytes,
+                    event: Event::Accepted { key: o.key.clone(), items: o.items.clone(), at_unix_ms: *at_unix_ms },
+                })
+                .collect(),
+            _ => vec![self.clone()],
+        }
+    }
 }
 
 pub fn segment_path(segment: u64) -> PathBuf {
@@ -287,19 +305,23 @@ impl Sim {
     /// One record the running broker appended: folded into the model (the
     /// per-step invariants compare it with the core) and kept in the history.
     fn fold_live(&mut self, record: Appended, fresh: bool) -> Check {
-        let event = &record.event;
-        log!(self, "event {} (seq {})", short_event(event), record.at.seq);
-        self.check_retry_delay(event, fresh)?;
-        match event {
+        log!(self, "event {} (seq {})", short_event(&record.event), record.at.seq);
+        match &record.event {
             Event::Requeued { reason, .. } => self.stats.count_requeue(reason),
             Event::Revived { .. } => self.stats.revivals += 1,
             Event::Forgotten { .. } => self.stats.keys_forgotten += 1,
             Event::Restored { .. } => self.stats.spills += 1,
+            Event::AcceptedBatch { .. } => self.stats.order_batches += 1,
             _ => {}
         }
-        let i = self.model.on_event(event)?;
-        self.model.note_proof(&record);
-        self.touched.push(i);
+        // The model folds a batch order by order; the history keeps the
+        // record as written, to compare with what a replay reads.
+        for order in record.per_order() {
+            self.check_retry_delay(&order.event, fresh)?;
+            let i = self.model.on_event(&order.event)?;
+            self.model.note_proof(&order);
+            self.touched.push(i);
+        }
         self.history.push(History::Event(record));
         Ok(())
     }
@@ -536,8 +558,11 @@ impl Sim {
         for h in &self.history {
             match h {
                 History::Event(r) => {
-                    self.model.on_event(&r.event).map_err(|e| format!("folding the journal again: {e}"))?;
-                    self.model.note_proof(r);
+                    for order in r.per_order() {
+                        let folded = self.model.on_event(&order.event);
+                        folded.map_err(|e| format!("folding the journal again: {e}"))?;
+                        self.model.note_proof(&order);
+                    }
                 }
                 History::Copy(r) => self.model.note_proof(r),
                 History::Recovery => self.model.on_recovery(),
@@ -628,7 +653,7 @@ impl Sim {
         let mut snapshot = core.snapshot(key);
         let from = core.payload_ref(key);
         if let (Some(from), Some(items)) = (from, snapshot.as_mut().and_then(Event::payload_mut)) {
-            *items = self.read_items(from)?;
+            *items = self.read_items(from, key)?;
         }
         Ok(snapshot)
     }
@@ -636,15 +661,17 @@ impl Sim {
     /// The items the journal record at `at` holds (the broker's read-back);
     /// from the history while the record waits in a batch held back by a
     /// full disk (nothing reads it then but these checks).
-    fn read_items(&mut self, at: RecordAt) -> Result<Vec<ByteBuf>, String> {
+    fn read_items(&mut self, at: RecordAt, key: &OrderKey) -> Result<Vec<ByteBuf>, String> {
         let recorder = self.recorder.as_mut().expect("a core reads back through its journal");
         if at.seq > committed(&recorder.log.journal).0 {
-            let held = self.history.iter().rev().find_map(|h| match h {
-                History::Event(r) | History::Copy(r) if r.at.seq == at.seq => r.event.payload(),
+            let held = self.history.iter_mut().rev().find_map(|h| match h {
+                History::Event(r) | History::Copy(r) if r.at.seq == at.seq => {
+                    r.event.payload_of_mut(key).map(|items| items.clone())
+                }
                 _ => None,
             });
-            return held.map(<[ByteBuf]>::to_vec).ok_or_else(|| format!("read-back of unwritten record {}", at.seq));
+            return held.ok_or_else(|| format!("read-back of unwritten record {}", at.seq));
         }
-        recorder.read_items(at).map_err(|e| format!("read-back of record {}: {e}", at.seq))
+        recorder.read_items(at, key).map_err(|e| format!("read-back of record {}: {e}", at.seq))
     }
 }

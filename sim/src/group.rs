@@ -1242,6 +1242,13 @@ impl GroupSim {
                             // Past the dedup window a key may be sealed
                             // again: a new order (not within these runs'
                             // few minutes).
+                            Event::AcceptedBatch { orders, .. } if twice.is_none() => {
+                                for o in orders {
+                                    if !sealed.insert(o.key.clone()) && twice.is_none() {
+                                        twice = Some((o.key.clone(), at.seq));
+                                    }
+                                }
+                            }
                             Event::Forgotten { key } => {
                                 sealed.remove(&key);
                             }
@@ -1376,7 +1383,10 @@ impl GroupSim {
             if let (Some(from), Some(items)) =
                 (run.core.payload_ref(&o.key), snapshot.as_mut().and_then(Event::payload_mut))
             {
-                *items = run.recorder.read_items(from).map_err(|e| format!("read-back of {}'s items: {e:#}", o.key))?;
+                *items = run
+                    .recorder
+                    .read_items(from, &o.key)
+                    .map_err(|e| format!("read-back of {}'s items: {e:#}", o.key))?;
             }
             match snapshot {
                 // Acked, its key still in the dedup window: acked in the

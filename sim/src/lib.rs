@@ -13,7 +13,7 @@ use std::time::Instant;
 
 use orderly_broker::core::{Core, CoreConfig, Event, Millis, Outbound};
 use orderly_broker::io::Recorder;
-use orderly_common::protocol::{ControlMsg, FanoutMsg, IntakeMsg, Items, RejectReason};
+use orderly_common::protocol::{ControlMsg, FanoutMsg, IntakeMsg, Items, Orders, RejectReason};
 use orderly_common::OrderKey;
 use orderly_journal::{FlipReport, SimCounters, SimStorage};
 use serde_bytes::ByteBuf;
@@ -321,6 +321,9 @@ pub struct Stats {
     pub dispatches_from_journal: u64,
     /// Copies written so that a payload could leave RAM.
     pub spills: u64,
+    /// `AcceptedBatch` records: batches of whole orders (`orders`
+    /// messages) taken in one record.
+    pub order_batches: u64,
     pub segments_removed: u64,
     /// Broker crashes that were power cuts.
     pub power_cuts: u32,
@@ -385,6 +388,7 @@ impl Stats {
         self.dispatches_refused_by_workers += o.dispatches_refused_by_workers;
         self.dispatches_from_journal += o.dispatches_from_journal;
         self.spills += o.spills;
+        self.order_batches += o.order_batches;
         self.segments_removed += o.segments_removed;
         self.power_cuts += o.power_cuts;
         self.records_lost += o.records_lost;
@@ -1064,7 +1068,7 @@ impl Sim {
             // starts: a resend cut short after its Begin could outlive the
             // dedup window as a partial order that expires, which the model
             // (rightly) counts as a lost order.
-            let starts = matches!(&msg, IntakeMsg::Hello(_) | IntakeMsg::Begin(_))
+            let starts = matches!(&msg, IntakeMsg::Hello(_) | IntakeMsg::Begin(_) | IntakeMsg::Orders(_))
                 || matches!(&msg, IntakeMsg::Items(items) if items.begin);
             let full = starts && self.intake_len[i] >= self.params.intake_hwm;
             if !up || full {
@@ -1092,6 +1096,9 @@ impl Sim {
     /// The network loses the skipped item of a gap order, every time it is
     /// sent: out of a packed frame, the frame is cut around it.
     fn gap_fault(&mut self, i: usize, msg: IntakeMsg) -> Vec<IntakeMsg> {
+        if let IntakeMsg::Orders(batch) = msg {
+            return self.gap_fault_batch(i, batch);
+        }
         let order = match &msg {
             IntakeMsg::Item(item) => &item.order,
             IntakeMsg::Items(items) => &items.order,
@@ -1110,6 +1117,36 @@ impl Sim {
             }
             msg => vec![msg],
         }
+    }
+
+    /// A batch holding gap orders: each loses its skipped item, so it
+    /// leaves the batch as the packed frames `cut_frame` leaves of it (in
+    /// the batch's place: sent after the rest of the batch).
+    fn gap_fault_batch(&mut self, i: usize, batch: Orders) -> Vec<IntakeMsg> {
+        let Orders { producer, orders } = batch;
+        let mut kept = Vec::with_capacity(orders.len());
+        let mut cut = Vec::new();
+        for whole in orders {
+            let key = OrderKey::new(producer.clone(), whole.order.as_str());
+            let skip = self.model.find(&key).and_then(|o| self.model.orders[o].skip);
+            match skip.filter(|&s| (s as usize) < whole.data.len()) {
+                Some(skip) => {
+                    log!(self, "NET p{i} loses item {skip} of gap order {}, out of a batch", whole.order);
+                    let count = whole.data.len() as u32;
+                    let (order, data) = (whole.order, whole.data);
+                    let items =
+                        Items { producer: producer.clone(), order, begin: true, first: 0, data, finish: Some(count) };
+                    cut.extend(cut_frame(items, skip));
+                }
+                None => kept.push(whole),
+            }
+        }
+        let mut msgs = Vec::new();
+        if !kept.is_empty() {
+            msgs.push(IntakeMsg::Orders(Orders { producer, orders: kept }));
+        }
+        msgs.extend(cut);
+        msgs
     }
 
     fn producer_receives(&mut self, producer: usize, msg: FanoutMsg) -> Check {
@@ -1392,6 +1429,10 @@ fn short_event(event: &Event) -> String {
         Event::ItemStored { key, seq, .. } => format!("ItemStored {key} #{seq}"),
         Event::Restored { key, .. } => format!("Restored {key}"),
         Event::Accepted { key, items, .. } => format!("Accepted {key} ({} items)", items.len()),
+        Event::AcceptedBatch { orders, .. } => {
+            let keys: Vec<String> = orders.iter().map(|o| o.key.to_string()).collect();
+            format!("AcceptedBatch of {} orders ({})", orders.len(), keys.join(", "))
+        }
         other => format!("{other:?}"),
     }
 }
@@ -1410,6 +1451,10 @@ fn short_intake(msg: &IntakeMsg) -> String {
             i.first as usize + i.data.len(),
             i.finish
         ),
+        IntakeMsg::Orders(b) => {
+            let ids: Vec<String> = b.orders.iter().map(|o| format!("{} ({} items)", o.order, o.data.len())).collect();
+            format!("orders {}: {}", b.producer, ids.join(", "))
+        }
         IntakeMsg::Finish(f) => format!("finish {}/{} count {}", f.producer, f.order, f.count),
     }
 }

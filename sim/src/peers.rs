@@ -262,7 +262,21 @@ impl SimProducer {
             resend_backoff_max_ms: resend_after_ms * 4,
             ..producer::OutboxConfig::default()
         };
-        let config = producer::CoreConfig { producer: id.clone(), nonce, pack_items, hello_interval_ms: 100, outbox };
+        // Batching and its linger come from the nonce's spare bits rather
+        // than new draws, so every seed's other choices stay as they were:
+        // half the producers batch whole orders due together (`orders`
+        // messages; only packing producers do), some of them lingering.
+        let batch_bytes_max = if nonce & 1 == 1 { orderly_common::limits::PACKED_FRAME_BYTES_MAX } else { 0 };
+        let linger_ms = (nonce >> 1) % 4;
+        let config = producer::CoreConfig {
+            producer: id.clone(),
+            nonce,
+            pack_items,
+            batch_bytes_max,
+            linger_ms,
+            hello_interval_ms: 100,
+            outbox,
+        };
         SimProducer {
             id,
             core: producer::Core::new(config),

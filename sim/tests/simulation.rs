@@ -203,13 +203,19 @@ fn simulate_many_seeds() {
     });
     let mut failures = failures.into_inner().unwrap();
     failures.sort_by_key(|(seed, _)| *seed);
+    let totals = totals.into_inner().unwrap();
     eprintln!(
         "simulated seeds {start}..{} in {:.1?}, {} failed; passing runs together: {:?}",
         start + seeds,
         started.elapsed(),
         failures.len(),
-        totals.into_inner().unwrap()
+        totals
     );
+    // Batches of whole orders (`orders` messages, issue 20) must be
+    // exercised, not only allowed: half the producers batch.
+    if seeds >= 100 && failures.is_empty() {
+        assert!(totals.order_batches > 0, "no seed recorded a batch of orders (AcceptedBatch)");
+    }
     if let Some((seed, report)) = failures.first() {
         let seeds: Vec<u64> = failures.iter().map(|(s, _)| *s).collect();
         eprintln!("failing seeds ({}): {seeds:?}", seeds.len());

@@ -63,7 +63,7 @@ impl Broker {
             }
             if let ControlMsg::Heartbeat(hb) = &msg {
                 if hb.welcome != Some(NONCE) {
-                    self.publish(b"w/w1/", &FanoutMsg::Welcome(Welcome { nonce: NONCE }));
+                    self.publish(b"w/w1/", &FanoutMsg::Welcome(Welcome { nonce: NONCE, orders_max: 0 }));
                 }
             }
         }

@@ -31,6 +31,11 @@ impl Core {
             Event::ItemStored { key, seq, data } => self.apply_item_stored(key, *seq, data),
             Event::Sealed { key, count, at_unix_ms } => self.apply_sealed(key, *count, *at_unix_ms),
             Event::Accepted { key, items, at_unix_ms } => self.apply_accepted(key, items, *at_unix_ms),
+            Event::AcceptedBatch { orders, at_unix_ms } => {
+                for order in orders {
+                    self.apply_accepted(&order.key, &order.items, *at_unix_ms);
+                }
+            }
             Event::Dropped { key, .. } => self.remove_partial(key),
             Event::Dispatched { key, worker, attempt } => self.apply_dispatched(key, worker, *attempt),
             Event::Acked { key } => self.apply_acked(key),
@@ -97,7 +102,7 @@ impl Core {
         self.counters.orders_sealed += 1;
     }
 
-    fn apply_accepted(&mut self, key: &OrderKey, items: &[ByteBuf], at_unix_ms: u64) {
+    pub(super) fn apply_accepted(&mut self, key: &OrderKey, items: &[ByteBuf], at_unix_ms: u64) {
         self.remove_partial(key);
         if self.orders.contains_key(key) {
             return;

@@ -2,6 +2,7 @@
 //! structs as arrays. Pure functions, so the core's users (the IO loop,
 //! `journal inspect`, tests, benches) share one encoding.
 
+use orderly_common::OrderKey;
 use serde_bytes::ByteBuf;
 
 use super::Event;
@@ -33,11 +34,11 @@ pub fn decode_event(seq: u64, body: &[u8]) -> Result<Event, EventDecodeError> {
     rmp_serde::from_slice(body).map_err(|source| EventDecodeError::Undecodable { seq, source })
 }
 
-/// Decodes a record that must hold an order's whole payload (see
-/// [`Event::payload_key`]) and returns its items.
-pub fn decode_payload(seq: u64, body: &[u8]) -> Result<Vec<ByteBuf>, EventDecodeError> {
+/// Decodes a record that must hold `key`'s whole payload (see
+/// [`Event::for_each_payload_key`]) and returns its items.
+pub fn decode_payload(seq: u64, body: &[u8], key: &OrderKey) -> Result<Vec<ByteBuf>, EventDecodeError> {
     let mut event = decode_event(seq, body)?;
-    match event.payload_mut() {
+    match event.payload_of_mut(key) {
         Some(items) => Ok(std::mem::take(items)),
         None => Err(EventDecodeError::NotPayload { seq, found: event_name(&event) }),
     }
@@ -51,7 +52,6 @@ pub fn event_name(event: &Event) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use orderly_common::OrderKey;
 
     #[test]
     fn events_round_trip_and_named_records_still_decode() {
@@ -146,7 +146,7 @@ mod tests {
     #[test]
     fn a_payload_read_names_what_it_found_instead() {
         let acked = encode_event(&Event::Acked { key: OrderKey::new("p", "o") });
-        let error = decode_payload(7, &acked).unwrap_err();
+        let error = decode_payload(7, &acked, &OrderKey::new("p", "o")).unwrap_err();
         assert!(error.to_string().ends_with("expected an order's payload, found Acked"), "{error}");
     }
 

@@ -73,6 +73,18 @@ pub enum Event {
     /// its key is remembered for the dedup window like an acknowledged
     /// order's, so a late resend is confirmed, not processed.
     Discarded { key: OrderKey },
+    /// Several whole orders arrived in one `orders` message (since 0.4):
+    /// each complete and pending, as if each were an `Accepted`, in one
+    /// record. A journal holding one cannot be replayed by an older broker
+    /// (it names the record it does not understand and refuses to start).
+    AcceptedBatch { orders: Vec<AcceptedOrder>, at_unix_ms: u64 },
+}
+
+/// One order of an [`Event::AcceptedBatch`].
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AcceptedOrder {
+    pub key: OrderKey,
+    pub items: Vec<ByteBuf>,
 }
 
 impl Event {
@@ -81,6 +93,25 @@ impl Event {
     pub fn payload_key(&self) -> Option<&OrderKey> {
         match self {
             Event::Accepted { key, .. } | Event::Restored { key, snapshot: Snapshot::Sealed { .. } } => Some(key),
+            _ => None,
+        }
+    }
+
+    /// Calls `f` for every order whose whole payload this event's record
+    /// holds: the one of [`Event::payload_key`], or each of a batch.
+    pub fn for_each_payload_key(&self, mut f: impl FnMut(&OrderKey)) {
+        match self {
+            Event::AcceptedBatch { orders, .. } => orders.iter().for_each(|o| f(&o.key)),
+            other => other.payload_key().into_iter().for_each(f),
+        }
+    }
+
+    /// The items of `key` in this event's record, if it holds its whole
+    /// payload (see [`Event::for_each_payload_key`]), to take.
+    pub fn payload_of_mut(&mut self, key: &OrderKey) -> Option<&mut Vec<ByteBuf>> {
+        match self {
+            Event::AcceptedBatch { orders, .. } => orders.iter_mut().find(|o| &o.key == key).map(|o| &mut o.items),
+            other if other.payload_key() == Some(key) => other.payload_mut(),
             _ => None,
         }
     }

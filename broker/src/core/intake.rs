@@ -1,14 +1,16 @@
-//! Producers' messages: Hello, Begin, Item, Items, Finish. Each is checked
-//! against the limits and recorded, and its producer gets a confirm (after
-//! the turn's commit) or a reject.
+//! Producers' messages: Hello, Begin, Item, Items, Orders, Finish. Each is
+//! checked against the limits and recorded, and its producer gets a confirm
+//! (after the turn's commit) or a reject.
 
 use orderly_common::ids::producer_topic;
 use orderly_common::limits;
-use orderly_common::protocol::{Confirm, Confirms, FanoutMsg, IntakeMsg, Items, Reject, RejectReason, Welcome};
+use orderly_common::protocol::{
+    Confirm, Confirms, FanoutMsg, IntakeMsg, Items, Orders, Reject, RejectReason, Welcome, WholeOrder,
+};
 use orderly_common::OrderKey;
 use serde_bytes::ByteBuf;
 
-use super::{ConfirmTiming, Core, Event, Millis, Outbound};
+use super::{AcceptedOrder, ConfirmTiming, Core, Event, Millis, Outbound};
 
 impl Core {
     /// Handles one decoded intake message.
@@ -16,12 +18,15 @@ impl Core {
         self.now_ms = now_ms;
         match msg {
             IntakeMsg::Hello(hello) => {
-                let body = FanoutMsg::Welcome(Welcome { nonce: hello.nonce }).encode();
+                // `orders_max` tells the producer it may batch whole orders.
+                let orders_max = limits::ORDERS_PER_MESSAGE_MAX as u32;
+                let body = FanoutMsg::Welcome(Welcome { nonce: hello.nonce, orders_max }).encode();
                 self.outbound.push_back(Outbound::new(producer_topic(&hello.producer), body));
             }
             IntakeMsg::Begin(begin) => self.on_begin(OrderKey::new(begin.producer, begin.order), now_ms),
             IntakeMsg::Item(item) => self.on_item(OrderKey::new(item.producer, item.order), item.seq, item.data),
             IntakeMsg::Items(items) => self.on_items(items, now_ms),
+            IntakeMsg::Orders(orders) => self.on_orders(orders, now_ms),
             IntakeMsg::Finish(finish) => self.on_finish(OrderKey::new(finish.producer, finish.order), finish.count),
         }
         self.pump();
@@ -136,31 +141,85 @@ impl Core {
 
     /// A whole order at once: the checks of Begin, Item and Finish together.
     fn on_whole(&mut self, key: OrderKey, items: Vec<ByteBuf>) {
-        if self.orders.contains_key(&key) || self.recent.contains_key(&key) {
-            if self.recent.contains_key(&key) {
-                self.touch_recent(&key);
+        let at_unix_ms = self.now_unix_ms();
+        if let Some(items) = self.admit_whole(&key, items, true) {
+            self.record(Event::Accepted { key: key.clone(), items, at_unix_ms });
+            self.confirm(&key);
+        }
+    }
+
+    /// Whether a whole order is taken: a resend of one held or remembered
+    /// is confirmed again, one past a bound rejected; `Some(items)`: it is
+    /// new and within bounds, to record. `producer_bound`: check the
+    /// producer's pending bound (a batch checks it once, when read).
+    fn admit_whole(&mut self, key: &OrderKey, items: Vec<ByteBuf>, producer_bound: bool) -> Option<Vec<ByteBuf>> {
+        if self.orders.contains_key(key) || self.recent.contains_key(key) {
+            if self.recent.contains_key(key) {
+                self.touch_recent(key);
             }
             self.counters.orders_deduplicated += 1;
-            self.confirm(&key); // a resent order: confirm again
-            return;
+            self.confirm(key); // a resent order: confirm again
+            return None;
         }
-        if self.producer_at_limit(&key) {
-            return;
+        if producer_bound && self.producer_at_limit(key) {
+            return None;
         }
         let items_max = self.config.order_items_max;
         if items.len() as u64 > u64::from(items_max) {
             let detail = format!("{} items, beyond the limit of {items_max} items", items.len());
-            return self.reject(&key, RejectReason::TooLarge { detail });
+            self.reject(key, RejectReason::TooLarge { detail });
+            return None;
         }
         let bytes: u64 = items.iter().map(|d| d.len() as u64).sum();
         let bytes_max = self.config.order_bytes_max;
         if bytes > bytes_max {
             let detail = format!("items reach {bytes} bytes; the limit is {bytes_max}");
-            return self.reject(&key, RejectReason::TooLarge { detail });
+            self.reject(key, RejectReason::TooLarge { detail });
+            return None;
         }
+        Some(items)
+    }
+
+    /// An `orders` message: each whole order is checked as if it came
+    /// alone (its own confirm or reject, in the order given), and the new
+    /// ones go into ONE journal record, so a batch costs one append. Each
+    /// is applied at once, so a repeated id later in the batch is a resend.
+    ///
+    /// Bounds on pending orders are checked when a message is read, as for
+    /// one order per message: a batch read below the producer's bound is
+    /// taken whole (so it may pass the bound by at most one batch,
+    /// `ORDERS_PER_MESSAGE_MAX`), and intake then closes before the next
+    /// message — backpressure, not a reject of the batch's tail.
+    fn on_orders(&mut self, m: Orders, now_ms: Millis) {
         let at_unix_ms = self.now_unix_ms();
-        self.record(Event::Accepted { key: key.clone(), items, at_unix_ms });
-        self.confirm(&key);
+        let live = self.live_by_producer.get(&m.producer).copied().unwrap_or(0);
+        let producer_bound = live >= self.config.pending_orders_per_producer_max;
+        let mut accepted = Vec::with_capacity(m.orders.len());
+        for WholeOrder { order, data } in m.orders {
+            let key = OrderKey::new(m.producer.clone(), order);
+            if self.partials.contains_key(&key) {
+                // Partly sent before in another form: merge as `items` would.
+                let count = data.len() as u32;
+                let items =
+                    Items { producer: key.producer, order: key.id, begin: true, first: 0, data, finish: Some(count) };
+                self.on_items(items, now_ms);
+                continue;
+            }
+            if let Some(items) = self.admit_whole(&key, data, producer_bound) {
+                self.apply_accepted(&key, &items, at_unix_ms);
+                self.confirm(&key);
+                accepted.push(AcceptedOrder { key, items });
+            }
+        }
+        match accepted.len() {
+            0 => {}
+            // A lone order keeps the record older brokers can replay.
+            1 => {
+                let AcceptedOrder { key, items } = accepted.pop().expect("one order");
+                self.events.push_back(Event::Accepted { key, items, at_unix_ms });
+            }
+            _ => self.events.push_back(Event::AcceptedBatch { orders: accepted, at_unix_ms }),
+        }
     }
 
     fn on_finish(&mut self, key: OrderKey, count: u32) {
@@ -230,3 +289,6 @@ impl Core {
         self.outbound.push_back(Outbound::new(producer_topic(&key.producer), body));
     }
 }
+
+#[cfg(test)]
+mod tests;

@@ -50,7 +50,7 @@ use orderly_common::OrderKey;
 use serde_bytes::ByteBuf;
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
 
-pub use event::{Event, Fill, Outbound, Snapshot};
+pub use event::{AcceptedOrder, Event, Fill, Outbound, Snapshot};
 // `GroupView` is defined below, next to `Core`.
 pub use notice::{LostWhy, Notice, NOTICES_QUEUED_MAX};
 pub use status::{

@@ -454,7 +454,7 @@ impl Loop {
         }
         let items = match self.core.order_items(key) {
             Some(OrderItems::InMemory(items)) => items,
-            Some(OrderItems::Journal(at)) => match self.recorder.read_items(at) {
+            Some(OrderItems::Journal(at)) => match self.recorder.read_items(at, key) {
                 Ok(items) => items,
                 Err(error) => return Answer::text(500, format!("cannot read {key} from the journal: {error}")),
             },

@@ -348,7 +348,7 @@ impl<A> Member<A> {
             let held = self.held.pop_front().expect("checked above");
             for mut out in held.outbound {
                 if let Some(fill) = out.fill.take() {
-                    let items = recorder.read_items(fill.from)?;
+                    let items = recorder.read_items(fill.from, &fill.key)?;
                     out.body = encode_dispatch(&fill.key, fill.attempt, fill.attempt > 1, &items);
                 }
                 publish.push(out);

@@ -176,17 +176,16 @@ impl<L: EventLog> Recorder<L> {
     /// nothing was appended (see [`Persisted::Held`]).
     pub fn record(&mut self, core: &mut Core, event: &Event) -> Result<bool, BrokerError> {
         let Some(at) = self.append(event)? else { return Ok(false) };
-        if let Some(key) = event.payload_key() {
-            core.payload_stored(key, at);
-        }
+        event.for_each_payload_key(|key| core.payload_stored(key, at));
         Ok(true)
     }
 
-    /// The items of the order whose whole payload the record at `at` holds.
-    pub fn read_items(&mut self, at: RecordAt) -> Result<Vec<ByteBuf>, BrokerError> {
+    /// The items of `key`, whose whole payload the record at `at` holds
+    /// (alone, or in a batch).
+    pub fn read_items(&mut self, at: RecordAt, key: &OrderKey) -> Result<Vec<ByteBuf>, BrokerError> {
         let body = self.log.read_at(at).map_err(journal_err("read-back"))?;
         self.payload_reads += 1;
-        Ok(decode_payload(at.seq, &body)?)
+        Ok(decode_payload(at.seq, &body, key)?)
     }
 
     /// A durable commit; false when the disk is full (see [`Persisted::Held`]).
@@ -264,7 +263,7 @@ pub fn persist_then_publish<L: EventLog>(
     while let Some(mut out) = core.poll_outbound() {
         if let Some(fill) = out.fill.take() {
             // Committed above or in an earlier turn: readable now.
-            let items = recorder.read_items(fill.from)?;
+            let items = recorder.read_items(fill.from, &fill.key)?;
             out.body = encode_dispatch(&fill.key, fill.attempt, fill.attempt > 1, &items);
         }
         publish(&out)?;
@@ -316,7 +315,7 @@ fn copy_forward<L: SegmentedLog>(
         let Some(mut event) = core.snapshot(&key) else { continue };
         if let (Some(from), Some(items)) = (core.payload_ref(&key), event.payload_mut()) {
             // Only the journal holds the items: copy them from there.
-            *items = recorder.read_items(from)?;
+            *items = recorder.read_items(from, &key)?;
         }
         if !recorder.record(core, &event)? {
             return Ok(false);

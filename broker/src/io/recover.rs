@@ -185,9 +185,7 @@ fn replay_journal(
     anchors.reserve(records);
     let mut apply = |core: &mut Core, anchors: &mut Anchors, at: RecordAt, len: usize, event: &Event| {
         core.apply(event);
-        if let Some(key) = event.payload_key() {
-            core.payload_stored(key, at);
-        }
+        event.for_each_payload_key(|key| core.payload_stored(key, at));
         anchors.observe(event, at.segment);
         observe(at, len, event);
     };

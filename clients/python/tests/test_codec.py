@@ -31,6 +31,14 @@ def test_hot_path_encoders_write_what_the_general_encoder_writes():
         "control", "nack",
         {"worker": "w1", "incarnation": 7, "order": key, "attempt": 1, "retry": True, "reason": "r", "delay_ms": 5},
     )
+    orders = [("o-1", [b"a", b""]), ("o-2", [])]
+    assert proto.encode_orders("p1", orders) == proto.encode(
+        "intake", "orders", {"producer": "p1", "orders": [{"order": o, "data": d} for o, d in orders]}
+    )
+    assert proto.decode("intake", proto.encode_orders("p1", orders)) == (
+        "orders",
+        {"producer": "p1", "orders": [{"order": "o-1", "data": [b"a", b""]}, {"order": "o-2", "data": []}]},
+    )
 
 
 def envelope(kind, body, **extra) -> bytes:

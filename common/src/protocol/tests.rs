@@ -55,7 +55,7 @@ fn fanout_round_trips() {
     let items = vec![ByteBuf::from(b"1".to_vec()), ByteBuf::from(b"[2]".to_vec())];
     let dispatch = Dispatch { order: key.clone(), attempt: 2, redelivered: true, items: items.clone() };
     let messages = [
-        FanoutMsg::Welcome(Welcome { nonce: 1 }),
+        FanoutMsg::Welcome(Welcome { nonce: 1, orders_max: 0 }),
         FanoutMsg::Dispatch(dispatch.clone()),
         FanoutMsg::Confirm(Confirm { order: "o1".into() }),
         FanoutMsg::Reject(Reject { order: "o1".into(), reason: RejectReason::Gap { missing: 4 } }),
@@ -145,7 +145,9 @@ fn oversized_frames_are_refused_before_parsing() {
 
 #[test]
 fn wrong_version_kind_and_socket_are_typed() {
-    let bytes = rmp_serde::to_vec_named(&EnvelopeOut { v: 2, kind: "begin", body: &Welcome { nonce: 1 } }).unwrap();
+    let bytes =
+        rmp_serde::to_vec_named(&EnvelopeOut { v: 2, kind: "begin", body: &Welcome { nonce: 1, orders_max: 0 } })
+            .unwrap();
     assert_eq!(IntakeMsg::decode(&bytes).unwrap_err(), DecodeError::UnsupportedVersion(2));
     let ack = ControlMsg::Bye(Bye { worker: "w".into(), incarnation: 1 }).encode();
     assert_eq!(IntakeMsg::decode(&ack).unwrap_err(), DecodeError::UnknownKind("bye".into(), "intake"));

@@ -238,6 +238,11 @@ impl Outbox {
         self.schedule.first().filter(|(at, _)| *at <= now).map(|(_, id)| id.as_str())
     }
 
+    /// Every order due at `now`, earliest deadline first.
+    pub fn due(&self, now: Millis) -> impl Iterator<Item = &str> {
+        self.schedule.iter().take_while(move |(at, _)| *at <= now).map(|(_, id)| id.as_str())
+    }
+
     /// When the next order falls due (it may be in the past).
     pub fn next_deadline(&self) -> Option<Millis> {
         self.schedule.first().map(|(at, _)| *at)

@@ -5,6 +5,10 @@ use super::*;
 const SECOND: Millis = 1_000;
 
 fn core(pack_items: bool) -> Core {
+    batching_core(pack_items, 0, 0)
+}
+
+fn batching_core(pack_items: bool, batch_bytes_max: usize, linger_ms: Millis) -> Core {
     let outbox = OutboxConfig {
         confirm_timeout_ms: 5 * SECOND,
         resend_backoff_max_ms: 60 * SECOND,
@@ -12,12 +16,117 @@ fn core(pack_items: bool) -> Core {
         bytes_max: 1000,
         transmit_retry_ms: 50,
     };
-    Core::new(CoreConfig { producer: "p".into(), nonce: 7, pack_items, hello_interval_ms: 100, outbox })
+    let producer = "p".into();
+    Core::new(CoreConfig { producer, nonce: 7, pack_items, batch_bytes_max, linger_ms, hello_interval_ms: 100, outbox })
+}
+
+/// A core welcomed by a broker that takes `orders` batches of `orders_max`.
+fn batching(batch_bytes_max: usize, linger_ms: Millis, orders_max: u32) -> Core {
+    let mut core = batching_core(true, batch_bytes_max, linger_ms);
+    core.handle_fanout(FanoutMsg::Welcome(Welcome { nonce: 7, orders_max }), 0);
+    core
+}
+
+/// The order ids of each message sent (everything offered is taken).
+fn sent_ids(core: &mut Core) -> Vec<Vec<String>> {
+    let ids = |msg: IntakeMsg| match msg {
+        IntakeMsg::Orders(batch) => batch.orders.into_iter().map(|o| o.order).collect(),
+        IntakeMsg::Items(items) => vec![items.order],
+        other => panic!("not an order: {other:?}"),
+    };
+    drain(core).into_iter().map(ids).collect()
+}
+
+#[test]
+fn orders_due_together_go_in_one_batch_each_keeping_its_items() {
+    let mut core = batching(1024, 0, 1024);
+    core.submit("a".into(), vec![b"x".to_vec(), b"y".to_vec()], 0);
+    core.submit("b".into(), vec![], 0);
+    core.submit("c".into(), vec![b"z".to_vec()], 0);
+    let sent = drain(&mut core);
+    let [IntakeMsg::Orders(batch)] = sent.as_slice() else { panic!("one batch: {sent:?}") };
+    let orders: Vec<(&str, usize)> = batch.orders.iter().map(|o| (o.order.as_str(), o.data.len())).collect();
+    assert_eq!(orders, [("a", 2), ("b", 0), ("c", 1)]);
+    assert_eq!(batch.orders[0].data[1].as_ref(), b"y");
+    let attempts: Vec<_> = std::iter::from_fn(|| core.poll_transmitted()).map(|t| (t.id, t.attempt)).collect();
+    assert_eq!(attempts, [("a".into(), 1), ("b".into(), 1), ("c".into(), 1)], "each order transmitted once");
+}
+
+#[test]
+fn a_lone_order_and_a_broker_without_batches_get_packed_frames() {
+    let mut core = batching(1024, 0, 1024);
+    core.submit("a".into(), vec![b"x".to_vec()], 0);
+    assert_eq!(kinds(&drain(&mut core)), ["items"], "a lone order goes at once, as before");
+    let mut old_broker = batching(1024, 0, 0);
+    old_broker.submit("a".into(), vec![], 0);
+    old_broker.submit("b".into(), vec![], 0);
+    assert_eq!(kinds(&drain(&mut old_broker)), ["items", "items"], "orders_max 0: no batches");
+    let mut off = batching(0, 0, 1024);
+    off.submit("a".into(), vec![], 0);
+    off.submit("b".into(), vec![], 0);
+    assert_eq!(kinds(&drain(&mut off)), ["items", "items"], "batch_bytes_max 0: no batches");
+}
+
+#[test]
+fn batches_are_bounded_by_bytes_and_by_the_broker_s_count() {
+    // Each order costs 100 + 5 (item) + 1 (id) + 24 (entry) = 130 bytes.
+    let mut core = batching(300, 0, 1024);
+    for id in ["a", "b", "c", "d", "e"] {
+        core.submit(id.into(), vec![vec![0; 100]], 0);
+    }
+    assert_eq!(sent_ids(&mut core), [vec!["a", "b"], vec!["c", "d"], vec!["e"]]);
+    let mut core = batching(1024, 0, 2);
+    for id in ["a", "b", "c"] {
+        core.submit(id.into(), vec![], 0);
+    }
+    assert_eq!(sent_ids(&mut core), [vec!["a", "b"], vec!["c"]]);
+    let mut big = batching(300, 0, 1024);
+    big.submit("big".into(), vec![vec![0; 400]], 0);
+    big.submit("small".into(), vec![], 0);
+    assert_eq!(kinds(&drain(&mut big)), ["items", "items"], "an order above the budget goes alone");
+}
+
+#[test]
+fn a_refused_batch_goes_again_whole_after_the_retry_delay() {
+    let mut core = batching(1024, 0, 1024);
+    core.submit("a".into(), vec![], 0);
+    core.submit("b".into(), vec![], 0);
+    core.poll_transmit().expect("the batch");
+    core.handle_send_refused();
+    assert_eq!(core.poll_transmitted(), None, "not an attempt");
+    core.handle_timeout(50);
+    assert_eq!(sent_ids(&mut core), [vec!["a", "b"]]);
+}
+
+#[test]
+fn while_orders_keep_coming_a_batch_lingers_for_more() {
+    let mut core = batching(1024, 5, 1024);
+    core.submit("a".into(), vec![], 10);
+    assert_eq!(kinds(&drain(&mut core)), ["items"], "after a quiet spell, at once");
+    core.submit("b".into(), vec![], 12);
+    assert!(drain(&mut core).is_empty(), "orders are flowing: b lingers");
+    assert_eq!(core.poll_timeout(), 17, "at most a linger after b was due");
+    core.submit("c".into(), vec![], 14);
+    assert!(drain(&mut core).is_empty());
+    core.handle_timeout(17);
+    assert_eq!(sent_ids(&mut core), [vec!["b", "c"]]);
+    core.submit("d".into(), vec![], 40);
+    assert_eq!(kinds(&drain(&mut core)), ["items"], "a quiet spell again: at once");
+}
+
+#[test]
+fn a_new_leader_must_offer_batches_again() {
+    let mut core = batching(1024, 0, 1024);
+    core.follow(2);
+    core.handle_fanout(FanoutMsg::Welcome(Welcome { nonce: 8, orders_max: 0 }), 1);
+    core.submit("a".into(), vec![], 1);
+    core.submit("b".into(), vec![], 1);
+    assert_eq!(kinds(&drain(&mut core)), ["items", "items"], "the new leader takes no batches");
 }
 
 fn welcomed(pack_items: bool) -> Core {
     let mut core = core(pack_items);
-    core.handle_fanout(FanoutMsg::Welcome(Welcome { nonce: 7 }), 0);
+    core.handle_fanout(FanoutMsg::Welcome(Welcome { nonce: 7, orders_max: 0 }), 0);
     core
 }
 
@@ -44,9 +153,9 @@ fn the_hello_repeats_until_our_welcome_and_orders_wait_for_it() {
     assert_eq!(core.poll_timeout(), 100, "the next hello, not the order");
     core.handle_timeout(100);
     assert_eq!(kinds(&drain(&mut core)), ["hello"]);
-    core.handle_fanout(FanoutMsg::Welcome(Welcome { nonce: 8 }), 150);
+    core.handle_fanout(FanoutMsg::Welcome(Welcome { nonce: 8, orders_max: 0 }), 150);
     assert!(!core.welcomed(), "a welcome for another connection");
-    core.handle_fanout(FanoutMsg::Welcome(Welcome { nonce: 7 }), 160);
+    core.handle_fanout(FanoutMsg::Welcome(Welcome { nonce: 7, orders_max: 0 }), 160);
     assert_eq!(kinds(&drain(&mut core)), ["begin", "item", "finish"]);
     assert_eq!(core.poll_transmitted(), Some(Transmitted { id: "a".into(), attempt: 1 }));
     assert_eq!(core.poll_timeout(), 160 + 5 * SECOND + CLOCK_TICK_MS);
@@ -203,7 +312,7 @@ fn led_by_member_1() -> (Core, u64) {
     core.handle_fanout(announce(1, 1, 1), 0);
     assert_eq!(core.poll_leader(), Some(1));
     let nonce = hello_nonce(&drain(&mut core));
-    core.handle_fanout(FanoutMsg::Welcome(Welcome { nonce }), 0);
+    core.handle_fanout(FanoutMsg::Welcome(Welcome { nonce, orders_max: 0 }), 0);
     assert!(core.welcomed());
     (core, nonce)
 }
@@ -232,9 +341,9 @@ fn a_new_leader_gets_a_new_handshake_and_every_unconfirmed_order_at_once() {
     let nonce = hello_nonce(&drain(&mut core));
     assert_ne!(nonce, first_nonce, "a new handshake");
     // The old leader's late welcome does not prove the new subscription.
-    core.handle_fanout(FanoutMsg::Welcome(Welcome { nonce: first_nonce }), 110);
+    core.handle_fanout(FanoutMsg::Welcome(Welcome { nonce: first_nonce, orders_max: 0 }), 110);
     assert!(!core.welcomed() && drain(&mut core).is_empty());
-    core.handle_fanout(FanoutMsg::Welcome(Welcome { nonce }), 120);
+    core.handle_fanout(FanoutMsg::Welcome(Welcome { nonce, orders_max: 0 }), 120);
     // At 120 ms, far before the 5 s confirm timeout.
     assert_eq!(kinds(&drain(&mut core)), ["begin", "item", "finish", "begin", "finish"]);
     let attempts: Vec<u32> = std::iter::from_fn(|| core.poll_transmitted()).map(|t| t.attempt).collect();
@@ -255,7 +364,7 @@ fn older_terms_are_ignored_and_the_deposed_leaders_confirms_still_count() {
     core.handle_fanout(FanoutMsg::Confirm(Confirm { order: "a".into() }), 30);
     assert_eq!(core.poll_answer().map(|answer| answer.id), Some("a".into()));
     let nonce = hello_nonce(&drain(&mut core));
-    core.handle_fanout(FanoutMsg::Welcome(Welcome { nonce }), 40);
+    core.handle_fanout(FanoutMsg::Welcome(Welcome { nonce, orders_max: 0 }), 40);
     assert_eq!(kinds(&drain(&mut core)), ["begin", "finish"], "only b is resent");
 }
 
@@ -269,7 +378,7 @@ fn a_half_sent_order_and_a_live_stream_go_whole_to_the_new_leader() {
     core.push_item("s", b"y".to_vec(), 0);
     core.handle_fanout(announce(3, 3, 2), 10);
     let nonce = hello_nonce(&drain(&mut core));
-    core.handle_fanout(FanoutMsg::Welcome(Welcome { nonce }), 20);
+    core.handle_fanout(FanoutMsg::Welcome(Welcome { nonce, orders_max: 0 }), 20);
     assert_eq!(kinds(&drain(&mut core)), ["begin", "item", "finish"], "a whole; s waits for its Finish");
     core.push_item("s", b"z".to_vec(), 30);
     assert!(drain(&mut core).is_empty(), "s is no longer live");

@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 
 use orderly_common::ids::producer_topic;
 use orderly_common::protocol::{
-    split_frames, Begin, Confirm, FanoutMsg, Finish, IntakeMsg, Item, Reject, RejectReason, Welcome,
+    split_frames, Begin, Confirm, FanoutMsg, Finish, IntakeMsg, Item, Items, Reject, RejectReason, Welcome,
 };
 use orderly_common::Endpoint;
 
@@ -131,6 +131,22 @@ impl Serve {
     }
 
     fn handle(&mut self, msg: IntakeMsg) {
+        if let IntakeMsg::Orders(m) = msg {
+            // Whole orders, each as its packed frame (this broker's Welcome
+            // offers no batches, as a broker before 0.4).
+            for whole in m.orders {
+                let (producer, order, finish) = (m.producer.clone(), whole.order, Some(whole.data.len() as u32));
+                self.handle(IntakeMsg::Items(Items {
+                    producer,
+                    order,
+                    begin: true,
+                    first: 0,
+                    data: whole.data,
+                    finish,
+                }));
+            }
+            return;
+        }
         if let IntakeMsg::Items(m) = msg {
             // What a packed frame stands for, in order.
             if m.begin {
@@ -147,11 +163,11 @@ impl Serve {
         }
         let mut seen = self.seen.lock().expect("lock");
         match msg {
-            IntakeMsg::Items(_) => unreachable!("expanded above"),
+            IntakeMsg::Items(_) | IntakeMsg::Orders(_) => unreachable!("expanded above"),
             IntakeMsg::Hello(hello) => {
                 seen.hellos += 1;
                 drop(seen);
-                self.publish(&hello.producer, FanoutMsg::Welcome(Welcome { nonce: hello.nonce }));
+                self.publish(&hello.producer, FanoutMsg::Welcome(Welcome { nonce: hello.nonce, orders_max: 0 }));
             }
             IntakeMsg::Begin(begin) => *seen.begins.entry(begin.order).or_default() += 1,
             IntakeMsg::Item(item) => {

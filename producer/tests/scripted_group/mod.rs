@@ -183,7 +183,10 @@ fn run_member(id: u64, state: &Mutex<State>, stop: &AtomicBool, ready: &std::syn
                 IntakeMsg::Hello(hello) => {
                     log(Received::Hello);
                     if leading {
-                        publish(&producer_topic(&hello.producer), FanoutMsg::Welcome(Welcome { nonce: hello.nonce }));
+                        publish(
+                            &producer_topic(&hello.producer),
+                            FanoutMsg::Welcome(Welcome { nonce: hello.nonce, orders_max: 0 }),
+                        );
                     }
                     continue;
                 }
@@ -201,7 +204,10 @@ fn run_member(id: u64, state: &Mutex<State>, stop: &AtomicBool, ready: &std::syn
             let Ok(ControlMsg::Heartbeat(heartbeat)) = ControlMsg::decode(body) else { continue };
             log(Received::Heartbeat(heartbeat.welcome));
             if leading && heartbeat.welcome != Some(worker_nonce(id)) {
-                publish(&worker_topic(&heartbeat.worker), FanoutMsg::Welcome(Welcome { nonce: worker_nonce(id) }));
+                publish(
+                    &worker_topic(&heartbeat.worker),
+                    FanoutMsg::Welcome(Welcome { nonce: worker_nonce(id), orders_max: 0 }),
+                );
             }
         }
     }

@@ -75,7 +75,7 @@ fn welcome_is_echoed_at_once_and_in_later_heartbeats() {
     let mut core = core(1);
     core.handle_timeout(0);
     controls(&mut core);
-    core.handle_fanout(FanoutMsg::Welcome(Welcome { nonce: 99 }), 10);
+    core.handle_fanout(FanoutMsg::Welcome(Welcome { nonce: 99, orders_max: 0 }), 10);
     let out = controls(&mut core);
     assert_eq!(heartbeats(&out).len(), 1);
     assert_eq!(heartbeats(&out)[0].welcome, Some(99));
@@ -203,7 +203,7 @@ fn heartbeats_follow_the_virtual_clock_and_list_in_flight() {
 fn broker_restart_drops_the_welcome_and_reannounces() {
     let mut core = core(1);
     core.handle_fanout(broker_heartbeat(1), 0);
-    core.handle_fanout(FanoutMsg::Welcome(Welcome { nonce: 5 }), 1);
+    core.handle_fanout(FanoutMsg::Welcome(Welcome { nonce: 5, orders_max: 0 }), 1);
     core.handle_fanout(broker_heartbeat(1), 500);
     controls(&mut core);
     core.handle_fanout(broker_heartbeat(2), 600);
@@ -220,7 +220,7 @@ fn broker_restart_drops_the_welcome_and_reannounces() {
 fn silent_broker_loses_the_welcome_but_heartbeats_go_on() {
     let mut core = core(1);
     core.handle_fanout(broker_heartbeat(1), 0);
-    core.handle_fanout(FanoutMsg::Welcome(Welcome { nonce: 5 }), 0);
+    core.handle_fanout(FanoutMsg::Welcome(Welcome { nonce: 5, orders_max: 0 }), 0);
     let timeout_ms = INTERVAL_MS * u64::from(limits::HEARTBEAT_LIVENESS_DEFAULT);
     core.handle_timeout(timeout_ms - 1);
     assert_eq!(core.welcome(), Some(5));
@@ -495,7 +495,7 @@ fn welcomed_by_member_1() -> Core {
     core.handle_timeout(0);
     core.handle_fanout(announce(1, 1, 1), 10);
     assert_eq!(core.poll_leader(), Some(1));
-    core.handle_fanout(FanoutMsg::Welcome(Welcome { nonce: 5 }), 20);
+    core.handle_fanout(FanoutMsg::Welcome(Welcome { nonce: 5, orders_max: 0 }), 20);
     controls(&mut core);
     events(&mut core);
     core
@@ -513,7 +513,7 @@ fn a_new_leader_is_announced_to_at_once_without_the_old_welcome() {
     assert_eq!(heartbeats(&out)[0].welcome, None, "the new leader welcomes us anew");
     assert_eq!(events(&mut core), [Event::LeaderChanged { leader: 2, term: 2 }]);
     assert_eq!(core.counters().leader_changes, 2);
-    core.handle_fanout(FanoutMsg::Welcome(Welcome { nonce: 6 }), 40);
+    core.handle_fanout(FanoutMsg::Welcome(Welcome { nonce: 6, orders_max: 0 }), 40);
     assert_eq!(heartbeats(&controls(&mut core))[0].welcome, Some(6));
 }
 
@@ -522,7 +522,7 @@ fn the_deposed_leader_and_the_followers_heartbeats_change_nothing() {
     let mut core = welcomed_by_member_1();
     core.handle_fanout(announce(2, 2, 2), 30);
     core.poll_leader();
-    core.handle_fanout(FanoutMsg::Welcome(Welcome { nonce: 6 }), 40);
+    core.handle_fanout(FanoutMsg::Welcome(Welcome { nonce: 6, orders_max: 0 }), 40);
     controls(&mut core);
     events(&mut core);
     // The old leader in its old term, and followers with incarnations of

@@ -109,3 +109,45 @@ fn a_full_disk_holds_the_turn_until_space_returns() {
         .expect("replays");
     assert_eq!(recovered, confirmed);
 }
+
+/// A batch of whole orders (`orders`) is one record: every order's payload
+/// is read back from it by key, and a replay holds every order again.
+#[test]
+fn a_batch_is_one_record_read_back_by_key_and_replayed() {
+    use orderly_common::protocol::{Orders, WholeOrder};
+    let sim = SimStorage::new(7);
+    let journal = open(&sim);
+    let mut core = Core::new(CoreConfig::with_incarnation(1));
+    let mut recorder = Recorder::new(journal, Anchors::default());
+    let ids = ["a", "b", "c"];
+    let orders = ids
+        .iter()
+        .enumerate()
+        .map(|(n, id)| WholeOrder { order: (*id).into(), data: vec![ByteBuf::from(vec![b'0' + n as u8; 10])] })
+        .collect();
+    core.handle_intake(IntakeMsg::Orders(Orders { producer: "p".into(), orders }), 1);
+    let (persisted, confirmed) = turn(&mut core, &mut recorder);
+    assert_eq!((persisted, confirmed), (Persisted::Published, vec!["a".into(), "b".into(), "c".into()]));
+    let mut located = Vec::new();
+    recorder
+        .log
+        .replay_located(|at, _| {
+            located.push(at);
+            Ok::<(), ()>(())
+        })
+        .expect("replays");
+    let [at] = located.as_slice() else { panic!("one record for the batch: {located:?}") };
+    for (n, id) in ids.iter().enumerate() {
+        let key = orderly_common::OrderKey::new("p", *id);
+        let items = recorder.read_items(*at, &key).expect("read back by key");
+        assert_eq!(items, [ByteBuf::from(vec![b'0' + n as u8; 10])]);
+    }
+    let stranger = orderly_common::OrderKey::new("p", "z");
+    let error = recorder.read_items(*at, &stranger).unwrap_err().to_string();
+    assert!(error.contains("expected an order's payload"), "{error}");
+    drop(recorder);
+    let journal = open(&sim);
+    let (replayed, _) =
+        crate::io::recover::replay(&journal, CoreConfig::with_incarnation(2), 5, |_, _, _| {}).expect("replays");
+    assert_eq!(replayed.status().pending_orders, 3);
+}

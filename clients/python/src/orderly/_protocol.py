@@ -43,6 +43,8 @@ ACKS_PER_MESSAGE_MAX = 1024
 CONFIRMS_PER_MESSAGE_MAX = 1024
 #: Item payload bytes packed into one `items` frame (then a new frame).
 PACKED_FRAME_BYTES_MAX = 256 * 1024
+#: Whole orders in one `orders` intake message (since 0.4).
+ORDERS_PER_MESSAGE_MAX = 1024
 #: Longest `backpressure` reason.
 BACKPRESSURE_REASON_BYTES_MAX = 64
 #: Longest retry delay a nack may ask for (24 h); longer ones are clamped.
@@ -99,6 +101,7 @@ _INTAKE = {
         ("data", "[bin]", _REQ),
         ("finish", "u32?", None),
     ],
+    "orders": [("producer", "str", _REQ), ("orders", "[whole]", _REQ)],
     "finish": [("producer", "str", _REQ), ("order", "str", _REQ), ("count", "u32", _REQ)],
 }
 
@@ -128,7 +131,7 @@ _CONTROL = {
 }
 
 _FANOUT = {
-    "welcome": [("nonce", "u64", _REQ)],
+    "welcome": [("nonce", "u64", _REQ), ("orders_max", "u32", 0)],
     "dispatch": [("order", "key", _REQ), ("attempt", "u32", _REQ), ("redelivered", "bool", _REQ), ("items", "[bin]", _REQ)],
     "confirm": [("order", "str", _REQ)],
     "confirms": [("orders", "[str]", _REQ)],
@@ -145,6 +148,7 @@ _FANOUT = {
 
 _KEY = [("producer", "str", _REQ), ("id", "str", _REQ)]
 _ACKED = [("order", "key", _REQ), ("attempt", "u32", _REQ)]
+_WHOLE = [("order", "str", _REQ), ("data", "[bin]", _REQ)]
 
 #: Reject reasons: the struct variants' fields; None for a unit variant.
 _REJECT_REASONS = {
@@ -213,6 +217,8 @@ def _check(value, typ: str, where: str):
         return _fields(value, _KEY, where)
     if typ == "acked":
         return _fields(value, _ACKED, where)
+    if typ == "whole":
+        return _fields(value, _WHOLE, where)
     if typ == "reject_reason":
         return _reject_reason(value, where)
     raise AssertionError(f"unknown schema type {typ}")
@@ -384,9 +390,24 @@ def _valid_key(key: dict):
     _valid_order(key["id"])
 
 
+def _valid_whole_items(data: list):
+    if len(data) > ORDER_ITEMS_MAX:
+        _invalid("items", f"{len(data)} items; the limit is {ORDER_ITEMS_MAX} per order")
+    for item in data:
+        if len(item) > ITEM_BYTES_MAX:
+            _invalid("item data", f"{len(item)} bytes; the limit is {ITEM_BYTES_MAX}")
+
+
 def _validate_intake(kind: str, m: dict):
     _valid_peer("producer id", m["producer"])
     if kind == "hello":
+        return
+    if kind == "orders":
+        if not 1 <= len(m["orders"]) <= ORDERS_PER_MESSAGE_MAX:
+            _invalid("orders", f"{len(m['orders'])} orders; it must be 1..={ORDERS_PER_MESSAGE_MAX}")
+        for whole in m["orders"]:
+            _valid_order(whole["order"])
+            _valid_whole_items(whole["data"])
         return
     _valid_order(m["order"])
     if kind == "item":
@@ -464,6 +485,8 @@ def _ordered(value, typ: str):
         return {"producer": value["producer"], "id": value["id"]}
     if typ == "acked":
         return {"order": _ordered(value["order"], "key"), "attempt": value["attempt"]}
+    if typ == "whole":
+        return {"order": value["order"], "data": list(value["data"])}
     if typ == "reject_reason":
         if isinstance(value, str):
             return value
@@ -499,6 +522,14 @@ def encode_items(producer: str, order: str, begin: bool, first: int, data: list,
         },
         use_bin_type=True,
     )
+
+
+def encode_orders(producer: str, orders: list) -> bytes:
+    """An `orders` message (since 0.4): `orders` is a list of (order id,
+    items) pairs, each a whole order. Send it only to a broker whose
+    welcome's `orders_max` is at least `len(orders)`."""
+    body = {"producer": producer, "orders": [{"order": order, "data": list(data)} for order, data in orders]}
+    return msgpack.packb({"v": 1, "kind": "orders", "body": body}, use_bin_type=True)
 
 
 def encode_hello(producer: str, nonce: int) -> bytes:

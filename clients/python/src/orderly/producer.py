@@ -4,8 +4,10 @@
 the only one touching the sockets, shakes hands with the broker (``hello``
 every 100 ms until its ``welcome`` proves our subscription is live), sends
 each order as packed ``items`` frames (a whole order in one frame up to
-256 KiB of items, else as few as fit; or one frame per item), and keeps
-it until the broker confirms or rejects it. An order without an answer is
+256 KiB of items, else as few as fit; or one frame per item) — or, when
+the broker's welcome says it takes them (0.4 and later), several whole
+orders due together in one ``orders`` message of at most 256 KiB — and
+keeps each until the broker confirms or rejects it. An order without an answer is
 sent again after `confirm_timeout` (doubling up to a minute), at once when
 the broker restarts (a new incarnation in its heartbeats) and when a new
 group leader is announced. Resending is safe: the broker confirms an order
@@ -323,12 +325,25 @@ class Producer:
             raise
 
 
+#: Bytes of one `orders` message at most (items, ids, framing): larger
+#: orders go alone as `items` frames.
+BATCH_BYTES_MAX = proto.PACKED_FRAME_BYTES_MAX
+
+
+def _batch_cost(entry: "_Entry") -> int:
+    """Bytes an order takes in an `orders` message, framing included."""
+    return sum(len(item) + 5 for item in entry.items) + len(entry.id.encode()) + 24
+
+
 class _Loop:
     def __init__(self, p: Producer):
         self.p = p
         self.push = None
         self.nonce = random.getrandbits(64)
         self.welcomed = False
+        #: Orders per `orders` message the broker takes (its welcome's
+        #: `orders_max`; 0 before 0.4): whole orders due together go in one.
+        self.orders_max = 0
         self.hello_due = 0.0
         self.blocked_until = 0.0
         self.due = []  # heap of (due, seq, entry)
@@ -418,6 +433,7 @@ class _Loop:
             elif kind == "welcome":
                 if frames[0] == p.topic and body["nonce"] == self.nonce and not self.welcomed:
                     self.welcomed = True
+                    self.orders_max = min(body["orders_max"], proto.ORDERS_PER_MESSAGE_MAX)
                     p._welcomed.set()
             elif kind == "heartbeat":
                 self._on_heartbeat(body, now)
@@ -465,6 +481,7 @@ class _Loop:
 
     def _rehandshake(self, now: float) -> None:
         self.welcomed = False
+        self.orders_max = 0  # the new welcome says again
         self.nonce = (self.nonce + 1) % (1 << 64)
         self.hello_due = now
         self.blocked_until = 0.0
@@ -490,20 +507,46 @@ class _Loop:
             return
         if now < self.blocked_until:
             return
-        due = self.due
-        while due and due[0][0] <= now:
+        while True:
+            batch = self._take_due(now)
+            if not batch:
+                return
+            if len(batch) == 1:
+                sent = self._send_order(batch[0])
+            else:
+                sent = self._send(proto.encode_orders(p.producer_id, [(e.id, e.items) for e in batch]))
+            if not sent:
+                # Not an attempt: due again once the retry delay is over.
+                for entry in batch:
+                    self._schedule(entry, now)
+                self.blocked_until = now + TRANSMIT_RETRY_DELAY
+                return
+            for entry in batch:
+                entry.attempts += 1
+                p.counters["transmissions"] += 1
+                backoff = min(
+                    p.confirm_timeout * (2 ** min(entry.attempts - 1, 16)), max(RESEND_BACKOFF_MAX, p.confirm_timeout)
+                )
+                self._schedule(entry, now + backoff)
+
+    def _take_due(self, now: float) -> list:
+        """The next orders to send together, taken from the schedule: the
+        earliest due, plus (when the broker takes `orders` batches and orders
+        are packed) more due orders while they fit BATCH_BYTES_MAX."""
+        due, batch, size = self.due, [], 0
+        batch_max = 1 if self.p.one_frame_per_item or self.orders_max < 2 else self.orders_max
+        while due and due[0][0] <= now and len(batch) < batch_max:
             at, _, entry = due[0]
             if entry.due != at or entry.receipt.done():
                 heapq.heappop(due)  # stale: answered or rescheduled
                 continue
-            if not self._send_order(entry):
-                self.blocked_until = now + TRANSMIT_RETRY_DELAY
-                return
+            cost = _batch_cost(entry)
+            if batch and (size + cost > BATCH_BYTES_MAX or cost > BATCH_BYTES_MAX):
+                break
             heapq.heappop(due)
-            entry.attempts += 1
-            p.counters["transmissions"] += 1
-            backoff = min(p.confirm_timeout * (2 ** min(entry.attempts - 1, 16)), max(RESEND_BACKOFF_MAX, p.confirm_timeout))
-            self._schedule(entry, now + backoff)
+            batch.append(entry)
+            size += cost
+        return batch
 
     def _send_order(self, entry: _Entry) -> bool:
         """Sends the whole order; False if the socket refused a frame (the
