@@ -61,12 +61,8 @@ impl Anchors {
             }
             Event::AcceptedBatch { orders, .. } => {
                 for order in orders {
-                    self.resolve(&order.key);
-                    self.by_key.insert(order.key.clone(), segment);
+                    self.anchor(&order.key, segment);
                 }
-                let entry = self.segments.entry(segment).or_default();
-                entry.live += orders.len() as u64;
-                entry.anchored += orders.len() as u64;
             }
             Event::Dropped { key, .. } | Event::Forgotten { key } => self.resolve(key),
             _ => {
