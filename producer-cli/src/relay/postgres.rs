@@ -71,21 +71,23 @@ fn connect(url: &str) -> anyhow::Result<Client> {
         Ok(client) => client,
         // As libpq: `prefer` tries again without TLS when the handshake
         // fails (the driver itself falls back only when the server has no TLS).
-        Err(error) if url.ssl_mode == SslMode::Prefer && is_tls_failure(&error) => {
+        Err(error) if url.ssl_mode == SslMode::Prefer && tls_cause(&error).is_some() => {
             tracing::warn!(error = %error, "TLS to PostgreSQL failed; sslmode=prefer: connecting without TLS");
             config.ssl_mode(DriverSslMode::Disable);
             config.connect(NoTls).context("cannot connect to the PostgreSQL database of --database")?
         }
         Err(error) => {
-            let hint = if is_tls_failure(&error) {
-                tls_hint(url.ssl_mode)
-            } else if url.ssl_mode == SslMode::Disable && error.as_db_error().is_some() {
+            const CANNOT: &str = "cannot connect to the PostgreSQL database of --database";
+            // native-tls repeats OpenSSL's words as its own source: said once.
+            if let Some(tls) = tls_cause(&error) {
+                anyhow::bail!("{CANNOT}{}: {error}: {tls}", tls_hint(url.ssl_mode));
+            }
+            let hint = if url.ssl_mode == SslMode::Disable && error.as_db_error().is_some() {
                 " (sslmode=disable: a server that takes only TLS refuses it; write sslmode=verify-full)"
             } else {
                 ""
             };
-            return Err(anyhow::Error::new(error)
-                .context(format!("cannot connect to the PostgreSQL database of --database{hint}")));
+            return Err(anyhow::Error::new(error).context(format!("{CANNOT}{hint}")));
         }
     };
     // The server's view, so `prefer` reports what it got.
@@ -136,17 +138,17 @@ fn tls_connector(url: &PostgresUrl) -> anyhow::Result<MakeTlsConnector> {
     Ok(MakeTlsConnector::new(connector))
 }
 
-/// Whether the connection failed in the TLS handshake (the server's
-/// certificate refused, or TLS itself), not before or after it.
-fn is_tls_failure(error: &postgres::Error) -> bool {
+/// Why the TLS handshake failed (the server's certificate refused, or TLS
+/// itself), when the connection failed there and not before or after it.
+fn tls_cause(error: &postgres::Error) -> Option<&native_tls::Error> {
     let mut cause: Option<&(dyn std::error::Error + 'static)> = Some(error);
     while let Some(error) = cause {
-        if error.is::<native_tls::Error>() {
-            return true;
+        if let Some(tls) = error.downcast_ref::<native_tls::Error>() {
+            return Some(tls);
         }
         cause = error.source();
     }
-    false
+    None
 }
 
 /// What to do when the handshake failed in this mode.
