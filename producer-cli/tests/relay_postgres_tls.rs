@@ -21,6 +21,9 @@ use relay_support::*;
 const HBA_TLS_ONLY: &str = "local all all trust\n\
                             hostssl all all 127.0.0.1/32 trust\n\
                             hostnossl all all 127.0.0.1/32 reject\n";
+/// TLS and plain both taken on TCP.
+const HBA_EITHER: &str = "local all all trust\n\
+                          host all all 127.0.0.1/32 trust\n";
 /// Rows the application writes.
 const ROWS: usize = 50;
 /// How long a relay may take to fail at the database (it does not wait for
@@ -31,9 +34,15 @@ const CONNECT_WITHIN: Duration = Duration::from_secs(15);
 
 /// A PostgreSQL taking only TLS on TCP, and the certificates.
 fn tls_postgres(dir: &std::path::Path) -> (Postgres, TestCerts) {
+    tls_postgres_with(dir, HBA_TLS_ONLY)
+}
+
+/// A PostgreSQL with TLS on and `hba` as its pg_hba.conf, and the
+/// certificates.
+fn tls_postgres_with(dir: &std::path::Path, hba: &str) -> (Postgres, TestCerts) {
     let certs = make_certs(&dir.join("certs"));
     let pg = Postgres::start();
-    pg.enable_tls(&certs, HBA_TLS_ONLY);
+    pg.enable_tls(&certs, hba);
     (pg, certs)
 }
 
@@ -58,6 +67,7 @@ fn wait_for_connected(log: &std::path::Path) -> String {
         if said.contains("connected to PostgreSQL") {
             return said;
         }
+        assert!(!said.contains("orderly-producer: error"), "the relay failed: {said}");
         assert!(std::time::Instant::now() < deadline, "no connection logged in {CONNECT_WITHIN:?}; the log: {said}");
         std::thread::sleep(Duration::from_millis(50));
     }
@@ -96,6 +106,9 @@ fn verify_full_with_the_ca_relays_every_row_over_tls() {
 fn refused_tls_fails_at_once_with_a_clear_error_and_weaker_modes_connect() {
     let dir = tempfile::tempdir().unwrap();
     let (pg, certs) = tls_postgres(dir.path());
+    // With the table there, a relay that wrongly connects runs on (and
+    // relay_fails says so) instead of failing for want of a table.
+    app_client(&pg, &certs).batch_execute(&schema(&pg.url)).unwrap();
     let (ca, other_ca) = (certs.ca.display(), certs.other_ca.display());
 
     // A hostssl-only server refuses a relay without TLS.
@@ -137,6 +150,35 @@ fn refused_tls_fails_at_once_with_a_clear_error_and_weaker_modes_connect() {
         let said = wait_for_connected(&log);
         assert!(said.contains("connected to PostgreSQL over TLS"), "{database}: {said}");
     }
+}
+
+#[test]
+fn prefer_falls_back_to_plain_when_the_handshake_fails_and_require_checks_a_given_ca() {
+    let dir = tempfile::tempdir().unwrap();
+    let (pg, certs) = tls_postgres_with(dir.path(), HBA_EITHER);
+    app_client(&pg, &certs).batch_execute(&schema(&pg.url)).unwrap();
+    let other_ca = certs.other_ca.display();
+    let broker = start_broker(&dir.path().join("broker"));
+
+    // As libpq: sslrootcert makes even prefer check the chain, and prefer
+    // then connects without TLS rather than not at all.
+    for (n, (query, says)) in [
+        (format!("sslmode=prefer&sslrootcert={other_ca}"), "sslmode=prefer: connecting without TLS"),
+        ("sslmode=disable".to_owned(), "connected to PostgreSQL without TLS"),
+    ]
+    .iter()
+    .enumerate()
+    {
+        let log = dir.path().join(format!("relay-{n}.log"));
+        let _relay = start_relay_logged(&broker, &url(&pg, query), &log);
+        let said = wait_for_connected(&log);
+        assert!(said.contains(says) && said.contains("connected to PostgreSQL without TLS"), "{query}: {said}");
+    }
+    // require with a CA given checks the chain (libpq's verify-ca).
+    let (code, said) = relay_fails(&url(&pg, &format!("sslmode=require&sslrootcert={other_ca}")), FAIL_WITHIN);
+    eprint!("{said}");
+    assert_eq!(code, 1, "{said}");
+    assert!(said.contains("certificate verify failed") && said.contains("sslrootcert=PATH"), "{said}");
 }
 
 #[test]

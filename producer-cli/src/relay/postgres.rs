@@ -80,7 +80,7 @@ fn connect(url: &str) -> anyhow::Result<Client> {
             const CANNOT: &str = "cannot connect to the PostgreSQL database of --database";
             // native-tls repeats OpenSSL's words as its own source: said once.
             if let Some(tls) = tls_cause(&error) {
-                anyhow::bail!("{CANNOT}{}: {error}: {tls}", tls_hint(url.ssl_mode));
+                anyhow::bail!("{CANNOT}{}: {error}: {tls}", tls_hint(&url));
             }
             let hint = if url.ssl_mode == SslMode::Disable && error.as_db_error().is_some() {
                 " (sslmode=disable: a server that takes only TLS refuses it; write sslmode=verify-full)"
@@ -105,9 +105,9 @@ fn connect(url: &str) -> anyhow::Result<Client> {
     Ok(client)
 }
 
-/// The TLS connector for `sslmode`: the chain checked in the verify modes
-/// and, as libpq, in any mode once `sslrootcert` names a file; the host name
-/// in verify-full only. An unreadable `sslrootcert` is bad usage.
+/// The TLS connector for `sslmode`: the chain checked as [`checks_chain`]
+/// says, the host name in verify-full only. An unreadable `sslrootcert` is
+/// bad usage.
 fn tls_connector(url: &PostgresUrl) -> anyhow::Result<MakeTlsConnector> {
     let mut builder = native_tls::TlsConnector::builder();
     if let Some(path) = &url.root_cert {
@@ -131,8 +131,7 @@ fn tls_connector(url: &PostgresUrl) -> anyhow::Result<MakeTlsConnector> {
             builder.add_root_certificate(certificate);
         }
     }
-    let check_chain = matches!(url.ssl_mode, SslMode::VerifyCa | SslMode::VerifyFull) || url.root_cert.is_some();
-    builder.danger_accept_invalid_certs(!check_chain);
+    builder.danger_accept_invalid_certs(!checks_chain(url));
     builder.danger_accept_invalid_hostnames(url.ssl_mode != SslMode::VerifyFull);
     let connector = builder.build().context("cannot set up TLS (OpenSSL) for the PostgreSQL connection")?;
     Ok(MakeTlsConnector::new(connector))
@@ -151,14 +150,19 @@ fn tls_cause(error: &postgres::Error) -> Option<&native_tls::Error> {
     None
 }
 
-/// What to do when the handshake failed in this mode.
-fn tls_hint(mode: SslMode) -> &'static str {
-    match mode {
-        SslMode::VerifyCa | SslMode::VerifyFull => {
-            " (the server's certificate was refused: give the CA that signed it with sslrootcert=PATH, and for \
-             verify-full connect by a host name the certificate holds)"
-        }
-        _ => " (the TLS handshake failed)",
+/// Whether the server's certificate chain is checked: in the verify modes
+/// and, as libpq, in any mode once `sslrootcert` names a file.
+fn checks_chain(url: &PostgresUrl) -> bool {
+    matches!(url.ssl_mode, SslMode::VerifyCa | SslMode::VerifyFull) || url.root_cert.is_some()
+}
+
+/// What to do when the handshake failed with these settings.
+fn tls_hint(url: &PostgresUrl) -> &'static str {
+    if checks_chain(url) {
+        " (the server's certificate was refused: give the CA that signed it with sslrootcert=PATH, and for \
+         verify-full connect by a host name the certificate holds)"
+    } else {
+        " (the TLS handshake failed)"
     }
 }
 
