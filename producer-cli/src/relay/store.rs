@@ -74,7 +74,8 @@ pub(crate) enum SslMode {
 }
 
 impl SslMode {
-    /// The value as written in the URL.
+    /// The value as written in the URL (for the log).
+    #[cfg_attr(not(feature = "outbox-postgres"), allow(dead_code))]
     pub(crate) fn as_str(self) -> &'static str {
         match self {
             SslMode::Disable => "disable",
