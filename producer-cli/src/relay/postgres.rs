@@ -55,10 +55,14 @@ impl PostgresStore {
 /// The URL may hold a password: no error repeats it.
 fn connect(url: &str) -> anyhow::Result<Client> {
     let url = PostgresUrl::parse(url).map_err(|e| ConfigError::Usage(format!("--database: {e}")))?;
-    let mut config: Config = url
-        .driver_url
-        .parse()
-        .map_err(|e| ConfigError::Usage(format!("--database is not a PostgreSQL URL the relay can use: {e}")))?;
+    let mut config: Config = url.driver_url.parse().map_err(|e: postgres::Error| {
+        // The driver's Display is the kind only; the why is its source.
+        let why = std::error::Error::source(&e).map(|why| format!(" ({why})")).unwrap_or_default();
+        ConfigError::Usage(format!(
+            "--database is not a PostgreSQL URL the relay can use: {e}{why}: write \
+                 postgres://USER[:PASSWORD]@HOST[:PORT]/DBNAME[?sslmode=verify-full&sslrootcert=PATH]"
+        ))
+    })?;
     // verify-ca and verify-full are `require` to the driver; the connector
     // does their checks.
     config.ssl_mode(match url.ssl_mode {
@@ -72,7 +76,8 @@ fn connect(url: &str) -> anyhow::Result<Client> {
         // As libpq: `prefer` tries again without TLS when the handshake
         // fails (the driver itself falls back only when the server has no TLS).
         Err(error) if url.ssl_mode == SslMode::Prefer && tls_cause(&error).is_some() => {
-            tracing::warn!(error = %error, "TLS to PostgreSQL failed; sslmode=prefer: connecting without TLS");
+            let why = tls_cause(&error).map(ToString::to_string).unwrap_or_default();
+            tracing::warn!(error = %why, "TLS to PostgreSQL failed; sslmode=prefer: connecting without TLS");
             config.ssl_mode(DriverSslMode::Disable);
             config.connect(NoTls).context("cannot connect to the PostgreSQL database of --database")?
         }
