@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # Installs what orderly needs to build and test, where it is missing:
 # libzmq3-dev (the system libzmq, built with libsodium: CURVE), pkg-config,
-# python3 (test helpers), python3-venv (the Python client's tests). As root it uses apt-get; otherwise it prints the
-# exact command to run and stops.
+# python3 (test helpers), python3-venv (the Python client's tests), libssl-dev
+# (the relay's TLS to PostgreSQL). As root it uses apt-get; otherwise it prints
+# the exact command to run and stops.
 #
 #   scripts/setup.sh [COMMAND=PACKAGE ...]   also needs COMMAND, from PACKAGE
 set -euo pipefail
@@ -17,6 +18,7 @@ python3 -c 'import ensurepip, venv' >/dev/null 2>&1 || missing+=(python3-venv)
 command -v timeout >/dev/null 2>&1 || missing+=(coreutils)
 command -v promtool >/dev/null 2>&1 || missing+=(prometheus) # promtool: broker/tests/metrics.rs
 dpkg -s postgresql >/dev/null 2>&1 || missing+=(postgresql) # initdb, pg_ctl: producer-cli/tests/relay_postgres.rs
+dpkg -s libssl-dev >/dev/null 2>&1 || missing+=(libssl-dev) # OpenSSL for the relay's TLS to PostgreSQL (native-tls)
 command -v chromium >/dev/null 2>&1 || missing+=(chromium) # tests/browser/run.sh (the dashboard)
 command -v node >/dev/null 2>&1 || missing+=(nodejs) # tests/browser/run.sh drives chromium
 command -v npm >/dev/null 2>&1 || missing+=(npm) # tests/browser/run.sh installs playwright-core

@@ -71,6 +71,18 @@ their claims renewed, so a slow broker does not cause resends.
   sqlite:PATH  (or sqlite://PATH)                      a SQLite file on this host
   postgres://USER[:PASSWORD]@HOST[:PORT]/DBNAME          (or postgresql://)
   postgresql:///DBNAME?user=USER&host=/run/postgresql    through the local socket
+  postgres://USER@HOST/DBNAME?sslmode=verify-full&sslrootcert=/etc/orderly/db-ca.pem
+
+PostgreSQL TLS, as libpq: sslmode= in the URL's query (add &sslrootcert=PATH for a private CA, a
+PEM file; without it, or with sslrootcert=system, the system's CAs are trusted):
+  disable      never TLS
+  prefer       (the default) TLS when the server offers it, plain when not or when TLS fails;
+               the certificate is not checked
+  require      TLS, but the server's certificate is NOT checked (unless sslrootcert is given):
+               it protects against eavesdropping, not against a server that impersonates yours
+  verify-ca    TLS, and the certificate must lead to sslrootcert's CA (a system CA without it)
+  verify-full  as verify-ca, and the certificate must name HOST: use this across a network
+The relay logs (info) whether it connected over TLS.
 
 Examples:
   orderly-producer relay --print-schema --database sqlite:/var/lib/shop/app.db | sqlite3 /var/lib/shop/app.db
@@ -262,8 +274,9 @@ pub(crate) struct BenchArgs {
 #[derive(clap::Args, Debug)]
 pub(crate) struct RelayArgs {
     /// The database holding the outbox table: sqlite:PATH or
-    /// postgres://USER@HOST:PORT/DBNAME (with --print-schema: picks the
-    /// dialect, PostgreSQL when absent).
+    /// postgres://USER@HOST:PORT/DBNAME[?sslmode=MODE&sslrootcert=PATH]
+    /// (TLS modes below; with --print-schema: picks the dialect,
+    /// PostgreSQL when absent).
     #[arg(long, env = "ORDERLY_PRODUCER_DATABASE", value_name = "URL")]
     database: Option<String>,
 

@@ -1,16 +1,20 @@
 //! The outbox in PostgreSQL (`postgres://…`). Claims lock their rows with
 //! `FOR UPDATE SKIP LOCKED`, so relays on one table never wait on each
 //! other; the schema's trigger NOTIFYs on insert, so an idle relay wakes
-//! at the commit instead of at its next poll.
+//! at the commit instead of at its next poll. TLS as libpq's `sslmode`
+//! (see [`SslMode`]), through the system OpenSSL (native-tls).
 
 use std::time::Duration;
 
 use anyhow::Context;
+use orderly_cli::ConfigError;
+use postgres::config::SslMode as DriverSslMode;
 use postgres::fallible_iterator::FallibleIterator;
-use postgres::{Client, NoTls};
+use postgres::{Client, Config, NoTls};
+use postgres_native_tls::MakeTlsConnector;
 
 use super::core::{Marks, Row};
-use super::store::{Store, COLUMNS};
+use super::store::{PostgresUrl, SslMode, Store, COLUMNS};
 
 pub(crate) struct PostgresStore {
     client: Client,
@@ -28,9 +32,7 @@ impl PostgresStore {
         archive: Option<&str>,
         claimer: String,
     ) -> anyhow::Result<PostgresStore> {
-        // The URL may hold a password: it is not repeated in the error.
-        let mut client =
-            Client::connect(url, NoTls).context("cannot connect to the PostgreSQL database of --database")?;
+        let mut client = connect(url)?;
         for name in std::iter::once(table).chain(archive) {
             let exists: bool = client
                 .query_one("SELECT to_regclass($1) IS NOT NULL", &[&name])
@@ -46,6 +48,126 @@ impl PostgresStore {
         }
         client.batch_execute(&format!("LISTEN {table}")).context("cannot LISTEN for new outbox rows")?;
         Ok(PostgresStore { client, table: table.to_owned(), claimer })
+    }
+}
+
+/// Connects with the URL's `sslmode` and logs (info) whether TLS is on.
+/// The URL may hold a password: no error repeats it.
+fn connect(url: &str) -> anyhow::Result<Client> {
+    let url = PostgresUrl::parse(url).map_err(|e| ConfigError::Usage(format!("--database: {e}")))?;
+    let mut config: Config = url.driver_url.parse().map_err(|e: postgres::Error| {
+        // The driver's Display is the kind only; the why is its source.
+        let why = std::error::Error::source(&e).map(|why| format!(" ({why})")).unwrap_or_default();
+        ConfigError::Usage(format!(
+            "--database is not a PostgreSQL URL the relay can use: {e}{why}: write \
+                 postgres://USER[:PASSWORD]@HOST[:PORT]/DBNAME[?sslmode=verify-full&sslrootcert=PATH]"
+        ))
+    })?;
+    // verify-ca and verify-full are `require` to the driver; the connector
+    // does their checks.
+    config.ssl_mode(match url.ssl_mode {
+        SslMode::Disable => DriverSslMode::Disable,
+        SslMode::Prefer => DriverSslMode::Prefer,
+        SslMode::Require | SslMode::VerifyCa | SslMode::VerifyFull => DriverSslMode::Require,
+    });
+    let connector = tls_connector(&url)?;
+    let mut client = match config.connect(connector) {
+        Ok(client) => client,
+        // As libpq: `prefer` tries again without TLS when the handshake
+        // fails (the driver itself falls back only when the server has no TLS).
+        Err(error) if url.ssl_mode == SslMode::Prefer && tls_cause(&error).is_some() => {
+            let why = tls_cause(&error).map(ToString::to_string).unwrap_or_default();
+            tracing::warn!(error = %why, "TLS to PostgreSQL failed; sslmode=prefer: connecting without TLS");
+            config.ssl_mode(DriverSslMode::Disable);
+            config.connect(NoTls).context("cannot connect to the PostgreSQL database of --database")?
+        }
+        Err(error) => {
+            const CANNOT: &str = "cannot connect to the PostgreSQL database of --database";
+            // native-tls repeats OpenSSL's words as its own source: said once.
+            if let Some(tls) = tls_cause(&error) {
+                anyhow::bail!("{CANNOT}{}: {error}: {tls}", tls_hint(&url));
+            }
+            let hint = if url.ssl_mode == SslMode::Disable && error.as_db_error().is_some() {
+                " (sslmode=disable: a server that takes only TLS refuses it; write sslmode=verify-full)"
+            } else {
+                ""
+            };
+            return Err(anyhow::Error::new(error).context(format!("{CANNOT}{hint}")));
+        }
+    };
+    // The server's view, so `prefer` reports what it got.
+    let row = client
+        .query_opt("SELECT version FROM pg_stat_ssl WHERE pid = pg_backend_pid() AND ssl", &[])
+        .context("cannot read the connection's TLS state (pg_stat_ssl)")?;
+    match row {
+        Some(row) => tracing::info!(
+            sslmode = url.ssl_mode.as_str(),
+            tls_version = row.get::<_, Option<String>>(0).unwrap_or_default(),
+            "connected to PostgreSQL over TLS"
+        ),
+        None => tracing::info!(sslmode = url.ssl_mode.as_str(), "connected to PostgreSQL without TLS"),
+    }
+    Ok(client)
+}
+
+/// The TLS connector for `sslmode`: the chain checked as [`checks_chain`]
+/// says, the host name in verify-full only. An unreadable `sslrootcert` is
+/// bad usage.
+fn tls_connector(url: &PostgresUrl) -> anyhow::Result<MakeTlsConnector> {
+    let mut builder = native_tls::TlsConnector::builder();
+    if let Some(path) = &url.root_cert {
+        let shown = path.display();
+        let pem = std::fs::read(path).map_err(|e| {
+            ConfigError::Usage(format!(
+                "--database: sslrootcert={shown} cannot be read ({e}): write sslrootcert=PATH of a readable PEM \
+                 file holding the CA certificate that signed the server's, or sslrootcert=system"
+            ))
+        })?;
+        let certificates = native_tls::Certificate::stack_from_pem(&pem).unwrap_or_default();
+        if certificates.is_empty() {
+            return Err(ConfigError::Usage(format!(
+                "--database: sslrootcert={shown} holds no PEM certificate (-----BEGIN CERTIFICATE-----): write the \
+                 path of the CA certificate that signed the server's"
+            ))
+            .into());
+        }
+        builder.disable_built_in_roots(true);
+        for certificate in certificates {
+            builder.add_root_certificate(certificate);
+        }
+    }
+    builder.danger_accept_invalid_certs(!checks_chain(url));
+    builder.danger_accept_invalid_hostnames(url.ssl_mode != SslMode::VerifyFull);
+    let connector = builder.build().context("cannot set up TLS (OpenSSL) for the PostgreSQL connection")?;
+    Ok(MakeTlsConnector::new(connector))
+}
+
+/// Why the TLS handshake failed (the server's certificate refused, or TLS
+/// itself), when the connection failed there and not before or after it.
+fn tls_cause(error: &postgres::Error) -> Option<&native_tls::Error> {
+    let mut cause: Option<&(dyn std::error::Error + 'static)> = Some(error);
+    while let Some(error) = cause {
+        if let Some(tls) = error.downcast_ref::<native_tls::Error>() {
+            return Some(tls);
+        }
+        cause = error.source();
+    }
+    None
+}
+
+/// Whether the server's certificate chain is checked: in the verify modes
+/// and, as libpq, in any mode once `sslrootcert` names a file.
+fn checks_chain(url: &PostgresUrl) -> bool {
+    matches!(url.ssl_mode, SslMode::VerifyCa | SslMode::VerifyFull) || url.root_cert.is_some()
+}
+
+/// What to do when the handshake failed with these settings.
+fn tls_hint(url: &PostgresUrl) -> &'static str {
+    if checks_chain(url) {
+        " (the server's certificate was refused: give the CA that signed it with sslrootcert=PATH, and for \
+         verify-full connect by a host name the certificate holds)"
+    } else {
+        " (the TLS handshake failed)"
     }
 }
 

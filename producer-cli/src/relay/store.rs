@@ -1,6 +1,7 @@
 //! The outbox table: where it lives (`--database`), its schema in each
 //! dialect, and what the relay asks of it ([`Store`]).
 
+use std::path::PathBuf;
 use std::time::Duration;
 
 use super::core::{Marks, Row};
@@ -27,6 +28,8 @@ impl Database {
             return Ok(Database::Sqlite(path.to_owned()));
         }
         if url.starts_with("postgres://") || url.starts_with("postgresql://") {
+            // Checked now, so a bad sslmode is bad usage before anything runs.
+            PostgresUrl::parse(url)?;
             return Ok(Database::Postgres(url.to_owned()));
         }
         Err(format!(
@@ -46,6 +49,106 @@ impl Database {
             sql.push_str(&archive_schema(table, archive, &types));
         }
         sql
+    }
+}
+
+/// How the relay uses TLS to PostgreSQL: libpq's `sslmode`, with libpq's
+/// meanings and default.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub(crate) enum SslMode {
+    /// Never TLS.
+    Disable,
+    /// TLS when the server offers it, else (or when the handshake fails)
+    /// without.
+    #[default]
+    Prefer,
+    /// TLS or nothing; the server's certificate is not checked (unless
+    /// `sslrootcert` is given, as libpq): safe from eavesdropping, not from
+    /// impersonation.
+    Require,
+    /// TLS, the certificate's chain checked against `sslrootcert` (or the
+    /// system's roots).
+    VerifyCa,
+    /// As `VerifyCa`, and the certificate names the host of the URL.
+    VerifyFull,
+}
+
+impl SslMode {
+    /// The value as written in the URL (for the log).
+    #[cfg_attr(not(feature = "outbox-postgres"), allow(dead_code))]
+    pub(crate) fn as_str(self) -> &'static str {
+        match self {
+            SslMode::Disable => "disable",
+            SslMode::Prefer => "prefer",
+            SslMode::Require => "require",
+            SslMode::VerifyCa => "verify-ca",
+            SslMode::VerifyFull => "verify-full",
+        }
+    }
+
+    fn parse(value: &str) -> Result<SslMode, String> {
+        let mode = match value {
+            "disable" => SslMode::Disable,
+            "prefer" => SslMode::Prefer,
+            "require" => SslMode::Require,
+            "verify-ca" => SslMode::VerifyCa,
+            "verify-full" => SslMode::VerifyFull,
+            "allow" => {
+                return Err("sslmode=allow is not supported: write sslmode=prefer (TLS when the server offers it) \
+                            or sslmode=disable"
+                    .into())
+            }
+            _ => {
+                return Err(format!(
+                    "sslmode={value} is not an sslmode: write sslmode=disable, prefer (the default), require, \
+                     verify-ca or verify-full"
+                ))
+            }
+        };
+        Ok(mode)
+    }
+}
+
+/// A `postgres://` URL split into what the driver reads and the TLS
+/// settings the relay applies itself: the driver knows `sslmode` only up to
+/// `require`, and no `sslrootcert` (it refuses unknown parameters).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct PostgresUrl {
+    /// The URL without `sslmode` and `sslrootcert`, for the driver.
+    pub(crate) driver_url: String,
+    pub(crate) ssl_mode: SslMode,
+    /// `sslrootcert=PATH`: the CA certificates (PEM) a server's chain must
+    /// lead to; `None` (or `sslrootcert=system`): the system's roots.
+    pub(crate) root_cert: Option<PathBuf>,
+}
+
+impl PostgresUrl {
+    /// Parses the query's `sslmode` and `sslrootcert` (percent-decoded, as
+    /// the driver decodes the rest); the last of a repeated parameter wins,
+    /// as in the driver. Reads no file.
+    pub(crate) fn parse(url: &str) -> Result<PostgresUrl, String> {
+        let (base, query) = url.split_once('?').unwrap_or((url, ""));
+        let (mut ssl_mode, mut root_cert) = (SslMode::default(), None);
+        let mut kept = Vec::new();
+        for pair in query.split('&').filter(|pair| !pair.is_empty()) {
+            let (key, value) = pair.split_once('=').unwrap_or((pair, ""));
+            let value = percent_encoding::percent_decode_str(value)
+                .decode_utf8()
+                .map_err(|_| format!("the value of {key} in --database is not UTF-8 once percent-decoded"))?;
+            match key {
+                "sslmode" => ssl_mode = SslMode::parse(&value)?,
+                "sslrootcert" if value.is_empty() => {
+                    return Err("sslrootcert= names no file: write sslrootcert=/etc/ssl/private-ca.pem (the \
+                                CA that signed the server's certificate, PEM) or sslrootcert=system"
+                        .into())
+                }
+                "sslrootcert" if value == "system" => root_cert = None,
+                "sslrootcert" => root_cert = Some(PathBuf::from(value.as_ref())),
+                _ => kept.push(pair),
+            }
+        }
+        let driver_url = if kept.is_empty() { base.to_owned() } else { format!("{base}?{}", kept.join("&")) };
+        Ok(PostgresUrl { driver_url, ssl_mode, root_cert })
     }
 }
 
@@ -200,6 +303,38 @@ mod tests {
         let error = Database::parse("mysql://h/db").unwrap_err();
         assert!(error.contains("sqlite:PATH") && error.contains("postgres://"), "{error}");
         assert!(Database::parse("sqlite:").unwrap_err().contains("names no file"));
+    }
+
+    #[test]
+    fn postgres_urls_take_libpq_sslmodes_and_a_root_certificate() {
+        let url = PostgresUrl::parse("postgres://u@h:5/db").unwrap();
+        assert_eq!(
+            (url.driver_url.as_str(), url.ssl_mode, url.root_cert),
+            ("postgres://u@h:5/db", SslMode::Prefer, None)
+        );
+        let url = PostgresUrl::parse(
+            "postgresql://u@h/db?application_name=a&sslmode=verify-full&sslrootcert=/etc/my%20ca.pem&connect_timeout=5",
+        )
+        .unwrap();
+        assert_eq!(url.driver_url, "postgresql://u@h/db?application_name=a&connect_timeout=5");
+        assert_eq!(url.ssl_mode, SslMode::VerifyFull);
+        assert_eq!(url.root_cert, Some(PathBuf::from("/etc/my ca.pem")));
+        for mode in ["disable", "prefer", "require", "verify-ca", "verify-full"] {
+            let url = PostgresUrl::parse(&format!("postgres://h/db?sslmode={mode}")).unwrap();
+            assert_eq!((url.ssl_mode.as_str(), url.driver_url.as_str()), (mode, "postgres://h/db"));
+        }
+        let url = PostgresUrl::parse("postgres://h/db?sslrootcert=system&sslmode=require&sslmode=verify-ca").unwrap();
+        assert_eq!((url.ssl_mode, url.root_cert), (SslMode::VerifyCa, None));
+        for (bad, says) in [
+            ("postgres://h/db?sslmode=verify_full", "write sslmode=disable, prefer"),
+            ("postgres://h/db?sslmode=", "write sslmode=disable, prefer"),
+            ("postgres://h/db?sslmode=allow", "write sslmode=prefer"),
+            ("postgres://h/db?sslrootcert=", "write sslrootcert=/"),
+        ] {
+            let error = PostgresUrl::parse(bad).unwrap_err();
+            assert!(error.contains(says), "{bad}: {error}");
+            assert_eq!(Database::parse(bad), Err(error));
+        }
     }
 
     #[test]

@@ -330,3 +330,153 @@ pub fn promtool_check(text: &str) -> Option<(bool, String)> {
     let said = format!("{}{}", String::from_utf8_lossy(&output.stdout), String::from_utf8_lossy(&output.stderr));
     Some((output.status.success(), said))
 }
+
+/// Certificates for a TLS test, made with the `openssl` command line in a
+/// directory of the test's: a CA, a server certificate it signed for
+/// `localhost` and `127.0.0.1`, and a second CA that signed nothing.
+pub struct TestCerts {
+    pub ca: PathBuf,
+    pub other_ca: PathBuf,
+    pub server_cert: PathBuf,
+    pub server_key: PathBuf,
+}
+
+/// Runs `openssl` with `args` in `dir`; panics with what it said.
+fn openssl(dir: &Path, args: &[&str]) {
+    let output = Command::new("openssl").args(args).current_dir(dir).output().expect("run openssl (Debian: openssl)");
+    assert!(output.status.success(), "openssl {args:?}: {}", String::from_utf8_lossy(&output.stderr));
+}
+
+/// Makes [`TestCerts`] in `dir` (P-256 keys: quick to make).
+pub fn make_certs(dir: &Path) -> TestCerts {
+    std::fs::create_dir_all(dir).unwrap();
+    let key = ["-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes"];
+    let ca_extensions =
+        ["-addext", "basicConstraints=critical,CA:TRUE", "-addext", "keyUsage=critical,keyCertSign,cRLSign"];
+    for (name, subject) in [("ca", "/CN=orderly test CA"), ("other-ca", "/CN=orderly other CA")] {
+        let (key_out, cert_out) = (format!("{name}.key"), format!("{name}.crt"));
+        let mut args = vec!["req", "-x509", "-days", "2", "-subj", subject, "-keyout", &key_out, "-out", &cert_out];
+        args.extend(key);
+        args.extend(ca_extensions);
+        openssl(dir, &args);
+    }
+    let mut args = vec!["req", "-subj", "/CN=localhost", "-keyout", "server.key", "-out", "server.csr"];
+    args.extend(key);
+    openssl(dir, &args);
+    std::fs::write(
+        dir.join("server.ext"),
+        "subjectAltName = DNS:localhost, IP:127.0.0.1\nbasicConstraints = CA:FALSE\n\
+         keyUsage = digitalSignature\nextendedKeyUsage = serverAuth\n",
+    )
+    .unwrap();
+    openssl(
+        dir,
+        &[
+            "x509",
+            "-req",
+            "-days",
+            "2",
+            "-in",
+            "server.csr",
+            "-CA",
+            "ca.crt",
+            "-CAkey",
+            "ca.key",
+            "-CAcreateserial",
+            "-extfile",
+            "server.ext",
+            "-out",
+            "server.crt",
+        ],
+    );
+    TestCerts {
+        ca: dir.join("ca.crt"),
+        other_ca: dir.join("other-ca.crt"),
+        server_cert: dir.join("server.crt"),
+        server_key: dir.join("server.key"),
+    }
+}
+
+impl Postgres {
+    /// Turns TLS on with `certs`' server certificate (copied into the data
+    /// directory, owned by postgres, key mode 0600 as PostgreSQL demands),
+    /// replaces pg_hba.conf with `hba`, and restarts the server (`pg_ctl
+    /// restart` keeps the first start's options).
+    pub fn enable_tls(&self, certs: &TestCerts, hba: &str) {
+        use std::os::unix::fs::PermissionsExt;
+        let (cert, key) = (self.data.join("server.crt"), self.data.join("server.key"));
+        std::fs::copy(&certs.server_cert, &cert).unwrap();
+        std::fs::copy(&certs.server_key, &key).unwrap();
+        std::fs::set_permissions(&key, std::fs::Permissions::from_mode(0o600)).unwrap();
+        let mut conf = std::fs::OpenOptions::new().append(true).open(self.data.join("postgresql.conf")).unwrap();
+        std::io::Write::write_all(
+            &mut conf,
+            b"\nssl = on\nssl_cert_file = 'server.crt'\nssl_key_file = 'server.key'\n",
+        )
+        .unwrap();
+        std::fs::write(self.data.join("pg_hba.conf"), hba).unwrap();
+        if is_root() {
+            let status = Command::new("chown").args(["postgres:postgres"]).args([&cert, &key]).status();
+            assert!(status.is_ok_and(|s| s.success()), "cannot chown the server certificate to postgres");
+        }
+        let status = as_postgres(&pg_bin("pg_ctl"))
+            .args(["-w", "-t", "30", "-m", "fast", "-l"])
+            .arg(self.data.parent().unwrap().join("server.log"))
+            .arg("-D")
+            .arg(&self.data)
+            .arg("restart")
+            .stdout(Stdio::null())
+            .status()
+            .expect("run pg_ctl restart");
+        assert!(status.success(), "pg_ctl restart with ssl = on failed (see server.log in the test's directory)");
+    }
+
+    /// The server's port (from [`Postgres::url`]).
+    pub fn port(&self) -> u16 {
+        let after_host = self.url.rsplit_once(':').unwrap().1;
+        after_host.split('/').next().unwrap().parse().unwrap()
+    }
+}
+
+/// `orderly-producer relay` as [`start_relay_with`], its stderr (the log,
+/// at info) written to `log`.
+pub fn start_relay_logged(broker: &Broker, database: &str, log: &Path) -> Guard {
+    let child = Command::new(assert_cmd::cargo::cargo_bin("orderly-producer"))
+        .args(["relay", "--id", "shop-1", "--intake", &broker.intake, "--fanout", &broker.fanout])
+        .args(["--database", database, "--poll-interval", "0.05", "--claim-lease", "1", "--confirm-timeout", "1"])
+        .args(["--log-level", "info"])
+        .env_remove("RUST_LOG")
+        .stdout(Stdio::null())
+        .stderr(std::fs::File::create(log).unwrap())
+        .spawn()
+        .expect("start the relay");
+    Guard(child)
+}
+
+/// Runs `orderly-producer relay --database DATABASE` against endpoints
+/// where no broker listens, which a relay that fails at the database never
+/// reaches: its exit code and stderr, or a panic when it is still running
+/// after `timeout` (it is killed then).
+pub fn relay_fails(database: &str, timeout: Duration) -> (i32, String) {
+    let log = tempfile::NamedTempFile::new().unwrap();
+    let mut child = Guard(
+        Command::new(assert_cmd::cargo::cargo_bin("orderly-producer"))
+            .args(["relay", "--id", "shop-1", "--intake", &free_endpoint(), "--fanout", &free_endpoint()])
+            .args(["--database", database])
+            .env_remove("RUST_LOG")
+            .stdout(Stdio::null())
+            .stderr(log.reopen().unwrap())
+            .spawn()
+            .expect("start the relay"),
+    );
+    let deadline = Instant::now() + timeout;
+    let status = loop {
+        if let Some(status) = child.0.try_wait().unwrap() {
+            break status;
+        }
+        let said = std::fs::read_to_string(log.path()).unwrap_or_default();
+        assert!(Instant::now() < deadline, "the relay still runs after {timeout:?} (it should have failed): {said}");
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    (status.code().unwrap_or(-1), std::fs::read_to_string(log.path()).unwrap())
+}
