@@ -37,7 +37,12 @@ pub fn decode_event(seq: u64, body: &[u8]) -> Result<Event, EventDecodeError> {
 /// Decodes a record that must hold `key`'s whole payload (see
 /// [`Event::for_each_payload_key`]) and returns its items.
 pub fn decode_payload(seq: u64, body: &[u8], key: &OrderKey) -> Result<Vec<ByteBuf>, EventDecodeError> {
-    let mut event = decode_event(seq, body)?;
+    take_payload(seq, decode_event(seq, body)?, key)
+}
+
+/// `key`'s items out of `event`, the decoded record `seq` (see
+/// [`decode_payload`]).
+pub fn take_payload(seq: u64, mut event: Event, key: &OrderKey) -> Result<Vec<ByteBuf>, EventDecodeError> {
     match event.payload_of_mut(key) {
         Some(items) => Ok(std::mem::take(items)),
         None => Err(EventDecodeError::NotPayload { seq, found: event_name(&event) }),

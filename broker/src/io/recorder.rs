@@ -12,8 +12,8 @@ use orderly_common::OrderKey;
 use super::error::{journal_err, BrokerError};
 use super::COMPACTION_LIVE_PERCENT_MAX;
 use crate::compaction::{Anchors, Plan};
-use crate::core::codec::{decode_payload, encode_event};
-use crate::core::{Core, Event, Histogram};
+use crate::core::codec::{decode_event, encode_event, take_payload};
+use crate::core::{AcceptedOrder, Core, Event, Histogram};
 
 /// Where events go: the journal, or a double in tests.
 pub trait EventLog {
@@ -111,6 +111,30 @@ pub struct Recorder<L> {
     /// marker (`recover::replay_member`), so copies without one would be
     /// dropped once the segment they replace is gone.
     pub copies_marker: Option<Vec<u8>>,
+    /// The batch record read back last. Its orders are dispatched one by
+    /// one, mostly in the order they arrived, so without it every order
+    /// of a batch would read and decode the whole record again (a
+    /// million pending orders in batches of 1024 took 164 s instead of
+    /// ~30 s to dispatch after a restart).
+    batch: Option<BatchRead>,
+}
+
+/// A decoded batch record and where the last lookup in it ended.
+struct BatchRead {
+    seq: u64,
+    orders: Vec<AcceptedOrder>,
+    cursor: usize,
+}
+
+impl BatchRead {
+    /// `key`'s items, looked for from the order after the last one found
+    /// (orders are read back in arrival order, so usually the next one).
+    fn items_of(&mut self, key: &OrderKey) -> Option<Vec<ByteBuf>> {
+        let n = self.orders.len();
+        let found = (0..n).map(|i| (self.cursor + i) % n).find(|&i| &self.orders[i].key == key)?;
+        self.cursor = found + 1;
+        Some(self.orders[found].items.clone())
+    }
 }
 
 impl<L: EventLog> Recorder<L> {
@@ -127,6 +151,7 @@ impl<L: EventLog> Recorder<L> {
             held: None,
             stashed: None,
             copies_marker: None,
+            batch: None,
         }
     }
 
@@ -183,9 +208,27 @@ impl<L: EventLog> Recorder<L> {
     /// The items of `key`, whose whole payload the record at `at` holds
     /// (alone, or in a batch).
     pub fn read_items(&mut self, at: RecordAt, key: &OrderKey) -> Result<Vec<ByteBuf>, BrokerError> {
+        if let Some(batch) = self.batch.as_mut().filter(|batch| batch.seq == at.seq) {
+            if let Some(items) = batch.items_of(key) {
+                return Ok(items);
+            }
+        }
         let body = self.log.read_at(at).map_err(journal_err("read-back"))?;
         self.payload_reads += 1;
-        Ok(decode_payload(at.seq, &body, key)?)
+        match decode_event(at.seq, &body)? {
+            Event::AcceptedBatch { orders, at_unix_ms } => {
+                let mut batch = BatchRead { seq: at.seq, orders, cursor: 0 };
+                match batch.items_of(key) {
+                    Some(items) => {
+                        self.batch = Some(batch);
+                        Ok(items)
+                    }
+                    // The error that names what the record holds.
+                    None => Ok(take_payload(at.seq, Event::AcceptedBatch { orders: batch.orders, at_unix_ms }, key)?),
+                }
+            }
+            event => Ok(take_payload(at.seq, event, key)?),
+        }
     }
 
     /// A durable commit; false when the disk is full (see [`Persisted::Held`]).
