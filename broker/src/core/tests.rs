@@ -1388,44 +1388,6 @@ fn an_order_a_worker_listed_as_held_besides_counts_once_when_dispatched_to_it() 
     assert_eq!(core.status().workers[0].credits, 1);
 }
 
-/// Resident bytes of this process (Linux).
-fn resident_bytes() -> u64 {
-    let statm = std::fs::read_to_string("/proc/self/statm").expect("/proc/self/statm");
-    let pages: u64 = statm.split_whitespace().nth(1).expect("resident field").parse().expect("a number");
-    pages * 4096
-}
-
-/// What a pending order costs the core and the compaction anchors, as a
-/// replay builds them (payloads left on disk): run with
-/// `cargo test -p orderly-broker --release --lib index_bytes -- --ignored --nocapture`.
-#[test]
-#[ignore = "a measurement: prints bytes per pending order"]
-fn index_bytes_per_pending_order() {
-    const ORDERS: u64 = 1_000_000;
-    let before = resident_bytes();
-    let mut core = core();
-    let mut anchors = crate::compaction::Anchors::default();
-    core.reserve(ORDERS as usize);
-    anchors.reserve(ORDERS as usize);
-    core.start_replay(0);
-    let item = ByteBuf::from(vec![b'x'; 100]);
-    for i in 0..ORDERS {
-        let key = OrderKey::new("backlog-p", format!("bench-{i}"));
-        let event = Event::Accepted { key: key.clone(), items: vec![item.clone(); 10], at_unix_ms: 1 };
-        core.apply(&event);
-        core.payload_stored(&key, PayloadRef { seq: i + 1, segment: 1 + i / 50_000, offset: i * 1_100 });
-        anchors.observe(&event, 1 + i / 50_000);
-    }
-    let core_only = resident_bytes() - before;
-    eprintln!(
-        "INDEX {ORDERS} pending orders: {} bytes an order (core and anchors together), Order {} bytes",
-        core_only / ORDERS,
-        std::mem::size_of::<Order>()
-    );
-    assert_eq!(core.counters().orders_sealed, ORDERS);
-    assert_eq!(anchors.live_orders(), ORDERS as usize);
-}
-
 /// A million pending orders must fit the RSS target (issue 20): a field
 /// added to `Order` is paid a million times, so it goes in `History`
 /// unless every order needs it.

@@ -17,6 +17,8 @@ mod config;
 mod error;
 mod event_loop;
 mod group;
+#[cfg(test)]
+mod index_bytes;
 mod member;
 mod metrics;
 mod recorder;

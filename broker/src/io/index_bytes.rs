@@ -1,0 +1,42 @@
+//! A measurement, not a check: what a pending order costs the core's
+//! index and the compaction anchors, as a replay builds them (payloads
+//! left on disk). Here, not in `core/`, because it reads this process's
+//! resident size from /proc (the core does no IO). Run with
+//! `cargo test -p orderly-broker --release --lib index_bytes -- --ignored --nocapture`.
+
+use orderly_common::OrderKey;
+use serde_bytes::ByteBuf;
+
+use crate::compaction::Anchors;
+use crate::core::{Core, CoreConfig, Event, PayloadRef};
+
+/// Resident bytes of this process (Linux).
+fn resident_bytes() -> u64 {
+    let statm = std::fs::read_to_string("/proc/self/statm").expect("/proc/self/statm");
+    let pages: u64 = statm.split_whitespace().nth(1).expect("resident field").parse().expect("a number");
+    pages * 4096
+}
+
+#[test]
+#[ignore = "a measurement: prints bytes per pending order"]
+fn index_bytes_per_pending_order() {
+    const ORDERS: u64 = 1_000_000;
+    let before = resident_bytes();
+    let mut core = Core::new(CoreConfig::with_incarnation(42));
+    let mut anchors = Anchors::default();
+    core.reserve(ORDERS as usize);
+    anchors.reserve(ORDERS as usize);
+    core.start_replay(0);
+    let item = ByteBuf::from(vec![b'x'; 100]);
+    for i in 0..ORDERS {
+        let key = OrderKey::new("backlog-p", format!("bench-{i}"));
+        let event = Event::Accepted { key: key.clone(), items: vec![item.clone(); 10], at_unix_ms: 1 };
+        core.apply(&event);
+        core.payload_stored(&key, PayloadRef { seq: i + 1, segment: 1 + i / 50_000, offset: i * 1_100 });
+        anchors.observe(&event, 1 + i / 50_000);
+    }
+    let index = resident_bytes() - before;
+    eprintln!("INDEX {ORDERS} pending orders: {} bytes an order (core and anchors together)", index / ORDERS);
+    assert_eq!(core.counters().orders_sealed, ORDERS);
+    assert_eq!(anchors.live_orders(), ORDERS as usize);
+}
