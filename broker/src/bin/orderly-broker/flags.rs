@@ -341,7 +341,9 @@ pub struct RunArgs {
           value_parser = clap::value_parser!(u32).range(1..=limits::ORDER_ITEMS_MAX as i64))]
     pub order_items_max: u32,
 
-    /// Sealed, unacknowledged orders at which the broker stops reading intake.
+    /// Sealed, unacknowledged orders at which the broker stops reading
+    /// intake. Checked as each intake message is read, so one batch of
+    /// whole orders (up to 1024) may pass it.
     #[arg(long, env = "ORDERLY_BROKER_PENDING_ORDERS_MAX", value_name = "N",
           default_value_t = limits::PENDING_ORDERS_MAX_DEFAULT)]
     pub pending_orders_max: usize,
