@@ -34,14 +34,8 @@ pub fn decode_event(seq: u64, body: &[u8]) -> Result<Event, EventDecodeError> {
     rmp_serde::from_slice(body).map_err(|source| EventDecodeError::Undecodable { seq, source })
 }
 
-/// Decodes a record that must hold `key`'s whole payload (see
-/// [`Event::for_each_payload_key`]) and returns its items.
-pub fn decode_payload(seq: u64, body: &[u8], key: &OrderKey) -> Result<Vec<ByteBuf>, EventDecodeError> {
-    take_payload(seq, decode_event(seq, body)?, key)
-}
-
-/// `key`'s items out of `event`, the decoded record `seq` (see
-/// [`decode_payload`]).
+/// `key`'s items out of `event`, the decoded record `seq`, which must hold
+/// that order's whole payload (see [`Event::for_each_payload_key`]).
 pub fn take_payload(seq: u64, mut event: Event, key: &OrderKey) -> Result<Vec<ByteBuf>, EventDecodeError> {
     match event.payload_of_mut(key) {
         Some(items) => Ok(std::mem::take(items)),
@@ -151,7 +145,7 @@ mod tests {
     #[test]
     fn a_payload_read_names_what_it_found_instead() {
         let acked = encode_event(&Event::Acked { key: OrderKey::new("p", "o") });
-        let error = decode_payload(7, &acked, &OrderKey::new("p", "o")).unwrap_err();
+        let error = take_payload(7, decode_event(7, &acked).unwrap(), &OrderKey::new("p", "o")).unwrap_err();
         assert!(error.to_string().ends_with("expected an order's payload, found Acked"), "{error}");
     }
 
