@@ -19,6 +19,7 @@ import argparse
 import json
 import os
 import shlex
+import shutil
 import socket
 import statistics
 import subprocess
@@ -64,6 +65,7 @@ def one_run(args, kind: str) -> float:
     intake, fanout, control = (f"tcp://127.0.0.1:{free_port()}" for _ in range(3))
     admin = f"127.0.0.1:{free_port()}"
     procs = []
+    ok = False
     log = open(os.path.join(work, "log"), "ab")
     try:
         broker = subprocess.Popen([
@@ -99,12 +101,18 @@ def one_run(args, kind: str) -> float:
             if time.monotonic() > deadline:
                 raise SystemExit(f"not every order acked in time; see {work}/log")
             time.sleep(0.02)
-        return args.orders / (time.monotonic() - t0)
+        rate = args.orders / (time.monotonic() - t0)
+        ok = True
+        return rate
     finally:
         for proc in procs:
             if proc.poll() is None:
                 proc.kill()
             proc.wait()
+        log.close()
+        # A failed run keeps its directory: the error message points at its log.
+        if ok:
+            shutil.rmtree(work, ignore_errors=True)
 
 
 def main() -> None:
