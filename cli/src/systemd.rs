@@ -4,15 +4,29 @@
 //! (not under systemd), so the binaries call it unconditionally.
 //!
 //! The libraries know nothing of systemd: their io loops take hooks
-//! (`orderly_broker::io::Hooks`, `orderly_worker::io::Hooks`) whose
-//! `on_ready` the binaries point at [`ready`], `on_status` at [`status`]
-//! and `on_turn` at [`Watchdog::turned`]. So READY=1 follows the loop's
+//! ([`orderly_common::hooks::Hooks`], the broker's and the worker's
+//! alike) that [`hooks`] points at [`ready`], [`status`] and
+//! [`Watchdog::turned`]. So READY=1 follows the loop's
 //! own state, not a log line, and the watchdog pings stop when the loop
 //! hangs, not only when the process dies.
 
 use std::time::{Duration, Instant};
 
+use orderly_common::hooks::{Hooks, TurnHook};
 use sd_notify::NotifyState;
+
+/// A loop's hooks sending systemd's notifications: READY=1 with a STATUS
+/// line when the loop is ready, STATUS= at its state changes, and
+/// WATCHDOG=1 at half of WatchdogSec while it turns (none without a
+/// watchdog).
+pub fn hooks() -> Hooks {
+    let mut watchdog = Watchdog::from_env();
+    Hooks {
+        on_ready: Some(Box::new(ready)),
+        on_turn: watchdog.enabled().then(|| Box::new(move || watchdog.turned()) as TurnHook),
+        on_status: Some(Box::new(status)),
+    }
+}
 
 /// Sends `READY=1` and a STATUS line; failures are ignored (systemd then
 /// times the start out, which says more than a log line could).

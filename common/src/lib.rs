@@ -4,6 +4,7 @@
 //! Invariant: this crate does no IO (no sockets, no files, no clock).
 
 pub mod endpoint;
+pub mod hooks;
 pub mod ids;
 pub mod limits;
 pub mod members;

@@ -62,7 +62,6 @@ fn hooks(
     worker: &str,
     metrics_addr: Option<std::net::SocketAddr>,
 ) -> anyhow::Result<(io::Hooks, Option<MetricsServer>)> {
-    let mut watchdog = systemd::Watchdog::from_env();
     let (metrics, server) = match metrics_addr {
         Some(addr) => {
             let metrics = Arc::new(Metrics::new(worker));
@@ -71,12 +70,7 @@ fn hooks(
         }
         None => (None, None),
     };
-    let hooks = io::Hooks {
-        on_ready: Some(Box::new(systemd::ready)),
-        on_turn: watchdog.enabled().then(|| Box::new(move || watchdog.turned()) as io::TurnHook),
-        on_status: Some(Box::new(systemd::status)),
-        metrics,
-    };
+    let hooks = io::Hooks { service: systemd::hooks(), metrics };
     Ok((hooks, server))
 }
 

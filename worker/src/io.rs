@@ -57,49 +57,30 @@ const STATS_INTERVAL_MS: u64 = 10_000;
 const DECODE_WARN_INTERVAL_MS: u64 = 1000;
 /// How long the final Bye (and acks before it) may wait for the socket.
 const BYE_WAIT_MS: u64 = limits::SOCKET_LINGER_MS as u64;
-/// [`Hooks::on_turn`] is called at most this often (and the metrics are
+/// [`Hooks::service`]'s `on_turn` is called at most this often (and the metrics are
 /// refreshed as often): a watchdog needs a sign of life, not every turn.
 pub const TURN_HOOK_INTERVAL_MS: u64 = 250;
 
 const _: () = assert!(TURN_HOOK_INTERVAL_MS <= POLL_TIMEOUT_MS_MAX);
 
-/// [`Hooks::on_ready`]: called once, with a short line saying what is ready.
-pub type ReadyHook = Box<dyn FnOnce(&str)>;
-/// [`Hooks::on_turn`]: a sign of life from the loop.
-pub type TurnHook = Box<dyn FnMut()>;
-/// [`Hooks::on_status`]: a state change, as a short line.
-pub type StatusHook = Box<dyn FnMut(&str)>;
+pub use orderly_common::hooks::{ReadyHook, StatusHook, TurnHook};
 
 /// What the loop tells the program around it, for a service manager and
 /// for monitoring; all optional ([`Hooks::default`] is none). The
 /// callbacks run on the loop's thread: keep them short.
-#[derive(Default)]
+#[derive(Debug, Default)]
 pub struct Hooks {
-    /// Called once, when the worker has found its broker (its first
-    /// message) or, in a group, learnt the leader; with a short line
-    /// saying which. systemd's READY=1.
-    pub on_ready: Option<ReadyHook>,
-    /// Called from the loop at most once per [`TURN_HOOK_INTERVAL_MS`]
-    /// while it turns (it turns at least once a second): a hung loop stops
-    /// calling it. systemd's WATCHDOG=1.
-    pub on_turn: Option<TurnHook>,
-    /// Later state changes worth a status line (broker lost, back,
-    /// restarted; handler broken or running again; draining).
-    pub on_status: Option<StatusHook>,
+    /// The hooks the broker's loop has too (one definition, in
+    /// `orderly_common::hooks`). `on_ready`: once the worker has found its
+    /// broker (its first message) or, in a group, learnt the leader, with a
+    /// short line saying which. `on_turn`: at most once per
+    /// [`TURN_HOOK_INTERVAL_MS`] while the loop turns (it turns at least
+    /// once a second). `on_status`: broker lost, back, restarted; handler
+    /// broken or running again; draining.
+    pub service: orderly_common::hooks::Hooks,
     /// Numbers for `/metrics` (see [`crate::metrics`]), kept up to date by
     /// the loop.
     pub metrics: Option<Arc<Metrics>>,
-}
-
-impl std::fmt::Debug for Hooks {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Hooks")
-            .field("on_ready", &self.on_ready.is_some())
-            .field("on_turn", &self.on_turn.is_some())
-            .field("on_status", &self.on_status.is_some())
-            .field("metrics", &self.metrics.is_some())
-            .finish()
-    }
 }
 
 /// Everything the loop needs, validated by the caller.
@@ -711,7 +692,7 @@ impl Loop {
             _ => None,
         };
         if let Some(ready) = ready {
-            if let Some(on_ready) = self.hooks.on_ready.take() {
+            if let Some(on_ready) = self.hooks.service.on_ready.take() {
                 on_ready(ready);
                 return;
             }
@@ -729,7 +710,7 @@ impl Loop {
     }
 
     fn status(&mut self, status: &str) {
-        if let Some(on_status) = &mut self.hooks.on_status {
+        if let Some(on_status) = &mut self.hooks.service.on_status {
             on_status(status);
         }
     }
@@ -741,7 +722,7 @@ impl Loop {
             return;
         }
         self.turn_hook_due_ms = now_ms.saturating_add(TURN_HOOK_INTERVAL_MS);
-        if let Some(on_turn) = &mut self.hooks.on_turn {
+        if let Some(on_turn) = &mut self.hooks.service.on_turn {
             on_turn();
         }
         self.refresh_metrics(now_ms);

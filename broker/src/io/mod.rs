@@ -72,45 +72,19 @@ pub fn wall_clock_ms() -> Millis {
 /// sign of life, not every turn (a turn waits at most 100 ms).
 pub const TURN_HOOK_INTERVAL_MS: u64 = 100;
 
-/// [`Hooks::on_ready`]: called once, with a short line saying what is ready.
-pub type ReadyHook = Box<dyn FnOnce(&str)>;
-/// [`Hooks::on_turn`]: a sign of life from the loop.
-pub type TurnHook = Box<dyn FnMut()>;
-/// [`Hooks::on_status`]: a state change, as a short line.
-pub type StatusHook = Box<dyn FnMut(&str)>;
-
-/// What the loop tells the program around it, for a service manager
-/// (systemd's READY=1, WATCHDOG=1 and STATUS= in the binary); all optional.
-/// The callbacks run on the loop's thread: keep them short.
-#[derive(Default)]
-pub struct Hooks {
-    /// Called once, when the journal is recovered, the admin endpoint is
-    /// up and the sockets are bound ("broker listening").
-    pub on_ready: Option<ReadyHook>,
-    /// Called between turns, at most once per [`TURN_HOOK_INTERVAL_MS`],
-    /// so only while the loop turns: a hung loop stops calling it.
-    pub on_turn: Option<TurnHook>,
-    /// Later state changes worth a status line: intake closed (and why),
-    /// open again.
-    pub on_status: Option<StatusHook>,
-}
-
-impl std::fmt::Debug for Hooks {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Hooks")
-            .field("on_ready", &self.on_ready.is_some())
-            .field("on_turn", &self.on_turn.is_some())
-            .field("on_status", &self.on_status.is_some())
-            .finish()
-    }
-}
+/// The loop's hooks (shared with the worker's loop): see [`run_with`] for
+/// what each means here.
+pub use orderly_common::hooks::{Hooks, ReadyHook, StatusHook, TurnHook};
 
 /// Runs the broker until `shutdown` is set (by SIGTERM or SIGINT).
 pub fn run(config: BrokerConfig, shutdown: Arc<AtomicBool>, reload: Arc<AtomicBool>) -> Result<Summary, BrokerError> {
     run_with(config, shutdown, reload, Hooks::default())
 }
 
-/// [`run`] with [`Hooks`] (readiness, liveness and status).
+/// [`run`] with [`Hooks`]: `on_ready` once the journal is recovered, the
+/// admin endpoint is up and the sockets are bound ("broker listening");
+/// `on_turn` between turns, at most once per [`TURN_HOOK_INTERVAL_MS`];
+/// `on_status` when intake closes (and why) or opens again.
 pub fn run_with(
     config: BrokerConfig,
     shutdown: Arc<AtomicBool>,

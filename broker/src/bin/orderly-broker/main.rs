@@ -57,7 +57,7 @@ fn run_broker(args: RunArgs) -> anyhow::Result<ExitCode> {
     signal_hook::flag::register(signal_hook::consts::SIGHUP, Arc::clone(&reload))
         .context("cannot install the SIGHUP handler")?;
     let config = args.into_config()?;
-    let summary = io::run_with(config, shutdown, reload, hooks())?;
+    let summary = io::run_with(config, shutdown, reload, systemd::hooks())?;
     systemd::stopping();
     tracing::info!(
         sealed = summary.counters.orders_sealed,
@@ -69,18 +69,4 @@ fn run_broker(args: RunArgs) -> anyhow::Result<ExitCode> {
         "shut down cleanly"
     );
     Ok(ExitCode::from(exit::OK))
-}
-
-/// systemd's notifications from the loop's hooks: READY=1 once the broker
-/// listens (journal recovered, admin endpoint up, sockets bound), STATUS=
-/// when intake closes or opens again, and WATCHDOG=1 at half of
-/// WatchdogSec while the loop turns (a hung loop stops the pings and
-/// systemd restarts the broker).
-fn hooks() -> io::Hooks {
-    let mut watchdog = systemd::Watchdog::from_env();
-    io::Hooks {
-        on_ready: Some(Box::new(systemd::ready)),
-        on_turn: watchdog.enabled().then(|| Box::new(move || watchdog.turned()) as io::TurnHook),
-        on_status: Some(Box::new(systemd::status)),
-    }
 }
