@@ -6,8 +6,12 @@
 //! What to answer is the caller's [`Route`]; this crate only carries
 //! requests to it and answers other methods with 405.
 //!
+//! [`metrics`] registers and encodes the Prometheus families they serve.
+//!
 //! A crate of its own (not part of `orderly-cli`) because the worker
 //! library serves through it and must carry no CLI crate.
+
+pub mod metrics;
 
 use std::net::{SocketAddr, TcpListener};
 use std::sync::Arc;

@@ -18,8 +18,12 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Instant;
 
+use orderly_http::metrics::Registrar;
 use orderly_http::{Answer, HttpServer, Route, PROMETHEUS_TEXT};
-use prometheus::{Encoder, Gauge, Histogram, HistogramOpts, IntCounter, IntGauge, Opts, Registry, TextEncoder};
+use prometheus::{Gauge, Histogram, HistogramOpts, IntCounter, IntGauge, Opts};
+
+/// Raises a counter to the core's total (the io loop's).
+pub(crate) use orderly_http::metrics::advance;
 
 /// `/healthz` answers 503 once the io loop has not turned for this long:
 /// the loop turns at least once a second (its longest poll), so this is a
@@ -38,7 +42,7 @@ pub type MetricsError = orderly_http::HttpError;
 
 /// The worker's metric families and the registry that encodes them.
 pub struct Metrics {
-    registry: Registry,
+    registrar: Registrar,
     pub(crate) orders_done: IntCounter,
     pub(crate) orders_failed: IntCounter,
     pub(crate) orders_returned: IntCounter,
@@ -64,62 +68,48 @@ impl std::fmt::Debug for Metrics {
 impl Metrics {
     /// The families of worker `worker` (a label of `orderly_worker_build_info`).
     pub fn new(worker: &str) -> Metrics {
-        let registry = Registry::new();
-        let add = |collector: Box<dyn prometheus::core::Collector>| {
-            registry.register(collector).expect("family names are unique");
-        };
-        let counter = |name: &str, help: &str| {
-            let counter = IntCounter::new(name, help).expect("a valid counter");
-            add(Box::new(counter.clone()));
-            counter
-        };
-        let orders_done = counter("orderly_worker_orders_done_total", "Orders the handler finished (acknowledged).");
-        let orders_failed = counter(
+        let registrar = Registrar::new();
+        let orders_done =
+            registrar.counter("orderly_worker_orders_done_total", "Orders the handler finished (acknowledged).");
+        let orders_failed = registrar.counter(
             "orderly_worker_orders_failed_total",
             "Orders the handler failed (nacked: retried or dead-lettered).",
         );
-        let orders_returned = counter(
+        let orders_returned = registrar.counter(
             "orderly_worker_orders_returned_total",
             "Orders handed back unrun because the handler could not run.",
         );
-        let orders_refused =
-            counter("orderly_worker_dispatches_refused_total", "Dispatches refused (no capacity, draining, broken).");
-        let decode_errors =
-            counter("orderly_worker_decode_errors_total", "Undecodable fanout messages dropped by this worker.");
-        let gauge = |name: &str, help: &str| {
-            let gauge = IntGauge::new(name, help).expect("a valid gauge");
-            add(Box::new(gauge.clone()));
-            gauge
-        };
-        let running = gauge("orderly_worker_orders_running", "Orders running in this worker's handler now.");
-        let capacity = gauge("orderly_worker_capacity", "Orders this worker runs at once (--concurrency).");
-        let broken = gauge("orderly_worker_handler_broken", "1 while the handler cannot run (no orders are taken).");
-        let welcomed = gauge("orderly_worker_welcomed", "1 while a broker has welcomed this worker (it gets orders).");
-        let broker_silence = Gauge::new(
+        let orders_refused = registrar
+            .counter("orderly_worker_dispatches_refused_total", "Dispatches refused (no capacity, draining, broken).");
+        let decode_errors = registrar
+            .counter("orderly_worker_decode_errors_total", "Undecodable fanout messages dropped by this worker.");
+        let running = registrar.gauge("orderly_worker_orders_running", "Orders running in this worker's handler now.");
+        let capacity = registrar.gauge("orderly_worker_capacity", "Orders this worker runs at once (--concurrency).");
+        let broken =
+            registrar.gauge("orderly_worker_handler_broken", "1 while the handler cannot run (no orders are taken).");
+        let welcomed =
+            registrar.gauge("orderly_worker_welcomed", "1 while a broker has welcomed this worker (it gets orders).");
+        let broker_silence = registrar.float_gauge(
             "orderly_worker_broker_silence_seconds",
             "Time since the latest message from the broker (heartbeats included); since start if none yet.",
-        )
-        .expect("a valid gauge");
-        add(Box::new(broker_silence.clone()));
-        let handler_duration = Histogram::with_opts(
-            HistogramOpts::new("orderly_worker_handler_duration_seconds", "One run of the handler, start to end.")
-                .buckets(HANDLER_BUCKETS_SECONDS.to_vec()),
-        )
-        .expect("a valid histogram");
-        add(Box::new(handler_duration.clone()));
+        );
+        let handler_duration = registrar.add(
+            Histogram::with_opts(
+                HistogramOpts::new("orderly_worker_handler_duration_seconds", "One run of the handler, start to end.")
+                    .buckets(HANDLER_BUCKETS_SECONDS.to_vec()),
+            )
+            .expect("a valid histogram"),
+        );
         let mut build = Opts::new("orderly_worker_build_info", "The worker's version and id (value 1).")
             .const_label("version", env!("CARGO_PKG_VERSION"))
             .const_label("worker", worker);
         if let Some(commit) = option_env!("ORDERLY_GIT_COMMIT") {
             build = build.const_label("commit", commit);
         }
-        let build_info = IntGauge::with_opts(build).expect("a valid gauge");
-        build_info.set(1);
-        add(Box::new(build_info));
-        #[cfg(target_os = "linux")]
-        add(Box::new(prometheus::process_collector::ProcessCollector::for_self()));
+        registrar.build_info(build);
+        registrar.process();
         Metrics {
-            registry,
+            registrar,
             orders_done,
             orders_failed,
             orders_returned,
@@ -138,10 +128,7 @@ impl Metrics {
 
     /// Text format 0.0.4 of every family.
     pub fn encode(&self) -> String {
-        let mut buffer = Vec::new();
-        // Encoding to a Vec fails only on a malformed family, which `new` rules out.
-        TextEncoder::new().encode(&self.registry.gather(), &mut buffer).expect("families encode");
-        String::from_utf8(buffer).expect("the text format is UTF-8")
+        self.registrar.encode()
     }
 
     /// Notes that the io loop turned (for `/healthz`).
@@ -154,15 +141,6 @@ impl Metrics {
     pub fn loop_alive(&self) -> bool {
         let now_ms = u64::try_from(self.born.elapsed().as_millis()).unwrap_or(u64::MAX);
         now_ms.saturating_sub(self.turned_ms.load(Ordering::Relaxed)) <= LOOP_STALL_MS_MAX
-    }
-}
-
-/// Raises `counter` to `total` (the core keeps totals; Prometheus counters
-/// only go up by increments).
-pub(crate) fn advance(counter: &IntCounter, total: u64) {
-    let delta = total.saturating_sub(counter.get());
-    if delta > 0 {
-        counter.inc_by(delta);
     }
 }
 

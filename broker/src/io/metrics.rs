@@ -11,9 +11,9 @@
 
 use std::time::Duration;
 
-use prometheus::core::Collector;
+use orderly_http::metrics::Registrar;
 use prometheus::proto::{Bucket, Metric, MetricFamily, MetricType};
-use prometheus::{Encoder, Gauge, GaugeVec, IntCounter, IntGauge, IntGaugeVec, Opts, Registry, TextEncoder};
+use prometheus::{Gauge, GaugeVec, IntCounter, IntGauge, IntGaugeVec, Opts};
 
 use crate::admin::schema::{GroupReport, IntakeClosedReport, StatusReport};
 use crate::core::{Histogram, IntakeClosed, Millis, Status, Timings, WorkerMetrics};
@@ -213,7 +213,7 @@ const GROUP_ROLES: [&str; 3] = ["leader", "catching_up", "follower"];
 
 /// The loop's registry and the metrics in it.
 pub(super) struct Metrics {
-    registry: Registry,
+    registrar: Registrar,
     gauges: Vec<(IntGauge, Read)>,
     counters: Vec<(IntCounter, Read)>,
     oldest_pending_age: Gauge,
@@ -237,89 +237,57 @@ struct GroupMetrics {
 impl Metrics {
     /// Every family, registered once; `group`: a group member's too.
     pub(super) fn new(group: bool) -> Metrics {
-        let registry = Registry::new();
-        let add = |collector: Box<dyn Collector>| registry.register(collector).expect("metric names are unique");
-        let gauges = GAUGES
-            .iter()
-            .map(|&(name, help, read)| {
-                let gauge = IntGauge::new(name, help).expect("a valid gauge");
-                add(Box::new(gauge.clone()));
-                (gauge, read)
-            })
-            .collect();
-        let counters = COUNTERS
-            .iter()
-            .map(|&(name, help, read)| {
-                let counter = IntCounter::new(name, help).expect("a valid counter");
-                add(Box::new(counter.clone()));
-                (counter, read)
-            })
-            .collect();
-        let oldest_pending_age = Gauge::new(
+        let registrar = Registrar::new();
+        let gauges = GAUGES.iter().map(|&(name, help, read)| (registrar.gauge(name, help), read)).collect();
+        let counters = COUNTERS.iter().map(|&(name, help, read)| (registrar.counter(name, help), read)).collect();
+        let oldest_pending_age = registrar.float_gauge(
             "orderly_oldest_pending_age_seconds",
             "Age of the oldest sealed, unacknowledged order (0 when none): how far behind the workers are.",
-        )
-        .expect("a valid gauge");
-        add(Box::new(oldest_pending_age.clone()));
+        );
         let per_worker = |name: &str, help: &str| {
-            let vec = IntGaugeVec::new(Opts::new(name, help), &["worker"]).expect("a valid gauge");
-            add(Box::new(vec.clone()));
-            vec
+            registrar.add(IntGaugeVec::new(Opts::new(name, help), &["worker"]).expect("a valid gauge"))
         };
         let worker_in_flight = per_worker("orderly_worker_in_flight", "Orders dispatched to the worker, not acked.");
         let worker_credits = per_worker("orderly_worker_credits", "The worker's capacity less the orders it holds.");
         let worker_broken = per_worker("orderly_worker_broken", "1 while the worker says its handler cannot run.");
-        let worker_heartbeat_age = GaugeVec::new(
-            Opts::new("orderly_worker_heartbeat_age_seconds", "Time since the worker's latest message."),
-            &["worker"],
-        )
-        .expect("a valid gauge");
-        add(Box::new(worker_heartbeat_age.clone()));
+        let worker_heartbeat_age = registrar.add(
+            GaugeVec::new(
+                Opts::new("orderly_worker_heartbeat_age_seconds", "Time since the worker's latest message."),
+                &["worker"],
+            )
+            .expect("a valid gauge"),
+        );
         let mut build = Opts::new("orderly_build_info", "The broker's version (value 1).")
             .const_label("version", env!("CARGO_PKG_VERSION"));
         // Set by a packaging build that knows its commit.
         if let Some(commit) = option_env!("ORDERLY_GIT_COMMIT") {
             build = build.const_label("commit", commit);
         }
-        let build_info = IntGauge::with_opts(build).expect("a valid gauge");
-        build_info.set(1);
-        add(Box::new(build_info));
-        #[cfg(target_os = "linux")]
-        add(Box::new(prometheus::process_collector::ProcessCollector::for_self()));
-        let group = group.then(|| {
-            let gauge = |name: &str, help: &str| {
-                let gauge = IntGauge::new(name, help).expect("a valid gauge");
-                add(Box::new(gauge.clone()));
-                gauge
-            };
-            let counter = |name: &str, help: &str| {
-                let counter = IntCounter::new(name, help).expect("a valid counter");
-                add(Box::new(counter.clone()));
-                counter
-            };
-            let role = IntGaugeVec::new(
-                Opts::new("orderly_group_role", "1 for this member's role in the group, 0 for the others."),
-                &["role"],
-            )
-            .expect("a valid gauge");
-            add(Box::new(role.clone()));
-            GroupMetrics {
-                role,
-                term: gauge("orderly_group_term", "The Raft term this member knows."),
-                commit: gauge("orderly_group_commit_index", "The Raft commit index this member knows."),
-                applied: gauge("orderly_group_applied_index", "The last Raft index applied to this member's journal."),
-                dropped: counter(
-                    "orderly_group_dropped_messages_total",
-                    "Client messages a member not serving read and dropped.",
-                ),
-                peer_refused: counter(
-                    "orderly_group_peer_refused_total",
-                    "Peer messages whose claimed sender was not the transport's.",
-                ),
-            }
+        registrar.build_info(build);
+        registrar.process();
+        let group = group.then(|| GroupMetrics {
+            role: registrar.add(
+                IntGaugeVec::new(
+                    Opts::new("orderly_group_role", "1 for this member's role in the group, 0 for the others."),
+                    &["role"],
+                )
+                .expect("a valid gauge"),
+            ),
+            term: registrar.gauge("orderly_group_term", "The Raft term this member knows."),
+            commit: registrar.gauge("orderly_group_commit_index", "The Raft commit index this member knows."),
+            applied: registrar
+                .gauge("orderly_group_applied_index", "The last Raft index applied to this member's journal."),
+            dropped: registrar.counter(
+                "orderly_group_dropped_messages_total",
+                "Client messages a member not serving read and dropped.",
+            ),
+            peer_refused: registrar.counter(
+                "orderly_group_peer_refused_total",
+                "Peer messages whose claimed sender was not the transport's.",
+            ),
         });
         Metrics {
-            registry,
+            registrar,
             gauges,
             counters,
             oldest_pending_age,
@@ -334,12 +302,10 @@ impl Metrics {
     /// `GET /metrics`: Prometheus text format 0.0.4.
     pub(super) fn render(&self, scrape: &Scrape) -> String {
         self.update(scrape);
-        let mut families = self.registry.gather();
+        let mut families = self.registrar.gather();
         families.extend(HISTOGRAMS.iter().map(|&(name, help, which)| histogram_family(name, help, which(scrape))));
         families.sort_by(|a, b| a.get_name().cmp(b.get_name()));
-        let mut out = Vec::new();
-        TextEncoder::new().encode(&families, &mut out).expect("the text encoder writes to memory");
-        String::from_utf8(out).expect("the text format is UTF-8")
+        orderly_http::metrics::encode(&families)
     }
 
     fn update(&self, scrape: &Scrape) {

@@ -6,14 +6,15 @@
 use std::net::SocketAddr;
 use std::sync::Arc;
 
+use orderly_http::metrics::{advance, Registrar};
 use orderly_http::{Answer, HttpServer, Route, PROMETHEUS_TEXT};
-use prometheus::{Encoder, Gauge, IntCounter, IntGauge, Opts, Registry, TextEncoder};
+use prometheus::{Gauge, IntCounter, IntGauge, Opts};
 
 use super::Tally;
 
 /// The relay's metric families and the registry that encodes them.
 pub(crate) struct Metrics {
-    registry: Registry,
+    registrar: Registrar,
     lag: Gauge,
     in_flight: IntGauge,
     claimed: IntCounter,
@@ -29,56 +30,43 @@ pub(crate) struct Metrics {
 impl Metrics {
     /// The families of relay `id` (a label of `orderly_relay_build_info`).
     pub(crate) fn new(id: &str, table: &str) -> Metrics {
-        let registry = Registry::new();
-        let add = |collector: Box<dyn prometheus::core::Collector>| {
-            registry.register(collector).expect("family names are unique");
-        };
-        let counter = |name: &str, help: &str| {
-            let counter = IntCounter::new(name, help).expect("a valid counter");
-            add(Box::new(counter.clone()));
-            counter
-        };
-        let claimed = counter("orderly_relay_rows_claimed_total", "Outbox rows this relay claimed (resends included).");
-        let reclaimed = counter(
+        let registrar = Registrar::new();
+        let claimed =
+            registrar.counter("orderly_relay_rows_claimed_total", "Outbox rows this relay claimed (resends included).");
+        let reclaimed = registrar.counter(
             "orderly_relay_rows_reclaimed_total",
             "Rows claimed again after an earlier claim ran out unconfirmed (a relay died or was slow): resends.",
         );
-        let sent =
-            counter("orderly_relay_orders_sent_total", "Orders sent to the broker (one per row, or per order id).");
-        let confirmed = counter("orderly_relay_rows_confirmed_total", "Rows marked confirmed on the broker's confirm.");
-        let rejected = counter(
+        let sent = registrar
+            .counter("orderly_relay_orders_sent_total", "Orders sent to the broker (one per row, or per order id).");
+        let confirmed =
+            registrar.counter("orderly_relay_rows_confirmed_total", "Rows marked confirmed on the broker's confirm.");
+        let rejected = registrar.counter(
             "orderly_relay_rows_rejected_total",
             "Rows marked rejected: bad rows, or orders the broker refused for good (see the error column).",
         );
-        let released = counter(
+        let released = registrar.counter(
             "orderly_relay_rows_released_total",
             "Rows given back at once because the broker was at a limit (claimed again later).",
         );
-        let renewed =
-            counter("orderly_relay_claims_renewed_total", "Claims extended because their rows were still in flight.");
-        let retired = counter(
+        let renewed = registrar
+            .counter("orderly_relay_claims_renewed_total", "Claims extended because their rows were still in flight.");
+        let retired = registrar.counter(
             "orderly_relay_rows_retired_total",
             "Confirmed rows deleted, or moved to --archive-table, by --retention.",
         );
-        let in_flight =
-            IntGauge::new("orderly_relay_rows_in_flight", "Rows sent and not yet answered.").expect("a valid gauge");
-        add(Box::new(in_flight.clone()));
-        let lag = Gauge::new(
+        let in_flight = registrar.gauge("orderly_relay_rows_in_flight", "Rows sent and not yet answered.");
+        let lag = registrar.float_gauge(
             "orderly_relay_lag_seconds",
             "Age of the oldest pending (unconfirmed) outbox row; 0 when none is pending.",
-        )
-        .expect("a valid gauge");
-        add(Box::new(lag.clone()));
+        );
         let build = Opts::new("orderly_relay_build_info", "The relay's version, id and table (value 1).")
             .const_label("version", env!("CARGO_PKG_VERSION"))
             .const_label("id", id)
             .const_label("table", table);
-        let build_info = IntGauge::with_opts(build).expect("a valid gauge");
-        build_info.set(1);
-        add(Box::new(build_info));
-        #[cfg(target_os = "linux")]
-        add(Box::new(prometheus::process_collector::ProcessCollector::for_self()));
-        Metrics { registry, lag, in_flight, claimed, reclaimed, sent, confirmed, rejected, released, renewed, retired }
+        registrar.build_info(build);
+        registrar.process();
+        Metrics { registrar, lag, in_flight, claimed, reclaimed, sent, confirmed, rejected, released, renewed, retired }
     }
 
     /// Brings the families up to the loop's totals.
@@ -99,19 +87,7 @@ impl Metrics {
 
     /// Text format 0.0.4 of every family.
     pub(crate) fn encode(&self) -> String {
-        let mut buffer = Vec::new();
-        // Encoding to a Vec fails only on a malformed family, which `new` rules out.
-        TextEncoder::new().encode(&self.registry.gather(), &mut buffer).expect("families encode");
-        String::from_utf8(buffer).expect("the text format is UTF-8")
-    }
-}
-
-/// Raises `counter` to `total` (the loop keeps totals; Prometheus counters
-/// only go up by increments).
-fn advance(counter: &IntCounter, total: u64) {
-    let delta = total.saturating_sub(counter.get());
-    if delta > 0 {
-        counter.inc_by(delta);
+        self.registrar.encode()
     }
 }
 
