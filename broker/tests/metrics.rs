@@ -5,8 +5,6 @@
 //! names the check that fails.
 
 use std::collections::BTreeSet;
-use std::io::{Read, Write};
-use std::net::TcpStream;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -14,27 +12,17 @@ use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
+use orderly_test_support::promtool_check;
 use support::{ep, free_port, start_broker, wait_started, Broker, BROKER};
 
 mod support;
 
 /// How long orders may take to be confirmed, or acknowledged.
 const ORDERS_WAIT: Duration = Duration::from_secs(30);
-/// How long promtool may take on one scrape.
-const PROMTOOL_WAIT: Duration = Duration::from_secs(20);
 
 /// `GET path`: (status, head, body); status 0 if the connection failed.
 fn get_with_head(broker: &Broker, path: &str) -> (u16, String, String) {
-    let Ok(mut stream) = TcpStream::connect(&broker.admin) else { return (0, String::new(), String::new()) };
-    stream.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
-    let request = format!("GET {path} HTTP/1.1\r\nHost: {}\r\nConnection: close\r\n\r\n", broker.admin);
-    let mut response = String::new();
-    if stream.write_all(request.as_bytes()).is_err() || stream.read_to_string(&mut response).is_err() {
-        return (0, String::new(), String::new());
-    }
-    let status = response.split_whitespace().nth(1).and_then(|s| s.parse().ok()).unwrap_or(0);
-    let (head, body) = response.split_once("\r\n\r\n").unwrap_or((&response, ""));
-    (status, head.to_owned(), body.to_owned())
+    orderly_test_support::get_with_head(&broker.admin, path)
 }
 
 fn get(broker: &Broker, path: &str) -> (u16, String) {
@@ -111,52 +99,10 @@ fn send_orders(broker: &Broker, prefix: &str, count: usize) {
     }
 }
 
-/// `promtool check metrics` on `text`: its exit status and what it said.
-/// Without promtool the test fails, naming the setup script.
-fn promtool_check(text: &str) -> (bool, String) {
-    promtool(&["check", "metrics"], Some(text))
-}
-
-/// `promtool ARGS` (in deploy/, with `input` on its stdin), bounded by
-/// [`PROMTOOL_WAIT`]: its exit status and what it said.
+/// `promtool ARGS` in deploy/ (the dashboard and the rules), with `input`
+/// on its stdin: its exit status and what it said.
 fn promtool(args: &[&str], input: Option<&str>) -> (bool, String) {
-    let spawned = Command::new("promtool")
-        .args(args)
-        .current_dir(deploy_dir())
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn();
-    let mut child = match spawned {
-        Ok(child) => child,
-        Err(error) if error.kind() == std::io::ErrorKind::NotFound => panic!(
-            "promtool is not installed: run scripts/setup.sh (it installs Debian's `prometheus` package, \
-             which ships promtool), then rerun this test"
-        ),
-        Err(error) => panic!("cannot run promtool: {error}"),
-    };
-    // Dropped (closed) after the write: promtool reads to the end.
-    let mut stdin = child.stdin.take().unwrap();
-    if let Some(input) = input {
-        stdin.write_all(input.as_bytes()).unwrap();
-    }
-    drop(stdin);
-    let deadline = Instant::now() + PROMTOOL_WAIT;
-    let status = loop {
-        if let Some(status) = child.try_wait().unwrap() {
-            break status;
-        }
-        if Instant::now() >= deadline {
-            let _ = child.kill();
-            let _ = child.wait();
-            panic!("promtool {args:?} took more than {PROMTOOL_WAIT:?}");
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    };
-    let mut said = String::new();
-    child.stdout.take().unwrap().read_to_string(&mut said).unwrap();
-    child.stderr.take().unwrap().read_to_string(&mut said).unwrap();
-    (status.success(), said)
+    orderly_test_support::promtool(args, input, &deploy_dir())
 }
 
 /// The repository's deploy/ directory (the dashboard and the rules).

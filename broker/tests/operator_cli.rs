@@ -8,6 +8,8 @@ use std::process::{Child, Stdio};
 use std::time::{Duration, Instant};
 
 use assert_cmd::Command;
+use orderly_test_support::operator::{self, WrongType};
+use orderly_test_support::Running;
 use predicates::prelude::*;
 
 /// Longest any one broker in these tests may take to start or stop.
@@ -15,16 +17,6 @@ const START_TIMEOUT: Duration = Duration::from_secs(20);
 
 fn broker() -> Command {
     Command::cargo_bin("orderly-broker").expect("binary built")
-}
-
-/// A running broker, killed (by its PID) when dropped, even on failure.
-struct Running(Child);
-
-impl Drop for Running {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
 }
 
 /// A free loopback port, chosen at run time.
@@ -55,27 +47,28 @@ fn sigterm(child: &Child) {
     assert!(status.expect("kill runs").success());
 }
 
+/// The mistakes every orderly CLI answers alike (orderly_test_support's
+/// table): a bad log level (flag or RUST_LOG), a missing config file, a
+/// wrong type in one; the duration key's error also shows the form wanted.
 #[test]
-fn a_log_level_that_is_not_a_level_is_bad_usage() {
-    broker()
-        .args(["run", "--log-level", "inof"])
-        .timeout(START_TIMEOUT)
-        .assert()
-        .code(2)
-        .stderr(predicate::str::contains("--log-level"))
-        .stderr(predicate::str::contains("\"inof\" is not a level"))
-        .stderr(predicate::str::contains("error, warn, info, debug, trace or off"));
-    // RUST_LOG still wins, but a bad one is as much an error.
+fn the_mistakes_every_cli_answers_alike() {
     let dir = tempfile::tempdir().unwrap();
-    broker()
-        .args(run_args(dir.path()))
-        .args(["--admin", "off"])
-        .env("RUST_LOG", "inof")
-        .timeout(START_TIMEOUT)
-        .assert()
-        .code(2)
-        .stderr(predicate::str::contains("RUST_LOG=inof"))
-        .stderr(predicate::str::contains("not a level"));
+    let wrong = WrongType { toml: "heartbeat_interval_ms = \"often\"\n", key: "heartbeat_interval_ms", value: "often" };
+    let mut wrong = operator::wrong_type_in_config(&["run"], dir.path(), wrong);
+    wrong.stderr.push("\"30s\"".to_owned());
+    let mut cases = vec![operator::bad_log_level(&["run"]), operator::missing_config(&["run"], dir.path()), wrong];
+    // RUST_LOG still wins, but a bad one is as much an error.
+    let mut rust_log = run_args(dir.path());
+    rust_log.extend(["--admin".to_owned(), "off".to_owned()]);
+    cases.push(operator::bad_rust_log(&rust_log.iter().map(String::as_str).collect::<Vec<_>>()));
+    operator::check(
+        || {
+            let mut broker = broker();
+            broker.timeout(START_TIMEOUT);
+            broker
+        },
+        &cases,
+    );
 }
 
 #[test]
@@ -110,35 +103,6 @@ fn json_logs_are_one_object_per_line() {
     }
     assert!(messages.iter().any(|m| m == "broker listening"), "{messages:?}");
     assert!(messages.iter().any(|m| m == "shut down cleanly"), "{messages:?}");
-}
-
-#[test]
-fn a_missing_config_file_is_bad_usage_naming_the_file() {
-    let dir = tempfile::tempdir().unwrap();
-    let missing = dir.path().join("no-such-broker.toml");
-    broker()
-        .args(["run", "--config"])
-        .arg(&missing)
-        .timeout(START_TIMEOUT)
-        .assert()
-        .code(2)
-        .stderr(predicate::str::contains(missing.display().to_string()));
-}
-
-#[test]
-fn a_wrong_type_in_the_config_file_names_the_file_and_the_key() {
-    let dir = tempfile::tempdir().unwrap();
-    let file = dir.path().join("broker.toml");
-    std::fs::write(&file, "heartbeat_interval_ms = \"often\"\n").unwrap();
-    broker()
-        .args(["run", "--config"])
-        .arg(&file)
-        .timeout(START_TIMEOUT)
-        .assert()
-        .code(2)
-        .stderr(predicate::str::contains(format!("{}: key \"heartbeat_interval_ms\"", file.display())))
-        .stderr(predicate::str::contains("found a string \"often\""))
-        .stderr(predicate::str::contains("\"30s\""));
 }
 
 /// Both forms reach the broker in the flag's unit: the retry check compares

@@ -4,6 +4,7 @@
 use std::time::Duration;
 
 use assert_cmd::Command;
+use orderly_test_support::operator::{self, WrongType};
 use predicates::prelude::*;
 
 fn producer() -> Command {
@@ -24,39 +25,16 @@ fn nowhere() -> [String; 4] {
     ["--intake".into(), ep.clone(), "--fanout".into(), ep]
 }
 
+/// The mistakes every orderly CLI answers alike (orderly_test_support's
+/// table): a bad log level (flag or RUST_LOG), a missing config file, a
+/// wrong type in one.
 #[test]
-fn a_log_level_that_is_not_a_level_is_bad_usage() {
-    producer()
-        .args(["send", "--log-level", "inof"])
-        .assert()
-        .code(2)
-        .stderr(predicate::str::contains("--log-level").and(predicate::str::contains("not a level")));
-    producer().args(["bench"]).env("RUST_LOG", "inof").assert().code(2).stderr(predicate::str::contains("RUST_LOG"));
-}
-
-#[test]
-fn a_missing_config_file_is_bad_usage_naming_the_file() {
+fn the_mistakes_every_cli_answers_alike() {
     let dir = tempfile::tempdir().unwrap();
-    let missing = dir.path().join("no-such-producer.toml");
-    producer()
-        .args(["send", "--config"])
-        .arg(&missing)
-        .assert()
-        .code(2)
-        .stderr(predicate::str::contains(missing.display().to_string()));
-}
-
-#[test]
-fn a_wrong_type_in_the_config_file_names_the_file_and_the_key() {
-    let dir = tempfile::tempdir().unwrap();
-    let path = dir.path().join("producer.toml");
-    std::fs::write(&path, "window = \"wide\"\n").unwrap();
-    producer()
-        .args(["send", "--config"])
-        .arg(&path)
-        .assert()
-        .code(2)
-        .stderr(predicate::str::contains(format!("{}: key \"window\": found a string \"wide\"", path.display())));
+    let wrong = WrongType { toml: "window = \"wide\"\n", key: "window", value: "wide" };
+    let mut cases = operator::shared_cases(&["send"], dir.path(), wrong);
+    cases.push(operator::bad_rust_log(&["bench"]));
+    operator::check(producer, &cases);
 }
 
 /// `--timeout 500ms` is half a second: no broker answers, so it times out

@@ -4,75 +4,24 @@
 //! worker has found its broker, not before; WATCHDOG=1 while its loop
 //! turns. Every wait is bounded; every process is killed by its PID.
 
-use std::io::{Read, Write};
-use std::net::{TcpListener, TcpStream};
+use std::io::Read;
+use std::net::TcpListener;
 use std::os::unix::net::UnixDatagram;
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
-use std::sync::Once;
+use std::path::Path;
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
+
+use orderly_test_support::{broker_binary, broker_command, ep, free_port, get, promtool_check, Running};
 
 /// Longest any one wait of these tests lasts.
 const WAIT: Duration = Duration::from_secs(30);
 /// How long a worker without a broker is watched for a premature READY=1.
 const NO_BROKER_WATCH: Duration = Duration::from_millis(1500);
 
-fn workspace() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).parent().expect("worker-cli/ is in the workspace").to_path_buf()
-}
-
-/// The broker binary of this build (target/<profile>/), built once per
-/// test process: cargo builds a package's own binaries only.
-fn broker_binary() -> PathBuf {
-    static BUILD: Once = Once::new();
-    let exe = std::env::current_exe().expect("test binary path");
-    let profile_dir = exe.parent().and_then(Path::parent).expect("target/<profile>/deps/<test>");
-    BUILD.call_once(|| {
-        let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".to_owned());
-        let mut build = Command::new(cargo);
-        build.current_dir(workspace()).args(["build", "-q", "-p", "orderly-broker", "--bin", "orderly-broker"]);
-        if profile_dir.file_name().is_some_and(|name| name == "release") {
-            build.arg("--release");
-        }
-        let status = build.status().expect("cargo runs");
-        assert!(status.success(), "cannot build orderly-broker for these tests");
-    });
-    profile_dir.join("orderly-broker")
-}
-
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0").expect("bind").local_addr().expect("addr").port()
-}
-
-fn ep(dir: &Path, name: &str) -> String {
-    format!("ipc://{}", dir.join(name).display())
-}
-
-/// A child process this test started, killed (by its PID) when dropped.
-struct Running(Child);
-
-impl Drop for Running {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-/// A real broker on IPC endpoints in `dir`.
+/// A real broker on IPC endpoints in `dir`, without an admin endpoint.
 fn start_broker(dir: &Path) -> Running {
-    let log = std::fs::File::create(dir.join("broker.log")).expect("broker log");
-    let child = Command::new(broker_binary())
-        .args(["run", "--data-dir"])
-        .arg(dir.join("data"))
-        .args(["--intake", &ep(dir, "intake"), "--fanout", &ep(dir, "fanout"), "--control", &ep(dir, "control")])
-        .args(["--admin", "off", "--heartbeat-interval-ms", "200", "--fsync", "never"])
-        .env_remove("ORDERLY_BROKER_ADMIN_TOKEN")
-        .env_remove("NOTIFY_SOCKET")
-        .stdout(Stdio::null())
-        .stderr(log)
-        .spawn()
-        .expect("start the broker");
-    Running(child)
+    let command = broker_command(&broker_binary(), dir).args(["--admin", "off", "--fsync", "never"]).spawn();
+    Running(command.expect("start the broker"))
 }
 
 /// `orderly-worker run --noop` against the broker in `dir`, plus `extra`.
@@ -91,56 +40,9 @@ fn worker_command(dir: &Path, extra: &[&str]) -> Command {
     command
 }
 
-/// `GET path` on `addr`: (status, body); status 0 if the connection failed.
-fn get(addr: &str, path: &str) -> (u16, String) {
-    let Ok(mut stream) = TcpStream::connect(addr) else { return (0, String::new()) };
-    stream.set_read_timeout(Some(Duration::from_secs(10))).expect("timeout");
-    let request = format!("GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n");
-    let mut response = String::new();
-    if stream.write_all(request.as_bytes()).is_err() || stream.read_to_string(&mut response).is_err() {
-        return (0, String::new());
-    }
-    let status = response.split_whitespace().nth(1).and_then(|s| s.parse().ok()).unwrap_or(0);
-    let body = response.split_once("\r\n\r\n").map_or("", |(_, body)| body);
-    (status, body.to_owned())
-}
-
 /// The value of the sample line `name` (no labels) in a scrape.
 fn sample(text: &str, name: &str) -> Option<f64> {
     text.lines().find_map(|line| line.strip_prefix(name)?.strip_prefix(' ')?.parse().ok())
-}
-
-/// `promtool check metrics` on `text`: its exit status and what it said.
-fn promtool_check(text: &str) -> (bool, String) {
-    let spawned = Command::new("promtool")
-        .args(["check", "metrics"])
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn();
-    let mut child = match spawned {
-        Ok(child) => child,
-        Err(error) if error.kind() == std::io::ErrorKind::NotFound => panic!(
-            "promtool is not installed: run scripts/setup.sh (it installs Debian's `prometheus` package, \
-             which ships promtool), then rerun this test"
-        ),
-        Err(error) => panic!("cannot run promtool: {error}"),
-    };
-    child.stdin.take().expect("stdin").write_all(text.as_bytes()).expect("write to promtool");
-    let child = Running(child);
-    let deadline = Instant::now() + WAIT;
-    let mut child = child;
-    let status = loop {
-        if let Some(status) = child.0.try_wait().expect("wait") {
-            break status;
-        }
-        assert!(Instant::now() < deadline, "promtool did not finish within {WAIT:?}");
-        std::thread::sleep(Duration::from_millis(20));
-    };
-    let mut said = String::new();
-    let _ = child.0.stdout.take().expect("stdout").read_to_string(&mut said);
-    let _ = child.0.stderr.take().expect("stderr").read_to_string(&mut said);
-    (status.success(), said)
 }
 
 /// Scrapes until `done` holds for the text, or fails after [`WAIT`].

@@ -6,6 +6,7 @@ use std::process::Stdio;
 use std::time::{Duration, Instant};
 
 use assert_cmd::Command;
+use orderly_test_support::operator::{self, WrongType};
 use predicates::prelude::*;
 
 /// Longest one worker in these tests may take to start or stop.
@@ -22,45 +23,26 @@ fn worker() -> Command {
     cmd
 }
 
+/// The mistakes every orderly CLI answers alike (orderly_test_support's
+/// table): a bad log level (flag or RUST_LOG), a missing config file, a
+/// wrong type in one.
 #[test]
-fn a_log_level_that_is_not_a_level_is_bad_usage() {
-    worker()
-        .args(["run", "--id", "w1", "--noop", "--log-level", "inof"])
-        .assert()
-        .code(2)
-        .stderr(predicate::str::contains("--log-level"))
-        .stderr(predicate::str::contains("error, warn, info, debug, trace or off"));
-    worker()
-        .args(["run", "--id", "w1", "--noop", "--fanout", "tcp://127.0.0.1:1", "--control", "tcp://127.0.0.1:1"])
-        .env("RUST_LOG", "inof")
-        .assert()
-        .code(2)
-        .stderr(predicate::str::contains("RUST_LOG=inof"));
-}
-
-#[test]
-fn a_missing_config_file_is_bad_usage_naming_the_file() {
+fn the_mistakes_every_cli_answers_alike() {
     let dir = tempfile::tempdir().expect("temp dir");
-    let missing = dir.path().join("no-such-worker.toml");
-    worker()
-        .args(["run", "--config"])
-        .arg(&missing)
-        .assert()
-        .code(2)
-        .stderr(predicate::str::contains(missing.display().to_string()));
-}
-
-#[test]
-fn a_wrong_type_in_the_config_file_names_the_file_and_the_key() {
-    let dir = tempfile::tempdir().expect("temp dir");
-    let path = dir.path().join("worker.toml");
-    std::fs::write(&path, "id = \"w1\"\nnoop = true\nconcurrency = \"four\"\n").expect("write config");
-    worker()
-        .args(["run", "--config"])
-        .arg(&path)
-        .assert()
-        .code(2)
-        .stderr(predicate::str::contains(format!("{}: key \"concurrency\": found a string \"four\"", path.display())));
+    let wrong =
+        WrongType { toml: "id = \"w1\"\nnoop = true\nconcurrency = \"four\"\n", key: "concurrency", value: "four" };
+    let mut cases = operator::shared_cases(&["run"], dir.path(), wrong);
+    cases.push(operator::bad_rust_log(&[
+        "run",
+        "--id",
+        "w1",
+        "--noop",
+        "--fanout",
+        "tcp://127.0.0.1:1",
+        "--control",
+        "tcp://127.0.0.1:1",
+    ]));
+    operator::check(worker, &cases);
 }
 
 /// The file's `exec` gives way to the command line's handler: `--sink` on

@@ -4,49 +4,21 @@
 //! only). Every wait is bounded; the broker is killed (by its pid) and the
 //! worker stopped when a test ends, passed or not.
 
-use std::io::{Read, Write};
-use std::net::{TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::Child;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Once};
+use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use orderly_producer::{Order, Outcome, Producer, ProducerConfig};
+use orderly_test_support::{broker_binary, broker_command, ep, free_port, get, workspace};
 use orderly_worker::io::{self, Config, Exit, IoError};
 use orderly_worker::serve::Serve;
 use serde_json::Value;
 
 /// Longest any one wait of these tests lasts.
 const WAIT: Duration = Duration::from_secs(30);
-
-fn workspace() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).parent().expect("worker/ is in the workspace").to_path_buf()
-}
-
-/// The broker binary of this build (target/<profile>/), built once per
-/// test process: cargo builds a package's own binaries only.
-fn broker_binary() -> PathBuf {
-    static BUILD: Once = Once::new();
-    let exe = std::env::current_exe().expect("test binary path");
-    let profile_dir = exe.parent().and_then(Path::parent).expect("target/<profile>/deps/<test>");
-    BUILD.call_once(|| {
-        let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".to_owned());
-        let mut build = Command::new(cargo);
-        build.current_dir(workspace()).args(["build", "-q", "-p", "orderly-broker", "--bin", "orderly-broker"]);
-        if profile_dir.file_name().is_some_and(|name| name == "release") {
-            build.arg("--release");
-        }
-        let status = build.status().expect("cargo runs");
-        assert!(status.success(), "cannot build orderly-broker for the serve tests");
-    });
-    profile_dir.join("orderly-broker")
-}
-
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0").expect("bind").local_addr().expect("addr").port()
-}
 
 /// A real broker on IPC endpoints in a temp dir, killed when dropped.
 struct Broker {
@@ -59,16 +31,8 @@ impl Broker {
     fn start() -> Broker {
         let dir = tempfile::tempdir().expect("temp dir");
         let admin = format!("127.0.0.1:{}", free_port());
-        let log = std::fs::File::create(dir.path().join("broker.log")).expect("broker log");
-        let child = Command::new(broker_binary())
-            .args(["run", "--data-dir"])
-            .arg(dir.path().join("data"))
-            .args(["--intake", &ep(dir.path(), "intake"), "--fanout", &ep(dir.path(), "fanout")])
-            .args(["--control", &ep(dir.path(), "control"), "--admin", &admin])
-            .args(["--heartbeat-interval-ms", "200", "--fsync", "never", "--retry-delay-initial-ms", "100"])
-            .env_remove("ORDERLY_BROKER_ADMIN_TOKEN")
-            .stdout(Stdio::null())
-            .stderr(log)
+        let child = broker_command(&broker_binary(), dir.path())
+            .args(["--admin", &admin, "--fsync", "never", "--retry-delay-initial-ms", "100"])
             .spawn()
             .expect("start the broker");
         let broker = Broker { child, dir, admin };
@@ -86,13 +50,8 @@ impl Broker {
 
     /// `GET /status` as JSON, if the broker answers.
     fn status(&self) -> Option<Value> {
-        let mut stream = TcpStream::connect(&self.admin).ok()?;
-        stream.set_read_timeout(Some(Duration::from_secs(5))).ok()?;
-        write!(stream, "GET /status HTTP/1.1\r\nHost: {}\r\nConnection: close\r\n\r\n", self.admin).ok()?;
-        let mut response = String::new();
-        stream.read_to_string(&mut response).ok()?;
-        let (head, body) = response.split_once("\r\n\r\n")?;
-        head.starts_with("HTTP/1.1 200").then(|| serde_json::from_str(body).ok())?
+        let (status, body) = get(&self.admin, "/status");
+        (status == 200).then(|| serde_json::from_str(&body).ok())?
     }
 
     fn counter(&self, pointer: &str) -> u64 {
@@ -131,10 +90,6 @@ impl Drop for Broker {
         let _ = self.child.kill(); // our own child, by pid
         let _ = self.child.wait();
     }
-}
-
-fn ep(dir: &Path, name: &str) -> String {
-    format!("ipc://{}", dir.join(name).display())
 }
 
 /// The worker's io loop in a thread, stopped when dropped.

@@ -6,10 +6,14 @@
 #![allow(dead_code)]
 
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::Child;
 use std::time::{Duration, Instant};
 
 use orderly_security::keys::{encode, write_pair, KeyPair};
+use orderly_test_support::broker_command;
+// Each test file is its own crate and uses a part of these.
+#[allow(unused_imports)]
+pub use orderly_test_support::{ep, free_port};
 
 pub const BROKER: &str = env!("CARGO_BIN_EXE_orderly-broker");
 /// How long a broker may take to start answering its admin endpoint.
@@ -33,23 +37,14 @@ impl Drop for Broker {
     }
 }
 
-/// The ipc endpoint `name` inside `dir`.
-pub fn ep(dir: &Path, name: &str) -> String {
-    format!("ipc://{}", dir.join(name).display())
-}
-
-/// A TCP port free on loopback now.
-pub fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
-}
-
 /// One line of an authorized-keys file.
 pub fn authorized_line(key: &KeyPair, role: &str, id: &str) -> String {
     format!("{} {role} {id}\n", encode(&key.public))
 }
 
 /// A broker without CURVE: heartbeats every 200 ms, `extra` flags last.
-/// Returns once its admin endpoint answers. `SHOW_BROKER=1` shows its log.
+/// Returns once its admin endpoint answers. Its log is `dir/broker.log`
+/// (`SHOW_BROKER=1`: the terminal).
 pub fn start_broker(dir: &Path, extra: &[&str]) -> Broker {
     spawn(dir, &[], extra, [0; 32])
 }
@@ -57,7 +52,7 @@ pub fn start_broker(dir: &Path, extra: &[&str]) -> Broker {
 /// A broker with CURVE on: secret key `server`, admitting the lines of
 /// `authorized`, heartbeats every 200 ms, `extra` flags last. Returns once
 /// its admin endpoint answers (after recovery, with every socket bound).
-/// `SHOW_BROKER=1` shows its log.
+/// Its log is `dir/broker.log` (`SHOW_BROKER=1`: the terminal).
 pub fn start_curve_broker(dir: &Path, server: &KeyPair, authorized: &str, extra: &[&str]) -> Broker {
     let (secret, _) = write_pair(server, &dir.join("broker")).unwrap();
     std::fs::write(dir.join("authorized"), authorized).unwrap();
@@ -70,18 +65,8 @@ pub fn start_curve_broker(dir: &Path, server: &KeyPair, authorized: &str, extra:
 /// and waits for its admin endpoint.
 fn spawn(dir: &Path, flags: &[&str], extra: &[&str], public: [u8; 32]) -> Broker {
     let admin = format!("127.0.0.1:{}", free_port());
-    let child = Command::new(BROKER)
-        .args(["run", "--data-dir"])
-        .arg(dir.join("data"))
-        .args(["--intake", &ep(dir, "intake"), "--fanout", &ep(dir, "fanout"), "--control", &ep(dir, "control")])
-        .args(["--admin", &admin, "--heartbeat-interval-ms", "200"])
-        .args(flags)
-        .args(extra)
-        .env_remove("ORDERLY_BROKER_ADMIN_TOKEN")
-        .stdout(Stdio::null())
-        .stderr(if std::env::var_os("SHOW_BROKER").is_some() { Stdio::inherit() } else { Stdio::null() })
-        .spawn()
-        .unwrap();
+    let child =
+        broker_command(Path::new(BROKER), dir).args(["--admin", &admin]).args(flags).args(extra).spawn().unwrap();
     // Built before the wait, so a broker that never answers is killed on drop.
     let broker = Broker { child, dir: dir.to_path_buf(), admin, public };
     wait_started(&broker);
