@@ -15,9 +15,9 @@ use std::fs::OpenOptions;
 use std::io::{Read, Write};
 use std::net::{TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Child, Command, ExitStatus, Stdio};
 use std::sync::{Mutex, PoisonError};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 pub use promtool::{promtool, promtool_check, PROMTOOL_WAIT};
 
@@ -71,6 +71,21 @@ pub fn ep(dir: &Path, name: &str) -> String {
 /// dropped, whether the test passed or not.
 #[derive(Debug)]
 pub struct Running(pub Child);
+
+impl Running {
+    /// Waits for the child to exit, at most `within`; past it, panics with
+    /// `what` (the child is then killed on drop).
+    pub fn exit_within(&mut self, within: Duration, what: &str) -> ExitStatus {
+        let deadline = Instant::now() + within;
+        loop {
+            if let Some(status) = self.0.try_wait().expect("wait for the child") {
+                return status;
+            }
+            assert!(Instant::now() < deadline, "{what}: still running after {within:?}");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+}
 
 impl Drop for Running {
     fn drop(&mut self) {

@@ -4,7 +4,7 @@
 use std::io::{Read, Write};
 use std::path::Path;
 use std::process::{Command, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use crate::Running;
 
@@ -41,14 +41,7 @@ pub fn promtool(args: &[&str], input: Option<&str>, dir: &Path) -> (bool, String
         stdin.write_all(input.as_bytes()).expect("write to promtool");
     }
     drop(stdin);
-    let deadline = Instant::now() + PROMTOOL_WAIT;
-    let status = loop {
-        if let Some(status) = child.0.try_wait().expect("wait for promtool") {
-            break status;
-        }
-        assert!(Instant::now() < deadline, "promtool {args:?} took more than {PROMTOOL_WAIT:?}");
-        std::thread::sleep(Duration::from_millis(20));
-    };
+    let status = child.exit_within(PROMTOOL_WAIT, &format!("promtool {args:?}"));
     let mut said = String::new();
     let _ = child.0.stdout.take().expect("stdout").read_to_string(&mut said);
     let _ = child.0.stderr.take().expect("stderr").read_to_string(&mut said);

@@ -132,16 +132,8 @@ fn a_bad_or_taken_metrics_address_is_named() {
     let held = TcpListener::bind("127.0.0.1:0").expect("bind");
     let addr = held.local_addr().expect("addr").to_string();
     let mut command = worker_command(dir.path(), &["--metrics", &addr]);
-    let child = Running(command.stderr(Stdio::piped()).spawn().expect("worker"));
-    let deadline = Instant::now() + WAIT;
-    let mut child = child;
-    let status = loop {
-        if let Some(status) = child.0.try_wait().expect("wait") {
-            break status;
-        }
-        assert!(Instant::now() < deadline, "a worker whose metrics port is taken kept running");
-        std::thread::sleep(Duration::from_millis(20));
-    };
+    let mut child = Running(command.stderr(Stdio::piped()).spawn().expect("worker"));
+    let status = child.exit_within(WAIT, "a worker whose metrics port is taken");
     let mut stderr = String::new();
     child.0.stderr.take().expect("stderr").read_to_string(&mut stderr).expect("read");
     assert_eq!(status.code(), Some(1), "{stderr}");
