@@ -125,6 +125,23 @@ fn retention_moves_or_deletes_confirmed_rows_and_keeps_rejected_ones(url: &str, 
         Some((passed, said)) => assert!(passed, "promtool check metrics: {said}\n{after}"),
         None => eprintln!("promtool not installed: the scrape's format was not checked"),
     }
+    let unserved = alerted_relay_names().into_iter().filter(|name| sample(&after, name).is_none()).collect::<Vec<_>>();
+    assert!(unserved.is_empty(), "deploy/prometheus-alerts.yml alerts on names the relay does not serve: {unserved:?}");
+}
+
+/// Every `orderly_relay_*` name deploy/prometheus-alerts.yml uses: a renamed
+/// family fails here, not the pager.
+fn alerted_relay_names() -> Vec<String> {
+    let path = concat!(env!("CARGO_MANIFEST_DIR"), "/../deploy/prometheus-alerts.yml");
+    let text = std::fs::read_to_string(path).unwrap_or_else(|e| panic!("{path}: {e}"));
+    let mut names: Vec<String> = text
+        .match_indices("orderly_relay_")
+        .map(|(at, _)| text[at..].chars().take_while(|c| c.is_ascii_lowercase() || *c == '_').collect())
+        .collect();
+    names.sort();
+    names.dedup();
+    assert!(!names.is_empty(), "no orderly_relay_ name in {path}");
+    names
 }
 
 /// A relay whose rows wait on a stopped broker for three leases renews its
