@@ -48,9 +48,9 @@
 # orders/s end to end = all orders acknowledged (broker's count) divided by
 # the time from the first producer start to the last POSACK the broker
 # recorded (its /status `last_ack_unix_ms`, since 0.5; one process polls
-# /status every 0.5 s to see the total reached); it includes the producers' start (connecting and,
-# in a group, learning the leader from the members' heartbeats), which
-# weighs on short runs. producer orders/s leaves that out: the sum of the
+# /status every 0.5 s to see the total reached); it includes the
+# producers' start (connecting and, in a group, learning the leader from
+# the members' heartbeats), which weighs on short runs. producer orders/s leaves that out: the sum of the
 # producers' own rates, from their session being up to their last
 # confirm. Confirm latency percentiles are the producers'
 # (Finish sent → Confirm received), from the first producer: at full load,
@@ -335,7 +335,7 @@ for framing in $FRAMINGS; do
     for run in $(seq 1 "$RUNS"); do
         for setup in $SETUPS; do
             for curve in $CURVES; do
-                name="$results/$setup-$curve-$framing-$run"
+                name="$results/${setup}_${curve}_${framing}_$run"
                 one_run "$setup" "$ORDERS" 0 "$name.full.json" "$framing" "$curve" || lost=1
                 if [ "$PACED" -eq 1 ]; then
                     one_run "$setup" "$RATE_ORDERS" "$RATE" "$name.fixed.json" "$framing" "$curve" || lost=1
@@ -354,7 +354,7 @@ import glob, json, os, statistics, sys
 results, group, runs, rate = sys.argv[1], sys.argv[2], int(sys.argv[3]), sys.argv[4]
 figures = {}
 for path in glob.glob(os.path.join(results, "*.full.json")):
-    setup, curve, framing, _ = os.path.basename(path)[: -len(".full.json")].split("-")
+    setup, curve, framing, _ = os.path.basename(path)[: -len(".full.json")].split("_")
     full = json.load(open(path))
     fixed_path = path.replace(".full.json", ".fixed.json")
     p99 = None
@@ -371,7 +371,8 @@ label = lambda setup, curve: ("single broker" if setup == "single" else f"group 
     ", CURVE" if curve == "on" else "")
 median = lambda values: statistics.median(values) if values else None
 print(f"\nmedians of {runs} run(s): orders/s end to end; confirm p99 ms at {rate}/s")
-for (setup, curve, framing), entry in sorted(figures.items()):
+order = lambda key: (key[2] != "per-item", key[0] != "single", key[1] != "off")
+for (setup, curve, framing), entry in sorted(figures.items(), key=lambda kv: order(kv[0])):
     p99 = median(entry["p99"])
     print(f"  {label(setup, curve)}, {framing}: {median(entry['rate']):,.0f} orders/s"
           + ("" if p99 is None else f"; p99 {p99:.3f} ms"))
