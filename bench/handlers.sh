@@ -102,6 +102,8 @@ one_run() {
     "$BIN/orderly-producer" bench --id bench-p --intake "$intake" --fanout "$fanout" --orders "$orders" \
         --items "$ITEMS" --item-bytes "$ITEM_BYTES" --timeout 60 "${FRAMING_FLAG[@]}" >"$work/producer.out" 2>&1 &
     RUN_PIDS+=("$!")
+    # Nothing of the harness runs beside the producer (run.sh says why).
+    wait "$!" || true
     await_acked "$work/acked.json" "$orders" "$admin" || true
     local acked t1
     acked=$(python3 -c 'import json, sys; print(json.load(open(sys.argv[1]))["value"])' "$work/acked.json")

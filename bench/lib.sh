@@ -8,9 +8,10 @@ port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); 
 # at the serving broker among ADMIN (a group's leader), or AWAIT_TIMEOUT_S
 # pass; writes bench/await_status.py's JSON to OUT (the count and the
 # broker's last-ack Unix ms); fails if the total was not reached. One python3
-# process polls every AWAIT_POLL_S: a process start and two greps every
-# 50 ms (as before 0.5) took up to a fifth of a core on two cores, and the
-# run's end is the broker's own last-ack time, not when a poll saw it.
+# process polls every AWAIT_POLL_S, called once the producers have exited:
+# an `orderly-broker status` process and two greps every 50 ms during the
+# run (as before 0.5) took up to a fifth of a core on two cores; the run's
+# end is the broker's own last-ack time, not when a poll saw it.
 AWAIT_POLL_S=0.5 AWAIT_TIMEOUT_S=600
 BENCH_DIR="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 await_acked() {

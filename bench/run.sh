@@ -47,8 +47,9 @@
 #
 # orders/s end to end = all orders acknowledged (broker's count) divided by
 # the time from the first producer start to the last POSACK the broker
-# recorded (its /status `last_ack_unix_ms`, since 0.5; one process polls
-# /status every 0.5 s to see the total reached); it includes the
+# recorded (its /status `last_ack_unix_ms`, since 0.5, read once the
+# producers have exited: nothing of the harness runs during a run); it
+# includes the
 # producers' start (connecting and, in a group, learning the leader from
 # the members' heartbeats), which weighs on short runs. producer orders/s leaves that out: the sum of the
 # producers' own rates, from their session being up to their last
@@ -233,10 +234,13 @@ one_run() {
             "${producer_curve[@]}" >"$work/producer$p.out" 2>&1 &
         RUN_PIDS+=("$!")
     done
-    # The leader first (a group's may change mid-run: it should not here,
-    # and the poller follows it).
-    await_acked "$work/acked.json" "$total" "$admin" "${admins[@]}" || true
+    # Nothing of the harness runs while the producers do (they exit once
+    # all their orders are answered, or after --timeout): the acks that
+    # trail their last confirm are awaited after, and the run's end is the
+    # broker's last-ack time. The leader first (a group's may change
+    # mid-run: it should not here, and the poller follows it).
     wait "${RUN_PIDS[@]:$((nbrokers + WORKERS))}" || true
+    await_acked "$work/acked.json" "$total" "$admin" "${admins[@]}" || true
     admin=$(python3 -c 'import json, sys; print(json.load(open(sys.argv[1]))["admin"] or "")' "$work/acked.json")
     [ -n "$admin" ] || admin=$(leader_of "${admins[@]}")
     local status rss cpu_ticks=0 hz leader_pid=${brokers[0]} raft_bytes=0 i
