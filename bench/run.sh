@@ -353,9 +353,9 @@ for framing in $FRAMINGS; do
 done
 # The medians, and the ratios the targets are about (group / single broker:
 # ≥ 0.5 packed; CURVE / plaintext: ≥ 0.8), each beside its two figures.
-python3 - "$results" "$GROUP" "$RUNS" "$RATE_LABEL" <<'PY'
+python3 - "$results" "$GROUP" "$RUNS" "$RATE_LABEL" "$PACED" <<'PY'
 import glob, json, os, statistics, sys
-results, group, runs, rate = sys.argv[1], sys.argv[2], int(sys.argv[3]), sys.argv[4]
+results, group, runs, rate, paced = sys.argv[1], sys.argv[2], int(sys.argv[3]), sys.argv[4], sys.argv[5] == "1"
 figures = {}
 for path in glob.glob(os.path.join(results, "*.full.json")):
     setup, curve, framing, _ = os.path.basename(path)[: -len(".full.json")].split("_")
@@ -374,7 +374,7 @@ for path in glob.glob(os.path.join(results, "*.full.json")):
 label = lambda setup, curve: ("single broker" if setup == "single" else f"group of {group}") + (
     ", CURVE" if curve == "on" else "")
 median = lambda values: statistics.median(values) if values else None
-print(f"\nmedians of {runs} run(s): orders/s end to end; confirm p99 ms at {rate}/s")
+print(f"\nmedians of {runs} run(s): orders/s end to end" + (f"; confirm p99 ms at {rate}/s" if paced else ""))
 order = lambda key: (key[2] != "per-item", key[0] != "single", key[1] != "off")
 for (setup, curve, framing), entry in sorted(figures.items(), key=lambda kv: order(kv[0])):
     p99 = median(entry["p99"])
