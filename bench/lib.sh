@@ -1,15 +1,33 @@
 # Shared by the benchmark scripts (sourced, with BIN set to the binaries'
-# directory): free ports, the broker's acked count, and stopping a run's
-# processes.
+# directory): free ports, waiting for the broker's acked count, and
+# stopping a run's processes.
 
 port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
 
-# acked_of ADMIN: the orders_acked counter of the broker at ADMIN (nothing
-# if it does not answer). A small binary and a grep, not a Python start: on
-# two cores a heavier poll would itself slow the run.
-acked_of() {
-    "$BIN/orderly-broker" status --admin "$1" --json 2>/dev/null | grep -o '"orders_acked": [0-9]*' |
-        grep -o '[0-9]*$' || true
+# await_acked OUT TOTAL ADMIN...: waits until TOTAL orders are acknowledged
+# at the serving broker among ADMIN (a group's leader), or AWAIT_TIMEOUT_S
+# pass; writes bench/await_status.py's JSON to OUT (the count and the
+# broker's last-ack Unix ms); fails if the total was not reached. One python3
+# process polls every AWAIT_POLL_S, called once the producers have exited:
+# an `orderly-broker status` process and two greps every 50 ms during the
+# run (as before 0.5) took up to a fifth of a core on two cores; the run's
+# end is the broker's own last-ack time, not when a poll saw it.
+AWAIT_POLL_S=0.5 AWAIT_TIMEOUT_S=600
+BENCH_DIR="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
+await_acked() {
+    local out=$1 total=$2
+    shift 2
+    python3 "$BENCH_DIR/await_status.py" --counter orders_acked --at-least "$total" --interval "$AWAIT_POLL_S" \
+        --timeout "$AWAIT_TIMEOUT_S" "$@" >"$out"
+}
+
+# ended_at AWAITED: the Unix time (s) a run ended by await_acked's JSON: the
+# broker's last ack, or when the poll saw the total (a broker older than 0.5
+# does not say when it last acked).
+ended_at() {
+    python3 -c 'import json, sys
+v = json.load(open(sys.argv[1]))
+print((v["last_ack_unix_ms"] or v["seen_unix_ms"]) / 1000)' "$1"
 }
 
 # The current run's processes and directory, stopped and removed when the

@@ -7,7 +7,7 @@
 #   bench/run.sh [--orders N] [--items K] [--item-bytes S] [--workers W]
 #                [--producers P] [--fsync always|interval:MS|never] [--runs R]
 #                [--rate L] [--rate-orders M] [--framing both|per-item|packed]
-#                [--concurrency C] [--group 1|3|5]
+#                [--concurrency C] [--group 1|3|5] [--curve off|on|both]
 #
 # ORDERLY_BIN_DIR=DIR: use the binaries in DIR instead of building a
 # release (the test command's smoke run; debug figures mean nothing).
@@ -19,6 +19,17 @@
 # file (`--group FILE`) and follow the leader; the acked count is polled from
 # the leader's admin endpoint. A group fsyncs every entry, so --fsync must be
 # `always`. 1 (the default): the single broker only.
+#
+# --curve: `on` (or a bare `--curve`) runs every process with CURVE (keys
+# made by the binaries' own `keygen`, an authorized_keys naming the
+# producers, workers and, in a group, the members: docs/SECURITY.md);
+# `both` runs each setup plaintext and then with CURVE, so the two come in
+# interleaved pairs; `off` (the default): plaintext only. The table's first
+# column says which.
+#
+# After the table: the median of each setup's runs and the ratios the
+# issue's targets are about — group / single broker (with --group), CURVE /
+# plaintext (with --curve both) — per framing.
 #
 # --concurrency: each noop worker's concurrency, i.e. its credits (default
 # 1024, the most a worker may advertise): the orders in flight per worker.
@@ -36,10 +47,11 @@
 #
 # orders/s end to end = all orders acknowledged (broker's count) divided by
 # the time from the first producer start to the last POSACK the broker
-# recorded (polled every 50 ms through the admin endpoint, so it is a
-# slight underestimate); it includes the producers' start (connecting and,
-# in a group, learning the leader from the members' heartbeats), which
-# weighs on short runs. producer orders/s leaves that out: the sum of the
+# recorded (its /status `last_ack_unix_ms`, since 0.5, read once the
+# producers have exited: nothing of the harness runs during a run); it
+# includes the
+# producers' start (connecting and, in a group, learning the leader from
+# the members' heartbeats), which weighs on short runs. producer orders/s leaves that out: the sum of the
 # producers' own rates, from their session being up to their last
 # confirm. Confirm latency percentiles are the producers'
 # (Finish sent → Confirm received), from the first producer: at full load,
@@ -51,9 +63,12 @@
 set -euo pipefail
 ROOT="$(cd "$(dirname "$0")/.." && pwd)"
 ORDERS=100000 ITEMS=10 ITEM_BYTES=100 WORKERS=1 PRODUCERS=1 FSYNC=always RUNS=1 RATE=1000 RATE_ORDERS=10000
-FRAMING=both CONCURRENCY=1024 GROUP=1
+FRAMING=both CONCURRENCY=1024 GROUP=1 CURVE=off
 while [ $# -gt 0 ]; do
     case "$1" in
+        --curve)
+            # A bare --curve means on.
+            case "${2:-}" in off|on|both) CURVE=$2 ;; *) CURVE=on; shift; continue ;; esac ;;
         --orders) ORDERS=$2 ;;
         --items) ITEMS=$2 ;;
         --item-bytes) ITEM_BYTES=$2 ;;
@@ -81,6 +96,12 @@ case "$GROUP" in
     3|5) SETUPS="single group" ;;
     *) echo "bench: --group is 1, 3 or 5 (the sizes a group file accepts), not $GROUP" >&2; exit 2 ;;
 esac
+case "$CURVE" in
+    off) CURVES="off" ;;
+    on) CURVES="on" ;;
+    both) CURVES="off on" ;;
+    *) echo "bench: --curve is off, on or both, not $CURVE" >&2; exit 2 ;;
+esac
 if [ "$GROUP" != 1 ] && [ "$FSYNC" != always ]; then
     echo "bench: --group $GROUP needs --fsync always (a group member fsyncs every entry)" >&2
     exit 2
@@ -103,6 +124,30 @@ fi
 # A group elects a leader in a few seconds (docs/REPLICATION.md); far longer
 # is a broken run.
 LEADER_WAIT_S=30
+KEYS=
+
+# make_keys DIR: CURVE key pairs made by the binaries' own keygen: the
+# single broker's (broker), each group member's (broker-N), each worker's
+# and producer's (by id); DIR/authorized_keys names the clients, and
+# DIR/group_authorized_keys the members too (`broker N` lines).
+make_keys() {
+    local k=$1 id
+    mkdir -m 700 "$k"
+    "$BIN/orderly-broker" keygen --out "$k/broker" >/dev/null
+    for id in $(seq 1 "$WORKERS"); do
+        "$BIN/orderly-worker" keygen --out "$k/bench-w$id" >/dev/null
+        echo "$(cat "$k/bench-w$id.pub") worker bench-w$id"
+    done >"$k/authorized_keys"
+    for id in $(seq 1 "$PRODUCERS"); do
+        "$BIN/orderly-producer" keygen --out "$k/bench-p$id" >/dev/null
+        echo "$(cat "$k/bench-p$id.pub") producer bench-p$id"
+    done >>"$k/authorized_keys"
+    cp "$k/authorized_keys" "$k/group_authorized_keys"
+    [ "$GROUP" = 1 ] || for id in $(seq 1 "$GROUP"); do
+        "$BIN/orderly-broker" keygen --out "$k/broker-$id" >/dev/null
+        echo "$(cat "$k/broker-$id.pub") broker $id"
+    done >>"$k/group_authorized_keys"
+}
 
 # leader_of ADMIN...: the admin address of the member serving as leader
 # (role `leader` in its /status), or nothing.
@@ -116,14 +161,18 @@ leader_of() {
     done
 }
 
-# one_run SETUP ORDERS RATE OUT FRAMING: one run on SETUP (single: one
-# broker; group: GROUP members), every producer sending ORDERS orders (at
-# RATE/PRODUCERS orders/s each if RATE is above 0) with FRAMING; writes its
-# figures as JSON to OUT. Fails if an order was lost.
+# one_run SETUP ORDERS RATE OUT FRAMING CURVE: one run on SETUP (single:
+# one broker; group: GROUP members), every producer sending ORDERS orders
+# (at RATE/PRODUCERS orders/s each if RATE is above 0) with FRAMING, with
+# CURVE on or off; writes its figures as JSON to OUT. Fails if an order was
+# lost.
 one_run() {
-    local setup=$1 orders=$2 rate=$3 out=$4 framing=$5 per_producer framing_flag=()
+    local setup=$1 orders=$2 rate=$3 out=$4 framing=$5 curve=$6 per_producer framing_flag=()
     [ "$framing" = packed ] || framing_flag=(--one-frame-per-item)
-    local brokers=() admins=() admin id producer_flags worker_flags
+    local brokers=() admins=() admin id producer_flags worker_flags broker_curve=() key_line=""
+    if [ "$curve" = on ]; then
+        broker_curve=(--curve-secret-key "$KEYS/broker.key" --authorized-keys "$KEYS/authorized_keys")
+    fi
     per_producer=$(python3 -c 'import sys; print(float(sys.argv[1]) / int(sys.argv[2]))' "$rate" "$PRODUCERS")
     RUN_PIDS=()
     RUN_WORK="$(mktemp -d "${TMPDIR:-/tmp}/orderly-bench.XXXXXX")"
@@ -134,22 +183,27 @@ one_run() {
         admin="127.0.0.1:$(port)"
         admins=("$admin")
         "$BIN/orderly-broker" run --data-dir "$work/data" --fsync "$FSYNC" --intake "$intake" --fanout "$fanout" \
-            --control "$control" --admin "$admin" --log-level warn 2>"$work/broker.log" &
+            --control "$control" --admin "$admin" --log-level warn "${broker_curve[@]}" 2>"$work/broker.log" &
         RUN_PIDS+=("$!") brokers+=("$!")
         until "$BIN/orderly-broker" status --admin "$admin" --json >/dev/null 2>&1; do sleep 0.05; done
         producer_flags=(--intake "$intake" --fanout "$fanout") worker_flags=(--fanout "$fanout" --control "$control")
+        [ "$curve" = off ] || producer_flags+=(--broker-public-key "$KEYS/broker.pub")
+        [ "$curve" = off ] || worker_flags+=(--broker-public-key "$KEYS/broker.pub")
     else
         local file="$work/group.toml"
         for id in $(seq 1 "$GROUP"); do
             admins+=("127.0.0.1:$(port)")
             printf '[[member]]\nid = %s\nintake = "tcp://127.0.0.1:%s"\nfanout = "tcp://127.0.0.1:%s"\n' \
                 "$id" "$(port)" "$(port)" >>"$file"
-            printf 'control = "tcp://127.0.0.1:%s"\npeer = "tcp://127.0.0.1:%s"\nadmin = "%s"\n' \
-                "$(port)" "$(port)" "${admins[$((id - 1))]}" >>"$file"
+            [ "$curve" = off ] || key_line="public_key = \"$KEYS/broker-$id.pub\""
+            printf 'control = "tcp://127.0.0.1:%s"\npeer = "tcp://127.0.0.1:%s"\nadmin = "%s"\n%s\n' \
+                "$(port)" "$(port)" "${admins[$((id - 1))]}" "$key_line" >>"$file"
         done
         for id in $(seq 1 "$GROUP"); do
+            [ "$curve" = off ] || broker_curve=(--curve-secret-key "$KEYS/broker-$id.key"
+                --authorized-keys "$KEYS/group_authorized_keys")
             "$BIN/orderly-broker" run --group "$file" --node-id "$id" --data-dir "$work/data$id" --log-level warn \
-                2>"$work/broker$id.log" &
+                "${broker_curve[@]}" 2>"$work/broker$id.log" &
             RUN_PIDS+=("$!") brokers+=("$!")
         done
         local leader_deadline=$((SECONDS + LEADER_WAIT_S))
@@ -163,34 +217,31 @@ one_run() {
     fi
     local nbrokers=${#brokers[@]}
     for w in $(seq 1 "$WORKERS"); do
+        local worker_curve=()
+        [ "$curve" = off ] || worker_curve=(--curve-secret-key "$KEYS/bench-w$w.key")
         "$BIN/orderly-worker" run --id "bench-w$w" "${worker_flags[@]}" --concurrency "$CONCURRENCY" \
-            --noop --log-level warn 2>"$work/worker$w.log" &
+            --noop --log-level warn "${worker_curve[@]}" 2>"$work/worker$w.log" &
         RUN_PIDS+=("$!")
     done
     sleep 1.5 # workers welcomed
-    local total=$((orders * PRODUCERS)) t0 t1 acked
+    local total=$((orders * PRODUCERS)) t0
     t0=$(date +%s.%N)
-    local deadline=$((SECONDS + 600))
     for p in $(seq 1 "$PRODUCERS"); do
+        local producer_curve=()
+        [ "$curve" = off ] || producer_curve=(--curve-secret-key "$KEYS/bench-p$p.key")
         "$BIN/orderly-producer" bench --id "bench-p$p" "${producer_flags[@]}" --orders "$orders" \
             --items "$ITEMS" --item-bytes "$ITEM_BYTES" --rate "$per_producer" --timeout 60 "${framing_flag[@]}" \
-            >"$work/producer$p.out" 2>&1 &
+            "${producer_curve[@]}" >"$work/producer$p.out" 2>&1 &
         RUN_PIDS+=("$!")
     done
-    # A fixed-load run is timed by its producers, so it polls only every
-    # half second.
-    local poll_s=0.05
-    [ "$rate" = 0 ] || poll_s=0.5
-    while :; do
-        acked=$(acked_of "$admin")
-        # A group's leader may change mid-run (it should not here): follow it.
-        if [ -z "$acked" ] && [ "$setup" = group ]; then admin=$(leader_of "${admins[@]}"); fi
-        [ "${acked:-0}" -ge "$total" ] && break
-        [ "$SECONDS" -lt "$deadline" ] || break
-        sleep "$poll_s"
-    done
-    t1=$(date +%s.%N)
+    # Nothing of the harness runs while the producers do (they exit once
+    # all their orders are answered, or after --timeout): the acks that
+    # trail their last confirm are awaited after, and the run's end is the
+    # broker's last-ack time. The leader first (a group's may change
+    # mid-run: it should not here, and the poller follows it).
     wait "${RUN_PIDS[@]:$((nbrokers + WORKERS))}" || true
+    await_acked "$work/acked.json" "$total" "$admin" "${admins[@]}" || true
+    admin=$(python3 -c 'import json, sys; print(json.load(open(sys.argv[1]))["admin"] or "")' "$work/acked.json")
     [ -n "$admin" ] || admin=$(leader_of "${admins[@]}")
     local status rss cpu_ticks=0 hz leader_pid=${brokers[0]} raft_bytes=0 i
     status=$("$BIN/orderly-broker" status --admin "$admin" --json)
@@ -209,12 +260,17 @@ one_run() {
     rss=$(awk '/VmHWM/ {print $2}' "/proc/$leader_pid/status")
     hz=$(getconf CLK_TCK)
     for i in "${brokers[@]}"; do cpu_ticks=$((cpu_ticks + $(awk '{print $14 + $15}' "/proc/$i/stat"))); done
-    python3 - "$status" "$t0" "$t1" "$total" "$rss" "$cpu_ticks" "$hz" "$raft_bytes" "$work"/producer*.out >"$out" <<'PY'
+    python3 - "$status" "$t0" "$work/acked.json" "$total" "$rss" "$cpu_ticks" "$hz" "$raft_bytes" \
+        "$work"/producer*.out >"$out" <<'PY'
 import json, re, sys
-status, t0, t1, total, rss, ticks, hz, raft_bytes = sys.argv[1:9]
+status, t0, awaited, total, rss, ticks, hz, raft_bytes = sys.argv[1:9]
 outs = [open(path).read() for path in sys.argv[9:]]
 v = json.loads(status)
 acked = v["counters"]["orders_acked"]
+# The end: the broker's last ack (a broker older than 0.5 does not say:
+# when the poll saw the total).
+seen = json.load(open(awaited))
+t1 = (v.get("last_ack_unix_ms") or seen["seen_unix_ms"]) / 1000
 lat = re.search(r"p50 ([\d.]+) p99 ([\d.]+) p999 ([\d.]+)", outs[0])
 # Each producer's own rate, from its session being up (connected; in a
 # group, the leader found) to its last confirm.
@@ -230,17 +286,17 @@ sys.exit(0 if acked >= int(total) else 1)
 PY
 }
 
-# row SETUP FRAMING FULL [FIXED]: the table row of a full-load run's figures
-# (and of the fixed-load run's confirm latency).
+# row SETUP CURVE FRAMING FULL [FIXED]: the table row of a full-load run's
+# figures (and of the fixed-load run's confirm latency).
 row() {
     python3 - "$ITEMS" "$GROUP" "$@" <<'PY'
 import json, sys
-items, group, setup, framing = int(sys.argv[1]), sys.argv[2], sys.argv[3], sys.argv[4]
-full = json.load(open(sys.argv[5]))
-fixed = json.load(open(sys.argv[6])) if len(sys.argv) > 6 else None
+items, group, setup, curve, framing = int(sys.argv[1]), sys.argv[2], sys.argv[3], sys.argv[4], sys.argv[5]
+full = json.load(open(sys.argv[6]))
+fixed = json.load(open(sys.argv[7])) if len(sys.argv) > 7 else None
 acked, elapsed = full["acked"], full["elapsed"]
 cells = [
-    "single broker" if setup == "single" else f"group of {group}",
+    ("single broker" if setup == "single" else f"group of {group}") + (", CURVE" if curve == "on" else ""),
     framing, f"{acked}/{full['total']}", f"{acked / elapsed:,.0f}",
     "-" if full["producer_rate"] is None else f"{full['producer_rate']:,.0f}", f"{acked * items / elapsed:,.0f}",
     " / ".join(full["latency"]), f"{full['rss_kib'] / 1024:.0f} MiB",
@@ -259,6 +315,10 @@ PY
 RATE_LABEL=$(python3 -c 'import sys; print(f"{float(sys.argv[1]):,g}")' "$RATE")
 echo "orderly bench: $ORDERS orders × $PRODUCERS producers, $ITEMS items × $ITEM_BYTES B, $WORKERS noop workers, fsync $FSYNC"
 [ "$GROUP" = 1 ] || echo "a single broker, then a group of $GROUP brokers on this machine (loopback), same workload"
+case "$CURVE" in
+    on) echo "CURVE on (every producer, worker and broker)" ;;
+    both) echo "each setup plaintext, then with CURVE (every producer, worker and broker)" ;;
+esac
 [ "$PACED" -eq 0 ] || echo "fixed load: $RATE_ORDERS orders × $PRODUCERS producers at $RATE_LABEL orders/s in all"
 echo
 header="| brokers | framing | acked | orders/s | producer orders/s | items/s | confirm ms p50 / p99 / p999 | broker peak RSS"
@@ -270,19 +330,65 @@ echo "$rule"
 results="$(mktemp -d "${TMPDIR:-/tmp}/orderly-bench-results.XXXXXX")"
 trap 'stop_run; rm -rf "$results"' EXIT
 trap 'exit 130' INT TERM
+if [ "$CURVE" != off ]; then
+    KEYS="$results/keys"
+    make_keys "$KEYS"
+fi
 lost=0
 for framing in $FRAMINGS; do
-    for _ in $(seq 1 "$RUNS"); do
+    for run in $(seq 1 "$RUNS"); do
         for setup in $SETUPS; do
-            rm -f "$results"/*.json
-            one_run "$setup" "$ORDERS" 0 "$results/full.json" "$framing" || lost=1
-            if [ "$PACED" -eq 1 ]; then
-                one_run "$setup" "$RATE_ORDERS" "$RATE" "$results/fixed.json" "$framing" || lost=1
-                row "$setup" "$framing" "$results/full.json" "$results/fixed.json"
-            else
-                row "$setup" "$framing" "$results/full.json"
-            fi
+            for curve in $CURVES; do
+                name="$results/${setup}_${curve}_${framing}_$run"
+                one_run "$setup" "$ORDERS" 0 "$name.full.json" "$framing" "$curve" || lost=1
+                if [ "$PACED" -eq 1 ]; then
+                    one_run "$setup" "$RATE_ORDERS" "$RATE" "$name.fixed.json" "$framing" "$curve" || lost=1
+                    row "$setup" "$curve" "$framing" "$name.full.json" "$name.fixed.json"
+                else
+                    row "$setup" "$curve" "$framing" "$name.full.json"
+                fi
+            done
         done
     done
 done
+# The medians, and the ratios the targets are about (group / single broker:
+# ≥ 0.5 packed; CURVE / plaintext: ≥ 0.8), each beside its two figures.
+python3 - "$results" "$GROUP" "$RUNS" "$RATE_LABEL" "$PACED" <<'PY'
+import glob, json, os, statistics, sys
+results, group, runs, rate, paced = sys.argv[1], sys.argv[2], int(sys.argv[3]), sys.argv[4], sys.argv[5] == "1"
+figures = {}
+for path in glob.glob(os.path.join(results, "*.full.json")):
+    setup, curve, framing, _ = os.path.basename(path)[: -len(".full.json")].split("_")
+    full = json.load(open(path))
+    fixed_path = path.replace(".full.json", ".fixed.json")
+    p99 = None
+    if os.path.exists(fixed_path):
+        try:
+            p99 = float(json.load(open(fixed_path))["latency"][1])
+        except ValueError:
+            pass
+    entry = figures.setdefault((setup, curve, framing), {"rate": [], "p99": []})
+    entry["rate"].append(full["acked"] / full["elapsed"])
+    if p99 is not None:
+        entry["p99"].append(p99)
+label = lambda setup, curve: ("single broker" if setup == "single" else f"group of {group}") + (
+    ", CURVE" if curve == "on" else "")
+median = lambda values: statistics.median(values) if values else None
+print(f"\nmedians of {runs} run(s): orders/s end to end" + (f"; confirm p99 ms at {rate}/s" if paced else ""))
+order = lambda key: (key[2] != "per-item", key[0] != "single", key[1] != "off")
+for (setup, curve, framing), entry in sorted(figures.items(), key=lambda kv: order(kv[0])):
+    p99 = median(entry["p99"])
+    print(f"  {label(setup, curve)}, {framing}: {median(entry['rate']):,.0f} orders/s"
+          + ("" if p99 is None else f"; p99 {p99:.3f} ms"))
+def ratio(name, a, b):
+    if a in figures and b in figures:
+        x, y = median(figures[a]["rate"]), median(figures[b]["rate"])
+        print(f"{name}, {a[2]}: {x / y:.2f} ({x:,.0f} / {y:,.0f} orders/s)")
+for framing in ("per-item", "packed"):
+    for curve in ("off", "on"):
+        ratio(f"group of {group} / single broker" + (", CURVE" if curve == "on" else ""),
+              ("group", curve, framing), ("single", curve, framing))
+    for setup in ("single", "group"):
+        ratio(f"CURVE / plaintext, {label(setup, 'off')}", (setup, "on", framing), (setup, "off", framing))
+PY
 [ "$lost" -eq 0 ] || { echo "bench: orders were lost" >&2; exit 1; }

@@ -159,12 +159,22 @@ fn a_scrape_after_orders_flowed_passes_promtool_and_counts_them() {
     let dir = tempfile::tempdir().unwrap();
     let broker = start_broker(dir.path(), &[]);
     let worker = Worker::start(&broker, "w1");
+    let unix_ms = || std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_millis() as u64;
+    let last_ack = || {
+        let (_, body) = get(&broker, "/status");
+        serde_json::from_str::<serde_json::Value>(&body).unwrap()["last_ack_unix_ms"].as_u64()
+    };
+    assert_eq!(last_ack(), None, "no ack yet");
+    let sent_unix_ms = unix_ms();
     send_orders(&broker, "o", 20);
     let deadline = Instant::now() + ORDERS_WAIT;
     while counter(&broker, "orders_acked") < 20 {
         assert!(Instant::now() < deadline, "the worker did not acknowledge the orders");
         std::thread::sleep(Duration::from_millis(50));
     }
+    // Benchmarks end a run at it (bench/run.sh).
+    let acked_unix_ms = last_ack().expect("last_ack_unix_ms after acks");
+    assert!((sent_unix_ms..=unix_ms()).contains(&acked_unix_ms), "{acked_unix_ms} is not within the run");
 
     let (status, head, text) = get_with_head(&broker, "/metrics");
     assert_eq!(status, 200, "{text}");

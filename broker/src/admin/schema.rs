@@ -176,6 +176,7 @@ mod tests {
                     broken: Some("exit 127".into()),
                 }],
                 counters: Counters { orders_sealed: 9, ..Counters::default() },
+                last_ack_unix_ms: Some(1_790_000_000_000),
             },
             journal_segments: 2,
             journal_bytes: 4096,

@@ -142,6 +142,7 @@ impl Core {
     fn apply_acked(&mut self, key: &OrderKey) {
         if self.retire(key) {
             self.counters.orders_acked += 1;
+            self.last_ack_unix_ms = self.now_unix_ms();
         }
     }
 

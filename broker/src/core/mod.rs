@@ -400,6 +400,8 @@ pub struct Core {
     /// Order ids to confirm, by producer (see [`Core::confirm`]).
     confirms: BTreeMap<String, Vec<String>>,
     counters: Counters,
+    /// When an ack last retired an order (Unix ms; 0: none yet), for `/status`.
+    last_ack_unix_ms: u64,
     /// The backoff's jitter (see `rand_seed`).
     rng: Rng,
     notices: VecDeque<Notice>,
@@ -464,6 +466,7 @@ impl Core {
             outbound: VecDeque::new(),
             confirms: BTreeMap::new(),
             counters: Counters::default(),
+            last_ack_unix_ms: 0,
             notices: VecDeque::new(),
             notices_omitted: 0,
             invariant_check_skip: 0,

@@ -196,6 +196,10 @@ pub struct Status {
     pub partial_bytes: u64,
     pub workers: Vec<WorkerStatus>,
     pub counters: Counters,
+    /// When an ack last retired an order (Unix ms), `None` before the
+    /// first: a benchmark's end without polling fast. Since 0.5.
+    #[serde(default)]
+    pub last_ack_unix_ms: Option<u64>,
 }
 
 impl Core {
@@ -223,6 +227,7 @@ impl Core {
                 })
                 .collect(),
             counters: self.counters.clone(),
+            last_ack_unix_ms: known(self.last_ack_unix_ms),
         }
     }
 
