@@ -232,13 +232,14 @@ pub struct Dispatch {
 }
 
 /// Encodes a Dispatch from borrowed items, so the broker need not clone an
-/// order to publish it.
+/// order to publish it. `I`: anything serialized as a sequence of byte
+/// strings (`[ByteBuf]`, the broker's one-buffer payload).
 #[derive(Serialize)]
-struct DispatchRef<'a> {
+struct DispatchRef<'a, I: Serialize + ?Sized> {
     order: &'a OrderKey,
     attempt: u32,
     redelivered: bool,
-    items: &'a [ByteBuf],
+    items: &'a I,
 }
 
 /// Broker → producer: the order is sealed (and, with the journal, durable).
@@ -627,8 +628,11 @@ impl FanoutMsg {
     }
 }
 
-/// Encodes a Dispatch without copying the order's items.
-pub fn encode_dispatch(order: &OrderKey, attempt: u32, redelivered: bool, items: &[ByteBuf]) -> Vec<u8> {
+/// Encodes a Dispatch without copying the order's items. `items`: what
+/// serializes as a sequence of byte strings (`[ByteBuf]`, or since 0.5
+/// the broker's one-buffer payload); anything else makes a message that
+/// workers refuse.
+pub fn encode_dispatch<I: Serialize + ?Sized>(order: &OrderKey, attempt: u32, redelivered: bool, items: &I) -> Vec<u8> {
     encode_as("dispatch", &DispatchRef { order, attempt, redelivered, items })
 }
 
