@@ -104,6 +104,13 @@ impl Serialize for Payload {
     }
 }
 
+impl orderly_common::protocol::ItemsOut for Payload {
+    fn encoded_bytes(&self) -> usize {
+        let framing = orderly_common::protocol::ITEM_FRAMING_BYTES;
+        self.bytes() as usize + framing * (self.len() + 1)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -117,7 +124,10 @@ mod tests {
         assert_eq!(payload.items().collect::<Vec<_>>(), [&b"ab"[..], b"", b"cde"]);
         assert_eq!(payload.to_vec(), items);
         // Encoded like the items it was built from.
-        assert_eq!(rmp_serde::to_vec(&payload).unwrap(), rmp_serde::to_vec(&items).unwrap());
+        let encoded = rmp_serde::to_vec(&payload).unwrap();
+        assert_eq!(encoded, rmp_serde::to_vec(&items).unwrap());
+        use orderly_common::protocol::ItemsOut;
+        assert!(payload.encoded_bytes() >= encoded.len());
     }
 
     #[test]
