@@ -232,13 +232,14 @@ pub struct Dispatch {
 }
 
 /// Encodes a Dispatch from borrowed items, so the broker need not clone an
-/// order to publish it.
+/// order to publish it. `I`: anything serialized as a sequence of byte
+/// strings (`[ByteBuf]`, the broker's one-buffer payload).
 #[derive(Serialize)]
-struct DispatchRef<'a> {
+struct DispatchRef<'a, I: Serialize + ?Sized> {
     order: &'a OrderKey,
     attempt: u32,
     redelivered: bool,
-    items: &'a [ByteBuf],
+    items: &'a I,
 }
 
 /// Broker → producer: the order is sealed (and, with the journal, durable).
@@ -386,10 +387,61 @@ struct EnvelopeOut<'a, T> {
 }
 
 fn encode_as<T: Serialize>(kind: &str, body: &T) -> Vec<u8> {
+    encode_sized(kind, body, 0)
+}
+
+/// Bytes an encoded message takes beyond its payload and ids: the
+/// envelope, field names and integers (an estimate for
+/// [`encode_sized`]; a larger message only grows its buffer).
+const ENCODE_OVERHEAD_BYTES: usize = 128;
+
+/// Bytes of MessagePack framing per item (a `bin 32` header) or sequence.
+pub const ITEM_FRAMING_BYTES: usize = 5;
+
+/// [`encode_as`] into a buffer sized for `payload_bytes` of items and
+/// ids: a message with a payload is written without growing its buffer
+/// (growth copied each dispatch and batch several times).
+fn encode_sized<T: Serialize>(kind: &str, body: &T, payload_bytes: usize) -> Vec<u8> {
     let envelope = EnvelopeOut { v: PROTOCOL_VERSION, kind, body };
+    let mut out = Vec::with_capacity(if payload_bytes == 0 { 0 } else { payload_bytes + ENCODE_OVERHEAD_BYTES });
     // Serializing plain structs of strings, integers and bytes into a Vec
     // cannot fail; a failure here is a bug in this module.
-    rmp_serde::to_vec_named(&envelope).expect("encoding a protocol message into memory cannot fail")
+    rmp_serde::encode::write_named(&mut out, &envelope).expect("encoding a protocol message into memory cannot fail");
+    out
+}
+
+/// Items to encode as a sequence of byte strings, with how many bytes
+/// they take encoded (to size the message's buffer once).
+pub trait ItemsOut: Serialize {
+    /// The items' bytes plus their MessagePack framing.
+    fn encoded_bytes(&self) -> usize;
+}
+
+impl ItemsOut for [ByteBuf] {
+    fn encoded_bytes(&self) -> usize {
+        items_encoded_bytes(self)
+    }
+}
+
+impl ItemsOut for Vec<ByteBuf> {
+    fn encoded_bytes(&self) -> usize {
+        items_encoded_bytes(self)
+    }
+}
+
+/// Bytes of `items` encoded as a sequence of byte strings.
+pub fn items_encoded_bytes<D: AsRef<[u8]>>(items: &[D]) -> usize {
+    items.iter().map(|d| d.as_ref().len() + ITEM_FRAMING_BYTES).sum::<usize>() + ITEM_FRAMING_BYTES
+}
+
+/// Borrowed items serialized as a sequence of byte strings, without
+/// collecting them first.
+pub struct ItemSeq<'a, D>(pub &'a [D]);
+
+impl<D: AsRef<[u8]>> Serialize for ItemSeq<'_, D> {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.collect_seq(self.0.iter().map(|d| serde_bytes::Bytes::new(d.as_ref())))
+    }
 }
 
 impl IntakeMsg {
@@ -627,9 +679,13 @@ impl FanoutMsg {
     }
 }
 
-/// Encodes a Dispatch without copying the order's items.
-pub fn encode_dispatch(order: &OrderKey, attempt: u32, redelivered: bool, items: &[ByteBuf]) -> Vec<u8> {
-    encode_as("dispatch", &DispatchRef { order, attempt, redelivered, items })
+/// Encodes a Dispatch without copying the order's items. `items`: what
+/// serializes as a sequence of byte strings (`[ByteBuf]`, or since 0.5
+/// the broker's one-buffer payload); anything else makes a message that
+/// workers refuse.
+pub fn encode_dispatch<I: ItemsOut + ?Sized>(order: &OrderKey, attempt: u32, redelivered: bool, items: &I) -> Vec<u8> {
+    let payload_bytes = items.encoded_bytes() + order.producer.len() + order.id.len();
+    encode_sized("dispatch", &DispatchRef { order, attempt, redelivered, items }, payload_bytes)
 }
 
 /// Encodes an `items` message from borrowed items (see [`Items`]).
@@ -642,39 +698,48 @@ pub fn encode_items<D: AsRef<[u8]>>(
     finish: Option<u32>,
 ) -> Vec<u8> {
     #[derive(Serialize)]
-    struct ItemsRef<'a> {
+    #[serde(bound = "")]
+    struct ItemsRef<'a, D: AsRef<[u8]>> {
         producer: &'a str,
         order: &'a str,
         begin: bool,
         first: u32,
-        data: Vec<&'a serde_bytes::Bytes>,
+        data: ItemSeq<'a, D>,
         finish: Option<u32>,
     }
-    let data = data.iter().map(|d| serde_bytes::Bytes::new(d.as_ref())).collect();
-    encode_as("items", &ItemsRef { producer, order, begin, first, data, finish })
+    let payload_bytes = items_encoded_bytes(data) + producer.len() + order.len();
+    encode_sized("items", &ItemsRef { producer, order, begin, first, data: ItemSeq(data), finish }, payload_bytes)
 }
 
 /// Encodes an `orders` message from borrowed orders (see [`Orders`]):
 /// `(order id, items)` pairs, each a whole order.
 pub fn encode_orders<D: AsRef<[u8]>>(producer: &str, orders: &[(&str, &[D])]) -> Vec<u8> {
     #[derive(Serialize)]
-    struct WholeRef<'a> {
+    #[serde(bound = "")]
+    struct WholeRef<'a, D: AsRef<[u8]>> {
         order: &'a str,
-        data: Vec<&'a serde_bytes::Bytes>,
+        data: ItemSeq<'a, D>,
+    }
+    /// The orders, serialized as they are iterated (no list of them).
+    struct OrderSeq<'a, D>(&'a [(&'a str, &'a [D])]);
+    impl<D: AsRef<[u8]>> Serialize for OrderSeq<'_, D> {
+        fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+            serializer.collect_seq(self.0.iter().map(|(order, items)| WholeRef { order, data: ItemSeq(items) }))
+        }
     }
     #[derive(Serialize)]
-    struct OrdersRef<'a> {
+    #[serde(bound = "")]
+    struct OrdersRef<'a, D: AsRef<[u8]>> {
         producer: &'a str,
-        orders: Vec<WholeRef<'a>>,
+        orders: OrderSeq<'a, D>,
     }
-    let orders = orders
-        .iter()
-        .map(|(order, items)| WholeRef {
-            order,
-            data: items.iter().map(|d| serde_bytes::Bytes::new(d.as_ref())).collect(),
-        })
-        .collect();
-    encode_as("orders", &OrdersRef { producer, orders })
+    // An order's own framing (a 2-array, the id's header) fits in ITEM_FRAMING_BYTES * 2.
+    let payload_bytes = producer.len()
+        + orders
+            .iter()
+            .map(|(order, items)| order.len() + items_encoded_bytes(items) + 2 * ITEM_FRAMING_BYTES)
+            .sum::<usize>();
+    encode_sized("orders", &OrdersRef { producer, orders: OrderSeq(orders) }, payload_bytes)
 }
 
 /// Splits an order's items into the runs that [`encode_items`] frames

@@ -8,7 +8,7 @@ use std::collections::BTreeMap;
 use orderly_common::OrderKey;
 use serde_bytes::ByteBuf;
 
-use super::{charge, Core, Event, Handle, Held, Millis, Notice, Order, OrderState, Partial, Snapshot};
+use super::{charge, Core, Event, Handle, Held, Millis, Notice, Order, OrderState, Partial, Payload, Snapshot};
 
 impl Core {
     /// Applies `event` and queues it to be recorded.
@@ -93,7 +93,7 @@ impl Core {
         self.partial_bytes -= partial.charge();
         // No single record holds these items: they stay in RAM, also
         // through a replay, until `spill` writes a copy.
-        let items = partial.items.into_values().collect();
+        let items = Payload::from_bufs(partial.items.values());
         let mut order = self.new_order(Some(items), partial.bytes, count, false);
         order.first_seen_unix_ms = at_unix_ms;
         let handle = self.insert_order(key, order);
@@ -323,7 +323,7 @@ impl Core {
             let order = self.orders.get(key)?;
             // Without its items in RAM the copy is filled from the journal by
             // the caller (see `payload_ref`).
-            self.sealed_snapshot(order, order.items.clone().unwrap_or_default())
+            self.sealed_snapshot(order, order.items.as_ref().map(Payload::to_vec).unwrap_or_default())
         };
         Some(Event::Restored { key: key.clone(), snapshot })
     }
@@ -424,7 +424,7 @@ impl Core {
 
     /// A new pending order, counted in the cache while its items are in
     /// RAM. `whole`: one record holds its whole payload.
-    fn new_order(&mut self, items: Option<Vec<ByteBuf>>, bytes: u64, count: u32, whole: bool) -> Order {
+    fn new_order(&mut self, items: Option<Payload>, bytes: u64, count: u32, whole: bool) -> Order {
         if items.is_some() {
             self.cached_bytes += charge(bytes, count as usize);
         }
@@ -450,7 +450,8 @@ impl Core {
     fn whole_order(&mut self, items: &[ByteBuf]) -> Order {
         let bytes: u64 = items.iter().map(|d| d.len() as u64).sum();
         self.held_bytes += charge(bytes, items.len());
-        let kept = (!self.replaying).then(|| items.to_vec());
+        // One allocation for the whole order, instead of a clone per item.
+        let kept = (!self.replaying).then(|| Payload::from_bufs(items));
         self.new_order(kept, bytes, items.len() as u32, true)
     }
 

@@ -155,7 +155,7 @@ impl Core {
     fn check_payload(&self, key: &OrderKey, order: &Order) {
         if let Some(items) = &order.items {
             // Messages are formatted only on failure: this runs per order.
-            let (count, bytes) = (items.len(), item_bytes(items));
+            let (count, bytes) = (items.len(), items.bytes());
             assert!(
                 order.count as usize == count,
                 "core invariant broken: {key} counts {} items, holds {count}",

@@ -38,6 +38,7 @@ mod event;
 mod intake;
 mod invariants;
 mod notice;
+mod payload;
 mod recovery;
 mod status;
 pub(crate) mod table;
@@ -66,6 +67,7 @@ pub use orderly_common::time::Millis;
 /// the seed stays random.
 pub type HashMap<K, V> = std::collections::HashMap<K, V, foldhash::fast::RandomState>;
 
+use payload::Payload;
 use table::{Handle, Table};
 
 /// Where the journal holds a sealed order's whole payload: the record of
@@ -202,7 +204,7 @@ enum OrderState {
 #[derive(Debug)]
 struct Order {
     /// The payload in RAM; `None` once only the journal holds it.
-    items: Option<Vec<ByteBuf>>,
+    items: Option<Payload>,
     /// The journal record holding the whole payload, once there is one.
     stored: Option<PayloadRef>,
     /// The items leave RAM once `stored` is known.

@@ -316,7 +316,7 @@ impl Core {
     pub fn order_items(&self, key: &OrderKey) -> Option<OrderItems> {
         let order = self.orders.get(key)?;
         match (&order.items, order.stored) {
-            (Some(items), _) => Some(OrderItems::InMemory(items.clone())),
+            (Some(items), _) => Some(OrderItems::InMemory(items.to_vec())),
             (None, Some(at)) => Some(OrderItems::Journal(at)),
             (None, None) => None,
         }

@@ -216,7 +216,7 @@ impl Loop {
             let persisted = persist_then_publish(&mut self.core, &mut self.recorder, |out| {
                 // XPUB, like PUB, never blocks; at the high-water mark it drops, which the
                 // protocol tolerates (welcomes repeat, orders are redelivered).
-                fanout.send_multipart([out.topic.as_slice(), out.body.as_slice()], 0).map_err(zmq_err("publishing"))
+                super::sockets::publish(fanout, out)
             })?;
             if persisted == Persisted::Published {
                 if let Some(confirms) = self.core.take_confirm_timing() {

@@ -320,10 +320,7 @@ impl Loop {
             }
         }
         for out in ready.publish {
-            self.sockets
-                .fanout
-                .send_multipart([out.topic.as_slice(), out.body.as_slice()], 0)
-                .map_err(zmq_err("publishing"))?;
+            super::sockets::publish(&self.sockets.fanout, out)?;
         }
         for confirms in ready.confirms {
             self.observe_confirms(confirms);

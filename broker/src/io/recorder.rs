@@ -285,7 +285,7 @@ fn error_chain(error: &dyn std::error::Error) -> String {
 pub fn persist_then_publish<L: EventLog>(
     core: &mut Core,
     recorder: &mut Recorder<L>,
-    mut publish: impl FnMut(&crate::core::Outbound) -> Result<(), BrokerError>,
+    mut publish: impl FnMut(crate::core::Outbound) -> Result<(), BrokerError>,
 ) -> Result<Persisted, BrokerError> {
     let mut appended = recorder.held.is_some();
     while let Some(event) = recorder.stashed.take().or_else(|| core.poll_event()) {
@@ -309,7 +309,7 @@ pub fn persist_then_publish<L: EventLog>(
             let items = recorder.read_items(fill.from, &fill.key)?;
             out.body = encode_dispatch(&fill.key, fill.attempt, fill.attempt > 1, &items);
         }
-        publish(&out)?;
+        publish(out)?;
     }
     Ok(Persisted::Published)
 }

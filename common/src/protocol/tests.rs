@@ -348,3 +348,28 @@ fn a_heartbeat_without_group_fields_is_a_single_brokers() {
     let expected = BrokerHeartbeat { incarnation: 9, interval_ms: 250, member: None, leader: None, term: 0 };
     assert_eq!(FanoutMsg::decode(&bytes).unwrap(), FanoutMsg::Heartbeat(expected));
 }
+
+/// Messages with a payload are written into the buffer sized for them
+/// up front: a buffer that had to grow has another capacity than the one
+/// it was given (each growth copied the message so far).
+#[test]
+fn messages_with_a_payload_never_grow_their_buffer() {
+    let key = OrderKey::new("producer-1", "order-with-a-longer-id-0001");
+    for (count, size) in [(1, 0), (1, 1), (10, 100), (3, 300), (2, 70_000), (1000, 10)] {
+        let items: Vec<ByteBuf> = (0..count).map(|i| ByteBuf::from(vec![i as u8; size])).collect();
+        let sized = |payload: usize| payload + ENCODE_OVERHEAD_BYTES;
+
+        let dispatch = encode_dispatch(&key, u32::MAX, true, &items);
+        let hint = items_encoded_bytes(&items) + key.producer.len() + key.id.len();
+        assert_eq!(dispatch.capacity(), sized(hint), "dispatch of {count} × {size} B grew");
+
+        let message = encode_items(&key.producer, &key.id, true, u32::MAX, &items, Some(u32::MAX));
+        let hint = items_encoded_bytes(&items) + key.producer.len() + key.id.len();
+        assert_eq!(message.capacity(), sized(hint), "items of {count} × {size} B grew");
+
+        let orders: Vec<(&str, &[ByteBuf])> = vec![(key.id.as_str(), &items[..]); 3];
+        let message = encode_orders(&key.producer, &orders);
+        let hint = key.producer.len() + 3 * (key.id.len() + items_encoded_bytes(&items) + 2 * ITEM_FRAMING_BYTES);
+        assert_eq!(message.capacity(), sized(hint), "orders of {count} × {size} B grew");
+    }
+}
