@@ -545,6 +545,7 @@ impl Core {
             welcome: self.welcome,
             draining: self.draining,
             broken: self.health.broken.clone(),
+            dispatches_max: 0,
         };
         self.control.push_back(ControlMsg::Heartbeat(heartbeat));
     }

@@ -37,6 +37,7 @@ fn heartbeat(worker: &str, capacity: u32, welcome: Option<u64>) -> ControlMsg {
         welcome,
         draining: false,
         broken: None,
+        dispatches_max: 0,
     })
 }
 
@@ -368,6 +369,7 @@ fn a_restarted_worker_loses_its_old_orders_at_once() {
         welcome: None,
         draining: false,
         broken: None,
+        dispatches_max: 0,
     });
     core.handle_control(restarted, 5);
     let (events, _) = drain(&mut core);
@@ -490,6 +492,7 @@ fn a_dispatch_the_worker_does_not_list_is_requeued_after_a_grace() {
         welcome: None,
         draining: false,
         broken: None,
+        dispatches_max: 0,
     });
     core.handle_control(holding, 4_500);
     assert_eq!(core.status().in_flight_orders, 1);
@@ -514,6 +517,7 @@ fn a_draining_worker_gets_nothing_new() {
         welcome: None,
         draining: true,
         broken: None,
+        dispatches_max: 0,
     });
     core.handle_control(draining, 1);
     send_order(&mut core, "o", 1);
@@ -1020,6 +1024,7 @@ fn holding(worker: &str, capacity: u32, welcome: Option<u64>, holding: &[&str]) 
         welcome,
         draining: false,
         broken: None,
+        dispatches_max: 0,
     })
 }
 
@@ -1286,6 +1291,7 @@ fn a_broken_worker_gets_nothing_until_it_recovers() {
             welcome: None,
             draining: false,
             broken: reason.map(str::to_owned),
+            dispatches_max: 0,
         })
     };
     core.handle_control(broken(Some("exec: no such file")), 1);

@@ -66,6 +66,7 @@ fn first_timeout_announces_the_worker() {
             welcome: None,
             draining: false,
             broken: None,
+            dispatches_max: 0,
         })]
     );
 }
