@@ -91,7 +91,7 @@ fn fanout_round_trips() {
 fn dispatch_n(n: usize) -> Vec<Dispatch> {
     (0..n)
         .map(|i| Dispatch {
-            order: OrderKey::new("p1", &format!("o{i}")),
+            order: OrderKey::new("p1", format!("o{i}")),
             attempt: 1 + i as u32 % 3,
             redelivered: i % 3 > 0,
             items: vec![ByteBuf::from(format!("item {i}").into_bytes())],
