@@ -37,6 +37,9 @@ pub const DISPATCHES_PER_MESSAGE_MAX: usize = 256;
 /// Encoded dispatch bytes the broker packs into one `dispatches` message;
 /// an order larger than this goes alone, as a `dispatch`.
 pub const DISPATCH_BATCH_BYTES_MAX: usize = 1024 * 1024;
+/// Orders a worker takes in one `dispatches` message unless configured
+/// otherwise (`--dispatches-max`; 0 keeps one order per message).
+pub const WORKER_DISPATCHES_MAX_DEFAULT: u32 = 64;
 /// Concurrency (credits) one worker may advertise.
 pub const WORKER_CONCURRENCY_MAX: u32 = 1024;
 /// Workers the broker tracks at once.
@@ -151,6 +154,7 @@ const _: () = assert!(ORDERS_PER_MESSAGE_MAX <= CONFIRMS_PER_MESSAGE_MAX);
 // A full batch of dispatches (envelope included) fits a fanout frame.
 const _: () = assert!(DISPATCH_BATCH_BYTES_MAX + FRAME_OVERHEAD_BYTES_MAX <= FANOUT_FRAME_BYTES_MAX);
 const _: () = assert!(DISPATCHES_PER_MESSAGE_MAX <= WORKER_CONCURRENCY_MAX as usize);
+const _: () = assert!(WORKER_DISPATCHES_MAX_DEFAULT as usize <= DISPATCHES_PER_MESSAGE_MAX);
 // A batch of orders (ids and framing included) under the packing budget
 // stays under the intake frame limit.
 const _: () =

@@ -45,6 +45,11 @@ CONFIRMS_PER_MESSAGE_MAX = 1024
 PACKED_FRAME_BYTES_MAX = 256 * 1024
 #: Whole orders in one `orders` intake message (since 0.4).
 ORDERS_PER_MESSAGE_MAX = 1024
+#: Orders in one `dispatches` fanout message (since 0.5).
+DISPATCHES_PER_MESSAGE_MAX = 256
+#: Orders a worker takes in one `dispatches` message unless told otherwise;
+#: 0 keeps one order per message.
+WORKER_DISPATCHES_MAX_DEFAULT = 64
 #: Longest `backpressure` reason.
 BACKPRESSURE_REASON_BYTES_MAX = 64
 #: Longest retry delay a nack may ask for (24 h); longer ones are clamped.
@@ -114,6 +119,7 @@ _CONTROL = {
         ("welcome", "u64?", None),
         ("draining", "bool", False),
         ("broken", "str?", None),
+        ("dispatches_max", "u32", 0),
     ],
     "ack": [("worker", "str", _REQ), ("incarnation", "u64", _REQ), ("order", "key", _REQ), ("attempt", "u32", _REQ)],
     "acks": [("worker", "str", _REQ), ("incarnation", "u64", _REQ), ("acks", "[acked]", _REQ)],
@@ -133,6 +139,7 @@ _CONTROL = {
 _FANOUT = {
     "welcome": [("nonce", "u64", _REQ), ("orders_max", "u32", 0)],
     "dispatch": [("order", "key", _REQ), ("attempt", "u32", _REQ), ("redelivered", "bool", _REQ), ("items", "[bin]", _REQ)],
+    "dispatches": [("dispatches", "[dispatch]", _REQ)],
     "confirm": [("order", "str", _REQ)],
     "confirms": [("orders", "[str]", _REQ)],
     "reject": [("order", "str", _REQ), ("reason", "reject_reason", _REQ)],
@@ -147,6 +154,7 @@ _FANOUT = {
 }
 
 _KEY = [("producer", "str", _REQ), ("id", "str", _REQ)]
+_DISPATCH = _FANOUT["dispatch"]
 _ACKED = [("order", "key", _REQ), ("attempt", "u32", _REQ)]
 _WHOLE = [("order", "str", _REQ), ("data", "[bin]", _REQ)]
 
@@ -219,6 +227,8 @@ def _check(value, typ: str, where: str):
         return _fields(value, _ACKED, where)
     if typ == "whole":
         return _fields(value, _WHOLE, where)
+    if typ == "dispatch":
+        return _fields(value, _DISPATCH, where)
     if typ == "reject_reason":
         return _reject_reason(value, where)
     raise AssertionError(f"unknown schema type {typ}")
@@ -451,11 +461,21 @@ def _validate_control(kind: str, m: dict):
             _valid_key(acked["order"])
 
 
+def _valid_dispatch(m: dict):
+    _valid_key(m["order"])
+    if len(m["items"]) > ORDER_ITEMS_MAX:
+        _invalid("items", f"{len(m['items'])} items; the limit is {ORDER_ITEMS_MAX}")
+
+
 def _validate_fanout(kind: str, m: dict):
     if kind == "dispatch":
-        _valid_key(m["order"])
-        if len(m["items"]) > ORDER_ITEMS_MAX:
-            _invalid("items", f"{len(m['items'])} items; the limit is {ORDER_ITEMS_MAX}")
+        _valid_dispatch(m)
+    elif kind == "dispatches":
+        n = len(m["dispatches"])
+        if not 1 <= n <= DISPATCHES_PER_MESSAGE_MAX:
+            _invalid("dispatches", f"{n} orders; it must be 1..={DISPATCHES_PER_MESSAGE_MAX}")
+        for entry in m["dispatches"]:
+            _valid_dispatch(entry)
     elif kind == "backpressure":
         size = len(m["reason"].encode())
         if not 1 <= size <= BACKPRESSURE_REASON_BYTES_MAX:
@@ -487,6 +507,8 @@ def _ordered(value, typ: str):
         return {"order": _ordered(value["order"], "key"), "attempt": value["attempt"]}
     if typ == "whole":
         return {"order": value["order"], "data": list(value["data"])}
+    if typ == "dispatch":
+        return {f: _ordered(value[f], t) for f, t, _ in _DISPATCH}
     if typ == "reject_reason":
         if isinstance(value, str):
             return value
@@ -553,8 +575,10 @@ def encode_finish(producer: str, order: str, count: int) -> bytes:
     )
 
 
-def encode_heartbeat(worker, incarnation, capacity, in_flight, welcome, draining, broken) -> bytes:
-    """`in_flight`: (producer, id) pairs."""
+def encode_heartbeat(worker, incarnation, capacity, in_flight, welcome, draining, broken, dispatches_max=0) -> bytes:
+    """`in_flight`: (producer, id) pairs. `dispatches_max` (since 0.5):
+    the most orders the broker may send in one `dispatches` message; 0
+    asks for one `dispatch` per order."""
     return msgpack.packb(
         {
             "v": 1,
@@ -567,6 +591,7 @@ def encode_heartbeat(worker, incarnation, capacity, in_flight, welcome, draining
                 "welcome": welcome,
                 "draining": draining,
                 "broken": broken,
+                "dispatches_max": dispatches_max,
             },
         },
         use_bin_type=True,
