@@ -346,35 +346,50 @@ _KEY_KEYS = ("producer", "id")
 _BYTES_ONLY = {bytes}
 
 
+def _fast_dispatch(body) -> bool:
+    """A dispatch body exactly as the broker writes it, passing every check."""
+    if type(body) is not dict or tuple(body) != _DISPATCH_KEYS:
+        return False
+    order, attempt, items = body["order"], body["attempt"], body["items"]
+    return bool(
+        type(order) is dict
+        and tuple(order) == _KEY_KEYS
+        and type(order["producer"]) is str
+        and type(order["id"]) is str
+        and type(attempt) is int
+        and 0 <= attempt <= U32_MAX
+        and type(body["redelivered"]) is bool
+        and type(items) is list
+        and (not items or set(map(type, items)) == _BYTES_ONLY)
+        and len(items) <= ORDER_ITEMS_MAX
+        and _PEER_ID.match(order["producer"].encode())
+        and 1 <= len(order["id"].encode()) <= ORDER_ID_BYTES_MAX
+    )
+
+
 def decode_fanout(frame: bytes):
     """:func:`decode` for the fanout socket (what producers and workers read).
 
-    A dispatch exactly as the broker writes it (no unknown fields) takes a
-    fast path with the same checks; anything else the general one."""
+    A dispatch, or a batch of them (since 0.5), exactly as the broker
+    writes it (no unknown fields) takes a fast path with the same checks;
+    anything else the general one."""
     if len(frame) <= FANOUT_FRAME_BYTES_MAX:
         try:
             envelope = msgpack.unpackb(frame, raw=False, strict_map_key=False)
         except Exception:
             envelope = None  # the general path says why
-        if type(envelope) is dict and tuple(envelope) == _ENVELOPE_KEYS and envelope["kind"] == "dispatch":
-            body = envelope["body"]
-            if envelope["v"] == 1 and type(envelope["v"]) is int and type(body) is dict and tuple(body) == _DISPATCH_KEYS:
-                order, attempt, items = body["order"], body["attempt"], body["items"]
+        if type(envelope) is dict and tuple(envelope) == _ENVELOPE_KEYS and envelope["v"] == 1:
+            kind, body = envelope["kind"], envelope["body"]
+            if type(envelope["v"]) is int and kind == "dispatch" and _fast_dispatch(body):
+                return "dispatch", body
+            if type(envelope["v"]) is int and kind == "dispatches" and type(body) is dict and tuple(body) == ("dispatches",):
+                entries = body["dispatches"]
                 if (
-                    type(order) is dict
-                    and tuple(order) == _KEY_KEYS
-                    and type(order["producer"]) is str
-                    and type(order["id"]) is str
-                    and type(attempt) is int
-                    and 0 <= attempt <= U32_MAX
-                    and type(body["redelivered"]) is bool
-                    and type(items) is list
-                    and (not items or set(map(type, items)) == _BYTES_ONLY)
-                    and len(items) <= ORDER_ITEMS_MAX
-                    and _PEER_ID.match(order["producer"].encode())
-                    and 1 <= len(order["id"].encode()) <= ORDER_ID_BYTES_MAX
+                    type(entries) is list
+                    and 1 <= len(entries) <= DISPATCHES_PER_MESSAGE_MAX
+                    and all(map(_fast_dispatch, entries))
                 ):
-                    return "dispatch", body
+                    return "dispatches", body
     return decode("fanout", frame)
 
 

@@ -344,6 +344,7 @@ class _Loop:
             elif kind == "dispatches":
                 # Since 0.5: each entry is a dispatch of its own (duplicates,
                 # credits and returns alike), answered on its own.
+                self.counters["dispatch_batches"] += 1
                 for entry in body["dispatches"]:
                     order = self._on_dispatch(entry)
                     if order is not None:
