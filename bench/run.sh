@@ -8,6 +8,7 @@
 #                [--producers P] [--fsync always|interval:MS|never] [--runs R]
 #                [--rate L] [--rate-orders M] [--framing both|per-item|packed]
 #                [--concurrency C] [--group 1|3|5] [--curve off|on|both]
+#                [--dispatches-max D]
 #
 # ORDERLY_BIN_DIR=DIR: use the binaries in DIR instead of building a
 # release (the test command's smoke run; debug figures mean nothing).
@@ -33,6 +34,10 @@
 #
 # --concurrency: each noop worker's concurrency, i.e. its credits (default
 # 1024, the most a worker may advertise): the orders in flight per worker.
+#
+# --dispatches-max: passed to each worker (`orderly-worker run
+# --dispatches-max`): the most orders the broker sends it in one message;
+# 0 keeps one order per message. Default: the worker's own (64).
 #
 # --framing: how producers put items on the wire — `per-item` (Begin, one
 # Item message per item, Finish: --one-frame-per-item) or `packed` (an
@@ -63,7 +68,7 @@
 set -euo pipefail
 ROOT="$(cd "$(dirname "$0")/.." && pwd)"
 ORDERS=100000 ITEMS=10 ITEM_BYTES=100 WORKERS=1 PRODUCERS=1 FSYNC=always RUNS=1 RATE=1000 RATE_ORDERS=10000
-FRAMING=both CONCURRENCY=1024 GROUP=1 CURVE=off
+FRAMING=both CONCURRENCY=1024 GROUP=1 CURVE=off DISPATCHES_MAX=
 while [ $# -gt 0 ]; do
     case "$1" in
         --curve)
@@ -81,6 +86,7 @@ while [ $# -gt 0 ]; do
         --framing) FRAMING=$2 ;;
         --concurrency) CONCURRENCY=$2 ;;
         --group) GROUP=$2 ;;
+        --dispatches-max) DISPATCHES_MAX=$2 ;;
         -h|--help) sed -n '2,/^[^#]/{/^#/p}' "$0"; exit 0 ;;
         *) echo "bench: unknown flag $1 (see --help)" >&2; exit 2 ;;
     esac
@@ -220,6 +226,7 @@ one_run() {
         local worker_curve=()
         [ "$curve" = off ] || worker_curve=(--curve-secret-key "$KEYS/bench-w$w.key")
         "$BIN/orderly-worker" run --id "bench-w$w" "${worker_flags[@]}" --concurrency "$CONCURRENCY" \
+            ${DISPATCHES_MAX:+--dispatches-max "$DISPATCHES_MAX"} \
             --noop --log-level warn "${worker_curve[@]}" 2>"$work/worker$w.log" &
         RUN_PIDS+=("$!")
     done

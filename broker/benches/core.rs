@@ -88,6 +88,7 @@ fn heartbeat(welcome: Option<u64>) -> ControlMsg {
         welcome,
         draining: false,
         broken: None,
+        dispatches_max: 0,
     })
 }
 

@@ -177,6 +177,7 @@ fn make_orders(broker: &Broker, count: usize, item: &[u8], reason: &str, nack: b
                 welcome,
                 draining: false,
                 broken: None,
+                dispatches_max: 0,
             };
             send(&control, ControlMsg::Heartbeat(heartbeat).encode());
             beat = Instant::now();

@@ -123,6 +123,7 @@ fn heartbeat(worker: &str, welcome: Option<u64>) -> ControlMsg {
         welcome,
         draining: false,
         broken: None,
+        dispatches_max: 0,
     })
 }
 

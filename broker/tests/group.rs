@@ -270,6 +270,7 @@ fn real_clients_follow_a_new_leader_after_a_kill_and_nothing_confirmed_is_lost()
         heartbeat_interval_ms: 200,
         heartbeat_liveness: 5,
         drain_timeout_ms: 1000,
+        dispatches_max: orderly_common::limits::WORKER_DISPATCHES_MAX_DEFAULT,
         curve: None,
     };
     let shutdown = Arc::new(AtomicBool::new(false));
@@ -385,6 +386,7 @@ fn start_worker(
         heartbeat_interval_ms: 200,
         heartbeat_liveness: 5,
         drain_timeout_ms: 1000,
+        dispatches_max: orderly_common::limits::WORKER_DISPATCHES_MAX_DEFAULT,
         curve: None,
     };
     let flag = std::sync::Arc::clone(shutdown);

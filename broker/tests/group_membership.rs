@@ -184,6 +184,7 @@ fn add_a_fourth_remove_an_original_then_lose_the_leader_and_every_confirmed_orde
         heartbeat_interval_ms: 200,
         heartbeat_liveness: 5,
         drain_timeout_ms: 1000,
+        dispatches_max: orderly_common::limits::WORKER_DISPATCHES_MAX_DEFAULT,
         curve: None,
     };
     let shutdown = Arc::new(AtomicBool::new(false));

@@ -157,6 +157,7 @@ fn heartbeat(incarnation: u64, welcome: Option<u64>) -> Vec<u8> {
         welcome,
         draining: false,
         broken: None,
+        dispatches_max: 0,
     };
     ControlMsg::Heartbeat(hb).encode()
 }

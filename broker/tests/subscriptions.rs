@@ -111,6 +111,7 @@ impl Client {
                 welcome,
                 draining: false,
                 broken: None,
+                dispatches_max: 0,
             };
             self.send(ControlMsg::Heartbeat(heartbeat).encode());
             match self.next(Duration::from_millis(100)) {

@@ -142,6 +142,7 @@ fn heartbeat(worker: &str, welcome: Option<u64>, in_flight: Vec<OrderKey>) -> Ve
         welcome,
         draining: false,
         broken: None,
+        dispatches_max: 0,
     })
     .encode()
 }

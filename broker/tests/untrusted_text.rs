@@ -101,6 +101,7 @@ fn heartbeat(welcome: Option<u64>) -> Vec<u8> {
         welcome,
         draining: false,
         broken: None,
+        dispatches_max: 0,
     };
     ControlMsg::Heartbeat(hb).encode()
 }

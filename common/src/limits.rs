@@ -31,6 +31,15 @@ pub const PACKED_FRAME_BYTES_MAX: usize = 256 * 1024;
 /// Whole orders in one `orders` intake message (issue 20): as many as one
 /// `confirms` message can answer, so a batch is confirmed in one message.
 pub const ORDERS_PER_MESSAGE_MAX: usize = 1024;
+/// Orders in one `dispatches` fanout message (since 0.5, issue 20): the
+/// most a worker may ask for in `Heartbeat::dispatches_max` that counts.
+pub const DISPATCHES_PER_MESSAGE_MAX: usize = 256;
+/// Encoded dispatch bytes the broker packs into one `dispatches` message;
+/// an order larger than this goes alone, as a `dispatch`.
+pub const DISPATCH_BATCH_BYTES_MAX: usize = 1024 * 1024;
+/// Orders a worker takes in one `dispatches` message unless configured
+/// otherwise (`--dispatches-max`; 0 keeps one order per message).
+pub const WORKER_DISPATCHES_MAX_DEFAULT: u32 = 64;
 /// Concurrency (credits) one worker may advertise.
 pub const WORKER_CONCURRENCY_MAX: u32 = 1024;
 /// Workers the broker tracks at once.
@@ -142,6 +151,10 @@ const _: () = assert!(ORDER_ITEMS_MAX as u64 * ITEM_OVERHEAD_BYTES <= PAYLOAD_CA
 const _: () = assert!(ACKS_PER_MESSAGE_MAX <= HEARTBEAT_IN_FLIGHT_MAX);
 const _: () = assert!(PACKED_FRAME_BYTES_MAX <= ITEM_BYTES_MAX);
 const _: () = assert!(ORDERS_PER_MESSAGE_MAX <= CONFIRMS_PER_MESSAGE_MAX);
+// A full batch of dispatches (envelope included) fits a fanout frame.
+const _: () = assert!(DISPATCH_BATCH_BYTES_MAX + FRAME_OVERHEAD_BYTES_MAX <= FANOUT_FRAME_BYTES_MAX);
+const _: () = assert!(DISPATCHES_PER_MESSAGE_MAX <= WORKER_CONCURRENCY_MAX as usize);
+const _: () = assert!(WORKER_DISPATCHES_MAX_DEFAULT as usize <= DISPATCHES_PER_MESSAGE_MAX);
 // A batch of orders (ids and framing included) under the packing budget
 // stays under the intake frame limit.
 const _: () =

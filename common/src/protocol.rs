@@ -17,9 +17,9 @@ use serde_bytes::ByteBuf;
 
 use crate::ids::{validate_order_id, validate_peer_id, IdError, OrderKey};
 use crate::limits::{
-    ACKS_PER_MESSAGE_MAX, CONTROL_FRAME_BYTES_MAX, FANOUT_FRAME_BYTES_MAX, HEARTBEAT_IN_FLIGHT_MAX,
-    INTAKE_FRAME_BYTES_MAX, ITEM_BYTES_MAX, ORDERS_PER_MESSAGE_MAX, ORDER_ITEMS_MAX, REASON_BYTES_MAX, TOPIC_BYTES_MAX,
-    WORKER_CONCURRENCY_MAX,
+    ACKS_PER_MESSAGE_MAX, CONTROL_FRAME_BYTES_MAX, DISPATCHES_PER_MESSAGE_MAX, FANOUT_FRAME_BYTES_MAX,
+    HEARTBEAT_IN_FLIGHT_MAX, INTAKE_FRAME_BYTES_MAX, ITEM_BYTES_MAX, ORDERS_PER_MESSAGE_MAX, ORDER_ITEMS_MAX,
+    REASON_BYTES_MAX, TOPIC_BYTES_MAX, WORKER_CONCURRENCY_MAX,
 };
 
 /// The protocol version this build speaks.
@@ -156,6 +156,12 @@ pub struct Heartbeat {
     /// without it. Since 0.3.
     #[serde(default)]
     pub broken: Option<String>,
+    /// The worker takes [`Dispatches`] messages of at most this many
+    /// orders; 0 (what workers before 0.5 mean by leaving it out): one
+    /// [`Dispatch`] per message. Brokers before 0.5 ignore the field.
+    /// Since 0.5.
+    #[serde(default)]
+    pub dispatches_max: u32,
 }
 
 /// Worker → broker: the order was processed (POSACK).
@@ -229,6 +235,15 @@ pub struct Dispatch {
     pub attempt: u32,
     pub redelivered: bool,
     pub items: Vec<ByteBuf>,
+}
+
+/// Broker → worker: several orders in one frame (since 0.5, issue 20),
+/// sent only to a worker whose [`Heartbeat::dispatches_max`] is 2 or more.
+/// Each entry is a [`Dispatch`], with the same meaning and its own ack.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Dispatches {
+    /// 1..=`DISPATCHES_PER_MESSAGE_MAX` orders.
+    pub dispatches: Vec<Dispatch>,
 }
 
 /// Encodes a Dispatch from borrowed items, so the broker need not clone an
@@ -370,6 +385,7 @@ pub enum ControlMsg {
 pub enum FanoutMsg {
     Welcome(Welcome),
     Dispatch(Dispatch),
+    Dispatches(Dispatches),
     Confirm(Confirm),
     Confirms(Confirms),
     Reject(Reject),
@@ -630,6 +646,7 @@ impl FanoutMsg {
         match self {
             FanoutMsg::Welcome(_) => "welcome",
             FanoutMsg::Dispatch(_) => "dispatch",
+            FanoutMsg::Dispatches(_) => "dispatches",
             FanoutMsg::Confirm(_) => "confirm",
             FanoutMsg::Confirms(_) => "confirms",
             FanoutMsg::Reject(_) => "reject",
@@ -642,6 +659,7 @@ impl FanoutMsg {
         match self {
             FanoutMsg::Welcome(m) => encode_as(self.kind(), m),
             FanoutMsg::Dispatch(m) => encode_as(self.kind(), m),
+            FanoutMsg::Dispatches(m) => encode_as(self.kind(), m),
             FanoutMsg::Confirm(m) => encode_as(self.kind(), m),
             FanoutMsg::Confirms(m) => encode_as(self.kind(), m),
             FanoutMsg::Reject(m) => encode_as(self.kind(), m),
@@ -655,11 +673,13 @@ impl FanoutMsg {
     pub fn decode(bytes: &[u8]) -> Result<Self, DecodeError> {
         let msg: FanoutMsg = decode_envelope(bytes, FANOUT_FRAME_BYTES_MAX)?;
         match &msg {
-            FanoutMsg::Dispatch(d) => {
-                d.order.validate()?;
-                if d.items.len() > ORDER_ITEMS_MAX as usize {
-                    return invalid("items", format!("{} items; the limit is {ORDER_ITEMS_MAX}", d.items.len()));
+            FanoutMsg::Dispatch(d) => validate_dispatch(d)?,
+            FanoutMsg::Dispatches(m) => {
+                if m.dispatches.is_empty() || m.dispatches.len() > DISPATCHES_PER_MESSAGE_MAX {
+                    let len = m.dispatches.len();
+                    return invalid("dispatches", format!("{len} orders; it must be 1..={DISPATCHES_PER_MESSAGE_MAX}"));
                 }
+                m.dispatches.iter().try_for_each(validate_dispatch)?;
             }
             FanoutMsg::Backpressure(b) => {
                 let max = backpressure::REASON_KIND_BYTES_MAX;
@@ -679,6 +699,16 @@ impl FanoutMsg {
     }
 }
 
+/// One dispatch's order key and item count, checked as every receiver
+/// checks them.
+fn validate_dispatch(d: &Dispatch) -> Result<(), DecodeError> {
+    d.order.validate()?;
+    if d.items.len() > ORDER_ITEMS_MAX as usize {
+        return invalid("items", format!("{} items; the limit is {ORDER_ITEMS_MAX}", d.items.len()));
+    }
+    Ok(())
+}
+
 /// Encodes a Dispatch without copying the order's items. `items`: what
 /// serializes as a sequence of byte strings (`[ByteBuf]`, or since 0.5
 /// the broker's one-buffer payload); anything else makes a message that
@@ -686,6 +716,57 @@ impl FanoutMsg {
 pub fn encode_dispatch<I: ItemsOut + ?Sized>(order: &OrderKey, attempt: u32, redelivered: bool, items: &I) -> Vec<u8> {
     let payload_bytes = items.encoded_bytes() + order.producer.len() + order.id.len();
     encode_sized("dispatch", &DispatchRef { order, attempt, redelivered, items }, payload_bytes)
+}
+
+/// Encodes the body of one Dispatch (no envelope), without copying the
+/// order's items: an entry of [`encode_dispatches`].
+pub fn encode_dispatch_body<I: ItemsOut + ?Sized>(
+    order: &OrderKey,
+    attempt: u32,
+    redelivered: bool,
+    items: &I,
+) -> Vec<u8> {
+    let mut out =
+        Vec::with_capacity(items.encoded_bytes() + order.producer.len() + order.id.len() + ENCODE_OVERHEAD_BYTES);
+    rmp_serde::encode::write_named(&mut out, &DispatchRef { order, attempt, redelivered, items })
+        .expect("encoding a protocol message into memory cannot fail");
+    out
+}
+
+/// Encodes a `dispatches` message (see [`Dispatches`]) around bodies made
+/// by [`encode_dispatch_body`], copied as they are: the same bytes as
+/// [`FanoutMsg::encode`] gives for the decoded message.
+pub fn encode_dispatches<B: AsRef<[u8]>>(bodies: &[B]) -> Vec<u8> {
+    const _: () = assert!(PROTOCOL_VERSION < 0x80, "the version is written as a positive fixint");
+    let len: usize = bodies.iter().map(|b| b.as_ref().len()).sum();
+    let mut out = Vec::with_capacity(len + 48);
+    // {"v": 1, "kind": "dispatches", "body": {"dispatches": [...]}}, as
+    // rmp_serde writes a struct: a map with string keys.
+    out.push(0x83);
+    push_fixstr(&mut out, "v");
+    out.push(PROTOCOL_VERSION as u8);
+    push_fixstr(&mut out, "kind");
+    push_fixstr(&mut out, "dispatches");
+    push_fixstr(&mut out, "body");
+    out.push(0x81);
+    push_fixstr(&mut out, "dispatches");
+    let n = bodies.len();
+    if n < 16 {
+        out.push(0x90 | n as u8);
+    } else {
+        let n = u16::try_from(n).expect("a batch holds at most DISPATCHES_PER_MESSAGE_MAX entries");
+        out.push(0xdc);
+        out.extend_from_slice(&n.to_be_bytes());
+    }
+    bodies.iter().for_each(|b| out.extend_from_slice(b.as_ref()));
+    out
+}
+
+/// A msgpack fixstr (shorter than 32 bytes).
+fn push_fixstr(out: &mut Vec<u8>, s: &str) {
+    debug_assert!(s.len() < 32);
+    out.push(0xa0 | s.len() as u8);
+    out.extend_from_slice(s.as_bytes());
 }
 
 /// Encodes an `items` message from borrowed items (see [`Items`]).
@@ -810,7 +891,7 @@ family!(ControlMsg, "control", {
     "heartbeat" => Heartbeat, "ack" => Ack, "acks" => Acks, "nack" => Nack, "bye" => Bye,
 });
 family!(FanoutMsg, "fanout", {
-    "welcome" => Welcome, "dispatch" => Dispatch, "confirm" => Confirm, "confirms" => Confirms, "reject" => Reject,
+    "welcome" => Welcome, "dispatch" => Dispatch, "dispatches" => Dispatches, "confirm" => Confirm, "confirms" => Confirms, "reject" => Reject,
     "heartbeat" => Heartbeat, "backpressure" => Backpressure,
 });
 

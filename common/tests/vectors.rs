@@ -18,13 +18,14 @@ use std::path::PathBuf;
 
 use orderly_common::ids::{producer_topic, worker_topic, BROADCAST_TOPIC};
 use orderly_common::limits::{
-    ORDERS_PER_MESSAGE_MAX, ORDER_ID_BYTES_MAX, ORDER_ITEMS_MAX, PEER_ID_BYTES_MAX, REASON_BYTES_MAX,
-    WORKER_CONCURRENCY_MAX,
+    DISPATCHES_PER_MESSAGE_MAX, ORDERS_PER_MESSAGE_MAX, ORDER_ID_BYTES_MAX, ORDER_ITEMS_MAX, PEER_ID_BYTES_MAX,
+    REASON_BYTES_MAX, WORKER_CONCURRENCY_MAX,
 };
 use orderly_common::protocol::{
-    backpressure, encode_dispatch, encode_items, encode_orders, Ack, Acked, Acks, Backpressure, Begin, BrokerHeartbeat,
-    Bye, Confirm, Confirms, ControlMsg, DecodeError, Dispatch, FanoutMsg, Finish, Heartbeat, IntakeMsg, Item, Items,
-    Nack, Orders, ProducerHello, Reject, RejectReason, Welcome, WholeOrder,
+    backpressure, encode_dispatch, encode_dispatch_body, encode_dispatches, encode_items, encode_orders, Ack, Acked,
+    Acks, Backpressure, Begin, BrokerHeartbeat, Bye, Confirm, Confirms, ControlMsg, DecodeError, Dispatch, Dispatches,
+    FanoutMsg, Finish, Heartbeat, IntakeMsg, Item, Items, Nack, Orders, ProducerHello, Reject, RejectReason, Welcome,
+    WholeOrder,
 };
 use orderly_common::OrderKey;
 use serde::de::{self, Deserialize, Deserializer, MapAccess, SeqAccess, Visitor};
@@ -285,6 +286,7 @@ fn heartbeat(welcome: Option<u64>, in_flight: Vec<OrderKey>) -> Heartbeat {
         welcome,
         draining: false,
         broken: None,
+        dispatches_max: 0,
     }
 }
 
@@ -379,6 +381,7 @@ fn control_vectors(b: &mut Builder) {
         capacity: WORKER_CONCURRENCY_MAX,
         draining: true,
         broken: Some("sh: ./handle: not found".into()),
+        dispatches_max: DISPATCHES_PER_MESSAGE_MAX as u32,
         ..heartbeat(Some(u64::MAX), vec![order("o-1"), OrderKey::new("p2", "o/2 é")])
     };
     b.canonical("control heartbeat, every field, u64::MAX", "control", t, ControlMsg::Heartbeat(full).encode());
@@ -397,7 +400,12 @@ fn control_vectors(b: &mut Builder) {
             ("in_flight", Mp::Arr(vec![key(P, "o-1")])),
         ]),
     );
-    b.other_encoder("control heartbeat, welcome, draining and broken absent", "control", t, older);
+    b.other_encoder(
+        "control heartbeat, welcome, draining, broken and dispatches_max absent (a worker before 0.3)",
+        "control",
+        t,
+        older,
+    );
     let ack = Ack { worker: W.into(), incarnation: 9, order: order("o-1"), attempt: 1 };
     b.canonical("control ack", "control", t, ControlMsg::Ack(ack).encode());
     let acks = |acks| ControlMsg::Acks(Acks { worker: W.into(), incarnation: 9, acks }).encode();
@@ -456,6 +464,15 @@ fn fanout_vectors(b: &mut Builder) {
     };
     b.canonical("fanout dispatch, JSON and non-JSON items", "fanout", tw, dispatch(1, &[b"{\"sku\":1}", BINARY_ITEM]));
     b.canonical("fanout dispatch, redelivered, no items", "fanout", tw, dispatch(3, &[]));
+    let batch = vec![
+        Dispatch { order: order("o-1"), attempt: 1, redelivered: false, items: bufs(&[b"{\"sku\":1}", BINARY_ITEM]) },
+        Dispatch { order: OrderKey::new("p2", "o/2 é"), attempt: 2, redelivered: true, items: vec![] },
+    ];
+    let message = FanoutMsg::Dispatches(Dispatches { dispatches: batch.clone() }).encode();
+    let bodies: Vec<Vec<u8>> =
+        batch.iter().map(|d| encode_dispatch_body(&d.order, d.attempt, d.redelivered, &d.items)).collect();
+    assert_eq!(message, encode_dispatches(&bodies), "both encoders agree");
+    b.canonical("fanout dispatches, two orders (to a worker with dispatches_max >= 2)", "fanout", tw, message);
     b.canonical("fanout confirm", "fanout", tp, FanoutMsg::Confirm(Confirm { order: "o-1".into() }).encode());
     let confirms = |orders: &[&str]| {
         FanoutMsg::Confirms(Confirms { orders: orders.iter().map(|o| (*o).to_owned()).collect() }).encode()
@@ -513,6 +530,8 @@ fn error_vectors(b: &mut Builder) {
     b.error("error: a fanout kind on control", "control", tw, dispatch, "UnknownKind");
     let hello_on_fanout = hello.clone();
     b.error("error: an intake kind on fanout", "fanout", tp, hello_on_fanout, "UnknownKind");
+    let empty = envelope("dispatches", map(vec![("dispatches", Mp::Arr(vec![]))]));
+    b.error("error: dispatches, empty", "fanout", tw, empty.bytes(), "Invalid");
     let unknown = envelope("frobnicate", map(vec![]));
     b.error("error: an unknown kind", "fanout", tb, unknown.bytes(), "UnknownKind");
     let no_reason = envelope(
@@ -731,6 +750,7 @@ fn every_kind() -> BTreeSet<(String, String)> {
     let mut fanout_all = vec![
         FanoutMsg::Welcome(Welcome { nonce: 0, orders_max: 0 }),
         FanoutMsg::Dispatch(Dispatch { order: order("o"), attempt: 1, redelivered: false, items: vec![] }),
+        FanoutMsg::Dispatches(Dispatches { dispatches: vec![] }),
         FanoutMsg::Confirm(Confirm { order: o() }),
         FanoutMsg::Confirms(Confirms { orders: vec![] }),
         FanoutMsg::Heartbeat(BrokerHeartbeat { incarnation: 0, interval_ms: 1, member: None, leader: None, term: 0 }),
@@ -742,6 +762,7 @@ fn every_kind() -> BTreeSet<(String, String)> {
         match m {
             FanoutMsg::Welcome(_)
             | FanoutMsg::Dispatch(_)
+            | FanoutMsg::Dispatches(_)
             | FanoutMsg::Confirm(_)
             | FanoutMsg::Confirms(_)
             | FanoutMsg::Reject(_)

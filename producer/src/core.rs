@@ -243,7 +243,7 @@ impl Core {
                 }
             }
             // Dispatches are for workers.
-            FanoutMsg::Dispatch(_) => {}
+            FanoutMsg::Dispatch(_) | FanoutMsg::Dispatches(_) => {}
         }
     }
 

@@ -739,7 +739,7 @@ impl GroupSim {
                 term: view.term,
             })
             .encode();
-            publish.push(Outbound { topic: orderly_common::ids::BROADCAST_TOPIC.to_vec(), body, fill: None });
+            publish.push(Outbound::new(orderly_common::ids::BROADCAST_TOPIC.to_vec(), body));
         }
         let from = self.slots[m].id;
         self.observe_leadership(m)?;
@@ -820,7 +820,7 @@ impl GroupSim {
     /// every member (the topic picks who gets it).
     fn publish(&mut self, m: usize, out: Outbound) -> Check {
         let from = self.slots[m].id;
-        debug_assert!(out.fill.is_none(), "released messages are filled");
+        debug_assert!(!out.needs_fill(), "released messages are filled");
         let msg = FanoutMsg::decode(&out.body).map_err(|e| format!("member {from} published garbage: {e}"))?;
         let topic = String::from_utf8_lossy(&out.topic).into_owned();
         if topic == "b/" {
@@ -954,14 +954,24 @@ impl GroupSim {
     /// Invariant 1 on the way: a dispatch carries its order's items,
     /// byte-identical, whichever member sent it.
     fn check_dispatch(&mut self, from: u64, msg: &FanoutMsg) -> Check {
-        let FanoutMsg::Dispatch(d) = msg else { return Ok(()) };
-        let &i = self.by_key.get(&d.order).ok_or_else(|| format!("member {from} dispatched unknown {}", d.order))?;
-        let o = &self.orders[i];
-        let expected: Vec<ByteBuf> = (0..o.count).map(|s| item_data(&o.key, s)).collect();
-        if d.items != expected {
-            return Err(format!("member {from} dispatched {} with items {:?}, made {:?}", d.order, d.items, expected));
+        let entries = match msg {
+            FanoutMsg::Dispatch(d) => std::slice::from_ref(d),
+            FanoutMsg::Dispatches(batch) => batch.dispatches.as_slice(),
+            _ => return Ok(()),
+        };
+        for d in entries {
+            let &i =
+                self.by_key.get(&d.order).ok_or_else(|| format!("member {from} dispatched unknown {}", d.order))?;
+            let o = &self.orders[i];
+            let expected: Vec<ByteBuf> = (0..o.count).map(|s| item_data(&o.key, s)).collect();
+            if d.items != expected {
+                return Err(format!(
+                    "member {from} dispatched {} with items {:?}, made {:?}",
+                    d.order, d.items, expected
+                ));
+            }
+            self.stats.dispatches_checked += 1;
         }
-        self.stats.dispatches_checked += 1;
         Ok(())
     }
 
@@ -1493,6 +1503,7 @@ fn short(msg: &FanoutMsg) -> String {
     match msg {
         FanoutMsg::Welcome(w) => format!("welcome {:#x}", w.nonce),
         FanoutMsg::Dispatch(d) => format!("dispatch {} attempt {}", d.order, d.attempt),
+        FanoutMsg::Dispatches(b) => format!("dispatches of {}", b.dispatches.len()),
         FanoutMsg::Confirm(c) => format!("confirm {}", c.order),
         FanoutMsg::Confirms(c) => format!("confirms {:?}", c.orders),
         FanoutMsg::Reject(r) => format!("reject {}: {:?}", r.order, r.reason),

@@ -13,7 +13,7 @@ use std::time::Instant;
 
 use orderly_broker::core::{Core, CoreConfig, Event, Millis, Outbound};
 use orderly_broker::io::Recorder;
-use orderly_common::protocol::{ControlMsg, FanoutMsg, IntakeMsg, Items, Orders, RejectReason};
+use orderly_common::protocol::{ControlMsg, Dispatch, FanoutMsg, IntakeMsg, Items, Orders, RejectReason};
 use orderly_common::OrderKey;
 use orderly_journal::{FlipReport, SimCounters, SimStorage};
 use serde_bytes::ByteBuf;
@@ -324,6 +324,9 @@ pub struct Stats {
     /// `AcceptedBatch` records: batches of whole orders (`orders`
     /// messages) taken in one record.
     pub order_batches: u64,
+    /// `dispatches` messages of two or more orders published (issue 20):
+    /// half the workers take batches.
+    pub dispatch_batches: u64,
     pub segments_removed: u64,
     /// Broker crashes that were power cuts.
     pub power_cuts: u32,
@@ -389,6 +392,7 @@ impl Stats {
         self.dispatches_from_journal += o.dispatches_from_journal;
         self.spills += o.spills;
         self.order_batches += o.order_batches;
+        self.dispatch_batches += o.dispatch_batches;
         self.segments_removed += o.segments_removed;
         self.power_cuts += o.power_cuts;
         self.records_lost += o.records_lost;
@@ -787,7 +791,15 @@ impl Sim {
         let msg = FanoutMsg::decode(&out.body).map_err(|e| format!("broker published an undecodable body: {e}"))?;
         let topic = String::from_utf8(out.topic).map_err(|_| "topic is not UTF-8".to_string())?;
         log!(self, "broker -> {topic}: {}", short_fanout(&msg));
-        if let FanoutMsg::Dispatch(d) = &msg {
+        let entries: &[Dispatch] = match &msg {
+            FanoutMsg::Dispatch(d) => std::slice::from_ref(d),
+            FanoutMsg::Dispatches(batch) => {
+                self.stats.dispatch_batches += u64::from(batch.dispatches.len() >= 2);
+                &batch.dispatches
+            }
+            _ => &[],
+        };
+        for d in entries {
             let i = self.model.find(&d.order).ok_or_else(|| format!("dispatch of unknown order {}", d.order))?;
             let o = &self.model.orders[i];
             let items: Vec<_> = (0..o.count).map(|s| item_data(&o.key, s)).collect();
@@ -813,7 +825,7 @@ impl Sim {
         } else if let Some(id) = topic.strip_prefix("w/").and_then(|t| t.strip_suffix('/')) {
             let worker =
                 self.workers.iter().position(|w| w.id == id).ok_or_else(|| format!("unknown topic {topic}"))?;
-            if !matches!(msg, FanoutMsg::Welcome(_) | FanoutMsg::Dispatch(_)) {
+            if !matches!(msg, FanoutMsg::Welcome(_) | FanoutMsg::Dispatch(_) | FanoutMsg::Dispatches(_)) {
                 return Err(format!("{} on a worker topic", msg.kind()));
             }
             let generation = self.workers[worker].generation;
@@ -1489,6 +1501,10 @@ fn short_fanout(msg: &FanoutMsg) -> String {
     match msg {
         FanoutMsg::Welcome(w) => format!("welcome {:#x}", w.nonce),
         FanoutMsg::Dispatch(d) => format!("dispatch {} attempt {}", d.order, d.attempt),
+        FanoutMsg::Dispatches(b) => {
+            let entries: Vec<_> = b.dispatches.iter().map(|d| format!("{} attempt {}", d.order, d.attempt)).collect();
+            format!("dispatches [{}]", entries.join(", "))
+        }
         FanoutMsg::Confirm(c) => format!("confirm {}", c.order),
         FanoutMsg::Confirms(c) => format!("confirms {:?}", c.orders),
         FanoutMsg::Reject(r) => format!("reject {}: {:?}", r.order, r.reason),

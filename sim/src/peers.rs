@@ -107,10 +107,15 @@ impl SimWorker {
         self.kill(None);
         self.life = Life::Alive;
         self.generation += 1;
+        let incarnation = rng.next_u64();
         let config = worker::CoreConfig {
             heartbeat_interval_ms: HEARTBEAT_INTERVAL_MS,
             heartbeat_liveness: HEARTBEAT_LIVENESS,
-            ..worker::CoreConfig::new(self.id.clone(), rng.next_u64(), rng.range(1, 4) as u32)
+            // Half the worker processes take `dispatches` batches (issue
+            // 20), of 2 to 4 orders (the count bound is met too); the
+            // others one order per message, as workers before 0.5.
+            dispatches_max: if incarnation & 1 == 1 { 2 + (incarnation >> 1) as u32 % 3 } else { 0 },
+            ..worker::CoreConfig::new(self.id.clone(), incarnation, rng.range(1, 4) as u32)
         };
         let mut core = match &self.members {
             Some(members) => worker::Core::in_group(config, members),

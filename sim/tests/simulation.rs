@@ -215,6 +215,8 @@ fn simulate_many_seeds() {
     // exercised, not only allowed: half the producers batch.
     if seeds >= 100 && failures.is_empty() {
         assert!(totals.order_batches > 0, "no seed recorded a batch of orders (AcceptedBatch)");
+        // So must batches of dispatches (`dispatches`): half the workers take them.
+        assert!(totals.dispatch_batches > 0, "no seed published a batch of dispatches (dispatches)");
     }
     if let Some((seed, report)) = failures.first() {
         let seeds: Vec<u64> = failures.iter().map(|(s, _)| *s).collect();

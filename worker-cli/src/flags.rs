@@ -8,7 +8,7 @@ use anyhow::Context;
 use clap::{ArgGroup, Args, CommandFactory, Parser, Subcommand};
 use orderly_cli::{merge_config_path, parse_log_level, ConfigError, DurationArg, LogFormat};
 use orderly_common::ids::validate_peer_id;
-use orderly_common::limits::{self, WORKER_CONCURRENCY_MAX};
+use orderly_common::limits::{self, DISPATCHES_PER_MESSAGE_MAX, WORKER_CONCURRENCY_MAX, WORKER_DISPATCHES_MAX_DEFAULT};
 use orderly_common::members::Members;
 use orderly_common::Endpoint;
 use std::sync::Arc;
@@ -140,6 +140,17 @@ pub(crate) struct RunArgs {
     #[arg(long, env = "ORDERLY_WORKER_CONCURRENCY", value_name = "N", default_value_t = 1,
           value_parser = clap::value_parser!(u32).range(1..=i64::from(WORKER_CONCURRENCY_MAX)))]
     concurrency: u32,
+
+    /// Orders the broker may send in one message (0 to 256): with the
+    /// credits free, several orders arrive together, which saves the broker
+    /// and this worker CPU per order; each is still run, acknowledged and
+    /// retried on its own. 0 keeps one order per message (as before 0.5;
+    /// brokers before 0.5 send one order per message anyway).
+    /// Example: --dispatches-max 0
+    #[arg(long, env = "ORDERLY_WORKER_DISPATCHES_MAX", value_name = "N",
+          default_value_t = WORKER_DISPATCHES_MAX_DEFAULT,
+          value_parser = clap::value_parser!(u32).range(0..=DISPATCHES_PER_MESSAGE_MAX as i64))]
+    dispatches_max: u32,
 
     /// Handler: run `sh -c CMD` per order, the order as one JSON object on
     /// stdin and ORDERLY_ORDER_ID, ORDERLY_PRODUCER, ORDERLY_ATTEMPT and
@@ -339,6 +350,7 @@ impl RunArgs {
             fanout: self.fanout,
             control: self.control,
             concurrency: self.concurrency,
+            dispatches_max: self.dispatches_max,
             heartbeat_interval_ms: self.heartbeat_interval_ms,
             heartbeat_liveness: self.heartbeat_liveness,
             drain_timeout_ms: self.drain_timeout_secs.saturating_mul(1000),

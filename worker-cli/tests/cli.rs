@@ -69,6 +69,20 @@ fn concurrency_out_of_range_is_refused() {
 }
 
 #[test]
+fn dispatches_max_out_of_range_is_refused_and_documented() {
+    worker()
+        .args(["run", "--id", "w1", "--noop", "--dispatches-max", "257"])
+        .assert()
+        .code(2)
+        .stderr(predicate::str::contains("--dispatches-max"));
+    worker()
+        .args(["run", "--help"])
+        .assert()
+        .success()
+        .stdout(predicate::str::contains("--dispatches-max").and(predicate::str::contains("0 keeps one order per")));
+}
+
+#[test]
 fn environment_supplies_flags() {
     worker()
         .args(["run", "--noop"])

@@ -215,6 +215,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         heartbeat_interval_ms: orderly_common::limits::HEARTBEAT_INTERVAL_MS_DEFAULT,
         heartbeat_liveness: orderly_common::limits::HEARTBEAT_LIVENESS_DEFAULT,
         drain_timeout_ms: 30_000,
+        dispatches_max: orderly_common::limits::WORKER_DISPATCHES_MAX_DEFAULT,
         curve: None,
     };
     let shutdown = Arc::new(AtomicBool::new(false));

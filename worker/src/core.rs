@@ -60,6 +60,10 @@ pub struct CoreConfig {
     /// Broker heartbeat intervals of silence before the broker is presumed
     /// lost.
     pub heartbeat_liveness: u32,
+    /// Orders the broker may send in one `dispatches` message, advertised
+    /// in every heartbeat (at most `DISPATCHES_PER_MESSAGE_MAX`); 0: one
+    /// order per message, as before 0.5. Since 0.5.
+    pub dispatches_max: u32,
 }
 
 impl CoreConfig {
@@ -71,6 +75,7 @@ impl CoreConfig {
             capacity,
             heartbeat_interval_ms: limits::HEARTBEAT_INTERVAL_MS_DEFAULT,
             heartbeat_liveness: limits::HEARTBEAT_LIVENESS_DEFAULT,
+            dispatches_max: limits::WORKER_DISPATCHES_MAX_DEFAULT,
         }
     }
 
@@ -332,6 +337,9 @@ impl Core {
                 self.queue_heartbeat(now_ms);
             }
             FanoutMsg::Dispatch(dispatch) => self.on_dispatch(dispatch),
+            // Each entry is a dispatch of its own: the same duplicate,
+            // credit and refusal rules, its own ack or nack.
+            FanoutMsg::Dispatches(batch) => batch.dispatches.into_iter().for_each(|d| self.on_dispatch(d)),
             FanoutMsg::Heartbeat(hb) => self.on_broker_heartbeat(hb, now_ms),
             // Producer traffic: never on a worker's topics, ignored if it is.
             FanoutMsg::Confirm(_) | FanoutMsg::Confirms(_) | FanoutMsg::Reject(_) => {}
@@ -545,6 +553,7 @@ impl Core {
             welcome: self.welcome,
             draining: self.draining,
             broken: self.health.broken.clone(),
+            dispatches_max: self.config.dispatches_max.min(limits::DISPATCHES_PER_MESSAGE_MAX as u32),
         };
         self.control.push_back(ControlMsg::Heartbeat(heartbeat));
     }

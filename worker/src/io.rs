@@ -96,6 +96,11 @@ pub struct Config {
     pub handler: Arc<dyn Handler>,
     pub heartbeat_interval_ms: u64,
     pub heartbeat_liveness: u32,
+    /// Orders the broker may send in one `dispatches` message
+    /// (`1..=DISPATCHES_PER_MESSAGE_MAX`, e.g.
+    /// `limits::WORKER_DISPATCHES_MAX_DEFAULT`); 0: one order per message.
+    /// Since 0.5.
+    pub dispatches_max: u32,
     /// How long a shutdown waits for running orders.
     pub drain_timeout_ms: u64,
     /// CURVE client keys; `None` is plaintext.
@@ -113,6 +118,7 @@ impl std::fmt::Debug for Config {
             .field("handler", &self.handler.describe())
             .field("heartbeat_interval_ms", &self.heartbeat_interval_ms)
             .field("heartbeat_liveness", &self.heartbeat_liveness)
+            .field("dispatches_max", &self.dispatches_max)
             .field("drain_timeout_ms", &self.drain_timeout_ms)
             .field("curve", &self.curve.is_some())
             .finish()
@@ -461,6 +467,7 @@ impl Loop {
             capacity: config.concurrency,
             heartbeat_interval_ms: config.heartbeat_interval_ms,
             heartbeat_liveness: config.heartbeat_liveness,
+            dispatches_max: config.dispatches_max,
         };
         let core = match &members {
             Some(members) => Core::in_group(core_config, members),

@@ -28,6 +28,7 @@
 //!     heartbeat_interval_ms: 1000,
 //!     heartbeat_liveness: 3,
 //!     drain_timeout_ms: 30_000,
+//!     dispatches_max: orderly_common::limits::WORKER_DISPATCHES_MAX_DEFAULT,
 //!     curve: None,
 //! };
 //! io::run(config, &AtomicBool::new(false))?; // set the flag to drain and stop

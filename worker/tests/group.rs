@@ -33,6 +33,7 @@ fn a_workers_heartbeats_move_to_a_new_leader_at_once_and_it_is_welcomed_there() 
         heartbeat_interval_ms: HEARTBEAT_INTERVAL_MS,
         heartbeat_liveness: 3,
         drain_timeout_ms: 1000,
+        dispatches_max: orderly_common::limits::WORKER_DISPATCHES_MAX_DEFAULT,
         curve: None,
     };
     let shutdown = Arc::new(AtomicBool::new(false));

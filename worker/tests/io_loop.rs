@@ -117,6 +117,7 @@ fn start(
         heartbeat_interval_ms: 50,
         heartbeat_liveness,
         drain_timeout_ms,
+        dispatches_max: 0,
         curve: None,
     };
     let shutdown = Arc::new(AtomicBool::new(false));

@@ -115,6 +115,7 @@ impl Worker {
             heartbeat_interval_ms: 200,
             heartbeat_liveness: 5,
             drain_timeout_ms: 5000,
+            dispatches_max: orderly_common::limits::WORKER_DISPATCHES_MAX_DEFAULT,
             curve: None,
         };
         let shutdown = Arc::new(AtomicBool::new(false));

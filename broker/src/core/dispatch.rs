@@ -3,18 +3,41 @@
 //! others.
 
 use orderly_common::ids::worker_topic;
-use orderly_common::protocol::encode_dispatch;
+use orderly_common::limits::{DISPATCHES_PER_MESSAGE_MAX, DISPATCH_BATCH_BYTES_MAX};
+use orderly_common::protocol::{encode_dispatch, encode_dispatch_body, encode_dispatches};
 use orderly_common::OrderKey;
 
-use super::{Core, Event, Fill, OrderState, Outbound, PayloadRef};
+use super::{BatchEntry, Core, Event, Fill, OrderState, Outbound, PayloadRef};
+
+/// A bound on one dispatch entry's encoding besides its items' bytes and
+/// their framing (5 bytes each) and its key: field names, attempt, flags
+/// and headers (about 80 bytes), with room to spare. Used to keep a batch
+/// within [`DISPATCH_BATCH_BYTES_MAX`] before an order's items are read
+/// from the journal.
+const DISPATCH_ENTRY_OVERHEAD_BYTES: usize = 128;
+
+/// The orders one pump chose for one batching worker, not yet sent.
+struct Batch {
+    worker: String,
+    /// Each order's handle, key and attempt, in the order chosen.
+    orders: Vec<(super::Handle, OrderKey, u32)>,
+    /// Bytes its encoding takes at most.
+    bytes: usize,
+    /// Orders it may hold: the worker's `dispatches_max`, bounded.
+    orders_max: usize,
+}
 
 impl Core {
     /// Sends pending orders to ready workers with free credits, the worker
     /// with the most free credits first (ties: lowest id, for determinism),
     /// but not to the worker that last dropped the order while another
-    /// has a free credit.
+    /// has a free credit. The orders chosen for a worker that takes
+    /// batches (`dispatches_max` ≥ 2) go out together in `dispatches`
+    /// messages, bounded by count and bytes; each order keeps its own
+    /// `Dispatched` event, attempt, credit and deadline.
     pub(super) fn pump(&mut self) {
         self.release_due();
+        let mut batches: Vec<Batch> = Vec::new();
         while let Some(&handle) = self.pending.front() {
             let Some(order) =
                 self.orders.by_handle(handle).filter(|o| o.state == OrderState::Pending && o.retry_at_ms().is_none())
@@ -24,20 +47,89 @@ impl Core {
             };
             let Some(worker) = self.choose_worker(order.avoid()) else { break };
             self.timings.queue_wait.observe_ms(self.now_ms.saturating_sub(order.queued_ms));
+            let entry_bytes = order.bytes as usize + order.count as usize * 5 + DISPATCH_ENTRY_OVERHEAD_BYTES;
             self.pending.pop_front();
             let key = self.orders.key(handle).expect("a live handle").to_key();
             let attempt = order.attempts + 1;
             self.record(Event::Dispatched { key: key.clone(), worker: worker.clone(), attempt });
-            let order = self.orders.by_handle(handle).expect("dispatched, not removed");
-            let topic = worker_topic(&worker);
-            let out = match (&order.items, order.stored) {
-                (Some(items), _) => Outbound::new(topic, encode_dispatch(&key, attempt, attempt > 1, items)),
-                (None, Some(from)) => Outbound { topic, body: Vec::new(), fill: Some(Fill { key, attempt, from }) },
-                (None, None) => unreachable!("an order's payload is in RAM or in the journal: {key}"),
+            let orders_max = self.workers.get(&worker).map_or(0, |w| w.dispatches_max as usize);
+            if orders_max < 2 {
+                let out = self.dispatch_out(worker_topic(&worker), handle, key, attempt);
+                self.outbound.push_back(out);
+                continue;
+            }
+            let entry_bytes = entry_bytes + key.producer.len() + key.id.len();
+            let i = match batches.iter().position(|b| b.worker == worker) {
+                Some(i) => i,
+                None => {
+                    let orders_max = orders_max.min(DISPATCHES_PER_MESSAGE_MAX);
+                    batches.push(Batch { worker, orders: Vec::new(), bytes: 0, orders_max });
+                    batches.len() - 1
+                }
             };
+            let batch = &mut batches[i];
+            let full = batch.orders.len() >= batch.orders_max || batch.bytes + entry_bytes > DISPATCH_BATCH_BYTES_MAX;
+            if full && !batch.orders.is_empty() {
+                let orders = std::mem::take(&mut batch.orders);
+                batch.bytes = 0;
+                let topic = worker_topic(&batch.worker);
+                let out = self.batch_out(topic, orders);
+                self.outbound.push_back(out);
+            }
+            let batch = &mut batches[i];
+            batch.orders.push((handle, key, attempt));
+            batch.bytes += entry_bytes;
+        }
+        for batch in batches {
+            let out = self.batch_out(worker_topic(&batch.worker), batch.orders);
             self.outbound.push_back(out);
         }
         self.spill();
+    }
+
+    /// One order's `dispatch` message, its items from RAM or (filled by the
+    /// IO loop) from the journal.
+    fn dispatch_out(&self, topic: Vec<u8>, handle: super::Handle, key: OrderKey, attempt: u32) -> Outbound {
+        let order = self.orders.by_handle(handle).expect("dispatched, not removed");
+        match (&order.items, order.stored) {
+            (Some(items), _) => Outbound::new(topic, encode_dispatch(&key, attempt, attempt > 1, items)),
+            (None, Some(from)) => {
+                Outbound { fill: Some(Fill { key, attempt, from }), ..Outbound::new(topic, Vec::new()) }
+            }
+            (None, None) => unreachable!("an order's payload is in RAM or in the journal: {key}"),
+        }
+    }
+
+    /// A `dispatches` message of the orders chosen for one worker (a lone
+    /// order goes as a `dispatch`): encoded here when every payload is in
+    /// RAM, else its entries wait for the IO loop ([`Outbound::batch`]).
+    fn batch_out(&self, topic: Vec<u8>, mut orders: Vec<(super::Handle, OrderKey, u32)>) -> Outbound {
+        if orders.len() == 1 {
+            let (handle, key, attempt) = orders.pop().expect("one order");
+            return self.dispatch_out(topic, handle, key, attempt);
+        }
+        let entries: Vec<BatchEntry> = orders
+            .into_iter()
+            .map(|(handle, key, attempt)| {
+                let order = self.orders.by_handle(handle).expect("dispatched, not removed");
+                match (&order.items, order.stored) {
+                    (Some(items), _) => BatchEntry::Encoded(encode_dispatch_body(&key, attempt, attempt > 1, items)),
+                    (None, Some(from)) => BatchEntry::Fill(Fill { key, attempt, from }),
+                    (None, None) => unreachable!("an order's payload is in RAM or in the journal: {key}"),
+                }
+            })
+            .collect();
+        if entries.iter().any(|e| matches!(e, BatchEntry::Fill(_))) {
+            return Outbound { batch: entries, ..Outbound::new(topic, Vec::new()) };
+        }
+        let bodies: Vec<Vec<u8>> = entries
+            .into_iter()
+            .map(|e| match e {
+                BatchEntry::Encoded(body) => body,
+                BatchEntry::Fill(_) => unreachable!("checked above"),
+            })
+            .collect();
+        Outbound::new(topic, encode_dispatches(&bodies))
     }
 
     /// The worker for an order that `avoid` last dropped: `avoid` only if

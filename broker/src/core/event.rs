@@ -1,7 +1,7 @@
 //! What the core records ([`Event`], [`Snapshot`]) and what it wants
 //! published ([`Outbound`], [`Fill`]).
 
-use orderly_common::protocol::RejectReason;
+use orderly_common::protocol::{encode_dispatch, encode_dispatch_body, encode_dispatches, RejectReason};
 use orderly_common::OrderKey;
 use serde::{Deserialize, Serialize};
 use serde_bytes::ByteBuf;
@@ -170,16 +170,59 @@ pub enum Snapshot {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Outbound {
     pub topic: Vec<u8>,
-    /// Empty when `fill` is set.
+    /// Empty when `fill` or `batch` is set.
     pub body: Vec<u8>,
     /// A dispatch whose items are only in the journal: the IO loop reads
-    /// them and encodes the body.
+    /// them and encodes the body ([`Outbound::fill_with`]).
     pub fill: Option<Fill>,
+    /// A `dispatches` message some of whose orders are only in the
+    /// journal: its entries, in order, to encode once those are read
+    /// ([`Outbound::fill_with`]). Empty otherwise. Since 0.5.
+    pub batch: Vec<BatchEntry>,
+}
+
+/// One order of a `dispatches` message waiting for the journal (see
+/// [`Outbound::batch`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum BatchEntry {
+    /// Its dispatch body, encoded from RAM.
+    Encoded(Vec<u8>),
+    /// Its items are to be read from the journal.
+    Fill(Fill),
 }
 
 impl Outbound {
-    pub(super) fn new(topic: Vec<u8>, body: Vec<u8>) -> Self {
-        Outbound { topic, body, fill: None }
+    pub fn new(topic: Vec<u8>, body: Vec<u8>) -> Self {
+        Outbound { topic, body, fill: None, batch: Vec::new() }
+    }
+
+    /// Whether the body still waits for items from the journal.
+    pub fn needs_fill(&self) -> bool {
+        self.fill.is_some() || !self.batch.is_empty()
+    }
+
+    /// Encodes the body of a dispatch or batch whose items are (partly)
+    /// only in the journal: `read` returns the items a [`Fill`] names.
+    /// Nothing to do for any other message.
+    pub fn fill_with<E>(&mut self, mut read: impl FnMut(&Fill) -> Result<Vec<ByteBuf>, E>) -> Result<(), E> {
+        if let Some(fill) = self.fill.take() {
+            let items = read(&fill)?;
+            self.body = encode_dispatch(&fill.key, fill.attempt, fill.attempt > 1, &items);
+        }
+        if !self.batch.is_empty() {
+            let bodies = std::mem::take(&mut self.batch)
+                .into_iter()
+                .map(|entry| match entry {
+                    BatchEntry::Encoded(body) => Ok(body),
+                    BatchEntry::Fill(fill) => {
+                        let items = read(&fill)?;
+                        Ok(encode_dispatch_body(&fill.key, fill.attempt, fill.attempt > 1, &items))
+                    }
+                })
+                .collect::<Result<Vec<_>, E>>()?;
+            self.body = encode_dispatches(&bodies);
+        }
+        Ok(())
     }
 }
 

@@ -51,7 +51,7 @@ use orderly_common::OrderKey;
 use serde_bytes::ByteBuf;
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
 
-pub use event::{AcceptedOrder, Event, Fill, Outbound, Snapshot};
+pub use event::{AcceptedOrder, BatchEntry, Event, Fill, Outbound, Snapshot};
 // `GroupView` is defined below, next to `Core`.
 pub use notice::{LostWhy, Notice, NOTICES_QUEUED_MAX};
 pub use status::{
@@ -271,6 +271,9 @@ struct Worker {
     /// state, or a lone worker and the order would bounce between them
     /// at wire speed.
     returning: bool,
+    /// Orders it takes in one `dispatches` message (its heartbeat's
+    /// `dispatches_max`; 0 or 1: one `dispatch` per order). Since 0.5.
+    dispatches_max: u32,
 }
 
 /// One order a worker holds.

@@ -37,6 +37,7 @@ fn heartbeat(worker: &str, capacity: u32, welcome: Option<u64>) -> ControlMsg {
         welcome,
         draining: false,
         broken: None,
+        dispatches_max: 0,
     })
 }
 
@@ -368,6 +369,7 @@ fn a_restarted_worker_loses_its_old_orders_at_once() {
         welcome: None,
         draining: false,
         broken: None,
+        dispatches_max: 0,
     });
     core.handle_control(restarted, 5);
     let (events, _) = drain(&mut core);
@@ -490,6 +492,7 @@ fn a_dispatch_the_worker_does_not_list_is_requeued_after_a_grace() {
         welcome: None,
         draining: false,
         broken: None,
+        dispatches_max: 0,
     });
     core.handle_control(holding, 4_500);
     assert_eq!(core.status().in_flight_orders, 1);
@@ -514,6 +517,7 @@ fn a_draining_worker_gets_nothing_new() {
         welcome: None,
         draining: true,
         broken: None,
+        dispatches_max: 0,
     });
     core.handle_control(draining, 1);
     send_order(&mut core, "o", 1);
@@ -1020,6 +1024,7 @@ fn holding(worker: &str, capacity: u32, welcome: Option<u64>, holding: &[&str]) 
         welcome,
         draining: false,
         broken: None,
+        dispatches_max: 0,
     })
 }
 
@@ -1286,6 +1291,7 @@ fn a_broken_worker_gets_nothing_until_it_recovers() {
             welcome: None,
             draining: false,
             broken: reason.map(str::to_owned),
+            dispatches_max: 0,
         })
     };
     core.handle_control(broken(Some("exec: no such file")), 1);
@@ -1402,4 +1408,177 @@ fn a_pending_order_stays_small() {
     });
     let order = core.orders.get(&OrderKey::new("p", "o")).expect("sealed");
     assert!(order.history.is_none(), "a fresh order has no history to pay for");
+}
+
+// ------------------------------------------------------------ dispatch batches (issue 20)
+
+/// A worker ready for orders that declares `dispatches_max`.
+fn ready_batching_worker(core: &mut Core, worker: &str, capacity: u32, dispatches_max: u32) {
+    let hb = |welcome| {
+        let ControlMsg::Heartbeat(hb) = heartbeat(worker, capacity, welcome) else { unreachable!() };
+        ControlMsg::Heartbeat(Heartbeat { dispatches_max, ..hb })
+    };
+    core.handle_control(hb(None), 0);
+    let (_, out) = drain(core);
+    let nonce = out
+        .iter()
+        .find_map(|(_, m)| match m {
+            FanoutMsg::Welcome(w) => Some(w.nonce),
+            _ => None,
+        })
+        .expect("welcomed");
+    core.handle_control(hb(Some(nonce)), 0);
+}
+
+/// Each published message as decoded, by topic; a batch stays one message.
+fn published(core: &mut Core) -> Vec<(String, FanoutMsg)> {
+    while core.poll_event().is_some() {}
+    std::iter::from_fn(|| core.poll_outbound())
+        .map(|o| (String::from_utf8(o.topic).unwrap(), FanoutMsg::decode(&o.body).unwrap()))
+        .collect()
+}
+
+fn send_whole(core: &mut Core, orders: std::ops::Range<u32>) {
+    for n in orders {
+        core.handle_intake(whole_from("p", &format!("o{n}")), 0);
+    }
+}
+
+#[test]
+fn a_batching_worker_gets_its_orders_in_one_message_each_with_its_own_dispatch() {
+    let mut core = core();
+    send_whole(&mut core, 0..5);
+    let _ = published(&mut core);
+    ready_batching_worker(&mut core, "w1", 8, 64);
+    let events: Vec<Event> = std::iter::from_fn(|| core.poll_event()).collect();
+    let out: Vec<_> = std::iter::from_fn(|| core.poll_outbound()).collect();
+    assert_eq!(out.len(), 1, "one message for five orders");
+    let FanoutMsg::Dispatches(batch) = FanoutMsg::decode(&out[0].body).unwrap() else { panic!("not a batch") };
+    let keys: Vec<_> = batch.dispatches.iter().map(|d| (d.order.id.clone(), d.attempt, d.items.len())).collect();
+    assert_eq!(keys, (0..5).map(|n| (format!("o{n}"), 1, 1)).collect::<Vec<_>>());
+    let dispatched = events.iter().filter(|e| matches!(e, Event::Dispatched { attempt: 1, .. })).count();
+    assert_eq!(dispatched, 5, "each order its own Dispatched event");
+    assert_eq!(core.status().in_flight_orders, 5);
+    core.check_invariants();
+}
+
+#[test]
+fn an_old_worker_never_gets_a_batch() {
+    for dispatches_max in [0, 1] {
+        let mut core = core();
+        send_whole(&mut core, 0..4);
+        let _ = published(&mut core);
+        ready_batching_worker(&mut core, "w1", 8, dispatches_max);
+        let out = published(&mut core);
+        assert_eq!(out.len(), 4, "dispatches_max {dispatches_max}");
+        assert!(out.iter().all(|(_, m)| matches!(m, FanoutMsg::Dispatch(_))), "{out:?}");
+    }
+}
+
+/// Batches stop at the worker's `dispatches_max`, at the credits it has,
+/// and at `DISPATCH_BATCH_BYTES_MAX`; a lone order goes as a `dispatch`.
+#[test]
+fn batches_respect_count_credit_and_byte_bounds() {
+    let mut core = self::core();
+    send_whole(&mut core, 0..7);
+    let _ = published(&mut core);
+    ready_batching_worker(&mut core, "w1", 7, 3);
+    let sizes: Vec<usize> = published(&mut core)
+        .into_iter()
+        .map(|(_, m)| match m {
+            FanoutMsg::Dispatches(b) => b.dispatches.len(),
+            FanoutMsg::Dispatch(_) => 1,
+            other => panic!("{other:?}"),
+        })
+        .collect();
+    assert_eq!(sizes, vec![3, 3, 1]);
+
+    // Credits: capacity 2 takes two orders now, the rest as credits free.
+    let mut core = self::core();
+    send_whole(&mut core, 0..5);
+    let _ = published(&mut core);
+    ready_batching_worker(&mut core, "w1", 2, 64);
+    let out = published(&mut core);
+    assert!(matches!(&out[..], [(_, FanoutMsg::Dispatches(b))] if b.dispatches.len() == 2), "{out:?}");
+
+    // Bytes: orders of 400 KiB, so at most two fit the 1 MiB budget.
+    let big = limits::DISPATCH_BATCH_BYTES_MAX * 2 / 5;
+    let mut core = Core::new(CoreConfig {
+        payload_cache_bytes: 64 * 1024 * 1024,
+        pending_bytes_max: 64 * 1024 * 1024,
+        order_bytes_max: big as u64 + 1,
+        ..CoreConfig::with_incarnation(1)
+    });
+    for n in 0..5 {
+        let data = vec![ByteBuf::from(vec![7; big])];
+        let order = format!("b{n}");
+        let msg = IntakeMsg::Items(Items { producer: "p".into(), order, begin: true, first: 0, data, finish: Some(1) });
+        core.handle_intake(msg, 0);
+    }
+    let _ = published(&mut core);
+    ready_batching_worker(&mut core, "w1", 8, 64);
+    let out: Vec<_> = std::iter::from_fn(|| core.poll_outbound()).collect();
+    assert!(out.iter().all(|o| o.body.len() <= limits::DISPATCH_BATCH_BYTES_MAX));
+    let sizes: Vec<usize> = out
+        .iter()
+        .map(|o| match FanoutMsg::decode(&o.body).unwrap() {
+            FanoutMsg::Dispatches(b) => b.dispatches.len(),
+            _ => 1,
+        })
+        .collect();
+    assert_eq!(sizes, vec![2, 2, 1]);
+}
+
+/// Orders whose payload left RAM are filled from the journal by the IO
+/// loop, in the batch's order, beside the ones still cached.
+#[test]
+fn a_batch_mixes_cached_and_journal_payloads() {
+    let charge = 1 + limits::ITEM_OVERHEAD_BYTES;
+    let mut core = Core::new(CoreConfig { payload_cache_bytes: 2 * charge, ..CoreConfig::with_incarnation(1) });
+    let mut journal = Vec::new();
+    send_whole(&mut core, 0..4);
+    drain_recording(&mut core, &mut journal);
+    ready_batching_worker(&mut core, "w1", 8, 64);
+    while core.poll_event().is_some() {}
+    let mut out: Vec<_> = std::iter::from_fn(|| core.poll_outbound()).collect();
+    assert_eq!(out.len(), 1);
+    let batch = &mut out[0];
+    assert!(batch.body.is_empty() && batch.needs_fill());
+    let from_journal = batch.batch.iter().filter(|e| matches!(e, BatchEntry::Fill(_))).count();
+    assert_eq!(from_journal, 2, "the two newest orders spilled");
+    let mut read = Vec::new();
+    batch
+        .fill_with(|fill| {
+            read.push(fill.key.id.clone());
+            let event = &journal[fill.from.seq as usize];
+            Ok::<_, ()>(event.payload().expect("a payload record").to_vec())
+        })
+        .unwrap();
+    assert_eq!(read, ["o2", "o3"]);
+    assert!(!batch.needs_fill());
+    let FanoutMsg::Dispatches(b) = FanoutMsg::decode(&batch.body).unwrap() else { panic!("not a batch") };
+    let ids: Vec<_> = b.dispatches.iter().map(|d| d.order.id.as_str()).collect();
+    assert_eq!(ids, ["o0", "o1", "o2", "o3"]);
+    assert!(b.dispatches.iter().all(|d| d.items == vec![ByteBuf::from(vec![1])]));
+}
+
+/// Fairness is pump's, not the batch's: two batching workers share the
+/// orders, most free credits first.
+#[test]
+fn batches_keep_the_most_free_credits_first_choice() {
+    let mut core = self::core();
+    ready_batching_worker(&mut core, "w1", 3, 64);
+    ready_batching_worker(&mut core, "w2", 3, 64);
+    let _ = published(&mut core);
+    send_whole(&mut core, 0..6);
+    let out: Vec<(String, usize)> = published(&mut core)
+        .into_iter()
+        .filter_map(|(t, m)| match m {
+            FanoutMsg::Dispatches(b) => Some((t, b.dispatches.len())),
+            FanoutMsg::Dispatch(_) => Some((t, 1)),
+            _ => None,
+        })
+        .collect();
+    let to = |w: &str| out.iter().filter(|(t, _)| *t == format!("w/{w}/")).map(|(_, n)| n).sum::<usize>();
+    assert_eq!((to("w1"), to("w2")), (3, 3), "{out:?}");
 }

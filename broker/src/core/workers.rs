@@ -121,6 +121,7 @@ impl Core {
         let worker = self.workers.get_mut(&hb.worker).expect("registered above");
         worker.last_seen_ms = now_ms;
         worker.capacity = hb.capacity;
+        worker.dispatches_max = hb.dispatches_max;
         worker.draining = hb.draining;
         worker.returning = false;
         // What it holds besides our dispatches fills its slots all the same.
@@ -164,6 +165,7 @@ impl Core {
             nonce,
             ready: false,
             returning: false,
+            dispatches_max: hb.dispatches_max,
         };
         self.workers.insert(hb.worker.clone(), worker);
         true

@@ -31,7 +31,6 @@ mod install;
 
 use std::collections::VecDeque;
 
-use orderly_common::protocol::encode_dispatch;
 use orderly_replication::node::PROPOSAL_BYTES_MAX;
 use orderly_replication::{Applied, Change, ChangeError, ChangeRequest, Message, Node, ProposeError};
 use protobuf::Message as _;
@@ -347,10 +346,7 @@ impl<A> Member<A> {
         while self.held.front().is_some_and(|held| held.index <= self.applied) {
             let held = self.held.pop_front().expect("checked above");
             for mut out in held.outbound {
-                if let Some(fill) = out.fill.take() {
-                    let items = recorder.read_items(fill.from, &fill.key)?;
-                    out.body = encode_dispatch(&fill.key, fill.attempt, fill.attempt > 1, &items);
-                }
+                out.fill_with(|fill| recorder.read_items(fill.from, &fill.key))?;
                 publish.push(out);
             }
             answers.extend(held.answers);

@@ -3,7 +3,6 @@
 
 use std::time::{Duration, Instant};
 
-use orderly_common::protocol::encode_dispatch;
 use orderly_journal::{Journal, JournalError, RecordAt};
 use serde_bytes::ByteBuf;
 
@@ -304,11 +303,8 @@ pub fn persist_then_publish<L: EventLog>(
         return Ok(Persisted::Held);
     }
     while let Some(mut out) = core.poll_outbound() {
-        if let Some(fill) = out.fill.take() {
-            // Committed above or in an earlier turn: readable now.
-            let items = recorder.read_items(fill.from, &fill.key)?;
-            out.body = encode_dispatch(&fill.key, fill.attempt, fill.attempt > 1, &items);
-        }
+        // Committed above or in an earlier turn: readable now.
+        out.fill_with(|fill| recorder.read_items(fill.from, &fill.key))?;
         publish(out)?;
     }
     Ok(Persisted::Published)

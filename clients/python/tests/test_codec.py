@@ -21,6 +21,10 @@ def test_hot_path_encoders_write_what_the_general_encoder_writes():
     assert proto.encode_heartbeat("w1", 7, 16, [("p1", "o-1")], None, False, None) == proto.encode(
         "control", "heartbeat", {"worker": "w1", "incarnation": 7, "capacity": 16, "in_flight": [key]}
     )
+    assert proto.encode_heartbeat("w1", 7, 16, [], 3, False, None, 64) == proto.encode(
+        "control", "heartbeat", {"worker": "w1", "incarnation": 7, "capacity": 16, "in_flight": [], "welcome": 3,
+                                 "dispatches_max": 64}
+    )
     assert proto.encode_acks("w1", 7, [("p1", "o-1", 2)]) == proto.encode(
         "control", "ack", {"worker": "w1", "incarnation": 7, "order": key, "attempt": 2}
     )
@@ -68,6 +72,11 @@ def test_unknown_fields_are_ignored_and_optional_ones_may_be_absent():
         (envelope("welcome", {"nonce": 1})[:-1], "Truncated"),
         (envelope("welcome", {"nonce": 1}) + b"\x00", "TrailingBytes"),
         (b"\xc1", "Malformed"),
+        (envelope("dispatches", {"dispatches": []}), "Invalid"),
+        (envelope("dispatches", {"dispatches": [{"order": {"producer": "p", "id": ""}, "attempt": 1,
+                                                 "redelivered": False, "items": []}]}), "Invalid"),
+        (envelope("dispatches", {"dispatches": [{"order": {"producer": "p", "id": "o"}, "attempt": 1}]}),
+         "Malformed"),
     ],
 )
 def test_bad_frames_raise_typed_errors(frame, error):
@@ -95,3 +104,31 @@ def test_pack_runs_like_the_rust_producer():
     assert proto.pack_runs([]) == [0]
     assert proto.pack_runs([b"x" * 100] * 3) == [3]
     assert proto.pack_runs([b"x" * (200 * 1024)] * 3) == [1, 2, 3]
+
+
+def test_dispatches_decode_entry_by_entry():
+    """Since 0.5: a `dispatches` message is a list of dispatch bodies, each
+    decoded (unknown fields dropped) and checked as a lone dispatch; at
+    most DISPATCHES_PER_MESSAGE_MAX of them."""
+    def entry(i, **extra):
+        return {"order": {"producer": "p", "id": f"o{i}"}, "attempt": 1 + i, "redelivered": i > 0, "items": [b"x"],
+                **extra}
+    frame = envelope("dispatches", {"dispatches": [entry(0, later=1), entry(1)]})
+    kind, body = proto.decode_fanout(frame)
+    assert kind == "dispatches"
+    assert body == {"dispatches": [entry(0), entry(1)]}
+    assert proto.encode("fanout", "dispatches", body) == envelope("dispatches", {"dispatches": [entry(0), entry(1)]})
+    too_many = envelope("dispatches", {"dispatches": [entry(0)] * (proto.DISPATCHES_PER_MESSAGE_MAX + 1)})
+    with pytest.raises(DecodeError) as raised:
+        proto.decode_fanout(too_many)
+    assert raised.value.kind == "Invalid"
+    kind, _ = proto.decode_fanout(envelope("dispatches", {"dispatches": [entry(0)] * proto.DISPATCHES_PER_MESSAGE_MAX}))
+    assert kind == "dispatches"
+
+
+def test_worker_dispatches_max_is_checked():
+    from orderly import Worker
+    for bad in (-1, proto.DISPATCHES_PER_MESSAGE_MAX + 1, "64", 1.5):
+        with pytest.raises(ConfigError, match="dispatches_max must be an integer from 0 to 256"):
+            Worker("w1", "tcp://127.0.0.1:1", "tcp://127.0.0.1:2", handler=print, dispatches_max=bad)
+    assert Worker("w1", "tcp://127.0.0.1:1", "tcp://127.0.0.1:2", handler=print).dispatches_max == 64

@@ -110,6 +110,26 @@ def test_rust_bench_to_python_worker(broker, procs, python_worker, inline):
     assert len(order.items) == 3 and all(len(item) == 50 for item in order.items)
 
 
+@pytest.mark.parametrize("dispatches_max", [0, 64])
+def test_python_worker_takes_dispatch_batches_only_when_it_asks(broker, procs, python_worker, dispatches_max):
+    """Since 0.5: a worker with dispatches_max >= 2 gets several orders per
+    message from the real broker (each handled and acked on its own); one
+    with 0 gets one `dispatch` per order, as workers before 0.5."""
+    handler = Collecting()
+    worker = python_worker(handler, concurrency=16, dispatches_max=dispatches_max)
+    bench = procs.start("bench", [
+        binary("orderly-producer"), "bench", "--id", "bench", "--intake", broker.intake, "--fanout", broker.fanout,
+        "--orders", "500", "--items", "1", "--item-bytes", "10", "--timeout", "30",
+    ])
+    assert bench.wait(timeout=60) == 0, bench.log_path.read_text()
+    wait_for("500 orders acked", lambda: broker.acked() >= 500, timeout=30)
+    assert len(handler.by_key()) == 500
+    if dispatches_max:
+        assert worker.counters["dispatch_batches"] > 0
+    else:
+        assert worker.counters["dispatch_batches"] == 0
+
+
 def test_python_to_python_with_binary_items(broker, python_worker):
     handler = Collecting()
     python_worker(handler, concurrency=2)

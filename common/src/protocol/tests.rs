@@ -30,6 +30,7 @@ fn control_round_trips() {
             welcome: Some(3),
             draining: false,
             broken: None,
+            dispatches_max: 64,
         }),
         ControlMsg::Ack(Ack { worker: "w1".into(), incarnation: 9, order: key.clone(), attempt: 1 }),
         ControlMsg::Nack(Nack {
@@ -85,6 +86,74 @@ fn fanout_round_trips() {
     }
     let borrowed = encode_dispatch(&key, 2, true, &items);
     assert_eq!(FanoutMsg::decode(&borrowed).unwrap(), FanoutMsg::Dispatch(dispatch));
+}
+
+fn dispatch_n(n: usize) -> Vec<Dispatch> {
+    (0..n)
+        .map(|i| Dispatch {
+            order: OrderKey::new("p1", format!("o{i}")),
+            attempt: 1 + i as u32 % 3,
+            redelivered: i % 3 > 0,
+            items: vec![ByteBuf::from(format!("item {i}").into_bytes())],
+        })
+        .collect()
+}
+
+/// The borrowed encoding (entries encoded one by one, then wrapped) is
+/// byte for byte what the owned message encodes to, for both array
+/// headers (fixarray below 16 entries, array16 from 16).
+#[test]
+fn dispatches_round_trip_and_borrowed_encoding_matches() {
+    for n in [1, 2, 15, 16, 17, DISPATCHES_PER_MESSAGE_MAX] {
+        let dispatches = dispatch_n(n);
+        let owned = FanoutMsg::Dispatches(Dispatches { dispatches: dispatches.clone() });
+        let bodies: Vec<Vec<u8>> =
+            dispatches.iter().map(|d| encode_dispatch_body(&d.order, d.attempt, d.redelivered, &d.items)).collect();
+        let borrowed = encode_dispatches(&bodies);
+        assert_eq!(borrowed, owned.encode(), "{n} entries");
+        assert_eq!(FanoutMsg::decode(&borrowed).unwrap(), owned);
+    }
+}
+
+#[test]
+fn dispatches_out_of_bounds_are_refused() {
+    for n in [0, DISPATCHES_PER_MESSAGE_MAX + 1] {
+        let msg = FanoutMsg::Dispatches(Dispatches { dispatches: dispatch_n(n) }).encode();
+        match FanoutMsg::decode(&msg) {
+            Err(DecodeError::Invalid { field: "dispatches", reason }) => {
+                assert!(reason.contains(&format!("{n} orders")), "{reason}")
+            }
+            other => panic!("{n} entries: {other:?}"),
+        }
+    }
+    // Each entry is checked as a lone dispatch is.
+    let mut bad = dispatch_n(3);
+    bad[1].order = OrderKey::new("p1", "");
+    let msg = FanoutMsg::Dispatches(Dispatches { dispatches: bad }).encode();
+    assert!(matches!(FanoutMsg::decode(&msg), Err(DecodeError::Invalid { .. })));
+}
+
+/// A heartbeat without `dispatches_max` (a worker before 0.5) decodes as
+/// 0; one with it decodes on a build whose Heartbeat lacks the field (a
+/// broker before 0.5 skips fields it does not know).
+#[test]
+fn heartbeat_dispatches_max_is_optional_both_ways() {
+    #[derive(Serialize, Deserialize)]
+    struct OldHeartbeat {
+        worker: String,
+        incarnation: u64,
+        capacity: u32,
+        in_flight: Vec<OrderKey>,
+    }
+    let old = OldHeartbeat { worker: "w1".into(), incarnation: 1, capacity: 2, in_flight: vec![] };
+    let ControlMsg::Heartbeat(hb) = ControlMsg::decode(&encode_as("heartbeat", &old)).unwrap() else {
+        panic!("not a heartbeat")
+    };
+    assert_eq!(hb.dispatches_max, 0);
+    let new = Heartbeat { dispatches_max: 64, ..hb };
+    let body = rmp_serde::to_vec_named(&new).unwrap();
+    let read: OldHeartbeat = rmp_serde::from_slice(&body).expect("an older Heartbeat ignores the new field");
+    assert_eq!(read.capacity, 2);
 }
 
 #[test]
@@ -167,6 +236,7 @@ fn invalid_ids_are_refused() {
         welcome: None,
         draining: false,
         broken: None,
+        dispatches_max: 0,
     })
     .encode();
     assert!(matches!(ControlMsg::decode(&zero), Err(DecodeError::Invalid { field: "capacity", .. })));

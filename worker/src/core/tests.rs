@@ -1,5 +1,5 @@
 use super::*;
-use orderly_common::protocol::Welcome;
+use orderly_common::protocol::{Dispatches, Welcome};
 use serde_bytes::ByteBuf;
 
 const INTERVAL_MS: u64 = 1000;
@@ -66,6 +66,7 @@ fn first_timeout_announces_the_worker() {
             welcome: None,
             draining: false,
             broken: None,
+            dispatches_max: limits::WORKER_DISPATCHES_MAX_DEFAULT,
         })]
     );
 }
@@ -557,4 +558,50 @@ fn a_deposed_leaders_dispatch_runs_and_its_ack_goes_out() {
     assert_eq!(jobs(&mut core), [OrderKey::new("p", "late")]);
     core.handle_done(OrderKey::new("p", "late"), 1, Ok(()), 50);
     assert!(controls(&mut core).iter().any(|m| matches!(m, ControlMsg::Ack(ack) if ack.order.id == "late")));
+}
+
+/// Each entry of a `dispatches` message goes the way a lone dispatch
+/// does: run while a slot is free, a duplicate answered for its latest
+/// attempt, the rest returned unrun, one by one.
+#[test]
+fn each_entry_of_a_batch_is_a_dispatch() {
+    let mut core = core(2);
+    core.handle_fanout(dispatch("a", 1), 0);
+    let entry = |id: &str, attempt| {
+        let FanoutMsg::Dispatch(d) = dispatch(id, attempt) else { unreachable!() };
+        d
+    };
+    let batch = Dispatches { dispatches: vec![entry("a", 2), entry("b", 1), entry("c", 1)] };
+    core.handle_fanout(FanoutMsg::Dispatches(batch), 0);
+    assert_eq!(jobs(&mut core), vec![OrderKey::new("p", "a"), OrderKey::new("p", "b")]);
+    assert_eq!(core.counters().duplicate_dispatches, 1);
+    assert_eq!(core.counters().refused_dispatches, 1);
+    let returned: Vec<_> = controls(&mut core)
+        .into_iter()
+        .filter_map(|m| match m {
+            ControlMsg::Nack(n) if n.returned => Some(n.order.id),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(returned, ["c"]);
+    // The duplicate is answered for the attempt the broker waits for.
+    core.handle_done(OrderKey::new("p", "a"), 1, Ok(()), 0);
+    let acks: Vec<_> = controls(&mut core)
+        .into_iter()
+        .filter_map(|m| match m {
+            ControlMsg::Ack(a) => Some(a.attempt),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(acks, [2]);
+}
+
+#[test]
+fn heartbeats_advertise_dispatches_max_within_the_limit() {
+    for (configured, sent) in [(0, 0), (64, 64), (u32::MAX, limits::DISPATCHES_PER_MESSAGE_MAX as u32)] {
+        let mut core = Core::new(CoreConfig { dispatches_max: configured, ..CoreConfig::new("w1", 7, 2) });
+        core.handle_timeout(0);
+        let out = controls(&mut core);
+        assert_eq!(heartbeats(&out)[0].dispatches_max, sent, "configured {configured}");
+    }
 }

@@ -45,6 +45,11 @@ CONFIRMS_PER_MESSAGE_MAX = 1024
 PACKED_FRAME_BYTES_MAX = 256 * 1024
 #: Whole orders in one `orders` intake message (since 0.4).
 ORDERS_PER_MESSAGE_MAX = 1024
+#: Orders in one `dispatches` fanout message (since 0.5).
+DISPATCHES_PER_MESSAGE_MAX = 256
+#: Orders a worker takes in one `dispatches` message unless told otherwise;
+#: 0 keeps one order per message.
+WORKER_DISPATCHES_MAX_DEFAULT = 64
 #: Longest `backpressure` reason.
 BACKPRESSURE_REASON_BYTES_MAX = 64
 #: Longest retry delay a nack may ask for (24 h); longer ones are clamped.
@@ -114,6 +119,7 @@ _CONTROL = {
         ("welcome", "u64?", None),
         ("draining", "bool", False),
         ("broken", "str?", None),
+        ("dispatches_max", "u32", 0),
     ],
     "ack": [("worker", "str", _REQ), ("incarnation", "u64", _REQ), ("order", "key", _REQ), ("attempt", "u32", _REQ)],
     "acks": [("worker", "str", _REQ), ("incarnation", "u64", _REQ), ("acks", "[acked]", _REQ)],
@@ -133,6 +139,7 @@ _CONTROL = {
 _FANOUT = {
     "welcome": [("nonce", "u64", _REQ), ("orders_max", "u32", 0)],
     "dispatch": [("order", "key", _REQ), ("attempt", "u32", _REQ), ("redelivered", "bool", _REQ), ("items", "[bin]", _REQ)],
+    "dispatches": [("dispatches", "[dispatch]", _REQ)],
     "confirm": [("order", "str", _REQ)],
     "confirms": [("orders", "[str]", _REQ)],
     "reject": [("order", "str", _REQ), ("reason", "reject_reason", _REQ)],
@@ -147,6 +154,7 @@ _FANOUT = {
 }
 
 _KEY = [("producer", "str", _REQ), ("id", "str", _REQ)]
+_DISPATCH = _FANOUT["dispatch"]
 _ACKED = [("order", "key", _REQ), ("attempt", "u32", _REQ)]
 _WHOLE = [("order", "str", _REQ), ("data", "[bin]", _REQ)]
 
@@ -219,6 +227,8 @@ def _check(value, typ: str, where: str):
         return _fields(value, _ACKED, where)
     if typ == "whole":
         return _fields(value, _WHOLE, where)
+    if typ == "dispatch":
+        return _fields(value, _DISPATCH, where)
     if typ == "reject_reason":
         return _reject_reason(value, where)
     raise AssertionError(f"unknown schema type {typ}")
@@ -336,35 +346,50 @@ _KEY_KEYS = ("producer", "id")
 _BYTES_ONLY = {bytes}
 
 
+def _fast_dispatch(body) -> bool:
+    """A dispatch body exactly as the broker writes it, passing every check."""
+    if type(body) is not dict or tuple(body) != _DISPATCH_KEYS:
+        return False
+    order, attempt, items = body["order"], body["attempt"], body["items"]
+    return bool(
+        type(order) is dict
+        and tuple(order) == _KEY_KEYS
+        and type(order["producer"]) is str
+        and type(order["id"]) is str
+        and type(attempt) is int
+        and 0 <= attempt <= U32_MAX
+        and type(body["redelivered"]) is bool
+        and type(items) is list
+        and (not items or set(map(type, items)) == _BYTES_ONLY)
+        and len(items) <= ORDER_ITEMS_MAX
+        and _PEER_ID.match(order["producer"].encode())
+        and 1 <= len(order["id"].encode()) <= ORDER_ID_BYTES_MAX
+    )
+
+
 def decode_fanout(frame: bytes):
     """:func:`decode` for the fanout socket (what producers and workers read).
 
-    A dispatch exactly as the broker writes it (no unknown fields) takes a
-    fast path with the same checks; anything else the general one."""
+    A dispatch, or a batch of them (since 0.5), exactly as the broker
+    writes it (no unknown fields) takes a fast path with the same checks;
+    anything else the general one."""
     if len(frame) <= FANOUT_FRAME_BYTES_MAX:
         try:
             envelope = msgpack.unpackb(frame, raw=False, strict_map_key=False)
         except Exception:
             envelope = None  # the general path says why
-        if type(envelope) is dict and tuple(envelope) == _ENVELOPE_KEYS and envelope["kind"] == "dispatch":
-            body = envelope["body"]
-            if envelope["v"] == 1 and type(envelope["v"]) is int and type(body) is dict and tuple(body) == _DISPATCH_KEYS:
-                order, attempt, items = body["order"], body["attempt"], body["items"]
+        if type(envelope) is dict and tuple(envelope) == _ENVELOPE_KEYS and envelope["v"] == 1:
+            kind, body = envelope["kind"], envelope["body"]
+            if type(envelope["v"]) is int and kind == "dispatch" and _fast_dispatch(body):
+                return "dispatch", body
+            if type(envelope["v"]) is int and kind == "dispatches" and type(body) is dict and tuple(body) == ("dispatches",):
+                entries = body["dispatches"]
                 if (
-                    type(order) is dict
-                    and tuple(order) == _KEY_KEYS
-                    and type(order["producer"]) is str
-                    and type(order["id"]) is str
-                    and type(attempt) is int
-                    and 0 <= attempt <= U32_MAX
-                    and type(body["redelivered"]) is bool
-                    and type(items) is list
-                    and (not items or set(map(type, items)) == _BYTES_ONLY)
-                    and len(items) <= ORDER_ITEMS_MAX
-                    and _PEER_ID.match(order["producer"].encode())
-                    and 1 <= len(order["id"].encode()) <= ORDER_ID_BYTES_MAX
+                    type(entries) is list
+                    and 1 <= len(entries) <= DISPATCHES_PER_MESSAGE_MAX
+                    and all(map(_fast_dispatch, entries))
                 ):
-                    return "dispatch", body
+                    return "dispatches", body
     return decode("fanout", frame)
 
 
@@ -451,11 +476,21 @@ def _validate_control(kind: str, m: dict):
             _valid_key(acked["order"])
 
 
+def _valid_dispatch(m: dict):
+    _valid_key(m["order"])
+    if len(m["items"]) > ORDER_ITEMS_MAX:
+        _invalid("items", f"{len(m['items'])} items; the limit is {ORDER_ITEMS_MAX}")
+
+
 def _validate_fanout(kind: str, m: dict):
     if kind == "dispatch":
-        _valid_key(m["order"])
-        if len(m["items"]) > ORDER_ITEMS_MAX:
-            _invalid("items", f"{len(m['items'])} items; the limit is {ORDER_ITEMS_MAX}")
+        _valid_dispatch(m)
+    elif kind == "dispatches":
+        n = len(m["dispatches"])
+        if not 1 <= n <= DISPATCHES_PER_MESSAGE_MAX:
+            _invalid("dispatches", f"{n} orders; it must be 1..={DISPATCHES_PER_MESSAGE_MAX}")
+        for entry in m["dispatches"]:
+            _valid_dispatch(entry)
     elif kind == "backpressure":
         size = len(m["reason"].encode())
         if not 1 <= size <= BACKPRESSURE_REASON_BYTES_MAX:
@@ -487,6 +522,8 @@ def _ordered(value, typ: str):
         return {"order": _ordered(value["order"], "key"), "attempt": value["attempt"]}
     if typ == "whole":
         return {"order": value["order"], "data": list(value["data"])}
+    if typ == "dispatch":
+        return {f: _ordered(value[f], t) for f, t, _ in _DISPATCH}
     if typ == "reject_reason":
         if isinstance(value, str):
             return value
@@ -553,8 +590,10 @@ def encode_finish(producer: str, order: str, count: int) -> bytes:
     )
 
 
-def encode_heartbeat(worker, incarnation, capacity, in_flight, welcome, draining, broken) -> bytes:
-    """`in_flight`: (producer, id) pairs."""
+def encode_heartbeat(worker, incarnation, capacity, in_flight, welcome, draining, broken, dispatches_max=0) -> bytes:
+    """`in_flight`: (producer, id) pairs. `dispatches_max` (since 0.5):
+    the most orders the broker may send in one `dispatches` message; 0
+    asks for one `dispatch` per order."""
     return msgpack.packb(
         {
             "v": 1,
@@ -567,6 +606,7 @@ def encode_heartbeat(worker, incarnation, capacity, in_flight, welcome, draining
                 "welcome": welcome,
                 "draining": draining,
                 "broken": broken,
+                "dispatches_max": dispatches_max,
             },
         },
         use_bin_type=True,

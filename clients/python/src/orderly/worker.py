@@ -108,7 +108,10 @@ class Worker:
     socket thread instead (fastest for handlers that take well under a
     heartbeat interval; a slow one delays heartbeats). `curve`:
     :class:`orderly.Curve`. `drain_timeout` (seconds, None: no limit)
-    bounds how long a stop waits for running handlers.
+    bounds how long a stop waits for running handlers. `dispatches_max`
+    (0 to 256, since 0.5): the broker may send up to this many orders in
+    one message (each still run and acknowledged on its own); 0 keeps one
+    order per message.
     """
 
     def __init__(
@@ -124,6 +127,7 @@ class Worker:
         heartbeat_interval: float = HEARTBEAT_INTERVAL_DEFAULT,
         drain_timeout: float | None = None,
         inline: bool = False,
+        dispatches_max: int = proto.WORKER_DISPATCHES_MAX_DEFAULT,
         context: zmq.Context | None = None,
     ):
         self.worker_id = check_peer_id("worker id", worker_id)
@@ -131,6 +135,12 @@ class Worker:
             raise ConfigError("Worker needs handler=, a callable taking an orderly.Order")
         if type(concurrency) is not int or not 1 <= concurrency <= WORKER_CONCURRENCY_MAX:
             raise ConfigError(f"concurrency must be an integer from 1 to {WORKER_CONCURRENCY_MAX}, not {concurrency!r}")
+        if type(dispatches_max) is not int or not 0 <= dispatches_max <= proto.DISPATCHES_PER_MESSAGE_MAX:
+            raise ConfigError(
+                f"dispatches_max must be an integer from 0 to {proto.DISPATCHES_PER_MESSAGE_MAX} "
+                f"(0: one order per message), not {dispatches_max!r}"
+            )
+        self.dispatches_max = dispatches_max
         if not heartbeat_interval > 0:
             raise ConfigError(f"heartbeat_interval must be > 0 seconds, not {heartbeat_interval!r}")
         self.members = None
@@ -331,6 +341,14 @@ class _Loop:
                 order = self._on_dispatch(body)
                 if order is not None:
                     jobs.append(order)
+            elif kind == "dispatches":
+                # Since 0.5: each entry is a dispatch of its own (duplicates,
+                # credits and returns alike), answered on its own.
+                self.counters["dispatch_batches"] += 1
+                for entry in body["dispatches"]:
+                    order = self._on_dispatch(entry)
+                    if order is not None:
+                        jobs.append(order)
             elif kind == "heartbeat":
                 self._on_broker_heartbeat(body, now)
             elif kind == "welcome" and topic == self.topic:
@@ -442,7 +460,14 @@ class _Loop:
         in_flight = list(self.in_flight)[: proto.HEARTBEAT_IN_FLIGHT_MAX]
         self.control_out.append(
             proto.encode_heartbeat(
-                self.w.worker_id, self.w.incarnation, self.w.concurrency, in_flight, self.welcome, self.draining, None
+                self.w.worker_id,
+                self.w.incarnation,
+                self.w.concurrency,
+                in_flight,
+                self.welcome,
+                self.draining,
+                None,
+                self.w.dispatches_max,
             )
         )
 
