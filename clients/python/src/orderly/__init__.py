@@ -25,7 +25,7 @@ from .producer import Producer, Receipt
 from .serve import serve
 from .worker import Worker
 
-__version__ = "0.1.0"
+__version__ = "0.2.0"
 
 __all__ = [
     "Backpressure",
