@@ -6,7 +6,7 @@ use orderly_common::ids::worker_topic;
 use orderly_common::protocol::encode_dispatch;
 use orderly_common::OrderKey;
 
-use super::{Core, Event, Fill, OrderState, Outbound, PayloadRef};
+use super::{Core, Event, Fill, OrderState, Outbound, PayloadRef, Stored, WorkerId};
 
 impl Core {
     /// Sends pending orders to ready workers with free credits, the worker
@@ -27,12 +27,14 @@ impl Core {
             self.pending.pop_front();
             let key = self.orders.key(handle).expect("a live handle").to_key();
             let attempt = order.attempts + 1;
-            self.record(Event::Dispatched { key: key.clone(), worker: worker.clone(), attempt });
+            self.record(Event::Dispatched { key: key.clone(), worker: worker.to_string(), attempt });
             let order = self.orders.by_handle(handle).expect("dispatched, not removed");
             let topic = worker_topic(&worker);
             let out = match (&order.items, order.stored) {
                 (Some(items), _) => Outbound::new(topic, encode_dispatch(&key, attempt, attempt > 1, items)),
-                (None, Some(from)) => Outbound { topic, body: Vec::new(), fill: Some(Fill { key, attempt, from }) },
+                (None, Some(from)) => {
+                    Outbound { topic, body: Vec::new(), fill: Some(Fill { key, attempt, from: from.at() }) }
+                }
                 (None, None) => unreachable!("an order's payload is in RAM or in the journal: {key}"),
             };
             self.outbound.push_back(out);
@@ -42,15 +44,15 @@ impl Core {
 
     /// The worker for an order that `avoid` last dropped: `avoid` only if
     /// no other worker can take it.
-    fn choose_worker(&self, avoid: Option<&str>) -> Option<String> {
-        let mut best: Option<(&String, u32)> = None;
+    fn choose_worker(&self, avoid: Option<&str>) -> Option<WorkerId> {
+        let mut best: Option<(&WorkerId, u32)> = None;
         let mut avoided = None;
         for (id, w) in &self.workers {
             let free = w.free_credits();
             if !w.takes_orders() || free == 0 {
                 continue;
             }
-            if avoid == Some(id.as_str()) {
+            if avoid == Some(&**id) {
                 avoided = Some(id);
             } else if best.is_none_or(|(_, f)| free > f) {
                 best = Some((id, free));
@@ -107,7 +109,10 @@ impl Core {
     /// such record it appends, and replay for every one it reads.
     pub fn payload_stored(&mut self, key: &OrderKey, at: PayloadRef) {
         let Some(order) = self.orders.get_mut(key) else { return };
-        order.stored = Some(at);
+        // Sequence numbers start at 1 (`orderly_journal`); a 0 would be a
+        // journal bug, and the payload stays in RAM then.
+        let Some(stored) = Stored::new(at) else { return };
+        order.stored = Some(stored);
         if order.spilling {
             order.spilling = false;
             order.items = None; // counted out of the cache by `spill`
@@ -116,6 +121,6 @@ impl Core {
 
     /// Where the journal holds `key`'s payload, when RAM does not.
     pub fn payload_ref(&self, key: &OrderKey) -> Option<PayloadRef> {
-        self.orders.get(key).filter(|o| o.items.is_none()).and_then(|o| o.stored)
+        self.orders.get(key).filter(|o| o.items.is_none()).and_then(|o| o.stored).map(Stored::at)
     }
 }

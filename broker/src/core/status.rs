@@ -213,7 +213,7 @@ impl Core {
                 .workers
                 .iter()
                 .map(|(id, w)| WorkerStatus {
-                    id: id.clone(),
+                    id: id.to_string(),
                     ready: w.ready,
                     capacity: w.capacity,
                     in_flight: w.in_flight.len() as u32,
@@ -231,7 +231,7 @@ impl Core {
         self.workers
             .iter()
             .map(|(id, w)| WorkerMetrics {
-                id: id.clone(),
+                id: id.to_string(),
                 in_flight: w.in_flight.len() as u32,
                 credits: w.free_credits(),
                 last_seen_ms: w.last_seen_ms,
@@ -247,7 +247,7 @@ impl Core {
     pub fn oldest_live_sealed_unix_ms(&self) -> Option<u64> {
         self.orders
             .values()
-            .filter(|o| !matches!(o.state, OrderState::Dead { .. }) && o.first_seen_unix_ms > 0)
+            .filter(|o| !matches!(o.state, OrderState::Dead) && o.first_seen_unix_ms > 0)
             .map(|o| o.first_seen_unix_ms)
             .min()
     }
@@ -268,7 +268,7 @@ impl Core {
         let mut dead: Vec<(OrderKey, &Order)> = self
             .orders
             .iter()
-            .filter(|(_, order)| matches!(order.state, OrderState::Dead { .. }))
+            .filter(|(_, order)| matches!(order.state, OrderState::Dead))
             .map(|(key, order)| (key.to_key(), order))
             .collect();
         let total = dead.len();
@@ -289,8 +289,8 @@ impl Core {
                 (OrderPlace::Delayed, order.holder().map(str::to_owned))
             }
             OrderState::Pending => (OrderPlace::Pending, order.holder().map(str::to_owned)),
-            OrderState::InFlight { worker } => (OrderPlace::InFlight, Some(worker.clone())),
-            OrderState::Dead { .. } => (OrderPlace::Dead, order.holder().map(str::to_owned)),
+            OrderState::InFlight => (OrderPlace::InFlight, order.holder().map(str::to_owned)),
+            OrderState::Dead => (OrderPlace::Dead, order.holder().map(str::to_owned)),
         };
         Some(OrderInfo {
             producer: key.producer.clone(),
@@ -312,7 +312,7 @@ impl Core {
         let order = self.orders.get(key)?;
         match (&order.items, order.stored) {
             (Some(items), _) => Some(OrderItems::InMemory(items.clone())),
-            (None, Some(at)) => Some(OrderItems::Journal(at)),
+            (None, Some(at)) => Some(OrderItems::Journal(at.at())),
             (None, None) => None,
         }
     }
@@ -328,7 +328,7 @@ impl Core {
         keys.sort();
         let mut discarded = 0;
         for key in keys {
-            if self.orders.get(&key).is_some_and(|o| matches!(o.state, OrderState::Dead { .. })) {
+            if self.orders.get(&key).is_some_and(|o| matches!(o.state, OrderState::Dead)) {
                 self.record(Event::Discarded { key });
                 discarded += 1;
             }
@@ -351,7 +351,7 @@ impl Core {
         };
         let mut revived = 0;
         for key in keys {
-            if self.orders.get(&key).is_some_and(|o| matches!(o.state, OrderState::Dead { .. })) {
+            if self.orders.get(&key).is_some_and(|o| matches!(o.state, OrderState::Dead)) {
                 self.record(Event::Revived { key });
                 revived += 1;
             }

@@ -19,7 +19,7 @@ use orderly_common::OrderKey;
 use super::HashMap;
 
 /// Where an order is in the table. Stale once the order leaves.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub(crate) struct Handle {
     slot: u32,
     generation: u32,
