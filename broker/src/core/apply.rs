@@ -441,6 +441,8 @@ impl Core {
             self.cached_bytes += charge(bytes, count as usize);
         }
         let state = OrderState::Pending;
+        // A record's length is a `u32`, so no order's items can pass it.
+        let bytes = u32::try_from(bytes).expect("an order's items fit one journal record");
         Order {
             items,
             stored: None,

@@ -168,7 +168,11 @@ impl Core {
                 "core invariant broken: {key} counts {} items, holds {count}",
                 order.count
             );
-            assert!(order.bytes == bytes, "core invariant broken: {key} counts {} bytes, holds {bytes}", order.bytes);
+            assert!(
+                u64::from(order.bytes) == bytes,
+                "core invariant broken: {key} counts {} bytes, holds {bytes}",
+                order.bytes
+            );
         }
         if order.spilling {
             assert!(order.items.is_some(), "core invariant broken: {key} is spilling without items in RAM");

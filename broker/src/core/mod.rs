@@ -243,7 +243,9 @@ struct Order {
     /// will at the end of this turn: spilling needs no copy.
     whole: bool,
     count: u32,
-    bytes: u64,
+    /// Item bytes: at most `ORDER_BYTES_MAX` (and one journal record, whose
+    /// length is a `u32`), so 4 bytes where a `u64` would cost 8 an order.
+    bytes: u32,
     /// Deliveries so far; the next dispatch is attempt `attempts + 1`.
     attempts: u32,
     state: OrderState,
@@ -362,7 +364,7 @@ impl Order {
     }
 
     fn charge(&self) -> u64 {
-        charge(self.bytes, self.count as usize)
+        charge(u64::from(self.bytes), self.count as usize)
     }
 
     /// `worker` holds the current dispatch or, when none is current
