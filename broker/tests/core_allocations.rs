@@ -7,9 +7,11 @@
 //! outside the counted calls: that is the IO loop's and the worker's work.
 //!
 //! What is left per order, and whose it is: the payload copy into the order
-//! (`items`, owned by the payload representation), the order's key in the
-//! table, in its confirm and in the dedup window; the key and worker id of
-//! the `Dispatched` record and the dispatch message; the history box.
+//! (`items`, owned by the payload representation); the producer id of its
+//! key and its id in the confirm; the key (twice) and worker id of the
+//! `Dispatched` record, the dispatch's topic and its encoding buffer
+//! (grown step by step); the history box. Order ids up to 24 bytes sit
+//! inline in the order table and the dedup window.
 
 use std::alloc::{GlobalAlloc, Layout, System};
 use std::cell::Cell;
@@ -24,10 +26,10 @@ use serde_bytes::ByteBuf;
 /// Allocations per order (sealed, dispatched, acknowledged) at most, with
 /// one 100-byte item an order. The core made 28.5 before issue 20 (the
 /// worker id copied three times per dispatch, the key into the worker's
-/// map, and twice into the dedup window), 20.5 since (see the module docs
-/// for what is left; about 6 are the growth of the dispatch's encoding
-/// buffer).
-const ALLOCATIONS_PER_ORDER_MAX: u64 = 21;
+/// map and twice into the dedup window, the order id boxed), 18.5 since
+/// (see the module docs for what is left; about 6 are the growth of the
+/// dispatch's encoding buffer).
+const ALLOCATIONS_PER_ORDER_MAX: u64 = 19;
 
 /// Orders per `orders` message, and the worker's capacity: each round
 /// dispatches and acknowledges a whole batch.
