@@ -353,6 +353,20 @@ mod tests {
     }
 
     #[test]
+    fn ids_short_and_long_are_found_alike() {
+        let mut t = Table::default();
+        let short = key("p", &"s".repeat(24));
+        let long = key("p", &"l".repeat(300));
+        t.insert(&short, 1);
+        t.insert(&long, 2);
+        // Only the longer than 24 bytes takes a heap block.
+        assert!(!t.entries[0].id.is_heap_allocated() && t.entries[1].id.is_heap_allocated());
+        assert_eq!((t.get(&short), t.get(&long)), (Some(&1), Some(&2)));
+        assert_eq!(t.remove(&long), Some(2));
+        assert_eq!((t.get(&long), t.get(&short)), (None, Some(&1)));
+    }
+
+    #[test]
     fn producer_ids_are_kept_once_and_freed_with_their_last_order() {
         let mut t = Table::default();
         for i in 0..100 {
