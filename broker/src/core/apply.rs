@@ -8,7 +8,9 @@ use std::collections::BTreeMap;
 use orderly_common::OrderKey;
 use serde_bytes::ByteBuf;
 
-use super::{charge, Core, Event, Handle, Held, Millis, Notice, Order, OrderState, Partial, Payload, Snapshot};
+use super::{
+    charge, Core, Event, Handle, Held, Millis, Notice, Order, OrderState, Partial, Payload, Snapshot, WorkerId,
+};
 
 impl Core {
     /// Applies `event` and queues it to be recorded.
@@ -52,7 +54,7 @@ impl Core {
 
     fn apply_revived(&mut self, key: &OrderKey) {
         let Some(order) = self.orders.get_mut(key) else { return };
-        if !matches!(order.state, OrderState::Dead { .. }) {
+        if order.state != OrderState::Dead {
             return;
         }
         order.state = OrderState::Pending;
@@ -119,19 +121,28 @@ impl Core {
         // Live, only orders past their delay are dispatched; a replay meets
         // the delay's end only as this dispatch.
         self.undelay(key);
-        let Some(order) = self.orders.get_mut(key) else { return };
+        let Some(handle) = self.orders.handle(key) else { return };
+        let order = self.orders.by_handle_mut(handle).expect("found above");
         if order.state == OrderState::Pending {
             self.pending_len -= 1;
             self.in_flight_len += 1;
         }
         order.attempts = attempt;
-        order.state = OrderState::InFlight { worker: worker.to_owned() };
-        order.history_mut().holder = Some(worker.to_owned());
+        order.state = OrderState::InFlight;
+        // The known worker's id is shared, not copied (no allocation live;
+        // a replay's dispatches name workers no longer known).
+        let holder = match self.workers.get_key_value(worker) {
+            Some((id, _)) => id.clone(),
+            None => WorkerId::from(worker),
+        };
+        order.history_mut().holder = Some(holder);
         if let Some(w) = self.workers.get_mut(worker) {
             let held = Held { sent_ms: self.now_ms, deadline_ms: self.now_ms + self.config.ack_timeout_ms };
             // A key it listed as held besides is counted once, as ours now.
-            w.foreign.remove(key);
-            w.in_flight.insert(key.clone(), held);
+            if !w.foreign.is_empty() {
+                w.foreign.remove(key);
+            }
+            w.in_flight.insert(handle, held);
         }
         self.counters.dispatches += 1;
         if attempt > 1 {
@@ -161,17 +172,19 @@ impl Core {
     fn retire(&mut self, key: &OrderKey) -> bool {
         self.remember(key, self.now_ms);
         self.undelay(key);
-        let Some(order) = self.orders.remove(key) else { return false };
-        self.leave_state(key, &order.state);
+        let Some(handle) = self.orders.handle(key) else { return false };
+        let order = self.orders.remove(key).expect("found above");
+        self.leave_state(key, handle, order.state, order.in_flight_to());
         self.held_bytes -= order.charge();
         self.uncache(&order);
         true
     }
 
     fn apply_requeued(&mut self, key: &OrderKey, reason: &str, refunded: bool, delay_ms: u64) {
-        let Some(order) = self.orders.get_mut(key) else { return };
+        let Some(handle) = self.orders.handle(key) else { return };
+        let order = self.orders.by_handle_mut(handle).expect("found above");
         match order.state {
-            OrderState::Dead { .. } => return,
+            OrderState::Dead => return,
             // Only in a replay: a `Restored` copy written while the order
             // was in flight restores it pending, with the attempt counted.
             // The refund and the delay still apply (a delayed order's key
@@ -188,18 +201,18 @@ impl Core {
                 }
                 return;
             }
-            OrderState::InFlight { .. } => {}
+            OrderState::InFlight => {}
         }
-        let old = std::mem::replace(&mut order.state, OrderState::Pending);
-        if let OrderState::InFlight { worker } = &old {
-            order.history_mut().avoid = Some(worker.clone());
-        }
+        let old = order.state;
+        let holder = order.holder_id().cloned();
+        order.state = OrderState::Pending;
+        order.history_mut().avoid = holder.clone();
         if refunded {
             order.attempts = order.attempts.saturating_sub(1);
         }
         order.history_mut().last_reason = Some(reason.to_owned());
         order.queued_ms = self.now_ms.saturating_add(delay_ms);
-        self.leave_state(key, &old);
+        self.leave_state(key, handle, old, holder.as_deref());
         self.enter_pending(key);
         if delay_ms > 0 {
             let at = self.now_ms.saturating_add(delay_ms);
@@ -207,7 +220,6 @@ impl Core {
             self.delayed.insert((at, key.clone()));
         } else {
             // Redeliveries go first: they are the oldest work.
-            let handle = self.handle(key);
             self.pending.push_front(handle);
         }
     }
@@ -247,12 +259,14 @@ impl Core {
 
     fn apply_dead_lettered(&mut self, key: &OrderKey, reason: &str, at_unix_ms: u64) {
         self.undelay(key);
-        let Some(order) = self.orders.get_mut(key) else { return };
+        let Some(handle) = self.orders.handle(key) else { return };
+        let order = self.orders.by_handle_mut(handle).expect("found above");
+        let holder = order.holder_id().cloned();
         let history = order.history_mut();
         history.dead_since_unix_ms = at_unix_ms;
         history.last_reason = Some(reason.to_owned());
-        let old = std::mem::replace(&mut order.state, OrderState::Dead { reason: reason.to_owned() });
-        self.leave_state(key, &old);
+        let old = std::mem::replace(&mut order.state, OrderState::Dead);
+        self.leave_state(key, handle, old, holder.as_deref());
         self.dead_len += 1;
         self.counters.orders_dead_lettered += 1;
     }
@@ -281,12 +295,11 @@ impl Core {
             } => {
                 let mut order = self.whole_order(items);
                 order.attempts = *attempts;
-                order.state = match dead {
-                    Some(reason) => OrderState::Dead { reason: reason.clone() },
-                    None => OrderState::Pending,
-                };
+                order.state = if dead.is_some() { OrderState::Dead } else { OrderState::Pending };
                 order.first_seen_unix_ms = *first_seen_unix_ms;
-                let last_reason = last_reason.clone().or_else(|| dead.clone());
+                // A dead letter's reason is its last reason (they never
+                // differ while it is one).
+                let last_reason = dead.clone().or_else(|| last_reason.clone());
                 if *dead_since_unix_ms != 0 || last_reason.is_some() {
                     let history = order.history_mut();
                     history.dead_since_unix_ms = *dead_since_unix_ms;
@@ -346,8 +359,9 @@ impl Core {
     fn forget(&mut self, key: &OrderKey) {
         self.undelay(key);
         self.remove_partial(key);
-        if let Some(order) = self.orders.remove(key) {
-            self.leave_state(key, &order.state);
+        if let Some(handle) = self.orders.handle(key) {
+            let order = self.orders.remove(key).expect("found above");
+            self.leave_state(key, handle, order.state, order.in_flight_to());
             self.held_bytes -= order.charge();
             self.uncache(&order);
         }
@@ -361,21 +375,22 @@ impl Core {
         }
     }
 
-    /// Undoes the bookkeeping of the state an order leaves.
-    fn leave_state(&mut self, key: &OrderKey, state: &OrderState) {
+    /// Undoes the bookkeeping of the state an order leaves; `holder`: the
+    /// worker of its current dispatch, when it is in flight.
+    fn leave_state(&mut self, key: &OrderKey, handle: Handle, state: OrderState, holder: Option<&str>) {
         match state {
             OrderState::Pending => {
                 self.pending_len -= 1;
                 self.leave_live(&key.producer);
             }
-            OrderState::InFlight { worker } => {
+            OrderState::InFlight => {
                 self.in_flight_len -= 1;
                 self.leave_live(&key.producer);
-                if let Some(w) = self.workers.get_mut(worker) {
-                    w.in_flight.remove(key);
+                if let Some(w) = holder.and_then(|h| self.workers.get_mut(h)) {
+                    w.in_flight.remove(&handle);
                 }
             }
-            OrderState::Dead { .. } => self.dead_len -= 1,
+            OrderState::Dead => self.dead_len -= 1,
         }
     }
 
@@ -429,6 +444,8 @@ impl Core {
             self.cached_bytes += charge(bytes, count as usize);
         }
         let state = OrderState::Pending;
+        // A record's length is a `u32`, so no order's items can pass it.
+        let bytes = u32::try_from(bytes).expect("an order's items fit one journal record");
         Order {
             items,
             stored: None,
@@ -463,7 +480,13 @@ impl Core {
     }
 
     fn remember(&mut self, key: &OrderKey, at_ms: Millis) {
-        self.recent.insert(key.clone(), at_ms);
-        self.recent_order.push_back((at_ms, key.clone()));
+        let handle = match self.recent.handle(key) {
+            Some(handle) => {
+                *self.recent.by_handle_mut(handle).expect("just found") = at_ms;
+                handle
+            }
+            None => self.recent.insert(key, at_ms),
+        };
+        self.recent_order.push_back((at_ms, handle));
     }
 }

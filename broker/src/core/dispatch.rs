@@ -7,7 +7,7 @@ use orderly_common::limits::{DISPATCHES_PER_MESSAGE_MAX, DISPATCH_BATCH_BYTES_MA
 use orderly_common::protocol::{encode_dispatch, encode_dispatch_body, encode_dispatches};
 use orderly_common::OrderKey;
 
-use super::{BatchEntry, Core, Event, Fill, OrderState, Outbound, PayloadRef};
+use super::{BatchEntry, Core, Event, Fill, OrderState, Outbound, PayloadRef, Stored, WorkerId};
 
 /// A bound on one dispatch entry's encoding besides its items' bytes and
 /// their framing (5 bytes each) and its key: field names, attempt, flags
@@ -18,7 +18,7 @@ const DISPATCH_ENTRY_OVERHEAD_BYTES: usize = 128;
 
 /// The orders one pump chose for one batching worker, not yet sent.
 struct Batch {
-    worker: String,
+    worker: WorkerId,
     /// Each order's handle, key and attempt, in the order chosen.
     orders: Vec<(super::Handle, OrderKey, u32)>,
     /// Bytes its encoding takes at most.
@@ -51,7 +51,7 @@ impl Core {
             self.pending.pop_front();
             let key = self.orders.key(handle).expect("a live handle").to_key();
             let attempt = order.attempts + 1;
-            self.record(Event::Dispatched { key: key.clone(), worker: worker.clone(), attempt });
+            self.record(Event::Dispatched { key: key.clone(), worker: worker.to_string(), attempt });
             let orders_max = self.workers.get(&worker).map_or(0, |w| w.dispatches_max as usize);
             if orders_max < 2 {
                 let out = self.dispatch_out(worker_topic(&worker), handle, key, attempt);
@@ -94,7 +94,7 @@ impl Core {
         match (&order.items, order.stored) {
             (Some(items), _) => Outbound::new(topic, encode_dispatch(&key, attempt, attempt > 1, items)),
             (None, Some(from)) => {
-                Outbound { fill: Some(Fill { key, attempt, from }), ..Outbound::new(topic, Vec::new()) }
+                Outbound { fill: Some(Fill { key, attempt, from: from.at() }), ..Outbound::new(topic, Vec::new()) }
             }
             (None, None) => unreachable!("an order's payload is in RAM or in the journal: {key}"),
         }
@@ -114,7 +114,7 @@ impl Core {
                 let order = self.orders.by_handle(handle).expect("dispatched, not removed");
                 match (&order.items, order.stored) {
                     (Some(items), _) => BatchEntry::Encoded(encode_dispatch_body(&key, attempt, attempt > 1, items)),
-                    (None, Some(from)) => BatchEntry::Fill(Fill { key, attempt, from }),
+                    (None, Some(from)) => BatchEntry::Fill(Fill { key, attempt, from: from.at() }),
                     (None, None) => unreachable!("an order's payload is in RAM or in the journal: {key}"),
                 }
             })
@@ -134,15 +134,15 @@ impl Core {
 
     /// The worker for an order that `avoid` last dropped: `avoid` only if
     /// no other worker can take it.
-    fn choose_worker(&self, avoid: Option<&str>) -> Option<String> {
-        let mut best: Option<(&String, u32)> = None;
+    fn choose_worker(&self, avoid: Option<&str>) -> Option<WorkerId> {
+        let mut best: Option<(&WorkerId, u32)> = None;
         let mut avoided = None;
         for (id, w) in &self.workers {
             let free = w.free_credits();
             if !w.takes_orders() || free == 0 {
                 continue;
             }
-            if avoid == Some(id.as_str()) {
+            if avoid == Some(&**id) {
                 avoided = Some(id);
             } else if best.is_none_or(|(_, f)| free > f) {
                 best = Some((id, free));
@@ -199,7 +199,10 @@ impl Core {
     /// such record it appends, and replay for every one it reads.
     pub fn payload_stored(&mut self, key: &OrderKey, at: PayloadRef) {
         let Some(order) = self.orders.get_mut(key) else { return };
-        order.stored = Some(at);
+        // Sequence numbers start at 1 (`orderly_journal`); a 0 would be a
+        // journal bug, and the payload stays in RAM then.
+        let Some(stored) = Stored::new(at) else { return };
+        order.stored = Some(stored);
         if order.spilling {
             order.spilling = false;
             order.items = None; // counted out of the cache by `spill`
@@ -208,6 +211,6 @@ impl Core {
 
     /// Where the journal holds `key`'s payload, when RAM does not.
     pub fn payload_ref(&self, key: &OrderKey) -> Option<PayloadRef> {
-        self.orders.get(key).filter(|o| o.items.is_none()).and_then(|o| o.stored)
+        self.orders.get(key).filter(|o| o.items.is_none()).and_then(|o| o.stored).map(Stored::at)
     }
 }

@@ -50,6 +50,8 @@ use orderly_common::limits::{self, ORDER_BYTES_MAX};
 use orderly_common::OrderKey;
 use serde_bytes::ByteBuf;
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
+use std::num::NonZeroU64;
+use std::sync::Arc;
 
 pub use event::{AcceptedOrder, BatchEntry, Event, Fill, Outbound, Snapshot};
 // `GroupView` is defined below, next to `Core`.
@@ -194,11 +196,41 @@ impl Partial {
     }
 }
 
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// Where an order is: a one-byte tag. The worker of a dispatch is the
+/// history's `holder`, a dead letter's reason its `last_reason`: a
+/// pending order carries no string (issue 20: ≤ 128 bytes an order).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum OrderState {
     Pending,
-    InFlight { worker: String },
-    Dead { reason: String },
+    /// Dispatched to `History::holder`.
+    InFlight,
+    /// A dead letter; why is `History::last_reason`.
+    Dead,
+}
+
+/// A worker's id, shared by the workers map and the orders' histories:
+/// recording who holds an order copies a pointer, not the id.
+type WorkerId = Arc<str>;
+
+/// Where the journal holds a payload, packed: a record's sequence number
+/// is never 0, so `Option<Stored>` takes no more room than `Stored`
+/// (24 bytes where `Option<PayloadRef>` took 32).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Stored {
+    seq: NonZeroU64,
+    segment: u64,
+    offset: u64,
+}
+
+impl Stored {
+    /// `None` for sequence number 0, which no journal record has.
+    fn new(at: PayloadRef) -> Option<Stored> {
+        Some(Stored { seq: NonZeroU64::new(at.seq)?, segment: at.segment, offset: at.offset })
+    }
+
+    fn at(self) -> PayloadRef {
+        PayloadRef { seq: self.seq.get(), segment: self.segment, offset: self.offset }
+    }
 }
 
 #[derive(Debug)]
@@ -206,14 +238,16 @@ struct Order {
     /// The payload in RAM; `None` once only the journal holds it.
     items: Option<Payload>,
     /// The journal record holding the whole payload, once there is one.
-    stored: Option<PayloadRef>,
+    stored: Option<Stored>,
     /// The items leave RAM once `stored` is known.
     spilling: bool,
     /// One record holds the whole payload (`Accepted` or `Restored`), or
     /// will at the end of this turn: spilling needs no copy.
     whole: bool,
     count: u32,
-    bytes: u64,
+    /// Item bytes: at most `ORDER_BYTES_MAX` (and one journal record, whose
+    /// length is a `u32`), so 4 bytes where a `u64` would cost 8 an order.
+    bytes: u32,
     /// Deliveries so far; the next dispatch is attempt `attempts + 1`.
     attempts: u32,
     state: OrderState,
@@ -234,11 +268,12 @@ struct History {
     /// the only one whose ack or nack counts once no dispatch is current
     /// (a late ack of a requeued order or a dead letter). `None` until the
     /// first dispatch, and after a restart that compacted it away.
-    holder: Option<String>,
+    holder: Option<WorkerId>,
     /// The worker that last returned, lost or failed it: not chosen again
     /// while another has a free credit. Not recorded.
-    avoid: Option<String>,
-    /// The last failure's (or requeue's) reason.
+    avoid: Option<WorkerId>,
+    /// The last failure's (or requeue's) reason; a dead letter's reason
+    /// while it is one.
     last_reason: Option<String>,
     /// Unix ms; 0 when not dead (or unknown).
     dead_since_unix_ms: u64,
@@ -251,8 +286,9 @@ struct History {
 struct Worker {
     incarnation: u64,
     capacity: u32,
-    /// Orders dispatched to this worker.
-    in_flight: BTreeMap<OrderKey, Held>,
+    /// Orders dispatched to this worker, by handle: a dispatch copies
+    /// 8 bytes, not the key.
+    in_flight: BTreeMap<Handle, Held>,
     /// Orders its latest heartbeat listed that were not dispatched to it
     /// (held since before a broker restart, or since the broker took them
     /// back): they occupy its slots all the same. At most
@@ -295,6 +331,10 @@ impl Order {
         self.history.as_ref().and_then(|h| h.holder.as_deref())
     }
 
+    fn holder_id(&self) -> Option<&WorkerId> {
+        self.history.as_ref().and_then(|h| h.holder.as_ref())
+    }
+
     fn avoid(&self) -> Option<&str> {
         self.history.as_ref().and_then(|h| h.avoid.as_deref())
     }
@@ -322,22 +362,27 @@ impl Order {
 
     /// Why the order is a dead letter, if it is one.
     fn dead_reason(&self) -> Option<String> {
-        match &self.state {
-            OrderState::Dead { reason } => Some(reason.clone()),
-            _ => None,
+        match self.state {
+            OrderState::Dead => Some(self.last_reason().unwrap_or_default().to_owned()),
+            OrderState::Pending | OrderState::InFlight => None,
         }
     }
 
     fn charge(&self) -> u64 {
-        charge(self.bytes, self.count as usize)
+        charge(u64::from(self.bytes), self.count as usize)
     }
 
     /// `worker` holds the current dispatch or, when none is current
     /// (requeued, dead-lettered), held the latest one.
     fn held_by(&self, worker: &str) -> bool {
-        match &self.state {
-            OrderState::InFlight { worker: holder } => holder == worker,
-            OrderState::Pending | OrderState::Dead { .. } => self.holder() == Some(worker),
+        self.holder() == Some(worker)
+    }
+
+    /// The worker holding its current dispatch, if one is current.
+    fn in_flight_to(&self) -> Option<&str> {
+        match self.state {
+            OrderState::InFlight => self.holder(),
+            OrderState::Pending | OrderState::Dead => None,
         }
     }
 }
@@ -368,9 +413,12 @@ pub struct Core {
     /// hold their handles.
     orders: Table<Order>,
     /// Keys of acknowledged orders still in the dedup window, with when.
-    recent: HashMap<OrderKey, Millis>,
-    /// `recent` in acknowledgement order, for expiry; may hold stale pairs.
-    recent_order: VecDeque<(Millis, OrderKey)>,
+    /// In a table like the orders' (each key stored once, in a slab), so
+    /// an acknowledgement copies the key once, not twice.
+    recent: Table<Millis>,
+    /// `recent` in acknowledgement order, for expiry; may hold stale pairs
+    /// (a handle whose key left, or whose time moved on).
+    recent_order: VecDeque<(Millis, Handle)>,
     /// Dispatch queue; may hold stale keys (acked while pending), skipped.
     pending: VecDeque<Handle>,
     pending_len: usize,
@@ -394,7 +442,7 @@ pub struct Core {
     cached: VecDeque<Handle>,
     /// Replaying the journal: payloads stay on disk.
     replaying: bool,
-    workers: BTreeMap<String, Worker>,
+    workers: BTreeMap<WorkerId, Worker>,
     nonce_next: u64,
     heartbeat_due_ms: Millis,
     partial_sweep_due_ms: Millis,
@@ -414,6 +462,8 @@ pub struct Core {
     /// Inputs to handle before debug builds check the invariants again
     /// (see `invariants`).
     invariant_check_skip: u64,
+    /// Debug builds check the invariants (see [`Core::set_invariant_checks`]).
+    invariant_checks: bool,
     /// Since when the IO loop has not read intake because the journal's
     /// disk is full (see [`Core::set_disk_paused`]).
     disk_paused_since: Option<Millis>,
@@ -450,7 +500,7 @@ impl Core {
             config,
             partials: BTreeMap::new(),
             orders: Table::default(),
-            recent: HashMap::default(),
+            recent: Table::default(),
             recent_order: VecDeque::new(),
             pending: VecDeque::new(),
             pending_len: 0,
@@ -475,6 +525,7 @@ impl Core {
             notices: VecDeque::new(),
             notices_omitted: 0,
             invariant_check_skip: 0,
+            invariant_checks: true,
             disk_paused_since: None,
             group_view: GroupView::default(),
             timings: Timings::default(),
@@ -506,7 +557,13 @@ impl Core {
     /// before it are durable.
     pub fn poll_outbound(&mut self) -> Option<Outbound> {
         if !self.confirms.is_empty() {
+            // Confirms go out before the turn's dispatches: a producer's
+            // confirm latency is what users wait on, and a dispatch sent
+            // first sets the worker (on the same cores) to work ahead of it.
+            let queued = self.outbound.len();
             self.flush_confirms();
+            let confirms = self.outbound.len() - queued;
+            self.outbound.rotate_right(confirms);
         }
         self.outbound.pop_front()
     }

@@ -38,12 +38,8 @@ impl Core {
     /// In flight at the crash: pending again, first in line. Not an event
     /// (worker liveness is not recorded), so the counters move here.
     fn requeue_in_flight(&mut self) {
-        let mut in_flight: Vec<OrderKey> = self
-            .orders
-            .iter()
-            .filter(|(_, o)| matches!(o.state, OrderState::InFlight { .. }))
-            .map(|(k, _)| k.to_key())
-            .collect();
+        let mut in_flight: Vec<OrderKey> =
+            self.orders.iter().filter(|(_, o)| o.state == OrderState::InFlight).map(|(k, _)| k.to_key()).collect();
         in_flight.sort(); // table order depends on history; keep recovery deterministic
         for key in in_flight.into_iter().rev() {
             if let Some(order) = self.orders.get_mut(&key) {

@@ -13,7 +13,7 @@ fn dead_letter(key: &OrderKey, order: &Order) -> DeadLetter {
         attempts: order.attempts,
         reason: order.dead_reason().unwrap_or_default(),
         items: order.count as usize,
-        bytes: order.bytes,
+        bytes: u64::from(order.bytes),
         last_worker: order.holder().map(str::to_owned),
         first_seen_unix_ms: known(order.first_seen_unix_ms),
         dead_since_unix_ms: known(order.dead_since_unix_ms()),
@@ -217,7 +217,7 @@ impl Core {
                 .workers
                 .iter()
                 .map(|(id, w)| WorkerStatus {
-                    id: id.clone(),
+                    id: id.to_string(),
                     ready: w.ready,
                     capacity: w.capacity,
                     in_flight: w.in_flight.len() as u32,
@@ -236,7 +236,7 @@ impl Core {
         self.workers
             .iter()
             .map(|(id, w)| WorkerMetrics {
-                id: id.clone(),
+                id: id.to_string(),
                 in_flight: w.in_flight.len() as u32,
                 credits: w.free_credits(),
                 last_seen_ms: w.last_seen_ms,
@@ -252,7 +252,7 @@ impl Core {
     pub fn oldest_live_sealed_unix_ms(&self) -> Option<u64> {
         self.orders
             .values()
-            .filter(|o| !matches!(o.state, OrderState::Dead { .. }) && o.first_seen_unix_ms > 0)
+            .filter(|o| !matches!(o.state, OrderState::Dead) && o.first_seen_unix_ms > 0)
             .map(|o| o.first_seen_unix_ms)
             .min()
     }
@@ -273,7 +273,7 @@ impl Core {
         let mut dead: Vec<(OrderKey, &Order)> = self
             .orders
             .iter()
-            .filter(|(_, order)| matches!(order.state, OrderState::Dead { .. }))
+            .filter(|(_, order)| matches!(order.state, OrderState::Dead))
             .map(|(key, order)| (key.to_key(), order))
             .collect();
         let total = dead.len();
@@ -294,8 +294,8 @@ impl Core {
                 (OrderPlace::Delayed, order.holder().map(str::to_owned))
             }
             OrderState::Pending => (OrderPlace::Pending, order.holder().map(str::to_owned)),
-            OrderState::InFlight { worker } => (OrderPlace::InFlight, Some(worker.clone())),
-            OrderState::Dead { .. } => (OrderPlace::Dead, order.holder().map(str::to_owned)),
+            OrderState::InFlight => (OrderPlace::InFlight, order.holder().map(str::to_owned)),
+            OrderState::Dead => (OrderPlace::Dead, order.holder().map(str::to_owned)),
         };
         Some(OrderInfo {
             producer: key.producer.clone(),
@@ -303,7 +303,7 @@ impl Core {
             place,
             attempts: order.attempts,
             items: order.count as usize,
-            bytes: order.bytes,
+            bytes: u64::from(order.bytes),
             worker,
             last_reason: order.last_reason().map(str::to_owned).or_else(|| order.dead_reason()),
             first_seen_unix_ms: known(order.first_seen_unix_ms),
@@ -317,7 +317,7 @@ impl Core {
         let order = self.orders.get(key)?;
         match (&order.items, order.stored) {
             (Some(items), _) => Some(OrderItems::InMemory(items.to_vec())),
-            (None, Some(at)) => Some(OrderItems::Journal(at)),
+            (None, Some(at)) => Some(OrderItems::Journal(at.at())),
             (None, None) => None,
         }
     }
@@ -333,7 +333,7 @@ impl Core {
         keys.sort();
         let mut discarded = 0;
         for key in keys {
-            if self.orders.get(&key).is_some_and(|o| matches!(o.state, OrderState::Dead { .. })) {
+            if self.orders.get(&key).is_some_and(|o| matches!(o.state, OrderState::Dead)) {
                 self.record(Event::Discarded { key });
                 discarded += 1;
             }
@@ -356,7 +356,7 @@ impl Core {
         };
         let mut revived = 0;
         for key in keys {
-            if self.orders.get(&key).is_some_and(|o| matches!(o.state, OrderState::Dead { .. })) {
+            if self.orders.get(&key).is_some_and(|o| matches!(o.state, OrderState::Dead)) {
                 self.record(Event::Revived { key });
                 revived += 1;
             }

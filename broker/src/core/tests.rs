@@ -98,6 +98,19 @@ fn aggregates_items_into_one_order_and_confirms() {
     assert_eq!(core.status().held_bytes, 9 + 3 * limits::ITEM_OVERHEAD_BYTES);
 }
 
+/// The producer's confirm leaves before the dispatch sealed in the same
+/// turn: it is what the producer waits on, and the worker shares the cores.
+#[test]
+fn a_turn_s_confirms_are_published_before_its_dispatches() {
+    let mut core = core();
+    ready_worker(&mut core, "w1", 4, 0);
+    drain(&mut core);
+    send_order(&mut core, "o1", 2);
+    let (_, out) = drain(&mut core);
+    let kinds: Vec<&str> = out.iter().map(|(_, m)| m.kind()).collect();
+    assert_eq!(kinds, ["confirm", "dispatch"], "{out:?}");
+}
+
 #[test]
 fn items_out_of_order_still_seal_in_sequence() {
     let mut core = core();
@@ -1399,7 +1412,10 @@ fn an_order_a_worker_listed_as_held_besides_counts_once_when_dispatched_to_it() 
 /// unless every order needs it.
 #[test]
 fn a_pending_order_stays_small() {
-    assert!(std::mem::size_of::<Order>() <= 136, "Order is {} bytes", std::mem::size_of::<Order>());
+    // 136 before issue 20; the state a one-byte tag, the payload's place
+    // packed, the byte count a `u32`.
+    assert!(std::mem::size_of::<Order>() <= 88, "Order is {} bytes", std::mem::size_of::<Order>());
+    assert_eq!(std::mem::size_of::<OrderState>(), 1);
     let mut core = core();
     core.apply(&Event::Accepted {
         key: OrderKey::new("p", "o"),

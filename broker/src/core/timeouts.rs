@@ -5,7 +5,7 @@ use orderly_common::ids::BROADCAST_TOPIC;
 use orderly_common::protocol::{BrokerHeartbeat, FanoutMsg, RejectReason};
 use orderly_common::OrderKey;
 
-use super::{Core, Event, LostWhy, Millis, Outbound};
+use super::{Core, Event, LostWhy, Millis, Outbound, WorkerId};
 
 impl Core {
     /// Advances time: broker heartbeats, dead workers, expired partials.
@@ -41,7 +41,7 @@ impl Core {
     /// Workers silent for `worker_timeout_ms` are dead: their orders move.
     fn expire_workers(&mut self, now_ms: Millis) {
         let timeout = self.config.worker_timeout_ms();
-        let dead: Vec<String> =
+        let dead: Vec<WorkerId> =
             self.workers.iter().filter(|(_, w)| now_ms >= w.last_seen_ms + timeout).map(|(id, _)| id.clone()).collect();
         for id in dead {
             self.counters.workers_expired += 1;
@@ -54,14 +54,15 @@ impl Core {
     /// a failed attempt.
     fn expire_deadlines(&mut self, now_ms: Millis) {
         let cap_ms = self.config.attempt_timeout_ms;
-        let overdue: Vec<(OrderKey, String, bool)> = self
+        let orders = &self.orders;
+        let overdue: Vec<(OrderKey, WorkerId, bool)> = self
             .workers
             .iter()
             .flat_map(|(id, w)| {
-                w.in_flight
-                    .iter()
-                    .filter(|(_, h)| now_ms >= h.deadline_ms)
-                    .map(move |(k, h)| (k.clone(), id.clone(), now_ms >= h.sent_ms + cap_ms))
+                w.in_flight.iter().filter(|(_, h)| now_ms >= h.deadline_ms).filter_map(move |(&handle, h)| {
+                    let key = orders.key(handle)?.to_key();
+                    Some((key, id.clone(), now_ms >= h.sent_ms + cap_ms))
+                })
             })
             .collect();
         for (key, worker, capped) in overdue {
@@ -99,15 +100,16 @@ impl Core {
     /// Records `Forgotten` for keys past the dedup window (or beyond the
     /// key bound, oldest first).
     fn sweep_recent(&mut self, now_ms: Millis) {
-        while let Some((at_ms, key)) = self.recent_order.front() {
-            let current = self.recent.get(key) == Some(at_ms);
-            let expired = now_ms.saturating_sub(*at_ms) >= self.config.dedup_window_ms;
+        while let Some(&(at_ms, handle)) = self.recent_order.front() {
+            let current = self.recent.by_handle(handle) == Some(&at_ms);
+            let expired = now_ms.saturating_sub(at_ms) >= self.config.dedup_window_ms;
             let over = self.recent.len() > self.config.dedup_keys_max;
             if current && !(expired || over) {
                 break;
             }
-            let (_, key) = self.recent_order.pop_front().expect("front exists");
-            if current {
+            self.recent_order.pop_front();
+            if let Some(key) = self.recent.key(handle).filter(|_| current) {
+                let key = key.to_key();
                 self.record(Event::Forgotten { key });
             }
         }

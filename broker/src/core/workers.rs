@@ -9,7 +9,7 @@ use orderly_common::limits::{RETRY_DELAY_MS_MAX, WORKERS_MAX};
 use orderly_common::protocol::{ControlMsg, FanoutMsg, Heartbeat, Nack, Welcome};
 use orderly_common::OrderKey;
 
-use super::{Core, Event, LostWhy, Millis, Notice, OrderState, Outbound, Worker, FOREIGN_KEYS_PER_WORKER_MAX};
+use super::{Core, Event, Handle, LostWhy, Millis, Notice, Outbound, Worker, WorkerId, FOREIGN_KEYS_PER_WORKER_MAX};
 
 impl Core {
     /// Handles one decoded control message.
@@ -35,7 +35,7 @@ impl Core {
                 self.on_nack(nack);
             }
             ControlMsg::Bye(bye) => {
-                if self.workers.get(&bye.worker).is_some_and(|w| w.incarnation == bye.incarnation) {
+                if self.workers.get(bye.worker.as_str()).is_some_and(|w| w.incarnation == bye.incarnation) {
                     self.remove_worker(&bye.worker, LostWhy::Bye);
                 }
             }
@@ -54,7 +54,8 @@ impl Core {
         match self.orders.get(&key) {
             Some(order) if order.held_by(worker) => {
                 // Timed only when this dispatch is current (not a late ack).
-                if let Some(held) = self.workers.get(worker).and_then(|w| w.in_flight.get(&key)) {
+                let handle = self.orders.handle(&key);
+                if let Some(held) = self.workers.get(worker).zip(handle).and_then(|(w, h)| w.in_flight.get(&h)) {
                     self.timings.handler.observe_ms(self.now_ms.saturating_sub(held.sent_ms));
                 }
                 self.record(Event::Acked { key })
@@ -76,14 +77,13 @@ impl Core {
             self.counters.acks_refused += 1;
             return;
         }
-        let current =
-            order.attempts == nack.attempt && order.state == OrderState::InFlight { worker: nack.worker.clone() };
+        let current = order.attempts == nack.attempt && order.in_flight_to() == Some(nack.worker.as_str());
         if !current {
             self.counters.stale_nacks += 1;
         } else if nack.returned {
             self.counters.orders_returned += 1;
             let reason = format!("worker {} returned it unrun: {}", nack.worker, nack.reason);
-            if let Some(w) = self.workers.get_mut(&nack.worker) {
+            if let Some(w) = self.workers.get_mut(nack.worker.as_str()) {
                 w.returning = true;
             }
             self.give_back(nack.order, reason);
@@ -109,29 +109,26 @@ impl Core {
     }
 
     fn on_heartbeat(&mut self, hb: Heartbeat, now_ms: Millis) {
-        let known = self.workers.get(&hb.worker).map(|w| w.incarnation);
+        let known = self.workers.get(hb.worker.as_str()).map(|w| w.incarnation);
         if known.is_some_and(|inc| inc != hb.incarnation) {
             // Restarted under the same id: what the old process held is lost.
             self.remove_worker(&hb.worker, LostWhy::Restart);
         }
-        if !self.workers.contains_key(&hb.worker) && !self.register_worker(&hb, now_ms) {
+        if !self.workers.contains_key(hb.worker.as_str()) && !self.register_worker(&hb, now_ms) {
             return;
         }
         self.note_broken(&hb);
-        let worker = self.workers.get_mut(&hb.worker).expect("registered above");
+        let orders = &self.orders;
+        let worker = self.workers.get_mut(hb.worker.as_str()).expect("registered above");
         worker.last_seen_ms = now_ms;
         worker.capacity = hb.capacity;
         worker.dispatches_max = hb.dispatches_max;
         worker.draining = hb.draining;
         worker.returning = false;
         // What it holds besides our dispatches fills its slots all the same.
-        worker.foreign = hb
-            .in_flight
-            .iter()
-            .filter(|key| !worker.in_flight.contains_key(*key))
-            .take(FOREIGN_KEYS_PER_WORKER_MAX)
-            .cloned()
-            .collect();
+        let ours = |key: &OrderKey| orders.handle(key).is_some_and(|h| worker.in_flight.contains_key(&h));
+        let foreign = hb.in_flight.iter().filter(|key| !ours(key)).take(FOREIGN_KEYS_PER_WORKER_MAX).cloned().collect();
+        worker.foreign = foreign;
         if worker.ready {
             self.reconcile(&hb, now_ms);
         } else if hb.welcome == Some(worker.nonce) {
@@ -167,7 +164,7 @@ impl Core {
             returning: false,
             dispatches_max: hb.dispatches_max,
         };
-        self.workers.insert(hb.worker.clone(), worker);
+        self.workers.insert(WorkerId::from(hb.worker.as_str()), worker);
         true
     }
 
@@ -176,22 +173,22 @@ impl Core {
     /// dispatches older than (liveness + 1) heartbeat intervals are judged,
     /// so one still on its way is not mistaken for a lost one.
     fn reconcile(&mut self, hb: &Heartbeat, now_ms: Millis) {
-        let Some(worker) = self.workers.get(&hb.worker) else { return };
+        let Some(worker) = self.workers.get(hb.worker.as_str()) else { return };
         // A heartbeat is judged by when it arrives, not when it was written,
         // so allow as much delay as liveness itself does (plus one interval).
         let grace_ms = self.config.heartbeat_interval_ms * (u64::from(self.config.heartbeat_liveness) + 1);
-        let held: BTreeSet<&OrderKey> = hb.in_flight.iter().collect();
+        let listed: BTreeSet<Handle> = hb.in_flight.iter().filter_map(|key| self.orders.handle(key)).collect();
         let lost: Vec<OrderKey> = worker
             .in_flight
             .iter()
-            .filter(|(key, h)| now_ms >= h.sent_ms + grace_ms && !held.contains(key))
-            .map(|(key, _)| key.clone())
+            .filter(|(handle, h)| now_ms >= h.sent_ms + grace_ms && !listed.contains(handle))
+            .filter_map(|(&handle, _)| self.orders.key(handle).map(|k| k.to_key()))
             .collect();
         let extended_ms = now_ms + self.config.ack_timeout_ms;
         let cap_ms = self.config.attempt_timeout_ms;
-        if let Some(worker) = self.workers.get_mut(&hb.worker) {
-            for key in &hb.in_flight {
-                if let Some(h) = worker.in_flight.get_mut(key) {
+        if let Some(worker) = self.workers.get_mut(hb.worker.as_str()) {
+            for handle in &listed {
+                if let Some(h) = worker.in_flight.get_mut(handle) {
                     // Listed or not, an attempt ends at the time cap.
                     h.deadline_ms = h.deadline_ms.max(extended_ms).min(h.sent_ms + cap_ms);
                 }
@@ -204,7 +201,7 @@ impl Core {
 
     /// A heartbeat's `broken`: noticed when it changes.
     fn note_broken(&mut self, hb: &Heartbeat) {
-        let Some(worker) = self.workers.get_mut(&hb.worker) else { return };
+        let Some(worker) = self.workers.get_mut(hb.worker.as_str()) else { return };
         if worker.broken == hb.broken {
             return;
         }
@@ -234,7 +231,9 @@ impl Core {
     pub(super) fn remove_worker(&mut self, id: &str, why: LostWhy) {
         let Some(worker) = self.workers.remove(id) else { return };
         let requeued = worker.in_flight.len();
-        for key in worker.in_flight.into_keys() {
+        let keys: Vec<OrderKey> =
+            worker.in_flight.into_keys().filter_map(|handle| self.orders.key(handle).map(|k| k.to_key())).collect();
+        for key in keys {
             self.fail(key, format!("worker {} ({id})", why.as_str()), 0);
         }
         self.notify(Notice::WorkerLost { worker: id.to_owned(), why, requeued });

@@ -65,11 +65,12 @@ fn each_order_of_a_batch_keeps_its_own_answer() {
     let [event @ Event::AcceptedBatch { .. }] = recorded.as_slice() else { panic!("one batch: {recorded:?}") };
     assert_eq!(keys(event), ["a", "solo"]);
     let out = published(&mut core);
+    // Confirms go first (Core::poll_outbound), then the turn's other answers.
+    assert_eq!(out[0], FanoutMsg::Confirms(Confirms { orders: vec!["a".into(), "a".into(), "solo".into()] }));
     assert!(
-        matches!(&out[0], FanoutMsg::Reject(r) if r.order == "big" && matches!(r.reason, RejectReason::TooLarge { .. })),
+        matches!(&out[1], FanoutMsg::Reject(r) if r.order == "big" && matches!(r.reason, RejectReason::TooLarge { .. })),
         "{out:?}"
     );
-    assert_eq!(out[1], FanoutMsg::Confirms(Confirms { orders: vec!["a".into(), "a".into(), "solo".into()] }));
     assert_eq!(core.status().counters.orders_deduplicated, 1);
 }
 
@@ -121,9 +122,9 @@ fn a_batch_read_below_the_producer_s_bound_is_taken_whole_and_intake_closes() {
     // Read at the bound, a batch's new orders are refused one by one.
     core.handle_intake(batch(&[("d", 1), ("a", 1)]), 1);
     let out = published(&mut core);
+    assert_eq!(out[0], FanoutMsg::Confirm(Confirm { order: "a".into() }), "a resend is still confirmed");
     assert!(
-        matches!(&out[0], FanoutMsg::Reject(r) if r.order == "d" && matches!(r.reason, RejectReason::LimitReached { .. })),
+        matches!(&out[1], FanoutMsg::Reject(r) if r.order == "d" && matches!(r.reason, RejectReason::LimitReached { .. })),
         "{out:?}"
     );
-    assert_eq!(out[1], FanoutMsg::Confirm(Confirm { order: "a".into() }), "a resend is still confirmed");
 }

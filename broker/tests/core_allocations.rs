@@ -1,0 +1,230 @@
+//! Heap allocations the broker core makes per order on its hot path
+//! (issue 20: "no per-item allocation on the hot path"): a counting global
+//! allocator around the core's own calls, while it takes whole orders in
+//! `orders` messages (the benchmark's packed framing), dispatches them to a
+//! worker and retires them on its acks, as the IO loop drives it. The
+//! messages fed in and the dispatches read back are built and decoded
+//! outside the counted calls: that is the IO loop's and the worker's work.
+//!
+//! What is left per order, and whose it is: the payload copied once into
+//! the order's one buffer (`core::payload`); the producer id of its key and
+//! its id in the confirm; the key made from the table and copied again for
+//! the `Dispatched` record, its worker id, the dispatch's topic, its
+//! encoding buffer (sized once); the history box. Order ids up to 24 bytes
+//! sit inline in the order table and the dedup window.
+
+use std::alloc::{GlobalAlloc, Layout, System};
+use std::cell::Cell;
+
+use orderly_broker::core::{Core, CoreConfig, Event, Millis, PayloadRef};
+use orderly_common::ids::worker_topic;
+use orderly_common::protocol::{Acked, Acks, ControlMsg, FanoutMsg, Heartbeat, IntakeMsg, Orders, WholeOrder};
+use orderly_common::OrderKey;
+use serde_bytes::ByteBuf;
+
+/// Allocations per order (sealed, dispatched, acknowledged) at most, with
+/// one 100-byte item an order. The core made 28.5 before issue 20 (the
+/// worker id copied three times per dispatch, the key into the worker's
+/// map and twice into the dedup window, the order id boxed, an item and a
+/// Vec per payload, the dispatch's buffer grown step by step); 12.45 since
+/// (11.6 with `dispatches` batches; see the module docs for what is left).
+const ALLOCATIONS_PER_ORDER_MAX: u64 = 13;
+
+/// Orders per `orders` message, and the worker's capacity: each round
+/// dispatches and acknowledges a whole batch.
+const BATCH_LEN: usize = 64;
+
+/// Rounds before counting, so that queues and maps reach their working size.
+const WARM_UP_ROUNDS: usize = 20;
+
+/// Rounds counted.
+const COUNTED_ROUNDS: usize = 100;
+
+struct CountingAllocator;
+
+thread_local! {
+    /// Counts only this thread's allocations, only inside `counted`: the
+    /// test harness, and the other test, allocate on other threads
+    /// meanwhile.
+    static COUNTING: Cell<bool> = const { Cell::new(false) };
+    /// This thread's allocations while counting.
+    static ALLOCATIONS: Cell<u64> = const { Cell::new(0) };
+}
+
+fn note_allocation() {
+    if COUNTING.try_with(Cell::get).unwrap_or(false) {
+        let _ = ALLOCATIONS.try_with(|n| n.set(n.get() + 1));
+    }
+}
+
+/// This thread's allocations counted so far.
+fn allocations() -> u64 {
+    ALLOCATIONS.with(Cell::get)
+}
+
+// SAFETY: every call is passed on unchanged to the system allocator.
+unsafe impl GlobalAlloc for CountingAllocator {
+    unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
+        note_allocation();
+        // SAFETY: the caller's contract is `System`'s.
+        unsafe { System.alloc(layout) }
+    }
+
+    unsafe fn alloc_zeroed(&self, layout: Layout) -> *mut u8 {
+        note_allocation();
+        // SAFETY: as above.
+        unsafe { System.alloc_zeroed(layout) }
+    }
+
+    unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
+        note_allocation();
+        // SAFETY: as above.
+        unsafe { System.realloc(ptr, layout, new_size) }
+    }
+
+    unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
+        // SAFETY: as above.
+        unsafe { System.dealloc(ptr, layout) }
+    }
+}
+
+#[global_allocator]
+static GLOBAL: CountingAllocator = CountingAllocator;
+
+/// Runs `f`, counting its allocations on this thread.
+fn counted<R>(f: impl FnOnce() -> R) -> R {
+    COUNTING.with(|c| c.set(true));
+    let result = f();
+    COUNTING.with(|c| c.set(false));
+    result
+}
+
+const WORKER: &str = "w";
+const NOW_MS: Millis = 1;
+
+/// The core and what the IO loop keeps beside it.
+struct Loop {
+    core: Core,
+    /// The next journal record's sequence number.
+    seq: u64,
+    /// Published bodies of this round, preallocated (not counted).
+    published: Vec<(Vec<u8>, Vec<u8>)>,
+}
+
+impl Loop {
+    /// What the IO loop does after each input: record the events (telling
+    /// the core where payload records are) and publish.
+    fn drain(&mut self) {
+        while let Some(event) = self.core.poll_event() {
+            let at = PayloadRef { seq: self.seq, segment: 1, offset: self.seq * 200 };
+            self.seq += 1;
+            let core = &mut self.core;
+            event.for_each_payload_key(|key| core.payload_stored(key, at));
+            drop::<Event>(event);
+        }
+        while let Some(out) = self.core.poll_outbound() {
+            assert!(out.fill.is_none(), "every payload fits the cache here");
+            self.published.push((out.topic, out.body));
+        }
+    }
+}
+
+fn ready_worker(l: &mut Loop, dispatches_max: u32) {
+    let heartbeat = |welcome| {
+        ControlMsg::Heartbeat(Heartbeat {
+            worker: WORKER.into(),
+            incarnation: 1,
+            capacity: BATCH_LEN as u32,
+            in_flight: vec![],
+            welcome,
+            draining: false,
+            broken: None,
+            dispatches_max,
+        })
+    };
+    l.core.handle_control(heartbeat(None), NOW_MS);
+    l.drain();
+    let nonce = l
+        .published
+        .drain(..)
+        .find_map(|(topic, body)| match FanoutMsg::decode(&body) {
+            Ok(FanoutMsg::Welcome(w)) if topic == worker_topic(WORKER) => Some(w.nonce),
+            _ => None,
+        })
+        .expect("a welcome on the worker's topic");
+    l.core.handle_control(heartbeat(Some(nonce)), NOW_MS);
+    l.drain();
+    l.published.clear();
+}
+
+/// One batch in, dispatched, acknowledged; returns the allocations the
+/// core made for it.
+fn round(l: &mut Loop, round: usize) -> u64 {
+    let orders = (0..BATCH_LEN)
+        .map(|i| WholeOrder { order: format!("bench-{round}-{i}"), data: vec![ByteBuf::from(vec![b'x'; 100])] })
+        .collect();
+    let intake = IntakeMsg::Orders(Orders { producer: "p".into(), orders });
+    let before = allocations();
+    counted(|| {
+        l.core.handle_intake(intake, NOW_MS);
+        l.drain();
+    });
+    let acks: Vec<Acked> = l
+        .published
+        .drain(..)
+        .flat_map(|(_, body)| match FanoutMsg::decode(&body) {
+            Ok(FanoutMsg::Dispatch(d)) => vec![d],
+            Ok(FanoutMsg::Dispatches(b)) => b.dispatches,
+            _ => vec![],
+        })
+        .map(|d| Acked { order: d.order, attempt: d.attempt })
+        .collect();
+    assert_eq!(acks.len(), BATCH_LEN, "round {round}: the whole batch is dispatched at once");
+    let acks = ControlMsg::Acks(Acks { worker: WORKER.into(), incarnation: 1, acks });
+    counted(|| {
+        l.core.handle_control(acks, NOW_MS);
+        l.drain();
+    });
+    l.published.clear();
+    allocations() - before
+}
+
+#[test]
+fn the_core_allocates_a_bounded_few_times_per_order() {
+    allocations_per_order(0);
+}
+
+/// The same with a worker that takes `dispatches` batches (since 0.5).
+#[test]
+fn the_core_allocates_a_bounded_few_times_per_order_in_dispatch_batches() {
+    allocations_per_order(64);
+}
+
+/// Drives the core for a worker with this `dispatches_max` and checks the
+/// allocations per order against the bound.
+fn allocations_per_order(dispatches_max: u32) {
+    let mut l = Loop { core: Core::new(CoreConfig::with_incarnation(42)), seq: 1, published: Vec::new() };
+    l.published.reserve(4 * BATCH_LEN);
+    // Debug builds' invariant checks allocate as they go; they are the
+    // simulation's and the unit tests' business, not the hot path's.
+    l.core.set_invariant_checks(false);
+    ready_worker(&mut l, dispatches_max);
+    for r in 0..WARM_UP_ROUNDS {
+        round(&mut l, r);
+    }
+    let total: u64 = (WARM_UP_ROUNDS..WARM_UP_ROUNDS + COUNTED_ROUNDS).map(|r| round(&mut l, r)).sum();
+    let orders = (COUNTED_ROUNDS * BATCH_LEN) as u64;
+    assert_eq!(l.core.counters().orders_acked, ((WARM_UP_ROUNDS + COUNTED_ROUNDS) * BATCH_LEN) as u64);
+    let per_order = total as f64 / orders as f64;
+    eprintln!(
+        "ALLOCATIONS {per_order:.2} per order (sealed, dispatched, acknowledged; {orders} orders; \
+         dispatches_max {dispatches_max})"
+    );
+    assert!(
+        total <= ALLOCATIONS_PER_ORDER_MAX * orders,
+        "the core allocated {per_order:.2} times per order, more than {ALLOCATIONS_PER_ORDER_MAX}: \
+         something on the hot path copies again (see the module docs for what is expected)"
+    );
+    let key = OrderKey::new("p", format!("bench-{}-0", WARM_UP_ROUNDS + COUNTED_ROUNDS - 1));
+    assert_eq!(l.core.remembered_keys(), (WARM_UP_ROUNDS + COUNTED_ROUNDS) * BATCH_LEN, "{key} and all are remembered");
+}
