@@ -33,6 +33,8 @@ ORDERLY_BIN_DIR="$ROOT/target/debug" tests/browser/run.sh
 # smoke run on the debug binaries: it fails if an order is lost (the
 # figures come from `bench/run.sh --group 3` on a release build).
 ORDERLY_BIN_DIR="$ROOT/target/debug" bench/run.sh --group 3 --orders 2000 --rate-orders 500 --runs 1 --framing packed
+# And with CURVE on everywhere (`--curve`: keys from the binaries' keygen).
+ORDERLY_BIN_DIR="$ROOT/target/debug" bench/run.sh --curve on --orders 1000 --rate 0 --runs 1 --framing packed
 # The handler benchmark's script likewise (noop, serve, the Python worker).
 ORDERLY_BIN_DIR="$ROOT/target/debug" bench/handlers.sh --orders 300 --runs 1
 # The outbox relay's benchmark script (a private PostgreSQL, a backlog and a
