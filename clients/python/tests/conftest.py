@@ -31,6 +31,10 @@ def binary(name: str) -> str:
     return path
 
 
+# Tries of a broker's first start when a picked port was taken meanwhile.
+FIRST_START_ATTEMPTS = 3
+
+
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -89,25 +93,39 @@ class Broker:
         self.procs = procs
         self.name = name
         self.extra = list(extra or [])
+        self._pick_ports()
+        self.data_dir = procs.tmp / f"{name}-data"
+        self.starts = 0
+        self.proc = None
+
+    def _pick_ports(self):
         port = free_port
         self.intake = f"tcp://127.0.0.1:{port()}"
         self.fanout = f"tcp://127.0.0.1:{port()}"
         self.control = f"tcp://127.0.0.1:{port()}"
         self.admin = f"127.0.0.1:{port()}"
-        self.data_dir = procs.tmp / f"{name}-data"
-        self.starts = 0
-        self.proc = None
 
     def start(self):
-        self.starts += 1
-        args = [
-            binary("orderly-broker"), "run", "--data-dir", str(self.data_dir), "--intake", self.intake,
-            "--fanout", self.fanout, "--control", self.control, "--admin", self.admin,
-            "--heartbeat-interval-ms", "200",
-        ] + self.extra
-        self.proc = self.procs.start(f"{self.name}.{self.starts}", args)
-        wait_for("the broker's admin endpoint", self._ready)
-        return self
+        # A port free when picked can be taken (by another test's outgoing
+        # connection) before the broker binds it: the first start picks
+        # new ports and tries again; a restart keeps its ports.
+        first = self.starts == 0
+        for attempt in range(FIRST_START_ATTEMPTS):
+            self.starts += 1
+            args = [
+                binary("orderly-broker"), "run", "--data-dir", str(self.data_dir), "--intake", self.intake,
+                "--fanout", self.fanout, "--control", self.control, "--admin", self.admin,
+                "--heartbeat-interval-ms", "200",
+            ] + self.extra
+            self.proc = self.procs.start(f"{self.name}.{self.starts}", args)
+            try:
+                wait_for("the broker's admin endpoint", self._ready)
+                return self
+            except AssertionError as e:
+                if not (first and "already in use" in str(e)) or attempt + 1 == FIRST_START_ATTEMPTS:
+                    raise
+                self._pick_ports()
+        raise AssertionError("unreachable")
 
     def _ready(self):
         if self.proc.poll() is not None:
