@@ -997,17 +997,42 @@ fn decode_envelope<M: Family>(bytes: &[u8], max: usize) -> Result<M, DecodeError
     if bytes.len() > max {
         return Err(DecodeError::Oversized { len: bytes.len(), max });
     }
-    let mut de = rmp_serde::Deserializer::new(std::io::Cursor::new(bytes));
+    // The borrowing reader hands out slices of the frame; `new(Cursor)`
+    // copied every string and byte string through a scratch buffer first
+    // (~9 % of the broker's samples per item, docs/PERF-PROGRESS.md).
+    let mut de = rmp_serde::Deserializer::from_read_ref(bytes);
     let message = match de.deserialize_map(EnvelopeVisitor::<M>(PhantomData)).map_err(classify)? {
         Opened::Message(m) => m,
         Opened::Version(v) => return Err(DecodeError::UnsupportedVersion(v)),
         Opened::UnknownKind(kind) => return Err(DecodeError::UnknownKind(kind, M::SOCKET)),
     };
-    let used = de.position() as usize;
-    if used < bytes.len() {
-        return Err(DecodeError::TrailingBytes(bytes.len() - used));
+    if !at_end(&mut de) {
+        return Err(match envelope_len(bytes) {
+            Some(len) => DecodeError::TrailingBytes(bytes.len() - len),
+            None => DecodeError::Malformed("bytes after the end of the message".into()),
+        });
     }
     Ok(message)
+}
+
+/// Whether the borrowing reader has read its whole frame. rmp-serde 1.3
+/// does not say how far that reader got, but reading a further value
+/// fails on its first byte (its marker) exactly when no byte is left.
+fn at_end<'de>(de: &mut rmp_serde::Deserializer<rmp_serde::decode::ReadRefReader<'de, [u8]>>) -> bool {
+    use rmp_serde::decode::Error as E;
+    matches!(
+        de::IgnoredAny::deserialize(de),
+        Err(E::InvalidMarkerRead(io)) if io.kind() == std::io::ErrorKind::UnexpectedEof
+    )
+}
+
+/// The length of the value at the start of `bytes` (an envelope that
+/// decoded): the count for a [`DecodeError::TrailingBytes`]. Only a
+/// refused message is read this second time, through a reader that counts.
+fn envelope_len(bytes: &[u8]) -> Option<usize> {
+    let mut de = rmp_serde::Deserializer::new(std::io::Cursor::new(bytes));
+    de::IgnoredAny::deserialize(&mut de).ok()?;
+    usize::try_from(de.position()).ok()
 }
 
 #[cfg(test)]
