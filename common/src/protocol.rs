@@ -916,7 +916,8 @@ impl<'de, M: Family> Visitor<'de> for EnvelopeVisitor<M> {
 
     fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
         let mut version: Option<u16> = None;
-        let mut kind: Option<String> = None;
+        // Borrowed from the frame: no allocation per message.
+        let mut kind: Option<&'de str> = None;
         let mut opened: Option<Opened<M>> = None;
         while let Some(field) = map.next_key::<Field>()? {
             // Once the answer is known (even a refusal), the rest is skipped:
@@ -934,14 +935,14 @@ impl<'de, M: Family> Visitor<'de> for EnvelopeVisitor<M> {
                     if version.is_none() {
                         return Err(de::Error::custom("\"v\" must come before \"body\""));
                     }
-                    let Some(kind) = &kind else {
+                    let Some(kind) = kind else {
                         return Err(de::Error::custom("\"kind\" must come before \"body\""));
                     };
                     opened = Some(match M::body(kind, &mut map)? {
                         Some(m) => Opened::Message(m),
                         None => {
                             map.next_value::<de::IgnoredAny>()?;
-                            Opened::UnknownKind(kind.clone())
+                            Opened::UnknownKind(kind.to_string())
                         }
                     });
                 }
