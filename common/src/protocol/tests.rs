@@ -201,6 +201,21 @@ fn garbage_and_trailing_bytes_are_refused() {
 }
 
 #[test]
+fn trailing_bytes_are_counted_whatever_they_hold() {
+    // The borrowing reader does not count what it read: a whole second
+    // message, one complete value (nil) and a cut value must all be found
+    // and counted.
+    let one = item(1, b"x").encode();
+    let cut_array = [0xdc, 0x00];
+    for tail in [&one[..], &[0xc0][..], &cut_array[..]] {
+        let mut bytes = one.clone();
+        bytes.extend_from_slice(tail);
+        assert_eq!(IntakeMsg::decode(&bytes).unwrap_err(), DecodeError::TrailingBytes(tail.len()), "tail {tail:x?}");
+    }
+    assert_eq!(IntakeMsg::decode(&one).unwrap(), item(1, b"x"));
+}
+
+#[test]
 fn oversized_frames_are_refused_before_parsing() {
     let bytes = vec![0u8; INTAKE_FRAME_BYTES_MAX + 1];
     assert_eq!(
