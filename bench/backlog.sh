@@ -14,6 +14,9 @@
 #   bench/backlog.sh [--orders N] [--items K] [--item-bytes S] [--fsync P]
 #                    [--payload-cache-bytes B]
 #
+# ORDERLY_BIN_DIR=DIR: use the release binaries in DIR instead of building
+# them (as bench/run.sh: an A/B against another build's binaries).
+#
 # Exits non-zero if any order is missing after the restart.
 set -euo pipefail
 ROOT="$(cd "$(dirname "$0")/.." && pwd)"
@@ -25,15 +28,19 @@ while [ $# -gt 0 ]; do
         --item-bytes) ITEM_BYTES=$2 ;;
         --fsync) FSYNC=$2 ;;
         --payload-cache-bytes) CACHE=$2 ;;
-        -h|--help) sed -n 2,18p "$0"; exit 0 ;;
+        -h|--help) sed -n 2,21p "$0"; exit 0 ;;
         *) echo "backlog: unknown flag $1 (see --help)" >&2; exit 2 ;;
     esac
     shift 2
 done
 cd "$ROOT"
 scripts/setup.sh
-cargo build --release --quiet --bins
-BIN="$ROOT/target/release"
+if [ -n "${ORDERLY_BIN_DIR:-}" ]; then
+    BIN=$ORDERLY_BIN_DIR
+else
+    cargo build --release --quiet --bins
+    BIN="$ROOT/target/release"
+fi
 port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
 work="$(mktemp -d "${TMPDIR:-/tmp}/orderly-backlog.XXXXXX")"
 pids=()

@@ -9,14 +9,20 @@
 //! copied forward (`Restored`) and then it goes. A live order's records in
 //! later segments that replay before its copy are ignored by `apply`
 //! (unknown order) and the copy supersedes them.
+//!
+//! The anchor of each order lives in the core's own entry for its key
+//! (`Core::anchor`: the partial order, the sealed order, then the dedup
+//! window's entry, which an order's anchor moves to when it is retired),
+//! so the keys are not stored twice (issue 20: ≤ 128 bytes an order).
+//! What leaves the core releases its anchor (`Core::drain_released_anchors`);
+//! here are only the counts per segment.
 
 use std::collections::BTreeMap;
+use std::num::NonZeroU64;
 
 use orderly_common::OrderKey;
 
-use crate::core::table::Table;
-
-use crate::core::Event;
+use crate::core::{Core, Event};
 
 /// Live orders per segment.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -38,52 +44,47 @@ pub enum Plan {
     CopyForward(Vec<OrderKey>),
 }
 
-/// The anchor index. See the module docs.
+/// The anchor counts. See the module docs.
 #[derive(Debug, Default)]
 pub struct Anchors {
-    /// Each anchored order's segment. One per live order, so in the
-    /// core's compact table (each key stored once, no per-entry node).
-    by_key: Table<u64>,
     segments: BTreeMap<u64, SegmentLive>,
 }
 
 impl Anchors {
-    /// Notes `event`, recorded in `segment`.
-    pub fn observe(&mut self, event: &Event, segment: u64) {
+    /// Notes `event`, recorded in `segment`, after `core` applied it (the
+    /// core holds the anchors).
+    pub fn observe(&mut self, core: &mut Core, event: &Event, segment: u64) {
+        self.segments.entry(segment).or_default();
         match event {
             Event::Begun { key, .. } | Event::Restored { key, .. } | Event::Accepted { key, .. } => {
-                self.anchor(key, segment);
+                self.anchor(core, key, segment);
             }
             // An acknowledged order stays live where its Acked record is,
             // until its key leaves the dedup window (Forgotten).
             Event::Acked { key } | Event::Discarded { key } => {
-                self.anchor(key, segment);
+                self.anchor(core, key, segment);
             }
             Event::AcceptedBatch { orders, .. } => {
                 for order in orders {
-                    self.anchor(&order.key, segment);
+                    self.anchor(core, &order.key, segment);
                 }
             }
-            Event::Dropped { key, .. } | Event::Forgotten { key } => self.resolve(key),
-            _ => {
-                self.segments.entry(segment).or_default();
-            }
+            // Dropped, Forgotten: the core released the anchor (below).
+            _ => {}
         }
+        let segments = &mut self.segments;
+        core.drain_released_anchors(|released| resolve(segments, released));
     }
 
-    fn anchor(&mut self, key: &OrderKey, segment: u64) {
-        self.resolve(key);
-        self.by_key.insert(key, segment);
+    fn anchor(&mut self, core: &mut Core, key: &OrderKey, segment: u64) {
+        let at = NonZeroU64::new(segment).expect("journal segment ids start at 1");
         let entry = self.segments.entry(segment).or_default();
-        entry.live += 1;
         entry.anchored += 1;
-    }
-
-    fn resolve(&mut self, key: &OrderKey) {
-        if let Some(segment) = self.by_key.remove(key) {
-            if let Some(entry) = self.segments.get_mut(&segment) {
-                entry.live -= 1;
-            }
+        // Not held any more: it left in the turn that wrote this record.
+        let Some(old) = core.anchor(key, at) else { return };
+        entry.live += 1;
+        if let Some(old) = old {
+            resolve(&mut self.segments, old);
         }
     }
 
@@ -94,23 +95,16 @@ impl Anchors {
     /// Decides about `segment` (the oldest, not the active one). Copying
     /// forward waits until at most `live_ratio_max_percent` of its orders
     /// are live, so a backlog is not rewritten over and over.
-    pub fn plan(&self, segment: u64, live_ratio_max_percent: u64) -> Plan {
+    pub fn plan(&self, core: &Core, segment: u64, live_ratio_max_percent: u64) -> Plan {
         let s = self.segment(segment);
         if s.live == 0 {
             Plan::Remove
         } else if s.live * 100 <= s.anchored * live_ratio_max_percent {
-            let mut keys: Vec<OrderKey> =
-                self.by_key.iter().filter(|(_, &seg)| seg == segment).map(|(k, _)| k.to_key()).collect();
-            keys.sort();
-            Plan::CopyForward(keys)
+            let at = NonZeroU64::new(segment).expect("a segment with live orders is a journal segment");
+            Plan::CopyForward(core.anchored_in(at))
         } else {
             Plan::Keep
         }
-    }
-
-    /// Makes room for `orders` anchored orders at once.
-    pub fn reserve(&mut self, orders: usize) {
-        self.by_key.reserve(orders);
     }
 
     /// The segment was removed.
@@ -118,43 +112,82 @@ impl Anchors {
         self.segments.remove(&segment);
     }
 
-    pub fn live_orders(&self) -> usize {
-        self.by_key.len()
+    /// Live orders anchored in all segments.
+    pub fn live_orders(&self) -> u64 {
+        self.segments.values().map(|s| s.live).sum()
+    }
+}
+
+/// An order anchored in `segment` is no longer live there.
+fn resolve(segments: &mut BTreeMap<u64, SegmentLive>, segment: NonZeroU64) {
+    if let Some(entry) = segments.get_mut(&segment.get()) {
+        entry.live -= 1;
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::core::CoreConfig;
 
     fn key(id: &str) -> OrderKey {
         OrderKey::new("p", id)
     }
 
+    /// Applies `event` to `core`, then notes it as recorded in `segment`.
+    fn record(core: &mut Core, anchors: &mut Anchors, event: Event, segment: u64) {
+        core.apply(&event);
+        anchors.observe(core, &event, segment);
+    }
+
+    fn accepted(id: &str) -> Event {
+        Event::Accepted { key: key(id), items: vec![], at_unix_ms: 0 }
+    }
+
     #[test]
     fn segments_empty_out_as_orders_resolve() {
-        let mut a = Anchors::default();
-        a.observe(&Event::Begun { key: key("a"), at_ms: 0 }, 1);
-        a.observe(&Event::Begun { key: key("b"), at_ms: 0 }, 1);
-        a.observe(&Event::Begun { key: key("c"), at_ms: 0 }, 1);
-        a.observe(&Event::Acked { key: key("a") }, 2);
-        assert_eq!(a.plan(1, 50), Plan::Keep);
-        a.observe(&Event::Acked { key: key("b") }, 2);
-        assert_eq!(a.plan(1, 50), Plan::CopyForward(vec![key("c")]));
-        a.observe(&Event::Acked { key: key("c") }, 2);
-        assert_eq!(a.plan(1, 50), Plan::Remove);
+        let (mut core, mut a) = (Core::new(CoreConfig::with_incarnation(1)), Anchors::default());
+        for id in ["a", "b", "c"] {
+            record(&mut core, &mut a, accepted(id), 1);
+        }
+        record(&mut core, &mut a, Event::Acked { key: key("a") }, 2);
+        assert_eq!(a.plan(&core, 1, 50), Plan::Keep);
+        record(&mut core, &mut a, Event::Acked { key: key("b") }, 2);
+        assert_eq!(a.plan(&core, 1, 50), Plan::CopyForward(vec![key("c")]));
+        record(&mut core, &mut a, Event::Acked { key: key("c") }, 2);
+        assert_eq!(a.plan(&core, 1, 50), Plan::Remove);
         // Acknowledged keys stay live (dedup window) where their Acked is.
         assert_eq!(a.segment(2).live, 3);
+        assert_eq!(core.anchored_in(NonZeroU64::new(2).unwrap()), vec![key("a"), key("b"), key("c")]);
         for k in ["a", "b", "c"] {
-            a.observe(&Event::Forgotten { key: key(k) }, 3);
+            record(&mut core, &mut a, Event::Forgotten { key: key(k) }, 3);
         }
-        assert_eq!(a.plan(2, 50), Plan::Remove);
+        assert_eq!(a.plan(&core, 2, 50), Plan::Remove);
+        assert_eq!(a.live_orders(), 0);
+    }
+
+    #[test]
+    fn a_partial_order_stays_anchored_where_it_began_until_dropped() {
+        let (mut core, mut a) = (Core::new(CoreConfig::with_incarnation(1)), Anchors::default());
+        record(&mut core, &mut a, Event::Begun { key: key("a"), at_ms: 0 }, 1);
+        record(&mut core, &mut a, Event::Sealed { key: key("a"), count: 0, at_unix_ms: 0 }, 2);
+        assert_eq!((a.segment(1).live, a.segment(2).live), (1, 0));
+        record(&mut core, &mut a, Event::Acked { key: key("a") }, 3);
+        assert_eq!((a.segment(1).live, a.segment(3).live), (0, 1));
+        record(&mut core, &mut a, Event::Begun { key: key("b"), at_ms: 0 }, 3);
+        record(
+            &mut core,
+            &mut a,
+            Event::Dropped { key: key("b"), reason: orderly_common::protocol::RejectReason::Expired { age_ms: 1 } },
+            4,
+        );
+        assert_eq!((a.segment(3).live, a.live_orders()), (1, 1));
     }
 
     #[test]
     fn a_copy_moves_the_anchor() {
-        let mut a = Anchors::default();
-        a.observe(&Event::Begun { key: key("a"), at_ms: 0 }, 1);
+        let (mut core, mut a) = (Core::new(CoreConfig::with_incarnation(1)), Anchors::default());
+        record(&mut core, &mut a, accepted("a"), 1);
         let snapshot = crate::core::Snapshot::Sealed {
             items: vec![],
             attempts: 0,
@@ -164,9 +197,27 @@ mod tests {
             dead_since_unix_ms: 0,
             last_reason: None,
         };
-        a.observe(&Event::Restored { key: key("a"), snapshot }, 3);
-        assert_eq!(a.plan(1, 50), Plan::Remove);
-        assert_eq!(a.segment(3).live, 1);
-        assert_eq!(a.live_orders(), 1);
+        // Compaction records the copy without applying it (the core holds
+        // that state already); a replay applies it.
+        a.observe(&mut core, &Event::Restored { key: key("a"), snapshot: snapshot.clone() }, 3);
+        assert_eq!(a.plan(&core, 1, 50), Plan::Remove);
+        assert_eq!((a.segment(3).live, a.live_orders()), (1, 1));
+        record(&mut core, &mut a, Event::Restored { key: key("a"), snapshot }, 4);
+        assert_eq!((a.segment(3).live, a.segment(4).live, a.live_orders()), (0, 1, 1));
+    }
+
+    #[test]
+    fn a_key_that_left_in_the_same_turn_is_not_live() {
+        let (mut core, mut a) = (Core::new(CoreConfig::with_incarnation(1)), Anchors::default());
+        let events = [accepted("a"), Event::Acked { key: key("a") }, Event::Forgotten { key: key("a") }];
+        // Live: the core applies a whole turn before its records are written.
+        for event in &events {
+            core.apply(event);
+        }
+        for event in &events {
+            a.observe(&mut core, event, 1);
+        }
+        assert_eq!((a.segment(1).live, a.segment(1).anchored), (0, 2));
+        assert_eq!(a.plan(&core, 1, 50), Plan::Remove);
     }
 }

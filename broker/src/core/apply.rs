@@ -71,8 +71,15 @@ impl Core {
     }
 
     fn apply_begun(&mut self, key: &OrderKey, at_ms: Millis) {
-        let partial = Partial { began_ms: at_ms, items: BTreeMap::new(), bytes: 0 };
-        self.partials.insert(key.clone(), partial);
+        let partial = Partial { began_ms: at_ms, items: BTreeMap::new(), bytes: 0, anchor: None };
+        self.insert_partial(key, partial);
+    }
+
+    /// Adds a partial order; one it replaces releases its anchor.
+    fn insert_partial(&mut self, key: &OrderKey, partial: Partial) {
+        if let Some(old) = self.partials.insert(key.clone(), partial) {
+            self.released_anchors.extend(old.anchor);
+        }
     }
 
     fn apply_item_stored(&mut self, key: &OrderKey, seq: u32, data: &ByteBuf) {
@@ -99,6 +106,8 @@ impl Core {
         let mut order = self.new_order(Some(items), partial.bytes, count, false);
         order.first_seen_unix_ms = at_unix_ms;
         let handle = self.insert_order(key, order);
+        // Still anchored where it began.
+        self.orders.carry_anchor(handle, partial.anchor);
         self.pending.push_back(handle);
         self.enter_pending(key);
         self.counters.orders_sealed += 1;
@@ -170,10 +179,13 @@ impl Core {
     /// so a window restarts in full after a restart — never shorter).
     /// False if the order was unknown.
     fn retire(&mut self, key: &OrderKey) -> bool {
-        self.remember(key, self.now_ms);
+        let remembered = self.remember(key, self.now_ms);
         self.undelay(key);
         let Some(handle) = self.orders.handle(key) else { return false };
-        let order = self.orders.remove(key).expect("found above");
+        let (order, anchor) = self.orders.take(key).expect("found above");
+        // Live on in the dedup window: still anchored until its `Acked` or
+        // `Discarded` record anchors it anew.
+        self.recent.carry_anchor(remembered, anchor);
         self.leave_state(key, handle, order.state, order.in_flight_to());
         self.held_bytes -= order.charge();
         self.uncache(&order);
@@ -276,13 +288,16 @@ impl Core {
         self.forget(key);
         self.recent.remove(key);
         match snapshot {
-            Snapshot::Acked { at_ms } => self.remember(key, *at_ms),
+            Snapshot::Acked { at_ms } => {
+                self.remember(key, *at_ms);
+            }
             Snapshot::Partial { items } => {
                 let bytes: u64 = items.iter().map(|(_, d)| d.len() as u64).sum();
-                let partial = Partial { began_ms: self.now_ms, items: items.iter().cloned().collect(), bytes };
+                let items = items.iter().cloned().collect();
+                let partial = Partial { began_ms: self.now_ms, items, bytes, anchor: None };
                 self.held_bytes += partial.charge();
                 self.partial_bytes += partial.charge();
-                self.partials.insert(key.clone(), partial);
+                self.insert_partial(key, partial);
             }
             Snapshot::Sealed {
                 items,
@@ -372,6 +387,7 @@ impl Core {
         if let Some(p) = self.partials.remove(key) {
             self.held_bytes -= p.charge();
             self.partial_bytes -= p.charge();
+            self.released_anchors.extend(p.anchor);
         }
     }
 
@@ -479,7 +495,8 @@ impl Core {
         }
     }
 
-    fn remember(&mut self, key: &OrderKey, at_ms: Millis) {
+    /// Remembers `key` as acknowledged at `at_ms`; its handle in `recent`.
+    fn remember(&mut self, key: &OrderKey, at_ms: Millis) -> Handle {
         let handle = match self.recent.handle(key) {
             Some(handle) => {
                 *self.recent.by_handle_mut(handle).expect("just found") = at_ms;
@@ -488,5 +505,6 @@ impl Core {
             None => self.recent.insert(key, at_ms),
         };
         self.recent_order.push_back((at_ms, handle));
+        handle
     }
 }

@@ -181,6 +181,8 @@ struct Partial {
     began_ms: Millis,
     items: BTreeMap<u32, ByteBuf>,
     bytes: u64,
+    /// Its compaction anchor (see `table`), carried to the order it seals.
+    anchor: Option<NonZeroU64>,
 }
 
 /// What `bytes` of payload in `items` items cost against the byte bounds:
@@ -409,6 +411,9 @@ const FOREIGN_KEYS_PER_WORKER_MAX: usize = limits::HEARTBEAT_IN_FLIGHT_MAX;
 pub struct Core {
     config: CoreConfig,
     partials: BTreeMap<OrderKey, Partial>,
+    /// Anchors of partial orders that left (the tables keep their own),
+    /// until the anchor counts take them (see `recovery`).
+    released_anchors: Vec<NonZeroU64>,
     /// Sealed orders, each key stored once (see `table`); the queues below
     /// hold their handles.
     orders: Table<Order>,
@@ -499,6 +504,7 @@ impl Core {
             rng: Rng(orderly_common::rng::SplitMix64::new(config.rand_seed)),
             config,
             partials: BTreeMap::new(),
+            released_anchors: Vec::new(),
             orders: Table::default(),
             recent: Table::default(),
             recent_order: VecDeque::new(),

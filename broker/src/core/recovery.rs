@@ -1,11 +1,51 @@
 //! Journal replay and the restart that ends it. Replay itself is
 //! [`Core::apply`] of every record; this is what comes before and after.
+//! Also the compaction anchors the core keeps for `crate::compaction`:
+//! each key the core holds (partial, sealed or remembered) carries the
+//! journal segment of its latest anchoring record, in its own entry.
+
+use std::num::NonZeroU64;
 
 use orderly_common::OrderKey;
 
 use super::{Core, Event, Millis, OrderState};
 
 impl Core {
+    /// Anchors `key` in journal segment `segment`, wherever the core holds
+    /// it. The anchor it had (`Some(None)`: none yet), or `None` when the
+    /// core no longer holds the key (it left after the record was made, in
+    /// the same turn): then nothing is live to anchor.
+    pub fn anchor(&mut self, key: &OrderKey, segment: NonZeroU64) -> Option<Option<NonZeroU64>> {
+        if let Some(partial) = self.partials.get_mut(key) {
+            return Some(partial.anchor.replace(segment));
+        }
+        match self.orders.set_anchor(key, segment) {
+            Some(old) => Some(old),
+            None => self.recent.set_anchor(key, segment),
+        }
+    }
+
+    /// Hands `released` the anchor of every key that left since the last
+    /// call (dropped, forgotten, replaced by a copy).
+    pub fn drain_released_anchors(&mut self, released: impl FnMut(NonZeroU64)) {
+        self.released_anchors
+            .drain(..)
+            .chain(self.orders.drain_released())
+            .chain(self.recent.drain_released())
+            .for_each(released);
+    }
+
+    /// The keys anchored in `segment`, sorted (compaction copies them
+    /// forward in this order, so runs repeat).
+    pub fn anchored_in(&self, segment: NonZeroU64) -> Vec<OrderKey> {
+        let partials = self.partials.iter().filter(|(_, p)| p.anchor == Some(segment)).map(|(k, _)| k.clone());
+        let orders = self.orders.anchored_in(segment).map(|k| k.to_key());
+        let recent = self.recent.anchored_in(segment).map(|k| k.to_key());
+        let mut keys: Vec<OrderKey> = partials.chain(orders).chain(recent).collect();
+        keys.sort();
+        keys
+    }
+
     /// Makes room for `orders` sealed orders at once (before a replay, so
     /// the table does not grow by rehashing a million keys).
     pub fn reserve(&mut self, orders: usize) {

@@ -10,9 +10,16 @@
 //!   24 bytes (`compact_str`; the benchmark's ids are 12), boxed beyond;
 //! - the queues hold a [`Handle`] (slot and generation, 8 bytes): a handle
 //!   left in a queue after its order left is *stale* and finds nothing,
-//!   even once the slot holds another order.
+//!   even once the slot holds another order;
+//! - each entry carries its compaction anchor (the journal segment of the
+//!   key's latest anchoring record, see `crate::compaction`), so the anchors
+//!   need no second table of the same keys. An entry that leaves with an
+//!   anchor *releases* it, for the anchor counts to take
+//!   ([`Table::drain_released`]); one that moves to another table takes
+//!   its anchor along ([`Table::take`]).
 
 use std::hash::BuildHasher;
+use std::num::NonZeroU64;
 
 use compact_str::CompactString;
 use hashbrown::HashTable;
@@ -52,6 +59,9 @@ struct Entry<T> {
     producer: u32,
     /// Bumped when the slot is freed, so old handles go stale.
     generation: u32,
+    /// The journal segment the key is anchored in; `None` until its
+    /// anchoring record is written (or never, for a core without a journal).
+    anchor: Option<NonZeroU64>,
     /// `None` while the slot is free.
     value: Option<T>,
 }
@@ -76,6 +86,8 @@ pub(crate) struct Table<T> {
     producers: Vec<Producer>,
     free_producers: Vec<u32>,
     producer_slots: HashMap<Box<str>, u32>,
+    /// Anchors of entries that left, until the anchor counts take them.
+    released: Vec<NonZeroU64>,
 }
 
 impl<T> Default for Table<T> {
@@ -88,6 +100,7 @@ impl<T> Default for Table<T> {
             producers: Vec::new(),
             free_producers: Vec::new(),
             producer_slots: HashMap::default(),
+            released: Vec::new(),
         }
     }
 }
@@ -226,7 +239,7 @@ impl<T> Table<T> {
         KeyRef { producer: &self.producers[e.producer as usize].name, id: &e.id }
     }
 
-    /// Adds an order that is not in the table yet.
+    /// Adds an order that is not in the table yet, unanchored.
     pub fn insert(&mut self, key: &OrderKey, value: T) -> Handle {
         assert!(!self.contains_key(key), "order table: {key} is already in it");
         assert!(self.len() < SLOTS_MAX, "order table: more than {SLOTS_MAX} orders");
@@ -235,11 +248,11 @@ impl<T> Table<T> {
         let slot = match self.free.pop() {
             Some(slot) => {
                 let e = &mut self.entries[slot as usize];
-                (e.id, e.producer, e.value) = (id, producer, Some(value));
+                (e.id, e.producer, e.anchor, e.value) = (id, producer, None, Some(value));
                 slot
             }
             None => {
-                self.entries.push(Entry { id, producer, generation: 0, value: Some(value) });
+                self.entries.push(Entry { id, producer, generation: 0, anchor: None, value: Some(value) });
                 (self.entries.len() - 1) as u32
             }
         };
@@ -252,8 +265,16 @@ impl<T> Table<T> {
         Handle { slot, generation: self.entries[slot as usize].generation }
     }
 
-    /// Takes an order out; its handles go stale.
+    /// Takes an order out; its handles go stale and its anchor is released.
     pub fn remove(&mut self, key: &OrderKey) -> Option<T> {
+        let (value, anchor) = self.take(key)?;
+        self.released.extend(anchor);
+        Some(value)
+    }
+
+    /// Takes an order out with its anchor, which the caller carries on
+    /// (to the table the key moves to); its handles go stale.
+    pub fn take(&mut self, key: &OrderKey) -> Option<(T, Option<NonZeroU64>)> {
         let hash = hash_key(&self.hasher, &key.producer, &key.id);
         let (entries, producers) = (&self.entries, &self.producers);
         let found = self.index.find_entry(hash, |&slot| {
@@ -262,13 +283,44 @@ impl<T> Table<T> {
         });
         let (slot, _) = found.ok()?.remove();
         let e = &mut self.entries[slot as usize];
-        let value = e.value.take();
+        let value = e.value.take()?;
+        let anchor = e.anchor.take();
         e.id = CompactString::default();
         e.generation = e.generation.wrapping_add(1);
         let producer = e.producer;
         self.release(producer);
         self.free.push(slot);
-        value
+        Some((value, anchor))
+    }
+
+    /// Anchors `key` in `segment`; the anchor it had, if the table holds
+    /// it (`Some(None)`: it had none). The old anchor is the caller's to
+    /// count out.
+    pub fn set_anchor(&mut self, key: &OrderKey, segment: NonZeroU64) -> Option<Option<NonZeroU64>> {
+        let slot = self.find(key)?;
+        Some(self.entries[slot as usize].anchor.replace(segment))
+    }
+
+    /// Gives the order `handle` names an anchor carried from elsewhere; an
+    /// anchor it had is released. False if the handle is stale.
+    pub fn carry_anchor(&mut self, handle: Handle, anchor: Option<NonZeroU64>) -> bool {
+        let Some(e) = self.entries.get_mut(handle.slot as usize).filter(|e| e.generation == handle.generation) else {
+            return false;
+        };
+        if let Some(old) = std::mem::replace(&mut e.anchor, anchor) {
+            self.released.push(old);
+        }
+        true
+    }
+
+    /// The anchors of entries that left since the last call.
+    pub fn drain_released(&mut self) -> std::vec::Drain<'_, NonZeroU64> {
+        self.released.drain(..)
+    }
+
+    /// The keys anchored in `segment`, in no particular order.
+    pub fn anchored_in(&self, segment: NonZeroU64) -> impl Iterator<Item = KeyRef<'_>> {
+        self.entries.iter().filter(move |e| e.value.is_some() && e.anchor == Some(segment)).map(|e| self.key_ref(e))
     }
 
     /// Every order with its key, in no particular order.

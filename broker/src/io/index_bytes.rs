@@ -25,7 +25,6 @@ fn index_bytes_per_pending_order() {
     let mut core = Core::new(CoreConfig::with_incarnation(42));
     let mut anchors = Anchors::default();
     core.reserve(ORDERS as usize);
-    anchors.reserve(ORDERS as usize);
     core.start_replay(0);
     let item = ByteBuf::from(vec![b'x'; 100]);
     for i in 0..ORDERS {
@@ -33,10 +32,10 @@ fn index_bytes_per_pending_order() {
         let event = Event::Accepted { key: key.clone(), items: vec![item.clone(); 10], at_unix_ms: 1 };
         core.apply(&event);
         core.payload_stored(&key, PayloadRef { seq: i + 1, segment: 1 + i / 50_000, offset: i * 1_100 });
-        anchors.observe(&event, 1 + i / 50_000);
+        anchors.observe(&mut core, &event, 1 + i / 50_000);
     }
     let index = resident_bytes() - before;
-    eprintln!("INDEX {ORDERS} pending orders: {} bytes an order (core and anchors together)", index / ORDERS);
+    eprintln!("INDEX {ORDERS} pending orders: {} bytes an order (core, anchors in its entries)", index / ORDERS);
     assert_eq!(core.counters().orders_sealed, ORDERS);
-    assert_eq!(anchors.live_orders(), ORDERS as usize);
+    assert_eq!(anchors.live_orders(), ORDERS);
 }

@@ -172,7 +172,6 @@ impl<L: EventLog> Recorder<L> {
             }
             other => other.map_err(journal_err("append"))?,
         };
-        self.anchors.observe(event, at.segment);
         Ok(Some(at))
     }
 
@@ -200,6 +199,7 @@ impl<L: EventLog> Recorder<L> {
     /// nothing was appended (see [`Persisted::Held`]).
     pub fn record(&mut self, core: &mut Core, event: &Event) -> Result<bool, BrokerError> {
         let Some(at) = self.append(event)? else { return Ok(false) };
+        self.anchors.observe(core, event, at.segment);
         event.for_each_payload_key(|key| core.payload_stored(key, at));
         Ok(true)
     }
@@ -324,7 +324,7 @@ pub fn compact<L: SegmentedLog>(
     let mut removed = 0;
     while recorder.log.segments().len() >= 2 {
         let oldest = recorder.log.segments()[0].id;
-        match recorder.anchors.plan(oldest, COMPACTION_LIVE_PERCENT_MAX) {
+        match recorder.anchors.plan(core, oldest, COMPACTION_LIVE_PERCENT_MAX) {
             Plan::Keep => break,
             Plan::Remove => {}
             Plan::CopyForward(_) if disk_full => break,

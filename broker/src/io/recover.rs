@@ -182,11 +182,10 @@ fn replay_journal(
     let records = journal.segments().iter().map(|s| s.records).sum::<u64>();
     let records = usize::try_from(records).unwrap_or(usize::MAX).min(REPLAY_RESERVE_MAX);
     core.reserve(records);
-    anchors.reserve(records);
     let mut apply = |core: &mut Core, anchors: &mut Anchors, at: RecordAt, len: usize, event: &Event| {
         core.apply(event);
         event.for_each_payload_key(|key| core.payload_stored(key, at));
-        anchors.observe(event, at.segment);
+        anchors.observe(core, event, at.segment);
         observe(at, len, event);
     };
     journal
