@@ -137,7 +137,8 @@ pub struct Node {
 
 impl Node {
     /// A node on its (opened, replayed) storage.
-    pub fn new(config: NodeConfig, storage: JournalStorage) -> Result<Node, NodeError> {
+    pub fn new(config: NodeConfig, mut storage: JournalStorage) -> Result<Node, NodeError> {
+        storage.commit_at_least(config.applied);
         let raft_config = Config {
             id: config.id,
             // The same for every member: raft-rs also uses it as the lease
