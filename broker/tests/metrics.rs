@@ -6,13 +6,12 @@
 
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
-use orderly_test_support::promtool_check;
+use orderly_test_support::{group_member_command, promtool_check};
 use support::{ep, free_port, start_broker, wait_started, Broker, BROKER};
 
 mod support;
@@ -281,15 +280,7 @@ fn write_group(dir: &Path) -> (PathBuf, Vec<String>) {
 
 /// Member `id` of the group in `group`, killed on drop.
 fn start_member(dir: &Path, group: &Path, id: u64, admin: &str) -> Broker {
-    let child = Command::new(BROKER)
-        .args(["run", "--group"])
-        .arg(group)
-        .args(["--node-id", &id.to_string(), "--heartbeat-interval-ms", "100", "--data-dir"])
-        .arg(dir.join(format!("data-{id}")))
-        .stdout(Stdio::null())
-        .stderr(if std::env::var_os("SHOW_BROKER").is_some() { Stdio::inherit() } else { Stdio::null() })
-        .spawn()
-        .unwrap();
+    let child = group_member_command(Path::new(BROKER), dir, group, id).spawn().unwrap();
     let member = Broker { child, dir: dir.to_path_buf(), admin: admin.to_owned(), public: [0; 32] };
     wait_started(&member);
     member

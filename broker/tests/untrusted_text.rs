@@ -4,45 +4,29 @@
 //! through `orderly-broker dlq list`.
 
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
+use std::process::Command;
 use std::time::{Duration, Instant};
 
 use orderly_common::ids::{producer_topic, worker_topic, BROADCAST_TOPIC};
 use orderly_common::protocol::{encode_items, ControlMsg, FanoutMsg, Heartbeat, IntakeMsg, Nack, ProducerHello};
 use orderly_common::OrderKey;
+use orderly_test_support::{broker_command, ep, Running};
 
 const BROKER: &str = env!("CARGO_BIN_EXE_orderly-broker");
 const WAIT: Duration = Duration::from_secs(20);
 const FORGED: &str = "FORGED-LOG-LINE";
 
-/// The broker process, its stderr in a file; killed on drop.
-struct Broker(Child);
-
-impl Drop for Broker {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-fn endpoint(dir: &Path, name: &str) -> String {
-    format!("ipc://{}", dir.join(name).display())
-}
-
 /// Starts the broker and returns it with its admin address, read from its
-/// log (it binds port 0).
-fn start_broker(dir: &Path, log: &Path) -> (Broker, String) {
-    let child = Command::new(BROKER)
-        .args(["run", "--data-dir"])
-        .arg(dir.join("data"))
-        .args(["--intake", &endpoint(dir, "intake"), "--fanout", &endpoint(dir, "fanout")])
-        .args(["--control", &endpoint(dir, "control"), "--admin", "127.0.0.1:0", "--log-level", "debug"])
+/// log (it binds port 0); killed on drop.
+fn start_broker(dir: &Path, log: &Path) -> (Running, String) {
+    let child = broker_command(Path::new(BROKER), dir)
+        .args(["--admin", "127.0.0.1:0", "--log-level", "debug"])
         .env_remove("RUST_LOG")
+        // The test reads the log, even with SHOW_BROKER set.
         .stderr(std::fs::File::create(log).expect("log file"))
-        .stdout(Stdio::null())
         .spawn()
         .expect("broker starts");
-    let broker = Broker(child);
+    let broker = Running(child);
     let deadline = Instant::now() + WAIT;
     loop {
         assert!(Instant::now() < deadline, "the broker did not log its admin address");
@@ -74,8 +58,8 @@ impl Peer {
         }
         sub.set_subscribe(topic).unwrap();
         sub.set_subscribe(BROADCAST_TOPIC).unwrap();
-        push.connect(&endpoint(dir, push_to)).unwrap();
-        sub.connect(&endpoint(dir, "fanout")).unwrap();
+        push.connect(&ep(dir, push_to)).unwrap();
+        sub.connect(&ep(dir, "fanout")).unwrap();
         Peer { _context: context, push, sub }
     }
 

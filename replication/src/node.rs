@@ -137,7 +137,8 @@ pub struct Node {
 
 impl Node {
     /// A node on its (opened, replayed) storage.
-    pub fn new(config: NodeConfig, storage: JournalStorage) -> Result<Node, NodeError> {
+    pub fn new(config: NodeConfig, mut storage: JournalStorage) -> Result<Node, NodeError> {
+        storage.commit_at_least(config.applied);
         let raft_config = Config {
             id: config.id,
             // The same for every member: raft-rs also uses it as the lease
@@ -283,6 +284,19 @@ impl Node {
     /// and only then returns it: messages, committed entries, leadership.
     /// After an error the node must not be used again.
     pub fn handle_ready(&mut self) -> Result<Output, NodeError> {
+        let mut messages = Vec::new();
+        let mut output = self.handle_ready_sending(|message| messages.push(message))?;
+        output.messages = messages;
+        Ok(output)
+    }
+
+    /// [`Node::handle_ready`] handing each message to `send` as soon as it
+    /// may go, so that no peer waits for this member's own disk: the
+    /// leader's appends before its log's fsync (raft-rs allows it: the
+    /// leader counts itself only once persisted, thesis §10.2.1), every
+    /// other message right after it, all before the caller applies the
+    /// committed entries. `output.messages` stays empty.
+    pub fn handle_ready_sending(&mut self, mut send: impl FnMut(Message)) -> Result<Output, NodeError> {
         let mut output = Output::default();
         if self.raw.has_ready() {
             let mut ready = self.raw.ready();
@@ -292,16 +306,16 @@ impl Node {
                 self.raw.mut_store().apply_snapshot(ready.snapshot())?;
                 output.snapshot = Some(ready.snapshot().get_metadata().clone());
             }
+            ready.take_messages().into_iter().for_each(&mut send);
             self.raw.mut_store().persist(ready.entries(), ready.hs())?;
-            output.messages.extend(ready.take_messages());
-            output.messages.extend(ready.take_persisted_messages());
+            ready.take_persisted_messages().into_iter().for_each(&mut send);
             let committed = ready.take_committed_entries();
             let mut light = self.raw.advance(ready);
             if let Some(commit) = light.commit_index() {
                 let hard_state = raft::eraftpb::HardState { commit, ..self.raw.store().hard_state() };
                 self.raw.mut_store().persist(&[], Some(&hard_state))?;
             }
-            output.messages.extend(light.take_messages());
+            light.take_messages().into_iter().for_each(&mut send);
             for entry in committed.into_iter().chain(light.take_committed_entries()) {
                 let (data, change) = match entry.get_entry_type() {
                     EntryType::EntryNormal => (entry.data.to_vec(), None),

@@ -21,6 +21,11 @@
 //! passed say, and [`JournalStorage::persist`] checks that its commit
 //! fsynced. The in-memory state raft-rs reads is changed only after the
 //! fsync, so raft-rs never reads what a power cut could take back.
+//! One exception, as in etcd (`MustSync`): a hard state that moves only
+//! the commit index is written and fsynced with the next commit, not on
+//! its own. A commit index is knowledge, not a promise: lost, it is
+//! learned again from the leader, and at start the member's applied index
+//! raises it ([`JournalStorage::commit_at_least`]).
 //!
 //! # Compaction and snapshots
 //! Two more records carry raft-rs's `SnapshotMetadata` (index, term, conf
@@ -129,6 +134,10 @@ impl JournalStorage {
 
     /// Makes `entries` (which may overwrite a suffix of the log) and
     /// `hard_state` durable with one fsync, then shows them to raft-rs.
+    /// A hard state that only moves the commit index is written but not
+    /// fsynced (it goes with the next fsync), as etcd's `MustSync` has it:
+    /// a commit index lost in a crash is learned again from the leader,
+    /// and the caller's applied index raises it at start (`commit_at_least`).
     pub fn persist(&mut self, entries: &[Entry], hard_state: Option<&HardState>) -> Result<(), StorageError> {
         if entries.is_empty() && hard_state.is_none() {
             return Ok(());
@@ -138,10 +147,15 @@ impl JournalStorage {
             let max = self.segment_max_index.entry(segment).or_default();
             *max = (*max).max(entry.index);
         }
+        let current = self.hard_state();
+        let must_sync = !entries.is_empty()
+            || hard_state.is_some_and(|next| next.term != current.term || next.vote != current.vote);
         if let Some(hard_state) = hard_state {
             self.append(&encode(TAG_HARD_STATE, hard_state))?;
         }
-        self.commit_durably()?;
+        if must_sync {
+            self.commit_durably()?;
+        }
         let mut memory = self.memory.wl();
         if !entries.is_empty() {
             // raft-rs hands over entries that continue or overwrite the log.
@@ -282,6 +296,20 @@ impl JournalStorage {
         let info = self.journal.commit()?;
         assert!(info.records == 0 || info.fsynced, "a raft journal commit must fsync: {info:?}");
         Ok(())
+    }
+
+    /// At start: raises the commit index to `applied`, the index the
+    /// caller applied durably (only committed entries are applied, so they
+    /// are committed), when a crash lost the commit-only hard state that
+    /// `persist` does not fsync; never past the log's end. raft-rs refuses
+    /// to start with `applied` above the commit index.
+    pub fn commit_at_least(&mut self, applied: u64) {
+        let mut hard_state = self.hard_state();
+        let commit = applied.min(self.last_index());
+        if commit > hard_state.commit {
+            hard_state.commit = commit;
+            self.memory.wl().set_hardstate(hard_state);
+        }
     }
 
     pub fn hard_state(&self) -> HardState {
@@ -522,6 +550,35 @@ mod tests {
         assert_eq!(reopened.term(2).expect("term"), 2);
         let state = reopened.initial_state().expect("state");
         assert_eq!((state.hard_state, state.conf_state.voters), (hard_state, vec![1, 2, 3]));
+    }
+
+    /// A commit-only hard state costs no fsync: a power cut may take it
+    /// back (to the last fsynced one), and the applied index raises it.
+    #[test]
+    fn a_commit_only_hard_state_waits_for_the_next_fsync() {
+        let sim = SimStorage::new(7);
+        let disk: Arc<dyn orderly_journal::Storage> = Arc::new(sim.clone());
+        let dir = Path::new("/raft");
+        let mut storage = open(&disk, dir, Options::default());
+        let voted = HardState { term: 2, vote: 1, commit: 0, ..HardState::default() };
+        storage.persist(&[entry(1, 2, "a"), entry(2, 2, "b")], Some(&voted)).expect("persist");
+        let committed = HardState { commit: 2, ..voted.clone() };
+        storage.persist(&[], Some(&committed)).expect("persist");
+        assert_eq!(storage.hard_state(), committed, "raft-rs reads it at once");
+        drop(storage);
+        sim.power_cut();
+        let mut reopened = open(&disk, dir, Options::default());
+        assert_eq!(reopened.hard_state(), voted, "the commit index was not fsynced");
+        reopened.commit_at_least(1);
+        assert_eq!(reopened.hard_state().commit, 1);
+        reopened.commit_at_least(9);
+        assert_eq!(reopened.hard_state().commit, 2, "never past the log's end");
+        // A term or vote change is fsynced on its own.
+        let next = HardState { term: 3, vote: 2, commit: 2, ..HardState::default() };
+        reopened.persist(&[], Some(&next)).expect("persist");
+        drop(reopened);
+        sim.power_cut();
+        assert_eq!(open(&disk, dir, Options::default()).hard_state(), next);
     }
 
     /// Whatever fsync policy the options say (`never` here), what `persist`

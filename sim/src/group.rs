@@ -644,16 +644,25 @@ impl GroupSim {
             .map_err(|e| format!("member {id}: the raft journal refused to open: {e:#}"))?;
         let raft_last = storage.last_index();
         let raft_commit = storage.hard_state().commit;
-        if applied > raft_commit {
+        // What was applied was committed and is in the raft log: the log
+        // holds it (its fsynced commit index may lag: a commit-only hard
+        // state is not fsynced, and the node raises it to `applied`).
+        if applied > raft_last {
             return Err(format!(
-                "member {id}: the event journal holds entries up to {applied}, but the raft journal's commit \
-                 index is {raft_commit} (last entry {raft_last})"
+                "member {id}: the event journal holds entries up to {applied}, but the raft journal ends at \
+                 {raft_last} (commit index {raft_commit})"
             ));
         }
         // As `group::start`: members stand at different times.
         let election_ticks = ELECTION_TICKS_MIN + 2 * id as usize;
         let node = Node::new(NodeConfig { id, election_ticks, applied }, storage)
             .map_err(|e| format!("member {id}: the node refused to start: {e:#}"))?;
+        if node.commit_index() < applied {
+            return Err(format!(
+                "member {id}: the node starts at commit index {}, below the applied {applied}",
+                node.commit_index()
+            ));
+        }
         let torn = usize::from(recovery.truncated.is_some()) + usize::from(raft_recovery.truncated.is_some());
         self.stats.torn_tails_cut += torn as u32;
         let recorder = Recorder::new(log, anchors);

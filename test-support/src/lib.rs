@@ -106,17 +106,36 @@ pub fn broker_command(binary: &Path, dir: &Path) -> Command {
         .args(["run", "--data-dir"])
         .arg(dir.join("data"))
         .args(["--intake", &ep(dir, "intake"), "--fanout", &ep(dir, "fanout"), "--control", &ep(dir, "control")])
-        .args(["--heartbeat-interval-ms", "200"])
-        .env_remove("ORDERLY_BROKER_ADMIN_TOKEN")
-        .env_remove("NOTIFY_SOCKET")
-        .stdout(Stdio::null());
+        .args(["--heartbeat-interval-ms", "200"]);
+    quiet_broker(&mut command, &dir.join("broker.log"));
+    command
+}
+
+/// `BINARY run` for member `id` of the group file `group`: its data in
+/// `dir/data-ID`, heartbeats every 100 ms, the same environment and output
+/// as [`broker_command`], stderr appended to `dir/broker-ID.log`. The
+/// caller adds its own flags and spawns it.
+pub fn group_member_command(binary: &Path, dir: &Path, group: &Path, id: u64) -> Command {
+    let mut command = Command::new(binary);
+    command
+        .args(["run", "--group"])
+        .arg(group)
+        .args(["--node-id", &id.to_string(), "--heartbeat-interval-ms", "100", "--data-dir"])
+        .arg(dir.join(format!("data-{id}")));
+    quiet_broker(&mut command, &dir.join(format!("broker-{id}.log")));
+    command
+}
+
+/// No admin token or systemd socket from the environment, stdout
+/// discarded, stderr appended to `log` (`SHOW_BROKER=1`: the terminal).
+fn quiet_broker(command: &mut Command, log: &Path) {
+    command.env_remove("ORDERLY_BROKER_ADMIN_TOKEN").env_remove("NOTIFY_SOCKET").stdout(Stdio::null());
     if std::env::var_os("SHOW_BROKER").is_some() {
         command.stderr(Stdio::inherit());
     } else {
-        let log = OpenOptions::new().create(true).append(true).open(dir.join("broker.log")).expect("broker log");
+        let log = OpenOptions::new().create(true).append(true).open(log).expect("broker log");
         command.stderr(log);
     }
-    command
 }
 
 /// `GET path` on `addr` (`host:port`): the status, the head and the body;

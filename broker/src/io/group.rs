@@ -135,6 +135,19 @@ pub(super) fn start(
     })
 }
 
+/// Sends one raft message to `message.to`; raft resends what is lost.
+fn send_raft(peers: &mut Peers, message: orderly_replication::Message) {
+    let Some(to) = MemberId::new(message.to) else { return };
+    match message.write_to_bytes() {
+        Ok(bytes) => {
+            if let Err(error) = peers.send(to, &bytes) {
+                warn!(to = message.to, %error, "raft message not sent");
+            }
+        }
+        Err(error) => warn!(to = message.to, %error, "raft message not encoded; not sent"),
+    }
+}
+
 /// Where member `id`'s peer socket is and, with CURVE, its key.
 fn peer_address(
     authorized_keys: Option<&std::path::Path>,
@@ -295,28 +308,28 @@ impl Loop {
     /// Sends what raft produced and publishes what the member released.
     fn handle_ready(&mut self, now: Millis) -> Result<(), BrokerError> {
         let group = self.group.as_mut().expect("a group member's loop");
-        let ready = group.member.handle_ready(&mut self.core, &mut self.recorder, now)?;
-        for message in ready.messages {
-            let Some(to) = MemberId::new(message.to) else { continue };
+        let GroupState { member, peers, .. } = group;
+        // A snapshot's message waits for the apply (it streams the journal).
+        let mut snapshots = Vec::new();
+        let ready = member.handle_ready_sending(&mut self.core, &mut self.recorder, now, |message| {
             if message.get_msg_type() == MessageType::MsgSnapshot {
-                // Streamed outside raft's message: see `snapshot`.
-                let Some((index, term)) = group.member.snapshot_point() else {
-                    group.member.report_snapshot(message.to, false);
-                    continue;
-                };
-                let view = View { segments: self.recorder.log.segments(), index, term };
-                let to = message.to;
-                if let Err(error) = group.snapshots.start(message, view, now) {
-                    // raft sends another later.
-                    warn!(to, %error, "snapshot not started");
-                    group.member.report_snapshot(to, false);
-                }
-                continue;
+                snapshots.push(message);
+            } else {
+                send_raft(peers, message);
             }
-            let bytes =
-                message.write_to_bytes().map_err(|e| BrokerError::Group(format!("encoding a raft message: {e}")))?;
-            if let Err(error) = group.peers.send(to, &bytes) {
-                warn!(to = message.to, %error, "raft message not sent");
+        })?;
+        for message in snapshots {
+            // Streamed outside raft's message: see `snapshot`.
+            let Some((index, term)) = group.member.snapshot_point() else {
+                group.member.report_snapshot(message.to, false);
+                continue;
+            };
+            let view = View { segments: self.recorder.log.segments(), index, term };
+            let to = message.to;
+            if let Err(error) = group.snapshots.start(message, view, now) {
+                // raft sends another later.
+                warn!(to, %error, "snapshot not started");
+                group.member.report_snapshot(to, false);
             }
         }
         for out in ready.publish {

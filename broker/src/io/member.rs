@@ -262,7 +262,24 @@ impl<A> Member<A> {
         recorder: &mut Recorder<L>,
         now: Millis,
     ) -> Result<Ready<A>, BrokerError> {
-        let output = self.node.handle_ready()?;
+        let mut messages = Vec::new();
+        let mut ready = self.handle_ready_sending(core, recorder, now, |message| messages.push(message))?;
+        ready.messages = messages;
+        Ok(ready)
+    }
+
+    /// [`Member::handle_ready`] handing raft's messages to `send` as soon
+    /// as they may go (`Node::handle_ready_sending`): before this member
+    /// applies the committed entries to its journal and fsyncs it, which
+    /// no peer needs to wait for. `Ready::messages` stays empty.
+    pub fn handle_ready_sending<L: SegmentedLog>(
+        &mut self,
+        core: &mut Core,
+        recorder: &mut Recorder<L>,
+        now: Millis,
+        send: impl FnMut(Message),
+    ) -> Result<Ready<A>, BrokerError> {
+        let output = self.node.handle_ready_sending(send)?;
         if self.role != Role::Follower && !self.node.is_leader() {
             // Deposed by what this ready brought: step down *before*
             // applying it. The committed entries (or a snapshot) may be
