@@ -756,13 +756,12 @@ pub fn dispatch_body_bytes<I: ItemsOut + ?Sized>(order: OrderKeyRef<'_>, items: 
 
 /// Encodes the body of one Dispatch (no envelope), without copying the
 /// order's items: an entry for [`DispatchesEncoder::push_encoded`].
-pub fn encode_dispatch_body<'k, I: ItemsOut + ?Sized>(
-    order: impl Into<OrderKeyRef<'k>>,
+pub fn encode_dispatch_body<I: ItemsOut + ?Sized>(
+    order: OrderKeyRef<'_>,
     attempt: u32,
     redelivered: bool,
     items: &I,
 ) -> Vec<u8> {
-    let order = order.into();
     let mut out = Vec::with_capacity(dispatch_body_bytes(order, items));
     write_dispatch_body(&mut out, order, attempt, redelivered, items);
     out

@@ -107,8 +107,10 @@ fn dispatches_round_trip_and_borrowed_encoding_matches() {
     for n in [1, 2, 15, 16, 17, DISPATCHES_PER_MESSAGE_MAX] {
         let dispatches = dispatch_n(n);
         let owned = FanoutMsg::Dispatches(Dispatches { dispatches: dispatches.clone() });
-        let bodies: Vec<Vec<u8>> =
-            dispatches.iter().map(|d| encode_dispatch_body(&d.order, d.attempt, d.redelivered, &d.items)).collect();
+        let bodies: Vec<Vec<u8>> = dispatches
+            .iter()
+            .map(|d| encode_dispatch_body((&d.order).into(), d.attempt, d.redelivered, &d.items))
+            .collect();
         let borrowed = encode_dispatches(&bodies);
         assert_eq!(borrowed, owned.encode(), "{n} entries");
         assert_eq!(FanoutMsg::decode(&borrowed).unwrap(), owned);
