@@ -150,7 +150,7 @@ impl Rig {
 fn welcome_nonce(core: &mut Core) -> Option<u64> {
     let topic = worker_topic(WORKER);
     while let Some(outbound) = core.poll_outbound() {
-        if outbound.topic == topic {
+        if *outbound.topic == *topic {
             if let Ok(FanoutMsg::Welcome(welcome)) = FanoutMsg::decode(&outbound.body) {
                 return Some(welcome.nonce);
             }

@@ -251,7 +251,7 @@ pub struct Dispatches {
 /// strings (`[ByteBuf]`, the broker's one-buffer payload).
 #[derive(Serialize)]
 struct DispatchRef<'a, I: Serialize + ?Sized> {
-    order: &'a OrderKey,
+    order: OrderKeyRef<'a>,
     attempt: u32,
     redelivered: bool,
     items: &'a I,
@@ -709,57 +709,149 @@ fn validate_dispatch(d: &Dispatch) -> Result<(), DecodeError> {
     Ok(())
 }
 
+/// An order's key as two borrowed strings, so that a broker keeping keys
+/// in its own form encodes a dispatch without making an [`OrderKey`]: it
+/// encodes exactly as an `OrderKey` does (the same field names, in order).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+pub struct OrderKeyRef<'a> {
+    pub producer: &'a str,
+    pub id: &'a str,
+}
+
+impl<'a> From<&'a OrderKey> for OrderKeyRef<'a> {
+    fn from(key: &'a OrderKey) -> Self {
+        OrderKeyRef { producer: &key.producer, id: &key.id }
+    }
+}
+
 /// Encodes a Dispatch without copying the order's items. `items`: what
 /// serializes as a sequence of byte strings (`[ByteBuf]`, or since 0.5
 /// the broker's one-buffer payload); anything else makes a message that
 /// workers refuse.
-pub fn encode_dispatch<I: ItemsOut + ?Sized>(order: &OrderKey, attempt: u32, redelivered: bool, items: &I) -> Vec<u8> {
-    let payload_bytes = items.encoded_bytes() + order.producer.len() + order.id.len();
-    encode_sized("dispatch", &DispatchRef { order, attempt, redelivered, items }, payload_bytes)
-}
-
-/// Encodes the body of one Dispatch (no envelope), without copying the
-/// order's items: an entry of [`encode_dispatches`].
-pub fn encode_dispatch_body<I: ItemsOut + ?Sized>(
-    order: &OrderKey,
+pub fn encode_dispatch<'k, I: ItemsOut + ?Sized>(
+    order: impl Into<OrderKeyRef<'k>>,
     attempt: u32,
     redelivered: bool,
     items: &I,
 ) -> Vec<u8> {
-    let mut out =
-        Vec::with_capacity(items.encoded_bytes() + order.producer.len() + order.id.len() + ENCODE_OVERHEAD_BYTES);
-    rmp_serde::encode::write_named(&mut out, &DispatchRef { order, attempt, redelivered, items })
-        .expect("encoding a protocol message into memory cannot fail");
+    let order = order.into();
+    let payload_bytes = items.encoded_bytes() + order.producer.len() + order.id.len();
+    encode_sized("dispatch", &DispatchRef { order, attempt, redelivered, items }, payload_bytes)
+}
+
+/// Bytes one dispatch body takes besides its key's strings and its items
+/// ([`ItemsOut::encoded_bytes`]), at most: the map and string headers,
+/// field names, attempt and flag (58 bytes for the longest ids).
+const DISPATCH_BODY_OVERHEAD_BYTES: usize = 64;
+
+/// Bytes a `dispatches` message takes besides its entries, at most: the
+/// envelope, field names and the array's header (40 bytes).
+const DISPATCHES_HEADER_BYTES: usize = 48;
+
+/// Bytes the body of one Dispatch of `order` and `items` takes encoded, at
+/// most: to size a [`DispatchesEncoder`] (or a body) once.
+pub fn dispatch_body_bytes<I: ItemsOut + ?Sized>(order: OrderKeyRef<'_>, items: &I) -> usize {
+    items.encoded_bytes() + order.producer.len() + order.id.len() + DISPATCH_BODY_OVERHEAD_BYTES
+}
+
+/// Encodes the body of one Dispatch (no envelope), without copying the
+/// order's items: an entry for [`DispatchesEncoder::push_encoded`].
+pub fn encode_dispatch_body<I: ItemsOut + ?Sized>(
+    order: OrderKeyRef<'_>,
+    attempt: u32,
+    redelivered: bool,
+    items: &I,
+) -> Vec<u8> {
+    let mut out = Vec::with_capacity(dispatch_body_bytes(order, items));
+    write_dispatch_body(&mut out, order, attempt, redelivered, items);
     out
 }
 
-/// Encodes a `dispatches` message (see [`Dispatches`]) around bodies made
-/// by [`encode_dispatch_body`], copied as they are: the same bytes as
-/// [`FanoutMsg::encode`] gives for the decoded message.
-pub fn encode_dispatches<B: AsRef<[u8]>>(bodies: &[B]) -> Vec<u8> {
-    const _: () = assert!(PROTOCOL_VERSION < 0x80, "the version is written as a positive fixint");
-    let len: usize = bodies.iter().map(|b| b.as_ref().len()).sum();
-    let mut out = Vec::with_capacity(len + 48);
-    // {"v": 1, "kind": "dispatches", "body": {"dispatches": [...]}}, as
-    // rmp_serde writes a struct: a map with string keys.
-    out.push(0x83);
-    push_fixstr(&mut out, "v");
-    out.push(PROTOCOL_VERSION as u8);
-    push_fixstr(&mut out, "kind");
-    push_fixstr(&mut out, "dispatches");
-    push_fixstr(&mut out, "body");
-    out.push(0x81);
-    push_fixstr(&mut out, "dispatches");
-    let n = bodies.len();
-    if n < 16 {
-        out.push(0x90 | n as u8);
-    } else {
-        let n = u16::try_from(n).expect("a batch holds at most DISPATCHES_PER_MESSAGE_MAX entries");
-        out.push(0xdc);
-        out.extend_from_slice(&n.to_be_bytes());
+fn write_dispatch_body<I: ItemsOut + ?Sized>(
+    out: &mut Vec<u8>,
+    order: OrderKeyRef<'_>,
+    attempt: u32,
+    redelivered: bool,
+    items: &I,
+) {
+    rmp_serde::encode::write_named(out, &DispatchRef { order, attempt, redelivered, items })
+        .expect("encoding a protocol message into memory cannot fail");
+}
+
+/// Encodes a `dispatches` message (see [`Dispatches`]) entry by entry into
+/// one buffer, sized once: the same bytes as [`FanoutMsg::encode`] gives
+/// for the decoded message, without a buffer per entry.
+#[derive(Debug)]
+pub struct DispatchesEncoder {
+    out: Vec<u8>,
+    /// Entries announced in the array's header and not yet written.
+    left: usize,
+}
+
+impl DispatchesEncoder {
+    /// A message of `count` entries (at most [`DISPATCHES_PER_MESSAGE_MAX`])
+    /// whose bodies take `bodies_bytes` (the sum of their
+    /// [`dispatch_body_bytes`], or of the lengths of encoded bodies).
+    pub fn new(count: usize, bodies_bytes: usize) -> Self {
+        const _: () = assert!(PROTOCOL_VERSION < 0x80, "the version is written as a positive fixint");
+        const _: () = assert!(DISPATCHES_PER_MESSAGE_MAX <= u16::MAX as usize, "the count fits an array16 header");
+        assert!(count <= DISPATCHES_PER_MESSAGE_MAX, "a batch holds at most DISPATCHES_PER_MESSAGE_MAX entries");
+        let mut out = Vec::with_capacity(bodies_bytes + DISPATCHES_HEADER_BYTES);
+        // {"v": 1, "kind": "dispatches", "body": {"dispatches": [...]}}, as
+        // rmp_serde writes a struct: a map with string keys.
+        out.push(0x83);
+        push_fixstr(&mut out, "v");
+        out.push(PROTOCOL_VERSION as u8);
+        push_fixstr(&mut out, "kind");
+        push_fixstr(&mut out, "dispatches");
+        push_fixstr(&mut out, "body");
+        out.push(0x81);
+        push_fixstr(&mut out, "dispatches");
+        if count < 16 {
+            out.push(0x90 | count as u8);
+        } else {
+            out.push(0xdc);
+            out.extend_from_slice(&(count as u16).to_be_bytes());
+        }
+        DispatchesEncoder { out, left: count }
     }
-    bodies.iter().for_each(|b| out.extend_from_slice(b.as_ref()));
-    out
+
+    /// Writes the next entry, without copying the order's items.
+    pub fn push<'k, I: ItemsOut + ?Sized>(
+        &mut self,
+        order: impl Into<OrderKeyRef<'k>>,
+        attempt: u32,
+        redelivered: bool,
+        items: &I,
+    ) {
+        self.take_slot();
+        write_dispatch_body(&mut self.out, order.into(), attempt, redelivered, items);
+    }
+
+    /// Writes the next entry, a body made by [`encode_dispatch_body`].
+    pub fn push_encoded(&mut self, body: &[u8]) {
+        self.take_slot();
+        self.out.extend_from_slice(body);
+    }
+
+    fn take_slot(&mut self) {
+        self.left = self.left.checked_sub(1).expect("more dispatches written than announced");
+    }
+
+    /// The message.
+    pub fn finish(self) -> Vec<u8> {
+        assert_eq!(self.left, 0, "fewer dispatches written than announced");
+        self.out
+    }
+}
+
+/// Encodes a `dispatches` message around bodies made by
+/// [`encode_dispatch_body`], copied as they are (see [`DispatchesEncoder`]).
+pub fn encode_dispatches<B: AsRef<[u8]>>(bodies: &[B]) -> Vec<u8> {
+    let bytes = bodies.iter().map(|b| b.as_ref().len()).sum();
+    let mut encoder = DispatchesEncoder::new(bodies.len(), bytes);
+    bodies.iter().for_each(|b| encoder.push_encoded(b.as_ref()));
+    encoder.finish()
 }
 
 /// A msgpack fixstr (shorter than 32 bytes).

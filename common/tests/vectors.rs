@@ -470,7 +470,7 @@ fn fanout_vectors(b: &mut Builder) {
     ];
     let message = FanoutMsg::Dispatches(Dispatches { dispatches: batch.clone() }).encode();
     let bodies: Vec<Vec<u8>> =
-        batch.iter().map(|d| encode_dispatch_body(&d.order, d.attempt, d.redelivered, &d.items)).collect();
+        batch.iter().map(|d| encode_dispatch_body((&d.order).into(), d.attempt, d.redelivered, &d.items)).collect();
     assert_eq!(message, encode_dispatches(&bodies), "both encoders agree");
     b.canonical("fanout dispatches, two orders (to a worker with dispatches_max >= 2)", "fanout", tw, message);
     b.canonical("fanout confirm", "fanout", tp, FanoutMsg::Confirm(Confirm { order: "o-1".into() }).encode());

@@ -789,7 +789,7 @@ impl Sim {
 
     fn publish(&mut self, out: Outbound) -> Check {
         let msg = FanoutMsg::decode(&out.body).map_err(|e| format!("broker published an undecodable body: {e}"))?;
-        let topic = String::from_utf8(out.topic).map_err(|_| "topic is not UTF-8".to_string())?;
+        let topic = String::from_utf8(out.topic.to_vec()).map_err(|_| "topic is not UTF-8".to_string())?;
         log!(self, "broker -> {topic}: {}", short_fanout(&msg));
         let entries: &[Dispatch] = match &msg {
             FanoutMsg::Dispatch(d) => std::slice::from_ref(d),

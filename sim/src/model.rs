@@ -374,9 +374,9 @@ impl Model {
                 );
                 ensure!(*attempt == o.dispatches + 1, "{key}: attempt {attempt} after {} dispatches", o.dispatches);
                 o.dispatches += 1;
-                o.in_flight_on = Some(worker.clone());
+                o.in_flight_on = Some(worker.to_string());
                 self.pending -= 1;
-                *self.in_flight.entry(worker.clone()).or_default() += 1;
+                *self.in_flight.entry(worker.to_string()).or_default() += 1;
                 Ok(i)
             }
             Event::Acked { key } => {

@@ -2,11 +2,16 @@
 //! sealed orders keep their items in RAM and where the journal holds the
 //! others.
 
-use orderly_common::ids::worker_topic;
+use std::sync::Arc;
+
 use orderly_common::limits::{DISPATCHES_PER_MESSAGE_MAX, DISPATCH_BATCH_BYTES_MAX};
-use orderly_common::protocol::{encode_dispatch, encode_dispatch_body, encode_dispatches};
+use orderly_common::protocol::{
+    dispatch_body_bytes, encode_dispatch, encode_dispatch_body, DispatchesEncoder, OrderKeyRef,
+};
 use orderly_common::OrderKey;
 
+use super::payload::Payload;
+use super::table::Handle;
 use super::{BatchEntry, Core, Event, Fill, OrderState, Outbound, PayloadRef, Stored, WorkerId};
 
 /// A bound on one dispatch entry's encoding besides its items' bytes and
@@ -19,12 +24,21 @@ const DISPATCH_ENTRY_OVERHEAD_BYTES: usize = 128;
 /// The orders one pump chose for one batching worker, not yet sent.
 struct Batch {
     worker: WorkerId,
-    /// Each order's handle, key and attempt, in the order chosen.
-    orders: Vec<(super::Handle, OrderKey, u32)>,
+    /// The worker's topic, shared with its entry.
+    topic: Arc<[u8]>,
+    /// Each order's handle and attempt, in the order chosen.
+    orders: Vec<(Handle, u32)>,
     /// Bytes its encoding takes at most.
     bytes: usize,
     /// Orders it may hold: the worker's `dispatches_max`, bounded.
     orders_max: usize,
+}
+
+/// Where a chosen order's items are.
+enum Items<'a> {
+    Ram(&'a Payload),
+    /// Only in the journal: the IO loop reads them ([`Fill`]).
+    Journal(PayloadRef),
 }
 
 impl Core {
@@ -48,22 +62,25 @@ impl Core {
             let Some(worker) = self.choose_worker(order.avoid()) else { break };
             self.timings.queue_wait.observe_ms(self.now_ms.saturating_sub(order.queued_ms));
             let entry_bytes = order.bytes as usize + order.count as usize * 5 + DISPATCH_ENTRY_OVERHEAD_BYTES;
-            self.pending.pop_front();
-            let key = self.orders.key(handle).expect("a live handle").to_key();
             let attempt = order.attempts + 1;
-            self.record(Event::Dispatched { key: key.clone(), worker: worker.to_string(), attempt });
-            let orders_max = self.workers.get(&worker).map_or(0, |w| w.dispatches_max as usize);
+            self.pending.pop_front();
+            // The key is made once, for the record; the message encodes it
+            // from the table.
+            let key = self.orders.key(handle).expect("a live handle");
+            let entry_bytes = entry_bytes + key.producer.len() + key.id.len();
+            self.record(Event::Dispatched { key: key.to_key(), worker: worker.clone(), attempt });
+            let w = self.workers.get(&worker).expect("chosen from the known workers");
+            let (orders_max, topic) = (w.dispatches_max as usize, w.topic.clone());
             if orders_max < 2 {
-                let out = self.dispatch_out(worker_topic(&worker), handle, key, attempt);
+                let out = self.dispatch_out(topic, handle, attempt);
                 self.outbound.push_back(out);
                 continue;
             }
-            let entry_bytes = entry_bytes + key.producer.len() + key.id.len();
             let i = match batches.iter().position(|b| b.worker == worker) {
                 Some(i) => i,
                 None => {
                     let orders_max = orders_max.min(DISPATCHES_PER_MESSAGE_MAX);
-                    batches.push(Batch { worker, orders: Vec::new(), bytes: 0, orders_max });
+                    batches.push(Batch { worker, topic, orders: Vec::new(), bytes: 0, orders_max });
                     batches.len() - 1
                 }
             };
@@ -72,64 +89,91 @@ impl Core {
             if full && !batch.orders.is_empty() {
                 let orders = std::mem::take(&mut batch.orders);
                 batch.bytes = 0;
-                let topic = worker_topic(&batch.worker);
-                let out = self.batch_out(topic, orders);
+                let out = self.batch_out(batch.topic.clone(), &orders);
                 self.outbound.push_back(out);
             }
             let batch = &mut batches[i];
-            batch.orders.push((handle, key, attempt));
+            batch.orders.push((handle, attempt));
             batch.bytes += entry_bytes;
         }
         for batch in batches {
-            let out = self.batch_out(worker_topic(&batch.worker), batch.orders);
+            let out = self.batch_out(batch.topic, &batch.orders);
             self.outbound.push_back(out);
         }
         self.spill();
     }
 
-    /// One order's `dispatch` message, its items from RAM or (filled by the
-    /// IO loop) from the journal.
-    fn dispatch_out(&self, topic: Vec<u8>, handle: super::Handle, key: OrderKey, attempt: u32) -> Outbound {
+    /// The key of a chosen order, as the message encodes it.
+    fn key_ref(&self, handle: Handle) -> OrderKeyRef<'_> {
+        let key = self.orders.key(handle).expect("dispatched, not removed");
+        OrderKeyRef { producer: key.producer, id: key.id }
+    }
+
+    /// Where a chosen order's items are.
+    fn items(&self, handle: Handle) -> Items<'_> {
         let order = self.orders.by_handle(handle).expect("dispatched, not removed");
         match (&order.items, order.stored) {
-            (Some(items), _) => Outbound::new(topic, encode_dispatch(&key, attempt, attempt > 1, items)),
-            (None, Some(from)) => {
-                Outbound { fill: Some(Fill { key, attempt, from: from.at() }), ..Outbound::new(topic, Vec::new()) }
+            (Some(items), _) => Items::Ram(items),
+            (None, Some(from)) => Items::Journal(from.at()),
+            (None, None) => unreachable!("an order's payload is in RAM or in the journal: {:?}", self.key_ref(handle)),
+        }
+    }
+
+    /// One order's `dispatch` message, its items from RAM or (filled by the
+    /// IO loop) from the journal.
+    fn dispatch_out(&self, topic: Arc<[u8]>, handle: Handle, attempt: u32) -> Outbound {
+        match self.items(handle) {
+            Items::Ram(items) => {
+                Outbound::new(topic, encode_dispatch(self.key_ref(handle), attempt, attempt > 1, items))
             }
-            (None, None) => unreachable!("an order's payload is in RAM or in the journal: {key}"),
+            Items::Journal(from) => {
+                Outbound { fill: Some(self.fill(handle, attempt, from)), ..Outbound::new(topic, Vec::new()) }
+            }
         }
     }
 
     /// A `dispatches` message of the orders chosen for one worker (a lone
-    /// order goes as a `dispatch`): encoded here when every payload is in
-    /// RAM, else its entries wait for the IO loop ([`Outbound::batch`]).
-    fn batch_out(&self, topic: Vec<u8>, mut orders: Vec<(super::Handle, OrderKey, u32)>) -> Outbound {
-        if orders.len() == 1 {
-            let (handle, key, attempt) = orders.pop().expect("one order");
-            return self.dispatch_out(topic, handle, key, attempt);
+    /// order goes as a `dispatch`): encoded here into one buffer when every
+    /// payload is in RAM, else its entries wait for the IO loop
+    /// ([`Outbound::batch`]).
+    fn batch_out(&self, topic: Arc<[u8]>, orders: &[(Handle, u32)]) -> Outbound {
+        if let [(handle, attempt)] = *orders {
+            return self.dispatch_out(topic, handle, attempt);
         }
-        let entries: Vec<BatchEntry> = orders
-            .into_iter()
-            .map(|(handle, key, attempt)| {
-                let order = self.orders.by_handle(handle).expect("dispatched, not removed");
-                match (&order.items, order.stored) {
-                    (Some(items), _) => BatchEntry::Encoded(encode_dispatch_body(&key, attempt, attempt > 1, items)),
-                    (None, Some(from)) => BatchEntry::Fill(Fill { key, attempt, from: from.at() }),
-                    (None, None) => unreachable!("an order's payload is in RAM or in the journal: {key}"),
-                }
+        let in_ram: Option<usize> = orders
+            .iter()
+            .map(|&(handle, _)| match self.items(handle) {
+                Items::Ram(items) => Some(dispatch_body_bytes(self.key_ref(handle), items)),
+                Items::Journal(_) => None,
             })
-            .collect();
-        if entries.iter().any(|e| matches!(e, BatchEntry::Fill(_))) {
-            return Outbound { batch: entries, ..Outbound::new(topic, Vec::new()) };
+            .sum();
+        let Some(bytes) = in_ram else {
+            let batch = orders.iter().map(|&(handle, attempt)| self.entry(handle, attempt)).collect();
+            return Outbound { batch, ..Outbound::new(topic, Vec::new()) };
+        };
+        let mut encoder = DispatchesEncoder::new(orders.len(), bytes);
+        for &(handle, attempt) in orders {
+            let Items::Ram(items) = self.items(handle) else { unreachable!("every payload is in RAM: sized above") };
+            encoder.push(self.key_ref(handle), attempt, attempt > 1, items);
         }
-        let bodies: Vec<Vec<u8>> = entries
-            .into_iter()
-            .map(|e| match e {
-                BatchEntry::Encoded(body) => body,
-                BatchEntry::Fill(_) => unreachable!("checked above"),
-            })
-            .collect();
-        Outbound::new(topic, encode_dispatches(&bodies))
+        Outbound::new(topic, encoder.finish())
+    }
+
+    /// One order of a batch some of whose items the IO loop reads from the
+    /// journal: its body encoded from RAM now, or what to read.
+    fn entry(&self, handle: Handle, attempt: u32) -> BatchEntry {
+        match self.items(handle) {
+            Items::Ram(items) => {
+                BatchEntry::Encoded(encode_dispatch_body(self.key_ref(handle), attempt, attempt > 1, items))
+            }
+            Items::Journal(from) => BatchEntry::Fill(self.fill(handle, attempt, from)),
+        }
+    }
+
+    /// A dispatch for the IO loop to encode from the journal.
+    fn fill(&self, handle: Handle, attempt: u32, from: PayloadRef) -> Fill {
+        let key = self.orders.key(handle).expect("dispatched, not removed").to_key();
+        Fill { key, attempt, from }
     }
 
     /// The worker for an order that `avoid` last dropped: `avoid` only if

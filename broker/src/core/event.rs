@@ -1,9 +1,11 @@
 //! What the core records ([`Event`], [`Snapshot`]) and what it wants
 //! published ([`Outbound`], [`Fill`]).
 
-use orderly_common::protocol::{encode_dispatch, encode_dispatch_body, encode_dispatches, RejectReason};
+use std::sync::Arc;
+
+use orderly_common::protocol::{dispatch_body_bytes, encode_dispatch, DispatchesEncoder, RejectReason};
 use orderly_common::OrderKey;
-use serde::{Deserialize, Serialize};
+use serde::{Deserialize, Deserializer, Serialize, Serializer};
 use serde_bytes::ByteBuf;
 
 use super::{Millis, PayloadRef};
@@ -36,7 +38,14 @@ pub enum Event {
     /// A partial order was discarded and the producer told why.
     Dropped { key: OrderKey, reason: RejectReason },
     /// A pending order was sent to a worker.
-    Dispatched { key: OrderKey, worker: String, attempt: u32 },
+    Dispatched {
+        key: OrderKey,
+        /// The worker's id, shared with its entry (no copy per dispatch);
+        /// recorded as a string.
+        #[serde(with = "shared_str")]
+        worker: Arc<str>,
+        attempt: u32,
+    },
     /// A worker acknowledged the order: it is done and forgotten.
     Acked { key: OrderKey },
     /// An in-flight order goes back to the queue.
@@ -78,6 +87,21 @@ pub enum Event {
     /// record. A journal holding one cannot be replayed by an older broker
     /// (it names the record it does not understand and refuses to start).
     AcceptedBatch { orders: Vec<AcceptedOrder>, at_unix_ms: u64 },
+}
+
+/// A shared string (`Arc<str>`) recorded as a plain string, so the bytes
+/// are those of a `String` (serde's `rc` feature would do the same for every
+/// `Rc` and `Arc` of the build).
+mod shared_str {
+    use super::*;
+
+    pub fn serialize<S: Serializer>(value: &Arc<str>, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.serialize_str(value)
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Arc<str>, D::Error> {
+        String::deserialize(deserializer).map(Arc::from)
+    }
 }
 
 /// One order of an [`Event::AcceptedBatch`].
@@ -169,7 +193,8 @@ pub enum Snapshot {
 /// A message the broker wants published on its fanout socket.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Outbound {
-    pub topic: Vec<u8>,
+    /// Shared with the worker's entry for dispatches (no copy per message).
+    pub topic: Arc<[u8]>,
     /// Empty when `fill` or `batch` is set.
     pub body: Vec<u8>,
     /// A dispatch whose items are only in the journal: the IO loop reads
@@ -192,8 +217,8 @@ pub enum BatchEntry {
 }
 
 impl Outbound {
-    pub fn new(topic: Vec<u8>, body: Vec<u8>) -> Self {
-        Outbound { topic, body, fill: None, batch: Vec::new() }
+    pub fn new(topic: impl Into<Arc<[u8]>>, body: Vec<u8>) -> Self {
+        Outbound { topic: topic.into(), body, fill: None, batch: Vec::new() }
     }
 
     /// Whether the body still waits for items from the journal.
@@ -210,20 +235,41 @@ impl Outbound {
             self.body = encode_dispatch(&fill.key, fill.attempt, fill.attempt > 1, &items);
         }
         if !self.batch.is_empty() {
-            let bodies = std::mem::take(&mut self.batch)
-                .into_iter()
+            let entries = std::mem::take(&mut self.batch);
+            // All read first, so the message's buffer is sized once.
+            let read: Vec<Option<Vec<ByteBuf>>> = entries
+                .iter()
                 .map(|entry| match entry {
-                    BatchEntry::Encoded(body) => Ok(body),
-                    BatchEntry::Fill(fill) => {
-                        let items = read(&fill)?;
-                        Ok(encode_dispatch_body(&fill.key, fill.attempt, fill.attempt > 1, &items))
-                    }
+                    BatchEntry::Encoded(_) => Ok(None),
+                    BatchEntry::Fill(fill) => read(fill).map(Some),
                 })
-                .collect::<Result<Vec<_>, E>>()?;
-            self.body = encode_dispatches(&bodies);
+                .collect::<Result<_, E>>()?;
+            let bytes = entries
+                .iter()
+                .zip(&read)
+                .map(|(entry, items)| match (entry, items) {
+                    (BatchEntry::Encoded(body), _) => body.len(),
+                    (BatchEntry::Fill(fill), items) => dispatch_body_bytes((&fill.key).into(), items_read(items)),
+                })
+                .sum();
+            let mut encoder = DispatchesEncoder::new(entries.len(), bytes);
+            for (entry, items) in entries.iter().zip(&read) {
+                match entry {
+                    BatchEntry::Encoded(body) => encoder.push_encoded(body),
+                    BatchEntry::Fill(fill) => {
+                        encoder.push(&fill.key, fill.attempt, fill.attempt > 1, items_read(items))
+                    }
+                }
+            }
+            self.body = encoder.finish();
         }
         Ok(())
     }
+}
+
+/// The items read for a [`BatchEntry::Fill`].
+fn items_read(items: &Option<Vec<ByteBuf>>) -> &Vec<ByteBuf> {
+    items.as_ref().expect("read for every entry to fill")
 }
 
 /// A dispatch to encode from the journal (see [`Outbound::fill`]).

@@ -312,6 +312,9 @@ struct Worker {
     /// Orders it takes in one `dispatches` message (its heartbeat's
     /// `dispatches_max`; 0 or 1: one `dispatch` per order). Since 0.5.
     dispatches_max: u32,
+    /// Its topic on the fanout socket, made once and shared by every
+    /// message to it.
+    topic: Arc<[u8]>,
 }
 
 /// One order a worker holds.

@@ -47,7 +47,7 @@ fn drain(core: &mut Core) -> (Vec<Event>, Vec<(String, FanoutMsg)>) {
     let events = std::iter::from_fn(|| core.poll_event()).collect();
     let out = std::iter::from_fn(|| core.poll_outbound())
         .flat_map(|o| {
-            let topic = String::from_utf8(o.topic).unwrap();
+            let topic = String::from_utf8(o.topic.to_vec()).unwrap();
             match FanoutMsg::decode(&o.body).unwrap() {
                 FanoutMsg::Confirms(c) => c
                     .orders
@@ -1450,7 +1450,7 @@ fn ready_batching_worker(core: &mut Core, worker: &str, capacity: u32, dispatche
 fn published(core: &mut Core) -> Vec<(String, FanoutMsg)> {
     while core.poll_event().is_some() {}
     std::iter::from_fn(|| core.poll_outbound())
-        .map(|o| (String::from_utf8(o.topic).unwrap(), FanoutMsg::decode(&o.body).unwrap()))
+        .map(|o| (String::from_utf8(o.topic.to_vec()).unwrap(), FanoutMsg::decode(&o.body).unwrap()))
         .collect()
 }
 

@@ -163,6 +163,7 @@ impl Core {
             ready: false,
             returning: false,
             dispatches_max: hb.dispatches_max,
+            topic: worker_topic(&hb.worker).into(),
         };
         self.workers.insert(WorkerId::from(hb.worker.as_str()), worker);
         true

@@ -154,10 +154,11 @@ pub(super) fn recv(socket: &zmq::Socket, curve: bool) -> Result<Option<Received>
     Ok(Some((frames, user)))
 }
 
-/// Publishes `out` on the fanout: the topic frame, then the body handed to
-/// libzmq without a copy (`zmq::Message` from a `Vec` takes the buffer and
-/// frees it when sent; a borrowed slice would be copied into a new message).
+/// Publishes `out` on the fanout: the topic frame (short: copied into the
+/// message itself, no allocation), then the body handed to libzmq without a
+/// copy (`zmq::Message` from a `Vec` takes the buffer and frees it when
+/// sent; a borrowed slice would be copied into a new message).
 pub(super) fn publish(fanout: &zmq::Socket, out: crate::core::Outbound) -> Result<(), BrokerError> {
-    fanout.send(out.topic, zmq::SNDMORE).map_err(zmq_err("publishing"))?;
+    fanout.send(&*out.topic, zmq::SNDMORE).map_err(zmq_err("publishing"))?;
     fanout.send(out.body, 0).map_err(zmq_err("publishing"))
 }

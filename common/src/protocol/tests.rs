@@ -107,11 +107,21 @@ fn dispatches_round_trip_and_borrowed_encoding_matches() {
     for n in [1, 2, 15, 16, 17, DISPATCHES_PER_MESSAGE_MAX] {
         let dispatches = dispatch_n(n);
         let owned = FanoutMsg::Dispatches(Dispatches { dispatches: dispatches.clone() });
-        let bodies: Vec<Vec<u8>> =
-            dispatches.iter().map(|d| encode_dispatch_body(&d.order, d.attempt, d.redelivered, &d.items)).collect();
+        let bodies: Vec<Vec<u8>> = dispatches
+            .iter()
+            .map(|d| encode_dispatch_body((&d.order).into(), d.attempt, d.redelivered, &d.items))
+            .collect();
         let borrowed = encode_dispatches(&bodies);
         assert_eq!(borrowed, owned.encode(), "{n} entries");
         assert_eq!(FanoutMsg::decode(&borrowed).unwrap(), owned);
+        // Entries written straight into the message's one buffer (the
+        // broker's path), sized once: the same bytes, no regrowth.
+        let bytes = dispatches.iter().map(|d| dispatch_body_bytes((&d.order).into(), &d.items)).sum();
+        let mut encoder = DispatchesEncoder::new(n, bytes);
+        dispatches.iter().for_each(|d| encoder.push(&d.order, d.attempt, d.redelivered, &d.items));
+        let direct = encoder.finish();
+        assert!(direct.capacity() <= bytes + 48, "{n} entries: sized once, {} > {bytes} + 48", direct.capacity());
+        assert_eq!(direct, owned.encode(), "{n} entries, written directly");
     }
 }
 
