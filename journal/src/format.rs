@@ -231,13 +231,24 @@ pub fn record_crc_v2(len: u32, seq: u64, durable: u64, body: &[u8]) -> u32 {
 /// Appends one version-2 frame to `out`. The caller has checked the body's
 /// length against the record limit.
 pub fn encode_record(seq: u64, durable: u64, body: &[u8], out: &mut Vec<u8>) {
-    let len = u32::try_from(body.len()).expect("record length checked against RECORD_BYTES_MAX by the caller");
+    let at = out.len();
     out.reserve(RECORD_HEADER_BYTES + body.len());
-    out.extend_from_slice(&len.to_le_bytes());
-    out.extend_from_slice(&record_crc_v2(len, seq, durable, body).to_le_bytes());
-    out.extend_from_slice(&seq.to_le_bytes());
-    out.extend_from_slice(&durable.to_le_bytes());
+    out.resize(at + RECORD_HEADER_BYTES, 0);
     out.extend_from_slice(body);
+    frame_in_place(seq, durable, &mut out[at..]);
+}
+
+/// Writes the framing of a version-2 frame into its first
+/// [`RECORD_HEADER_BYTES`], around the body that follows them in `frame`
+/// (encoded there in place, so it is never copied). The caller has checked
+/// the body's length against the record limit.
+pub fn frame_in_place(seq: u64, durable: u64, frame: &mut [u8]) {
+    let (header, body) = frame.split_at_mut(RECORD_HEADER_BYTES);
+    let len = u32::try_from(body.len()).expect("record length checked against RECORD_BYTES_MAX by the caller");
+    header[..4].copy_from_slice(&len.to_le_bytes());
+    header[4..8].copy_from_slice(&record_crc_v2(len, seq, durable, body).to_le_bytes());
+    header[8..16].copy_from_slice(&seq.to_le_bytes());
+    header[16..].copy_from_slice(&durable.to_le_bytes());
 }
 
 /// Appends one version-1 record to `out` (tests of the old format only).

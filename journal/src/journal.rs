@@ -7,8 +7,8 @@ use std::time::Instant;
 
 use crate::error::{JournalError, ReplayError};
 use crate::format::{
-    encode_record, framed_len, record_header_bytes, sector_ceil, RecordHeader, FORMAT_VERSION_V1, MARKER_SEQ,
-    RECORD_HEADER_BYTES, SECTOR_BYTES, SEGMENT_ID_FIRST, SEQ_FIRST,
+    encode_record, frame_in_place, framed_len, record_header_bytes, sector_ceil, RecordHeader, FORMAT_VERSION_V1,
+    MARKER_SEQ, RECORD_HEADER_BYTES, SECTOR_BYTES, SEGMENT_ID_FIRST, SEQ_FIRST,
 };
 use crate::fs::{fsync_dir, lock_dir};
 use crate::inspect::{inspect, SegmentInfo};
@@ -253,13 +253,51 @@ impl Journal {
     /// [`Journal::append`], returning where the record will be once
     /// committed (for [`Journal::read_at`]).
     pub fn append_located(&mut self, body: &[u8]) -> Result<RecordAt, JournalError> {
+        self.append_located_with(|buffer| buffer.extend_from_slice(body))
+    }
+
+    /// [`Journal::append_located`] for a body that `encode` appends to the
+    /// batch buffer itself (it must only append), so the body is written
+    /// once, where it will be framed, instead of built in a `Vec` of its own
+    /// and copied. The framing is written around it afterwards. A body over
+    /// a limit is taken out again and refused with the same error as by
+    /// [`Journal::append`]: nothing of it reaches the disk.
+    pub fn append_located_with(&mut self, encode: impl FnOnce(&mut Vec<u8>)) -> Result<RecordAt, JournalError> {
         self.check_usable()?;
-        let max = self.options.record_bytes_max;
-        if body.len() as u64 > u64::from(max) {
-            return Err(JournalError::RecordTooLarge { len: body.len() as u64, max });
+        let pending = self.batch.bytes.len();
+        let frame_at = pending + frame_padding(pending as u64);
+        let body_at = frame_at + RECORD_HEADER_BYTES;
+        self.batch.bytes.resize(body_at, 0);
+        encode(&mut self.batch.bytes);
+        assert!(self.batch.bytes.len() >= body_at, "an append's encoder may only append to the batch");
+        let body_len = self.batch.bytes.len() - body_at;
+        if let Err(error) = self.check_room(pending as u64, body_len) {
+            self.batch.bytes.truncate(pending);
+            self.batch.bytes.shrink_to(BATCH_BUFFER_RETAINED_BYTES_MAX);
+            return Err(error);
         }
-        let pending_bytes = self.batch.bytes.len() as u64;
-        let record_bytes = framed_len(body.len()) + frame_padding(pending_bytes) as u64;
+        let record_bytes = (self.batch.bytes.len() - pending) as u64;
+        let target = self.batch_target(record_bytes);
+        let seq = self.next_seq;
+        let base = if target.fresh {
+            sector_ceil(crate::format::SEGMENT_HEADER_BYTES as u64)
+        } else {
+            sector_ceil(self.active().bytes)
+        };
+        frame_in_place(seq, target.durable, &mut self.batch.bytes[frame_at..]);
+        self.batch.records += 1;
+        self.next_seq += 1;
+        Ok(RecordAt { seq, segment: target.segment_id, offset: base + frame_at as u64 })
+    }
+
+    /// Whether a body of `body_len` bytes may join a batch of `pending_bytes`:
+    /// the record limit, the batch limit, and the preallocated room.
+    fn check_room(&self, pending_bytes: u64, body_len: usize) -> Result<(), JournalError> {
+        let max = self.options.record_bytes_max;
+        if body_len as u64 > u64::from(max) {
+            return Err(JournalError::RecordTooLarge { len: body_len as u64, max });
+        }
+        let record_bytes = framed_len(body_len) + frame_padding(pending_bytes) as u64;
         if pending_bytes + record_bytes > self.options.batch_bytes_max {
             return Err(JournalError::BatchFull { pending_bytes, record_bytes, max: self.options.batch_bytes_max });
         }
@@ -272,19 +310,7 @@ impl Journal {
                 return Err(JournalError::BatchFull { pending_bytes, record_bytes, max: room });
             }
         }
-        let target = self.batch_target(record_bytes);
-        let seq = self.next_seq;
-        pad_for_frame(&mut self.batch.bytes);
-        let base = if target.fresh {
-            sector_ceil(crate::format::SEGMENT_HEADER_BYTES as u64)
-        } else {
-            sector_ceil(self.active().bytes)
-        };
-        let offset = base + self.batch.bytes.len() as u64;
-        encode_record(seq, target.durable, body, &mut self.batch.bytes);
-        self.batch.records += 1;
-        self.next_seq += 1;
-        Ok(RecordAt { seq, segment: target.segment_id, offset })
+        Ok(())
     }
 
     /// Reads back one committed record, checking its framing and CRC (a
@@ -743,11 +769,6 @@ fn frame_padding(pending: u64) -> usize {
     } else {
         0
     }
-}
-
-fn pad_for_frame(bytes: &mut Vec<u8>) {
-    let padding = frame_padding(bytes.len() as u64);
-    bytes.resize(bytes.len() + padding, 0);
 }
 
 /// Creates the journal directory (and its parents) if it does not exist, and

@@ -11,13 +11,17 @@ use orderly_common::OrderKey;
 use super::error::{journal_err, BrokerError};
 use super::COMPACTION_LIVE_PERCENT_MAX;
 use crate::compaction::{Anchors, Plan};
-use crate::core::codec::{decode_event, encode_event, take_payload};
+use crate::core::codec::{decode_event, encode_event, encode_event_into, take_payload};
 use crate::core::{AcceptedOrder, Core, Event, Histogram};
 
 /// Where events go: the journal, or a double in tests.
 pub trait EventLog {
     /// Buffers one record; returns where it will be.
     fn append(&mut self, body: &[u8]) -> Result<RecordAt, JournalError>;
+    /// Buffers `event`'s record ([`encode_event`]); returns where it will be.
+    fn append_event(&mut self, event: &Event) -> Result<RecordAt, JournalError> {
+        self.append(&encode_event(event))
+    }
     /// Writes (and per policy fsyncs) everything buffered.
     fn commit(&mut self) -> Result<orderly_journal::CommitInfo, JournalError>;
     /// Writes everything buffered; fsyncs it later unless it is due (see
@@ -42,6 +46,12 @@ pub trait SegmentedLog: EventLog {
 impl EventLog for Journal {
     fn append(&mut self, body: &[u8]) -> Result<RecordAt, JournalError> {
         Journal::append_located(self, body)
+    }
+
+    /// Encoded straight into the journal's batch buffer: no record-sized
+    /// allocation or copy per event.
+    fn append_event(&mut self, event: &Event) -> Result<RecordAt, JournalError> {
+        Journal::append_located_with(self, |buffer| encode_event_into(event, buffer))
     }
 
     fn commit(&mut self) -> Result<orderly_journal::CommitInfo, JournalError> {
@@ -161,14 +171,15 @@ impl<L: EventLog> Recorder<L> {
 
     /// `None`: the disk is full (nothing appended; see [`Persisted::Held`]).
     fn append(&mut self, event: &Event) -> Result<Option<RecordAt>, BrokerError> {
-        let body = encode_event(event);
-        let at = match self.log.append(&body) {
+        let at = match self.log.append_event(event) {
             Err(JournalError::BatchFull { .. }) => {
-                // A huge turn: commit what is buffered and go on.
+                // A huge turn: commit what is buffered and go on (encoding
+                // the event again: rare, and cheaper than a copy of every
+                // record).
                 if !self.commit()? {
                     return Ok(None);
                 }
-                self.log.append(&body).map_err(journal_err("append"))?
+                self.log.append_event(event).map_err(journal_err("append"))?
             }
             other => other.map_err(journal_err("append"))?,
         };
