@@ -4,8 +4,9 @@
 //!
 //! - [`group`]: the group file (`[[member]]` tables), validated.
 //! - [`storage`]: raft-rs's `Storage` on an `orderly_journal::Journal`;
-//!   every append and hard-state change is fsynced before raft-rs hears it
-//!   is persisted; the log is compacted and snapshots installed as records.
+//!   every append and change of term or vote is fsynced before raft-rs
+//!   hears it is persisted (a commit-only hard state rides the next
+//!   fsync); the log is compacted and snapshots installed as records.
 //! - [`membership`]: adding and removing members through Raft, one change
 //!   at a time.
 //! - [`node`]: [`Node`], the sans-IO wrapper of raft-rs's `RawNode`: feed it

@@ -14,7 +14,9 @@
 //! # The durability rule
 //! **Every entry append and every hard-state change is committed to the
 //! journal with fsync before raft-rs is told it is persisted** (before the
-//! Ready is advanced, before any message it produced is sent): a member
+//! Ready is advanced, before any message that depends on it is sent — the
+//! leader's appends, raft-rs's `Ready::messages`, may go before its own
+//! fsync, since the leader counts itself only once persisted): a member
 //! that acknowledged an entry, or voted in a term, still has it after a
 //! power cut. This holds whatever fsync policy the single broker uses: the
 //! journal is opened here with `FsyncPolicy::Always` whatever the options
