@@ -215,30 +215,41 @@ enum OrderState {
 type WorkerId = Arc<str>;
 
 /// Where the journal holds a payload, packed: a record's sequence number
-/// is never 0, so `Option<Stored>` takes no more room than `Stored`
-/// (24 bytes where `Option<PayloadRef>` took 32).
+/// is never 0, so `Option<Stored>` takes no more room than `Stored`, and
+/// segment id and offset are `u32`s (a segment is `--journal-segment-bytes`
+/// plus at most one batch, far below 4 GiB by default; 4 billion segments
+/// are never reached): 16 bytes where `Option<PayloadRef>` took 32, paid
+/// by every order of a backlog.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 struct Stored {
     seq: NonZeroU64,
-    segment: u64,
-    offset: u64,
+    segment: u32,
+    offset: u32,
 }
 
 impl Stored {
-    /// `None` for sequence number 0, which no journal record has.
+    /// `None` for sequence number 0, which no journal record has, and for
+    /// a place past 4 GiB (a segment larger than `u32` offsets address):
+    /// the payload then stays in RAM, which loses nothing.
     fn new(at: PayloadRef) -> Option<Stored> {
-        Some(Stored { seq: NonZeroU64::new(at.seq)?, segment: at.segment, offset: at.offset })
+        Some(Stored {
+            seq: NonZeroU64::new(at.seq)?,
+            segment: u32::try_from(at.segment).ok()?,
+            offset: u32::try_from(at.offset).ok()?,
+        })
     }
 
     fn at(self) -> PayloadRef {
-        PayloadRef { seq: self.seq.get(), segment: self.segment, offset: self.offset }
+        PayloadRef { seq: self.seq.get(), segment: self.segment.into(), offset: self.offset.into() }
     }
 }
 
 #[derive(Debug)]
 struct Order {
-    /// The payload in RAM; `None` once only the journal holds it.
-    items: Option<Payload>,
+    /// The payload in RAM; `None` once only the journal holds it. Boxed
+    /// (8 bytes, not 16): most of a backlog's orders have none, and every
+    /// one would pay the wide pointer; one more allocation for those cached.
+    items: Option<Box<Payload>>,
     /// The journal record holding the whole payload, once there is one.
     stored: Option<Stored>,
     /// The items leave RAM once `stored` is known.

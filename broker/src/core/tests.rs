@@ -1413,8 +1413,11 @@ fn an_order_a_worker_listed_as_held_besides_counts_once_when_dispatched_to_it() 
 #[test]
 fn a_pending_order_stays_small() {
     // 136 before issue 20; the state a one-byte tag, the payload's place
-    // packed, the byte count a `u32`.
-    assert!(std::mem::size_of::<Order>() <= 88, "Order is {} bytes", std::mem::size_of::<Order>());
+    // packed (16 bytes), the byte count a `u32`, the payload boxed.
+    assert!(std::mem::size_of::<Order>() <= 64, "Order is {} bytes", std::mem::size_of::<Order>());
+    // The slab entry: the id inline (24), producer, generation, anchor.
+    let entry = table::entry_bytes::<Order>();
+    assert!(entry <= 104, "a slab entry is {entry} bytes");
     assert_eq!(std::mem::size_of::<OrderState>(), 1);
     let mut core = core();
     core.apply(&Event::Accepted {

@@ -376,7 +376,7 @@ pub struct RunArgs {
     /// Item bytes of sealed orders kept in RAM for dispatch. Beyond it the
     /// newest orders' items are dropped from RAM and read back from the
     /// journal when they are dispatched, so a large backlog costs disk, not
-    /// memory.
+    /// memory. A full-throughput run uses ~2 MiB of it.
     #[arg(long, env = "ORDERLY_BROKER_PAYLOAD_CACHE_BYTES", value_name = "BYTES",
           default_value_t = limits::PAYLOAD_CACHE_BYTES_DEFAULT,
           value_parser = SizeArg::bytes())]
