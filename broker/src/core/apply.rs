@@ -351,7 +351,7 @@ impl Core {
             let order = self.orders.get(key)?;
             // Without its items in RAM the copy is filled from the journal by
             // the caller (see `payload_ref`).
-            self.sealed_snapshot(order, order.items.as_deref().map(Payload::to_vec).unwrap_or_default())
+            self.sealed_snapshot(order, order.items.as_ref().map(Payload::to_vec).unwrap_or_default())
         };
         Some(Event::Restored { key: key.clone(), snapshot })
     }
@@ -463,7 +463,7 @@ impl Core {
         // A record's length is a `u32`, so no order's items can pass it.
         let bytes = u32::try_from(bytes).expect("an order's items fit one journal record");
         Order {
-            items: items.map(Box::new),
+            items,
             stored: None,
             spilling: false,
             whole,

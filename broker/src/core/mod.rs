@@ -246,10 +246,8 @@ impl Stored {
 
 #[derive(Debug)]
 struct Order {
-    /// The payload in RAM; `None` once only the journal holds it. Boxed
-    /// (8 bytes, not 16): most of a backlog's orders have none, and every
-    /// one would pay the wide pointer; one more allocation for those cached.
-    items: Option<Box<Payload>>,
+    /// The payload in RAM; `None` once only the journal holds it.
+    items: Option<Payload>,
     /// The journal record holding the whole payload, once there is one.
     stored: Option<Stored>,
     /// The items leave RAM once `stored` is known.
