@@ -244,8 +244,7 @@ impl Core {
     pub fn payload_stored(&mut self, key: &OrderKey, at: PayloadRef) {
         let Some(order) = self.orders.get_mut(key) else { return };
         // Sequence numbers start at 1 (`orderly_journal`); a 0 would be a
-        // journal bug, and a place past `u32` offsets a segment larger
-        // than 4 GiB: the payload stays in RAM then (see `Stored::new`).
+        // journal bug, and the payload stays in RAM then.
         let Some(stored) = Stored::new(at) else { return };
         order.stored = Some(stored);
         if order.spilling {

@@ -216,10 +216,10 @@ type WorkerId = Arc<str>;
 
 /// Where the journal holds a payload, packed: a record's sequence number
 /// is never 0, so `Option<Stored>` takes no more room than `Stored`, and
-/// segment id and offset are `u32`s (a segment is `--journal-segment-bytes`
-/// plus at most one batch, far below 4 GiB by default; 4 billion segments
-/// are never reached): 16 bytes where `Option<PayloadRef>` took 32, paid
-/// by every order of a backlog.
+/// segment id and offset are `u32`s (a segment ends at most one batch past
+/// `orderly_journal::SEGMENT_BYTES_TARGET_MAX`, asserted to fit; 4 billion
+/// segments are never reached): 16 bytes where `Option<PayloadRef>` took
+/// 32, paid by every order of a backlog.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 struct Stored {
     seq: NonZeroU64,
@@ -228,15 +228,17 @@ struct Stored {
 }
 
 impl Stored {
-    /// `None` for sequence number 0, which no journal record has, and for
-    /// a place past 4 GiB (a segment larger than `u32` offsets address):
-    /// the payload then stays in RAM, which loses nothing.
+    /// `None` for sequence number 0, which no journal record has.
     fn new(at: PayloadRef) -> Option<Stored> {
-        Some(Stored {
-            seq: NonZeroU64::new(at.seq)?,
-            segment: u32::try_from(at.segment).ok()?,
-            offset: u32::try_from(at.offset).ok()?,
-        })
+        let seq = NonZeroU64::new(at.seq)?;
+        // The journal's own bound (see above): a journal breaking it is a
+        // bug, and a payload the index cannot find again would be lost.
+        let fits = |n: u64| {
+            u32::try_from(n).unwrap_or_else(|_| {
+                panic!("journal place {at:?} past u32: segments must stay under SEGMENT_BYTES_TARGET_MAX")
+            })
+        };
+        Some(Stored { seq, segment: fits(at.segment), offset: fits(at.offset) })
     }
 
     fn at(self) -> PayloadRef {
