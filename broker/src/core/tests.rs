@@ -1429,6 +1429,24 @@ fn a_pending_order_stays_small() {
     assert!(order.history.is_none(), "a fresh order has no history to pay for");
 }
 
+/// A payload's journal place packs into `u32`s up to the journal's bound
+/// and back unchanged.
+#[test]
+fn a_journal_place_packs_and_unpacks_unchanged() {
+    let limit = orderly_journal::SEGMENT_BYTES_TARGET_MAX + orderly_journal::BATCH_BYTES_MAX_DEFAULT;
+    let at = PayloadRef { seq: u64::MAX, segment: u64::from(u32::MAX), offset: limit - 1 };
+    assert_eq!(Stored::new(at).map(Stored::at), Some(at));
+    assert_eq!(Stored::new(PayloadRef { seq: 0, segment: 1, offset: 0 }), None);
+}
+
+/// A place the index could not find again stops the broker, loudly, rather
+/// than losing the payload.
+#[test]
+#[should_panic(expected = "past u32")]
+fn a_journal_place_past_u32_is_refused() {
+    Stored::new(PayloadRef { seq: 1, segment: 1, offset: u64::from(u32::MAX) + 1 });
+}
+
 // ------------------------------------------------------------ dispatch batches (issue 20)
 
 /// A worker ready for orders that declares `dispatches_max`.
