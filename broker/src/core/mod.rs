@@ -261,8 +261,6 @@ struct Order {
     /// Item bytes: at most `ORDER_BYTES_MAX` (and one journal record, whose
     /// length is a `u32`), so 4 bytes where a `u64` would cost 8 an order.
     bytes: u32,
-    /// Deliveries so far; the next dispatch is attempt `attempts + 1`.
-    attempts: u32,
     state: OrderState,
     /// What only dispatched or failed orders have, boxed: most of a
     /// backlog never was, and pays 8 bytes for it instead of 80.
@@ -270,8 +268,16 @@ struct Order {
     /// Unix ms; 0 when unknown (journals older than 0.3).
     first_seen_unix_ms: u64,
     /// Since when it waits for a worker (sealed, requeued, past its retry
-    /// delay, revived): the start of its queue wait. Not recorded.
-    queued_ms: Millis,
+    /// delay, revived): the start of its queue wait. Not recorded. The low
+    /// 32 bits of the core's clock (`queued_since`): 4 bytes where 8 would
+    /// make every order 8 bytes larger (alignment); waits are timed modulo
+    /// 49 days (`queued_for_ms`).
+    queued_ms: u32,
+}
+
+/// The low 32 bits of `now_ms`, for `Order::queued_ms`.
+fn queued_since(now_ms: Millis) -> u32 {
+    now_ms as u32
 }
 
 /// An order's past, once it has one (see `Order::history`).
@@ -282,6 +288,10 @@ struct History {
     /// (a late ack of a requeued order or a dead letter). `None` until the
     /// first dispatch, and after a restart that compacted it away.
     holder: Option<WorkerId>,
+    /// Deliveries so far; the next dispatch is attempt `attempts + 1`.
+    /// Here, not in `Order`: an order never dispatched has none, and every
+    /// dispatch makes the history anyway (`holder`).
+    attempts: u32,
     /// The worker that last returned, lost or failed it: not chosen again
     /// while another has a free credit. Not recorded.
     avoid: Option<WorkerId>,
@@ -338,6 +348,35 @@ struct Held {
 }
 
 impl Order {
+    /// Deliveries so far (see `History::attempts`).
+    fn attempts(&self) -> u32 {
+        self.history.as_ref().map_or(0, |h| h.attempts)
+    }
+
+    /// Sets the deliveries so far; 0 makes no history.
+    fn set_attempts(&mut self, attempts: u32) {
+        if attempts > 0 || self.history.is_some() {
+            self.history_mut().attempts = attempts;
+        }
+    }
+
+    /// Starts its queue wait at `at_ms` (which may lie ahead: a retry delay).
+    fn set_queued(&mut self, at_ms: Millis) {
+        self.queued_ms = queued_since(at_ms);
+    }
+
+    /// How long it has waited for a worker at `now_ms`: 0 while its wait
+    /// lies ahead. Modulo 2^32 ms, so a wait read as ahead (over 24 days)
+    /// counts 0 too.
+    fn queued_for_ms(&self, now_ms: Millis) -> Millis {
+        let waited = queued_since(now_ms).wrapping_sub(self.queued_ms);
+        if waited > u32::MAX / 2 {
+            0
+        } else {
+            Millis::from(waited)
+        }
+    }
+
     /// Its history, made on first use.
     fn history_mut(&mut self) -> &mut History {
         self.history.get_or_insert_default()
