@@ -97,8 +97,11 @@ pub const PENDING_BYTES_MAX_DEFAULT: u64 = 8 * 1024 * 1024 * 1024;
 /// before intake pauses.
 pub const PARTIAL_BYTES_MAX_DEFAULT: u64 = 1024 * 1024 * 1024;
 /// Default item bytes of sealed orders the broker keeps in RAM; the rest
-/// stay in the journal and are read back to dispatch.
-pub const PAYLOAD_CACHE_BYTES_DEFAULT: u64 = 32 * 1024 * 1024;
+/// stay in the journal and are read back to dispatch. 16 MiB (32 before
+/// issue 20): a full-throughput run holds at most ~2 MiB in it (`/status`
+/// cached bytes), so the rest only added to a large backlog's RSS; not
+/// lower, for one maximal order to fit (asserted below).
+pub const PAYLOAD_CACHE_BYTES_DEFAULT: u64 = 16 * 1024 * 1024;
 /// Default age after which an unfinished partial order is rejected.
 pub const PARTIAL_AGE_MAX_MS_DEFAULT: u64 = 10 * 60 * 1000;
 /// Default number of delivery attempts before an order is dead-lettered.

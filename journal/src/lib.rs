@@ -189,7 +189,10 @@ pub use format::{
 pub use fs::LOCK_FILE_NAME;
 pub use inspect::{read_records, read_records_on, Inspection, Problem, ProblemKind, SegmentInfo};
 pub use journal::{CommitInfo, Journal, RecordAt, LAZY_SYNC_MAX};
-pub use limits::{BATCH_BYTES_MAX_DEFAULT, READ_BUFFER_BYTES, RECORD_BYTES_MAX, SEGMENT_BYTES_TARGET_DEFAULT};
+pub use limits::{
+    BATCH_BYTES_MAX_DEFAULT, READ_BUFFER_BYTES, RECORD_BYTES_MAX, SEGMENT_BYTES_TARGET_DEFAULT,
+    SEGMENT_BYTES_TARGET_MAX,
+};
 pub use options::{FsyncPolicy, Options};
 pub use recover::{Recovery, TruncatedTail};
 pub use sim::{FlipReport, SimCounters, SimStorage};

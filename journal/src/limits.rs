@@ -15,6 +15,12 @@ pub const RECORD_BYTES_MAX: u32 = 32 * 1024 * 1024;
 /// often, large enough that rolling (two extra fsyncs) stays rare.
 pub const SEGMENT_BYTES_TARGET_DEFAULT: u64 = 64 * 1024 * 1024;
 
+/// Largest segment size a caller may ask for. A segment ends at most one
+/// batch past it, so every record's offset fits a `u32` (as does a segment
+/// id): the broker's index packs a payload's place in 16 bytes (issue 20).
+/// 1 GiB is 16 times the default.
+pub const SEGMENT_BYTES_TARGET_MAX: u64 = 1024 * 1024 * 1024;
+
 /// Default bound on the bytes buffered between two commits (framing
 /// included). One batch is one `write`; the bound keeps a caller that forgets
 /// to commit from growing memory without end.
@@ -32,4 +38,6 @@ const _: () = assert!(RECORD_BYTES_MAX as u64 + RECORD_HEADER_BYTES as u64 <= BA
 // spare, and a whole frame must fit in memory on 32-bit targets too.
 const _: () = assert!((RECORD_BYTES_MAX as u64) < (u32::MAX as u64) / 2);
 const _: () = assert!(READ_BUFFER_BYTES >= RECORD_HEADER_BYTES);
+const _: () = assert!(SEGMENT_BYTES_TARGET_DEFAULT <= SEGMENT_BYTES_TARGET_MAX);
+const _: () = assert!(SEGMENT_BYTES_TARGET_MAX + BATCH_BYTES_MAX_DEFAULT <= u32::MAX as u64);
 const _: () = assert!(QUARANTINE_NAME_ATTEMPTS_MAX >= 1);

@@ -17,7 +17,7 @@ impl Core {
     pub(super) fn record(&mut self, event: Event) {
         self.apply(&event);
         if let Event::DeadLettered { key, reason, .. } = &event {
-            let attempts = self.orders.get(key).map_or(0, |o| o.attempts);
+            let attempts = self.orders.get(key).map_or(0, |o| o.attempts());
             self.notify(Notice::DeadLettered { key: key.clone(), attempts, reason: reason.clone() });
         }
         self.events.push_back(event);
@@ -58,11 +58,11 @@ impl Core {
             return;
         }
         order.state = OrderState::Pending;
-        order.attempts = 0;
+        order.set_attempts(0);
         if let Some(history) = order.history.as_mut() {
             history.dead_since_unix_ms = 0;
         }
-        order.queued_ms = self.now_ms;
+        order.set_queued(self.now_ms);
         self.dead_len -= 1;
         self.enter_pending(key);
         let handle = self.handle(key);
@@ -136,7 +136,7 @@ impl Core {
             self.pending_len -= 1;
             self.in_flight_len += 1;
         }
-        order.attempts = attempt;
+        order.set_attempts(attempt);
         order.state = OrderState::InFlight;
         // The known worker's id is shared, not copied (no allocation live;
         // a replay's dispatches name workers no longer known).
@@ -203,7 +203,7 @@ impl Core {
             // left in the queue is skipped as stale by `pump`).
             OrderState::Pending => {
                 if refunded {
-                    order.attempts = order.attempts.saturating_sub(1);
+                    order.set_attempts(order.attempts().saturating_sub(1));
                 }
                 order.history_mut().last_reason = Some(reason.to_owned());
                 if delay_ms > 0 && order.retry_at_ms().is_none() {
@@ -220,10 +220,10 @@ impl Core {
         order.state = OrderState::Pending;
         order.history_mut().avoid = holder.clone();
         if refunded {
-            order.attempts = order.attempts.saturating_sub(1);
+            order.set_attempts(order.attempts().saturating_sub(1));
         }
         order.history_mut().last_reason = Some(reason.to_owned());
-        order.queued_ms = self.now_ms.saturating_add(delay_ms);
+        order.set_queued(self.now_ms.saturating_add(delay_ms));
         self.leave_state(key, handle, old, holder.as_deref());
         self.enter_pending(key);
         if delay_ms > 0 {
@@ -249,7 +249,7 @@ impl Core {
             if let Some(order) = self.orders.get_mut(&key) {
                 order.set_retry_at(None);
                 // Its queue wait starts when the delay ends.
-                order.queued_ms = at;
+                order.set_queued(at);
             }
             if let Some(handle) = self.orders.handle(&key) {
                 due.push(handle);
@@ -309,7 +309,7 @@ impl Core {
                 last_reason,
             } => {
                 let mut order = self.whole_order(items);
-                order.attempts = *attempts;
+                order.set_attempts(*attempts);
                 order.state = if dead.is_some() { OrderState::Dead } else { OrderState::Pending };
                 order.first_seen_unix_ms = *first_seen_unix_ms;
                 // A dead letter's reason is its last reason (they never
@@ -360,7 +360,7 @@ impl Core {
     pub(super) fn sealed_snapshot(&self, order: &Order, items: Vec<ByteBuf>) -> Snapshot {
         Snapshot::Sealed {
             items,
-            attempts: order.attempts,
+            attempts: order.attempts(),
             dead: order.dead_reason(),
             // The wait left now; a replay restarts it from its own time.
             retry_in_ms: order.retry_at_ms().map_or(0, |at| at.saturating_sub(self.now_ms).max(1)),
@@ -469,11 +469,10 @@ impl Core {
             whole,
             count,
             bytes,
-            attempts: 0,
             state,
             history: None,
             first_seen_unix_ms: 0,
-            queued_ms: self.now_ms,
+            queued_ms: super::queued_since(self.now_ms),
         }
     }
 

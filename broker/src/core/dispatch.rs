@@ -60,9 +60,9 @@ impl Core {
                 continue;
             };
             let Some(worker) = self.choose_worker(order.avoid()) else { break };
-            self.timings.queue_wait.observe_ms(self.now_ms.saturating_sub(order.queued_ms));
+            self.timings.queue_wait.observe_ms(order.queued_for_ms(self.now_ms));
             let entry_bytes = order.bytes as usize + order.count as usize * 5 + DISPATCH_ENTRY_OVERHEAD_BYTES;
-            let attempt = order.attempts + 1;
+            let attempt = order.attempts() + 1;
             self.pending.pop_front();
             // The key is made once, for the record; the message encodes it
             // from the table.

@@ -194,16 +194,16 @@ impl Core {
         match order.state {
             OrderState::Pending => {
                 assert!(
-                    order.attempts < max,
+                    order.attempts() < max,
                     "core invariant broken: pending {key} has used {} attempts",
-                    order.attempts
+                    order.attempts()
                 )
             }
             OrderState::InFlight => {
                 assert!(
-                    (1..=max).contains(&order.attempts),
+                    (1..=max).contains(&order.attempts()),
                     "core invariant broken: {key} in flight at attempt {}",
-                    order.attempts
+                    order.attempts()
                 );
                 let worker = order.holder().unwrap_or_default();
                 let handle = self.orders.handle(key).expect("iterated from the table");

@@ -215,23 +215,34 @@ enum OrderState {
 type WorkerId = Arc<str>;
 
 /// Where the journal holds a payload, packed: a record's sequence number
-/// is never 0, so `Option<Stored>` takes no more room than `Stored`
-/// (24 bytes where `Option<PayloadRef>` took 32).
+/// is never 0, so `Option<Stored>` takes no more room than `Stored`, and
+/// segment id and offset are `u32`s (a segment ends at most one batch past
+/// `orderly_journal::SEGMENT_BYTES_TARGET_MAX`, asserted to fit; 4 billion
+/// segments are never reached): 16 bytes where `Option<PayloadRef>` took
+/// 32, paid by every order of a backlog.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 struct Stored {
     seq: NonZeroU64,
-    segment: u64,
-    offset: u64,
+    segment: u32,
+    offset: u32,
 }
 
 impl Stored {
     /// `None` for sequence number 0, which no journal record has.
     fn new(at: PayloadRef) -> Option<Stored> {
-        Some(Stored { seq: NonZeroU64::new(at.seq)?, segment: at.segment, offset: at.offset })
+        let seq = NonZeroU64::new(at.seq)?;
+        // The journal's own bound (see above): a journal breaking it is a
+        // bug, and a payload the index cannot find again would be lost.
+        let fits = |n: u64| {
+            u32::try_from(n).unwrap_or_else(|_| {
+                panic!("journal place {at:?} past u32: segments must stay under SEGMENT_BYTES_TARGET_MAX")
+            })
+        };
+        Some(Stored { seq, segment: fits(at.segment), offset: fits(at.offset) })
     }
 
     fn at(self) -> PayloadRef {
-        PayloadRef { seq: self.seq.get(), segment: self.segment, offset: self.offset }
+        PayloadRef { seq: self.seq.get(), segment: self.segment.into(), offset: self.offset.into() }
     }
 }
 
@@ -250,8 +261,6 @@ struct Order {
     /// Item bytes: at most `ORDER_BYTES_MAX` (and one journal record, whose
     /// length is a `u32`), so 4 bytes where a `u64` would cost 8 an order.
     bytes: u32,
-    /// Deliveries so far; the next dispatch is attempt `attempts + 1`.
-    attempts: u32,
     state: OrderState,
     /// What only dispatched or failed orders have, boxed: most of a
     /// backlog never was, and pays 8 bytes for it instead of 80.
@@ -259,8 +268,16 @@ struct Order {
     /// Unix ms; 0 when unknown (journals older than 0.3).
     first_seen_unix_ms: u64,
     /// Since when it waits for a worker (sealed, requeued, past its retry
-    /// delay, revived): the start of its queue wait. Not recorded.
-    queued_ms: Millis,
+    /// delay, revived): the start of its queue wait. Not recorded. The low
+    /// 32 bits of the core's clock (`queued_since`): 4 bytes where 8 would
+    /// make every order 8 bytes larger (alignment); waits are timed modulo
+    /// 49 days (`queued_for_ms`).
+    queued_ms: u32,
+}
+
+/// The low 32 bits of `now_ms`, for `Order::queued_ms`.
+fn queued_since(now_ms: Millis) -> u32 {
+    now_ms as u32
 }
 
 /// An order's past, once it has one (see `Order::history`).
@@ -271,6 +288,10 @@ struct History {
     /// (a late ack of a requeued order or a dead letter). `None` until the
     /// first dispatch, and after a restart that compacted it away.
     holder: Option<WorkerId>,
+    /// Deliveries so far; the next dispatch is attempt `attempts + 1`.
+    /// Here, not in `Order`: an order never dispatched has none, and every
+    /// dispatch makes the history anyway (`holder`).
+    attempts: u32,
     /// The worker that last returned, lost or failed it: not chosen again
     /// while another has a free credit. Not recorded.
     avoid: Option<WorkerId>,
@@ -327,6 +348,35 @@ struct Held {
 }
 
 impl Order {
+    /// Deliveries so far (see `History::attempts`).
+    fn attempts(&self) -> u32 {
+        self.history.as_ref().map_or(0, |h| h.attempts)
+    }
+
+    /// Sets the deliveries so far; 0 makes no history.
+    fn set_attempts(&mut self, attempts: u32) {
+        if attempts > 0 || self.history.is_some() {
+            self.history_mut().attempts = attempts;
+        }
+    }
+
+    /// Starts its queue wait at `at_ms` (which may lie ahead: a retry delay).
+    fn set_queued(&mut self, at_ms: Millis) {
+        self.queued_ms = queued_since(at_ms);
+    }
+
+    /// How long it has waited for a worker at `now_ms`: 0 while its wait
+    /// lies ahead. Modulo 2^32 ms, so a wait read as ahead (over 24 days)
+    /// counts 0 too.
+    fn queued_for_ms(&self, now_ms: Millis) -> Millis {
+        let waited = queued_since(now_ms).wrapping_sub(self.queued_ms);
+        if waited > u32::MAX / 2 {
+            0
+        } else {
+            Millis::from(waited)
+        }
+    }
+
     /// Its history, made on first use.
     fn history_mut(&mut self) -> &mut History {
         self.history.get_or_insert_default()

@@ -100,8 +100,8 @@ impl Core {
         let mut exhausted: Vec<(OrderKey, u32)> = self
             .orders
             .iter()
-            .filter(|(_, o)| o.state == OrderState::Pending && o.attempts >= max)
-            .map(|(k, o)| (k.to_key(), o.attempts))
+            .filter(|(_, o)| o.state == OrderState::Pending && o.attempts() >= max)
+            .map(|(k, o)| (k.to_key(), o.attempts()))
             .collect();
         exhausted.sort();
         for (key, attempts) in exhausted {

@@ -10,7 +10,7 @@ fn dead_letter(key: &OrderKey, order: &Order) -> DeadLetter {
     DeadLetter {
         producer: key.producer.clone(),
         id: key.id.clone(),
-        attempts: order.attempts,
+        attempts: order.attempts(),
         reason: order.dead_reason().unwrap_or_default(),
         items: order.count as usize,
         bytes: u64::from(order.bytes),
@@ -301,7 +301,7 @@ impl Core {
             producer: key.producer.clone(),
             id: key.id.clone(),
             place,
-            attempts: order.attempts,
+            attempts: order.attempts(),
             items: order.count as usize,
             bytes: u64::from(order.bytes),
             worker,

@@ -162,6 +162,12 @@ impl<E> std::ops::IndexMut<usize> for Chunks<E> {
     }
 }
 
+/// Bytes of one slab entry holding a `T` (the size tests bound it).
+#[cfg(test)]
+pub(super) fn entry_bytes<T>() -> usize {
+    std::mem::size_of::<Entry<T>>()
+}
+
 fn hash_key(hasher: &foldhash::fast::RandomState, producer: &str, id: &str) -> u64 {
     hasher.hash_one((producer, id))
 }

@@ -1413,8 +1413,12 @@ fn an_order_a_worker_listed_as_held_besides_counts_once_when_dispatched_to_it() 
 #[test]
 fn a_pending_order_stays_small() {
     // 136 before issue 20; the state a one-byte tag, the payload's place
-    // packed, the byte count a `u32`.
-    assert!(std::mem::size_of::<Order>() <= 88, "Order is {} bytes", std::mem::size_of::<Order>());
+    // packed (16 bytes), the byte count a `u32`, the payload boxed.
+    // 56 with the attempts in the history and the queue wait's start 4 bytes.
+    assert!(std::mem::size_of::<Order>() <= 56, "Order is {} bytes", std::mem::size_of::<Order>());
+    // The slab entry: the id inline (24), producer, generation, anchor.
+    let entry = table::entry_bytes::<Order>();
+    assert!(entry <= 96, "a slab entry is {entry} bytes");
     assert_eq!(std::mem::size_of::<OrderState>(), 1);
     let mut core = core();
     core.apply(&Event::Accepted {
@@ -1424,6 +1428,38 @@ fn a_pending_order_stays_small() {
     });
     let order = core.orders.get(&OrderKey::new("p", "o")).expect("sealed");
     assert!(order.history.is_none(), "a fresh order has no history to pay for");
+}
+
+/// The queue wait's start keeps 32 bits of the clock: a wait is timed
+/// right across their wrap, and one that lies ahead (a retry delay) is 0.
+#[test]
+fn a_queue_wait_is_timed_across_the_clocks_wrap_and_one_ahead_is_zero() {
+    let mut core = core();
+    let key = OrderKey::new("p", "o");
+    core.apply(&Event::Accepted { key: key.clone(), items: vec![], at_unix_ms: 1 });
+    let order = core.orders.get_mut(&key).expect("sealed");
+    order.set_queued(u64::from(u32::MAX) - 5);
+    assert_eq!(order.queued_for_ms(u64::from(u32::MAX) + 10), 15);
+    order.set_queued(7 << 32 | 1_000);
+    assert_eq!((order.queued_for_ms(7 << 32 | 500), order.queued_for_ms(7 << 32 | 1_250)), (0, 250));
+}
+
+/// A payload's journal place packs into `u32`s up to the journal's bound
+/// and back unchanged.
+#[test]
+fn a_journal_place_packs_and_unpacks_unchanged() {
+    let limit = orderly_journal::SEGMENT_BYTES_TARGET_MAX + orderly_journal::BATCH_BYTES_MAX_DEFAULT;
+    let at = PayloadRef { seq: u64::MAX, segment: u64::from(u32::MAX), offset: limit - 1 };
+    assert_eq!(Stored::new(at).map(Stored::at), Some(at));
+    assert_eq!(Stored::new(PayloadRef { seq: 0, segment: 1, offset: 0 }), None);
+}
+
+/// A place the index could not find again stops the broker, loudly, rather
+/// than losing the payload.
+#[test]
+#[should_panic(expected = "past u32")]
+fn a_journal_place_past_u32_is_refused() {
+    Stored::new(PayloadRef { seq: 1, segment: 1, offset: u64::from(u32::MAX) + 1 });
 }
 
 // ------------------------------------------------------------ dispatch batches (issue 20)

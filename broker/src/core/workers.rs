@@ -77,7 +77,7 @@ impl Core {
             self.counters.acks_refused += 1;
             return;
         }
-        let current = order.attempts == nack.attempt && order.in_flight_to() == Some(nack.worker.as_str());
+        let current = order.attempts() == nack.attempt && order.in_flight_to() == Some(nack.worker.as_str());
         if !current {
             self.counters.stale_nacks += 1;
         } else if nack.returned {
@@ -243,7 +243,7 @@ impl Core {
     /// A delivery attempt failed: requeue after `delay_ms`, or dead-letter
     /// once attempts are used up.
     pub(super) fn fail(&mut self, key: OrderKey, reason: String, delay_ms: u64) {
-        let attempts = self.orders.get(&key).map_or(0, |o| o.attempts);
+        let attempts = self.orders.get(&key).map_or(0, |o| o.attempts());
         if attempts >= self.config.max_attempts {
             let reason = format!("{reason}; gave up after {attempts} attempts");
             let at_unix_ms = self.now_unix_ms();
@@ -269,7 +269,7 @@ impl Core {
         if initial == 0 {
             return 0;
         }
-        let attempts = self.orders.get(key).map_or(1, |o| o.attempts.max(1));
+        let attempts = self.orders.get(key).map_or(1, |o| o.attempts().max(1));
         let factor = 1u64.checked_shl(attempts - 1).unwrap_or(u64::MAX);
         let full = initial.saturating_mul(factor).min(self.config.retry_delay_max_ms);
         self.rng.between(full / 2, full).max(1)

@@ -284,7 +284,7 @@ pub struct RunArgs {
     /// removes whole segments, so smaller segments free disk sooner.
     #[arg(long, env = "ORDERLY_BROKER_JOURNAL_SEGMENT_BYTES", value_name = "BYTES",
           default_value_t = orderly_journal::SEGMENT_BYTES_TARGET_DEFAULT,
-          value_parser = SizeArg::bytes().range(4096..=u64::MAX))]
+          value_parser = SizeArg::bytes().range(4096..=orderly_journal::SEGMENT_BYTES_TARGET_MAX))]
     pub journal_segment_bytes: u64,
 
     /// Where producers PUSH items (broker binds PULL). Use tcp://*:5570 to
@@ -376,7 +376,7 @@ pub struct RunArgs {
     /// Item bytes of sealed orders kept in RAM for dispatch. Beyond it the
     /// newest orders' items are dropped from RAM and read back from the
     /// journal when they are dispatched, so a large backlog costs disk, not
-    /// memory.
+    /// memory. A full-throughput run uses ~2 MiB of it.
     #[arg(long, env = "ORDERLY_BROKER_PAYLOAD_CACHE_BYTES", value_name = "BYTES",
           default_value_t = limits::PAYLOAD_CACHE_BYTES_DEFAULT,
           value_parser = SizeArg::bytes())]
@@ -737,5 +737,15 @@ mod tests {
             run_args(&["--ack-timeout-ms", "5000", "--attempt-timeout-ms", "5000"]).check_retry_settings().unwrap_err();
         assert!(error.contains("must be more than --ack-timeout-ms"), "{error}");
         assert_eq!(run_args(&["--retry-delay-initial-ms", "0"]).check_retry_settings(), Ok(()));
+    }
+
+    #[test]
+    fn a_journal_segment_past_the_journals_maximum_is_refused() {
+        // The order index packs a payload's place into u32s (issue 20).
+        assert_eq!(run_args(&["--journal-segment-bytes", "1GiB"]).journal_segment_bytes, 1 << 30);
+        let args = ["orderly-broker", "run", "--journal-segment-bytes", "5GiB"];
+        let Err(error) = Cli::try_parse_from(args) else { panic!("5GiB accepted") };
+        let error = error.to_string();
+        assert!(error.contains("--journal-segment-bytes"), "{error}");
     }
 }
