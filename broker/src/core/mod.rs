@@ -235,7 +235,11 @@ impl Stored {
         // bug, and a payload the index cannot find again would be lost.
         let fits = |n: u64| {
             u32::try_from(n).unwrap_or_else(|_| {
-                panic!("journal place {at:?} past u32: segments must stay under SEGMENT_BYTES_TARGET_MAX")
+                panic!(
+                    "journal place {at:?} past u32: segments must stay under SEGMENT_BYTES_TARGET_MAX (1 GiB); \
+                     a journal whose segments grew past 4 GiB (--journal-segment-bytes above 4 GiB, before 0.5.1) \
+                     must be drained by the build that wrote it: nothing was lost, nothing was replayed"
+                )
             })
         };
         Some(Stored { seq, segment: fits(at.segment), offset: fits(at.offset) })
