@@ -139,7 +139,7 @@ impl Core {
             // Not echoed yet: the welcome may have gone out before the
             // subscription existed (slow joiner), so send it again.
             let body = FanoutMsg::Welcome(Welcome { nonce: worker.nonce, orders_max: 0 }).encode();
-            self.outbound.push_back(Outbound::new(worker_topic(&hb.worker), body));
+            self.outbound.push_back(Outbound::new(worker.topic.clone(), body));
         }
     }
 
