@@ -255,9 +255,14 @@ fn a_client_that_never_reads_blocks_no_one() {
     make_dead_letters(&broker, 4000, &"\"".repeat(1000));
     let mut stuck = TcpStream::connect(&broker.admin).unwrap();
     write!(stuck, "GET /dlq HTTP/1.1\r\nHost: {}\r\n\r\n", broker.admin).unwrap();
-    // Time for the IO loop to build the answer (a debug build is slow at
-    // it) and for the server to fill the socket.
-    std::thread::sleep(Duration::from_millis(2000));
+    // Wait for the answer's first byte rather than a fixed time: building
+    // ~8 MiB of JSON takes a debug build seconds on a loaded machine, and
+    // a scrape timed while it is still being built measured that, not a
+    // stuck client. One byte read leaves the rest to fill the socket.
+    stuck.set_read_timeout(Some(Duration::from_secs(60))).unwrap();
+    let mut first = [0u8; 1];
+    stuck.read_exact(&mut first).expect("the /dlq answer starts within a minute");
+    std::thread::sleep(Duration::from_millis(500));
     let started = Instant::now();
     let (status, body) = get(&broker, "/metrics", None);
     assert_eq!(status, 200, "{body}");
