@@ -526,6 +526,14 @@ mod tests {
         storage.entries().into_iter().map(|e| (e.index, e.term, e.data.to_vec())).collect()
     }
 
+    /// A simulated disk (power cuts, seeded) and the same disk as the
+    /// storage trait object `open` takes.
+    fn sim_disk(seed: u64) -> (SimStorage, Arc<dyn orderly_journal::Storage>) {
+        let sim = SimStorage::new(seed);
+        let disk: Arc<dyn orderly_journal::Storage> = Arc::new(sim.clone());
+        (sim, disk)
+    }
+
     fn open(disk: &Arc<dyn orderly_journal::Storage>, dir: &Path, options: Options) -> JournalStorage {
         JournalStorage::open(disk.clone(), dir, options, &[1, 2, 3]).expect("opens").0
     }
@@ -558,8 +566,7 @@ mod tests {
     /// back (to the last fsynced one), and the applied index raises it.
     #[test]
     fn a_commit_only_hard_state_waits_for_the_next_fsync() {
-        let sim = SimStorage::new(7);
-        let disk: Arc<dyn orderly_journal::Storage> = Arc::new(sim.clone());
+        let (sim, disk) = sim_disk(7);
         let dir = Path::new("/raft");
         let mut storage = open(&disk, dir, Options::default());
         let voted = HardState { term: 2, vote: 1, commit: 0, ..HardState::default() };
@@ -589,8 +596,7 @@ mod tests {
     fn persisted_state_survives_a_power_cut_whatever_the_fsync_option() {
         let never = Options { fsync: FsyncPolicy::Never, segment_bytes_target: 64 * 1024, ..Options::default() };
         for seed in 0..32 {
-            let sim = SimStorage::new(seed);
-            let disk: Arc<dyn orderly_journal::Storage> = Arc::new(sim.clone());
+            let (sim, disk) = sim_disk(seed);
             let dir = Path::new("/raft");
             let mut storage = open(&disk, dir, never.clone());
             let mut expected = Vec::new();
@@ -627,8 +633,7 @@ mod tests {
     /// first configuration as the initial voters.
     #[test]
     fn membership_records_replay_and_a_joiner_never_takes_the_file_s_voters() {
-        let sim = SimStorage::new(3);
-        let disk: Arc<dyn orderly_journal::Storage> = Arc::new(sim.clone());
+        let (sim, disk) = sim_disk(3);
         let mut storage = open(&disk, Path::new("/a"), Options::default());
         assert_eq!(storage.roster(), Roster { initial_voters: vec![1, 2, 3], added: vec![] });
         let four = crate::membership::MemberRecord {
@@ -671,8 +676,7 @@ mod tests {
     /// space is committed in parts and still replays whole.
     #[test]
     fn a_persist_larger_than_a_segment_replays_whole() {
-        let sim = SimStorage::new(7);
-        let disk: Arc<dyn orderly_journal::Storage> = Arc::new(sim.clone());
+        let (sim, disk) = sim_disk(7);
         let small = Options { segment_bytes_target: 16 * 1024, ..Options::default() };
         let mut storage = open(&disk, Path::new("/raft"), small.clone());
         let payload = "x".repeat(1000);
@@ -694,8 +698,7 @@ mod tests {
         let small = Options { segment_bytes_target: 16 * 1024, ..Options::default() };
         let dir = Path::new("/raft");
         for seed in 0..16u64 {
-            let sim = SimStorage::new(seed);
-            let disk: Arc<dyn orderly_journal::Storage> = Arc::new(sim.clone());
+            let (sim, disk) = sim_disk(seed);
             let mut storage = open(&disk, dir, small.clone());
             let payload = "p".repeat(300);
             let mut largest = 0;
@@ -758,8 +761,7 @@ mod tests {
     /// `log` (entries after the snapshot index) and the first index.
     #[test]
     fn an_installed_snapshot_replaces_a_stale_log_across_a_power_cut() {
-        let sim = SimStorage::new(3);
-        let disk: Arc<dyn orderly_journal::Storage> = Arc::new(sim.clone());
+        let (sim, disk) = sim_disk(3);
         let dir = Path::new("/raft");
         let mut storage = open(&disk, dir, Options::default());
         // A stale log from an old term, longer than the snapshot.
