@@ -7,6 +7,7 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
+use orderly_broker::core::codec::encode_event_into;
 use orderly_broker::core::{Core, CoreConfig, Event, Millis, Outbound};
 use orderly_broker::io::{
     compact, decode_event, persist_then_publish, replay, BrokerError, EventLog, Persisted, Recorder, SegmentedLog,
@@ -82,6 +83,22 @@ impl EventLog for SimLog {
         let event = decode_event(at.seq, body).expect("the broker's own records decode");
         let frame_bytes = (RECORD_HEADER_BYTES + body.len()) as u64;
         self.appended.push(Appended { at, frame_bytes, event });
+        Ok(at)
+    }
+
+    /// The io loop's path: encoded in place in the journal's batch buffer
+    /// (`Journal::append_located_with`), so the simulation exercises it;
+    /// the model decodes the very bytes written there.
+    fn append_event(&mut self, event: &Event) -> Result<RecordAt, JournalError> {
+        let mut body = Vec::new();
+        let at = self.journal.append_located_with(|buffer| {
+            let start = buffer.len();
+            encode_event_into(event, buffer);
+            body.extend_from_slice(&buffer[start..]);
+        })?;
+        let decoded = decode_event(at.seq, &body).expect("the broker's own records decode");
+        let frame_bytes = (RECORD_HEADER_BYTES + body.len()) as u64;
+        self.appended.push(Appended { at, frame_bytes, event: decoded });
         Ok(at)
     }
 
