@@ -124,6 +124,10 @@ impl SegmentedLog for SimLog {
         self.journal.sync()
     }
 
+    fn has_unsynced(&self) -> bool {
+        self.journal.has_unsynced()
+    }
+
     fn remove_oldest_segment(&mut self, segment_id: u64) -> Result<orderly_journal::SegmentInfo, JournalError> {
         self.journal.remove_oldest_segment(segment_id)
     }

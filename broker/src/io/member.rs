@@ -123,6 +123,10 @@ pub struct Member<A> {
     role: Role,
     /// The last index applied to the core and the journal.
     applied: u64,
+    /// The last applied index whose marker is fsynced in the event journal
+    /// (entries are applied with lazy commits: the Raft log holds them
+    /// durably already). The Raft log is compacted only below it.
+    durable_applied: u64,
     next_tick_ms: Millis,
     held: VecDeque<Held<A>>,
     core_config: CoreConfig,
@@ -149,6 +153,8 @@ impl<A> Member<A> {
             node,
             role: Role::Follower,
             applied,
+            // Opening the journal fsyncs what it found.
+            durable_applied: applied,
             next_tick_ms: 0,
             held: VecDeque::new(),
             core_config,
@@ -270,8 +276,8 @@ impl<A> Member<A> {
 
     /// [`Member::handle_ready`] handing raft's messages to `send` as soon
     /// as they may go (`Node::handle_ready_sending`): before this member
-    /// applies the committed entries to its journal and fsyncs it, which
-    /// no peer needs to wait for. `Ready::messages` stays empty.
+    /// applies the committed entries to its journal, which no peer needs
+    /// to wait for. `Ready::messages` stays empty.
     pub fn handle_ready_sending<L: SegmentedLog>(
         &mut self,
         core: &mut Core,
@@ -315,7 +321,12 @@ impl<A> Member<A> {
 
     /// Appends each committed batch's events (and its marker) to the
     /// journal, applying them to the core first unless this member made
-    /// them as the leader; one durable commit for all.
+    /// them as the leader; one lazy commit for all: the entries are
+    /// durable in a majority's Raft logs (that is what a confirm waits
+    /// for), so the event journal needs no fsync of its own on the way to
+    /// a confirm — a power cut takes its tail back to a durable marker and
+    /// raft applies the entries after it again, the Raft log being
+    /// compacted only below `durable_applied`.
     fn apply_committed<L: SegmentedLog>(
         &mut self,
         core: &mut Core,
@@ -346,7 +357,7 @@ impl<A> Member<A> {
             while core.poll_event().is_some() {}
         }
         if let Some(index) = last {
-            if !recorder.commit()? {
+            if !recorder.commit_lazily()? {
                 return Err(BrokerError::Group("the journal's disk is full".into()));
             }
             self.applied = index;

@@ -37,6 +37,8 @@ pub trait SegmentedLog: EventLog {
     fn segments(&self) -> &[orderly_journal::SegmentInfo];
     /// Fsyncs everything written.
     fn sync(&mut self) -> Result<bool, JournalError>;
+    /// Records written since the last fsync (lazy commits) await one.
+    fn has_unsynced(&self) -> bool;
     /// Removes the oldest segment (see [`Journal::remove_oldest_segment`]).
     fn remove_oldest_segment(&mut self, segment_id: u64) -> Result<orderly_journal::SegmentInfo, JournalError>;
     /// The journal itself, to replay (a group member rebuilding its core).
@@ -74,6 +76,10 @@ impl SegmentedLog for Journal {
 
     fn sync(&mut self) -> Result<bool, JournalError> {
         Journal::sync(self)
+    }
+
+    fn has_unsynced(&self) -> bool {
+        Journal::has_unsynced(self)
     }
 
     fn remove_oldest_segment(&mut self, segment_id: u64) -> Result<orderly_journal::SegmentInfo, JournalError> {
@@ -244,6 +250,12 @@ impl<L: EventLog> Recorder<L> {
     /// A durable commit; false when the disk is full (see [`Persisted::Held`]).
     pub fn commit(&mut self) -> Result<bool, BrokerError> {
         self.commit_as(true)
+    }
+
+    /// A lazy commit (see [`Journal::commit_lazily`]): written now, fsynced
+    /// within `LAZY_SYNC_MAX`; false when the disk is full.
+    pub fn commit_lazily(&mut self) -> Result<bool, BrokerError> {
+        self.commit_as(false)
     }
 
     /// A commit; `durable`: fsynced (per policy) before it returns. False

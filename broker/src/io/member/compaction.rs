@@ -3,8 +3,9 @@
 //!
 //! - its **event journal**, locally, with the single broker's copy-forward
 //!   [`compact`], but only while its core describes *committed* state;
-//! - its **Raft log**, up to what the event journal holds durably, less
-//!   [`RAFT_LOG_RETAIN_ENTRIES`].
+//! - its **Raft log**, up to what the event journal holds durably (its
+//!   last fsynced applied marker: entries are applied with lazy commits),
+//!   less [`RAFT_LOG_RETAIN_ENTRIES`].
 
 use super::{Member, Role};
 use crate::core::{Core, Millis};
@@ -143,11 +144,18 @@ impl<A> Member<A> {
             recorder.copies_marker = None;
             removed = result?;
         }
-        // Everything applied is committed (fsynced) in the event journal.
-        let mut to = self.applied.saturating_sub(RAFT_LOG_RETAIN_ENTRIES);
+        // Entries are applied with lazy commits: the applied index is
+        // durable once nothing written awaits an fsync. Only below it may
+        // the Raft log go — a power cut takes the event journal back to its
+        // last fsynced marker, and raft must still hold every entry after.
+        if !recorder.log.has_unsynced() {
+            self.durable_applied = self.applied;
+        }
+        let mut to = self.durable_applied.saturating_sub(RAFT_LOG_RETAIN_ENTRIES);
         let over_bytes = self.retained.bytes > RAFT_LOG_RETAIN_BYTES;
         while let Some(&(index, bytes)) = self.retained.entries.front() {
-            let keep = index > to && !(over_bytes && self.retained.bytes > RAFT_LOG_RETAIN_BYTES / 2);
+            let bytes_bound = over_bytes && self.retained.bytes > RAFT_LOG_RETAIN_BYTES / 2;
+            let keep = index > self.durable_applied || (index > to && !bytes_bound);
             if keep {
                 break;
             }
@@ -298,6 +306,104 @@ mod tests {
         }
         assert!(member.node().storage().snapshot_index() > 0, "compacted by bytes");
         assert!(member.applied() >= turns);
+    }
+
+    /// The journal with its lazy-fsync clock stopped: a lazy commit is
+    /// never due, so applied entries stay unsynced as long as a test likes
+    /// (the real clock makes that a matter of milliseconds).
+    struct StoppedClock(Journal, std::time::Instant);
+
+    impl crate::io::recorder::EventLog for StoppedClock {
+        fn append(&mut self, body: &[u8]) -> Result<orderly_journal::RecordAt, orderly_journal::JournalError> {
+            self.0.append_located(body)
+        }
+        fn commit(&mut self) -> Result<orderly_journal::CommitInfo, orderly_journal::JournalError> {
+            self.0.commit_at(self.1)
+        }
+        fn commit_lazily(&mut self) -> Result<orderly_journal::CommitInfo, orderly_journal::JournalError> {
+            self.0.commit_lazily_at(self.1)
+        }
+        fn read_at(&mut self, at: orderly_journal::RecordAt) -> Result<Vec<u8>, orderly_journal::JournalError> {
+            self.0.read_at(at)
+        }
+    }
+
+    impl SegmentedLog for StoppedClock {
+        fn segments(&self) -> &[orderly_journal::SegmentInfo] {
+            self.0.segments()
+        }
+        fn sync(&mut self) -> Result<bool, orderly_journal::JournalError> {
+            self.0.sync()
+        }
+        fn has_unsynced(&self) -> bool {
+            self.0.has_unsynced()
+        }
+        fn remove_oldest_segment(
+            &mut self,
+            segment_id: u64,
+        ) -> Result<orderly_journal::SegmentInfo, orderly_journal::JournalError> {
+            self.0.remove_oldest_segment(segment_id)
+        }
+        fn journal(&self) -> &Journal {
+            &self.0
+        }
+    }
+
+    /// Entries are applied to the event journal with lazy commits; a power
+    /// cut takes it back to its last fsynced marker, and raft must still
+    /// hold every entry after that marker to apply again: the Raft log is
+    /// compacted only below the *durably* applied index. (Compacting below
+    /// the applied index instead fails here: the log starts past the
+    /// journal's marker.)
+    #[test]
+    fn the_raft_log_keeps_every_entry_the_event_journal_may_lose_to_a_power_cut() {
+        let sim = SimStorage::new(18);
+        let disk: Arc<dyn orderly_journal::Storage> = Arc::new(sim.clone());
+        let (storage, _) = JournalStorage::open(disk.clone(), Path::new("/raft"), options(), &[1]).unwrap();
+        let node = Node::new(NodeConfig { id: 1, election_ticks: ELECTION_TICKS_MIN, applied: 0 }, storage).unwrap();
+        let (journal, _) = Journal::open_on(disk.clone(), Path::new("/journal"), Options::default()).unwrap();
+        let config = CoreConfig::with_incarnation(1);
+        let (mut core, anchors, _) = replay_applied(&journal, config.clone(), 0, |_, _, _| {}).unwrap();
+        let mut recorder = Recorder::new(StoppedClock(journal, std::time::Instant::now()), anchors);
+        let mut member: Member<()> = Member::new(node, 0, config.clone());
+        let mut now = 0;
+        while !member.serves() {
+            now += RAFT_TICK_MS_FOR_TESTS;
+            member.tick(now);
+            member.handle_ready(&mut core, &mut recorder, now).unwrap();
+        }
+        recorder.log.sync().unwrap();
+        let durable = member.applied();
+        // Far more turns than the log retains, none of them fsynced in the
+        // event journal (small pending orders: no journal compaction).
+        let turns = RAFT_LOG_RETAIN_ENTRIES + 3 * RAFT_LOG_COMPACT_STEP;
+        for n in 0..turns {
+            let msg = IntakeMsg::Items(Items {
+                producer: "p".into(),
+                order: format!("o{n}"),
+                begin: true,
+                first: 0,
+                data: vec![ByteBuf::from(vec![b'x'; 10])],
+                finish: Some(1),
+            });
+            core.handle_intake(msg, now);
+            member.propose_turn(&mut core, &mut recorder, Vec::new(), now).unwrap();
+            member.handle_ready(&mut core, &mut recorder, now).unwrap();
+            member.compact(&mut core, &mut recorder, false).unwrap();
+        }
+        assert!(member.applied() >= durable + turns);
+        assert!(recorder.log.has_unsynced(), "the applies stayed lazy");
+        drop((member, recorder));
+        sim.power_cut();
+        let (journal, _) = Journal::open_on(disk.clone(), Path::new("/journal"), Options::default()).unwrap();
+        let (_, _, applied) = replay_applied(&journal, config, now, |_, _, _| {}).unwrap();
+        let (storage, _) = JournalStorage::open(disk, Path::new("/raft"), options(), &[1]).unwrap();
+        assert!(
+            storage.snapshot_index() <= applied,
+            "the Raft log starts after {} but the event journal holds entries only up to {applied}",
+            storage.snapshot_index()
+        );
+        assert!(storage.last_index() >= durable + turns, "every committed entry is in the Raft log");
     }
 
     const RAFT_TICK_MS_FOR_TESTS: Millis = crate::io::member::RAFT_TICK_MS;
