@@ -67,7 +67,7 @@ pub const BATCH_LEN_MAX: usize = 4096;
 /// journal records and its write buffer all grow with what it reads, and
 /// a queue built up in ZeroMQ (a paused intake, a slow fsync) would
 /// otherwise be read in one go: up to `BATCH_LEN_MAX` packed messages of up
-/// to 1 MiB each. 2 MiB is ~1,700 orders of 10 × 100 B a batch, one fsync
+/// to 1 MiB each. 2 MiB is ~2,000 orders of 10 × 100 B a batch, one fsync
 /// each: far above the throughput targets even at a slow fsync.
 pub const INTAKE_BATCH_BYTES_MAX: usize = 2 * 1024 * 1024;
 
