@@ -62,6 +62,14 @@ pub const TOPIC_BYTES_MAX: usize = PEER_ID_BYTES_MAX + 3;
 /// Messages the broker drains from its sockets into one loop batch (one
 /// journal write and one fsync per batch, once the journal exists).
 pub const BATCH_LEN_MAX: usize = 4096;
+/// Intake bytes the broker reads in one loop batch at most (the message
+/// that crosses it is the batch's last). A batch's decoded orders, their
+/// journal records and its write buffer all grow with what it reads, and
+/// a queue built up in ZeroMQ (a paused intake, a slow fsync) would
+/// otherwise be read in one go: up to `BATCH_LEN_MAX` packed messages of up
+/// to 1 MiB each. 2 MiB is ~2,000 orders of 10 × 100 B a batch, one fsync
+/// each: far above the throughput targets even at a slow fsync.
+pub const INTAKE_BATCH_BYTES_MAX: usize = 2 * 1024 * 1024;
 
 /// Default bound on open partial orders before intake pauses.
 pub const PARTIAL_ORDERS_MAX_DEFAULT: usize = 100_000;
@@ -138,6 +146,8 @@ pub const SOCKET_HWM_DEFAULT: i32 = 100_000;
 pub const SOCKET_LINGER_MS: i32 = 2000;
 
 const _: () = assert!(INTAKE_FRAME_BYTES_MAX > ITEM_BYTES_MAX + ORDER_ID_BYTES_MAX + PEER_ID_BYTES_MAX);
+// A loop batch holds at least one largest intake message.
+const _: () = assert!(INTAKE_BATCH_BYTES_MAX >= INTAKE_FRAME_BYTES_MAX);
 const _: () = assert!(FANOUT_FRAME_BYTES_MAX > ORDER_BYTES_MAX);
 const _: () = assert!(ITEM_BYTES_MAX <= ORDER_BYTES_MAX);
 const _: () = assert!(GROUP_ORDER_BYTES_MAX <= ORDER_BYTES_MAX);

@@ -12,15 +12,12 @@ use crate::format::{
 };
 use crate::fs::{fsync_dir, lock_dir};
 use crate::inspect::{inspect, SegmentInfo};
+use crate::limits::BATCH_BUFFER_RETAINED_BYTES_MAX;
 use crate::options::{FsyncPolicy, Options};
 use crate::recover::{recover, Recovery};
 use crate::scan::{scan_segment, ScanSpec};
 use crate::space::{self, Reserve, SpaceState};
 use crate::storage::{LockGuard, Storage, StorageFile};
-
-/// Capacity the batch buffer keeps between commits; a larger one (after a
-/// batch of big records) is given back, so one burst does not pin memory.
-const BATCH_BUFFER_RETAINED_BYTES_MAX: usize = 8 * 1024 * 1024;
 
 /// Under `always`, records of a lazy commit are fsynced at the latest this
 /// long after the previous fsync (by a later commit).
@@ -104,6 +101,18 @@ pub struct Journal {
     marker_at: u64,
     /// Read handles for [`Journal::read_at`], by segment id.
     readers: HashMap<u64, Box<dyn StorageFile>>,
+}
+
+/// Empties a batch buffer for the next batch, keeping its allocation only
+/// up to `BATCH_BUFFER_RETAINED_BYTES_MAX`. A larger one (a burst, a
+/// compaction's copies) is dropped, not shrunk: an allocator may keep a
+/// block shrunk to over half its size whole (mimalloc does), so one burst
+/// of 12 MiB would stay 12 MiB of RSS for good.
+fn recycle(bytes: &mut Vec<u8>) {
+    bytes.clear();
+    if bytes.capacity() > BATCH_BUFFER_RETAINED_BYTES_MAX {
+        *bytes = Vec::with_capacity(BATCH_BUFFER_RETAINED_BYTES_MAX);
+    }
 }
 
 /// Where a record is: its seq, its segment and its byte offset there.
@@ -273,7 +282,11 @@ impl Journal {
         let body_len = self.batch.bytes.len() - body_at;
         if let Err(error) = self.check_room(pending as u64, body_len) {
             self.batch.bytes.truncate(pending);
-            self.batch.bytes.shrink_to(BATCH_BUFFER_RETAINED_BYTES_MAX);
+            if pending == 0 {
+                recycle(&mut self.batch.bytes);
+            } else {
+                self.batch.bytes.shrink_to(BATCH_BUFFER_RETAINED_BYTES_MAX);
+            }
             return Err(error);
         }
         let record_bytes = (self.batch.bytes.len() - pending) as u64;
@@ -311,6 +324,12 @@ impl Journal {
             }
         }
         Ok(())
+    }
+
+    /// The batch buffer's capacity (tests of its bound).
+    #[cfg(test)]
+    pub(crate) fn batch_capacity(&self) -> usize {
+        self.batch.bytes.capacity()
     }
 
     /// Reads back one committed record, checking its framing and CRC (a
@@ -637,9 +656,7 @@ impl Journal {
             rolled,
             segment_id: self.active().id,
         };
-        // Keep the allocation for the next batch, within bounds.
-        batch.bytes.clear();
-        batch.bytes.shrink_to(BATCH_BUFFER_RETAINED_BYTES_MAX);
+        recycle(&mut batch.bytes);
         self.batch.bytes = batch.bytes;
         Ok(info)
     }

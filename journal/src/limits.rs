@@ -26,6 +26,13 @@ pub const SEGMENT_BYTES_TARGET_MAX: u64 = 1024 * 1024 * 1024;
 /// to commit from growing memory without end.
 pub const BATCH_BYTES_MAX_DEFAULT: u64 = 256 * 1024 * 1024;
 
+/// Capacity the batch buffer keeps between commits; a larger one is given
+/// back, so one burst (a compaction's copies, a large turn) does not pin
+/// memory. 4 MiB (8 in 0.5.1) holds a broker turn's batch at its
+/// intake bound (2 MiB of intake a turn, `INTAKE_BATCH_BYTES_MAX`, and its
+/// acks and dispatches), so a busy broker still reuses one buffer.
+pub(crate) const BATCH_BUFFER_RETAINED_BYTES_MAX: usize = 4 * 1024 * 1024;
+
 /// Read buffer for scanning segments: large sequential reads, small memory.
 pub const READ_BUFFER_BYTES: usize = 256 * 1024;
 
@@ -38,6 +45,7 @@ const _: () = assert!(RECORD_BYTES_MAX as u64 + RECORD_HEADER_BYTES as u64 <= BA
 // spare, and a whole frame must fit in memory on 32-bit targets too.
 const _: () = assert!((RECORD_BYTES_MAX as u64) < (u32::MAX as u64) / 2);
 const _: () = assert!(READ_BUFFER_BYTES >= RECORD_HEADER_BYTES);
+const _: () = assert!(BATCH_BUFFER_RETAINED_BYTES_MAX as u64 <= BATCH_BYTES_MAX_DEFAULT);
 const _: () = assert!(SEGMENT_BYTES_TARGET_DEFAULT <= SEGMENT_BYTES_TARGET_MAX);
 const _: () = assert!(SEGMENT_BYTES_TARGET_MAX + BATCH_BYTES_MAX_DEFAULT <= u32::MAX as u64);
 const _: () = assert!(QUARANTINE_NAME_ATTEMPTS_MAX >= 1);

@@ -644,3 +644,27 @@ fn a_body_encoded_in_place_over_a_limit_is_taken_out_again() {
     assert_eq!(bodies, vec![b"kept".to_vec(), vec![1u8; 100], vec![2u8; 100]]);
     assert_eq!(journal.next_seq(), 4, "refused appends take no seq");
 }
+
+/// A burst's batch buffer is given back after its commit, down to the
+/// retained bound, while an ordinary batch's buffer is kept for the next.
+#[test]
+fn batch_buffer_is_bounded_after_a_burst() {
+    let dir = tempfile::tempdir().unwrap();
+    let options = Options { fsync: FsyncPolicy::Never, ..Options::default() };
+    let (mut journal, _) = Journal::open(dir.path(), options).unwrap();
+    let retained = crate::limits::BATCH_BUFFER_RETAINED_BYTES_MAX;
+    let record = vec![7u8; 1024 * 1024];
+    for _ in 0..(2 * retained / record.len() + 1) {
+        journal.append(&record).unwrap();
+    }
+    journal.commit().unwrap();
+    assert!(journal.batch_capacity() <= retained, "kept {} bytes after a burst", journal.batch_capacity());
+    journal.append(&record).unwrap();
+    journal.commit().unwrap();
+    let kept = journal.batch_capacity();
+    assert!(kept > record.len(), "an ordinary batch's buffer is reused, not dropped");
+    journal.append(&record).unwrap();
+    journal.commit().unwrap();
+    assert_eq!(journal.batch_capacity(), kept);
+    assert_eq!(replay_all(&journal).len(), 2 * retained / record.len() + 3);
+}

@@ -8,7 +8,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
 use crossbeam_channel::Receiver;
-use orderly_common::limits::BATCH_LEN_MAX;
+use orderly_common::limits::{BATCH_LEN_MAX, INTAKE_BATCH_BYTES_MAX};
 use orderly_common::protocol::{split_frames, ControlMsg, DecodeError, IntakeMsg};
 use orderly_common::text::Escaped;
 use orderly_journal::Journal;
@@ -566,13 +566,15 @@ impl Loop {
     }
 
     pub(super) fn drain_intake(&mut self, now: Millis) -> Result<(), BrokerError> {
+        let mut batch_bytes = 0;
         for _ in 0..BATCH_LEN_MAX {
             // Re-checked per message: a bound reached mid-batch stops reading,
             // leaving the rest queued in ZeroMQ (backpressure, not loss).
-            if !self.intake_open() {
+            if !self.intake_open() || batch_bytes >= INTAKE_BATCH_BYTES_MAX {
                 break;
             }
             let Some((frames, user)) = recv(&self.sockets.intake, self.authorized.is_some())? else { break };
+            batch_bytes += frames.iter().map(|frame| frame.len()).sum::<usize>();
             match split_frames(&frames).and_then(|(_, body)| IntakeMsg::decode(body)) {
                 Ok(msg) if self.identity_ok(Role::Producer, msg.producer(), user.as_deref(), now) => {
                     self.core.handle_intake(msg, now)

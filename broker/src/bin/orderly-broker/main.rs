@@ -17,7 +17,9 @@ use orderly_cli::{exit, init_logging, systemd, LogFormat};
 use crate::flags::{Command, RunArgs};
 
 /// mimalloc: the hot paths allocate many small buffers (frames, keys); glibc's
-/// malloc spent a fifth of the broker's time consolidating them.
+/// malloc spent a fifth of the broker's time consolidating them. The
+/// `system-allocator` feature leaves it out, for heap profilers that hook malloc.
+#[cfg(not(feature = "system-allocator"))]
 #[global_allocator]
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
