@@ -561,6 +561,11 @@ impl Journal {
         self.next_seq
     }
 
+    /// Bytes appended and not yet committed (framing included).
+    pub fn pending_bytes(&self) -> u64 {
+        self.batch.bytes.len() as u64
+    }
+
     /// Records appended and not yet committed.
     pub fn pending_records(&self) -> u64 {
         self.batch.records

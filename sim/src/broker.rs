@@ -22,6 +22,11 @@ use orderly_common::OrderKey;
 use orderly_journal::SpaceState;
 use serde_bytes::ByteBuf;
 
+/// Compaction's copies per commit in the simulation: far below the
+/// segments' 4–64 KiB, so copies go in several chunks and power cuts and
+/// full disks fall between them.
+pub const COPY_CHUNK_BYTES: u64 = 1024;
+
 /// Where the simulated broker keeps its journal on the simulated disk.
 pub const JOURNAL_DIR: &str = "/data/journal";
 
@@ -128,6 +133,10 @@ impl SegmentedLog for SimLog {
         self.journal.has_unsynced()
     }
 
+    fn pending_bytes(&self) -> u64 {
+        self.journal.pending_bytes()
+    }
+
     fn remove_oldest_segment(&mut self, segment_id: u64) -> Result<orderly_journal::SegmentInfo, JournalError> {
         self.journal.remove_oldest_segment(segment_id)
     }
@@ -187,7 +196,9 @@ pub fn open(
         Err(error) => panic!("a record written by the broker does not replay: {error:#}"),
     };
     let log = SimLog { journal, clock, appended: Vec::new() };
-    Ok(Opened { core, recorder: Recorder::new(log, anchors), recovery, replayed })
+    let mut recorder = Recorder::new(log, anchors);
+    recorder.copy_chunk_bytes = COPY_CHUNK_BYTES;
+    Ok(Opened { core, recorder, recovery, replayed })
 }
 
 /// The journal error under a broker error, if it is one.

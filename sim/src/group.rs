@@ -665,7 +665,8 @@ impl GroupSim {
         }
         let torn = usize::from(recovery.truncated.is_some()) + usize::from(raft_recovery.truncated.is_some());
         self.stats.torn_tails_cut += torn as u32;
-        let recorder = Recorder::new(log, anchors);
+        let mut recorder = Recorder::new(log, anchors);
+        recorder.copy_chunk_bytes = super::broker::COPY_CHUNK_BYTES;
         let member = Member::new(node, applied, config);
         let pending = core.status().pending_orders;
         if self.now > 0 {

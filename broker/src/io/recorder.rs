@@ -39,6 +39,8 @@ pub trait SegmentedLog: EventLog {
     fn sync(&mut self) -> Result<bool, JournalError>;
     /// Records written since the last fsync (lazy commits) await one.
     fn has_unsynced(&self) -> bool;
+    /// Bytes appended and not yet committed.
+    fn pending_bytes(&self) -> u64;
     /// Removes the oldest segment (see [`Journal::remove_oldest_segment`]).
     fn remove_oldest_segment(&mut self, segment_id: u64) -> Result<orderly_journal::SegmentInfo, JournalError>;
     /// The journal itself, to replay (a group member rebuilding its core).
@@ -80,6 +82,10 @@ impl SegmentedLog for Journal {
 
     fn has_unsynced(&self) -> bool {
         Journal::has_unsynced(self)
+    }
+
+    fn pending_bytes(&self) -> u64 {
+        Journal::pending_bytes(self)
     }
 
     fn remove_oldest_segment(&mut self, segment_id: u64) -> Result<orderly_journal::SegmentInfo, JournalError> {
@@ -126,6 +132,10 @@ pub struct Recorder<L> {
     /// marker (`recover::replay_member`), so copies without one would be
     /// dropped once the segment they replace is gone.
     pub copies_marker: Option<Vec<u8>>,
+    /// Compaction's copies are written in commits of about this many
+    /// bytes ([`COPY_FORWARD_CHUNK_BYTES`]; the simulation makes it small
+    /// so that power cuts fall between chunks).
+    pub copy_chunk_bytes: u64,
     /// The batch record read back last. Its orders are dispatched one by
     /// one, mostly in the order they arrived, so without it every order
     /// of a batch would read and decode the whole record again (a
@@ -166,6 +176,7 @@ impl<L: EventLog> Recorder<L> {
             held: None,
             stashed: None,
             copies_marker: None,
+            copy_chunk_bytes: COPY_FORWARD_CHUNK_BYTES,
             batch: None,
         }
     }
@@ -366,8 +377,20 @@ pub fn compact<L: SegmentedLog>(
     Ok(removed)
 }
 
+/// Bytes of compaction's copies written per commit. A segment's live
+/// orders (under load mostly the dedup window's acknowledged keys) were
+/// one batch of 12–64 MiB, the largest transient allocation of a loaded
+/// broker (heap profile, issue 20); in chunks the journal's batch buffer
+/// stays within `BATCH_BUFFER_RETAINED_BYTES_MAX`.
+pub const COPY_FORWARD_CHUNK_BYTES: u64 = 2 * 1024 * 1024;
+
 /// Writes copies of these live orders and makes them durable; false if the
-/// disk is full (the copies wait with the held commit).
+/// disk is full (the copies wait with the held commit). The copies go in
+/// lazy commits of `copy_chunk_bytes`, all fsynced at the end, before the
+/// segment goes: a power cut between chunks leaves a prefix of copies and
+/// the original segment, as a cut before removal always could (a copy
+/// supersedes the records it copies; the next compaction copies again;
+/// a group member's copies without a marker after them are fenced off).
 fn copy_forward<L: SegmentedLog>(
     core: &mut Core,
     recorder: &mut Recorder<L>,
@@ -380,6 +403,9 @@ fn copy_forward<L: SegmentedLog>(
             *items = recorder.read_items(from, &key)?;
         }
         if !recorder.record(core, &event)? {
+            return Ok(false);
+        }
+        if recorder.log.pending_bytes() >= recorder.copy_chunk_bytes && !recorder.commit_lazily()? {
             return Ok(false);
         }
     }

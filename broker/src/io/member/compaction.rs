@@ -338,6 +338,9 @@ mod tests {
         fn has_unsynced(&self) -> bool {
             self.0.has_unsynced()
         }
+        fn pending_bytes(&self) -> u64 {
+            self.0.pending_bytes()
+        }
         fn remove_oldest_segment(
             &mut self,
             segment_id: u64,
