@@ -48,7 +48,6 @@ mod workers;
 
 use orderly_common::limits::{self, ORDER_BYTES_MAX};
 use orderly_common::OrderKey;
-use serde_bytes::ByteBuf;
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::num::NonZeroU64;
 use std::sync::Arc;
@@ -69,7 +68,7 @@ pub use orderly_common::time::Millis;
 /// the seed stays random.
 pub type HashMap<K, V> = std::collections::HashMap<K, V, foldhash::fast::RandomState>;
 
-use payload::Payload;
+use payload::{PartialItems, Payload};
 use table::{Handle, Table};
 
 /// Where the journal holds a sealed order's whole payload: the record of
@@ -179,7 +178,9 @@ impl CoreConfig {
 #[derive(Debug)]
 struct Partial {
     began_ms: Millis,
-    items: BTreeMap<u32, ByteBuf>,
+    /// In one growing buffer while they arrive in order (see
+    /// `PartialItems`).
+    items: PartialItems,
     bytes: u64,
     /// Its compaction anchor (see `table`), carried to the order it seals.
     anchor: Option<NonZeroU64>,

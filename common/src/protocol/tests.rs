@@ -1,5 +1,5 @@
 use super::*;
-use crate::limits::INTAKE_FRAME_BYTES_MAX;
+use crate::limits::{INTAKE_FRAME_BYTES_MAX, ITEM_BYTES_MAX};
 
 fn item(seq: u32, data: &[u8]) -> IntakeMsg {
     IntakeMsg::Item(Item { producer: "p1".into(), order: "o-1".into(), seq, data: ByteBuf::from(data.to_vec()) })
