@@ -48,6 +48,9 @@ mod workers;
 
 use orderly_common::limits::{self, ORDER_BYTES_MAX};
 use orderly_common::OrderKey;
+// For the tests' items (`tests` uses this module's names).
+#[cfg(test)]
+use serde_bytes::ByteBuf;
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::num::NonZeroU64;
 use std::sync::Arc;

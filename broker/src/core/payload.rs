@@ -34,12 +34,18 @@ impl Payload {
     pub fn from_items<'a>(items: impl IntoIterator<Item = &'a [u8]> + Clone) -> Self {
         let (count, bytes) = items.clone().into_iter().fold((0usize, 0usize), |(n, b), d| (n + 1, b + d.len()));
         let mut buf = ThinVec::with_capacity(bytes + END_BYTES * (count + 1));
-        let mut ends = Vec::with_capacity(count);
-        for item in items {
+        for item in items.clone() {
             buf.extend_from_slice(item);
-            ends.push(to_u32(buf.len()));
         }
-        Self::seal(buf, &ends)
+        // The index from a second pass (no list of ends to allocate).
+        let mut end = 0;
+        for item in items {
+            end += item.len();
+            buf.extend_from_slice(&to_u32(end).to_ne_bytes());
+        }
+        buf.extend_from_slice(&to_u32(count).to_ne_bytes());
+        debug_assert_eq!(buf.len(), buf.capacity());
+        Payload { buf }
     }
 
     /// Copies decoded items (`Event` payloads).
@@ -95,6 +101,15 @@ impl Payload {
         u32::from_ne_bytes(self.buf[at..at + END_BYTES].try_into().expect("four bytes"))
     }
 }
+
+/// Items' room a partial order's run takes at its first item (see
+/// [`PartialItems`]); trimmed when it seals.
+const RUN_ITEMS_RESERVED: usize = 8;
+
+/// Bytes reserved that way at most: a large first item reserves only its
+/// own size (partial orders' bytes are bounded by what they hold, so the
+/// room beyond it is kept small).
+const RUN_BYTES_RESERVED_MAX: usize = 4096;
 
 /// A partial order's items as they arrive: the run `0..n` that came in
 /// order (the normal case) appended to one buffer in [`Payload`]'s layout,
@@ -159,6 +174,13 @@ impl PartialItems {
     }
 
     fn push(&mut self, data: &[u8]) {
+        if self.ends.is_empty() {
+            // Room for a few items like the first, so that a small order
+            // grows its buffers once or twice, not at every doubling.
+            let bytes = data.len().saturating_mul(RUN_ITEMS_RESERVED).min(RUN_BYTES_RESERVED_MAX);
+            self.run.reserve(bytes.max(data.len()));
+            self.ends.reserve(RUN_ITEMS_RESERVED);
+        }
         self.run.extend_from_slice(data);
         self.ends.push(to_u32(self.run.len()));
     }
