@@ -244,7 +244,7 @@ impl IntakeMsg {
     /// The message borrowed (the broker core's one entry point takes this
     /// form; the owned one is what tests, the simulation and fuzzing build).
     pub fn as_ref_msg(&self) -> IntakeRef<'_> {
-        fn s(s: &String) -> Cow<'_, str> {
+        fn s(s: &str) -> Cow<'_, str> {
             Cow::Borrowed(s)
         }
         match self {
