@@ -106,10 +106,12 @@ impl Payload {
 /// [`PartialItems`]); trimmed when it seals.
 const RUN_ITEMS_RESERVED: usize = 8;
 
-/// Bytes reserved that way at most: a large first item reserves only its
-/// own size (partial orders' bytes are bounded by what they hold, so the
-/// room beyond it is kept small).
-const RUN_BYTES_RESERVED_MAX: usize = 4096;
+/// Bytes reserved that way at most: two items' charged overhead
+/// (`limits::ITEM_OVERHEAD_BYTES`). Partial orders are bounded by the bytes
+/// they are charged (`partial_bytes_max`), not by their buffers' capacity,
+/// so the room held beyond the items stays that small (a large first item
+/// reserves only its own size).
+const RUN_BYTES_RESERVED_MAX: usize = 2 * orderly_common::limits::ITEM_OVERHEAD_BYTES as usize;
 
 /// A partial order's items as they arrive: the run `0..n` that came in
 /// order (the normal case) appended to one buffer in [`Payload`]'s layout,
