@@ -15,11 +15,10 @@ use serde::de::{self, Deserializer as _, MapAccess, Visitor};
 use serde::{Deserialize, Serialize};
 use serde_bytes::ByteBuf;
 
-use crate::ids::{validate_order_id, validate_peer_id, IdError, OrderKey};
+use crate::ids::{validate_peer_id, IdError, OrderKey};
 use crate::limits::{
     ACKS_PER_MESSAGE_MAX, CONTROL_FRAME_BYTES_MAX, DISPATCHES_PER_MESSAGE_MAX, FANOUT_FRAME_BYTES_MAX,
-    HEARTBEAT_IN_FLIGHT_MAX, INTAKE_FRAME_BYTES_MAX, ITEM_BYTES_MAX, ORDERS_PER_MESSAGE_MAX, ORDER_ITEMS_MAX,
-    REASON_BYTES_MAX, TOPIC_BYTES_MAX, WORKER_CONCURRENCY_MAX,
+    HEARTBEAT_IN_FLIGHT_MAX, ORDER_ITEMS_MAX, REASON_BYTES_MAX, TOPIC_BYTES_MAX, WORKER_CONCURRENCY_MAX,
 };
 
 /// The protocol version this build speaks.
@@ -494,73 +493,11 @@ impl IntakeMsg {
         }
     }
 
-    /// Decodes and validates one intake body.
+    /// Decodes and validates one intake body: [`IntakeRef::decode`] and
+    /// a copy (the broker itself keeps the borrowed form).
     pub fn decode(bytes: &[u8]) -> Result<Self, DecodeError> {
-        let msg: IntakeMsg = decode_envelope(bytes, INTAKE_FRAME_BYTES_MAX)?;
-        msg.validate()?;
-        Ok(msg)
+        IntakeRef::decode(bytes).map(|msg| msg.to_owned_msg())
     }
-
-    fn validate(&self) -> Result<(), DecodeError> {
-        validate_peer_id("producer id", self.producer())?;
-        match self {
-            IntakeMsg::Hello(_) => Ok(()),
-            IntakeMsg::Begin(m) => Ok(validate_order_id(&m.order)?),
-            IntakeMsg::Item(m) => {
-                validate_order_id(&m.order)?;
-                if m.data.len() > ITEM_BYTES_MAX {
-                    return invalid("item data", format!("{} bytes; the limit is {ITEM_BYTES_MAX}", m.data.len()));
-                }
-                if m.seq >= ORDER_ITEMS_MAX {
-                    return invalid("item seq", format!("{}; the limit is {}", m.seq, ORDER_ITEMS_MAX - 1));
-                }
-                Ok(())
-            }
-            IntakeMsg::Items(m) => {
-                validate_order_id(&m.order)?;
-                let end = u64::from(m.first) + m.data.len() as u64;
-                if end > u64::from(ORDER_ITEMS_MAX) {
-                    return invalid("items", format!("items up to {end}; the limit is {ORDER_ITEMS_MAX} per order"));
-                }
-                if let Some(big) = m.data.iter().find(|d| d.len() > ITEM_BYTES_MAX) {
-                    return invalid("item data", format!("{} bytes; the limit is {ITEM_BYTES_MAX}", big.len()));
-                }
-                if m.finish.is_some_and(|count| count > ORDER_ITEMS_MAX) {
-                    return invalid("finish count", format!("{:?}; the limit is {ORDER_ITEMS_MAX}", m.finish));
-                }
-                Ok(())
-            }
-            IntakeMsg::Orders(m) => {
-                if m.orders.is_empty() || m.orders.len() > ORDERS_PER_MESSAGE_MAX {
-                    let len = m.orders.len();
-                    return invalid("orders", format!("{len} orders; it must be 1..={ORDERS_PER_MESSAGE_MAX}"));
-                }
-                for order in &m.orders {
-                    validate_order_id(&order.order)?;
-                    validate_whole_items(&order.data)?;
-                }
-                Ok(())
-            }
-            IntakeMsg::Finish(m) => {
-                validate_order_id(&m.order)?;
-                if m.count > ORDER_ITEMS_MAX {
-                    return invalid("finish count", format!("{}; the limit is {ORDER_ITEMS_MAX}", m.count));
-                }
-                Ok(())
-            }
-        }
-    }
-}
-
-/// The items of one whole order: how many, and each one's size.
-fn validate_whole_items(data: &[ByteBuf]) -> Result<(), DecodeError> {
-    if data.len() > ORDER_ITEMS_MAX as usize {
-        return invalid("items", format!("{} items; the limit is {ORDER_ITEMS_MAX} per order", data.len()));
-    }
-    if let Some(big) = data.iter().find(|d| d.len() > ITEM_BYTES_MAX) {
-        return invalid("item data", format!("{} bytes; the limit is {ITEM_BYTES_MAX}", big.len()));
-    }
-    Ok(())
 }
 
 impl ControlMsg {
@@ -955,20 +892,23 @@ fn invalid<T>(field: &'static str, reason: String) -> Result<T, DecodeError> {
 // ---------------------------------------------------------------- decoding
 
 /// A family of messages (one socket's): maps a kind to its body type.
-trait Family: Sized {
+/// `'de`: the frame's lifetime, for families that borrow from it.
+trait Family<'de>: Sized {
     const SOCKET: &'static str;
     /// Deserializes the body of `kind` from the map's next value; `None`
     /// for a kind this family does not have.
-    fn body<'de, A: MapAccess<'de>>(kind: &str, map: &mut A) -> Result<Option<Self>, A::Error>;
+    fn body<A: MapAccess<'de>>(kind: &str, map: &mut A) -> Result<Option<Self>, A::Error>;
 }
 
 macro_rules! family {
-    ($family:ident, $socket:literal, { $($kind:literal => $variant:ident),* $(,)? }) => {
-        impl Family for $family {
+    // `$de`: the frame's lifetime, named by the caller so that a borrowing
+    // family can use it in its type.
+    ($de:lifetime, $family:ty, $socket:literal, { $($kind:literal => $variant:ident),* $(,)? }) => {
+        impl<$de> Family<$de> for $family {
             const SOCKET: &'static str = $socket;
-            fn body<'de, A: MapAccess<'de>>(kind: &str, map: &mut A) -> Result<Option<Self>, A::Error> {
+            fn body<A: MapAccess<$de>>(kind: &str, map: &mut A) -> Result<Option<Self>, A::Error> {
                 Ok(Some(match kind {
-                    $($kind => $family::$variant(map.next_value()?),)*
+                    $($kind => Self::$variant(map.next_value()?),)*
                     _ => return Ok(None),
                 }))
             }
@@ -976,13 +916,19 @@ macro_rules! family {
     };
 }
 
-family!(IntakeMsg, "intake", {
+// The intake family is decoded borrowed (`IntakeRef`); `IntakeMsg::decode`
+// copies that.
+mod intake_ref;
+pub use intake_ref::{BeginRef, FinishRef, IntakeRef, ItemData, ItemRef, ItemsRef, OrdersRef, WholeOrderRef};
+
+family!('de, IntakeRef<'de>, "intake", {
     "hello" => Hello, "begin" => Begin, "item" => Item, "items" => Items, "orders" => Orders, "finish" => Finish,
 });
-family!(ControlMsg, "control", {
+
+family!('de, ControlMsg, "control", {
     "heartbeat" => Heartbeat, "ack" => Ack, "acks" => Acks, "nack" => Nack, "bye" => Bye,
 });
-family!(FanoutMsg, "fanout", {
+family!('de, FanoutMsg, "fanout", {
     "welcome" => Welcome, "dispatch" => Dispatch, "dispatches" => Dispatches, "confirm" => Confirm, "confirms" => Confirms, "reject" => Reject,
     "heartbeat" => Heartbeat, "backpressure" => Backpressure,
 });
@@ -999,7 +945,7 @@ enum Opened<M> {
 /// type. Unknown envelope fields are skipped.
 struct EnvelopeVisitor<M>(PhantomData<M>);
 
-impl<'de, M: Family> Visitor<'de> for EnvelopeVisitor<M> {
+impl<'de, M: Family<'de>> Visitor<'de> for EnvelopeVisitor<M> {
     type Value = Opened<M>;
 
     fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
@@ -1086,7 +1032,7 @@ impl<'de> Deserialize<'de> for Field {
 
 /// Decodes one envelope of family `M`, refusing oversized frames before
 /// parsing and trailing bytes after the message.
-fn decode_envelope<M: Family>(bytes: &[u8], max: usize) -> Result<M, DecodeError> {
+fn decode_envelope<'de, M: Family<'de>>(bytes: &'de [u8], max: usize) -> Result<M, DecodeError> {
     if bytes.len() > max {
         return Err(DecodeError::Oversized { len: bytes.len(), max });
     }

@@ -3,13 +3,12 @@
 //! (`invariants` re-checks them). The live path and journal replay both come
 //! through here, so they cannot disagree.
 
-use std::collections::BTreeMap;
-
 use orderly_common::OrderKey;
 use serde_bytes::ByteBuf;
 
 use super::{
-    charge, Core, Event, Handle, Held, Millis, Notice, Order, OrderState, Partial, Payload, Snapshot, WorkerId,
+    charge, Core, Event, Handle, Held, Millis, Notice, Order, OrderState, Partial, PartialItems, Payload, Snapshot,
+    WorkerId,
 };
 
 impl Core {
@@ -71,7 +70,7 @@ impl Core {
     }
 
     fn apply_begun(&mut self, key: &OrderKey, at_ms: Millis) {
-        let partial = Partial { began_ms: at_ms, items: BTreeMap::new(), bytes: 0, anchor: None };
+        let partial = Partial { began_ms: at_ms, items: PartialItems::default(), bytes: 0, anchor: None };
         self.insert_partial(key, partial);
     }
 
@@ -86,8 +85,8 @@ impl Core {
         if let Some(p) = self.partials.get_mut(key) {
             let before = p.charge();
             p.bytes += data.len() as u64;
-            if let Some(old) = p.items.insert(seq, data.clone()) {
-                p.bytes -= old.len() as u64; // replay of a seq it holds
+            if let Some(old) = p.items.insert(seq, data) {
+                p.bytes -= old as u64; // replay of a seq it holds
             }
             let after = p.charge();
             self.held_bytes = self.held_bytes + after - before;
@@ -102,7 +101,8 @@ impl Core {
         self.partial_bytes -= partial.charge();
         // No single record holds these items: they stay in RAM, also
         // through a replay, until `spill` writes a copy.
-        let items = Payload::from_bufs(partial.items.values());
+        // The items that came in order are already in the payload's buffer.
+        let items = partial.items.into_payload();
         let mut order = self.new_order(Some(items), partial.bytes, count, false);
         order.first_seen_unix_ms = at_unix_ms;
         let handle = self.insert_order(key, order);
@@ -346,7 +346,7 @@ impl Core {
         let snapshot = if let Some(&at_ms) = self.recent.get(key) {
             Snapshot::Acked { at_ms }
         } else if let Some(p) = self.partials.get(key) {
-            Snapshot::Partial { items: p.items.iter().map(|(s, d)| (*s, d.clone())).collect() }
+            Snapshot::Partial { items: p.items.iter().map(|(s, d)| (s, ByteBuf::from(d.to_vec()))).collect() }
         } else {
             let order = self.orders.get(key)?;
             // Without its items in RAM the copy is filled from the journal by

@@ -5,7 +5,7 @@
 use orderly_common::ids::producer_topic;
 use orderly_common::limits;
 use orderly_common::protocol::{
-    Confirm, Confirms, FanoutMsg, IntakeMsg, Items, Orders, Reject, RejectReason, Welcome, WholeOrder,
+    Confirm, Confirms, FanoutMsg, IntakeMsg, IntakeRef, ItemData, ItemsRef, OrdersRef, Reject, RejectReason, Welcome,
 };
 use orderly_common::OrderKey;
 use serde_bytes::ByteBuf;
@@ -13,21 +13,30 @@ use serde_bytes::ByteBuf;
 use super::{AcceptedOrder, ConfirmTiming, Core, Event, Millis, Outbound};
 
 impl Core {
-    /// Handles one decoded intake message.
+    /// Handles one decoded intake message: [`Core::handle_intake_ref`] on
+    /// it borrowed (the simulation and tests come through here, so they
+    /// run the broker's own path).
     pub fn handle_intake(&mut self, msg: IntakeMsg, now_ms: Millis) {
+        self.handle_intake_ref(msg.as_ref_msg(), now_ms);
+    }
+
+    /// Handles one intake message borrowed from its frame: items are copied
+    /// once, into the partial order's buffer or the order's payload (and
+    /// the journal record), never into a buffer of their own first.
+    pub fn handle_intake_ref(&mut self, msg: IntakeRef<'_>, now_ms: Millis) {
         self.now_ms = now_ms;
         match msg {
-            IntakeMsg::Hello(hello) => {
+            IntakeRef::Hello(hello) => {
                 // `orders_max` tells the producer it may batch whole orders.
                 let orders_max = limits::ORDERS_PER_MESSAGE_MAX as u32;
                 let body = FanoutMsg::Welcome(Welcome { nonce: hello.nonce, orders_max }).encode();
                 self.outbound.push_back(Outbound::new(producer_topic(&hello.producer), body));
             }
-            IntakeMsg::Begin(begin) => self.on_begin(OrderKey::new(begin.producer, begin.order), now_ms),
-            IntakeMsg::Item(item) => self.on_item(OrderKey::new(item.producer, item.order), item.seq, item.data),
-            IntakeMsg::Items(items) => self.on_items(items, now_ms),
-            IntakeMsg::Orders(orders) => self.on_orders(orders, now_ms),
-            IntakeMsg::Finish(finish) => self.on_finish(OrderKey::new(finish.producer, finish.order), finish.count),
+            IntakeRef::Begin(begin) => self.on_begin(OrderKey::new(begin.producer, begin.order), now_ms),
+            IntakeRef::Item(item) => self.on_item(OrderKey::new(item.producer, item.order), item.seq, &item.data),
+            IntakeRef::Items(items) => self.on_items(items, now_ms),
+            IntakeRef::Orders(orders) => self.on_orders(orders, now_ms),
+            IntakeRef::Finish(finish) => self.on_finish(OrderKey::new(finish.producer, finish.order), finish.count),
         }
         self.pump();
         self.after_input();
@@ -88,7 +97,7 @@ impl Core {
         self.partials.range(from..).take_while(|(k, _)| k.producer == producer).take(cap).count()
     }
 
-    fn on_item(&mut self, key: OrderKey, seq: u32, data: ByteBuf) {
+    fn on_item(&mut self, key: OrderKey, seq: u32, data: &[u8]) {
         let Some(partial) = self.partials.get(&key) else {
             if self.recent.contains_key(&key) {
                 self.touch_recent(&key);
@@ -100,7 +109,7 @@ impl Core {
             }
             return;
         };
-        if partial.items.contains_key(&seq) {
+        if partial.items.contains(seq) {
             self.counters.duplicate_items += 1;
             return;
         }
@@ -117,21 +126,21 @@ impl Core {
             self.drop_partial(key, RejectReason::TooLarge { detail });
             return;
         }
-        self.record(Event::ItemStored { key, seq, data });
+        self.record(Event::ItemStored { key, seq, data: ByteBuf::from(data.to_vec()) });
     }
 
     /// An `items` message: a whole order in one record when it is one, else
     /// the Begin, Items and Finish it stands for.
-    fn on_items(&mut self, m: Items, now_ms: Millis) {
+    fn on_items(&mut self, m: ItemsRef<'_>, now_ms: Millis) {
         let key = OrderKey::new(m.producer, m.order);
         let whole = m.begin && m.first == 0 && m.finish == Some(m.data.len() as u32);
         if whole && !self.partials.contains_key(&key) {
-            return self.on_whole(key, m.data);
+            return self.on_whole(key, &m.data);
         }
         if m.begin {
             self.on_begin(key.clone(), now_ms);
         }
-        for (i, data) in m.data.into_iter().enumerate() {
+        for (i, data) in m.data.iter().enumerate() {
             self.on_item(key.clone(), m.first + i as u32, data);
         }
         if let Some(count) = m.finish {
@@ -140,10 +149,10 @@ impl Core {
     }
 
     /// A whole order at once: the checks of Begin, Item and Finish together.
-    fn on_whole(&mut self, key: OrderKey, items: Vec<ByteBuf>) {
+    fn on_whole(&mut self, key: OrderKey, items: &[ItemData<'_>]) {
         let at_unix_ms = self.now_unix_ms();
-        if let Some(items) = self.admit_whole(&key, items, true) {
-            self.record(Event::Accepted { key: key.clone(), items, at_unix_ms });
+        if self.admit_whole(&key, items, true) {
+            self.record(Event::Accepted { key: key.clone(), items: owned(items), at_unix_ms });
             self.confirm(&key);
         }
     }
@@ -152,32 +161,32 @@ impl Core {
     /// is confirmed again, one past a bound rejected; `Some(items)`: it is
     /// new and within bounds, to record. `producer_bound`: check the
     /// producer's pending bound (a batch checks it once, when read).
-    fn admit_whole(&mut self, key: &OrderKey, items: Vec<ByteBuf>, producer_bound: bool) -> Option<Vec<ByteBuf>> {
+    fn admit_whole(&mut self, key: &OrderKey, items: &[ItemData<'_>], producer_bound: bool) -> bool {
         if self.orders.contains_key(key) || self.recent.contains_key(key) {
             if self.recent.contains_key(key) {
                 self.touch_recent(key);
             }
             self.counters.orders_deduplicated += 1;
             self.confirm(key); // a resent order: confirm again
-            return None;
+            return false;
         }
         if producer_bound && self.producer_at_limit(key) {
-            return None;
+            return false;
         }
         let items_max = self.config.order_items_max;
         if items.len() as u64 > u64::from(items_max) {
             let detail = format!("{} items, beyond the limit of {items_max} items", items.len());
             self.reject(key, RejectReason::TooLarge { detail });
-            return None;
+            return false;
         }
         let bytes: u64 = items.iter().map(|d| d.len() as u64).sum();
         let bytes_max = self.config.order_bytes_max;
         if bytes > bytes_max {
             let detail = format!("items reach {bytes} bytes; the limit is {bytes_max}");
             self.reject(key, RejectReason::TooLarge { detail });
-            return None;
+            return false;
         }
-        Some(items)
+        true
     }
 
     /// An `orders` message: each whole order is checked as if it came
@@ -190,22 +199,23 @@ impl Core {
     /// taken whole (so it may pass the bound by at most one batch,
     /// `ORDERS_PER_MESSAGE_MAX`), and intake then closes before the next
     /// message — backpressure, not a reject of the batch's tail.
-    fn on_orders(&mut self, m: Orders, now_ms: Millis) {
+    fn on_orders(&mut self, m: OrdersRef<'_>, now_ms: Millis) {
         let at_unix_ms = self.now_unix_ms();
-        let live = self.live_by_producer.get(&m.producer).copied().unwrap_or(0);
+        let live = self.live_by_producer.get(&*m.producer).copied().unwrap_or(0);
         let producer_bound = live >= self.config.pending_orders_per_producer_max;
         let mut accepted = Vec::with_capacity(m.orders.len());
-        for WholeOrder { order, data } in m.orders {
-            let key = OrderKey::new(m.producer.clone(), order);
+        for whole in m.orders {
+            let key = OrderKey::new(&*m.producer, &*whole.order);
             if self.partials.contains_key(&key) {
                 // Partly sent before in another form: merge as `items` would.
-                let count = data.len() as u32;
-                let items =
-                    Items { producer: key.producer, order: key.id, begin: true, first: 0, data, finish: Some(count) };
+                let finish = Some(whole.data.len() as u32);
+                let (producer, order) = (m.producer.clone(), whole.order);
+                let items = ItemsRef { producer, order, begin: true, first: 0, data: whole.data, finish };
                 self.on_items(items, now_ms);
                 continue;
             }
-            if let Some(items) = self.admit_whole(&key, data, producer_bound) {
+            if self.admit_whole(&key, &whole.data, producer_bound) {
+                let items = owned(&whole.data);
                 self.apply_accepted(&key, &items, at_unix_ms);
                 self.confirm(&key);
                 accepted.push(AcceptedOrder { key, items });
@@ -237,12 +247,12 @@ impl Core {
             self.drop_partial(key, RejectReason::TooLarge { detail });
             return;
         }
-        if let Some((&seq, _)) = partial.items.range(count..).next() {
+        if let Some(seq) = partial.items.first_from(count) {
             self.drop_partial(key, RejectReason::ExtraItem { count, seq });
             return;
         }
         if partial.items.len() < count as usize {
-            let missing = (0..count).find(|s| !partial.items.contains_key(s)).unwrap_or(count);
+            let missing = partial.items.first_missing(count).unwrap_or(count);
             self.drop_partial(key, RejectReason::Gap { missing });
             return;
         }
@@ -288,6 +298,11 @@ impl Core {
         let body = FanoutMsg::Reject(Reject { order: key.id.clone(), reason }).encode();
         self.outbound.push_back(Outbound::new(producer_topic(&key.producer), body));
     }
+}
+
+/// Items as the journal records them (an `Accepted` event holds its own).
+fn owned(items: &[ItemData<'_>]) -> Vec<ByteBuf> {
+    items.iter().map(|d| ByteBuf::from(d.to_vec())).collect()
 }
 
 #[cfg(test)]

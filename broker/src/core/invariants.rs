@@ -11,7 +11,6 @@
 use std::fmt::Debug;
 
 use orderly_common::OrderKey;
-use serde_bytes::ByteBuf;
 
 /// foldhash, as the core's tables: SipHash is slower, the more so in a
 /// debug build.
@@ -61,8 +60,8 @@ fn check_counter<T: PartialEq + Debug>(name: &str, stored: T, recomputed: T) {
     );
 }
 
-fn item_bytes<'a>(items: impl IntoIterator<Item = &'a ByteBuf>) -> u64 {
-    items.into_iter().map(|d| d.len() as u64).sum()
+fn item_bytes<D: AsRef<[u8]>>(items: impl IntoIterator<Item = D>) -> u64 {
+    items.into_iter().map(|d| d.as_ref().len() as u64).sum()
 }
 
 impl Core {
@@ -120,7 +119,7 @@ impl Core {
     /// order, a sealed one or a remembered one, never two of them.
     fn check_partials(&self, totals: &mut Totals) {
         for (key, partial) in &self.partials {
-            let bytes = item_bytes(partial.items.values());
+            let bytes = item_bytes(partial.items.iter().map(|(_, d)| d));
             assert!(
                 partial.bytes == bytes,
                 "core invariant broken: partial {key} has {} bytes, its items {bytes}",

@@ -48,6 +48,8 @@ mod workers;
 
 use orderly_common::limits::{self, ORDER_BYTES_MAX};
 use orderly_common::OrderKey;
+// For the tests' items (`tests` uses this module's names).
+#[cfg(test)]
 use serde_bytes::ByteBuf;
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::num::NonZeroU64;
@@ -69,7 +71,7 @@ pub use orderly_common::time::Millis;
 /// the seed stays random.
 pub type HashMap<K, V> = std::collections::HashMap<K, V, foldhash::fast::RandomState>;
 
-use payload::Payload;
+use payload::{PartialItems, Payload};
 use table::{Handle, Table};
 
 /// Where the journal holds a sealed order's whole payload: the record of
@@ -179,7 +181,9 @@ impl CoreConfig {
 #[derive(Debug)]
 struct Partial {
     began_ms: Millis,
-    items: BTreeMap<u32, ByteBuf>,
+    /// In one growing buffer while they arrive in order (see
+    /// `PartialItems`).
+    items: PartialItems,
     bytes: u64,
     /// Its compaction anchor (see `table`), carried to the order it seals.
     anchor: Option<NonZeroU64>,

@@ -9,7 +9,7 @@ use std::sync::Arc;
 
 use crossbeam_channel::Receiver;
 use orderly_common::limits::{BATCH_LEN_MAX, INTAKE_BATCH_BYTES_MAX};
-use orderly_common::protocol::{split_frames, ControlMsg, DecodeError, IntakeMsg};
+use orderly_common::protocol::{split_frames, ControlMsg, DecodeError, IntakeRef};
 use orderly_common::text::Escaped;
 use orderly_journal::Journal;
 use orderly_security::zap::ZapHandler;
@@ -575,9 +575,10 @@ impl Loop {
             }
             let Some((frames, user)) = recv(&self.sockets.intake, self.authorized.is_some())? else { break };
             batch_bytes += frames.iter().map(|frame| frame.len()).sum::<usize>();
-            match split_frames(&frames).and_then(|(_, body)| IntakeMsg::decode(body)) {
+            // Borrowed from the frame: items are copied once, by the core.
+            match split_frames(&frames).and_then(|(_, body)| IntakeRef::decode(body)) {
                 Ok(msg) if self.identity_ok(Role::Producer, msg.producer(), user.as_deref(), now) => {
-                    self.core.handle_intake(msg, now)
+                    self.core.handle_intake_ref(msg, now)
                 }
                 Ok(_) => {}
                 Err(error) => self.intake_errors.record(&error, now),

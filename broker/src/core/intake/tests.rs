@@ -1,7 +1,7 @@
 //! `orders` messages (issue 20): several whole orders, one record, one
 //! confirm message; each order keeps its own confirm or reject.
 
-use orderly_common::protocol::{Begin, Confirm, Confirms, Item};
+use orderly_common::protocol::{Begin, Confirm, Confirms, Item, Orders, WholeOrder};
 
 use super::*;
 use crate::core::CoreConfig;
