@@ -21,6 +21,7 @@ use std::collections::BTreeMap;
 use std::num::NonZeroU64;
 
 use orderly_common::OrderKey;
+use orderly_journal::RecordAt;
 
 use crate::core::{Core, Event};
 
@@ -51,37 +52,47 @@ pub struct Anchors {
 }
 
 impl Anchors {
-    /// Notes `event`, recorded in `segment`, after `core` applied it (the
-    /// core holds the anchors).
-    pub fn observe(&mut self, core: &mut Core, event: &Event, segment: u64) {
+    /// Notes `event`, recorded at `at`, after `core` applied it (the core
+    /// holds the anchors). A record holding an order's whole payload also
+    /// tells the core where (`Core::payload_stored`, same probe).
+    pub fn observe(&mut self, core: &mut Core, event: &Event, at: RecordAt) {
+        let segment = at.segment;
         self.segments.entry(segment).or_default();
-        match event {
-            Event::Begun { key, .. } | Event::Restored { key, .. } | Event::Accepted { key, .. } => {
-                self.anchor(core, key, segment);
-            }
-            // An acknowledged order stays live where its Acked record is,
-            // until its key leaves the dedup window (Forgotten).
-            Event::Acked { key } | Event::Discarded { key } => {
-                self.anchor(core, key, segment);
-            }
-            Event::AcceptedBatch { orders, .. } => {
-                for order in orders {
-                    self.anchor(core, &order.key, segment);
+        let mut payload = false;
+        event.for_each_payload_key(|key| {
+            payload = true;
+            let old = core.payload_stored(key, at);
+            self.count(segment, old);
+        });
+        if !payload {
+            let at = NonZeroU64::new(segment).expect("journal segment ids start at 1");
+            match event {
+                Event::Begun { key, .. } | Event::Restored { key, .. } => {
+                    let old = core.anchor(key, at);
+                    self.count(segment, old);
                 }
+                // An acknowledged order stays live where its Acked record is,
+                // until its key leaves the dedup window (Forgotten).
+                Event::Acked { key } | Event::Discarded { key } => {
+                    let old = core.anchor_remembered(key, at);
+                    self.count(segment, old);
+                }
+                // Dropped, Forgotten: the core released the anchor (below).
+                _ => {}
             }
-            // Dropped, Forgotten: the core released the anchor (below).
-            _ => {}
         }
         let segments = &mut self.segments;
         core.drain_released_anchors(|released| resolve(segments, released));
     }
 
-    fn anchor(&mut self, core: &mut Core, key: &OrderKey, segment: u64) {
-        let at = NonZeroU64::new(segment).expect("journal segment ids start at 1");
+    /// Counts a key anchored in `segment` by a record; `old`: what the
+    /// core returned (`None`: the key left in the turn that wrote the
+    /// record, so nothing is live to anchor; `Some(old)`: the anchor it
+    /// had, which is live no more).
+    fn count(&mut self, segment: u64, old: Option<Option<NonZeroU64>>) {
         let entry = self.segments.entry(segment).or_default();
         entry.anchored += 1;
-        // Not held any more: it left in the turn that wrote this record.
-        let Some(old) = core.anchor(key, at) else { return };
+        let Some(old) = old else { return };
         entry.live += 1;
         if let Some(old) = old {
             resolve(&mut self.segments, old);
@@ -137,7 +148,12 @@ mod tests {
     /// Applies `event` to `core`, then notes it as recorded in `segment`.
     fn record(core: &mut Core, anchors: &mut Anchors, event: Event, segment: u64) {
         core.apply(&event);
-        anchors.observe(core, &event, segment);
+        anchors.observe(core, &event, at(segment));
+    }
+
+    /// A record in `segment` (where in it does not matter here).
+    fn at(segment: u64) -> RecordAt {
+        RecordAt { seq: segment, segment, offset: 0 }
     }
 
     fn accepted(id: &str) -> Event {
@@ -199,7 +215,7 @@ mod tests {
         };
         // Compaction records the copy without applying it (the core holds
         // that state already); a replay applies it.
-        a.observe(&mut core, &Event::Restored { key: key("a"), snapshot: snapshot.clone() }, 3);
+        a.observe(&mut core, &Event::Restored { key: key("a"), snapshot: snapshot.clone() }, at(3));
         assert_eq!(a.plan(&core, 1, 50), Plan::Remove);
         assert_eq!((a.segment(3).live, a.live_orders()), (1, 1));
         record(&mut core, &mut a, Event::Restored { key: key("a"), snapshot }, 4);
@@ -215,7 +231,7 @@ mod tests {
             core.apply(event);
         }
         for event in &events {
-            a.observe(&mut core, event, 1);
+            a.observe(&mut core, event, at(1));
         }
         assert_eq!((a.segment(1).live, a.segment(1).anchored), (0, 2));
         assert_eq!(a.plan(&core, 1, 50), Plan::Remove);

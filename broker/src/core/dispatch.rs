@@ -2,6 +2,7 @@
 //! sealed orders keep their items in RAM and where the journal holds the
 //! others.
 
+use std::num::NonZeroU64;
 use std::sync::Arc;
 
 use orderly_common::limits::{DISPATCHES_PER_MESSAGE_MAX, DISPATCH_BATCH_BYTES_MAX};
@@ -239,18 +240,26 @@ impl Core {
     }
 
     /// The journal now holds `key`'s whole payload at `at` (the record of
-    /// an `Accepted` or `Restored` event). The IO loop calls this for every
-    /// such record it appends, and replay for every one it reads.
-    pub fn payload_stored(&mut self, key: &OrderKey, at: PayloadRef) {
-        let Some(order) = self.orders.get_mut(key) else { return };
-        // Sequence numbers start at 1 (`orderly_journal`); a 0 would be a
-        // journal bug, and the payload stays in RAM then.
-        let Some(stored) = Stored::new(at) else { return };
-        order.stored = Some(stored);
-        if order.spilling {
-            order.spilling = false;
-            order.items = None; // counted out of the cache by `spill`
+    /// an `Accepted`, `AcceptedBatch` or `Restored` event), which anchors
+    /// the key too: the anchor it had, as [`Core::anchor`] returns it. The
+    /// IO loop calls this for every such record it appends, and replay for
+    /// every one it reads (through `compaction::Anchors::observe`). One
+    /// probe of the table for both.
+    pub fn payload_stored(&mut self, key: &OrderKey, at: PayloadRef) -> Option<Option<NonZeroU64>> {
+        let segment = NonZeroU64::new(at.segment).expect("journal segment ids start at 1");
+        if self.partials.contains_key(key) {
+            // A partial of the same key as a sealed order (rare): the
+            // partial holds the anchor, as `anchor` has it.
+            if let Some(order) = self.orders.get_mut(key) {
+                order.set_stored(at);
+            }
+            return self.anchor(key, segment);
         }
+        let Some((order, old)) = self.orders.anchor_mut(key, segment) else {
+            return self.recent.set_anchor(key, segment);
+        };
+        order.set_stored(at);
+        Some(old)
     }
 
     /// Where the journal holds `key`'s payload, when RAM does not.

@@ -431,6 +431,18 @@ impl Order {
         charge(u64::from(self.bytes), self.count as usize)
     }
 
+    /// The journal holds its whole payload at `at`: its items may leave
+    /// RAM. Sequence numbers start at 1 (`orderly_journal`); a 0 would be
+    /// a journal bug, and the payload stays in RAM then.
+    fn set_stored(&mut self, at: PayloadRef) {
+        let Some(stored) = Stored::new(at) else { return };
+        self.stored = Some(stored);
+        if self.spilling {
+            self.spilling = false;
+            self.items = None; // counted out of the cache by `spill`
+        }
+    }
+
     /// `worker` holds the current dispatch or, when none is current
     /// (requeued, dead-lettered), held the latest one.
     fn held_by(&self, worker: &str) -> bool {

@@ -22,7 +22,7 @@ use std::hash::BuildHasher;
 use std::num::NonZeroU64;
 
 use compact_str::CompactString;
-use hashbrown::HashTable;
+use hashbrown::{hash_table, HashTable};
 use orderly_common::OrderKey;
 
 use super::HashMap;
@@ -172,6 +172,30 @@ fn hash_key(hasher: &foldhash::fast::RandomState, producer: &str, id: &str) -> u
     hasher.hash_one((producer, id))
 }
 
+/// Whether an indexed slot holds `key`.
+fn matches<'a, T>(
+    entries: &'a Chunks<Entry<T>>,
+    producers: &'a [Producer],
+    key: &'a OrderKey,
+) -> impl Fn(&u32) -> bool + 'a {
+    move |&slot| {
+        let e = &entries[slot as usize];
+        e.id == key.id.as_str() && *producers[e.producer as usize].name == *key.producer
+    }
+}
+
+/// The hash of an indexed slot's key, for the index to grow.
+fn rehash<'a, T>(
+    entries: &'a Chunks<Entry<T>>,
+    producers: &'a [Producer],
+    hasher: &'a foldhash::fast::RandomState,
+) -> impl Fn(&u32) -> u64 + 'a {
+    move |&slot| {
+        let e = &entries[slot as usize];
+        hash_key(hasher, &producers[e.producer as usize].name, &e.id)
+    }
+}
+
 impl<T> Table<T> {
     /// Orders in the table.
     pub fn len(&self) -> usize {
@@ -181,23 +205,12 @@ impl<T> Table<T> {
     /// Makes room for `orders` more orders at once.
     pub fn reserve(&mut self, orders: usize) {
         let orders = orders.min(SLOTS_MAX - self.len());
-        let (entries, producers) = (&self.entries, &self.producers);
-        let hasher = &self.hasher;
-        self.index.reserve(orders, |&slot| {
-            let e = &entries[slot as usize];
-            hash_key(hasher, &producers[e.producer as usize].name, &e.id)
-        });
+        self.index.reserve(orders, rehash(&self.entries, &self.producers, &self.hasher));
     }
 
     fn find(&self, key: &OrderKey) -> Option<u32> {
         let hash = hash_key(&self.hasher, &key.producer, &key.id);
-        let (entries, producers) = (&self.entries, &self.producers);
-        self.index
-            .find(hash, |&slot| {
-                let e = &entries[slot as usize];
-                e.id == key.id.as_str() && *producers[e.producer as usize].name == *key.producer
-            })
-            .copied()
+        self.index.find(hash, matches(&self.entries, &self.producers, key)).copied()
     }
 
     pub fn contains_key(&self, key: &OrderKey) -> bool {
@@ -247,56 +260,82 @@ impl<T> Table<T> {
 
     /// Adds an order that is not in the table yet, unanchored.
     pub fn insert(&mut self, key: &OrderKey, value: T) -> Handle {
-        assert!(!self.contains_key(key), "order table: {key} is already in it");
         assert!(self.len() < SLOTS_MAX, "order table: more than {SLOTS_MAX} orders");
+        let hash = hash_key(&self.hasher, &key.producer, &key.id);
+        // The slot the order will take: the new entry is filled in after
+        // the index has it (one probe both checks and inserts).
+        let slot = self.free.last().copied().unwrap_or(self.entries.len() as u32);
+        let (entries, producers, hasher) = (&self.entries, &self.producers, &self.hasher);
+        match self.index.entry(hash, matches(entries, producers, key), rehash(entries, producers, hasher)) {
+            hash_table::Entry::Occupied(_) => panic!("order table: {key} is already in it"),
+            hash_table::Entry::Vacant(vacant) => vacant.insert(slot),
+        };
+        self.fill(slot, key, value)
+    }
+
+    /// Puts `key` and `value` in `slot`: the last free one, or one past
+    /// the end.
+    fn fill(&mut self, slot: u32, key: &OrderKey, value: T) -> Handle {
         let producer = self.intern(&key.producer);
         let id = CompactString::new(&key.id);
-        let slot = match self.free.pop() {
-            Some(slot) => {
-                let e = &mut self.entries[slot as usize];
-                (e.id, e.producer, e.anchor, e.value) = (id, producer, None, Some(value));
-                slot
-            }
-            None => {
-                self.entries.push(Entry { id, producer, generation: 0, anchor: None, value: Some(value) });
-                (self.entries.len() - 1) as u32
-            }
-        };
-        let hash = hash_key(&self.hasher, &key.producer, &key.id);
-        let (entries, producers, hasher) = (&self.entries, &self.producers, &self.hasher);
-        self.index.insert_unique(hash, slot, |&s| {
-            let e = &entries[s as usize];
-            hash_key(hasher, &producers[e.producer as usize].name, &e.id)
-        });
+        if self.free.last() == Some(&slot) {
+            self.free.pop();
+            let e = &mut self.entries[slot as usize];
+            (e.id, e.producer, e.anchor, e.value) = (id, producer, None, Some(value));
+        } else {
+            self.entries.push(Entry { id, producer, generation: 0, anchor: None, value: Some(value) });
+        }
         Handle { slot, generation: self.entries[slot as usize].generation }
+    }
+
+    /// Sets `key`'s value to `value`, or adds it (unanchored): one probe.
+    /// A key it holds gets a new handle (its old ones go stale) and keeps
+    /// its anchor; its old value is returned.
+    pub fn renew(&mut self, key: &OrderKey, value: T) -> (Handle, Option<T>) {
+        let full = self.len() >= SLOTS_MAX;
+        let hash = hash_key(&self.hasher, &key.producer, &key.id);
+        let slot = self.free.last().copied().unwrap_or(self.entries.len() as u32);
+        let (entries, producers, hasher) = (&self.entries, &self.producers, &self.hasher);
+        match self.index.entry(hash, matches(entries, producers, key), rehash(entries, producers, hasher)) {
+            hash_table::Entry::Occupied(occupied) => {
+                let slot = *occupied.get();
+                let e = &mut self.entries[slot as usize];
+                e.generation = e.generation.wrapping_add(1);
+                let old = e.value.replace(value);
+                (Handle { slot, generation: e.generation }, old)
+            }
+            hash_table::Entry::Vacant(vacant) => {
+                assert!(!full, "order table: more than {SLOTS_MAX} orders");
+                vacant.insert(slot);
+                (self.fill(slot, key, value), None)
+            }
+        }
     }
 
     /// Takes an order out; its handles go stale and its anchor is released.
     pub fn remove(&mut self, key: &OrderKey) -> Option<T> {
-        let (value, anchor) = self.take(key)?;
+        let (_, value, anchor) = self.take(key)?;
         self.released.extend(anchor);
         Some(value)
     }
 
-    /// Takes an order out with its anchor, which the caller carries on
-    /// (to the table the key moves to); its handles go stale.
-    pub fn take(&mut self, key: &OrderKey) -> Option<(T, Option<NonZeroU64>)> {
+    /// Takes an order out with the handle it had and its anchor, which the
+    /// caller carries on (to the table the key moves to): one probe. Its
+    /// handles go stale.
+    pub fn take(&mut self, key: &OrderKey) -> Option<(Handle, T, Option<NonZeroU64>)> {
         let hash = hash_key(&self.hasher, &key.producer, &key.id);
-        let (entries, producers) = (&self.entries, &self.producers);
-        let found = self.index.find_entry(hash, |&slot| {
-            let e = &entries[slot as usize];
-            e.id == key.id.as_str() && *producers[e.producer as usize].name == *key.producer
-        });
+        let found = self.index.find_entry(hash, matches(&self.entries, &self.producers, key));
         let (slot, _) = found.ok()?.remove();
         let e = &mut self.entries[slot as usize];
-        let value = e.value.take()?;
+        let handle = Handle { slot, generation: e.generation };
+        let value = e.value.take().expect("an indexed slot holds an order");
         let anchor = e.anchor.take();
         e.id = CompactString::default();
         e.generation = e.generation.wrapping_add(1);
         let producer = e.producer;
         self.release(producer);
         self.free.push(slot);
-        Some((value, anchor))
+        Some((handle, value, anchor))
     }
 
     /// Anchors `key` in `segment`; the anchor it had, if the table holds
@@ -305,6 +344,15 @@ impl<T> Table<T> {
     pub fn set_anchor(&mut self, key: &OrderKey, segment: NonZeroU64) -> Option<Option<NonZeroU64>> {
         let slot = self.find(key)?;
         Some(self.entries[slot as usize].anchor.replace(segment))
+    }
+
+    /// Anchors `key` in `segment` and lends its value: the anchor it had
+    /// (`None`: none), as [`Table::set_anchor`], in the same probe.
+    pub fn anchor_mut(&mut self, key: &OrderKey, segment: NonZeroU64) -> Option<(&mut T, Option<NonZeroU64>)> {
+        let slot = self.find(key)?;
+        let e = &mut self.entries[slot as usize];
+        let old = e.anchor.replace(segment);
+        Some((e.value.as_mut().expect("an indexed slot holds an order"), old))
     }
 
     /// Gives the order `handle` names an anchor carried from elsewhere; an

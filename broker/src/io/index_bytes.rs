@@ -31,8 +31,7 @@ fn index_bytes_per_pending_order() {
         let key = OrderKey::new("backlog-p", format!("bench-{i}"));
         let event = Event::Accepted { key: key.clone(), items: vec![item.clone(); 10], at_unix_ms: 1 };
         core.apply(&event);
-        core.payload_stored(&key, PayloadRef { seq: i + 1, segment: 1 + i / 50_000, offset: i * 1_100 });
-        anchors.observe(&mut core, &event, 1 + i / 50_000);
+        anchors.observe(&mut core, &event, PayloadRef { seq: i + 1, segment: 1 + i / 50_000, offset: i * 1_100 });
     }
     let index = resident_bytes() - before;
     eprintln!("INDEX {ORDERS} pending orders: {} bytes an order (core, anchors in its entries)", index / ORDERS);
