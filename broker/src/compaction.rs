@@ -204,15 +204,7 @@ mod tests {
     fn a_copy_moves_the_anchor() {
         let (mut core, mut a) = (Core::new(CoreConfig::with_incarnation(1)), Anchors::default());
         record(&mut core, &mut a, accepted("a"), 1);
-        let snapshot = crate::core::Snapshot::Sealed {
-            items: vec![],
-            attempts: 0,
-            dead: None,
-            retry_in_ms: 0,
-            first_seen_unix_ms: 0,
-            dead_since_unix_ms: 0,
-            last_reason: None,
-        };
+        let snapshot = sealed_copy();
         // Compaction records the copy without applying it (the core holds
         // that state already); a replay applies it.
         a.observe(&mut core, &Event::Restored { key: key("a"), snapshot: snapshot.clone() }, at(3));
@@ -220,6 +212,49 @@ mod tests {
         assert_eq!((a.segment(3).live, a.live_orders()), (1, 1));
         record(&mut core, &mut a, Event::Restored { key: key("a"), snapshot }, 4);
         assert_eq!((a.segment(3).live, a.segment(4).live, a.live_orders()), (0, 1, 1));
+    }
+
+    fn sealed_copy() -> crate::core::Snapshot {
+        crate::core::Snapshot::Sealed {
+            items: vec![],
+            attempts: 0,
+            dead: None,
+            retry_in_ms: 0,
+            first_seen_unix_ms: 0,
+            dead_since_unix_ms: 0,
+            last_reason: None,
+        }
+    }
+
+    /// A sealed order's anchor is its payload record's segment, except for
+    /// one sealed from a partial: anchored where it began until a copy
+    /// holds its payload (a wrong anchor here loses it to compaction).
+    #[test]
+    fn a_sealed_partial_stays_anchored_where_it_began_until_a_copy_holds_it() {
+        let (mut core, mut a) = (Core::new(CoreConfig::with_incarnation(1)), Anchors::default());
+        let one = |s: u64| NonZeroU64::new(s).unwrap();
+        // One turn: begun and sealed before either record is written.
+        let events =
+            [Event::Begun { key: key("a"), at_ms: 0 }, Event::Sealed { key: key("a"), count: 0, at_unix_ms: 0 }];
+        for event in &events {
+            core.apply(event);
+        }
+        a.observe(&mut core, &events[0], at(1));
+        a.observe(&mut core, &events[1], at(2));
+        assert_eq!((a.segment(1).live, a.segment(2).live, core.anchored_in(one(1))), (1, 0, vec![key("a")]));
+        // Accepted in the same segments: anchored where its payload is.
+        record(&mut core, &mut a, accepted("b"), 2);
+        assert_eq!((a.segment(2).live, core.anchored_in(one(2))), (1, vec![key("b")]));
+        // The copy (a spill's, or compaction's) holds a's payload now.
+        a.observe(&mut core, &Event::Restored { key: key("a"), snapshot: sealed_copy() }, at(3));
+        assert_eq!((a.segment(1).live, a.segment(3).live, core.anchored_in(one(3))), (0, 1, vec![key("a")]));
+        assert_eq!(a.plan(&core, 1, 50), Plan::Remove);
+        // Acknowledged: the anchor goes with it to the dedup window, then
+        // to its Acked record.
+        core.apply(&Event::Acked { key: key("a") });
+        assert_eq!(core.anchored_in(one(3)), vec![key("a")]);
+        a.observe(&mut core, &Event::Acked { key: key("a") }, at(4));
+        assert_eq!((a.segment(3).live, a.segment(4).live, a.live_orders()), (0, 1, 2));
     }
 
     #[test]

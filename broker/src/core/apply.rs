@@ -9,7 +9,8 @@ use orderly_common::OrderKey;
 use serde_bytes::ByteBuf;
 
 use super::{
-    charge, Core, Event, Handle, Held, Millis, Notice, Order, OrderState, Partial, Payload, Snapshot, WorkerId,
+    charge, Anchored, Core, Event, Handle, Held, Millis, Notice, Order, OrderState, Partial, Payload, Place,
+    Remembered, Snapshot, WorkerId,
 };
 
 impl Core {
@@ -180,13 +181,13 @@ impl Core {
     /// False if the order was unknown.
     fn retire(&mut self, key: &OrderKey) -> bool {
         let remembered = self.remember(key, self.now_ms);
-        let Some((handle, order, anchor)) = self.orders.take(key) else { return false };
+        let Some((handle, order)) = self.orders.take(key) else { return false };
         if let Some(at) = order.retry_at_ms() {
             self.delayed.remove(&(at, key.clone()));
         }
         // Live on in the dedup window: still anchored until its `Acked` or
         // `Discarded` record anchors it anew.
-        self.recent.carry_anchor(remembered, anchor);
+        self.recent.carry_anchor(remembered, order.anchor());
         self.leave_state(key, handle, order.state, order.in_flight_to());
         self.held_bytes -= order.charge();
         self.uncache(&order);
@@ -345,8 +346,8 @@ impl Core {
     /// `None` when the order is resolved (acked or dropped). The inverse of
     /// `restore`.
     pub fn snapshot(&self, key: &OrderKey) -> Option<Event> {
-        let snapshot = if let Some(&at_ms) = self.recent.get(key) {
-            Snapshot::Acked { at_ms }
+        let snapshot = if let Some(remembered) = self.recent.get(key) {
+            Snapshot::Acked { at_ms: remembered.at_ms }
         } else if let Some(p) = self.partials.get(key) {
             Snapshot::Partial { items: p.items.iter().map(|(s, d)| (*s, d.clone())).collect() }
         } else {
@@ -375,11 +376,11 @@ impl Core {
     /// Forgets all there is about `key` (for [`Event::Restored`]).
     fn forget(&mut self, key: &OrderKey) {
         self.remove_partial(key);
-        if let Some((handle, order, anchor)) = self.orders.take(key) {
+        if let Some((handle, order)) = self.orders.take(key) {
             if let Some(at) = order.retry_at_ms() {
                 self.delayed.remove(&(at, key.clone()));
             }
-            self.released_anchors.extend(anchor);
+            self.released_anchors.extend(order.anchor());
             self.leave_state(key, handle, order.state, order.in_flight_to());
             self.held_bytes -= order.charge();
             self.uncache(&order);
@@ -463,7 +464,7 @@ impl Core {
         let bytes = u32::try_from(bytes).expect("an order's items fit one journal record");
         Order {
             items,
-            stored: None,
+            place: Place::Unstored { anchor: None },
             spilling: false,
             whole,
             count,
@@ -488,14 +489,15 @@ impl Core {
 
     /// Restarts a remembered key's window at the current time.
     pub(super) fn touch_recent(&mut self, key: &OrderKey) {
-        if self.recent.get(key) != Some(&self.now_ms) {
+        if self.recent.get(key).map(|r| r.at_ms) != Some(self.now_ms) {
             self.remember(key, self.now_ms);
         }
     }
 
     /// Remembers `key` as acknowledged at `at_ms`; its handle in `recent`.
     fn remember(&mut self, key: &OrderKey, at_ms: Millis) -> Handle {
-        let (handle, _) = self.recent.renew(key, at_ms);
+        // A key it holds keeps its anchor.
+        let handle = self.recent.renew(key, |old| Remembered { at_ms, anchor: old.and_then(|r| r.anchor) });
         self.recent_order.push_back((at_ms, handle));
         handle
     }

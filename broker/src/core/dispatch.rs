@@ -113,7 +113,7 @@ impl Core {
     /// Where a chosen order's items are.
     fn items(&self, handle: Handle) -> Items<'_> {
         let order = self.orders.by_handle(handle).expect("dispatched, not removed");
-        match (&order.items, order.stored) {
+        match (&order.items, order.stored()) {
             (Some(items), _) => Items::Ram(items),
             (None, Some(from)) => Items::Journal(from.at()),
             (None, None) => unreachable!("an order's payload is in RAM or in the journal: {:?}", self.key_ref(handle)),
@@ -210,7 +210,7 @@ impl Core {
                 continue;
             }
             self.cached_bytes -= order.charge();
-            if order.stored.is_some() {
+            if order.stored().is_some() {
                 order.items = None;
                 continue;
             }
@@ -247,23 +247,16 @@ impl Core {
     /// probe of the table for both.
     pub fn payload_stored(&mut self, key: &OrderKey, at: PayloadRef) -> Option<Option<NonZeroU64>> {
         let segment = NonZeroU64::new(at.segment).expect("journal segment ids start at 1");
-        if self.partials.contains_key(key) {
-            // A partial of the same key as a sealed order (rare): the
-            // partial holds the anchor, as `anchor` has it.
-            if let Some(order) = self.orders.get_mut(key) {
-                order.set_stored(at);
-            }
-            return self.anchor(key, segment);
+        // A key is never partial and sealed at once (`invariants`): the
+        // sealed orders are probed first, as the likely place.
+        match self.orders.get_mut(key) {
+            Some(order) => Some(order.set_stored(at)),
+            None => self.anchor(key, segment),
         }
-        let Some((order, old)) = self.orders.anchor_mut(key, segment) else {
-            return self.recent.set_anchor(key, segment);
-        };
-        order.set_stored(at);
-        Some(old)
     }
 
     /// Where the journal holds `key`'s payload, when RAM does not.
     pub fn payload_ref(&self, key: &OrderKey) -> Option<PayloadRef> {
-        self.orders.get(key).filter(|o| o.items.is_none()).and_then(|o| o.stored).map(Stored::at)
+        self.orders.get(key).filter(|o| o.items.is_none()).and_then(|o| o.stored()).map(Stored::at)
     }
 }

@@ -176,7 +176,7 @@ impl Core {
         }
         if order.spilling {
             assert!(order.items.is_some(), "core invariant broken: {key} is spilling without items in RAM");
-            assert!(order.stored.is_none(), "core invariant broken: {key} is spilling but already stored");
+            assert!(order.stored().is_none(), "core invariant broken: {key} is spilling but already stored");
         }
     }
 
@@ -187,7 +187,7 @@ impl Core {
     /// dead-letter the others).
     fn check_order_live(&self, key: &OrderKey, order: &Order) {
         assert!(
-            order.items.is_some() || order.stored.is_some(),
+            order.items.is_some() || order.stored().is_some(),
             "core invariant broken: {key}'s payload is neither in RAM nor in the journal"
         );
         let max = self.config.max_attempts;
@@ -291,9 +291,9 @@ impl Core {
     /// `sweep_recent` forgets it in time.
     fn check_recent(&self) -> usize {
         let order: HashSet<(Millis, Handle)> = self.recent_order.iter().copied().collect();
-        for (handle, key, at_ms) in self.recent.iter_handles() {
+        for (handle, key, &super::Remembered { at_ms, .. }) in self.recent.iter_handles() {
             assert!(
-                order.contains(&(*at_ms, handle)),
+                order.contains(&(at_ms, handle)),
                 "core invariant broken: remembered {key:?} ({at_ms}) is not queued to expire"
             );
         }

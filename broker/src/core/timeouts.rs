@@ -101,7 +101,7 @@ impl Core {
     /// key bound, oldest first).
     fn sweep_recent(&mut self, now_ms: Millis) {
         while let Some(&(at_ms, handle)) = self.recent_order.front() {
-            let current = self.recent.by_handle(handle) == Some(&at_ms);
+            let current = self.recent.by_handle(handle).is_some_and(|r| r.at_ms == at_ms);
             let expired = now_ms.saturating_sub(at_ms) >= self.config.dedup_window_ms;
             let over = self.recent.len() > self.config.dedup_keys_max;
             if current && !(expired || over) {
