@@ -347,7 +347,7 @@ impl Core {
     /// `restore`.
     pub fn snapshot(&self, key: &OrderKey) -> Option<Event> {
         let snapshot = if let Some(remembered) = self.recent.get(key) {
-            Snapshot::Acked { at_ms: remembered.at_ms }
+            Snapshot::Acked { at_ms: remembered.at_ms() }
         } else if let Some(p) = self.partials.get(key) {
             Snapshot::Partial { items: p.items.iter().map(|(s, d)| (*s, d.clone())).collect() }
         } else {
@@ -489,16 +489,17 @@ impl Core {
 
     /// Restarts a remembered key's window at the current time.
     pub(super) fn touch_recent(&mut self, key: &OrderKey) {
-        if self.recent.get(key).map(|r| r.at_ms) != Some(self.now_ms) {
+        if self.recent.get(key).map(Remembered::at_ms) != Some(self.now_ms) {
             self.remember(key, self.now_ms);
         }
     }
 
     /// Remembers `key` as acknowledged at `at_ms`; its handle in `recent`.
     fn remember(&mut self, key: &OrderKey, at_ms: Millis) -> Handle {
-        // A key it holds keeps its anchor.
-        let handle = self.recent.renew(key, |old| Remembered { at_ms, anchor: old.and_then(|r| r.anchor) });
-        self.recent_order.push_back((at_ms, handle));
+        // A key it holds keeps its anchor, and gets a new handle: the
+        // old one in `recent_order` goes stale.
+        let handle = self.recent.renew(key, |old| Remembered::new(at_ms, old.and_then(|r| r.anchor())));
+        self.recent_order.push_back(handle);
         handle
     }
 }

@@ -295,19 +295,38 @@ impl Anchored for Order {
 
 /// A key in the dedup window: when it was acknowledged, and its anchor
 /// (its `Acked`/`Discarded` record's segment, or the order's until then).
+/// 16 bytes, and no more as a slab entry's `Option` (the time is stored
+/// plus one, a `NonZeroU64`): a remembered key costs its slab entry (48
+/// bytes), its hash slot and its handle in `Core::recent_order` (8).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 struct Remembered {
-    at_ms: Millis,
-    anchor: Option<NonZeroU64>,
+    /// `at_ms + 1`. Exact milliseconds: the time is recorded
+    /// (`Snapshot::Acked`), and a window cut short would forget early.
+    at_ms_plus_one: NonZeroU64,
+    anchor: Option<NonZeroU32>,
 }
+
+impl Remembered {
+    fn new(at_ms: Millis, anchor: Option<NonZeroU64>) -> Self {
+        let at_ms_plus_one = at_ms.checked_add(1).and_then(NonZeroU64::new).expect("a time short of u64::MAX ms");
+        Remembered { at_ms_plus_one, anchor: anchor.map(anchor_u32) }
+    }
+
+    /// When it was acknowledged (or its window restarted).
+    fn at_ms(&self) -> Millis {
+        self.at_ms_plus_one.get() - 1
+    }
+}
+
+const _: () = assert!(std::mem::size_of::<Option<Remembered>>() == 16);
 
 impl Anchored for Remembered {
     fn anchor(&self) -> Option<NonZeroU64> {
-        self.anchor
+        self.anchor.map(NonZeroU64::from)
     }
 
     fn set_anchor(&mut self, anchor: Option<NonZeroU64>) -> Option<NonZeroU64> {
-        std::mem::replace(&mut self.anchor, anchor)
+        std::mem::replace(&mut self.anchor, anchor.map(anchor_u32)).map(NonZeroU64::from)
     }
 }
 
@@ -564,9 +583,11 @@ pub struct Core {
     /// In a table like the orders' (each key stored once, in a slab), so
     /// an acknowledgement copies the key once, not twice.
     recent: Table<Remembered>,
-    /// `recent` in acknowledgement order, for expiry; may hold stale pairs
-    /// (a handle whose key left, or whose time moved on).
-    recent_order: VecDeque<(Millis, Handle)>,
+    /// `recent` in acknowledgement order, for expiry; may hold stale
+    /// handles (a key that left, or whose time moved on: a key
+    /// remembered again gets a new handle, see `Table::renew`), so the
+    /// time is not kept twice.
+    recent_order: VecDeque<Handle>,
     /// Dispatch queue; may hold stale keys (acked while pending), skipped.
     pending: VecDeque<Handle>,
     pending_len: usize,

@@ -1431,6 +1431,16 @@ fn a_pending_order_stays_small() {
     assert!(order.history.is_none(), "a fresh order has no history to pay for");
 }
 
+/// A key in the dedup window is paid for every order acknowledged within
+/// it (issue 20: RSS at full load): its slab entry was 56 bytes and its
+/// queue pair 16 before 0.5.2.
+#[test]
+fn a_remembered_key_stays_small() {
+    let entry = table::entry_bytes::<Remembered>();
+    assert!(entry <= 48, "a remembered key's slab entry is {entry} bytes");
+    assert!(std::mem::size_of::<Handle>() <= 8, "a remembered key's place in the expiry queue");
+}
+
 /// The queue wait's start keeps 32 bits of the clock: a wait is timed
 /// right across their wrap, and one that lies ahead (a retry delay) is 0.
 #[test]
