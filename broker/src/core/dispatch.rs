@@ -106,8 +106,7 @@ impl Core {
 
     /// The key of a chosen order, as the message encodes it.
     fn key_ref(&self, handle: Handle) -> OrderKeyRef<'_> {
-        let key = self.orders.key(handle).expect("dispatched, not removed");
-        OrderKeyRef { producer: key.producer, id: key.id }
+        self.orders.key(handle).expect("dispatched, not removed")
     }
 
     /// Where a chosen order's items are.

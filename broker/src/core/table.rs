@@ -40,19 +40,9 @@ pub(crate) struct Handle {
 /// free so that a count of slots fits one too.
 pub(crate) const SLOTS_MAX: usize = u32::MAX as usize - 1;
 
-/// An order's key, borrowed from the table.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
-pub(crate) struct KeyRef<'a> {
-    // Field order as in `OrderKey`, so that both sort alike.
-    pub producer: &'a str,
-    pub id: &'a str,
-}
-
-impl KeyRef<'_> {
-    pub fn to_key(self) -> OrderKey {
-        OrderKey::new(self.producer, self.id)
-    }
-}
+/// An order's key, borrowed from the table: the one the dispatch
+/// encoders take too.
+pub(crate) use orderly_common::protocol::OrderKeyRef as KeyRef;
 
 #[derive(Debug)]
 struct Entry<T> {
