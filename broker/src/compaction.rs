@@ -21,6 +21,7 @@ use std::collections::BTreeMap;
 use std::num::NonZeroU64;
 
 use orderly_common::OrderKey;
+use orderly_journal::RecordAt;
 
 use crate::core::{Core, Event};
 
@@ -51,37 +52,47 @@ pub struct Anchors {
 }
 
 impl Anchors {
-    /// Notes `event`, recorded in `segment`, after `core` applied it (the
-    /// core holds the anchors).
-    pub fn observe(&mut self, core: &mut Core, event: &Event, segment: u64) {
+    /// Notes `event`, recorded at `at`, after `core` applied it (the core
+    /// holds the anchors). A record holding an order's whole payload also
+    /// tells the core where (`Core::payload_stored`, same probe).
+    pub fn observe(&mut self, core: &mut Core, event: &Event, at: RecordAt) {
+        let segment = at.segment;
         self.segments.entry(segment).or_default();
-        match event {
-            Event::Begun { key, .. } | Event::Restored { key, .. } | Event::Accepted { key, .. } => {
-                self.anchor(core, key, segment);
-            }
-            // An acknowledged order stays live where its Acked record is,
-            // until its key leaves the dedup window (Forgotten).
-            Event::Acked { key } | Event::Discarded { key } => {
-                self.anchor(core, key, segment);
-            }
-            Event::AcceptedBatch { orders, .. } => {
-                for order in orders {
-                    self.anchor(core, &order.key, segment);
+        let mut payload = false;
+        event.for_each_payload_key(|key| {
+            payload = true;
+            let old = core.payload_stored(key, at);
+            self.count(segment, old);
+        });
+        if !payload {
+            let at = NonZeroU64::new(segment).expect("journal segment ids start at 1");
+            match event {
+                Event::Begun { key, .. } | Event::Restored { key, .. } => {
+                    let old = core.anchor(key, at);
+                    self.count(segment, old);
                 }
+                // An acknowledged order stays live where its Acked record is,
+                // until its key leaves the dedup window (Forgotten).
+                Event::Acked { key } | Event::Discarded { key } => {
+                    let old = core.anchor_remembered(key, at);
+                    self.count(segment, old);
+                }
+                // Dropped, Forgotten: the core released the anchor (below).
+                _ => {}
             }
-            // Dropped, Forgotten: the core released the anchor (below).
-            _ => {}
         }
         let segments = &mut self.segments;
         core.drain_released_anchors(|released| resolve(segments, released));
     }
 
-    fn anchor(&mut self, core: &mut Core, key: &OrderKey, segment: u64) {
-        let at = NonZeroU64::new(segment).expect("journal segment ids start at 1");
+    /// Counts a key anchored in `segment` by a record; `old`: what the
+    /// core returned (`None`: the key left in the turn that wrote the
+    /// record, so nothing is live to anchor; `Some(old)`: the anchor it
+    /// had, which is live no more).
+    fn count(&mut self, segment: u64, old: Option<Option<NonZeroU64>>) {
         let entry = self.segments.entry(segment).or_default();
         entry.anchored += 1;
-        // Not held any more: it left in the turn that wrote this record.
-        let Some(old) = core.anchor(key, at) else { return };
+        let Some(old) = old else { return };
         entry.live += 1;
         if let Some(old) = old {
             resolve(&mut self.segments, old);
@@ -137,7 +148,12 @@ mod tests {
     /// Applies `event` to `core`, then notes it as recorded in `segment`.
     fn record(core: &mut Core, anchors: &mut Anchors, event: Event, segment: u64) {
         core.apply(&event);
-        anchors.observe(core, &event, segment);
+        anchors.observe(core, &event, at(segment));
+    }
+
+    /// A record in `segment` (where in it does not matter here).
+    fn at(segment: u64) -> RecordAt {
+        RecordAt { seq: segment, segment, offset: 0 }
     }
 
     fn accepted(id: &str) -> Event {
@@ -188,7 +204,18 @@ mod tests {
     fn a_copy_moves_the_anchor() {
         let (mut core, mut a) = (Core::new(CoreConfig::with_incarnation(1)), Anchors::default());
         record(&mut core, &mut a, accepted("a"), 1);
-        let snapshot = crate::core::Snapshot::Sealed {
+        let snapshot = sealed_copy();
+        // Compaction records the copy without applying it (the core holds
+        // that state already); a replay applies it.
+        a.observe(&mut core, &Event::Restored { key: key("a"), snapshot: snapshot.clone() }, at(3));
+        assert_eq!(a.plan(&core, 1, 50), Plan::Remove);
+        assert_eq!((a.segment(3).live, a.live_orders()), (1, 1));
+        record(&mut core, &mut a, Event::Restored { key: key("a"), snapshot }, 4);
+        assert_eq!((a.segment(3).live, a.segment(4).live, a.live_orders()), (0, 1, 1));
+    }
+
+    fn sealed_copy() -> crate::core::Snapshot {
+        crate::core::Snapshot::Sealed {
             items: vec![],
             attempts: 0,
             dead: None,
@@ -196,14 +223,38 @@ mod tests {
             first_seen_unix_ms: 0,
             dead_since_unix_ms: 0,
             last_reason: None,
-        };
-        // Compaction records the copy without applying it (the core holds
-        // that state already); a replay applies it.
-        a.observe(&mut core, &Event::Restored { key: key("a"), snapshot: snapshot.clone() }, 3);
+        }
+    }
+
+    /// A sealed order's anchor is its payload record's segment, except for
+    /// one sealed from a partial: anchored where it began until a copy
+    /// holds its payload (a wrong anchor here loses it to compaction).
+    #[test]
+    fn a_sealed_partial_stays_anchored_where_it_began_until_a_copy_holds_it() {
+        let (mut core, mut a) = (Core::new(CoreConfig::with_incarnation(1)), Anchors::default());
+        let one = |s: u64| NonZeroU64::new(s).unwrap();
+        // One turn: begun and sealed before either record is written.
+        let events =
+            [Event::Begun { key: key("a"), at_ms: 0 }, Event::Sealed { key: key("a"), count: 0, at_unix_ms: 0 }];
+        for event in &events {
+            core.apply(event);
+        }
+        a.observe(&mut core, &events[0], at(1));
+        a.observe(&mut core, &events[1], at(2));
+        assert_eq!((a.segment(1).live, a.segment(2).live, core.anchored_in(one(1))), (1, 0, vec![key("a")]));
+        // Accepted in the same segments: anchored where its payload is.
+        record(&mut core, &mut a, accepted("b"), 2);
+        assert_eq!((a.segment(2).live, core.anchored_in(one(2))), (1, vec![key("b")]));
+        // The copy (a spill's, or compaction's) holds a's payload now.
+        a.observe(&mut core, &Event::Restored { key: key("a"), snapshot: sealed_copy() }, at(3));
+        assert_eq!((a.segment(1).live, a.segment(3).live, core.anchored_in(one(3))), (0, 1, vec![key("a")]));
         assert_eq!(a.plan(&core, 1, 50), Plan::Remove);
-        assert_eq!((a.segment(3).live, a.live_orders()), (1, 1));
-        record(&mut core, &mut a, Event::Restored { key: key("a"), snapshot }, 4);
-        assert_eq!((a.segment(3).live, a.segment(4).live, a.live_orders()), (0, 1, 1));
+        // Acknowledged: the anchor goes with it to the dedup window, then
+        // to its Acked record.
+        core.apply(&Event::Acked { key: key("a") });
+        assert_eq!(core.anchored_in(one(3)), vec![key("a")]);
+        a.observe(&mut core, &Event::Acked { key: key("a") }, at(4));
+        assert_eq!((a.segment(3).live, a.segment(4).live, a.live_orders()), (0, 1, 2));
     }
 
     #[test]
@@ -215,7 +266,7 @@ mod tests {
             core.apply(event);
         }
         for event in &events {
-            a.observe(&mut core, event, 1);
+            a.observe(&mut core, event, at(1));
         }
         assert_eq!((a.segment(1).live, a.segment(1).anchored), (0, 2));
         assert_eq!(a.plan(&core, 1, 50), Plan::Remove);

@@ -147,7 +147,9 @@ impl Loop {
             let at = PayloadRef { seq: self.seq, segment: 1, offset: self.seq * 200 };
             self.seq += 1;
             let core = &mut self.core;
-            event.for_each_payload_key(|key| core.payload_stored(key, at));
+            event.for_each_payload_key(|key| {
+                core.payload_stored(key, at);
+            });
             drop::<Event>(event);
         }
         while let Some(out) = self.core.poll_outbound() {

@@ -648,11 +648,19 @@ fn validate_dispatch(d: &Dispatch) -> Result<(), DecodeError> {
 
 /// An order's key as two borrowed strings, so that a broker keeping keys
 /// in its own form encodes a dispatch without making an [`OrderKey`]: it
-/// encodes exactly as an `OrderKey` does (the same field names, in order).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+/// encodes exactly as an `OrderKey` does (the same field names, in order),
+/// and sorts alike (the same fields, in the same order).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize)]
 pub struct OrderKeyRef<'a> {
     pub producer: &'a str,
     pub id: &'a str,
+}
+
+impl OrderKeyRef<'_> {
+    /// The owned key.
+    pub fn to_key(self) -> OrderKey {
+        OrderKey::new(self.producer, self.id)
+    }
 }
 
 impl<'a> From<&'a OrderKey> for OrderKeyRef<'a> {

@@ -7,8 +7,8 @@ use orderly_common::OrderKey;
 use serde_bytes::ByteBuf;
 
 use super::{
-    charge, Core, Event, Handle, Held, Millis, Notice, Order, OrderState, Partial, PartialItems, Payload, Snapshot,
-    WorkerId,
+    charge, Anchored, Core, Event, Handle, Held, Millis, Notice, Order, OrderState, Partial, PartialItems, Payload,
+    Place, Remembered, Snapshot, WorkerId,
 };
 
 impl Core {
@@ -52,7 +52,8 @@ impl Core {
     }
 
     fn apply_revived(&mut self, key: &OrderKey) {
-        let Some(order) = self.orders.get_mut(key) else { return };
+        let Some(handle) = self.orders.handle(key) else { return };
+        let order = self.orders.by_handle_mut(handle).expect("found above");
         if order.state != OrderState::Dead {
             return;
         }
@@ -64,7 +65,6 @@ impl Core {
         order.set_queued(self.now_ms);
         self.dead_len -= 1;
         self.enter_pending(key);
-        let handle = self.handle(key);
         self.pending.push_back(handle);
         self.counters.orders_revived += 1;
     }
@@ -127,10 +127,10 @@ impl Core {
     }
 
     fn apply_dispatched(&mut self, key: &OrderKey, worker: &str, attempt: u32) {
+        let Some(handle) = self.orders.handle(key) else { return };
         // Live, only orders past their delay are dispatched; a replay meets
         // the delay's end only as this dispatch.
-        self.undelay(key);
-        let Some(handle) = self.orders.handle(key) else { return };
+        self.undelay(key, handle);
         let order = self.orders.by_handle_mut(handle).expect("found above");
         if order.state == OrderState::Pending {
             self.pending_len -= 1;
@@ -180,12 +180,13 @@ impl Core {
     /// False if the order was unknown.
     fn retire(&mut self, key: &OrderKey) -> bool {
         let remembered = self.remember(key, self.now_ms);
-        self.undelay(key);
-        let Some(handle) = self.orders.handle(key) else { return false };
-        let (order, anchor) = self.orders.take(key).expect("found above");
+        let Some((handle, order)) = self.orders.take(key) else { return false };
+        if let Some(at) = order.retry_at_ms() {
+            self.delayed.remove(&(at, key.clone()));
+        }
         // Live on in the dedup window: still anchored until its `Acked` or
         // `Discarded` record anchors it anew.
-        self.recent.carry_anchor(remembered, anchor);
+        self.recent.carry_anchor(remembered, order.anchor());
         self.leave_state(key, handle, order.state, order.in_flight_to());
         self.held_bytes -= order.charge();
         self.uncache(&order);
@@ -228,7 +229,7 @@ impl Core {
         self.enter_pending(key);
         if delay_ms > 0 {
             let at = self.now_ms.saturating_add(delay_ms);
-            self.orders.get_mut(key).expect("known").set_retry_at(Some(at));
+            self.orders.by_handle_mut(handle).expect("known").set_retry_at(Some(at));
             self.delayed.insert((at, key.clone()));
         } else {
             // Redeliveries go first: they are the oldest work.
@@ -260,9 +261,10 @@ impl Core {
         }
     }
 
-    /// Ends `key`'s retry delay, if it has one (it leaves the delayed set).
-    fn undelay(&mut self, key: &OrderKey) {
-        let Some(order) = self.orders.get_mut(key) else { return };
+    /// Ends the retry delay of `key`'s order (`handle`), if it has one (it
+    /// leaves the delayed set).
+    fn undelay(&mut self, key: &OrderKey, handle: Handle) {
+        let Some(order) = self.orders.by_handle_mut(handle) else { return };
         if let Some(at) = order.retry_at_ms() {
             order.set_retry_at(None);
             self.delayed.remove(&(at, key.clone()));
@@ -270,8 +272,8 @@ impl Core {
     }
 
     fn apply_dead_lettered(&mut self, key: &OrderKey, reason: &str, at_unix_ms: u64) {
-        self.undelay(key);
         let Some(handle) = self.orders.handle(key) else { return };
+        self.undelay(key, handle);
         let order = self.orders.by_handle_mut(handle).expect("found above");
         let holder = order.holder_id().cloned();
         let history = order.history_mut();
@@ -343,8 +345,8 @@ impl Core {
     /// `None` when the order is resolved (acked or dropped). The inverse of
     /// `restore`.
     pub fn snapshot(&self, key: &OrderKey) -> Option<Event> {
-        let snapshot = if let Some(&at_ms) = self.recent.get(key) {
-            Snapshot::Acked { at_ms }
+        let snapshot = if let Some(remembered) = self.recent.get(key) {
+            Snapshot::Acked { at_ms: remembered.at_ms() }
         } else if let Some(p) = self.partials.get(key) {
             Snapshot::Partial { items: p.items.iter().map(|(s, d)| (s, ByteBuf::from(d.to_vec()))).collect() }
         } else {
@@ -372,10 +374,12 @@ impl Core {
 
     /// Forgets all there is about `key` (for [`Event::Restored`]).
     fn forget(&mut self, key: &OrderKey) {
-        self.undelay(key);
         self.remove_partial(key);
-        if let Some(handle) = self.orders.handle(key) {
-            let order = self.orders.remove(key).expect("found above");
+        if let Some((handle, order)) = self.orders.take(key) {
+            if let Some(at) = order.retry_at_ms() {
+                self.delayed.remove(&(at, key.clone()));
+            }
+            self.released_anchors.extend(order.anchor());
             self.leave_state(key, handle, order.state, order.in_flight_to());
             self.held_bytes -= order.charge();
             self.uncache(&order);
@@ -441,11 +445,6 @@ impl Core {
         handle
     }
 
-    /// The handle of a known order.
-    fn handle(&self, key: &OrderKey) -> Handle {
-        self.orders.handle(key).expect("the order is known")
-    }
-
     /// An order leaves: its items leave the cache.
     fn uncache(&mut self, order: &Order) {
         if order.items.is_some() && !order.spilling {
@@ -464,7 +463,7 @@ impl Core {
         let bytes = u32::try_from(bytes).expect("an order's items fit one journal record");
         Order {
             items,
-            stored: None,
+            place: Place::Unstored { anchor: None },
             spilling: false,
             whole,
             count,
@@ -489,21 +488,17 @@ impl Core {
 
     /// Restarts a remembered key's window at the current time.
     pub(super) fn touch_recent(&mut self, key: &OrderKey) {
-        if self.recent.get(key) != Some(&self.now_ms) {
+        if self.recent.get(key).map(Remembered::at_ms) != Some(self.now_ms) {
             self.remember(key, self.now_ms);
         }
     }
 
     /// Remembers `key` as acknowledged at `at_ms`; its handle in `recent`.
     fn remember(&mut self, key: &OrderKey, at_ms: Millis) -> Handle {
-        let handle = match self.recent.handle(key) {
-            Some(handle) => {
-                *self.recent.by_handle_mut(handle).expect("just found") = at_ms;
-                handle
-            }
-            None => self.recent.insert(key, at_ms),
-        };
-        self.recent_order.push_back((at_ms, handle));
+        // A key it holds keeps its anchor, and gets a new handle: the
+        // old one in `recent_order` goes stale.
+        let handle = self.recent.renew(key, |old| Remembered::new(at_ms, old.and_then(|r| r.anchor())));
+        self.recent_order.push_back(handle);
         handle
     }
 }

@@ -2,6 +2,7 @@
 //! sealed orders keep their items in RAM and where the journal holds the
 //! others.
 
+use std::num::NonZeroU64;
 use std::sync::Arc;
 
 use orderly_common::limits::{DISPATCHES_PER_MESSAGE_MAX, DISPATCH_BATCH_BYTES_MAX};
@@ -105,14 +106,13 @@ impl Core {
 
     /// The key of a chosen order, as the message encodes it.
     fn key_ref(&self, handle: Handle) -> OrderKeyRef<'_> {
-        let key = self.orders.key(handle).expect("dispatched, not removed");
-        OrderKeyRef { producer: key.producer, id: key.id }
+        self.orders.key(handle).expect("dispatched, not removed")
     }
 
     /// Where a chosen order's items are.
     fn items(&self, handle: Handle) -> Items<'_> {
         let order = self.orders.by_handle(handle).expect("dispatched, not removed");
-        match (&order.items, order.stored) {
+        match (&order.items, order.stored()) {
             (Some(items), _) => Items::Ram(items),
             (None, Some(from)) => Items::Journal(from.at()),
             (None, None) => unreachable!("an order's payload is in RAM or in the journal: {:?}", self.key_ref(handle)),
@@ -209,7 +209,7 @@ impl Core {
                 continue;
             }
             self.cached_bytes -= order.charge();
-            if order.stored.is_some() {
+            if order.stored().is_some() {
                 order.items = None;
                 continue;
             }
@@ -239,22 +239,23 @@ impl Core {
     }
 
     /// The journal now holds `key`'s whole payload at `at` (the record of
-    /// an `Accepted` or `Restored` event). The IO loop calls this for every
-    /// such record it appends, and replay for every one it reads.
-    pub fn payload_stored(&mut self, key: &OrderKey, at: PayloadRef) {
-        let Some(order) = self.orders.get_mut(key) else { return };
-        // Sequence numbers start at 1 (`orderly_journal`); a 0 would be a
-        // journal bug, and the payload stays in RAM then.
-        let Some(stored) = Stored::new(at) else { return };
-        order.stored = Some(stored);
-        if order.spilling {
-            order.spilling = false;
-            order.items = None; // counted out of the cache by `spill`
+    /// an `Accepted`, `AcceptedBatch` or `Restored` event), which anchors
+    /// the key too: the anchor it had, as [`Core::anchor`] returns it. The
+    /// IO loop calls this for every such record it appends, and replay for
+    /// every one it reads (through `compaction::Anchors::observe`). One
+    /// probe of the table for both.
+    pub fn payload_stored(&mut self, key: &OrderKey, at: PayloadRef) -> Option<Option<NonZeroU64>> {
+        let segment = NonZeroU64::new(at.segment).expect("journal segment ids start at 1");
+        // A key is never partial and sealed at once (`invariants`): the
+        // sealed orders are probed first, as the likely place.
+        match self.orders.get_mut(key) {
+            Some(order) => Some(order.set_stored(at)),
+            None => self.anchor(key, segment),
         }
     }
 
     /// Where the journal holds `key`'s payload, when RAM does not.
     pub fn payload_ref(&self, key: &OrderKey) -> Option<PayloadRef> {
-        self.orders.get(key).filter(|o| o.items.is_none()).and_then(|o| o.stored).map(Stored::at)
+        self.orders.get(key).filter(|o| o.items.is_none()).and_then(|o| o.stored()).map(Stored::at)
     }
 }

@@ -16,7 +16,7 @@ use orderly_common::OrderKey;
 /// debug build.
 type HashSet<T> = std::collections::HashSet<T, foldhash::fast::RandomState>;
 
-use super::{Core, Handle, HashMap, Millis, Order, OrderState, FOREIGN_KEYS_PER_WORKER_MAX};
+use super::{Core, Handle, HashMap, Order, OrderState, FOREIGN_KEYS_PER_WORKER_MAX};
 
 /// Table entries (orders, partial orders, queued and remembered keys,
 /// items in RAM) up to which debug builds re-check every invariant after
@@ -175,7 +175,7 @@ impl Core {
         }
         if order.spilling {
             assert!(order.items.is_some(), "core invariant broken: {key} is spilling without items in RAM");
-            assert!(order.stored.is_none(), "core invariant broken: {key} is spilling but already stored");
+            assert!(order.stored().is_none(), "core invariant broken: {key} is spilling but already stored");
         }
     }
 
@@ -186,7 +186,7 @@ impl Core {
     /// dead-letter the others).
     fn check_order_live(&self, key: &OrderKey, order: &Order) {
         assert!(
-            order.items.is_some() || order.stored.is_some(),
+            order.items.is_some() || order.stored().is_some(),
             "core invariant broken: {key}'s payload is neither in RAM nor in the journal"
         );
         let max = self.config.max_attempts;
@@ -286,14 +286,15 @@ impl Core {
         self.delayed.len()
     }
 
-    /// Every remembered key has its current pair in `recent_order`, so
+    /// Every remembered key has its current handle in `recent_order`, so
     /// `sweep_recent` forgets it in time.
     fn check_recent(&self) -> usize {
-        let order: HashSet<(Millis, Handle)> = self.recent_order.iter().copied().collect();
-        for (handle, key, at_ms) in self.recent.iter_handles() {
+        let order: HashSet<Handle> = self.recent_order.iter().copied().collect();
+        for (handle, key, remembered) in self.recent.iter_handles() {
             assert!(
-                order.contains(&(*at_ms, handle)),
-                "core invariant broken: remembered {key:?} ({at_ms}) is not queued to expire"
+                order.contains(&handle),
+                "core invariant broken: remembered {key:?} ({}) is not queued to expire",
+                remembered.at_ms()
             );
         }
         self.recent.len() + self.recent_order.len()

@@ -52,7 +52,7 @@ use orderly_common::OrderKey;
 #[cfg(test)]
 use serde_bytes::ByteBuf;
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
-use std::num::NonZeroU64;
+use std::num::{NonZeroU32, NonZeroU64};
 use std::sync::Arc;
 
 pub use event::{AcceptedOrder, BatchEntry, Event, Fill, Outbound, Snapshot};
@@ -72,7 +72,7 @@ pub use orderly_common::time::Millis;
 pub type HashMap<K, V> = std::collections::HashMap<K, V, foldhash::fast::RandomState>;
 
 use payload::{PartialItems, Payload};
-use table::{Handle, Table};
+use table::{Anchored, Handle, Table};
 
 /// Where the journal holds a sealed order's whole payload: the record of
 /// its `Accepted` or of its latest `Restored` copy.
@@ -254,12 +254,93 @@ impl Stored {
     }
 }
 
+/// Where the journal holds an order's whole payload, or else its anchor: in
+/// the 16 bytes of a [`Stored`] (issue 20: the anchor is paid by no
+/// order whose payload one record holds).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Place {
+    /// No one record holds its whole payload yet: a sealed partial order,
+    /// anchored where it began until a `Restored` copy holds it, or an
+    /// order whose record is not written yet (unanchored).
+    Unstored { anchor: Option<NonZeroU32> },
+    /// The record holding its whole payload (`Accepted`, `AcceptedBatch`,
+    /// `Restored`): it anchors the order too, in its segment
+    /// (`crate::compaction`'s rule: the latest such record).
+    Stored(Stored),
+}
+
+const _: () = assert!(std::mem::size_of::<Place>() == std::mem::size_of::<Stored>());
+
+/// A segment id as an anchor kept in 4 bytes: segment ids count from 1 and
+/// stay far below 2^32 (a `Stored`'s segment is a `u32` too).
+fn anchor_u32(segment: NonZeroU64) -> NonZeroU32 {
+    NonZeroU32::try_from(segment).unwrap_or_else(|_| panic!("journal segment {segment} past u32 (see `Stored`)"))
+}
+
+impl Anchored for Order {
+    fn anchor(&self) -> Option<NonZeroU64> {
+        match self.place {
+            Place::Stored(stored) => {
+                Some(NonZeroU64::new(stored.segment.into()).expect("journal segment ids start at 1"))
+            }
+            Place::Unstored { anchor } => anchor.map(NonZeroU64::from),
+        }
+    }
+
+    fn set_anchor(&mut self, anchor: Option<NonZeroU64>) -> Option<NonZeroU64> {
+        match &mut self.place {
+            // Its payload's record anchors it; a later record (never in an
+            // older segment) could only anchor it newer.
+            Place::Stored(_) => anchor,
+            Place::Unstored { anchor: old } => std::mem::replace(old, anchor.map(anchor_u32)).map(NonZeroU64::from),
+        }
+    }
+}
+
+/// A key in the dedup window: when it was acknowledged, and its anchor
+/// (its `Acked`/`Discarded` record's segment, or the order's until then).
+/// 16 bytes, and no more as a slab entry's `Option` (the time is stored
+/// plus one, a `NonZeroU64`): a remembered key costs its slab entry (48
+/// bytes), its hash slot and its handle in `Core::recent_order` (8).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Remembered {
+    /// `at_ms + 1`. Exact milliseconds: the time is recorded
+    /// (`Snapshot::Acked`), and a window cut short would forget early.
+    at_ms_plus_one: NonZeroU64,
+    anchor: Option<NonZeroU32>,
+}
+
+impl Remembered {
+    fn new(at_ms: Millis, anchor: Option<NonZeroU64>) -> Self {
+        let at_ms_plus_one = at_ms.checked_add(1).and_then(NonZeroU64::new).expect("a time short of u64::MAX ms");
+        Remembered { at_ms_plus_one, anchor: anchor.map(anchor_u32) }
+    }
+
+    /// When it was acknowledged (or its window restarted).
+    fn at_ms(&self) -> Millis {
+        self.at_ms_plus_one.get() - 1
+    }
+}
+
+const _: () = assert!(std::mem::size_of::<Option<Remembered>>() == 16);
+
+impl Anchored for Remembered {
+    fn anchor(&self) -> Option<NonZeroU64> {
+        self.anchor.map(NonZeroU64::from)
+    }
+
+    fn set_anchor(&mut self, anchor: Option<NonZeroU64>) -> Option<NonZeroU64> {
+        std::mem::replace(&mut self.anchor, anchor.map(anchor_u32)).map(NonZeroU64::from)
+    }
+}
+
 #[derive(Debug)]
 struct Order {
     /// The payload in RAM; `None` once only the journal holds it.
     items: Option<Payload>,
-    /// The journal record holding the whole payload, once there is one.
-    stored: Option<Stored>,
+    /// The journal record holding the whole payload, once there is one;
+    /// until then its anchor (see [`Place`]).
+    place: Place,
     /// The items leave RAM once `stored` is known.
     spilling: bool,
     /// One record holds the whole payload (`Accepted` or `Restored`), or
@@ -435,6 +516,30 @@ impl Order {
         charge(u64::from(self.bytes), self.count as usize)
     }
 
+    /// The record holding its whole payload, once there is one.
+    fn stored(&self) -> Option<Stored> {
+        match self.place {
+            Place::Stored(stored) => Some(stored),
+            Place::Unstored { .. } => None,
+        }
+    }
+
+    /// The journal holds its whole payload at `at`: its items may leave
+    /// RAM, and that record anchors it. The anchor it gives up (see
+    /// [`Anchored::set_anchor`]). Sequence numbers start at 1
+    /// (`orderly_journal`); a 0 would be a journal bug: the payload stays
+    /// in RAM then, and the order where it was anchored.
+    fn set_stored(&mut self, at: PayloadRef) -> Option<NonZeroU64> {
+        let Some(stored) = Stored::new(at) else { return NonZeroU64::new(at.segment) };
+        let old = self.anchor();
+        self.place = Place::Stored(stored);
+        if self.spilling {
+            self.spilling = false;
+            self.items = None; // counted out of the cache by `spill`
+        }
+        old
+    }
+
     /// `worker` holds the current dispatch or, when none is current
     /// (requeued, dead-lettered), held the latest one.
     fn held_by(&self, worker: &str) -> bool {
@@ -481,10 +586,12 @@ pub struct Core {
     /// Keys of acknowledged orders still in the dedup window, with when.
     /// In a table like the orders' (each key stored once, in a slab), so
     /// an acknowledgement copies the key once, not twice.
-    recent: Table<Millis>,
-    /// `recent` in acknowledgement order, for expiry; may hold stale pairs
-    /// (a handle whose key left, or whose time moved on).
-    recent_order: VecDeque<(Millis, Handle)>,
+    recent: Table<Remembered>,
+    /// `recent` in acknowledgement order, for expiry; may hold stale
+    /// handles (a key that left, or whose time moved on: a key
+    /// remembered again gets a new handle, see `Table::renew`), so the
+    /// time is not kept twice.
+    recent_order: VecDeque<Handle>,
     /// Dispatch queue; may hold stale keys (acked while pending), skipped.
     pending: VecDeque<Handle>,
     pending_len: usize,

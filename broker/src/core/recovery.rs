@@ -25,6 +25,17 @@ impl Core {
         }
     }
 
+    /// [`Core::anchor`] for the record of an acknowledgement (`Acked`,
+    /// `Discarded`): the key is in the dedup window unless it left in the
+    /// same turn, and a remembered key is never partial or sealed too
+    /// (`invariants`), so the window is probed first.
+    pub fn anchor_remembered(&mut self, key: &OrderKey, segment: NonZeroU64) -> Option<Option<NonZeroU64>> {
+        match self.recent.set_anchor(key, segment) {
+            Some(old) => Some(old),
+            None => self.anchor(key, segment),
+        }
+    }
+
     /// Hands `released` the anchor of every key that left since the last
     /// call (dropped, forgotten, replaced by a copy).
     pub fn drain_released_anchors(&mut self, released: impl FnMut(NonZeroU64)) {

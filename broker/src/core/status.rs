@@ -315,7 +315,7 @@ impl Core {
     /// A sealed order's items: in RAM, or where the journal holds them.
     pub fn order_items(&self, key: &OrderKey) -> Option<OrderItems> {
         let order = self.orders.get(key)?;
-        match (&order.items, order.stored) {
+        match (&order.items, order.stored()) {
             (Some(items), _) => Some(OrderItems::InMemory(items.to_vec())),
             (None, Some(at)) => Some(OrderItems::Journal(at.at())),
             (None, None) => None,

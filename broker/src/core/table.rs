@@ -11,18 +11,20 @@
 //! - the queues hold a [`Handle`] (slot and generation, 8 bytes): a handle
 //!   left in a queue after its order left is *stale* and finds nothing,
 //!   even once the slot holds another order;
-//! - each entry carries its compaction anchor (the journal segment of the
-//!   key's latest anchoring record, see `crate::compaction`), so the anchors
-//!   need no second table of the same keys. An entry that leaves with an
-//!   anchor *releases* it, for the anchor counts to take
-//!   ([`Table::drain_released`]); one that moves to another table takes
-//!   its anchor along ([`Table::take`]).
+//! - each value carries its key's compaction anchor ([`Anchored`]: the
+//!   journal segment of the key's latest anchoring record, see
+//!   `crate::compaction`), so the anchors need no second table of the same
+//!   keys, and a value that can tell its anchor from what it holds anyway
+//!   (a sealed order: its payload's record) pays nothing for it. An entry
+//!   that leaves with an anchor *releases* it, for the anchor counts to
+//!   take ([`Table::drain_released`]); one that moves to another table
+//!   takes its anchor along ([`Table::take`]).
 
 use std::hash::BuildHasher;
 use std::num::NonZeroU64;
 
 use compact_str::CompactString;
-use hashbrown::HashTable;
+use hashbrown::{hash_table, HashTable};
 use orderly_common::OrderKey;
 
 use super::HashMap;
@@ -38,19 +40,9 @@ pub(crate) struct Handle {
 /// free so that a count of slots fits one too.
 pub(crate) const SLOTS_MAX: usize = u32::MAX as usize - 1;
 
-/// An order's key, borrowed from the table.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
-pub(crate) struct KeyRef<'a> {
-    // Field order as in `OrderKey`, so that both sort alike.
-    pub producer: &'a str,
-    pub id: &'a str,
-}
-
-impl KeyRef<'_> {
-    pub fn to_key(self) -> OrderKey {
-        OrderKey::new(self.producer, self.id)
-    }
-}
+/// An order's key, borrowed from the table: the one the dispatch
+/// encoders take too.
+pub(crate) use orderly_common::protocol::OrderKeyRef as KeyRef;
 
 #[derive(Debug)]
 struct Entry<T> {
@@ -59,11 +51,20 @@ struct Entry<T> {
     producer: u32,
     /// Bumped when the slot is freed, so old handles go stale.
     generation: u32,
-    /// The journal segment the key is anchored in; `None` until its
-    /// anchoring record is written (or never, for a core without a journal).
-    anchor: Option<NonZeroU64>,
     /// `None` while the slot is free.
     value: Option<T>,
+}
+
+/// A value that carries its key's compaction anchor: the journal segment
+/// of the key's latest anchoring record; `None` until that record is
+/// written (or never, for a core without a journal).
+pub(crate) trait Anchored {
+    fn anchor(&self) -> Option<NonZeroU64>;
+    /// Anchors it in `anchor` (`None`: unanchored). Returns the anchor it
+    /// gives up: the one it had, or `anchor` itself when it keeps the one
+    /// its own record gives it (a sealed order whose payload one record
+    /// holds, which is never newer: keeping it keeps more, never less).
+    fn set_anchor(&mut self, anchor: Option<NonZeroU64>) -> Option<NonZeroU64>;
 }
 
 /// A producer id and how many entries use it (freed at zero, so ids of
@@ -172,6 +173,30 @@ fn hash_key(hasher: &foldhash::fast::RandomState, producer: &str, id: &str) -> u
     hasher.hash_one((producer, id))
 }
 
+/// Whether an indexed slot holds `key`.
+fn matches<'a, T>(
+    entries: &'a Chunks<Entry<T>>,
+    producers: &'a [Producer],
+    key: &'a OrderKey,
+) -> impl Fn(&u32) -> bool + 'a {
+    move |&slot| {
+        let e = &entries[slot as usize];
+        e.id == key.id.as_str() && *producers[e.producer as usize].name == *key.producer
+    }
+}
+
+/// The hash of an indexed slot's key, for the index to grow.
+fn rehash<'a, T>(
+    entries: &'a Chunks<Entry<T>>,
+    producers: &'a [Producer],
+    hasher: &'a foldhash::fast::RandomState,
+) -> impl Fn(&u32) -> u64 + 'a {
+    move |&slot| {
+        let e = &entries[slot as usize];
+        hash_key(hasher, &producers[e.producer as usize].name, &e.id)
+    }
+}
+
 impl<T> Table<T> {
     /// Orders in the table.
     pub fn len(&self) -> usize {
@@ -181,23 +206,12 @@ impl<T> Table<T> {
     /// Makes room for `orders` more orders at once.
     pub fn reserve(&mut self, orders: usize) {
         let orders = orders.min(SLOTS_MAX - self.len());
-        let (entries, producers) = (&self.entries, &self.producers);
-        let hasher = &self.hasher;
-        self.index.reserve(orders, |&slot| {
-            let e = &entries[slot as usize];
-            hash_key(hasher, &producers[e.producer as usize].name, &e.id)
-        });
+        self.index.reserve(orders, rehash(&self.entries, &self.producers, &self.hasher));
     }
 
     fn find(&self, key: &OrderKey) -> Option<u32> {
         let hash = hash_key(&self.hasher, &key.producer, &key.id);
-        let (entries, producers) = (&self.entries, &self.producers);
-        self.index
-            .find(hash, |&slot| {
-                let e = &entries[slot as usize];
-                e.id == key.id.as_str() && *producers[e.producer as usize].name == *key.producer
-            })
-            .copied()
+        self.index.find(hash, matches(&self.entries, &self.producers, key)).copied()
     }
 
     pub fn contains_key(&self, key: &OrderKey) -> bool {
@@ -247,73 +261,96 @@ impl<T> Table<T> {
 
     /// Adds an order that is not in the table yet, unanchored.
     pub fn insert(&mut self, key: &OrderKey, value: T) -> Handle {
-        assert!(!self.contains_key(key), "order table: {key} is already in it");
         assert!(self.len() < SLOTS_MAX, "order table: more than {SLOTS_MAX} orders");
+        let hash = hash_key(&self.hasher, &key.producer, &key.id);
+        // The slot the order will take: the new entry is filled in after
+        // the index has it (one probe both checks and inserts).
+        let slot = self.free.last().copied().unwrap_or(self.entries.len() as u32);
+        let (entries, producers, hasher) = (&self.entries, &self.producers, &self.hasher);
+        match self.index.entry(hash, matches(entries, producers, key), rehash(entries, producers, hasher)) {
+            hash_table::Entry::Occupied(_) => panic!("order table: {key} is already in it"),
+            hash_table::Entry::Vacant(vacant) => vacant.insert(slot),
+        };
+        self.fill(slot, key, value)
+    }
+
+    /// Puts `key` and `value` in `slot`: the last free one, or one past
+    /// the end.
+    fn fill(&mut self, slot: u32, key: &OrderKey, value: T) -> Handle {
         let producer = self.intern(&key.producer);
         let id = CompactString::new(&key.id);
-        let slot = match self.free.pop() {
-            Some(slot) => {
-                let e = &mut self.entries[slot as usize];
-                (e.id, e.producer, e.anchor, e.value) = (id, producer, None, Some(value));
-                slot
-            }
-            None => {
-                self.entries.push(Entry { id, producer, generation: 0, anchor: None, value: Some(value) });
-                (self.entries.len() - 1) as u32
-            }
-        };
-        let hash = hash_key(&self.hasher, &key.producer, &key.id);
-        let (entries, producers, hasher) = (&self.entries, &self.producers, &self.hasher);
-        self.index.insert_unique(hash, slot, |&s| {
-            let e = &entries[s as usize];
-            hash_key(hasher, &producers[e.producer as usize].name, &e.id)
-        });
+        if self.free.last() == Some(&slot) {
+            self.free.pop();
+            let e = &mut self.entries[slot as usize];
+            (e.id, e.producer, e.value) = (id, producer, Some(value));
+        } else {
+            self.entries.push(Entry { id, producer, generation: 0, value: Some(value) });
+        }
         Handle { slot, generation: self.entries[slot as usize].generation }
     }
 
-    /// Takes an order out; its handles go stale and its anchor is released.
-    pub fn remove(&mut self, key: &OrderKey) -> Option<T> {
-        let (value, anchor) = self.take(key)?;
-        self.released.extend(anchor);
-        Some(value)
+    /// Sets `key`'s value to `value(the old one)`, or adds it: one probe. A
+    /// key it holds gets a new handle (its old ones go stale).
+    pub fn renew(&mut self, key: &OrderKey, value: impl FnOnce(Option<T>) -> T) -> Handle {
+        let full = self.len() >= SLOTS_MAX;
+        let hash = hash_key(&self.hasher, &key.producer, &key.id);
+        let slot = self.free.last().copied().unwrap_or(self.entries.len() as u32);
+        let (entries, producers, hasher) = (&self.entries, &self.producers, &self.hasher);
+        match self.index.entry(hash, matches(entries, producers, key), rehash(entries, producers, hasher)) {
+            hash_table::Entry::Occupied(occupied) => {
+                let slot = *occupied.get();
+                let e = &mut self.entries[slot as usize];
+                e.generation = e.generation.wrapping_add(1);
+                let old = e.value.take();
+                e.value = Some(value(old));
+                Handle { slot, generation: e.generation }
+            }
+            hash_table::Entry::Vacant(vacant) => {
+                assert!(!full, "order table: more than {SLOTS_MAX} orders");
+                vacant.insert(slot);
+                self.fill(slot, key, value(None))
+            }
+        }
     }
 
-    /// Takes an order out with its anchor, which the caller carries on
-    /// (to the table the key moves to); its handles go stale.
-    pub fn take(&mut self, key: &OrderKey) -> Option<(T, Option<NonZeroU64>)> {
+    /// Takes an order out with the handle it had (its anchor is the
+    /// caller's to carry on or release): one probe. Its handles go stale.
+    pub fn take(&mut self, key: &OrderKey) -> Option<(Handle, T)> {
         let hash = hash_key(&self.hasher, &key.producer, &key.id);
-        let (entries, producers) = (&self.entries, &self.producers);
-        let found = self.index.find_entry(hash, |&slot| {
-            let e = &entries[slot as usize];
-            e.id == key.id.as_str() && *producers[e.producer as usize].name == *key.producer
-        });
+        let found = self.index.find_entry(hash, matches(&self.entries, &self.producers, key));
         let (slot, _) = found.ok()?.remove();
         let e = &mut self.entries[slot as usize];
-        let value = e.value.take()?;
-        let anchor = e.anchor.take();
+        let handle = Handle { slot, generation: e.generation };
+        let value = e.value.take().expect("an indexed slot holds an order");
         e.id = CompactString::default();
         e.generation = e.generation.wrapping_add(1);
         let producer = e.producer;
         self.release(producer);
         self.free.push(slot);
-        Some((value, anchor))
+        Some((handle, value))
+    }
+}
+
+impl<T: Anchored> Table<T> {
+    /// Takes an order out; its handles go stale and its anchor is released.
+    pub fn remove(&mut self, key: &OrderKey) -> Option<T> {
+        let (_, value) = self.take(key)?;
+        self.released.extend(value.anchor());
+        Some(value)
     }
 
-    /// Anchors `key` in `segment`; the anchor it had, if the table holds
-    /// it (`Some(None)`: it had none). The old anchor is the caller's to
-    /// count out.
+    /// Anchors `key` in `segment`: the anchor it gives up (see
+    /// [`Anchored::set_anchor`]), if the table holds it (`Some(None)`: it
+    /// had none). The old anchor is the caller's to count out.
     pub fn set_anchor(&mut self, key: &OrderKey, segment: NonZeroU64) -> Option<Option<NonZeroU64>> {
-        let slot = self.find(key)?;
-        Some(self.entries[slot as usize].anchor.replace(segment))
+        Some(self.get_mut(key)?.set_anchor(Some(segment)))
     }
 
     /// Gives the order `handle` names an anchor carried from elsewhere; an
-    /// anchor it had is released. False if the handle is stale.
+    /// anchor it gives up is released. False if the handle is stale.
     pub fn carry_anchor(&mut self, handle: Handle, anchor: Option<NonZeroU64>) -> bool {
-        let Some(e) = self.entries.get_mut(handle.slot as usize).filter(|e| e.generation == handle.generation) else {
-            return false;
-        };
-        if let Some(old) = std::mem::replace(&mut e.anchor, anchor) {
+        let Some(value) = self.by_handle_mut(handle) else { return false };
+        if let Some(old) = value.set_anchor(anchor) {
             self.released.push(old);
         }
         true
@@ -326,9 +363,14 @@ impl<T> Table<T> {
 
     /// The keys anchored in `segment`, in no particular order.
     pub fn anchored_in(&self, segment: NonZeroU64) -> impl Iterator<Item = KeyRef<'_>> {
-        self.entries.iter().filter(move |e| e.value.is_some() && e.anchor == Some(segment)).map(|e| self.key_ref(e))
+        self.entries
+            .iter()
+            .filter(move |e| e.value.as_ref().is_some_and(|v| v.anchor() == Some(segment)))
+            .map(|e| self.key_ref(e))
     }
+}
 
+impl<T> Table<T> {
     /// Every order with its key, in no particular order.
     pub fn iter(&self) -> impl Iterator<Item = (KeyRef<'_>, &T)> {
         self.entries.iter().filter_map(|e| e.value.as_ref().map(|v| (self.key_ref(e), v)))
@@ -388,6 +430,25 @@ impl<T> Table<T> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The tests' values carry no anchor.
+    impl Anchored for i32 {
+        fn anchor(&self) -> Option<NonZeroU64> {
+            None
+        }
+        fn set_anchor(&mut self, anchor: Option<NonZeroU64>) -> Option<NonZeroU64> {
+            anchor
+        }
+    }
+
+    impl Anchored for u64 {
+        fn anchor(&self) -> Option<NonZeroU64> {
+            None
+        }
+        fn set_anchor(&mut self, anchor: Option<NonZeroU64>) -> Option<NonZeroU64> {
+            anchor
+        }
+    }
 
     fn key(producer: &str, id: &str) -> OrderKey {
         OrderKey::new(producer, id)

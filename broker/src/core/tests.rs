@@ -1416,9 +1416,10 @@ fn a_pending_order_stays_small() {
     // packed (16 bytes), the byte count a `u32`, the payload boxed.
     // 56 with the attempts in the history and the queue wait's start 4 bytes.
     assert!(std::mem::size_of::<Order>() <= 56, "Order is {} bytes", std::mem::size_of::<Order>());
-    // The slab entry: the id inline (24), producer, generation, anchor.
+    // The slab entry: the id inline (24), producer, generation; 88 with
+    // the anchor taken from the payload's place (no field of its own).
     let entry = table::entry_bytes::<Order>();
-    assert!(entry <= 96, "a slab entry is {entry} bytes");
+    assert!(entry <= 88, "a slab entry is {entry} bytes");
     assert_eq!(std::mem::size_of::<OrderState>(), 1);
     let mut core = core();
     core.apply(&Event::Accepted {
@@ -1428,6 +1429,16 @@ fn a_pending_order_stays_small() {
     });
     let order = core.orders.get(&OrderKey::new("p", "o")).expect("sealed");
     assert!(order.history.is_none(), "a fresh order has no history to pay for");
+}
+
+/// A key in the dedup window is paid for every order acknowledged within
+/// it (issue 20: RSS at full load): its slab entry was 56 bytes and its
+/// queue pair 16 before 0.5.2.
+#[test]
+fn a_remembered_key_stays_small() {
+    let entry = table::entry_bytes::<Remembered>();
+    assert!(entry <= 48, "a remembered key's slab entry is {entry} bytes");
+    assert!(std::mem::size_of::<Handle>() <= 8, "a remembered key's place in the expiry queue");
 }
 
 /// The queue wait's start keeps 32 bits of the clock: a wait is timed

@@ -100,15 +100,18 @@ impl Core {
     /// Records `Forgotten` for keys past the dedup window (or beyond the
     /// key bound, oldest first).
     fn sweep_recent(&mut self, now_ms: Millis) {
-        while let Some(&(at_ms, handle)) = self.recent_order.front() {
-            let current = self.recent.by_handle(handle) == Some(&at_ms);
-            let expired = now_ms.saturating_sub(at_ms) >= self.config.dedup_window_ms;
-            let over = self.recent.len() > self.config.dedup_keys_max;
-            if current && !(expired || over) {
-                break;
+        while let Some(&handle) = self.recent_order.front() {
+            // A stale handle (forgotten, or remembered again since) is
+            // dropped; the current one is its key's.
+            if let Some(remembered) = self.recent.by_handle(handle) {
+                let expired = now_ms.saturating_sub(remembered.at_ms()) >= self.config.dedup_window_ms;
+                let over = self.recent.len() > self.config.dedup_keys_max;
+                if !(expired || over) {
+                    break;
+                }
             }
             self.recent_order.pop_front();
-            if let Some(key) = self.recent.key(handle).filter(|_| current) {
+            if let Some(key) = self.recent.key(handle) {
                 let key = key.to_key();
                 self.record(Event::Forgotten { key });
             }

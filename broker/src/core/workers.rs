@@ -51,10 +51,11 @@ impl Core {
     /// received the order: its ack is refused and counted, or any worker
     /// key could delete any order.
     fn on_ack(&mut self, worker: &str, key: OrderKey) {
-        match self.orders.get(&key) {
+        // One probe: the handle, then the order by it.
+        let handle = self.orders.handle(&key);
+        match handle.and_then(|h| self.orders.by_handle(h)) {
             Some(order) if order.held_by(worker) => {
                 // Timed only when this dispatch is current (not a late ack).
-                let handle = self.orders.handle(&key);
                 if let Some(held) = self.workers.get(worker).zip(handle).and_then(|(w, h)| w.in_flight.get(&h)) {
                     self.timings.handler.observe_ms(self.now_ms.saturating_sub(held.sent_ms));
                 }

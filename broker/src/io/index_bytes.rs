@@ -1,6 +1,6 @@
-//! A measurement, not a check: what a pending order costs the core's
-//! index and the compaction anchors, as a replay builds them (payloads
-//! left on disk). Here, not in `core/`, because it reads this process's
+//! Measurements, not checks: what a pending order costs the core's index
+//! and the compaction anchors, as a replay builds them (payloads left on
+//! disk), and what a key in the dedup window costs. Here, not in `core/`, because it reads this process's
 //! resident size from /proc (the core does no IO). Run with
 //! `cargo test -p orderly-broker --release --lib index_bytes -- --ignored --nocapture`.
 
@@ -31,11 +31,36 @@ fn index_bytes_per_pending_order() {
         let key = OrderKey::new("backlog-p", format!("bench-{i}"));
         let event = Event::Accepted { key: key.clone(), items: vec![item.clone(); 10], at_unix_ms: 1 };
         core.apply(&event);
-        core.payload_stored(&key, PayloadRef { seq: i + 1, segment: 1 + i / 50_000, offset: i * 1_100 });
-        anchors.observe(&mut core, &event, 1 + i / 50_000);
+        anchors.observe(&mut core, &event, PayloadRef { seq: i + 1, segment: 1 + i / 50_000, offset: i * 1_100 });
     }
     let index = resident_bytes() - before;
     eprintln!("INDEX {ORDERS} pending orders: {} bytes an order (core, anchors in its entries)", index / ORDERS);
     assert_eq!(core.counters().orders_sealed, ORDERS);
     assert_eq!(anchors.live_orders(), ORDERS);
+}
+
+#[test]
+#[ignore = "a measurement: prints bytes per remembered key"]
+fn index_bytes_per_remembered_key() {
+    const KEYS: u64 = 1_000_000;
+    let mut core = Core::new(CoreConfig::with_incarnation(42));
+    let mut anchors = Anchors::default();
+    core.start_replay(0);
+    let before = resident_bytes();
+    for i in 0..KEYS {
+        let key = OrderKey::new("backlog-p", format!("bench-{i}"));
+        let segment = 1 + i / 50_000;
+        let accepted = Event::Accepted { key: key.clone(), items: vec![], at_unix_ms: 1 };
+        core.apply(&accepted);
+        anchors.observe(&mut core, &accepted, PayloadRef { seq: 2 * i + 1, segment, offset: i * 200 });
+        // Each acknowledged at its own time, as at full load.
+        core.start_replay(i);
+        let acked = Event::Acked { key };
+        core.apply(&acked);
+        anchors.observe(&mut core, &acked, PayloadRef { seq: 2 * i + 2, segment, offset: i * 200 + 100 });
+    }
+    let remembered = resident_bytes() - before;
+    eprintln!("INDEX {KEYS} remembered keys: {} bytes a key (table, expiry queue, anchors)", remembered / KEYS);
+    assert_eq!(core.remembered_keys() as u64, KEYS);
+    assert_eq!(anchors.live_orders(), KEYS);
 }

@@ -227,8 +227,7 @@ impl<L: EventLog> Recorder<L> {
     /// nothing was appended (see [`Persisted::Held`]).
     pub fn record(&mut self, core: &mut Core, event: &Event) -> Result<bool, BrokerError> {
         let Some(at) = self.append(event)? else { return Ok(false) };
-        self.anchors.observe(core, event, at.segment);
-        event.for_each_payload_key(|key| core.payload_stored(key, at));
+        self.anchors.observe(core, event, at);
         Ok(true)
     }
 

@@ -184,8 +184,7 @@ fn replay_journal(
     core.reserve(records);
     let mut apply = |core: &mut Core, anchors: &mut Anchors, at: RecordAt, len: usize, event: &Event| {
         core.apply(event);
-        event.for_each_payload_key(|key| core.payload_stored(key, at));
-        anchors.observe(core, event, at.segment);
+        anchors.observe(core, event, at);
         observe(at, len, event);
     };
     journal
