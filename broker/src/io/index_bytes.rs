@@ -1,8 +1,11 @@
 //! Measurements, not checks: what a pending order costs the core's index
 //! and the compaction anchors, as a replay builds them (payloads left on
 //! disk), and what a key in the dedup window costs. Here, not in `core/`, because it reads this process's
-//! resident size from /proc (the core does no IO). Run with
-//! `cargo test -p orderly-broker --release --lib index_bytes -- --ignored --nocapture`.
+//! resident size from /proc (the core does no IO). Each reads the whole
+//! process's resident size, so run each in a process of its own (run
+//! together, one counts the other's memory, or reuses the pages it freed):
+//! `cargo test -p orderly-broker --release --lib index_bytes_per_pending_order -- --ignored --nocapture`
+//! `cargo test -p orderly-broker --release --lib index_bytes_per_remembered_key -- --ignored --nocapture`.
 
 use orderly_common::OrderKey;
 use serde_bytes::ByteBuf;
