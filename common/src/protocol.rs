@@ -927,7 +927,9 @@ macro_rules! family {
 // The intake family is decoded borrowed (`IntakeRef`); `IntakeMsg::decode`
 // copies that.
 mod intake_ref;
-pub use intake_ref::{BeginRef, FinishRef, IntakeRef, ItemData, ItemRef, ItemsRef, OrdersRef, WholeOrderRef};
+pub use intake_ref::{
+    owned_items, BeginRef, FinishRef, IntakeRef, ItemData, ItemRef, ItemsRef, OrdersRef, WholeOrderRef,
+};
 
 family!('de, IntakeRef<'de>, "intake", {
     "hello" => Hello, "begin" => Begin, "item" => Item, "items" => Items, "orders" => Orders, "finish" => Finish,

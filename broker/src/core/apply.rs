@@ -181,9 +181,7 @@ impl Core {
     fn retire(&mut self, key: &OrderKey) -> bool {
         let remembered = self.remember(key, self.now_ms);
         let Some((handle, order)) = self.orders.take(key) else { return false };
-        if let Some(at) = order.retry_at_ms() {
-            self.delayed.remove(&(at, key.clone()));
-        }
+        self.leave_delayed(key, order.retry_at_ms());
         // Live on in the dedup window: still anchored until its `Acked` or
         // `Discarded` record anchors it anew.
         self.recent.carry_anchor(remembered, order.anchor());
@@ -265,8 +263,14 @@ impl Core {
     /// leaves the delayed set).
     fn undelay(&mut self, key: &OrderKey, handle: Handle) {
         let Some(order) = self.orders.by_handle_mut(handle) else { return };
-        if let Some(at) = order.retry_at_ms() {
-            order.set_retry_at(None);
+        let at = order.retry_at_ms();
+        order.set_retry_at(None);
+        self.leave_delayed(key, at);
+    }
+
+    /// `key`'s order, delayed until `at` if at all, leaves the delayed set.
+    fn leave_delayed(&mut self, key: &OrderKey, at: Option<Millis>) {
+        if let Some(at) = at {
             self.delayed.remove(&(at, key.clone()));
         }
     }
@@ -376,9 +380,7 @@ impl Core {
     fn forget(&mut self, key: &OrderKey) {
         self.remove_partial(key);
         if let Some((handle, order)) = self.orders.take(key) {
-            if let Some(at) = order.retry_at_ms() {
-                self.delayed.remove(&(at, key.clone()));
-            }
+            self.leave_delayed(key, order.retry_at_ms());
             self.released_anchors.extend(order.anchor());
             self.leave_state(key, handle, order.state, order.in_flight_to());
             self.held_bytes -= order.charge();
@@ -486,11 +488,14 @@ impl Core {
         self.new_order(kept, bytes, items.len() as u32, true)
     }
 
-    /// Restarts a remembered key's window at the current time.
-    pub(super) fn touch_recent(&mut self, key: &OrderKey) {
-        if self.recent.get(key).map(Remembered::at_ms) != Some(self.now_ms) {
+    /// Restarts a remembered key's window at the current time; false if
+    /// the key is not remembered (one probe to ask and touch).
+    pub(super) fn touch_recent(&mut self, key: &OrderKey) -> bool {
+        let Some(at_ms) = self.recent.get(key).map(Remembered::at_ms) else { return false };
+        if at_ms != self.now_ms {
             self.remember(key, self.now_ms);
         }
+        true
     }
 
     /// Remembers `key` as acknowledged at `at_ms`; its handle in `recent`.

@@ -5,7 +5,8 @@
 use orderly_common::ids::producer_topic;
 use orderly_common::limits;
 use orderly_common::protocol::{
-    Confirm, Confirms, FanoutMsg, IntakeMsg, IntakeRef, ItemData, ItemsRef, OrdersRef, Reject, RejectReason, Welcome,
+    owned_items, Confirm, Confirms, FanoutMsg, IntakeMsg, IntakeRef, ItemData, ItemsRef, OrdersRef, Reject,
+    RejectReason, Welcome,
 };
 use orderly_common::OrderKey;
 use serde_bytes::ByteBuf;
@@ -48,11 +49,10 @@ impl Core {
         if self.partials.contains_key(&key) || self.orders.contains_key(&key) {
             return;
         }
-        if self.recent.contains_key(&key) {
-            // Keep the key for the rest of this resend, so a window that
-            // ends between its Begin and its Finish cannot turn the Finish
-            // into an unknown_order reject.
-            self.touch_recent(&key);
+        // Keep a remembered key for the rest of this resend, so a window
+        // that ends between its Begin and its Finish cannot turn the
+        // Finish into an unknown_order reject.
+        if self.touch_recent(&key) {
             return;
         }
         if self.partials.len() >= self.config.partial_orders_max {
@@ -99,8 +99,7 @@ impl Core {
 
     fn on_item(&mut self, key: OrderKey, seq: u32, data: &[u8]) {
         let Some(partial) = self.partials.get(&key) else {
-            if self.recent.contains_key(&key) {
-                self.touch_recent(&key);
+            if self.touch_recent(&key) {
                 self.counters.duplicate_items += 1;
             } else if self.orders.contains_key(&key) {
                 self.counters.duplicate_items += 1; // a resend of a sealed order
@@ -152,7 +151,7 @@ impl Core {
     fn on_whole(&mut self, key: OrderKey, items: &[ItemData<'_>]) {
         let at_unix_ms = self.now_unix_ms();
         if self.admit_whole(&key, items, true) {
-            self.record(Event::Accepted { key: key.clone(), items: owned(items), at_unix_ms });
+            self.record(Event::Accepted { key: key.clone(), items: owned_items(items), at_unix_ms });
             self.confirm(&key);
         }
     }
@@ -162,10 +161,9 @@ impl Core {
     /// new and within bounds, to record. `producer_bound`: check the
     /// producer's pending bound (a batch checks it once, when read).
     fn admit_whole(&mut self, key: &OrderKey, items: &[ItemData<'_>], producer_bound: bool) -> bool {
-        if self.orders.contains_key(key) || self.recent.contains_key(key) {
-            if self.recent.contains_key(key) {
-                self.touch_recent(key);
-            }
+        // A key is sealed or remembered, never both (`invariants`): a
+        // remembered one is touched in the same probe.
+        if self.orders.contains_key(key) || self.touch_recent(key) {
             self.counters.orders_deduplicated += 1;
             self.confirm(key); // a resent order: confirm again
             return false;
@@ -215,7 +213,7 @@ impl Core {
                 continue;
             }
             if self.admit_whole(&key, &whole.data, producer_bound) {
-                let items = owned(&whole.data);
+                let items = owned_items(&whole.data);
                 self.apply_accepted(&key, &items, at_unix_ms);
                 self.confirm(&key);
                 accepted.push(AcceptedOrder { key, items });
@@ -298,11 +296,6 @@ impl Core {
         let body = FanoutMsg::Reject(Reject { order: key.id.clone(), reason }).encode();
         self.outbound.push_back(Outbound::new(producer_topic(&key.producer), body));
     }
-}
-
-/// Items as the journal records them (an `Accepted` event holds its own).
-fn owned(items: &[ItemData<'_>]) -> Vec<ByteBuf> {
-    items.iter().map(|d| ByteBuf::from(d.to_vec())).collect()
 }
 
 #[cfg(test)]

@@ -261,17 +261,10 @@ impl<T> Table<T> {
 
     /// Adds an order that is not in the table yet, unanchored.
     pub fn insert(&mut self, key: &OrderKey, value: T) -> Handle {
-        assert!(self.len() < SLOTS_MAX, "order table: more than {SLOTS_MAX} orders");
-        let hash = hash_key(&self.hasher, &key.producer, &key.id);
-        // The slot the order will take: the new entry is filled in after
-        // the index has it (one probe both checks and inserts).
-        let slot = self.free.last().copied().unwrap_or(self.entries.len() as u32);
-        let (entries, producers, hasher) = (&self.entries, &self.producers, &self.hasher);
-        match self.index.entry(hash, matches(entries, producers, key), rehash(entries, producers, hasher)) {
-            hash_table::Entry::Occupied(_) => panic!("order table: {key} is already in it"),
-            hash_table::Entry::Vacant(vacant) => vacant.insert(slot),
-        };
-        self.fill(slot, key, value)
+        self.renew(key, |old| {
+            assert!(old.is_none(), "order table: {key} is already in it");
+            value
+        })
     }
 
     /// Puts `key` and `value` in `slot`: the last free one, or one past
@@ -294,6 +287,8 @@ impl<T> Table<T> {
     pub fn renew(&mut self, key: &OrderKey, value: impl FnOnce(Option<T>) -> T) -> Handle {
         let full = self.len() >= SLOTS_MAX;
         let hash = hash_key(&self.hasher, &key.producer, &key.id);
+        // The slot a new key takes: its entry is filled in after the index
+        // has it (one probe both checks and inserts).
         let slot = self.free.last().copied().unwrap_or(self.entries.len() as u32);
         let (entries, producers, hasher) = (&self.entries, &self.producers, &self.hasher);
         match self.index.entry(hash, matches(entries, producers, key), rehash(entries, producers, hasher)) {

@@ -114,7 +114,8 @@ pub enum IntakeRef<'a> {
     Finish(FinishRef<'a>),
 }
 
-fn owned_items(data: &[ItemData<'_>]) -> Vec<ByteBuf> {
+/// Items as owned buffers (an owned message; a journal record's items).
+pub fn owned_items(data: &[ItemData<'_>]) -> Vec<ByteBuf> {
     data.iter().map(|d| ByteBuf::from(d.to_vec())).collect()
 }
 
@@ -199,9 +200,7 @@ impl<'a> IntakeRef<'a> {
                 if end > u64::from(ORDER_ITEMS_MAX) {
                     return invalid("items", format!("items up to {end}; the limit is {ORDER_ITEMS_MAX} per order"));
                 }
-                if let Some(big) = m.data.iter().find(|d| d.len() > ITEM_BYTES_MAX) {
-                    return invalid("item data", format!("{} bytes; the limit is {ITEM_BYTES_MAX}", big.len()));
-                }
+                validate_item_bytes(&m.data)?;
                 if m.finish.is_some_and(|count| count > ORDER_ITEMS_MAX) {
                     return invalid("finish count", format!("{:?}; the limit is {ORDER_ITEMS_MAX}", m.finish));
                 }
@@ -234,6 +233,11 @@ fn validate_whole_items(data: &[ItemData<'_>]) -> Result<(), DecodeError> {
     if data.len() > ORDER_ITEMS_MAX as usize {
         return invalid("items", format!("{} items; the limit is {ORDER_ITEMS_MAX} per order", data.len()));
     }
+    validate_item_bytes(data)
+}
+
+/// Each item within `ITEM_BYTES_MAX`.
+fn validate_item_bytes(data: &[ItemData<'_>]) -> Result<(), DecodeError> {
     if let Some(big) = data.iter().find(|d| d.len() > ITEM_BYTES_MAX) {
         return invalid("item data", format!("{} bytes; the limit is {ITEM_BYTES_MAX}", big.len()));
     }
