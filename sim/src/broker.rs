@@ -77,6 +77,15 @@ pub struct SimLog {
     pub appended: Vec<Appended>,
 }
 
+impl SimLog {
+    /// Notes a record appended at `at`, decoded again from its bytes.
+    fn note(&mut self, at: RecordAt, body: &[u8]) {
+        let event = decode_event(at.seq, body).expect("the broker's own records decode");
+        let frame_bytes = (RECORD_HEADER_BYTES + body.len()) as u64;
+        self.appended.push(Appended { at, frame_bytes, event });
+    }
+}
+
 impl EventLog for SimLog {
     fn append(&mut self, body: &[u8]) -> Result<RecordAt, JournalError> {
         // A group member's applied-index marker is no event (the group
@@ -85,9 +94,7 @@ impl EventLog for SimLog {
             return self.journal.append_located(body);
         }
         let at = self.journal.append_located(body)?;
-        let event = decode_event(at.seq, body).expect("the broker's own records decode");
-        let frame_bytes = (RECORD_HEADER_BYTES + body.len()) as u64;
-        self.appended.push(Appended { at, frame_bytes, event });
+        self.note(at, body);
         Ok(at)
     }
 
@@ -101,9 +108,7 @@ impl EventLog for SimLog {
             encode_event_into(event, buffer);
             body.extend_from_slice(&buffer[start..]);
         })?;
-        let decoded = decode_event(at.seq, &body).expect("the broker's own records decode");
-        let frame_bytes = (RECORD_HEADER_BYTES + body.len()) as u64;
-        self.appended.push(Appended { at, frame_bytes, event: decoded });
+        self.note(at, &body);
         Ok(at)
     }
 

@@ -215,19 +215,37 @@ mod tests {
         core.handle_intake(item(2, vec![ByteBuf::from(vec![b'y'; 10])], false, Some(3)), 1);
     }
 
-    /// A group of one: the leader's proposals commit within its own
-    /// `handle_ready`, so between `propose_turn` and it the core is ahead
-    /// of the group, exactly as a leader of three between commits.
-    #[test]
-    fn a_leader_compacts_only_when_nothing_is_in_flight_and_its_marker_survives() {
-        let sim = SimStorage::new(16);
+    /// A group of one on a simulated disk, elected: the leader's proposals
+    /// commit within its own `handle_ready`, so between `propose_turn` and
+    /// it the core is ahead of the group, exactly as a leader of three
+    /// between commits.
+    struct One<L> {
+        sim: SimStorage,
+        disk: Arc<dyn orderly_journal::Storage>,
+        config: CoreConfig,
+        core: Core,
+        recorder: Recorder<L>,
+        member: Member<()>,
+        now: Millis,
+    }
+
+    /// [`One`] with its Raft log in `/raft` (`raft` options) and its event
+    /// journal in `/journal` (`journal` options), that journal as `log`
+    /// makes it.
+    fn group_of_one<L: SegmentedLog>(
+        seed: u64,
+        raft: Options,
+        journal: Options,
+        log: impl FnOnce(Journal) -> L,
+    ) -> One<L> {
+        let sim = SimStorage::new(seed);
         let disk: Arc<dyn orderly_journal::Storage> = Arc::new(sim.clone());
-        let (storage, _) = JournalStorage::open(disk.clone(), Path::new("/raft"), options(), &[1]).unwrap();
+        let (storage, _) = JournalStorage::open(disk.clone(), Path::new("/raft"), raft, &[1]).unwrap();
         let node = Node::new(NodeConfig { id: 1, election_ticks: ELECTION_TICKS_MIN, applied: 0 }, storage).unwrap();
-        let (journal, _) = Journal::open_on(disk, Path::new("/journal"), options()).unwrap();
+        let (journal, _) = Journal::open_on(disk.clone(), Path::new("/journal"), journal).unwrap();
         let config = CoreConfig::with_incarnation(1);
         let (mut core, anchors, _) = replay_applied(&journal, config.clone(), 0, |_, _, _| {}).unwrap();
-        let mut recorder = Recorder::new(journal, anchors);
+        let mut recorder = Recorder::new(log(journal), anchors);
         let mut member: Member<()> = Member::new(node, 0, config.clone());
         let mut now = 0;
         while !member.serves() {
@@ -236,6 +254,13 @@ mod tests {
             member.tick(now);
             member.handle_ready(&mut core, &mut recorder, now).unwrap();
         }
+        One { sim, disk, config, core, recorder, member, now }
+    }
+
+    #[test]
+    fn a_leader_compacts_only_when_nothing_is_in_flight_and_its_marker_survives() {
+        let One { config, mut core, mut recorder, mut member, now, .. } =
+            group_of_one(16, options(), options(), |journal| journal);
         let (mut barriers, mut removed) = (0, 0);
         for n in 0..300 {
             gapped_order(&mut core, &format!("o{n}"));
@@ -268,22 +293,9 @@ mod tests {
     /// fewer than `RAFT_LOG_RETAIN_ENTRIES` entries.
     #[test]
     fn the_raft_log_is_bounded_in_bytes_as_well_as_entries() {
-        let sim = SimStorage::new(17);
-        let disk: Arc<dyn orderly_journal::Storage> = Arc::new(sim.clone());
         let options = Options { segment_bytes_target: 8 * 1024 * 1024, ..Options::default() };
-        let (storage, _) = JournalStorage::open(disk.clone(), Path::new("/raft"), options.clone(), &[1]).unwrap();
-        let node = Node::new(NodeConfig { id: 1, election_ticks: ELECTION_TICKS_MIN, applied: 0 }, storage).unwrap();
-        let (journal, _) = Journal::open_on(disk, Path::new("/journal"), options).unwrap();
-        let config = CoreConfig::with_incarnation(1);
-        let (mut core, anchors, _) = replay_applied(&journal, config.clone(), 0, |_, _, _| {}).unwrap();
-        let mut recorder = Recorder::new(journal, anchors);
-        let mut member: Member<()> = Member::new(node, 0, config);
-        let mut now = 0;
-        while !member.serves() {
-            now += RAFT_TICK_MS_FOR_TESTS;
-            member.tick(now);
-            member.handle_ready(&mut core, &mut recorder, now).unwrap();
-        }
+        let One { mut core, mut recorder, mut member, now, .. } =
+            group_of_one(17, options.clone(), options, |journal| journal);
         let turns = 100u64; // 100 turns of about 1 MiB: far under 512 entries, far over 32 MiB
         for n in 0..turns {
             let data = vec![ByteBuf::from(vec![b'x'; 1024 * 1024])];
@@ -360,21 +372,9 @@ mod tests {
     /// journal's marker.)
     #[test]
     fn the_raft_log_keeps_every_entry_the_event_journal_may_lose_to_a_power_cut() {
-        let sim = SimStorage::new(18);
-        let disk: Arc<dyn orderly_journal::Storage> = Arc::new(sim.clone());
-        let (storage, _) = JournalStorage::open(disk.clone(), Path::new("/raft"), options(), &[1]).unwrap();
-        let node = Node::new(NodeConfig { id: 1, election_ticks: ELECTION_TICKS_MIN, applied: 0 }, storage).unwrap();
-        let (journal, _) = Journal::open_on(disk.clone(), Path::new("/journal"), Options::default()).unwrap();
-        let config = CoreConfig::with_incarnation(1);
-        let (mut core, anchors, _) = replay_applied(&journal, config.clone(), 0, |_, _, _| {}).unwrap();
-        let mut recorder = Recorder::new(StoppedClock(journal, std::time::Instant::now()), anchors);
-        let mut member: Member<()> = Member::new(node, 0, config.clone());
-        let mut now = 0;
-        while !member.serves() {
-            now += RAFT_TICK_MS_FOR_TESTS;
-            member.tick(now);
-            member.handle_ready(&mut core, &mut recorder, now).unwrap();
-        }
+        let stopped = |journal| StoppedClock(journal, std::time::Instant::now());
+        let One { sim, disk, config, mut core, mut recorder, mut member, now } =
+            group_of_one(18, options(), Options::default(), stopped);
         recorder.log.sync().unwrap();
         let durable = member.applied();
         // Far more turns than the log retains, none of them fsynced in the
