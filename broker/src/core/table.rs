@@ -7,7 +7,9 @@
 //!   entry; growing copies nothing, so the peak is not 1.5 times the need);
 //! - the key is stored once, in its entry: the producer id interned (a
 //!   `u32`, its name kept once per producer), the order id inline up to
-//!   24 bytes (`compact_str`; the benchmark's ids are 12), boxed beyond;
+//!   15 bytes (`ecow::EcoString`, 16 bytes where `compact_str`'s 24 cost
+//!   8 MB more a million orders; the benchmark's ids are 12), on the heap
+//!   beyond;
 //! - the queues hold a [`Handle`] (slot and generation, 8 bytes): a handle
 //!   left in a queue after its order left is *stale* and finds nothing,
 //!   even once the slot holds another order;
@@ -23,7 +25,7 @@
 use std::hash::BuildHasher;
 use std::num::NonZeroU64;
 
-use compact_str::CompactString;
+use ecow::EcoString;
 use hashbrown::{hash_table, HashTable};
 use orderly_common::OrderKey;
 
@@ -47,7 +49,7 @@ pub(crate) use orderly_common::protocol::OrderKeyRef as KeyRef;
 #[derive(Debug)]
 struct Entry<T> {
     /// Inline when short: no allocation per order, no heap block.
-    id: CompactString,
+    id: EcoString,
     producer: u32,
     /// Bumped when the slot is freed, so old handles go stale.
     generation: u32,
@@ -271,7 +273,7 @@ impl<T> Table<T> {
     /// the end.
     fn fill(&mut self, slot: u32, key: &OrderKey, value: T) -> Handle {
         let producer = self.intern(&key.producer);
-        let id = CompactString::new(&key.id);
+        let id = EcoString::from(key.id.as_str());
         if self.free.last() == Some(&slot) {
             self.free.pop();
             let e = &mut self.entries[slot as usize];
@@ -317,7 +319,7 @@ impl<T> Table<T> {
         let e = &mut self.entries[slot as usize];
         let handle = Handle { slot, generation: e.generation };
         let value = e.value.take().expect("an indexed slot holds an order");
-        e.id = CompactString::default();
+        e.id = EcoString::new();
         e.generation = e.generation.wrapping_add(1);
         let producer = e.producer;
         self.release(producer);
@@ -469,12 +471,18 @@ mod tests {
     #[test]
     fn ids_short_and_long_are_found_alike() {
         let mut t = Table::default();
-        let short = key("p", &"s".repeat(24));
+        let short = key("p", &"s".repeat(EcoString::INLINE_LIMIT));
         let long = key("p", &"l".repeat(300));
         t.insert(&short, 1);
         t.insert(&long, 2);
-        // Only the longer than 24 bytes takes a heap block.
-        assert!(!t.entries[0].id.is_heap_allocated() && t.entries[1].id.is_heap_allocated());
+        // Only the longer than 15 bytes takes a heap block: an inline id's
+        // bytes lie within its entry.
+        let inline = |e: &Entry<i32>| {
+            let (at, entry) = (e.id.as_ptr() as usize, e as *const Entry<i32> as usize);
+            (entry..entry + std::mem::size_of::<Entry<i32>>()).contains(&at)
+        };
+        assert_eq!(EcoString::INLINE_LIMIT, 15);
+        assert!(inline(&t.entries[0]) && !inline(&t.entries[1]));
         assert_eq!((t.get(&short), t.get(&long)), (Some(&1), Some(&2)));
         assert_eq!(t.remove(&long), Some(2));
         assert_eq!((t.get(&long), t.get(&short)), (None, Some(&1)));
