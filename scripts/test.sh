@@ -35,6 +35,8 @@ ORDERLY_BIN_DIR="$ROOT/target/debug" tests/browser/run.sh
 ORDERLY_BIN_DIR="$ROOT/target/debug" bench/run.sh --group 3 --orders 2000 --rate-orders 500 --runs 1 --framing packed
 # And with CURVE on everywhere (`--curve`: keys from the binaries' keygen).
 ORDERLY_BIN_DIR="$ROOT/target/debug" bench/run.sh --curve on --orders 1000 --rate 0 --runs 1 --framing packed
+# The wire-floor benchmark's script likewise (libzmq alone, plaintext and CURVE).
+ORDERLY_BIN_DIR="$ROOT/target/debug" bench/floor.sh --orders 300 --runs 1
 # The handler benchmark's script likewise (noop, serve, the Python worker).
 ORDERLY_BIN_DIR="$ROOT/target/debug" bench/handlers.sh --orders 300 --runs 1
 # The outbox relay's benchmark script (a private PostgreSQL, a backlog and a
