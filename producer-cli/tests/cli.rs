@@ -96,6 +96,22 @@ fn send_resends_lists_rejects_and_logs_confirms() {
 }
 
 #[test]
+fn an_order_repeated_in_the_input_is_sent_once() {
+    let broker = FakeBroker::start(|_, _| Action::Confirm);
+    // 100 orders, each ten times in a row: the reader runs ahead of the
+    // sender, so repeats land in one batch as well as in later ones.
+    let input: String = (0..1000).map(|i| format!("{{\"id\": \"o-{}\", \"items\": [{}]}}\n", i / 10, i / 10)).collect();
+    against(&broker, "repeater")
+        .args(["--timeout", "10"])
+        .write_stdin(input)
+        .assert()
+        .success()
+        .stdout(predicate::str::contains("sent 100 orders: 100 confirmed, 0 rejected, 0 invalid, 0 unanswered in"))
+        .stderr(predicate::str::contains("900 input orders were not sent again"));
+    assert!((0..100).all(|n| broker.seen().finishes(&format!("o-{n}")) == 1), "each order sent once");
+}
+
+#[test]
 fn a_full_window_reports_backpressure() {
     let broker = FakeBroker::start(|_, _| Action::Ignore);
     let input: String = (0..5).map(|i| format!("{{\"id\": \"o-{i}\", \"items\": [{i}]}}\n")).collect();

@@ -43,7 +43,7 @@
 
 mod outbox;
 
-use std::collections::{HashSet, VecDeque};
+use std::collections::VecDeque;
 
 use orderly_common::limits::{ORDERS_PER_MESSAGE_MAX, PACKED_FRAME_BYTES_MAX};
 use orderly_common::members::{Leadership, Members};
@@ -54,6 +54,7 @@ use orderly_common::protocol::{
 pub use orderly_common::time::Millis;
 
 use crate::limits::BACKPRESSURE_FRESH_INTERVALS;
+use crate::HashSet;
 use serde_bytes::ByteBuf;
 
 pub use outbox::{items_bytes, millis, Answered, Outbox, OutboxConfig, CLOCK_TICK_MS};
@@ -158,7 +159,7 @@ impl Core {
             sending: VecDeque::new(),
             sending_source: None,
             live: VecDeque::new(),
-            live_streams: HashSet::new(),
+            live_streams: HashSet::default(),
             transmitted: VecDeque::new(),
             answers: VecDeque::new(),
             backpressure: None,

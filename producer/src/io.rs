@@ -18,7 +18,7 @@
 //! core sends all of it again): a PUSH merely disconnected may still hand
 //! a message to the old connection while it is torn down.
 
-use std::collections::{HashMap, HashSet, VecDeque};
+use std::collections::VecDeque;
 use std::path::Path;
 use std::time::{Duration, Instant};
 
@@ -37,6 +37,7 @@ use crate::limits::{
 };
 use crate::orders::Order;
 use crate::receipt::{Answer, FlushReport, Outcome, Receipt, ReceiptState};
+use crate::{HashMap, HashSet};
 
 /// ZeroMQ reconnect interval: first retry soon after a broker restart...
 const RECONNECT_INTERVAL_MS: i32 = 100;
@@ -167,7 +168,7 @@ impl Producer {
             config,
             disk,
             answers: VecDeque::new(),
-            first_sent: HashMap::new(),
+            first_sent: HashMap::default(),
             started: Instant::now(),
             stats: Stats::default(),
         };
@@ -261,7 +262,7 @@ impl Producer {
             );
             return Err(ProducerError::InvalidOrder { id: first.id.clone(), reason });
         }
-        let mut ids = HashSet::with_capacity(orders.len());
+        let mut ids = HashSet::with_capacity_and_hasher(orders.len(), Default::default());
         let mut bytes = 0;
         for order in orders {
             bytes += self.check_order(order)?;

@@ -16,12 +16,13 @@
 //! forward this way). Unknown fields are ignored; an unknown record kind is
 //! an error naming its seq, never skipped.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
 use serde_bytes::{ByteBuf, Bytes};
 
 use crate::limits::COMPACTION_LIVE_PERCENT_MAX;
+use crate::HashMap;
 
 /// A record as written (borrowing the items, so nothing is copied).
 #[derive(Debug, Serialize)]

@@ -3,7 +3,7 @@
 //! bytes. The [`Core`](super::Core) owns one; it is public for reading
 //! (the io layer checks bounds and ids against it).
 
-use std::collections::{BTreeSet, HashMap};
+use std::collections::BTreeSet;
 
 use orderly_common::protocol::RejectReason;
 use orderly_common::time::Millis;
@@ -12,6 +12,7 @@ use crate::limits::{
     CONFIRM_TIMEOUT_DEFAULT, OUTBOX_BYTES_MAX_DEFAULT, OUTBOX_ORDERS_MAX_DEFAULT, RESEND_BACKOFF_MAX_DEFAULT,
     TRANSMIT_RETRY_DELAY,
 };
+use crate::HashMap;
 
 /// The resolution of [`Millis`]: a time stamped `now` happened somewhere
 /// in `[now, now + CLOCK_TICK_MS)`, so a wait measured from it adds a tick.
@@ -112,7 +113,7 @@ pub struct Outbox {
 impl Outbox {
     /// An empty outbox.
     pub fn new(config: OutboxConfig) -> Self {
-        Outbox { config, entries: HashMap::new(), schedule: BTreeSet::new(), bytes: 0, unexpected_answers: 0 }
+        Outbox { config, entries: HashMap::default(), schedule: BTreeSet::new(), bytes: 0, unexpected_answers: 0 }
     }
 
     /// The configuration it was made with.
