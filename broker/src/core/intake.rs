@@ -5,13 +5,12 @@
 use orderly_common::ids::producer_topic;
 use orderly_common::limits;
 use orderly_common::protocol::{
-    owned_items, Confirm, Confirms, FanoutMsg, IntakeMsg, IntakeRef, ItemData, ItemsRef, OrdersRef, Reject,
-    RejectReason, Welcome,
+    Confirm, Confirms, FanoutMsg, IntakeMsg, IntakeRef, ItemData, ItemsRef, OrdersRef, Reject, RejectReason, Welcome,
 };
 use orderly_common::OrderKey;
 use serde_bytes::ByteBuf;
 
-use super::{AcceptedOrder, ConfirmTiming, Core, Event, Millis, Outbound};
+use super::{AcceptedOrder, ConfirmTiming, Core, Event, Millis, Outbound, Payload};
 
 impl Core {
     /// Handles one decoded intake message: [`Core::handle_intake_ref`] on
@@ -151,7 +150,7 @@ impl Core {
     fn on_whole(&mut self, key: OrderKey, items: &[ItemData<'_>]) {
         let at_unix_ms = self.now_unix_ms();
         if self.admit_whole(&key, items, true) {
-            self.record(Event::Accepted { key: key.clone(), items: owned_items(items), at_unix_ms });
+            self.record(Event::Accepted { key: key.clone(), items: payload_of(items), at_unix_ms });
             self.confirm(&key);
         }
     }
@@ -213,7 +212,7 @@ impl Core {
                 continue;
             }
             if self.admit_whole(&key, &whole.data, producer_bound) {
-                let items = owned_items(&whole.data);
+                let items = payload_of(&whole.data);
                 self.apply_accepted(&key, &items, at_unix_ms);
                 self.confirm(&key);
                 accepted.push(AcceptedOrder { key, items });
@@ -296,6 +295,12 @@ impl Core {
         let body = FanoutMsg::Reject(Reject { order: key.id.clone(), reason }).encode();
         self.outbound.push_back(Outbound::new(producer_topic(&key.producer), body));
     }
+}
+
+/// Items borrowed from an intake frame, copied once: into the payload the
+/// order and its record share.
+fn payload_of(items: &[ItemData<'_>]) -> Payload {
+    Payload::from_items(items.iter().map(|d| &**d))
 }
 
 #[cfg(test)]

@@ -71,7 +71,8 @@ pub use orderly_common::time::Millis;
 /// the seed stays random.
 pub type HashMap<K, V> = std::collections::HashMap<K, V, foldhash::fast::RandomState>;
 
-use payload::{PartialItems, Payload};
+use payload::PartialItems;
+pub use payload::Payload;
 use table::{Anchored, Handle, Table};
 
 /// Where the journal holds a sealed order's whole payload: the record of
