@@ -3,6 +3,8 @@
 //! (`invariants` re-checks them). The live path and journal replay both come
 //! through here, so they cannot disagree.
 
+use std::sync::Arc;
+
 use orderly_common::OrderKey;
 use serde_bytes::ByteBuf;
 
@@ -76,7 +78,7 @@ impl Core {
 
     /// Adds a partial order; one it replaces releases its anchor.
     fn insert_partial(&mut self, key: &OrderKey, partial: Partial) {
-        if let Some(old) = self.partials.insert(key.clone(), partial) {
+        if let Some(old) = self.partials.insert(Arc::new(key.clone()), partial) {
             self.released_anchors.extend(old.anchor);
         }
     }

@@ -15,8 +15,14 @@ use super::{Millis, Payload, PayloadRef};
 pub enum Event {
     /// A partial order was opened by Begin.
     Begun { key: OrderKey, at_ms: Millis },
-    /// One item of a partial order arrived.
-    ItemStored { key: OrderKey, seq: u32, data: ByteBuf },
+    /// One item of a partial order arrived. The key is the partial order's
+    /// own, shared (recorded as a key, as ever).
+    ItemStored {
+        #[serde(with = "shared_key")]
+        key: Arc<OrderKey>,
+        seq: u32,
+        data: ByteBuf,
+    },
     /// Finish arrived and every item 0..count is present: the order is
     /// complete and pending.
     Sealed {
@@ -103,6 +109,19 @@ mod shared_str {
 
     pub fn deserialize<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Arc<str>, D::Error> {
         String::deserialize(deserializer).map(Arc::from)
+    }
+}
+
+/// A shared key (`Arc<OrderKey>`) recorded as the key itself.
+mod shared_key {
+    use super::*;
+
+    pub fn serialize<S: Serializer>(value: &Arc<OrderKey>, serializer: S) -> Result<S::Ok, S::Error> {
+        OrderKey::serialize(value, serializer)
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Arc<OrderKey>, D::Error> {
+        OrderKey::deserialize(deserializer).map(Arc::new)
     }
 }
 
