@@ -157,7 +157,7 @@ mod tests {
     }
 
     fn accepted(id: &str) -> Event {
-        Event::Accepted { key: key(id), items: vec![], at_unix_ms: 0 }
+        Event::Accepted { key: key(id), items: Default::default(), at_unix_ms: 0 }
     }
 
     #[test]
@@ -216,7 +216,7 @@ mod tests {
 
     fn sealed_copy() -> crate::core::Snapshot {
         crate::core::Snapshot::Sealed {
-            items: vec![],
+            items: Default::default(),
             attempts: 0,
             dead: None,
             retry_in_ms: 0,

@@ -8,7 +8,7 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use orderly_broker::core::codec::encode_event_into;
-use orderly_broker::core::{Core, CoreConfig, Event, Millis, Outbound};
+use orderly_broker::core::{Core, CoreConfig, Event, Millis, Outbound, Payload};
 use orderly_broker::io::{
     compact, decode_event, persist_then_publish, replay, BrokerError, EventLog, Persisted, Recorder, SegmentedLog,
 };
@@ -20,7 +20,6 @@ use orderly_journal::{
 use super::{short_event, Check, History, Outcome, Sim};
 use orderly_common::OrderKey;
 use orderly_journal::SpaceState;
-use serde_bytes::ByteBuf;
 
 /// Compaction's copies per commit in the simulation: far below the
 /// segments' 4–64 KiB, so copies go in several chunks and power cuts and
@@ -698,7 +697,7 @@ impl Sim {
     /// The items the journal record at `at` holds (the broker's read-back);
     /// from the history while the record waits in a batch held back by a
     /// full disk (nothing reads it then but these checks).
-    fn read_items(&mut self, at: RecordAt, key: &OrderKey) -> Result<Vec<ByteBuf>, String> {
+    fn read_items(&mut self, at: RecordAt, key: &OrderKey) -> Result<Payload, String> {
         let recorder = self.recorder.as_mut().expect("a core reads back through its journal");
         if at.seq > committed(&recorder.log.journal).0 {
             let held = self.history.iter_mut().rev().find_map(|h| match h {

@@ -4,7 +4,7 @@
 
 use std::collections::{BTreeMap, HashMap};
 
-use orderly_broker::core::{DeadLetter, Event, Snapshot, Status};
+use orderly_broker::core::{DeadLetter, Event, Payload, Snapshot, Status};
 use orderly_common::protocol::RejectReason;
 use orderly_common::OrderKey;
 use orderly_journal::RecordAt;
@@ -210,11 +210,11 @@ impl OrderModel {
     }
 
     /// `items` are exactly the items the producer sent, in order.
-    fn check_items(&self, items: &[ByteBuf], what: &str) -> Check {
+    fn check_items(&self, items: &Payload, what: &str) -> Check {
         let key = &self.key;
         ensure!(items.len() == self.count as usize, "{key}: {what} {} of {} items", items.len(), self.count);
-        for (seq, data) in items.iter().enumerate() {
-            ensure!(*data == item_data(key, seq as u32), "{key}: item {seq} {what} with the wrong data");
+        for (seq, data) in items.items().enumerate() {
+            ensure!(data == item_data(key, seq as u32).as_slice(), "{key}: item {seq} {what} with the wrong data");
         }
         Ok(())
     }
@@ -614,7 +614,7 @@ impl Model {
                     o.dispatches
                 );
                 let expected: Vec<ByteBuf> = (0..o.count).map(|s| item_data(key, s)).collect();
-                ensure!(items == expected, "{key}: the core holds other items than were sent");
+                ensure!(items.to_vec() == expected, "{key}: the core holds other items than were sent");
             }
             Some(other) => return Err(format!("{key}: snapshot is not a Restored event: {other:?}")),
         }

@@ -3,6 +3,8 @@
 //! (`invariants` re-checks them). The live path and journal replay both come
 //! through here, so they cannot disagree.
 
+use std::sync::Arc;
+
 use orderly_common::OrderKey;
 use serde_bytes::ByteBuf;
 
@@ -76,7 +78,7 @@ impl Core {
 
     /// Adds a partial order; one it replaces releases its anchor.
     fn insert_partial(&mut self, key: &OrderKey, partial: Partial) {
-        if let Some(old) = self.partials.insert(key.clone(), partial) {
+        if let Some(old) = self.partials.insert(Arc::new(key.clone()), partial) {
             self.released_anchors.extend(old.anchor);
         }
     }
@@ -113,7 +115,7 @@ impl Core {
         self.counters.orders_sealed += 1;
     }
 
-    pub(super) fn apply_accepted(&mut self, key: &OrderKey, items: &[ByteBuf], at_unix_ms: u64) {
+    pub(super) fn apply_accepted(&mut self, key: &OrderKey, items: &Payload, at_unix_ms: u64) {
         self.remove_partial(key);
         if self.orders.contains_key(key) {
             return;
@@ -357,13 +359,13 @@ impl Core {
             let order = self.orders.get(key)?;
             // Without its items in RAM the copy is filled from the journal by
             // the caller (see `payload_ref`).
-            self.sealed_snapshot(order, order.items.as_ref().map(Payload::to_vec).unwrap_or_default())
+            self.sealed_snapshot(order, order.items.clone().unwrap_or_default())
         };
         Some(Event::Restored { key: key.clone(), snapshot })
     }
 
     /// A sealed order's copy with `items` (see [`Core::snapshot`]).
-    pub(super) fn sealed_snapshot(&self, order: &Order, items: Vec<ByteBuf>) -> Snapshot {
+    pub(super) fn sealed_snapshot(&self, order: &Order, items: Payload) -> Snapshot {
         Snapshot::Sealed {
             items,
             attempts: order.attempts(),
@@ -480,11 +482,11 @@ impl Core {
     /// A new order whose whole payload `items` one record holds (`Accepted`,
     /// `Restored`), counted in `held_bytes`: in RAM live, left on disk
     /// during a replay (`payload_stored` tells where).
-    fn whole_order(&mut self, items: &[ByteBuf]) -> Order {
-        let bytes: u64 = items.iter().map(|d| d.len() as u64).sum();
+    fn whole_order(&mut self, items: &Payload) -> Order {
+        let bytes = items.bytes();
         self.held_bytes += charge(bytes, items.len());
-        // One allocation for the whole order, instead of a clone per item.
-        let kept = (!self.replaying).then(|| Payload::from_bufs(items));
+        // The record's payload itself, shared: no copy.
+        let kept = (!self.replaying).then(|| items.clone());
         self.new_order(kept, bytes, items.len() as u32, true)
     }
 

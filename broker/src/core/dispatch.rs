@@ -217,7 +217,7 @@ impl Core {
             if order.whole {
                 continue; // its record is being written this turn
             }
-            let items = items.to_vec();
+            let items = items.clone(); // shared, not copied
             let order = self.orders.by_handle(handle).expect("spilling, not removed");
             let snapshot = self.sealed_snapshot(order, items);
             let key = self.orders.key(handle).expect("spilling, not removed").to_key();

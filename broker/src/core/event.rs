@@ -8,15 +8,21 @@ use orderly_common::OrderKey;
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 use serde_bytes::ByteBuf;
 
-use super::{Millis, PayloadRef};
+use super::{Millis, Payload, PayloadRef};
 
 /// A change of order state: what the journal records and replays.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub enum Event {
     /// A partial order was opened by Begin.
     Begun { key: OrderKey, at_ms: Millis },
-    /// One item of a partial order arrived.
-    ItemStored { key: OrderKey, seq: u32, data: ByteBuf },
+    /// One item of a partial order arrived. The key is the partial order's
+    /// own, shared (recorded as a key, as ever).
+    ItemStored {
+        #[serde(with = "shared_key")]
+        key: Arc<OrderKey>,
+        seq: u32,
+        data: ByteBuf,
+    },
     /// Finish arrived and every item 0..count is present: the order is
     /// complete and pending.
     Sealed {
@@ -27,10 +33,12 @@ pub enum Event {
         at_unix_ms: u64,
     },
     /// A whole order arrived in one `items` message: complete and pending,
-    /// with its items, in one record (no Begun/ItemStored before it).
+    /// with its items, in one record (no Begun/ItemStored before it). The
+    /// items are the order's own payload, shared (recorded as a list of
+    /// byte strings, as ever).
     Accepted {
         key: OrderKey,
-        items: Vec<ByteBuf>,
+        items: Payload,
         /// When (Unix ms; 0 in journals older than 0.3).
         #[serde(default)]
         at_unix_ms: u64,
@@ -104,11 +112,25 @@ mod shared_str {
     }
 }
 
+/// A shared key (`Arc<OrderKey>`) recorded as the key itself.
+mod shared_key {
+    use super::*;
+
+    pub fn serialize<S: Serializer>(value: &Arc<OrderKey>, serializer: S) -> Result<S::Ok, S::Error> {
+        OrderKey::serialize(value, serializer)
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Arc<OrderKey>, D::Error> {
+        OrderKey::deserialize(deserializer).map(Arc::new)
+    }
+}
+
 /// One order of an [`Event::AcceptedBatch`].
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct AcceptedOrder {
     pub key: OrderKey,
-    pub items: Vec<ByteBuf>,
+    /// Shared with the order, as in [`Event::Accepted`].
+    pub items: Payload,
 }
 
 impl Event {
@@ -132,7 +154,7 @@ impl Event {
 
     /// The items of `key` in this event's record, if it holds its whole
     /// payload (see [`Event::for_each_payload_key`]), to take.
-    pub fn payload_of_mut(&mut self, key: &OrderKey) -> Option<&mut Vec<ByteBuf>> {
+    pub fn payload_of_mut(&mut self, key: &OrderKey) -> Option<&mut Payload> {
         match self {
             Event::AcceptedBatch { orders, .. } => orders.iter_mut().find(|o| &o.key == key).map(|o| &mut o.items),
             other if other.payload_key() == Some(key) => other.payload_mut(),
@@ -141,7 +163,7 @@ impl Event {
     }
 
     /// The items of such an event (see [`Event::payload_key`]).
-    pub fn payload(&self) -> Option<&[ByteBuf]> {
+    pub fn payload(&self) -> Option<&Payload> {
         match self {
             Event::Accepted { items, .. } | Event::Restored { snapshot: Snapshot::Sealed { items, .. }, .. } => {
                 Some(items)
@@ -151,7 +173,7 @@ impl Event {
     }
 
     /// [`Event::payload`], to fill in or take.
-    pub fn payload_mut(&mut self) -> Option<&mut Vec<ByteBuf>> {
+    pub fn payload_mut(&mut self) -> Option<&mut Payload> {
         match self {
             Event::Accepted { items, .. } | Event::Restored { snapshot: Snapshot::Sealed { items, .. }, .. } => {
                 Some(items)
@@ -168,7 +190,7 @@ pub enum Snapshot {
         items: Vec<(u32, ByteBuf)>,
     },
     Sealed {
-        items: Vec<ByteBuf>,
+        items: Payload,
         attempts: u32,
         dead: Option<String>,
         /// Left of its retry delay when copied (0: none).
@@ -229,7 +251,7 @@ impl Outbound {
     /// Encodes the body of a dispatch or batch whose items are (partly)
     /// only in the journal: `read` returns the items a [`Fill`] names.
     /// Nothing to do for any other message.
-    pub fn fill_with<E>(&mut self, mut read: impl FnMut(&Fill) -> Result<Vec<ByteBuf>, E>) -> Result<(), E> {
+    pub fn fill_with<E>(&mut self, mut read: impl FnMut(&Fill) -> Result<Payload, E>) -> Result<(), E> {
         if let Some(fill) = self.fill.take() {
             let items = read(&fill)?;
             self.body = encode_dispatch(&fill.key, fill.attempt, fill.attempt > 1, &items);
@@ -237,7 +259,7 @@ impl Outbound {
         if !self.batch.is_empty() {
             let entries = std::mem::take(&mut self.batch);
             // All read first, so the message's buffer is sized once.
-            let read: Vec<Option<Vec<ByteBuf>>> = entries
+            let read: Vec<Option<Payload>> = entries
                 .iter()
                 .map(|entry| match entry {
                     BatchEntry::Encoded(_) => Ok(None),
@@ -268,7 +290,7 @@ impl Outbound {
 }
 
 /// The items read for a [`BatchEntry::Fill`].
-fn items_read(items: &Option<Vec<ByteBuf>>) -> &Vec<ByteBuf> {
+fn items_read(items: &Option<Payload>) -> &Payload {
     items.as_ref().expect("read for every entry to fill")
 }
 

@@ -5,13 +5,12 @@
 use orderly_common::ids::producer_topic;
 use orderly_common::limits;
 use orderly_common::protocol::{
-    owned_items, Confirm, Confirms, FanoutMsg, IntakeMsg, IntakeRef, ItemData, ItemsRef, OrdersRef, Reject,
-    RejectReason, Welcome,
+    Confirm, Confirms, FanoutMsg, IntakeMsg, IntakeRef, ItemData, ItemsRef, OrdersRef, Reject, RejectReason, Welcome,
 };
 use orderly_common::OrderKey;
 use serde_bytes::ByteBuf;
 
-use super::{AcceptedOrder, ConfirmTiming, Core, Event, Millis, Outbound};
+use super::{AcceptedOrder, ConfirmTiming, Core, Event, Millis, Outbound, Payload};
 
 impl Core {
     /// Handles one decoded intake message: [`Core::handle_intake_ref`] on
@@ -34,7 +33,7 @@ impl Core {
                 self.outbound.push_back(Outbound::new(producer_topic(&hello.producer), body));
             }
             IntakeRef::Begin(begin) => self.on_begin(OrderKey::new(begin.producer, begin.order), now_ms),
-            IntakeRef::Item(item) => self.on_item(OrderKey::new(item.producer, item.order), item.seq, &item.data),
+            IntakeRef::Item(item) => self.on_item(&item.producer, &item.order, item.seq, &item.data),
             IntakeRef::Items(items) => self.on_items(items, now_ms),
             IntakeRef::Orders(orders) => self.on_orders(orders, now_ms),
             IntakeRef::Finish(finish) => self.on_finish(OrderKey::new(finish.producer, finish.order), finish.count),
@@ -97,11 +96,24 @@ impl Core {
         self.partials.range(from..).take_while(|(k, _)| k.producer == producer).take(cap).count()
     }
 
-    fn on_item(&mut self, key: OrderKey, seq: u32, data: &[u8]) {
-        let Some(partial) = self.partials.get(&key) else {
-            if self.touch_recent(&key) {
+    fn on_item(&mut self, producer: &str, order: &str, seq: u32, data: &[u8]) {
+        // Looked up with a reused key: an item allocates neither its key
+        // (its record shares the partial's) nor a lookup key.
+        // (Taken out while in use; empty strings do not allocate.)
+        let mut key = std::mem::replace(&mut self.item_key, OrderKey::new(String::new(), String::new()));
+        key.producer.clear();
+        key.producer.push_str(producer);
+        key.id.clear();
+        key.id.push_str(order);
+        self.on_item_of(&key, seq, data);
+        self.item_key = key;
+    }
+
+    fn on_item_of(&mut self, key: &OrderKey, seq: u32, data: &[u8]) {
+        let Some((shared, partial)) = self.partials.get_key_value(key) else {
+            if self.touch_recent(key) {
                 self.counters.duplicate_items += 1;
-            } else if self.orders.contains_key(&key) {
+            } else if self.orders.contains_key(key) {
                 self.counters.duplicate_items += 1; // a resend of a sealed order
             } else {
                 self.counters.orphan_items += 1; // no Begin, or already rejected
@@ -116,15 +128,16 @@ impl Core {
         let bytes_max = self.config.order_bytes_max;
         if bytes > bytes_max {
             let detail = format!("items reach {bytes} bytes; the limit is {bytes_max}");
-            self.drop_partial(key, RejectReason::TooLarge { detail });
+            self.drop_partial(key.clone(), RejectReason::TooLarge { detail });
             return;
         }
         let items_max = self.config.order_items_max;
         if seq >= items_max {
             let detail = format!("item {seq} is beyond the limit of {items_max} items");
-            self.drop_partial(key, RejectReason::TooLarge { detail });
+            self.drop_partial(key.clone(), RejectReason::TooLarge { detail });
             return;
         }
+        let key = shared.clone();
         self.record(Event::ItemStored { key, seq, data: ByteBuf::from(data.to_vec()) });
     }
 
@@ -140,7 +153,7 @@ impl Core {
             self.on_begin(key.clone(), now_ms);
         }
         for (i, data) in m.data.iter().enumerate() {
-            self.on_item(key.clone(), m.first + i as u32, data);
+            self.on_item_of(&key, m.first + i as u32, data);
         }
         if let Some(count) = m.finish {
             self.on_finish(key, count);
@@ -151,7 +164,7 @@ impl Core {
     fn on_whole(&mut self, key: OrderKey, items: &[ItemData<'_>]) {
         let at_unix_ms = self.now_unix_ms();
         if self.admit_whole(&key, items, true) {
-            self.record(Event::Accepted { key: key.clone(), items: owned_items(items), at_unix_ms });
+            self.record(Event::Accepted { key: key.clone(), items: payload_of(items), at_unix_ms });
             self.confirm(&key);
         }
     }
@@ -213,7 +226,7 @@ impl Core {
                 continue;
             }
             if self.admit_whole(&key, &whole.data, producer_bound) {
-                let items = owned_items(&whole.data);
+                let items = payload_of(&whole.data);
                 self.apply_accepted(&key, &items, at_unix_ms);
                 self.confirm(&key);
                 accepted.push(AcceptedOrder { key, items });
@@ -296,6 +309,12 @@ impl Core {
         let body = FanoutMsg::Reject(Reject { order: key.id.clone(), reason }).encode();
         self.outbound.push_back(Outbound::new(producer_topic(&key.producer), body));
     }
+}
+
+/// Items borrowed from an intake frame, copied once: into the payload the
+/// order and its record share.
+fn payload_of(items: &[ItemData<'_>]) -> Payload {
+    Payload::from_items(items.iter().map(|d| &**d))
 }
 
 #[cfg(test)]

@@ -71,7 +71,8 @@ pub use orderly_common::time::Millis;
 /// the seed stays random.
 pub type HashMap<K, V> = std::collections::HashMap<K, V, foldhash::fast::RandomState>;
 
-use payload::{PartialItems, Payload};
+use payload::PartialItems;
+pub use payload::Payload;
 use table::{Anchored, Handle, Table};
 
 /// Where the journal holds a sealed order's whole payload: the record of
@@ -576,7 +577,12 @@ const FOREIGN_KEYS_PER_WORKER_MAX: usize = limits::HEARTBEAT_IN_FLIGHT_MAX;
 #[derive(Debug)]
 pub struct Core {
     config: CoreConfig,
-    partials: BTreeMap<OrderKey, Partial>,
+    /// Keys shared with their `ItemStored` records (no copy of the key an
+    /// item).
+    partials: BTreeMap<Arc<OrderKey>, Partial>,
+    /// A key reused to look up each item's partial order, so an item that
+    /// arrives allocates no key (see `intake`).
+    item_key: OrderKey,
     /// Anchors of partial orders that left (the tables keep their own),
     /// until the anchor counts take them (see `recovery`).
     released_anchors: Vec<NonZeroU64>,
@@ -672,6 +678,7 @@ impl Core {
             rng: Rng(orderly_common::rng::SplitMix64::new(config.rand_seed)),
             config,
             partials: BTreeMap::new(),
+            item_key: OrderKey::new(String::new(), String::new()),
             released_anchors: Vec::new(),
             orders: Table::default(),
             recent: Table::default(),

@@ -49,7 +49,7 @@ impl Core {
     /// The keys anchored in `segment`, sorted (compaction copies them
     /// forward in this order, so runs repeat).
     pub fn anchored_in(&self, segment: NonZeroU64) -> Vec<OrderKey> {
-        let partials = self.partials.iter().filter(|(_, p)| p.anchor == Some(segment)).map(|(k, _)| k.clone());
+        let partials = self.partials.iter().filter(|(_, p)| p.anchor == Some(segment)).map(|(k, _)| (**k).clone());
         let orders = self.orders.anchored_in(segment).map(|k| k.to_key());
         let recent = self.recent.anchored_in(segment).map(|k| k.to_key());
         let mut keys: Vec<OrderKey> = partials.chain(orders).chain(recent).collect();

@@ -1424,7 +1424,7 @@ fn a_pending_order_stays_small() {
     let mut core = core();
     core.apply(&Event::Accepted {
         key: OrderKey::new("p", "o"),
-        items: vec![ByteBuf::from(b"x".to_vec())],
+        items: vec![ByteBuf::from(b"x".to_vec())].into(),
         at_unix_ms: 1,
     });
     let order = core.orders.get(&OrderKey::new("p", "o")).expect("sealed");
@@ -1447,7 +1447,7 @@ fn a_remembered_key_stays_small() {
 fn a_queue_wait_is_timed_across_the_clocks_wrap_and_one_ahead_is_zero() {
     let mut core = core();
     let key = OrderKey::new("p", "o");
-    core.apply(&Event::Accepted { key: key.clone(), items: vec![], at_unix_ms: 1 });
+    core.apply(&Event::Accepted { key: key.clone(), items: Payload::default(), at_unix_ms: 1 });
     let order = core.orders.get_mut(&key).expect("sealed");
     order.set_queued(u64::from(u32::MAX) - 5);
     assert_eq!(order.queued_for_ms(u64::from(u32::MAX) + 10), 15);
@@ -1614,7 +1614,7 @@ fn a_batch_mixes_cached_and_journal_payloads() {
         .fill_with(|fill| {
             read.push(fill.key.id.clone());
             let event = &journal[fill.from.seq as usize];
-            Ok::<_, ()>(event.payload().expect("a payload record").to_vec())
+            Ok::<_, ()>(event.payload().expect("a payload record").clone())
         })
         .unwrap();
     assert_eq!(read, ["o2", "o3"]);

@@ -90,7 +90,7 @@ impl Core {
             .partials
             .iter()
             .filter(|(_, p)| now_ms.saturating_sub(p.began_ms) > age_max)
-            .map(|(k, p)| (k.clone(), now_ms - p.began_ms))
+            .map(|(k, p)| ((**k).clone(), now_ms - p.began_ms))
             .collect();
         for (key, age_ms) in expired {
             self.drop_partial(key, RejectReason::Expired { age_ms });

@@ -455,7 +455,7 @@ impl Loop {
         let items = match self.core.order_items(key) {
             Some(OrderItems::InMemory(items)) => items,
             Some(OrderItems::Journal(at)) => match self.recorder.read_items(at, key) {
-                Ok(items) => items,
+                Ok(items) => items.to_vec(),
                 Err(error) => return Answer::text(500, format!("cannot read {key} from the journal: {error}")),
             },
             None => return Answer::text(500, format!("the items of {key} are neither in memory nor in the journal")),

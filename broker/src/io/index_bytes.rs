@@ -11,7 +11,7 @@ use orderly_common::OrderKey;
 use serde_bytes::ByteBuf;
 
 use crate::compaction::Anchors;
-use crate::core::{Core, CoreConfig, Event, PayloadRef};
+use crate::core::{Core, CoreConfig, Event, Payload, PayloadRef};
 
 /// Resident bytes of this process (Linux).
 fn resident_bytes() -> u64 {
@@ -29,10 +29,10 @@ fn index_bytes_per_pending_order() {
     let mut anchors = Anchors::default();
     core.reserve(ORDERS as usize);
     core.start_replay(0);
-    let item = ByteBuf::from(vec![b'x'; 100]);
+    let items = Payload::from(vec![ByteBuf::from(vec![b'x'; 100]); 10]);
     for i in 0..ORDERS {
         let key = OrderKey::new("backlog-p", format!("bench-{i}"));
-        let event = Event::Accepted { key: key.clone(), items: vec![item.clone(); 10], at_unix_ms: 1 };
+        let event = Event::Accepted { key: key.clone(), items: items.clone(), at_unix_ms: 1 };
         core.apply(&event);
         anchors.observe(&mut core, &event, PayloadRef { seq: i + 1, segment: 1 + i / 50_000, offset: i * 1_100 });
     }
@@ -53,7 +53,7 @@ fn index_bytes_per_remembered_key() {
     for i in 0..KEYS {
         let key = OrderKey::new("backlog-p", format!("bench-{i}"));
         let segment = 1 + i / 50_000;
-        let accepted = Event::Accepted { key: key.clone(), items: vec![], at_unix_ms: 1 };
+        let accepted = Event::Accepted { key: key.clone(), items: Payload::default(), at_unix_ms: 1 };
         core.apply(&accepted);
         anchors.observe(&mut core, &accepted, PayloadRef { seq: 2 * i + 1, segment, offset: i * 200 });
         // Each acknowledged at its own time, as at full load.

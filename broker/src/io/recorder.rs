@@ -4,7 +4,6 @@
 use std::time::{Duration, Instant};
 
 use orderly_journal::{Journal, JournalError, RecordAt};
-use serde_bytes::ByteBuf;
 
 use orderly_common::OrderKey;
 
@@ -12,7 +11,7 @@ use super::error::{journal_err, BrokerError};
 use super::COMPACTION_LIVE_PERCENT_MAX;
 use crate::compaction::{Anchors, Plan};
 use crate::core::codec::{decode_event, encode_event, encode_event_into, take_payload};
-use crate::core::{AcceptedOrder, Core, Event, Histogram};
+use crate::core::{AcceptedOrder, Core, Event, Histogram, Payload};
 
 /// Where events go: the journal, or a double in tests.
 pub trait EventLog {
@@ -154,11 +153,11 @@ struct BatchRead {
 impl BatchRead {
     /// `key`'s items, looked for from the order after the last one found
     /// (orders are read back in arrival order, so usually the next one).
-    fn items_of(&mut self, key: &OrderKey) -> Option<Vec<ByteBuf>> {
+    fn items_of(&mut self, key: &OrderKey) -> Option<Payload> {
         let n = self.orders.len();
         let found = (0..n).map(|i| (self.cursor + i) % n).find(|&i| &self.orders[i].key == key)?;
         self.cursor = found + 1;
-        Some(self.orders[found].items.clone())
+        Some(self.orders[found].items.clone()) // shared, not copied
     }
 }
 
@@ -233,7 +232,7 @@ impl<L: EventLog> Recorder<L> {
 
     /// The items of `key`, whose whole payload the record at `at` holds
     /// (alone, or in a batch).
-    pub fn read_items(&mut self, at: RecordAt, key: &OrderKey) -> Result<Vec<ByteBuf>, BrokerError> {
+    pub fn read_items(&mut self, at: RecordAt, key: &OrderKey) -> Result<Payload, BrokerError> {
         if let Some(batch) = self.batch.as_mut().filter(|batch| batch.seq == at.seq) {
             if let Some(items) = batch.items_of(key) {
                 return Ok(items);
