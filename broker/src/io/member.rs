@@ -51,6 +51,10 @@ pub const RAFT_TICK_MS: u64 = 100;
 /// What a batch adds around its event bodies (array and bin headers),
 /// generously per event.
 const BATCH_OVERHEAD_PER_EVENT: usize = 8;
+/// The leader's buffer for encoding a turn's events is kept for the next
+/// turn up to this size (a fresh one grows by doubling, on fresh pages,
+/// every turn); one larger, after a huge turn, is let go.
+const ENCODING_RETAINED_BYTES_MAX: usize = PROPOSAL_BYTES_MAX;
 const _: () = assert!(orderly_replication::node::ELECTION_TICKS_MIN as u64 * RAFT_TICK_MS >= 2000);
 // A whole order's record fits one entry with its items' framing.
 const _: () = assert!(
@@ -144,6 +148,9 @@ pub struct Member<A> {
     held: VecDeque<Held<A>>,
     /// The leader's entries not yet applied, oldest first.
     proposed: VecDeque<Proposed>,
+    /// Where the leader encodes a turn's events (see
+    /// `ENCODING_RETAINED_BYTES_MAX`).
+    encoding: Vec<u8>,
     core_config: CoreConfig,
     dropped_messages: u64,
     peer_refused: u64,
@@ -173,6 +180,7 @@ impl<A> Member<A> {
             next_tick_ms: 0,
             held: VecDeque::new(),
             proposed: VecDeque::new(),
+            encoding: Vec::new(),
             core_config,
             dropped_messages: 0,
             peer_refused: 0,
@@ -254,9 +262,13 @@ impl<A> Member<A> {
         while let Some(event) = core.poll_event() {
             events.push(event);
         }
+        let batches = encode_batches_in(&events, &mut self.encoding);
+        if self.encoding.capacity() > ENCODING_RETAINED_BYTES_MAX {
+            self.encoding = Vec::new();
+        }
         let term = self.node.term();
         let mut events = events.into_iter();
-        for (count, batch) in encode_batches(events.as_slice()) {
+        for (count, batch) in batches {
             match self.node.propose(batch) {
                 Ok(()) => {
                     let events = events.by_ref().take(count).collect();
@@ -617,10 +629,15 @@ impl std::ops::Deref for Body<'_> {
 /// with how many events it holds. The events are encoded once, into one
 /// buffer, then framed into their batch.
 pub fn encode_batches(events: &[Event]) -> Vec<(usize, Vec<u8>)> {
-    let mut bodies = Vec::new();
+    encode_batches_in(events, &mut Vec::new())
+}
+
+/// [`encode_batches`] encoding the events in `bodies` (cleared first).
+fn encode_batches_in(events: &[Event], bodies: &mut Vec<u8>) -> Vec<(usize, Vec<u8>)> {
+    bodies.clear();
     let mut ends = Vec::with_capacity(events.len());
     for event in events {
-        encode_event_into(event, &mut bodies);
+        encode_event_into(event, bodies);
         ends.push(bodies.len());
     }
     let mut batches = Vec::new();
