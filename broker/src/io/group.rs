@@ -263,7 +263,7 @@ impl Loop {
         let now = self.now_ms();
         let group = self.group();
         for _ in 0..BATCH_LEN_MAX {
-            let Some((from, payload)) = group.peers.try_recv()? else { break };
+            let Some((from, payload)) = group.peers.try_recv_frame()? else { break };
             let raft = match orderly_peer::envelope::unwrap(&payload) {
                 Payload::Raft(raft) => raft,
                 Payload::Frame(Kind::SnapshotChunk, body) => {

@@ -29,13 +29,11 @@
 mod compaction;
 mod install;
 
-use std::borrow::Cow;
 use std::collections::VecDeque;
 
 use orderly_replication::node::PROPOSAL_BYTES_MAX;
 use orderly_replication::{Applied, Change, ChangeError, ChangeRequest, Message, Node, ProposeError};
 use protobuf::Message as _;
-use serde::Deserialize;
 use tracing::{info, warn};
 
 use super::error::BrokerError;
@@ -612,17 +610,9 @@ fn record_body<L: SegmentedLog>(
 }
 
 /// One event's body in a batch, borrowed from the entry (copied only if
-/// it was not sent as `bin`, which no member does).
-#[derive(Debug, Deserialize)]
-#[serde(transparent)]
-pub struct Body<'a>(#[serde(borrow, with = "serde_bytes")] Cow<'a, [u8]>);
-
-impl std::ops::Deref for Body<'_> {
-    type Target = [u8];
-    fn deref(&self) -> &[u8] {
-        &self.0
-    }
-}
+/// it was not sent as `bin`, which no member does): bytes borrowed as an
+/// intake item's are.
+pub type Body<'a> = orderly_common::protocol::ItemData<'a>;
 
 /// The events of one leader turn as batches of at most
 /// `PROPOSAL_BYTES_MAX` bytes (a MessagePack array of event bodies), each
@@ -683,6 +673,7 @@ mod tests {
     use super::super::recover::{decode_applied_marker, replay_applied};
     use super::*;
     use serde_bytes::ByteBuf;
+    use std::borrow::Cow;
 
     #[test]
     fn a_huge_turn_is_split_into_bounded_batches_that_decode_in_order() {
