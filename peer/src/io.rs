@@ -37,6 +37,13 @@ impl std::ops::Deref for Received {
     }
 }
 
+/// So that it can own a shared buffer (`bytes::Bytes::from_owner`).
+impl AsRef<[u8]> for Received {
+    fn as_ref(&self) -> &[u8] {
+        self
+    }
+}
+
 /// What [`Peers::start`] needs.
 #[derive(Debug)]
 pub struct PeerConfig {

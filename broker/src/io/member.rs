@@ -233,7 +233,19 @@ impl<A> Member<A> {
     /// Steps a peer message into the node; `sender` is the member the
     /// transport authenticated, and a message claiming another is refused.
     pub fn step(&mut self, sender: u64, payload: &[u8]) -> Result<(), PeerRefused> {
-        let refused = match Message::parse_from_bytes(payload) {
+        self.step_parsed(sender, Message::parse_from_bytes(payload))
+    }
+
+    /// [`Member::step`] of a payload in a shared buffer: the entries an
+    /// append carries stay in it (raft-rs's `Entry.data` are `Bytes`)
+    /// instead of each being copied out, on fresh pages, before the log
+    /// copies it once more to disk.
+    pub fn step_shared(&mut self, sender: u64, payload: &bytes::Bytes) -> Result<(), PeerRefused> {
+        self.step_parsed(sender, Message::parse_from_carllerche_bytes(payload))
+    }
+
+    fn step_parsed(&mut self, sender: u64, parsed: protobuf::ProtobufResult<Message>) -> Result<(), PeerRefused> {
+        let refused = match parsed {
             Ok(message) if message.from == sender => {
                 self.node.step(message);
                 return Ok(());
