@@ -39,4 +39,4 @@ pub mod limits;
 
 pub use crate::core::frame::{FrameError, FRAME_VERSION};
 pub use crate::core::members::{MemberId, MemberTable, Refused, TableError};
-pub use crate::io::{PeerAddress, PeerConfig, PeerError, PeerStats, Peers, SendError, Sent};
+pub use crate::io::{PeerAddress, PeerConfig, PeerError, PeerStats, Peers, Received, SendError, Sent};

@@ -63,8 +63,8 @@ pub struct Applied {
     pub term: u64,
     /// The proposal; empty for the entry a new leader appends to commit its
     /// term and for a membership change (nothing to apply, but the index
-    /// advances).
-    pub data: Vec<u8>,
+    /// advances). raft-rs's own buffer, shared: not copied per entry.
+    pub data: bytes::Bytes,
     /// A membership change, already applied to raft and the storage.
     pub change: Option<crate::membership::Change>,
 }
@@ -318,8 +318,8 @@ impl Node {
             light.take_messages().into_iter().for_each(&mut send);
             for entry in committed.into_iter().chain(light.take_committed_entries()) {
                 let (data, change) = match entry.get_entry_type() {
-                    EntryType::EntryNormal => (entry.data.to_vec(), None),
-                    EntryType::EntryConfChange => (Vec::new(), Some(self.apply_conf_entry(&entry)?)),
+                    EntryType::EntryNormal => (entry.data.clone(), None),
+                    EntryType::EntryConfChange => (bytes::Bytes::new(), Some(self.apply_conf_entry(&entry)?)),
                     EntryType::EntryConfChangeV2 => {
                         return Err(NodeError::Membership {
                             index: entry.index,

@@ -145,7 +145,7 @@ impl JournalStorage {
             return Ok(());
         }
         for entry in entries {
-            let segment = self.append(&encode(TAG_ENTRY, entry))?;
+            let segment = self.append_with(|buffer| encode_into(TAG_ENTRY, entry, buffer))?;
             let max = self.segment_max_index.entry(segment).or_default();
             *max = (*max).max(entry.index);
         }
@@ -153,7 +153,7 @@ impl JournalStorage {
         let must_sync = !entries.is_empty()
             || hard_state.is_some_and(|next| next.term != current.term || next.vote != current.vote);
         if let Some(hard_state) = hard_state {
-            self.append(&encode(TAG_HARD_STATE, hard_state))?;
+            self.append_with(|buffer| encode_into(TAG_HARD_STATE, hard_state, buffer))?;
         }
         if must_sync {
             self.commit_durably()?;
@@ -176,14 +176,22 @@ impl JournalStorage {
     /// committed (it conflicts with the leader's log).
     /// Returns the segment the record goes to.
     fn append(&mut self, body: &[u8]) -> Result<u64, StorageError> {
-        let (_, segment) = match self.journal.append(body) {
+        self.append_with(|buffer| buffer.extend_from_slice(body))
+    }
+
+    /// [`JournalStorage::append`] of a body `encode` appends to the
+    /// journal's batch itself (`Journal::append_located_with`): an entry of
+    /// up to `PROPOSAL_BYTES_MAX`, built in a `Vec` of its own, was grown
+    /// by doubling (fresh pages, copies) and then copied into the batch.
+    fn append_with(&mut self, encode: impl Fn(&mut Vec<u8>)) -> Result<u64, StorageError> {
+        let at = match self.journal.append_located_with(&encode) {
             Err(JournalError::BatchFull { .. }) if self.journal.pending_records() > 0 => {
                 self.commit_durably()?;
-                self.journal.append(body)?
+                self.journal.append_located_with(&encode)?
             }
             result => result?,
         };
-        Ok(segment)
+        Ok(at.segment)
     }
 
     /// Records a new configuration and roster (a conf change applied),
@@ -349,9 +357,17 @@ fn encode_roster(roster: &Roster) -> Vec<u8> {
 }
 
 fn encode(tag: u8, message: &impl protobuf::Message) -> Vec<u8> {
-    let mut body = vec![tag];
-    message.write_to_vec(&mut body).expect("raft-rs messages encode");
+    let mut body = Vec::new();
+    encode_into(tag, message, &mut body);
     body
+}
+
+/// A record body, `tag` then `message`, appended to `out` (room made
+/// once: protobuf's writer would grow `out` step by step).
+fn encode_into(tag: u8, message: &impl protobuf::Message, out: &mut Vec<u8>) {
+    out.reserve(1 + message.compute_size() as usize);
+    out.push(tag);
+    message.write_to_vec(out).expect("raft-rs messages encode");
 }
 
 /// Starts the in-memory log after `meta` (its index and term), keeping

@@ -24,7 +24,7 @@ struct Cluster {
     /// Changes each node applied (this incarnation).
     changes: BTreeMap<u64, Vec<Change>>,
     /// Every node's applied payloads by index (state machine safety).
-    applied: BTreeMap<u64, Vec<u8>>,
+    applied: BTreeMap<u64, bytes::Bytes>,
     mail: Vec<Message>,
 }
 

@@ -142,7 +142,7 @@ struct Sim {
     faults: bool,
     leaders_by_term: BTreeMap<u64, u64>,
     /// Every entry any node applied: index -> (term, data).
-    applied_anywhere: BTreeMap<u64, (u64, Vec<u8>)>,
+    applied_anywhere: BTreeMap<u64, (u64, bytes::Bytes)>,
     /// Proposals applied on a leader: payload number -> (index, term).
     committed: BTreeMap<u64, (u64, u64)>,
     next_payload: u64,
@@ -300,7 +300,7 @@ impl Sim {
                 applied.index
             );
             if is_leader && !applied.data.is_empty() {
-                let payload = u64::from_le_bytes(applied.data.as_slice().try_into().expect("8-byte payload"));
+                let payload = u64::from_le_bytes(applied.data[..].try_into().expect("8-byte payload"));
                 self.committed.entry(payload).or_insert((applied.index, applied.term));
             }
             member.applied.push(applied);

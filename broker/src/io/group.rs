@@ -263,7 +263,9 @@ impl Loop {
         let now = self.now_ms();
         let group = self.group();
         for _ in 0..BATCH_LEN_MAX {
-            let Some((from, payload)) = group.peers.try_recv()? else { break };
+            let Some((from, payload)) = group.peers.try_recv_frame()? else { break };
+            // Shared, not copied: raft keeps the entries as parts of it.
+            let payload = bytes::Bytes::from_owner(payload);
             let raft = match orderly_peer::envelope::unwrap(&payload) {
                 Payload::Raft(raft) => raft,
                 Payload::Frame(Kind::SnapshotChunk, body) => {
@@ -281,7 +283,7 @@ impl Loop {
                     continue;
                 }
             };
-            if let Err(refused) = group.member.step(from.get(), raft) {
+            if let Err(refused) = group.member.step_shared(from.get(), &payload.slice_ref(raft)) {
                 warn!(%refused, "dropped a raft message");
             }
         }

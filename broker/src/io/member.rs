@@ -34,15 +34,14 @@ use std::collections::VecDeque;
 use orderly_replication::node::PROPOSAL_BYTES_MAX;
 use orderly_replication::{Applied, Change, ChangeError, ChangeRequest, Message, Node, ProposeError};
 use protobuf::Message as _;
-use serde_bytes::ByteBuf;
 use tracing::{info, warn};
 
 use super::error::BrokerError;
 use super::recorder::{Recorder, SegmentedLog};
 use super::recover::{applied_marker, replay_applied};
 use crate::admin::schema::{GroupReport, MemberProgress};
-use crate::core::codec::{decode_event, encode_event};
-use crate::core::{ConfirmTiming, Core, CoreConfig, GroupView, Millis, Outbound};
+use crate::core::codec::{decode_event, encode_event, encode_event_into};
+use crate::core::{ConfirmTiming, Core, CoreConfig, Event, GroupView, Millis, Outbound};
 
 /// One Raft tick: heartbeats every `HEARTBEAT_TICKS` (200 ms), elections
 /// after `ELECTION_TICKS_MIN` or more (2 s and up).
@@ -50,6 +49,10 @@ pub const RAFT_TICK_MS: u64 = 100;
 /// What a batch adds around its event bodies (array and bin headers),
 /// generously per event.
 const BATCH_OVERHEAD_PER_EVENT: usize = 8;
+/// The leader's buffer for encoding a turn's events is kept for the next
+/// turn up to this size (a fresh one grows by doubling, on fresh pages,
+/// every turn); one larger, after a huge turn, is let go.
+const ENCODING_RETAINED_BYTES_MAX: usize = PROPOSAL_BYTES_MAX;
 const _: () = assert!(orderly_replication::node::ELECTION_TICKS_MIN as u64 * RAFT_TICK_MS >= 2000);
 // A whole order's record fits one entry with its items' framing.
 const _: () = assert!(
@@ -87,6 +90,18 @@ struct Held<A> {
     answers: Vec<A>,
     /// The confirms among `outbound` (confirm latency, `/metrics`).
     confirms: Option<ConfirmTiming>,
+}
+
+/// A serving leader's entry and the events it encodes, kept until it is
+/// applied: the leader's core made (and applied) them, so they need not be
+/// decoded from the entry again. Only while this member leads: stepping
+/// down drops them all (another leader's entry may commit at `index`).
+/// Bounded by what raft lets a leader hold uncommitted
+/// (`orderly_replication::node::UNCOMMITTED_BYTES_MAX`).
+struct Proposed {
+    index: u64,
+    term: u64,
+    events: Vec<Event>,
 }
 
 /// What [`Member::release`] lets go: messages, answers, confirm timings.
@@ -129,6 +144,11 @@ pub struct Member<A> {
     durable_applied: u64,
     next_tick_ms: Millis,
     held: VecDeque<Held<A>>,
+    /// The leader's entries not yet applied, oldest first.
+    proposed: VecDeque<Proposed>,
+    /// Where the leader encodes a turn's events (see
+    /// `ENCODING_RETAINED_BYTES_MAX`).
+    encoding: Vec<u8>,
     core_config: CoreConfig,
     dropped_messages: u64,
     peer_refused: u64,
@@ -157,6 +177,8 @@ impl<A> Member<A> {
             durable_applied: applied,
             next_tick_ms: 0,
             held: VecDeque::new(),
+            proposed: VecDeque::new(),
+            encoding: Vec::new(),
             core_config,
             dropped_messages: 0,
             peer_refused: 0,
@@ -211,7 +233,19 @@ impl<A> Member<A> {
     /// Steps a peer message into the node; `sender` is the member the
     /// transport authenticated, and a message claiming another is refused.
     pub fn step(&mut self, sender: u64, payload: &[u8]) -> Result<(), PeerRefused> {
-        let refused = match Message::parse_from_bytes(payload) {
+        self.step_parsed(sender, Message::parse_from_bytes(payload))
+    }
+
+    /// [`Member::step`] of a payload in a shared buffer: the entries an
+    /// append carries stay in it (raft-rs's `Entry.data` are `Bytes`)
+    /// instead of each being copied out, on fresh pages, before the log
+    /// copies it once more to disk.
+    pub fn step_shared(&mut self, sender: u64, payload: &bytes::Bytes) -> Result<(), PeerRefused> {
+        self.step_parsed(sender, Message::parse_from_carllerche_bytes(payload))
+    }
+
+    fn step_parsed(&mut self, sender: u64, parsed: protobuf::ProtobufResult<Message>) -> Result<(), PeerRefused> {
+        let refused = match parsed {
             Ok(message) if message.from == sender => {
                 self.node.step(message);
                 return Ok(());
@@ -234,13 +268,22 @@ impl<A> Member<A> {
         answers: Vec<A>,
         now: Millis,
     ) -> Result<(), BrokerError> {
-        let mut bodies = Vec::new();
+        let mut events = Vec::new();
         while let Some(event) = core.poll_event() {
-            bodies.push(encode_event(&event));
+            events.push(event);
         }
-        for batch in encode_batches(bodies) {
+        let batches = encode_batches_in(&events, &mut self.encoding);
+        if self.encoding.capacity() > ENCODING_RETAINED_BYTES_MAX {
+            self.encoding = Vec::new();
+        }
+        let term = self.node.term();
+        let mut events = events.into_iter();
+        for (count, batch) in batches {
             match self.node.propose(batch) {
-                Ok(()) => {}
+                Ok(()) => {
+                    let events = events.by_ref().take(count).collect();
+                    self.proposed.push_back(Proposed { index: self.node.last_index(), term, events });
+                }
                 Err(error @ ProposeError::TooLarge { .. }) => return Err(BrokerError::Group(error.to_string())),
                 Err(error) => {
                     warn!(%error, "proposal refused; rebuilding the core from the journal");
@@ -321,7 +364,9 @@ impl<A> Member<A> {
 
     /// Appends each committed batch's events (and its marker) to the
     /// journal, applying them to the core first unless this member made
-    /// them as the leader; one lazy commit for all: the entries are
+    /// them as the leader; the entry's bytes go to the journal as they
+    /// are (an event's record is its body in the batch), and a leader's
+    /// own events are not decoded again. One lazy commit for all: the entries are
     /// durable in a majority's Raft logs (that is what a confirm waits
     /// for), so the event journal needs no fsync of its own on the way to
     /// a confirm — a power cut takes its tail back to a durable marker and
@@ -336,13 +381,17 @@ impl<A> Member<A> {
         let own = self.role == Role::Leader;
         let mut last = None;
         for entry in applied {
-            for (n, body) in decode_batch(&entry.data)?.into_iter().enumerate() {
-                let event = decode_event(n as u64, &body)?;
-                if !own {
-                    core.apply(&event);
-                }
-                if !recorder.record(core, &event)? {
-                    return Err(BrokerError::Group("the journal's disk is full".into()));
+            let bodies = decode_batch(&entry.data)?;
+            match self.take_proposed(entry.index, entry.term) {
+                Some(events) => record_own(core, recorder, entry.index, &events, &bodies)?,
+                None => {
+                    for (n, body) in bodies.iter().enumerate() {
+                        let event = decode_event(n as u64, body)?;
+                        if !own {
+                            core.apply(&event);
+                        }
+                        record_body(core, recorder, &event, body)?;
+                    }
                 }
             }
             // A membership change has no events: its marker alone.
@@ -363,6 +412,21 @@ impl<A> Member<A> {
             self.applied = index;
         }
         Ok(())
+    }
+
+    /// The events this member proposed as entry `index` of `term`, if it
+    /// did (older ones are gone: they were applied, or never will be).
+    fn take_proposed(&mut self, index: u64, term: u64) -> Option<Vec<Event>> {
+        while self.proposed.front().is_some_and(|proposed| proposed.index < index) {
+            self.proposed.pop_front();
+        }
+        // Same index and term: the same entry (Raft's log matching).
+        let front = self.proposed.front()?;
+        if (front.index, front.term) != (index, term) {
+            return None;
+        }
+        debug_assert_eq!(self.role, Role::Leader, "only a serving leader proposes");
+        self.proposed.pop_front().map(|proposed| proposed.events)
     }
 
     /// The held messages whose entry is applied (committed by a majority
@@ -429,6 +493,9 @@ impl<A> Member<A> {
     ) -> Result<(), BrokerError> {
         self.role = Role::Follower;
         let dropped: usize = self.held.drain(..).map(|held| held.outbound.len()).sum();
+        // Its core is rebuilt from the journal: what it made and proposed
+        // is decoded from the entries, should they commit.
+        self.proposed.clear();
         let view = core.group_view();
         let (rebuilt, anchors, applied) =
             replay_applied(recorder.log.journal(), self.core_config.clone(), now, |_, _, _| {})?;
@@ -516,33 +583,97 @@ fn append_marker<L: SegmentedLog>(recorder: &mut Recorder<L>, index: u64) -> Res
     Ok(())
 }
 
+/// Records a leader's own events of entry `index`, whose bodies the
+/// entry holds in the same order.
+fn record_own<L: SegmentedLog>(
+    core: &mut Core,
+    recorder: &mut Recorder<L>,
+    index: u64,
+    events: &[Event],
+    bodies: &[Body<'_>],
+) -> Result<(), BrokerError> {
+    if events.len() != bodies.len() {
+        return Err(BrokerError::Group(format!(
+            "entry {index} holds {} events, but this leader proposed {} there",
+            bodies.len(),
+            events.len()
+        )));
+    }
+    for (event, body) in events.iter().zip(bodies) {
+        record_body(core, recorder, event, body)?;
+    }
+    Ok(())
+}
+
+/// Appends `event`'s record, `body` (its encoding in a committed entry).
+fn record_body<L: SegmentedLog>(
+    core: &mut Core,
+    recorder: &mut Recorder<L>,
+    event: &Event,
+    body: &[u8],
+) -> Result<(), BrokerError> {
+    // The journal holds what encoding the event gives, as it did when
+    // the recorder encoded it again (checked where it costs nothing).
+    debug_assert!(encode_event(event) == body, "an entry's body is not its event's encoding: {event:?}");
+    if !recorder.record_encoded(core, event, body)? {
+        return Err(BrokerError::Group("the journal's disk is full".into()));
+    }
+    Ok(())
+}
+
+/// One event's body in a batch, borrowed from the entry (copied only if
+/// it was not sent as `bin`, which no member does): bytes borrowed as an
+/// intake item's are.
+pub type Body<'a> = orderly_common::protocol::ItemData<'a>;
+
 /// The events of one leader turn as batches of at most
-/// `PROPOSAL_BYTES_MAX` bytes (a MessagePack array of event bodies).
-pub fn encode_batches(bodies: Vec<Vec<u8>>) -> Vec<Vec<u8>> {
+/// `PROPOSAL_BYTES_MAX` bytes (a MessagePack array of event bodies), each
+/// with how many events it holds. The events are encoded once, into one
+/// buffer, then framed into their batch.
+pub fn encode_batches(events: &[Event]) -> Vec<(usize, Vec<u8>)> {
+    encode_batches_in(events, &mut Vec::new())
+}
+
+/// [`encode_batches`] encoding the events in `bodies` (cleared first).
+fn encode_batches_in(events: &[Event], bodies: &mut Vec<u8>) -> Vec<(usize, Vec<u8>)> {
+    bodies.clear();
+    let mut ends = Vec::with_capacity(events.len());
+    for event in events {
+        encode_event_into(event, bodies);
+        ends.push(bodies.len());
+    }
     let mut batches = Vec::new();
-    let mut current: Vec<ByteBuf> = Vec::new();
-    let mut bytes = 0;
-    for body in bodies {
+    let mut current: Vec<&serde_bytes::Bytes> = Vec::new();
+    let (mut start, mut bytes) = (0, 0);
+    for end in ends {
+        let body = &bodies[start..end];
+        start = end;
         let size = body.len() + BATCH_OVERHEAD_PER_EVENT;
         if !current.is_empty() && bytes + size > PROPOSAL_BYTES_MAX {
-            batches.push(encode_batch(&std::mem::take(&mut current)));
+            batches.push((current.len(), encode_batch(&current, bytes)));
+            current.clear();
             bytes = 0;
         }
         bytes += size;
-        current.push(ByteBuf::from(body));
+        current.push(serde_bytes::Bytes::new(body));
     }
     if !current.is_empty() {
-        batches.push(encode_batch(&current));
+        batches.push((current.len(), encode_batch(&current, bytes)));
     }
     batches
 }
 
-fn encode_batch(bodies: &[ByteBuf]) -> Vec<u8> {
-    rmp_serde::to_vec(bodies).expect("encoding into memory cannot fail")
+/// A MessagePack array of `bin`s (the bytes `rmp_serde` gives a
+/// `Vec<ByteBuf>`); `bytes`: about its size.
+fn encode_batch(bodies: &[&serde_bytes::Bytes], bytes: usize) -> Vec<u8> {
+    let mut batch = Vec::with_capacity(bytes + BATCH_OVERHEAD_PER_EVENT);
+    rmp_serde::encode::write(&mut batch, bodies).expect("encoding into memory cannot fail");
+    batch
 }
 
-/// The event bodies of a committed entry (none for a leader's empty one).
-pub fn decode_batch(data: &[u8]) -> Result<Vec<ByteBuf>, BrokerError> {
+/// The event bodies of a committed entry (none for a leader's empty one),
+/// borrowed from it.
+pub fn decode_batch(data: &[u8]) -> Result<Vec<Body<'_>>, BrokerError> {
     if data.is_empty() {
         return Ok(Vec::new());
     }
@@ -551,19 +682,81 @@ pub fn decode_batch(data: &[u8]) -> Result<Vec<ByteBuf>, BrokerError> {
 
 #[cfg(test)]
 mod tests {
-    use super::super::recover::decode_applied_marker;
+    use super::super::recover::{decode_applied_marker, replay_applied};
     use super::*;
+    use serde_bytes::ByteBuf;
+    use std::borrow::Cow;
 
     #[test]
     fn a_huge_turn_is_split_into_bounded_batches_that_decode_in_order() {
-        let bodies: Vec<Vec<u8>> = (0..10u8).map(|n| vec![n; PROPOSAL_BYTES_MAX / 4]).collect();
-        let batches = encode_batches(bodies.clone());
+        let events: Vec<Event> = (0..10u8)
+            .map(|n| Event::ItemStored {
+                key: orderly_common::OrderKey::new("p", "o").into(),
+                seq: n.into(),
+                data: ByteBuf::from(vec![n; PROPOSAL_BYTES_MAX / 4]),
+            })
+            .collect();
+        let batches = encode_batches(&events);
         assert!(batches.len() >= 3, "{} batches", batches.len());
-        assert!(batches.iter().all(|b| b.len() <= PROPOSAL_BYTES_MAX));
+        assert!(batches.iter().all(|(_, b)| b.len() <= PROPOSAL_BYTES_MAX));
+        assert_eq!(batches.iter().map(|(count, _)| count).sum::<usize>(), events.len());
         let decoded: Vec<Vec<u8>> =
-            batches.iter().flat_map(|b| decode_batch(b).unwrap()).map(|b| b.into_vec()).collect();
-        assert_eq!(decoded, bodies);
+            batches.iter().flat_map(|(_, b)| decode_batch(b).unwrap()).map(|b| b.to_vec()).collect();
+        assert_eq!(decoded, events.iter().map(encode_event).collect::<Vec<_>>());
         assert!(decode_batch(&[]).unwrap().is_empty());
+    }
+
+    /// The entry bytes are 0.5.2's (`rmp_serde` over the bodies as
+    /// `ByteBuf`s): a group of old and new members replicates, and
+    /// 0.5.2's decoding reads the batches back (and vice versa).
+    #[test]
+    fn batches_are_the_bytes_of_0_5_2_both_ways() {
+        let events = crate::core::codec::one_event_of_each_kind();
+        let bodies: Vec<ByteBuf> = events.iter().map(|e| ByteBuf::from(encode_event(e))).collect();
+        let old = rmp_serde::to_vec(&bodies).unwrap();
+        let batches = encode_batches(&events);
+        assert_eq!(batches, vec![(events.len(), old.clone())]);
+        let decoded = decode_batch(&old).unwrap();
+        assert!(decoded.iter().map(|b| &**b).eq(bodies.iter().map(|b| b.as_slice())));
+        assert!(decoded.iter().all(|b| matches!(b.0, Cow::Borrowed(_))), "bodies are borrowed, not copied");
+        let back: Vec<ByteBuf> = rmp_serde::from_slice(&batches[0].1).unwrap();
+        assert_eq!(back, bodies);
+    }
+
+    /// A committed entry's bodies go to the journal as they are
+    /// (`Recorder::record_encoded`): the journal holds the bytes it held
+    /// when each event was recorded (encoded again), for every kind.
+    #[test]
+    fn recording_an_encoded_body_writes_the_journal_recording_the_event_does() {
+        use orderly_journal::{Journal, Options};
+        let journal_bytes = |encoded: bool| {
+            let dir = tempfile::tempdir().unwrap();
+            let (journal, _) = Journal::open(dir.path(), Options::default()).unwrap();
+            let (mut core, anchors, _) =
+                replay_applied(&journal, CoreConfig::with_incarnation(1), 0, |_, _, _| {}).expect("replays");
+            let mut recorder = Recorder::new(journal, anchors);
+            for event in crate::core::codec::one_event_of_each_kind() {
+                let recorded = if encoded {
+                    recorder.record_encoded(&mut core, &event, &encode_event(&event))
+                } else {
+                    recorder.record(&mut core, &event)
+                };
+                assert!(recorded.unwrap());
+            }
+            assert!(recorder.commit().unwrap());
+            let mut records = Vec::new();
+            recorder
+                .log
+                .replay_located(|at, body| {
+                    records.push((at, body.to_vec()));
+                    Ok::<_, std::convert::Infallible>(())
+                })
+                .unwrap();
+            records
+        };
+        let recorded = journal_bytes(false);
+        assert_eq!(recorded.len(), crate::core::codec::one_event_of_each_kind().len());
+        assert_eq!(journal_bytes(true), recorded);
     }
 
     /// An entry's events apply at its marker; leftovers of an apply a crash

@@ -206,17 +206,31 @@ impl<L: EventLog> Recorder<L> {
     /// committing what is buffered first when the batch is full, as for
     /// events. False: the disk is full and nothing was appended.
     pub fn append_marker(&mut self, body: &[u8]) -> Result<bool, BrokerError> {
-        match self.log.append(body) {
+        Ok(self.append_body(body)?.is_some())
+    }
+
+    /// Appends a record body as it is, committing what is buffered first
+    /// when the batch is full. `None`: the disk is full, nothing appended.
+    fn append_body(&mut self, body: &[u8]) -> Result<Option<RecordAt>, BrokerError> {
+        let at = match self.log.append(body) {
             Err(JournalError::BatchFull { .. }) => {
                 if !self.commit()? {
-                    return Ok(false);
+                    return Ok(None);
                 }
-                self.log.append(body).map_err(journal_err("append"))?;
+                self.log.append(body).map_err(journal_err("append"))?
             }
-            other => {
-                other.map_err(journal_err("append"))?;
-            }
-        }
+            other => other.map_err(journal_err("append"))?,
+        };
+        Ok(Some(at))
+    }
+
+    /// [`Recorder::record`] of an event whose record body is at hand
+    /// already, `encode_event(event)`'s bytes (a group member applying a
+    /// committed entry holds them): the bytes are appended as they are,
+    /// not encoded again, and `event` is observed as `record` does.
+    pub fn record_encoded(&mut self, core: &mut Core, event: &Event, body: &[u8]) -> Result<bool, BrokerError> {
+        let Some(at) = self.append_body(body)? else { return Ok(false) };
+        self.anchors.observe(core, event, at);
         Ok(true)
     }
 

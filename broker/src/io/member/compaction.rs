@@ -215,6 +215,43 @@ mod tests {
         core.handle_intake(item(2, vec![ByteBuf::from(vec![b'y'; 10])], false, Some(3)), 1);
     }
 
+    /// A leader deposed between proposing an entry and applying it drops
+    /// the events it kept for it: its core is rebuilt from the journal,
+    /// so the entry, committed after all, must be decoded and applied to
+    /// the rebuilt core as another leader's would be (were the kept events
+    /// recorded instead, the rebuilt core would never apply them).
+    #[test]
+    fn a_deposed_leader_applies_its_own_committed_entry_from_the_entry() {
+        let One { mut core, mut recorder, mut member, mut now, .. } =
+            group_of_one(23, options(), options(), |journal| journal);
+        let key = orderly_common::OrderKey::new("p", "kept");
+        let whole = IntakeMsg::Items(Items {
+            producer: "p".into(),
+            order: "kept".into(),
+            begin: true,
+            first: 0,
+            data: vec![ByteBuf::from(vec![b'k'; 100])],
+            finish: Some(1),
+        });
+        core.handle_intake(whole, 1);
+        member.propose_turn(&mut core, &mut recorder, Vec::new(), now).unwrap();
+        assert!(core.snapshot(&key).is_some(), "the leader's core holds the order");
+        // A group of one is not outvoted: step down as a deposed leader does.
+        member.step_down(&mut core, &mut recorder, now).unwrap();
+        assert!(core.snapshot(&key).is_none(), "rebuilt from the journal, which lacks it yet");
+        while !member.serves() {
+            now += RAFT_TICK_MS_FOR_TESTS;
+            assert!(now < 60_000, "re-elected");
+            member.tick(now);
+            member.handle_ready(&mut core, &mut recorder, now).unwrap();
+        }
+        assert!(core.snapshot(&key).is_some(), "the committed entry applied to the rebuilt core");
+        let (replayed, _, _) =
+            replay_applied(recorder.log.journal(), CoreConfig::with_incarnation(1), now, |_, _, _| {})
+                .expect("replays");
+        assert!(replayed.snapshot(&key).is_some(), "and recorded in the journal");
+    }
+
     /// A group of one on a simulated disk, elected: the leader's proposals
     /// commit within its own `handle_ready`, so between `propose_turn` and
     /// it the core is ahead of the group, exactly as a leader of three
