@@ -20,7 +20,7 @@
 //! old one is closed: a PUSH merely disconnected may still hand a message
 //! to the old connection while it is torn down.
 
-use std::collections::{BTreeMap, VecDeque};
+use std::collections::{HashMap, VecDeque};
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
@@ -445,7 +445,7 @@ struct Loop {
     broker_heard_ms: Option<Millis>,
     /// With metrics: when each running order started (for the handler
     /// duration histogram).
-    started: BTreeMap<(OrderKey, u32), Instant>,
+    started: HashMap<(OrderKey, u32), Instant, foldhash::fast::RandomState>,
 }
 
 impl Loop {
@@ -494,7 +494,7 @@ impl Loop {
             hooks,
             turn_hook_due_ms: 0,
             broker_heard_ms: None,
-            started: BTreeMap::new(),
+            started: HashMap::default(),
         })
     }
 
