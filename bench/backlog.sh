@@ -35,13 +35,9 @@ while [ $# -gt 0 ]; do
 done
 cd "$ROOT"
 scripts/setup.sh
-if [ -n "${ORDERLY_BIN_DIR:-}" ]; then
-    BIN=$ORDERLY_BIN_DIR
-else
-    cargo build --release --quiet --bins
-    BIN="$ROOT/target/release"
-fi
-port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
+# shellcheck source=bench/lib.sh
+. "$ROOT/bench/lib.sh"
+bench_bins --bins
 work="$(mktemp -d "${TMPDIR:-/tmp}/orderly-backlog.XXXXXX")"
 pids=()
 trap '{ kill -9 "${pids[@]}"; wait; } 2>/dev/null || true; rm -rf "$work"' EXIT

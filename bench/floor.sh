@@ -28,12 +28,9 @@ while [ $# -gt 0 ]; do
 done
 cd "$ROOT"
 scripts/setup.sh
-if [ -n "${ORDERLY_BIN_DIR:-}" ]; then
-    BIN=$ORDERLY_BIN_DIR
-else
-    cargo build --release --quiet -p orderly-tests --bin orderly-zmq-floor
-    BIN="$ROOT/target/release"
-fi
+# shellcheck source=bench/lib.sh
+. "$ROOT/bench/lib.sh"
+bench_bins -p orderly-tests --bin orderly-zmq-floor
 out="$(mktemp "${TMPDIR:-/tmp}/orderly-floor.XXXXXX")"
 trap 'rm -f "$out"' EXIT
 # Runs interleaved (per-item, packed, each plaintext then CURVE), so a

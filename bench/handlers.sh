@@ -59,17 +59,12 @@ for handler in $HANDLERS; do
 done
 cd "$ROOT"
 scripts/setup.sh
-if [ -n "${ORDERLY_BIN_DIR:-}" ]; then
-    BIN=$ORDERLY_BIN_DIR
-else
-    cargo build --release --quiet --bins
-    BIN="$ROOT/target/release"
-fi
+# shellcheck source=bench/lib.sh
+. "$ROOT/bench/lib.sh"
+bench_bins --bins
 case " $HANDLERS " in
     *" serve "*|*" python"*) PY="$(scripts/python-env.sh)" ;;
 esac
-# shellcheck source=bench/lib.sh
-. "$ROOT/bench/lib.sh"
 trap stop_run EXIT
 trap 'exit 130' INT TERM
 

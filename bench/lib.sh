@@ -14,6 +14,19 @@ port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); 
 # end is the broker's own last-ack time, not when a poll saw it.
 AWAIT_POLL_S=0.5 AWAIT_TIMEOUT_S=600
 BENCH_DIR="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
+
+# bench_bins CARGO_BUILD_ARGS...: BIN is $ORDERLY_BIN_DIR when set (an A/B
+# against another build's binaries, or the test command's smoke runs on
+# the debug ones, whose figures mean nothing), else those release
+# binaries, built first.
+bench_bins() {
+    if [ -n "${ORDERLY_BIN_DIR:-}" ]; then
+        BIN=$ORDERLY_BIN_DIR
+    else
+        cargo build --release --quiet "$@"
+        BIN="$BENCH_DIR/../target/release"
+    fi
+}
 await_acked() {
     local out=$1 total=$2
     shift 2

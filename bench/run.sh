@@ -119,14 +119,9 @@ scripts/setup.sh
 # ORDERLY_BIN_DIR: binaries already built (the test command's smoke run
 # uses the debug ones; its figures mean nothing, only that no order is
 # lost and the script works).
-if [ -n "${ORDERLY_BIN_DIR:-}" ]; then
-    BIN=$ORDERLY_BIN_DIR
-else
-    cargo build --release --quiet --bins
-    BIN="$ROOT/target/release"
-fi
 # shellcheck source=bench/lib.sh
 . "$ROOT/bench/lib.sh"
+bench_bins --bins
 # A group elects a leader in a few seconds (docs/REPLICATION.md); far longer
 # is a broken run.
 LEADER_WAIT_S=30
