@@ -226,6 +226,16 @@ one_run() {
         RUN_PIDS+=("$!")
     done
     sleep 1.5 # workers welcomed
+    # A worker that refused its flags (e.g. --concurrency above 1024) would
+    # leave the run waiting for acks until AWAIT_TIMEOUT_S: stop at once.
+    local pid
+    for pid in "${RUN_PIDS[@]:$nbrokers:$WORKERS}"; do
+        if ! kill -0 "$pid" 2>/dev/null; then
+            echo "bench: a worker exited at start; its log:" >&2
+            cat "$work"/worker*.log >&2
+            exit 1
+        fi
+    done
     local total=$((orders * PRODUCERS)) t0
     t0=$(date +%s.%N)
     for p in $(seq 1 "$PRODUCERS"); do
