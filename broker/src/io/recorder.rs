@@ -187,15 +187,24 @@ impl<L: EventLog> Recorder<L> {
 
     /// `None`: the disk is full (nothing appended; see [`Persisted::Held`]).
     fn append(&mut self, event: &Event) -> Result<Option<RecordAt>, BrokerError> {
-        let at = match self.log.append_event(event) {
+        // Encoded again after a full batch: rare, and cheaper than a copy
+        // of every record.
+        self.append_retrying(|log| log.append_event(event))
+    }
+
+    /// Appends with `put`; when the batch is full (a huge turn), commits
+    /// what is buffered and puts again. `None`: the disk is full, nothing
+    /// appended.
+    fn append_retrying(
+        &mut self,
+        mut put: impl FnMut(&mut L) -> Result<RecordAt, JournalError>,
+    ) -> Result<Option<RecordAt>, BrokerError> {
+        let at = match put(&mut self.log) {
             Err(JournalError::BatchFull { .. }) => {
-                // A huge turn: commit what is buffered and go on (encoding
-                // the event again: rare, and cheaper than a copy of every
-                // record).
                 if !self.commit()? {
                     return Ok(None);
                 }
-                self.log.append_event(event).map_err(journal_err("append"))?
+                put(&mut self.log).map_err(journal_err("append"))?
             }
             other => other.map_err(journal_err("append"))?,
         };
@@ -212,16 +221,7 @@ impl<L: EventLog> Recorder<L> {
     /// Appends a record body as it is, committing what is buffered first
     /// when the batch is full. `None`: the disk is full, nothing appended.
     fn append_body(&mut self, body: &[u8]) -> Result<Option<RecordAt>, BrokerError> {
-        let at = match self.log.append(body) {
-            Err(JournalError::BatchFull { .. }) => {
-                if !self.commit()? {
-                    return Ok(None);
-                }
-                self.log.append(body).map_err(journal_err("append"))?
-            }
-            other => other.map_err(journal_err("append"))?,
-        };
-        Ok(Some(at))
+        self.append_retrying(|log| log.append(body))
     }
 
     /// [`Recorder::record`] of an event whose record body is at hand
