@@ -3,10 +3,10 @@
 //! once, from the wire into its own buffers, instead of allocating a
 //! `String` per id and a `ByteBuf` per item first (issue 20).
 //!
-//! The fields are `Cow`s deserialized with the same visitors as the owned
-//! types (serde's borrowed `Cow<str>`, `serde_bytes`' `Cow<[u8]>`): every
-//! input the owned messages took is taken, every refusal is the same
-//! error. Only what `rmp_serde` cannot hand out as a slice is copied — an
+//! The fields are `Cow`s deserialized as the owned types were (serde's
+//! borrowed `Cow<str>`; for items, [`ItemData`]'s visitor, which takes what
+//! `ByteBuf` took and refuses with its words): every input the owned
+//! messages of 0.5.1 took is taken, every refusal is the same error. Only what `rmp_serde` cannot hand out as a slice is copied — an
 //! item sent as an array of integers, which PROTOCOL.md does not allow
 //! (`bin`) but the decoder has always accepted.
 
@@ -20,9 +20,58 @@ use crate::ids::{validate_order_id, validate_peer_id};
 use crate::limits::{INTAKE_FRAME_BYTES_MAX, ITEM_BYTES_MAX, ORDERS_PER_MESSAGE_MAX, ORDER_ITEMS_MAX};
 
 /// One item's bytes, borrowed from the frame when it was sent as `bin`.
-#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
-#[serde(transparent)]
-pub struct ItemData<'a>(#[serde(borrow, with = "serde_bytes")] pub Cow<'a, [u8]>);
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ItemData<'a>(pub Cow<'a, [u8]>);
+
+impl<'de: 'a, 'a> Deserialize<'de> for ItemData<'a> {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        deserializer.deserialize_bytes(ItemDataVisitor)
+    }
+}
+
+/// `serde_bytes`' `Cow<[u8]>` visitor with `ByteBuf`'s words: the same
+/// inputs are taken (borrowed where the frame holds them), and a refusal
+/// says "expected byte array", as the owned decode of 0.5.1 did, where the
+/// `Cow` visitor says "expected a byte array".
+struct ItemDataVisitor;
+
+impl<'de> serde::de::Visitor<'de> for ItemDataVisitor {
+    type Value = ItemData<'de>;
+
+    fn expecting(&self, formatter: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        formatter.write_str("byte array")
+    }
+
+    fn visit_borrowed_bytes<E: serde::de::Error>(self, v: &'de [u8]) -> Result<Self::Value, E> {
+        Ok(ItemData(Cow::Borrowed(v)))
+    }
+
+    fn visit_borrowed_str<E: serde::de::Error>(self, v: &'de str) -> Result<Self::Value, E> {
+        Ok(ItemData(Cow::Borrowed(v.as_bytes())))
+    }
+
+    fn visit_bytes<E: serde::de::Error>(self, v: &[u8]) -> Result<Self::Value, E> {
+        Ok(ItemData(Cow::Owned(v.to_vec())))
+    }
+
+    fn visit_str<E: serde::de::Error>(self, v: &str) -> Result<Self::Value, E> {
+        Ok(ItemData(Cow::Owned(v.as_bytes().to_vec())))
+    }
+
+    fn visit_byte_buf<E: serde::de::Error>(self, v: Vec<u8>) -> Result<Self::Value, E> {
+        Ok(ItemData(Cow::Owned(v)))
+    }
+
+    fn visit_string<E: serde::de::Error>(self, v: String) -> Result<Self::Value, E> {
+        Ok(ItemData(Cow::Owned(v.into_bytes())))
+    }
+
+    /// An array of integers: `ByteBuf`'s own reading of it, refusals included.
+    fn visit_seq<A: serde::de::SeqAccess<'de>>(self, seq: A) -> Result<Self::Value, A::Error> {
+        let bytes = ByteBuf::deserialize(serde::de::value::SeqAccessDeserializer::new(seq))?;
+        Ok(ItemData(Cow::Owned(bytes.into_vec())))
+    }
+}
 
 impl std::ops::Deref for ItemData<'_> {
     type Target = [u8];

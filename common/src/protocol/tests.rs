@@ -527,3 +527,50 @@ fn an_item_sent_as_an_array_of_integers_or_a_str_is_still_taken() {
         IntakeMsg::decode(&encode_as("item", &LooseItem { producer: "p1", order: "o-1", seq: 0, data: [300u16] }));
     assert!(matches!(error, Err(DecodeError::Malformed(_))), "{error:?}");
 }
+
+/// An item that is no byte array at all is refused in the words of 0.5.1's
+/// owned decode (`ByteBuf`'s "expected byte array"), borrowed or owned, in
+/// each message that carries items (`item`, `items`, `orders`).
+#[test]
+fn an_item_that_is_no_byte_array_is_refused_as_before() {
+    #[derive(Serialize)]
+    struct LooseItem {
+        producer: &'static str,
+        order: &'static str,
+        seq: u32,
+        data: u64,
+    }
+    #[derive(Serialize)]
+    struct LooseOrder {
+        order: &'static str,
+        data: Vec<u64>,
+    }
+    #[derive(Serialize)]
+    struct LooseOrders {
+        producer: &'static str,
+        orders: Vec<LooseOrder>,
+    }
+    #[derive(Serialize)]
+    struct LooseItems {
+        producer: &'static str,
+        order: &'static str,
+        begin: bool,
+        first: u32,
+        data: Vec<u64>,
+        finish: Option<u32>,
+    }
+    let frames = [
+        encode_as(
+            "items",
+            &LooseItems { producer: "p1", order: "o-1", begin: true, first: 0, data: vec![7], finish: None },
+        ),
+        encode_as("item", &LooseItem { producer: "p1", order: "o-1", seq: 0, data: 7 }),
+        encode_as("orders", &LooseOrders { producer: "p1", orders: vec![LooseOrder { order: "o-1", data: vec![7] }] }),
+    ];
+    for frame in frames {
+        for error in [IntakeRef::decode(&frame).map(drop), IntakeMsg::decode(&frame).map(drop)] {
+            let text = error.expect_err("an integer is no item").to_string();
+            assert!(text.contains("expected byte array"), "{text}");
+        }
+    }
+}
