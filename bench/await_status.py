@@ -1,7 +1,8 @@
 #!/usr/bin/env python3
 """Waits, in one process, until a broker's /status counter reaches a value.
 
-    await_status.py --counter NAME --at-least N [--interval S] [--timeout S] ADMIN...
+    await_status.py --counter NAME --at-least N [--interval S] [--timeout S]
+                    [--watch PID]... ADMIN...
 
 Polls GET /status of the serving broker among ADMIN (host:port; with several,
 a group's members: the one whose `group.role` is `leader`) every S seconds
@@ -10,6 +11,11 @@ Prints one JSON object: the admin address it read, the counter, the broker's
 `last_ack_unix_ms` (null from a broker older than 0.5 or before any ack), the
 poll's own Unix time (`seen_unix_ms`) and whether the value was reached; exits
 1 if it was not.
+
+--watch PID (repeatable): a process the run needs (a broker, a worker). Once
+one has exited (gone, or a zombie its parent has not reaped) the wait ends at
+once, instead of after the timeout, and the JSON's `exited` lists those PIDs:
+the counter will not reach N.
 
 Why not `orderly-broker status` in a shell loop: on a two-core machine a
 process start and two greps per poll (~9.5 ms of CPU) took up to a fifth of a
@@ -45,6 +51,17 @@ def status_of(admin):
         return None
 
 
+def exited(pid):
+    """Whether process PID has ended: no /proc entry, or a zombie."""
+    try:
+        with open(f"/proc/{pid}/stat") as stat:
+            # The state follows the command, which is in parentheses and may
+            # itself hold spaces or parentheses.
+            return stat.read().rpartition(")")[2].split()[0] == "Z"
+    except (OSError, IndexError):
+        return True
+
+
 def serving(status):
     """A single broker serves; a group member serves if it leads."""
     group = status.get("group")
@@ -57,10 +74,11 @@ def main():
     parser.add_argument("--at-least", type=int, required=True)
     parser.add_argument("--interval", type=float, default=0.5)
     parser.add_argument("--timeout", type=float, default=600.0)
+    parser.add_argument("--watch", type=int, action="append", default=[], metavar="PID")
     parser.add_argument("admins", nargs="+", metavar="ADMIN")
     args = parser.parse_args()
     deadline = time.monotonic() + args.timeout
-    admin, last = args.admins[0], None
+    admin, last, gone = args.admins[0], None, []
     while True:
         status = status_of(admin)
         if status is None or not serving(status):
@@ -84,12 +102,14 @@ def main():
             }
             if last["reached"]:
                 break
-        if time.monotonic() >= deadline:
+        gone = [pid for pid in args.watch if exited(pid)]
+        if gone or time.monotonic() >= deadline:
             break
         time.sleep(args.interval)
     if last is None:
         last = {"admin": None, "counter": args.counter, "value": 0, "last_ack_unix_ms": None,
                 "seen_unix_ms": int(time.time() * 1000), "reached": False}
+    last["exited"] = [] if last["reached"] else gone
     json.dump(last, sys.stdout)
     print()
     return 0 if last["reached"] else 1

@@ -12,7 +12,12 @@ port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); 
 # an `orderly-broker status` process and two greps every 50 ms during the
 # run (as before 0.5) took up to a fifth of a core on two cores; the run's
 # end is the broker's own last-ack time, not when a poll saw it.
+#
+# AWAIT_WATCH_PIDS (an array, may be empty): the run's brokers and workers.
+# Once one has exited the wait ends at once (the total cannot come), and
+# the JSON's `exited` names them (see await_failed).
 AWAIT_POLL_S=0.5 AWAIT_TIMEOUT_S=600
+AWAIT_WATCH_PIDS=()
 BENCH_DIR="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 
 # bench_bins CARGO_BUILD_ARGS...: BIN is $ORDERLY_BIN_DIR when set (an A/B
@@ -30,8 +35,26 @@ bench_bins() {
 await_acked() {
     local out=$1 total=$2
     shift 2
+    local watch=() pid
+    for pid in "${AWAIT_WATCH_PIDS[@]}"; do watch+=(--watch "$pid"); done
     python3 "$BENCH_DIR/await_status.py" --counter orders_acked --at-least "$total" --interval "$AWAIT_POLL_S" \
-        --timeout "$AWAIT_TIMEOUT_S" "$@" >"$out"
+        --timeout "$AWAIT_TIMEOUT_S" "${watch[@]}" "$@" >"$out"
+}
+
+# await_failed AWAITED LOG...: when await_acked's JSON says a watched
+# process exited mid-run, prints that with the LOGs and fails: the run's
+# figures would mean nothing.
+await_failed() {
+    local awaited=$1 gone
+    shift
+    gone=$(python3 -c 'import json, sys; print(" ".join(map(str, json.load(open(sys.argv[1])).get("exited", []))))' "$awaited")
+    [ -n "$gone" ] || return 1
+    echo "bench: a process of the run exited mid-run (PID $gone); the logs:" >&2
+    local log
+    for log in "$@"; do
+        [ -f "$log" ] && { echo "--- $log" >&2; tail -n 20 "$log" >&2; }
+    done
+    return 0
 }
 
 # ended_at AWAITED: the Unix time (s) a run ended by await_acked's JSON: the

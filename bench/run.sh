@@ -252,7 +252,14 @@ one_run() {
     # broker's last-ack time. The leader first (a group's may change
     # mid-run: it should not here, and the poller follows it).
     wait "${RUN_PIDS[@]:$((nbrokers + WORKERS))}" || true
+    # A broker or worker that dies mid-run ends the wait at once (its log is
+    # printed and the bench fails), not after AWAIT_TIMEOUT_S.
+    AWAIT_WATCH_PIDS=("${RUN_PIDS[@]:0:$((nbrokers + WORKERS))}")
     await_acked "$work/acked.json" "$total" "$admin" "${admins[@]}" || true
+    AWAIT_WATCH_PIDS=()
+    if await_failed "$work/acked.json" "$work"/broker*.log "$work"/worker*.log; then
+        exit 1
+    fi
     admin=$(python3 -c 'import json, sys; print(json.load(open(sys.argv[1]))["admin"] or "")' "$work/acked.json")
     [ -n "$admin" ] || admin=$(leader_of "${admins[@]}")
     local status rss cpu_ticks=0 hz leader_pid=${brokers[0]} raft_bytes=0 i
