@@ -27,8 +27,8 @@ BENCH_PID=$!
 # quiet moment): the journal on disk stays well below what is written.
 disk_max=0 samples=0
 while kill -0 "$BENCH_PID" 2>/dev/null; do
-    on_disk=$(du -sb "$WORK/data/journal" 2>/dev/null | cut -f1) || on_disk=0
-    if [ "${on_disk:-0}" -gt "$disk_max" ]; then disk_max=$on_disk; fi
+    disk_now=$(du -sb "$WORK/data/journal" 2>/dev/null | cut -f1) || disk_now=0
+    if [ "${disk_now:-0}" -gt "$disk_max" ]; then disk_max=$disk_now; fi
     samples=$((samples + 1))
     sleep 0.5
 done

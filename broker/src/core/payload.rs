@@ -26,9 +26,10 @@ const _: () = assert!((orderly_common::limits::ORDER_BYTES_MAX as u64) < u32::MA
 /// items, appended to one buffer as they arrive ([`PartialItems`]), are
 /// sealed by adding it. A `triomphe::ThinArc`: 8 bytes in the order (its
 /// reference count and length in the heap block: 16 bytes, as `ThinVec`'s
-/// length and capacity were), exactly sized, filled with bulk copies (`ThinVec` 0.2 copied
-/// byte by byte, 6.9 % of the per-item profile), and shared without a copy
-/// between the order and its `Accepted` record. Immutable once built.
+/// length and capacity were), exactly sized, filled with bulk copies
+/// (`ThinVec` 0.2 copied byte by byte, 6.9 % of the per-item profile), and
+/// shared without a copy between the order and its `Accepted` record.
+/// Immutable once built.
 /// Offsets fit in u32: an order's bytes are bounded far below 4 GiB
 /// (`limits::ORDER_BYTES_MAX`, asserted above; a decoded record is checked).
 #[derive(Clone, PartialEq, Eq)]

@@ -6,9 +6,10 @@
 //! The fields are `Cow`s deserialized as the owned types were (serde's
 //! borrowed `Cow<str>`; for items, [`ItemData`]'s visitor, which takes what
 //! `ByteBuf` took and refuses with its words): every input the owned
-//! messages of 0.5.1 took is taken, every refusal is the same error. Only what `rmp_serde` cannot hand out as a slice is copied — an
-//! item sent as an array of integers, which PROTOCOL.md does not allow
-//! (`bin`) but the decoder has always accepted.
+//! messages of 0.5.1 took is taken, every refusal is the same error. Only
+//! what `rmp_serde` cannot hand out as a slice is copied — an item sent as
+//! an array of integers, which PROTOCOL.md does not allow (`bin`) but the
+//! decoder has always accepted.
 
 use std::borrow::Cow;
 
