@@ -94,16 +94,24 @@ impl DiskOutbox {
     /// Appends a Sent record; returns its segment and size.
     fn append_sent(&mut self, id: &str, items: &[Vec<u8>]) -> Result<(u64, u64), ProducerError> {
         let body = record::encode_sent(id, items);
-        let (_, segment_id) = match self.journal.append(&body) {
-            // A batch at the journal's buffer bound: write it, then go on.
+        let segment_id = self.append(&body)?;
+        Ok((segment_id, body.len() as u64))
+    }
+
+    /// Appends one record; returns its segment. A batch at the journal's
+    /// bound (its buffer, or the room left in the active segment) is
+    /// written first, then the record goes on: every record kind, or a
+    /// burst of answers would fail the producer.
+    fn append(&mut self, body: &[u8]) -> Result<u64, ProducerError> {
+        let (_, segment_id) = match self.journal.append(body) {
             Err(JournalError::BatchFull { .. }) => {
                 self.commit()?;
-                self.journal.append(&body)
+                self.journal.append(body)
             }
             other => other,
         }
         .map_err(|source| journal_error(&self.dir, source))?;
-        Ok((segment_id, body.len() as u64))
+        Ok(segment_id)
     }
 
     /// Appends an Answered record if the order is on disk (a stream the
@@ -113,9 +121,7 @@ impl DiskOutbox {
         if !self.anchors.release(id) {
             return Ok(());
         }
-        self.journal
-            .append(&record::encode_answered(id, confirmed))
-            .map_err(|source| journal_error(&self.dir, source))?;
+        self.append(&record::encode_answered(id, confirmed))?;
         Ok(())
     }
 
@@ -254,6 +260,26 @@ mod tests {
         assert_eq!(live.len(), 1);
         assert_eq!((live[0].id.as_str(), &live[0].items), (stuck.0.as_str(), &stuck.1));
         assert!(live[0].segment_id > 1, "the unanswered order was copied forward out of segment 1");
+    }
+
+    /// Answers for more orders than the active segment has room left for,
+    /// before any commit (a restart resending a large outbox gets them in
+    /// bursts): the full batch is written first, none is refused. Failed
+    /// with "batch … cannot take … more: commit first" when only Sent
+    /// records were appended that way.
+    #[test]
+    fn a_burst_of_answers_past_the_segments_room_is_taken() {
+        let dir = tempfile::tempdir().unwrap();
+        let (mut disk, _) = open(dir.path());
+        let orders: Vec<_> = (0..400).map(|index| (format!("o-{index}"), vec![b"x".to_vec()])).collect();
+        disk.record_sent(orders.iter().map(|(id, items)| (id.as_str(), items.as_slice()))).unwrap();
+        for (id, _) in &orders {
+            disk.record_answered(id, true).unwrap();
+        }
+        disk.commit().unwrap();
+        drop(disk);
+        let (_, live) = open(dir.path());
+        assert!(live.is_empty(), "every order was answered");
     }
 
     #[test]
