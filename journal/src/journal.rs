@@ -85,6 +85,9 @@ pub struct Journal {
     active_synced: u64,
     /// Length the active segment is preallocated to.
     active_allocated: u64,
+    /// Below this offset the active segment's blocks have been written
+    /// (records, or zeros written ahead: see `Options::zero_ahead_bytes`).
+    active_zeroed: u64,
     /// The next segment, preallocated ahead of need.
     reserve: Reserve,
     /// Seq the next `append` gets.
@@ -172,6 +175,7 @@ impl Journal {
             active_file: Box::new(space::Closed),
             active_synced: 0,
             active_allocated: 0,
+            active_zeroed: 0,
             next_seq: SEQ_FIRST,
             segments: Vec::new(),
             batch: Batch::default(),
@@ -203,6 +207,7 @@ impl Journal {
                 self.active_file = self.storage.open(&last.path, true).map_err(JournalError::io(&last.path))?;
                 self.active_allocated = self.active_file.len().map_err(JournalError::io(&last.path))?;
                 self.active_synced = sector_ceil(last.bytes);
+                self.active_zeroed = sector_ceil(last.bytes);
                 self.next_seq = last.next_seq();
                 if last.records > 0 {
                     self.seal()?;
@@ -668,7 +673,8 @@ impl Journal {
 
     /// One write of whole sectors at the next sector boundary. Past the
     /// preallocated length the file is extended first; a full disk there is
-    /// `NoSpace` with nothing written.
+    /// `NoSpace` with nothing written. A small commit past the zeros
+    /// written so far writes zeros ahead in the same write.
     fn write_frames(&mut self, bytes: &mut Vec<u8>, records: u64) -> Result<(), JournalError> {
         bytes.resize(sector_ceil(bytes.len() as u64) as usize, 0);
         let at = sector_ceil(self.active().bytes);
@@ -678,7 +684,13 @@ impl Journal {
             self.active_file.allocate(end).map_err(|source| space::no_space_or_io(&path, source))?;
             self.active_allocated = end;
         }
-        self.active_file.write_all_at(bytes, at).map_err(JournalError::io(&path))?;
+        let frames = bytes.len();
+        let zeros_to = zero_ahead_end(end, frames as u64, self.active_zeroed, self.active_allocated, &self.options);
+        bytes.resize((zeros_to - at) as usize, 0);
+        let written = self.active_file.write_all_at(bytes, at);
+        bytes.truncate(frames);
+        written.map_err(JournalError::io(&path))?;
+        self.active_zeroed = self.active_zeroed.max(zeros_to);
         let active = self.segments.last_mut().expect("a journal always has an active segment");
         active.bytes = end;
         active.records += records;
@@ -759,6 +771,7 @@ impl Journal {
         self.active_file = file;
         self.active_allocated = allocated;
         self.active_synced = crate::format::FIRST_RECORD_OFFSET_V2;
+        self.active_zeroed = crate::format::FIRST_RECORD_OFFSET_V2;
         self.marker_at = 0;
         self.next_seq = first_seq.max(self.next_seq);
         Ok(())
@@ -778,6 +791,19 @@ fn rewrite(file: &dyn StorageFile, len: u64) -> std::io::Result<()> {
         at += chunk.len() as u64;
     }
     Ok(())
+}
+
+/// Where a commit of `frames` bytes ending at `end` ends its write: at
+/// `end`, or, when it is small and runs past the zeros written so far
+/// (`zeroed`), `zero_ahead_bytes` further (whole sectors, never past the
+/// preallocated length): see `Options::zero_ahead_bytes`.
+pub(crate) fn zero_ahead_end(end: u64, frames: u64, zeroed: u64, allocated: u64, options: &Options) -> u64 {
+    let ahead = options.zero_ahead_bytes;
+    if ahead == 0 || end <= zeroed || frames > crate::limits::ZERO_AHEAD_COMMIT_BYTES_MAX {
+        return end;
+    }
+    let to = (end + ahead).min(allocated);
+    (to - to % SECTOR_BYTES).max(end)
 }
 
 /// Zeros needed before a frame at `pending` bytes into a batch (which starts

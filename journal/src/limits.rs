@@ -33,6 +33,27 @@ pub const BATCH_BYTES_MAX_DEFAULT: u64 = 256 * 1024 * 1024;
 /// acks and dispatches), so a busy broker still reuses one buffer.
 pub(crate) const BATCH_BUFFER_RETAINED_BYTES_MAX: usize = 4 * 1024 * 1024;
 
+/// Default for `Options::zero_ahead_bytes`: how far past a commit's end the
+/// journal writes zeros over the preallocated space. Preallocated blocks
+/// are "unwritten" extents (ext4, XFS): the first write into one changes
+/// file metadata, so its `fdatasync` also commits the file system's own
+/// journal. Zeros written ahead make the next small commits land in
+/// written blocks, whose `fdatasync` flushes data only, as PostgreSQL's
+/// zero-filled WAL segments do (`wal_init_zero`). Measured here: a 4 KiB
+/// commit's `fdatasync` p50 0.25 → 0.18 ms. 1 MiB: about 850 commits of
+/// a 1,000 orders/s broker between two zero writes.
+pub const ZERO_AHEAD_BYTES_DEFAULT: u64 = 1024 * 1024;
+
+/// Largest `Options::zero_ahead_bytes`: the zeros ride in the batch buffer.
+pub const ZERO_AHEAD_BYTES_MAX: u64 = 1024 * 1024;
+
+/// Zeros are written ahead only by commits of at most this many bytes
+/// (the data; 0 in `Options::zero_ahead_bytes` turns it off). A large
+/// commit (a loaded broker's batch) pays the metadata change once for its
+/// many records, while writing every byte twice would double the device's
+/// writes where it is busiest.
+pub const ZERO_AHEAD_COMMIT_BYTES_MAX: u64 = 64 * 1024;
+
 /// Read buffer for scanning segments: large sequential reads, small memory.
 pub const READ_BUFFER_BYTES: usize = 256 * 1024;
 
@@ -49,3 +70,6 @@ const _: () = assert!(BATCH_BUFFER_RETAINED_BYTES_MAX as u64 <= BATCH_BYTES_MAX_
 const _: () = assert!(SEGMENT_BYTES_TARGET_DEFAULT <= SEGMENT_BYTES_TARGET_MAX);
 const _: () = assert!(SEGMENT_BYTES_TARGET_MAX + BATCH_BYTES_MAX_DEFAULT <= u32::MAX as u64);
 const _: () = assert!(QUARANTINE_NAME_ATTEMPTS_MAX >= 1);
+// A zero write stays a small part of the batch buffer that holds it.
+const _: () = assert!(ZERO_AHEAD_BYTES_DEFAULT <= ZERO_AHEAD_BYTES_MAX);
+const _: () = assert!(ZERO_AHEAD_BYTES_MAX + ZERO_AHEAD_COMMIT_BYTES_MAX <= BATCH_BUFFER_RETAINED_BYTES_MAX as u64);

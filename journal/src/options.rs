@@ -6,7 +6,10 @@ use std::time::Duration;
 
 use crate::error::{JournalError, ParseFsyncPolicyError};
 use crate::format::RECORD_HEADER_BYTES;
-use crate::limits::{BATCH_BYTES_MAX_DEFAULT, RECORD_BYTES_MAX, SEGMENT_BYTES_TARGET_DEFAULT};
+use crate::limits::{
+    BATCH_BYTES_MAX_DEFAULT, RECORD_BYTES_MAX, SEGMENT_BYTES_TARGET_DEFAULT, ZERO_AHEAD_BYTES_DEFAULT,
+    ZERO_AHEAD_BYTES_MAX,
+};
 
 /// When `commit` fsyncs.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -77,6 +80,12 @@ pub struct Options {
     /// Largest number of bytes (framing included) buffered between commits;
     /// at least one largest record.
     pub batch_bytes_max: u64,
+    /// A small commit that writes past the zeros already written in the
+    /// active segment also writes zeros up to this many bytes past its end
+    /// (never past the preallocated length), in the same write
+    /// ([`ZERO_AHEAD_BYTES_DEFAULT`] says why). 0: never. The bytes on
+    /// disk mean the same either way: preallocated space reads as zeros.
+    pub zero_ahead_bytes: u64,
 }
 
 impl Default for Options {
@@ -86,6 +95,7 @@ impl Default for Options {
             segment_bytes_target: SEGMENT_BYTES_TARGET_DEFAULT,
             record_bytes_max: RECORD_BYTES_MAX,
             batch_bytes_max: BATCH_BYTES_MAX_DEFAULT,
+            zero_ahead_bytes: ZERO_AHEAD_BYTES_DEFAULT,
         }
     }
 }
@@ -103,6 +113,9 @@ impl Options {
                 "batch_bytes_max {} cannot hold one record of record_bytes_max {} (+{RECORD_HEADER_BYTES} framing)",
                 self.batch_bytes_max, self.record_bytes_max
             ));
+        }
+        if self.zero_ahead_bytes > ZERO_AHEAD_BYTES_MAX {
+            return invalid(format!("zero_ahead_bytes {} is above {ZERO_AHEAD_BYTES_MAX}", self.zero_ahead_bytes));
         }
         if let FsyncPolicy::Interval(interval) = self.fsync {
             if interval.is_zero() {
@@ -136,6 +149,8 @@ mod tests {
         assert!(matches!(too_big.validate(), Err(JournalError::InvalidOptions { .. })));
         let small_batch = Options { batch_bytes_max: 10, ..Options::default() };
         assert!(small_batch.validate().is_err());
+        let zeros = Options { zero_ahead_bytes: crate::limits::ZERO_AHEAD_BYTES_MAX + 1, ..Options::default() };
+        assert!(zeros.validate().is_err());
         let zero_interval = Options { fsync: FsyncPolicy::Interval(Duration::ZERO), ..Options::default() };
         assert!(zero_interval.validate().is_err());
     }

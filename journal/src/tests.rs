@@ -532,15 +532,20 @@ fn a_lazy_commit_is_written_at_once_and_fsynced_later() {
     let dir = tempfile::tempdir().unwrap();
     let options = Options { fsync: FsyncPolicy::Always, ..Options::default() };
     let (mut journal, _) = Journal::open(dir.path(), options).unwrap();
+    // The clock is given, not read: a slow fsync under a loaded test run
+    // must not make "just now" longer than LAZY_SYNC_MAX.
+    let start = Instant::now();
     journal.append(b"durable").unwrap();
-    assert!(journal.commit().unwrap().fsynced);
+    assert!(journal.commit_at(start).unwrap().fsynced);
     let at = journal.append_located(b"lazy").unwrap();
-    let info = journal.commit_lazily().unwrap();
+    let info = journal.commit_lazily_at(start + Duration::from_millis(1)).unwrap();
     assert!(!info.fsynced, "fsynced although the last fsync was just now");
     assert_eq!(journal.read_at(at).unwrap(), b"lazy", "written at once");
-    std::thread::sleep(LAZY_SYNC_MAX);
     journal.append(b"later").unwrap();
-    assert!(journal.commit_lazily().unwrap().fsynced, "not fsynced LAZY_SYNC_MAX after the last fsync");
+    assert!(
+        journal.commit_lazily_at(start + LAZY_SYNC_MAX).unwrap().fsynced,
+        "not fsynced LAZY_SYNC_MAX after the last fsync"
+    );
 }
 
 /// `{:#}` (anyhow's chain format, as the binaries print errors) names the OS
@@ -667,4 +672,176 @@ fn batch_buffer_is_bounded_after_a_burst() {
     journal.commit().unwrap();
     assert_eq!(journal.batch_capacity(), kept);
     assert_eq!(replay_all(&journal).len(), 2 * retained / record.len() + 3);
+}
+
+/// Records every write to a segment file (offset, length, all zeros past
+/// `zeros_from` bytes in) over the real file system.
+#[derive(Debug, Default)]
+struct WriteLog(std::sync::Mutex<Vec<(u64, usize, bool)>>);
+
+#[derive(Debug)]
+struct Recording(std::sync::Arc<WriteLog>);
+
+#[derive(Debug)]
+struct RecordingFile {
+    inner: Box<dyn StorageFile>,
+    log: Option<std::sync::Arc<WriteLog>>,
+}
+
+impl StorageFile for RecordingFile {
+    fn len(&self) -> std::io::Result<u64> {
+        self.inner.len()
+    }
+    fn read_exact_at(&self, buf: &mut [u8], offset: u64) -> std::io::Result<()> {
+        self.inner.read_exact_at(buf, offset)
+    }
+    fn write_all_at(&self, buf: &[u8], offset: u64) -> std::io::Result<()> {
+        if let Some(log) = &self.log {
+            let zero_tail = buf.iter().rposition(|&b| b != 0).map_or(buf.len(), |last| buf.len() - last - 1);
+            log.0.lock().unwrap().push((offset, buf.len(), zero_tail >= SECTOR_BYTES as usize));
+        }
+        self.inner.write_all_at(buf, offset)
+    }
+    fn set_len(&self, len: u64) -> std::io::Result<()> {
+        self.inner.set_len(len)
+    }
+    fn allocate(&self, len: u64) -> std::io::Result<()> {
+        self.inner.allocate(len)
+    }
+    fn sync_data(&self) -> std::io::Result<()> {
+        self.inner.sync_data()
+    }
+    fn sync_all(&self) -> std::io::Result<()> {
+        self.inner.sync_all()
+    }
+}
+
+impl Recording {
+    fn wrap(&self, path: &Path, inner: Box<dyn StorageFile>) -> Box<dyn StorageFile> {
+        let segment = path.extension().is_some_and(|ext| ext == "seg");
+        Box::new(RecordingFile { inner, log: segment.then(|| self.0.clone()) })
+    }
+}
+
+impl Storage for Recording {
+    fn is_dir(&self, dir: &Path) -> bool {
+        OsStorage.is_dir(dir)
+    }
+    fn create_dir_all(&self, dir: &Path) -> std::io::Result<()> {
+        OsStorage.create_dir_all(dir)
+    }
+    fn create_dir(&self, dir: &Path) -> std::io::Result<()> {
+        OsStorage.create_dir(dir)
+    }
+    fn sync_dir(&self, dir: &Path) -> std::io::Result<()> {
+        OsStorage.sync_dir(dir)
+    }
+    fn list(&self, dir: &Path) -> std::io::Result<Vec<String>> {
+        OsStorage.list(dir)
+    }
+    fn create_new(&self, path: &Path) -> std::io::Result<Box<dyn StorageFile>> {
+        Ok(self.wrap(path, OsStorage.create_new(path)?))
+    }
+    fn open(&self, path: &Path, writable: bool) -> std::io::Result<Box<dyn StorageFile>> {
+        Ok(self.wrap(path, OsStorage.open(path, writable)?))
+    }
+    fn remove_file(&self, path: &Path) -> std::io::Result<()> {
+        OsStorage.remove_file(path)
+    }
+    fn rename(&self, from: &Path, to: &Path) -> std::io::Result<()> {
+        OsStorage.rename(from, to)
+    }
+    fn lock(&self, dir: &Path) -> std::io::Result<LockGuard> {
+        OsStorage.lock(dir)
+    }
+}
+
+/// A small commit past the zeros written so far writes zeros ahead in
+/// the same write, up to `zero_ahead_bytes` and never past the segment's
+/// preallocated end; the commits that follow inside them write their
+/// frames only; a large commit writes no zeros ahead; the records read
+/// back the same.
+#[test]
+fn small_commits_write_zeros_ahead_and_large_ones_do_not() {
+    let temp = tempfile::tempdir().expect("tempdir");
+    let log = std::sync::Arc::new(WriteLog::default());
+    let ahead = 8 * 1024;
+    let segment = 256 * 1024;
+    let options = Options {
+        fsync: FsyncPolicy::Never,
+        segment_bytes_target: segment,
+        zero_ahead_bytes: ahead,
+        ..Options::default()
+    };
+    let (mut journal, _) =
+        Journal::open_on(std::sync::Arc::new(Recording(log.clone())), temp.path(), options).expect("open");
+    log.0.lock().unwrap().clear();
+    let mut bodies = Vec::new();
+    for index in 0..40 {
+        bodies.push(body(index));
+        journal.append(&body(index)).expect("append");
+        journal.commit().expect("commit");
+    }
+    let writes = std::mem::take(&mut *log.0.lock().unwrap());
+    assert_eq!(writes.len(), 40);
+    let ahead_writes: Vec<_> = writes.iter().filter(|w| w.1 > SECTOR_BYTES as usize).collect();
+    assert!(!ahead_writes.is_empty(), "no zeros written ahead: {writes:?}");
+    let mut zeroed = 0;
+    for &(offset, len, zero_tail) in &writes {
+        if offset + SECTOR_BYTES > zeroed {
+            assert_eq!(len as u64, SECTOR_BYTES + ahead, "a commit past the zeros writes {ahead} ahead");
+            assert!(zero_tail);
+            zeroed = offset + len as u64;
+        } else {
+            assert_eq!(len as u64, SECTOR_BYTES, "a commit inside the zeros writes its sector only");
+        }
+    }
+    // A commit larger than ZERO_AHEAD_COMMIT_BYTES_MAX writes its frames only.
+    let large = vec![9u8; ZERO_AHEAD_COMMIT_BYTES_MAX as usize + 1];
+    journal.append(&large).expect("append");
+    journal.commit().expect("commit");
+    bodies.push(large);
+    let writes = std::mem::take(&mut *log.0.lock().unwrap());
+    assert_eq!(writes.len(), 1);
+    assert!(!writes[0].2, "no zeros ahead after a large commit");
+    // Near a segment's end the zeros stop at its preallocated length.
+    let big = vec![3u8; (segment - 2 * 1024) as usize];
+    journal.roll();
+    journal.append(&big).expect("append");
+    journal.commit().expect("commit");
+    journal.append(b"small").expect("append");
+    journal.commit().expect("commit");
+    bodies.push(big);
+    bodies.push(b"small".to_vec());
+    let writes = std::mem::take(&mut *log.0.lock().unwrap());
+    let (offset, len, _) = *writes.last().expect("a write");
+    let active = journal.segments().last().expect("active").path.clone();
+    assert_eq!(offset + len as u64, fs::metadata(&active).expect("stat").len(), "zeros up to the end, not past");
+    assert_eq!(replay_all(&journal).into_iter().map(|(_, _, body)| body).collect::<Vec<_>>(), bodies);
+    drop(journal);
+    let (journal, _) = Journal::open(temp.path(), options_after(segment)).expect("reopen");
+    assert_eq!(replay_all(&journal).len(), bodies.len());
+}
+
+fn options_after(segment: u64) -> Options {
+    Options { fsync: FsyncPolicy::Never, segment_bytes_target: segment, ..Options::default() }
+}
+
+/// The rule, on its own.
+#[test]
+fn zero_ahead_ends_where_the_rule_says() {
+    let options = |zero_ahead_bytes| Options { zero_ahead_bytes, ..Options::default() };
+    let rule = crate::journal::zero_ahead_end;
+    // Past the zeros, small: zeros ahead, whole sectors.
+    assert_eq!(rule(1024, 512, 512, 1 << 20, &options(4096)), 1024 + 4096);
+    assert_eq!(rule(1024, 512, 512, 1 << 20, &options(1000)), 1536);
+    // Inside the zeros: nothing more.
+    assert_eq!(rule(1024, 512, 4096, 1 << 20, &options(4096)), 1024);
+    // Off, or a large commit.
+    assert_eq!(rule(1024, 512, 512, 1 << 20, &options(0)), 1024);
+    let large = ZERO_AHEAD_COMMIT_BYTES_MAX + 512;
+    assert_eq!(rule(1024 + large, large, 512, 1 << 20, &options(4096)), 1024 + large);
+    // Never past the preallocated end (nor before the commit's own end).
+    assert_eq!(rule(1024, 512, 512, 2048, &options(4096)), 2048);
+    assert_eq!(rule(4096, 512, 512, 3000, &options(4096)), 4096);
 }

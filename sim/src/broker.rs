@@ -165,8 +165,8 @@ pub fn virtual_base() -> Instant {
 /// The journal's options in the simulation: fsync `always` (the only
 /// policy under which a broker may confirm), small segments so rolls,
 /// reserves and compaction happen in every run.
-pub fn journal_options(segment_bytes: u64) -> Options {
-    Options { fsync: FsyncPolicy::Always, segment_bytes_target: segment_bytes, ..Options::default() }
+pub fn journal_options(segment_bytes: u64, zero_ahead_bytes: u64) -> Options {
+    Options { fsync: FsyncPolicy::Always, segment_bytes_target: segment_bytes, zero_ahead_bytes, ..Options::default() }
 }
 
 /// What `open` found.
@@ -491,7 +491,7 @@ impl Sim {
         };
         self.broker_incarnation = incarnation;
         let clock = virtual_instant(self.clock_base, self.now);
-        let options = journal_options(self.params.disk.segment_bytes);
+        let options = journal_options(self.params.disk.segment_bytes, self.params.disk.zero_ahead_bytes);
         let opened = match open(&self.disk, options, self.config(incarnation), self.now, clock) {
             Ok(opened) => opened,
             Err(error) => return self.open_failed(error),

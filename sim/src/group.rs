@@ -122,6 +122,8 @@ pub struct GroupParams {
     pub resend_after_ms: u64,
     pub stream: f64,
     pub segment_bytes: u64,
+    /// The journals' `zero_ahead_bytes` (see `DiskFaults`).
+    pub zero_ahead_bytes: u64,
 }
 
 impl GroupParams {
@@ -163,6 +165,8 @@ impl GroupParams {
             resend_after_ms: rng.range(2_000, 10_000),
             stream: [0.0, 0.3][rng.below(2) as usize],
             segment_bytes: [4 * 1024, 64 * 1024][rng.below(2) as usize],
+            // Drawn last, so every earlier parameter of a seed stays as it was.
+            zero_ahead_bytes: crate::ZERO_AHEAD_CHOICES[rng.below(crate::ZERO_AHEAD_CHOICES.len() as u64) as usize],
         }
     }
 }
@@ -625,7 +629,7 @@ impl GroupSim {
         let id = slot.id;
         slot.point.disarm();
         let disk: Arc<dyn Storage> = Arc::new(CrashPointDisk { disk: slot.disk.clone(), point: slot.point.clone() });
-        let options = journal_options(self.params.segment_bytes);
+        let options = journal_options(self.params.segment_bytes, self.params.zero_ahead_bytes);
         let (journal, recovery) = Journal::open_on(Arc::clone(&disk), Path::new(JOURNAL_DIR), options.clone())
             .map_err(|e| format!("member {id}: the event journal refused to open: {e:#}"))?;
         let ReplayedMember { core, anchors, applied, leftovers } =

@@ -95,7 +95,13 @@ pub struct DiskFaults {
     pub power_cut: f64,
     /// Share of broker crashes that flip a bit of durable data.
     pub bit_flip: f64,
+    /// The journal's `zero_ahead_bytes` (0: none; a sector; a few; the
+    /// default, which zeros a small segment whole at its first commit).
+    pub zero_ahead_bytes: u64,
 }
+
+/// The `zero_ahead_bytes` a seed draws from.
+pub const ZERO_AHEAD_CHOICES: [u64; 4] = [0, 512, 4 * 1024, orderly_journal::ZERO_AHEAD_BYTES_DEFAULT];
 
 /// Everything a seed decides up front.
 #[derive(Debug)]
@@ -190,7 +196,7 @@ impl Params {
             } else {
                 None
             },
-            disk: DiskFaults { segment_bytes: 0, power_cut: 0.0, bit_flip: 0.0 },
+            disk: DiskFaults { segment_bytes: 0, power_cut: 0.0, bit_flip: 0.0, zero_ahead_bytes: 0 },
             nack_delay: 0.0,
             attempt_timeout_ms: None,
         };
@@ -200,6 +206,7 @@ impl Params {
             segment_bytes: [4 * 1024, 16 * 1024, 64 * 1024][rng.below(3) as usize],
             power_cut: [0.0, 0.3, 0.7, 1.0][rng.below(4) as usize],
             bit_flip: if rng.chance(0.05) { 0.3 } else { 0.0 },
+            zero_ahead_bytes: 0,
         };
         let disk_weight = |rng: &mut Rng| if rng.chance(0.3) { rng.range(1, 2) } else { 0 };
         params.chaos_weights[7] = disk_weight(rng);
@@ -210,6 +217,8 @@ impl Params {
         if let (Some(ack_ms), true) = (params.ack_timeout_ms, rng.chance(0.5)) {
             params.attempt_timeout_ms = Some(ack_ms + rng.range(500, 8_000));
         }
+        // Drawn last, so every earlier parameter of a seed stays as it was.
+        params.disk.zero_ahead_bytes = ZERO_AHEAD_CHOICES[rng.below(ZERO_AHEAD_CHOICES.len() as u64) as usize];
         params
     }
 }
