@@ -217,6 +217,28 @@ impl Peers {
     pub fn send(&mut self, to: MemberId, payload: &[u8]) -> Result<Sent, SendError> {
         let index = self.table.index_of(to).ok_or(SendError::NotAPeer(to))?;
         let frame = frame::encode(self.table.me(), payload)?;
+        self.send_frame(index, frame)
+    }
+
+    /// [`Peers::send`] of a payload that `write` puts straight into the
+    /// frame, after its header (`payload_bytes`: its size, a hint): a raft
+    /// append's entries are copied into the frame once, where encoding
+    /// them apart and then framing them copied them twice (a leader's
+    /// largest copy, once per follower). `write`'s error is returned as
+    /// it is, and nothing is sent.
+    pub fn send_with<E>(
+        &mut self,
+        to: MemberId,
+        payload_bytes: usize,
+        write: impl FnOnce(&mut Vec<u8>) -> Result<(), E>,
+    ) -> Result<Result<Sent, SendError>, E> {
+        let Some(index) = self.table.index_of(to) else { return Ok(Err(SendError::NotAPeer(to))) };
+        let mut frame = frame::start(self.table.me(), payload_bytes);
+        write(&mut frame)?;
+        Ok(frame::finish(frame).map_err(SendError::from).and_then(|frame| self.send_frame(index, frame)))
+    }
+
+    fn send_frame(&mut self, index: usize, frame: Vec<u8>) -> Result<Sent, SendError> {
         match self.dealers[index].send(frame, zmq::DONTWAIT) {
             Ok(()) => {
                 self.stats.sent += 1;

@@ -138,12 +138,11 @@ pub(super) fn start(
 /// Sends one raft message to `message.to`; raft resends what is lost.
 fn send_raft(peers: &mut Peers, message: orderly_replication::Message) {
     let Some(to) = MemberId::new(message.to) else { return };
-    match message.write_to_bytes() {
-        Ok(bytes) => {
-            if let Err(error) = peers.send(to, &bytes) {
-                warn!(to = message.to, %error, "raft message not sent");
-            }
-        }
+    // Encoded straight into the peer frame (see `Peers::send_with`).
+    let size = message.compute_size() as usize;
+    match peers.send_with(to, size, |frame| message.write_to_vec(frame)) {
+        Ok(Ok(_)) => {}
+        Ok(Err(error)) => warn!(to = message.to, %error, "raft message not sent"),
         Err(error) => warn!(to = message.to, %error, "raft message not encoded; not sent"),
     }
 }

@@ -42,6 +42,26 @@ pub fn encode(from: MemberId, payload: &[u8]) -> Result<Vec<u8>, FrameError> {
     Ok(frame)
 }
 
+/// A frame's header from member `from`, with room for `payload_bytes`
+/// more: the caller writes the payload after it in place (see
+/// [`finish`]), so a payload built for one frame is not copied again.
+pub fn start(from: MemberId, payload_bytes: usize) -> Vec<u8> {
+    let mut frame = Vec::with_capacity(FRAME_HEADER_BYTES + payload_bytes);
+    frame.push(FRAME_VERSION);
+    frame.extend_from_slice(&from.get().to_be_bytes());
+    frame
+}
+
+/// Checks a frame begun with [`start`] and written after its header:
+/// the same limit as [`encode`].
+pub fn finish(frame: Vec<u8>) -> Result<Vec<u8>, FrameError> {
+    let len = frame.len().saturating_sub(FRAME_HEADER_BYTES);
+    if len > PEER_PAYLOAD_BYTES_MAX {
+        return Err(FrameError::TooLarge { len });
+    }
+    Ok(frame)
+}
+
 /// The claimed sender and the payload of a frame.
 pub fn decode(frame: &[u8]) -> Result<(MemberId, &[u8]), FrameError> {
     if frame.len() < FRAME_HEADER_BYTES {
@@ -65,6 +85,20 @@ mod tests {
 
     fn id(n: u64) -> MemberId {
         MemberId::new(n).unwrap()
+    }
+
+    /// A frame written in place is the frame `encode` makes, and is held
+    /// to the same limit.
+    #[test]
+    fn a_frame_written_in_place_is_the_same_frame() {
+        for payload in [&b""[..], b"x", &[0xff; 300]] {
+            let mut frame = start(id(258), payload.len());
+            frame.extend_from_slice(payload);
+            assert_eq!(finish(frame), encode(id(258), payload));
+        }
+        let mut frame = start(id(2), 0);
+        frame.resize(FRAME_HEADER_BYTES + PEER_PAYLOAD_BYTES_MAX + 1, 0);
+        assert_eq!(finish(frame), Err(FrameError::TooLarge { len: PEER_PAYLOAD_BYTES_MAX + 1 }));
     }
 
     #[test]
