@@ -153,7 +153,7 @@ fn version_is_the_workspaces() {
         .assert()
         .success()
         .stdout(predicate::str::diff(format!("orderly-broker {}\n", env!("CARGO_PKG_VERSION"))));
-    assert_eq!(env!("CARGO_PKG_VERSION"), "0.5.3");
+    assert_eq!(env!("CARGO_PKG_VERSION"), "0.5.4");
 }
 
 /// Under systemd (`Type=notify`): READY=1 once the broker listens, then
