@@ -88,6 +88,10 @@ pub struct Journal {
     /// Below this offset the active segment's blocks have been written
     /// (records, or zeros written ahead: see `Options::zero_ahead_bytes`).
     active_zeroed: u64,
+    /// Commits of at most `ZERO_AHEAD_COMMIT_BYTES_MAX` in a row (up to
+    /// `ZERO_AHEAD_AFTER_SMALL_COMMITS`): zeros are written ahead only
+    /// once the journal is quiet enough for its commits to be small.
+    small_commits: u32,
     /// The next segment, preallocated ahead of need.
     reserve: Reserve,
     /// Seq the next `append` gets.
@@ -176,6 +180,7 @@ impl Journal {
             active_synced: 0,
             active_allocated: 0,
             active_zeroed: 0,
+            small_commits: 0,
             next_seq: SEQ_FIRST,
             segments: Vec::new(),
             batch: Batch::default(),
@@ -685,7 +690,15 @@ impl Journal {
             self.active_allocated = end;
         }
         let frames = bytes.len();
-        let zeros_to = zero_ahead_end(end, frames as u64, self.active_zeroed, self.active_allocated, &self.options);
+        self.small_commits = match frames as u64 <= crate::limits::ZERO_AHEAD_COMMIT_BYTES_MAX {
+            true => (self.small_commits + 1).min(crate::limits::ZERO_AHEAD_AFTER_SMALL_COMMITS),
+            false => 0,
+        };
+        let quiet = self.small_commits >= crate::limits::ZERO_AHEAD_AFTER_SMALL_COMMITS;
+        let zeros_to = match quiet {
+            true => zero_ahead_end(end, frames as u64, self.active_zeroed, self.active_allocated, &self.options),
+            false => end,
+        };
         bytes.resize((zeros_to - at) as usize, 0);
         let written = self.active_file.write_all_at(bytes, at);
         bytes.truncate(frames);
@@ -796,7 +809,8 @@ fn rewrite(file: &dyn StorageFile, len: u64) -> std::io::Result<()> {
 /// Where a commit of `frames` bytes ending at `end` ends its write: at
 /// `end`, or, when it is small and runs past the zeros written so far
 /// (`zeroed`), `zero_ahead_bytes` further (whole sectors, never past the
-/// preallocated length): see `Options::zero_ahead_bytes`.
+/// preallocated length): see `Options::zero_ahead_bytes`. Only asked
+/// once the last `ZERO_AHEAD_AFTER_SMALL_COMMITS` commits were small.
 pub(crate) fn zero_ahead_end(end: u64, frames: u64, zeroed: u64, allocated: u64, options: &Options) -> u64 {
     let ahead = options.zero_ahead_bytes;
     if ahead == 0 || end <= zeroed || frames > crate::limits::ZERO_AHEAD_COMMIT_BYTES_MAX {

@@ -68,8 +68,9 @@
 //! boundary: its frames back to back, zero padding so that no frame
 //! straddles a sector boundary, and zero padding to the next boundary. So a
 //! commit never rewrites a sector that holds durable data, and a sector a
-//! power cut lost reads as zeros. A small commit that runs past the zeros
-//! written so far also writes zeros ahead of it, in the same write
+//! power cut lost reads as zeros. Once the journal is quiet (small commits
+//! in a row), a small commit that runs past the zeros written so far also
+//! writes zeros ahead of it, in the same write
 //! (`Options::zero_ahead_bytes`): the bytes mean the same as the
 //! preallocated space they replace, but later commits then land in blocks
 //! already written, whose `fdatasync` needs no metadata change. Each frame:
@@ -195,7 +196,8 @@ pub use inspect::{read_records, read_records_on, Inspection, Problem, ProblemKin
 pub use journal::{CommitInfo, Journal, RecordAt, LAZY_SYNC_MAX};
 pub use limits::{
     BATCH_BYTES_MAX_DEFAULT, READ_BUFFER_BYTES, RECORD_BYTES_MAX, SEGMENT_BYTES_TARGET_DEFAULT,
-    SEGMENT_BYTES_TARGET_MAX, ZERO_AHEAD_BYTES_DEFAULT, ZERO_AHEAD_BYTES_MAX, ZERO_AHEAD_COMMIT_BYTES_MAX,
+    SEGMENT_BYTES_TARGET_MAX, ZERO_AHEAD_AFTER_SMALL_COMMITS, ZERO_AHEAD_BYTES_DEFAULT, ZERO_AHEAD_BYTES_MAX,
+    ZERO_AHEAD_COMMIT_BYTES_MAX,
 };
 pub use options::{FsyncPolicy, Options};
 pub use recover::{Recovery, TruncatedTail};

@@ -45,14 +45,21 @@ pub(crate) const BATCH_BUFFER_RETAINED_BYTES_MAX: usize = 4 * 1024 * 1024;
 /// a 1,000 orders/s broker between two zero writes.
 pub const ZERO_AHEAD_BYTES_DEFAULT: u64 = 1024 * 1024;
 
+/// Zeros are written ahead only after this many small commits in a row.
+/// A loaded broker alternates large intake commits with small ones (its
+/// acks): zeros written ahead there would be overwritten by the next
+/// large commit, every byte written twice where the device is busiest.
+/// A broker at 1,000 orders/s makes about two small commits an order.
+pub const ZERO_AHEAD_AFTER_SMALL_COMMITS: u32 = 16;
+
 /// Largest `Options::zero_ahead_bytes`: the zeros ride in the batch buffer.
 pub const ZERO_AHEAD_BYTES_MAX: u64 = 1024 * 1024;
 
 /// Zeros are written ahead only by commits of at most this many bytes
-/// (the data; 0 in `Options::zero_ahead_bytes` turns it off). A large
-/// commit (a loaded broker's batch) pays the metadata change once for its
-/// many records, while writing every byte twice would double the device's
-/// writes where it is busiest.
+/// (the data; 0 in `Options::zero_ahead_bytes` turns it off), and only
+/// after `ZERO_AHEAD_AFTER_SMALL_COMMITS` of them in a row. A large commit
+/// (a loaded broker's batch) pays the metadata change once for its many
+/// records.
 pub const ZERO_AHEAD_COMMIT_BYTES_MAX: u64 = 64 * 1024;
 
 /// Read buffer for scanning segments: large sequential reads, small memory.
@@ -73,4 +80,5 @@ const _: () = assert!(SEGMENT_BYTES_TARGET_MAX + BATCH_BYTES_MAX_DEFAULT <= u32:
 const _: () = assert!(QUARANTINE_NAME_ATTEMPTS_MAX >= 1);
 // A zero write stays a small part of the batch buffer that holds it.
 const _: () = assert!(ZERO_AHEAD_BYTES_DEFAULT <= ZERO_AHEAD_BYTES_MAX);
+const _: () = assert!(ZERO_AHEAD_AFTER_SMALL_COMMITS >= 1);
 const _: () = assert!(ZERO_AHEAD_BYTES_MAX + ZERO_AHEAD_COMMIT_BYTES_MAX <= BATCH_BUFFER_RETAINED_BYTES_MAX as u64);

@@ -756,67 +756,66 @@ impl Storage for Recording {
     }
 }
 
-/// A small commit past the zeros written so far writes zeros ahead in
-/// the same write, up to `zero_ahead_bytes` and never past the segment's
-/// preallocated end; the commits that follow inside them write their
-/// frames only; a large commit writes no zeros ahead; the records read
-/// back the same.
+/// Once the journal is quiet (`ZERO_AHEAD_AFTER_SMALL_COMMITS` small
+/// commits in a row), a small commit past the zeros written so far writes
+/// zeros ahead in the same write, `zero_ahead_bytes` of them; the commits
+/// that follow inside them write their frames only. A large commit writes
+/// none, and the journal is not quiet again until as many small commits
+/// have followed it. The records read back the same, also after a reopen.
 #[test]
-fn small_commits_write_zeros_ahead_and_large_ones_do_not() {
+fn small_commits_write_zeros_ahead_once_the_journal_is_quiet() {
     let temp = tempfile::tempdir().expect("tempdir");
     let log = std::sync::Arc::new(WriteLog::default());
     let ahead = 8 * 1024;
-    let segment = 256 * 1024;
+    let segment = 1024 * 1024;
     let options = Options {
         fsync: FsyncPolicy::Never,
         segment_bytes_target: segment,
         zero_ahead_bytes: ahead,
         ..Options::default()
     };
-    let (mut journal, _) =
-        Journal::open_on(std::sync::Arc::new(Recording(log.clone())), temp.path(), options).expect("open");
-    log.0.lock().unwrap().clear();
+    let storage = std::sync::Arc::new(Recording(log.clone()));
+    let (mut journal, _) = Journal::open_on(storage, temp.path(), options).expect("open");
+    let quiet = ZERO_AHEAD_AFTER_SMALL_COMMITS as usize;
     let mut bodies = Vec::new();
-    for index in 0..40 {
-        bodies.push(body(index));
-        journal.append(&body(index)).expect("append");
-        journal.commit().expect("commit");
-    }
-    let writes = std::mem::take(&mut *log.0.lock().unwrap());
-    assert_eq!(writes.len(), 40);
-    let ahead_writes: Vec<_> = writes.iter().filter(|w| w.1 > SECTOR_BYTES as usize).collect();
-    assert!(!ahead_writes.is_empty(), "no zeros written ahead: {writes:?}");
+    let small_commits = |journal: &mut Journal, bodies: &mut Vec<Vec<u8>>, count: usize| {
+        log.0.lock().unwrap().clear();
+        for index in 0..count {
+            bodies.push(body(index));
+            journal.append(&body(index)).expect("append");
+            journal.commit().expect("commit");
+        }
+        std::mem::take(&mut *log.0.lock().unwrap())
+    };
+    let sector = SECTOR_BYTES as usize;
+    // Not quiet yet: frames only.
+    let writes = small_commits(&mut journal, &mut bodies, quiet - 1);
+    assert!(writes.iter().all(|w| w.1 == sector && !w.2), "zeros before the journal was quiet: {writes:?}");
+    // Quiet: the next commit writes zeros ahead, and the ones inside them do not.
+    let writes = small_commits(&mut journal, &mut bodies, 40);
     let mut zeroed = 0;
+    let mut zero_writes = 0;
     for &(offset, len, zero_tail) in &writes {
         if offset + SECTOR_BYTES > zeroed {
-            assert_eq!(len as u64, SECTOR_BYTES + ahead, "a commit past the zeros writes {ahead} ahead");
+            assert_eq!(len, sector + ahead as usize, "a commit past the zeros writes {ahead} ahead");
             assert!(zero_tail);
             zeroed = offset + len as u64;
+            zero_writes += 1;
         } else {
-            assert_eq!(len as u64, SECTOR_BYTES, "a commit inside the zeros writes its sector only");
+            assert_eq!(len, sector, "a commit inside the zeros writes its sector only");
         }
     }
-    // A commit larger than ZERO_AHEAD_COMMIT_BYTES_MAX writes its frames only.
+    assert_eq!(zero_writes, 3, "40 sectors past 8 KiB of zeros at a time: {writes:?}");
+    // A large commit writes no zeros, and the journal is not quiet again
+    // until as many small commits have followed it.
     let large = vec![9u8; ZERO_AHEAD_COMMIT_BYTES_MAX as usize + 1];
     journal.append(&large).expect("append");
     journal.commit().expect("commit");
     bodies.push(large);
-    let writes = std::mem::take(&mut *log.0.lock().unwrap());
-    assert_eq!(writes.len(), 1);
-    assert!(!writes[0].2, "no zeros ahead after a large commit");
-    // Near a segment's end the zeros stop at its preallocated length.
-    let big = vec![3u8; (segment - 2 * 1024) as usize];
-    journal.roll();
-    journal.append(&big).expect("append");
-    journal.commit().expect("commit");
-    journal.append(b"small").expect("append");
-    journal.commit().expect("commit");
-    bodies.push(big);
-    bodies.push(b"small".to_vec());
-    let writes = std::mem::take(&mut *log.0.lock().unwrap());
-    let (offset, len, _) = *writes.last().expect("a write");
-    let active = journal.segments().last().expect("active").path.clone();
-    assert_eq!(offset + len as u64, fs::metadata(&active).expect("stat").len(), "zeros up to the end, not past");
+    let writes = small_commits(&mut journal, &mut bodies, quiet - 1);
+    assert!(writes.iter().all(|w| w.1 == sector), "zeros right after a large commit: {writes:?}");
+    let writes = small_commits(&mut journal, &mut bodies, 1);
+    assert_eq!(writes[0].1, sector + ahead as usize, "quiet again");
     assert_eq!(replay_all(&journal).into_iter().map(|(_, _, body)| body).collect::<Vec<_>>(), bodies);
     drop(journal);
     let (journal, _) = Journal::open(temp.path(), options_after(segment)).expect("reopen");
