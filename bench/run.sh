@@ -372,10 +372,11 @@ for framing in $FRAMINGS; do
 done
 # The medians, and the ratios the targets are about (group / single broker:
 # ≥ 0.5 packed; CURVE / plaintext: ≥ 0.8), each beside its two figures.
-# With the targets' own workload (10 items of 100 B, fsync always, 1,000
-# orders/s for the latency), each target is printed beside its figure.
+# With the targets' own workload (10 items of 100 B, fsync always; the
+# latency target at 1,000 orders/s), each target is printed beside its
+# figure.
 TARGETS=0
-if [ "$ITEMS" = 10 ] && [ "$ITEM_BYTES" = 100 ] && [ "$FSYNC" = always ] && [ "$RATE_LABEL" = 1,000 ]; then TARGETS=1; fi
+if [ "$ITEMS" = 10 ] && [ "$ITEM_BYTES" = 100 ] && [ "$FSYNC" = always ]; then TARGETS=1; fi
 python3 - "$results" "$GROUP" "$RUNS" "$RATE_LABEL" "$PACED" "$TARGETS" <<'PY'
 import glob, json, os, statistics, sys
 results, group, runs, rate, paced = sys.argv[1], sys.argv[2], int(sys.argv[3]), sys.argv[4], sys.argv[5] == "1"
@@ -429,7 +430,7 @@ if targets:
             verdict(f"≥ {goal:,} orders/s, {framing}", value, lambda v: v >= goal, lambda v: f"{v:,.0f} orders/s")
     for framing in ("per-item", "packed"):
         entry = figures.get(("single", "off", framing))
-        if entry and entry["p99"]:
+        if entry and entry["p99"] and rate == "1,000":
             verdict(f"confirm p99 ≤ 1 ms at 1,000 orders/s, {framing}", median(entry["p99"]), lambda v: v <= 1.0,
                     lambda v: f"{v:.3f} ms")
     single_rss = [kib for (setup, curve, _), e in figures.items() if setup == "single" and curve == "off"
