@@ -28,6 +28,10 @@
 # interleaved pairs; `off` (the default): plaintext only. The table's first
 # column says which.
 #
+# With the paced runs, the device's own 4 KiB write + fdatasync latency is
+# measured before and after them (bench/fsync_probe.py, on $TMPDIR): a
+# confirm p99 cannot be lower than the device's fsync tail.
+#
 # After the table: the median of each setup's runs and the ratios the
 # issue's targets are about — group / single broker (with --group), CURVE /
 # plaintext (with --curve both) — per framing.
@@ -353,6 +357,10 @@ if [ "$CURVE" != off ]; then
     KEYS="$results/keys"
     make_keys "$KEYS"
 fi
+# The device's own commit latency before and after the paced runs: a
+# confirm p99 is read beside it (bench/fsync_probe.py).
+probe_device() { [ "$PACED" -eq 0 ] || python3 "$ROOT/bench/fsync_probe.py" "${TMPDIR:-/tmp}" >"$results/fsync_$1.json"; }
+probe_device before
 lost=0
 for framing in $FRAMINGS; do
     for run in $(seq 1 "$RUNS"); do
@@ -370,6 +378,7 @@ for framing in $FRAMINGS; do
         done
     done
 done
+probe_device after
 # The medians, and the ratios the targets are about (group / single broker:
 # ≥ 0.5 packed; CURVE / plaintext: ≥ 0.8), each beside its two figures.
 # With the targets' own workload (10 items of 100 B, fsync always; the
@@ -401,6 +410,12 @@ label = lambda setup, curve: ("single broker" if setup == "single" else f"group 
     ", CURVE" if curve == "on" else "")
 median = lambda values: statistics.median(values) if values else None
 print(f"\nmedians of {runs} run(s): orders/s end to end" + (f"; confirm p99 ms at {rate}/s" if paced else ""))
+device = [json.load(open(p)) for p in (os.path.join(results, f"fsync_{w}.json") for w in ("before", "after"))
+          if os.path.exists(p)]
+if device:
+    print("  this device alone, a 4 KiB write + fdatasync (before / after the runs): p50 "
+          + " / ".join(f"{d['p50']:.3f}" for d in device) + " ms, p99 "
+          + " / ".join(f"{d['p99']:.3f}" for d in device) + " ms")
 order = lambda key: (key[2] != "per-item", key[0] != "single", key[1] != "off")
 for (setup, curve, framing), entry in sorted(figures.items(), key=lambda kv: order(kv[0])):
     p99 = median(entry["p99"])
