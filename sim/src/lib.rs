@@ -96,7 +96,7 @@ pub struct DiskFaults {
     /// Share of broker crashes that flip a bit of durable data.
     pub bit_flip: f64,
     /// The journal's `zero_ahead_bytes` (0: none; a sector; a few; the
-    /// default, which zeros a small segment whole at its first commit).
+    /// default, larger than the simulation's smallest segments).
     pub zero_ahead_bytes: u64,
 }
 
