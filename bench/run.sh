@@ -421,9 +421,11 @@ for (setup, curve, framing), entry in sorted(figures.items(), key=lambda kv: ord
     p99 = median(entry["p99"])
     print(f"  {label(setup, curve)}, {framing}: {median(entry['rate']):,.0f} orders/s"
           + ("" if p99 is None else f"; p99 {p99:.3f} ms"))
+def rate_of(key):
+    return median(figures[key]["rate"]) if key in figures else None
 def ratio(name, a, b):
-    if a in figures and b in figures:
-        x, y = median(figures[a]["rate"]), median(figures[b]["rate"])
+    x, y = rate_of(a), rate_of(b)
+    if x is not None and y is not None:
         print(f"{name}, {a[2]}: {x / y:.2f} ({x:,.0f} / {y:,.0f} orders/s)")
 for framing in ("per-item", "packed"):
     for curve in ("off", "on"):
@@ -435,31 +437,30 @@ if targets:
     # Issue 20's targets (docs/PERF-PROGRESS.md), never loosened: each
     # beside this run's median, met or missed.
     verdicts = []
-    def verdict(name, value, met, shown):
-        verdicts.append(f"  {name}: {shown(value)} — {'met' if met(value) else 'MISSED'}")
-    def rate_of(key):
-        return median(figures[key]["rate"]) if key in figures else None
+    def verdict(name, shown, met):
+        verdicts.append(f"  {name}: {shown} — {'met' if met else 'MISSED'}")
     for framing, goal in (("per-item", 100_000), ("packed", 250_000)):
         value = rate_of(("single", "off", framing))
         if value is not None:
-            verdict(f"≥ {goal:,} orders/s, {framing}", value, lambda v: v >= goal, lambda v: f"{v:,.0f} orders/s")
+            verdict(f"≥ {goal:,} orders/s, {framing}", f"{value:,.0f} orders/s", value >= goal)
     for framing in ("per-item", "packed"):
         entry = figures.get(("single", "off", framing))
         if entry and entry["p99"] and rate == "1,000":
-            verdict(f"confirm p99 ≤ 1 ms at 1,000 orders/s, {framing}", median(entry["p99"]), lambda v: v <= 1.0,
-                    lambda v: f"{v:.3f} ms")
+            p99 = median(entry["p99"])
+            verdict(f"confirm p99 ≤ 1 ms at 1,000 orders/s, {framing}", f"{p99:.3f} ms", p99 <= 1.0)
     single_rss = [kib for (setup, curve, _), e in figures.items() if setup == "single" and curve == "off"
                   for kib in e["rss_kib"]]
     if single_rss:
-        verdict("broker peak RSS ≤ 64 MiB at full load (largest run)", max(single_rss) / 1024, lambda v: v <= 64,
-                lambda v: f"{v:.0f} MiB")
+        mib = max(single_rss) / 1024
+        verdict("broker peak RSS ≤ 64 MiB at full load (largest run)", f"{mib:.0f} MiB", mib <= 64)
     for key_a, key_b, goal, name in (
         (("group", "off", "packed"), ("single", "off", "packed"), 0.5, f"group of {group} ≥ 50 % of single, packed"),
         (("single", "on", "per-item"), ("single", "off", "per-item"), 0.8, "CURVE ≥ 80 % of plaintext, per-item"),
         (("single", "on", "packed"), ("single", "off", "packed"), 0.8, "CURVE ≥ 80 % of plaintext, packed"),
     ):
-        if rate_of(key_a) is not None and rate_of(key_b) is not None:
-            verdict(name, rate_of(key_a) / rate_of(key_b), lambda v: v >= goal, lambda v: f"{v:.2f}")
+        a, b = rate_of(key_a), rate_of(key_b)
+        if a is not None and b is not None:
+            verdict(name, f"{a / b:.2f}", a / b >= goal)
     if verdicts:
         print("\ntargets (medians of this run; README \"Performance\" says what limits a missed one):")
         print("\n".join(verdicts))

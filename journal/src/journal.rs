@@ -694,11 +694,8 @@ impl Journal {
             true => (self.small_commits + 1).min(crate::limits::ZERO_AHEAD_AFTER_SMALL_COMMITS),
             false => 0,
         };
-        let quiet = self.small_commits >= crate::limits::ZERO_AHEAD_AFTER_SMALL_COMMITS;
-        let zeros_to = match quiet {
-            true => zero_ahead_end(end, frames as u64, self.active_zeroed, self.active_allocated, &self.options),
-            false => end,
-        };
+        let zeros_to =
+            zero_ahead_end(end, self.small_commits, self.active_zeroed, self.active_allocated, &self.options);
         bytes.resize((zeros_to - at) as usize, 0);
         let written = self.active_file.write_all_at(bytes, at);
         bytes.truncate(frames);
@@ -806,14 +803,14 @@ fn rewrite(file: &dyn StorageFile, len: u64) -> std::io::Result<()> {
     Ok(())
 }
 
-/// Where a commit of `frames` bytes ending at `end` ends its write: at
-/// `end`, or, when it is small and runs past the zeros written so far
-/// (`zeroed`), `zero_ahead_bytes` further (whole sectors, never past the
-/// preallocated length): see `Options::zero_ahead_bytes`. Only asked
-/// once the last `ZERO_AHEAD_AFTER_SMALL_COMMITS` commits were small.
-pub(crate) fn zero_ahead_end(end: u64, frames: u64, zeroed: u64, allocated: u64, options: &Options) -> u64 {
+/// Where a commit ending at `end` ends its write: at `end`, or, when the
+/// journal is quiet (`small_commits`, this one included, reached
+/// `ZERO_AHEAD_AFTER_SMALL_COMMITS`) and the commit runs past the zeros
+/// written so far (`zeroed`), `zero_ahead_bytes` further (whole sectors,
+/// never past the preallocated length): see `Options::zero_ahead_bytes`.
+pub(crate) fn zero_ahead_end(end: u64, small_commits: u32, zeroed: u64, allocated: u64, options: &Options) -> u64 {
     let ahead = options.zero_ahead_bytes;
-    if ahead == 0 || end <= zeroed || frames > crate::limits::ZERO_AHEAD_COMMIT_BYTES_MAX {
+    if ahead == 0 || end <= zeroed || small_commits < crate::limits::ZERO_AHEAD_AFTER_SMALL_COMMITS {
         return end;
     }
     let to = (end + ahead).min(allocated);

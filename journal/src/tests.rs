@@ -831,16 +831,17 @@ fn options_after(segment: u64) -> Options {
 fn zero_ahead_ends_where_the_rule_says() {
     let options = |zero_ahead_bytes| Options { zero_ahead_bytes, ..Options::default() };
     let rule = crate::journal::zero_ahead_end;
-    // Past the zeros, small: zeros ahead, whole sectors.
-    assert_eq!(rule(1024, 512, 512, 1 << 20, &options(4096)), 1024 + 4096);
-    assert_eq!(rule(1024, 512, 512, 1 << 20, &options(1000)), 1536);
+    let quiet = ZERO_AHEAD_AFTER_SMALL_COMMITS;
+    // Quiet, past the zeros: zeros ahead, whole sectors.
+    assert_eq!(rule(1024, quiet, 512, 1 << 20, &options(4096)), 1024 + 4096);
+    assert_eq!(rule(1024, quiet, 512, 1 << 20, &options(1000)), 1536);
     // Inside the zeros: nothing more.
-    assert_eq!(rule(1024, 512, 4096, 1 << 20, &options(4096)), 1024);
-    // Off, or a large commit.
-    assert_eq!(rule(1024, 512, 512, 1 << 20, &options(0)), 1024);
-    let large = ZERO_AHEAD_COMMIT_BYTES_MAX + 512;
-    assert_eq!(rule(1024 + large, large, 512, 1 << 20, &options(4096)), 1024 + large);
+    assert_eq!(rule(1024, quiet, 4096, 1 << 20, &options(4096)), 1024);
+    // Off, or not quiet (after a large commit, or too few small ones).
+    assert_eq!(rule(1024, quiet, 512, 1 << 20, &options(0)), 1024);
+    assert_eq!(rule(1024, 0, 512, 1 << 20, &options(4096)), 1024);
+    assert_eq!(rule(1024, quiet - 1, 512, 1 << 20, &options(4096)), 1024);
     // Never past the preallocated end (nor before the commit's own end).
-    assert_eq!(rule(1024, 512, 512, 2048, &options(4096)), 2048);
-    assert_eq!(rule(4096, 512, 512, 3000, &options(4096)), 4096);
+    assert_eq!(rule(1024, quiet, 512, 2048, &options(4096)), 2048);
+    assert_eq!(rule(4096, quiet, 512, 3000, &options(4096)), 4096);
 }

@@ -35,9 +35,7 @@ pub fn encode(from: MemberId, payload: &[u8]) -> Result<Vec<u8>, FrameError> {
     if payload.len() > PEER_PAYLOAD_BYTES_MAX {
         return Err(FrameError::TooLarge { len: payload.len() });
     }
-    let mut frame = Vec::with_capacity(FRAME_HEADER_BYTES + payload.len());
-    frame.push(FRAME_VERSION);
-    frame.extend_from_slice(&from.get().to_be_bytes());
+    let mut frame = start(from, payload.len());
     frame.extend_from_slice(payload);
     Ok(frame)
 }
